@@ -1,0 +1,27 @@
+# Two entry points, both from a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install only when the project's dependencies change, so llama-cpp-python
+# (compiled from source, about 4 minutes on 2 cores) is not rebuilt needlessly.
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench proto-check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -e '.[cpu,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/edge-agent serve $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/serve.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,169 @@
+"""The HTTP API: OpenAI-compatible endpoints, health and metrics (Starlette).
+
+Handlers only read the body, call the parser and the service, and shape the
+response. Every error a client can cause becomes OpenAI's error object with a
+4xx status; anything else becomes a 500 with no traceback in the body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from edge_agent.api.responses import dumps, error_body
+from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
+from edge_agent.scheduler import OverloadedError
+from edge_agent.service import Answer, InferenceService, error_for
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/json"
+_KNOWN_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models",
+                          "/healthz", "/readyz", "/metrics"})
+
+
+def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: int) -> Starlette:
+    limits = Limits(n_ctx=service.backend.n_ctx, model_ids=(service.model_id,))
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise _too_large(int(declared), max_body_bytes)
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise _too_large(size, max_body_bytes)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise RequestError("the client closed the connection before sending the whole body", None, "client_disconnect")
+        try:
+            return json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestError(f"the request body is not valid JSON: {exc}", None, code="invalid_json") from None
+
+    async def generation(request: Request, endpoint: str) -> Response:
+        started = time.monotonic()
+        body = await read_json(request)
+        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits)
+        answer = await service.generate(endpoint, params, request.headers.get("cache-control", ""), started)
+        return _respond(answer)
+
+    async def completions(request: Request) -> Response:
+        return await generation(request, "completions")
+
+    async def chat_completions(request: Request) -> Response:
+        return await generation(request, "chat")
+
+    async def embeddings(request: Request) -> Response:
+        params = parse_embeddings(await read_json(request), limits)
+        return Response(dumps(await service.embed(params)), media_type=_JSON)
+
+    async def models(request: Request) -> Response:
+        artifact = service.backend.artifact
+        return Response(dumps({"object": "list", "data": [{
+            "id": service.model_id, "object": "model", "created": int(artifact.path.stat().st_mtime),
+            "owned_by": "edgefleet", "sha256": artifact.sha256, "engine": service.backend.engine_name,
+            "context_length": service.backend.n_ctx, "chat_template": service.backend.has_chat_template,
+        }]}), media_type=_JSON)
+
+    async def healthz(request: Request) -> Response:
+        return Response(dumps({"status": "ok"}), media_type=_JSON)
+
+    async def readyz(request: Request) -> Response:
+        if service.ready:
+            return Response(dumps({"status": "ready", "model": service.model_id}), media_type=_JSON)
+        return Response(dumps({"status": "warming up", "model": service.model_id}), status_code=503, media_type=_JSON)
+
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def on_request_error(request: Request, exc: RequestError) -> Response:
+        return _error(exc.status, error_body(exc.message, exc.type, exc.param, exc.code))
+
+    async def on_overloaded(request: Request, exc: OverloadedError) -> Response:
+        service.metrics.overloaded.inc()
+        return _error(429, error_body(str(exc), "rate_limit_error", None, "queue_full"),
+                      {"Retry-After": str(retry_after_s)})
+
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return _error(exc.status_code, error_body(message, "invalid_request_error", None, code))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        status, body = error_for(exc)
+        return _error(status, body)
+
+    routes = [
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            RequestError: on_request_error,
+            OverloadedError: on_overloaded,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
+    )
+    return _RequestMetrics(app, service)
+
+
+class _RequestMetrics:
+    """Counts every request by endpoint and status, and times it to the last byte."""
+
+    def __init__(self, app, service: InferenceService):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.monotonic()
+        status = [500]
+
+        async def send_with_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+            m = self.service.metrics
+            m.requests.labels(path, "local", str(status[0])).inc()
+            m.request_duration.labels(path).observe(time.monotonic() - started)
+
+
+def _respond(answer: Answer) -> Response:
+    headers = {"X-Cache": answer.x_cache, "X-Edgefleet-Route": "local"}
+    if answer.stream is not None:
+        headers["Cache-Control"] = "no-cache"
+        return StreamingResponse(answer.stream, media_type="text/event-stream", headers=headers)
+    return Response(answer.body, media_type=_JSON, headers=headers)
+
+
+def _error(status: int, body: dict, headers: dict | None = None) -> Response:
+    return Response(dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _too_large(size: int, limit: int) -> RequestError:
+    return RequestError(f"the request body is {size} bytes or more; the limit is {limit} bytes (server.max_body_bytes)",
+                        None, code="request_too_large", status=413)

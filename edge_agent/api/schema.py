@@ -1,0 +1,236 @@
+"""Validation of OpenAI-style request bodies: pure functions, no I/O.
+
+Each parser takes the decoded JSON body and returns normalized parameters
+(a plain dict, also the canonical form the cache key is built from), or
+raises :class:`RequestError` naming the parameter and the problem, which the
+HTTP layer turns into OpenAI's error shape with a 4xx status.
+
+Parameters OpenAI defines but this server does not implement are accepted at
+their neutral value and refused otherwise, so a client never silently gets
+something other than what it asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from edge_agent.errors import AgentError
+
+
+class RequestError(AgentError):
+    """Client input is invalid; maps to an OpenAI-shaped 4xx error."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value", status: int = 400,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.status = status
+        self.type = type
+
+
+@dataclass(frozen=True)
+class Limits:
+    n_ctx: int
+    model_ids: tuple[str, ...]
+
+
+# OpenAI parameters accepted only at the value that means "not used".
+_NEUTRAL = {
+    "presence_penalty": (0, 0.0, None),
+    "frequency_penalty": (0, 0.0, None),
+    "logit_bias": (None, {}),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "echo": (None, False),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "response_format": (None, {"type": "text"}),
+    "parallel_tool_calls": (None, True, False),
+    "store": (None, False),
+    "metadata": (None, {}),
+}
+_SAMPLING_KEYS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream",
+                  "stream_options", "user")
+_COMPLETION_KEYS = frozenset({*_SAMPLING_KEYS, "prompt", *_NEUTRAL})
+_CHAT_KEYS = frozenset({*_SAMPLING_KEYS, "messages", "max_completion_tokens", *_NEUTRAL})
+_EMBEDDING_KEYS = frozenset({"model", "input", "encoding_format", "user", "dimensions"})
+_ROLES = ("system", "developer", "user", "assistant")
+
+
+def parse_completion(body: Any, limits: Limits) -> dict[str, Any]:
+    obj = _object(body, _COMPLETION_KEYS)
+    params = _sampling(obj, limits, default_max_tokens=16)
+    params["prompt"] = _prompt(obj.get("prompt"))
+    return params
+
+
+def parse_chat(body: Any, limits: Limits) -> dict[str, Any]:
+    obj = _object(body, _CHAT_KEYS)
+    if "max_completion_tokens" in obj and "max_tokens" not in obj:
+        obj = {**obj, "max_tokens": obj["max_completion_tokens"]}
+    params = _sampling(obj, limits, default_max_tokens=None)
+    params["messages"] = _messages(obj.get("messages"))
+    return params
+
+
+def parse_embeddings(body: Any, limits: Limits) -> dict[str, Any]:
+    obj = _object(body, _EMBEDDING_KEYS)
+    model = _model(obj, limits)
+    raw = obj.get("input")
+    if isinstance(raw, str):
+        inputs: list[Any] = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        inputs = list(raw)
+    elif isinstance(raw, list) and raw and all(_is_int(x) for x in raw):
+        inputs = [list(raw)]
+    elif isinstance(raw, list) and raw and all(isinstance(x, list) and x and all(_is_int(t) for t in x) for x in raw):
+        inputs = [list(x) for x in raw]
+    else:
+        raise RequestError("'input' must be a non-empty string, list of strings, or list of token ids", "input")
+    if len(inputs) > 2048:
+        raise RequestError("'input' may hold at most 2048 items", "input")
+    fmt = obj.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise RequestError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+    if obj.get("dimensions") is not None:
+        raise RequestError("'dimensions' is not supported by this server", "dimensions", code="unsupported_parameter")
+    return {"model": model, "input": inputs, "encoding_format": fmt}
+
+
+# -- pieces --------------------------------------------------------------
+
+
+def _object(body: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise RequestError(f"the request body must be a JSON object, got {_json_type(body)}", None)
+    for key in body:
+        if key not in allowed:
+            raise RequestError(f"unrecognized request argument: {key}", key, code="unknown_parameter")
+    for key, neutral in _NEUTRAL.items():
+        if key in body and body[key] not in neutral:
+            raise RequestError(f"'{key}' is not supported by this server", key, code="unsupported_parameter")
+    return body
+
+
+def _model(obj: Mapping[str, Any], limits: Limits) -> str:
+    model = obj.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("'model' is required and must be a string", "model")
+    if model not in limits.model_ids:
+        raise RequestError(
+            f"the model '{model}' does not exist here; available: {', '.join(limits.model_ids)}",
+            "model", code="model_not_found", status=404,
+        )
+    return model
+
+
+def _sampling(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": _model(obj, limits)}
+    max_tokens = obj.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = default_max_tokens or limits.n_ctx
+    elif not _is_int(max_tokens) or not 1 <= max_tokens <= limits.n_ctx:
+        raise RequestError(f"'max_tokens' must be an integer from 1 to {limits.n_ctx} (the context length), got {max_tokens!r}", "max_tokens")
+    params["max_tokens"] = max_tokens
+    params["temperature"] = _number(obj, "temperature", 1.0, 0.0, 2.0)
+    params["top_p"] = _number(obj, "top_p", 1.0, 0.0, 1.0)
+    params["min_p"] = _number(obj, "min_p", 0.05, 0.0, 1.0)
+    top_k = obj.get("top_k", 40)
+    if not _is_int(top_k) or top_k < 0:
+        raise RequestError(f"'top_k' must be an integer >= 0, got {top_k!r}", "top_k")
+    params["top_k"] = top_k
+    seed = obj.get("seed")
+    if seed is not None and (not _is_int(seed) or not -(2**63) <= seed < 2**64):
+        raise RequestError(f"'seed' must be a 64-bit integer, got {seed!r}", "seed")
+    params["seed"] = seed
+    params["stop"] = _stop(obj.get("stop"))
+    n = obj.get("n", 1)
+    if n != 1 or not _is_int(n):
+        raise RequestError(f"only 'n' = 1 is supported, got {n!r}", "n", code="unsupported_parameter")
+    stream = obj.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise RequestError(f"'stream' must be a boolean, got {_json_type(stream)}", "stream")
+    params["stream"] = bool(stream)
+    options = obj.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict) or not set(options) <= {"include_usage"} or not isinstance(options.get("include_usage", False), bool):
+            raise RequestError("'stream_options' must be an object like {\"include_usage\": true}", "stream_options")
+        if not stream:
+            raise RequestError("'stream_options' is only allowed when 'stream' is true", "stream_options")
+    params["include_usage"] = bool(options and options.get("include_usage"))
+    user = obj.get("user")
+    if user is not None and not isinstance(user, str):
+        raise RequestError("'user' must be a string", "user")
+    return params
+
+
+def _number(obj: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise RequestError(f"'{key}' must be a number from {low:g} to {high:g}, got {value!r}", key)
+    return float(value)
+
+
+def _stop(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value) or len(value) > 4:
+        raise RequestError("'stop' must be a non-empty string or a list of up to 4 non-empty strings", "stop")
+    return list(value)
+
+
+def _prompt(value: Any) -> str | list[int]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        return value[0]
+    if isinstance(value, list) and value and all(_is_int(t) for t in value):
+        return list(value)
+    if value is None:
+        raise RequestError("'prompt' is required", "prompt")
+    raise RequestError("'prompt' must be a string or a list of token ids (one prompt per request: n = 1)", "prompt")
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise RequestError("'messages' must be a non-empty list", "messages")
+    messages = []
+    for i, message in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise RequestError(f"'{where}' must be an object with 'role' and 'content'", where)
+        role = message.get("role")
+        if role not in _ROLES:
+            raise RequestError(f"'{where}.role' must be one of {', '.join(_ROLES)}, got {role!r}", f"{where}.role")
+        messages.append({"role": "system" if role == "developer" else role, "content": _content(message.get("content"), where)})
+    return messages
+
+
+def _content(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise RequestError(f"'{where}.content[{j}]' must be a text part ({{\"type\": \"text\", \"text\": ...}})", f"{where}.content")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise RequestError(f"'{where}.content' must be a string or a list of text parts", f"{where}.content")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")

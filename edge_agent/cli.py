@@ -1,0 +1,69 @@
+"""``edge-agent``: the daemon's command line. Configures logging; everything else is a call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from edge_agent import __version__
+from edge_agent.config import ConfigError, load_config, with_overrides
+from edge_agent.errors import AgentError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edge-agent", description="edgefleet's edge LLM agent")
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the OpenAI-compatible API on a local model")
+    serve.add_argument("--config", help="TOML config file (see packaging/edge-agent.example.toml)")
+    serve.add_argument("--model", help="a built-in model name or a GGUF file; overrides model.name/model.path")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8080; port 0 picks a free one)")
+    serve.add_argument("--data-dir", help="where the cache and assembled models live")
+
+    models = sub.add_parser("models", help="list the built-in models")
+    models.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _models(args)
+    except ConfigError as exc:
+        print(f"edge-agent: config error: {exc}", file=sys.stderr)
+        return 2
+    except AgentError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = with_overrides(load_config(args.config), listen=args.listen, model=args.model, data_dir=args.data_dir)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from edge_agent.daemon import serve  # heavy imports only when serving
+
+    serve(config)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from edge_agent.models import BUILTIN_MODELS
+
+    rows = [{"name": m.name, "package": m.distribution, "description": m.description} for m in BUILTIN_MODELS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        print(f"{'NAME':<{width}}  DESCRIPTION")
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['description']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""``edge-agent serve``: wires the parts together and runs them. Decides nothing itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from edge_agent.api.app import create_app
+from edge_agent.cache import ResponseCache
+from edge_agent.config import AgentConfig, parse_listen
+from edge_agent.engines.llama import LlamaBackend
+from edge_agent.metrics import AgentMetrics
+from edge_agent.models import resolve_model
+from edge_agent.scheduler import Scheduler
+from edge_agent.service import InferenceService
+
+log = logging.getLogger(__name__)
+
+# Written into the data dir once the socket is bound: the real address when
+# the config asked for port 0 (tests, several agents on one box).
+ADDRESS_FILE = "http-address"
+
+
+def serve(config: AgentConfig) -> None:
+    data_dir = config.data_path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    m = config.model
+    artifact = resolve_model(m.name, m.path, data_dir)
+    backend = LlamaBackend(artifact, m.n_ctx, m.n_parallel, m.n_batch, m.n_threads, m.n_gpu_layers)
+    embedder = None
+    if config.embeddings.engine == "onnx":
+        from edge_agent.engines.onnx import OnnxEmbedder
+
+        embedder = OnnxEmbedder(config.embeddings.onnx_model, config.embeddings.onnx_tokenizer)
+    scheduler = Scheduler(backend, config.scheduler.max_queue)
+    cache = None
+    if config.cache.enabled:
+        cache = ResponseCache(data_dir / "cache" / "responses.db", config.cache.max_bytes, config.cache.ttl_s)
+    metrics = AgentMetrics(
+        model_info={"name": artifact.name, "version": artifact.version or artifact.sha256[:12],
+                    "sha256": artifact.sha256, "engine": backend.engine_name, "device": backend.device},
+        scheduler_stats=scheduler.stats,
+        cache_stats=cache.stats if cache else (lambda: None),
+        onnx_providers=(lambda: embedder.providers) if embedder else list,
+    )
+    service = InferenceService(backend, scheduler, cache, metrics, artifact.name,
+                               config.server.request_timeout_s, embedder=embedder)
+    app = create_app(service, config.server.max_body_bytes, config.scheduler.retry_after_s)
+    sock = _bind(config.server.listen)
+    host, port = sock.getsockname()[:2]
+    _write_address(data_dir, host, port)
+    log.info("serving %s on http://%s:%d (data dir %s)", artifact.name, host, port, data_dir)
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_level=config.log_level, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=30, log_config=None,
+    ))
+    scheduler.start()
+    try:
+        asyncio.run(_run(server, sock, service))
+    finally:
+        scheduler.stop()
+        if cache:
+            cache.close()
+        backend.close()
+        (data_dir / ADDRESS_FILE).unlink(missing_ok=True)
+
+
+async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceService) -> None:
+    warm_up = asyncio.create_task(service.warm_up())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        warm_up.cancel()
+
+
+def _bind(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _write_address(data_dir: Path, host: str, port: int) -> None:
+    tmp = data_dir / (ADDRESS_FILE + ".tmp")
+    tmp.write_text(f"{host}:{port}\n")
+    os.replace(tmp, data_dir / ADDRESS_FILE)

@@ -1,0 +1,1 @@
+"""Inference engines: ``llama`` (llama.cpp, GGUF) and ``onnx`` (onnxruntime encoders)."""

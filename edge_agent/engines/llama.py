@@ -1,0 +1,320 @@
+"""The llama.cpp engine: GGUF models through llama-cpp-python's low-level bindings.
+
+Unlike ``python -m llama_cpp.server``, which runs one request at a time behind
+a lock, every live sequence goes into one ``llama_batch`` (its own ``seq_id``
+and positions) and one ``llama_decode`` per step. Each sequence has a native
+sampler chain (top-k, top-p, min-p, temperature, dist with the request's
+seed) sampled with ``llama_sampler_sample`` at its logits index, so no
+Python work per token grows with the vocabulary. A finished sequence's KV
+cells are freed with ``llama_memory_seq_rm``.
+
+Only the scheduler thread calls :meth:`LlamaBackend.step`/``begin``/``end``;
+tokenizing and embeddings are safe from other threads (embeddings use their
+own context behind a lock).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from edge_agent.errors import AgentError
+from edge_agent.generation import SamplingParams
+from edge_agent.models import ModelArtifact
+
+log = logging.getLogger(__name__)
+
+_backend_ready = False
+_backend_lock = threading.Lock()
+
+
+class LlamaEngineError(AgentError):
+    """llama.cpp refused to load a model or to decode."""
+
+
+class NoChatTemplateError(AgentError):
+    """The model has no chat template: use /v1/completions."""
+
+
+@dataclass
+class _Slot:
+    pending: list[int]  # prompt tokens not decoded yet
+    pos: int  # position of the next token in the sequence
+    sampler: ctypes.c_void_p
+    next_token: int | None = None
+
+
+def _ensure_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+class LlamaBackend:
+    """Implements :class:`edge_agent.scheduler.Backend` on a llama.cpp context."""
+
+    engine_name = "llama_cpp"
+
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        n_ctx: int,
+        n_parallel: int,
+        n_batch: int,
+        n_threads: int = 0,
+        n_gpu_layers: int = 0,
+    ):
+        _ensure_backend()
+        self.artifact = artifact
+        self.n_slots = n_parallel
+        self.n_batch = n_batch
+        self._n_threads = n_threads or os.cpu_count() or 1
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = n_gpu_layers
+        self._model = llama_cpp.llama_model_load_from_file(str(artifact.path).encode(), mparams)
+        if not self._model:
+            raise LlamaEngineError(f"llama.cpp could not load {artifact.path} (not a valid GGUF model?)")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.vocab_size = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        # Each sequence gets its own n_ctx cells (a non-unified KV cache).
+        self.n_ctx = min(n_ctx, n_ctx_train) if n_ctx_train > 0 else n_ctx
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx * n_parallel
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_parallel
+        cparams.n_threads = self._n_threads
+        cparams.n_threads_batch = self._n_threads
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise LlamaEngineError(f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {artifact.path}")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._slots: dict[int, _Slot] = {}
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.device = "gpu" if n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "cpu"
+        self._chat = self._chat_formatter()
+        self._embed_ctx = None
+        self._embed_lock = threading.Lock()
+        log.info(
+            "llama.cpp engine: %s (%s), n_ctx %d per sequence, %d parallel, %d threads, device %s",
+            artifact.name, artifact.path, self.n_ctx, n_parallel, self._n_threads, self.device,
+        )
+
+    # -- Backend (scheduler thread only) -----------------------------------
+
+    def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
+        if not prompt:
+            raise LlamaEngineError("empty prompt")
+        llama_cpp.llama_memory_seq_rm(self._mem, slot, -1, -1)
+        self._slots[slot] = _Slot(list(prompt), 0, _sampler_chain(sampling))
+
+    def step(self, slots: Sequence[int]) -> dict[int, int]:
+        batch = self._batch
+        n = 0
+        logits_at: dict[int, int] = {}
+        # Sequences already generating take one token each, then prompts fill
+        # what is left of the batch (long prompts are split over steps).
+        for slot in slots:
+            st = self._slots[slot]
+            if not st.pending and st.next_token is not None:
+                self._put(n, st.next_token, st.pos, slot, True)
+                logits_at[slot] = n
+                st.pos += 1
+                n += 1
+        for slot in slots:
+            st = self._slots[slot]
+            room = self.n_batch - n
+            if not st.pending or room <= 0:
+                continue
+            chunk, st.pending = st.pending[:room], st.pending[room:]
+            for i, token in enumerate(chunk):
+                self._put(n, token, st.pos + i, slot, False)
+                n += 1
+            st.pos += len(chunk)
+            if not st.pending:
+                batch.logits[n - 1] = 1
+                logits_at[slot] = n - 1
+        if n == 0:
+            return {}
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise LlamaEngineError(f"llama_decode returned {rc}")
+        sampled = {}
+        for slot, idx in logits_at.items():
+            st = self._slots[slot]
+            token = llama_cpp.llama_sampler_sample(st.sampler, self._ctx, idx)
+            st.next_token = token
+            sampled[slot] = token
+        return sampled
+
+    def end(self, slot: int) -> None:
+        st = self._slots.pop(slot, None)
+        if st is not None:
+            llama_cpp.llama_sampler_free(st.sampler)
+        llama_cpp.llama_memory_seq_rm(self._mem, slot, -1, -1)
+
+    def piece(self, token: int) -> bytes:
+        cached = self._pieces.get(token)
+        if cached is None:
+            cached = self._pieces[token] = self.detokenize_one(token)
+        return cached
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+
+    # -- text (any thread) -------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)
+        if n < 0:
+            capacity = -n
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, parse_special)
+        return list(buf[:n])
+
+    def detokenize_one(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._chat is not None
+
+    def chat_prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """Render messages with the GGUF's own chat template, then tokenize."""
+        if self._chat is None:
+            raise NoChatTemplateError(
+                f"the model {self.artifact.name} has no chat template (a base model): use /v1/completions"
+            )
+        prompt = self._chat(messages=messages).prompt
+        bos = self._token_text(llama_cpp.llama_vocab_bos(self._vocab))
+        # The template may already start with BOS; do not add a second one.
+        add_special = not (bos and prompt.startswith(bos))
+        return self.tokenize(prompt, add_special=add_special, parse_special=True)
+
+    def _chat_formatter(self) -> Jinja2ChatFormatter | None:
+        template = self.metadata("tokenizer.chat_template")
+        if not template:
+            return None
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(llama_cpp.llama_vocab_eos(self._vocab)),
+            bos_token=self._token_text(llama_cpp.llama_vocab_bos(self._vocab)),
+        )
+
+    def metadata(self, key: str) -> str:
+        size = 1 << 16
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, size)
+        if n < 0:
+            return ""
+        if n >= size:
+            buf = ctypes.create_string_buffer(n + 1)
+            llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, n + 1)
+        return buf.value.decode("utf-8", errors="replace")
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text = llama_cpp.llama_token_get_text(self._vocab, token)
+        return text.decode("utf-8", errors="replace") if text else ""
+
+    # -- embeddings (own context, any thread) ------------------------------
+
+    def embed(self, texts: Sequence[list[int]]) -> list[list[float]]:
+        """Mean-pooled embeddings of already tokenized inputs."""
+        with self._embed_lock:
+            if self._embed_ctx is None:
+                cparams = llama_cpp.llama_context_default_params()
+                cparams.n_ctx = self.n_ctx
+                cparams.n_batch = self.n_ctx
+                cparams.n_ubatch = self.n_ctx
+                cparams.n_seq_max = 1
+                cparams.n_threads = self._n_threads
+                cparams.n_threads_batch = self._n_threads
+                cparams.embeddings = True
+                cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+                self._embed_ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+                if not self._embed_ctx:
+                    raise LlamaEngineError("llama.cpp could not create an embeddings context")
+            ctx = self._embed_ctx
+            n_embd = llama_cpp.llama_model_n_embd(self._model)
+            batch = llama_cpp.llama_batch_init(self.n_ctx, 0, 1)
+            try:
+                vectors = []
+                for tokens in texts:
+                    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+                    for i, token in enumerate(tokens):
+                        batch.token[i] = token
+                        batch.pos[i] = i
+                        batch.n_seq_id[i] = 1
+                        batch.seq_id[i][0] = 0
+                        batch.logits[i] = True
+                    batch.n_tokens = len(tokens)
+                    rc = llama_cpp.llama_decode(ctx, batch)
+                    if rc != 0:
+                        raise LlamaEngineError(f"llama_decode returned {rc} while embedding")
+                    ptr = llama_cpp.llama_get_embeddings_seq(ctx, 0)
+                    vectors.append([float(x) for x in ptr[:n_embd]])
+                return vectors
+            finally:
+                llama_cpp.llama_batch_free(batch)
+
+    def close(self) -> None:
+        for slot in list(self._slots):
+            self.end(slot)
+        llama_cpp.llama_batch_free(self._batch)
+        if self._embed_ctx:
+            llama_cpp.llama_free(self._embed_ctx)
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+
+
+def _sampler_chain(sampling: SamplingParams) -> ctypes.c_void_p:
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    add = llama_cpp.llama_sampler_chain_add
+    if sampling.greedy:
+        add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
+    if sampling.top_k > 0:
+        add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+    if sampling.top_p < 1.0:
+        add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
+    if sampling.min_p > 0.0:
+        add(chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
+    add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
+    add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    return chain

@@ -1,0 +1,246 @@
+"""Bounded admission and continuous batching over a :class:`Backend`.
+
+One thread owns the backend. Each turn of its loop admits waiting requests
+into free sequence slots, drops cancelled and expired ones, and asks the
+backend for one batched step: every live sequence advances by one token (or
+one prompt chunk) in a single decode. Requests beyond the slots wait in a
+bounded queue; past it, :meth:`Scheduler.submit` raises :class:`OverloadedError`
+at once, so the HTTP layer answers 429 instead of hanging.
+
+Events reach the caller through the ``sink`` callback, called on the
+scheduler thread; it must not block.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from edge_agent.errors import AgentError
+from edge_agent.generation import (
+    DoneEvent,
+    ErrorEvent,
+    GenerationEvent,
+    GenerationRequest,
+    SamplingParams,
+    StopMatcher,
+    TokenEvent,
+    Utf8Assembler,
+)
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[GenerationEvent], None]
+
+
+class OverloadedError(AgentError):
+    """The admission queue is full; retry later."""
+
+
+class DeadlineExceededError(AgentError):
+    """The request ran past its deadline."""
+
+
+class EngineError(AgentError):
+    """The engine failed while decoding."""
+
+
+class Backend(Protocol):
+    """What the scheduler needs from an engine: slots, one batched step, tokens."""
+
+    n_slots: int
+    n_ctx: int
+
+    def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
+        """Start a sequence in ``slot``; its prompt is decoded by later steps."""
+
+    def step(self, slots: Sequence[int]) -> dict[int, int]:
+        """One batched decode over ``slots``; the token sampled for each slot that has one."""
+
+    def end(self, slot: int) -> None:
+        """Free the slot's state (KV cells, sampler)."""
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for."""
+
+    def is_eog(self, token: int) -> bool:
+        """Whether a token ends generation."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A submitted request; ``cancel()`` stops it within one step."""
+
+    request: GenerationRequest
+    sink: Sink
+    cancelled: bool = False
+    slot: int = -1
+    generated: int = 0
+    text: Utf8Assembler = field(default_factory=Utf8Assembler)
+    stops: StopMatcher | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    queue_depth: int
+    inflight: int
+    slots: int
+
+
+class Scheduler:
+    def __init__(self, backend: Backend, max_queue: int, clock: Callable[[], float] = time.monotonic):
+        self._backend = backend
+        self._max_queue = max_queue
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[Ticket] = collections.deque()
+        self._active: dict[int, Ticket] = {}
+        self._free_slots = list(range(backend.n_slots - 1, -1, -1))
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    # -- caller side -------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
+        ticket = Ticket(request, sink, stops=StopMatcher(request.stop))
+        with self._cond:
+            if not self._running:
+                raise EngineError("the scheduler is not running")
+            waiting_room = self._max_queue + len(self._free_slots)
+            if len(self._waiting) >= waiting_room:
+                raise OverloadedError(
+                    f"the server is at capacity ({len(self._active)} generating, "
+                    f"{len(self._waiting)} queued); retry later"
+                )
+            self._waiting.append(ticket)
+            self._cond.notify()
+        return ticket
+
+    def stats(self) -> SchedulerStats:
+        with self._cond:
+            return SchedulerStats(len(self._waiting), len(self._active), self._backend.n_slots)
+
+    def start(self) -> None:
+        with self._cond:
+            self._running = True
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        if self._thread:
+            self._thread.join(timeout)
+
+    # -- scheduler thread --------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._running and not self._waiting and not self._active:
+                    self._cond.wait()
+                if not self._running:
+                    self._fail_all_locked(EngineError("the server is shutting down"))
+                    return
+                self._admit_locked()
+                slots = list(self._active)
+            self._drop_finished_early(slots)
+            slots = [s for s in slots if s in self._active]
+            if not slots:
+                continue
+            try:
+                sampled = self._backend.step(slots)
+            except Exception as exc:  # the engine failed: fail these requests, keep serving
+                log.exception("batched decode failed")
+                for slot in slots:
+                    self._finish(slot, ErrorEvent(EngineError(f"decode failed: {exc}")))
+                continue
+            for slot, token in sampled.items():
+                self._advance(slot, token)
+
+    def _admit_locked(self) -> None:
+        now = self._clock()
+        while self._waiting and self._free_slots:
+            ticket = self._waiting.popleft()
+            if ticket.cancelled:
+                continue
+            if now > ticket.request.deadline:
+                _emit(ticket, ErrorEvent(DeadlineExceededError("the request waited past its deadline")))
+                continue
+            slot = self._free_slots.pop()
+            ticket.slot = slot
+            try:
+                self._backend.begin(slot, ticket.request.prompt_tokens, ticket.request.sampling)
+            except Exception as exc:
+                self._free_slots.append(slot)
+                _emit(ticket, ErrorEvent(EngineError(f"could not start the sequence: {exc}")))
+                continue
+            self._active[slot] = ticket
+
+    def _drop_finished_early(self, slots: list[int]) -> None:
+        now = self._clock()
+        for slot in slots:
+            ticket = self._active[slot]
+            if ticket.cancelled:
+                self._finish(slot, None)
+            elif now > ticket.request.deadline:
+                self._finish(slot, ErrorEvent(DeadlineExceededError("the request ran past its deadline")))
+
+    def _advance(self, slot: int, token: int) -> None:
+        ticket = self._active[slot]
+        request = ticket.request
+        backend = self._backend
+        if backend.is_eog(token):
+            return self._finish(slot, self._done(ticket, "stop"))
+        ticket.generated += 1
+        text, hit_stop = ticket.stops.feed(ticket.text.feed(backend.piece(token)))
+        if text:
+            _emit(ticket, TokenEvent(text))
+        if hit_stop:
+            return self._finish(slot, self._done(ticket, "stop", flush=False))
+        if ticket.generated >= request.max_tokens or len(request.prompt_tokens) + ticket.generated >= backend.n_ctx:
+            return self._finish(slot, self._done(ticket, "length"))
+
+    def _done(self, ticket: Ticket, reason: str, flush: bool = True) -> DoneEvent:
+        if flush:
+            tail, hit_stop = ticket.stops.feed(ticket.text.flush())
+            tail += "" if hit_stop else ticket.stops.flush()
+            if tail:
+                _emit(ticket, TokenEvent(tail))
+        return DoneEvent(reason, len(ticket.request.prompt_tokens), ticket.generated)
+
+    def _finish(self, slot: int, event: GenerationEvent | None) -> None:
+        ticket = self._active.pop(slot)
+        try:
+            self._backend.end(slot)
+        finally:
+            with self._cond:
+                self._free_slots.append(slot)
+        if event is not None:
+            _emit(ticket, event)
+
+    def _fail_all_locked(self, error: Exception) -> None:
+        for ticket in self._waiting:
+            _emit(ticket, ErrorEvent(error))
+        self._waiting.clear()
+        for slot in list(self._active):
+            ticket = self._active.pop(slot)
+            self._backend.end(slot)
+            self._free_slots.append(slot)
+            _emit(ticket, ErrorEvent(error))
+
+
+def _emit(ticket: Ticket, event: GenerationEvent) -> None:
+    try:
+        ticket.sink(event)
+    except Exception:  # a broken sink must not stop the loop for everyone
+        log.exception("event sink failed")
+        ticket.cancelled = True

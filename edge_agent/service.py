@@ -1,0 +1,254 @@
+"""What one inference request goes through, apart from HTTP.
+
+    validated params -> cache decision -> cache lookup / single flight
+                     -> prompt tokens -> scheduler -> events -> answer (+ cache store)
+
+The HTTP layer (``edge_agent.api.app``) parses bodies and turns an
+:class:`Answer` into a response; everything that decides lives here or in
+the pure modules this calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterable
+
+from starlette.concurrency import run_in_threadpool
+
+from edge_agent.api.responses import DONE, Completion, dumps, error_body, replay_as_stream, sse, usage
+from edge_agent.api.schema import RequestError
+from edge_agent.cache import ResponseCache
+from edge_agent.cache_policy import cache_decision, cache_key
+from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
+from edge_agent.generation import DoneEvent, ErrorEvent, GenerationRequest, SamplingParams, TokenEvent
+from edge_agent.metrics import AgentMetrics
+from edge_agent.scheduler import DeadlineExceededError, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    x_cache: str  # "hit" | "miss" | "bypass"
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | Iterable[bytes] | None = None
+
+
+class InferenceService:
+    def __init__(
+        self,
+        backend: LlamaBackend,
+        scheduler: Scheduler,
+        cache: ResponseCache | None,
+        metrics: AgentMetrics,
+        model_id: str,
+        request_timeout_s: float,
+        embedder: Any = None,
+    ):
+        self.backend = backend
+        self.scheduler = scheduler
+        self.cache = cache
+        self.metrics = metrics
+        self.model_id = model_id
+        self.model_sha256 = backend.artifact.sha256
+        self.request_timeout_s = request_timeout_s
+        self.embedder = embedder
+        self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
+        self.ready = False
+
+    # -- generation --------------------------------------------------------
+
+    async def generate(self, endpoint: str, params: dict[str, Any], cache_control: str, started: float) -> Answer:
+        decision = cache_decision(params, cache_control, enabled=self.cache is not None)
+        key = cache_key(self.model_sha256, endpoint, params) if decision.lookup or decision.store else ""
+        if decision.lookup:
+            cached = self.cache.get(key)
+            if cached is None and key in self._inflight:
+                # Single flight: the same request is generating now; wait for it.
+                cached = await asyncio.shield(self._inflight[key])
+            if cached is not None:
+                self.metrics.cache_hits.inc()
+                return self._from_cache(endpoint, cached, params)
+            self.metrics.cache_misses.inc()
+        prompt_tokens = self._prompt_tokens(endpoint, params)
+        request = GenerationRequest(
+            prompt_tokens=tuple(prompt_tokens),
+            max_tokens=params["max_tokens"],
+            sampling=SamplingParams(params["temperature"], params["top_p"], params["top_k"], params["min_p"], params["seed"]),
+            stop=tuple(params["stop"]),
+            deadline=started + self.request_timeout_s,
+        )
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        ticket = self.scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        flight: asyncio.Future[bytes | None] | None = None
+        if decision.lookup and key not in self._inflight:
+            flight = self._inflight[key] = loop.create_future()
+        store_key = key if decision.store else ""
+        completion = Completion.new(endpoint, self.model_id)
+        x_cache = "miss" if decision.lookup else "bypass"
+        if params["stream"]:
+            return Answer(x_cache, stream=self._stream(completion, ticket, events, params, store_key, flight, key, started))
+        try:
+            text, done = await self._collect(ticket, events, started, endpoint)
+        except BaseException:
+            self._resolve(key, flight, None)
+            raise
+        body = dumps(completion.body(text, done.finish_reason, done.prompt_tokens, done.completion_tokens))
+        self._finish(done, body, store_key, flight, key)
+        return Answer(x_cache, body=body)
+
+    def _prompt_tokens(self, endpoint: str, params: dict[str, Any]) -> list[int]:
+        if endpoint == "chat":
+            try:
+                tokens = self.backend.chat_prompt_tokens(params["messages"])
+            except NoChatTemplateError as exc:
+                raise RequestError(str(exc), "messages", code="no_chat_template") from None
+        elif isinstance(params["prompt"], list):
+            tokens = params["prompt"]
+            if any(t < 0 or t >= self.backend.vocab_size for t in tokens):
+                raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{self.backend.vocab_size - 1})", "prompt")
+        else:
+            tokens = self.backend.tokenize(params["prompt"], add_special=True)
+        if not tokens:
+            raise RequestError("the prompt is empty", "prompt")
+        if len(tokens) >= self.backend.n_ctx:
+            raise RequestError(
+                f"the prompt has {len(tokens)} tokens; this model's context is {self.backend.n_ctx} tokens, "
+                "which must also hold at least one generated token",
+                "messages" if endpoint == "chat" else "prompt", code="context_length_exceeded",
+            )
+        return tokens
+
+    async def _collect(self, ticket, events: asyncio.Queue, started: float, endpoint: str) -> tuple[str, DoneEvent]:
+        parts: list[str] = []
+        try:
+            while True:
+                ev = await events.get()
+                if isinstance(ev, TokenEvent):
+                    if not parts:
+                        self.metrics.ttft.labels(endpoint).observe(time.monotonic() - started)
+                    parts.append(ev.text)
+                elif isinstance(ev, DoneEvent):
+                    return "".join(parts), ev
+                else:
+                    raise ev.error
+        finally:
+            ticket.cancel()  # a no-op once done; stops generation if the client went away
+
+    async def _stream(self, completion: Completion, ticket, events: asyncio.Queue, params, store_key: str,
+                      flight, key: str, started: float) -> AsyncIterator[bytes]:
+        parts: list[str] = []
+        done: DoneEvent | None = None
+        try:
+            first = completion.first_chunk()
+            if first:
+                yield first
+            while True:
+                ev = await events.get()
+                if isinstance(ev, TokenEvent):
+                    if not parts:
+                        self.metrics.ttft.labels(completion.endpoint).observe(time.monotonic() - started)
+                    parts.append(ev.text)
+                    yield completion.text_chunk(ev.text)
+                elif isinstance(ev, DoneEvent):
+                    done = ev
+                    yield completion.final_chunk(ev.finish_reason)
+                    if params["include_usage"]:
+                        yield completion.usage_chunk(ev.prompt_tokens, ev.completion_tokens)
+                    yield DONE
+                    return
+                else:
+                    status, err = error_for(ev.error)
+                    yield sse(err)
+                    yield DONE
+                    return
+        finally:
+            # Runs on completion, on error, and when the client disconnects
+            # (the generator is closed): the sequence stops at the next step.
+            ticket.cancel()
+            if done is not None:
+                body = dumps(completion.body("".join(parts), done.finish_reason, done.prompt_tokens, done.completion_tokens))
+                self._finish(done, body, store_key, flight, key)
+            else:
+                self._resolve(key, flight, None)
+
+    def _finish(self, done: DoneEvent, body: bytes, store_key: str, flight, key: str) -> None:
+        self.metrics.generated_tokens.inc(done.completion_tokens)
+        self.metrics.prompt_tokens.inc(done.prompt_tokens)
+        if store_key:
+            self.cache.put(store_key, self.model_sha256, body)
+        self._resolve(key, flight, body)
+
+    def _resolve(self, key: str, flight, body: bytes | None) -> None:
+        if flight is not None:
+            self._inflight.pop(key, None)
+            if not flight.done():
+                flight.set_result(body)
+
+    def _from_cache(self, endpoint: str, cached: bytes, params: dict[str, Any]) -> Answer:
+        if not params["stream"]:
+            return Answer("hit", body=cached)
+        return Answer("hit", stream=replay_as_stream(endpoint, json.loads(cached), params["include_usage"]))
+
+    # -- embeddings --------------------------------------------------------
+
+    async def embed(self, params: dict[str, Any]) -> dict[str, Any]:
+        inputs = params["input"]
+        if self.embedder is not None:
+            if not all(isinstance(x, str) for x in inputs):
+                raise RequestError("the ONNX embeddings engine takes text input, not token ids", "input")
+            vectors, n_tokens = await run_in_threadpool(self.embedder.embed, inputs)
+        else:
+            tokenized = [x if isinstance(x, list) else self.backend.tokenize(x, add_special=True) for x in inputs]
+            for i, tokens in enumerate(tokenized):
+                if not tokens:
+                    raise RequestError(f"'input[{i}]' is empty", "input")
+                if len(tokens) > self.backend.n_ctx:
+                    raise RequestError(f"'input[{i}]' has {len(tokens)} tokens; the limit is {self.backend.n_ctx}",
+                                       "input", code="context_length_exceeded")
+                if any(t < 0 or t >= self.backend.vocab_size for t in tokens):
+                    raise RequestError(f"'input[{i}]' holds token ids outside the vocabulary", "input")
+            vectors = await run_in_threadpool(self.backend.embed, tokenized)
+            n_tokens = sum(len(t) for t in tokenized)
+        data = [{"object": "embedding", "index": i, "embedding": _encode(v, params["encoding_format"])}
+                for i, v in enumerate(vectors)]
+        u = usage(n_tokens, 0)
+        return {"object": "list", "data": data, "model": params["model"],
+                "usage": {"prompt_tokens": u["prompt_tokens"], "total_tokens": u["total_tokens"]}}
+
+    # -- warm-up -----------------------------------------------------------
+
+    async def warm_up(self) -> None:
+        """Generate one token end to end; /readyz turns ready only after it."""
+        tokens = self.backend.tokenize("Hello", add_special=True)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        request = GenerationRequest(tuple(tokens), max_tokens=1, sampling=SamplingParams(temperature=0.0))
+        ticket = self.scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        await self._collect(ticket, events, time.monotonic(), "warmup")
+        self.ready = True
+        log.info("warm-up done: the model generated its first token; ready")
+
+
+def error_for(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and OpenAI error body for an error from generation."""
+    if isinstance(exc, RequestError):
+        return exc.status, error_body(exc.message, exc.type, exc.param, exc.code)
+    if isinstance(exc, DeadlineExceededError):
+        return 504, error_body(str(exc), "timeout_error", None, "deadline_exceeded")
+    log.error("generation failed: %s", exc)
+    return 500, error_body(f"generation failed: {exc}", "server_error", None, "engine_error")
+
+
+def _encode(vector: list[float], fmt: str) -> Any:
+    if fmt == "float":
+        return vector
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

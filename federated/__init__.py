@@ -1,0 +1,1 @@
+"""Flower ClientApp/ServerApp and SecAgg+ settings (issue 5)."""

@@ -1,0 +1,62 @@
+import pytest
+
+from edge_agent.config import AgentConfig, ConfigError, load_config, parse_config, with_overrides
+
+
+def test_defaults_are_valid_and_listen_on_loopback():
+    config = load_config(None)
+    assert config.server.listen == "127.0.0.1:8080"
+    assert config.model.name == "smollm2-135m-instruct"
+
+
+def test_documented_example_config_loads():
+    config = load_config("packaging/edge-agent.example.toml")
+    assert isinstance(config, AgentConfig)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"server": {"listen": "localhost"}}, "server.listen: expected HOST:PORT"),
+        ({"server": {"listen": "127.0.0.1:99999"}}, "server.listen"),
+        ({"server": {"max_body_bytes": "1MB"}}, "server.max_body_bytes: expected int, got str"),
+        ({"model": {"n_ctx": 0}}, "model.n_ctx: expected a positive number"),
+        ({"model": {"n_parallel": 1000}}, "model.n_parallel: expected 1..256"),
+        ({"model": {"n_gpu_layers": -2}}, "model.n_gpu_layers"),
+        ({"model": {"nctx": 10}}, "model.nctx: unknown key"),
+        ({"cache": {"enabled": "yes"}}, "cache.enabled: expected bool"),
+        ({"cache": {"max_bytes": True}}, "cache.max_bytes: expected int, got a boolean"),
+        ({"embeddings": {"engine": "tensorflow"}}, "embeddings.engine"),
+        ({"embeddings": {"engine": "onnx"}}, "embeddings.onnx_model and embeddings.onnx_tokenizer"),
+        ({"model": "smollm2"}, "model: expected a table"),
+        ({"log_level": "loud"}, "log_level: expected one of"),
+        ({"colour": 1}, "colour: unknown key"),
+    ],
+)
+def test_invalid_values_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_integer_is_accepted_for_a_float_key():
+    assert parse_config({"cache": {"ttl_s": 60}}).cache.ttl_s == 60.0
+
+
+def test_missing_and_malformed_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nlisten = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_flags_override_the_file():
+    config = parse_config({"server": {"listen": "127.0.0.1:9000"}, "model": {"name": "gemma-3-270m"}})
+    out = with_overrides(config, listen="127.0.0.1:0", model="/models/x.gguf", data_dir="/tmp/d")
+    assert out.server.listen == "127.0.0.1:0"
+    assert out.model.path == "/models/x.gguf" and out.model.name == ""
+    assert str(out.data_path) == "/tmp/d"
+    assert with_overrides(config, model="smollm2-135m-instruct").model.name == "smollm2-135m-instruct"
+    with pytest.raises(ConfigError, match="server.listen"):
+        with_overrides(config, listen="nonsense")

@@ -1,0 +1,82 @@
+import pytest
+
+from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
+
+LIMITS = Limits(n_ctx=2048, model_ids=("m",))
+
+
+def test_completion_defaults_follow_openai():
+    p = parse_completion({"model": "m", "prompt": "hi"}, LIMITS)
+    assert p["max_tokens"] == 16 and p["temperature"] == 1.0 and p["stop"] == [] and p["stream"] is False
+
+
+def test_chat_takes_max_completion_tokens_and_text_parts():
+    p = parse_chat({"model": "m", "max_completion_tokens": 5,
+                    "messages": [{"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+                                 {"role": "user", "content": "hi"}]}, LIMITS)
+    assert p["max_tokens"] == 5
+    assert p["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    "body, param, status",
+    [
+        ([], None, 400),
+        ("text", None, 400),
+        ({"prompt": "x"}, "model", 400),
+        ({"model": "other", "prompt": "x"}, "model", 404),
+        ({"model": "m"}, "prompt", 400),
+        ({"model": "m", "prompt": 5}, "prompt", 400),
+        ({"model": "m", "prompt": ["a", "b"]}, "prompt", 400),
+        ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens", 400),
+        ({"model": "m", "prompt": "x", "max_tokens": 4096}, "max_tokens", 400),
+        ({"model": "m", "prompt": "x", "max_tokens": "8"}, "max_tokens", 400),
+        ({"model": "m", "prompt": "x", "max_tokens": True}, "max_tokens", 400),
+        ({"model": "m", "prompt": "x", "temperature": 3}, "temperature", 400),
+        ({"model": "m", "prompt": "x", "temperature": "hot"}, "temperature", 400),
+        ({"model": "m", "prompt": "x", "top_p": -0.1}, "top_p", 400),
+        ({"model": "m", "prompt": "x", "seed": 1.5}, "seed", 400),
+        ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop", 400),
+        ({"model": "m", "prompt": "x", "stop": [""]}, "stop", 400),
+        ({"model": "m", "prompt": "x", "n": 2}, "n", 400),
+        ({"model": "m", "prompt": "x", "stream": "yes"}, "stream", 400),
+        ({"model": "m", "prompt": "x", "stream_options": {"include_usage": True}}, "stream_options", 400),
+        ({"model": "m", "prompt": "x", "presence_penalty": 1.0}, "presence_penalty", 400),
+        ({"model": "m", "prompt": "x", "frobnicate": 1}, "frobnicate", 400),
+    ],
+)
+def test_bad_completion_input_names_the_parameter(body, param, status):
+    with pytest.raises(RequestError) as info:
+        parse_completion(body, LIMITS)
+    assert info.value.param == param and info.value.status == status
+
+
+@pytest.mark.parametrize(
+    "messages, param",
+    [
+        (None, "messages"),
+        ([], "messages"),
+        (["hi"], "messages[0]"),
+        ([{"role": "robot", "content": "x"}], "messages[0].role"),
+        ([{"role": "user", "content": 3}], "messages[0].content"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "messages[0].content"),
+    ],
+)
+def test_bad_messages_name_the_message(messages, param):
+    with pytest.raises(RequestError) as info:
+        parse_chat({"model": "m", "messages": messages}, LIMITS)
+    assert info.value.param == param
+
+
+def test_neutral_values_of_unsupported_parameters_are_accepted():
+    p = parse_completion({"model": "m", "prompt": "x", "presence_penalty": 0, "logprobs": None, "echo": False}, LIMITS)
+    assert p["prompt"] == "x"
+
+
+def test_embeddings_input_forms():
+    assert parse_embeddings({"model": "m", "input": "a"}, LIMITS)["input"] == ["a"]
+    assert parse_embeddings({"model": "m", "input": [1, 2]}, LIMITS)["input"] == [[1, 2]]
+    assert parse_embeddings({"model": "m", "input": [[1], [2, 3]]}, LIMITS)["input"] == [[1], [2, 3]]
+    for bad in ([], [1, "a"], {"x": 1}, None, [[]]):
+        with pytest.raises(RequestError):
+            parse_embeddings({"model": "m", "input": bad}, LIMITS)
