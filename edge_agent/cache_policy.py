@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 # Fields that change how an answer is delivered or attributed, not what it is.
-_NOT_IN_KEY = frozenset({"stream", "stream_options", "user"})
+_NOT_IN_KEY = frozenset({"stream", "stream_options", "include_usage", "user"})
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,11 @@ class SchedulerStats:
     queue_depth: int
     inflight: int
     slots: int
+    # Since start; cancelled generations included, so work done for clients
+    # that went away is visible.
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    cancelled: int = 0
 
 
 class Scheduler:
@@ -105,6 +110,9 @@ class Scheduler:
         self._free_slots = list(range(backend.n_slots - 1, -1, -1))
         self._running = False
         self._thread: threading.Thread | None = None
+        self._prompt_tokens = 0
+        self._generated_tokens = 0
+        self._cancelled = 0
 
     # -- caller side -------------------------------------------------------
 
@@ -125,7 +133,8 @@ class Scheduler:
 
     def stats(self) -> SchedulerStats:
         with self._cond:
-            return SchedulerStats(len(self._waiting), len(self._active), self._backend.n_slots)
+            return SchedulerStats(len(self._waiting), len(self._active), self._backend.n_slots,
+                                  self._prompt_tokens, self._generated_tokens, self._cancelled)
 
     def start(self) -> None:
         with self._cond:
@@ -171,6 +180,7 @@ class Scheduler:
         while self._waiting and self._free_slots:
             ticket = self._waiting.popleft()
             if ticket.cancelled:
+                self._cancelled += 1
                 continue
             if now > ticket.request.deadline:
                 _emit(ticket, ErrorEvent(DeadlineExceededError("the request waited past its deadline")))
@@ -184,12 +194,14 @@ class Scheduler:
                 _emit(ticket, ErrorEvent(EngineError(f"could not start the sequence: {exc}")))
                 continue
             self._active[slot] = ticket
+            self._prompt_tokens += len(ticket.request.prompt_tokens)
 
     def _drop_finished_early(self, slots: list[int]) -> None:
         now = self._clock()
         for slot in slots:
             ticket = self._active[slot]
             if ticket.cancelled:
+                self._cancelled += 1
                 self._finish(slot, None)
             elif now > ticket.request.deadline:
                 self._finish(slot, ErrorEvent(DeadlineExceededError("the request ran past its deadline")))
@@ -201,6 +213,7 @@ class Scheduler:
         if backend.is_eog(token):
             return self._finish(slot, self._done(ticket, "stop"))
         ticket.generated += 1
+        self._generated_tokens += 1
         text, hit_stop = ticket.stops.feed(ticket.text.feed(backend.piece(token)))
         if text:
             _emit(ticket, TokenEvent(text))

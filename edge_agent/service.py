@@ -99,7 +99,7 @@ class InferenceService:
             self._resolve(key, flight, None)
             raise
         body = dumps(completion.body(text, done.finish_reason, done.prompt_tokens, done.completion_tokens))
-        self._finish(done, body, store_key, flight, key)
+        self._store_and_resolve(body, store_key, flight, key)
         return Answer(x_cache, body=body)
 
     def _prompt_tokens(self, endpoint: str, params: dict[str, Any]) -> list[int]:
@@ -173,13 +173,11 @@ class InferenceService:
             ticket.cancel()
             if done is not None:
                 body = dumps(completion.body("".join(parts), done.finish_reason, done.prompt_tokens, done.completion_tokens))
-                self._finish(done, body, store_key, flight, key)
+                self._store_and_resolve(body, store_key, flight, key)
             else:
                 self._resolve(key, flight, None)
 
-    def _finish(self, done: DoneEvent, body: bytes, store_key: str, flight, key: str) -> None:
-        self.metrics.generated_tokens.inc(done.completion_tokens)
-        self.metrics.prompt_tokens.inc(done.prompt_tokens)
+    def _store_and_resolve(self, body: bytes, store_key: str, flight, key: str) -> None:
         if store_key:
             self.cache.put(store_key, self.model_sha256, body)
         self._resolve(key, flight, body)

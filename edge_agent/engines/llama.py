@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import llama_cpp
+import llama_cpp._logger
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from edge_agent.errors import AgentError
@@ -56,6 +57,9 @@ def _ensure_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
+            # llama.cpp prints every load detail to stderr; keep errors only
+            # unless the agent runs at debug level.
+            llama_cpp._logger.set_verbose(log.isEnabledFor(logging.DEBUG))
             llama_cpp.llama_backend_init()
             _backend_ready = True
 

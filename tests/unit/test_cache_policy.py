@@ -36,7 +36,7 @@ def test_disabled_cache_bypasses():
 
 def test_key_ignores_stream_and_user():
     a = cache_key("sha", "completions", BASE)
-    b = cache_key("sha", "completions", {**BASE, "stream": True, "user": "alice", "stream_options": {"x": 1}})
+    b = cache_key("sha", "completions", {**BASE, "stream": True, "user": "alice", "include_usage": True})
     assert a == b
 
 

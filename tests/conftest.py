@@ -1,0 +1,21 @@
+"""Shared fixtures: real agent processes on real models, on free loopback ports."""
+
+import pytest
+
+from agent_process import start_agent
+
+
+@pytest.fixture(scope="session")
+def smol_agent(tmp_path_factory):
+    """The default chat model, SmolLM2-135M-Instruct, with default settings."""
+    agent = start_agent(tmp_path_factory.mktemp("smol"))
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def gemma_agent(tmp_path_factory):
+    """gemma-3-270m, a base model without a chat template."""
+    agent = start_agent(tmp_path_factory.mktemp("gemma"), model="gemma-3-270m")
+    yield agent
+    agent.stop()
