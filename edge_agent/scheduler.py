@@ -55,6 +55,9 @@ class Backend(Protocol):
     n_slots: int
     n_ctx: int
 
+    def choose_slot(self, free_slots: Sequence[int], prompt: Sequence[int]) -> int:
+        """The free slot to start ``prompt`` in (an engine may prefer one holding a shared prefix)."""
+
     def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
         """Start a sequence in ``slot``; its prompt is decoded by later steps."""
 
@@ -185,7 +188,8 @@ class Scheduler:
             if now > ticket.request.deadline:
                 _emit(ticket, ErrorEvent(DeadlineExceededError("the request waited past its deadline")))
                 continue
-            slot = self._free_slots.pop()
+            slot = self._backend.choose_slot(self._free_slots, ticket.request.prompt_tokens)
+            self._free_slots.remove(slot)
             ticket.slot = slot
             try:
                 self._backend.begin(slot, ticket.request.prompt_tokens, ticket.request.sampling)

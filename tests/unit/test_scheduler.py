@@ -26,6 +26,9 @@ class FakeBackend:
         self.gate.set()
         self.fail_next = False
 
+    def choose_slot(self, free_slots, prompt):
+        return free_slots[-1]
+
     def begin(self, slot, prompt, sampling):
         self.cursor[slot] = iter(self.scripts.get(prompt[0], itertools.repeat(1)))
 

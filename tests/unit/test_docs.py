@@ -1,0 +1,39 @@
+"""The docs match the code: every command, config key and metric is documented."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+from edge_agent import config as config_module
+from edge_agent.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+EXAMPLE = (ROOT / "packaging" / "edge-agent.example.toml").read_text()
+
+
+def test_every_cli_command_is_in_the_readme(capsys):
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+    commands = re.search(r"\{([a-z,-]+)\}", capsys.readouterr().out).group(1).split(",")
+    for command in commands:
+        assert f"edge-agent {command}" in README, command
+
+
+def test_every_config_key_is_in_the_example_and_the_readme():
+    for section, cls in config_module._SECTIONS.items():
+        assert f"[{section}]" in EXAMPLE and f"`[{section}]`" in README
+        for field in dataclasses.fields(cls):
+            assert re.search(rf"^#?\s*{field.name} = ", EXAMPLE, re.M), f"{section}.{field.name}"
+            assert f"`{field.name}`" in README, f"{section}.{field.name}"
+
+
+def test_every_metric_is_in_the_readme():
+    sources = "".join(p.read_text() for p in (ROOT / "edge_agent").rglob("*.py"))
+    for name in set(re.findall(r'"(edgefleet_[a-z_]+)"', sources)):
+        counter = name in ("edgefleet_requests", "edgefleet_cache_hits", "edgefleet_cache_misses",
+                           "edgefleet_rejected_overloaded", "edgefleet_generated_tokens",
+                           "edgefleet_prompt_tokens", "edgefleet_cancelled_requests")
+        assert (name + "_total" if counter else name) in README, name
