@@ -213,7 +213,10 @@ def systems_for(model: str, gguf: Path, args, workdir: Path) -> list[Server]:
         systems.append(Server(
             "llama_cpp.server",
             [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads],
+             "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads,
+             # Its default aborts a running stream whenever another request
+             # arrives; queueing them is what a server under load must do.
+             "--interrupt_requests", "False"],
             f"http://127.0.0.1:{port}", model, workdir / f"llama_cpp_server-{model}.log"))
         llama_server = args.llama_server or shutil.which("llama-server") or _built_llama_server()
         if llama_server:

@@ -279,7 +279,7 @@ class LlamaBackend:
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        text = llama_cpp.llama_token_get_text(self._vocab, token)
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return text.decode("utf-8", errors="replace") if text else ""
 
     # -- embeddings (own context, any thread) ------------------------------

@@ -19,8 +19,6 @@ def backend(tmp_path_factory):
     b.close()
 
 
-
-
 def run(backend, slot, prompt, n):
     backend.begin(slot, prompt, GREEDY)
     out = []
