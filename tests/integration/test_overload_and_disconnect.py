@@ -79,3 +79,23 @@ def test_client_disconnect_stops_generation(one_slot_agent):
     # Nothing keeps going once the slot is free: the counter stands still.
     time.sleep(0.5)
     assert agent.metrics()["edgefleet_generated_tokens_total"] == after["edgefleet_generated_tokens_total"]
+
+
+def test_request_past_its_deadline_gets_504_and_frees_its_slot(tmp_path):
+    agent = start_agent(tmp_path, sections={"server": {"request_timeout_s": 1.0}, "model": {"n_parallel": 1}})
+    try:
+        r = httpx.post(agent.base_url + "/v1/completions", timeout=60,
+                       json={"model": SMOL, "prompt": "an endless story", "max_tokens": 2000, "temperature": 0.8})
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "deadline_exceeded"
+        with httpx.stream("POST", agent.base_url + "/v1/completions", timeout=60,
+                          json={**long_stream(agent, "another endless story"), "max_tokens": 2000}) as s:
+            events = [line for line in s.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]"
+        assert '"deadline_exceeded"' in events[-2]
+        assert wait_for(lambda: agent.metrics()["edgefleet_inflight_requests"] == 0)
+        ok = httpx.post(agent.base_url + "/v1/completions", timeout=60,
+                        json={"model": SMOL, "prompt": "short", "max_tokens": 2})
+        assert ok.status_code == 200
+    finally:
+        agent.stop()
