@@ -15,12 +15,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from starlette.concurrency import run_in_threadpool
 
 from edge_agent.api.responses import DONE, Completion, dumps, error_body, replay_as_stream, sse, usage
 from edge_agent.api.schema import RequestError
+from edge_agent.errors import AgentError
 from edge_agent.cache import ResponseCache
 from edge_agent.cache_policy import cache_decision, cache_key
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
@@ -29,6 +30,10 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.scheduler import DeadlineExceededError, Scheduler
 
 log = logging.getLogger(__name__)
+
+
+class ClientGoneError(AgentError):
+    """The client disconnected; nobody is left to answer."""
 
 
 @dataclass
@@ -62,7 +67,10 @@ class InferenceService:
 
     # -- generation --------------------------------------------------------
 
-    async def generate(self, endpoint: str, params: dict[str, Any], cache_control: str, started: float) -> Answer:
+    async def generate(self, endpoint: str, params: dict[str, Any], cache_control: str, started: float,
+                       client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
+        """``client_gone`` returns when the client disconnects; a non-streamed
+        generation then stops (a streamed one stops when its stream is closed)."""
         decision = cache_decision(params, cache_control, enabled=self.cache is not None)
         key = cache_key(self.model_sha256, endpoint, params) if decision.lookup or decision.store else ""
         if decision.lookup:
@@ -93,11 +101,15 @@ class InferenceService:
         x_cache = "miss" if decision.lookup else "bypass"
         if params["stream"]:
             return Answer(x_cache, stream=self._stream(completion, ticket, events, params, store_key, flight, key, started))
+        watcher = asyncio.ensure_future(self._report_gone(client_gone, events)) if client_gone else None
         try:
             text, done = await self._collect(ticket, events, started, endpoint)
         except BaseException:
             self._resolve(key, flight, None)
             raise
+        finally:
+            if watcher:
+                watcher.cancel()
         body = dumps(completion.body(text, done.finish_reason, done.prompt_tokens, done.completion_tokens))
         self._store_and_resolve(body, store_key, flight, key)
         return Answer(x_cache, body=body)
@@ -123,6 +135,11 @@ class InferenceService:
                 "messages" if endpoint == "chat" else "prompt", code="context_length_exceeded",
             )
         return tokens
+
+    @staticmethod
+    async def _report_gone(client_gone: Callable[[], Awaitable[None]], events: asyncio.Queue) -> None:
+        await client_gone()
+        events.put_nowait(ErrorEvent(ClientGoneError("the client disconnected before the answer was complete")))
 
     async def _collect(self, ticket, events: asyncio.Queue, started: float, endpoint: str) -> tuple[str, DoneEvent]:
         parts: list[str] = []
@@ -237,6 +254,8 @@ def error_for(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """The HTTP status and OpenAI error body for an error from generation."""
     if isinstance(exc, RequestError):
         return exc.status, error_body(exc.message, exc.type, exc.param, exc.code)
+    if isinstance(exc, ClientGoneError):
+        return 499, error_body(str(exc), "invalid_request_error", None, "client_closed_request")
     if isinstance(exc, DeadlineExceededError):
         return 504, error_body(str(exc), "timeout_error", None, "deadline_exceeded")
     log.error("generation failed: %s", exc)

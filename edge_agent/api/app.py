@@ -55,7 +55,13 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
         started = time.monotonic()
         body = await read_json(request)
         params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits)
-        answer = await service.generate(endpoint, params, request.headers.get("cache-control", ""), started)
+        async def client_gone() -> None:
+            # The body has been read: the next message is the disconnect.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        answer = await service.generate(endpoint, params, request.headers.get("cache-control", ""), started,
+                                        client_gone=None if params["stream"] else client_gone)
         return _respond(answer)
 
     async def completions(request: Request) -> Response:

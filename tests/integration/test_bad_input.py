@@ -56,6 +56,8 @@ CASES = [
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "max_tokens": 10**9}).encode(), 400, "max_tokens", None),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "temperature": -1}).encode(), 400, "temperature", None),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": [10**9]}).encode(), 400, "prompt", None),
+    ("/v1/completions", b'{"model": "smollm2-135m-instruct", "prompt": "x", "temperature": NaN}', 400, "temperature", None),
+    ("/v1/completions", b'{"model": "smollm2-135m-instruct", "prompt": "x", "max_tokens": Infinity}', 400, "max_tokens", None),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "bogus": 1}).encode(), 400, "bogus", "unknown_parameter"),
     ("/v1/completions", json.dumps({"model": "gpt-4", "prompt": "x"}).encode(), 404, "model", "model_not_found"),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": "word " * 200}).encode(), 400, "prompt", "context_length_exceeded"),
@@ -105,7 +107,7 @@ def test_agent_still_serves_after_all_of_it(small_agent):
 # -- property-based fuzz ----------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=10,
 )

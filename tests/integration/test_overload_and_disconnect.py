@@ -99,3 +99,15 @@ def test_request_past_its_deadline_gets_504_and_frees_its_slot(tmp_path):
         assert ok.status_code == 200
     finally:
         agent.stop()
+
+
+def test_client_leaving_a_non_streamed_request_stops_its_generation(one_slot_agent):
+    agent = one_slot_agent
+    before = agent.metrics()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(agent.base_url + "/v1/completions", timeout=httpx.Timeout(60, read=1.0),
+                   json={"model": SMOL, "prompt": "a very long essay", "max_tokens": 1500, "temperature": 0.8})
+    assert wait_for(lambda: agent.metrics()["edgefleet_inflight_requests"] == 0)
+    after = agent.metrics()
+    assert after["edgefleet_cancelled_requests_total"] == before["edgefleet_cancelled_requests_total"] + 1
+    assert after["edgefleet_generated_tokens_total"] - before["edgefleet_generated_tokens_total"] < 1500
