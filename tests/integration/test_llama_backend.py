@@ -43,11 +43,13 @@ def test_batch_holds_sequences_in_ascending_order(backend):
 
 
 def test_reused_prompt_prefix_gives_the_same_greedy_output(backend):
-    prompt = backend.tokenize("The quick brown fox jumps over the lazy dog. Then it")
-    fresh = run(backend, 3, prompt, 8)
+    # A continuation the model is sure of: reused KV cells may differ from
+    # recomputed ones in the last bits, which must not flip a near tie.
+    prompt = backend.tokenize("1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")
+    fresh = run(backend, 3, prompt, 6)
     before = backend.reused_prompt_tokens
     assert backend.choose_slot([0, 3], prompt) == 3  # the slot holding the prefix
-    again = run(backend, 3, prompt, 8)
+    again = run(backend, 3, prompt, 6)
     assert backend.reused_prompt_tokens - before == len(prompt) - 1
     assert again == fresh
 

