@@ -41,6 +41,9 @@ class Answer:
     x_cache: str  # "hit" | "miss" | "bypass"
     body: bytes | None = None
     stream: AsyncIterator[bytes] | Iterable[bytes] | None = None
+    # Called once the response is over, however it ended, even when the
+    # stream was never started (a client gone before the first byte).
+    on_close: Callable[[], None] | None = None
 
 
 class InferenceService:
@@ -76,8 +79,13 @@ class InferenceService:
         if decision.lookup:
             cached = self.cache.get(key)
             if cached is None and key in self._inflight:
-                # Single flight: the same request is generating now; wait for it.
-                cached = await asyncio.shield(self._inflight[key])
+                # Single flight: the same request is generating now; wait for
+                # it, within this request's own deadline.
+                remaining = started + self.request_timeout_s - time.monotonic()
+                try:
+                    cached = await asyncio.wait_for(asyncio.shield(self._inflight[key]), max(remaining, 0))
+                except asyncio.TimeoutError:
+                    raise DeadlineExceededError("the request ran past its deadline waiting for an identical one") from None
             if cached is not None:
                 self.metrics.cache_hits.inc()
                 return self._from_cache(endpoint, cached, params)
@@ -100,7 +108,12 @@ class InferenceService:
         completion = Completion.new(endpoint, self.model_id)
         x_cache = "miss" if decision.lookup else "bypass"
         if params["stream"]:
-            return Answer(x_cache, stream=self._stream(completion, ticket, events, params, store_key, flight, key, started))
+            def on_close() -> None:
+                ticket.cancel()  # a no-op once generation has finished
+                self._resolve(key, flight, None)  # a no-op once the answer is in
+
+            return Answer(x_cache, stream=self._stream(completion, ticket, events, params, store_key, flight, key, started),
+                          on_close=on_close)
         watcher = asyncio.ensure_future(self._report_gone(client_gone, events)) if client_gone else None
         try:
             text, done = await self._collect(ticket, events, started, endpoint)

@@ -158,11 +158,26 @@ class _RequestMetrics:
             m.request_duration.labels(path).observe(time.monotonic() - started)
 
 
+class _EventStream(StreamingResponse):
+    """SSE that always runs the answer's cleanup, whether it finished, failed or was never started."""
+
+    def __init__(self, answer: Answer, headers: dict[str, str]):
+        super().__init__(answer.stream, media_type="text/event-stream", headers=headers)
+        self._on_close = answer.on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._on_close:
+                self._on_close()
+
+
 def _respond(answer: Answer) -> Response:
     headers = {"X-Cache": answer.x_cache, "X-Edgefleet-Route": "local"}
     if answer.stream is not None:
         headers["Cache-Control"] = "no-cache"
-        return StreamingResponse(answer.stream, media_type="text/event-stream", headers=headers)
+        return _EventStream(answer, headers)
     return Response(answer.body, media_type=_JSON, headers=headers)
 
 
