@@ -22,6 +22,8 @@ class SamplingParams:
     top_k: int = 40
     min_p: float = 0.05
     seed: int | None = None
+    # llama.cpp's extension: never end at an end-of-generation token.
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool:

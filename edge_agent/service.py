@@ -94,7 +94,8 @@ class InferenceService:
         request = GenerationRequest(
             prompt_tokens=tuple(prompt_tokens),
             max_tokens=params["max_tokens"],
-            sampling=SamplingParams(params["temperature"], params["top_p"], params["top_k"], params["min_p"], params["seed"]),
+            sampling=SamplingParams(params["temperature"], params["top_p"], params["top_k"], params["min_p"], params["seed"],
+                                    params["ignore_eos"]),
             stop=tuple(params["stop"]),
             deadline=started + self.request_timeout_s,
         )

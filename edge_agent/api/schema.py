@@ -55,7 +55,7 @@ _NEUTRAL = {
     "metadata": (None, {}),
 }
 _SAMPLING_KEYS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream",
-                  "stream_options", "user")
+                  "stream_options", "user", "ignore_eos")
 _COMPLETION_KEYS = frozenset({*_SAMPLING_KEYS, "prompt", *_NEUTRAL})
 _CHAT_KEYS = frozenset({*_SAMPLING_KEYS, "messages", "max_completion_tokens", *_NEUTRAL})
 _EMBEDDING_KEYS = frozenset({"model", "input", "encoding_format", "user", "dimensions"})
@@ -149,6 +149,10 @@ def _sampling(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | 
         raise RequestError(f"'seed' must be a 64-bit integer, got {seed!r}", "seed")
     params["seed"] = seed
     params["stop"] = _stop(obj.get("stop"))
+    ignore_eos = obj.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise RequestError(f"'ignore_eos' must be a boolean, got {_json_type(ignore_eos)}", "ignore_eos")
+    params["ignore_eos"] = ignore_eos
     n = obj.get("n", 1)
     if n != 1 or not _is_int(n):
         raise RequestError(f"only 'n' = 1 is supported, got {n!r}", "n", code="unsupported_parameter")

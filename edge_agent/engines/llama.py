@@ -114,6 +114,7 @@ class LlamaBackend:
         # sequence ends so the next prompt can reuse a shared prefix.
         self._kv_tokens: dict[int, list[int]] = {}
         self.reused_prompt_tokens = 0
+        self._eog: list[int] | None = None
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self.device = "gpu" if n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "cpu"
@@ -130,6 +131,11 @@ class LlamaBackend:
     def choose_slot(self, free_slots: Sequence[int], prompt: Sequence[int]) -> int:
         return pick_slot(free_slots, self._kv_tokens, prompt)
 
+    def _eog_tokens(self) -> list[int]:
+        if self._eog is None:
+            self._eog = [t for t in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
+        return self._eog
+
     def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
         if not prompt:
             raise LlamaEngineError("empty prompt")
@@ -142,7 +148,8 @@ class LlamaBackend:
             keep = 0
         self._kv_tokens[slot] = cached[:keep]
         self.reused_prompt_tokens += keep
-        self._slots[slot] = _Slot(list(prompt[keep:]), keep, _sampler_chain(sampling))
+        banned = self._eog_tokens() if sampling.ignore_eos else []
+        self._slots[slot] = _Slot(list(prompt[keep:]), keep, _sampler_chain(sampling, self.vocab_size, banned))
 
     def step(self, slots: Sequence[int]) -> dict[int, int]:
         batch = self._batch
@@ -333,9 +340,12 @@ class LlamaBackend:
         llama_cpp.llama_model_free(self._model)
 
 
-def _sampler_chain(sampling: SamplingParams) -> ctypes.c_void_p:
+def _sampler_chain(sampling: SamplingParams, n_vocab: int, banned: Sequence[int] = ()) -> ctypes.c_void_p:
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = llama_cpp.llama_sampler_chain_add
+    if banned:
+        biases = (llama_cpp.llama_logit_bias * len(banned))(*((t, float("-inf")) for t in banned))
+        add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), biases))
     if sampling.greedy:
         add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain

@@ -112,7 +112,8 @@ json_values = st.recursive(
     max_leaves=10,
 )
 FIELDS = ["model", "prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop",
-          "n", "stream", "stream_options", "user", "input", "encoding_format", "logprobs", "max_completion_tokens"]
+          "n", "stream", "stream_options", "user", "input", "encoding_format", "logprobs", "max_completion_tokens",
+          "ignore_eos"]
 VALID = {
     "/v1/completions": {"model": SMOL, "prompt": "fuzz", "max_tokens": 2},
     "/v1/chat/completions": {"model": SMOL, "messages": [{"role": "user", "content": "fuzz"}], "max_tokens": 2},

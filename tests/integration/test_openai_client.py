@@ -71,6 +71,12 @@ def test_same_seed_gives_same_sample(smol_agent):
     assert client.completions.create(**kwargs).choices[0].text == client.completions.create(**kwargs).choices[0].text
 
 
+def test_ignore_eos_generates_exactly_max_tokens(smol_agent):
+    r = smol_agent.client().completions.create(model=SMOL, prompt="The end.", max_tokens=40, temperature=1.0,
+                                               extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 40 and r.choices[0].finish_reason == "length"
+
+
 def test_models_lists_the_served_model(smol_agent):
     models = smol_agent.client().models.list().data
     assert [m.id for m in models] == [SMOL]

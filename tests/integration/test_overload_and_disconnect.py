@@ -20,7 +20,8 @@ def one_slot_agent(tmp_path_factory):
 
 
 def long_stream(agent, prompt):
-    return {"model": SMOL, "prompt": prompt, "max_tokens": 1500, "temperature": 0.8, "stream": True}
+    # ignore_eos: a generation that cannot end early, whatever the sampler draws.
+    return {"model": SMOL, "prompt": prompt, "max_tokens": 1500, "temperature": 0.8, "stream": True, "ignore_eos": True}
 
 
 def wait_for(predicate, timeout=30.0):
@@ -85,7 +86,8 @@ def test_request_past_its_deadline_gets_504_and_frees_its_slot(tmp_path):
     agent = start_agent(tmp_path, sections={"server": {"request_timeout_s": 1.0}, "model": {"n_parallel": 1}})
     try:
         r = httpx.post(agent.base_url + "/v1/completions", timeout=60,
-                       json={"model": SMOL, "prompt": "an endless story", "max_tokens": 2000, "temperature": 0.8})
+                       json={"model": SMOL, "prompt": "an endless story", "max_tokens": 2000, "temperature": 0.8,
+                             "ignore_eos": True})
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "deadline_exceeded"
         with httpx.stream("POST", agent.base_url + "/v1/completions", timeout=60,
@@ -106,7 +108,8 @@ def test_client_leaving_a_non_streamed_request_stops_its_generation(one_slot_age
     before = agent.metrics()
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(agent.base_url + "/v1/completions", timeout=httpx.Timeout(60, read=1.0),
-                   json={"model": SMOL, "prompt": "a very long essay", "max_tokens": 1500, "temperature": 0.8})
+                   json={"model": SMOL, "prompt": "a very long essay", "max_tokens": 1500, "temperature": 0.8,
+                         "ignore_eos": True})
     assert wait_for(lambda: agent.metrics()["edgefleet_inflight_requests"] == 0)
     after = agent.metrics()
     assert after["edgefleet_cancelled_requests_total"] == before["edgefleet_cancelled_requests_total"] + 1
