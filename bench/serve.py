@@ -113,7 +113,11 @@ async def one_request(client: httpx.AsyncClient, server: Server, index: int, max
     started = time.perf_counter()
     ttft, tokens = None, 0
     try:
-        async with client.stream("POST", server.base_url + "/v1/completions", json=body) as r:
+        # no-store: this measures generation; the agent's cache has its own run.
+        async with client.stream("POST", server.base_url + "/v1/completions", json=body,
+                                 headers={"Cache-Control": "no-store"}) as r:
+            if r.headers.get("x-cache") == "hit":
+                return {"error": "served from the response cache; the generation figures would be wrong"}
             if r.status_code != 200:
                 await r.aread()
                 return {"error": f"HTTP {r.status_code}: {r.text[:200]}"}
@@ -246,12 +250,47 @@ def machine() -> dict:
             "llama_cpp_python": llama_cpp.__version__}
 
 
+def measure(server: Server, model: str, args, round_no: int) -> dict:
+    """One round for one system: start it, load it at each concurrency, stop it."""
+    print(f"[{model}] {server.name} (round {round_no + 1}): starting", flush=True)
+    try:
+        with server:
+            phases = {}
+            for conc, n in ((1, args.requests_c1), (8, args.requests_c8)):
+                p = phases[str(conc)] = asyncio.run(run_load(server, conc, n, args.max_tokens, conc * 100))
+                print(f"[{model}] {server.name} c={conc}: {p['tokens_per_s']} tok/s, "
+                      f"ttft p50 {p['ttft_p50_ms']} ms, errors {p['errors']}", flush=True)
+            return phases
+    except RuntimeError as exc:
+        print(f"[{model}] {server.name}: {exc}", flush=True)
+        return {"error": str(exc), "log_tail": server.log.read_text()[-2000:]}
+
+
+def median_phases(rounds: list[dict]) -> dict:
+    """Per concurrency, the median of each figure over the rounds; errors are summed."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return rounds[-1]
+    summary = {}
+    for conc in good[0]:
+        runs = [r[conc] for r in good]
+        summary[conc] = {key: (sum(run[key] for run in runs) if key == "errors" else
+                               statistics.median(run[key] for run in runs))
+                         for key in runs[0] if isinstance(runs[0][key], (int, float))}
+        summary[conc]["error_samples"] = [e for run in runs for e in run["error_samples"]][:3]
+        summary[conc]["rounds"] = len(runs)
+    return summary
+
+
 def print_table(model: str, results: dict) -> None:
-    print(f"\n== {model} ==")
+    print(f"\n== {model} (medians over rounds) ==")
     print(f"{'system':<18}{'conc':>5}{'tok/s':>9}{'ttft p50':>10}{'ttft p99':>10}{'lat p50':>10}{'lat p99':>10}{'err':>5}")
     for name, phases in results["systems"].items():
+        if "error" in phases:
+            print(f"{name:<18}  failed: {phases['error']}")
+            continue
         for phase in phases.values():
-            print(f"{name:<18}{phase['concurrency']:>5}{phase['tokens_per_s']:>9.1f}{phase['ttft_p50_ms']:>10.1f}"
+            print(f"{name:<18}{phase['concurrency']:>5.0f}{phase['tokens_per_s']:>9.1f}{phase['ttft_p50_ms']:>10.1f}"
                   f"{phase['ttft_p99_ms']:>10.1f}{phase['latency_p50_ms']:>10.1f}{phase['latency_p99_ms']:>10.1f}"
                   f"{phase['errors']:>5}")
     for peer, ratios in results["ratios"].items():
@@ -267,6 +306,7 @@ def main() -> int:
     parser.add_argument("--requests-c1", type=int, default=16)
     parser.add_argument("--requests-c8", type=int, default=48)
     parser.add_argument("--cache-seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all systems; medians are reported")
     parser.add_argument("--skip-peers", action="store_true", help="measure the agent alone")
     parser.add_argument("--out", help="JSON output (default bench/results/serve-<date>.json)")
     args = parser.parse_args()
@@ -282,27 +322,23 @@ def main() -> int:
         workdir = Path(tmp)
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             artifact = resolve_model(model, "", workdir / "models-cache")
-            results: dict = {"sha256": artifact.sha256, "systems": {}, "ratios": {}}
-            for server in systems_for(model, artifact.path, args, workdir):
-                print(f"[{model}] {server.name}: starting", flush=True)
-                try:
-                    with server:
-                        phases = {}
-                        for conc, n in ((1, args.requests_c1), (8, args.requests_c8)):
-                            phases[str(conc)] = asyncio.run(run_load(server, conc, n, args.max_tokens, conc * 100))
-                            p = phases[str(conc)]
-                            print(f"[{model}] {server.name} c={conc}: {p['tokens_per_s']} tok/s, "
-                                  f"ttft p50 {p['ttft_p50_ms']} ms, errors {p['errors']}", flush=True)
-                        results["systems"][server.name] = phases
-                        if server.name == "edge-agent" and model == args.models.split(",")[0].strip():
+            results: dict = {"sha256": artifact.sha256, "systems": {}, "ratios": {}, "rounds": {}}
+            systems = systems_for(model, artifact.path, args, workdir)
+            for round_no in range(args.rounds):
+                # Every other round in reverse order, so a machine that drifts
+                # faster or slower during the run favours nobody.
+                for server in systems if round_no % 2 == 0 else systems[::-1]:
+                    phases = measure(server, model, args, round_no)
+                    results["rounds"].setdefault(server.name, []).append(phases)
+                    first_model = model == args.models.split(",")[0].strip()
+                    if server.name == "edge-agent" and first_model and round_no == 0 and "error" not in phases:
+                        with server:
                             hits = cache_hit_run(server, args.wrk, args.cache_seconds, 16)
-                            report["cache_hits"] = {"model": model, **hits}
-                            print(f"[{model}] cache hits: {hits.get('requests_per_s')} req/s, "
-                                  f"p50 {hits.get('latency_p50_ms')} ms, p99 {hits.get('latency_p99_ms')} ms"
-                                  + (f" ({hits['error']})" if "error" in hits else ""), flush=True)
-                except RuntimeError as exc:
-                    print(f"[{model}] {server.name}: {exc}", flush=True)
-                    results["systems"][server.name] = {"error": str(exc), "log_tail": server.log.read_text()[-2000:]}
+                        report["cache_hits"] = {"model": model, **hits}
+                        print(f"[{model}] cache hits: {hits.get('requests_per_s')} req/s, "
+                              f"p50 {hits.get('latency_p50_ms')} ms, p99 {hits.get('latency_p99_ms')} ms"
+                              + (f" ({hits['error']})" if "error" in hits else ""), flush=True)
+            results["systems"] = {name: median_phases(rounds) for name, rounds in results["rounds"].items()}
             agent = results["systems"].get("edge-agent", {})
             for peer, phases in results["systems"].items():
                 if peer == "edge-agent" or "error" in phases or "error" in agent:

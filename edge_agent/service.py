@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
+import jinja2
 from starlette.concurrency import run_in_threadpool
 
 from edge_agent.api.responses import DONE, Completion, dumps, error_body, replay_as_stream, sse, usage
@@ -134,6 +135,10 @@ class InferenceService:
                 tokens = self.backend.chat_prompt_tokens(params["messages"])
             except NoChatTemplateError as exc:
                 raise RequestError(str(exc), "messages", code="no_chat_template") from None
+            except jinja2.TemplateError as exc:
+                # Templates reject what their model was not trained on
+                # (e.g. roles that do not alternate) with raise_exception().
+                raise RequestError(f"the model's chat template rejected the messages: {exc}", "messages") from None
         elif isinstance(params["prompt"], list):
             tokens = params["prompt"]
             if any(t < 0 or t >= self.backend.vocab_size for t in tokens):

@@ -93,18 +93,14 @@ def test_new_model_version_never_gets_another_versions_answer(tmp_path):
         f.write(b"\0" * 64)
     data = tmp_path / "data"
     b = {"model": "m", "prompt": "version isolation", "max_tokens": 4, "temperature": 0}
-    agent = start_agent(data, model=str(v1))
-    try:
-        assert post(agent, "/v1/completions", b).headers["x-cache"] == "miss"
-        assert post(agent, "/v1/completions", b).headers["x-cache"] == "hit"
-    finally:
-        agent.stop()
-    agent = start_agent(data, model=str(v2))
-    try:
-        assert post(agent, "/v1/completions", b).headers["x-cache"] == "miss"
-        assert post(agent, "/v1/completions", b).headers["x-cache"] == "hit"
-    finally:
-        agent.stop()
+    for version in (v1, v2):  # v2 starts on v1's cache file and must not see v1's answer
+        agent = start_agent(data, model=str(version))
+        try:
+            assert post(agent, "/v1/completions", b).headers["x-cache"] == "miss"
+            assert post(agent, "/v1/completions", b).headers["x-cache"] == "hit"
+        finally:
+            agent.stop()
+    assert len(list((data / "cache").glob("responses.db.corrupt-*"))) == 0
 
 
 def test_ttl_and_byte_bound_over_http(tmp_path):
