@@ -11,7 +11,9 @@ the pure modules this calls.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import logging
 import time
 from dataclasses import dataclass
@@ -20,15 +22,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 import jinja2
 from starlette.concurrency import run_in_threadpool
 
-from edge_agent.api.responses import DONE, Completion, dumps, error_body, replay_as_stream, sse, usage
+from edge_agent.api.responses import DONE, Completion, dumps, error_body, replay_as_stream, sse
 from edge_agent.api.schema import RequestError
-from edge_agent.errors import AgentError
 from edge_agent.cache import ResponseCache
 from edge_agent.cache_policy import cache_decision, cache_key
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
+from edge_agent.errors import AgentError
 from edge_agent.generation import DoneEvent, ErrorEvent, GenerationRequest, SamplingParams, TokenEvent
 from edge_agent.metrics import AgentMetrics
-from edge_agent.scheduler import DeadlineExceededError, Scheduler
+from edge_agent.scheduler import DeadlineExceededError, Scheduler, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +102,10 @@ class InferenceService:
             stop=tuple(params["stop"]),
             deadline=started + self.request_timeout_s,
         )
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        ticket = self.scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        ticket, events = self._submit(request)
         flight: asyncio.Future[bytes | None] | None = None
         if decision.lookup and key not in self._inflight:
-            flight = self._inflight[key] = loop.create_future()
+            flight = self._inflight[key] = asyncio.get_running_loop().create_future()
         store_key = key if decision.store else ""
         completion = Completion.new(endpoint, self.model_id)
         x_cache = "miss" if decision.lookup else "bypass"
@@ -155,19 +155,33 @@ class InferenceService:
             )
         return tokens
 
+    def _submit(self, request: GenerationRequest) -> tuple[Ticket, asyncio.Queue]:
+        """Queue a generation; its events arrive on the returned asyncio queue
+        (the scheduler thread hands each one to this event loop)."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        ticket = self.scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        return ticket, events
+
     @staticmethod
     async def _report_gone(client_gone: Callable[[], Awaitable[None]], events: asyncio.Queue) -> None:
         await client_gone()
         events.put_nowait(ErrorEvent(ClientGoneError("the client disconnected before the answer was complete")))
 
-    async def _collect(self, ticket, events: asyncio.Queue, started: float, endpoint: str) -> tuple[str, DoneEvent]:
+    def _first_token(self, endpoint: str | None, started: float) -> None:
+        if endpoint is not None:
+            self.metrics.ttft.labels(endpoint).observe(time.monotonic() - started)
+
+    async def _collect(self, ticket: Ticket, events: asyncio.Queue, started: float,
+                       endpoint: str | None) -> tuple[str, DoneEvent]:
+        """Gathers a whole answer; ``endpoint`` None (the warm-up) is kept out of the metrics."""
         parts: list[str] = []
         try:
             while True:
                 ev = await events.get()
                 if isinstance(ev, TokenEvent):
                     if not parts:
-                        self.metrics.ttft.labels(endpoint).observe(time.monotonic() - started)
+                        self._first_token(endpoint, started)
                     parts.append(ev.text)
                 elif isinstance(ev, DoneEvent):
                     return "".join(parts), ev
@@ -176,7 +190,7 @@ class InferenceService:
         finally:
             ticket.cancel()  # a no-op once done; stops generation if the client went away
 
-    async def _stream(self, completion: Completion, ticket, events: asyncio.Queue, params, store_key: str,
+    async def _stream(self, completion: Completion, ticket: Ticket, events: asyncio.Queue, params, store_key: str,
                       flight, key: str, started: float) -> AsyncIterator[bytes]:
         parts: list[str] = []
         done: DoneEvent | None = None
@@ -188,7 +202,7 @@ class InferenceService:
                 ev = await events.get()
                 if isinstance(ev, TokenEvent):
                     if not parts:
-                        self.metrics.ttft.labels(completion.endpoint).observe(time.monotonic() - started)
+                        self._first_token(completion.endpoint, started)
                     parts.append(ev.text)
                     yield completion.text_chunk(ev.text)
                 elif isinstance(ev, DoneEvent):
@@ -199,7 +213,7 @@ class InferenceService:
                     yield DONE
                     return
                 else:
-                    status, err = error_for(ev.error)
+                    _, err = error_for(ev.error)
                     yield sse(err)
                     yield DONE
                     return
@@ -251,20 +265,17 @@ class InferenceService:
             n_tokens = sum(len(t) for t in tokenized)
         data = [{"object": "embedding", "index": i, "embedding": _encode(v, params["encoding_format"])}
                 for i, v in enumerate(vectors)]
-        u = usage(n_tokens, 0)
         return {"object": "list", "data": data, "model": params["model"],
-                "usage": {"prompt_tokens": u["prompt_tokens"], "total_tokens": u["total_tokens"]}}
+                "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
 
     # -- warm-up -----------------------------------------------------------
 
     async def warm_up(self) -> None:
         """Generate one token end to end; /readyz turns ready only after it."""
         tokens = self.backend.tokenize("Hello", add_special=True)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
         request = GenerationRequest(tuple(tokens), max_tokens=1, sampling=SamplingParams(temperature=0.0))
-        ticket = self.scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
-        await self._collect(ticket, events, time.monotonic(), "warmup")
+        ticket, events = self._submit(request)
+        await self._collect(ticket, events, time.monotonic(), endpoint=None)
         self.ready = True
         log.info("warm-up done: the model generated its first token; ready")
 
@@ -284,7 +295,4 @@ def error_for(exc: BaseException) -> tuple[int, dict[str, Any]]:
 def _encode(vector: list[float], fmt: str) -> Any:
     if fmt == "float":
         return vector
-    import base64
-    import struct
-
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
