@@ -48,13 +48,16 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
             raise RequestError("the client closed the connection before sending the whole body", None, "client_disconnect")
         try:
             return json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers malformed JSON, bad UTF-8 and integers past
+            # Python's digit limit; RecursionError, absurdly deep nesting.
             raise RequestError(f"the request body is not valid JSON: {exc}", None, code="invalid_json") from None
 
     async def generation(request: Request, endpoint: str) -> Response:
         started = time.monotonic()
         body = await read_json(request)
         params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits)
+
         async def client_gone() -> None:
             # The body has been read: the next message is the disconnect.
             while (await request.receive())["type"] != "http.disconnect":

@@ -22,7 +22,7 @@ SMOL = "smollm2-135m-instruct"
 def small_agent(tmp_path_factory):
     """A short context and body limit keep oversize cases cheap."""
     agent = start_agent(tmp_path_factory.mktemp("bad-input"),
-                        sections={"model": {"n_ctx": 128}, "server": {"max_body_bytes": 4096}})
+                        sections={"model": {"n_ctx": 128}, "server": {"max_body_bytes": 8192}})
     yield agent
     agent.stop()
 
@@ -50,6 +50,8 @@ CASES = [
     ("/v1/completions", b"", 400, None, "invalid_json"),
     ("/v1/completions", b"\xff\xfe\x00", 400, None, "invalid_json"),
     ("/v1/completions", b"[1, 2]", 400, None, None),
+    ("/v1/completions", b"[" * 3000 + b"]" * 3000, 400, None, "invalid_json"),
+    ("/v1/completions", b'{"model": "smollm2-135m-instruct", "prompt": "x", "seed": ' + b"9" * 5000 + b"}", 400, None, "invalid_json"),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": 42}).encode(), 400, "prompt", None),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "max_tokens": "ten"}).encode(), 400, "max_tokens", None),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "max_tokens": 0}).encode(), 400, "max_tokens", None),
@@ -76,13 +78,13 @@ def test_bad_request_gets_a_specific_error(small_agent, path, content, status, p
 
 def test_oversized_body_gets_413_naming_the_limit(small_agent):
     big = json.dumps({"model": SMOL, "prompt": "x" * 10_000}).encode()
-    assert_openai_error(raw(small_agent, "/v1/completions", big), 413, code="request_too_large", contains="4096")
+    assert_openai_error(raw(small_agent, "/v1/completions", big), 413, code="request_too_large", contains="8192")
 
 
 def test_oversized_chunked_body_without_length_gets_413(small_agent):
     def chunks():
         yield b'{"model": "smollm2-135m-instruct", "prompt": "'
-        for _ in range(10):
+        for _ in range(20):
             yield b"x" * 1000
         yield b'"}'
 
