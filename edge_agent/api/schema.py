@@ -141,8 +141,8 @@ def _sampling(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | 
     params["top_p"] = _number(obj, "top_p", 1.0, 0.0, 1.0)
     params["min_p"] = _number(obj, "min_p", 0.05, 0.0, 1.0)
     top_k = obj.get("top_k", 40)
-    if not _is_int(top_k) or top_k < 0:
-        raise RequestError(f"'top_k' must be an integer >= 0, got {top_k!r}", "top_k")
+    if not _is_int(top_k) or not 0 <= top_k < 2**31:  # llama.cpp takes an int32
+        raise RequestError(f"'top_k' must be an integer from 0 to {2**31 - 1} (0: off), got {top_k!r}", "top_k")
     params["top_k"] = top_k
     seed = obj.get("seed")
     if seed is not None and (not _is_int(seed) or not -(2**63) <= seed < 2**64):

@@ -43,6 +43,8 @@ def test_chat_takes_max_completion_tokens_and_text_parts():
         ({"model": "m", "prompt": "x", "stream_options": {"include_usage": True}}, "stream_options", 400),
         ({"model": "m", "prompt": "x", "presence_penalty": 1.0}, "presence_penalty", 400),
         ({"model": "m", "prompt": "x", "ignore_eos": "yes"}, "ignore_eos", 400),
+        ({"model": "m", "prompt": "x", "top_k": 2**31}, "top_k", 400),
+        ({"model": "m", "prompt": "x", "top_k": -1}, "top_k", 400),
         ({"model": "m", "prompt": "x", "frobnicate": 1}, "frobnicate", 400),
     ],
 )
