@@ -26,6 +26,7 @@ from edge_agent.api.responses import DONE, Completion, dumps, error_body, replay
 from edge_agent.api.schema import RequestError
 from edge_agent.cache import ResponseCache
 from edge_agent.cache_policy import cache_decision, cache_key
+from edge_agent.engines import EmbeddingEngine, EngineInputError
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
 from edge_agent.errors import AgentError
 from edge_agent.generation import DoneEvent, ErrorEvent, GenerationRequest, SamplingParams, TokenEvent
@@ -58,7 +59,7 @@ class InferenceService:
         metrics: AgentMetrics,
         model_id: str,
         request_timeout_s: float,
-        embedder: Any = None,
+        embedder: EmbeddingEngine | None = None,
     ):
         self.backend = backend
         self.scheduler = scheduler
@@ -246,23 +247,11 @@ class InferenceService:
     # -- embeddings --------------------------------------------------------
 
     async def embed(self, params: dict[str, Any]) -> dict[str, Any]:
-        inputs = params["input"]
-        if self.embedder is not None:
-            if not all(isinstance(x, str) for x in inputs):
-                raise RequestError("the ONNX embeddings engine takes text input, not token ids", "input")
-            vectors, n_tokens = await run_in_threadpool(self.embedder.embed, inputs)
-        else:
-            tokenized = [x if isinstance(x, list) else self.backend.tokenize(x, add_special=True) for x in inputs]
-            for i, tokens in enumerate(tokenized):
-                if not tokens:
-                    raise RequestError(f"'input[{i}]' is empty", "input")
-                if len(tokens) > self.backend.n_ctx:
-                    raise RequestError(f"'input[{i}]' has {len(tokens)} tokens; the limit is {self.backend.n_ctx}",
-                                       "input", code="context_length_exceeded")
-                if any(t < 0 or t >= self.backend.vocab_size for t in tokens):
-                    raise RequestError(f"'input[{i}]' holds token ids outside the vocabulary", "input")
-            vectors = await run_in_threadpool(self.backend.embed, tokenized)
-            n_tokens = sum(len(t) for t in tokenized)
+        engine: EmbeddingEngine = self.embedder or self.backend
+        try:
+            vectors, n_tokens = await run_in_threadpool(engine.embed_inputs, params["input"])
+        except EngineInputError as exc:
+            raise RequestError(str(exc), "input", code=exc.code) from None
         data = [{"object": "embedding", "index": i, "embedding": _encode(v, params["encoding_format"])}
                 for i, v in enumerate(vectors)]
         return {"object": "list", "data": data, "model": params["model"],

@@ -27,6 +27,7 @@ import llama_cpp
 import llama_cpp._logger
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from edge_agent.engines import EmbeddingInput, EngineInputError
 from edge_agent.engines.prefix import pick_slot, reusable_prefix
 from edge_agent.errors import AgentError
 from edge_agent.generation import SamplingParams
@@ -290,6 +291,19 @@ class LlamaBackend:
         return text.decode("utf-8", errors="replace") if text else ""
 
     # -- embeddings (own context, any thread) ------------------------------
+
+    def embed_inputs(self, inputs: Sequence[EmbeddingInput]) -> tuple[list[list[float]], int]:
+        """Mean-pooled embeddings of text or token-id inputs (EmbeddingEngine)."""
+        tokenized = [x if isinstance(x, list) else self.tokenize(x, add_special=True) for x in inputs]
+        for i, tokens in enumerate(tokenized):
+            if not tokens:
+                raise EngineInputError(f"'input[{i}]' is empty", i)
+            if len(tokens) > self.n_ctx:
+                raise EngineInputError(f"'input[{i}]' has {len(tokens)} tokens; the limit is {self.n_ctx}", i,
+                                       code="context_length_exceeded")
+            if any(t < 0 or t >= self.vocab_size for t in tokens):
+                raise EngineInputError(f"'input[{i}]' holds token ids outside the vocabulary (0..{self.vocab_size - 1})", i)
+        return self.embed(tokenized), sum(len(t) for t in tokenized)
 
     def embed(self, texts: Sequence[list[int]]) -> list[list[float]]:
         """Mean-pooled embeddings of already tokenized inputs."""

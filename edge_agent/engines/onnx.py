@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from edge_agent.engines import EmbeddingInput, EngineInputError
 from edge_agent.errors import AgentError
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ class OnnxEmbedder:
                 f"{model_path} has {', '.join(self._input_names)}"
             )
         log.info("onnx engine: %s on %s", model_path, ", ".join(self.providers))
+
+    def embed_inputs(self, inputs: Sequence[EmbeddingInput]) -> tuple[list[list[float]], int]:
+        """EmbeddingEngine: text only, since token ids belong to another tokenizer."""
+        for i, item in enumerate(inputs):
+            if not isinstance(item, str):
+                raise EngineInputError("the ONNX embeddings engine takes text input, not token ids", i)
+        return self.embed(inputs)
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         np = self._np

@@ -7,6 +7,7 @@ the agent's answers against numpy on the same weights.
 """
 
 import numpy as np
+import openai
 import pytest
 
 from agent_process import start_agent
@@ -54,6 +55,8 @@ def test_onnx_embeddings_are_mean_pooled_encoder_outputs(tmp_path):
         providers = [k for k in agent.metrics() if k.startswith("edgefleet_onnx_provider_info")]
         assert any('provider="CPUExecutionProvider"' in p for p in providers)
         assert "onnx engine" in agent.log() and "CPUExecutionProvider" in agent.log()
+        with pytest.raises(openai.BadRequestError, match="takes text input, not token ids"):
+            agent.client().embeddings.create(model="smollm2-135m-instruct", input=[[2, 3]])
     finally:
         agent.stop()
 
