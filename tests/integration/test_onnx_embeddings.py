@@ -7,12 +7,12 @@ the agent's answers against numpy on the same weights.
 """
 
 import numpy as np
+import onnx
 import openai
 import pytest
 
 from agent_process import start_agent
 
-onnx = pytest.importorskip("onnx", reason="the dev extra installs onnx")  # present in `make test`
 
 
 def build_encoder(directory):
