@@ -142,7 +142,7 @@ class InferenceService:
                 raise RequestError(f"the model's chat template rejected the messages: {exc}", "messages") from None
         elif isinstance(params["prompt"], list):
             tokens = params["prompt"]
-            if any(t < 0 or t >= self.backend.vocab_size for t in tokens):
+            if not self.backend.in_vocab(tokens):
                 raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{self.backend.vocab_size - 1})", "prompt")
         else:
             tokens = self.backend.tokenize(params["prompt"], add_special=True)

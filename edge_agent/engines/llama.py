@@ -117,7 +117,6 @@ class LlamaBackend:
         self.reused_prompt_tokens = 0
         self._eog: list[int] | None = None
         self._pieces: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(256)
         self.device = "gpu" if n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "cpu"
         self._chat = self._chat_formatter()
         self._embed_ctx = None
@@ -247,6 +246,10 @@ class LlamaBackend:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
 
+    def in_vocab(self, tokens: Sequence[int]) -> bool:
+        """Whether every token id names a token of this model (client-supplied ids)."""
+        return all(0 <= t < self.vocab_size for t in tokens)
+
     @property
     def has_chat_template(self) -> bool:
         return self._chat is not None
@@ -301,7 +304,7 @@ class LlamaBackend:
             if len(tokens) > self.n_ctx:
                 raise EngineInputError(f"'input[{i}]' has {len(tokens)} tokens; the limit is {self.n_ctx}", i,
                                        code="context_length_exceeded")
-            if any(t < 0 or t >= self.vocab_size for t in tokens):
+            if not self.in_vocab(tokens):
                 raise EngineInputError(f"'input[{i}]' holds token ids outside the vocabulary (0..{self.vocab_size - 1})", i)
         return self.embed(tokenized), sum(len(t) for t in tokenized)
 
