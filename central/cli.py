@@ -1,25 +1,344 @@
-"""``edgefleet``: the operator's CLI for central.
-
-Only ``--version`` exists yet; the coordinator's commands (``central init``,
-``token create``, ``nodes``...) arrive with the coordinator (issue 3).
-"""
+"""``edgefleet``: the operator's CLI. Each command makes one AdminService call through
+:mod:`central.client`; `central init|serve` act on the data dir directly."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
 import sys
+import time
+from pathlib import Path
 
+from google.protobuf.json_format import MessageToDict
+
+from central import credential as credential_file
+from central.labels import LabelError, format_labels, parse_labels
 from edgefleet import __version__
+from edgefleet.durations import format_duration, parse_duration
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _labels_arg(text: str) -> dict[str, str]:
+    try:
+        return parse_labels(text)
+    except LabelError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefleet", description="operate an edgefleet fleet through its coordinator")
+    parser.add_argument("--version", action="version", version=f"edgefleet {__version__}")
+    parser.add_argument("--credential", help="credential file (default $EDGEFLEET_CREDENTIAL, "
+                                             "else ~/.config/edgefleet/credential)")
+    parser.add_argument("--central", help="HOST:PORT of central, overriding the credential's")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    central = sub.add_parser("central", help="create or run the coordinator").add_subparsers(dest="command", required=True)
+    init = central.add_parser("init", help="create the CA, signing key, store and first admin credential")
+    init.add_argument("--data-dir", required=True, help="central's data dir (created 0700)")
+    init.add_argument("--central-address", default="127.0.0.1:7443",
+                      help="HOST:PORT written into the admin credential (default 127.0.0.1:7443)")
+    serve = central.add_parser("serve", help="run the coordinator")
+    serve.add_argument("--data-dir", required=True, help="a data dir made by `central init`")
+    serve.add_argument("--listen", default="0.0.0.0:7443", help="FleetService/AdminService, mTLS (default 0.0.0.0:7443)")
+    serve.add_argument("--enroll-listen", default="0.0.0.0:7444", help="EnrollmentService, TLS (default 0.0.0.0:7444)")
+    serve.add_argument("--advertise", default="", help="host name agents use to reach central (default: the bound host)")
+    serve.add_argument("--heartbeat-interval", type=_duration_arg, default=15.0, help="agents' heartbeat interval (15s)")
+    serve.add_argument("--cert-lifetime", type=_duration_arg, default=30 * 86400.0, help="node certificates' lifetime (30d)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    token = sub.add_parser("token", help="bootstrap tokens").add_subparsers(dest="command", required=True)
+    create = token.add_parser("create", help="make a one-time bootstrap token and print the enroll command")
+    create.add_argument("--labels", type=_labels_arg, default={}, help="labels for the node, e.g. region=eu,site=fra")
+    create.add_argument("--ttl", type=_duration_arg, default=3600.0, help="lifetime (default 1h)")
+    create.add_argument("--uses", type=int, default=1, help="enrollments allowed (default 1)")
+    create.add_argument("--json", action="store_true", help="print token, ca_fingerprint, enroll_address as JSON")
+    tlist = token.add_parser("list", help="list tokens (never their secrets)")
+    tlist.add_argument("--json", action="store_true", help="print JSON for scripts")
+    trevoke = token.add_parser("revoke", help="make a token unusable")
+    trevoke.add_argument("token_id", help="the token's id (the part before the dot)")
+
+    nodes = sub.add_parser("nodes", help="enrolled nodes").add_subparsers(dest="command", required=True)
+    nlist = nodes.add_parser("list", help="nodes with their status and latest figures")
+    nlist.add_argument("--selector", type=_labels_arg, default={}, help="only nodes with these labels, k=v,...")
+    nlist.add_argument("--json", action="store_true", help="print JSON for scripts")
+    show = nodes.add_parser("show", help="one node in full, with its latest reports")
+    show.add_argument("node")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
+    label = nodes.add_parser("label", help="set labels (k=v) or remove them (k-)")
+    label.add_argument("node")
+    label.add_argument("changes", nargs="+", help="k=v to set, k- to remove")
+    revoke = nodes.add_parser("revoke", help="refuse the node from its next call on")
+    revoke.add_argument("node")
+    revoke.add_argument("--reason", default="", help="why, for the audit log")
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="command", required=True)
+    alist = audit.add_parser("list", help="audit entries, oldest first")
+    alist.add_argument("--after", type=int, default=0, help="only entries after this sequence")
+    alist.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    alist.add_argument("--json", action="store_true", help="print JSON for scripts")
+    verify = audit.add_parser("verify", help="check the audit log's hash chain")
+    verify.add_argument("--json", action="store_true", help="print JSON for scripts")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgefleet", description="operate an edgefleet fleet through central")
-    parser.add_argument("--version", action="version", version=f"edgefleet {__version__}")
-    parser.parse_args(argv)
-    parser.print_help()
-    print("\nedgefleet: no commands yet; the coordinator's commands arrive with it", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    from central.client import AdminCallError
+    from central.datadir import DataDirError
+
+    try:
+        if args.group == "central":
+            return _central(args)
+        return _admin_command(args)
+    except (credential_file.CredentialError, DataDirError) as exc:
+        print(f"edgefleet: {exc}", file=sys.stderr)
+        return 2
+    except AdminCallError as exc:
+        print(f"edgefleet: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# -- central init / serve ------------------------------------------------------
+
+def _central(args) -> int:
+    from central import datadir
+
+    root = Path(args.data_dir).expanduser().resolve()
+    if args.command == "init":
+        paths = datadir.initialize(root, args.central_address)
+        authority = datadir.Authority.load(paths)
+        print(f"initialized central in {root}")
+        print(f"CA fingerprint: {authority.fingerprint}")
+        print("admin credential (holds a private key; keep it 0600):")
+        print(f"  export EDGEFLEET_CREDENTIAL={paths.admin_credential}")
+        return 0
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from central.coordinator import CentralSettings
+    from central.server import ListenError, serve
+
+    paths = datadir.CentralPaths(root)
+    datadir.require_initialized(paths)
+    settings = CentralSettings(heartbeat_interval_s=args.heartbeat_interval, certificate_lifetime_s=args.cert_lifetime)
+    try:
+        asyncio.run(serve(paths, settings, args.listen, args.enroll_listen, args.advertise))
+    except ListenError as exc:
+        print(f"edgefleet: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- AdminService commands -------------------------------------------------------
+
+def _admin_command(args) -> int:
+    from central.client import AdminClient
+
+    cred = credential_file.load(credential_file.resolve_path(args.credential))
+    with AdminClient(cred, args.central) as client:
+        handler = _HANDLERS[(args.group, args.command)]
+        return handler(client, args)
+
+
+def _token_create(client, args) -> int:
+    from central.convert import duration
+    from edgefleet.v1 import admin_pb2
+
+    r = client.call("CreateToken", admin_pb2.CreateTokenRequest(labels=args.labels, ttl=duration(args.ttl),
+                                                                uses=args.uses))
+    if args.json:
+        _print_json({"token": r.token, "token_id": r.info.token_id, "ca_fingerprint": r.ca_fingerprint,
+                     "enroll_address": r.enroll_address, "labels": dict(r.info.labels),
+                     "expires_at": _iso(r.info.expires_at), "uses": r.info.uses_total})
+    else:
+        print(f"edge-agent enroll --central {r.enroll_address} --ca-fingerprint {r.ca_fingerprint} --token {r.token}")
+    return 0
+
+
+def _token_list(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    tokens = client.call("ListTokens", admin_pb2.ListTokensRequest()).tokens
+    rows = [{"token_id": t.token_id, "labels": dict(t.labels), "uses_left": t.uses_left, "uses_total": t.uses_total,
+             "expires_at": _iso(t.expires_at), "revoked": t.revoked, "created_by": t.created_by} for t in tokens]
+    if args.json:
+        _print_json(rows)
+        return 0
+    now = time.time()
+    _print_table(["TOKEN", "LABELS", "USES LEFT", "EXPIRES", "STATE"], [
+        [t.token_id, format_labels(dict(t.labels)) or "-", f"{t.uses_left}/{t.uses_total}",
+         _relative(t.expires_at.ToSeconds() - now),
+         "revoked" if t.revoked else "expired" if t.expires_at.ToSeconds() <= now else
+         "used" if t.uses_left == 0 else "usable"] for t in tokens])
+    return 0
+
+
+def _token_revoke(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    client.call("RevokeToken", admin_pb2.RevokeTokenRequest(token_id=args.token_id))
+    print(f"revoked token {args.token_id}")
+    return 0
+
+
+def node_row(node) -> dict:
+    """The figures `nodes list` shows, flat, for people and scripts alike."""
+    from edgefleet.v1 import admin_pb2
+
+    inf = node.status.inference
+    model = node.status.active_model
+    return {
+        "node": node.node_id,
+        "labels": dict(node.labels),
+        "status": admin_pb2.NodeState.Name(node.state).removeprefix("NODE_STATE_").lower(),
+        "last_seen": _iso(node.last_seen_at) if node.HasField("last_seen_at") else None,
+        "model": f"{model.name}@{model.version}" if model.name else None,
+        "agent_version": node.status.agent_version or None,
+        "tokens_per_second": round(inf.tokens_per_second, 1),
+        "p99_ms": round(inf.latency_p99_ms, 1),
+        "cache_hit_rate": round(inf.cache_hits / inf.cache_lookups, 3) if inf.cache_lookups else None,
+        "requests": inf.requests,
+        "errors": inf.errors,
+    }
+
+
+def _nodes_list(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    nodes = client.call("ListNodes", admin_pb2.ListNodesRequest(selector=args.selector)).nodes
+    rows = [node_row(n) for n in nodes]
+    if args.json:
+        _print_json(rows)
+        return 0
+    now = time.time()
+    _print_table(["NODE", "LABELS", "STATUS", "LAST SEEN", "MODEL", "TOK/S", "P99 MS", "CACHE HIT"], [
+        [r["node"], format_labels(r["labels"]) or "-", r["status"],
+         _relative(n.last_seen_at.ToSeconds() - now) if r["last_seen"] else "never",
+         r["model"] or "-", f"{r['tokens_per_second']:.1f}", f"{r['p99_ms']:.0f}",
+         "-" if r["cache_hit_rate"] is None else f"{r['cache_hit_rate']:.0%}"] for r, n in zip(rows, nodes)])
+    return 0
+
+
+def _nodes_show(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    r = client.call("GetNode", admin_pb2.GetNodeRequest(node_id=args.node))
+    if args.json:
+        _print_json({"node": _to_dict(r.node), "summary": node_row(r.node),
+                     "reports": [_to_dict(x) for x in r.reports]})
+        return 0
+    row = node_row(r.node)
+    for key, value in row.items():
+        print(f"{key + ':':<20}{format_labels(value) if key == 'labels' else value}")
+    print(f"{'hostname:':<20}{r.node.hostname}")
+    print(f"{'certificate:':<20}{r.node.certificate_serial} (expires {_iso(r.node.certificate_expires_at)})")
+    print(f"{'dropped reports:':<20}{r.node.dropped_reports}")
+    system = r.node.status.system
+    if r.node.HasField("status"):
+        print(f"{'cpu:':<20}{system.cpu_percent:.0f}% of {system.cpu_count}")
+        print(f"{'memory:':<20}{system.memory_used_bytes / 2**30:.1f} / {system.memory_total_bytes / 2**30:.1f} GiB")
+        print(f"{'disk:':<20}{system.disk_used_bytes / 2**30:.1f} / {system.disk_total_bytes / 2**30:.1f} GiB")
+        for gpu in system.gpus:
+            print(f"{'gpu:':<20}{gpu.name} {gpu.utilization_percent:.0f}% ({gpu.source})")
+    if r.reports:
+        print("latest reports:")
+        for report in r.reports:
+            body = report.WhichOneof("body")
+            text = report.event.kind + ": " + report.event.message if body == "event" else "status report"
+            print(f"  #{report.sequence} {_iso(report.observed_at)} {text}")
+    return 0
+
+
+def _nodes_label(client, args) -> int:
+    from central.client import AdminCallError
+    from edgefleet.v1 import admin_pb2
+
+    set_labels, remove = {}, []
+    for change in args.changes:
+        if change.endswith("-") and "=" not in change:
+            remove.append(change[:-1])
+        else:
+            try:
+                set_labels.update(parse_labels(change))
+            except LabelError as exc:
+                raise AdminCallError(str(exc), 2) from None
+    r = client.call("LabelNode", admin_pb2.LabelNodeRequest(node_id=args.node, set_labels=set_labels,
+                                                            remove_labels=remove))
+    print(f"{args.node}: {format_labels(dict(r.node.labels)) or 'no labels'}")
+    return 0
+
+
+def _nodes_revoke(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    client.call("RevokeNode", admin_pb2.RevokeNodeRequest(node_id=args.node, reason=args.reason))
+    print(f"revoked {args.node}: it is refused from its next call on")
+    return 0
+
+
+def _audit_list(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    entries = client.call("ListAuditEntries", admin_pb2.ListAuditEntriesRequest(
+        after_sequence=args.after, limit=args.limit)).entries
+    if args.json:
+        _print_json([_to_dict(e) for e in entries])
+        return 0
+    _print_table(["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAIL"], [
+        [str(e.sequence), _iso(e.at), e.actor, e.action, e.target or "-",
+         admin_pb2.AuditOutcome.Name(e.outcome).removeprefix("AUDIT_OUTCOME_").lower(), e.detail] for e in entries])
+    return 0
+
+
+def _audit_verify(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    r = client.call("VerifyAudit", admin_pb2.VerifyAuditRequest())
+    if args.json:
+        _print_json({"intact": r.intact, "entries_checked": r.entries_checked,
+                     "first_bad_sequence": r.first_bad_sequence, "problem": r.problem})
+    elif r.intact:
+        print(f"audit log intact: {r.entries_checked} entries chained")
+    else:
+        print(f"audit log BROKEN at entry {r.first_bad_sequence}: {r.problem}")
+    return 0 if r.intact else 1
+
+
+_HANDLERS = {
+    ("token", "create"): _token_create, ("token", "list"): _token_list, ("token", "revoke"): _token_revoke,
+    ("nodes", "list"): _nodes_list, ("nodes", "show"): _nodes_show, ("nodes", "label"): _nodes_label,
+    ("nodes", "revoke"): _nodes_revoke, ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
+}
+
+
+# -- output ----------------------------------------------------------------------
+
+def _to_dict(message) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _iso(ts) -> str:
+    return dt.datetime.fromtimestamp(ts.ToNanoseconds() / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _relative(seconds: float) -> str:
+    return f"in {format_duration(seconds)}" if seconds >= 0 else f"{format_duration(-seconds)} ago"

@@ -22,6 +22,8 @@ from typing import Callable
 
 import sqlite_utils
 
+from edgefleet.sqlitedb import apply_migrations
+
 log = logging.getLogger(__name__)
 
 _SCHEMA_VERSION = 1
@@ -126,7 +128,7 @@ class ResponseCache:
             db = sqlite_utils.Database(conn)
             db.enable_wal()
             conn.execute("PRAGMA synchronous = NORMAL")
-            _migrate(db)
+            apply_migrations(conn, _MIGRATIONS)
             self._entries, self._bytes = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM entries").fetchone()
         except sqlite3.DatabaseError:
             conn.close()
@@ -177,20 +179,6 @@ class ResponseCache:
                 self._conn.execute("DELETE FROM entries WHERE key = ?", (key,))
                 self._bytes -= size
                 self._entries -= 1
-
-
-def _migrate(db: sqlite_utils.Database) -> None:
-    """Schema migrations as a small registry recorded in the file."""
-    conn = db.conn
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
-    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    for version, statements in _MIGRATIONS:
-        if version in applied:
-            continue
-        with conn:
-            for sql in statements:
-                conn.execute(sql)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
 
 
 _MIGRATIONS = [

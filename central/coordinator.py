@@ -1,0 +1,276 @@
+"""Central's decisions: enrollment, node identity checks, heartbeats, operator actions, audit.
+
+Every method takes the caller (its certificate's identity and address) and
+plain values, and raises a :mod:`central.errors` error that the servicers map
+to a gRPC status. Refusals and operator actions are written to the audit log
+here, so no servicer can forget one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from central import audit, liveness, tokens
+from central.datadir import Authority
+from central.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unimplemented
+from central.labels import LabelError, validate_labels
+from central.store import DesiredState, FleetStore, NodeRecord, ReportRecord, TokenRecord
+from edgefleet import pki
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_TTL_S = 30 * 86400
+MAX_TOKEN_USES = 100_000
+MAX_REPORTS_PER_CALL = 1000
+
+
+@dataclass(frozen=True)
+class CentralSettings:
+    heartbeat_interval_s: float = 15.0
+    certificate_lifetime_s: float = 30 * 86400
+    token_default_ttl_s: float = 3600.0
+    # What `token create` tells agents to dial, and the fleet port sent back at enrollment.
+    enroll_address: str = "127.0.0.1:7444"
+    fleet_port: int = 7443
+
+
+@dataclass(frozen=True)
+class Caller:
+    identity: pki.Identity | None
+    peer: str
+
+    @property
+    def actor(self) -> str:
+        return str(self.identity) if self.identity else "anonymous"
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    node_id: str
+    labels: dict[str, str]
+    certificate_pem: str
+
+
+@dataclass(frozen=True)
+class NodeView:
+    record: NodeRecord
+    state: str
+
+
+class Coordinator:
+    def __init__(self, store: FleetStore, authority: Authority, settings: CentralSettings,
+                 signing_public_key_pem: str, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.authority = authority
+        self.settings = settings
+        self.signing_public_key_pem = signing_public_key_pem
+        self._clock = clock
+
+    # -- audit ---------------------------------------------------------------
+
+    def _audit(self, caller: Caller, action: str, target: str, outcome: str, detail: str) -> None:
+        self.store.append_audit(self._clock(), caller.actor, action, target, outcome, detail, caller.peer)
+
+    def _refuse(self, error_type, caller: Caller, action: str, target: str, detail: str):
+        self._audit(caller, action, target, audit.REFUSED, detail)
+        log.warning("refused %s by %s from %s: %s", action, caller.actor, caller.peer, detail)
+        return error_type(detail)
+
+    # -- enrollment ----------------------------------------------------------
+
+    def enroll(self, caller: Caller, token_text: str, csr_pem: str, hostname: str) -> Enrollment:
+        action = "node.enroll"
+        parsed = tokens.parse_token(token_text)
+        if parsed is None:
+            raise self._refuse(Unauthenticated, caller, action, "", "the bootstrap token is malformed (expected ID.SECRET)")
+        token_id, secret = parsed
+        caller = replace(caller, identity=None)
+        token_caller = _TokenCaller(token_id, caller.peer)
+        now = self._clock()
+        refusal = tokens.token_refusal(self.store.get_token(token_id), secret, now)
+        if refusal:
+            raise self._refuse(Unauthenticated, token_caller, action, token_id, refusal)
+        try:
+            public_key = pki.public_key_from_csr(csr_pem)
+        except pki.PkiError as exc:
+            raise self._refuse(InvalidArgument, token_caller, action, token_id, str(exc)) from None
+        record = self.store.get_token(token_id)
+        node_id = "node-" + secrets.token_hex(4)
+        cert = self.authority.issue(public_key, pki.Identity("node", node_id),
+                                    dt.timedelta(seconds=self.settings.certificate_lifetime_s), _utc(now))
+        node = NodeRecord(node_id=node_id, labels=dict(record.labels), hostname=hostname[:253], enrolled_at=now,
+                          token_id=token_id, certificate_serial=pki.serial_hex(cert),
+                          certificate_expires_at=cert.not_valid_after_utc.timestamp())
+        if not self.store.enroll(token_id, node, now):
+            # Lost a race for the token's last use, or it was revoked meanwhile.
+            raise self._refuse(Unauthenticated, token_caller, action, token_id,
+                               tokens.token_refusal(self.store.get_token(token_id), secret, now) or "token unusable")
+        self._audit(token_caller, action, node_id, audit.ALLOWED, f"enrolled {node_id} ({hostname or 'no hostname'})")
+        return Enrollment(node_id, node.labels, pki.certificate_pem(cert).decode())
+
+    # -- nodes' own calls ----------------------------------------------------
+
+    def _node_caller(self, caller: Caller, claimed_node_id: str, action: str) -> str:
+        identity = caller.identity
+        if identity is None:
+            raise self._refuse(Unauthenticated, caller, action, claimed_node_id, "no fleet identity in the client certificate")
+        if identity.role != "node":
+            raise self._refuse(PermissionDenied, caller, action, claimed_node_id,
+                               f"{identity} is not a node certificate; FleetService is for enrolled nodes")
+        if claimed_node_id != identity.name:
+            raise self._refuse(PermissionDenied, caller, action, claimed_node_id,
+                               f"certificate of {identity.name} cannot speak as {claimed_node_id or 'no node'}")
+        return identity.name
+
+    def _refuse_unknown_or_revoked(self, caller: Caller, node_id: str, action: str):
+        node = self.store.get_node(node_id)
+        if node is None:
+            return self._refuse(PermissionDenied, caller, action, node_id, f"node {node_id} is not enrolled")
+        return self._refuse(PermissionDenied, caller, action, node_id, f"node {node_id} was revoked")
+
+    def _active_node(self, caller: Caller, claimed_node_id: str, action: str) -> NodeRecord:
+        node_id = self._node_caller(caller, claimed_node_id, action)
+        node = self.store.get_node(node_id)
+        if node is None or node.revoked_at is not None:
+            raise self._refuse_unknown_or_revoked(caller, node_id, action)
+        return node
+
+    def heartbeat(self, caller: Caller, claimed_node_id: str, status: bytes) -> DesiredState:
+        node_id = self._node_caller(caller, claimed_node_id, "fleet.heartbeat")
+        desired = self.store.record_heartbeat(node_id, self._clock(), status)
+        if desired is None:
+            raise self._refuse_unknown_or_revoked(caller, node_id, "fleet.heartbeat")
+        return desired
+
+    def renew_certificate(self, caller: Caller, claimed_node_id: str, csr_pem: str) -> str:
+        action = "fleet.renew_certificate"
+        node = self._active_node(caller, claimed_node_id, action)
+        try:
+            public_key = pki.public_key_from_csr(csr_pem)
+        except pki.PkiError as exc:
+            raise self._refuse(InvalidArgument, caller, action, node.node_id, str(exc)) from None
+        cert = self.authority.issue(public_key, pki.Identity("node", node.node_id),
+                                    dt.timedelta(seconds=self.settings.certificate_lifetime_s), _utc(self._clock()))
+        self.store.set_certificate(node.node_id, pki.serial_hex(cert), cert.not_valid_after_utc.timestamp())
+        self._audit(caller, action, node.node_id, audit.ALLOWED, f"issued certificate {pki.serial_hex(cert)}")
+        return pki.certificate_pem(cert).decode()
+
+    def report(self, caller: Caller, claimed_node_id: str, reports: list[ReportRecord], dropped_count: int) -> int:
+        node = self._active_node(caller, claimed_node_id, "fleet.report_event")
+        if len(reports) > MAX_REPORTS_PER_CALL:
+            raise InvalidArgument(f"at most {MAX_REPORTS_PER_CALL} reports per call, got {len(reports)}")
+        if any(r.sequence <= 0 for r in reports):
+            raise InvalidArgument("report sequences start at 1")
+        return self.store.add_reports(node.node_id, reports, dropped_count)
+
+    def fetch_artifact(self, caller: Caller) -> None:
+        self._node_caller(caller, caller.identity.name if caller.identity else "", "fleet.fetch_artifact")
+        raise Unimplemented("FetchArtifact serves the model registry, which is not built yet")
+
+    # -- operators -----------------------------------------------------------
+
+    def _admin(self, caller: Caller, action: str, target: str = "") -> None:
+        if caller.identity is None:
+            raise self._refuse(Unauthenticated, caller, action, target, "no fleet identity in the client certificate")
+        if caller.identity.role != "admin":
+            raise self._refuse(PermissionDenied, caller, action, target,
+                               f"{caller.identity} is not an admin certificate; AdminService needs one")
+
+    def create_token(self, caller: Caller, labels: dict[str, str], ttl_s: float, uses: int) -> tuple[str, TokenRecord]:
+        self._admin(caller, "token.create")
+        try:
+            labels = validate_labels(labels)
+        except LabelError as exc:
+            raise InvalidArgument(str(exc)) from None
+        ttl_s = ttl_s or self.settings.token_default_ttl_s
+        if not 0 < ttl_s <= MAX_TOKEN_TTL_S:
+            raise InvalidArgument(f"ttl must be between 1 s and {MAX_TOKEN_TTL_S // 86400} days")
+        uses = uses or 1
+        if not 0 < uses <= MAX_TOKEN_USES:
+            raise InvalidArgument(f"uses must be between 1 and {MAX_TOKEN_USES}")
+        token_id, secret = tokens.new_token()
+        now = self._clock()
+        record = TokenRecord(token_id, tokens.hash_secret(secret), labels, now, now + ttl_s, uses, uses, False,
+                             caller.actor)
+        self.store.add_token(record)
+        self._audit(caller, "token.create", token_id, audit.ALLOWED,
+                    f"{uses} use(s), expires in {ttl_s:.0f} s, labels {labels}")
+        return f"{token_id}.{secret}", record
+
+    def list_tokens(self, caller: Caller) -> list[TokenRecord]:
+        self._admin(caller, "token.list")
+        return self.store.list_tokens()
+
+    def revoke_token(self, caller: Caller, token_id: str) -> TokenRecord:
+        self._admin(caller, "token.revoke", token_id)
+        record = self.store.revoke_token(token_id)
+        if record is None:
+            raise NotFound(f"no bootstrap token {token_id!r}")
+        self._audit(caller, "token.revoke", token_id, audit.ALLOWED, "revoked")
+        return record
+
+    def view(self, node: NodeRecord) -> NodeView:
+        return NodeView(node, liveness.node_state(node, self.settings.heartbeat_interval_s, self._clock()))
+
+    def list_nodes(self, caller: Caller, selector: dict[str, str]) -> list[NodeView]:
+        self._admin(caller, "node.list")
+        return [self.view(n) for n in self.store.list_nodes(selector)]
+
+    def get_node(self, caller: Caller, node_id: str, report_limit: int) -> tuple[NodeView, list[ReportRecord]]:
+        self._admin(caller, "node.get", node_id)
+        node = self.store.get_node(node_id)
+        if node is None:
+            raise NotFound(f"no node {node_id!r}")
+        return self.view(node), self.store.recent_reports(node_id, min(report_limit or 20, 1000))
+
+    def label_node(self, caller: Caller, node_id: str, set_labels: dict[str, str], remove: list[str]) -> NodeView:
+        self._admin(caller, "node.label", node_id)
+        node = self.store.get_node(node_id)
+        if node is None:
+            raise NotFound(f"no node {node_id!r}")
+        labels = {k: v for k, v in node.labels.items() if k not in remove}
+        labels.update(set_labels)
+        try:
+            labels = validate_labels(labels)
+        except LabelError as exc:
+            raise InvalidArgument(str(exc)) from None
+        updated = self.store.set_labels(node_id, labels)
+        self._audit(caller, "node.label", node_id, audit.ALLOWED, f"labels now {labels}")
+        return self.view(updated)
+
+    def revoke_node(self, caller: Caller, node_id: str, reason: str) -> NodeView:
+        self._admin(caller, "node.revoke", node_id)
+        node = self.store.revoke_node(node_id, self._clock())
+        if node is None:
+            raise NotFound(f"no node {node_id!r}")
+        self._audit(caller, "node.revoke", node_id, audit.ALLOWED, reason or "revoked")
+        return self.view(node)
+
+    def list_audit(self, caller: Caller, after_sequence: int, limit: int) -> list[audit.AuditEntry]:
+        self._admin(caller, "audit.list")
+        return self.store.list_audit(after_sequence, min(limit or 100, 10_000))
+
+    def verify_audit(self, caller: Caller) -> audit.ChainCheck:
+        self._admin(caller, "audit.verify")
+        return audit.verify_chain(self.store.iter_audit())
+
+
+class _TokenCaller(Caller):
+    """An enrolling agent has no certificate yet: the audit log names it by its token id."""
+
+    def __init__(self, token_id: str, peer: str):
+        super().__init__(None, peer)
+        object.__setattr__(self, "_token_id", token_id)
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self._token_id}"
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)

@@ -1,0 +1,112 @@
+"""Central's data dir: the CA, the artifact-signing key, the TLS server key, the store.
+
+Private keys are written 0600 here and never leave this directory; clients
+receive certificates, never keys (the admin credential is the one exception:
+`central init` writes it here for the operator to take).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from central.credential import Credential, save as save_credential
+from central.store import SqliteFleetStore
+from edgefleet import pki
+
+ADMIN_CERT_DAYS = 365
+
+
+class DataDirError(Exception):
+    """The data dir is missing, incomplete or already initialized."""
+
+
+@dataclass(frozen=True)
+class CentralPaths:
+    root: Path
+
+    @property
+    def ca_key(self) -> Path: return self.root / "ca.key"
+    @property
+    def ca_cert(self) -> Path: return self.root / "ca.crt"
+    @property
+    def signing_key(self) -> Path: return self.root / "signing.key"
+    @property
+    def signing_public_key(self) -> Path: return self.root / "signing.pub"
+    @property
+    def server_key(self) -> Path: return self.root / "server.key"
+    @property
+    def server_cert(self) -> Path: return self.root / "server.crt"
+    @property
+    def store(self) -> Path: return self.root / "central.db"
+    @property
+    def admin_credential(self) -> Path: return self.root / "admin.credential"
+    @property
+    def fleet_address_file(self) -> Path: return self.root / "fleet-address"
+    @property
+    def enroll_address_file(self) -> Path: return self.root / "enroll-address"
+
+
+@dataclass(frozen=True)
+class Authority:
+    """The fleet CA, loaded once at start: issues node and admin certificates."""
+    key: object
+    certificate: object
+
+    @classmethod
+    def load(cls, paths: CentralPaths) -> "Authority":
+        require_initialized(paths)
+        return cls(pki.load_private_key(paths.ca_key.read_bytes()), pki.load_certificate(paths.ca_cert.read_bytes()))
+
+    @property
+    def certificate_pem(self) -> str:
+        return pki.certificate_pem(self.certificate).decode()
+
+    @property
+    def fingerprint(self) -> str:
+        return pki.fingerprint(self.certificate)
+
+    def issue(self, public_key, identity: pki.Identity, lifetime: dt.timedelta, now: dt.datetime):
+        # Backdated a minute so a node whose clock is slightly behind can still use it.
+        return pki.issue_certificate(self.key, self.certificate, public_key, identity,
+                                     not_before=now - dt.timedelta(minutes=1), not_after=now + lifetime)
+
+
+def require_initialized(paths: CentralPaths) -> None:
+    missing = [p.name for p in (paths.ca_key, paths.ca_cert, paths.signing_key, paths.server_key,
+                                paths.server_cert, paths.store) if not p.exists()]
+    if missing:
+        raise DataDirError(f"{paths.root} is not an initialized central data dir (missing {', '.join(missing)}):"
+                           f" run `edgefleet central init --data-dir {paths.root}`")
+
+
+def initialize(root: Path, central_address: str, admin_name: str = "admin") -> CentralPaths:
+    """Create the CA, signing key, server certificate, store and a first admin credential."""
+    paths = CentralPaths(root)
+    if paths.ca_key.exists():
+        raise DataDirError(f"{root} is already initialized (found {paths.ca_key}); "
+                           "refusing to replace the fleet CA: every enrolled node trusts it")
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    now = pki.utcnow()
+    ca_key, ca_cert = pki.create_ca(now=now)
+    signing_key = pki.generate_signing_key()
+    server_key = pki.generate_key()
+    server_cert = pki.issue_server_certificate(ca_key, ca_cert, server_key.public_key(), now=now)
+    pki.write_private(paths.signing_key, pki.private_key_pem(signing_key))
+    pki.write_public(paths.signing_public_key, pki.public_key_pem(signing_key))
+    pki.write_private(paths.server_key, pki.private_key_pem(server_key))
+    pki.write_public(paths.server_cert, pki.certificate_pem(server_cert))
+    SqliteFleetStore(paths.store).close()
+    admin_key = pki.generate_key()
+    authority = Authority(ca_key, ca_cert)
+    admin_cert = authority.issue(admin_key.public_key(), pki.Identity("admin", admin_name),
+                                 dt.timedelta(days=ADMIN_CERT_DAYS), now)
+    save_credential(paths.admin_credential, Credential(
+        central=central_address, ca_pem=authority.certificate_pem,
+        certificate_pem=pki.certificate_pem(admin_cert).decode(), key_pem=pki.private_key_pem(admin_key).decode()))
+    # The CA key last: its presence marks the data dir as initialized.
+    pki.write_public(paths.ca_cert, pki.certificate_pem(ca_cert))
+    pki.write_private(paths.ca_key, pki.private_key_pem(ca_key))
+    return paths

@@ -1,0 +1,137 @@
+"""gRPC servicers: read the caller from the TLS session, call the coordinator, convert, map errors.
+
+Nothing here decides anything; :mod:`central.coordinator` does.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import grpc
+
+from central import convert
+from central.coordinator import Caller, Coordinator
+from central.errors import CentralError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unimplemented
+from edgefleet import pki
+from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+
+_STATUS = {
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+def caller_of(context) -> Caller:
+    """The identity in the client certificate BoringSSL verified against the fleet CA (none on the enrollment port)."""
+    spiffe = context.auth_context().get("peer_spiffe_id")
+    identity = pki.parse_identity_uri(spiffe[0].decode()) if spiffe else None
+    return Caller(identity, context.peer())
+
+
+def _unary(method):
+    @functools.wraps(method)
+    async def handler(self, request, context):
+        try:
+            return method(self, request, caller_of(context))
+        except CentralError as exc:
+            await context.abort(_STATUS[type(exc)], str(exc))
+    return handler
+
+
+class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.c = coordinator
+
+    @_unary
+    def Enroll(self, request, caller):
+        e = self.c.enroll(caller, request.token, request.csr_pem, request.hostname)
+        return enrollment_pb2.EnrollResponse(
+            node_id=e.node_id, labels=e.labels, certificate_pem=e.certificate_pem,
+            ca_certificate_pem=self.c.authority.certificate_pem, fleet_port=self.c.settings.fleet_port,
+            signing_public_key_pem=self.c.signing_public_key_pem,
+            heartbeat_interval=convert.duration(self.c.settings.heartbeat_interval_s))
+
+
+class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.c = coordinator
+        self._interval = convert.duration(coordinator.settings.heartbeat_interval_s)
+
+    @_unary
+    def Heartbeat(self, request, caller):
+        desired = self.c.heartbeat(caller, request.node_id, request.status.SerializeToString())
+        return fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired), heartbeat_interval=self._interval)
+
+    @_unary
+    def RenewCertificate(self, request, caller):
+        pem = self.c.renew_certificate(caller, request.node_id, request.csr_pem)
+        return fleet_pb2.RenewCertificateResponse(certificate_pem=pem,
+                                                  ca_certificate_pem=self.c.authority.certificate_pem)
+
+    @_unary
+    def ReportEvent(self, request, caller):
+        top = self.c.report(caller, request.node_id, convert.report_records(request.reports), request.dropped_count)
+        return fleet_pb2.ReportEventResponse(acknowledged_sequence=top)
+
+    async def FetchArtifact(self, request, context):
+        try:
+            self.c.fetch_artifact(caller_of(context))
+        except CentralError as exc:
+            await context.abort(_STATUS[type(exc)], str(exc))
+        yield fleet_pb2.FetchArtifactResponse()  # unreachable: fetch_artifact always raises for now
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, coordinator: Coordinator):
+        self.c = coordinator
+
+    @_unary
+    def CreateToken(self, request, caller):
+        ttl = request.ttl.ToNanoseconds() / 1e9 if request.HasField("ttl") else 0.0
+        token, record = self.c.create_token(caller, dict(request.labels), ttl, request.uses)
+        return admin_pb2.CreateTokenResponse(token=token, info=convert.token_message(record),
+                                             ca_fingerprint=self.c.authority.fingerprint,
+                                             enroll_address=self.c.settings.enroll_address)
+
+    @_unary
+    def ListTokens(self, request, caller):
+        return admin_pb2.ListTokensResponse(tokens=[convert.token_message(t) for t in self.c.list_tokens(caller)])
+
+    @_unary
+    def RevokeToken(self, request, caller):
+        return admin_pb2.RevokeTokenResponse(token=convert.token_message(self.c.revoke_token(caller, request.token_id)))
+
+    @_unary
+    def ListNodes(self, request, caller):
+        views = self.c.list_nodes(caller, dict(request.selector))
+        return admin_pb2.ListNodesResponse(nodes=[convert.node_message(v) for v in views])
+
+    @_unary
+    def GetNode(self, request, caller):
+        view, reports = self.c.get_node(caller, request.node_id, request.report_limit)
+        return admin_pb2.GetNodeResponse(node=convert.node_message(view),
+                                         reports=[convert.report_message(r) for r in reports])
+
+    @_unary
+    def LabelNode(self, request, caller):
+        view = self.c.label_node(caller, request.node_id, dict(request.set_labels), list(request.remove_labels))
+        return admin_pb2.LabelNodeResponse(node=convert.node_message(view))
+
+    @_unary
+    def RevokeNode(self, request, caller):
+        return admin_pb2.RevokeNodeResponse(node=convert.node_message(
+            self.c.revoke_node(caller, request.node_id, request.reason)))
+
+    @_unary
+    def ListAuditEntries(self, request, caller):
+        entries = self.c.list_audit(caller, request.after_sequence, request.limit)
+        return admin_pb2.ListAuditEntriesResponse(entries=[convert.audit_message(e) for e in entries])
+
+    @_unary
+    def VerifyAudit(self, request, caller):
+        check = self.c.verify_audit(caller)
+        return admin_pb2.VerifyAuditResponse(intact=check.intact, entries_checked=check.entries_checked,
+                                             first_bad_sequence=check.first_bad_sequence, problem=check.problem)

@@ -1,0 +1,363 @@
+"""Central's store: nodes, bootstrap tokens, reports and the audit log.
+
+:class:`FleetStore` is the contract; :class:`SqliteFleetStore` implements it on
+one SQLite file (WAL). A PostgreSQL store for several coordinator replicas
+implements the same contract and runs the same test suite
+(tests/unit/test_store.py). Servicers never see SQL.
+
+Every method is one transaction. Status reports are opaque bytes (a
+serialized ``edgefleet.v1.NodeStatus``): the store keeps them, it does not
+read them.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from central.audit import GENESIS_HASH, AuditEntry, entry_hash
+from edgefleet.sqlitedb import apply_migrations, connect_wal
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: str
+    secret_hash: str  # sha256 hex of the secret half; the secret itself is never stored
+    labels: dict[str, str]
+    created_at: float
+    expires_at: float
+    uses_total: int
+    uses_left: int
+    revoked: bool
+    created_by: str
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: str
+    labels: dict[str, str]
+    hostname: str
+    enrolled_at: float
+    token_id: str
+    certificate_serial: str
+    certificate_expires_at: float
+    last_seen_at: float | None = None
+    status: bytes | None = None
+    revoked_at: float | None = None
+    dropped_reports: int = 0
+    config_generation: int = 0
+    desired_model: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    sequence: int
+    observed_at: float
+    kind: str  # "status" or "event"
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    config_generation: int
+    model: dict[str, str]
+
+
+class FleetStore(abc.ABC):
+    """What central needs from storage. Implementations must be safe to call from one thread at a time
+    per instance and must make each method atomic."""
+
+    # tokens
+    @abc.abstractmethod
+    def add_token(self, token: TokenRecord) -> None:
+        """Store a new token; StoreError if its id exists."""
+
+    @abc.abstractmethod
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str) -> TokenRecord | None:
+        """Mark revoked; None if there is no such token."""
+
+    # nodes
+    @abc.abstractmethod
+    def enroll(self, token_id: str, node: NodeRecord, now: float) -> bool:
+        """Spend one use of the token and add the node, together. False (and nothing written) when the
+        token has no use left, is revoked or has expired at `now`: two enrollments racing for the last
+        use cannot both win."""
+
+    @abc.abstractmethod
+    def get_node(self, node_id: str) -> NodeRecord | None: ...
+
+    @abc.abstractmethod
+    def list_nodes(self, selector: dict[str, str] | None = None) -> list[NodeRecord]:
+        """Nodes carrying every label in selector, by id."""
+
+    @abc.abstractmethod
+    def record_heartbeat(self, node_id: str, at: float, status: bytes) -> DesiredState | None:
+        """Keep the node's latest status; return its desired state. None if the node is unknown or revoked
+        (nothing written then)."""
+
+    @abc.abstractmethod
+    def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None: ...
+
+    @abc.abstractmethod
+    def revoke_node(self, node_id: str, at: float) -> NodeRecord | None:
+        """Mark revoked (idempotent: the first time is kept); None if unknown."""
+
+    @abc.abstractmethod
+    def set_certificate(self, node_id: str, serial: str, expires_at: float) -> None: ...
+
+    # reports flushed from agents' spools
+    @abc.abstractmethod
+    def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int,
+                    keep: int = 1000) -> int:
+        """Keep reports, ignoring sequences already held; add dropped_count to the node's total; keep at most
+        `keep` per node (oldest go). Returns the highest sequence held for the node."""
+
+    @abc.abstractmethod
+    def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
+        """The node's latest reports, oldest first."""
+
+    # audit log
+    @abc.abstractmethod
+    def append_audit(self, at: float, actor: str, action: str, target: str, outcome: str, detail: str,
+                     peer: str) -> AuditEntry:
+        """Append an entry chained to the previous one by hash."""
+
+    @abc.abstractmethod
+    def list_audit(self, after_sequence: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """Oldest first."""
+
+    @abc.abstractmethod
+    def iter_audit(self) -> Iterator[AuditEntry]:
+        """Every entry, oldest first."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+_MIGRATIONS = [
+    (1, [
+        "CREATE TABLE tokens (token_id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, labels TEXT NOT NULL,"
+        " created_at REAL NOT NULL, expires_at REAL NOT NULL, uses_total INTEGER NOT NULL,"
+        " uses_left INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL)",
+        "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, labels TEXT NOT NULL, hostname TEXT NOT NULL,"
+        " enrolled_at REAL NOT NULL, token_id TEXT NOT NULL, certificate_serial TEXT NOT NULL,"
+        " certificate_expires_at REAL NOT NULL, last_seen_at REAL, status BLOB, revoked_at REAL,"
+        " dropped_reports INTEGER NOT NULL DEFAULT 0, config_generation INTEGER NOT NULL DEFAULT 0,"
+        " desired_model TEXT NOT NULL DEFAULT '{}')",
+        "CREATE TABLE reports (node_id TEXT NOT NULL REFERENCES nodes(node_id), sequence INTEGER NOT NULL,"
+        " observed_at REAL NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL,"
+        " PRIMARY KEY (node_id, sequence))",
+        "CREATE TABLE audit (sequence INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,"
+        " action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,"
+        " peer TEXT NOT NULL, previous_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+        # The log is append-only in the file itself, not only by convention.
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
+    ]),
+]
+
+_NODE_COLUMNS = ("node_id, labels, hostname, enrolled_at, token_id, certificate_serial, certificate_expires_at,"
+                 " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model")
+_TOKEN_COLUMNS = "token_id, secret_hash, labels, created_at, expires_at, uses_total, uses_left, revoked, created_by"
+_AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
+
+
+class SqliteFleetStore(FleetStore):
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self._conn = connect_wal(self.path)
+            if self._conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("PRAGMA quick_check failed")
+            apply_migrations(self._conn, _MIGRATIONS)
+        except sqlite3.DatabaseError as exc:
+            # Unlike the agent's cache, this file is the fleet's record: never set it aside silently.
+            raise StoreError(f"central's store {self.path} cannot be opened: {exc}; restore it from a backup") from exc
+        self._lock = threading.Lock()
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _tx(self):
+        return _Transaction(self._conn, self._lock)
+
+    def _query(self, sql: str, args=()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    # -- tokens --------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        try:
+            with self._tx() as c:
+                c.execute(f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (token.token_id, token.secret_hash, json.dumps(token.labels), token.created_at,
+                           token.expires_at, token.uses_total, token.uses_left, int(token.revoked), token.created_by))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"token {token.token_id} already exists") from exc
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        rows = self._query(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_id = ?", (token_id,))
+        return _token(rows[0]) if rows else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [_token(r) for r in self._query(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at DESC")]
+
+    def revoke_token(self, token_id: str) -> TokenRecord | None:
+        with self._tx() as c:
+            row = c.execute(f"UPDATE tokens SET revoked = 1 WHERE token_id = ? RETURNING {_TOKEN_COLUMNS}",
+                            (token_id,)).fetchone()
+        return _token(row) if row else None
+
+    # -- nodes ---------------------------------------------------------------
+
+    def enroll(self, token_id: str, node: NodeRecord, now: float) -> bool:
+        with self._tx() as c:
+            spent = c.execute(
+                "UPDATE tokens SET uses_left = uses_left - 1"
+                " WHERE token_id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?", (token_id, now)).rowcount
+            if not spent:
+                return False
+            c.execute(f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      _node_row(node))
+        return True
+
+    def get_node(self, node_id: str) -> NodeRecord | None:
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,))
+        return _node(rows[0]) if rows else None
+
+    def list_nodes(self, selector: dict[str, str] | None = None) -> list[NodeRecord]:
+        nodes = [_node(r) for r in self._query(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY node_id")]
+        if selector:
+            nodes = [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
+        return nodes
+
+    def record_heartbeat(self, node_id: str, at: float, status: bytes) -> DesiredState | None:
+        with self._tx() as c:
+            row = c.execute(
+                "UPDATE nodes SET last_seen_at = ?, status = ? WHERE node_id = ? AND revoked_at IS NULL"
+                " RETURNING config_generation, desired_model", (at, status, node_id)).fetchone()
+        return DesiredState(row[0], json.loads(row[1])) if row else None
+
+    def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None:
+        with self._tx() as c:
+            row = c.execute(f"UPDATE nodes SET labels = ? WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
+                            (json.dumps(labels, sort_keys=True), node_id)).fetchone()
+        return _node(row) if row else None
+
+    def revoke_node(self, node_id: str, at: float) -> NodeRecord | None:
+        with self._tx() as c:
+            row = c.execute(f"UPDATE nodes SET revoked_at = coalesce(revoked_at, ?) WHERE node_id = ?"
+                            f" RETURNING {_NODE_COLUMNS}", (at, node_id)).fetchone()
+        return _node(row) if row else None
+
+    def set_certificate(self, node_id: str, serial: str, expires_at: float) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE nodes SET certificate_serial = ?, certificate_expires_at = ? WHERE node_id = ?",
+                      (serial, expires_at, node_id))
+
+    # -- reports -------------------------------------------------------------
+
+    def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int, keep: int = 1000) -> int:
+        received = time.time()
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO reports (node_id, sequence, observed_at, kind, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(node_id, r.sequence, r.observed_at, r.kind, r.payload, received) for r in reports])
+            if dropped_count:
+                c.execute("UPDATE nodes SET dropped_reports = dropped_reports + ? WHERE node_id = ?",
+                          (dropped_count, node_id))
+            c.execute("DELETE FROM reports WHERE node_id = ? AND sequence <= ("
+                      " SELECT sequence FROM reports WHERE node_id = ? ORDER BY sequence DESC LIMIT 1 OFFSET ?)",
+                      (node_id, node_id, keep))
+            top = c.execute("SELECT max(sequence) FROM reports WHERE node_id = ?", (node_id,)).fetchone()[0]
+        return top or 0
+
+    def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
+        rows = self._query("SELECT sequence, observed_at, kind, payload FROM reports WHERE node_id = ?"
+                           " ORDER BY sequence DESC LIMIT ?", (node_id, limit))
+        return [ReportRecord(*r) for r in reversed(rows)]
+
+    # -- audit ---------------------------------------------------------------
+
+    def append_audit(self, at: float, actor: str, action: str, target: str, outcome: str, detail: str,
+                     peer: str) -> AuditEntry:
+        with self._tx() as c:
+            last = c.execute("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1").fetchone()
+            sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+            digest = entry_hash(sequence, at, actor, action, target, outcome, detail, peer, previous)
+            entry = AuditEntry(sequence, at, actor, action, target, outcome, detail, peer, previous, digest)
+            c.execute(f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (entry.sequence, entry.at, entry.actor, entry.action, entry.target, entry.outcome,
+                       entry.detail, entry.peer, entry.previous_hash, entry.hash))
+        return entry
+
+    def list_audit(self, after_sequence: int = 0, limit: int = 100) -> list[AuditEntry]:
+        rows = self._query(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                           (after_sequence, limit))
+        return [AuditEntry(*r) for r in rows]
+
+    def iter_audit(self) -> Iterator[AuditEntry]:
+        after = 0
+        while True:
+            page = self.list_audit(after, 1000)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1].sequence
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class _Transaction:
+    """`with store._tx() as conn:` — one IMMEDIATE transaction under the store's lock."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock):
+        self._conn, self._lock = conn, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()
+
+
+def _token(r) -> TokenRecord:
+    return TokenRecord(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], bool(r[7]), r[8])
+
+
+def _node(r) -> NodeRecord:
+    return NodeRecord(node_id=r[0], labels=json.loads(r[1]), hostname=r[2], enrolled_at=r[3], token_id=r[4],
+                      certificate_serial=r[5], certificate_expires_at=r[6], last_seen_at=r[7], status=r[8],
+                      revoked_at=r[9], dropped_reports=r[10], config_generation=r[11],
+                      desired_model=json.loads(r[12]))
+
+
+def _node_row(n: NodeRecord) -> tuple:
+    return (n.node_id, json.dumps(n.labels, sort_keys=True), n.hostname, n.enrolled_at, n.token_id,
+            n.certificate_serial, n.certificate_expires_at, n.last_seen_at, n.status, n.revoked_at,
+            n.dropped_reports, n.config_generation, json.dumps(n.desired_model, sort_keys=True))

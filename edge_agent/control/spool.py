@@ -1,0 +1,143 @@
+"""The report spool: status reports and events kept, in order, while central is away.
+
+One SQLite file (WAL). Sequences come from an AUTOINCREMENT key: never reused, even after a full
+acknowledgement and a restart. Past ``max_reports`` the oldest go and a persisted ``dropped`` counter
+grows, lowered only by what central was told, so a failed flush loses no count. A corrupt file is set
+aside (``*.corrupt-<time>``) with a warning, as the response cache does; the fresh spool starts at 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from edgefleet.sqlitedb import apply_migrations
+
+log = logging.getLogger(__name__)
+
+KINDS = ("status", "event")
+
+
+@dataclass(frozen=True)
+class SpooledReport:
+    sequence: int
+    kind: str
+    observed_at: float
+    payload: bytes
+
+
+class ReportSpool:
+    def __init__(self, path: Path, max_reports: int = 10_000):
+        if max_reports < 1:
+            raise ValueError(f"max_reports must be at least 1, got {max_reports}")
+        self.path = Path(path)
+        self._max_reports = max_reports
+        self._lock = threading.Lock()
+        self._count = 0
+        self.corrupt_rebuilds = 0
+        self._conn = self._open_or_rebuild()
+
+    def append(self, kind: str, observed_at: float, payload: bytes) -> int:
+        """Store one report and return its sequence; drops the oldest when full."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        with self._lock:
+            with self._conn:
+                excess = max(0, self._count - self._max_reports + 1)
+                dropped = self._conn.execute(_DROP_OLDEST, (excess,)).rowcount if excess else 0
+                if dropped:
+                    self._conn.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (dropped,))
+                sequence = self._conn.execute(_INSERT, (kind, float(observed_at), bytes(payload))).lastrowid
+            self._count += 1 - dropped
+            return sequence
+
+    def peek(self, limit: int) -> list[SpooledReport]:
+        """Up to ``limit`` reports, oldest first; nothing is removed."""
+        if limit < 0:
+            raise ValueError(f"limit must be at least 0, got {limit}")
+        with self._lock:
+            rows = self._conn.execute(_OLDEST, (limit,)).fetchall()
+        return [SpooledReport(*row) for row in rows]
+
+    def acknowledge(self, through_sequence: int) -> None:
+        """Central has every report up to and including ``through_sequence``."""
+        with self._lock:
+            with self._conn:
+                deleted = self._conn.execute("DELETE FROM reports WHERE sequence <= ?", (through_sequence,)).rowcount
+            self._count -= deleted
+
+    def dropped_unreported(self) -> int:
+        with self._lock:
+            return self._conn.execute(_DROPPED).fetchone()[0]
+
+    def mark_dropped_reported(self, count: int) -> None:
+        """Central has been told of ``count`` dropped reports."""
+        with self._lock, self._conn:
+            unreported = self._conn.execute(_DROPPED).fetchone()[0]
+            if not 0 <= count <= unreported:
+                raise ValueError(f"count must be between 0 and {unreported} (drops not yet reported), got {count}")
+            self._conn.execute("UPDATE counters SET value = value - ? WHERE name = 'dropped'", (count,))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _open_or_rebuild(self) -> sqlite3.Connection:
+        try:
+            return self._open()
+        except sqlite3.OperationalError:  # locked, no permission, disk full: not corruption, keep the file
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._set_aside(exc)
+            return self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("PRAGMA quick_check failed")
+            sqlite_utils.Database(conn).enable_wal()
+            conn.execute("PRAGMA synchronous = FULL")  # a spool that loses its tail on power loss reuses sequences
+            apply_migrations(conn, _MIGRATIONS)
+            self._count = conn.execute("SELECT count(*) FROM reports").fetchone()[0]
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def _set_aside(self, exc: Exception) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        log.warning("report spool %s is unreadable (%s); moved it to %s and starting an empty one", self.path, exc, aside)
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.replace(Path(f"{aside}{suffix}"))
+        self.corrupt_rebuilds += 1
+
+
+_INSERT = "INSERT INTO reports (kind, observed_at, payload) VALUES (?, ?, ?)"
+_OLDEST = "SELECT sequence, kind, observed_at, payload FROM reports ORDER BY sequence LIMIT ?"
+_DROP_OLDEST = "DELETE FROM reports WHERE sequence IN (SELECT sequence FROM reports ORDER BY sequence LIMIT ?)"
+_DROPPED = "SELECT value FROM counters WHERE name = 'dropped'"
+_MIGRATIONS = [
+    (
+        1,
+        [
+            "CREATE TABLE reports (sequence INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+            " observed_at REAL NOT NULL, payload BLOB NOT NULL)",
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO counters VALUES ('dropped', 0)",
+        ],
+    ),
+]
