@@ -342,3 +342,7 @@ def _iso(ts) -> str:
 
 def _relative(seconds: float) -> str:
     return f"in {format_duration(seconds)}" if seconds >= 0 else f"{format_duration(-seconds)} ago"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -68,9 +68,10 @@ class Authority:
         return pki.fingerprint(self.certificate)
 
     def issue(self, public_key, identity: pki.Identity, lifetime: dt.timedelta, now: dt.datetime):
-        # Backdated a minute so a node whose clock is slightly behind can still use it.
+        # Backdated (a minute, or a tenth of a short lifetime) so a node whose clock is slightly behind can use it.
+        backdate = min(dt.timedelta(minutes=1), lifetime / 10)
         return pki.issue_certificate(self.key, self.certificate, public_key, identity,
-                                     not_before=now - dt.timedelta(minutes=1), not_after=now + lifetime)
+                                     not_before=now - backdate, not_after=now + lifetime)
 
 
 def require_initialized(paths: CentralPaths) -> None:

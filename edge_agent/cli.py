@@ -26,10 +26,26 @@ def main(argv: list[str] | None = None) -> int:
     models = sub.add_parser("models", help="list the built-in models")
     models.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    enroll = sub.add_parser("enroll", help="join a fleet: get a node certificate from central with a bootstrap token")
+    enroll.add_argument("--central", required=True, help="HOST:PORT of central's enrollment service (port 7444)")
+    enroll.add_argument("--ca-fingerprint", required=True, help="sha256:HEX of the fleet CA, from `edgefleet token create`")
+    enroll.add_argument("--token", required=True, help="the bootstrap token, ID.SECRET")
+    enroll.add_argument("--config", help="TOML config file (for its data_dir)")
+    enroll.add_argument("--data-dir", help="where the node's key and certificate are kept")
+
+    status = sub.add_parser("status", help="show enrollment, connection to central and serving state")
+    status.add_argument("--config", help="TOML config file (for its data_dir)")
+    status.add_argument("--data-dir", help="the agent's data dir")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "enroll":
+            return _enroll(args)
+        if args.command == "status":
+            return _status(args)
         return _models(args)
     except ConfigError as exc:
         print(f"edge-agent: config error: {exc}", file=sys.stderr)
@@ -48,6 +64,30 @@ def _serve(args: argparse.Namespace) -> int:
     from edge_agent.daemon import serve  # heavy imports only when serving
 
     serve(config)
+    return 0
+
+
+def _data_dir(args: argparse.Namespace):
+    return with_overrides(load_config(args.config), data_dir=args.data_dir).data_path
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from edge_agent.control.client import enroll
+    from edge_agent.control.identity import FleetFiles
+
+    files = FleetFiles(_data_dir(args))
+    identity = enroll(args.central, args.ca_fingerprint, args.token, files)
+    labels = ",".join(f"{k}={v}" for k, v in sorted(identity.labels.items())) or "no labels"
+    print(f"enrolled as {identity.node_id} ({labels}); reporting to {identity.central}")
+    print(f"key and certificate in {files.root}; `edge-agent serve` with this data dir reports to central")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge_agent.control.status import describe, gather
+
+    report = gather(_data_dir(args))
+    print(json.dumps(report, indent=2) if args.json else describe(report))
     return 0
 
 

@@ -78,6 +78,18 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    # Report to central when the data dir holds an enrollment (`edge-agent enroll`).
+    enabled: bool = True
+    # Status reports and events kept while central is unreachable; the oldest go first.
+    spool_max_reports: int = 10_000
+    # Seconds an RPC to central may take before it counts as failed.
+    rpc_timeout_s: float = 10.0
+    # Longest wait between retries while central is unreachable.
+    max_backoff_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     data_dir: str = ""
     log_level: str = "info"
@@ -86,10 +98,16 @@ class AgentConfig:
     embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+
+# Written into the data dir by the daemon once its socket is bound: the real address when the config
+# asked for port 0 (tests, several agents on one box); read by `edge-agent status`.
+HTTP_ADDRESS_FILE = "http-address"
 
 
 def default_data_dir() -> Path:
@@ -107,6 +125,7 @@ _SECTIONS = {
     "embeddings": EmbeddingsConfig,
     "scheduler": SchedulerConfig,
     "cache": CacheConfig,
+    "fleet": FleetConfig,
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -180,6 +199,9 @@ def validate(config: AgentConfig) -> AgentConfig:
     _positive("scheduler.retry_after_s", config.scheduler.retry_after_s)
     _positive("cache.max_bytes", config.cache.max_bytes)
     _positive("cache.ttl_s", config.cache.ttl_s)
+    _positive("fleet.spool_max_reports", config.fleet.spool_max_reports)
+    _positive("fleet.rpc_timeout_s", config.fleet.rpc_timeout_s)
+    _positive("fleet.max_backoff_s", config.fleet.max_backoff_s)
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {config.log_level!r}")
     return config

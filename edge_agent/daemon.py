@@ -7,13 +7,14 @@ import gc
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import uvicorn
 
 from edge_agent.api.app import create_app
 from edge_agent.cache import ResponseCache
-from edge_agent.config import AgentConfig, parse_listen
+from edge_agent.config import HTTP_ADDRESS_FILE, AgentConfig, parse_listen
 from edge_agent.engines.llama import LlamaBackend
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models import resolve_model
@@ -22,9 +23,7 @@ from edge_agent.service import InferenceService
 
 log = logging.getLogger(__name__)
 
-# Written into the data dir once the socket is bound: the real address when
-# the config asked for port 0 (tests, several agents on one box).
-ADDRESS_FILE = "http-address"
+ADDRESS_FILE = HTTP_ADDRESS_FILE
 
 
 def serve(config: AgentConfig) -> None:
@@ -61,6 +60,7 @@ def serve(config: AgentConfig) -> None:
         timeout_graceful_shutdown=30, log_config=None,
     ))
     scheduler.start()
+    control = _start_control(config, data_dir, artifact, scheduler, metrics)
     _use_uvloop()
     # Everything loaded so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall requests for tens of ms.
@@ -68,6 +68,8 @@ def serve(config: AgentConfig) -> None:
     try:
         asyncio.run(_run(server, sock, service))
     finally:
+        if control:
+            control.stop()
         scheduler.stop()
         if cache:
             cache.close()
@@ -81,6 +83,37 @@ async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceSe
         await server.serve(sockets=[sock])
     finally:
         warm_up.cancel()
+
+
+def _start_control(config: AgentConfig, data_dir: Path, artifact, scheduler: Scheduler, metrics: AgentMetrics):
+    """Report to central when this data dir is enrolled and the config allows it."""
+    from edge_agent.control.identity import FleetFiles
+
+    files = FleetFiles(data_dir)
+    if not config.fleet.enabled or not files.enrolled():
+        log.info("not reporting to central (%s)", "fleet.enabled = false" if files.enrolled() else
+                 "not enrolled: run `edge-agent enroll`")
+        return None
+    from edge_agent import __version__
+    from edge_agent.control.client import ModelInfo, encode_status
+    from edge_agent.control.loop import ControlLoop
+    from edge_agent.control.telemetry import SystemProbe
+
+    probe = SystemProbe(data_dir)
+    model = ModelInfo(artifact.name, artifact.version or artifact.sha256[:12], artifact.sha256)
+    started = time.monotonic()
+    control: ControlLoop | None = None
+
+    def status() -> bytes:
+        stats = scheduler.stats()
+        window = metrics.window.take(stats.generated_tokens, time.monotonic())
+        return encode_status(__version__, model, probe.sample(), window, stats.queue_depth,
+                             control.config_generation if control else 0, time.monotonic() - started, time.time())
+
+    control = ControlLoop(files, config.fleet, status)
+    control.start()
+    log.info("reporting to central at %s as %s", control.identity.central, control.identity.node_id)
+    return control
 
 
 def _use_uvloop() -> None:

@@ -7,12 +7,14 @@ time from their owners, so they can never drift.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from edge_agent.cache import CacheStats
+from edge_agent.control.interval_stats import IntervalStats
 from edge_agent.scheduler import SchedulerStats
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -38,6 +40,8 @@ class AgentMetrics:
         self.cache_hits = Counter("edgefleet_cache_hits", "Answers served from the response cache.", registry=r)
         self.cache_misses = Counter("edgefleet_cache_misses", "Cache lookups that found nothing.", registry=r)
         self.overloaded = Counter("edgefleet_rejected_overloaded", "Requests refused with 429: queue full.", registry=r)
+        # Figures since the last heartbeat, for central (Prometheus keeps the cumulative ones).
+        self.window = IntervalStats(time.monotonic())
         r.register(_LiveCollector(model_info, scheduler_stats, cache_stats, onnx_providers))
 
     def render(self) -> bytes:

@@ -92,8 +92,10 @@ class InferenceService:
                     raise DeadlineExceededError("the request ran past its deadline waiting for an identical one") from None
             if cached is not None:
                 self.metrics.cache_hits.inc()
+                self.metrics.window.record_cache(True)
                 return self._from_cache(endpoint, cached, params)
             self.metrics.cache_misses.inc()
+            self.metrics.window.record_cache(False)
         prompt_tokens = self._prompt_tokens(endpoint, params)
         request = GenerationRequest(
             prompt_tokens=tuple(prompt_tokens),

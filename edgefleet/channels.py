@@ -20,6 +20,10 @@ CLIENT_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    # Callers retry with their own backoff; keep gRPC's reconnect backoff short so a retry after central
+    # comes back is not refused by a channel still waiting out its own (default up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 _KNOWN_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models",
                           "/healthz", "/readyz", "/metrics"})
+# Requests that count toward the heartbeat's inference figures (not probes or scrapes).
+_INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings"})
 
 
 def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: int) -> Starlette:
@@ -158,7 +160,10 @@ class _RequestMetrics:
             path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
             m = self.service.metrics
             m.requests.labels(path, "local", str(status[0])).inc()
-            m.request_duration.labels(path).observe(time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            m.request_duration.labels(path).observe(elapsed)
+            if path in _INFERENCE_PATHS:
+                m.window.record_request(elapsed, error=status[0] >= 500 or status[0] == 429)
 
 
 class _EventStream(StreamingResponse):

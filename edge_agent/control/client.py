@@ -1,0 +1,185 @@
+"""The agent's only door to central: enrollment and FleetService calls, and the protobuf they carry.
+
+Everything else in the agent deals in dataclasses and bytes; this module
+turns them into edgefleet.v1 messages and gRPC errors into
+:class:`CentralUnavailable` (try again later) or :class:`CentralRefused`
+(central said no: revoked, unknown, bad request).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from edge_agent.control.identity import FleetFiles, FleetIdentity
+from edge_agent.control.interval_stats import InferenceWindow
+from edge_agent.control.spool import SpooledReport
+from edge_agent.control.telemetry import SystemSample
+from edge_agent.errors import AgentError
+from edgefleet import channels, pki
+from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+              grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED}
+
+
+class ControlError(AgentError):
+    """Talking to central failed."""
+
+
+class CentralUnavailable(ControlError):
+    """Central could not be reached or did not answer in time; retry with backoff."""
+
+
+class CentralRefused(ControlError):
+    """Central answered no (revoked, not enrolled, invalid request); retrying will not help by itself."""
+
+
+class EnrollError(ControlError):
+    """Enrollment failed; the message says why and what to do."""
+
+
+def _wrap(exc: grpc.RpcError, what: str) -> ControlError:
+    code, details = exc.code(), exc.details()
+    if code in _TRANSIENT:
+        return CentralUnavailable(f"{what}: central unavailable ({code.name}: {details})")
+    return CentralRefused(f"{what}: central refused ({code.name}: {details})")
+
+
+# -- enrollment --------------------------------------------------------------------
+
+def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, timeout_s: float = 15.0) -> FleetIdentity:
+    """Make a key, send a CSR with the token, pin the CA, and store the node's identity in files."""
+    if files.enrolled():
+        raise EnrollError(f"this data dir is already enrolled as {files.load().node_id} ({files.meta}); "
+                          "use another --data-dir, or remove its fleet/ directory to enroll again")
+    try:
+        ca_pem = channels.discover_ca(central, ca_fingerprint, timeout_s)
+    except pki.PkiError as exc:
+        raise EnrollError(str(exc)) from exc
+    except OSError as exc:
+        raise EnrollError(f"cannot reach central's enrollment port at {central}: {exc}") from exc
+    key = pki.generate_key()
+    request = enrollment_pb2.EnrollRequest(token=token.strip(), csr_pem=pki.make_csr(key).decode(),
+                                           hostname=socket.gethostname())
+    with channels.tls_channel(central, ca_pem) as channel:
+        try:
+            reply = enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise EnrollError(f"enrollment refused by central at {central}: {exc.details()}") from None
+    if pki.fingerprint(pki.load_certificate(reply.ca_certificate_pem)) != pki.fingerprint(pki.load_certificate(ca_pem)):
+        raise EnrollError("central answered with a different CA than the one pinned; refusing it")
+    host = central.rpartition(":")[0]
+    identity = FleetIdentity(
+        node_id=reply.node_id, labels=dict(reply.labels), central=f"{host}:{reply.fleet_port}",
+        enroll_address=central, enrolled_at=time.time(), ca_pem=ca_pem,
+        certificate_pem=reply.certificate_pem.encode(), key_pem=pki.private_key_pem(key),
+        signing_public_key_pem=reply.signing_public_key_pem.encode())
+    files.save(identity)
+    return identity
+
+
+# -- messages ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def encode_status(agent_version: str, model: ModelInfo, system: SystemSample, window: InferenceWindow,
+                  queue_depth: int, config_generation: int, uptime_s: float, observed_at: float) -> bytes:
+    """A serialized edgefleet.v1.NodeStatus: what a heartbeat sends, and what the spool keeps when it cannot."""
+    return common_pb2.NodeStatus(
+        agent_version=agent_version,
+        active_model=common_pb2.ModelRef(name=model.name, version=model.version, sha256=model.sha256),
+        system=common_pb2.SystemMetrics(
+            cpu_percent=system.cpu_percent, cpu_count=system.cpu_count, load_average_1m=system.load_average_1m,
+            memory_used_bytes=system.memory_used_bytes, memory_total_bytes=system.memory_total_bytes,
+            disk_used_bytes=system.disk_used_bytes, disk_total_bytes=system.disk_total_bytes,
+            temperatures=[common_pb2.Temperature(sensor=t.sensor, celsius=t.celsius) for t in system.temperatures],
+            gpus=[common_pb2.GpuMetrics(name=g.name, utilization_percent=g.utilization_percent,
+                                        memory_used_bytes=g.memory_used_bytes, memory_total_bytes=g.memory_total_bytes,
+                                        temperature_celsius=g.temperature_celsius, source=g.source)
+                  for g in system.gpus]),
+        inference=common_pb2.InferenceStats(
+            interval_seconds=window.interval_seconds, requests=window.requests, errors=window.errors,
+            generated_tokens=window.generated_tokens, tokens_per_second=window.tokens_per_second,
+            latency_p50_ms=window.latency_p50_ms, latency_p99_ms=window.latency_p99_ms, queue_depth=queue_depth,
+            cache_hits=window.cache_hits, cache_lookups=window.cache_lookups),
+        config_generation=config_generation, observed_at=_timestamp(observed_at), uptime_seconds=uptime_s,
+    ).SerializeToString()
+
+
+def encode_event(kind: str, message: str, **attributes: str) -> bytes:
+    return fleet_pb2.Event(kind=kind, message=message, attributes=attributes).SerializeToString()
+
+
+# -- FleetService ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    interval_s: float
+    config_generation: int
+    model: ModelInfo | None
+
+
+class FleetClient:
+    """FleetService calls as the enrolled node, over mTLS with the node's certificate."""
+
+    def __init__(self, identity: FleetIdentity, rpc_timeout_s: float):
+        self.identity = identity
+        self._timeout = rpc_timeout_s
+        self._channel = channels.mtls_channel(identity.central, identity.ca_pem, identity.certificate_pem,
+                                              identity.key_pem)
+        self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
+
+    def heartbeat(self, status: bytes) -> HeartbeatReply:
+        request = fleet_pb2.HeartbeatRequest(node_id=self.identity.node_id,
+                                             status=common_pb2.NodeStatus.FromString(status))
+        try:
+            reply = self._stub.Heartbeat(request, timeout=self._timeout, wait_for_ready=False)
+        except grpc.RpcError as exc:
+            raise _wrap(exc, "heartbeat") from None
+        model = reply.desired.model
+        return HeartbeatReply(
+            interval_s=reply.heartbeat_interval.ToNanoseconds() / 1e9 or 15.0,
+            config_generation=reply.desired.config_generation,
+            model=ModelInfo(model.name, model.version, model.sha256) if model.name else None)
+
+    def report(self, reports: list[SpooledReport], dropped_count: int) -> int:
+        messages = []
+        for r in reports:
+            msg = fleet_pb2.Report(sequence=r.sequence, observed_at=_timestamp(r.observed_at))
+            if r.kind == "status":
+                msg.status.ParseFromString(r.payload)
+            else:
+                msg.event.ParseFromString(r.payload)
+            messages.append(msg)
+        request = fleet_pb2.ReportEventRequest(node_id=self.identity.node_id, reports=messages,
+                                               dropped_count=dropped_count)
+        try:
+            return self._stub.ReportEvent(request, timeout=self._timeout).acknowledged_sequence
+        except grpc.RpcError as exc:
+            raise _wrap(exc, "report") from None
+
+    def renew_certificate(self, key) -> bytes:
+        request = fleet_pb2.RenewCertificateRequest(node_id=self.identity.node_id, csr_pem=pki.make_csr(key).decode())
+        try:
+            return self._stub.RenewCertificate(request, timeout=self._timeout).certificate_pem.encode()
+        except grpc.RpcError as exc:
+            raise _wrap(exc, "certificate renewal") from None
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,74 @@
+"""What `edge-agent enroll` leaves in <data_dir>/fleet/: the node's key (0600), its certificate, the fleet CA,
+central's signing key, and fleet.json (node id, labels, central's address)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgefleet import pki
+
+
+@dataclass(frozen=True)
+class FleetIdentity:
+    node_id: str
+    labels: dict[str, str]
+    central: str  # HOST:PORT of FleetService
+    enroll_address: str
+    enrolled_at: float
+    ca_pem: bytes = field(repr=False)
+    certificate_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
+    signing_public_key_pem: bytes = field(repr=False)
+
+    @property
+    def certificate(self):
+        return pki.load_certificate(self.certificate_pem)
+
+
+class FleetFiles:
+    def __init__(self, data_dir: Path):
+        self.root = Path(data_dir) / "fleet"
+        self.key = self.root / "node.key"
+        self.certificate = self.root / "node.crt"
+        self.ca = self.root / "ca.crt"
+        self.signing_public_key = self.root / "signing.pub"
+        self.meta = self.root / "fleet.json"
+        self.state = self.root / "state.json"
+        self.spool = self.root / "spool.db"
+
+    def enrolled(self) -> bool:
+        return self.meta.exists()
+
+    def load(self) -> FleetIdentity:
+        meta = json.loads(self.meta.read_text())
+        return FleetIdentity(meta["node_id"], meta["labels"], meta["central"], meta["enroll_address"],
+                             meta["enrolled_at"], self.ca.read_bytes(), self.certificate.read_bytes(),
+                             self.key.read_bytes(), self.signing_public_key.read_bytes())
+
+    def save(self, identity: FleetIdentity) -> None:
+        pki.write_public(self.ca, identity.ca_pem)
+        pki.write_public(self.signing_public_key, identity.signing_public_key_pem)
+        self.save_certificate(identity.key_pem, identity.certificate_pem)
+        # fleet.json last: its presence means the enrollment is complete.
+        pki.write_public(self.meta, json.dumps({
+            "node_id": identity.node_id, "labels": identity.labels, "central": identity.central,
+            "enroll_address": identity.enroll_address, "enrolled_at": identity.enrolled_at}, indent=2).encode())
+
+    def save_certificate(self, key_pem: bytes, certificate_pem: bytes) -> None:
+        # The key first: a crash in between leaves the old certificate with a new key, which fails the
+        # TLS handshake loudly instead of silently using a stale identity; re-enroll fixes it.
+        pki.write_private(self.key, key_pem)
+        pki.write_public(self.certificate, certificate_pem)
+
+    def write_state(self, state: dict) -> None:
+        """The control loop's state for `edge-agent status`, replaced atomically."""
+        pki.write_public(self.state, json.dumps({**state, "written_at": time.time()}, indent=2).encode())
+
+    def read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state.read_text())
+        except (OSError, ValueError):
+            return None

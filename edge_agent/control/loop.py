@@ -1,0 +1,160 @@
+"""The control loop: one thread that heartbeats to central, spools while it cannot, flushes on reconnect
+and renews the node's certificate. Inference never waits on it: if central is down the agent serves on."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Callable
+
+from edge_agent.config import FleetConfig
+from edge_agent.control import policy
+from edge_agent.control.client import (CentralRefused, CentralUnavailable, ControlError, FleetClient, encode_event)
+from edge_agent.control.identity import FleetFiles
+from edge_agent.control.spool import ReportSpool
+from edgefleet import pki
+
+log = logging.getLogger(__name__)
+
+FLUSH_BATCH = 500
+RETRY_BASE_S = 1.0
+
+
+class ControlLoop:
+    def __init__(self, files: FleetFiles, config: FleetConfig, status_source: Callable[[], bytes],
+                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random):
+        self.files = files
+        self.config = config
+        self._status_source = status_source
+        self._clock = clock
+        self._rand = rand
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgefleet-control", daemon=True)
+        self.identity = files.load()
+        self.spool = ReportSpool(files.spool, config.spool_max_reports)
+        self.interval_s = 15.0
+        self.config_generation = 0
+        self._failures = 0
+        self._ever_connected = False
+        self._refused = False
+        self._last_error = ""
+        self._last_ok_at: float | None = None
+        self._offline_since: float | None = None
+        self._last_spooled_at: float | None = None
+        self._client = FleetClient(self.identity, config.rpc_timeout_s)
+
+    def start(self) -> None:
+        self.spool.append("event", self._clock(), encode_event("agent_started", "the agent started"))
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self._client.close()
+        self.spool.close()
+
+    # -- one beat ---------------------------------------------------------------
+
+    def beat(self) -> float:
+        """One heartbeat attempt and what follows it; returns the delay before the next."""
+        now = self._clock()
+        status = self._status_source()
+        try:
+            reply = self._client.heartbeat(status)
+        except ControlError as exc:
+            return self._failed(exc, now, status)
+        if self._failures and self._offline_since is not None:
+            self.spool.append("event", now, encode_event(
+                "central_reachable", f"central reachable again after {now - self._offline_since:.0f} s",
+                spooled=str(len(self.spool))))
+        self._failures, self._refused, self._last_error = 0, False, ""
+        self._ever_connected, self._last_ok_at, self._offline_since = True, now, None
+        self.interval_s, self.config_generation = reply.interval_s, reply.config_generation
+        try:
+            self._flush()
+            self._renew_if_due(now)
+        except ControlError as exc:
+            log.warning("%s", exc)
+            self._last_error = str(exc)
+        self._write_state()
+        return policy.heartbeat_delay(self.interval_s, self._rand())
+
+    def _failed(self, exc: ControlError, now: float, status: bytes) -> float:
+        self._failures += 1
+        self._refused = isinstance(exc, CentralRefused)
+        self._last_error = str(exc)
+        if self._offline_since is None:
+            self._offline_since = now
+        if policy.should_spool_status(self._last_spooled_at, now, self.interval_s):
+            self.spool.append("status", now, status)
+            self._last_spooled_at = now
+        (log.error if self._refused else log.warning)("%s (attempt %d; serving continues)", exc, self._failures)
+        self._write_state()
+        return policy.backoff_delay(self._failures, RETRY_BASE_S, self.config.max_backoff_s, self._rand())
+
+    def _flush(self) -> None:
+        while True:
+            batch = self.spool.peek(FLUSH_BATCH)
+            dropped = self.spool.dropped_unreported()
+            if not batch and not dropped:
+                return
+            acknowledged = self._client.report(batch, dropped)
+            if batch:
+                self.spool.acknowledge(min(acknowledged, batch[-1].sequence) if acknowledged else batch[-1].sequence)
+            self.spool.mark_dropped_reported(dropped)
+            if len(batch) < FLUSH_BATCH:
+                return
+
+    def _renew_if_due(self, now: float) -> None:
+        cert = self.identity.certificate
+        if not pki.renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, _utc(now)):
+            return
+        key = pki.generate_key()
+        certificate_pem = self._client.renew_certificate(key)
+        self.files.save_certificate(pki.private_key_pem(key), certificate_pem)
+        self.identity = self.files.load()
+        old, self._client = self._client, FleetClient(self.identity, self.config.rpc_timeout_s)
+        old.close()
+        new_cert = self.identity.certificate
+        log.info("renewed the node certificate: serial %s, valid until %s", pki.serial_hex(new_cert),
+                 new_cert.not_valid_after_utc.isoformat())
+        self.spool.append("event", now, encode_event("certificate_renewed", "renewed the node certificate",
+                                                     serial=pki.serial_hex(new_cert)))
+
+    # -- loop and state ------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.wait(delay):
+            try:
+                delay = self.beat()
+            except Exception:  # the loop must outlive any bug in one beat; serving never depends on it
+                log.exception("control loop: unexpected error; retrying")
+                delay = policy.backoff_delay(max(self._failures, 1), RETRY_BASE_S, self.config.max_backoff_s,
+                                             self._rand())
+
+    @property
+    def state(self) -> str:
+        return policy.control_state(self._ever_connected, self._failures, self._refused)
+
+    def _write_state(self) -> None:
+        cert = self.identity.certificate
+        try:
+            self.files.write_state({
+                "state": self.state, "node_id": self.identity.node_id, "central": self.identity.central,
+                "last_heartbeat_at": self._last_ok_at, "consecutive_failures": self._failures,
+                "last_error": self._last_error, "heartbeat_interval_s": self.interval_s,
+                "spooled_reports": len(self.spool), "dropped_unreported": self.spool.dropped_unreported(),
+                "certificate_serial": pki.serial_hex(cert),
+                "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
+                "config_generation": self.config_generation,
+            })
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.files.state, exc)
+
+
+def _utc(timestamp: float):
+    import datetime as dt
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)

@@ -1,0 +1,108 @@
+"""Runs a real ``edgefleet central serve`` process for a test, and stops it by its pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from central import credential as credential_file
+from central.client import AdminClient
+from central.datadir import CentralPaths, initialize
+
+STARTUP_TIMEOUT_S = 30
+
+
+@dataclass
+class CentralProcess:
+    data_dir: Path
+    args: list[str]
+    proc: subprocess.Popen | None = None
+    fleet_address: str = ""
+    enroll_address: str = ""
+    log_path: Path = field(default=None)
+
+    @property
+    def paths(self) -> CentralPaths:
+        return CentralPaths(self.data_dir)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self, fleet_listen: str = "127.0.0.1:0", enroll_listen: str = "127.0.0.1:0") -> "CentralProcess":
+        for f in (self.paths.fleet_address_file, self.paths.enroll_address_file):
+            f.unlink(missing_ok=True)
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "central.cli", "central", "serve", "--data-dir", str(self.data_dir),
+             "--listen", fleet_listen, "--enroll-listen", enroll_listen, *self.args],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not (self.paths.fleet_address_file.exists() and self.paths.enroll_address_file.exists()):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"central exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"central did not start within {STARTUP_TIMEOUT_S} s:\n{self.log()}")
+            time.sleep(0.05)
+        self.fleet_address = self.paths.fleet_address_file.read_text().strip()
+        self.enroll_address = self.paths.enroll_address_file.read_text().strip()
+        return self
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports, as a restarted service would."""
+        fleet, enroll = self.fleet_address, self.enroll_address
+        self.stop()
+        self.start(fleet, enroll)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def credential(self) -> credential_file.Credential:
+        return replace(credential_file.load(self.paths.admin_credential), central=self.fleet_address)
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.credential())
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode if self.proc else None
+
+
+def start_central(data_dir: Path, *args: str) -> CentralProcess:
+    """Initialize a data dir (CA, keys, store, admin credential) and serve it on free loopback ports."""
+    if not CentralPaths(data_dir).ca_key.exists():
+        initialize(data_dir, "127.0.0.1:0")
+    return CentralProcess(data_dir, list(args)).start()
+
+
+def create_token(central: CentralProcess, uses: int = 1, ttl_s: float = 3600, **labels: str):
+    from central.convert import duration
+    from edgefleet.v1 import admin_pb2
+
+    with central.admin() as admin:
+        return admin.call("CreateToken", admin_pb2.CreateTokenRequest(labels=labels, ttl=duration(ttl_s), uses=uses))
+
+
+def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"):
+    """Poll until predicate() returns something truthy; return it. For states another process reaches."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
