@@ -11,7 +11,7 @@ from typing import Callable
 
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy
-from edge_agent.control.client import (CentralRefused, CentralUnavailable, ControlError, FleetClient, encode_event)
+from edge_agent.control.client import CentralRefused, ControlError, FleetClient, encode_event
 from edge_agent.control.identity import FleetFiles
 from edge_agent.control.spool import ReportSpool
 from edgefleet import pki
@@ -42,7 +42,6 @@ class ControlLoop:
         self._last_error = ""
         self._last_ok_at: float | None = None
         self._offline_since: float | None = None
-        self._last_spooled_at: float | None = None
         self._client = FleetClient(self.identity, config.rpc_timeout_s)
 
     def start(self) -> None:
@@ -87,9 +86,9 @@ class ControlLoop:
         self._last_error = str(exc)
         if self._offline_since is None:
             self._offline_since = now
-        if policy.should_spool_status(self._last_spooled_at, now, self.interval_s):
-            self.spool.append("status", now, status)
-            self._last_spooled_at = now
+        # Every failed beat's report is kept: its inference window is already taken, so skipping it would
+        # lose those figures. The backoff bounds how many there are; the spool's bound does the rest.
+        self.spool.append("status", now, status)
         (log.error if self._refused else log.warning)("%s (attempt %d; serving continues)", exc, self._failures)
         self._write_state()
         return policy.backoff_delay(self._failures, RETRY_BASE_S, self.config.max_backoff_s, self._rand())

@@ -1,4 +1,4 @@
-"""The control loop's decisions, pure: when to beat next, when to spool, what state the agent is in."""
+"""The control loop's decisions, pure: when to beat next and what state the agent is in."""
 
 from __future__ import annotations
 
@@ -17,11 +17,6 @@ def backoff_delay(failures: int, base_s: float, cap_s: float, rand: float) -> fl
 def heartbeat_delay(interval_s: float, rand: float) -> float:
     """The interval ±10 %, so a fleet restarted together does not beat in lockstep."""
     return interval_s * (0.9 + 0.2 * rand)
-
-
-def should_spool_status(last_spooled_at: float | None, now: float, interval_s: float) -> bool:
-    """While offline keep one status report per heartbeat interval, however often we retry."""
-    return last_spooled_at is None or now - last_spooled_at >= interval_s
 
 
 def control_state(ever_connected: bool, consecutive_failures: int, refused: bool) -> str:
