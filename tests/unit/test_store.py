@@ -1,0 +1,143 @@
+"""The FleetStore contract, run against every implementation (SQLite today; PostgreSQL subclasses this)."""
+
+import sqlite3
+import threading
+
+import pytest
+
+from central.audit import GENESIS_HASH, verify_chain
+from central.store import NodeRecord, ReportRecord, SqliteFleetStore, StoreError, TokenRecord
+
+
+def _token(token_id="abc123", uses=1, expires_at=1000.0, revoked=False):
+    return TokenRecord(token_id, "hash", {"region": "eu"}, 0.0, expires_at, uses, uses, revoked, "admin:a")
+
+
+def _node(node_id="node-1", labels=None):
+    return NodeRecord(node_id=node_id, labels=labels or {"region": "eu"}, hostname="box", enrolled_at=10.0,
+                      token_id="abc123", certificate_serial="ff", certificate_expires_at=2000.0)
+
+
+class FleetStoreContract:
+    """Subclass with a `store` fixture returning a fresh, empty store."""
+
+    def test_token_round_trip_and_duplicate(self, store):
+        store.add_token(_token())
+        assert store.get_token("abc123") == _token()
+        with pytest.raises(StoreError, match="already exists"):
+            store.add_token(_token())
+        assert store.get_token("nope") is None
+
+    def test_enroll_spends_a_use_and_adds_the_node_together(self, store):
+        store.add_token(_token(uses=1))
+        assert store.enroll("abc123", _node("node-1"), now=5.0)
+        assert store.get_token("abc123").uses_left == 0
+        assert not store.enroll("abc123", _node("node-2"), now=5.0), "no use left"
+        assert [n.node_id for n in store.list_nodes()] == ["node-1"]
+
+    @pytest.mark.parametrize("token, now", [(_token(expires_at=5.0), 5.0), (_token(revoked=True), 1.0)])
+    def test_enroll_refused_for_expired_or_revoked_token_writes_nothing(self, store, token, now):
+        store.add_token(token)
+        assert not store.enroll(token.token_id, _node(), now=now)
+        assert store.list_nodes() == []
+        assert store.get_token(token.token_id).uses_left == 1
+
+    def test_racing_enrollments_cannot_both_spend_the_last_use(self, store):
+        store.add_token(_token(uses=3))
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(store.enroll("abc123", _node(f"n{i}"), 1.0)))
+                   for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(True) == 3 and len(store.list_nodes()) == 3
+
+    def test_heartbeat_updates_known_nodes_only(self, store):
+        store.add_token(_token())
+        store.enroll("abc123", _node(), 1.0)
+        desired = store.record_heartbeat("node-1", 20.0, b"status")
+        assert desired.config_generation == 0 and desired.model == {}
+        node = store.get_node("node-1")
+        assert (node.last_seen_at, node.status) == (20.0, b"status")
+        assert store.record_heartbeat("ghost", 20.0, b"x") is None
+        store.revoke_node("node-1", 30.0)
+        assert store.record_heartbeat("node-1", 40.0, b"later") is None
+        assert store.get_node("node-1").status == b"status", "nothing written for a revoked node"
+
+    def test_revoke_is_idempotent_and_keeps_the_first_time(self, store):
+        store.add_token(_token())
+        store.enroll("abc123", _node(), 1.0)
+        assert store.revoke_node("node-1", 30.0).revoked_at == 30.0
+        assert store.revoke_node("node-1", 99.0).revoked_at == 30.0
+        assert store.revoke_node("ghost", 1.0) is None
+
+    def test_labels_and_selector(self, store):
+        store.add_token(_token(uses=2))
+        store.enroll("abc123", _node("a", {"region": "eu"}), 1.0)
+        store.enroll("abc123", _node("b", {"region": "us"}), 1.0)
+        store.set_labels("b", {"region": "eu", "site": "fra"})
+        assert [n.node_id for n in store.list_nodes({"region": "eu"})] == ["a", "b"]
+        assert [n.node_id for n in store.list_nodes({"site": "fra"})] == ["b"]
+        assert store.set_labels("ghost", {}) is None
+
+    def test_reports_dedupe_bound_and_dropped_count(self, store):
+        store.add_token(_token())
+        store.enroll("abc123", _node(), 1.0)
+        reports = [ReportRecord(i, float(i), "event", b"e%d" % i) for i in range(1, 6)]
+        assert store.add_reports("node-1", reports, dropped_count=2, keep=3) == 5
+        assert store.add_reports("node-1", reports[-2:], dropped_count=0, keep=3) == 5, "a retried flush is idempotent"
+        assert [r.sequence for r in store.recent_reports("node-1", 10)] == [3, 4, 5]
+        assert store.get_node("node-1").dropped_reports == 2
+
+    def test_audit_appends_a_verifiable_chain(self, store):
+        first = store.append_audit(1.0, "admin:a", "token.create", "t1", "allowed", "made", "ipv4:127.0.0.1:1")
+        second = store.append_audit(2.0, "node:n", "fleet.heartbeat", "n", "refused", "revoked", "ipv4:127.0.0.1:2")
+        assert first.previous_hash == GENESIS_HASH and second.previous_hash == first.hash
+        assert store.list_audit(after_sequence=1) == [second]
+        assert verify_chain(store.iter_audit()).intact
+
+
+class TestSqliteFleetStore(FleetStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path):
+        s = SqliteFleetStore(tmp_path / "central.db")
+        yield s
+        s.close()
+
+
+def test_sqlite_audit_rows_cannot_be_updated_or_deleted(tmp_path):
+    store = SqliteFleetStore(tmp_path / "central.db")
+    store.append_audit(1.0, "admin:a", "x", "", "allowed", "", "")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "central.db")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE audit SET detail = 'edited'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM audit")
+    conn.close()
+
+
+def test_tampering_past_the_triggers_is_caught_by_verify(tmp_path):
+    path = tmp_path / "central.db"
+    store = SqliteFleetStore(path)
+    for i in range(5):
+        store.append_audit(float(i), "admin:a", "token.create", f"t{i}", "allowed", "made", "")
+    store.close()
+    conn = sqlite3.connect(path)  # an attacker with the file drops the guard and rewrites history
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute("UPDATE audit SET actor = 'admin:someone-else' WHERE sequence = 3")
+    conn.commit()
+    conn.close()
+    store = SqliteFleetStore(path)
+    check = verify_chain(store.iter_audit())
+    store.close()
+    assert not check.intact and check.first_bad_sequence == 3 and "altered" in check.problem
+
+
+def test_unreadable_store_is_a_clear_error_not_a_silent_reset(tmp_path):
+    path = tmp_path / "central.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="restore it from a backup"):
+        SqliteFleetStore(path)
+    assert path.read_bytes().startswith(b"this is not"), "the file is left for the operator"
