@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[cpu,dev]'
 	touch $(STAMP)
 
+# A local fleet: central on loopback and one agent enrolled to it (see central/local_fleet.py).
 run: $(STAMP)
-	$(BIN)/edge-agent serve $(ARGS)
+	$(BIN)/python -m central.local_fleet $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -29,10 +29,25 @@ def central(tmp_path):
     process.stop()
 
 
-def _enrolled_agent(central, data_dir, fleet=None, **labels):
+@pytest.fixture
+def agents():
+    """Starts agents for a test and stops every one by pid afterwards, whatever the test's outcome."""
+    started = []
+
+    def start(data_dir, **kwargs):
+        agent = start_agent(data_dir, **kwargs)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+def _enrolled_agent(central, start, data_dir, fleet=None, **labels):
     token = create_token(central, **labels)
     identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir))
-    agent = start_agent(data_dir, sections={"fleet": {**FAST_RETRY, **(fleet or {})}})
+    agent = start(data_dir, sections={"fleet": {**FAST_RETRY, **(fleet or {})}})
     return identity.node_id, agent
 
 
@@ -59,8 +74,8 @@ def _cli(central, *args):
                           capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_nodes_list_shows_live_figures_from_a_running_agent(central, tmp_path):
-    node_id, agent = _enrolled_agent(central, tmp_path / "agent", region="eu", site="fra")
+def test_nodes_list_shows_live_figures_from_a_running_agent(central, agents, tmp_path):
+    node_id, agent = _enrolled_agent(central, agents, tmp_path / "agent", region="eu", site="fra")
     stop = threading.Event()
     failures = []
 
@@ -102,21 +117,19 @@ def test_nodes_list_shows_live_figures_from_a_running_agent(central, tmp_path):
     report = json.loads(status.stdout)
     assert report["node_id"] == node_id and report["control"]["state"] == "connected"
     assert report["serving"]["ready"] is True
-    agent.stop()
 
 
-def test_node_goes_offline_after_three_missed_intervals_and_back_online(central, tmp_path):
-    node_id, agent = _enrolled_agent(central, tmp_path / "agent")
+def test_node_goes_offline_after_three_missed_intervals_and_back_online(central, agents, tmp_path):
+    node_id, agent = _enrolled_agent(central, agents, tmp_path / "agent")
     wait_for(lambda: _node(central, node_id).node.state == admin_pb2.NODE_STATE_ONLINE, what="online")
     agent.stop()
     wait_for(lambda: _node(central, node_id).node.state == admin_pb2.NODE_STATE_OFFLINE, timeout_s=10, what="offline")
-    agent = start_agent(agent.data_dir, sections={"fleet": FAST_RETRY})
+    agent = agents(agent.data_dir, sections={"fleet": FAST_RETRY})
     wait_for(lambda: _node(central, node_id).node.state == admin_pb2.NODE_STATE_ONLINE, what="online again")
-    agent.stop()
 
 
-def test_reports_are_spooled_while_central_is_down_and_flushed_in_order(central, tmp_path):
-    node_id, agent = _enrolled_agent(central, tmp_path / "agent", fleet={"spool_max_reports": 4})
+def test_reports_are_spooled_while_central_is_down_and_flushed_in_order(central, agents, tmp_path):
+    node_id, agent = _enrolled_agent(central, agents, tmp_path / "agent", fleet={"spool_max_reports": 4})
     wait_for(lambda: _agent_state(agent.data_dir).get("state") == "connected", what="connected")
     fleet_address, enroll_address = central.fleet_address, central.enroll_address
     central.stop()
@@ -141,13 +154,12 @@ def test_reports_are_spooled_while_central_is_down_and_flushed_in_order(central,
     assert response.node.dropped_reports >= 1, "the loss is reported, not hidden"
     wait_for(lambda: _agent_state(agent.data_dir).get("dropped_unreported") == 0
              and _agent_state(agent.data_dir).get("spooled_reports") == 0, what="the spool to empty")
-    agent.stop()
 
 
-def test_agent_renews_its_certificate_at_two_thirds_of_its_lifetime(tmp_path):
+def test_agent_renews_its_certificate_at_two_thirds_of_its_lifetime(agents, tmp_path):
     central = start_central(tmp_path / "central", "--heartbeat-interval", "0.5s", "--cert-lifetime", "6s")
     try:
-        node_id, agent = _enrolled_agent(central, tmp_path / "agent")
+        node_id, agent = _enrolled_agent(central, agents, tmp_path / "agent")
         first_serial = _node(central, node_id).node.certificate_serial
         cert_file = FleetFiles(agent.data_dir).certificate
         first_pem = cert_file.read_bytes()
@@ -162,13 +174,12 @@ def test_agent_renews_its_certificate_at_two_thirds_of_its_lifetime(tmp_path):
         with central.admin() as admin:
             entries = admin.call("ListAuditEntries", admin_pb2.ListAuditEntriesRequest(limit=1000)).entries
         assert any(e.action == "fleet.renew_certificate" and e.target == node_id for e in entries)
-        agent.stop()
     finally:
         central.stop()
 
 
-def test_revoked_agent_is_refused_and_keeps_serving(central, tmp_path):
-    node_id, agent = _enrolled_agent(central, tmp_path / "agent")
+def test_revoked_agent_is_refused_and_keeps_serving(central, agents, tmp_path):
+    node_id, agent = _enrolled_agent(central, agents, tmp_path / "agent")
     wait_for(lambda: _agent_state(agent.data_dir).get("state") == "connected", what="connected")
     result = _cli(central, "nodes", "revoke", node_id, "--reason", "decommissioned")
     assert result.returncode == 0, result.stderr
@@ -176,4 +187,3 @@ def test_revoked_agent_is_refused_and_keeps_serving(central, tmp_path):
     assert "revoked" in state["last_error"]
     assert _node(central, node_id).node.state == admin_pb2.NODE_STATE_REVOKED
     _complete(agent, "Still serving after revocation:")
-    agent.stop()

@@ -1,0 +1,301 @@
+"""Heartbeat benchmark: simulated agents heartbeating against one real `edgefleet central serve` process.
+
+Setup: central is initialised in a temp dir and started as its own process (default heartbeat interval).
+One bootstrap token with uses=max(N) is created with the admin credential; then max(N) nodes enroll for
+real over the TLS enrollment port with the CA pinned (discover_ca once): each node has a fresh key and CSR,
+and keeps its certificate and key in memory. The runs for smaller N use the first N of them.
+
+Load: W worker processes (--workers, spawned, separate from central), each owning N/W nodes with one
+grpc.aio mTLS channel per node (each node presents its own certificate). Each node sends a realistic
+NodeStatus (built once with edge_agent's encode_status, parsed once, reused). All channels connect and beat
+a few times before the window opens; then, for --duration seconds, every node heartbeats closed-loop (one
+RPC in flight per node, the next as soon as the previous returns), which measures capacity. With --rate R
+the nodes instead beat on a fixed schedule adding up to R beats/s (open loop), which measures latency at
+a given load. Latency is perf_counter around each await, in the clients; errors are counted by status code.
+
+Reported per N: sustained heartbeats/s, RPC p50/p99, errors, central's CPU (% of one core, psutil over the
+window) and RSS (peak and end), the load generator's CPU, the fleet that rate sustains at a 15 s
+interval, and the ratios to the target (3,000 beats/s on 2 cores, p99 under 50 ms).
+
+Results: bench/results/heartbeats-<date>.json. Usage:
+    python bench/heartbeats.py [--nodes 100,1000] [--workers 2] [--duration 15] [--rate 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
+
+import grpc
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from central_process import create_token, start_central  # noqa: E402
+from edge_agent.control.client import ModelInfo, encode_status  # noqa: E402
+from edge_agent.control.interval_stats import InferenceWindow  # noqa: E402
+from edge_agent.control.telemetry import SystemSample, Temperature  # noqa: E402
+from edgefleet import channels, pki  # noqa: E402
+from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc  # noqa: E402
+
+TARGET_RATE = 3000.0
+TARGET_P99_MS = 50.0
+FLEET_INTERVAL_S = 15.0
+WARMUP_BEATS = 3
+RPC_TIMEOUT_S = 10.0
+
+
+def percentile(values, q: float) -> float:
+    if not len(values):
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import google.protobuf
+    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
+            "grpcio": grpc.__version__, "protobuf": google.protobuf.__version__, "sqlite": sqlite3.sqlite_version}
+
+
+def node_status() -> bytes:
+    """What a busy 4-core edge box with one model reports every interval."""
+    system = SystemSample(cpu_percent=37.5, cpu_count=4, load_average_1m=1.25, memory_used_bytes=2_150_000_000,
+                          memory_total_bytes=4_100_000_000, disk_used_bytes=12_400_000_000,
+                          disk_total_bytes=31_900_000_000,
+                          temperatures=(Temperature("cpu_thermal", 51.2), Temperature("soc", 48.9)), gpus=())
+    window = InferenceWindow(interval_seconds=15.0, requests=42, errors=1, generated_tokens=5376,
+                             tokens_per_second=24.1, latency_p50_ms=310.0, latency_p99_ms=890.0, cache_hits=6,
+                             cache_lookups=42)
+    model = ModelInfo("smollm2-135m-instruct", "q8_0", "ab" * 32)
+    return encode_status("0.1.0", model, system, window, queue_depth=2, config_generation=0, uptime_s=86_400.0,
+                         observed_at=time.time())
+
+
+def enroll_nodes(address: str, fingerprint: str, token: str, n: int, window: int = 32) -> tuple[bytes, list]:
+    """n real enrollments, `window` in flight: [(node_id, certificate_pem, key_pem)], and the pinned CA."""
+    ca_pem = channels.discover_ca(address, fingerprint)
+    nodes, pending = [], []
+    with channels.tls_channel(address, ca_pem) as channel:
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+
+        def collect(item):
+            key, future = item
+            reply = future.result()
+            nodes.append((reply.node_id, reply.certificate_pem.encode(), pki.private_key_pem(key)))
+            if len(nodes) % 50 == 0 or len(nodes) == n:
+                print(f"\renrolled {len(nodes)}/{n}", end="", file=sys.stderr, flush=True)
+
+        for i in range(n):
+            key = pki.generate_key()
+            request = enrollment_pb2.EnrollRequest(token=token, csr_pem=pki.make_csr(key).decode(),
+                                                   hostname=f"bench-{i:05d}")
+            pending.append((key, stub.Enroll.future(request, timeout=60)))
+            if len(pending) >= window:
+                collect(pending.pop(0))
+        for item in pending:
+            collect(item)
+    print(file=sys.stderr)
+    return ca_pem, nodes
+
+
+async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: float, duration_s: float,
+                 conn) -> dict:
+    options = channels.CLIENT_OPTIONS + [("grpc.use_local_subchannel_pool", 1)]
+    parsed = common_pb2.NodeStatus.FromString(status)
+    chans = [grpc.aio.secure_channel(address, channels.mtls_credentials(ca_pem, cert, key), options=options)
+             for _, cert, key in nodes]
+    calls = [fleet_pb2_grpc.FleetServiceStub(ch).Heartbeat for ch in chans]
+    requests = [fleet_pb2.HeartbeatRequest(node_id=node_id, status=parsed) for node_id, _, _ in nodes]
+    latencies, errors = array("d"), {}
+    try:
+        await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in chans)), 120)
+        for _ in range(WARMUP_BEATS):
+            await asyncio.gather(*(call(req, timeout=RPC_TIMEOUT_S) for call, req in zip(calls, requests)))
+        conn.send(("ready", None))
+        start = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        end = start + duration_s
+
+        async def node(call, request):
+            perf = time.perf_counter
+            next_at = start + random.random() * interval_s
+            while True:
+                now = perf()
+                if interval_s:
+                    if next_at > now:
+                        await asyncio.sleep(next_at - now)
+                    next_at += interval_s
+                t0 = perf()
+                if t0 >= end:
+                    return
+                try:
+                    await call(request, timeout=RPC_TIMEOUT_S)
+                except grpc.aio.AioRpcError as exc:
+                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                    await asyncio.sleep(0.05)
+                    continue
+                t1 = perf()
+                if t1 <= end:
+                    latencies.append(t1 - t0)
+
+        await asyncio.sleep(max(0.0, start - time.perf_counter()))
+        await asyncio.gather(*(node(c, r) for c, r in zip(calls, requests)))
+        return {"latencies": latencies.tobytes(), "errors": errors}
+    finally:
+        await asyncio.gather(*(ch.close() for ch in chans), return_exceptions=True)
+
+
+def worker_main(nodes, address, ca_pem, status, interval_s, duration_s, conn) -> None:
+    try:
+        result = asyncio.run(_drive(nodes, address, ca_pem, status, interval_s, duration_s, conn))
+        conn.send(("done", result))
+    except BaseException as exc:  # reported to the parent, which stops everything
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def run_load(central, nodes, ca_pem, status, workers: int, duration_s: float, rate: float) -> dict:
+    ctx = mp.get_context("spawn")
+    interval_s = len(nodes) / rate if rate else 0.0
+    procs, pipes = [], []
+    try:
+        for w in range(workers):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=worker_main, daemon=True,
+                            args=(nodes[w::workers], central.fleet_address, ca_pem, status, interval_s, duration_s,
+                                  child))
+            p.start()
+            procs.append(p)
+            pipes.append(parent)
+
+        def receive(kind):
+            out = []
+            for pipe in pipes:
+                if not pipe.poll(300):
+                    raise RuntimeError(f"a load worker sent no {kind!r} within 300 s")
+                tag, value = pipe.recv()
+                if tag == "error":
+                    raise RuntimeError(f"load worker failed: {value}")
+                out.append(value)
+            return out
+
+        receive("ready")
+        central_proc = psutil.Process(central.pid)
+        load_procs = [psutil.Process(p.pid) for p in procs]
+        start = time.perf_counter() + 0.2
+        for pipe in pipes:
+            pipe.send(start)
+        time.sleep(max(0.0, start - time.perf_counter()))
+        central_proc.cpu_percent(None)
+        for lp in load_procs:
+            lp.cpu_percent(None)
+        rss_peak = 0
+        while time.perf_counter() < start + duration_s:
+            rss_peak = max(rss_peak, central_proc.memory_info().rss)
+            time.sleep(0.25)
+        central_cpu = central_proc.cpu_percent(None)
+        load_cpu = sum(lp.cpu_percent(None) for lp in load_procs)
+        rss_end = central_proc.memory_info().rss
+        results = receive("done")
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()  # by pid
+                p.join()
+    latencies = array("d")
+    errors: dict[str, int] = {}
+    for r in results:
+        latencies.frombytes(r["latencies"])
+        for code, count in r["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+    rate_done = len(latencies) / duration_s
+    p99 = percentile(latencies, 0.99) * 1000
+    return {"nodes": len(nodes), "workers": workers, "mode": f"open loop at {rate:g}/s" if rate else "closed loop",
+            "duration_s": duration_s, "heartbeats": len(latencies), "heartbeats_per_s": round(rate_done, 1),
+            "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 2), "latency_p99_ms": round(p99, 2),
+            "latency_max_ms": round(max(latencies, default=float("nan")) * 1000, 2),
+            "errors": sum(errors.values()), "errors_by_code": errors,
+            "central_cpu_percent": round(central_cpu, 1), "central_rss_peak_mib": round(rss_peak / 2**20, 1),
+            "central_rss_end_mib": round(rss_end / 2**20, 1), "load_cpu_percent": round(load_cpu, 1),
+            "equivalent_nodes_at_15s": int(rate_done * FLEET_INTERVAL_S),
+            "rate_vs_target": round(rate_done / TARGET_RATE, 3), "p99_vs_target": round(p99 / TARGET_P99_MS, 3)}
+
+
+def print_table(runs: list[dict]) -> None:
+    print(f"\n{'N':>6}{'W':>3}{'beats/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'err':>6}{'central CPU%':>14}"
+          f"{'RSS MiB (peak/end)':>20}{'load CPU%':>11}{'nodes@15s':>11}")
+    for r in runs:
+        print(f"{r['nodes']:>6}{r['workers']:>3}{r['heartbeats_per_s']:>10.0f}{r['latency_p50_ms']:>9.1f}"
+              f"{r['latency_p99_ms']:>9.1f}{r['errors']:>6}{r['central_cpu_percent']:>14.0f}"
+              f"{r['central_rss_peak_mib']:>11.0f} / {r['central_rss_end_mib']:<6.0f}{r['load_cpu_percent']:>11.0f}"
+              f"{r['equivalent_nodes_at_15s']:>11}")
+    for r in runs:
+        print(f"N={r['nodes']} ({r['mode']}): rate/target {r['rate_vs_target']:.2f}x "
+              f"(target {TARGET_RATE:.0f}/s), p99/target {r['p99_vs_target']:.2f}x (target {TARGET_P99_MS:.0f} ms)"
+              + (f", errors {r['errors_by_code']}" if r["errors"] else ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", default="100,1000", help="simulated fleet sizes, comma-separated")
+    parser.add_argument("--workers", type=int, default=1, help="load-generator processes (default 1)")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per fleet size")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="total beats/s on a fixed schedule (open loop); 0 = closed loop, i.e. capacity")
+    parser.add_argument("--out", help="JSON output (default bench/results/heartbeats-<date>.json)")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.nodes.split(",") if n.strip()]
+
+    report = {"benchmark": "heartbeats", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine(), "target": {"heartbeats_per_s": TARGET_RATE, "p99_ms": TARGET_P99_MS},
+              "load": {"workers": args.workers, "duration_s": args.duration, "rate": args.rate or "closed loop",
+                       "warmup_beats_per_node": WARMUP_BEATS, "status_bytes": len(node_status())}, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="edgefleet-hb-") as tmp:
+        central = None
+        try:
+            central = start_central(Path(tmp) / "central")
+            token = create_token(central, uses=max(sizes), ttl_s=3600)
+            started = time.perf_counter()
+            ca_pem, nodes = enroll_nodes(central.enroll_address, token.ca_fingerprint, token.token, max(sizes))
+            report["enrollment"] = {"nodes": len(nodes), "seconds": round(time.perf_counter() - started, 2)}
+            print(f"enrolled {len(nodes)} nodes in {report['enrollment']['seconds']} s", flush=True)
+            status = node_status()
+            for n in sizes:
+                print(f"N={n}: {args.workers} worker(s), {args.duration:g} s ...", flush=True)
+                run = run_load(central, nodes[:n], ca_pem, status, args.workers, args.duration, args.rate)
+                report["runs"].append(run)
+                print(f"N={n}: {run['heartbeats_per_s']:.0f} beats/s, p50 {run['latency_p50_ms']} ms, "
+                      f"p99 {run['latency_p99_ms']} ms, central CPU {run['central_cpu_percent']}%", flush=True)
+        finally:
+            if central is not None:
+                central.stop()  # SIGTERM by pid, then SIGKILL
+    print_table(report["runs"])
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"heartbeats-{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

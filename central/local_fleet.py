@@ -1,0 +1,125 @@
+"""`make run`: a local fleet on this machine — a coordinator on loopback and one agent enrolled to it.
+
+    python -m central.local_fleet [--dir .fleet] [--listen 127.0.0.1:8080] [--model NAME|PATH]
+
+Central's data dir is DIR/central (initialized on first run), the agent's DIR/agent (enrolled on first
+run with a one-time token, as an operator would). Both run as child processes until Ctrl-C, and are
+stopped by pid. In another terminal:
+
+    export EDGEFLEET_CREDENTIAL=DIR/central/admin.credential
+    edgefleet nodes list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from central import credential as credential_file
+from central.client import AdminClient
+from central.convert import duration
+from central.datadir import CentralPaths, initialize
+from edge_agent.control.client import enroll
+from edge_agent.control.identity import FleetFiles
+from edgefleet import pki
+from edgefleet.v1 import admin_pb2
+
+START_TIMEOUT_S = 30
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="local-fleet", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", default=".fleet", help="where central's and the agent's data dirs live (.fleet)")
+    parser.add_argument("--central-listen", default="127.0.0.1:7443", help="FleetService/AdminService (mTLS)")
+    parser.add_argument("--enroll-listen", default="127.0.0.1:7444", help="EnrollmentService (TLS)")
+    parser.add_argument("--listen", default="127.0.0.1:8080", help="the agent's OpenAI-compatible API")
+    parser.add_argument("--model", default=None, help="model for the agent (default: SmolLM2-135M-Instruct)")
+    args = parser.parse_args(argv)
+
+    root = Path(args.dir).resolve()
+    paths = CentralPaths(root / "central")
+    agent_dir = root / "agent"
+    if not paths.ca_key.exists():
+        initialize(paths.root, args.central_listen)
+        print(f"initialized central in {paths.root}", flush=True)
+    children: list[subprocess.Popen] = []
+    try:
+        for f in (paths.fleet_address_file, paths.enroll_address_file):
+            f.unlink(missing_ok=True)
+        children.append(subprocess.Popen([sys.executable, "-m", "central.cli", "central", "serve",
+                                          "--data-dir", str(paths.root), "--listen", args.central_listen,
+                                          "--enroll-listen", args.enroll_listen]))
+        _wait_for_file(paths.fleet_address_file, children[0], "central")
+        _ensure_enrolled(paths, agent_dir)
+        agent_cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(agent_dir),
+                     "--listen", args.listen]
+        if args.model:
+            agent_cmd += ["--model", args.model]
+        children.append(subprocess.Popen(agent_cmd))
+        print(f"\nlocal fleet: central on {args.central_listen}, agent API on http://{args.listen}/v1\n"
+              f"in another terminal:\n  export EDGEFLEET_CREDENTIAL={paths.admin_credential}\n"
+              f"  edgefleet nodes list\nCtrl-C stops both.\n", flush=True)
+        return _supervise(children)
+    finally:
+        for child in reversed(children):
+            _stop(child)
+
+
+def _ensure_enrolled(paths: CentralPaths, agent_dir: Path) -> None:
+    files = FleetFiles(agent_dir)
+    ca_fingerprint = pki.fingerprint(pki.load_certificate(paths.ca_cert.read_bytes()))
+    if files.enrolled():
+        if pki.fingerprint(pki.load_certificate(files.ca.read_bytes())) == ca_fingerprint:
+            return
+        # The agent was enrolled to a central whose data dir is gone: enroll it to this one.
+        shutil.rmtree(files.root)
+    cred = credential_file.load(paths.admin_credential)
+    fleet_address = paths.fleet_address_file.read_text().strip()
+    with AdminClient(cred, fleet_address) as admin:
+        token = admin.call("CreateToken", admin_pb2.CreateTokenRequest(
+            labels={"site": "local"}, ttl=duration(600), uses=1))
+    identity = enroll(token.enroll_address, token.ca_fingerprint, token.token, files)
+    print(f"enrolled the agent as {identity.node_id}", flush=True)
+
+
+def _supervise(children: list[subprocess.Popen]) -> int:
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    while not stopping:
+        for child in children:
+            if child.poll() is not None:
+                print(f"local fleet: {child.args[2]} exited with {child.returncode}; stopping", file=sys.stderr)
+                return 1
+        time.sleep(0.2)
+    return 0
+
+
+def _wait_for_file(path: Path, child: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not path.exists():
+        if child.poll() is not None:
+            raise SystemExit(f"local fleet: {name} exited with {child.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"local fleet: {name} did not start within {START_TIMEOUT_S} s")
+        time.sleep(0.1)
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGTERM)
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
