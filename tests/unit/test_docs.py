@@ -37,3 +37,20 @@ def test_every_metric_is_in_the_readme():
                            "edgefleet_rejected_overloaded", "edgefleet_generated_tokens",
                            "edgefleet_prompt_tokens", "edgefleet_cancelled_requests")
         assert (name + "_total" if counter else name) in README, name
+
+
+def test_every_edgefleet_command_is_in_the_readme():
+    from central.cli import build_parser
+
+    parser = build_parser()
+    groups = next(a for a in parser._actions if a.dest == "group").choices
+    for group, sub in groups.items():
+        subparsers = next(a for a in sub._actions if a.dest == "command")
+        helps = {choice.dest: choice.help for choice in subparsers._choices_actions}
+        for command, command_parser in subparsers.choices.items():
+            assert f"edgefleet {group} {command}" in README, f"edgefleet {group} {command}"
+            assert helps.get(command), f"edgefleet {group} {command} has no help text"
+            for action in command_parser._actions:
+                for flag in action.option_strings:
+                    if flag.startswith("--") and flag != "--help":
+                        assert flag in README, f"edgefleet {group} {command} {flag}"
