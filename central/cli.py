@@ -27,6 +27,16 @@ def _duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _labels_arg(text: str) -> dict[str, str]:
     try:
         return parse_labels(text)
@@ -60,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = token.add_parser("create", help="make a one-time bootstrap token and print the enroll command")
     create.add_argument("--labels", type=_labels_arg, default={}, help="labels for the node, e.g. region=eu,site=fra")
     create.add_argument("--ttl", type=_duration_arg, default=3600.0, help="lifetime (default 1h)")
-    create.add_argument("--uses", type=int, default=1, help="enrollments allowed (default 1)")
+    create.add_argument("--uses", type=_positive_int, default=1, help="enrollments allowed (default 1)")
     create.add_argument("--json", action="store_true", help="print token, ca_fingerprint, enroll_address as JSON")
     tlist = token.add_parser("list", help="list tokens (never their secrets)")
     tlist.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -84,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="command", required=True)
     alist = audit.add_parser("list", help="audit entries, oldest first")
     alist.add_argument("--after", type=int, default=0, help="only entries after this sequence")
-    alist.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    alist.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
     alist.add_argument("--json", action="store_true", help="print JSON for scripts")
     verify = audit.add_parser("verify", help="check the audit log's hash chain")
     verify.add_argument("--json", action="store_true", help="print JSON for scripts")
