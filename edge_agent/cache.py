@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import sqlite_utils
-
-from edgefleet.sqlitedb import apply_migrations
+from edgefleet.sqlitedb import open_checked, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -115,33 +113,19 @@ class ResponseCache:
     def _open_or_rebuild(self) -> sqlite3.Connection:
         try:
             return self._open()
+        except sqlite3.OperationalError:  # locked, no permission, disk full: not corruption, keep the file
+            raise
         except sqlite3.DatabaseError as exc:
             self._set_aside(exc)
             return self._open()
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False)
-        try:
-            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("PRAGMA quick_check failed")
-            db = sqlite_utils.Database(conn)
-            db.enable_wal()
-            conn.execute("PRAGMA synchronous = NORMAL")
-            apply_migrations(conn, _MIGRATIONS)
-            self._entries, self._bytes = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM entries").fetchone()
-        except sqlite3.DatabaseError:
-            conn.close()
-            raise
+        conn = open_checked(self.path, _MIGRATIONS)
+        self._entries, self._bytes = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM entries").fetchone()
         return conn
 
     def _set_aside(self, exc: Exception) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        log.warning("response cache %s is unreadable (%s); moved it to %s and starting an empty one", self.path, exc, aside)
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                src.replace(Path(str(aside) + suffix))
+        set_aside(self.path, "response cache", exc)
         self.corrupt_rebuilds += 1
 
     def _rebuild_locked(self, exc: Exception) -> None:

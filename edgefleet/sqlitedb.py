@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Sequence
+
+log = logging.getLogger(__name__)
 
 Migration = tuple[int, Sequence[str]]
 
@@ -23,6 +26,37 @@ def connect_wal(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def open_checked(path: Path, migrations: Sequence[Migration], synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """Open (or create) a WAL file for `with conn:` transactions, check it and migrate it.
+
+    Raises sqlite3.DatabaseError when the file is corrupt or not SQLite; OperationalError (locked, no
+    permission, disk full) means the file may be fine, and callers must not set it aside for that.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False)
+    try:
+        if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("PRAGMA quick_check failed")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        apply_migrations(conn, migrations)
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+def set_aside(path: Path, what: str, exc: Exception) -> Path:
+    """Rename an unreadable file (and its -wal/-shm) to ``*.corrupt-<time>`` so a fresh one can start."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    log.warning("%s %s is unreadable (%s); moved it to %s and starting an empty one", what, path, exc, aside)
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            src.replace(Path(f"{aside}{suffix}"))
+    return aside
 
 
 def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
-from edgefleet.sqlitedb import apply_migrations
+from edgefleet.sqlitedb import open_checked, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -98,32 +95,15 @@ class ReportSpool:
         except sqlite3.OperationalError:  # locked, no permission, disk full: not corruption, keep the file
             raise
         except sqlite3.DatabaseError as exc:
-            self._set_aside(exc)
+            set_aside(self.path, "report spool", exc)
+            self.corrupt_rebuilds += 1
             return self._open()
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False)
-        try:
-            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("PRAGMA quick_check failed")
-            sqlite_utils.Database(conn).enable_wal()
-            conn.execute("PRAGMA synchronous = FULL")  # a spool that loses its tail on power loss reuses sequences
-            apply_migrations(conn, _MIGRATIONS)
-            self._count = conn.execute("SELECT count(*) FROM reports").fetchone()[0]
-        except sqlite3.DatabaseError:
-            conn.close()
-            raise
+        # FULL: a spool that loses its tail on power loss would hand out sequences again.
+        conn = open_checked(self.path, _MIGRATIONS, synchronous="FULL")
+        self._count = conn.execute("SELECT count(*) FROM reports").fetchone()[0]
         return conn
-
-    def _set_aside(self, exc: Exception) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        log.warning("report spool %s is unreadable (%s); moved it to %s and starting an empty one", self.path, exc, aside)
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                src.replace(Path(f"{aside}{suffix}"))
-        self.corrupt_rebuilds += 1
 
 
 _INSERT = "INSERT INTO reports (kind, observed_at, payload) VALUES (?, ?, ?)"

@@ -7,7 +7,6 @@ daemon runs, and needs no privileges beyond reading the data dir.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request

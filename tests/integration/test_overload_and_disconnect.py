@@ -1,6 +1,5 @@
 """Admission control and client disconnects on a real agent with one sequence slot."""
 
-import threading
 import time
 
 import httpx
