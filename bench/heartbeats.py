@@ -6,12 +6,12 @@ enroll for real over the TLS enrollment port with the CA pinned (discover_ca onc
 and CSR; certificates and keys stay in memory. The run for a smaller N uses the first N nodes.
 
 Load: W worker processes (--workers; spawned, separate from central; uvloop when installed), each owning
-N/W nodes with one grpc.aio mTLS channel per node (each presents its own certificate) and one realistic
-NodeStatus per node (encode_status, parsed once, reused). All channels connect and beat a few times before
+N/W nodes with one grpc.aio mTLS channel per node (each presents its own certificate), one Heartbeat
+stream per node (as agents keep one), and one realistic NodeStatus per node (encode_status, parsed once, reused). All channels connect and beat a few times before
 the window opens; then, for --duration seconds, every node heartbeats closed-loop (the next RPC as soon as
 the previous returns), which measures capacity. Closed-loop latency is mostly queueing, about N / rate
 (Little's law): for latency at a given load use --rate R, an open loop of fixed schedules adding up to R
-beats/s. Latency is perf_counter around each await in the clients; errors are counted by status code.
+beats/s. Latency is perf_counter around each write+read in the clients; errors are counted by status code.
 
 Reported per N: heartbeats/s, RPC p50/p99, errors, central's CPU (% of one core over the window, and CPU
 ms per heartbeat) and RSS (peak, end), the load generator's CPU, the rest of the machine's CPU meanwhile
@@ -128,9 +128,28 @@ async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: 
     parsed = common_pb2.NodeStatus.FromString(status)
     chans = [grpc.aio.secure_channel(address, channels.mtls_credentials(ca_pem, cert, key), options=options)
              for _, cert, key in nodes]
-    calls = [fleet_pb2_grpc.FleetServiceStub(ch).Heartbeat for ch in chans]
+    stubs = [fleet_pb2_grpc.FleetServiceStub(ch) for ch in chans]
     requests = [fleet_pb2.HeartbeatRequest(node_id=node_id, status=parsed) for node_id, _, _ in nodes]
     latencies, errors = array("d"), {}
+
+    class Beat:
+        """One node's Heartbeat stream, as the agent keeps it: reopened after an error."""
+
+        def __init__(self, stub):
+            self.stub, self.stream = stub, None
+
+        async def __call__(self, request, timeout):
+            if self.stream is None:
+                self.stream = self.stub.Heartbeat()
+            try:
+                await self.stream.write(request)
+                return await asyncio.wait_for(self.stream.read(), timeout)
+            except BaseException:
+                self.stream.cancel()
+                self.stream = None
+                raise
+
+    calls = [Beat(stub) for stub in stubs]
     try:
         await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in chans)), 120)
         for _ in range(WARMUP_BEATS):
@@ -153,8 +172,9 @@ async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: 
                     return
                 try:
                     await call(request, timeout=RPC_TIMEOUT_S)
-                except grpc.aio.AioRpcError as exc:
-                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+                    name = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "TIMEOUT"
+                    errors[name] = errors.get(name, 0) + 1
                     await asyncio.sleep(0.05)  # no hot loop against a refusing central
                     continue
                 t1 = perf()

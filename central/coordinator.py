@@ -17,6 +17,7 @@ from typing import Callable
 
 from central import audit, liveness, tokens
 from central.datadir import Authority
+from central.heartbeats import HeartbeatBuffer
 from central.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unimplemented
 from central.labels import LabelError, validate_labels
 from central.store import DesiredState, FleetStore, NodeRecord, ReportRecord, TokenRecord
@@ -70,6 +71,7 @@ class Coordinator:
         self.settings = settings
         self.signing_public_key_pem = signing_public_key_pem
         self._clock = clock
+        self.beats = HeartbeatBuffer(store)
 
     # -- audit ---------------------------------------------------------------
 
@@ -140,12 +142,23 @@ class Coordinator:
             raise self._refuse_unknown_or_revoked(caller, node_id, action)
         return node
 
-    def heartbeat(self, caller: Caller, claimed_node_id: str, status: bytes) -> DesiredState:
-        node_id = self._node_caller(caller, claimed_node_id, "fleet.heartbeat")
-        desired = self.store.record_heartbeat(node_id, self._clock(), status)
+    def heartbeat(self, caller: Caller, claimed_node_id: str, status: bytes, certificate_expires_at: float) -> DesiredState:
+        """One message of a node's heartbeat stream. The stream outlives the TLS handshake that checked the
+        certificate, so its expiry, the node id and revocation are checked again on every message."""
+        action = "fleet.heartbeat"
+        node_id = self._node_caller(caller, claimed_node_id, action)
+        now = self._clock()
+        if now >= certificate_expires_at:
+            raise self._refuse(Unauthenticated, caller, action, node_id,
+                               "the client certificate expired during the stream; renew it or enroll again")
+        desired = self.store.heartbeat_target(node_id)
         if desired is None:
-            raise self._refuse_unknown_or_revoked(caller, node_id, "fleet.heartbeat")
+            raise self._refuse_unknown_or_revoked(caller, node_id, action)
+        self.beats.record(node_id, now, status)
         return desired
+
+    def flush_heartbeats(self) -> None:
+        self.beats.flush()
 
     def renew_certificate(self, caller: Caller, claimed_node_id: str, csr_pem: str) -> str:
         action = "fleet.renew_certificate"
@@ -219,10 +232,12 @@ class Coordinator:
 
     def list_nodes(self, caller: Caller, selector: dict[str, str]) -> list[NodeView]:
         self._admin(caller, "node.list")
+        self.beats.flush()
         return [self.view(n) for n in self.store.list_nodes(selector)]
 
     def get_node(self, caller: Caller, node_id: str, report_limit: int) -> tuple[NodeView, list[ReportRecord]]:
         self._admin(caller, "node.get", node_id)
+        self.beats.flush()
         node = self.store.get_node(node_id)
         if node is None:
             raise NotFound(f"no node {node_id!r}")

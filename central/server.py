@@ -19,6 +19,7 @@ import grpc
 
 from central.coordinator import CentralSettings, Coordinator
 from central.datadir import Authority, CentralPaths
+from central.heartbeats import FLUSH_INTERVAL_S
 from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
 from central.store import SqliteFleetStore
 from edgefleet.v1 import admin_pb2_grpc, enrollment_pb2_grpc, fleet_pb2_grpc
@@ -83,10 +84,25 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    flusher = asyncio.create_task(_flush_heartbeats(coordinator, stop))
     await stop.wait()
     log.info("central stopping")
     await asyncio.gather(enroll_server.stop(grace=5), fleet_server.stop(grace=5))
+    await flusher
+    coordinator.flush_heartbeats()
     store.close()
+
+
+async def _flush_heartbeats(coordinator: Coordinator, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
+        except asyncio.TimeoutError:
+            pass
+        try:
+            coordinator.flush_heartbeats()
+        except Exception:  # a failing store must not stop the flusher; the beats are kept for the next try
+            log.exception("could not write heartbeats to the store; retrying in %.0f s", FLUSH_INTERVAL_S)
 
 
 def _port(address: str) -> int:

@@ -31,6 +31,12 @@ def caller_of(context) -> Caller:
     return Caller(identity, context.peer())
 
 
+def certificate_expiry(context) -> float:
+    """When the caller's certificate expires (unix seconds); 0 when it presented none."""
+    pem = context.auth_context().get("x509_pem_cert")
+    return pki.load_certificate(pem[0]).not_valid_after_utc.timestamp() if pem else 0.0
+
+
 def _unary(method):
     @functools.wraps(method)
     async def handler(self, request, context):
@@ -60,10 +66,16 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         self.c = coordinator
         self._interval = convert.duration(coordinator.settings.heartbeat_interval_s)
 
-    @_unary
-    def Heartbeat(self, request, caller):
-        desired = self.c.heartbeat(caller, request.node_id, request.status.SerializeToString())
-        return fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired), heartbeat_interval=self._interval)
+    async def Heartbeat(self, request_iterator, context):
+        caller = caller_of(context)
+        expires_at = certificate_expiry(context)
+        try:
+            async for request in request_iterator:
+                desired = self.c.heartbeat(caller, request.node_id, request.status.SerializeToString(), expires_at)
+                yield fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired),
+                                                  heartbeat_interval=self._interval)
+        except CentralError as exc:
+            await context.abort(_STATUS[type(exc)], str(exc))
 
     @_unary
     def RenewCertificate(self, request, caller):

@@ -108,9 +108,13 @@ class FleetStore(abc.ABC):
         """Nodes carrying every label in selector, by id."""
 
     @abc.abstractmethod
-    def record_heartbeat(self, node_id: str, at: float, status: bytes) -> DesiredState | None:
-        """Keep the node's latest status; return its desired state. None if the node is unknown or revoked
-        (nothing written then)."""
+    def heartbeat_target(self, node_id: str) -> DesiredState | None:
+        """The desired state of an enrolled, unrevoked node; None if the node is unknown or revoked.
+        Read on every heartbeat, so a revocation by any replica takes effect at the node's next beat."""
+
+    @abc.abstractmethod
+    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]]) -> None:
+        """Keep each node's latest (time, status), in one transaction; revoked and unknown nodes are skipped."""
 
     @abc.abstractmethod
     def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None: ...
@@ -248,12 +252,17 @@ class SqliteFleetStore(FleetStore):
             nodes = [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
         return nodes
 
-    def record_heartbeat(self, node_id: str, at: float, status: bytes) -> DesiredState | None:
+    def heartbeat_target(self, node_id: str) -> DesiredState | None:
+        rows = self._query("SELECT config_generation, desired_model FROM nodes WHERE node_id = ? AND revoked_at IS NULL",
+                           (node_id,))
+        return DesiredState(rows[0][0], json.loads(rows[0][1])) if rows else None
+
+    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]]) -> None:
+        if not beats:
+            return
         with self._tx() as c:
-            row = c.execute(
-                "UPDATE nodes SET last_seen_at = ?, status = ? WHERE node_id = ? AND revoked_at IS NULL"
-                " RETURNING config_generation, desired_model", (at, status, node_id)).fetchone()
-        return DesiredState(row[0], json.loads(row[1])) if row else None
+            c.executemany("UPDATE nodes SET last_seen_at = ?, status = ? WHERE node_id = ? AND revoked_at IS NULL",
+                          [(at, status, node_id) for node_id, (at, status) in beats.items()])
 
     def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None:
         with self._tx() as c:

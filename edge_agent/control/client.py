@@ -8,7 +8,9 @@ turns them into edgefleet.v1 messages and gRPC errors into
 
 from __future__ import annotations
 
+import queue
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -144,14 +146,19 @@ class FleetClient:
         self._channel = channels.mtls_channel(identity.central, identity.ca_pem, identity.certificate_pem,
                                               identity.key_pem)
         self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
+        self._stream: _HeartbeatStream | None = None
 
     def heartbeat(self, status: bytes) -> HeartbeatReply:
+        """One beat on the node's heartbeat stream, opened on first use and again after any failure."""
         request = fleet_pb2.HeartbeatRequest(node_id=self.identity.node_id,
                                              status=common_pb2.NodeStatus.FromString(status))
+        if self._stream is None:
+            self._stream = _HeartbeatStream(self._stub)
         try:
-            reply = self._stub.Heartbeat(request, timeout=self._timeout, wait_for_ready=False)
-        except grpc.RpcError as exc:
-            raise _wrap(exc, "heartbeat") from None
+            reply = self._stream.exchange(request, self._timeout)
+        except ControlError:
+            self._close_stream()
+            raise
         model = reply.desired.model
         return HeartbeatReply(
             interval_s=reply.heartbeat_interval.ToNanoseconds() / 1e9 or 15.0,
@@ -181,5 +188,51 @@ class FleetClient:
         except grpc.RpcError as exc:
             raise _wrap(exc, "certificate renewal") from None
 
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
     def close(self) -> None:
+        self._close_stream()
         self._channel.close()
+
+
+_END = object()
+
+
+class _HeartbeatStream:
+    """The Heartbeat bidi stream driven one request/response at a time, with a deadline per exchange.
+
+    gRPC's sync API takes requests from an iterator (fed here from a queue, in gRPC's thread) and yields
+    responses from a blocking iterator, which a reader thread moves into a queue so that waiting for one
+    response can time out.
+    """
+
+    def __init__(self, stub: fleet_pb2_grpc.FleetServiceStub):
+        self._requests: queue.Queue = queue.Queue()
+        self._replies: queue.Queue = queue.Queue()
+        self._call = stub.Heartbeat(iter(self._requests.get, _END))
+        threading.Thread(target=self._read, name="edgefleet-heartbeat-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for reply in self._call:
+                self._replies.put(reply)
+            self._replies.put(CentralUnavailable("heartbeat: central ended the stream"))
+        except grpc.RpcError as exc:
+            self._replies.put(_wrap(exc, "heartbeat"))
+
+    def exchange(self, request, timeout_s: float):
+        self._requests.put(request)
+        try:
+            item = self._replies.get(timeout=timeout_s)
+        except queue.Empty:
+            raise CentralUnavailable(f"heartbeat: no answer from central within {timeout_s:.0f} s") from None
+        if isinstance(item, ControlError):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._requests.put(_END)
+        self._call.cancel()

@@ -35,7 +35,7 @@ class FleetServiceStub(object):
         Args:
             channel: A grpc.Channel.
         """
-        self.Heartbeat = channel.unary_unary(
+        self.Heartbeat = channel.stream_stream(
                 '/edgefleet.v1.FleetService/Heartbeat',
                 request_serializer=edgefleet_dot_v1_dot_fleet__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_fleet__pb2.HeartbeatResponse.FromString,
@@ -61,8 +61,12 @@ class FleetServiceServicer(object):
     """FleetService is what an enrolled agent calls.
     """
 
-    def Heartbeat(self, request, context):
-        """Heartbeat sends the node's status and returns its desired state.
+    def Heartbeat(self, request_iterator, context):
+        """Heartbeat is one long-lived stream per agent: each request carries the
+        node's status and is answered by one response with its desired state.
+        The certificate is checked once per stream (in the TLS handshake, and its
+        expiry on every message); the node id and revocation on every message, so
+        a revoked node is refused at its next beat.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,7 +98,7 @@ class FleetServiceServicer(object):
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+            'Heartbeat': grpc.stream_stream_rpc_method_handler(
                     servicer.Heartbeat,
                     request_deserializer=edgefleet_dot_v1_dot_fleet__pb2.HeartbeatRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_fleet__pb2.HeartbeatResponse.SerializeToString,
@@ -127,7 +131,7 @@ class FleetService(object):
     """
 
     @staticmethod
-    def Heartbeat(request,
+    def Heartbeat(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -137,8 +141,8 @@ class FleetService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/edgefleet.v1.FleetService/Heartbeat',
             edgefleet_dot_v1_dot_fleet__pb2.HeartbeatRequest.SerializeToString,

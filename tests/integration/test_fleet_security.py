@@ -15,10 +15,11 @@ import pytest
 from central.store import SqliteFleetStore, TokenRecord
 from central.tokens import hash_secret, new_token
 from central_process import create_token, start_central
-from edge_agent.control.client import EnrollError, enroll
+from edge_agent.control.client import CentralRefused, EnrollError, FleetClient, enroll
 from edge_agent.control.identity import FleetFiles
 from edgefleet import channels, pki
-from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+from edgefleet.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2,
+                          fleet_pb2_grpc)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def _issue_with_fleet_ca(central, identity, not_before, not_after):
 
 
 def _heartbeat(stub, node_id):
-    return stub.Heartbeat(fleet_pb2.HeartbeatRequest(node_id=node_id), timeout=10)
+    """One message on a fresh Heartbeat stream; its answer or the stream's error."""
+    return next(stub.Heartbeat(iter([fleet_pb2.HeartbeatRequest(node_id=node_id)]), timeout=10))
 
 
 # -- refused in the TLS handshake -------------------------------------------------------
@@ -105,17 +107,18 @@ def test_expired_certificate_is_refused_in_the_handshake(central, tmp_path):
 
 # -- refused by central's handlers, with an audit entry ----------------------------------------
 
-def test_revoked_node_is_refused_on_its_next_call(central, tmp_path):
+def test_revoked_node_is_refused_on_its_next_beat(central, tmp_path):
     node = _enroll(central, tmp_path, "revoked")
-    channel, stub = _fleet_stub(central, node.certificate_pem, node.key_pem)
-    with channel:
-        _heartbeat(stub, node.node_id)  # accepted while enrolled
+    client = FleetClient(node, rpc_timeout_s=10)
+    status = common_pb2.NodeStatus(agent_version="test").SerializeToString()
+    try:
+        client.heartbeat(status)  # accepted while enrolled
         with central.admin() as admin:
             admin.call("RevokeNode", admin_pb2.RevokeNodeRequest(node_id=node.node_id, reason="stolen box"))
-        with pytest.raises(grpc.RpcError) as err:
-            _heartbeat(stub, node.node_id)  # same connection, same unexpired certificate
-    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "revoked" in err.value.details()
+        with pytest.raises(CentralRefused, match="PERMISSION_DENIED.*revoked"):
+            client.heartbeat(status)  # the same stream, the same unexpired certificate
+    finally:
+        client.close()
     entry = _last_audit(central)
     assert (entry.actor, entry.action, entry.target) == (f"node:{node.node_id}", "fleet.heartbeat", node.node_id)
     assert entry.outcome == admin_pb2.AUDIT_OUTCOME_REFUSED

@@ -53,17 +53,21 @@ class FleetStoreContract:
             t.join()
         assert results.count(True) == 3 and len(store.list_nodes()) == 3
 
-    def test_heartbeat_updates_known_nodes_only(self, store):
-        store.add_token(_token())
-        store.enroll("abc123", _node(), 1.0)
-        desired = store.record_heartbeat("node-1", 20.0, b"status")
+    def test_heartbeats_update_known_unrevoked_nodes_only(self, store):
+        store.add_token(_token(uses=2))
+        store.enroll("abc123", _node("node-1"), 1.0)
+        store.enroll("abc123", _node("node-2"), 1.0)
+        desired = store.heartbeat_target("node-1")
         assert desired.config_generation == 0 and desired.model == {}
-        node = store.get_node("node-1")
-        assert (node.last_seen_at, node.status) == (20.0, b"status")
-        assert store.record_heartbeat("ghost", 20.0, b"x") is None
+        assert store.heartbeat_target("ghost") is None
+        store.record_heartbeats({"node-1": (20.0, b"one"), "node-2": (21.0, b"two"), "ghost": (22.0, b"x")})
+        assert (store.get_node("node-1").last_seen_at, store.get_node("node-1").status) == (20.0, b"one")
+        assert store.get_node("node-2").status == b"two"
+        assert store.get_node("ghost") is None
         store.revoke_node("node-1", 30.0)
-        assert store.record_heartbeat("node-1", 40.0, b"later") is None
-        assert store.get_node("node-1").status == b"status", "nothing written for a revoked node"
+        assert store.heartbeat_target("node-1") is None
+        store.record_heartbeats({"node-1": (40.0, b"later")})
+        assert store.get_node("node-1").status == b"one", "nothing written for a revoked node"
 
     def test_revoke_is_idempotent_and_keeps_the_first_time(self, store):
         store.add_token(_token())
@@ -141,3 +145,22 @@ def test_unreadable_store_is_a_clear_error_not_a_silent_reset(tmp_path):
     with pytest.raises(StoreError, match="restore it from a backup"):
         SqliteFleetStore(path)
     assert path.read_bytes().startswith(b"this is not"), "the file is left for the operator"
+
+
+def test_heartbeat_buffer_keeps_the_latest_beat_and_survives_a_failed_flush(tmp_path):
+    from central.heartbeats import HeartbeatBuffer
+
+    store = SqliteFleetStore(tmp_path / "central.db")
+    store.add_token(_token())
+    store.enroll("abc123", _node(), 1.0)
+    buffer = HeartbeatBuffer(store)
+    buffer.record("node-1", 10.0, b"old")
+    buffer.record("node-1", 11.0, b"new")
+    assert len(buffer) == 1
+    buffer.flush()
+    assert store.get_node("node-1").status == b"new" and len(buffer) == 0
+    buffer.record("node-1", 12.0, b"kept")
+    store.close()  # the next write fails
+    with pytest.raises(sqlite3.ProgrammingError):
+        buffer.flush()
+    assert len(buffer) == 1, "a failed flush keeps the beats for the next one"

@@ -1,0 +1,68 @@
+"""Central's decisions without gRPC: a real data dir and SQLite store, a clock the test moves."""
+
+import pytest
+
+from central.coordinator import Caller, CentralSettings, Coordinator
+from central.datadir import Authority, initialize
+from central.errors import PermissionDenied, Unauthenticated
+from central.store import SqliteFleetStore
+from edgefleet import pki
+
+
+class Clock:
+    def __init__(self, now=1_900_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def setup(tmp_path):
+    paths = initialize(tmp_path / "central", "127.0.0.1:7443")
+    store = SqliteFleetStore(paths.store)
+    clock = Clock()
+    coordinator = Coordinator(store, Authority.load(paths), CentralSettings(heartbeat_interval_s=15), "", clock)
+    admin = Caller(pki.Identity("admin", "ops"), "test")
+    token, _ = coordinator.create_token(admin, {"region": "eu"}, 3600, 2)
+    enrolled = coordinator.enroll(Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
+    node = Caller(pki.Identity("node", enrolled.node_id), "test")
+    yield coordinator, clock, admin, node, enrolled.node_id
+    store.close()
+
+
+def test_heartbeats_are_buffered_and_admin_reads_see_them(setup):
+    coordinator, clock, admin, node, node_id = setup
+    coordinator.heartbeat(node, node_id, b"", clock.now + 100)
+    assert coordinator.store.get_node(node_id).last_seen_at is None, "not written per beat"
+    [view] = coordinator.list_nodes(admin, {})
+    assert view.state == "online" and view.record.last_seen_at == clock.now
+    clock.now += 46
+    assert coordinator.list_nodes(admin, {})[0].state == "offline"
+
+
+def test_a_certificate_that_expires_during_the_stream_is_refused(setup):
+    coordinator, clock, admin, node, node_id = setup
+    expires_at = clock.now + 10
+    coordinator.heartbeat(node, node_id, b"", expires_at)
+    clock.now = expires_at
+    with pytest.raises(Unauthenticated, match="expired during the stream"):
+        coordinator.heartbeat(node, node_id, b"", expires_at)
+    entry = coordinator.store.list_audit(0, 1000)[-1]
+    assert (entry.action, entry.outcome) == ("fleet.heartbeat", "refused")
+
+
+def test_identity_checks_on_every_message(setup):
+    coordinator, clock, admin, node, node_id = setup
+    with pytest.raises(PermissionDenied, match="cannot speak as node-other"):
+        coordinator.heartbeat(node, "node-other", b"", clock.now + 100)
+    with pytest.raises(PermissionDenied, match="not a node certificate"):
+        coordinator.heartbeat(admin, "ops", b"", clock.now + 100)
+    with pytest.raises(PermissionDenied, match="not an admin certificate"):
+        coordinator.list_nodes(node, {})
+    coordinator.revoke_node(admin, node_id, "test")
+    with pytest.raises(PermissionDenied, match="revoked"):
+        coordinator.heartbeat(node, node_id, b"", clock.now + 100)
+    actions = [(e.actor, e.action, e.outcome) for e in coordinator.store.list_audit(0, 1000)]
+    assert (f"node:{node_id}", "node.list", "refused") in actions
+    assert ("admin:ops", "node.revoke", "allowed") in actions
