@@ -233,7 +233,13 @@ def node_row(node) -> dict:
 def _nodes_list(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
-    nodes = client.call("ListNodes", admin_pb2.ListNodesRequest(selector=args.selector)).nodes
+    nodes, token = [], ""
+    while True:
+        page = client.call("ListNodes", admin_pb2.ListNodesRequest(selector=args.selector, page_token=token))
+        nodes.extend(page.nodes)
+        token = page.next_page_token
+        if not token:
+            break
     rows = [node_row(n) for n in nodes]
     if args.json:
         _print_json(rows)

@@ -118,8 +118,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @_unary
     def ListNodes(self, request, caller):
-        views = self.c.list_nodes(caller, dict(request.selector))
-        return admin_pb2.ListNodesResponse(nodes=[convert.node_message(v) for v in views])
+        views, next_token = self.c.list_nodes(caller, dict(request.selector), request.page_size, request.page_token)
+        return admin_pb2.ListNodesResponse(nodes=[convert.node_message(v) for v in views], next_page_token=next_token)
 
     @_unary
     def GetNode(self, request, caller):

@@ -104,8 +104,9 @@ class FleetStore(abc.ABC):
     def get_node(self, node_id: str) -> NodeRecord | None: ...
 
     @abc.abstractmethod
-    def list_nodes(self, selector: dict[str, str] | None = None) -> list[NodeRecord]:
-        """Nodes carrying every label in selector, by id."""
+    def list_nodes(self, selector: dict[str, str] | None = None, after_node_id: str = "",
+                   limit: int | None = None) -> list[NodeRecord]:
+        """Nodes carrying every label in selector, by id, starting after after_node_id, at most limit."""
 
     @abc.abstractmethod
     def heartbeat_target(self, node_id: str) -> DesiredState | None:
@@ -246,10 +247,21 @@ class SqliteFleetStore(FleetStore):
         rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,))
         return _node(rows[0]) if rows else None
 
-    def list_nodes(self, selector: dict[str, str] | None = None) -> list[NodeRecord]:
-        nodes = [_node(r) for r in self._query(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY node_id")]
-        if selector:
-            nodes = [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
+    def list_nodes(self, selector: dict[str, str] | None = None, after_node_id: str = "",
+                   limit: int | None = None) -> list[NodeRecord]:
+        wanted = limit if limit is not None else float("inf")
+        nodes: list[NodeRecord] = []
+        while len(nodes) < wanted:
+            rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id > ? ORDER BY node_id LIMIT 1000",
+                               (after_node_id,))
+            for node in map(_node, rows):
+                if not selector or all(node.labels.get(k) == v for k, v in selector.items()):
+                    nodes.append(node)
+                    if len(nodes) >= wanted:
+                        break
+            if len(rows) < 1000:
+                break
+            after_node_id = rows[-1][0]
         return nodes
 
     def heartbeat_target(self, node_id: str) -> DesiredState | None:

@@ -28,7 +28,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gefleet/v1/admin.proto\x12\x0c\x65\x64gefleet.v1\x1a\x18\x65\x64gefleet/v1/fleet.proto\x1a\x19\x65\x64gefleet/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x05Token\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12/\n\x06labels\x18\x02 \x03(\x0b\x32\x1f.edgefleet.v1.Token.LabelsEntry\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nuses_total\x18\x05 \x01(\r\x12\x11\n\tuses_left\x18\x06 \x01(\r\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x01\n\x12\x43reateTokenRequest\x12<\n\x06labels\x18\x01 \x03(\x0b\x32,.edgefleet.v1.CreateTokenRequest.LabelsEntry\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04uses\x18\x03 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12!\n\x04info\x18\x02 \x01(\x0b\x32\x13.edgefleet.v1.Token\x12\x16\n\x0e\x63\x61_fingerprint\x18\x03 \x01(\t\x12\x16\n\x0e\x65nroll_address\x18\x04 \x01(\t\"\x13\n\x11ListTokensRequest\"9\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.edgefleet.v1.Token\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"9\n\x13RevokeTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.edgefleet.v1.Token\"\xae\x03\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12.\n\x06labels\x18\x02 \x03(\x0b\x32\x1e.edgefleet.v1.Node.LabelsEntry\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.edgefleet.v1.NodeState\x12/\n\x0b\x65nrolled_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06status\x18\x06 \x01(\x0b\x32\x18.edgefleet.v1.NodeStatus\x12\x1a\n\x12\x63\x65rtificate_serial\x18\x07 \x01(\t\x12:\n\x16\x63\x65rtificate_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x17\n\x0f\x64ropped_reports\x18\n \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x83\x01\n\x10ListNodesRequest\x12>\n\x08selector\x18\x01 \x03(\x0b\x32,.edgefleet.v1.ListNodesRequest.SelectorEntry\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.edgefleet.v1.Node\"7\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0creport_limit\x18\x02 \x01(\r\"Z\n\x0fGetNodeResponse\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.edgefleet.v1.Node\x12%\n\x07reports\x18\x02 \x03(\x0b\x32\x14.edgefleet.v1.Report\"\xaf\x01\n\x10LabelNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x41\n\nset_labels\x18\x02 \x03(\x0b\x32-.edgefleet.v1.LabelNodeRequest.SetLabelsEntry\x12\x15\n\rremove_labels\x18\x03 \x03(\t\x1a\x30\n\x0eSetLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x11LabelNodeResponse\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.edgefleet.v1.Node\"4\n\x11RevokeNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x12RevokeNodeResponse\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.edgefleet.v1.Node\"\xe5\x01\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12+\n\x07outcome\x18\x06 \x01(\x0e\x32\x1a.edgefleet.v1.AuditOutcome\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\x12\x15\n\rprevious_hash\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\"@\n\x17ListAuditEntriesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"E\n\x18ListAuditEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.edgefleet.v1.AuditEntry\"\x14\n\x12VerifyAuditRequest\"k\n\x13VerifyAuditResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x04\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x04\x12\x0f\n\x07problem\x18\x04 \x01(\t*\x87\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATE_ENROLLED\x10\x01\x12\x15\n\x11NODE_STATE_ONLINE\x10\x02\x12\x16\n\x12NODE_STATE_OFFLINE\x10\x03\x12\x16\n\x12NODE_STATE_REVOKED\x10\x04*c\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_ALLOWED\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_REFUSED\x10\x02\x32\xf3\x05\n\x0c\x41\x64minService\x12R\n\x0b\x43reateToken\x12 .edgefleet.v1.CreateTokenRequest\x1a!.edgefleet.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.edgefleet.v1.ListTokensRequest\x1a .edgefleet.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .edgefleet.v1.RevokeTokenRequest\x1a!.edgefleet.v1.RevokeTokenResponse\x12L\n\tListNodes\x12\x1e.edgefleet.v1.ListNodesRequest\x1a\x1f.edgefleet.v1.ListNodesResponse\x12\x46\n\x07GetNode\x12\x1c.edgefleet.v1.GetNodeRequest\x1a\x1d.edgefleet.v1.GetNodeResponse\x12L\n\tLabelNode\x12\x1e.edgefleet.v1.LabelNodeRequest\x1a\x1f.edgefleet.v1.LabelNodeResponse\x12O\n\nRevokeNode\x12\x1f.edgefleet.v1.RevokeNodeRequest\x1a .edgefleet.v1.RevokeNodeResponse\x12\x61\n\x10ListAuditEntries\x12%.edgefleet.v1.ListAuditEntriesRequest\x1a&.edgefleet.v1.ListAuditEntriesResponse\x12R\n\x0bVerifyAudit\x12 .edgefleet.v1.VerifyAuditRequest\x1a!.edgefleet.v1.VerifyAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gefleet/v1/admin.proto\x12\x0c\x65\x64gefleet.v1\x1a\x18\x65\x64gefleet/v1/fleet.proto\x1a\x19\x65\x64gefleet/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x05Token\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12/\n\x06labels\x18\x02 \x03(\x0b\x32\x1f.edgefleet.v1.Token.LabelsEntry\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nuses_total\x18\x05 \x01(\r\x12\x11\n\tuses_left\x18\x06 \x01(\r\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb7\x01\n\x12\x43reateTokenRequest\x12<\n\x06labels\x18\x01 \x03(\x0b\x32,.edgefleet.v1.CreateTokenRequest.LabelsEntry\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04uses\x18\x03 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12!\n\x04info\x18\x02 \x01(\x0b\x32\x13.edgefleet.v1.Token\x12\x16\n\x0e\x63\x61_fingerprint\x18\x03 \x01(\t\x12\x16\n\x0e\x65nroll_address\x18\x04 \x01(\t\"\x13\n\x11ListTokensRequest\"9\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.edgefleet.v1.Token\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"9\n\x13RevokeTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.edgefleet.v1.Token\"\xae\x03\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12.\n\x06labels\x18\x02 \x03(\x0b\x32\x1e.edgefleet.v1.Node.LabelsEntry\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.edgefleet.v1.NodeState\x12/\n\x0b\x65nrolled_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_seen_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06status\x18\x06 \x01(\x0b\x32\x18.edgefleet.v1.NodeStatus\x12\x1a\n\x12\x63\x65rtificate_serial\x18\x07 \x01(\t\x12:\n\x16\x63\x65rtificate_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x17\n\x0f\x64ropped_reports\x18\n \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaa\x01\n\x10ListNodesRequest\x12>\n\x08selector\x18\x01 \x03(\x0b\x32,.edgefleet.v1.ListNodesRequest.SelectorEntry\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.edgefleet.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0creport_limit\x18\x02 \x01(\r\"Z\n\x0fGetNodeResponse\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.edgefleet.v1.Node\x12%\n\x07reports\x18\x02 \x03(\x0b\x32\x14.edgefleet.v1.Report\"\xaf\x01\n\x10LabelNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x41\n\nset_labels\x18\x02 \x03(\x0b\x32-.edgefleet.v1.LabelNodeRequest.SetLabelsEntry\x12\x15\n\rremove_labels\x18\x03 \x03(\t\x1a\x30\n\x0eSetLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x11LabelNodeResponse\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.edgefleet.v1.Node\"4\n\x11RevokeNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x12RevokeNodeResponse\x12 \n\x04node\x18\x01 \x01(\x0b\x32\x12.edgefleet.v1.Node\"\xe5\x01\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12+\n\x07outcome\x18\x06 \x01(\x0e\x32\x1a.edgefleet.v1.AuditOutcome\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\x12\x15\n\rprevious_hash\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\"@\n\x17ListAuditEntriesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"E\n\x18ListAuditEntriesResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.edgefleet.v1.AuditEntry\"\x14\n\x12VerifyAuditRequest\"k\n\x13VerifyAuditResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x04\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x04\x12\x0f\n\x07problem\x18\x04 \x01(\t*\x87\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATE_ENROLLED\x10\x01\x12\x15\n\x11NODE_STATE_ONLINE\x10\x02\x12\x16\n\x12NODE_STATE_OFFLINE\x10\x03\x12\x16\n\x12NODE_STATE_REVOKED\x10\x04*c\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_ALLOWED\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_REFUSED\x10\x02\x32\xf3\x05\n\x0c\x41\x64minService\x12R\n\x0b\x43reateToken\x12 .edgefleet.v1.CreateTokenRequest\x1a!.edgefleet.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.edgefleet.v1.ListTokensRequest\x1a .edgefleet.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .edgefleet.v1.RevokeTokenRequest\x1a!.edgefleet.v1.RevokeTokenResponse\x12L\n\tListNodes\x12\x1e.edgefleet.v1.ListNodesRequest\x1a\x1f.edgefleet.v1.ListNodesResponse\x12\x46\n\x07GetNode\x12\x1c.edgefleet.v1.GetNodeRequest\x1a\x1d.edgefleet.v1.GetNodeResponse\x12L\n\tLabelNode\x12\x1e.edgefleet.v1.LabelNodeRequest\x1a\x1f.edgefleet.v1.LabelNodeResponse\x12O\n\nRevokeNode\x12\x1f.edgefleet.v1.RevokeNodeRequest\x1a .edgefleet.v1.RevokeNodeResponse\x12\x61\n\x10ListAuditEntries\x12%.edgefleet.v1.ListAuditEntriesRequest\x1a&.edgefleet.v1.ListAuditEntriesResponse\x12R\n\x0bVerifyAudit\x12 .edgefleet.v1.VerifyAuditRequest\x1a!.edgefleet.v1.VerifyAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,10 +45,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNODESREQUEST_SELECTORENTRY']._serialized_options = b'8\001'
   _globals['_LABELNODEREQUEST_SETLABELSENTRY']._loaded_options = None
   _globals['_LABELNODEREQUEST_SETLABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NODESTATE']._serialized_start=2558
-  _globals['_NODESTATE']._serialized_end=2693
-  _globals['_AUDITOUTCOME']._serialized_start=2695
-  _globals['_AUDITOUTCOME']._serialized_end=2794
+  _globals['_NODESTATE']._serialized_start=2622
+  _globals['_NODESTATE']._serialized_end=2757
+  _globals['_AUDITOUTCOME']._serialized_start=2759
+  _globals['_AUDITOUTCOME']._serialized_end=2858
   _globals['_TOKEN']._serialized_start=161
   _globals['_TOKEN']._serialized_end=454
   _globals['_TOKEN_LABELSENTRY']._serialized_start=409
@@ -72,35 +72,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODE_LABELSENTRY']._serialized_start=409
   _globals['_NODE_LABELSENTRY']._serialized_end=454
   _globals['_LISTNODESREQUEST']._serialized_start=1376
-  _globals['_LISTNODESREQUEST']._serialized_end=1507
-  _globals['_LISTNODESREQUEST_SELECTORENTRY']._serialized_start=1460
-  _globals['_LISTNODESREQUEST_SELECTORENTRY']._serialized_end=1507
-  _globals['_LISTNODESRESPONSE']._serialized_start=1509
-  _globals['_LISTNODESRESPONSE']._serialized_end=1563
-  _globals['_GETNODEREQUEST']._serialized_start=1565
-  _globals['_GETNODEREQUEST']._serialized_end=1620
-  _globals['_GETNODERESPONSE']._serialized_start=1622
-  _globals['_GETNODERESPONSE']._serialized_end=1712
-  _globals['_LABELNODEREQUEST']._serialized_start=1715
-  _globals['_LABELNODEREQUEST']._serialized_end=1890
-  _globals['_LABELNODEREQUEST_SETLABELSENTRY']._serialized_start=1842
-  _globals['_LABELNODEREQUEST_SETLABELSENTRY']._serialized_end=1890
-  _globals['_LABELNODERESPONSE']._serialized_start=1892
-  _globals['_LABELNODERESPONSE']._serialized_end=1945
-  _globals['_REVOKENODEREQUEST']._serialized_start=1947
-  _globals['_REVOKENODEREQUEST']._serialized_end=1999
-  _globals['_REVOKENODERESPONSE']._serialized_start=2001
-  _globals['_REVOKENODERESPONSE']._serialized_end=2055
-  _globals['_AUDITENTRY']._serialized_start=2058
-  _globals['_AUDITENTRY']._serialized_end=2287
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=2289
-  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=2353
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=2355
-  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=2424
-  _globals['_VERIFYAUDITREQUEST']._serialized_start=2426
-  _globals['_VERIFYAUDITREQUEST']._serialized_end=2446
-  _globals['_VERIFYAUDITRESPONSE']._serialized_start=2448
-  _globals['_VERIFYAUDITRESPONSE']._serialized_end=2555
-  _globals['_ADMINSERVICE']._serialized_start=2797
-  _globals['_ADMINSERVICE']._serialized_end=3552
+  _globals['_LISTNODESREQUEST']._serialized_end=1546
+  _globals['_LISTNODESREQUEST_SELECTORENTRY']._serialized_start=1499
+  _globals['_LISTNODESREQUEST_SELECTORENTRY']._serialized_end=1546
+  _globals['_LISTNODESRESPONSE']._serialized_start=1548
+  _globals['_LISTNODESRESPONSE']._serialized_end=1627
+  _globals['_GETNODEREQUEST']._serialized_start=1629
+  _globals['_GETNODEREQUEST']._serialized_end=1684
+  _globals['_GETNODERESPONSE']._serialized_start=1686
+  _globals['_GETNODERESPONSE']._serialized_end=1776
+  _globals['_LABELNODEREQUEST']._serialized_start=1779
+  _globals['_LABELNODEREQUEST']._serialized_end=1954
+  _globals['_LABELNODEREQUEST_SETLABELSENTRY']._serialized_start=1906
+  _globals['_LABELNODEREQUEST_SETLABELSENTRY']._serialized_end=1954
+  _globals['_LABELNODERESPONSE']._serialized_start=1956
+  _globals['_LABELNODERESPONSE']._serialized_end=2009
+  _globals['_REVOKENODEREQUEST']._serialized_start=2011
+  _globals['_REVOKENODEREQUEST']._serialized_end=2063
+  _globals['_REVOKENODERESPONSE']._serialized_start=2065
+  _globals['_REVOKENODERESPONSE']._serialized_end=2119
+  _globals['_AUDITENTRY']._serialized_start=2122
+  _globals['_AUDITENTRY']._serialized_end=2351
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=2353
+  _globals['_LISTAUDITENTRIESREQUEST']._serialized_end=2417
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=2419
+  _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=2488
+  _globals['_VERIFYAUDITREQUEST']._serialized_start=2490
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=2510
+  _globals['_VERIFYAUDITRESPONSE']._serialized_start=2512
+  _globals['_VERIFYAUDITRESPONSE']._serialized_end=2619
+  _globals['_ADMINSERVICE']._serialized_start=2861
+  _globals['_ADMINSERVICE']._serialized_end=3616
 # @@protoc_insertion_point(module_scope)

@@ -4,7 +4,7 @@ import pytest
 
 from central.coordinator import Caller, CentralSettings, Coordinator
 from central.datadir import Authority, initialize
-from central.errors import PermissionDenied, Unauthenticated
+from central.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from central.store import SqliteFleetStore
 from edgefleet import pki
 
@@ -35,10 +35,10 @@ def test_heartbeats_are_buffered_and_admin_reads_see_them(setup):
     coordinator, clock, admin, node, node_id = setup
     coordinator.heartbeat(node, node_id, b"", clock.now + 100)
     assert coordinator.store.get_node(node_id).last_seen_at is None, "not written per beat"
-    [view] = coordinator.list_nodes(admin, {})
+    [view], _ = coordinator.list_nodes(admin, {})
     assert view.state == "online" and view.record.last_seen_at == clock.now
     clock.now += 46
-    assert coordinator.list_nodes(admin, {})[0].state == "offline"
+    assert coordinator.list_nodes(admin, {})[0][0].state == "offline"
 
 
 def test_a_certificate_that_expires_during_the_stream_is_refused(setup):
@@ -66,3 +66,21 @@ def test_identity_checks_on_every_message(setup):
     actions = [(e.actor, e.action, e.outcome) for e in coordinator.store.list_audit(0, 1000)]
     assert (f"node:{node_id}", "node.list", "refused") in actions
     assert ("admin:ops", "node.revoke", "allowed") in actions
+
+
+def test_nodes_are_listed_in_pages(setup):
+    coordinator, clock, admin, node, node_id = setup
+    token, _ = coordinator.create_token(admin, {"region": "us"}, 3600, 7)
+    for _ in range(7):
+        coordinator.enroll(Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
+    seen, page_token, pages = [], "", 0
+    while True:
+        views, page_token = coordinator.list_nodes(admin, {"region": "us"}, page_size=3, page_token=page_token)
+        seen += [v.record.node_id for v in views]
+        pages += 1
+        if not page_token:
+            break
+    assert pages == 3 and len(seen) == 7 == len(set(seen)) and seen == sorted(seen)
+    assert node_id not in seen, "the selector applies across pages"
+    with pytest.raises(InvalidArgument, match="at most 1000"):
+        coordinator.list_nodes(admin, {}, page_size=5000)

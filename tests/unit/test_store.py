@@ -85,6 +85,14 @@ class FleetStoreContract:
         assert [n.node_id for n in store.list_nodes({"site": "fra"})] == ["b"]
         assert store.set_labels("ghost", {}) is None
 
+    def test_list_nodes_pages_by_id(self, store):
+        store.add_token(_token(uses=5))
+        for i in range(5):
+            store.enroll("abc123", _node(f"n{i}", {"even": str(i % 2 == 0).lower()}), 1.0)
+        assert [n.node_id for n in store.list_nodes(after_node_id="n1", limit=2)] == ["n2", "n3"]
+        assert [n.node_id for n in store.list_nodes({"even": "true"}, after_node_id="n0")] == ["n2", "n4"]
+        assert store.list_nodes(after_node_id="n4") == []
+
     def test_reports_dedupe_bound_and_dropped_count(self, store):
         store.add_token(_token())
         store.enroll("abc123", _node(), 1.0)
