@@ -87,9 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
     label = nodes.add_parser("label", help="set labels (k=v) or remove them (k-)")
     label.add_argument("node")
     label.add_argument("changes", nargs="+", help="k=v to set, k- to remove")
+    assign = nodes.add_parser("assign", help="set the model version one node should run")
+    assign.add_argument("node")
+    assign.add_argument("ref", metavar="NAME@VERSION")
     revoke = nodes.add_parser("revoke", help="refuse the node from its next call on")
     revoke.add_argument("node")
     revoke.add_argument("--reason", default="", help="why, for the audit log")
+
+    models = sub.add_parser("models", help="the model registry").add_subparsers(dest="command", required=True)
+    push = models.add_parser("push", help="store a model version (content-addressed, signed manifest)")
+    push.add_argument("file", help="the model file (GGUF or ONNX)")
+    push.add_argument("--name", required=True, help="model name, e.g. gemma-3-270m")
+    push.add_argument("--version", required=True, help="version; name@version is immutable once pushed")
+    push.add_argument("--format", choices=["gguf", "onnx"], default=None, help="default: from the file's extension")
+    push.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                      help="runtime parameter, e.g. n_ctx=4096 (repeatable)")
+    push.add_argument("--json", action="store_true", help="print JSON for scripts")
+    mlist = models.add_parser("list", help="model versions in the registry")
+    mlist.add_argument("--name", default="", help="only this model")
+    mlist.add_argument("--json", action="store_true", help="print JSON for scripts")
+    mshow = models.add_parser("show", help="one version, its manifest and the nodes assigned to it")
+    mshow.add_argument("ref", metavar="NAME@VERSION")
+    mshow.add_argument("--json", action="store_true", help="print JSON for scripts")
+    mdelete = models.add_parser("delete", help="delete a version no node is assigned to")
+    mdelete.add_argument("ref", metavar="NAME@VERSION")
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="command", required=True)
     alist = audit.add_parser("list", help="audit entries, oldest first")
@@ -310,6 +331,137 @@ def _nodes_revoke(client, args) -> int:
     return 0
 
 
+def _ref(text: str) -> tuple[str, str]:
+    from central.client import AdminCallError
+    from edgefleet.manifest import ManifestError, parse_ref
+
+    try:
+        return parse_ref(text)
+    except ManifestError as exc:
+        raise AdminCallError(str(exc), 2) from None
+
+
+def _nodes_assign(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    name, version = _ref(args.ref)
+    client.call("AssignModel", admin_pb2.AssignModelRequest(node_id=args.node, name=name, version=version))
+    print(f"{args.node} will run {name}@{version} (it learns at its next heartbeat)")
+    return 0
+
+
+PUSH_CHUNK_BYTES = 1 << 20
+
+
+def _push_requests(path: Path, upload, progress):
+    from edgefleet.v1 import admin_pb2
+
+    yield admin_pb2.PushModelRequest(upload=upload)
+    with open(path, "rb") as f:
+        while chunk := f.read(PUSH_CHUNK_BYTES):
+            progress.advance(len(chunk))
+            yield admin_pb2.PushModelRequest(chunk=chunk)
+    progress.done()
+
+
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise (scripts, logs)."""
+
+    def __init__(self, label: str, total: int, stream=sys.stderr):
+        self.label, self.total, self.stream = label, total, stream
+        self.done_bytes, self.started = 0, time.monotonic()
+        self.live = stream.isatty()
+
+    def advance(self, n: int) -> None:
+        self.done_bytes += n
+        if self.live:
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            share = self.done_bytes / self.total if self.total else 1.0
+            bar = "#" * int(share * 30)
+            self.stream.write(f"\r{self.label} [{bar:<30}] {share:4.0%} {self.done_bytes / 2**20:,.0f}/"
+                              f"{self.total / 2**20:,.0f} MiB {self.done_bytes / 2**20 / elapsed:,.0f} MiB/s")
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+
+
+def _models_push(client, args) -> int:
+    from central.client import AdminCallError
+    from central.coordinator import validate_params
+    from central.errors import InvalidArgument
+    from edgefleet.v1 import admin_pb2
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise AdminCallError(f"{path} is not a file", 2)
+    fmt = args.format or {".gguf": "gguf", ".onnx": "onnx"}.get(path.suffix.lower())
+    if fmt is None:
+        raise AdminCallError(f"cannot tell the format of {path.name}: pass --format gguf or --format onnx", 2)
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise AdminCallError(f"--param {item!r} must be KEY=VALUE", 2)
+        params[key.strip()] = value.strip()
+    try:
+        validate_params(params)
+    except InvalidArgument as exc:
+        raise AdminCallError(str(exc), 2) from None
+    upload = admin_pb2.ModelUpload(name=args.name, version=args.version, format=fmt, params=params)
+    progress = Progress(f"pushing {args.name}@{args.version}", path.stat().st_size)
+    r = client.stream("PushModel", _push_requests(path, upload, progress))
+    if args.json:
+        _print_json({**_to_dict(r.model), "already_present": r.already_present})
+    else:
+        state = "already present" if r.already_present else "stored"
+        print(f"{r.model.name}@{r.model.version} {state}: sha256 {r.model.sha256}, {r.model.size} bytes, "
+              f"signed manifest")
+    return 0
+
+
+def _models_list(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    models = client.call("ListModels", admin_pb2.ListModelsRequest(name=args.name)).models
+    if args.json:
+        _print_json([_to_dict(m) for m in models])
+        return 0
+    _print_table(["NAME", "VERSION", "FORMAT", "SIZE", "SHA256", "PUSHED", "BY"], [
+        [m.name, m.version, m.format, f"{m.size / 2**20:,.1f} MiB", m.sha256[:12], _iso(m.created_at), m.pushed_by]
+        for m in models])
+    return 0
+
+
+def _models_show(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    name, version = _ref(args.ref)
+    r = client.call("GetModel", admin_pb2.GetModelRequest(name=name, version=version))
+    if args.json:
+        _print_json({"model": _to_dict(r.model), "manifest": r.manifest.body.decode(),
+                     "signature": r.manifest.signature})
+        return 0
+    m = r.model
+    for key, value in [("model", f"{m.name}@{m.version}"), ("format", m.format), ("sha256", m.sha256),
+                       ("size", f"{m.size} bytes"), ("params", format_labels(dict(m.params)) or "-"),
+                       ("pushed", f"{_iso(m.created_at)} by {m.pushed_by}"),
+                       ("assigned to", ", ".join(m.assigned_nodes) or "no node"),
+                       ("signature", r.manifest.signature)]:
+        print(f"{key + ':':<14}{value}")
+    return 0
+
+
+def _models_delete(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    name, version = _ref(args.ref)
+    r = client.call("DeleteModel", admin_pb2.DeleteModelRequest(name=name, version=version))
+    print(f"deleted {name}@{version}" + (" and its blob" if r.blob_removed else " (its blob is shared, kept)"))
+    return 0
+
+
 def _audit_list(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
@@ -341,7 +493,9 @@ def _audit_verify(client, args) -> int:
 _HANDLERS = {
     ("token", "create"): _token_create, ("token", "list"): _token_list, ("token", "revoke"): _token_revoke,
     ("nodes", "list"): _nodes_list, ("nodes", "show"): _nodes_show, ("nodes", "label"): _nodes_label,
-    ("nodes", "revoke"): _nodes_revoke, ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
+    ("nodes", "revoke"): _nodes_revoke, ("nodes", "assign"): _nodes_assign,
+    ("models", "push"): _models_push, ("models", "list"): _models_list, ("models", "show"): _models_show,
+    ("models", "delete"): _models_delete, ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
 }
 
 

@@ -35,6 +35,10 @@ def explain(error: grpc.RpcError, address: str) -> AdminCallError:
         return AdminCallError(details, 5)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return AdminCallError(details, 2)
+    if code in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION):
+        return AdminCallError(details, 6)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return AdminCallError(f"central could not store it: {details}", 1)
     return AdminCallError(f"central failed: {code.name}: {details}", 1)
 
 
@@ -47,6 +51,13 @@ class AdminClient:
     def call(self, method: str, request):
         try:
             return getattr(self._stub, method)(request, timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise explain(exc, self.address) from None
+
+    def stream(self, method: str, requests, timeout_s: float | None = None):
+        """A client-streaming call (PushModel); no deadline by default, since a large file takes its time."""
+        try:
+            return getattr(self._stub, method)(requests, timeout=timeout_s)
         except grpc.RpcError as exc:
             raise explain(exc, self.address) from None
 

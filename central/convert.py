@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from central import audit, liveness
 from central.coordinator import NodeView
-from central.store import DesiredState, ReportRecord, TokenRecord
+from central.store import DesiredState, ModelRecord, ReportRecord, TokenRecord
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2
 
 _NODE_STATES = {
@@ -56,9 +56,21 @@ def node_message(view: NodeView) -> admin_pb2.Node:
 
 def desired_message(desired: DesiredState) -> fleet_pb2.DesiredState:
     msg = fleet_pb2.DesiredState(config_generation=desired.config_generation)
-    if desired.model:
-        msg.model.CopyFrom(common_pb2.ModelRef(**desired.model))
+    m = desired.model
+    if m:
+        msg.model.CopyFrom(common_pb2.ModelRef(name=m["name"], version=m["version"], sha256=m["sha256"]))
+        msg.manifest.CopyFrom(manifest_message(m["manifest"].encode(), m["signature"]))
     return msg
+
+
+def manifest_message(body: bytes, signature: str) -> common_pb2.SignedManifest:
+    return common_pb2.SignedManifest(body=body, signature=signature)
+
+
+def model_message(m: ModelRecord, assigned_nodes: list[str]) -> admin_pb2.Model:
+    return admin_pb2.Model(name=m.name, version=m.version, format=m.format, sha256=m.sha256, size=m.size,
+                           params=m.params, created_at=timestamp(m.created_at), pushed_by=m.pushed_by,
+                           assigned_nodes=assigned_nodes)
 
 
 def report_records(reports) -> list[ReportRecord]:

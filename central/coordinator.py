@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -18,9 +19,11 @@ from typing import Callable
 from central import audit, liveness, tokens
 from central.datadir import Authority
 from central.heartbeats import HeartbeatBuffer
-from central.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unimplemented
+from central.blobs import BlobStore
+from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from central.labels import LabelError, validate_labels
-from central.store import DesiredState, FleetStore, NodeRecord, ReportRecord, TokenRecord
+from central.store import DesiredState, FleetStore, ModelRecord, NodeRecord, ReportRecord, TokenRecord
+from edgefleet import manifest as manifest_mod
 from edgefleet import pki
 
 log = logging.getLogger(__name__)
@@ -67,8 +70,11 @@ class NodeView:
 
 class Coordinator:
     def __init__(self, store: FleetStore, authority: Authority, settings: CentralSettings,
-                 signing_public_key_pem: str, clock: Callable[[], float] = time.time):
+                 signing_public_key_pem: str, clock: Callable[[], float] = time.time, *,
+                 blobs: BlobStore | None = None, signing_key=None):
         self.store = store
+        self.blobs = blobs
+        self.signing_key = signing_key
         self.authority = authority
         self.settings = settings
         self.signing_public_key_pem = signing_public_key_pem
@@ -183,9 +189,98 @@ class Coordinator:
             raise InvalidArgument("report sequences start at 1")
         return self.store.add_reports(node.node_id, reports, dropped_count)
 
-    def fetch_artifact(self, caller: Caller) -> None:
-        self._node_caller(caller, caller.identity.name if caller.identity else "", "fleet.fetch_artifact")
-        raise Unimplemented("FetchArtifact serves the model registry, which is not built yet")
+    def fetch_artifact(self, caller: Caller, sha256: str, offset: int) -> int:
+        """The size of a registered artifact the node may download from offset; raises otherwise."""
+        action = "fleet.fetch_artifact"
+        node = self._active_node(caller, caller.identity.name if caller.identity else "", action)
+        if not self.store.models_with_sha256(sha256):
+            raise NotFound(f"no registered model has sha256 {sha256!r}")
+        size = self.blobs.size(sha256)
+        if size is None:
+            raise self._refuse(NotFound, caller, action, node.node_id, f"the blob {sha256} is missing from the store")
+        if offset > size:
+            raise InvalidArgument(f"offset {offset} is past the artifact's end ({size} bytes)")
+        return size
+
+    # -- model registry --------------------------------------------------------------
+
+    def check_push(self, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str]) -> None:
+        """Validate a push's header before any bytes are stored."""
+        self._admin(caller, "model.push", f"{name}@{version}")
+        try:
+            manifest_mod.validate_name_version(name, version)
+        except manifest_mod.ManifestError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if fmt not in manifest_mod.FORMATS:
+            raise InvalidArgument(f"format must be one of {', '.join(manifest_mod.FORMATS)}, got {fmt!r}")
+        validate_params(params)
+
+    def finish_push(self, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str],
+                    sha256: str, size: int) -> tuple[ModelRecord, bool]:
+        """Register the stored blob as name@version; (record, already_present)."""
+        existing = self.store.get_model(name, version)
+        if existing is not None:
+            if existing.sha256 == sha256:
+                return existing, True
+            self._drop_blob_if_unused(sha256)
+            raise self._refuse(AlreadyExists, caller, "model.push", f"{name}@{version}",
+                               f"{name}@{version} already exists with other bytes (sha256 {existing.sha256[:12]}…);"
+                               " versions are immutable: push a new version")
+        manifest = manifest_mod.Manifest(name, version, fmt, sha256, size, dict(params), self._clock(), caller.actor)
+        body, signature = manifest_mod.sign(manifest, self.signing_key)
+        record = ModelRecord(name, version, fmt, sha256, size, dict(params), manifest.created_at, caller.actor,
+                             body, signature)
+        self.store.add_model(record)
+        self._audit(caller, "model.push", f"{name}@{version}", audit.ALLOWED, f"sha256 {sha256}, {size} bytes")
+        return record, False
+
+    def list_models(self, caller: Caller, name: str) -> list[ModelRecord]:
+        self._admin(caller, "model.list")
+        return self.store.list_models(name)
+
+    def get_model(self, caller: Caller, name: str, version: str) -> tuple[ModelRecord, list[str]]:
+        self._admin(caller, "model.get", f"{name}@{version}")
+        model = self._model(name, version)
+        return model, self._assigned_to(model)
+
+    def delete_model(self, caller: Caller, name: str, version: str) -> bool:
+        target = f"{name}@{version}"
+        self._admin(caller, "model.delete", target)
+        model = self._model(name, version)
+        assigned = self.store.delete_model(name, version)
+        if assigned:
+            raise self._refuse(FailedPrecondition, caller, "model.delete", target,
+                               f"{target} is assigned to {len(assigned)} node(s) ({', '.join(assigned[:5])}); "
+                               "assign them another version first")
+        removed = self._drop_blob_if_unused(model.sha256)
+        self._audit(caller, "model.delete", target, audit.ALLOWED, "deleted" + (" with its blob" if removed else ""))
+        return removed
+
+    def assign_model(self, caller: Caller, node_id: str, name: str, version: str) -> NodeView:
+        target = f"{name}@{version}"
+        self._admin(caller, "node.assign", node_id)
+        model = self._model(name, version)
+        node = self.store.assign_model(node_id, model)
+        if node is None:
+            raise NotFound(f"no node {node_id!r}")
+        self._audit(caller, "node.assign", node_id, audit.ALLOWED, f"assigned {target}")
+        return self.view(node)
+
+    def _model(self, name: str, version: str) -> ModelRecord:
+        model = self.store.get_model(name, version)
+        if model is None:
+            raise NotFound(f"no model {name}@{version}")
+        return model
+
+    def _assigned_to(self, model: ModelRecord) -> list[str]:
+        return [n for n in self.store.nodes_assigned(model.sha256)
+                if self.store.get_node(n).desired_model.get("version") == model.version]
+
+    def _drop_blob_if_unused(self, sha256: str) -> bool:
+        if self.store.models_with_sha256(sha256):
+            return False
+        self.blobs.delete(sha256)
+        return True
 
     # -- operators -----------------------------------------------------------
 
@@ -296,6 +391,20 @@ class _TokenCaller(Caller):
     @property
     def actor(self) -> str:
         return f"token:{self._token_id}"
+
+
+_PARAM_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+
+
+def validate_params(params: dict[str, str]) -> None:
+    """Runtime parameters (n_ctx=4096): names like identifiers, short values, not too many."""
+    if len(params) > 32:
+        raise InvalidArgument(f"at most 32 parameters, got {len(params)}")
+    for key, value in params.items():
+        if not _PARAM_KEY.match(key):
+            raise InvalidArgument(f"parameter name {key!r} must be lowercase letters, digits and '_'")
+        if len(value) > 256:
+            raise InvalidArgument(f"parameter {key}: the value is longer than 256 characters")
 
 
 def _utc(timestamp: float) -> dt.datetime:

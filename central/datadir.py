@@ -43,6 +43,8 @@ class CentralPaths:
     @property
     def admin_credential(self) -> Path: return self.root / "admin.credential"
     @property
+    def blobs(self) -> Path: return self.root / "blobs"
+    @property
     def fleet_address_file(self) -> Path: return self.root / "fleet-address"
     @property
     def enroll_address_file(self) -> Path: return self.root / "enroll-address"

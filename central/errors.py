@@ -4,8 +4,9 @@
     ├── Unauthenticated     no usable identity (UNAUTHENTICATED)
     ├── PermissionDenied    an identity that may not do this (PERMISSION_DENIED)
     ├── InvalidArgument     a malformed request (INVALID_ARGUMENT)
-    ├── NotFound            no such node or token (NOT_FOUND)
-    └── Unimplemented       not built yet (UNIMPLEMENTED)
+    ├── NotFound            no such node, token or model (NOT_FOUND)
+    ├── AlreadyExists       an immutable thing exists with other content (ALREADY_EXISTS)
+    └── FailedPrecondition  refused because of the fleet's state, e.g. a model in use (FAILED_PRECONDITION)
 """
 
 
@@ -29,5 +30,9 @@ class NotFound(CentralError):
     pass
 
 
-class Unimplemented(CentralError):
+class AlreadyExists(CentralError):
+    pass
+
+
+class FailedPrecondition(CentralError):
     pass

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import grpc
 
+from central.blobs import LocalBlobStore
 from central.coordinator import CentralSettings, Coordinator
 from central.datadir import Authority, CentralPaths
 from central.heartbeats import FLUSH_INTERVAL_S
 from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
 from central.store import SqliteFleetStore
+from edgefleet import pki
 from edgefleet.v1 import admin_pb2_grpc, enrollment_pb2_grpc, fleet_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),  # pushes come in chunks of 1 MiB
 ]
 
 
@@ -68,7 +70,9 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     settings = replace(settings, fleet_port=_port(fleet_address),
                        enroll_address=f"{advertise_host or _reachable_host(enroll_address)}:{_port(enroll_address)}")
 
-    coordinator = Coordinator(store, authority, settings, paths.signing_public_key.read_text())
+    coordinator = Coordinator(store, authority, settings, paths.signing_public_key.read_text(),
+                              blobs=LocalBlobStore(paths.blobs),
+                              signing_key=pki.load_private_key(paths.signing_key.read_bytes()))
     enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(coordinator), enroll_server)
     fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(coordinator), fleet_server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(coordinator), fleet_server)

@@ -5,22 +5,28 @@ Nothing here decides anything; :mod:`central.coordinator` does.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import grpc
 
 from central import convert
 from central.coordinator import Caller, Coordinator
-from central.errors import CentralError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unimplemented
+from central.blobs import BlobError
+from central.errors import (AlreadyExists, CentralError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
+                            Unauthenticated)
 from edgefleet import pki
 from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+
+FETCH_CHUNK_BYTES = 1 << 20
 
 _STATUS = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
-    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -90,10 +96,19 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     async def FetchArtifact(self, request, context):
         try:
-            self.c.fetch_artifact(caller_of(context))
+            size = self.c.fetch_artifact(caller_of(context), request.sha256, request.offset)
         except CentralError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
-        yield fleet_pb2.FetchArtifactResponse()  # unreachable: fetch_artifact always raises for now
+        with self.c.blobs.open(request.sha256) as blob:
+            offset = request.offset
+            await asyncio.to_thread(blob.seek, offset)
+            while offset < size:
+                # Reads happen off the event loop so heartbeats never wait behind a download.
+                data = await asyncio.to_thread(blob.read, FETCH_CHUNK_BYTES)
+                if not data:
+                    break
+                yield fleet_pb2.FetchArtifactResponse(offset=offset, data=data, total_size=size)
+                offset += len(data)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -147,3 +162,56 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         check = self.c.verify_audit(caller)
         return admin_pb2.VerifyAuditResponse(intact=check.intact, entries_checked=check.entries_checked,
                                              first_bad_sequence=check.first_bad_sequence, problem=check.problem)
+
+    async def PushModel(self, request_iterator, context):
+        caller = caller_of(context)
+        header = None
+        writer = None
+        try:
+            async for request in request_iterator:
+                body = request.WhichOneof("body")
+                if header is None:
+                    if body != "upload":
+                        raise InvalidArgument("the first message of PushModel must be the upload header")
+                    header = request.upload
+                    self.c.check_push(caller, header.name, header.version, header.format, dict(header.params))
+                    writer = await asyncio.to_thread(self.c.blobs.writer)
+                elif body == "chunk":
+                    await asyncio.to_thread(writer.write, request.chunk)
+                else:
+                    raise InvalidArgument("only chunks may follow the upload header")
+            if header is None:
+                raise InvalidArgument("PushModel received nothing")
+            sha256, size = await asyncio.to_thread(writer.commit)
+            writer = None
+            record, present = self.c.finish_push(caller, header.name, header.version, header.format,
+                                                 dict(header.params), sha256, size)
+            return admin_pb2.PushModelResponse(model=convert.model_message(record, self.c.store.nodes_assigned(sha256)),
+                                               already_present=present)
+        except BlobError as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except CentralError as exc:
+            await context.abort(_STATUS[type(exc)], str(exc))
+        finally:
+            if writer is not None:  # the client went away or the push was refused: keep nothing half-written
+                await asyncio.to_thread(writer.abort)
+
+    @_unary
+    def ListModels(self, request, caller):
+        models = self.c.list_models(caller, request.name)
+        return admin_pb2.ListModelsResponse(models=[convert.model_message(m, []) for m in models])
+
+    @_unary
+    def GetModel(self, request, caller):
+        model, assigned = self.c.get_model(caller, request.name, request.version)
+        return admin_pb2.GetModelResponse(model=convert.model_message(model, assigned),
+                                          manifest=convert.manifest_message(model.manifest, model.signature))
+
+    @_unary
+    def DeleteModel(self, request, caller):
+        return admin_pb2.DeleteModelResponse(blob_removed=self.c.delete_model(caller, request.name, request.version))
+
+    @_unary
+    def AssignModel(self, request, caller):
+        view = self.c.assign_model(caller, request.node_id, request.name, request.version)
+        return admin_pb2.AssignModelResponse(node=convert.node_message(view))

@@ -68,6 +68,26 @@ class ReportRecord:
 
 
 @dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    version: str
+    format: str
+    sha256: str
+    size: int
+    params: dict[str, str]
+    created_at: float
+    pushed_by: str
+    manifest: bytes  # the canonical JSON that `signature` signs
+    signature: str
+
+    @property
+    def desired(self) -> dict[str, str]:
+        """What a node's desired state carries for this version (heartbeats read it in one row)."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256,
+                "manifest": self.manifest.decode(), "signature": self.signature}
+
+
+@dataclass(frozen=True)
 class DesiredState:
     config_generation: int
     model: dict[str, str]
@@ -127,6 +147,34 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def set_certificate(self, node_id: str, serial: str, expires_at: float) -> None: ...
 
+    # model registry
+    @abc.abstractmethod
+    def add_model(self, model: ModelRecord) -> None:
+        """Store a version; StoreError if name@version exists (versions are immutable)."""
+
+    @abc.abstractmethod
+    def get_model(self, name: str, version: str) -> ModelRecord | None: ...
+
+    @abc.abstractmethod
+    def list_models(self, name: str = "") -> list[ModelRecord]:
+        """By name, newest first."""
+
+    @abc.abstractmethod
+    def delete_model(self, name: str, version: str) -> list[str]:
+        """Delete the version unless a node is assigned to it; returns the assigned node ids (nothing is
+        deleted when there are any). StoreError if there is no such version."""
+
+    @abc.abstractmethod
+    def nodes_assigned(self, sha256: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def models_with_sha256(self, sha256: str) -> list[ModelRecord]:
+        """Every version whose file has these bytes (versions may share a blob)."""
+
+    @abc.abstractmethod
+    def assign_model(self, node_id: str, model: ModelRecord | None) -> NodeRecord | None:
+        """Set the node's desired model (None: no assignment) and bump its config generation."""
+
     # reports flushed from agents' spools
     @abc.abstractmethod
     def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int,
@@ -176,11 +224,20 @@ _MIGRATIONS = [
         "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
         "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
     ]),
+    (2, [
+        "CREATE TABLE models (name TEXT NOT NULL, version TEXT NOT NULL, format TEXT NOT NULL, sha256 TEXT NOT NULL,"
+        " size INTEGER NOT NULL, params TEXT NOT NULL, created_at REAL NOT NULL, pushed_by TEXT NOT NULL,"
+        " manifest BLOB NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (name, version))",
+        "CREATE INDEX models_sha256 ON models (sha256)",
+        "ALTER TABLE nodes ADD COLUMN desired_sha256 TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX nodes_desired_sha256 ON nodes (desired_sha256)",
+    ]),
 ]
 
 _NODE_COLUMNS = ("node_id, labels, hostname, enrolled_at, token_id, certificate_serial, certificate_expires_at,"
                  " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model")
 _TOKEN_COLUMNS = "token_id, secret_hash, labels, created_at, expires_at, uses_total, uses_left, revoked, created_by"
+_MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushed_by, manifest, signature"
 _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
 
 
@@ -293,6 +350,55 @@ class SqliteFleetStore(FleetStore):
             c.execute("UPDATE nodes SET certificate_serial = ?, certificate_expires_at = ? WHERE node_id = ?",
                       (serial, expires_at, node_id))
 
+    # -- models --------------------------------------------------------------
+
+    def add_model(self, model: ModelRecord) -> None:
+        try:
+            with self._tx() as c:
+                c.execute(f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (model.name, model.version, model.format, model.sha256, model.size,
+                           json.dumps(model.params, sort_keys=True), model.created_at, model.pushed_by,
+                           model.manifest, model.signature))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"{model.name}@{model.version} already exists") from exc
+
+    def get_model(self, name: str, version: str) -> ModelRecord | None:
+        rows = self._query(f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = ? AND version = ?", (name, version))
+        return _model(rows[0]) if rows else None
+
+    def list_models(self, name: str = "") -> list[ModelRecord]:
+        rows = self._query(f"SELECT {_MODEL_COLUMNS} FROM models WHERE ? = '' OR name = ?"
+                           " ORDER BY name, created_at DESC", (name, name))
+        return [_model(r) for r in rows]
+
+    def delete_model(self, name: str, version: str) -> list[str]:
+        with self._tx() as c:
+            row = c.execute("SELECT sha256 FROM models WHERE name = ? AND version = ?", (name, version)).fetchone()
+            if row is None:
+                raise StoreError(f"no model {name}@{version}")
+            # Assignments name a version by its bytes: another version with the same bytes still counts.
+            assigned = [r[0] for r in c.execute(
+                "SELECT node_id FROM nodes WHERE desired_sha256 = ? AND json_extract(desired_model, '$.name') = ?"
+                " AND json_extract(desired_model, '$.version') = ? ORDER BY node_id", (row[0], name, version))]
+            if not assigned:
+                c.execute("DELETE FROM models WHERE name = ? AND version = ?", (name, version))
+        return assigned
+
+    def models_with_sha256(self, sha256: str) -> list[ModelRecord]:
+        return [_model(r) for r in self._query(f"SELECT {_MODEL_COLUMNS} FROM models WHERE sha256 = ?", (sha256,))]
+
+    def nodes_assigned(self, sha256: str) -> list[str]:
+        return [r[0] for r in self._query("SELECT node_id FROM nodes WHERE desired_sha256 = ? ORDER BY node_id",
+                                          (sha256,))]
+
+    def assign_model(self, node_id: str, model: ModelRecord | None) -> NodeRecord | None:
+        desired = model.desired if model else {}
+        with self._tx() as c:
+            row = c.execute(f"UPDATE nodes SET desired_model = ?, desired_sha256 = ?,"
+                            f" config_generation = config_generation + 1 WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
+                            (json.dumps(desired, sort_keys=True), model.sha256 if model else "", node_id)).fetchone()
+        return _node(row) if row else None
+
     # -- reports -------------------------------------------------------------
 
     def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int, keep: int = 1000) -> int:
@@ -369,6 +475,10 @@ class _Transaction:
 
 def _token(r) -> TokenRecord:
     return TokenRecord(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], bool(r[7]), r[8])
+
+
+def _model(r) -> ModelRecord:
+    return ModelRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], bytes(r[8]), r[9])
 
 
 def _node(r) -> NodeRecord:

@@ -135,6 +135,9 @@ class HeartbeatReply:
     interval_s: float
     config_generation: int
     model: ModelInfo | None
+    # The signed manifest of `model`, exactly as central sent it: verify before trusting (edgefleet.manifest).
+    manifest_body: bytes = b""
+    manifest_signature: str = ""
 
 
 class FleetClient:
@@ -163,7 +166,17 @@ class FleetClient:
         return HeartbeatReply(
             interval_s=reply.heartbeat_interval.ToNanoseconds() / 1e9 or 15.0,
             config_generation=reply.desired.config_generation,
-            model=ModelInfo(model.name, model.version, model.sha256) if model.name else None)
+            model=ModelInfo(model.name, model.version, model.sha256) if model.name else None,
+            manifest_body=reply.desired.manifest.body, manifest_signature=reply.desired.manifest.signature)
+
+    def fetch_artifact(self, sha256: str, offset: int, timeout_s: float | None = None):
+        """Chunks (offset, data, total_size) of a registered artifact from offset on, as central streams them."""
+        request = fleet_pb2.FetchArtifactRequest(sha256=sha256, offset=offset)
+        try:
+            for chunk in self._stub.FetchArtifact(request, timeout=timeout_s):
+                yield chunk.offset, chunk.data, chunk.total_size
+        except grpc.RpcError as exc:
+            raise _wrap(exc, "artifact download") from None
 
     def report(self, reports: list[SpooledReport], dropped_count: int) -> int:
         messages = []

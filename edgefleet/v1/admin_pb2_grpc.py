@@ -80,6 +80,31 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
                 _registered_method=True)
+        self.PushModel = channel.stream_unary(
+                '/edgefleet.v1.AdminService/PushModel',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.PushModelRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.PushModelResponse.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ListModels',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/edgefleet.v1.AdminService/GetModel',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetModelResponse.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/edgefleet.v1.AdminService/DeleteModel',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.DeleteModelResponse.FromString,
+                _registered_method=True)
+        self.AssignModel = channel.unary_unary(
+                '/edgefleet.v1.AdminService/AssignModel',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer(object):
@@ -149,6 +174,41 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushModel(self, request_iterator, context):
+        """PushModel stores a model version: a header, then the file in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """ListModels lists the registry's model versions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """GetModel shows one model version and the nodes assigned to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """DeleteModel removes a model version no node is assigned to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssignModel(self, request, context):
+        """AssignModel sets the model version one node should run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +256,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'PushModel': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushModel,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.PushModelRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.PushModelResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListModelsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetModelRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.GetModelResponse.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.DeleteModelRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.DeleteModelResponse.SerializeToString,
+            ),
+            'AssignModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssignModel,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +527,141 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/VerifyAudit',
             edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushModel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgefleet.v1.AdminService/PushModel',
+            edgefleet_dot_v1_dot_admin__pb2.PushModelRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.PushModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ListModels',
+            edgefleet_dot_v1_dot_admin__pb2.ListModelsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/GetModel',
+            edgefleet_dot_v1_dot_admin__pb2.GetModelRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/DeleteModel',
+            edgefleet_dot_v1_dot_admin__pb2.DeleteModelRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssignModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/AssignModel',
+            edgefleet_dot_v1_dot_admin__pb2.AssignModelRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.AssignModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -106,3 +106,11 @@ class InferenceStats(_message.Message):
     cache_hits: int
     cache_lookups: int
     def __init__(self, interval_seconds: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ...) -> None: ...
+
+class SignedManifest(_message.Message):
+    __slots__ = ("body", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: str
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[str] = ...) -> None: ...

@@ -28,12 +28,14 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("config_generation", "model")
+    __slots__ = ("config_generation", "model", "manifest")
     CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
     config_generation: int
     model: _common_pb2.ModelRef
-    def __init__(self, config_generation: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+    manifest: _common_pb2.SignedManifest
+    def __init__(self, config_generation: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., manifest: _Optional[_Union[_common_pb2.SignedManifest, _Mapping]] = ...) -> None: ...
 
 class RenewCertificateRequest(_message.Message):
     __slots__ = ("node_id", "csr_pem")
