@@ -5,7 +5,12 @@ rollout's spec and state, passes the nodes' latest heartbeats and `now`, stores 
 and writes each event to the audit log. So every decision is reproducible in a unit test, and a
 restarted central carries on where it stopped: the whole rollout is a spec and four fields.
 
-    RolloutError(InvalidArgument, ValueError)   an invalid spec, or a transition a phase forbids
+    RolloutError(ValueError)   an invalid spec or flag (the coordinator raises InvalidArgument from it)
+    └── PhaseError             a transition the rollout's phase forbids, e.g. pausing a finished
+                               rollout (the coordinator raises FailedPrecondition from it)
+
+These are not CentralErrors on purpose: the servicers map exact classes to status codes, so the
+coordinator wraps them at its boundary (`raise InvalidArgument(str(exc)) from exc`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-
-from central.errors import InvalidArgument
 
 RUNNING, PAUSED, COMPLETED, ROLLED_BACK, ABORTED = "RUNNING", "PAUSED", "COMPLETED", "ROLLED_BACK", "ABORTED"
 PHASES = (RUNNING, PAUSED, COMPLETED, ROLLED_BACK, ABORTED)
@@ -24,8 +27,12 @@ DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED = "DOWNLOADING", "VERIFYING", "W
 ACTIVATION_STATES = ("", DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED, ROLLED_BACK)
 
 
-class RolloutError(InvalidArgument, ValueError):
+class RolloutError(ValueError):
     """A rollout spec or request that cannot be carried out; the message says what to change."""
+
+
+class PhaseError(RolloutError):
+    """The rollout is in a phase that does not allow this transition."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,7 @@ def pause(state: RolloutState, now: float, reason: str) -> RolloutState:
     if state.phase == PAUSED:
         return state
     if state.phase != RUNNING:
-        raise RolloutError(f"cannot pause a rollout that is {state.phase}")
+        raise PhaseError(f"cannot pause a rollout that is {state.phase}")
     return replace(state, phase=PAUSED, reason=f"paused: {reason}" if reason else "paused")
 
 
@@ -236,7 +243,7 @@ def resume(state: RolloutState, now: float) -> RolloutState:
     if state.phase == RUNNING:
         return state
     if state.phase != PAUSED:
-        raise RolloutError(f"cannot resume a rollout that is {state.phase}")
+        raise PhaseError(f"cannot resume a rollout that is {state.phase}")
     return replace(state, phase=RUNNING, step_started_at=now, reason="resumed")
 
 
@@ -246,7 +253,7 @@ def abort(spec: RolloutSpec, state: RolloutState, now: float, reason: str) -> De
     if state.phase == ABORTED:
         return Decision(state, desired_assignments(spec, state), ())
     if state.phase in TERMINAL:
-        raise RolloutError(f"rollout {spec.rollout_id} is already {state.phase}; nothing to abort")
+        raise PhaseError(f"rollout {spec.rollout_id} is already {state.phase}; nothing to abort")
     text = f"aborted: {reason}" if reason else "aborted"
     return _back_to_previous(spec, state, RolloutState(ABORTED, state.step_index, now, text))
 

@@ -19,7 +19,7 @@ from edge_agent.engines.llama import LlamaBackend
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models import resolve_model
 from edge_agent.scheduler import Scheduler
-from edge_agent.service import InferenceService
+from edge_agent.service import InferenceService, ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ def serve(config: AgentConfig) -> None:
     cache = None
     if config.cache.enabled:
         cache = ResponseCache(data_dir / "cache" / "responses.db", config.cache.max_bytes, config.cache.ttl_s)
+    # Metrics read the model being served now: a fleet rollout can switch it while the agent runs.
     metrics = AgentMetrics(
-        model_info={"name": artifact.name, "version": artifact.version or artifact.sha256[:12],
-                    "sha256": artifact.sha256, "engine": backend.engine_name, "device": backend.device},
-        scheduler_stats=scheduler.stats,
+        model_info=lambda: model_info(service.current.backend),
+        scheduler_stats=lambda: service.current.scheduler.stats(),
         cache_stats=cache.stats if cache else (lambda: None),
         onnx_providers=(lambda: embedder.providers) if embedder else list,
     )
-    service = InferenceService(backend, scheduler, cache, metrics, artifact.name,
+    service = InferenceService(ServingModel(backend, scheduler, artifact.name), cache, metrics,
                                config.server.request_timeout_s, embedder=embedder)
     app = create_app(service, config.server.max_body_bytes, config.scheduler.retry_after_s)
     sock = _bind(config.server.listen)
@@ -60,7 +60,7 @@ def serve(config: AgentConfig) -> None:
         timeout_graceful_shutdown=30, log_config=None,
     ))
     scheduler.start()
-    control = _start_control(config, data_dir, artifact, scheduler, metrics)
+    control = _start_control(config, data_dir, service)
     _use_uvloop()
     # Everything loaded so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall requests for tens of ms.
@@ -70,10 +70,10 @@ def serve(config: AgentConfig) -> None:
     finally:
         if control:
             control.stop()
-        scheduler.stop()
+        service.current.scheduler.stop()
         if cache:
             cache.close()
-        backend.close()
+        service.current.backend.close()
         (data_dir / ADDRESS_FILE).unlink(missing_ok=True)
 
 
@@ -85,7 +85,13 @@ async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceSe
         warm_up.cancel()
 
 
-def _start_control(config: AgentConfig, data_dir: Path, artifact, scheduler: Scheduler, metrics: AgentMetrics):
+def model_info(backend: LlamaBackend) -> dict[str, str]:
+    a = backend.artifact
+    return {"name": a.name, "version": a.version or a.sha256[:12], "sha256": a.sha256,
+            "engine": backend.engine_name, "device": backend.device}
+
+
+def _start_control(config: AgentConfig, data_dir: Path, service: InferenceService):
     """Report to central when this data dir is enrolled and the config allows it."""
     from edge_agent.control.identity import FleetFiles
 
@@ -100,15 +106,17 @@ def _start_control(config: AgentConfig, data_dir: Path, artifact, scheduler: Sch
     from edge_agent.control.telemetry import SystemProbe
 
     probe = SystemProbe(data_dir)
-    model = ModelInfo(artifact.name, artifact.version or artifact.sha256[:12], artifact.sha256)
     started = time.monotonic()
     control: ControlLoop | None = None
 
     def status() -> bytes:
-        stats = scheduler.stats()
-        window = metrics.window.take(stats.generated_tokens, time.monotonic())
-        return encode_status(__version__, model, probe.sample(), window, stats.queue_depth,
-                             control.config_generation if control else 0, time.monotonic() - started, time.time())
+        model = service.current
+        info = model_info(model.backend)
+        stats = model.scheduler.stats()
+        window = service.metrics.window.take(stats.generated_tokens, time.monotonic())
+        return encode_status(__version__, ModelInfo(info["name"], info["version"], info["sha256"]), probe.sample(),
+                             window, stats.queue_depth, control.config_generation if control else 0,
+                             time.monotonic() - started, time.time())
 
     control = ControlLoop(files, config.fleet, status)
     control.start()

@@ -23,7 +23,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class AgentMetrics:
     def __init__(
         self,
-        model_info: dict[str, str],
+        model_info: Callable[[], dict[str, str]],
         scheduler_stats: Callable[[], SchedulerStats],
         cache_stats: Callable[[], CacheStats | None],
         onnx_providers: Callable[[], list[str]] = list,
@@ -70,8 +70,9 @@ class _LiveCollector:
                                 value=cache.bytes if cache else 0)
         yield GaugeMetricFamily("edgefleet_cache_entries", "Answers in the response cache.",
                                 value=cache.entries if cache else 0)
-        info = GaugeMetricFamily("edgefleet_model_info", "The model being served.", labels=list(self._model_info))
-        info.add_metric(list(self._model_info.values()), 1)
+        model_info = self._model_info()
+        info = GaugeMetricFamily("edgefleet_model_info", "The model being served.", labels=list(model_info))
+        info.add_metric(list(model_info.values()), 1)
         yield info
         providers = self._onnx_providers()
         if providers:

@@ -50,27 +50,67 @@ class Answer:
     on_close: Callable[[], None] | None = None
 
 
+@dataclass(frozen=True)
+class ServingModel:
+    """One loaded model: its engine, the scheduler thread that drives it, and the id clients ask for."""
+    backend: LlamaBackend
+    scheduler: Scheduler
+    model_id: str
+
+    @property
+    def sha256(self) -> str:
+        return self.backend.artifact.sha256
+
+    def close(self) -> None:
+        self.scheduler.stop()
+        self.backend.close()
+
+
 class InferenceService:
     def __init__(
         self,
-        backend: LlamaBackend,
-        scheduler: Scheduler,
+        model: ServingModel,
         cache: ResponseCache | None,
         metrics: AgentMetrics,
-        model_id: str,
         request_timeout_s: float,
         embedder: EmbeddingEngine | None = None,
     ):
-        self.backend = backend
-        self.scheduler = scheduler
+        # Every request reads `current` once and uses that model throughout, so a switch (switch_to) never
+        # splits a request across two models.
+        self.current = model
         self.cache = cache
         self.metrics = metrics
-        self.model_id = model_id
-        self.model_sha256 = backend.artifact.sha256
         self.request_timeout_s = request_timeout_s
         self.embedder = embedder
         self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
         self.ready = False
+
+    @property
+    def backend(self) -> LlamaBackend:
+        return self.current.backend
+
+    @property
+    def model_id(self) -> str:
+        return self.current.model_id
+
+    @property
+    def model_sha256(self) -> str:
+        return self.current.sha256
+
+    async def switch_to(self, new: ServingModel, drain_timeout_s: float) -> ServingModel:
+        """Warm `new` up, then send every new request to it; requests already on the old model finish there.
+        Returns the old model once it has drained (or drain_timeout_s passed) and stopped."""
+        await self.warm_up(new)
+        old, self.current = self.current, new
+        deadline = time.monotonic() + drain_timeout_s
+        while time.monotonic() < deadline:
+            stats = old.scheduler.stats()
+            if stats.queue_depth == 0 and stats.inflight == 0:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(old.close)
+        log.info("switched from %s (%s) to %s (%s)", old.model_id, old.sha256[:12], new.model_id, new.sha256[:12])
+        return old
 
     # -- generation --------------------------------------------------------
 
@@ -78,8 +118,9 @@ class InferenceService:
                        client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
         """``client_gone`` returns when the client disconnects; a non-streamed
         generation then stops (a streamed one stops when its stream is closed)."""
+        model = self.current
         decision = cache_decision(params, cache_control, enabled=self.cache is not None)
-        key = cache_key(self.model_sha256, endpoint, params) if decision.lookup or decision.store else ""
+        key = cache_key(model.sha256, endpoint, params) if decision.lookup or decision.store else ""
         if decision.lookup:
             cached = self.cache.get(key)
             if cached is None and key in self._inflight:
@@ -96,7 +137,7 @@ class InferenceService:
                 return self._from_cache(endpoint, cached, params)
             self.metrics.cache_misses.inc()
             self.metrics.window.record_cache(False)
-        prompt_tokens = self._prompt_tokens(endpoint, params)
+        prompt_tokens = self._prompt_tokens(model.backend, endpoint, params)
         request = GenerationRequest(
             prompt_tokens=tuple(prompt_tokens),
             max_tokens=params["max_tokens"],
@@ -105,19 +146,21 @@ class InferenceService:
             stop=tuple(params["stop"]),
             deadline=started + self.request_timeout_s,
         )
-        ticket, events = self._submit(request)
+        ticket, events = self._submit(model.scheduler, request)
         flight: asyncio.Future[bytes | None] | None = None
         if decision.lookup and key not in self._inflight:
             flight = self._inflight[key] = asyncio.get_running_loop().create_future()
         store_key = key if decision.store else ""
-        completion = Completion.new(endpoint, self.model_id)
+        sha256 = model.sha256
+        completion = Completion.new(endpoint, model.model_id)
         x_cache = "miss" if decision.lookup else "bypass"
         if params["stream"]:
             def on_close() -> None:
                 ticket.cancel()  # a no-op once generation has finished
                 self._resolve(key, flight, None)  # a no-op once the answer is in
 
-            return Answer(x_cache, stream=self._stream(completion, ticket, events, params, store_key, flight, key, started),
+            return Answer(x_cache, stream=self._stream(completion, ticket, events, params, store_key, flight, key, started,
+                                                       sha256),
                           on_close=on_close)
         watcher = asyncio.ensure_future(self._report_gone(client_gone, events)) if client_gone else None
         try:
@@ -129,13 +172,14 @@ class InferenceService:
             if watcher:
                 watcher.cancel()
         body = dumps(completion.body(text, done.finish_reason, done.prompt_tokens, done.completion_tokens))
-        self._store_and_resolve(body, store_key, flight, key)
+        self._store_and_resolve(body, store_key, flight, key, sha256)
         return Answer(x_cache, body=body)
 
-    def _prompt_tokens(self, endpoint: str, params: dict[str, Any]) -> list[int]:
+    @staticmethod
+    def _prompt_tokens(backend: LlamaBackend, endpoint: str, params: dict[str, Any]) -> list[int]:
         if endpoint == "chat":
             try:
-                tokens = self.backend.chat_prompt_tokens(params["messages"])
+                tokens = backend.chat_prompt_tokens(params["messages"])
             except NoChatTemplateError as exc:
                 raise RequestError(str(exc), "messages", code="no_chat_template") from None
             except jinja2.TemplateError as exc:
@@ -144,26 +188,27 @@ class InferenceService:
                 raise RequestError(f"the model's chat template rejected the messages: {exc}", "messages") from None
         elif isinstance(params["prompt"], list):
             tokens = params["prompt"]
-            if not self.backend.in_vocab(tokens):
-                raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{self.backend.vocab_size - 1})", "prompt")
+            if not backend.in_vocab(tokens):
+                raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})", "prompt")
         else:
-            tokens = self.backend.tokenize(params["prompt"], add_special=True)
+            tokens = backend.tokenize(params["prompt"], add_special=True)
         if not tokens:
             raise RequestError("the prompt is empty", "prompt")
-        if len(tokens) >= self.backend.n_ctx:
+        if len(tokens) >= backend.n_ctx:
             raise RequestError(
-                f"the prompt has {len(tokens)} tokens; this model's context is {self.backend.n_ctx} tokens, "
+                f"the prompt has {len(tokens)} tokens; this model's context is {backend.n_ctx} tokens, "
                 "which must also hold at least one generated token",
                 "messages" if endpoint == "chat" else "prompt", code="context_length_exceeded",
             )
         return tokens
 
-    def _submit(self, request: GenerationRequest) -> tuple[Ticket, asyncio.Queue]:
+    @staticmethod
+    def _submit(scheduler: Scheduler, request: GenerationRequest) -> tuple[Ticket, asyncio.Queue]:
         """Queue a generation; its events arrive on the returned asyncio queue
         (the scheduler thread hands each one to this event loop)."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        ticket = self.scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        ticket = scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
         return ticket, events
 
     @staticmethod
@@ -194,7 +239,7 @@ class InferenceService:
             ticket.cancel()  # a no-op once done; stops generation if the client went away
 
     async def _stream(self, completion: Completion, ticket: Ticket, events: asyncio.Queue, params, store_key: str,
-                      flight, key: str, started: float) -> AsyncIterator[bytes]:
+                      flight, key: str, started: float, sha256: str) -> AsyncIterator[bytes]:
         parts: list[str] = []
         done: DoneEvent | None = None
         try:
@@ -226,13 +271,13 @@ class InferenceService:
             ticket.cancel()
             if done is not None:
                 body = dumps(completion.body("".join(parts), done.finish_reason, done.prompt_tokens, done.completion_tokens))
-                self._store_and_resolve(body, store_key, flight, key)
+                self._store_and_resolve(body, store_key, flight, key, sha256)
             else:
                 self._resolve(key, flight, None)
 
-    def _store_and_resolve(self, body: bytes, store_key: str, flight, key: str) -> None:
+    def _store_and_resolve(self, body: bytes, store_key: str, flight, key: str, sha256: str) -> None:
         if store_key:
-            self.cache.put(store_key, self.model_sha256, body)
+            self.cache.put(store_key, sha256, body)
         self._resolve(key, flight, body)
 
     def _resolve(self, key: str, flight, body: bytes | None) -> None:
@@ -261,14 +306,16 @@ class InferenceService:
 
     # -- warm-up -----------------------------------------------------------
 
-    async def warm_up(self) -> None:
-        """Generate one token end to end; /readyz turns ready only after it."""
-        tokens = self.backend.tokenize("Hello", add_special=True)
+    async def warm_up(self, model: ServingModel | None = None) -> None:
+        """Generate one token end to end on `model` (default: the current one); /readyz turns ready after it."""
+        model = model or self.current
+        tokens = model.backend.tokenize("Hello", add_special=True)
         request = GenerationRequest(tuple(tokens), max_tokens=1, sampling=SamplingParams(temperature=0.0))
-        ticket, events = self._submit(request)
+        ticket, events = self._submit(model.scheduler, request)
         await self._collect(ticket, events, time.monotonic(), endpoint=None)
-        self.ready = True
-        log.info("warm-up done: the model generated its first token; ready")
+        if model is self.current:
+            self.ready = True
+            log.info("warm-up done: the model generated its first token; ready")
 
 
 def error_for(exc: BaseException) -> tuple[int, dict[str, Any]]:

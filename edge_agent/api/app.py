@@ -33,7 +33,9 @@ _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/em
 
 
 def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: int) -> Starlette:
-    limits = Limits(n_ctx=service.backend.n_ctx, model_ids=(service.model_id,))
+    def limits() -> Limits:
+        # Read per request: the served model can change (a fleet rollout switches it live).
+        return Limits(n_ctx=service.backend.n_ctx, model_ids=(service.model_id,))
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -58,7 +60,7 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
     async def generation(request: Request, endpoint: str) -> Response:
         started = time.monotonic()
         body = await read_json(request)
-        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits)
+        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits())
 
         async def client_gone() -> None:
             # The body has been read: the next message is the disconnect.
@@ -76,7 +78,7 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
         return await generation(request, "chat")
 
     async def embeddings(request: Request) -> Response:
-        params = parse_embeddings(await read_json(request), limits)
+        params = parse_embeddings(await read_json(request), limits())
         return Response(dumps(await service.embed(params)), media_type=_JSON)
 
     async def models(request: Request) -> Response:

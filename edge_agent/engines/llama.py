@@ -82,6 +82,7 @@ class LlamaBackend:
     ):
         _ensure_backend()
         self.artifact = artifact
+        self._closed = False
         self.n_slots = n_parallel
         self.n_batch = n_batch
         self._n_threads = n_threads or os.cpu_count() or 1
@@ -348,6 +349,11 @@ class LlamaBackend:
                 llama_cpp.llama_batch_free(batch)
 
     def close(self) -> None:
+        """Free the native memory; safe to call twice (a switched-out model is closed by the switch and
+        again at shutdown), since a second free of llama.cpp's objects would corrupt the heap."""
+        if self._closed:
+            return
+        self._closed = True
         for slot in list(self._slots):
             self.end(slot)
         llama_cpp.llama_batch_free(self._batch)
