@@ -17,7 +17,7 @@ from edge_agent.cache import ResponseCache
 from edge_agent.config import HTTP_ADDRESS_FILE, AgentConfig, parse_listen
 from edge_agent.engines.llama import LlamaBackend
 from edge_agent.metrics import AgentMetrics
-from edge_agent.models import resolve_model
+from edge_agent.models import ModelArtifact, resolve_model
 from edge_agent.scheduler import Scheduler
 from edge_agent.service import InferenceService, ServingModel
 
@@ -30,7 +30,14 @@ def serve(config: AgentConfig) -> None:
     data_dir = config.data_path
     data_dir.mkdir(parents=True, exist_ok=True)
     m = config.model
-    artifact = resolve_model(m.name, m.path, data_dir)
+    slots = _fleet_slots(config, data_dir)
+    installed = slots.active() if slots else None
+    if installed:
+        # The fleet's last activated version wins over the config's model: central assigned it.
+        artifact = _artifact_of(installed.manifest, installed.path)
+        log.info("serving the fleet-assigned %s from slot %s", installed.manifest.ref, installed.slot)
+    else:
+        artifact = resolve_model(m.name, m.path, data_dir)
     backend = LlamaBackend(artifact, m.n_ctx, m.n_parallel, m.n_batch, m.n_threads, m.n_gpu_layers)
     embedder = None
     if config.embeddings.engine == "onnx":
@@ -66,7 +73,7 @@ def serve(config: AgentConfig) -> None:
     # the collector's full passes, which otherwise stall requests for tens of ms.
     gc.freeze()
     try:
-        asyncio.run(_run(server, sock, service))
+        asyncio.run(_run(server, sock, service, control, slots, config))
     finally:
         if control:
             control.stop()
@@ -77,12 +84,48 @@ def serve(config: AgentConfig) -> None:
         (data_dir / ADDRESS_FILE).unlink(missing_ok=True)
 
 
-async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceService) -> None:
+async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceService, control, slots,
+               config: AgentConfig) -> None:
     warm_up = asyncio.create_task(service.warm_up())
+    activator = None
+    if control and slots:
+        from edge_agent.control.activation import Activator
+
+        activator = Activator(slots, lambda: control.client, service, asyncio.get_running_loop(),
+                              lambda manifest, path: _load_serving(config, manifest, path),
+                              drain_timeout_s=config.server.request_timeout_s)
+        control.attach_activator(activator)
     try:
         await server.serve(sockets=[sock])
     finally:
         warm_up.cancel()
+        if activator:
+            activator.stop()
+
+
+def _fleet_slots(config: AgentConfig, data_dir: Path):
+    from edge_agent.control.identity import FleetFiles
+
+    files = FleetFiles(data_dir)
+    if not config.fleet.enabled or not files.enrolled():
+        return None
+    from edge_agent.control.artifacts import ModelSlots
+
+    return ModelSlots(data_dir, files.load().signing_public_key_pem)
+
+
+def _artifact_of(manifest, path: Path) -> ModelArtifact:
+    return ModelArtifact(manifest.name, path, manifest.sha256, manifest.size, manifest.version)
+
+
+def _load_serving(config: AgentConfig, manifest, path: Path) -> ServingModel:
+    """Load a fleet-delivered version beside the current one, with the config's engine settings."""
+    m = config.model
+    backend = LlamaBackend(_artifact_of(manifest, path), m.n_ctx, m.n_parallel, m.n_batch, m.n_threads,
+                           m.n_gpu_layers)
+    scheduler = Scheduler(backend, config.scheduler.max_queue)
+    scheduler.start()
+    return ServingModel(backend, scheduler, manifest.name)
 
 
 def model_info(backend: LlamaBackend) -> dict[str, str]:
@@ -116,7 +159,8 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
         window = service.metrics.window.take(stats.generated_tokens, time.monotonic())
         return encode_status(__version__, ModelInfo(info["name"], info["version"], info["sha256"]), probe.sample(),
                              window, stats.queue_depth, control.config_generation if control else 0,
-                             time.monotonic() - started, time.time())
+                             time.monotonic() - started, time.time(),
+                             activation=control.activator.status if control and control.activator else None)
 
     control = ControlLoop(files, config.fleet, status)
     control.start()

@@ -100,9 +100,26 @@ def _timestamp(seconds: float) -> Timestamp:
     return ts
 
 
+_ACTIVATION_STATES = {"DOWNLOADING": 1, "VERIFYING": 2, "WARMING": 3, "ACTIVE": 4, "FAILED": 5, "ROLLED_BACK": 6}
+
+
 def encode_status(agent_version: str, model: ModelInfo, system: SystemSample, window: InferenceWindow,
-                  queue_depth: int, config_generation: int, uptime_s: float, observed_at: float) -> bytes:
-    """A serialized edgefleet.v1.NodeStatus: what a heartbeat sends, and what the spool keeps when it cannot."""
+                  queue_depth: int, config_generation: int, uptime_s: float, observed_at: float,
+                  activation=None) -> bytes:
+    """A serialized edgefleet.v1.NodeStatus: what a heartbeat sends, and what the spool keeps when it cannot.
+    `activation` is an edge_agent.control.activation.ActivationStatus, or None."""
+    status = _status_message(agent_version, model, system, window, queue_depth, config_generation, uptime_s,
+                             observed_at)
+    if activation is not None and activation.model is not None:
+        a = activation
+        status.activation.CopyFrom(common_pb2.Activation(
+            model=common_pb2.ModelRef(name=a.model.name, version=a.model.version, sha256=a.model.sha256),
+            state=_ACTIVATION_STATES.get(a.state, 0), bytes_done=a.bytes_done, bytes_total=a.bytes_total,
+            reason=a.reason, since=_timestamp(a.since)))
+    return status.SerializeToString()
+
+
+def _status_message(agent_version, model, system, window, queue_depth, config_generation, uptime_s, observed_at):
     return common_pb2.NodeStatus(
         agent_version=agent_version,
         active_model=common_pb2.ModelRef(name=model.name, version=model.version, sha256=model.sha256),
@@ -121,7 +138,7 @@ def encode_status(agent_version: str, model: ModelInfo, system: SystemSample, wi
             latency_p50_ms=window.latency_p50_ms, latency_p99_ms=window.latency_p99_ms, queue_depth=queue_depth,
             cache_hits=window.cache_hits, cache_lookups=window.cache_lookups),
         config_generation=config_generation, observed_at=_timestamp(observed_at), uptime_seconds=uptime_s,
-    ).SerializeToString()
+    )
 
 
 def encode_event(kind: str, message: str, **attributes: str) -> bytes:

@@ -43,6 +43,16 @@ class ControlLoop:
         self._last_ok_at: float | None = None
         self._offline_since: float | None = None
         self._client = FleetClient(self.identity, config.rpc_timeout_s)
+        self.activator = None
+
+    @property
+    def client(self) -> FleetClient:
+        """The current client (renewal replaces it), for downloads on other threads."""
+        return self._client
+
+    def attach_activator(self, activator) -> None:
+        """From now on each heartbeat's desired model is handed to activator.want()."""
+        self.activator = activator
 
     def start(self) -> None:
         self.spool.append("event", self._clock(), encode_event("agent_started", "the agent started"))
@@ -71,6 +81,8 @@ class ControlLoop:
         self._failures, self._refused, self._last_error = 0, False, ""
         self._ever_connected, self._last_ok_at, self._offline_since = True, now, None
         self.interval_s, self.config_generation = reply.interval_s, reply.config_generation
+        if self.activator is not None:
+            self.activator.want(reply.model, reply.manifest_body, reply.manifest_signature)
         try:
             self._flush()
             self._renew_if_due(now)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -9,8 +10,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ActivationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVATION_STATE_UNSPECIFIED: _ClassVar[ActivationState]
+    ACTIVATION_STATE_DOWNLOADING: _ClassVar[ActivationState]
+    ACTIVATION_STATE_VERIFYING: _ClassVar[ActivationState]
+    ACTIVATION_STATE_WARMING: _ClassVar[ActivationState]
+    ACTIVATION_STATE_ACTIVE: _ClassVar[ActivationState]
+    ACTIVATION_STATE_FAILED: _ClassVar[ActivationState]
+    ACTIVATION_STATE_ROLLED_BACK: _ClassVar[ActivationState]
+ACTIVATION_STATE_UNSPECIFIED: ActivationState
+ACTIVATION_STATE_DOWNLOADING: ActivationState
+ACTIVATION_STATE_VERIFYING: ActivationState
+ACTIVATION_STATE_WARMING: ActivationState
+ACTIVATION_STATE_ACTIVE: ActivationState
+ACTIVATION_STATE_FAILED: ActivationState
+ACTIVATION_STATE_ROLLED_BACK: ActivationState
+
 class NodeStatus(_message.Message):
-    __slots__ = ("agent_version", "active_model", "system", "inference", "config_generation", "observed_at", "uptime_seconds")
+    __slots__ = ("agent_version", "active_model", "system", "inference", "config_generation", "observed_at", "uptime_seconds", "activation")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_MODEL_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +36,7 @@ class NodeStatus(_message.Message):
     CONFIG_GENERATION_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     active_model: ModelRef
     system: SystemMetrics
@@ -25,7 +44,24 @@ class NodeStatus(_message.Message):
     config_generation: int
     observed_at: _timestamp_pb2.Timestamp
     uptime_seconds: float
-    def __init__(self, agent_version: _Optional[str] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., system: _Optional[_Union[SystemMetrics, _Mapping]] = ..., inference: _Optional[_Union[InferenceStats, _Mapping]] = ..., config_generation: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+    activation: Activation
+    def __init__(self, agent_version: _Optional[str] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., system: _Optional[_Union[SystemMetrics, _Mapping]] = ..., inference: _Optional[_Union[InferenceStats, _Mapping]] = ..., config_generation: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ...) -> None: ...
+
+class Activation(_message.Message):
+    __slots__ = ("model", "state", "bytes_done", "bytes_total", "reason", "since")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    state: ActivationState
+    bytes_done: int
+    bytes_total: int
+    reason: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., state: _Optional[_Union[ActivationState, str]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version", "sha256")

@@ -1,0 +1,135 @@
+"""Switching the agent to the model version central assigns, safely.
+
+One activation at a time, on its own thread: verify the signed manifest against
+the key pinned at enrollment, download into the inactive slot (resuming after a
+broken connection), check the bytes' sha256, load the model beside the current
+one, generate a test answer, then switch: requests in flight finish on the old
+model, new ones go to the new. Only after the switch does the slot pointer
+move, so a crash at any point restarts on the last good model. Anything that
+fails leaves the current model serving and is reported as FAILED with the
+reason; the same version is not retried until central assigns another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from edge_agent.control import policy
+from edge_agent.control.artifacts import ArtifactError, ModelSlots
+from edge_agent.control.client import CentralUnavailable, ControlError, FleetClient, ModelInfo
+from edge_agent.errors import AgentError
+from edge_agent.service import InferenceService, ServingModel
+from edgefleet.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED, ROLLED_BACK = (
+    "DOWNLOADING", "VERIFYING", "WARMING", "ACTIVE", "FAILED", "ROLLED_BACK")
+DOWNLOAD_RETRY_CAP_S = 30.0
+
+
+@dataclass(frozen=True)
+class ActivationStatus:
+    model: ModelInfo | None = None
+    state: str = ""
+    bytes_done: int = 0
+    bytes_total: int = 0
+    reason: str = ""
+    since: float = 0.0
+
+
+class Activator:
+    def __init__(self, slots: ModelSlots, client: Callable[[], FleetClient], service: InferenceService,
+                 loop: asyncio.AbstractEventLoop, load: Callable[[Manifest, Path], ServingModel],
+                 drain_timeout_s: float, clock: Callable[[], float] = time.time):
+        self.slots = slots
+        self._client = client
+        self._service = service
+        self._loop = loop
+        self._load = load
+        self._drain_timeout_s = drain_timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.status = ActivationStatus()
+        installed = slots.active()
+        # The slot's version, not the bytes served: the same bytes under the config's built-in name still
+        # get installed and switched to, so the model id and the rollback slot follow central.
+        self._active_sha256 = installed.manifest.sha256 if installed else ""
+
+    def want(self, model: ModelInfo | None, manifest_body: bytes, signature: str) -> None:
+        """Called with each heartbeat's desired model; starts an activation when there is something to do."""
+        if model is None:
+            return
+        with self._lock:
+            if self._active_sha256 == model.sha256 == self._service.model_sha256:
+                if self.status.model is None:  # after a restart: report what the slot serves
+                    self._set(model=model, state=ACTIVE)
+                return
+            busy = self._thread is not None and self._thread.is_alive()
+            same = self.status.model is not None and self.status.model.sha256 == model.sha256
+            if busy or (same and self.status.state in (FAILED, ROLLED_BACK, ACTIVE)):
+                return  # one at a time; a failed version waits for central to assign another
+            self._set(model=model, state=VERIFYING, bytes_done=0, bytes_total=0, reason="")
+            self._thread = threading.Thread(target=self._run, args=(model, manifest_body, signature),
+                                            name="edgefleet-activation", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _set(self, **changes) -> None:
+        if "state" in changes:
+            changes["since"] = self._clock()
+        self.status = replace(self.status, **changes)
+
+    def _run(self, model: ModelInfo, body: bytes, signature: str) -> None:
+        try:
+            manifest = self.slots.verify_manifest(body, signature)
+            if manifest.sha256 != model.sha256:
+                raise ArtifactError("the signed manifest names other bytes than the assignment")
+            self._set(state=DOWNLOADING, bytes_total=manifest.size)
+            path = self._download(manifest)
+            self._set(state=WARMING)
+            serving = self._load(manifest, path)
+            switch = asyncio.run_coroutine_threadsafe(self._service.switch_to(serving, self._drain_timeout_s),
+                                                      self._loop)
+            switch.result(timeout=self._drain_timeout_s + 120)
+            installed = next((m for m in (self.slots.inactive(), self.slots.active())
+                              if m is not None and m.manifest.sha256 == manifest.sha256), None)
+            if installed is None:
+                raise ArtifactError("the verified model vanished from its slot")
+            self.slots.activate(installed.slot)
+            self._active_sha256 = manifest.sha256
+            self._set(state=ACTIVE)
+            log.info("activated %s@%s (sha256 %s)", manifest.name, manifest.version, manifest.sha256[:12])
+        except (AgentError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+            self._set(state=FAILED, reason=reason)
+            log.error("could not activate %s@%s: %s; the current model serves on", model.name, model.version, reason)
+
+    def _download(self, manifest: Manifest) -> Path:
+        failures = 0
+        while True:
+            try:
+                return self.slots.download(
+                    manifest, lambda offset: self._client().fetch_artifact(manifest.sha256, offset),
+                    progress=lambda done, total: self._set_progress(done, total))
+            except CentralUnavailable as exc:
+                # A broken connection: keep the part and resume when central answers again.
+                failures += 1
+                log.warning("download of %s interrupted (%s); resuming", manifest.ref, exc)
+                if self._stop.wait(policy.backoff_delay(failures, 1.0, DOWNLOAD_RETRY_CAP_S, 0.5)):
+                    raise ArtifactError("the agent is stopping") from None
+            except ControlError as exc:
+                raise ArtifactError(str(exc)) from None
+
+    def _set_progress(self, done: int, total: int) -> None:
+        self.status = replace(self.status, bytes_done=done, bytes_total=total)

@@ -1,0 +1,265 @@
+"""The agent's store of fleet-delivered models: two slots (A/B) and one pointer between them.
+
+    <data_dir>/models/fleet/
+        active.json          {"slot": "a"}: the single switch point, only ever replaced with os.replace
+        slot-a/              model.<format> + manifest.json ({"body": ..., "signature": ...})
+        slot-b/              the same, or download.part + download.json ({"sha256": ...}) while downloading
+
+A download goes to the slot that is not active, so the running model is never touched. Its bytes land in
+``download.part`` and become ``model.<format>`` only after their size and sha256 match the signed manifest,
+and a slot counts only when its stored manifest verifies against the signing key pinned at enrollment. A
+kill -9 at any moment therefore leaves the old or the new ``active.json``, and a slot that is either whole
+or ignored; a ``download.part`` left behind is resumed by the next :meth:`ModelSlots.download`.
+
+Errors: :class:`ArtifactError` (an :class:`~edge_agent.errors.AgentError`) with a short ``reason`` for the
+FAILED(reason) state. Exceptions from the chunk source (CentralUnavailable, ...) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import AgentError
+from edgefleet import manifest as manifest_mod
+from edgefleet.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+SLOTS = ("a", "b")
+HEADROOM_BYTES = 64 << 20  # left free beyond the download itself, for logs, caches and SQLite files
+_MiB = 1 << 20
+
+Chunks = Callable[[int], Iterable[tuple[int, bytes, int]]]
+
+
+class ArtifactError(AgentError):
+    """A model artifact that is refused or cannot be stored; ``reason`` says which, in a few words."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    slot: str
+    manifest: Manifest
+    path: Path
+
+
+def _other(slot: str | None) -> str:
+    return "b" if slot == "a" else "a"
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Replace path with data: temp file, fsync, os.replace, fsync of the directory."""
+    tmp = path.with_name(f".{path.name}.tmp")  # one writer per data dir, so a fixed name never piles up
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModelSlots:
+    """Two model slots under ``<data_dir>/models/fleet``; not thread-safe (the control loop owns it)."""
+
+    def __init__(self, data_dir: Path, signing_public_key_pem: bytes):
+        self.root = Path(data_dir) / "models" / "fleet"
+        self._key = signing_public_key_pem
+        self._pointer = self.root / "active.json"
+        self._signed: dict[bytes, tuple[bytes, str]] = {}  # canonical manifest -> (body, signature) as sent
+
+    def slot_dir(self, slot: str) -> Path:
+        return self.root / f"slot-{slot}"
+
+    def verify_manifest(self, body: bytes, signature: str) -> Manifest:
+        """The manifest in body if central's pinned key signed exactly these bytes; ArtifactError otherwise."""
+        try:
+            manifest = manifest_mod.verify(body, signature, self._key)
+        except manifest_mod.ManifestError as exc:
+            raise ArtifactError(f"manifest refused: {exc}") from None
+        self._signed[manifest.canonical()] = (body, signature)
+        return manifest
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _active_slot(self) -> str | None:
+        try:
+            slot = json.loads(self._pointer.read_text())["slot"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring %s: it cannot be read (%s); no fleet model is active", self._pointer, exc)
+            return None
+        if slot not in SLOTS:
+            log.warning("ignoring %s: it names slot %r; no fleet model is active", self._pointer, slot)
+            return None
+        return slot
+
+    def _installed(self, slot: str) -> InstalledModel | None:
+        stored = self.slot_dir(slot) / "manifest.json"
+        try:
+            record = json.loads(stored.read_text())
+            manifest = self.verify_manifest(record["body"].encode(), record["signature"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ArtifactError) as exc:
+            log.warning("treating model slot %s as empty: %s cannot be used (%s)", slot, stored, exc)
+            return None
+        path = self.slot_dir(slot) / f"model.{manifest.format}"
+        # The size only, not the sha256: hashing a multi-GiB model at every start would take minutes. The full
+        # hash was checked before the file was renamed into place, and nothing else writes to it.
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = None
+        if size != manifest.size:
+            log.warning("treating model slot %s as empty: %s has %s bytes, its manifest says %d",
+                        slot, path, size, manifest.size)
+            return None
+        return InstalledModel(slot, manifest, path)
+
+    def active(self) -> InstalledModel | None:
+        slot = self._active_slot()
+        return self._installed(slot) if slot else None
+
+    def inactive(self) -> InstalledModel | None:
+        return self._installed(_other(self._active_slot()))
+
+    # -- switching -----------------------------------------------------------------------
+
+    def activate(self, slot: str) -> InstalledModel:
+        """Point active.json at slot, which must hold a verified model."""
+        if slot not in SLOTS:
+            raise ArtifactError(f"no slot {slot!r}; slots are {', '.join(SLOTS)}")
+        installed = self._installed(slot)
+        if installed is None:
+            raise ArtifactError(f"slot {slot} holds no verified model")
+        _write_durably(self._pointer, json.dumps({"slot": slot}).encode())
+        log.info("fleet model %s (slot %s) is now active", installed.manifest.ref, slot)
+        return installed
+
+    def rollback(self) -> InstalledModel:
+        """Point back at the other slot, which still holds the previous version."""
+        target = _other(self._active_slot())
+        if self._installed(target) is None:
+            raise ArtifactError(f"nothing to roll back to: slot {target} holds no verified model")
+        return self.activate(target)
+
+    # -- downloading ---------------------------------------------------------------------
+
+    def download(self, manifest: Manifest, chunks_from: Chunks,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+        """The verified model file of manifest in the inactive slot, downloaded (or resumed) if needed.
+
+        manifest must come from :meth:`verify_manifest` (its signed bytes are stored beside the model).
+        chunks_from(offset) yields (offset, data, total_size) from offset on, as FleetClient.fetch_artifact.
+        If the active slot already holds this sha256, its path is returned and nothing is downloaded.
+        """
+        signed = self._signed.get(manifest.canonical())
+        if signed is None:
+            raise ArtifactError(f"manifest of {manifest.ref} was not verified by this store; refusing it")
+        for holder in (self.active(), self.inactive()):
+            if holder is not None and holder.manifest.sha256 == manifest.sha256:
+                return holder.path
+        slot = _other(self._active_slot())
+        slot_dir = self.slot_dir(slot)
+        part, part_meta = slot_dir / "download.part", slot_dir / "download.json"
+        slot_dir.mkdir(parents=True, exist_ok=True)
+        resumable = self._resumable(part, part_meta, manifest)
+        offset = part.stat().st_size if resumable else 0
+        keep = {part.name, part_meta.name} if resumable else set()
+        # Everything else in the spare slot (an older model, another download) is removed to make room.
+        reclaim = sum(f.lstat().st_size for f in slot_dir.iterdir() if f.name not in keep)
+        free = shutil.disk_usage(slot_dir).free + reclaim
+        need = manifest.size - offset + HEADROOM_BYTES
+        if free < need:
+            raise ArtifactError(f"disk full: need {need / _MiB:.0f} MiB, {free / _MiB:.0f} MiB free")
+        self._clear(slot_dir, keep)
+        digest = hashlib.sha256()
+        if resumable:  # hash what is already there first
+            log.info("resuming the download of %s at byte %d of %d", manifest.ref, offset, manifest.size)
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(min(_MiB, offset - f.tell())), b""):
+                    digest.update(block)
+        else:
+            _write_durably(part_meta, json.dumps({"sha256": manifest.sha256}).encode())
+        if progress is not None:
+            progress(offset, manifest.size)
+        try:
+            written = self._receive(part, offset, digest, manifest, chunks_from, progress)
+            if written < manifest.size:
+                raise ArtifactError(f"truncated: got {written} of {manifest.size} bytes")
+            if digest.hexdigest() != manifest.sha256:
+                raise ArtifactError(f"sha256 mismatch: expected {manifest.sha256}, got {digest.hexdigest()}")
+        except ArtifactError:
+            self._clear(slot_dir, keep=set())
+            raise
+        # Anything else (central unavailable, the agent stopping) keeps download.part for the next try.
+        final = slot_dir / f"model.{manifest.format}"
+        os.replace(part, final)
+        body, signature = signed
+        _write_durably(slot_dir / "manifest.json", json.dumps({"body": body.decode(), "signature": signature}).encode())
+        part_meta.unlink(missing_ok=True)
+        log.info("downloaded and verified %s (%d bytes) into slot %s", manifest.ref, manifest.size, slot)
+        return final
+
+    @staticmethod
+    def _resumable(part: Path, part_meta: Path, manifest: Manifest) -> bool:
+        try:
+            same = json.loads(part_meta.read_text())["sha256"] == manifest.sha256
+            return same and part.stat().st_size <= manifest.size
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    @staticmethod
+    def _clear(slot_dir: Path, keep: set[str]) -> None:
+        """Remove the slot's files but those named in keep; manifest.json first, so the slot reads empty."""
+        (slot_dir / "manifest.json").unlink(missing_ok=True)
+        for f in slot_dir.iterdir():
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
+
+    @staticmethod
+    def _receive(part: Path, written: int, digest, manifest: Manifest, chunks_from: Chunks,
+                 progress: Callable[[int, int], None] | None) -> int:
+        with open(part, "ab") as out:
+            for offset, data, _total in chunks_from(written):
+                if offset != written:
+                    raise ArtifactError(f"chunk at offset {offset}, expected {written}")
+                if written + len(data) > manifest.size:
+                    raise ArtifactError(f"oversize: more than the manifest's {manifest.size} bytes")
+                try:
+                    out.write(data)
+                    out.flush()
+                except OSError as exc:
+                    raise _write_error(exc) from exc
+                digest.update(data)
+                written += len(data)
+                if progress is not None:
+                    progress(written, manifest.size)
+            try:
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise _write_error(exc) from exc
+        return written
+
+
+def _write_error(exc: OSError) -> ArtifactError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ArtifactError(f"disk full: {exc.strerror}")
+    return ArtifactError(f"cannot write the download: {exc}")
