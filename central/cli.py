@@ -37,6 +37,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _percent(text: str) -> int:
+    value = _positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"a percentage is at most 100, got {value}")
+    return value
+
+
+def _steps(text: str) -> list[int]:
+    return [_percent(part.strip()) for part in text.split(",") if part.strip()]
+
+
 def _labels_arg(text: str) -> dict[str, str]:
     try:
         return parse_labels(text)
@@ -111,6 +122,29 @@ def build_parser() -> argparse.ArgumentParser:
     mshow.add_argument("--json", action="store_true", help="print JSON for scripts")
     mdelete = models.add_parser("delete", help="delete a version no node is assigned to")
     mdelete.add_argument("ref", metavar="NAME@VERSION")
+
+    rollout = sub.add_parser("rollout", help="canary rollouts of model versions").add_subparsers(
+        dest="command", required=True)
+    rstart = rollout.add_parser("start", help="roll a version out to the nodes matching a selector, canary first")
+    rstart.add_argument("ref", metavar="NAME@VERSION")
+    rstart.add_argument("--selector", type=_labels_arg, default={}, help="nodes with these labels, k=v,... (all)")
+    rstart.add_argument("--canary", type=_percent, default=10, help="percent of nodes in the canary step (10)")
+    rstart.add_argument("--steps", type=_steps, default=[100], help="later steps in percent, e.g. 50,100 (100)")
+    rstart.add_argument("--bake", type=_duration_arg, default=600.0, help="time each step must run healthy (10m)")
+    rstart.add_argument("--max-error-rate", type=float, default=0.02, help="highest error rate, 0..1 (0.02)")
+    rstart.add_argument("--max-p99-ms", type=float, default=2000.0, help="highest p99 latency in ms (2000)")
+    rstart.add_argument("--json", action="store_true", help="print JSON for scripts")
+    rstatus = rollout.add_parser("status", help="a rollout's phase, nodes and what it waits on")
+    rstatus.add_argument("rollout_id")
+    rstatus.add_argument("--json", action="store_true", help="print JSON for scripts")
+    rlist = rollout.add_parser("list", help="rollouts, newest first")
+    rlist.add_argument("--json", action="store_true", help="print JSON for scripts")
+    for verb, text in (("pause", "stop promotions (a breach still rolls back)"),
+                       ("resume", "continue; the current step bakes again")):
+        rollout.add_parser(verb, help=text).add_argument("rollout_id")
+    rabort = rollout.add_parser("abort", help="stop and give every node its previous version")
+    rabort.add_argument("rollout_id")
+    rabort.add_argument("--reason", default="", help="why, for the audit log")
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="command", required=True)
     alist = audit.add_parser("list", help="audit entries, oldest first")
@@ -462,6 +496,78 @@ def _models_delete(client, args) -> int:
     return 0
 
 
+def _rollout_row(r) -> dict:
+    return {"rollout": r.rollout_id, "model": f"{r.model.name}@{r.model.version}", "phase": r.phase,
+            "step": f"{r.step_index + 1}/{len(r.steps)}" if r.phase != "COMPLETED" else "done",
+            "steps": list(r.steps), "selector": dict(r.selector), "reason": r.reason,
+            "nodes": [{"node": n.node_id, "desired": n.desired_version, "active": n.active_version,
+                       "activation": n.activation_state, "in_step": n.in_step} for n in r.nodes],
+            "waiting_on": list(r.waiting_on)}
+
+
+def _print_rollout(r) -> None:
+    row = _rollout_row(r)
+    print(f"rollout {row['rollout']}: {row['model']} {row['phase']} (step {row['step']} of "
+          f"{'/'.join(map(str, row['steps']))} %) on {format_labels(row['selector']) or 'every node'}")
+    print(f"reason: {row['reason']}")
+    for wait in row["waiting_on"]:
+        print(f"waiting: {wait}")
+    _print_table(["NODE", "IN STEP", "DESIRED", "ACTIVE", "ACTIVATION"], [
+        [n["node"], "yes" if n["in_step"] else "", n["desired"] or "-", n["active"] or "-", n["activation"] or "-"]
+        for n in row["nodes"]])
+
+
+def _rollout_start(client, args) -> int:
+    from central.convert import duration
+    from edgefleet.v1 import admin_pb2
+
+    name, version = _ref(args.ref)
+    r = client.call("StartRollout", admin_pb2.StartRolloutRequest(
+        name=name, version=version, selector=args.selector, canary=args.canary, steps=args.steps,
+        bake=duration(args.bake), max_error_rate=args.max_error_rate, max_p99_ms=args.max_p99_ms)).rollout
+    if args.json:
+        _print_json(_rollout_row(r))
+    else:
+        _print_rollout(r)
+    return 0
+
+
+def _rollout_status(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    r = client.call("GetRollout", admin_pb2.GetRolloutRequest(rollout_id=args.rollout_id)).rollout
+    if args.json:
+        _print_json(_rollout_row(r))
+    else:
+        _print_rollout(r)
+    return 0
+
+
+def _rollout_list(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    rows = [_rollout_row(r) for r in client.call("ListRollouts", admin_pb2.ListRolloutsRequest()).rollouts]
+    if args.json:
+        _print_json(rows)
+        return 0
+    _print_table(["ROLLOUT", "MODEL", "PHASE", "STEP", "NODES", "REASON"], [
+        [r["rollout"], r["model"], r["phase"], r["step"], str(len(r["nodes"])), r["reason"][:60]] for r in rows])
+    return 0
+
+
+def _rollout_change(method: str, request_type: str):
+    def handler(client, args) -> int:
+        from edgefleet.v1 import admin_pb2
+
+        fields = {"rollout_id": args.rollout_id}
+        if getattr(args, "reason", None) is not None:
+            fields["reason"] = args.reason
+        r = client.call(method, getattr(admin_pb2, request_type)(**fields)).rollout
+        print(f"rollout {r.rollout_id}: {r.phase} ({r.reason})")
+        return 0
+    return handler
+
+
 def _audit_list(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
@@ -495,7 +601,11 @@ _HANDLERS = {
     ("nodes", "list"): _nodes_list, ("nodes", "show"): _nodes_show, ("nodes", "label"): _nodes_label,
     ("nodes", "revoke"): _nodes_revoke, ("nodes", "assign"): _nodes_assign,
     ("models", "push"): _models_push, ("models", "list"): _models_list, ("models", "show"): _models_show,
-    ("models", "delete"): _models_delete, ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
+    ("models", "delete"): _models_delete,
+    ("rollout", "start"): _rollout_start, ("rollout", "status"): _rollout_status, ("rollout", "list"): _rollout_list,
+    ("rollout", "pause"): _rollout_change("PauseRollout", "PauseRolloutRequest"),
+    ("rollout", "resume"): _rollout_change("ResumeRollout", "ResumeRolloutRequest"),
+    ("rollout", "abort"): _rollout_change("AbortRollout", "AbortRolloutRequest"), ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
 }
 
 

@@ -97,3 +97,57 @@ def audit_message(e: audit.AuditEntry) -> admin_pb2.AuditEntry:
     return admin_pb2.AuditEntry(sequence=e.sequence, at=timestamp(e.at), actor=e.actor, action=e.action,
                                 target=e.target, outcome=_OUTCOMES[e.outcome], detail=e.detail, peer=e.peer,
                                 previous_hash=e.previous_hash, hash=e.hash)
+
+
+_ACTIVATION_NAMES = {common_pb2.ACTIVATION_STATE_DOWNLOADING: "DOWNLOADING",
+                     common_pb2.ACTIVATION_STATE_VERIFYING: "VERIFYING", common_pb2.ACTIVATION_STATE_WARMING: "WARMING",
+                     common_pb2.ACTIVATION_STATE_ACTIVE: "ACTIVE", common_pb2.ACTIVATION_STATE_FAILED: "FAILED",
+                     common_pb2.ACTIVATION_STATE_ROLLED_BACK: "ROLLED_BACK"}
+
+
+def observation_of(node, online: bool, rollout_sha256: str):
+    """What the rollout controller needs from a node's latest status. Activation states about another
+    version than the rollout's are left out, so a stale FAILED cannot stop this rollout."""
+    from central.rollout import NodeObservation
+
+    status = common_pb2.NodeStatus.FromString(node.status or b"")
+    act, inf = status.activation, status.inference
+    about_rollout = act.model.sha256 == rollout_sha256
+    state = _ACTIVATION_NAMES.get(act.state, "") if about_rollout else ""
+    return NodeObservation(
+        node_id=node.node_id, online=online, active_sha256=status.active_model.sha256, activation_state=state,
+        activation_reason=act.reason if about_rollout else "",
+        active_since=seconds_of(act.since) if state == "ACTIVE" else None,
+        error_rate=inf.errors / inf.requests if inf.requests else 0.0, p99_ms=inf.latency_p99_ms,
+        requests=inf.requests)
+
+
+def rollout_message(view) -> admin_pb2.Rollout:
+    spec, state = view.spec, view.state
+    step_nodes = set(_step_nodes(spec, state))
+    return admin_pb2.Rollout(
+        rollout_id=spec.rollout_id,
+        model=common_pb2.ModelRef(name=spec.model.name, version=spec.model.version, sha256=spec.model.sha256),
+        selector=spec.selector, steps=list(spec.steps), bake=duration(spec.bake_s),
+        max_error_rate=spec.max_error_rate, max_p99_ms=spec.max_p99_ms, phase=state.phase,
+        step_index=state.step_index, step_started_at=timestamp(state.step_started_at), reason=state.reason,
+        created_at=timestamp(view.created_at), waiting_on=view.waiting_on,
+        nodes=[admin_pb2.RolloutNode(
+            node_id=node_id, desired_version=desired.version if desired else "",
+            active_version=_version_of(spec, obs), activation_state=obs.activation_state if obs else "",
+            in_step=node_id in step_nodes) for node_id, desired, obs in view.nodes])
+
+
+def _step_nodes(spec, state):
+    from central.rollout import nodes_for_step
+
+    return nodes_for_step(spec, spec.previous, min(state.step_index, len(spec.steps) - 1))
+
+
+def _version_of(spec, obs) -> str:
+    if obs is None or not obs.active_sha256:
+        return ""
+    if obs.active_sha256 == spec.model.sha256:
+        return spec.model.version
+    previous = {ref.sha256: ref.version for ref in spec.previous.values() if ref}
+    return previous.get(obs.active_sha256, obs.active_sha256[:12])

@@ -80,6 +80,8 @@ class Coordinator:
         self.signing_public_key_pem = signing_public_key_pem
         self._clock = clock
         self.beats = HeartbeatBuffer(store)
+        from central.rollouts import Rollouts
+        self.rollouts = Rollouts(self)
 
     # -- audit ---------------------------------------------------------------
 

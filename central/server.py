@@ -107,6 +107,11 @@ async def _flush_heartbeats(coordinator: Coordinator, stop: asyncio.Event) -> No
             coordinator.flush_heartbeats()
         except Exception:  # a failing store must not stop the flusher; the beats are kept for the next try
             log.exception("could not write heartbeats to the store; retrying in %.0f s", FLUSH_INTERVAL_S)
+        try:
+            # Rollouts move at most once a second, on the heartbeats just written.
+            coordinator.rollouts.tick()
+        except Exception:
+            log.exception("rollout controller tick failed; retrying in %.0f s", FLUSH_INTERVAL_S)
 
 
 def _port(address: str) -> int:

@@ -215,3 +215,34 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def AssignModel(self, request, caller):
         view = self.c.assign_model(caller, request.node_id, request.name, request.version)
         return admin_pb2.AssignModelResponse(node=convert.node_message(view))
+
+    @_unary
+    def StartRollout(self, request, caller):
+        bake = request.bake.ToNanoseconds() / 1e9 if request.HasField("bake") else None
+        rate = request.max_error_rate if request.HasField("max_error_rate") else None
+        view = self.c.rollouts.start(caller, request.name, request.version, dict(request.selector), request.canary,
+                                     list(request.steps), bake, rate, request.max_p99_ms)
+        return admin_pb2.StartRolloutResponse(rollout=convert.rollout_message(view))
+
+    @_unary
+    def GetRollout(self, request, caller):
+        return admin_pb2.GetRolloutResponse(rollout=convert.rollout_message(self.c.rollouts.get(caller, request.rollout_id)))
+
+    @_unary
+    def ListRollouts(self, request, caller):
+        return admin_pb2.ListRolloutsResponse(rollouts=[convert.rollout_message(v) for v in self.c.rollouts.list(caller)])
+
+    @_unary
+    def PauseRollout(self, request, caller):
+        return admin_pb2.PauseRolloutResponse(
+            rollout=convert.rollout_message(self.c.rollouts.pause(caller, request.rollout_id)))
+
+    @_unary
+    def ResumeRollout(self, request, caller):
+        return admin_pb2.ResumeRolloutResponse(
+            rollout=convert.rollout_message(self.c.rollouts.resume(caller, request.rollout_id)))
+
+    @_unary
+    def AbortRollout(self, request, caller):
+        return admin_pb2.AbortRolloutResponse(
+            rollout=convert.rollout_message(self.c.rollouts.abort(caller, request.rollout_id, request.reason)))

@@ -175,6 +175,21 @@ class FleetStore(abc.ABC):
     def assign_model(self, node_id: str, model: ModelRecord | None) -> NodeRecord | None:
         """Set the node's desired model (None: no assignment) and bump its config generation."""
 
+    # rollouts: the controller's spec and state, as JSON the store does not read
+    @abc.abstractmethod
+    def add_rollout(self, rollout_id: str, spec: str, state: str, created_at: float) -> None: ...
+
+    @abc.abstractmethod
+    def set_rollout_state(self, rollout_id: str, state: str) -> None: ...
+
+    @abc.abstractmethod
+    def get_rollout(self, rollout_id: str) -> tuple[str, str, float] | None:
+        """(spec, state, created_at)."""
+
+    @abc.abstractmethod
+    def list_rollouts(self) -> list[tuple[str, str, str, float]]:
+        """(rollout_id, spec, state, created_at), newest first."""
+
     # reports flushed from agents' spools
     @abc.abstractmethod
     def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int,
@@ -231,6 +246,10 @@ _MIGRATIONS = [
         "CREATE INDEX models_sha256 ON models (sha256)",
         "ALTER TABLE nodes ADD COLUMN desired_sha256 TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX nodes_desired_sha256 ON nodes (desired_sha256)",
+    ]),
+    (3, [
+        "CREATE TABLE rollouts (rollout_id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,"
+        " created_at REAL NOT NULL)",
     ]),
 ]
 
@@ -398,6 +417,24 @@ class SqliteFleetStore(FleetStore):
                             f" config_generation = config_generation + 1 WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
                             (json.dumps(desired, sort_keys=True), model.sha256 if model else "", node_id)).fetchone()
         return _node(row) if row else None
+
+    # -- rollouts ------------------------------------------------------------
+
+    def add_rollout(self, rollout_id: str, spec: str, state: str, created_at: float) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO rollouts VALUES (?, ?, ?, ?)", (rollout_id, spec, state, created_at))
+
+    def set_rollout_state(self, rollout_id: str, state: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE rollouts SET state = ? WHERE rollout_id = ?", (state, rollout_id))
+
+    def get_rollout(self, rollout_id: str) -> tuple[str, str, float] | None:
+        rows = self._query("SELECT spec, state, created_at FROM rollouts WHERE rollout_id = ?", (rollout_id,))
+        return tuple(rows[0]) if rows else None
+
+    def list_rollouts(self) -> list[tuple[str, str, str, float]]:
+        return [tuple(r) for r in self._query(
+            "SELECT rollout_id, spec, state, created_at FROM rollouts ORDER BY created_at DESC")]
 
     # -- reports -------------------------------------------------------------
 

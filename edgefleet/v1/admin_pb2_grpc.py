@@ -105,6 +105,36 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelResponse.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/edgefleet.v1.AdminService/StartRollout',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.StartRolloutResponse.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/edgefleet.v1.AdminService/GetRollout',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetRolloutResponse.FromString,
+                _registered_method=True)
+        self.ListRollouts = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ListRollouts',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListRolloutsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListRolloutsResponse.FromString,
+                _registered_method=True)
+        self.PauseRollout = channel.unary_unary(
+                '/edgefleet.v1.AdminService/PauseRollout',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.PauseRolloutRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.PauseRolloutResponse.FromString,
+                _registered_method=True)
+        self.ResumeRollout = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ResumeRollout',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ResumeRolloutRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ResumeRolloutResponse.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/edgefleet.v1.AdminService/AbortRollout',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer(object):
@@ -209,6 +239,48 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """StartRollout moves the nodes matching a selector to a version, canary first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """GetRollout shows a rollout, its nodes and what it waits on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRollouts(self, request, context):
+        """ListRollouts lists rollouts, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRollout(self, request, context):
+        """PauseRollout stops promotions (a breach still rolls back).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRollout(self, request, context):
+        """ResumeRollout continues a paused rollout; the current step bakes again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """AbortRollout stops a rollout and gives every node its previous version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +353,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.AssignModel,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.AssignModelResponse.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.StartRolloutRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.StartRolloutResponse.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetRolloutRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.GetRolloutResponse.SerializeToString,
+            ),
+            'ListRollouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRollouts,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListRolloutsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListRolloutsResponse.SerializeToString,
+            ),
+            'PauseRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRollout,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.PauseRolloutRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.PauseRolloutResponse.SerializeToString,
+            ),
+            'ResumeRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRollout,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ResumeRolloutRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ResumeRolloutResponse.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +764,168 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/AssignModel',
             edgefleet_dot_v1_dot_admin__pb2.AssignModelRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.AssignModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/StartRollout',
+            edgefleet_dot_v1_dot_admin__pb2.StartRolloutRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.StartRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/GetRollout',
+            edgefleet_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.GetRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRollouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ListRollouts',
+            edgefleet_dot_v1_dot_admin__pb2.ListRolloutsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ListRolloutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/PauseRollout',
+            edgefleet_dot_v1_dot_admin__pb2.PauseRolloutRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.PauseRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ResumeRollout',
+            edgefleet_dot_v1_dot_admin__pb2.ResumeRolloutRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ResumeRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/AbortRollout',
+            edgefleet_dot_v1_dot_admin__pb2.AbortRolloutRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.AbortRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,
