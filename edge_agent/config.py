@@ -87,6 +87,12 @@ class FleetConfig:
     rpc_timeout_s: float = 10.0
     # Longest wait between retries while central is unreachable.
     max_backoff_s: float = 60.0
+    # A newly activated version must answer its test generation within this many seconds.
+    warmup_max_s: float = 120.0
+    # After activation, each heartbeat window is judged for this long; a breach switches back by itself.
+    probation_s: float = 300.0
+    probation_max_error_rate: float = 0.05
+    probation_max_p99_ms: float = 30000.0
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,13 @@ def validate(config: AgentConfig) -> AgentConfig:
     _positive("fleet.spool_max_reports", config.fleet.spool_max_reports)
     _positive("fleet.rpc_timeout_s", config.fleet.rpc_timeout_s)
     _positive("fleet.max_backoff_s", config.fleet.max_backoff_s)
+    _positive("fleet.warmup_max_s", config.fleet.warmup_max_s)
+    if config.fleet.probation_s < 0:
+        raise ConfigError(f"fleet.probation_s: expected 0 (no probation) or more, got {config.fleet.probation_s}")
+    if not 0 <= config.fleet.probation_max_error_rate <= 1:
+        raise ConfigError("fleet.probation_max_error_rate: expected a fraction from 0 to 1, "
+                          f"got {config.fleet.probation_max_error_rate}")
+    _positive("fleet.probation_max_p99_ms", config.fleet.probation_max_p99_ms)
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {config.log_level!r}")
     return config

@@ -93,7 +93,7 @@ async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceSe
 
         activator = Activator(slots, lambda: control.client, service, asyncio.get_running_loop(),
                               lambda manifest, path: _load_serving(config, manifest, path),
-                              drain_timeout_s=config.server.request_timeout_s)
+                              drain_timeout_s=config.server.request_timeout_s, fleet=config.fleet)
         control.attach_activator(activator)
     try:
         await server.serve(sockets=[sock])

@@ -42,7 +42,17 @@ class AgentMetrics:
         self.overloaded = Counter("edgefleet_rejected_overloaded", "Requests refused with 429: queue full.", registry=r)
         # Figures since the last heartbeat, for central (Prometheus keeps the cumulative ones).
         self.window = IntervalStats(time.monotonic())
+        # Figures since the last probation check of a newly activated model version.
+        self.probation = IntervalStats(time.monotonic())
         r.register(_LiveCollector(model_info, scheduler_stats, cache_stats, onnx_providers))
+
+    def observe_inference(self, latency_s: float, error: bool) -> None:
+        self.window.record_request(latency_s, error)
+        self.probation.record_request(latency_s, error)
+
+    def observe_cache(self, hit: bool) -> None:
+        self.window.record_cache(hit)
+        self.probation.record_cache(hit)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

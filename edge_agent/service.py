@@ -97,10 +97,12 @@ class InferenceService:
     def model_sha256(self) -> str:
         return self.current.sha256
 
-    async def switch_to(self, new: ServingModel, drain_timeout_s: float) -> ServingModel:
-        """Warm `new` up, then send every new request to it; requests already on the old model finish there.
-        Returns the old model once it has drained (or drain_timeout_s passed) and stopped."""
-        await self.warm_up(new)
+    async def switch_to(self, new: ServingModel, drain_timeout_s: float, warm: bool = True) -> ServingModel:
+        """Warm `new` up (unless the caller did), then send every new request to it; requests already on the
+        old model finish there. Returns the old model once it has drained (or drain_timeout_s passed) and
+        stopped."""
+        if warm:
+            await self.warm_up(new)
         old, self.current = self.current, new
         deadline = time.monotonic() + drain_timeout_s
         while time.monotonic() < deadline:
@@ -133,10 +135,10 @@ class InferenceService:
                     raise DeadlineExceededError("the request ran past its deadline waiting for an identical one") from None
             if cached is not None:
                 self.metrics.cache_hits.inc()
-                self.metrics.window.record_cache(True)
+                self.metrics.observe_cache(True)
                 return self._from_cache(endpoint, cached, params)
             self.metrics.cache_misses.inc()
-            self.metrics.window.record_cache(False)
+            self.metrics.observe_cache(False)
         prompt_tokens = self._prompt_tokens(model.backend, endpoint, params)
         request = GenerationRequest(
             prompt_tokens=tuple(prompt_tokens),

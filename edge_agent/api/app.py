@@ -165,7 +165,7 @@ class _RequestMetrics:
             elapsed = time.monotonic() - started
             m.request_duration.labels(path).observe(elapsed)
             if path in _INFERENCE_PATHS:
-                m.window.record_request(elapsed, error=status[0] >= 500 or status[0] == 429)
+                m.observe_inference(elapsed, error=status[0] >= 500 or status[0] == 429)
 
 
 class _EventStream(StreamingResponse):

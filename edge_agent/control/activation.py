@@ -13,6 +13,7 @@ reason; the same version is not retried until central assigns another.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from edge_agent.config import FleetConfig
 from edge_agent.control import policy
 from edge_agent.control.artifacts import ArtifactError, ModelSlots
 from edge_agent.control.client import CentralUnavailable, ControlError, FleetClient, ModelInfo
@@ -47,8 +49,10 @@ class ActivationStatus:
 class Activator:
     def __init__(self, slots: ModelSlots, client: Callable[[], FleetClient], service: InferenceService,
                  loop: asyncio.AbstractEventLoop, load: Callable[[Manifest, Path], ServingModel],
-                 drain_timeout_s: float, clock: Callable[[], float] = time.time):
+                 drain_timeout_s: float, fleet: FleetConfig, clock: Callable[[], float] = time.time):
         self.slots = slots
+        self._fleet = fleet
+        self._probation_until = 0.0
         self._client = client
         self._service = service
         self._loop = loop
@@ -69,6 +73,7 @@ class Activator:
         if model is None:
             return
         with self._lock:
+            self._judge_probation_locked()
             if self._active_sha256 == model.sha256 == self._service.model_sha256:
                 if self.status.model is None:  # after a restart: report what the slot serves
                     self._set(model=model, state=ACTIVE)
@@ -85,6 +90,62 @@ class Activator:
     def stop(self) -> None:
         self._stop.set()
 
+    # -- probation ---------------------------------------------------------------
+
+    def _judge_probation_locked(self) -> None:
+        """Each heartbeat during probation: judge the window since the last beat; on a breach switch back."""
+        if not self._probation_until or (self._thread is not None and self._thread.is_alive()):
+            return
+        window = self._service.metrics.probation.take(0, time.monotonic())
+        if self._clock() > self._probation_until:
+            self._probation_until = 0.0
+            log.info("probation of %s passed", self.status.model and self.status.model.version)
+            return
+        f = self._fleet
+        breach = policy.probation_breach(window.requests, window.errors, window.latency_p99_ms,
+                                         f.probation_max_error_rate, f.probation_max_p99_ms)
+        if breach:
+            self._probation_until = 0.0
+            self._thread = threading.Thread(target=self._roll_back, args=(breach,), name="edgefleet-rollback",
+                                            daemon=True)
+            self._thread.start()
+
+    def _roll_back(self, breach: str) -> None:
+        bad = self.status.model
+        log.error("%s@%s breached its probation (%s); switching back", bad.name, bad.version, breach)
+        previous = self.slots.inactive()
+        if previous is None:
+            log.error("no previous version on disk to switch back to; %s serves on", bad.version)
+            self._set(reason=f"probation breached ({breach}) but no previous version is on disk")
+            return
+        try:
+            serving = self._load(previous.manifest, previous.path)
+            self._warm(serving)
+            self._switch(serving)
+            self.slots.activate(previous.slot)
+            self._active_sha256 = previous.manifest.sha256
+            self._set(state=ROLLED_BACK, reason=f"probation breached: {breach}")
+        except (AgentError, OSError, TimeoutError, concurrent.futures.TimeoutError) as exc:
+            log.error("could not switch back to %s: %s", previous.manifest.ref, exc)
+
+    def _warm(self, serving: ServingModel) -> None:
+        """The test generation, within warmup_max_s: a version that cannot answer in time is not switched to."""
+        started = time.monotonic()
+        try:
+            asyncio.run_coroutine_threadsafe(self._service.warm_up(serving), self._loop).result(
+                timeout=self._fleet.warmup_max_s)
+        except concurrent.futures.TimeoutError:
+            serving.close()
+            raise ArtifactError(f"the test generation took more than {self._fleet.warmup_max_s:g} s") from None
+        except BaseException:
+            serving.close()
+            raise
+        log.info("test generation on %s answered in %.2f s", serving.model_id, time.monotonic() - started)
+
+    def _switch(self, serving: ServingModel) -> None:
+        asyncio.run_coroutine_threadsafe(self._service.switch_to(serving, self._drain_timeout_s, warm=False),
+                                         self._loop).result(timeout=self._drain_timeout_s + 60)
+
     def _set(self, **changes) -> None:
         if "state" in changes:
             changes["since"] = self._clock()
@@ -99,9 +160,8 @@ class Activator:
             path = self._download(manifest)
             self._set(state=WARMING)
             serving = self._load(manifest, path)
-            switch = asyncio.run_coroutine_threadsafe(self._service.switch_to(serving, self._drain_timeout_s),
-                                                      self._loop)
-            switch.result(timeout=self._drain_timeout_s + 120)
+            self._warm(serving)
+            self._switch(serving)
             installed = next((m for m in (self.slots.inactive(), self.slots.active())
                               if m is not None and m.manifest.sha256 == manifest.sha256), None)
             if installed is None:
@@ -109,8 +169,11 @@ class Activator:
             self.slots.activate(installed.slot)
             self._active_sha256 = manifest.sha256
             self._set(state=ACTIVE)
+            if self._fleet.probation_s > 0:
+                self._service.metrics.probation.take(0, time.monotonic())  # judge only what follows
+                self._probation_until = self._clock() + self._fleet.probation_s
             log.info("activated %s@%s (sha256 %s)", manifest.name, manifest.version, manifest.sha256[:12])
-        except (AgentError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (AgentError, OSError, TimeoutError, concurrent.futures.TimeoutError) as exc:
             reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
             self._set(state=FAILED, reason=reason)
             log.error("could not activate %s@%s: %s; the current model serves on", model.name, model.version, reason)

@@ -25,3 +25,20 @@ def control_state(ever_connected: bool, consecutive_failures: int, refused: bool
     if consecutive_failures == 0 and ever_connected:
         return CONNECTED
     return OFFLINE if ever_connected or consecutive_failures else CONNECTING
+
+
+PROBATION_MIN_REQUESTS = 10
+
+
+def probation_breach(requests: int, errors: int, p99_ms: float, max_error_rate: float, max_p99_ms: float,
+                     min_requests: int = PROBATION_MIN_REQUESTS) -> str | None:
+    """Why a heartbeat window of a version on probation breaches its limits, or None. Windows with fewer
+    than min_requests requests are not judged: two errors out of three requests prove nothing."""
+    if requests < min_requests:
+        return None
+    rate = errors / requests
+    if rate > max_error_rate:
+        return f"error rate {rate:.1%} over {requests} requests > {max_error_rate:.1%}"
+    if p99_ms > max_p99_ms:
+        return f"p99 {p99_ms:.0f} ms over {requests} requests > {max_p99_ms:.0f} ms"
+    return None

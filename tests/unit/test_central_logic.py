@@ -124,3 +124,10 @@ def test_control_state():
     assert policy.control_state(True, 2, False) == policy.OFFLINE
     assert policy.control_state(False, 2, False) == policy.OFFLINE
     assert policy.control_state(True, 1, True) == policy.REFUSED
+
+
+def test_probation_breach_needs_enough_requests_and_names_the_limit():
+    assert policy.probation_breach(9, 9, 0.0, 0.05, 1000) is None, "too few requests to judge"
+    assert "error rate 20.0%" in policy.probation_breach(10, 2, 0.0, 0.05, 1000)
+    assert policy.probation_breach(100, 5, 999.0, 0.05, 1000) is None, "at the limits is within them"
+    assert "p99 1500 ms" in policy.probation_breach(100, 0, 1500.0, 0.05, 1000)
