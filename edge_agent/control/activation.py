@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import psutil
+
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy
 from edge_agent.control.artifacts import ArtifactError, ModelSlots
@@ -159,6 +161,12 @@ class Activator:
             self._set(state=DOWNLOADING, bytes_total=manifest.size)
             path = self._download(manifest)
             self._set(state=WARMING)
+            short = policy.memory_shortfall(psutil.virtual_memory().available, manifest.size)
+            if short:
+                # Loading beside the current model is what keeps every request answered; without the memory
+                # for it, refuse rather than risk the kernel's OOM killer taking the serving process.
+                raise ArtifactError(f"not enough memory to load {manifest.ref} beside the current model: "
+                                    f"{short >> 20} MiB short")
             serving = self._load(manifest, path)
             self._warm(serving)
             self._switch(serving)

@@ -42,3 +42,13 @@ def probation_breach(requests: int, errors: int, p99_ms: float, max_error_rate: 
     if p99_ms > max_p99_ms:
         return f"p99 {p99_ms:.0f} ms over {requests} requests > {max_p99_ms:.0f} ms"
     return None
+
+
+LOAD_MARGIN_BYTES = 256 << 20
+
+
+def memory_shortfall(available_bytes: int, model_bytes: int) -> int:
+    """Bytes missing to load a model beside the one serving (weights plus a margin for its contexts and
+    KV cache); 0 when it fits."""
+    need = int(model_bytes * 1.3) + LOAD_MARGIN_BYTES
+    return max(0, need - available_bytes)

@@ -131,3 +131,9 @@ def test_probation_breach_needs_enough_requests_and_names_the_limit():
     assert "error rate 20.0%" in policy.probation_breach(10, 2, 0.0, 0.05, 1000)
     assert policy.probation_breach(100, 5, 999.0, 0.05, 1000) is None, "at the limits is within them"
     assert "p99 1500 ms" in policy.probation_breach(100, 0, 1500.0, 0.05, 1000)
+
+
+def test_memory_shortfall_for_loading_beside_the_current_model():
+    gib = 1 << 30
+    assert policy.memory_shortfall(4 * gib, gib) == 0
+    assert policy.memory_shortfall(gib, gib) == int(gib * 1.3) + policy.LOAD_MARGIN_BYTES - gib
