@@ -161,9 +161,18 @@ class ControlLoop:
                 "certificate_serial": pki.serial_hex(cert),
                 "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
                 "config_generation": self.config_generation,
+                "activation": _activation_dict(self.activator),
             })
         except OSError as exc:
             log.warning("cannot write %s: %s", self.files.state, exc)
+
+
+def _activation_dict(activator) -> dict | None:
+    status = activator.status if activator else None
+    if status is None or status.model is None:
+        return None
+    return {"model": f"{status.model.name}@{status.model.version}", "state": status.state,
+            "bytes_done": status.bytes_done, "bytes_total": status.bytes_total, "reason": status.reason}
 
 
 def _utc(timestamp: float):

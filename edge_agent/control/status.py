@@ -61,6 +61,12 @@ def describe(report: dict) -> str:
                          f"{control['spooled_reports']} report(s) spooled)")
             if control.get("last_error"):
                 lines.append(f"last error:  {control['last_error']}")
+            activation = control.get("activation")
+            if activation:
+                progress = (f" {activation['bytes_done'] >> 20}/{activation['bytes_total'] >> 20} MiB"
+                            if activation["state"] == "DOWNLOADING" else "")
+                reason = f": {activation['reason']}" if activation["reason"] else ""
+                lines.append(f"activation:  {activation['model']} {activation['state']}{progress}{reason}")
         expires = report["certificate_expires_at"] - time.time()
         lines.append(f"certificate: expires in {expires / 86400:.1f} days")
     serving = report["serving"]
