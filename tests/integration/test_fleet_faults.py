@@ -1,10 +1,10 @@
 """Faults around rollouts on real processes: the agent killed (-9) in the middle of a download resumes
-from the bytes it had; central restarted in the middle of a rollout carries it on from its stored state."""
+from the bytes it had; killed while warming a new version it comes back on the last good one; central
+restarted in the middle of a rollout carries it on from its stored state."""
 
 import json
 
 import httpx
-
 import pytest
 
 from agent_process import start_agent
