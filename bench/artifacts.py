@@ -14,10 +14,12 @@ as the downloader. Per size, each figure is the median of --repeat runs:
           rename into the slot, manifest stored durably;
   raw     the same FetchArtifact stream written to a file + fsync, no hashing: the transport alone;
   verify  sha256 of the downloaded file alone (edge_agent.models.sha256_file, 1 MiB blocks).
-All figures are warm-cache: nothing is dropped from the page cache, and the source file, central's blob
-and the downloads all fit in RAM, so this measures CPU and protocol cost more than the disk. MB/s is
-10^6 bytes per second. CPU seconds of central and of this process are recorded per run to show where
-the time goes. Target: fetch at least 0.5x the plain copy.
+All figures are warm-cache: nothing is dropped from the page cache, so every read (the source file,
+central's blob, the downloaded file) comes from RAM; every write ends with fsync, so the disk's write
+speed is in all figures but verify. MB/s is
+10^6 bytes per second. CPU seconds of central, of this process and of the rest of the machine (kernel
+writeback threads count there too; anything else means the run was disturbed) are recorded per run to
+show where the time goes. Target: fetch at least 0.5x the plain copy.
 
 Rollout: --agents real `edge-agent serve` processes (smollm2-135m-instruct, n_parallel 1, n_ctx 256)
 enroll with a label, chat@1.0.0 (SmolLM2's GGUF) is assigned to each and must go ACTIVE; then
@@ -288,7 +290,7 @@ def main() -> int:
               "machine": machine(), "target": {"fetch_vs_copy": TARGET_FETCH_VS_COPY}, "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="edgefleet-artifacts-", dir=work_parent()) as tmp:
         work, central, agents = Path(tmp), None, []
-        report["workdir_device"] = os.stat(work).st_dev
+        report["workdir"] = str(work.parent)
         try:
             central = start_central(work / "central", "--heartbeat-interval", "1s")
             token = create_token(central)

@@ -421,6 +421,18 @@ class Progress:
             self.stream.write("\n")
 
 
+def _hash_file(path: Path, progress: "Progress") -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(PUSH_CHUNK_BYTES):
+            digest.update(block)
+            progress.advance(len(block))
+    progress.done()
+    return digest.hexdigest()
+
+
 def _models_push(client, args) -> int:
     from central.client import AdminCallError
     from central.coordinator import validate_params
@@ -443,8 +455,13 @@ def _models_push(client, args) -> int:
         validate_params(params)
     except InvalidArgument as exc:
         raise AdminCallError(str(exc), 2) from None
-    upload = admin_pb2.ModelUpload(name=args.name, version=args.version, format=fmt, params=params)
-    progress = Progress(f"pushing {args.name}@{args.version}", path.stat().st_size)
+    size = path.stat().st_size
+    if size == 0:
+        raise AdminCallError(f"{path} is empty", 2)
+    sha256 = _hash_file(path, Progress(f"hashing {path.name}", size))
+    upload = admin_pb2.ModelUpload(name=args.name, version=args.version, format=fmt, params=params, size=size,
+                                   sha256=sha256)
+    progress = Progress(f"pushing {args.name}@{args.version}", size)
     r = client.stream("PushModel", _push_requests(path, upload, progress))
     if args.json:
         _print_json({**_to_dict(r.model), "already_present": r.already_present})

@@ -206,7 +206,8 @@ class Coordinator:
 
     # -- model registry --------------------------------------------------------------
 
-    def check_push(self, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str]) -> None:
+    def check_push(self, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str], size: int,
+                   sha256: str) -> None:
         """Validate a push's header before any bytes are stored."""
         self._admin(caller, "model.push", f"{name}@{version}")
         try:
@@ -215,7 +216,15 @@ class Coordinator:
             raise InvalidArgument(str(exc)) from None
         if fmt not in manifest_mod.FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(manifest_mod.FORMATS)}, got {fmt!r}")
+        if size <= 0 or len(sha256) != 64:
+            raise InvalidArgument("the upload header must give the file's size (more than 0 bytes) and sha256")
         validate_params(params)
+
+    def refuse_push(self, caller: Caller, name: str, version: str, detail: str) -> InvalidArgument:
+        return self._refuse(InvalidArgument, caller, "model.push", f"{name}@{version}", detail + "; nothing stored")
+
+    def drop_unregistered_blob(self, sha256: str) -> None:
+        self._drop_blob_if_unused(sha256)
 
     def finish_push(self, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str],
                     sha256: str, size: int) -> tuple[ModelRecord, bool]:

@@ -174,7 +174,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     if body != "upload":
                         raise InvalidArgument("the first message of PushModel must be the upload header")
                     header = request.upload
-                    self.c.check_push(caller, header.name, header.version, header.format, dict(header.params))
+                    self.c.check_push(caller, header.name, header.version, header.format, dict(header.params),
+                                      header.size, header.sha256)
                     writer = await asyncio.to_thread(self.c.blobs.writer)
                 elif body == "chunk":
                     await asyncio.to_thread(writer.write, request.chunk)
@@ -184,6 +185,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 raise InvalidArgument("PushModel received nothing")
             sha256, size = await asyncio.to_thread(writer.commit)
             writer = None
+            # gRPC ends a client stream the same way whether the client finished or its iterator broke, so
+            # the header's size and sha256 are what tell a complete push from a cut-off one.
+            if size != header.size or sha256 != header.sha256:
+                await asyncio.to_thread(self.c.drop_unregistered_blob, sha256)
+                raise self.c.refuse_push(caller, header.name, header.version,
+                                         f"the push ended with {size} of {header.size} bytes" if size != header.size
+                                         else f"the bytes received hash to {sha256}, not {header.sha256}")
             record, present = self.c.finish_push(caller, header.name, header.version, header.format,
                                                  dict(header.params), sha256, size)
             return admin_pb2.PushModelResponse(model=convert.model_message(record, self.c.store.nodes_assigned(sha256)),

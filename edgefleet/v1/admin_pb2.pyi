@@ -306,7 +306,7 @@ class Model(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pushed_by: _Optional[str] = ..., assigned_nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelUpload(_message.Message):
-    __slots__ = ("name", "version", "format", "params")
+    __slots__ = ("name", "version", "format", "params", "size", "sha256")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -318,11 +318,15 @@ class ModelUpload(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     format: str
     params: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    size: int
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class PushModelRequest(_message.Message):
     __slots__ = ("upload", "chunk")

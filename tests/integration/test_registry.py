@@ -92,7 +92,9 @@ def test_push_of_a_missing_or_unknown_file(central, capsys, tmp_path):
 
 def test_a_push_cut_off_midway_keeps_nothing(central):
     def requests():
-        yield admin_pb2.PushModelRequest(upload=admin_pb2.ModelUpload(name="cut", version="1", format="gguf"))
+        yield admin_pb2.PushModelRequest(upload=admin_pb2.ModelUpload(name="cut", version="1", format="gguf",
+                                                                      size=2000, sha256=hashlib.sha256(b"x" * 2000)
+                                                                      .hexdigest()))
         yield admin_pb2.PushModelRequest(chunk=b"x" * 1000)
         raise RuntimeError("the operator's laptop went to sleep")
 
@@ -103,6 +105,22 @@ def test_a_push_cut_off_midway_keeps_nothing(central):
     with central.admin() as admin:
         models = admin.call("ListModels", admin_pb2.ListModelsRequest(name="cut")).models
     assert list(models) == []
+    assert not any(central.paths.blobs.joinpath("tmp").iterdir())
+    cut = hashlib.sha256(b"x" * 1000).hexdigest()
+    assert not (central.paths.blobs / "sha256" / cut[:2] / cut).exists(), "the partial bytes are not kept"
+
+
+def test_a_push_whose_bytes_do_not_match_its_header_is_refused(central):
+    def requests():
+        yield admin_pb2.PushModelRequest(upload=admin_pb2.ModelUpload(name="liar", version="1", format="gguf",
+                                                                      size=5, sha256="0" * 64))
+        yield admin_pb2.PushModelRequest(chunk=b"12345")
+
+    cred = central.credential()
+    with channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            admin_pb2_grpc.AdminServiceStub(channel).PushModel(requests(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "hash to" in err.value.details()
 
 
 def test_assignment_reaches_the_node_with_a_manifest_it_can_verify(central, artifact, node, capsys):
