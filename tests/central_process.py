@@ -96,6 +96,21 @@ def create_token(central: CentralProcess, uses: int = 1, ttl_s: float = 3600, **
         return admin.call("CreateToken", admin_pb2.CreateTokenRequest(labels=labels, ttl=duration(ttl_s), uses=uses))
 
 
+def edgefleet_cli(central: CentralProcess, *args: str) -> str:
+    """Run an `edgefleet` command in-process as the admin of `central`; its stdout. Fails the test on a
+    non-zero exit, with what the command printed on stderr."""
+    import contextlib
+    import io
+
+    from central.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address, *args])
+    assert code == 0, f"edgefleet {' '.join(args)} exited {code}: {err.getvalue()}"
+    return out.getvalue()
+
+
 def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"):
     """Poll until predicate() returns something truthy; return it. For states another process reaches."""
     deadline = time.monotonic() + timeout_s

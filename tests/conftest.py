@@ -3,6 +3,7 @@
 import pytest
 
 from agent_process import start_agent
+from central_process import start_central
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,15 @@ def gemma_agent(tmp_path_factory):
     agent = start_agent(tmp_path_factory.mktemp("gemma"), model="gemma-3-270m")
     yield agent
     agent.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """A central with a 0.5 s heartbeat interval, and a list the test appends its agents to; every agent
+    and central are stopped by pid afterwards, whatever the outcome."""
+    central = start_central(tmp_path / "central", "--heartbeat-interval", "0.5s")
+    agents = []
+    yield central, agents
+    for agent in agents:
+        agent.stop()
+    central.stop()

@@ -9,30 +9,13 @@ import os
 import threading
 
 import httpx
-import pytest
 
 from agent_process import start_agent
-from central.cli import main as edgefleet
-from central_process import create_token, start_central, wait_for
+from central_process import edgefleet_cli, create_token, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
 from edgefleet.v1 import admin_pb2, common_pb2
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    central = start_central(tmp_path / "central", "--heartbeat-interval", "0.5s")
-    agents = []
-    yield central, agents
-    for agent in agents:
-        agent.stop()
-    central.stop()
-
-
-def cli(central, *args):
-    assert edgefleet(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address,
-                      *args]) == 0, args
 
 
 def activation(central, node_id):
@@ -53,16 +36,16 @@ def test_versions_are_activated_live_and_a_broken_one_fails_safely(fleet, tmp_pa
     gemma = resolve_model("gemma-3-270m", "", tmp_path / "gemma")
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(os.urandom(1 << 20))
-    cli(central, "models", "push", str(smol.path), "--name", "chat", "--version", "1.0.0")
-    cli(central, "models", "push", str(gemma.path), "--name", "chat", "--version", "1.1.0")
-    cli(central, "models", "push", str(broken), "--name", "chat", "--version", "9.9.9")
+    edgefleet_cli(central, "models", "push", str(smol.path), "--name", "chat", "--version", "1.0.0")
+    edgefleet_cli(central, "models", "push", str(gemma.path), "--name", "chat", "--version", "1.1.0")
+    edgefleet_cli(central, "models", "push", str(broken), "--name", "chat", "--version", "9.9.9")
 
     token = create_token(central)
     node = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / "agent"))
     agent = start_agent(tmp_path / "agent", sections={"fleet": {"max_backoff_s": 1.0}})
     agents.append(agent)
 
-    cli(central, "nodes", "assign", node.node_id, "chat@1.0.0")
+    edgefleet_cli(central, "nodes", "assign", node.node_id, "chat@1.0.0")
     wait_state(central, node.node_id, "1.0.0", common_pb2.ACTIVATION_STATE_ACTIVE)
     assert httpx.get(agent.base_url + "/v1/models").json()["data"][0]["id"] == "chat"
 
@@ -82,9 +65,9 @@ def test_versions_are_activated_live_and_a_broken_one_fails_safely(fleet, tmp_pa
     for t in loaders:
         t.start()
     try:
-        cli(central, "nodes", "assign", node.node_id, "chat@1.1.0")
+        edgefleet_cli(central, "nodes", "assign", node.node_id, "chat@1.1.0")
         wait_state(central, node.node_id, "1.1.0", common_pb2.ACTIVATION_STATE_ACTIVE)
-        cli(central, "nodes", "assign", node.node_id, "chat@9.9.9")
+        edgefleet_cli(central, "nodes", "assign", node.node_id, "chat@9.9.9")
         failed = wait_state(central, node.node_id, "9.9.9", common_pb2.ACTIVATION_STATE_FAILED)
     finally:
         stop.set()

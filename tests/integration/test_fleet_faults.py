@@ -5,11 +5,9 @@ restarted in the middle of a rollout carries it on from its stored state."""
 import json
 
 import httpx
-import pytest
 
 from agent_process import start_agent
-from central.cli import main as edgefleet
-from central_process import create_token, start_central, wait_for
+from central_process import edgefleet_cli, create_token, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
@@ -18,34 +16,17 @@ from edgefleet.v1 import admin_pb2, common_pb2
 FLEET = {"fleet": {"max_backoff_s": 1.0}, "model": {"n_parallel": 1, "n_ctx": 256}}
 
 
-@pytest.fixture
-def fleet(tmp_path):
-    central = start_central(tmp_path / "central", "--heartbeat-interval", "0.5s")
-    agents = []
-    yield central, agents
-    for agent in agents:
-        agent.stop()
-    central.stop()
-
-
-def cli(central, capsys, *args):
-    code = edgefleet(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address, *args])
-    out = capsys.readouterr()
-    assert code == 0, (args, out.err)
-    return out.out
-
-
 def active_on(central, node_id, version):
     with central.admin() as admin:
         a = admin.call("GetNode", admin_pb2.GetNodeRequest(node_id=node_id)).node.status.activation
     return a.model.version == version and a.state == common_pb2.ACTIVATION_STATE_ACTIVE
 
 
-def _push_versions(central, capsys, tmp_path):
+def _push_versions(central, tmp_path):
     smol = resolve_model("smollm2-135m-instruct", "", tmp_path)
     gemma = resolve_model("gemma-3-270m", "", tmp_path / "gemma")
-    cli(central, capsys, "models", "push", str(smol.path), "--name", "chat", "--version", "1.0.0")
-    cli(central, capsys, "models", "push", str(gemma.path), "--name", "chat", "--version", "1.1.0")
+    edgefleet_cli(central, "models", "push", str(smol.path), "--name", "chat", "--version", "1.0.0")
+    edgefleet_cli(central, "models", "push", str(gemma.path), "--name", "chat", "--version", "1.1.0")
     return smol, gemma
 
 
@@ -56,13 +37,13 @@ def _enrolled(central, agents, data_dir):
     return node.node_id
 
 
-def test_agent_killed_during_download_resumes_where_it_stopped(fleet, tmp_path, capsys):
+def test_agent_killed_during_download_resumes_where_it_stopped(fleet, tmp_path):
     central, agents = fleet
-    _, gemma = _push_versions(central, capsys, tmp_path)
+    _, gemma = _push_versions(central, tmp_path)
     data_dir = tmp_path / "agent"
     node_id = _enrolled(central, agents, data_dir)
     part_files = [data_dir / "models" / "fleet" / f"slot-{s}" / "download.part" for s in "ab"]
-    cli(central, capsys, "nodes", "assign", node_id, "chat@1.1.0")
+    edgefleet_cli(central, "nodes", "assign", node_id, "chat@1.1.0")
 
     def partly_downloaded():
         return any(p.exists() and p.stat().st_size > (1 << 20) for p in part_files)
@@ -79,14 +60,14 @@ def test_agent_killed_during_download_resumes_where_it_stopped(fleet, tmp_path, 
     assert resumed_at > 0
 
 
-def test_central_restarted_mid_rollout_carries_it_on(fleet, tmp_path, capsys):
+def test_central_restarted_mid_rollout_carries_it_on(fleet, tmp_path):
     central, agents = fleet
-    _push_versions(central, capsys, tmp_path)
+    _push_versions(central, tmp_path)
     nodes = [_enrolled(central, agents, tmp_path / f"a{i}") for i in range(2)]
     for node_id in nodes:
-        cli(central, capsys, "nodes", "assign", node_id, "chat@1.0.0")
+        edgefleet_cli(central, "nodes", "assign", node_id, "chat@1.0.0")
     wait_for(lambda: all(active_on(central, n, "1.0.0") for n in nodes), timeout_s=120, what="1.0.0 everywhere")
-    started = json.loads(cli(central, capsys, "rollout", "start", "chat@1.1.0", "--selector", "region=eu",
+    started = json.loads(edgefleet_cli(central, "rollout", "start", "chat@1.1.0", "--selector", "region=eu",
                              "--canary", "50", "--steps", "100", "--bake", "3s", "--max-p99-ms", "120000", "--json"))
     canary = next(n["node"] for n in started["nodes"] if n["in_step"])
     wait_for(lambda: active_on(central, canary, "1.1.0"), timeout_s=120, what="the canary ACTIVE on 1.1.0")
@@ -104,14 +85,14 @@ def test_central_restarted_mid_rollout_carries_it_on(fleet, tmp_path, capsys):
     assert done.phase == "COMPLETED", done.reason
 
 
-def test_agent_killed_during_activation_comes_back_on_the_last_good_version(fleet, tmp_path, capsys):
+def test_agent_killed_during_activation_comes_back_on_the_last_good_version(fleet, tmp_path):
     central, agents = fleet
-    smol, gemma = _push_versions(central, capsys, tmp_path)
+    smol, gemma = _push_versions(central, tmp_path)
     data_dir = tmp_path / "agent"
     node_id = _enrolled(central, agents, data_dir)
-    cli(central, capsys, "nodes", "assign", node_id, "chat@1.0.0")
+    edgefleet_cli(central, "nodes", "assign", node_id, "chat@1.0.0")
     wait_for(lambda: active_on(central, node_id, "1.0.0"), timeout_s=120, what="1.0.0 ACTIVE")
-    cli(central, capsys, "nodes", "assign", node_id, "chat@1.1.0")
+    edgefleet_cli(central, "nodes", "assign", node_id, "chat@1.1.0")
 
     def warming():
         activation = (FleetFiles(data_dir).read_state() or {}).get("activation") or {}

@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from agent_process import start_agent
-from central.cli import main as edgefleet
-from central_process import create_token, start_central, wait_for
+from central_process import edgefleet_cli, create_token, start_central, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
@@ -25,11 +24,6 @@ def central(tmp_path):
     process.stop()
 
 
-def cli(central, *args):
-    assert edgefleet(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address,
-                      *args]) == 0, args
-
-
 def activation(central, node_id):
     with central.admin() as admin:
         return admin.call("GetNode", admin_pb2.GetNodeRequest(node_id=node_id)).node.status.activation
@@ -38,18 +32,18 @@ def activation(central, node_id):
 def test_a_version_that_breaches_probation_is_switched_back_by_the_agent(central, tmp_path):
     smol = resolve_model("smollm2-135m-instruct", "", tmp_path)
     gemma = resolve_model("gemma-3-270m", "", tmp_path / "gemma")
-    cli(central, "models", "push", str(smol.path), "--name", "chat", "--version", "1.0.0")
-    cli(central, "models", "push", str(gemma.path), "--name", "chat", "--version", "1.1.0")
+    edgefleet_cli(central, "models", "push", str(smol.path), "--name", "chat", "--version", "1.0.0")
+    edgefleet_cli(central, "models", "push", str(gemma.path), "--name", "chat", "--version", "1.1.0")
     token = create_token(central)
     node = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / "agent"))
     agent = start_agent(tmp_path / "agent", sections={
         "fleet": {"max_backoff_s": 1.0, "probation_s": 300.0, "probation_max_error_rate": 0.1},
         "model": {"n_parallel": 1}, "scheduler": {"max_queue": 0}})
     try:
-        cli(central, "nodes", "assign", node.node_id, "chat@1.0.0")
+        edgefleet_cli(central, "nodes", "assign", node.node_id, "chat@1.0.0")
         wait_for(lambda: (a := activation(central, node.node_id)).model.version == "1.0.0"
                  and a.state == common_pb2.ACTIVATION_STATE_ACTIVE, timeout_s=120, what="1.0.0 ACTIVE")
-        cli(central, "nodes", "assign", node.node_id, "chat@1.1.0")
+        edgefleet_cli(central, "nodes", "assign", node.node_id, "chat@1.1.0")
         wait_for(lambda: (a := activation(central, node.node_id)).model.version == "1.1.0"
                  and a.state == common_pb2.ACTIVATION_STATE_ACTIVE, timeout_s=120, what="1.1.0 ACTIVE")
 

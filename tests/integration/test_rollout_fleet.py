@@ -7,11 +7,9 @@ import os
 import threading
 
 import httpx
-import pytest
 
 from agent_process import start_agent
-from central.cli import main as edgefleet
-from central_process import create_token, start_central, wait_for
+from central_process import edgefleet_cli, create_token, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
@@ -20,36 +18,19 @@ from edgefleet.v1 import admin_pb2
 FLEET = {"fleet": {"max_backoff_s": 1.0}, "model": {"n_parallel": 2, "n_ctx": 512}}
 
 
-@pytest.fixture
-def fleet(tmp_path):
-    central = start_central(tmp_path / "central", "--heartbeat-interval", "0.5s")
-    agents = []
-    yield central, agents
-    for agent in agents:
-        agent.stop()
-    central.stop()
-
-
-def cli(central, capsys, *args):
-    code = edgefleet(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address, *args])
-    out = capsys.readouterr()
-    assert code == 0, (args, out.err)
-    return out.out
-
-
 def rollout(central, rollout_id):
     with central.admin() as admin:
         return admin.call("GetRollout", admin_pb2.GetRolloutRequest(rollout_id=rollout_id)).rollout
 
 
-def test_canary_rollout_then_automatic_rollback(fleet, tmp_path, capsys):
+def test_canary_rollout_then_automatic_rollback(fleet, tmp_path):
     central, agents = fleet
     smol = resolve_model("smollm2-135m-instruct", "", tmp_path)
     gemma = resolve_model("gemma-3-270m", "", tmp_path / "gemma")
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(os.urandom(1 << 20))
     for path, version in ((smol.path, "1.0.0"), (gemma.path, "1.1.0"), (broken, "9.9.9")):
-        cli(central, capsys, "models", "push", str(path), "--name", "chat", "--version", version)
+        edgefleet_cli(central, "models", "push", str(path), "--name", "chat", "--version", version)
 
     nodes = []
     for i in range(3):
@@ -57,7 +38,7 @@ def test_canary_rollout_then_automatic_rollback(fleet, tmp_path, capsys):
         node = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / f"a{i}"))
         agents.append(start_agent(tmp_path / f"a{i}", sections=FLEET))
         nodes.append(node.node_id)
-        cli(central, capsys, "nodes", "assign", node.node_id, "chat@1.0.0")
+        edgefleet_cli(central, "nodes", "assign", node.node_id, "chat@1.0.0")
 
     def all_on(version):
         with central.admin() as admin:
@@ -80,7 +61,7 @@ def test_canary_rollout_then_automatic_rollback(fleet, tmp_path, capsys):
     for t in loaders:
         t.start()
     try:
-        started = json.loads(cli(central, capsys, "rollout", "start", "chat@1.1.0", "--selector", "region=eu",
+        started = json.loads(edgefleet_cli(central, "rollout", "start", "chat@1.1.0", "--selector", "region=eu",
                                  "--canary", "33", "--steps", "100", "--bake", "2s", "--max-p99-ms", "120000", "--json"))
         assert started["phase"] == "RUNNING"
         canary = [n["node"] for n in started["nodes"] if n["in_step"]]
@@ -90,7 +71,7 @@ def test_canary_rollout_then_automatic_rollback(fleet, tmp_path, capsys):
         assert done.phase == "COMPLETED", done.reason
         wait_for(lambda: all_on("1.1.0"), timeout_s=120, what="every node ACTIVE on chat@1.1.0")
 
-        bad = json.loads(cli(central, capsys, "rollout", "start", "chat@9.9.9", "--selector", "region=eu",
+        bad = json.loads(edgefleet_cli(central, "rollout", "start", "chat@9.9.9", "--selector", "region=eu",
                              "--canary", "33", "--steps", "100", "--bake", "2s", "--max-p99-ms", "120000", "--json"))
         ended = wait_for(lambda: (r := rollout(central, bad["rollout"])).phase in ("COMPLETED", "ROLLED_BACK") and r,
                          timeout_s=180, what="the broken rollout to end")
@@ -102,6 +83,6 @@ def test_canary_rollout_then_automatic_rollback(fleet, tmp_path, capsys):
     assert all(n.desired_version == "1.1.0" for n in ended.nodes), "every node is back on its previous version"
     assert not failures, [(r.status_code, r.text[:200]) for r in failures[:3]]
     assert len(answered) > 10
-    audit_log = cli(central, capsys, "audit", "list", "--limit", "1000", "--json")
+    audit_log = edgefleet_cli(central, "audit", "list", "--limit", "1000", "--json")
     decisions = [e["detail"] for e in json.loads(audit_log) if e["action"] == "rollout.decision"]
     assert any("promoted" in d for d in decisions) and any("rolled back" in d for d in decisions)
