@@ -37,6 +37,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bake_arg(text: str) -> float:
+    """A bake time; 0 is allowed (promote as soon as the step's nodes are ACTIVE and healthy)."""
+    if text.strip() in ("0", "0s"):
+        return 0.0
+    return _duration_arg(text)
+
+
 def _percent(text: str) -> int:
     value = _positive_int(text)
     if value > 100:
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     rstart.add_argument("--selector", type=_labels_arg, default={}, help="nodes with these labels, k=v,... (all)")
     rstart.add_argument("--canary", type=_percent, default=10, help="percent of nodes in the canary step (10)")
     rstart.add_argument("--steps", type=_steps, default=[100], help="later steps in percent, e.g. 50,100 (100)")
-    rstart.add_argument("--bake", type=_duration_arg, default=600.0, help="time each step must run healthy (10m)")
+    rstart.add_argument("--bake", type=_bake_arg, default=600.0, help="time each step must run healthy (10m)")
     rstart.add_argument("--max-error-rate", type=float, default=0.02, help="highest error rate, 0..1 (0.02)")
     rstart.add_argument("--max-p99-ms", type=float, default=2000.0, help="highest p99 latency in ms (2000)")
     rstart.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -195,12 +202,32 @@ def _central(args) -> int:
     datadir.require_initialized(paths)
     settings = CentralSettings(heartbeat_interval_s=args.heartbeat_interval, certificate_lifetime_s=args.cert_lifetime)
     _use_uvloop()
+    _steady_malloc()
     try:
         asyncio.run(serve(paths, settings, args.listen, args.enroll_listen, args.advertise))
     except ListenError as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _steady_malloc() -> None:
+    """Keep glibc from trimming and re-faulting its heap around the 1 MiB chunks of pushes and fetches:
+    measured, central's CPU per GiB served swung between about 2 s and 4.7 s with the defaults and stayed
+    at 1.8-2.4 s with these (the same as MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_). Not glibc: no-op."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc else None
+    except (OSError, AttributeError):
+        return
+    if mallopt:
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        mallopt(m_mmap_threshold, 32 << 20)
+        mallopt(m_trim_threshold, 128 << 20)
 
 
 def _use_uvloop() -> None:
