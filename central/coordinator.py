@@ -19,6 +19,7 @@ from typing import Callable
 from central import audit, liveness, tokens
 from central.datadir import Authority
 from central.heartbeats import HeartbeatBuffer
+from central.rollouts import Rollouts
 from central.blobs import BlobStore
 from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from central.labels import LabelError, validate_labels
@@ -80,7 +81,6 @@ class Coordinator:
         self.signing_public_key_pem = signing_public_key_pem
         self._clock = clock
         self.beats = HeartbeatBuffer(store)
-        from central.rollouts import Rollouts
         self.rollouts = Rollouts(self)
 
     # -- audit ---------------------------------------------------------------
@@ -114,7 +114,7 @@ class Coordinator:
         record = self.store.get_token(token_id)
         node_id = "node-" + secrets.token_hex(4)
         cert = self.authority.issue(public_key, pki.Identity("node", node_id),
-                                    dt.timedelta(seconds=self.settings.certificate_lifetime_s), _utc(now))
+                                    dt.timedelta(seconds=self.settings.certificate_lifetime_s), pki.utc(now))
         node = NodeRecord(node_id=node_id, labels=dict(record.labels), hostname=hostname[:253], enrolled_at=now,
                           token_id=token_id, certificate_serial=pki.serial_hex(cert),
                           certificate_expires_at=cert.not_valid_after_utc.timestamp())
@@ -178,7 +178,7 @@ class Coordinator:
         except pki.PkiError as exc:
             raise self._refuse(InvalidArgument, caller, action, node.node_id, str(exc)) from None
         cert = self.authority.issue(public_key, pki.Identity("node", node.node_id),
-                                    dt.timedelta(seconds=self.settings.certificate_lifetime_s), _utc(self._clock()))
+                                    dt.timedelta(seconds=self.settings.certificate_lifetime_s), pki.utc(self._clock()))
         self.store.set_certificate(node.node_id, pki.serial_hex(cert), cert.not_valid_after_utc.timestamp())
         self._audit(caller, action, node.node_id, audit.ALLOWED, f"issued certificate {pki.serial_hex(cert)}")
         return pki.certificate_pem(cert).decode()
@@ -416,7 +416,3 @@ def validate_params(params: dict[str, str]) -> None:
             raise InvalidArgument(f"parameter name {key!r} must be lowercase letters, digits and '_'")
         if len(value) > 256:
             raise InvalidArgument(f"parameter {key}: the value is longer than 256 characters")
-
-
-def _utc(timestamp: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)

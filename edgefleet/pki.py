@@ -60,6 +60,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def utc(timestamp: float) -> dt.datetime:
+    """A unix time as an aware UTC datetime, as certificates carry them."""
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+
+
 # --- keys -----------------------------------------------------------------
 
 def generate_key() -> ec.EllipticCurvePrivateKey:

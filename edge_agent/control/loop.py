@@ -120,7 +120,7 @@ class ControlLoop:
 
     def _renew_if_due(self, now: float) -> None:
         cert = self.identity.certificate
-        if not pki.renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, _utc(now)):
+        if not pki.renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, pki.utc(now)):
             return
         key = pki.generate_key()
         certificate_pem = self._client.renew_certificate(key)
@@ -173,8 +173,3 @@ def _activation_dict(activator) -> dict | None:
         return None
     return {"model": f"{status.model.name}@{status.model.version}", "state": status.state,
             "bytes_done": status.bytes_done, "bytes_total": status.bytes_total, "reason": status.reason}
-
-
-def _utc(timestamp: float):
-    import datetime as dt
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
