@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import write_results  # bench/ is on sys.path when run as a script
+
 import grpc
 import psutil
 
@@ -305,10 +307,7 @@ def main() -> int:
             if central is not None:
                 central.stop()
     print_table(report)
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"artifacts-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_results("artifacts", report, args.out)
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -40,6 +39,8 @@ import tempfile
 import time
 from array import array
 from pathlib import Path
+
+from results_file import write_results  # bench/ is on sys.path when run as a script
 
 import grpc
 import psutil
@@ -330,10 +331,7 @@ def main() -> int:
             if central is not None:
                 central.stop()  # SIGTERM by its pid, then SIGKILL
     print_table(report["runs"])
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"heartbeats-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_results("heartbeats", report, args.out)
     return 0
 
 

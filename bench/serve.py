@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_file import write_results  # bench/ is on sys.path when run as a script
+
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -351,10 +353,7 @@ def main() -> int:
         h = report["cache_hits"]
         print(f"\ncache hits (c=16, {h.get('tool', '-')}): {h.get('requests_per_s')} req/s, "
               f"p50 {h.get('latency_p50_ms')} ms, p99 {h.get('latency_p99_ms')} ms")
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"serve-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_results("serve", report, args.out)
     return 0
 
 
