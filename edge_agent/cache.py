@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgefleet.sqlitedb import open_checked, set_aside
+from edgefleet.sqlitedb import open_checked, open_or_set_aside, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,9 @@ class ResponseCache:
     # -- internals ---------------------------------------------------------
 
     def _open_or_rebuild(self) -> sqlite3.Connection:
-        try:
-            return self._open()
-        except sqlite3.OperationalError:  # locked, no permission, disk full: not corruption, keep the file
-            raise
-        except sqlite3.DatabaseError as exc:
-            self._set_aside(exc)
-            return self._open()
+        conn, rebuilt = open_or_set_aside(self.path, "response cache", self._open)
+        self.corrupt_rebuilds += rebuilt
+        return conn
 
     def _open(self) -> sqlite3.Connection:
         conn = open_checked(self.path, _MIGRATIONS)

@@ -59,6 +59,19 @@ def set_aside(path: Path, what: str, exc: Exception) -> Path:
     return aside
 
 
+def open_or_set_aside(path: Path, what: str, opener) -> tuple[sqlite3.Connection, bool]:
+    """opener() → connection; when the file is corrupt, set it aside and open a fresh one. Returns the
+    connection and whether a file was set aside. A locked file, missing permission or a full disk
+    (OperationalError) is not corruption: it propagates and the file is kept."""
+    try:
+        return opener(), False
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        set_aside(path, what, exc)
+        return opener(), True
+
+
 def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
     """Schema migrations as a small registry recorded in the file: each version runs once, in order."""
     versions = [v for v, _ in migrations]

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefleet.sqlitedb import open_checked, set_aside
+from edgefleet.sqlitedb import open_checked, open_or_set_aside
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,9 @@ class ReportSpool:
             self._conn.close()
 
     def _open_or_rebuild(self) -> sqlite3.Connection:
-        try:
-            return self._open()
-        except sqlite3.OperationalError:  # locked, no permission, disk full: not corruption, keep the file
-            raise
-        except sqlite3.DatabaseError as exc:
-            set_aside(self.path, "report spool", exc)
-            self.corrupt_rebuilds += 1
-            return self._open()
+        conn, rebuilt = open_or_set_aside(self.path, "report spool", self._open)
+        self.corrupt_rebuilds += rebuilt
+        return conn
 
     def _open(self) -> sqlite3.Connection:
         # FULL: a spool that loses its tail on power loss would hand out sequences again.
