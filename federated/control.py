@@ -1,0 +1,106 @@
+"""Central's client for its own SuperLink's Control API (same host only, see federated.superlink)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+
+class FlowerControlError(Exception):
+    """The SuperLink refused or could not be reached (the message says which)."""
+
+
+def generate_node_key() -> tuple[bytes, bytes]:
+    """A SuperNode auth key pair (ECDSA P-384): (OpenSSH private key, OpenSSH public key line)."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, public
+
+
+def public_key_der(openssh_public: bytes | str) -> bytes:
+    """The key as the SuperLink stores it; FlowerControlError when it is not a NIST-curve EC key."""
+    data = openssh_public.encode() if isinstance(openssh_public, str) else openssh_public
+    try:
+        key = serialization.load_ssh_public_key(data.strip())
+    except (ValueError, TypeError) as exc:
+        raise FlowerControlError(f"not an OpenSSH public key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+        raise FlowerControlError("a SuperNode key must be an ECDSA key on a NIST curve (P-384 is made at enrollment)")
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+    return public_key_to_bytes(key)
+
+
+@dataclass(frozen=True)
+class FlowerRun:
+    run_id: int
+    status: str  # pending | starting | running | finished
+    sub_status: str  # completed | failed | stopped when finished
+    details: str
+    pending_at: str
+    finished_at: str
+    override_config: dict
+
+
+class FlowerControl:
+    def __init__(self, address: str, ca_pem: bytes, timeout_s: float = 10.0):
+        from flwr.common.constant import CONTROL_API_DEFAULT_SERVER_ADDRESS  # noqa: F401
+        from flwr.supercore.control.control_http_client import ControlHttpClient
+        from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+        self._client = ControlHttpClient.from_server_address(
+            server_address=address, insecure=False, root_certificates=ca_pem,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")])
+        self._client._client.timeout = timeout_s  # noqa: SLF001 - ProtobufClient has no setter
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, request):
+        try:
+            return getattr(self._client, method)(request)
+        except Exception as exc:  # noqa: BLE001 - httpx and Flower errors alike
+            raise FlowerControlError(f"SuperLink {method} failed: {exc}") from exc
+
+    def register_node(self, openssh_public: bytes | str, name: str) -> int:
+        from flwr.proto.control_pb2 import RegisterNodeRequest
+        response = self._call("RegisterNode", RegisterNodeRequest(public_key=public_key_der(openssh_public), name=name))
+        if not response.node_id:
+            raise FlowerControlError("the SuperLink did not register the node")
+        return int(response.node_id)
+
+    def unregister_node(self, node_id: int) -> None:
+        from flwr.proto.control_pb2 import UnregisterNodeRequest
+        self._call("UnregisterNode", UnregisterNodeRequest(node_id=node_id))
+
+    def registered_nodes(self) -> dict[int, str]:
+        """Flower node id -> status (registered, online, offline, unregistered)."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+        response = self._call("ListNodes", ListNodesRequest())
+        return {int(n.node_id): n.status for n in response.nodes_info}
+
+    def start_run(self, fab: bytes, fab_hash: str, run_config: dict) -> int:
+        from flwr.common.serde import fab_to_proto, user_config_to_proto
+        from flwr.supercore.fab import Fab
+        from flwr.proto.control_pb2 import StartRunRequest
+        request = StartRunRequest(fab=fab_to_proto(Fab(fab_hash, fab, {})),
+                                  override_config=user_config_to_proto(run_config))
+        response = self._call("StartRun", request)
+        if not response.HasField("run_id"):
+            raise FlowerControlError(f"the SuperLink did not start the run{': ' + response.note if response.note else ''}")
+        return int(response.run_id)
+
+    def stop_run(self, run_id: int) -> None:
+        from flwr.proto.control_pb2 import StopRunRequest
+        self._call("StopRun", StopRunRequest(run_id=run_id))
+
+    def runs(self, run_id: int = 0) -> list[FlowerRun]:
+        from flwr.common.serde import user_config_from_proto
+        from flwr.proto.control_pb2 import ListRunsRequest
+        response = self._call("ListRuns", ListRunsRequest(run_id=run_id) if run_id else ListRunsRequest())
+        return [FlowerRun(int(r.run_id), r.status.status, r.status.sub_status, r.status.details,
+                          r.pending_at, r.finished_at, dict(user_config_from_proto(r.override_config)))
+                for r in response.run_dict.values()]

@@ -1,0 +1,225 @@
+"""The Flower ServerApp and ClientApp that run every edgefleet task.
+
+Central's SuperLink starts the ServerApp for a run; each agent's SuperNode runs
+the ClientApp. Both only move arrays: the task (federated.tasks) decides what a
+node contributes and what central keeps. With SecAgg+ on (the default) the
+ServerApp only ever holds masked vectors and their sum.
+
+Run config (set by `edgefleet fl start`, defaults in federated.fab):
+task, rounds, min-nodes, secagg, secagg-shares, secagg-threshold, clip, noise,
+timeout-s, wait-nodes-s, results-dir, record-received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import fixedclipping_mod, secaggplus_mod
+from flwr.common import Context, Message, bytes_to_ndarray, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.app import MessageType
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+import flwr.compat.common.recorddict_compat as common_compat
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.server.workflow.default_workflows import default_fit_workflow
+
+from federated import results
+from federated.tasks import TaskError, get_task
+
+# --- the node side ---------------------------------------------------------------------------
+
+
+class TaskClient(NumPyClient):
+    def __init__(self, data_dir: Path, run_config: dict):
+        self.data_dir = data_dir
+        self.run_config = run_config
+
+    def fit(self, parameters, config):
+        task = get_task(str(self.run_config["task"]))
+        update = task.local_update(self.data_dir, list(parameters), self.run_config)
+        # Only the weight travels unmasked beside the arrays: no local metrics are sent.
+        return update.arrays, update.weight, {}
+
+
+def _client_fn(context: Context):
+    data_dir = context.node_config.get("data-dir")
+    if not data_dir:
+        raise TaskError("this SuperNode has no data-dir in its node config")
+    return TaskClient(Path(str(data_dir)), dict(context.run_config)).to_client()
+
+
+def _clipping_when_asked(message: Message, context: Context, call_next):
+    """fixedclipping_mod, for runs started with --clip (it insists on a clipping norm)."""
+    if message.metadata.message_type == MessageType.TRAIN:
+        configs = message.content.config_records.get("fitins.config")
+        if configs is not None and "clipping_norm" in configs:
+            return fixedclipping_mod(message, context, call_next)
+    return call_next(message, context)
+
+
+# SecAgg+ outermost, so clipping (when asked) happens before masking.
+client_app = ClientApp(client_fn=_client_fn, mods=[secaggplus_mod, _clipping_when_asked])
+
+
+# --- the central side ------------------------------------------------------------------------
+
+
+class RecordingGrid(Grid):
+    """The run's Grid, timing every exchange and keeping each node's error message.
+
+    With `record-received` on it also keeps every masked vector as received:
+    the proof that the ServerApp never holds an unmasked update.
+    """
+
+    def __init__(self, grid: Grid, record: bool):
+        self._grid = grid
+        self.record = record
+        self.exchanges: list[dict] = []
+        self.node_errors: dict[int, str] = {}
+        self.received_masked: list[dict] = []
+
+    def set_run(self, run):
+        self._grid.set_run(run)
+
+    @property
+    def run(self):
+        return self._grid.run
+
+    def create_message(self, *args, **kwargs):
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        messages = list(messages)
+        started = time.monotonic()
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        stage = _stage_of(messages)
+        self.exchanges.append({"stage": stage, "sent": len(messages), "replies": len(replies),
+                               "seconds": round(time.monotonic() - started, 3)})
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                self.node_errors[node] = reply.error.reason
+            elif self.record:
+                masked = _masked_parameters(reply)
+                if masked is not None:
+                    self.received_masked.append({"exchange": len(self.exchanges), "node": node, "arrays": masked})
+        return replies
+
+
+def _stage_of(messages: list[Message]) -> str:
+    for message in messages[:1]:
+        configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+        if configs is not None and Key.STAGE in configs:
+            return f"secagg:{configs[Key.STAGE]}"
+        return message.metadata.message_type
+    return "none"
+
+
+def _masked_parameters(reply: Message):
+    configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None or Key.MASKED_PARAMETERS not in configs:
+        return None
+    return [bytes_to_ndarray(b) for b in configs[Key.MASKED_PARAMETERS]]
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = dict(context.run_config)
+    run_id = grid.run.run_id
+    report = results.RunReport(Path(str(config["results-dir"])), run_id, config)
+    recording = RecordingGrid(grid, bool(config.get("record-received", False)))
+    try:
+        _run(recording, context, config, report)
+    except Exception as exc:  # noqa: BLE001 - every failure must reach `edgefleet fl status`
+        report.fail(_explain(exc, recording))
+        raise
+    finally:
+        report.set_exchanges(recording.exchanges)
+        if recording.record:
+            report.save_received(recording.received_masked)
+
+
+def _run(grid: RecordingGrid, context: Context, config: dict, report: "results.RunReport") -> None:
+    task = get_task(str(config["task"]))
+    rounds, min_nodes = int(config["rounds"]), int(config["min-nodes"])
+    nodes = _wait_for_nodes(grid, min_nodes, float(config["wait-nodes-s"]), report)
+    strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=min_nodes,
+                      min_evaluate_clients=0, min_available_clients=min_nodes,
+                      initial_parameters=ndarrays_to_parameters(task.initial_arrays(config)))
+    if float(config["clip"]) > 0:
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            strategy, noise_multiplier=float(config["noise"]), clipping_norm=float(config["clip"]),
+            num_sampled_clients=nodes)
+    fit_workflow = None
+    if bool(config["secagg"]):
+        fit_workflow = SecAggPlusWorkflow(
+            num_shares=int(config["secagg-shares"]) or nodes,
+            reconstruction_threshold=int(config["secagg-threshold"]) or max(2, (2 * nodes + 2) // 3),
+            max_weight=1.0, clipping_range=task.clipping_range, timeout=float(config["timeout-s"]))
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
+    report.update(status="running", nodes=nodes)
+    DefaultWorkflow(fit_workflow=CheckedFit(fit_workflow or default_fit_workflow, grid, report))(grid, legacy)
+    arrays = parameters_to_ndarrays(common_compat.arrayrecord_to_parameters(
+        context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True))
+    report.complete(task.finish(arrays, config, nodes), arrays, rounds=rounds, node_errors=grid.node_errors)
+
+
+class CheckedFit:
+    """A fit workflow that fails the run when a round produced no new global parameters.
+
+    Flower's workflows log "halted" and carry on with the old parameters when too
+    few nodes answer; a run must instead stop with a status saying so.
+    """
+
+    def __init__(self, inner, grid: RecordingGrid, report: "results.RunReport"):
+        self.inner, self.grid, self.report = inner, grid, report
+
+    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+        before = context.state.array_records[MAIN_PARAMS_RECORD]
+        round_number = len(self.report.rounds) + 1
+        started = time.monotonic()
+        self.inner(grid, context)
+        if context.state.array_records[MAIN_PARAMS_RECORD] is before:
+            raise TaskError(f"round {round_number} failed: too few nodes returned an update")
+        self.report.round_done(round_number, time.monotonic() - started)
+
+
+def _wait_for_nodes(grid: Grid, min_nodes: int, wait_s: float, report) -> int:
+    deadline = time.monotonic() + wait_s
+    report.update(status="waiting-for-nodes")
+    while True:
+        connected = len(list(grid.get_node_ids()))
+        if connected >= min_nodes:
+            return connected
+        if time.monotonic() > deadline:
+            raise TaskError(f"only {connected} of the {min_nodes} nodes needed connected within {wait_s:.0f}s")
+        time.sleep(0.5)
+
+
+def _explain(exc: Exception, grid: RecordingGrid) -> str:
+    message = str(exc) or type(exc).__name__
+    if grid.node_errors:
+        details = "; ".join(f"node {node}: {reason.strip().splitlines()[-1] if reason.strip() else '?'}"
+                            for node, reason in sorted(grid.node_errors.items()))
+        message = f"{message} (node errors: {details})"
+    return message

@@ -1,0 +1,137 @@
+"""What a node trains on: labeled prompts and usage counts, kept in its data dir.
+
+Layout under `<data-dir>/federated/`:
+- `examples.jsonl`: one labeled prompt a line, `{"text": ..., "label": "sensitive"|"public", "source": ...}`,
+  appended by `edge-agent label` (operators) and by the agent's detectors (weak labels).
+- `usage.json`: the agent's request counts per hour of day, latency buckets and cache hits.
+
+The ClientApp only reads these files (opened read-only); every problem with a
+row is reported with its line number so the operator can fix the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from federated.tasks import TaskError
+
+LABELS = {"public": 0, "sensitive": 1}
+MAX_TEXT_CHARS = 32_768
+# Upper bounds (ms) of the latency histogram; the last bucket is everything slower.
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int  # 1 sensitive, 0 public
+
+
+def federated_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "federated"
+
+
+def examples_path(data_dir: Path) -> Path:
+    return federated_dir(data_dir) / "examples.jsonl"
+
+
+def usage_path(data_dir: Path) -> Path:
+    return federated_dir(data_dir) / "usage.json"
+
+
+def parse_example(line: str, where: str) -> Example:
+    """One JSONL row; TaskError naming `where` and the problem when it is not a valid example."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TaskError(f"{where}: not JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise TaskError(f"{where}: expected an object with text and label")
+    text, label = row.get("text"), row.get("label")
+    if not isinstance(text, str) or not text.strip():
+        raise TaskError(f"{where}: text must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TaskError(f"{where}: text is {len(text)} characters, more than {MAX_TEXT_CHARS}")
+    if label not in LABELS:
+        raise TaskError(f"{where}: label must be one of {', '.join(LABELS)}, got {label!r}")
+    return Example(text, LABELS[label])
+
+
+def read_examples(data_dir: Path) -> list[Example]:
+    path = examples_path(data_dir)
+    if not path.exists():
+        raise TaskError(f"no labeled examples on this node: {path} does not exist "
+                        "(add some with `edge-agent label`)")
+    examples = []
+    with open(path, encoding="utf-8", errors="strict") as rows:
+        try:
+            for number, line in enumerate(rows, 1):
+                if line.strip():
+                    examples.append(parse_example(line, f"{path}:{number}"))
+        except UnicodeDecodeError:
+            raise TaskError(f"{path}: not UTF-8 text") from None
+    if not examples:
+        raise TaskError(f"no labeled examples on this node: {path} is empty")
+    return examples
+
+
+def append_example(data_dir: Path, text: str, label: str, source: str) -> None:
+    """Append one validated example (the writer side: `edge-agent label`, the HTTP endpoint)."""
+    line = json.dumps({"text": text, "label": label, "source": source}, ensure_ascii=False)
+    parse_example(line, "example")
+    path = examples_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One write of one line with O_APPEND: concurrent writers never interleave within a row.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Usage:
+    requests_per_hour: tuple[int, ...]  # 24 counts, by UTC hour of day
+    latency_buckets: tuple[int, ...]  # len(LATENCY_BUCKETS_MS) + 1 counts
+    cache_hits: int
+    cache_lookups: int
+
+
+def parse_usage(raw: object, where: str) -> Usage:
+    if not isinstance(raw, dict):
+        raise TaskError(f"{where}: expected a JSON object")
+
+    def counts(key: str, length: int) -> tuple[int, ...]:
+        values = raw.get(key)
+        if (not isinstance(values, list) or len(values) != length
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)):
+            raise TaskError(f"{where}: {key} must be a list of {length} non-negative integers")
+        return tuple(values)
+
+    hours = counts("requests_per_hour", 24)
+    latency = counts("latency_buckets", len(LATENCY_BUCKETS_MS) + 1)
+    hits, lookups = counts("cache", 2)
+    if hits > lookups:
+        raise TaskError(f"{where}: cache hits ({hits}) exceed lookups ({lookups})")
+    return Usage(hours, latency, hits, lookups)
+
+
+def read_usage(data_dir: Path) -> Usage:
+    path = usage_path(data_dir)
+    if not path.exists():
+        raise TaskError(f"no usage figures on this node: {path} does not exist")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TaskError(f"{path}: not valid JSON ({exc})") from None
+    return parse_usage(raw, str(path))
+
+
+def latency_bucket(latency_ms: float) -> int:
+    for index, bound in enumerate(LATENCY_BUCKETS_MS):
+        if latency_ms <= bound:
+            return index
+    return len(LATENCY_BUCKETS_MS)
