@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default="0.0.0.0:7443", help="FleetService/AdminService, mTLS (default 0.0.0.0:7443)")
     serve.add_argument("--enroll-listen", default="0.0.0.0:7444", help="EnrollmentService, TLS (default 0.0.0.0:7444)")
     serve.add_argument("--advertise", default="", help="host name agents use to reach central (default: the bound host)")
+    serve.add_argument("--superlink-listen", default="",
+                       help="Flower SuperLink for federated learning, TLS (default: the --listen host, port 7445)")
+    serve.add_argument("--no-superlink", action="store_true", help="run without federated learning")
     serve.add_argument("--heartbeat-interval", type=_duration_arg, default=15.0, help="agents' heartbeat interval (15s)")
     serve.add_argument("--cert-lifetime", type=_duration_arg, default=30 * 86400.0, help="node certificates' lifetime (30d)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -153,6 +156,30 @@ def build_parser() -> argparse.ArgumentParser:
     rabort.add_argument("rollout_id")
     rabort.add_argument("--reason", default="", help="why, for the audit log")
 
+    fl = sub.add_parser("fl", help="federated learning runs (Flower, SecAgg+)").add_subparsers(
+        dest="command", required=True)
+    fstart = fl.add_parser("start", help="start a run on central's SuperLink")
+    fstart.add_argument("--task", required=True, help="sensitivity or usage-stats")
+    fstart.add_argument("--rounds", type=_positive_int, default=3, help="rounds (3)")
+    fstart.add_argument("--min-nodes", type=_positive_int, required=True, help="nodes needed before round 1")
+    fstart.add_argument("--secagg-shares", type=_positive_int, default=0, help="SecAgg+ shares per node (every node)")
+    fstart.add_argument("--secagg-threshold", type=_positive_int, default=0,
+                        help="SecAgg+ reconstruction threshold (two thirds of the nodes)")
+    fstart.add_argument("--no-secagg", action="store_true",
+                        help="plain FedAvg: central sees every node's update (for comparison only)")
+    fstart.add_argument("--clip", type=float, default=0.0, help="DP: client-side clipping norm (off)")
+    fstart.add_argument("--noise", type=float, default=0.0, help="DP: noise multiplier (needs --clip)")
+    fstart.add_argument("--stage-timeout", type=_duration_arg, default=0.0,
+                        help="how long to wait for nodes' replies in each stage (60s)")
+    fstart.add_argument("--wait-nodes", type=_duration_arg, default=0.0,
+                        help="how long to wait for --min-nodes to connect (2m)")
+    fstart.add_argument("--json", action="store_true", help="print JSON for scripts")
+    fstatus = fl.add_parser("status", help="one run: status, rounds, outcome")
+    fstatus.add_argument("run_id", type=int)
+    fstatus.add_argument("--json", action="store_true", help="print JSON for scripts")
+    flist = fl.add_parser("list", help="runs, newest first")
+    flist.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="command", required=True)
     alist = audit.add_parser("list", help="audit entries, oldest first")
     alist.add_argument("--after", type=int, default=0, help="only entries after this sequence")
@@ -204,7 +231,8 @@ def _central(args) -> int:
     _use_uvloop()
     _steady_malloc()
     try:
-        asyncio.run(serve(paths, settings, args.listen, args.enroll_listen, args.advertise))
+        superlink = None if args.no_superlink else (args.superlink_listen or f"{args.listen.rsplit(':', 1)[0]}:7445")
+        asyncio.run(serve(paths, settings, args.listen, args.enroll_listen, args.advertise, superlink_listen=superlink))
     except ListenError as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 1
@@ -640,6 +668,72 @@ def _audit_verify(client, args) -> int:
     return 0 if r.intact else 1
 
 
+def _fl_row(r) -> dict:
+    from central.convert import RUN_STATUS_NAMES
+
+    return {"run": str(r.run_id), "task": r.task, "status": RUN_STATUS_NAMES.get(r.status, "unknown"),
+            "rounds_done": len(r.round_seconds), "rounds": r.rounds,
+            "round_seconds": [round(x, 2) for x in r.round_seconds], "nodes": r.nodes, "secagg": r.secagg,
+            "error": r.error, "node_errors": list(r.node_errors), "model": r.model,
+            "outcome": json.loads(r.outcome_json) if r.outcome_json else None,
+            "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at) if r.HasField("finished_at") else None,
+            "started_by": r.started_by}
+
+
+def _print_fl_run(r) -> None:
+    row = _fl_row(r)
+    print(f"run {row['run']}: {row['task']} {row['status']} (round {row['rounds_done']} of {row['rounds']}, "
+          f"{row['nodes'] or '?'} nodes, SecAgg+ {'on' if row['secagg'] else 'OFF'})")
+    if row["round_seconds"]:
+        print("round seconds: " + ", ".join(f"{s:.1f}" for s in row["round_seconds"]))
+    if row["error"]:
+        print(f"error: {row['error']}")
+    for node_error in row["node_errors"]:
+        print(f"node error: {node_error}")
+    if row["model"]:
+        print(f"model: {row['model']} (roll it out with `edgefleet rollout start {row['model']} ...`)")
+    if row["outcome"] and row["task"] == "usage-stats":
+        print("fleet-wide usage: " + json.dumps(row["outcome"], sort_keys=True))
+
+
+def _fl_start(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    r = client.call("StartFederatedRun", admin_pb2.StartFederatedRunRequest(
+        task=args.task, rounds=args.rounds, min_nodes=args.min_nodes, no_secagg=args.no_secagg,
+        secagg_shares=args.secagg_shares, secagg_threshold=args.secagg_threshold, clip=args.clip, noise=args.noise,
+        stage_timeout_s=args.stage_timeout, wait_nodes_s=args.wait_nodes)).run
+    if args.json:
+        _print_json(_fl_row(r))
+    else:
+        print(f"started run {r.run_id}: {r.task}, {r.rounds} rounds; follow it with `edgefleet fl status {r.run_id}`")
+    return 0
+
+
+def _fl_status(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    r = client.call("GetFederatedRun", admin_pb2.GetFederatedRunRequest(run_id=args.run_id)).run
+    if args.json:
+        _print_json(_fl_row(r))
+    else:
+        _print_fl_run(r)
+    return 0
+
+
+def _fl_list(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    rows = [_fl_row(r) for r in client.call("ListFederatedRuns", admin_pb2.ListFederatedRunsRequest()).runs]
+    if args.json:
+        _print_json(rows)
+        return 0
+    _print_table(["RUN", "TASK", "STATUS", "ROUNDS", "NODES", "SECAGG", "MODEL", "ERROR"], [
+        [r["run"], r["task"], r["status"], f"{r['rounds_done']}/{r['rounds']}", str(r["nodes"] or "-"),
+         "on" if r["secagg"] else "OFF", r["model"] or "-", r["error"][:60]] for r in rows])
+    return 0
+
+
 _HANDLERS = {
     ("token", "create"): _token_create, ("token", "list"): _token_list, ("token", "revoke"): _token_revoke,
     ("nodes", "list"): _nodes_list, ("nodes", "show"): _nodes_show, ("nodes", "label"): _nodes_label,
@@ -650,6 +744,7 @@ _HANDLERS = {
     ("rollout", "pause"): _rollout_change("PauseRollout", "PauseRolloutRequest"),
     ("rollout", "resume"): _rollout_change("ResumeRollout", "ResumeRolloutRequest"),
     ("rollout", "abort"): _rollout_change("AbortRollout", "AbortRolloutRequest"), ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
+    ("fl", "start"): _fl_start, ("fl", "status"): _fl_status, ("fl", "list"): _fl_list,
 }
 
 

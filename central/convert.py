@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -151,3 +153,37 @@ def _version_of(spec, obs) -> str:
         return spec.model.version
     previous = {ref.sha256: ref.version for ref in spec.previous.values() if ref}
     return previous.get(obs.active_sha256, obs.active_sha256[:12])
+
+
+_RUN_STATUS = {
+    "pending": admin_pb2.FEDERATED_RUN_STATUS_PENDING,
+    "waiting-for-nodes": admin_pb2.FEDERATED_RUN_STATUS_WAITING_FOR_NODES,
+    "running": admin_pb2.FEDERATED_RUN_STATUS_RUNNING,
+    "completed": admin_pb2.FEDERATED_RUN_STATUS_COMPLETED,
+    "failed": admin_pb2.FEDERATED_RUN_STATUS_FAILED,
+}
+RUN_STATUS_NAMES = {number: name for name, number in _RUN_STATUS.items()}
+
+
+def run_request(request: admin_pb2.StartFederatedRunRequest):
+    from central.federation import RunRequest
+    return RunRequest(task=request.task, rounds=request.rounds, min_nodes=request.min_nodes,
+                      secagg=not request.no_secagg, secagg_shares=request.secagg_shares,
+                      secagg_threshold=request.secagg_threshold, clip=request.clip, noise=request.noise,
+                      stage_timeout_s=request.stage_timeout_s, wait_nodes_s=request.wait_nodes_s)
+
+
+def federated_run_message(view) -> admin_pb2.FederatedRun:
+    record, report = view.record, view.report
+    outcome = report.get("outcome") if view.status == "completed" else None
+    message = admin_pb2.FederatedRun(
+        run_id=record.run_id, task=record.task, status=_RUN_STATUS[view.status],
+        rounds=int(record.config.get("rounds", 0)),
+        round_seconds=[float(r["seconds"]) for r in report.get("rounds", [])],
+        nodes=int(report.get("nodes") or 0), error=view.error, secagg=bool(record.config.get("secagg", True)),
+        model=record.model, outcome_json=json.dumps(outcome, sort_keys=True) if outcome else "",
+        started_at=timestamp(record.started_at), started_by=record.started_by,
+        node_errors=[f"{node}: {error}" for node, error in sorted(view.node_errors.items())])
+    if report.get("finished_at"):
+        message.finished_at.CopyFrom(timestamp(float(report["finished_at"])))
+    return message

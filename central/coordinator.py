@@ -16,14 +16,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from central import audit, liveness, tokens
+from central import audit, federation, liveness, tokens
 from central.datadir import Authority
 from central.heartbeats import HeartbeatBuffer
 from central.rollouts import Rollouts
 from central.blobs import BlobStore
 from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from central.labels import LabelError, validate_labels
-from central.store import DesiredState, FleetStore, ModelRecord, NodeRecord, ReportRecord, TokenRecord
+from central.store import (DesiredState, FederatedRunRecord, FleetStore, ModelRecord, NodeRecord, ReportRecord,
+                           TokenRecord)
 from edgefleet import manifest as manifest_mod
 from edgefleet import pki
 
@@ -44,6 +45,8 @@ class CentralSettings:
     # What `token create` tells agents to dial, and the fleet port sent back at enrollment.
     enroll_address: str = "127.0.0.1:7444"
     fleet_port: int = 7443
+    # The SuperLink's port sent back at enrollment; 0 when central runs no SuperLink.
+    superlink_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Coordinator:
         self._clock = clock
         self.beats = HeartbeatBuffer(store)
         self.rollouts = Rollouts(self)
+        # Set by `central serve` when it runs a SuperLink (central.federation).
+        self.federation: federation.Federation | None = None
 
     # -- audit ---------------------------------------------------------------
 
@@ -95,7 +100,8 @@ class Coordinator:
 
     # -- enrollment ----------------------------------------------------------
 
-    def enroll(self, caller: Caller, token_text: str, csr_pem: str, hostname: str) -> Enrollment:
+    def enroll(self, caller: Caller, token_text: str, csr_pem: str, hostname: str,
+               flower_public_key: str = "") -> Enrollment:
         action = "node.enroll"
         parsed = tokens.parse_token(token_text)
         if parsed is None:
@@ -109,7 +115,9 @@ class Coordinator:
             raise self._refuse(Unauthenticated, token_caller, action, token_id, refusal)
         try:
             public_key = pki.public_key_from_csr(csr_pem)
-        except pki.PkiError as exc:
+            if flower_public_key:
+                federation.validate_flower_key(flower_public_key)
+        except (pki.PkiError, InvalidArgument) as exc:
             raise self._refuse(InvalidArgument, token_caller, action, token_id, str(exc)) from None
         record = self.store.get_token(token_id)
         node_id = "node-" + secrets.token_hex(4)
@@ -122,6 +130,9 @@ class Coordinator:
             # Lost a race for the token's last use, or it was revoked meanwhile.
             raise self._refuse(Unauthenticated, token_caller, action, token_id,
                                tokens.token_refusal(self.store.get_token(token_id), secret, now) or "token unusable")
+        if flower_public_key:
+            # Registered with the SuperLink by the next reconcile pass (reconcile_federation).
+            self.store.set_flower_key(node_id, flower_public_key.strip())
         self._audit(token_caller, action, node_id, audit.ALLOWED, f"enrolled {node_id} ({hostname or 'no hostname'})")
         return Enrollment(node_id, node.labels, pki.certificate_pem(cert).decode())
 
@@ -390,6 +401,136 @@ class Coordinator:
     def verify_audit(self, caller: Caller) -> audit.ChainCheck:
         self._admin(caller, "audit.verify")
         return audit.verify_chain(self.store.iter_audit())
+
+
+    # -- federated learning ----------------------------------------------------
+
+    def _federation(self, caller: Caller, action: str, target: str = "") -> "federation.Federation":
+        if self.federation is None:
+            reason = federation.flower_available() or "central was started with --no-superlink"
+            raise self._refuse(FailedPrecondition, caller, action, target,
+                               f"federated learning is off on this central: {reason}")
+        return self.federation
+
+    def start_federated_run(self, caller: Caller, request: federation.RunRequest) -> FederatedRunView:
+        action = "fl.start"
+        self._admin(caller, action, request.task)
+        fed = self._federation(caller, action, request.task)
+        try:
+            config = federation.run_config(request, fed.results_dir)
+        except InvalidArgument as exc:
+            raise self._refuse(InvalidArgument, caller, action, request.task, str(exc)) from None
+        from federated import fab
+        fab_bytes, fab_hash = fab.build()
+        run_id = fed.require_control().start_run(fab_bytes, fab_hash, config)
+        record = FederatedRunRecord(run_id, request.task, config, caller.actor, self._clock(), "", None)
+        self.store.add_federated_run(record)
+        self._audit(caller, action, str(run_id), audit.ALLOWED,
+                    f"{request.task}: {request.rounds} rounds, at least {request.min_nodes} nodes, "
+                    f"secagg {'on' if request.secagg else 'OFF'}" + (f", clip {request.clip} noise {request.noise}"
+                                                                    if request.clip else ""))
+        return self._run_view(record, None)
+
+    def get_federated_run(self, caller: Caller, run_id: int) -> FederatedRunView:
+        self._admin(caller, "fl.status", str(run_id))
+        record = self.store.get_federated_run(run_id)
+        if record is None:
+            raise NotFound(f"no federated run {run_id}")
+        return self._run_view(record, self._flower_runs(run_id).get(run_id))
+
+    def list_federated_runs(self, caller: Caller) -> list[FederatedRunView]:
+        self._admin(caller, "fl.list")
+        flower = self._flower_runs()
+        return [self._run_view(r, flower.get(r.run_id)) for r in self.store.list_federated_runs()]
+
+    def _flower_runs(self, run_id: int = 0) -> dict:
+        if self.federation is None:
+            return {}
+        from federated.control import FlowerControlError
+        try:
+            return {r.run_id: r for r in self.federation.control.runs(run_id)}
+        except FlowerControlError as exc:
+            log.warning("cannot read run status from the SuperLink: %s", exc)
+            return {}
+
+    def _run_view(self, record: FederatedRunRecord, flower_run) -> FederatedRunView:
+        results_dir = self.federation.results_dir if self.federation else None
+        report = federation.read_report(results_dir, record.run_id) if results_dir else None
+        if flower_run is None:
+            status, error = federation.run_status("", "", "", report)
+        else:
+            status, error = federation.run_status(flower_run.status, flower_run.sub_status, flower_run.details, report)
+        names = {str(k.flower_node_id): k.node_id for k in self.store.flower_keys()}
+        node_errors = {names.get(flower_id, f"flower-node-{flower_id}"): federation.last_line(reason)
+                       for flower_id, reason in (report or {}).get("node_errors", {}).items()}
+        return FederatedRunView(record, status, error, report or {}, node_errors)
+
+    def reconcile_federation(self) -> None:
+        """One pass: register new nodes' Flower keys, unregister revoked ones, import finished runs."""
+        fed = self.federation
+        if fed is None:
+            return
+        system = _SystemCaller("federated-learning")
+        control = fed.control
+        for key in self.store.flower_keys():
+            if not key.revoked and not key.flower_node_id:
+                flower_id = control.register_node(key.public_key, key.node_id)
+                self.store.set_flower_registration(key.node_id, flower_id, False)
+                self._audit(system, "fl.node.register", key.node_id, audit.ALLOWED, f"SuperLink node {flower_id}")
+            elif key.revoked and key.flower_node_id and not key.unregistered:
+                control.unregister_node(key.flower_node_id)
+                self.store.set_flower_registration(key.node_id, key.flower_node_id, True)
+                self._audit(system, "fl.node.unregister", key.node_id, audit.ALLOWED,
+                            f"SuperLink node {key.flower_node_id}: the node was revoked")
+        for record in self.store.list_federated_runs():
+            if record.imported_at is None:
+                self._import_outcome(system, record)
+
+    def _import_outcome(self, system: Caller, record: FederatedRunRecord) -> None:
+        view = self._run_view(record, self._flower_runs(record.run_id).get(record.run_id))
+        if view.status not in (federation.COMPLETED, federation.FAILED):
+            return
+        model = ""
+        if view.status == federation.COMPLETED and record.task == "sensitivity":
+            from federated.results import onnx_path
+            data = onnx_path(self.federation.results_dir, record.run_id).read_bytes()
+            model = self._register_classifier(system, record.run_id, data)
+        self.store.set_federated_run_outcome(record.run_id, model, self._clock())
+        self._audit(system, "fl.finish", str(record.run_id),
+                    audit.ALLOWED if view.status == federation.COMPLETED else audit.REFUSED,
+                    f"{record.task} {view.status}" + (f": {view.error}" if view.error else "")
+                    + (f"; registered {model}" if model else ""))
+
+    def _register_classifier(self, system: Caller, run_id: int, data: bytes) -> str:
+        version = f"fl-{run_id}"
+        writer = self.blobs.writer()
+        writer.write(data)
+        sha256, size = writer.commit()
+        self.finish_push(system, federation.CLASSIFIER_MODEL, version, "onnx",
+                         {"kind": "sensitivity_classifier", "features": "hashed_ngrams_crc32_16384",
+                          "federated_run": str(run_id)}, sha256, size)
+        return f"{federation.CLASSIFIER_MODEL}@{version}"
+
+
+@dataclass(frozen=True)
+class FederatedRunView:
+    record: FederatedRunRecord
+    status: str
+    error: str
+    report: dict
+    node_errors: dict[str, str]
+
+
+class _SystemCaller(Caller):
+    """Central acting on its own (a finished run's outcome): the audit log names the part that acted."""
+
+    def __init__(self, part: str):
+        super().__init__(None, "central")
+        object.__setattr__(self, "_part", part)
+
+    @property
+    def actor(self) -> str:
+        return f"central:{self._part}"
 
 
 class _TokenCaller(Caller):

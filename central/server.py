@@ -54,7 +54,7 @@ def _bind(server: grpc.aio.Server, listen: str, credentials) -> str:
 
 
 async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: str, enroll_listen: str,
-                advertise_host: str = "") -> None:
+                advertise_host: str = "", superlink_listen: str | None = None) -> None:
     authority = Authority.load(paths)
     store = SqliteFleetStore(paths.store)
     server_key = paths.server_key.read_bytes()
@@ -70,9 +70,17 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     settings = replace(settings, fleet_port=_port(fleet_address),
                        enroll_address=f"{advertise_host or _reachable_host(enroll_address)}:{_port(enroll_address)}")
 
+    fed = _federation(paths, authority, superlink_listen, advertise_host)
+    if fed is not None:
+        settings = replace(settings, superlink_port=fed.port)
     coordinator = Coordinator(store, authority, settings, paths.signing_public_key.read_text(),
                               blobs=LocalBlobStore(paths.blobs),
                               signing_key=pki.load_private_key(paths.signing_key.read_bytes()))
+    if fed is not None:
+        coordinator.federation = fed
+        fed.reconcile_hook = coordinator.reconcile_federation
+        fed.start()
+        _write_address(paths.root / "superlink-address", f"{fed.host}:{fed.port}")
     enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(coordinator), enroll_server)
     fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(coordinator), fleet_server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(coordinator), fleet_server)
@@ -93,8 +101,22 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     log.info("central stopping")
     await asyncio.gather(enroll_server.stop(grace=5), fleet_server.stop(grace=5))
     await flusher
+    if fed is not None:
+        await asyncio.to_thread(fed.stop)
     coordinator.flush_heartbeats()
     store.close()
+
+
+def _federation(paths: CentralPaths, authority: Authority, listen: str | None, advertise_host: str):
+    if listen is None:
+        return None
+    from central.federation import Federation, flower_available
+
+    missing = flower_available()
+    if missing:
+        log.warning("federated learning is off: %s", missing)
+        return None
+    return Federation(paths, authority, listen, advertise_host)
 
 
 async def _flush_heartbeats(coordinator: Coordinator, stop: asyncio.Event) -> None:

@@ -53,18 +53,32 @@ def _unary(method):
     return handler
 
 
+def _unary_off_loop(method):
+    """For handlers that wait on the SuperLink's HTTP API: run them on a worker thread so heartbeats
+    never queue behind them."""
+    @functools.wraps(method)
+    async def handler(self, request, context):
+        caller = caller_of(context)
+        try:
+            return await asyncio.to_thread(method, self, request, caller)
+        except CentralError as exc:
+            await context.abort(_STATUS[type(exc)], str(exc))
+    return handler
+
+
 class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
     def __init__(self, coordinator: Coordinator):
         self.c = coordinator
 
     @_unary
     def Enroll(self, request, caller):
-        e = self.c.enroll(caller, request.token, request.csr_pem, request.hostname)
+        e = self.c.enroll(caller, request.token, request.csr_pem, request.hostname, request.flower_public_key)
         return enrollment_pb2.EnrollResponse(
             node_id=e.node_id, labels=e.labels, certificate_pem=e.certificate_pem,
             ca_certificate_pem=self.c.authority.certificate_pem, fleet_port=self.c.settings.fleet_port,
             signing_public_key_pem=self.c.signing_public_key_pem,
-            heartbeat_interval=convert.duration(self.c.settings.heartbeat_interval_s))
+            heartbeat_interval=convert.duration(self.c.settings.heartbeat_interval_s),
+            superlink_port=self.c.settings.superlink_port if request.flower_public_key else 0)
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
@@ -254,3 +268,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def AbortRollout(self, request, caller):
         return admin_pb2.AbortRolloutResponse(
             rollout=convert.rollout_message(self.c.rollouts.abort(caller, request.rollout_id, request.reason)))
+
+    @_unary_off_loop
+    def StartFederatedRun(self, request, caller):
+        view = self.c.start_federated_run(caller, convert.run_request(request))
+        return admin_pb2.StartFederatedRunResponse(run=convert.federated_run_message(view))
+
+    @_unary_off_loop
+    def GetFederatedRun(self, request, caller):
+        return admin_pb2.GetFederatedRunResponse(
+            run=convert.federated_run_message(self.c.get_federated_run(caller, request.run_id)))
+
+    @_unary_off_loop
+    def ListFederatedRuns(self, request, caller):
+        return admin_pb2.ListFederatedRunsResponse(
+            runs=[convert.federated_run_message(v) for v in self.c.list_federated_runs(caller)])

@@ -68,6 +68,27 @@ class ReportRecord:
 
 
 @dataclass(frozen=True)
+class FlowerKeyRecord:
+    """A node's Flower SuperNode key and where it stands with the SuperLink."""
+    node_id: str
+    public_key: str  # OpenSSH line
+    flower_node_id: int  # 0 until registered
+    revoked: bool
+    unregistered: bool
+
+
+@dataclass(frozen=True)
+class FederatedRunRecord:
+    run_id: int
+    task: str
+    config: dict
+    started_by: str
+    started_at: float
+    model: str  # NAME@VERSION made from the outcome, '' until imported
+    imported_at: float | None
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     name: str
     version: str
@@ -146,6 +167,33 @@ class FleetStore(abc.ABC):
 
     @abc.abstractmethod
     def set_certificate(self, node_id: str, serial: str, expires_at: float) -> None: ...
+
+    # federated learning
+    @abc.abstractmethod
+    def set_flower_key(self, node_id: str, public_key: str) -> None:
+        """Record the node's Flower public key (at enrollment)."""
+
+    @abc.abstractmethod
+    def flower_keys(self) -> list[FlowerKeyRecord]:
+        """Every node that sent a Flower key."""
+
+    @abc.abstractmethod
+    def set_flower_registration(self, node_id: str, flower_node_id: int, unregistered: bool) -> None:
+        """The SuperLink's id for the node's key, and whether it has been unregistered since."""
+
+    @abc.abstractmethod
+    def add_federated_run(self, run: FederatedRunRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_federated_run(self, run_id: int) -> FederatedRunRecord | None: ...
+
+    @abc.abstractmethod
+    def list_federated_runs(self) -> list[FederatedRunRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def set_federated_run_outcome(self, run_id: int, model: str, at: float) -> None:
+        """Mark the run's outcome imported (model is '' when the outcome is not a model)."""
 
     # model registry
     @abc.abstractmethod
@@ -251,12 +299,20 @@ _MIGRATIONS = [
         "CREATE TABLE rollouts (rollout_id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,"
         " created_at REAL NOT NULL)",
     ]),
+    (4, [
+        # Flower node ids are unsigned 64-bit: kept as text, SQLite integers are signed.
+        "CREATE TABLE flower_keys (node_id TEXT PRIMARY KEY REFERENCES nodes(node_id), public_key TEXT NOT NULL,"
+        " flower_node_id TEXT NOT NULL DEFAULT '0', unregistered INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE federated_runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, config TEXT NOT NULL,"
+        " started_by TEXT NOT NULL, started_at REAL NOT NULL, model TEXT NOT NULL DEFAULT '', imported_at REAL)",
+    ]),
 ]
 
 _NODE_COLUMNS = ("node_id, labels, hostname, enrolled_at, token_id, certificate_serial, certificate_expires_at,"
                  " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model")
 _TOKEN_COLUMNS = "token_id, secret_hash, labels, created_at, expires_at, uses_total, uses_left, revoked, created_by"
 _MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushed_by, manifest, signature"
+_RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at"
 _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
 
 
@@ -368,6 +424,42 @@ class SqliteFleetStore(FleetStore):
         with self._tx() as c:
             c.execute("UPDATE nodes SET certificate_serial = ?, certificate_expires_at = ? WHERE node_id = ?",
                       (serial, expires_at, node_id))
+
+    # -- federated learning ----------------------------------------------------
+
+    def set_flower_key(self, node_id: str, public_key: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO flower_keys (node_id, public_key) VALUES (?, ?) ON CONFLICT (node_id)"
+                      " DO UPDATE SET public_key = excluded.public_key, flower_node_id = '0', unregistered = 0",
+                      (node_id, public_key))
+
+    def flower_keys(self) -> list[FlowerKeyRecord]:
+        rows = self._query("SELECT k.node_id, k.public_key, k.flower_node_id, n.revoked_at IS NOT NULL,"
+                           " k.unregistered FROM flower_keys k JOIN nodes n USING (node_id) ORDER BY k.node_id")
+        return [FlowerKeyRecord(r[0], r[1], int(r[2]), bool(r[3]), bool(r[4])) for r in rows]
+
+    def set_flower_registration(self, node_id: str, flower_node_id: int, unregistered: bool) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE flower_keys SET flower_node_id = ?, unregistered = ? WHERE node_id = ?",
+                      (str(flower_node_id), int(unregistered), node_id))
+
+    def add_federated_run(self, run: FederatedRunRecord) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO federated_runs (run_id, task, config, started_by, started_at, model, imported_at)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?)", (str(run.run_id), run.task, json.dumps(run.config, sort_keys=True),
+                                                        run.started_by, run.started_at, run.model, run.imported_at))
+
+    def get_federated_run(self, run_id: int) -> FederatedRunRecord | None:
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM federated_runs WHERE run_id = ?", (str(run_id),))
+        return _federated_run(rows[0]) if rows else None
+
+    def list_federated_runs(self) -> list[FederatedRunRecord]:
+        return [_federated_run(r) for r in
+                self._query(f"SELECT {_RUN_COLUMNS} FROM federated_runs ORDER BY started_at DESC")]
+
+    def set_federated_run_outcome(self, run_id: int, model: str, at: float) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE federated_runs SET model = ?, imported_at = ? WHERE run_id = ?", (model, at, str(run_id)))
 
     # -- models --------------------------------------------------------------
 
@@ -490,6 +582,10 @@ class SqliteFleetStore(FleetStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _federated_run(row) -> FederatedRunRecord:
+    return FederatedRunRecord(int(row[0]), row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
 
 
 class _Transaction:

@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--data-dir", help="the agent's data dir")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    label = sub.add_parser("label", help="label prompts for federated learning (the sensitivity task)")
+    label.add_argument("label", choices=["sensitive", "public"], help="what the text is")
+    label.add_argument("text", nargs="?", help="the prompt text (or --file)")
+    label.add_argument("--file", help="a text file, one prompt a line, all with this label ('-' for stdin)")
+    label.add_argument("--config", help="TOML config file (for its data_dir)")
+    label.add_argument("--data-dir", help="the agent's data dir")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -46,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return _enroll(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "label":
+            return _label(args)
         return _models(args)
     except ConfigError as exc:
         print(f"edge-agent: config error: {exc}", file=sys.stderr)
@@ -80,6 +89,32 @@ def _enroll(args: argparse.Namespace) -> int:
     labels = ",".join(f"{k}={v}" for k, v in sorted(identity.labels.items())) or "no labels"
     print(f"enrolled as {identity.node_id} ({labels}); reporting to {identity.central}")
     print(f"key and certificate in {files.root}; `edge-agent serve` with this data dir reports to central")
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from federated.local_data import append_example, examples_path, parse_example
+    from federated.tasks import TaskError
+
+    if (args.text is None) == (args.file is None):
+        print("edge-agent label: give the text or --file, not both", file=sys.stderr)
+        return 2
+    if args.file:
+        with (sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")) as lines:
+            texts = [line.rstrip("\n") for line in lines if line.strip()]
+    else:
+        texts = [args.text]
+    data_dir = _data_dir(args)
+    # Every text is checked before any is written, so a bad line leaves the file as it was.
+    try:
+        for number, text in enumerate(texts, 1):
+            parse_example(json.dumps({"text": text, "label": args.label}), f"line {number}")
+        for text in texts:
+            append_example(data_dir, text, args.label, "operator")
+    except TaskError as exc:
+        print(f"edge-agent label: {exc}; nothing added", file=sys.stderr)
+        return 2
+    print(f"added {len(texts)} {args.label} example{'s' if len(texts) != 1 else ''} to {examples_path(data_dir)}")
     return 0
 
 

@@ -96,6 +96,16 @@ class FleetConfig:
 
 
 @dataclass(frozen=True)
+class FederatedConfig:
+    # Take part in central's federated learning runs (needs an enrollment with a SuperLink, Python 3.11+).
+    enabled: bool = False
+    # "flower": the stock flower-supernode; "fast": federated.fast_supernode (same protocol, no idle waits).
+    supernode: str = "flower"
+    # Port of the SuperNode's local Runtime API on 127.0.0.1; 0 picks a free one.
+    clientappio_port: int = 0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     data_dir: str = ""
     log_level: str = "info"
@@ -105,6 +115,7 @@ class AgentConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
 
     @property
     def data_path(self) -> Path:
@@ -132,6 +143,7 @@ _SECTIONS = {
     "scheduler": SchedulerConfig,
     "cache": CacheConfig,
     "fleet": FleetConfig,
+    "federated": FederatedConfig,
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -215,6 +227,10 @@ def validate(config: AgentConfig) -> AgentConfig:
         raise ConfigError("fleet.probation_max_error_rate: expected a fraction from 0 to 1, "
                           f"got {config.fleet.probation_max_error_rate}")
     _positive("fleet.probation_max_p99_ms", config.fleet.probation_max_p99_ms)
+    if config.federated.supernode not in ("flower", "fast"):
+        raise ConfigError(f"federated.supernode: expected 'flower' or 'fast', got {config.federated.supernode!r}")
+    if not 0 <= config.federated.clientappio_port <= 65535:
+        raise ConfigError(f"federated.clientappio_port: expected 0..65535, got {config.federated.clientappio_port}")
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {config.log_level!r}")
     return config

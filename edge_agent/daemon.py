@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def serve(config: AgentConfig) -> None:
     ))
     scheduler.start()
     control = _start_control(config, data_dir, service)
+    supernode = _start_supernode(config, data_dir)
     _use_uvloop()
     # Everything loaded so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall requests for tens of ms.
@@ -75,6 +77,8 @@ def serve(config: AgentConfig) -> None:
     try:
         asyncio.run(_run(server, sock, service, control, slots, config))
     finally:
+        if supernode:
+            supernode.stop()
         if control:
             control.stop()
         service.current.scheduler.stop()
@@ -166,6 +170,32 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
     control.start()
     log.info("reporting to central at %s as %s", control.identity.central, control.identity.node_id)
     return control
+
+
+def _start_supernode(config: AgentConfig, data_dir: Path):
+    """Run a supervised Flower SuperNode when [federated] enabled = true. Whatever is missing is logged
+    plainly and the agent serves on: federated learning is never a reason to stop serving."""
+    if not config.federated.enabled:
+        return None
+    from edge_agent.control.identity import FleetFiles
+
+    files = FleetFiles(data_dir)
+    reason = None
+    if sys.version_info < (3, 11):
+        reason = "federated learning needs Python 3.11 or later (flwr 1.42)"
+    elif not files.enrolled():
+        reason = "this data dir is not enrolled: run `edge-agent enroll`"
+    elif not files.load().superlink:
+        reason = "central ran no SuperLink when this node enrolled (enroll again once it does)"
+    elif not files.flower_key.exists():
+        reason = f"{files.flower_key} is missing: enroll again to make a Flower key"
+    if reason:
+        log.error("federated.enabled is true but federated learning is off: %s", reason)
+        return None
+    from federated.supernode import start_supernode
+
+    return start_supernode(config.federated.supernode, files.load().superlink, files.ca, files.flower_key,
+                           data_dir, config.federated.clientappio_port)
 
 
 def _use_uvloop() -> None:

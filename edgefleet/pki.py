@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -243,9 +245,19 @@ def issue_certificate(ca_key, ca_cert: x509.Certificate, public_key, identity: I
 
 
 def issue_server_certificate(ca_key, ca_cert: x509.Certificate, public_key, *,
-                             now: dt.datetime | None = None, valid_days: int = 365) -> x509.Certificate:
-    """Central's TLS server certificate, named :data:`CENTRAL_SERVER_NAME`."""
+                             now: dt.datetime | None = None, valid_days: int = 365,
+                             extra_names: Sequence[str] = ()) -> x509.Certificate:
+    """Central's TLS server certificate, named :data:`CENTRAL_SERVER_NAME` and any `extra_names`
+    (host names or IP addresses, for clients that verify the address they dial, as Flower's do)."""
     now = now or utcnow()
+    names: list[x509.GeneralName] = [x509.DNSName(CENTRAL_SERVER_NAME)]
+    for name in extra_names:
+        if name == CENTRAL_SERVER_NAME:
+            continue
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            names.append(x509.DNSName(name))
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CENTRAL_SERVER_NAME)]))
@@ -255,7 +267,7 @@ def issue_server_certificate(ca_key, ca_cert: x509.Certificate, public_key, *,
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(CENTRAL_SERVER_NAME)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

@@ -79,8 +79,9 @@ class RecordingGrid(Grid):
     the proof that the ServerApp never holds an unmasked update.
     """
 
-    def __init__(self, grid: Grid, record: bool):
+    def __init__(self, grid: Grid, record: bool, report: "results.RunReport"):
         self._grid = grid
+        self.report = report
         self.record = record
         self.exchanges: list[dict] = []
         self.node_errors: dict[int, str] = {}
@@ -120,6 +121,8 @@ class RecordingGrid(Grid):
                 masked = _masked_parameters(reply)
                 if masked is not None:
                     self.received_masked.append({"exchange": len(self.exchanges), "node": node, "arrays": masked})
+        # Written after every exchange, so `fl status` (and a test) can follow the stages live.
+        self.report.update(exchanges=self.exchanges, node_errors={str(k): v for k, v in self.node_errors.items()})
         return replies
 
 
@@ -147,14 +150,13 @@ def main(grid: Grid, context: Context) -> None:
     config = dict(context.run_config)
     run_id = grid.run.run_id
     report = results.RunReport(Path(str(config["results-dir"])), run_id, config)
-    recording = RecordingGrid(grid, bool(config.get("record-received", False)))
+    recording = RecordingGrid(grid, bool(config.get("record-received", False)), report)
     try:
         _run(recording, context, config, report)
     except Exception as exc:  # noqa: BLE001 - every failure must reach `edgefleet fl status`
-        report.fail(_explain(exc, recording))
+        report.fail(_explain(exc))
         raise
     finally:
-        report.set_exchanges(recording.exchanges)
         if recording.record:
             report.save_received(recording.received_masked)
 
@@ -216,10 +218,6 @@ def _wait_for_nodes(grid: Grid, min_nodes: int, wait_s: float, report) -> int:
         time.sleep(0.5)
 
 
-def _explain(exc: Exception, grid: RecordingGrid) -> str:
-    message = str(exc) or type(exc).__name__
-    if grid.node_errors:
-        details = "; ".join(f"node {node}: {reason.strip().splitlines()[-1] if reason.strip() else '?'}"
-                            for node, reason in sorted(grid.node_errors.items()))
-        message = f"{message} (node errors: {details})"
-    return message
+def _explain(exc: Exception) -> str:
+    # Each node's own error is in the report's node_errors; central shows them by node id.
+    return str(exc) or type(exc).__name__

@@ -71,9 +71,6 @@ class RunReport:
         self.state["rounds"].append({"round": number, "seconds": round(seconds, 3)})
         self._save()
 
-    def set_exchanges(self, exchanges: list[dict]) -> None:
-        self.update(exchanges=exchanges)
-
     def fail(self, message: str) -> None:
         self.update(status="failed", error=message, finished_at=time.time())
 

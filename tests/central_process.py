@@ -82,9 +82,14 @@ class CentralProcess:
 
 
 def start_central(data_dir: Path, *args: str) -> CentralProcess:
-    """Initialize a data dir (CA, keys, store, admin credential) and serve it on free loopback ports."""
+    """Initialize a data dir (CA, keys, store, admin credential) and serve it on free loopback ports.
+
+    Without a --superlink-listen argument it runs no SuperLink: only the federated learning tests need one.
+    """
     if not CentralPaths(data_dir).ca_key.exists():
         initialize(data_dir, "127.0.0.1:0")
+    if not any(a.startswith("--superlink-listen") for a in args):
+        args = (*args, "--no-superlink")
     return CentralProcess(data_dir, list(args)).start()
 
 

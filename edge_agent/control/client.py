@@ -66,8 +66,10 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
     except OSError as exc:
         raise EnrollError(f"cannot reach central's enrollment port at {central}: {exc}") from exc
     key = pki.generate_key()
+    from federated.control import generate_node_key
+    flower_private, flower_public = generate_node_key()
     request = enrollment_pb2.EnrollRequest(token=token.strip(), csr_pem=pki.make_csr(key).decode(),
-                                           hostname=socket.gethostname())
+                                           hostname=socket.gethostname(), flower_public_key=flower_public.decode())
     with channels.tls_channel(central, ca_pem) as channel:
         try:
             reply = enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s)
@@ -80,7 +82,9 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
         node_id=reply.node_id, labels=dict(reply.labels), central=f"{host}:{reply.fleet_port}",
         enroll_address=central, enrolled_at=time.time(), ca_pem=ca_pem,
         certificate_pem=reply.certificate_pem.encode(), key_pem=pki.private_key_pem(key),
-        signing_public_key_pem=reply.signing_public_key_pem.encode())
+        signing_public_key_pem=reply.signing_public_key_pem.encode(),
+        superlink=f"{host}:{reply.superlink_port}" if reply.superlink_port else "")
+    pki.write_private(files.flower_key, flower_private)
     files.save(identity)
     return identity
 

@@ -22,6 +22,8 @@ class FleetIdentity:
     certificate_pem: bytes = field(repr=False)
     key_pem: bytes = field(repr=False)
     signing_public_key_pem: bytes = field(repr=False)
+    # HOST:PORT of central's Flower SuperLink; '' when central runs none (federated learning off).
+    superlink: str = ""
 
     @property
     def certificate(self):
@@ -38,6 +40,8 @@ class FleetFiles:
         self.meta = self.root / "fleet.json"
         self.state = self.root / "state.json"
         self.spool = self.root / "spool.db"
+        # The SuperNode's auth key (OpenSSH ECDSA P-384), made at enrollment; its public half is at central.
+        self.flower_key = self.root / "flower.key"
 
     def enrolled(self) -> bool:
         return self.meta.exists()
@@ -46,7 +50,7 @@ class FleetFiles:
         meta = json.loads(self.meta.read_text())
         return FleetIdentity(meta["node_id"], meta["labels"], meta["central"], meta["enroll_address"],
                              meta["enrolled_at"], self.ca.read_bytes(), self.certificate.read_bytes(),
-                             self.key.read_bytes(), self.signing_public_key.read_bytes())
+                             self.key.read_bytes(), self.signing_public_key.read_bytes(), meta.get("superlink", ""))
 
     def save(self, identity: FleetIdentity) -> None:
         pki.write_public(self.ca, identity.ca_pem)
@@ -55,7 +59,8 @@ class FleetFiles:
         # fleet.json last: its presence means the enrollment is complete.
         pki.write_public(self.meta, json.dumps({
             "node_id": identity.node_id, "labels": identity.labels, "central": identity.central,
-            "enroll_address": identity.enroll_address, "enrolled_at": identity.enrolled_at}, indent=2).encode())
+            "enroll_address": identity.enroll_address, "enrolled_at": identity.enrolled_at,
+            "superlink": identity.superlink}, indent=2).encode())
 
     def save_certificate(self, key_pem: bytes, certificate_pem: bytes) -> None:
         # The key first: a crash in between leaves the old certificate with a new key, which fails the

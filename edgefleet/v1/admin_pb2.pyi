@@ -26,6 +26,15 @@ class AuditOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_OUTCOME_UNSPECIFIED: _ClassVar[AuditOutcome]
     AUDIT_OUTCOME_ALLOWED: _ClassVar[AuditOutcome]
     AUDIT_OUTCOME_REFUSED: _ClassVar[AuditOutcome]
+
+class FederatedRunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEDERATED_RUN_STATUS_UNSPECIFIED: _ClassVar[FederatedRunStatus]
+    FEDERATED_RUN_STATUS_PENDING: _ClassVar[FederatedRunStatus]
+    FEDERATED_RUN_STATUS_WAITING_FOR_NODES: _ClassVar[FederatedRunStatus]
+    FEDERATED_RUN_STATUS_RUNNING: _ClassVar[FederatedRunStatus]
+    FEDERATED_RUN_STATUS_COMPLETED: _ClassVar[FederatedRunStatus]
+    FEDERATED_RUN_STATUS_FAILED: _ClassVar[FederatedRunStatus]
 NODE_STATE_UNSPECIFIED: NodeState
 NODE_STATE_ENROLLED: NodeState
 NODE_STATE_ONLINE: NodeState
@@ -34,6 +43,12 @@ NODE_STATE_REVOKED: NodeState
 AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome
 AUDIT_OUTCOME_ALLOWED: AuditOutcome
 AUDIT_OUTCOME_REFUSED: AuditOutcome
+FEDERATED_RUN_STATUS_UNSPECIFIED: FederatedRunStatus
+FEDERATED_RUN_STATUS_PENDING: FederatedRunStatus
+FEDERATED_RUN_STATUS_WAITING_FOR_NODES: FederatedRunStatus
+FEDERATED_RUN_STATUS_RUNNING: FederatedRunStatus
+FEDERATED_RUN_STATUS_COMPLETED: FederatedRunStatus
+FEDERATED_RUN_STATUS_FAILED: FederatedRunStatus
 
 class Token(_message.Message):
     __slots__ = ("token_id", "labels", "created_at", "expires_at", "uses_total", "uses_left", "revoked", "created_by")
@@ -547,3 +562,87 @@ class AbortRolloutResponse(_message.Message):
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     rollout: Rollout
     def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
+
+class FederatedRun(_message.Message):
+    __slots__ = ("run_id", "task", "status", "rounds", "round_seconds", "nodes", "error", "secagg", "model", "outcome_json", "started_at", "finished_at", "started_by", "node_errors")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_JSON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_BY_FIELD_NUMBER: _ClassVar[int]
+    NODE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    run_id: int
+    task: str
+    status: FederatedRunStatus
+    rounds: int
+    round_seconds: _containers.RepeatedScalarFieldContainer[float]
+    nodes: int
+    error: str
+    secagg: bool
+    model: str
+    outcome_json: str
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    started_by: str
+    node_errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[int] = ..., task: _Optional[str] = ..., status: _Optional[_Union[FederatedRunStatus, str]] = ..., rounds: _Optional[int] = ..., round_seconds: _Optional[_Iterable[float]] = ..., nodes: _Optional[int] = ..., error: _Optional[str] = ..., secagg: bool = ..., model: _Optional[str] = ..., outcome_json: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_by: _Optional[str] = ..., node_errors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StartFederatedRunRequest(_message.Message):
+    __slots__ = ("task", "rounds", "min_nodes", "no_secagg", "secagg_shares", "secagg_threshold", "clip", "noise", "stage_timeout_s", "wait_nodes_s")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_NODES_FIELD_NUMBER: _ClassVar[int]
+    NO_SECAGG_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_SHARES_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    WAIT_NODES_S_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    rounds: int
+    min_nodes: int
+    no_secagg: bool
+    secagg_shares: int
+    secagg_threshold: int
+    clip: float
+    noise: float
+    stage_timeout_s: float
+    wait_nodes_s: float
+    def __init__(self, task: _Optional[str] = ..., rounds: _Optional[int] = ..., min_nodes: _Optional[int] = ..., no_secagg: bool = ..., secagg_shares: _Optional[int] = ..., secagg_threshold: _Optional[int] = ..., clip: _Optional[float] = ..., noise: _Optional[float] = ..., stage_timeout_s: _Optional[float] = ..., wait_nodes_s: _Optional[float] = ...) -> None: ...
+
+class StartFederatedRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: FederatedRun
+    def __init__(self, run: _Optional[_Union[FederatedRun, _Mapping]] = ...) -> None: ...
+
+class GetFederatedRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: int
+    def __init__(self, run_id: _Optional[int] = ...) -> None: ...
+
+class GetFederatedRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: FederatedRun
+    def __init__(self, run: _Optional[_Union[FederatedRun, _Mapping]] = ...) -> None: ...
+
+class ListFederatedRunsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFederatedRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[FederatedRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[FederatedRun, _Mapping]]] = ...) -> None: ...

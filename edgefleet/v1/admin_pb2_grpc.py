@@ -135,6 +135,21 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutResponse.FromString,
                 _registered_method=True)
+        self.StartFederatedRun = channel.unary_unary(
+                '/edgefleet.v1.AdminService/StartFederatedRun',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.StartFederatedRunRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.StartFederatedRunResponse.FromString,
+                _registered_method=True)
+        self.GetFederatedRun = channel.unary_unary(
+                '/edgefleet.v1.AdminService/GetFederatedRun',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.GetFederatedRunRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetFederatedRunResponse.FromString,
+                _registered_method=True)
+        self.ListFederatedRuns = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ListFederatedRuns',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer(object):
@@ -281,6 +296,27 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartFederatedRun(self, request, context):
+        """StartFederatedRun starts a federated learning run on central's SuperLink.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFederatedRun(self, request, context):
+        """GetFederatedRun returns one run's status and outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFederatedRuns(self, request, context):
+        """ListFederatedRuns returns every run, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -383,6 +419,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.AbortRollout,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.AbortRolloutResponse.SerializeToString,
+            ),
+            'StartFederatedRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartFederatedRun,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.StartFederatedRunRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.StartFederatedRunResponse.SerializeToString,
+            ),
+            'GetFederatedRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFederatedRun,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetFederatedRunRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.GetFederatedRunResponse.SerializeToString,
+            ),
+            'ListFederatedRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFederatedRuns,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -926,6 +977,87 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/AbortRollout',
             edgefleet_dot_v1_dot_admin__pb2.AbortRolloutRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.AbortRolloutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartFederatedRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/StartFederatedRun',
+            edgefleet_dot_v1_dot_admin__pb2.StartFederatedRunRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.StartFederatedRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFederatedRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/GetFederatedRun',
+            edgefleet_dot_v1_dot_admin__pb2.GetFederatedRunRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.GetFederatedRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFederatedRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ListFederatedRuns',
+            edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,17 +10,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("token", "csr_pem", "hostname")
+    __slots__ = ("token", "csr_pem", "hostname", "flower_public_key")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     CSR_PEM_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    FLOWER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     token: str
     csr_pem: str
     hostname: str
-    def __init__(self, token: _Optional[str] = ..., csr_pem: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
+    flower_public_key: str
+    def __init__(self, token: _Optional[str] = ..., csr_pem: _Optional[str] = ..., hostname: _Optional[str] = ..., flower_public_key: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("node_id", "labels", "certificate_pem", "ca_certificate_pem", "fleet_port", "signing_public_key_pem", "heartbeat_interval")
+    __slots__ = ("node_id", "labels", "certificate_pem", "ca_certificate_pem", "fleet_port", "signing_public_key_pem", "heartbeat_interval", "superlink_port")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +37,7 @@ class EnrollResponse(_message.Message):
     FLEET_PORT_FIELD_NUMBER: _ClassVar[int]
     SIGNING_PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    SUPERLINK_PORT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     labels: _containers.ScalarMap[str, str]
     certificate_pem: str
@@ -42,4 +45,5 @@ class EnrollResponse(_message.Message):
     fleet_port: int
     signing_public_key_pem: str
     heartbeat_interval: _duration_pb2.Duration
-    def __init__(self, node_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., fleet_port: _Optional[int] = ..., signing_public_key_pem: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    superlink_port: int
+    def __init__(self, node_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., fleet_port: _Optional[int] = ..., signing_public_key_pem: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., superlink_port: _Optional[int] = ...) -> None: ...

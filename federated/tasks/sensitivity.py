@@ -21,6 +21,10 @@ from federated import local_data
 from federated.tasks import Arrays, LocalUpdate, TaskError
 
 DIMENSIONS = 1 << 14
+ONNX_TOLERANCE = 1e-5
+# Texts the exported model is checked on against numpy (any text works: this compares two runtimes).
+PROBE_TEXTS = ["my card number is 4111 1111 1111 1111", "what is the capital of France?",
+               "patient John Doe, DOB 1980-01-01, diagnosis", "write a haiku about spring", ""]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -90,7 +94,11 @@ class SensitivityTask:
 
     def finish(self, aggregated: Arrays, config: Mapping[str, object], nodes: int) -> dict:
         weights, bias = _unpack(aggregated)
-        return {"kind": "onnx", "onnx": export_onnx(weights, bias), "weights": weights, "bias": bias}
+        model = export_onnx(weights, bias)
+        difference = check_onnx(model, weights, bias, PROBE_TEXTS)
+        if difference > ONNX_TOLERANCE:
+            raise TaskError(f"the exported ONNX model differs from the numpy model by {difference:.2e}")
+        return {"kind": "onnx", "onnx": model, "weights": weights, "bias": bias, "onnx_max_difference": difference}
 
 
 def _unpack(arrays: Arrays) -> tuple[np.ndarray, float]:

@@ -1,0 +1,258 @@
+"""Federated learning at central: the supervised SuperLink, node keys, runs and their outcomes.
+
+Central runs Flower's SuperLink beside the coordinator (federated.superlink,
+TLS with a certificate from the fleet CA, SuperNode auth on) and is the only
+client of its Control API. What the operator asks for arrives through
+AdminService; this module turns it into Flower calls:
+
+- the Flower key an agent sends at enrollment is registered with the
+  SuperLink, and unregistered when the node is revoked (a reconcile pass every
+  few seconds, so neither is lost while the SuperLink restarts);
+- `fl start` becomes a Flower run of the code-free FAB (federated.fab);
+- a finished run's outcome (the ServerApp writes it to `flower/results/`) is
+  imported: a sensitivity classifier becomes a registry version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import logging
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from central.datadir import Authority, CentralPaths
+from central.errors import FailedPrecondition, InvalidArgument
+from edgefleet import pki
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_MODEL = "sensitivity-classifier"
+MAX_ROUNDS = 1000
+RECONCILE_INTERVAL_S = 2.0
+SUPERLINK_CERT_DAYS = 365
+
+
+def flower_available() -> str | None:
+    """None when flwr imports; otherwise why federated learning is off on this install."""
+    if sys.version_info < (3, 11):
+        return "federated learning needs Python 3.11 or later (flwr 1.42); this is Python %d.%d" % sys.version_info[:2]
+    try:
+        import flwr  # noqa: F401
+    except ImportError as exc:
+        return f"flwr is not installed ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    task: str
+    rounds: int
+    min_nodes: int
+    secagg: bool = True
+    secagg_shares: int = 0
+    secagg_threshold: int = 0
+    clip: float = 0.0
+    noise: float = 0.0
+    stage_timeout_s: float = 0.0
+    wait_nodes_s: float = 0.0
+
+
+def run_config(request: RunRequest, results_dir: Path) -> dict:
+    """The Flower run config for a request; InvalidArgument naming the first bad field."""
+    from federated.tasks import task_names
+
+    if request.task not in task_names():
+        raise InvalidArgument(f"unknown task {request.task!r}; known tasks: {', '.join(task_names())}")
+    if not 1 <= request.rounds <= MAX_ROUNDS:
+        raise InvalidArgument(f"--rounds must be between 1 and {MAX_ROUNDS}, got {request.rounds}")
+    if request.min_nodes < 2:
+        raise InvalidArgument(f"--min-nodes must be at least 2 (one node's update is its own data), got {request.min_nodes}")
+    if request.secagg:
+        if request.secagg_shares and not 3 <= request.secagg_shares <= request.min_nodes:
+            raise InvalidArgument(f"--secagg-shares must be between 3 and --min-nodes ({request.min_nodes}), "
+                                  f"got {request.secagg_shares}")
+        if request.min_nodes < 3 and not request.secagg_shares:
+            raise InvalidArgument("SecAgg+ needs at least 3 nodes (--min-nodes 3), or --no-secagg")
+        shares = request.secagg_shares or request.min_nodes
+        if request.secagg_threshold and not 2 <= request.secagg_threshold < shares:
+            raise InvalidArgument(f"--secagg-threshold must be at least 2 and below the shares ({shares}), "
+                                  f"got {request.secagg_threshold}")
+    elif request.secagg_shares or request.secagg_threshold:
+        raise InvalidArgument("--secagg-shares and --secagg-threshold need SecAgg+ (drop --no-secagg)")
+    if request.clip < 0 or request.noise < 0:
+        raise InvalidArgument("--clip and --noise cannot be negative")
+    if request.noise and not request.clip:
+        raise InvalidArgument("--noise needs --clip (the noise is scaled to the clipping norm)")
+    if request.stage_timeout_s < 0 or request.wait_nodes_s < 0:
+        raise InvalidArgument("timeouts cannot be negative")
+    config = {"task": request.task, "rounds": request.rounds, "min-nodes": request.min_nodes,
+              "secagg": request.secagg, "secagg-shares": request.secagg_shares,
+              "secagg-threshold": request.secagg_threshold, "clip": float(request.clip),
+              "noise": float(request.noise), "results-dir": str(results_dir)}
+    if request.stage_timeout_s:
+        config["timeout-s"] = float(request.stage_timeout_s)
+    if request.wait_nodes_s:
+        config["wait-nodes-s"] = float(request.wait_nodes_s)
+    return config
+
+
+# Statuses as `edgefleet fl status` shows them.
+PENDING, WAITING, RUNNING, COMPLETED, FAILED = "pending", "waiting-for-nodes", "running", "completed", "failed"
+
+
+def run_status(flower_status: str, flower_sub_status: str, flower_details: str, report: dict | None) -> tuple[str, str]:
+    """(status, error) from Flower's view of the run and the ServerApp's own report.
+
+    The report knows more (waiting for nodes, round errors); Flower knows when the
+    ServerApp died before it could write one.
+    """
+    report_status = (report or {}).get("status")
+    if report_status == "completed":
+        return COMPLETED, ""
+    if report_status == "failed":
+        return FAILED, report.get("error") or "the run failed"
+    if flower_status == "finished":
+        if flower_sub_status == "completed":
+            return FAILED, "the ServerApp finished without writing its outcome"
+        return FAILED, flower_details or f"the run {flower_sub_status or 'stopped'}"
+    if report_status == "waiting-for-nodes":
+        return WAITING, ""
+    if report_status == "running":
+        return RUNNING, ""
+    return PENDING, ""
+
+
+def last_line(reason: str) -> str:
+    """A node's error as Flower relays it ends with the exception's own message; keep that line."""
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def superlink_names(listen_host: str, advertise_host: str) -> list[str]:
+    """What the SuperLink's certificate must name: every host an agent or central may dial."""
+    names = [pki.CENTRAL_SERVER_NAME, "localhost", "127.0.0.1", "::1"]
+    for host in (advertise_host, listen_host):
+        if host and host not in ("0.0.0.0", "::") and host not in names:
+            names.append(host)
+    if listen_host in ("0.0.0.0", "::", ""):
+        names.append(socket.getfqdn())
+    return names
+
+
+def validate_flower_key(openssh_public: str) -> None:
+    """InvalidArgument unless this is an OpenSSH ECDSA public key on a NIST curve."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_ssh_public_key(openssh_public.strip().encode())
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise InvalidArgument(f"the Flower public key is not an OpenSSH public key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+        raise InvalidArgument("the Flower public key must be ECDSA on a NIST curve (edge-agent makes P-384)")
+
+
+class Federation:
+    """The SuperLink child and central's Control API client. Runs its reconcile pass on its own thread."""
+
+    def __init__(self, paths: CentralPaths, authority: Authority, listen: str, advertise_host: str = ""):
+        from federated.supervisor import Supervisor
+
+        self.paths, self.authority = paths, authority
+        self.host, port = listen.rsplit(":", 1)
+        self.host = self.host.strip("[]")
+        self.port = int(port) or _free_port(self.host)
+        self.advertise_host = advertise_host
+        self.dir = paths.root / "flower"
+        self.results_dir = self.dir / "results"
+        self.superlink = Supervisor("superlink", self._superlink_command, self.dir / "superlink.log",
+                                    cwd=self.dir)
+        self._control = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reconcile_hook = None  # set by the coordinator: called every pass
+
+    @property
+    def control_address(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("::1" if self.host == "::" else self.host)
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def _issue_certificate(self) -> None:
+        key = pki.generate_key()
+        cert = pki.issue_server_certificate(self.authority.key, self.authority.certificate, key.public_key(),
+                                            valid_days=SUPERLINK_CERT_DAYS,
+                                            extra_names=superlink_names(self.host, self.advertise_host))
+        pki.write_private(self.dir / "superlink.key", pki.private_key_pem(key))
+        pki.write_public(self.dir / "superlink.crt", pki.certificate_pem(cert) + self.paths.ca_cert.read_bytes())
+
+    def _superlink_command(self) -> list[str]:
+        self._issue_certificate()
+        return [sys.executable, "-m", "federated.superlink", "--host", self.host, "--port", str(self.port),
+                "--ssl-certfile", str(self.dir / "superlink.crt"), "--ssl-keyfile", str(self.dir / "superlink.key"),
+                "--ssl-ca-certfile", str(self.paths.ca_cert), "--enable-supernode-auth",
+                "--database", str(self.dir / "superlink.db"), "--disable-runtime-dependency-installation"]
+
+    def start(self) -> None:
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        self.results_dir.mkdir(exist_ok=True)
+        self.superlink.start()
+        self._thread = threading.Thread(target=self._loop, name="federation", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+        self.superlink.stop()
+        if self._control is not None:
+            self._control.close()
+
+    @property
+    def control(self):
+        if self._control is None:
+            from federated.control import FlowerControl
+            self._control = FlowerControl(self.control_address, self.paths.ca_cert.read_bytes())
+        return self._control
+
+    def require_control(self):
+        from federated.control import FlowerControlError
+
+        try:
+            self.control.registered_nodes()
+        except FlowerControlError as exc:
+            raise FailedPrecondition(f"central's SuperLink is not answering yet ({exc}); "
+                                     f"see {self.superlink.log_path}") from None
+        return self.control
+
+    def _loop(self) -> None:
+        while not self._stop.wait(RECONCILE_INTERVAL_S):
+            if self.reconcile_hook is None:
+                continue
+            try:
+                self.reconcile_hook()
+            except Exception as exc:  # noqa: BLE001 - the SuperLink may be restarting; try again next pass
+                log.warning("federated learning reconcile pass failed (retrying): %s", exc)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host or "0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def timestamp(seconds: float | None) -> dt.datetime | None:
+    return pki.utc(seconds) if seconds else None
+
+
+def read_report(results_dir: Path, run_id: int) -> dict | None:
+    from federated.results import read_report as read
+    try:
+        return read(results_dir, run_id)
+    except (OSError, json.JSONDecodeError):
+        return None
