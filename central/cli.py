@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long to wait for nodes' replies in each stage (60s)")
     fstart.add_argument("--wait-nodes", type=_duration_arg, default=0.0,
                         help="how long to wait for --min-nodes to connect (2m)")
+    fstart.add_argument("--record-received", action="store_true",
+                        help="keep what central received from each node (masked vectors) to audit it")
     fstart.add_argument("--json", action="store_true", help="print JSON for scripts")
     fstatus = fl.add_parser("status", help="one run: status, rounds, outcome")
     fstatus.add_argument("run_id", type=int)
@@ -702,7 +704,8 @@ def _fl_start(client, args) -> int:
     r = client.call("StartFederatedRun", admin_pb2.StartFederatedRunRequest(
         task=args.task, rounds=args.rounds, min_nodes=args.min_nodes, no_secagg=args.no_secagg,
         secagg_shares=args.secagg_shares, secagg_threshold=args.secagg_threshold, clip=args.clip, noise=args.noise,
-        stage_timeout_s=args.stage_timeout, wait_nodes_s=args.wait_nodes)).run
+        stage_timeout_s=args.stage_timeout, wait_nodes_s=args.wait_nodes,
+        record_received=args.record_received)).run
     if args.json:
         _print_json(_fl_row(r))
     else:

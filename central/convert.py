@@ -170,7 +170,8 @@ def run_request(request: admin_pb2.StartFederatedRunRequest):
     return RunRequest(task=request.task, rounds=request.rounds, min_nodes=request.min_nodes,
                       secagg=not request.no_secagg, secagg_shares=request.secagg_shares,
                       secagg_threshold=request.secagg_threshold, clip=request.clip, noise=request.noise,
-                      stage_timeout_s=request.stage_timeout_s, wait_nodes_s=request.wait_nodes_s)
+                      stage_timeout_s=request.stage_timeout_s, wait_nodes_s=request.wait_nodes_s,
+                      record_received=request.record_received)
 
 
 def federated_run_message(view) -> admin_pb2.FederatedRun:

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -87,6 +88,7 @@ class Coordinator:
         self.rollouts = Rollouts(self)
         # Set by `central serve` when it runs a SuperLink (central.federation).
         self.federation: federation.Federation | None = None
+        self._import_lock = threading.Lock()
 
     # -- audit ---------------------------------------------------------------
 
@@ -436,12 +438,20 @@ class Coordinator:
         record = self.store.get_federated_run(run_id)
         if record is None:
             raise NotFound(f"no federated run {run_id}")
-        return self._run_view(record, self._flower_runs(run_id).get(run_id))
+        return self._imported_view(record, self._flower_runs(run_id).get(run_id))
 
     def list_federated_runs(self, caller: Caller) -> list[FederatedRunView]:
         self._admin(caller, "fl.list")
         flower = self._flower_runs()
-        return [self._run_view(r, flower.get(r.run_id)) for r in self.store.list_federated_runs()]
+        return [self._imported_view(r, flower.get(r.run_id)) for r in self.store.list_federated_runs()]
+
+    def _imported_view(self, record: FederatedRunRecord, flower_run) -> FederatedRunView:
+        """A finished run's view only once its outcome is imported, so `completed` always comes with its model."""
+        view = self._run_view(record, flower_run)
+        if record.imported_at is None and view.status in (federation.COMPLETED, federation.FAILED):
+            self._import_outcome(_SystemCaller("federated-learning"), record, view)
+            view = self._run_view(self.store.get_federated_run(record.run_id), flower_run)
+        return view
 
     def _flower_runs(self, run_id: int = 0) -> dict:
         if self.federation is None:
@@ -465,6 +475,8 @@ class Coordinator:
                        for flower_id, reason in (report or {}).get("node_errors", {}).items()}
         return FederatedRunView(record, status, error, report or {}, node_errors)
 
+    # A run's outcome is imported once: by the reconcile pass or by the first status call that sees it done.
+
     def reconcile_federation(self) -> None:
         """One pass: register new nodes' Flower keys, unregister revoked ones, import finished runs."""
         fed = self.federation
@@ -484,12 +496,19 @@ class Coordinator:
                             f"SuperLink node {key.flower_node_id}: the node was revoked")
         for record in self.store.list_federated_runs():
             if record.imported_at is None:
-                self._import_outcome(system, record)
+                view = self._run_view(record, self._flower_runs(record.run_id).get(record.run_id))
+                if view.status in (federation.COMPLETED, federation.FAILED):
+                    self._import_outcome(system, record, view)
 
-    def _import_outcome(self, system: Caller, record: FederatedRunRecord) -> None:
-        view = self._run_view(record, self._flower_runs(record.run_id).get(record.run_id))
-        if view.status not in (federation.COMPLETED, federation.FAILED):
-            return
+    def _import_outcome(self, system: Caller, record: FederatedRunRecord, view: "FederatedRunView") -> None:
+        # The reconcile thread and a status call may both get here: one imports, the other sees it done.
+        with self._import_lock:
+            current = self.store.get_federated_run(record.run_id)
+            if current is None or current.imported_at is not None:
+                return
+            self._import_locked(system, record, view)
+
+    def _import_locked(self, system: Caller, record: FederatedRunRecord, view: "FederatedRunView") -> None:
         model = ""
         if view.status == federation.COMPLETED and record.task == "sensitivity":
             from federated.results import onnx_path

@@ -60,6 +60,7 @@ class RunRequest:
     noise: float = 0.0
     stage_timeout_s: float = 0.0
     wait_nodes_s: float = 0.0
+    record_received: bool = False
 
 
 def run_config(request: RunRequest, results_dir: Path) -> dict:
@@ -93,7 +94,8 @@ def run_config(request: RunRequest, results_dir: Path) -> dict:
     config = {"task": request.task, "rounds": request.rounds, "min-nodes": request.min_nodes,
               "secagg": request.secagg, "secagg-shares": request.secagg_shares,
               "secagg-threshold": request.secagg_threshold, "clip": float(request.clip),
-              "noise": float(request.noise), "results-dir": str(results_dir)}
+              "noise": float(request.noise), "results-dir": str(results_dir),
+              "record-received": request.record_received}
     if request.stage_timeout_s:
         config["timeout-s"] = float(request.stage_timeout_s)
     if request.wait_nodes_s:

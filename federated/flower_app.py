@@ -177,7 +177,8 @@ def _run(grid: RecordingGrid, context: Context, config: dict, report: "results.R
         fit_workflow = SecAggPlusWorkflow(
             num_shares=int(config["secagg-shares"]) or nodes,
             reconstruction_threshold=int(config["secagg-threshold"]) or max(2, (2 * nodes + 2) // 3),
-            max_weight=1.0, clipping_range=task.clipping_range, timeout=float(config["timeout-s"]))
+            max_weight=1.0, clipping_range=task.clipping_range, quantization_range=task.quantization_range,
+            modulus_range=task.modulus_range, timeout=float(config["timeout-s"]))
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
     report.update(status="running", nodes=nodes)
     DefaultWorkflow(fit_workflow=CheckedFit(fit_workflow or default_fit_workflow, grid, report))(grid, legacy)

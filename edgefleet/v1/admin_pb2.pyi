@@ -596,7 +596,7 @@ class FederatedRun(_message.Message):
     def __init__(self, run_id: _Optional[int] = ..., task: _Optional[str] = ..., status: _Optional[_Union[FederatedRunStatus, str]] = ..., rounds: _Optional[int] = ..., round_seconds: _Optional[_Iterable[float]] = ..., nodes: _Optional[int] = ..., error: _Optional[str] = ..., secagg: bool = ..., model: _Optional[str] = ..., outcome_json: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_by: _Optional[str] = ..., node_errors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartFederatedRunRequest(_message.Message):
-    __slots__ = ("task", "rounds", "min_nodes", "no_secagg", "secagg_shares", "secagg_threshold", "clip", "noise", "stage_timeout_s", "wait_nodes_s")
+    __slots__ = ("task", "rounds", "min_nodes", "no_secagg", "secagg_shares", "secagg_threshold", "clip", "noise", "stage_timeout_s", "wait_nodes_s", "record_received")
     TASK_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     MIN_NODES_FIELD_NUMBER: _ClassVar[int]
@@ -607,6 +607,7 @@ class StartFederatedRunRequest(_message.Message):
     NOISE_FIELD_NUMBER: _ClassVar[int]
     STAGE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     WAIT_NODES_S_FIELD_NUMBER: _ClassVar[int]
+    RECORD_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     task: str
     rounds: int
     min_nodes: int
@@ -617,7 +618,8 @@ class StartFederatedRunRequest(_message.Message):
     noise: float
     stage_timeout_s: float
     wait_nodes_s: float
-    def __init__(self, task: _Optional[str] = ..., rounds: _Optional[int] = ..., min_nodes: _Optional[int] = ..., no_secagg: bool = ..., secagg_shares: _Optional[int] = ..., secagg_threshold: _Optional[int] = ..., clip: _Optional[float] = ..., noise: _Optional[float] = ..., stage_timeout_s: _Optional[float] = ..., wait_nodes_s: _Optional[float] = ...) -> None: ...
+    record_received: bool
+    def __init__(self, task: _Optional[str] = ..., rounds: _Optional[int] = ..., min_nodes: _Optional[int] = ..., no_secagg: bool = ..., secagg_shares: _Optional[int] = ..., secagg_threshold: _Optional[int] = ..., clip: _Optional[float] = ..., noise: _Optional[float] = ..., stage_timeout_s: _Optional[float] = ..., wait_nodes_s: _Optional[float] = ..., record_received: bool = ...) -> None: ...
 
 class StartFederatedRunResponse(_message.Message):
     __slots__ = ("run",)

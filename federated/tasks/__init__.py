@@ -32,8 +32,11 @@ class LocalUpdate:
 
 class Task(Protocol):
     name: str
-    # SecAgg+ clips every value to +-clipping_range before quantizing.
+    # SecAgg+ clips every value to +-clipping_range, quantizes it to quantization_range levels
+    # and sums modulo modulus_range (which must exceed nodes x quantization_range).
     clipping_range: float
+    quantization_range: int
+    modulus_range: int
 
     def initial_arrays(self, config: Mapping[str, object]) -> Arrays: ...
 

@@ -34,6 +34,11 @@ def usage_vector(usage: local_data.Usage) -> np.ndarray:
 class UsageStatsTask:
     name = "usage-stats"
     clipping_range = 8.0
+    # Counts must come back exact: a step of 16/2^30 is 0.0015 of a count at the default scale, so
+    # sums stay exact after rounding up to hundreds of nodes (Flower's quantizer works in int32, hence 2^30;
+    # the modulus leaves room for 1024 nodes' sums).
+    quantization_range = 1 << 30
+    modulus_range = 1 << 40
 
     def initial_arrays(self, config: Mapping[str, object]) -> Arrays:
         return [np.zeros(LENGTH, np.float32)]
@@ -52,10 +57,11 @@ class UsageStatsTask:
         totals = np.rint(mean.astype(np.float64) * nodes * _scale(config)).astype(np.int64).tolist()
         hours, rest = totals[:24], totals[24:]
         buckets = len(local_data.LATENCY_BUCKETS_MS) + 1
-        labels = [f"<={b}ms" for b in local_data.LATENCY_BUCKETS_MS] + [f">{local_data.LATENCY_BUCKETS_MS[-1]}ms"]
         hits, lookups = rest[buckets:]
         return {"kind": "report", "nodes": nodes,
                 "requests_per_hour": hours,
-                "latency": dict(zip(labels, rest[:buckets])),
+                # The last bucket has no upper bound (null).
+                "latency_upper_ms": [*local_data.LATENCY_BUCKETS_MS, None],
+                "latency_counts": rest[:buckets],
                 "cache_hits": hits, "cache_lookups": lookups,
                 "cache_hit_rate": (hits / lookups) if lookups else None}

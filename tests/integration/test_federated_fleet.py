@@ -101,7 +101,7 @@ def _local_updates(nodes, task_name: str, config: dict) -> list[list[np.ndarray]
 
 def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
     central, nodes, _, _ = fl_fleet
-    row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES))
+    row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--record-received")
     assert row["status"] == "completed", row
     assert row["secagg"] and row["nodes"] == NODES and row["rounds_done"] == 1
     assert row["model"] == f"sensitivity-classifier@fl-{row['run']}"
@@ -131,3 +131,108 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
 
     audit = edgefleet_cli(central, "audit", "list", "--json")
     assert '"fl.start"' in audit and '"fl.finish"' in audit
+
+    # What central held of each node: masked vectors, nowhere near any node's own quantized update.
+    from flwr.common.secure_aggregation.quantization import quantize
+    from federated.results import received_path
+    with np.load(received_path(results, int(row["run"]))) as received:
+        masked = [received[k] for k in received.files if k.endswith("_array1")]  # [factor, weights, bias]
+    assert len(masked) == NODES
+    for vector in masked:
+        for update in updates:
+            (quantized,) = quantize([update[0]], 8.0, 4194304)
+            close = np.mean(np.abs(vector.astype(np.int64) - quantized.astype(np.int64)) <= 2)
+            assert close < 0.01, f"a received vector matches a node's update in {close:.1%} of coordinates"
+
+
+def test_usage_stats_secagg_gives_fleet_sums_only(fl_fleet):
+    central, nodes, _, _ = fl_fleet
+    row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES))
+    assert row["status"] == "completed", row
+    outcome = row["outcome"]
+    usages = [_usage(i) for i in range(NODES)]
+    assert outcome["requests_per_hour"] == [sum(u["requests_per_hour"][h] for u in usages) for h in range(24)]
+    assert outcome["latency_counts"] == [sum(u["latency_buckets"][b] for u in usages) for b in range(9)]
+    assert outcome["cache_hits"] == sum(u["cache"][0] for u in usages)
+    assert outcome["cache_lookups"] == sum(u["cache"][1] for u in usages)
+    assert row["model"] == ""  # analytics, nothing for the registry
+    listed = json.loads(edgefleet_cli(central, "fl", "list", "--json"))
+    assert [r["run"] for r in listed][0] == row["run"]
+
+
+def test_bad_local_data_is_a_node_error_in_the_status_not_a_hung_round(fl_fleet):
+    from federated.local_data import examples_path
+
+    central, nodes, _, _ = fl_fleet
+    (bad_id, bad_dir), (empty_id, empty_dir) = nodes[2], nodes[1]
+    saved = {d: examples_path(d).read_bytes() for d in (bad_dir, empty_dir)}
+    try:
+        with open(examples_path(bad_dir), "a") as rows:
+            rows.write('{"text": "no label here"}\n')
+        # One bad node of three: SecAgg+'s threshold (2) is met without it; the status names its error.
+        row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
+                   "--stage-timeout", "30s")
+        assert row["status"] == "completed", row
+        line = len(saved[bad_dir].splitlines()) + 1
+        assert any(e.startswith(f"{bad_id}: ") and f"examples.jsonl:{line}: label must be one of" in e
+                   for e in row["node_errors"]), row["node_errors"]
+
+        # Two of three: too few for the threshold; the run fails with a clear status and registers nothing.
+        examples_path(empty_dir).write_text("")
+        row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
+                   "--stage-timeout", "30s")
+        assert row["status"] == "failed" and row["model"] == "", row
+        assert "round 1 failed: too few nodes returned an update" in row["error"]
+        assert any(e.startswith(f"{empty_id}: ") and "is empty" in e for e in row["node_errors"]), row
+    finally:
+        for data_dir, content in saved.items():
+            examples_path(data_dir).write_bytes(content)
+
+
+def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet, tmp_path):
+    from federated.results import aggregate_path, read_report
+
+    central, nodes, agents, _ = fl_fleet
+    results = central.data_dir / "flower" / "results"
+    started = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--rounds", "1",
+                                       "--min-nodes", str(NODES), "--stage-timeout", "20s", "--json"))
+    run_id = int(started["run"])
+
+    def share_keys_done():
+        report = read_report(results, run_id) or {}
+        return any(e["stage"].endswith("share_keys") for e in report.get("exchanges", []))
+
+    wait_for(share_keys_done, timeout_s=RUN_TIMEOUT_S, interval_s=0.05, what="the share-keys stage")
+    victim = agents[2]
+    os.kill(victim.pid, signal.SIGKILL)  # its SuperNode goes with it (it dies with its parent)
+    victim.proc.wait(10)
+    row = wait_for(lambda: _finished(central, str(run_id)), timeout_s=RUN_TIMEOUT_S, interval_s=1.0,
+                   what="the run to finish without the killed node")
+    assert row["status"] == "completed", row
+    with np.load(aggregate_path(results, run_id)) as saved:
+        aggregate = [saved[k] for k in sorted(saved.files)]
+    survivors = _local_updates(nodes[:2], "sensitivity", {})
+    for got, i in zip(aggregate, range(2)):
+        assert np.max(np.abs(got - np.mean([u[i] for u in survivors], axis=0))) < 1e-4
+    # Back to three nodes for the next test.
+    agents[2] = start_agent(nodes[2][1], sections={"fleet": {}, "federated": {"enabled": True, "supernode": "flower"}})
+
+
+def test_a_revoked_node_is_unregistered_and_cannot_join(fl_fleet):
+    from federated.control import FlowerControl
+
+    central, nodes, _, _ = fl_fleet
+    revoked_id = nodes[2][0]
+    edgefleet_cli(central, "nodes", "revoke", revoked_id)
+    wait_for(lambda: '"fl.node.unregister"' in edgefleet_cli(central, "audit", "list", "--json"),
+             timeout_s=30, what="central unregistering the revoked node's key")
+    superlink = (central.data_dir / "superlink-address").read_text().strip()
+    control = FlowerControl(superlink, central.paths.ca_cert.read_bytes())
+    try:
+        statuses = sorted(control.registered_nodes().values())
+    finally:
+        control.close()
+    assert statuses.count("unregistered") == 1
+    row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--wait-nodes", "15s")
+    assert row["status"] == "failed" and row["model"] == ""
+    assert f"only 2 of the {NODES} nodes needed connected" in row["error"], row
