@@ -14,6 +14,8 @@ node, and stock loses seconds on each one:
   numpy, installing the FAB: seconds on a small box); here `federated.flower_app:client_app`
   is imported once and called in this process, with one Context per run kept in memory, so
   secaggplus_mod's state survives from one stage to the next as it does in stock's stored context;
+- a message can be pulled before all its objects are uploaded; stock retries a missing object after
+  1 s, 2 s, 4 s ...; here after 0.05 s, doubling up to 1 s;
 - there is no Runtime API server and no SuperExec: no local port, nothing else on the box can
   pull this node's messages.
 Unchanged: the wire protocol and its client are Flower's own (flwr.supernode.fleet_http_connection:
@@ -65,6 +67,9 @@ log = logging.getLogger("edgefleet.fast_supernode")
 
 FAB_FILES = {"pyproject.toml", ".info/CONTENT"}
 KEEP_RUNS = 8  # contexts kept for the most recent runs
+# A message can be pulled before the ServerApp has uploaded all its objects; Flower then retries each missing
+# object after 1 s, 2 s, 4 s ... (up to 10 s). Retry sooner: these are small objects on their way.
+PULL_BACKOFF_S, PULL_BACKOFF_CAP_S = 0.05, 1.0
 
 
 class FabRefused(Exception):
@@ -154,7 +159,8 @@ class FastSuperNode:
             pulled = ran = time.monotonic()
         else:
             message = pull_and_inflate_object_from_tree(
-                tree, partial(self.pull_object, run_id), partial(self.confirm_received, run_id), return_type=Message)
+                tree, partial(self.pull_object, run_id), partial(self.confirm_received, run_id), return_type=Message,
+                initial_backoff=PULL_BACKOFF_S, backoff_cap=PULL_BACKOFF_CAP_S)
             message.metadata.__dict__["_message_id"] = tree.object_id  # as flwr-clientapp does
             what, pulled = _describe(message), time.monotonic()
             try:
@@ -211,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s fast-supernode[%(process)d]: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from flwr.supercore.logger import console_handler
-    logging.getLogger("flwr").removeHandler(console_handler)  # Flower's lines: once, in this format
+    logging.getLogger("flwr").removeHandler(console_handler)  # Flower's lines: once, in this format,
+    logging.getLogger("flwr").setLevel(logging.INFO)  # without secaggplus_mod's DEBUG lines
     keys = load_key(args.auth_supernode_private_key)
     node_config = parse_config_args([args.node_config] if args.node_config else None)
     ca_path = str(Path(args.root_certificates).expanduser())
