@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def serve(config: AgentConfig) -> None:
     scheduler.start()
     control = _start_control(config, data_dir, service)
     supernode = _start_supernode(config, data_dir)
+    usage_flusher = _start_usage(config, data_dir, metrics)
     _use_uvloop()
     # Everything loaded so far lives as long as the process: keep it out of
     # the collector's full passes, which otherwise stall requests for tens of ms.
@@ -77,6 +79,8 @@ def serve(config: AgentConfig) -> None:
     try:
         asyncio.run(_run(server, sock, service, control, slots, config))
     finally:
+        if usage_flusher:
+            usage_flusher.stop()
         if supernode:
             supernode.stop()
         if control:
@@ -196,6 +200,43 @@ def _start_supernode(config: AgentConfig, data_dir: Path):
 
     return start_supernode(config.federated.supernode, files.load().superlink, files.ca, files.flower_key,
                            data_dir, config.federated.clientappio_port)
+
+
+class _UsageFlusher:
+    """Adds the requests counted since the last flush to <data>/federated/usage.json, every minute and at stop."""
+
+    INTERVAL_S = 60.0
+
+    def __init__(self, usage):
+        self.usage = usage
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="usage-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.usage.flush()
+        except OSError as exc:
+            log.warning("cannot write usage totals to %s: %s", self.usage.path, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._flush()
+
+
+def _start_usage(config: AgentConfig, data_dir: Path, metrics: AgentMetrics):
+    """Count usage for the usage-stats task only when this node takes part in federated learning."""
+    if not config.federated.enabled:
+        return None
+    from federated.local_data import UsageCounters
+
+    metrics.usage = UsageCounters(data_dir)
+    return _UsageFlusher(metrics.usage)
 
 
 def _use_uvloop() -> None:

@@ -45,14 +45,20 @@ class AgentMetrics:
         # Figures since the last probation check of a newly activated model version.
         self.probation = IntervalStats(time.monotonic())
         r.register(_LiveCollector(model_info, scheduler_stats, cache_stats, onnx_providers))
+        # Usage totals for the usage-stats federated task (federated.local_data.UsageCounters), when on.
+        self.usage = None
 
     def observe_inference(self, latency_s: float, error: bool) -> None:
         self.window.record_request(latency_s, error)
         self.probation.record_request(latency_s, error)
+        if self.usage is not None:
+            self.usage.record_request(latency_s, time.time())
 
     def observe_cache(self, hit: bool) -> None:
         self.window.record_cache(hit)
         self.probation.record_cache(hit)
+        if self.usage is not None:
+            self.usage.record_cache(hit)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

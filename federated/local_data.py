@@ -135,3 +135,56 @@ def latency_bucket(latency_ms: float) -> int:
         if latency_ms <= bound:
             return index
     return len(LATENCY_BUCKETS_MS)
+
+
+class UsageCounters:
+    """The agent's side of usage.json: counts requests as they finish, adds them to the file now and then.
+
+    Fed from the HTTP server's thread, flushed from another, so both hold one lock. The file keeps
+    running totals; a file that is missing or unreadable starts again from zero (and says so).
+    """
+
+    def __init__(self, data_dir: Path):
+        import threading
+
+        self.path = usage_path(data_dir)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._hours = [0] * 24
+        self._latency = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self._hits = self._lookups = 0
+
+    def record_request(self, latency_s: float, at_unix: float) -> None:
+        hour = int(at_unix // 3600) % 24
+        with self._lock:
+            self._hours[hour] += 1
+            self._latency[latency_bucket(latency_s * 1000.0)] += 1
+
+    def record_cache(self, hit: bool) -> None:
+        with self._lock:
+            self._lookups += 1
+            self._hits += int(hit)
+
+    def flush(self) -> None:
+        import logging
+
+        with self._lock:
+            hours, latency, hits, lookups = self._hours, self._latency, self._hits, self._lookups
+            self._reset()
+        if not any(hours) and not lookups:
+            return
+        try:
+            current = read_usage(self.path.parent.parent)
+        except TaskError as exc:
+            if self.path.exists():
+                logging.getLogger(__name__).warning("starting usage totals again: %s", exc)
+            current = Usage((0,) * 24, (0,) * len(latency), 0, 0)
+        merged = {"requests_per_hour": [a + b for a, b in zip(current.requests_per_hour, hours)],
+                  "latency_buckets": [a + b for a, b in zip(current.latency_buckets, latency)],
+                  "cache": [current.cache_hits + hits, current.cache_lookups + lookups]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged))
+        os.replace(tmp, self.path)
