@@ -160,6 +160,26 @@ def test_usage_stats_secagg_gives_fleet_sums_only(fl_fleet):
     assert [r["run"] for r in listed][0] == row["run"]
 
 
+def test_differential_privacy_clips_and_adds_noise_inside_secagg(fl_fleet):
+    from federated.results import aggregate_path
+
+    central, nodes, _, _ = fl_fleet
+    row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
+               "--clip", "0.5", "--noise", "0.1")
+    assert row["status"] == "completed", row
+    with np.load(aggregate_path(central.data_dir / "flower" / "results", int(row["run"]))) as saved:
+        weights = saved[sorted(saved.files)[0]]
+    updates = _local_updates(nodes, "sensitivity", {})
+    # Each node's update (from zeros) is clipped to norm 0.5 before masking, so without noise the
+    # aggregate's norm would be at most 0.5; the plain mean's is far above that.
+    plain = np.mean([u[0] for u in updates], axis=0)
+    assert np.linalg.norm(plain) > 1.0
+    # Gaussian noise of std noise * clip / nodes on each of 16,384 weights: the norm of the noise alone.
+    expected_noise_norm = 0.1 * 0.5 / NODES * np.sqrt(weights.size)
+    assert np.linalg.norm(weights) < 0.5 + 2 * expected_noise_norm
+    assert np.linalg.norm(weights) > 0.5 * expected_noise_norm
+
+
 def test_bad_local_data_is_a_node_error_in_the_status_not_a_hung_round(fl_fleet):
     from federated.local_data import examples_path
 
