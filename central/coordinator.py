@@ -423,8 +423,12 @@ class Coordinator:
         except InvalidArgument as exc:
             raise self._refuse(InvalidArgument, caller, action, request.task, str(exc)) from None
         from federated import fab
+        from federated.control import FlowerControlError
         fab_bytes, fab_hash = fab.build()
-        run_id = fed.require_control().start_run(fab_bytes, fab_hash, config)
+        try:
+            run_id = fed.require_control().start_run(fab_bytes, fab_hash, config)
+        except FlowerControlError as exc:
+            raise self._refuse(FailedPrecondition, caller, action, request.task, str(exc)) from None
         record = FederatedRunRecord(run_id, request.task, config, caller.actor, self._clock(), "", None)
         self.store.add_federated_run(record)
         self._audit(caller, action, str(run_id), audit.ALLOWED,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from central.datadir import Authority, CentralPaths
-from central.errors import FailedPrecondition, InvalidArgument
+from central.errors import InvalidArgument
 from edgefleet import pki
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class Federation:
         try:
             self.control.registered_nodes()
         except FlowerControlError as exc:
-            raise FailedPrecondition(f"central's SuperLink is not answering yet ({exc}); "
+            raise FlowerControlError(f"central's SuperLink is not answering ({exc}); "
                                      f"see {self.superlink.log_path}") from None
         return self.control
 

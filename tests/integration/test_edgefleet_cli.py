@@ -95,6 +95,9 @@ def test_nodes_label_show_revoke_and_audit(central, capsys, tmp_path):
     (["nodes", "revoke", "node-nope"], 5, "no node"),
     (["token", "revoke", "zzzzzz"], 5, "no bootstrap token"),
     (["nodes", "label", "node-nope", "novalue"], 2, "key=value"),
+    # This central runs with --no-superlink.
+    (["fl", "start", "--task", "sensitivity", "--min-nodes", "3"], 6, "federated learning is off on this central"),
+    (["fl", "status", "123"], 5, "no federated run 123"),
 ])
 def test_bad_input_gets_a_specific_error_and_exit_code(central, capsys, args, code, message):
     got, _, err = run(capsys, central, *args)

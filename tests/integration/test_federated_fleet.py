@@ -99,6 +99,28 @@ def _local_updates(nodes, task_name: str, config: dict) -> list[list[np.ndarray]
     return [task.local_update(data_dir, task.initial_arrays(merged), merged).arrays for _, data_dir in nodes]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--task", "translation", "--min-nodes", "3"], "unknown task 'translation'; known tasks: sensitivity, usage-stats"),
+    (["--task", "sensitivity", "--min-nodes", "1"], "--min-nodes must be at least 2"),
+    (["--task", "sensitivity", "--min-nodes", "2"], "SecAgg+ needs at least 3 nodes"),
+    (["--task", "sensitivity", "--min-nodes", "3", "--secagg-threshold", "3"], "must be at least 2 and below the shares (3)"),
+    (["--task", "sensitivity", "--min-nodes", "3", "--secagg-shares", "4"], "--secagg-shares must be between 3 and"),
+    (["--task", "sensitivity", "--min-nodes", "3", "--noise", "0.5"], "--noise needs --clip"),
+    (["--task", "sensitivity", "--min-nodes", "3", "--no-secagg", "--secagg-shares", "3"], "need SecAgg+"),
+    (["--task", "sensitivity", "--min-nodes", "3", "--rounds", "5000"], "--rounds must be between 1 and 1000"),
+])
+def test_a_bad_run_request_is_refused_with_the_reason_and_audited(fl_fleet, capsys, args, message):
+    from central.cli import main
+
+    central = fl_fleet[0]
+    code = main(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address,
+                 "fl", "start", *args])
+    assert code == 2 and message in capsys.readouterr().err
+    entries = json.loads(edgefleet_cli(central, "audit", "list", "--json"))
+    last = [e for e in entries if e["action"] == "fl.start"][-1]
+    assert last["outcome"] == "AUDIT_OUTCOME_REFUSED" and message in last["detail"]
+
+
 def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
     central, nodes, _, _ = fl_fleet
     row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--record-received")
