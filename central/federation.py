@@ -16,7 +16,6 @@ AdminService; this module turns it into Flower calls:
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import logging
 import socket
@@ -41,10 +40,10 @@ def flower_available() -> str | None:
     """None when flwr imports; otherwise why federated learning is off on this install."""
     if sys.version_info < (3, 11):
         return "federated learning needs Python 3.11 or later (flwr 1.42); this is Python %d.%d" % sys.version_info[:2]
-    try:
-        import flwr  # noqa: F401
-    except ImportError as exc:
-        return f"flwr is not installed ({exc})"
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is None:
+        return "flwr is not installed"
     return None
 
 

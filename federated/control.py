@@ -47,7 +47,6 @@ class FlowerRun:
 
 class FlowerControl:
     def __init__(self, address: str, ca_pem: bytes, timeout_s: float = 10.0):
-        from flwr.common.constant import CONTROL_API_DEFAULT_SERVER_ADDRESS  # noqa: F401
         from flwr.supercore.control.control_http_client import ControlHttpClient
         from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 

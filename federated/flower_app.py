@@ -12,21 +12,18 @@ timeout-s, wait-nodes-s, results-dir, record-received.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
+import flwr.compat.common.recorddict_compat as common_compat
+from flwr.app import MessageType
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.common import Context, Message, bytes_to_ndarray, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-from flwr.app import MessageType
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
-import flwr.compat.common.recorddict_compat as common_compat
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.server.workflow.default_workflows import default_fit_workflow
@@ -181,7 +178,7 @@ def _run(grid: RecordingGrid, context: Context, config: dict, report: "results.R
             modulus_range=task.modulus_range, timeout=float(config["timeout-s"]))
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
     report.update(status="running", nodes=nodes)
-    DefaultWorkflow(fit_workflow=CheckedFit(fit_workflow or default_fit_workflow, grid, report))(grid, legacy)
+    DefaultWorkflow(fit_workflow=CheckedFit(fit_workflow or default_fit_workflow, report))(grid, legacy)
     arrays = parameters_to_ndarrays(common_compat.arrayrecord_to_parameters(
         context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True))
     report.complete(task.finish(arrays, config, nodes), arrays, rounds=rounds, node_errors=grid.node_errors)
@@ -194,8 +191,8 @@ class CheckedFit:
     few nodes answer; a run must instead stop with a status saying so.
     """
 
-    def __init__(self, inner, grid: RecordingGrid, report: "results.RunReport"):
-        self.inner, self.grid, self.report = inner, grid, report
+    def __init__(self, inner, report: "results.RunReport"):
+        self.inner, self.report = inner, report
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
         before = context.state.array_records[MAIN_PARAMS_RECORD]
