@@ -140,19 +140,20 @@ def superlink_names(listen_host: str, advertise_host: str) -> list[str]:
     for host in (advertise_host, listen_host):
         if host and host not in ("0.0.0.0", "::") and host not in names:
             names.append(host)
-    if listen_host in ("0.0.0.0", "::", ""):
+    if listen_host in ("0.0.0.0", "::", "") and socket.getfqdn() not in names:
         names.append(socket.getfqdn())
     return names
 
 
 def validate_flower_key(openssh_public: str) -> None:
     """InvalidArgument unless this is an OpenSSH ECDSA public key on a NIST curve."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
         key = serialization.load_ssh_public_key(openssh_public.strip().encode())
-    except (ValueError, TypeError, UnicodeError) as exc:
+    except (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm) as exc:
         raise InvalidArgument(f"the Flower public key is not an OpenSSH public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
         raise InvalidArgument("the Flower public key must be ECDSA on a NIST curve (edge-agent makes P-384)")

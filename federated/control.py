@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -21,12 +22,13 @@ def generate_node_key() -> tuple[bytes, bytes]:
     return private, public
 
 
-def public_key_der(openssh_public: bytes | str) -> bytes:
-    """The key as the SuperLink stores it; FlowerControlError when it is not a NIST-curve EC key."""
+def public_key_bytes(openssh_public: bytes | str) -> bytes:
+    """The key as the SuperLink's RegisterNode takes it (Flower's public_key_to_bytes: PEM);
+    FlowerControlError when it is not a NIST-curve EC key."""
     data = openssh_public.encode() if isinstance(openssh_public, str) else openssh_public
     try:
         key = serialization.load_ssh_public_key(data.strip())
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise FlowerControlError(f"not an OpenSSH public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
         raise FlowerControlError("a SuperNode key must be an ECDSA key on a NIST curve (P-384 is made at enrollment)")
@@ -66,7 +68,7 @@ class FlowerControl:
 
     def register_node(self, openssh_public: bytes | str, name: str) -> int:
         from flwr.proto.control_pb2 import RegisterNodeRequest
-        response = self._call("RegisterNode", RegisterNodeRequest(public_key=public_key_der(openssh_public), name=name))
+        response = self._call("RegisterNode", RegisterNodeRequest(public_key=public_key_bytes(openssh_public), name=name))
         if not response.node_id:
             raise FlowerControlError("the SuperLink did not register the node")
         return int(response.node_id)

@@ -53,6 +53,10 @@ def parse_example(line: str, where: str) -> Example:
     text, label = row.get("text"), row.get("label")
     if not isinstance(text, str) or not text.strip():
         raise TaskError(f"{where}: text must be a non-empty string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TaskError(f"{where}: text is not valid Unicode (it holds a lone surrogate)") from None
     if len(text) > MAX_TEXT_CHARS:
         raise TaskError(f"{where}: text is {len(text)} characters, more than {MAX_TEXT_CHARS}")
     if label not in LABELS:

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 ne
 
 NODES = 3
 RUN_TIMEOUT_S = 420
+# The fast SuperNode keeps this module's runs short; tests/integration/test_fast_supernode.py and
+# bench/federated.py cover the stock one against the same SuperLink.
+AGENT_SECTIONS = {"fleet": {}, "federated": {"enabled": True, "supernode": "fast"}}
 
 
 def _examples(index: int) -> list[tuple[str, str]]:
@@ -66,8 +69,7 @@ def fl_fleet(tmp_path_factory):
             _write_local_data(data_dir, index)
             nodes.append((identity.node_id, data_dir))
         for node_id, data_dir in nodes:
-            agents.append(start_agent(data_dir, sections={
-                "fleet": {}, "federated": {"enabled": True, "supernode": "flower"}}))
+            agents.append(start_agent(data_dir, sections=AGENT_SECTIONS))
         # Every key registered with the SuperLink by central's reconcile pass.
         wait_for(lambda: sum('"fl.node.register"' in line for line in
                              edgefleet_cli(central, "audit", "list", "--json").splitlines()) >= NODES,
@@ -182,6 +184,19 @@ def test_usage_stats_secagg_gives_fleet_sums_only(fl_fleet):
     assert [r["run"] for r in listed][0] == row["run"]
 
 
+def test_plain_fedavg_without_secagg_gives_the_exact_mean(fl_fleet):
+    from federated.results import aggregate_path
+
+    central, nodes, _, _ = fl_fleet
+    row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--no-secagg")
+    assert row["status"] == "completed" and not row["secagg"], row
+    with np.load(aggregate_path(central.data_dir / "flower" / "results", int(row["run"]))) as saved:
+        aggregate = [saved[k] for k in sorted(saved.files)]
+    updates = _local_updates(nodes, "sensitivity", {})
+    for got, i in zip(aggregate, range(2)):
+        assert np.max(np.abs(got - np.mean([u[i] for u in updates], axis=0))) < 1e-6
+
+
 def test_differential_privacy_clips_and_adds_noise_inside_secagg(fl_fleet):
     from federated.results import aggregate_path
 
@@ -231,33 +246,47 @@ def test_bad_local_data_is_a_node_error_in_the_status_not_a_hung_round(fl_fleet)
             examples_path(data_dir).write_bytes(content)
 
 
-def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet, tmp_path):
+def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
+    from federated.local_data import examples_path
     from federated.results import aggregate_path, read_report
 
     central, nodes, agents, _ = fl_fleet
     results = central.data_dir / "flower" / "results"
-    started = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--rounds", "1",
-                                       "--min-nodes", str(NODES), "--stage-timeout", "20s", "--json"))
-    run_id = int(started["run"])
+    victim_dir = nodes[2][1]
+    saved = examples_path(victim_dir).read_bytes()
+    # Long prompts make the victim's training take seconds (about 40 ms each to featurize), so it is
+    # surely still training, after the key exchange and before its masked vector, when it is killed.
+    long_text = " ".join(f"word{i}" for i in range(5000))[:30_000]
+    with open(examples_path(victim_dir), "a") as rows:
+        rows.writelines(json.dumps({"text": long_text, "label": "public"}) + "\n" for _ in range(300))
+    try:
+        started = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--rounds", "1",
+                                           "--min-nodes", str(NODES), "--stage-timeout", "20s", "--json"))
+        run_id = int(started["run"])
 
-    def share_keys_done():
-        report = read_report(results, run_id) or {}
-        return any(e["stage"].endswith("share_keys") for e in report.get("exchanges", []))
+        def share_keys_done():
+            report = read_report(results, run_id) or {}
+            return any(e["stage"].endswith("share_keys") for e in report.get("exchanges", []))
 
-    wait_for(share_keys_done, timeout_s=RUN_TIMEOUT_S, interval_s=0.05, what="the share-keys stage")
-    victim = agents[2]
-    os.kill(victim.pid, signal.SIGKILL)  # its SuperNode goes with it (it dies with its parent)
-    victim.proc.wait(10)
-    row = wait_for(lambda: _finished(central, str(run_id)), timeout_s=RUN_TIMEOUT_S, interval_s=1.0,
-                   what="the run to finish without the killed node")
+        wait_for(share_keys_done, timeout_s=RUN_TIMEOUT_S, interval_s=0.05, what="the share-keys stage")
+        victim = agents[2]
+        os.kill(victim.pid, signal.SIGKILL)  # its SuperNode goes with it (it dies with its parent)
+        victim.proc.wait(10)
+        row = wait_for(lambda: _finished(central, str(run_id)), timeout_s=RUN_TIMEOUT_S, interval_s=1.0,
+                       what="the run to finish without the killed node")
+    finally:
+        examples_path(victim_dir).write_bytes(saved)
+        # Back to three nodes for the next test.
+        agents[2] = start_agent(victim_dir, sections=AGENT_SECTIONS)
     assert row["status"] == "completed", row
-    with np.load(aggregate_path(results, run_id)) as saved:
-        aggregate = [saved[k] for k in sorted(saved.files)]
+    # The dead node is named in the status: by the SuperLink's "Node Unavailable" error reply, or as
+    # "no reply within 20s" when the stage timed out first.
+    assert [e.split(":")[0] for e in row["node_errors"]] == [nodes[2][0]], row["node_errors"]
+    with np.load(aggregate_path(results, run_id)) as saved_arrays:
+        aggregate = [saved_arrays[k] for k in sorted(saved_arrays.files)]
     survivors = _local_updates(nodes[:2], "sensitivity", {})
     for got, i in zip(aggregate, range(2)):
         assert np.max(np.abs(got - np.mean([u[i] for u in survivors], axis=0))) < 1e-4
-    # Back to three nodes for the next test.
-    agents[2] = start_agent(nodes[2][1], sections={"fleet": {}, "federated": {"enabled": True, "supernode": "flower"}})
 
 
 def test_a_revoked_node_is_unregistered_and_cannot_join(fl_fleet):

@@ -651,24 +651,24 @@ def test_generate_node_key_is_openssh_p384():
     assert serialization.load_ssh_public_key(public).public_numbers() == key.public_key().public_numbers()
 
 
-def test_public_key_der_accepts_p384_and_refuses_others():
+def test_public_key_bytes_accepts_p384_and_refuses_others():
     _, public = control.generate_node_key()
-    stored = control.public_key_der(public.decode() + "\n")
+    stored = control.public_key_bytes(public.decode() + "\n")
     from flwr.supercore.primitives.asymmetric import bytes_to_public_key
     assert bytes_to_public_key(stored).public_numbers() == serialization.load_ssh_public_key(public).public_numbers()
-    assert control.public_key_der(public) == stored
+    assert control.public_key_bytes(public) == stored
     with pytest.raises(control.FlowerControlError, match="ECDSA key on a NIST curve"):
-        control.public_key_der(_ed25519_openssh())
+        control.public_key_bytes(_ed25519_openssh())
     for garbage in (b"garbage", "ecdsa-sha2-nistp384 AAAA!!!", b""):
         with pytest.raises(control.FlowerControlError, match="not an OpenSSH public key"):
-            control.public_key_der(garbage)
+            control.public_key_bytes(garbage)
 
 
 @pytest.mark.parametrize("line", ["not a key", "foo AAAAB3NzaC1yc2E="])
-def test_public_key_der_refuses_unknown_key_type_with_flower_control_error(line):
+def test_public_key_bytes_refuses_unknown_key_type_with_flower_control_error(line):
     """A line whose first word is no SSH key type: today cryptography's UnsupportedAlgorithm escapes."""
     with pytest.raises(control.FlowerControlError, match="not an OpenSSH public key"):
-        control.public_key_der(line)
+        control.public_key_bytes(line)
 
 
 def test_validate_flower_key():
