@@ -99,8 +99,9 @@ class FleetConfig:
 class FederatedConfig:
     # Take part in central's federated learning runs (needs an enrollment with a SuperLink, Python 3.11+).
     enabled: bool = False
-    # "flower": the stock flower-supernode; "fast": federated.fast_supernode (same protocol, no idle waits).
-    supernode: str = "flower"
+    # "fast": federated.fast_supernode (Flower's protocol and client, no idle waits, only the code-free FAB);
+    # "flower": the stock flower-supernode.
+    supernode: str = "fast"
     # Port of the SuperNode's local Runtime API on 127.0.0.1; 0 picks a free one.
     clientappio_port: int = 0
 

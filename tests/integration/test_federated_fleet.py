@@ -23,9 +23,9 @@ pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 ne
 
 NODES = 3
 RUN_TIMEOUT_S = 420
-# The fast SuperNode keeps this module's runs short; tests/integration/test_fast_supernode.py and
-# bench/federated.py cover the stock one against the same SuperLink.
-AGENT_SECTIONS = {"fleet": {}, "federated": {"enabled": True, "supernode": "fast"}}
+# A mixed fleet: node 0 runs the stock flower-supernode, the others the default fast one, in the same runs.
+AGENT_SECTIONS = {"fleet": {}, "federated": {"enabled": True}}
+STOCK_SECTIONS = {"fleet": {}, "federated": {"enabled": True, "supernode": "flower"}}
 
 
 def _examples(index: int) -> list[tuple[str, str]]:
@@ -69,7 +69,7 @@ def fl_fleet(tmp_path_factory):
             _write_local_data(data_dir, index)
             nodes.append((identity.node_id, data_dir))
         for node_id, data_dir in nodes:
-            agents.append(start_agent(data_dir, sections=AGENT_SECTIONS))
+            agents.append(start_agent(data_dir, sections=STOCK_SECTIONS if not agents else AGENT_SECTIONS))
         # Every key registered with the SuperLink by central's reconcile pass.
         wait_for(lambda: sum('"fl.node.register"' in line for line in
                              edgefleet_cli(central, "audit", "list", "--json").splitlines()) >= NODES,
