@@ -142,7 +142,8 @@ class Cluster:
             [PY, "-m", "federated.superlink", "--host", "127.0.0.1", "--port", str(self.port),
              "--ssl-certfile", str(self.root / "superlink.crt"), "--ssl-keyfile", str(self.root / "superlink.key"),
              "--ssl-ca-certfile", str(self.root / "ca.pem"), "--enable-supernode-auth",
-             "--database", str(self.root / "superlink.db"), "--disable-runtime-dependency-installation"],
+             # As central runs it (central/federation.py): state in memory.
+             "--database", ":flwr-in-memory:", "--disable-runtime-dependency-installation"],
             self.root / "superlink.log", self.root)
         deadline = time.monotonic() + 60
         while True:

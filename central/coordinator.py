@@ -442,36 +442,42 @@ class Coordinator:
         record = self.store.get_federated_run(run_id)
         if record is None:
             raise NotFound(f"no federated run {run_id}")
-        return self._imported_view(record, self._flower_runs(run_id).get(run_id))
+        return self._imported_view(record, self._flower_runs())
 
     def list_federated_runs(self, caller: Caller) -> list[FederatedRunView]:
         self._admin(caller, "fl.list")
         flower = self._flower_runs()
-        return [self._imported_view(r, flower.get(r.run_id)) for r in self.store.list_federated_runs()]
+        return [self._imported_view(r, flower) for r in self.store.list_federated_runs()]
 
-    def _imported_view(self, record: FederatedRunRecord, flower_run) -> FederatedRunView:
+    def _imported_view(self, record: FederatedRunRecord, flower: dict | None) -> FederatedRunView:
         """A finished run's view only once its outcome is imported, so `completed` always comes with its model."""
-        view = self._run_view(record, flower_run)
+        view = self._run_view(record, flower)
         if record.imported_at is None and view.status in (federation.COMPLETED, federation.FAILED):
             self._import_outcome(_SystemCaller("federated-learning"), record, view)
-            view = self._run_view(self.store.get_federated_run(record.run_id), flower_run)
+            view = self._run_view(self.store.get_federated_run(record.run_id), flower)
         return view
 
-    def _flower_runs(self, run_id: int = 0) -> dict:
+    def _flower_runs(self) -> dict | None:
+        """Every run the SuperLink knows, by id; None when it cannot be asked (then a missing run is not lost).
+
+        All of them, not one by id: the SuperLink answers 404 for a run it does not know, which must
+        read as "lost", not as "unreachable". Its state is in memory, so the list is short.
+        """
         if self.federation is None:
-            return {}
+            return None
         from federated.control import FlowerControlError
         try:
-            return {r.run_id: r for r in self.federation.control.runs(run_id)}
+            return {r.run_id: r for r in self.federation.control.runs()}
         except FlowerControlError as exc:
             log.warning("cannot read run status from the SuperLink: %s", exc)
-            return {}
+            return None
 
-    def _run_view(self, record: FederatedRunRecord, flower_run) -> FederatedRunView:
+    def _run_view(self, record: FederatedRunRecord, flower: dict | None) -> FederatedRunView:
         results_dir = self.federation.results_dir if self.federation else None
         report = federation.read_report(results_dir, record.run_id) if results_dir else None
+        flower_run = flower.get(record.run_id) if flower is not None else None
         if flower_run is None:
-            status, error = federation.run_status("", "", "", report)
+            status, error = federation.run_status("", "", "", report, lost=flower is not None)
         else:
             status, error = federation.run_status(flower_run.status, flower_run.sub_status, flower_run.details, report)
         names = {str(k.flower_node_id): k.node_id for k in self.store.flower_keys()}
@@ -488,19 +494,23 @@ class Coordinator:
             return
         system = _SystemCaller("federated-learning")
         control = fed.control
-        for key in self.store.flower_keys():
-            if not key.revoked and not key.flower_node_id:
+        registered = control.registered_nodes()
+        for action, key in federation.key_actions(self.store.flower_keys(), registered):
+            if action == federation.REGISTER:
                 flower_id = control.register_node(key.public_key, key.node_id)
                 self.store.set_flower_registration(key.node_id, flower_id, False)
-                self._audit(system, "fl.node.register", key.node_id, audit.ALLOWED, f"SuperLink node {flower_id}")
-            elif key.revoked and key.flower_node_id and not key.unregistered:
-                control.unregister_node(key.flower_node_id)
+                self._audit(system, "fl.node.register", key.node_id, audit.ALLOWED, f"SuperLink node {flower_id}"
+                            + (f" (the SuperLink had lost node {key.flower_node_id})" if key.flower_node_id else ""))
+            else:
+                if registered.get(key.flower_node_id, "unregistered") != "unregistered":
+                    control.unregister_node(key.flower_node_id)
                 self.store.set_flower_registration(key.node_id, key.flower_node_id, True)
                 self._audit(system, "fl.node.unregister", key.node_id, audit.ALLOWED,
                             f"SuperLink node {key.flower_node_id}: the node was revoked")
+        flower = self._flower_runs()
         for record in self.store.list_federated_runs():
             if record.imported_at is None:
-                view = self._run_view(record, self._flower_runs(record.run_id).get(record.run_id))
+                view = self._run_view(record, flower)
                 if view.status in (federation.COMPLETED, federation.FAILED):
                     self._import_outcome(system, record, view)
 

@@ -106,17 +106,21 @@ def run_config(request: RunRequest, results_dir: Path) -> dict:
 PENDING, WAITING, RUNNING, COMPLETED, FAILED = "pending", "waiting-for-nodes", "running", "completed", "failed"
 
 
-def run_status(flower_status: str, flower_sub_status: str, flower_details: str, report: dict | None) -> tuple[str, str]:
+def run_status(flower_status: str, flower_sub_status: str, flower_details: str, report: dict | None,
+               lost: bool = False) -> tuple[str, str]:
     """(status, error) from Flower's view of the run and the ServerApp's own report.
 
     The report knows more (waiting for nodes, round errors); Flower knows when the
-    ServerApp died before it could write one.
+    ServerApp died before it could write one. `lost`: the SuperLink answered and does
+    not know the run (it keeps its state in memory and was restarted).
     """
     report_status = (report or {}).get("status")
     if report_status == "completed":
         return COMPLETED, ""
     if report_status == "failed":
         return FAILED, report.get("error") or "the run failed"
+    if lost:
+        return FAILED, "central's SuperLink restarted during the run and lost it; start the run again"
     if flower_status == "finished":
         if flower_sub_status == "completed":
             return FAILED, "the ServerApp finished without writing its outcome"
@@ -132,6 +136,26 @@ def last_line(reason: str) -> str:
     """A node's error as Flower relays it ends with the exception's own message; keep that line."""
     lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
     return lines[-1][:500] if lines else "unknown error"
+
+
+REGISTER, UNREGISTER = "register", "unregister"
+
+
+def key_actions(keys, registered: dict[int, str]) -> list[tuple[str, object]]:
+    """What to ask of the SuperLink so it knows exactly the enrolled, unrevoked nodes' keys.
+
+    `keys` are central's records (store.FlowerKeyRecord), `registered` the SuperLink's nodes
+    (Flower id -> status). The SuperLink keeps its state in memory, so after it restarts every
+    key is registered again (under a new Flower id).
+    """
+    actions = []
+    for key in keys:
+        known = registered.get(key.flower_node_id, "unregistered") != "unregistered" if key.flower_node_id else False
+        if not key.revoked and not known:
+            actions.append((REGISTER, key))
+        elif key.revoked and key.flower_node_id and not key.unregistered:
+            actions.append((UNREGISTER, key))
+    return actions
 
 
 def superlink_names(listen_host: str, advertise_host: str) -> list[str]:
@@ -197,7 +221,10 @@ class Federation:
         return [sys.executable, "-m", "federated.superlink", "--host", self.host, "--port", str(self.port),
                 "--ssl-certfile", str(self.dir / "superlink.crt"), "--ssl-keyfile", str(self.dir / "superlink.key"),
                 "--ssl-ca-certfile", str(self.paths.ca_cert), "--enable-supernode-auth",
-                "--database", str(self.dir / "superlink.db"), "--disable-runtime-dependency-installation"]
+                # State in memory: central's store is the record (keys, runs, outcomes) and the reconcile
+                # pass registers every key again after a restart. Flower's SQLite state cost about twice
+                # the time of a SecAgg+ round in SQLAlchemy (bench/federated.py).
+                "--database", ":flwr-in-memory:", "--disable-runtime-dependency-installation"]
 
     def start(self) -> None:
         self.dir.mkdir(mode=0o700, exist_ok=True)

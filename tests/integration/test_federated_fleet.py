@@ -289,6 +289,26 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
         assert np.max(np.abs(got - np.mean([u[i] for u in survivors], axis=0))) < 1e-4
 
 
+def test_a_superlink_restart_loses_the_run_in_flight_and_the_fleet_carries_on(fl_fleet):
+    import psutil
+
+    central, nodes, _, _ = fl_fleet
+    waiting = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--min-nodes", str(NODES + 1),
+                                       "--wait-nodes", "10m", "--json"))
+    wait_for(lambda: json.loads(edgefleet_cli(central, "fl", "status", waiting["run"], "--json"))["status"]
+             == "waiting-for-nodes", timeout_s=60, what="the run to wait for a fourth node")
+    superlink = next(p for p in psutil.Process(central.pid).children()
+                     if "federated.superlink" in " ".join(p.cmdline()))
+    superlink.kill()  # central's supervisor starts it again, with empty state
+    lost = wait_for(lambda: _finished(central, waiting["run"]), timeout_s=120, what="the lost run to fail")
+    assert lost["status"] == "failed" and "restarted during the run" in lost["error"], lost
+    # Every node's key registered again, and the SuperNodes back: a new run completes.
+    wait_for(lambda: edgefleet_cli(central, "audit", "list", "--json").count("the SuperLink had lost node") >= NODES,
+             timeout_s=60, what="the keys registered again")
+    row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES), "--wait-nodes", "2m")
+    assert row["status"] == "completed", row
+
+
 def test_a_revoked_node_is_unregistered_and_cannot_join(fl_fleet):
     from federated.control import FlowerControl
 

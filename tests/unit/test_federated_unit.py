@@ -816,7 +816,7 @@ def test_federated_table_parses(tmp_path):
     assert (config.federated.enabled, config.federated.supernode, config.federated.clientappio_port) == (
         True, "fast", 9094)
     defaults = load_config(None).federated
-    assert (defaults.enabled, defaults.supernode, defaults.clientappio_port) == (False, "flower", 0)
+    assert (defaults.enabled, defaults.supernode, defaults.clientappio_port) == (False, "fast", 0)
 
 
 @pytest.mark.parametrize("table, message", [
@@ -830,3 +830,31 @@ def test_federated_table_parses(tmp_path):
 def test_federated_table_bad_values_name_the_key(table, message):
     with pytest.raises(ConfigError, match=message):
         parse_config({"federated": table})
+
+
+def test_key_actions_register_new_and_lost_keys_and_unregister_revoked_ones():
+    """After a SuperLink restart (state in memory) it knows no key: every unrevoked key is registered again."""
+    from central.federation import REGISTER, UNREGISTER, key_actions
+    from central.store import FlowerKeyRecord
+
+    new = FlowerKeyRecord("node-new", "ecdsa-sha2-nistp384 AAAA", 0, False, False)
+    known = FlowerKeyRecord("node-known", "ecdsa-sha2-nistp384 BBBB", 11, False, False)
+    lost = FlowerKeyRecord("node-lost", "ecdsa-sha2-nistp384 CCCC", 12, False, False)
+    revoked = FlowerKeyRecord("node-revoked", "ecdsa-sha2-nistp384 DDDD", 13, True, False)
+    done = FlowerKeyRecord("node-done", "ecdsa-sha2-nistp384 EEEE", 14, True, True)
+    revoked_never_registered = FlowerKeyRecord("node-never", "ecdsa-sha2-nistp384 FFFF", 0, True, False)
+    registered = {11: "online", 13: "online", 14: "unregistered"}
+    actions = key_actions([new, known, lost, revoked, done, revoked_never_registered], registered)
+    assert [(a, k.node_id) for a, k in actions] == [
+        (REGISTER, "node-new"), (REGISTER, "node-lost"), (UNREGISTER, "node-revoked")]
+    # A key the SuperLink lists as unregistered (not revoked here) is registered again too.
+    assert key_actions([known], {11: "unregistered"}) == [(REGISTER, known)]
+
+
+def test_run_status_of_a_run_the_restarted_superlink_lost():
+    from central.federation import COMPLETED, FAILED, run_status
+
+    assert run_status("", "", "", {"status": "running"}, lost=True)[0] == FAILED
+    assert "restarted during the run" in run_status("", "", "", None, lost=True)[1]
+    # A report that already says completed stands: the outcome was written before the restart.
+    assert run_status("", "", "", {"status": "completed"}, lost=True) == (COMPLETED, "")
