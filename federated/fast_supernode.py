@@ -2,13 +2,15 @@
 
 Flags (those of `flower-supernode` that edgefleet uses, plus one):
     --superlink HOST:PORT --root-certificates CA.pem --auth-supernode-private-key KEY
-    --node-config "data-dir='...'" [--poll-interval 0.2]
+    --node-config "data-dir='...'" [--poll-interval 0.2] [--idle-poll-interval 3] [--active-window 60]
 
 What it changes relative to stock `flower-supernode` (flwr 1.42), and why. A SecAgg+ round is
 four exchanges (setup, share keys, collect masked vectors, unmask), each a message to every
 node, and stock loses seconds on each one:
-- after a poll that finds no message stock sleeps a fixed 3 s; here the next poll comes after
-  --poll-interval (0.2 s), and at once after a message was handled;
+- after a poll that finds no message stock sleeps a fixed 3 s; here, while a run is under way
+  (a message handled in the last --active-window, 60 s), the next poll comes after --poll-interval
+  (0.2 s), and at once after a message was handled; an idle node polls every --idle-poll-interval
+  (3 s, as stock), so a fleet at rest costs the SuperLink no more than stock nodes do;
 - stock stores the message for a separate SuperExec process that polls its Runtime API (up to
   1 s), which starts a fresh `flwr-clientapp` Python process per message (importing flwr and
   numpy, installing the FAB: seconds on a small box); here `federated.flower_app:client_app`
@@ -196,6 +198,13 @@ def load_key(path: str) -> tuple[ec.EllipticCurvePrivateKey, ec.EllipticCurvePub
     return key, key.public_key()
 
 
+def poll_delay(since_message_s: float, poll_interval_s: float, idle_poll_interval_s: float,
+               active_window_s: float) -> float:
+    """Seconds before the next poll, `since_message_s` after the last message was handled:
+    short while a run is under way (its next message is seconds away), stock's 3 s at rest."""
+    return poll_interval_s if since_message_s < active_window_s else idle_poll_interval_s
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m federated.fast_supernode", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,10 +213,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--auth-supernode-private-key", required=True, help="this node's key (OpenSSH, EC)")
     parser.add_argument("--node-config", default="", help="e.g. \"data-dir='/var/lib/edge-agent'\"")
     parser.add_argument("--poll-interval", type=float, default=0.2,
-                        help="seconds between polls that find no message (default 0.2; stock waits 3)")
+                        help="seconds between polls that find no message while a run is under way (0.2)")
+    parser.add_argument("--idle-poll-interval", type=float, default=3.0,
+                        help="seconds between polls when no message came for --active-window (3, as stock)")
+    parser.add_argument("--active-window", type=float, default=60.0,
+                        help="seconds after a message during which polls are --poll-interval apart (60)")
     args = parser.parse_args(argv)
-    if args.poll_interval <= 0:
-        parser.error("--poll-interval must be positive")
+    for flag in ("poll_interval", "idle_poll_interval", "active_window"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
     return args
 
 
@@ -245,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         with http_request_response(args.superlink, False, ca_path, keys) as connection:
             connected = True
             node = FastSuperNode(connection[0], node_config, connection)
-            log.info("node %s: connected to %s, polling every %.2f s", connection[0], args.superlink,
-                     args.poll_interval)
+            log.info("node %s: connected to %s, polling every %.2f s during runs, %.1f s at rest",
+                     connection[0], args.superlink, args.poll_interval, args.idle_poll_interval)
+            last_message = -float("inf")
             while not stopping.is_set():
                 idle.clear()
                 try:
@@ -259,8 +274,11 @@ def main(argv: list[str] | None = None) -> int:
                     idle.set()
                 if stopping.is_set():
                     break
-                if not handled:
-                    stopping.wait(args.poll_interval)
+                if handled:
+                    last_message = time.monotonic()
+                else:
+                    stopping.wait(poll_delay(time.monotonic() - last_message, args.poll_interval,
+                                             args.idle_poll_interval, args.active_window))
     except _Stop:
         pass
     except SystemExit as exc:

@@ -858,3 +858,21 @@ def test_run_status_of_a_run_the_restarted_superlink_lost():
     assert "restarted during the run" in run_status("", "", "", None, lost=True)[1]
     # A report that already says completed stands: the outcome was written before the restart.
     assert run_status("", "", "", {"status": "completed"}, lost=True) == (COMPLETED, "")
+
+
+def test_fast_supernode_polls_fast_only_while_a_run_is_under_way():
+    from federated.fast_supernode import poll_delay
+
+    assert poll_delay(0.0, 0.2, 3.0, 60.0) == 0.2
+    assert poll_delay(59.9, 0.2, 3.0, 60.0) == 0.2
+    assert poll_delay(60.0, 0.2, 3.0, 60.0) == 3.0
+    assert poll_delay(float("inf"), 0.2, 3.0, 60.0) == 3.0  # never handled a message: at rest
+
+
+@pytest.mark.parametrize("flag", ["--poll-interval", "--idle-poll-interval", "--active-window"])
+def test_fast_supernode_refuses_a_non_positive_interval(flag, capsys):
+    from federated.fast_supernode import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--superlink", "h:1", "--root-certificates", "ca", "--auth-supernode-private-key", "k", flag, "0"])
+    assert f"{flag} must be positive" in capsys.readouterr().err
