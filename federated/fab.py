@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-import tomli_w
-
 APP_NAME = "edgefleet-federated"
 APP_VERSION = "1.0.0"
 SERVER_APP = "federated.flower_app:server_app"
@@ -54,6 +52,7 @@ def pyproject() -> dict:
 @lru_cache(maxsize=1)
 def build() -> tuple[bytes, str]:
     """The FAB's bytes and sha256 hex."""
+    import tomli_w  # flwr's dependency, like flwr itself only on Python 3.11+
     from flwr.cli.build import build_fab_from_files
 
     fab, _ = build_fab_from_files({"pyproject.toml": tomli_w.dumps(pyproject()).encode()})
