@@ -19,6 +19,8 @@ from edgefleet import pki
 from federated import control, fab, local_data, results
 from federated.tasks import get_task
 
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 needs Python 3.11+")
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
