@@ -399,7 +399,7 @@ def print_table(report: dict) -> None:
     print(f"target: SecAgg+ round < {TARGET_ROUND_S:g} s at {TARGET_NODES} nodes and <= {TARGET_RATIO:g}x FedAvg; "
           "s/round: median of the ServerApp's round times; run s: StartRun to finished (ServerApp start included)")
 
-    print(f"\nper exchange, median s (node side from the fast SuperNode's log: slowest node's handling, app part)")
+    print("\nper exchange, median s (node side from the fast SuperNode's log: slowest node's handling, app part)")
     print(f"{'supernode':<10}{'N':>3}  {'mode':<8}{'stage':<24}{'exchange':>9}{'node':>7}{'app':>7}{'waiting':>9}")
     for c in report["clusters"]:
         for mode in ("fedavg", "secagg"):

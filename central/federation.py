@@ -15,7 +15,6 @@ AdminService; this module turns it into Flower calls:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import socket
@@ -273,10 +272,6 @@ def _free_port(host: str) -> int:
     with socket.socket(family) as s:
         s.bind((host or "0.0.0.0", 0))
         return s.getsockname()[1]
-
-
-def timestamp(seconds: float | None) -> dt.datetime | None:
-    return pki.utc(seconds) if seconds else None
 
 
 def read_report(results_dir: Path, run_id: int) -> dict | None:
