@@ -186,12 +186,12 @@ class Federation:
     """The SuperLink child and central's Control API client. Runs its reconcile pass on its own thread."""
 
     def __init__(self, paths: CentralPaths, authority: Authority, listen: str, advertise_host: str = ""):
-        from federated.supervisor import Supervisor
+        from federated.supervisor import Supervisor, free_port
 
         self.paths, self.authority = paths, authority
         self.host, port = listen.rsplit(":", 1)
         self.host = self.host.strip("[]")
-        self.port = int(port) or _free_port(self.host)
+        self.port = int(port) or free_port(self.host)
         self.advertise_host = advertise_host
         self.dir = paths.root / "flower"
         self.results_dir = self.dir / "results"
@@ -265,13 +265,6 @@ class Federation:
                 self.reconcile_hook()
             except Exception as exc:  # noqa: BLE001 - the SuperLink may be restarting; try again next pass
                 log.warning("federated learning reconcile pass failed (retrying): %s", exc)
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host or "0.0.0.0", 0))
-        return s.getsockname()[1]
 
 
 def read_report(results_dir: Path, run_id: int) -> dict | None:

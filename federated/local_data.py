@@ -188,7 +188,6 @@ class UsageCounters:
         merged = {"requests_per_hour": [a + b for a, b in zip(current.requests_per_hour, hours)],
                   "latency_buckets": [a + b for a, b in zip(current.latency_buckets, latency)],
                   "cache": [current.cache_hits + hits, current.cache_lookups + lookups]}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged))
-        os.replace(tmp, self.path)
+        from edgefleet.pki import write_public
+
+        write_public(self.path, json.dumps(merged).encode())

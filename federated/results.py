@@ -11,12 +11,12 @@ ServerApp received: masked vectors).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from edgefleet.pki import write_public
 
 TERMINAL = ("completed", "failed")
 
@@ -42,14 +42,6 @@ def read_report(results_dir: Path, run_id: int) -> dict | None:
         return json.loads(report_path(results_dir, run_id).read_text())
     except FileNotFoundError:
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 class RunReport:
@@ -78,7 +70,7 @@ class RunReport:
         np.savez(aggregate_path(self.results_dir, self.run_id), *arrays)
         summary = {k: v for k, v in outcome.items() if k not in ("onnx", "weights", "bias")}
         if outcome.get("kind") == "onnx":
-            _write_atomic(onnx_path(self.results_dir, self.run_id), outcome["onnx"])
+            write_public(onnx_path(self.results_dir, self.run_id), outcome["onnx"])
             summary["onnx"] = onnx_path(self.results_dir, self.run_id).name
         self.update(status="completed", outcome=summary, finished_at=time.time(),
                     node_errors={str(k): v for k, v in node_errors.items()})
@@ -89,5 +81,5 @@ class RunReport:
         np.savez(received_path(self.results_dir, self.run_id), **flat)
 
     def _save(self) -> None:
-        _write_atomic(report_path(self.results_dir, self.run_id),
+        write_public(report_path(self.results_dir, self.run_id),
                       json.dumps(self.state, indent=2, default=str).encode())

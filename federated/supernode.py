@@ -10,11 +10,10 @@ in-process and a short poll.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
 from pathlib import Path
 
-from federated.supervisor import Supervisor
+from federated.supervisor import Supervisor, free_port
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,6 @@ def supernode_command(kind: str, superlink: str, ca_path: Path, key_path: Path, 
         return [sys.executable, "-m", "federated.fast_supernode", *common]
     flower_supernode = str(Path(sys.executable).parent / "flower-supernode")
     return [flower_supernode, *common, "--port", str(clientappio_port), "--host", "127.0.0.1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_supernode(kind: str, superlink: str, ca_path: Path, key_path: Path, data_dir: Path,

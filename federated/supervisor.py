@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +38,14 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         except OSError:
             pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now (for a child that must be told its port up front)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host or "0.0.0.0", 0))
+        return s.getsockname()[1]
 
 
 def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
