@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,92 @@ class FederatedConfig:
 
 
 @dataclass(frozen=True)
+class DataClassRule:
+    """What prompts of one data class may do. ``jurisdictions``: the upstream jurisdictions they may go to;
+    ``["*"]`` any upstream, empty: they never leave the box."""
+    name: str = ""
+    jurisdictions: tuple[str, ...] = ()
+    # Replace detected spans (e.g. "[EMAIL]") in what goes to an upstream.
+    redact: bool = False
+
+
+@dataclass(frozen=True)
+class CustomDetector:
+    """An operator's detector: a regular expression, or whole words (case-insensitive), or both."""
+    name: str = ""
+    data_class: str = ""
+    pattern: str = ""
+    keywords: tuple[str, ...] = ()
+
+
+# The classes of the issue's example, least sensitive first; [[policy.classes]] replaces them.
+DEFAULT_CLASSES = (
+    DataClassRule("public", ("*",)),
+    DataClassRule("internal", (), redact=True),
+    DataClassRule("restricted", ()),
+)
+BUILTIN_DETECTORS = ("email", "phone", "card", "iban", "us_ssn")
+
+
+@dataclass(frozen=True)
+class DetectorClasses:
+    """The data class each built-in detector raises a prompt to; "" turns the detector off."""
+    email: str = "internal"
+    phone: str = "internal"
+    card: str = "restricted"
+    iban: str = "restricted"
+    us_ssn: str = "restricted"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    # Ordered least sensitive first: a prompt takes the highest class any detector gives it.
+    classes: tuple[DataClassRule, ...] = DEFAULT_CLASSES
+    # The class of a prompt no detector fires on.
+    default_class: str = "public"
+    detectors: DetectorClasses = field(default_factory=DetectorClasses)
+    custom: tuple[CustomDetector, ...] = ()
+    # An ONNX sensitivity classifier (federated task `sensitivity`); a score at or above the threshold
+    # raises the prompt to classifier_class.
+    classifier_model: str = ""
+    classifier_threshold: float = 0.5
+    classifier_class: str = "internal"
+    # A request naming a model this box does not serve may go upstream (if its class may leave).
+    upstream_unknown_models: bool = True
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """An OpenAI-compatible endpoint to burst to; [[upstreams]] are tried in the order written."""
+    name: str = ""
+    # Base URL up to and including /v1, e.g. "https://api.example.com/v1".
+    url: str = ""
+    jurisdiction: str = ""
+    # The model to ask the upstream for; empty: the model the client named.
+    model: str = ""
+    # The environment variable holding the upstream's bearer key (keys stay out of config files).
+    api_key_env: str = ""
+    connect_timeout_s: float = 2.0
+    # Seconds to the first byte of the answer (whole answer when not streamed).
+    timeout_s: float = 60.0
+    # Further tries on the same upstream after a connection error, timeout or 5xx before the next one.
+    retries: int = 1
+    # Consecutive failures that open the circuit; it stays open this long, then lets one trial through.
+    failure_threshold: int = 3
+    open_s: float = 30.0
+    # GET <url>/models this often; a failed check counts as a failure.
+    health_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # API keys managed by `edge-agent keys`; empty: <data_dir>/api-keys.json.
+    keys_file: str = ""
+    # Serve a non-loopback address with no API keys (anyone who reaches the port may use it).
+    allow_open_non_loopback: bool = False
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     data_dir: str = ""
     log_level: str = "info"
@@ -117,6 +204,9 @@ class AgentConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def data_path(self) -> Path:
@@ -145,7 +235,14 @@ _SECTIONS = {
     "cache": CacheConfig,
     "fleet": FleetConfig,
     "federated": FederatedConfig,
+    "policy": PolicyConfig,
+    "auth": AuthConfig,
 }
+# Top-level arrays of tables: [[upstreams]].
+_TABLE_LISTS = {"upstreams": UpstreamConfig}
+# Fields that are arrays of tables inside a section, and tables inside a section.
+_NESTED = {(PolicyConfig, "classes"): DataClassRule, (PolicyConfig, "custom"): CustomDetector}
+_SUBTABLES = {(PolicyConfig, "detectors"): DetectorClasses}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -170,6 +267,8 @@ def parse_config(raw: Mapping[str, Any]) -> AgentConfig:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
             top[key] = _build(_SECTIONS[key], value, prefix=key)
+        elif key in _TABLE_LISTS:
+            top[key] = _build_list(_TABLE_LISTS[key], value, prefix=key)
         elif key in ("data_dir", "log_level"):
             top[key] = _check_type(key, value, str)
         else:
@@ -232,9 +331,75 @@ def validate(config: AgentConfig) -> AgentConfig:
         raise ConfigError(f"federated.supernode: expected 'flower' or 'fast', got {config.federated.supernode!r}")
     if not 0 <= config.federated.clientappio_port <= 65535:
         raise ConfigError(f"federated.clientappio_port: expected 0..65535, got {config.federated.clientappio_port}")
+    _validate_policy(config.policy)
+    _validate_upstreams(config.upstreams)
     if config.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {config.log_level!r}")
     return config
+
+
+def _validate_policy(p: PolicyConfig) -> None:
+    names = [c.name for c in p.classes]
+    if not names:
+        raise ConfigError("policy.classes: at least one data class is required")
+    for i, c in enumerate(p.classes):
+        if not c.name:
+            raise ConfigError(f"policy.classes[{i}].name: required")
+        if "*" in c.jurisdictions and len(c.jurisdictions) > 1:
+            raise ConfigError(f"policy.classes[{i}].jurisdictions: '*' (any upstream) stands alone, "
+                              f"got {list(c.jurisdictions)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"policy.classes: names must be unique, got {names}")
+
+    def known(key: str, value: str, allow_off: bool = False) -> None:
+        if value not in names and not (allow_off and value == ""):
+            raise ConfigError(f"{key}: {value!r} is not a data class (policy.classes: {', '.join(names)})")
+
+    known("policy.default_class", p.default_class)
+    for detector in BUILTIN_DETECTORS:
+        known(f"policy.detectors.{detector}", getattr(p.detectors, detector), allow_off=True)
+    seen = set(BUILTIN_DETECTORS)
+    for i, d in enumerate(p.custom):
+        key = f"policy.custom[{i}]"
+        if not d.name or d.name in seen:
+            raise ConfigError(f"{key}.name: required, and unique among detectors (got {d.name!r})")
+        seen.add(d.name)
+        known(f"{key}.data_class", d.data_class)
+        if not d.pattern and not d.keywords:
+            raise ConfigError(f"{key}: set pattern (a regular expression) or keywords (a list of words)")
+        if d.pattern:
+            try:
+                compiled = re.compile(d.pattern)
+            except re.error as exc:
+                raise ConfigError(f"{key}.pattern: not a valid regular expression: {exc}") from None
+            if compiled.match(""):
+                raise ConfigError(f"{key}.pattern: matches the empty string, so it would fire on every prompt")
+        if any(not w.strip() for w in d.keywords):
+            raise ConfigError(f"{key}.keywords: empty keywords are not allowed")
+    if not 0 < p.classifier_threshold <= 1:
+        raise ConfigError(f"policy.classifier_threshold: expected a probability in (0, 1], got {p.classifier_threshold}")
+    if p.classifier_model:
+        known("policy.classifier_class", p.classifier_class)
+
+
+def _validate_upstreams(upstreams: tuple[UpstreamConfig, ...]) -> None:
+    seen: set[str] = set()
+    for i, u in enumerate(upstreams):
+        key = f"upstreams[{i}]"
+        if not u.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", u.name):
+            raise ConfigError(f"{key}.name: required; letters, digits, '.', '_' and '-' (got {u.name!r})")
+        if u.name in seen:
+            raise ConfigError(f"{key}.name: {u.name!r} is used twice")
+        seen.add(u.name)
+        if not re.match(r"https?://[^/\s]+", u.url):
+            raise ConfigError(f"{key}.url: expected an http:// or https:// base URL ending in /v1, got {u.url!r}")
+        for name in ("connect_timeout_s", "timeout_s", "open_s", "health_interval_s"):
+            _positive(f"{key}.{name}", getattr(u, name))
+        if u.retries < 0:
+            raise ConfigError(f"{key}.retries: expected 0 or more, got {u.retries}")
+        _positive(f"{key}.failure_threshold", u.failure_threshold)
+        if u.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", u.api_key_env):
+            raise ConfigError(f"{key}.api_key_env: expected an environment variable name, got {u.api_key_env!r}")
 
 
 def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
@@ -245,7 +410,7 @@ def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
 
 
 def _known_top() -> list[str]:
-    return ["data_dir", "log_level", *_SECTIONS]
+    return ["data_dir", "log_level", *_SECTIONS, *_TABLE_LISTS]
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
@@ -254,9 +419,26 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(fields)})")
-        default = fields[key].default
-        kwargs[key] = _check_type(f"{prefix}.{key}", value, type(default))
+        where = f"{prefix}.{key}"
+        if (cls, key) in _NESTED:
+            kwargs[key] = _build_list(_NESTED[cls, key], value, where)
+        elif (cls, key) in _SUBTABLES:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+            kwargs[key] = _build(_SUBTABLES[cls, key], value, where)
+        elif isinstance(fields[key].default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = _check_type(where, value, type(fields[key].default))
     return cls(**kwargs)
+
+
+def _build_list(cls: type, values: Any, prefix: str) -> tuple:
+    if not isinstance(values, list) or not all(isinstance(v, Mapping) for v in values):
+        raise ConfigError(f"{prefix}: expected an array of tables ([[{prefix}]]), got {type(values).__name__}")
+    return tuple(_build(cls, v, f"{prefix}[{i}]") for i, v in enumerate(values))
 
 
 def _check_type(key: str, value: Any, expected: type) -> Any:
