@@ -1,0 +1,507 @@
+"""The upstream side of hybrid routing: OpenAI-compatible endpoints to burst to, in priority order.
+
+    AgentError
+    └── UpstreamError   every upstream tried failed, or none was allowed; the message names each
+
+:class:`CircuitBreaker` is pure, with an injected clock. :class:`UpstreamPool` owns one shared
+``httpx.AsyncClient``, a breaker and a health flag per upstream, the health-check tasks, and
+:meth:`UpstreamPool.forward`, which tries upstreams in the order given, retries each within its
+timeouts and the request's deadline, and proxies a streamed answer as a stream.
+
+What counts against an upstream (a breaker failure, and retried): a connection error, a timeout,
+HTTP 5xx and HTTP 429. Any other 4xx is the client's problem: it is returned as the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Mapping, Sequence
+
+import httpx
+
+from edge_agent.config import UpstreamConfig
+from edge_agent.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# A Retry-After longer than this moves on to the next upstream instead of waiting for the same one.
+MAX_RETRY_WAIT_S = 1.0
+# Wait before the n-th retry on the same upstream (no Retry-After given): RETRY_BACKOFF_S * 2**n.
+RETRY_BACKOFF_S = 0.05
+# One client for every upstream; connections are kept for reuse, as bursts come in bunches.
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
+_DONE = b"data: [DONE]\n\n"
+
+
+class UpstreamError(AgentError):
+    """Every upstream tried failed; the message lists each: 'cloud-a: connection refused; cloud-b: HTTP 503'.
+    ``failures`` maps each upstream's name to why it failed."""
+
+    def __init__(self, message: str, failures: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.failures = dict(failures or {})
+
+
+class CircuitBreaker:
+    """closed -> (failure_threshold consecutive failures) -> open for open_s -> half_open: exactly one
+    trial request allowed at a time; its success closes, its failure re-opens for open_s.
+
+    Pure: time comes from ``clock``; the open -> half_open step is taken when the state is next read.
+    A failure recorded while open (a health check, a request let through before the circuit opened)
+    starts the open period again; a success recorded while open changes nothing."""
+
+    def __init__(self, failure_threshold: int, open_s: float, clock: Callable[[], float] = time.monotonic,
+                 name: str = ""):
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold: expected 1 or more, got {failure_threshold}")
+        self._threshold = failure_threshold
+        self._open_s = open_s
+        self._clock = clock
+        self.name = name or "?"
+        self._state = CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        if self._state == OPEN and self._clock() >= self._opened_at + self._open_s:
+            self._state, self._trial = HALF_OPEN, False
+            log.warning("upstream %s: circuit half-open after %gs open: one trial request allowed",
+                        self.name, self._open_s)
+        return self._state
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures recorded since the last success."""
+        return self._failures
+
+    def available(self) -> bool:
+        """Would :meth:`allow` say yes now? Unlike it, takes nothing (no trial is used up)."""
+        state = self.state
+        return state == CLOSED or (state == HALF_OPEN and not self._trial)
+
+    def allow(self) -> bool:
+        """May a request go now? In half_open, True once until the trial's outcome is recorded."""
+        state = self.state
+        if state == CLOSED:
+            return True
+        if state == HALF_OPEN and not self._trial:
+            self._trial = True
+            return True
+        return False
+
+    def record_success(self, reason: str = "a request succeeded") -> None:
+        state = self.state
+        if state == OPEN:
+            return
+        self._failures = 0
+        if state == HALF_OPEN:
+            self._state, self._trial = CLOSED, False
+            log.warning("upstream %s: circuit closed: %s", self.name, reason)
+
+    def record_failure(self, reason: str = "a request failed") -> None:
+        state = self.state
+        self._failures += 1
+        if state == HALF_OPEN:
+            self._open(f"the trial failed: {reason}")
+        elif state == OPEN:
+            self._opened_at = self._clock()
+            log.debug("upstream %s: circuit stays open for %gs: %s", self.name, self._open_s, reason)
+        elif self._failures >= self._threshold:
+            self._open(f"{self._failures} consecutive failures, the last: {reason}")
+
+    def release(self) -> None:
+        """The half-open trial ended with no verdict (the client left, the request's deadline passed):
+        another request may be the trial."""
+        self._trial = False
+
+    def _open(self, reason: str) -> None:
+        self._state, self._trial, self._opened_at = OPEN, False, self._clock()
+        log.warning("upstream %s: circuit open for %gs: %s", self.name, self._open_s, reason)
+
+
+@dataclass
+class UpstreamReply:
+    """An upstream's answer. Exactly one of ``body`` (non-streamed answers, and every error answer) and
+    ``stream`` (a streamed 2xx SSE answer: the upstream's bytes as they come) is set. Whoever takes a
+    reply with a stream iterates it to its end or calls :meth:`aclose`, which closes the upstream response."""
+    upstream: str
+    status: int
+    body: bytes | None
+    stream: AsyncIterator[bytes] | None
+    content_type: str
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()  # type: ignore[attr-defined]
+
+
+def upstream_body(body: dict, model: str) -> dict:
+    """A copy of the request body for an upstream: ``model`` replaced when the upstream names one."""
+    copy = dict(body)
+    if model:
+        copy["model"] = model
+    return copy
+
+
+def sse_error(message: str, type: str, code: str) -> bytes:
+    """The SSE events that end a stream which broke after its first byte: an OpenAI error, then [DONE]."""
+    error = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    return b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n" + _DONE
+
+
+@dataclass
+class _Upstream:
+    config: UpstreamConfig
+    breaker: CircuitBreaker
+    api_key: str = ""
+    # None: not checked yet; False: the last health check failed.
+    healthy: bool | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+    # Seconds the upstream asked us to wait (Retry-After), when it said.
+    retry_after: float | None = None
+    # False: not the upstream's fault (the request's deadline passed); nothing is recorded on its breaker.
+    counts: bool = True
+
+
+class UpstreamPool:
+    """The configured upstreams, in priority order, each with a circuit breaker and a health flag."""
+
+    def __init__(self, configs: Sequence[UpstreamConfig], clock: Callable[[], float] = time.monotonic,
+                 environ: Mapping[str, str] = os.environ):
+        self._upstreams: dict[str, _Upstream] = {}
+        for c in configs:
+            if c.name in self._upstreams:
+                raise ValueError(f"upstream {c.name!r} is configured twice")
+            key = environ.get(c.api_key_env, "") if c.api_key_env else ""
+            if c.api_key_env and not key:
+                log.warning("upstream %s: environment variable %s is not set; requests go without a key",
+                            c.name, c.api_key_env)
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            breaker = CircuitBreaker(c.failure_threshold, c.open_s, clock, name=c.name)
+            self._upstreams[c.name] = _Upstream(c, breaker, key, headers=headers)
+        self._client: httpx.AsyncClient | None = None
+        self._health_tasks: list[asyncio.Task] = []
+
+    def names(self) -> list[str]:
+        return list(self._upstreams)
+
+    def candidates(self, jurisdictions: tuple[str, ...]) -> list[str]:
+        """Names, in priority order, an answer may come from for a class with these allowed jurisdictions
+        ('*' = any; () = none): jurisdiction allowed, circuit allows, last health check not failed."""
+        any_place = "*" in jurisdictions
+        return [name for name, up in self._upstreams.items()
+                if (any_place or up.config.jurisdiction in jurisdictions)
+                and up.healthy is not False and up.breaker.available()]
+
+    def states(self) -> dict[str, str]:
+        return {name: up.breaker.state for name, up in self._upstreams.items()}
+
+    def health(self) -> dict[str, bool | None]:
+        """name -> the last health check's verdict (None: not checked yet)."""
+        return {name: up.healthy for name, up in self._upstreams.items()}
+
+    async def start(self) -> None:
+        """Start checking each upstream's health (GET {url}/models) now and every health_interval_s."""
+        if not self._health_tasks:
+            self._health_tasks = [asyncio.create_task(self._health_loop(up), name=f"upstream-health-{name}")
+                                  for name, up in self._upstreams.items()]
+
+    async def aclose(self) -> None:
+        tasks, self._health_tasks = self._health_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def check_health(self, name: str) -> bool:
+        """One health check of one upstream; what :meth:`start` runs every health_interval_s."""
+        up = self._get(name)
+        c = up.config
+        limit = min(c.timeout_s, c.health_interval_s)
+        timeout = httpx.Timeout(limit, connect=min(c.connect_timeout_s, limit))
+        try:
+            response = await asyncio.wait_for(
+                self._http().get(_url(c, "/models"), headers=up.headers, timeout=timeout), limit)
+            reason = f"HTTP {response.status_code}" if _counts_against(response.status_code) else ""
+        except asyncio.TimeoutError:
+            reason = f"no answer within {limit:g}s"
+        except httpx.HTTPError as exc:
+            reason = _describe(exc)
+        if reason:
+            if up.healthy is not False:
+                log.warning("upstream %s: health check failed: %s", name, reason)
+            up.healthy = False
+            up.breaker.record_failure(f"health check: {reason}")
+            return False
+        if up.healthy is False:
+            log.info("upstream %s: health check succeeded again", name)
+        up.healthy = True
+        if up.breaker.state == HALF_OPEN:
+            up.breaker.record_success("a health check succeeded")
+        return True
+
+    async def forward(self, names: Sequence[str], path: str, body: dict, stream: bool,
+                      deadline: float) -> UpstreamReply:
+        """POST {url}{path} with JSON ``body`` to the named upstreams in order until one answers.
+
+        The body's model is replaced by the upstream's ``model`` when set, and its ``stream`` set to
+        ``stream``. Per upstream up to 1+retries attempts on a connection error, a timeout
+        (connect_timeout_s to connect, timeout_s to the response headers, or to the whole answer when
+        not streamed; never past ``deadline``, a time.monotonic() value), HTTP 5xx or 429; each is
+        recorded on its breaker, and an upstream whose breaker does not allow is skipped. Any other
+        4xx is returned as the reply. A streamed reply's ``stream`` yields the upstream's SSE bytes as
+        they arrive; a failure after the first byte ends it with an SSE error event and [DONE].
+        Raises UpstreamError when every upstream failed or none was allowed."""
+        failures: dict[str, str] = {}
+        for name in names:
+            outcome = await self._try(self._get(name), path, body, stream, deadline)
+            if isinstance(outcome, UpstreamReply):
+                return outcome
+            failures[name] = outcome
+        if not failures:
+            raise UpstreamError("no upstream to try")
+        raise UpstreamError("; ".join(f"{n}: {r}" for n, r in failures.items()), failures)
+
+    async def _try(self, up: _Upstream, path: str, body: dict, stream: bool,
+                   deadline: float) -> UpstreamReply | str:
+        """The reply, or why this upstream gave none."""
+        c, breaker = up.config, up.breaker
+        payload = upstream_body(body, c.model)
+        if bool(payload.get("stream", False)) != stream:
+            payload["stream"] = stream
+        headers = dict(up.headers, Accept="text/event-stream" if stream else "application/json")
+        reason = "circuit open"
+        for attempt in range(1 + c.retries):
+            if time.monotonic() >= deadline:
+                return "deadline passed" if attempt == 0 else reason
+            if not breaker.allow():
+                return reason  # "circuit open", or why the attempt that opened it failed
+            try:
+                result = await self._attempt(up, _url(c, path), payload, headers, stream, deadline)
+            except BaseException:
+                breaker.release()  # cancelled (the client left): no verdict on the upstream
+                raise
+            if isinstance(result, UpstreamReply):
+                return result
+            reason = result.reason
+            if not result.counts:
+                breaker.release()
+                return reason
+            breaker.record_failure(reason)
+            log.info("upstream %s: attempt %d of %d failed: %s", c.name, attempt + 1, 1 + c.retries, reason)
+            if attempt == c.retries:
+                break
+            wait = result.retry_after if result.retry_after is not None else RETRY_BACKOFF_S * 2 ** attempt
+            if wait > MAX_RETRY_WAIT_S or time.monotonic() + wait >= deadline:
+                break
+            await asyncio.sleep(wait)
+        return reason
+
+    async def _attempt(self, up: _Upstream, url: str, payload: dict, headers: dict[str, str], stream: bool,
+                       deadline: float) -> UpstreamReply | _Failure:
+        c = up.config
+        remaining = deadline - time.monotonic()
+        limit = min(c.timeout_s, remaining)
+        timeout = httpx.Timeout(limit, connect=min(c.connect_timeout_s, limit))
+        client = self._http()
+        request = client.build_request("POST", url, json=payload, headers=headers, timeout=timeout)
+        opened: list[httpx.Response] = []
+
+        async def send() -> httpx.Response:
+            response = await client.send(request, stream=True)
+            opened.append(response)
+            if not (stream and _is_event_stream(response)):
+                await response.aread()
+            return response
+
+        try:
+            response = await asyncio.wait_for(send(), limit)
+        except asyncio.TimeoutError:
+            await _close_all(opened)
+            if _deadline_passed(deadline):
+                return _Failure("deadline passed", counts=False)
+            what = "response headers" if stream else "answer"
+            return _Failure(f"timeout: no {what} within {c.timeout_s:g}s")
+        except httpx.HTTPError as exc:
+            await _close_all(opened)
+            if isinstance(exc, httpx.TimeoutException) and _deadline_passed(deadline):
+                return _Failure("deadline passed", counts=False)
+            return _Failure(_describe(exc))
+        except BaseException:
+            await _close_all(opened)
+            raise
+        status = response.status_code
+        if _counts_against(status):
+            await response.aclose()
+            return _Failure(f"HTTP {status}", _retry_after(response))
+        content_type = response.headers.get("content-type", "")
+        if response.is_stream_consumed:
+            up.breaker.record_success()
+            return UpstreamReply(c.name, status, response.content, None, content_type)
+        # A streamed answer: its outcome is recorded when the stream ends.
+        events = _ReplyStream(c.name, response, up.breaker, c.timeout_s, deadline)
+        return UpstreamReply(c.name, status, None, events, content_type)
+
+    def _get(self, name: str) -> _Upstream:
+        try:
+            return self._upstreams[name]
+        except KeyError:
+            raise ValueError(f"no upstream named {name!r} (configured: {', '.join(self._upstreams)})") from None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(limits=POOL_LIMITS, follow_redirects=False)
+        return self._client
+
+    async def _health_loop(self, up: _Upstream) -> None:
+        while True:
+            try:
+                await self.check_health(up.config.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the checks for good
+                log.exception("upstream %s: health check crashed", up.config.name)
+            await asyncio.sleep(up.config.health_interval_s)
+
+
+class _ReplyStream:
+    """An upstream's streamed answer, relayed chunk by chunk as it arrives.
+
+    Ends cleanly: a success on the breaker. Breaks (a transport error, or nothing for timeout_s): the
+    stream yields an SSE error event and [DONE], and it is a failure. The request's deadline passing, a
+    cancellation or :meth:`aclose` (the client left) close the upstream response with no verdict."""
+
+    def __init__(self, name: str, response: httpx.Response, breaker: CircuitBreaker, timeout_s: float,
+                 deadline: float):
+        self._name = name
+        self._response = response
+        self._chunks = response.aiter_bytes()
+        self._breaker = breaker
+        self._timeout_s = timeout_s
+        self._deadline = deadline
+        self._tail: bytes | None = None
+        self._ended = False
+
+    def __aiter__(self) -> "_ReplyStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._ended:
+            try:
+                chunk = await self._next_chunk()
+            except BaseException:
+                await self._end()
+                self._breaker.release()
+                raise
+            if chunk is None:
+                await self._end()
+                self._breaker.record_success()
+            elif chunk:
+                return chunk
+        if self._tail is not None:
+            tail, self._tail = self._tail, None
+            return tail
+        raise StopAsyncIteration
+
+    async def _next_chunk(self) -> bytes | None:
+        """The next chunk; None at the end; b"" once the stream broke (its tail is then set)."""
+        remaining = self._deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            if remaining < self._timeout_s:
+                return await asyncio.wait_for(self._read(), remaining)
+            return await self._read()  # the response's read timeout (timeout_s) catches a stall
+        except asyncio.TimeoutError:
+            await self._end()
+            self._breaker.release()
+            self._tail = sse_error(f"upstream {self._name}: the request's deadline passed mid-stream",
+                                   "timeout_error", "deadline_exceeded")
+        except httpx.HTTPError as exc:
+            reason = (f"nothing for {self._timeout_s:g}s mid-stream" if isinstance(exc, httpx.TimeoutException)
+                      else f"broke mid-stream: {_describe(exc)}")
+            await self._end()
+            self._breaker.record_failure(reason)
+            log.warning("upstream %s: the stream %s", self._name, reason)
+            self._tail = sse_error(f"upstream {self._name}: {reason}", "upstream_error", "upstream_failed")
+        return b""
+
+    async def _read(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def aclose(self) -> None:
+        """Close the upstream response now (the client left); no verdict on the upstream."""
+        self._tail = None
+        if not self._ended:
+            await self._end()
+            self._breaker.release()
+
+    async def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            await self._response.aclose()
+
+
+def _url(c: UpstreamConfig, path: str) -> str:
+    return c.url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _deadline_passed(deadline: float) -> bool:
+    # A timer set for the deadline may fire a hair before it on the monotonic clock.
+    return time.monotonic() >= deadline - 0.01
+
+
+def _counts_against(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return 200 <= response.status_code < 300 and \
+        response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        value = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None  # absent, or an HTTP date: we do not wait that long anyway
+    return max(value, 0.0)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timeout ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+                return "connection refused"
+            cause = cause.__cause__ or cause.__context__
+        return f"connect error: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _close_all(responses: list[httpx.Response]) -> None:
+    for response in responses:
+        await response.aclose()
