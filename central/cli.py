@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     alist.add_argument("--json", action="store_true", help="print JSON for scripts")
     verify = audit.add_parser("verify", help="check the audit log's hash chain")
     verify.add_argument("--json", action="store_true", help="print JSON for scripts")
+    arouting = audit.add_parser("routing", help="requests per node, data class and route, from the nodes' heartbeats")
+    arouting.add_argument("--node", default="", help="only this node (its id)")
+    arouting.add_argument("--json", action="store_true", help="print JSON for scripts")
     return parser
 
 
@@ -670,6 +673,30 @@ def _audit_verify(client, args) -> int:
     return 0 if r.intact else 1
 
 
+def _audit_routing(client, args) -> int:
+    from edgefleet.v1 import admin_pb2
+
+    nodes = client.call("ListRoutingTotals", admin_pb2.ListRoutingTotalsRequest(node_id=args.node)).nodes
+    rows = [{"node_id": n.node_id, "hostname": n.hostname,
+             "counts": [{"data_class": c.data_class, "route": c.route, "requests": c.count} for c in n.counts],
+             "audit_sequence": n.audit_sequence, "audit_head_hash": n.audit_head_hash,
+             "updated_at": _iso(n.updated_at)} for n in nodes]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no routing reported by {args.node or 'any node'} yet")
+        return 0
+    _print_table(["NODE", "DATA CLASS", "ROUTE", "REQUESTS"], [
+        [r["node_id"], c["data_class"], c["route"], str(c["requests"])] for r in rows for c in r["counts"]])
+    print()
+    for r in rows:
+        host = f" ({r['hostname']})" if r["hostname"] else ""
+        print(f"{r['node_id']}{host}: routing audit at entry {r['audit_sequence']}, "
+              f"hash {r['audit_head_hash'][:16] or '-'}, last report {r['updated_at']}")
+    return 0
+
+
 def _fl_row(r) -> dict:
     from central.convert import RUN_STATUS_NAMES
 
@@ -747,6 +774,7 @@ _HANDLERS = {
     ("rollout", "pause"): _rollout_change("PauseRollout", "PauseRolloutRequest"),
     ("rollout", "resume"): _rollout_change("ResumeRollout", "ResumeRolloutRequest"),
     ("rollout", "abort"): _rollout_change("AbortRollout", "AbortRolloutRequest"), ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
+    ("audit", "routing"): _audit_routing,
     ("fl", "start"): _fl_start, ("fl", "status"): _fl_status, ("fl", "list"): _fl_list,
 }
 

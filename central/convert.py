@@ -9,7 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from central import audit, liveness
 from central.coordinator import NodeView
-from central.store import DesiredState, ModelRecord, ReportRecord, TokenRecord
+from central.routing import RoutingReport
+from central.store import DesiredState, ModelRecord, NodeRoutingRecord, ReportRecord, TokenRecord
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2
 
 _NODE_STATES = {
@@ -84,6 +85,36 @@ def report_records(reports) -> list[ReportRecord]:
         records.append(ReportRecord(r.sequence, seconds_of(r.observed_at), body,
                                     getattr(r, body).SerializeToString()))
     return records
+
+
+def routing_report(status: common_pb2.NodeStatus) -> RoutingReport | None:
+    """What a status says of routing; None when the agent sent no routing summary."""
+    if not status.HasField("routing"):
+        return None
+    r = status.routing
+    counts: dict[tuple[str, str], int] = {}
+    for c in r.counts:
+        counts[(c.data_class, c.route)] = counts.get((c.data_class, c.route), 0) + c.count
+    return RoutingReport(counts, r.audit_sequence, r.audit_head_hash)
+
+
+def report_routing(reports) -> dict[int, RoutingReport]:
+    """The routing summaries of spooled status reports, by report sequence."""
+    found = {}
+    for r in reports:
+        if r.WhichOneof("body") == "status":
+            summary = routing_report(r.status)
+            if summary is not None:
+                found[r.sequence] = summary
+    return found
+
+
+def node_routing_message(n: NodeRoutingRecord) -> admin_pb2.NodeRouting:
+    return admin_pb2.NodeRouting(
+        node_id=n.node_id, hostname=n.hostname,
+        counts=[common_pb2.RouteCount(data_class=data_class, route=route, count=count)
+                for data_class, route, count in n.counts],
+        audit_sequence=n.audit_sequence, audit_head_hash=n.audit_head_hash, updated_at=timestamp(n.updated_at))
 
 
 def report_message(r: ReportRecord) -> fleet_pb2.Report:

@@ -17,15 +17,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from central import audit, federation, liveness, tokens
+from central import audit, federation, liveness, routing, tokens
 from central.datadir import Authority
 from central.heartbeats import HeartbeatBuffer
 from central.rollouts import Rollouts
 from central.blobs import BlobStore
 from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from central.labels import LabelError, validate_labels
-from central.store import (DesiredState, FederatedRunRecord, FleetStore, ModelRecord, NodeRecord, ReportRecord,
-                           TokenRecord)
+from central.store import (DesiredState, FederatedRunRecord, FleetStore, ModelRecord, NodeRecord, NodeRoutingRecord,
+                           ReportRecord, TokenRecord)
 from edgefleet import manifest as manifest_mod
 from edgefleet import pki
 
@@ -165,9 +165,11 @@ class Coordinator:
             raise self._refuse_unknown_or_revoked(caller, node_id, action)
         return node
 
-    def heartbeat(self, caller: Caller, claimed_node_id: str, status: bytes, certificate_expires_at: float) -> DesiredState:
+    def heartbeat(self, caller: Caller, claimed_node_id: str, status: bytes, certificate_expires_at: float,
+                  routing_report: routing.RoutingReport | None = None) -> DesiredState:
         """One message of a node's heartbeat stream. The stream outlives the TLS handshake that checked the
-        certificate, so its expiry, the node id and revocation are checked again on every message."""
+        certificate, so its expiry, the node id and revocation are checked again on every message.
+        `routing_report` is what the status says of routing, added to the node's totals."""
         action = "fleet.heartbeat"
         node_id = self._node_caller(caller, claimed_node_id, action)
         now = self._clock()
@@ -177,7 +179,7 @@ class Coordinator:
         desired = self.store.heartbeat_target(node_id)
         if desired is None:
             raise self._refuse_unknown_or_revoked(caller, node_id, action)
-        self.beats.record(node_id, now, status)
+        self.beats.record(node_id, now, status, _usable(node_id, routing_report))
         return desired
 
     def flush_heartbeats(self) -> None:
@@ -196,13 +198,16 @@ class Coordinator:
         self._audit(caller, action, node.node_id, audit.ALLOWED, f"issued certificate {pki.serial_hex(cert)}")
         return pki.certificate_pem(cert).decode()
 
-    def report(self, caller: Caller, claimed_node_id: str, reports: list[ReportRecord], dropped_count: int) -> int:
+    def report(self, caller: Caller, claimed_node_id: str, reports: list[ReportRecord], dropped_count: int,
+               routing_reports: dict[int, routing.RoutingReport] | None = None) -> int:
+        """Spooled reports; `routing_reports` (by report sequence) are what their statuses say of routing."""
         node = self._active_node(caller, claimed_node_id, "fleet.report_event")
         if len(reports) > MAX_REPORTS_PER_CALL:
             raise InvalidArgument(f"at most {MAX_REPORTS_PER_CALL} reports per call, got {len(reports)}")
         if any(r.sequence <= 0 for r in reports):
             raise InvalidArgument("report sequences start at 1")
-        return self.store.add_reports(node.node_id, reports, dropped_count)
+        usable = {seq: r for seq, r in (routing_reports or {}).items() if _usable(node.node_id, r) is not None}
+        return self.store.add_reports(node.node_id, reports, dropped_count, routing=usable or None)
 
     def fetch_artifact(self, caller: Caller, sha256: str, offset: int) -> int:
         """The size of a registered artifact the node may download from offset; raises otherwise."""
@@ -404,6 +409,14 @@ class Coordinator:
         self._admin(caller, "audit.verify")
         return audit.verify_chain(self.store.iter_audit())
 
+    def routing_totals(self, caller: Caller, node_id: str) -> list[NodeRoutingRecord]:
+        """Per node, requests per (data class, route) summed from its reports; one node when node_id is given."""
+        self._admin(caller, "audit.routing", node_id)
+        if node_id and self.store.get_node(node_id) is None:
+            raise NotFound(f"no node {node_id!r}")
+        self.beats.flush()
+        return self.store.routing_totals(node_id)
+
 
     # -- federated learning ----------------------------------------------------
 
@@ -552,6 +565,17 @@ class FederatedRunView:
     error: str
     report: dict
     node_errors: dict[str, str]
+
+
+def _usable(node_id: str, report: routing.RoutingReport | None) -> routing.RoutingReport | None:
+    """The report, or None when it is malformed: its counts are left out, the rest of the beat is kept."""
+    if report is None:
+        return None
+    problem = routing.problem(report)
+    if problem:
+        log.warning("ignored the routing summary of %s: %s", node_id, problem)
+        return None
+    return report
 
 
 class _SystemCaller(Caller):

@@ -8,12 +8,19 @@ heartbeat path, and SQLite's WAL checkpoints stalled the event loop for
 10-20 ms now and then. Admin reads flush first, so they never see stale data;
 a crash loses at most the last second of last-seen times, which the next beat
 restores.
+
+Routing counts ride the same buffer: each beat's counts are added to what the
+node's earlier beats since the flush carried, and written with them. Unlike
+last-seen times, counts lost in a crash are not restored by the next beat; a
+crash loses at most one flush interval of them.
 """
 
 from __future__ import annotations
 
 import logging
 
+from central import routing
+from central.routing import RoutingReport
 from central.store import FleetStore
 
 log = logging.getLogger(__name__)
@@ -27,21 +34,37 @@ class HeartbeatBuffer:
     def __init__(self, store: FleetStore):
         self._store = store
         self._pending: dict[str, tuple[float, bytes]] = {}
+        self._routing: dict[str, tuple[float, RoutingReport]] = {}
 
-    def record(self, node_id: str, at: float, status: bytes) -> None:
+    def record(self, node_id: str, at: float, status: bytes, routing_report: RoutingReport | None = None) -> None:
         self._pending[node_id] = (at, status)
+        if routing_report is not None:
+            self._add_routing(node_id, at, routing_report)
+
+    def _add_routing(self, node_id: str, at: float, report: RoutingReport) -> None:
+        held = self._routing.get(node_id)
+        self._routing[node_id] = (at, routing.merge(held[1], report)) if held else (at, report)
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, {}
-        try:
-            self._store.record_heartbeats(batch)
-        except Exception:
-            # Keep the beats for the next flush, unless newer ones arrived meanwhile.
-            for node_id, beat in batch.items():
-                self._pending.setdefault(node_id, beat)
-            raise
+        if self._pending:
+            batch, self._pending = self._pending, {}
+            try:
+                self._store.record_heartbeats(batch)
+            except Exception:
+                # Keep the beats for the next flush, unless newer ones arrived meanwhile.
+                for node_id, beat in batch.items():
+                    self._pending.setdefault(node_id, beat)
+                raise
+        if self._routing:
+            counts, self._routing = self._routing, {}
+            try:
+                self._store.add_routing(counts)
+            except Exception:
+                # Counts are never replaced: what arrived meanwhile is added to what is kept.
+                for node_id, (at, report) in counts.items():
+                    newer = self._routing.pop(node_id, None)
+                    self._routing[node_id] = (newer[0], routing.merge(report, newer[1])) if newer else (at, report)
+                raise
 
     def __len__(self) -> int:
         return len(self._pending)

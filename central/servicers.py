@@ -91,7 +91,8 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         expires_at = certificate_expiry(context)
         try:
             async for request in request_iterator:
-                desired = self.c.heartbeat(caller, request.node_id, request.status.SerializeToString(), expires_at)
+                desired = self.c.heartbeat(caller, request.node_id, request.status.SerializeToString(), expires_at,
+                                           convert.routing_report(request.status))
                 yield fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired),
                                                   heartbeat_interval=self._interval)
         except CentralError as exc:
@@ -105,7 +106,8 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     @_unary
     def ReportEvent(self, request, caller):
-        top = self.c.report(caller, request.node_id, convert.report_records(request.reports), request.dropped_count)
+        top = self.c.report(caller, request.node_id, convert.report_records(request.reports), request.dropped_count,
+                            convert.report_routing(request.reports))
         return fleet_pb2.ReportEventResponse(acknowledged_sequence=top)
 
     async def FetchArtifact(self, request, context):
@@ -176,6 +178,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         check = self.c.verify_audit(caller)
         return admin_pb2.VerifyAuditResponse(intact=check.intact, entries_checked=check.entries_checked,
                                              first_bad_sequence=check.first_bad_sequence, problem=check.problem)
+
+    @_unary
+    def ListRoutingTotals(self, request, caller):
+        nodes = self.c.routing_totals(caller, request.node_id)
+        return admin_pb2.ListRoutingTotalsResponse(nodes=[convert.node_routing_message(n) for n in nodes])
 
     async def PushModel(self, request_iterator, context):
         caller = caller_of(context)

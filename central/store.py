@@ -1,4 +1,4 @@
-"""Central's store: nodes, bootstrap tokens, reports and the audit log.
+"""Central's store: nodes, bootstrap tokens, reports, routing totals and the audit log.
 
 :class:`FleetStore` is the contract; :class:`SqliteFleetStore` implements it on
 one SQLite file (WAL). A PostgreSQL store for several coordinator replicas
@@ -7,7 +7,8 @@ implements the same contract and runs the same test suite
 
 Every method is one transaction. Status reports are opaque bytes (a
 serialized ``edgefleet.v1.NodeStatus``): the store keeps them, it does not
-read them.
+read them; the routing counts they carry arrive beside them as
+:class:`central.routing.RoutingReport` values.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from central.audit import GENESIS_HASH, AuditEntry, entry_hash
+from central.routing import RoutingReport
 from edgefleet.sqlitedb import apply_migrations, connect_wal
 
 
@@ -106,6 +108,17 @@ class ModelRecord:
         """What a node's desired state carries for this version (heartbeats read it in one row)."""
         return {"name": self.name, "version": self.version, "sha256": self.sha256,
                 "manifest": self.manifest.decode(), "signature": self.signature}
+
+
+@dataclass(frozen=True)
+class NodeRoutingRecord:
+    """A node's routing totals: every report's counts added up, and the newest audit head heard of."""
+    node_id: str
+    hostname: str
+    counts: list[tuple[str, str, int]]  # (data_class, route, requests), sorted
+    audit_sequence: int
+    audit_head_hash: str
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -241,13 +254,25 @@ class FleetStore(abc.ABC):
     # reports flushed from agents' spools
     @abc.abstractmethod
     def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int,
-                    keep: int = 1000) -> int:
+                    keep: int = 1000, routing: dict[int, RoutingReport] | None = None) -> int:
         """Keep reports, ignoring sequences already held; add dropped_count to the node's total; keep at most
-        `keep` per node (oldest go). Returns the highest sequence held for the node."""
+        `keep` per node (oldest go). `routing` (by report sequence) is added to the node's routing totals for
+        the reports new to the store only, in the same transaction, so a retried flush counts nothing twice.
+        Returns the highest sequence held for the node."""
 
     @abc.abstractmethod
     def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
         """The node's latest reports, oldest first."""
+
+    # routing totals from agents' heartbeats
+    @abc.abstractmethod
+    def add_routing(self, reports: dict[str, tuple[float, RoutingReport]]) -> None:
+        """Add each node's counts to its totals and keep its audit head when its sequence is not lower than the
+        one held, all at `at` (central's clock), in one transaction; unknown nodes are skipped."""
+
+    @abc.abstractmethod
+    def routing_totals(self, node_id: str = "") -> list[NodeRoutingRecord]:
+        """The nodes that reported routing (one node when node_id is given), by id."""
 
     # audit log
     @abc.abstractmethod
@@ -305,6 +330,15 @@ _MIGRATIONS = [
         " flower_node_id TEXT NOT NULL DEFAULT '0', unregistered INTEGER NOT NULL DEFAULT 0)",
         "CREATE TABLE federated_runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, config TEXT NOT NULL,"
         " started_by TEXT NOT NULL, started_at REAL NOT NULL, model TEXT NOT NULL DEFAULT '', imported_at REAL)",
+    ]),
+    (5, [
+        # Requests per node, data class and route, summed from the nodes' reports.
+        "CREATE TABLE routing_totals (node_id TEXT NOT NULL REFERENCES nodes(node_id), data_class TEXT NOT NULL,"
+        " route TEXT NOT NULL, count INTEGER NOT NULL, updated_at REAL NOT NULL,"
+        " PRIMARY KEY (node_id, data_class, route))",
+        # The newest head of each node's local routing audit central has heard of.
+        "CREATE TABLE routing_heads (node_id TEXT PRIMARY KEY REFERENCES nodes(node_id),"
+        " audit_sequence INTEGER NOT NULL, audit_head_hash TEXT NOT NULL, updated_at REAL NOT NULL)",
     ]),
 ]
 
@@ -530,13 +564,20 @@ class SqliteFleetStore(FleetStore):
 
     # -- reports -------------------------------------------------------------
 
-    def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int, keep: int = 1000) -> int:
+    def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int, keep: int = 1000,
+                    routing: dict[int, RoutingReport] | None = None) -> int:
         received = time.time()
+        insert = ("INSERT OR IGNORE INTO reports (node_id, sequence, observed_at, kind, payload, received_at)"
+                  " VALUES (?, ?, ?, ?, ?, ?)")
         with self._tx() as c:
-            c.executemany(
-                "INSERT OR IGNORE INTO reports (node_id, sequence, observed_at, kind, payload, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(node_id, r.sequence, r.observed_at, r.kind, r.payload, received) for r in reports])
+            if routing:
+                for r in reports:
+                    row = (node_id, r.sequence, r.observed_at, r.kind, r.payload, received)
+                    if c.execute(insert, row).rowcount and r.sequence in routing:
+                        _add_routing(c, node_id, received, routing[r.sequence])
+            else:
+                c.executemany(insert, [(node_id, r.sequence, r.observed_at, r.kind, r.payload, received)
+                                       for r in reports])
             if dropped_count:
                 c.execute("UPDATE nodes SET dropped_reports = dropped_reports + ? WHERE node_id = ?",
                           (dropped_count, node_id))
@@ -550,6 +591,29 @@ class SqliteFleetStore(FleetStore):
         rows = self._query("SELECT sequence, observed_at, kind, payload FROM reports WHERE node_id = ?"
                            " ORDER BY sequence DESC LIMIT ?", (node_id, limit))
         return [ReportRecord(*r) for r in reversed(rows)]
+
+    # -- routing totals --------------------------------------------------------
+
+    def add_routing(self, reports: dict[str, tuple[float, RoutingReport]]) -> None:
+        if not reports:
+            return
+        with self._tx() as c:
+            for node_id, (at, report) in reports.items():
+                _add_routing(c, node_id, at, report)
+
+    def routing_totals(self, node_id: str = "") -> list[NodeRoutingRecord]:
+        with self._lock:
+            heads = self._conn.execute(
+                "SELECT h.node_id, n.hostname, h.audit_sequence, h.audit_head_hash, h.updated_at FROM routing_heads h"
+                " JOIN nodes n USING (node_id) WHERE ? = '' OR h.node_id = ? ORDER BY h.node_id",
+                (node_id, node_id)).fetchall()
+            totals = self._conn.execute(
+                "SELECT node_id, data_class, route, count FROM routing_totals WHERE ? = '' OR node_id = ?"
+                " ORDER BY node_id, data_class, route", (node_id, node_id)).fetchall()
+        counts: dict[str, list[tuple[str, str, int]]] = {}
+        for node, data_class, route, count in totals:
+            counts.setdefault(node, []).append((data_class, route, count))
+        return [NodeRoutingRecord(h[0], h[1], counts.get(h[0], []), h[2], h[3], h[4]) for h in heads]
 
     # -- audit ---------------------------------------------------------------
 
@@ -582,6 +646,24 @@ class SqliteFleetStore(FleetStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _add_routing(c: sqlite3.Connection, node_id: str, at: float, report: RoutingReport) -> None:
+    """Inside a transaction: add a report's counts to the node's totals and keep its head if not older."""
+    known = "WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = ?)"
+    c.executemany(
+        "INSERT INTO routing_totals (node_id, data_class, route, count, updated_at) SELECT ?, ?, ?, ?, ? " + known +
+        " ON CONFLICT (node_id, data_class, route) DO UPDATE SET count = count + excluded.count,"
+        " updated_at = max(updated_at, excluded.updated_at)",
+        [(node_id, data_class, route, count, at, node_id) for (data_class, route), count in report.counts.items()
+         if count])
+    c.execute(
+        "INSERT INTO routing_heads (node_id, audit_sequence, audit_head_hash, updated_at) SELECT ?, ?, ?, ? " + known +
+        " ON CONFLICT (node_id) DO UPDATE SET updated_at = max(updated_at, excluded.updated_at),"
+        " audit_head_hash = CASE WHEN excluded.audit_sequence >= audit_sequence"
+        " THEN excluded.audit_head_hash ELSE audit_head_hash END,"
+        " audit_sequence = max(audit_sequence, excluded.audit_sequence)",
+        (node_id, report.audit_sequence, report.audit_head_hash, at, node_id))
 
 
 def _federated_run(row) -> FederatedRunRecord:

@@ -45,10 +45,11 @@ def is_deterministic(params: Mapping[str, Any]) -> bool:
     return params.get("temperature", 1.0) == 0 or params.get("seed") is not None
 
 
-def cache_key(model_sha256: str, endpoint: str, params: Mapping[str, Any]) -> str:
+def cache_key(model_sha256: str, endpoint: str, params: Mapping[str, Any], tenant: str = "") -> str:
+    """The tenant is part of the key: one tenant never gets, nor times, another's cached answer."""
     canonical = {k: v for k, v in params.items() if k not in _NOT_IN_KEY}
     blob = json.dumps(
-        {"model_sha256": model_sha256, "endpoint": endpoint, "request": canonical},
+        {"model_sha256": model_sha256, "endpoint": endpoint, "tenant": tenant, "request": canonical},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

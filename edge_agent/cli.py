@@ -45,6 +45,34 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--config", help="TOML config file (for its data_dir)")
     label.add_argument("--data-dir", help="the agent's data dir")
 
+    keys = sub.add_parser("keys", help="manage the API keys clients authenticate with (add, list, revoke)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_add = keys_sub.add_parser("add", help="make a key for a tenant; prints its secret once")
+    keys_add.add_argument("--tenant", required=True, help="who the key is for (letters, digits, '.', '_', '-')")
+    keys_add.add_argument("--max-class", help="the most sensitive data class it may send (default: the top class)")
+    keys_add.add_argument("--rate", type=float, default=10.0, help="sustained requests per second (default 10)")
+    keys_add.add_argument("--burst", type=int, default=20, help="requests allowed at once (default 20)")
+    keys_add.add_argument("--json", action="store_true", help="print JSON for scripts")
+    keys_list = keys_sub.add_parser("list", help="list the keys (ids, tenants, limits; never secrets)")
+    keys_list.add_argument("--json", action="store_true", help="print JSON for scripts")
+    keys_revoke = keys_sub.add_parser("revoke", help="remove a key; a running agent refuses it within seconds")
+    keys_revoke.add_argument("key_id", help="the key's id, k_..., from `edge-agent keys list`")
+    for command in (keys_add, keys_list, keys_revoke):
+        command.add_argument("--config", help="TOML config file (for data_dir, auth.keys_file and policy.classes)")
+        command.add_argument("--data-dir", help="the agent's data dir")
+
+    audit = sub.add_parser("audit", help="the routing audit: every routing decision on this box, hash-chained")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_list = audit_sub.add_parser("list", help="recorded routing decisions, oldest first")
+    audit_list.add_argument("--after", type=int, default=0, help="only entries after this sequence")
+    audit_list.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    audit_list.add_argument("--json", action="store_true", help="print JSON for scripts")
+    audit_verify = audit_sub.add_parser("verify", help="check the routing audit's hash chain")
+    audit_verify.add_argument("--json", action="store_true", help="print JSON for scripts")
+    for command in (audit_list, audit_verify):
+        command.add_argument("--config", help="TOML config file (for its data_dir)")
+        command.add_argument("--data-dir", help="the agent's data dir")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -55,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         if args.command == "label":
             return _label(args)
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "audit":
+            return _audit(args)
         return _models(args)
     except ConfigError as exc:
         print(f"edge-agent: config error: {exc}", file=sys.stderr)
@@ -115,6 +147,96 @@ def _label(args: argparse.Namespace) -> int:
         print(f"edge-agent label: {exc}; nothing added", file=sys.stderr)
         return 2
     print(f"added {len(texts)} {args.label} example{'s' if len(texts) != 1 else ''} to {examples_path(data_dir)}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from edge_agent import access
+
+    config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    path = access.keys_path(config)
+    class_names = [c.name for c in config.policy.classes]
+    try:
+        if args.keys_command == "add":
+            max_class = args.max_class if args.max_class is not None else class_names[-1]
+            secret, key = access.add_key(path, args.tenant, max_class, args.rate, args.burst, class_names)
+            _print_new_key(secret, key, path, args.json)
+        elif args.keys_command == "list":
+            _print_keys(access.list_keys(path, class_names), path, args.json)
+        else:
+            key = access.revoke_key(path, args.key_id)
+            print(f"revoked {key.key_id} (tenant {key.tenant}); a running agent refuses it within seconds")
+    except access.AccessError as exc:
+        print(f"edge-agent keys {args.keys_command}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _key_row(key) -> dict:
+    """What lists show of a key: never its hash."""
+    return {"key_id": key.key_id, "tenant": key.tenant, "max_data_class": key.max_data_class,
+            "rate_per_s": key.rate_per_s, "burst": key.burst, "created_at": key.created_at}
+
+
+def _print_new_key(secret: str, key, path, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**_key_row(key), "secret": secret, "keys_file": str(path)}, indent=2))
+        return
+    print(f"added API key {key.key_id} for tenant {key.tenant} (max class {key.max_data_class}, "
+          f"{key.rate_per_s:g} requests/s, burst {key.burst}) to {path}")
+    print(f"secret: {secret}")
+    print("It is shown only now (the agent keeps only its hash). Send it as "
+          f"`Authorization: Bearer {secret}`, or set OPENAI_API_KEY={secret} for the openai client.")
+
+
+def _print_keys(keys: list, path, as_json: bool) -> None:
+    import datetime as dt
+
+    rows = [_key_row(k) for k in keys]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"no API keys in {path}; add one with `edge-agent keys add --tenant NAME`")
+        return
+    table = [("KEY ID", "TENANT", "MAX CLASS", "RATE/S", "BURST", "CREATED (UTC)")]
+    for r in rows:
+        created = dt.datetime.fromtimestamp(r["created_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.append((r["key_id"], r["tenant"], r["max_data_class"], f"{r['rate_per_s']:g}", str(r["burst"]), created))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """Reads the file the running agent writes (WAL): never opens it for writing."""
+    import dataclasses
+    import datetime as dt
+
+    from edge_agent.routing_audit import audit_path, read_entries, verify_file
+
+    path = audit_path(_data_dir(args))
+    if args.audit_command == "verify":
+        check = verify_file(path)
+        if args.json:
+            print(json.dumps({**dataclasses.asdict(check), "path": str(path)}, indent=2))
+        elif check.intact:
+            print(f"routing audit intact: {check.entries_checked} entries chained ({path})")
+        else:
+            print(f"routing audit BROKEN at entry {check.first_bad_sequence}: {check.problem} ({path})")
+        return 0 if check.intact else 1
+    rows = read_entries(path, args.after, max(1, min(args.limit, 100_000)))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    table = [("SEQ", "AT (UTC)", "TENANT", "ENDPOINT", "CLASS", "DETECTORS", "ROUTE", "REASON", "STATUS", "PROMPT")]
+    for r in rows:
+        at = dt.datetime.fromtimestamp(r.at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        table.append((str(r.sequence), at, r.tenant or "-", r.endpoint, r.data_class, ",".join(r.detectors) or "-",
+                      r.route, r.reason, str(r.status), r.prompt_hash[:12]))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
 
 

@@ -14,14 +14,19 @@ from pathlib import Path
 
 import uvicorn
 
+from edge_agent.access import AccessError, Authenticator, keys_path, refuse_open_listen
 from edge_agent.api.app import create_app
 from edge_agent.cache import ResponseCache
 from edge_agent.config import HTTP_ADDRESS_FILE, AgentConfig, parse_listen
 from edge_agent.engines.llama import LlamaBackend
+from edge_agent.gateway import Gateway
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models import ModelArtifact, resolve_model
+from edge_agent.policy.classify import PromptClassifier
+from edge_agent.routing_audit import RoutingAudit
 from edge_agent.scheduler import Scheduler
 from edge_agent.service import InferenceService, ServingModel
+from edge_agent.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,13 @@ ADDRESS_FILE = HTTP_ADDRESS_FILE
 def serve(config: AgentConfig) -> None:
     data_dir = config.data_path
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Everything that can refuse the config runs before the model loads: a mistake costs no wait.
+    classifier = PromptClassifier(config.policy)
+    authenticator = Authenticator(keys_path(config), classifier.policy.class_names)
+    host, port = parse_listen(config.server.listen)
+    refusal = refuse_open_listen(host, not authenticator.open, config.auth.allow_open_non_loopback, port)
+    if refusal:
+        raise AccessError(refusal)
     m = config.model
     slots = _fleet_slots(config, data_dir)
     installed = slots.active() if slots else None
@@ -56,20 +68,26 @@ def serve(config: AgentConfig) -> None:
         scheduler_stats=lambda: service.current.scheduler.stats(),
         cache_stats=cache.stats if cache else (lambda: None),
         onnx_providers=(lambda: embedder.providers) if embedder else list,
+        upstream_states=lambda: pool.states() if pool else {},
     )
     service = InferenceService(ServingModel(backend, scheduler, artifact.name), cache, metrics,
                                config.server.request_timeout_s, embedder=embedder)
-    app = create_app(service, config.server.max_body_bytes, config.scheduler.retry_after_s)
+    pool = UpstreamPool(config.upstreams) if config.upstreams else None
+    audit = RoutingAudit(data_dir / "audit" / "routing.db")
+    gateway = Gateway(service, classifier, metrics, pool, audit, config.policy.upstream_unknown_models)
+    app = create_app(service, gateway, authenticator, config.server.max_body_bytes, config.scheduler.retry_after_s)
     sock = _bind(config.server.listen)
     host, port = sock.getsockname()[:2]
     _write_address(data_dir, host, port)
-    log.info("serving %s on http://%s:%d (data dir %s)", artifact.name, host, port, data_dir)
+    log.info("serving %s on http://%s:%d (data dir %s); %s; upstreams: %s", artifact.name, host, port, data_dir,
+             "no API keys (open)" if authenticator.open else "API keys required",
+             ", ".join(u.name for u in config.upstreams) or "none")
     server = uvicorn.Server(uvicorn.Config(
         app, log_level=config.log_level, access_log=False, lifespan="off",
         timeout_graceful_shutdown=30, log_config=None,
     ))
     scheduler.start()
-    control = _start_control(config, data_dir, service)
+    control = _start_control(config, data_dir, service, audit)
     supernode = _start_supernode(config, data_dir)
     usage_flusher = _start_usage(config, data_dir, metrics)
     _use_uvloop()
@@ -77,8 +95,9 @@ def serve(config: AgentConfig) -> None:
     # the collector's full passes, which otherwise stall requests for tens of ms.
     gc.freeze()
     try:
-        asyncio.run(_run(server, sock, service, control, slots, config))
+        asyncio.run(_run(server, sock, service, control, slots, config, pool))
     finally:
+        audit.close()
         if usage_flusher:
             usage_flusher.stop()
         if supernode:
@@ -93,8 +112,10 @@ def serve(config: AgentConfig) -> None:
 
 
 async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceService, control, slots,
-               config: AgentConfig) -> None:
+               config: AgentConfig, pool: UpstreamPool | None) -> None:
     warm_up = asyncio.create_task(service.warm_up())
+    if pool:
+        await pool.start()
     activator = None
     if control and slots:
         from edge_agent.control.activation import Activator
@@ -109,6 +130,8 @@ async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceSe
         warm_up.cancel()
         if activator:
             activator.stop()
+        if pool:
+            await pool.aclose()
 
 
 def _fleet_slots(config: AgentConfig, data_dir: Path):
@@ -142,7 +165,7 @@ def model_info(backend: LlamaBackend) -> dict[str, str]:
             "engine": backend.engine_name, "device": backend.device}
 
 
-def _start_control(config: AgentConfig, data_dir: Path, service: InferenceService):
+def _start_control(config: AgentConfig, data_dir: Path, service: InferenceService, audit: RoutingAudit):
     """Report to central when this data dir is enrolled and the config allows it."""
     from edge_agent.control.identity import FleetFiles
 
@@ -168,7 +191,8 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
         return encode_status(__version__, ModelInfo(info["name"], info["version"], info["sha256"]), probe.sample(),
                              window, stats.queue_depth, control.config_generation if control else 0,
                              time.monotonic() - started, time.time(),
-                             activation=control.activator.status if control and control.activator else None)
+                             activation=control.activator.status if control and control.activator else None,
+                             routing=(audit.take_summary(), audit.head))
 
     control = ControlLoop(files, config.fleet, status)
     control.start()

@@ -27,6 +27,7 @@ class AgentMetrics:
         scheduler_stats: Callable[[], SchedulerStats],
         cache_stats: Callable[[], CacheStats | None],
         onnx_providers: Callable[[], list[str]] = list,
+        upstream_states: Callable[[], dict[str, str]] = dict,
     ):
         self.registry = CollectorRegistry()
         r = self.registry
@@ -40,11 +41,20 @@ class AgentMetrics:
         self.cache_hits = Counter("edgefleet_cache_hits", "Answers served from the response cache.", registry=r)
         self.cache_misses = Counter("edgefleet_cache_misses", "Cache lookups that found nothing.", registry=r)
         self.overloaded = Counter("edgefleet_rejected_overloaded", "Requests refused with 429: queue full.", registry=r)
+        self.rate_limited = Counter("edgefleet_rejected_rate_limited", "Requests refused with 429: over the API key's rate.",
+                                    registry=r)
+        self.routed = Counter("edgefleet_routed_requests", "Inference requests by data class and where they were answered "
+                              "(local, upstream:NAME, refused).", ["data_class", "route"], registry=r)
+        self.detector_hits = Counter("edgefleet_detector_hits", "Requests a detector (or the classifier) fired on.",
+                                     ["detector"], registry=r)
+        self.classification_duration = Histogram(
+            "edgefleet_classification_seconds", "Time to classify a request's text.",
+            buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05), registry=r)
         # Figures since the last heartbeat, for central (Prometheus keeps the cumulative ones).
         self.window = IntervalStats(time.monotonic())
         # Figures since the last probation check of a newly activated model version.
         self.probation = IntervalStats(time.monotonic())
-        r.register(_LiveCollector(model_info, scheduler_stats, cache_stats, onnx_providers))
+        r.register(_LiveCollector(model_info, scheduler_stats, cache_stats, onnx_providers, upstream_states))
         # Usage totals for the usage-stats federated task (federated.local_data.UsageCounters), when on.
         self.usage = None
 
@@ -65,7 +75,8 @@ class AgentMetrics:
 
 
 class _LiveCollector:
-    def __init__(self, model_info, scheduler_stats, cache_stats, onnx_providers):
+    def __init__(self, model_info, scheduler_stats, cache_stats, onnx_providers, upstream_states):
+        self._upstream_states = upstream_states
         self._model_info = model_info
         self._scheduler_stats = scheduler_stats
         self._cache_stats = cache_stats
@@ -97,3 +108,11 @@ class _LiveCollector:
             for i, name in enumerate(providers):
                 onnx.add_metric([name, str(i)], 1)
             yield onnx
+        states = self._upstream_states()
+        if states:
+            circuit = GaugeMetricFamily("edgefleet_upstream_circuit", "Each upstream's circuit breaker: 1 for its state now.",
+                                        labels=["upstream", "state"])
+            for name, state in states.items():
+                for candidate in ("closed", "open", "half_open"):
+                    circuit.add_metric([name, candidate], 1 if state == candidate else 0)
+            yield circuit

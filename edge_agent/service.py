@@ -46,8 +46,11 @@ class Answer:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | Iterable[bytes] | None = None
     # Called once the response is over, however it ended, even when the
-    # stream was never started (a client gone before the first byte).
-    on_close: Callable[[], None] | None = None
+    # stream was never started (a client gone before the first byte); awaited when it returns an awaitable.
+    on_close: Callable[[], Any] | None = None
+    # An upstream's answer keeps its status and type.
+    status: int = 200
+    media_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -117,12 +120,13 @@ class InferenceService:
     # -- generation --------------------------------------------------------
 
     async def generate(self, endpoint: str, params: dict[str, Any], cache_control: str, started: float,
-                       client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
+                       client_gone: Callable[[], Awaitable[None]] | None = None, tenant: str = "") -> Answer:
         """``client_gone`` returns when the client disconnects; a non-streamed
-        generation then stops (a streamed one stops when its stream is closed)."""
+        generation then stops (a streamed one stops when its stream is closed).
+        Raises OverloadedError, before touching the cache's single flight, when the queue is full."""
         model = self.current
         decision = cache_decision(params, cache_control, enabled=self.cache is not None)
-        key = cache_key(model.sha256, endpoint, params) if decision.lookup or decision.store else ""
+        key = cache_key(model.sha256, endpoint, params, tenant) if decision.lookup or decision.store else ""
         if decision.lookup:
             cached = self.cache.get(key)
             if cached is None and key in self._inflight:

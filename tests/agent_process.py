@@ -20,16 +20,19 @@ STARTUP_TIMEOUT_S = 120
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
+    if isinstance(value, (str, list)):
         return json.dumps(value)
     return repr(value)
 
 
-def write_config(path: Path, sections: dict[str, dict[str, Any]], top: dict[str, Any] | None = None) -> Path:
+def write_config(path: Path, sections: dict[str, dict[str, Any] | list[dict[str, Any]]],
+                 top: dict[str, Any] | None = None) -> Path:
+    """A section given as a list of tables is written as an array of tables ([[upstreams]])."""
     lines = [f"{k} = {toml_value(v)}" for k, v in (top or {}).items()]
     for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
+        for table in values if isinstance(values, list) else [values]:
+            lines.append(f"[[{name}]]" if isinstance(values, list) else f"[{name}]")
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -77,7 +80,7 @@ class AgentProcess:
 def start_agent(data_dir: Path, model: str = "smollm2-135m-instruct", sections: dict | None = None,
                 wait_ready: bool = True) -> AgentProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
-    sections = {k: dict(v) for k, v in (sections or {}).items()}
+    sections = {k: list(v) if isinstance(v, list) else dict(v) for k, v in (sections or {}).items()}
     sections.setdefault("server", {}).setdefault("listen", "127.0.0.1:0")
     config = write_config(data_dir / "agent.toml", sections, {"data_dir": str(data_dir)})
     log_path = data_dir / "agent.log"

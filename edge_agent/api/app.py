@@ -7,6 +7,7 @@ response. Every error a client can cause becomes OpenAI's error object with a
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -18,8 +19,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from edge_agent.access import AuthError, Authenticator, Caller, retry_after_seconds
 from edge_agent.api.responses import dumps, error_body
 from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
+from edge_agent.gateway import Gateway, RouteInfo
 from edge_agent.scheduler import OverloadedError
 from edge_agent.service import Answer, InferenceService, error_for
 
@@ -32,10 +35,11 @@ _KNOWN_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embedd
 _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings"})
 
 
-def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: int) -> Starlette:
-    def limits() -> Limits:
+def create_app(service: InferenceService, gateway: Gateway, authenticator: Authenticator, max_body_bytes: int,
+               retry_after_s: int) -> Starlette:
+    def limits(any_model: bool = False) -> Limits:
         # Read per request: the served model can change (a fleet rollout switches it live).
-        return Limits(n_ctx=service.backend.n_ctx, model_ids=(service.model_id,))
+        return Limits(n_ctx=service.backend.n_ctx, model_ids=(service.model_id,), any_model=any_model)
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -60,15 +64,15 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
     async def generation(request: Request, endpoint: str) -> Response:
         started = time.monotonic()
         body = await read_json(request)
-        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits())
+        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits(gateway.accepts_any_model))
 
         async def client_gone() -> None:
             # The body has been read: the next message is the disconnect.
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
-        answer = await service.generate(endpoint, params, request.headers.get("cache-control", ""), started,
-                                        client_gone=None if params["stream"] else client_gone)
+        answer = await gateway.generate(endpoint, body, params, _caller(request), request.headers.get("cache-control", ""),
+                                        started, _route_info(request), client_gone=None if params["stream"] else client_gone)
         return _respond(answer)
 
     async def completions(request: Request) -> Response:
@@ -79,6 +83,7 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
 
     async def embeddings(request: Request) -> Response:
         params = parse_embeddings(await read_json(request), limits())
+        gateway.check_embeddings(params, _caller(request), _route_info(request))
         return Response(dumps(await service.embed(params)), media_type=_JSON)
 
     async def models(request: Request) -> Response:
@@ -101,7 +106,8 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def on_request_error(request: Request, exc: RequestError) -> Response:
-        return _error(exc.status, error_body(exc.message, exc.type, exc.param, exc.code))
+        headers = {"Retry-After": str(retry_after_s)} if exc.status == 429 else None
+        return _error(exc.status, error_body(exc.message, exc.type, exc.param, exc.code), headers)
 
     async def on_overloaded(request: Request, exc: OverloadedError) -> Response:
         service.metrics.overloaded.inc()
@@ -135,11 +141,50 @@ def create_app(service: InferenceService, max_body_bytes: int, retry_after_s: in
             Exception: on_unexpected,
         },
     )
-    return _RequestMetrics(app, service)
+    return _RequestMetrics(_Access(app, authenticator, service), service)
+
+
+def _caller(request: Request) -> Caller:
+    return request.scope["state"]["caller"]
+
+
+def _route_info(request: Request) -> RouteInfo:
+    return request.scope["state"]["route"]
+
+
+class _Access:
+    """API keys on /v1/*: who is calling (401 without a valid key, when keys exist) and their rate (429)."""
+
+    def __init__(self, app, authenticator: Authenticator, service: InferenceService):
+        self.app = app
+        self.authenticator = authenticator
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        try:
+            caller = self.authenticator.authenticate(headers.get(b"authorization", b"").decode("latin-1") or None)
+        except AuthError as exc:
+            response = _error(exc.status, error_body(str(exc), "invalid_request_error", None, exc.code),
+                              {"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+        wait_s = self.authenticator.check_rate(caller)
+        if wait_s is not None:
+            self.service.metrics.rate_limited.inc()
+            retry_after = retry_after_seconds(wait_s)
+            response = _error(429, error_body(
+                f"tenant '{caller.tenant}' is over its API key's rate limit; retry in {retry_after} s",
+                "rate_limit_error", None, "rate_limit_exceeded"), {"Retry-After": str(retry_after)})
+            return await response(scope, receive, send)
+        scope["state"]["caller"] = caller
+        await self.app(scope, receive, send)
 
 
 class _RequestMetrics:
-    """Counts every request by endpoint and status, and times it to the last byte."""
+    """Counts every request by endpoint, route and status, times it to the last byte, and puts the routing
+    headers (X-Edgefleet-Route, X-Edgefleet-Data-Class) on every inference response, errors included."""
 
     def __init__(self, app, service: InferenceService):
         self.app = app
@@ -150,10 +195,18 @@ class _RequestMetrics:
             return await self.app(scope, receive, send)
         started = time.monotonic()
         status = [500]
+        info = RouteInfo()
+        scope.setdefault("state", {})["route"] = info
+        inference = scope["path"] in _INFERENCE_PATHS
 
         async def send_with_status(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                if inference:
+                    extra = [(b"x-edgefleet-route", info.route.encode())]
+                    if info.data_class:
+                        extra.append((b"x-edgefleet-data-class", info.data_class.encode()))
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         try:
@@ -161,7 +214,7 @@ class _RequestMetrics:
         finally:
             path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
             m = self.service.metrics
-            m.requests.labels(path, "local", str(status[0])).inc()
+            m.requests.labels(path, info.route.split(":")[0], str(status[0])).inc()
             elapsed = time.monotonic() - started
             m.request_duration.labels(path).observe(elapsed)
             if path in _INFERENCE_PATHS:
@@ -180,15 +233,17 @@ class _EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             if self._on_close:
-                self._on_close()
+                closing = self._on_close()
+                if inspect.isawaitable(closing):  # an upstream's stream closes its connection
+                    await closing
 
 
 def _respond(answer: Answer) -> Response:
-    headers = {"X-Cache": answer.x_cache, "X-Edgefleet-Route": "local"}
+    headers = {"X-Cache": answer.x_cache}
     if answer.stream is not None:
         headers["Cache-Control"] = "no-cache"
         return _EventStream(answer, headers)
-    return Response(answer.body, media_type=_JSON, headers=headers)
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=headers)
 
 
 def _error(status: int, body: dict, headers: dict | None = None) -> Response:

@@ -35,6 +35,8 @@ class RequestError(AgentError):
 class Limits:
     n_ctx: int
     model_ids: tuple[str, ...]
+    # Accept a model this box does not serve: the router may send the request upstream.
+    any_model: bool = False
 
 
 # OpenAI parameters accepted only at the value that means "not used".
@@ -121,12 +123,14 @@ def _model(obj: Mapping[str, Any], limits: Limits) -> str:
     model = obj.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("'model' is required and must be a string", "model")
-    if model not in limits.model_ids:
-        raise RequestError(
-            f"the model '{model}' does not exist here; available: {', '.join(limits.model_ids)}",
-            "model", code="model_not_found", status=404,
-        )
+    if model not in limits.model_ids and not limits.any_model:
+        raise model_not_found(model, limits.model_ids)
     return model
+
+
+def model_not_found(model: str, model_ids: tuple[str, ...], why: str = "") -> RequestError:
+    return RequestError(f"the model '{model}' does not exist here; available: {', '.join(model_ids)}{why}",
+                        "model", code="model_not_found", status=404)
 
 
 def _sampling(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | None) -> dict[str, Any]:

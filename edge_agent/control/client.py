@@ -109,11 +109,18 @@ _ACTIVATION_STATES = {"DOWNLOADING": 1, "VERIFYING": 2, "WARMING": 3, "ACTIVE": 
 
 def encode_status(agent_version: str, model: ModelInfo, system: SystemSample, window: InferenceWindow,
                   queue_depth: int, config_generation: int, uptime_s: float, observed_at: float,
-                  activation=None) -> bytes:
+                  activation=None, *, routing=None) -> bytes:
     """A serialized edgefleet.v1.NodeStatus: what a heartbeat sends, and what the spool keeps when it cannot.
-    `activation` is an edge_agent.control.activation.ActivationStatus, or None."""
+    `activation` is an edge_agent.control.activation.ActivationStatus, or None. `routing` is
+    ``(counts, (audit_sequence, audit_head_hash))``: RouteCount-like objects (data_class, route, count) from
+    RoutingAudit.take_summary() and RoutingAudit.head; None leaves NodeStatus.routing unset."""
     status = _status_message(agent_version, model, system, window, queue_depth, config_generation, uptime_s,
                              observed_at)
+    if routing is not None:
+        counts, (audit_sequence, audit_head_hash) = routing
+        status.routing.CopyFrom(common_pb2.RoutingSummary(
+            counts=[common_pb2.RouteCount(data_class=c.data_class, route=c.route, count=c.count) for c in counts],
+            audit_sequence=audit_sequence, audit_head_hash=audit_head_hash))
     if activation is not None and activation.model is not None:
         a = activation
         status.activation.CopyFrom(common_pb2.Activation(

@@ -291,6 +291,34 @@ class VerifyAuditResponse(_message.Message):
     problem: str
     def __init__(self, intact: bool = ..., entries_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
 
+class ListRoutingTotalsRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class ListRoutingTotalsResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeRouting]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeRouting, _Mapping]]] = ...) -> None: ...
+
+class NodeRouting(_message.Message):
+    __slots__ = ("node_id", "hostname", "counts", "audit_sequence", "audit_head_hash", "updated_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    hostname: str
+    counts: _containers.RepeatedCompositeFieldContainer[_common_pb2.RouteCount]
+    audit_sequence: int
+    audit_head_hash: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[_common_pb2.RouteCount, _Mapping]]] = ..., audit_sequence: _Optional[int] = ..., audit_head_hash: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Model(_message.Message):
     __slots__ = ("name", "version", "format", "sha256", "size", "params", "created_at", "pushed_by", "assigned_nodes")
     class ParamsEntry(_message.Message):

@@ -80,6 +80,11 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
                 _registered_method=True)
+        self.ListRoutingTotals = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ListRoutingTotals',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListRoutingTotalsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListRoutingTotalsResponse.FromString,
+                _registered_method=True)
         self.PushModel = channel.stream_unary(
                 '/edgefleet.v1.AdminService/PushModel',
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.PushModelRequest.SerializeToString,
@@ -214,6 +219,14 @@ class AdminServiceServicer(object):
 
     def VerifyAudit(self, request, context):
         """VerifyAudit checks the audit log's hash chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoutingTotals(self, request, context):
+        """ListRoutingTotals shows, per node, how many requests of each data class
+        went where, summed from the nodes' heartbeats.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -364,6 +377,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'ListRoutingTotals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutingTotals,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListRoutingTotalsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListRoutingTotalsResponse.SerializeToString,
             ),
             'PushModel': grpc.stream_unary_rpc_method_handler(
                     servicer.PushModel,
@@ -680,6 +698,33 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/VerifyAudit',
             edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutingTotals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ListRoutingTotals',
+            edgefleet_dot_v1_dot_admin__pb2.ListRoutingTotalsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ListRoutingTotalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

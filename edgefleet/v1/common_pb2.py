@@ -25,29 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64gefleet/v1/common.proto\x12\x0c\x65\x64gefleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x02\n\nNodeStatus\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12,\n\x0c\x61\x63tive_model\x18\x02 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12+\n\x06system\x18\x03 \x01(\x0b\x32\x1b.edgefleet.v1.SystemMetrics\x12/\n\tinference\x18\x04 \x01(\x0b\x32\x1c.edgefleet.v1.InferenceStats\x12\x19\n\x11\x63onfig_generation\x18\x05 \x01(\x04\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12,\n\nactivation\x18\x08 \x01(\x0b\x32\x18.edgefleet.v1.Activation\"\xc5\x01\n\nActivation\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.edgefleet.v1.ActivationState\x12\x12\n\nbytes_done\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\x93\x02\n\rSystemMetrics\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x17\n\x0fload_average_1m\x18\x03 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\x12\x17\n\x0f\x64isk_used_bytes\x18\x06 \x01(\x04\x12\x18\n\x10\x64isk_total_bytes\x18\x07 \x01(\x04\x12/\n\x0ctemperatures\x18\x08 \x03(\x0b\x32\x19.edgefleet.v1.Temperature\x12&\n\x04gpus\x18\t \x03(\x0b\x32\x18.edgefleet.v1.GpuMetrics\".\n\x0bTemperature\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x65lsius\x18\x02 \x01(\x01\"\x9b\x01\n\nGpuMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13utilization_percent\x18\x02 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13temperature_celsius\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\"\xf1\x01\n\x0eInferenceStats\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x18\n\x10generated_tokens\x18\x04 \x01(\x04\x12\x19\n\x11tokens_per_second\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x07 \x01(\x01\x12\x13\n\x0bqueue_depth\x18\x08 \x01(\r\x12\x12\n\ncache_hits\x18\t \x01(\x04\x12\x15\n\rcache_lookups\x18\n \x01(\x04\"1\n\x0eSignedManifest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t*\xef\x01\n\x0f\x41\x63tivationState\x12 \n\x1c\x41\x43TIVATION_STATE_UNSPECIFIED\x10\x00\x12 \n\x1c\x41\x43TIVATION_STATE_DOWNLOADING\x10\x01\x12\x1e\n\x1a\x41\x43TIVATION_STATE_VERIFYING\x10\x02\x12\x1c\n\x18\x41\x43TIVATION_STATE_WARMING\x10\x03\x12\x1b\n\x17\x41\x43TIVATION_STATE_ACTIVE\x10\x04\x12\x1b\n\x17\x41\x43TIVATION_STATE_FAILED\x10\x05\x12 \n\x1c\x41\x43TIVATION_STATE_ROLLED_BACK\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64gefleet/v1/common.proto\x12\x0c\x65\x64gefleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x02\n\nNodeStatus\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12,\n\x0c\x61\x63tive_model\x18\x02 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12+\n\x06system\x18\x03 \x01(\x0b\x32\x1b.edgefleet.v1.SystemMetrics\x12/\n\tinference\x18\x04 \x01(\x0b\x32\x1c.edgefleet.v1.InferenceStats\x12\x19\n\x11\x63onfig_generation\x18\x05 \x01(\x04\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12,\n\nactivation\x18\x08 \x01(\x0b\x32\x18.edgefleet.v1.Activation\x12-\n\x07routing\x18\t \x01(\x0b\x32\x1c.edgefleet.v1.RoutingSummary\"k\n\x0eRoutingSummary\x12(\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x18.edgefleet.v1.RouteCount\x12\x16\n\x0e\x61udit_sequence\x18\x02 \x01(\x04\x12\x17\n\x0f\x61udit_head_hash\x18\x03 \x01(\t\">\n\nRouteCount\x12\x12\n\ndata_class\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\xc5\x01\n\nActivation\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.edgefleet.v1.ActivationState\x12\x12\n\nbytes_done\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x04 \x01(\x04\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\x93\x02\n\rSystemMetrics\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x17\n\x0fload_average_1m\x18\x03 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\x12\x17\n\x0f\x64isk_used_bytes\x18\x06 \x01(\x04\x12\x18\n\x10\x64isk_total_bytes\x18\x07 \x01(\x04\x12/\n\x0ctemperatures\x18\x08 \x03(\x0b\x32\x19.edgefleet.v1.Temperature\x12&\n\x04gpus\x18\t \x03(\x0b\x32\x18.edgefleet.v1.GpuMetrics\".\n\x0bTemperature\x12\x0e\n\x06sensor\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x65lsius\x18\x02 \x01(\x01\"\x9b\x01\n\nGpuMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13utilization_percent\x18\x02 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x1b\n\x13temperature_celsius\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\"\xf1\x01\n\x0eInferenceStats\x12\x18\n\x10interval_seconds\x18\x01 \x01(\x01\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x18\n\x10generated_tokens\x18\x04 \x01(\x04\x12\x19\n\x11tokens_per_second\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x07 \x01(\x01\x12\x13\n\x0bqueue_depth\x18\x08 \x01(\r\x12\x12\n\ncache_hits\x18\t \x01(\x04\x12\x15\n\rcache_lookups\x18\n \x01(\x04\"1\n\x0eSignedManifest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t*\xef\x01\n\x0f\x41\x63tivationState\x12 \n\x1c\x41\x43TIVATION_STATE_UNSPECIFIED\x10\x00\x12 \n\x1c\x41\x43TIVATION_STATE_DOWNLOADING\x10\x01\x12\x1e\n\x1a\x41\x43TIVATION_STATE_VERIFYING\x10\x02\x12\x1c\n\x18\x41\x43TIVATION_STATE_WARMING\x10\x03\x12\x1b\n\x17\x41\x43TIVATION_STATE_ACTIVE\x10\x04\x12\x1b\n\x17\x41\x43TIVATION_STATE_FAILED\x10\x05\x12 \n\x1c\x41\x43TIVATION_STATE_ROLLED_BACK\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgefleet.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTIVATIONSTATE']._serialized_start=1439
-  _globals['_ACTIVATIONSTATE']._serialized_end=1678
+  _globals['_ACTIVATIONSTATE']._serialized_start=1659
+  _globals['_ACTIVATIONSTATE']._serialized_end=1898
   _globals['_NODESTATUS']._serialized_start=77
-  _globals['_NODESTATUS']._serialized_end=398
-  _globals['_ACTIVATION']._serialized_start=401
-  _globals['_ACTIVATION']._serialized_end=598
-  _globals['_MODELREF']._serialized_start=600
-  _globals['_MODELREF']._serialized_end=657
-  _globals['_SYSTEMMETRICS']._serialized_start=660
-  _globals['_SYSTEMMETRICS']._serialized_end=935
-  _globals['_TEMPERATURE']._serialized_start=937
-  _globals['_TEMPERATURE']._serialized_end=983
-  _globals['_GPUMETRICS']._serialized_start=986
-  _globals['_GPUMETRICS']._serialized_end=1141
-  _globals['_INFERENCESTATS']._serialized_start=1144
-  _globals['_INFERENCESTATS']._serialized_end=1385
-  _globals['_SIGNEDMANIFEST']._serialized_start=1387
-  _globals['_SIGNEDMANIFEST']._serialized_end=1436
+  _globals['_NODESTATUS']._serialized_end=445
+  _globals['_ROUTINGSUMMARY']._serialized_start=447
+  _globals['_ROUTINGSUMMARY']._serialized_end=554
+  _globals['_ROUTECOUNT']._serialized_start=556
+  _globals['_ROUTECOUNT']._serialized_end=618
+  _globals['_ACTIVATION']._serialized_start=621
+  _globals['_ACTIVATION']._serialized_end=818
+  _globals['_MODELREF']._serialized_start=820
+  _globals['_MODELREF']._serialized_end=877
+  _globals['_SYSTEMMETRICS']._serialized_start=880
+  _globals['_SYSTEMMETRICS']._serialized_end=1155
+  _globals['_TEMPERATURE']._serialized_start=1157
+  _globals['_TEMPERATURE']._serialized_end=1203
+  _globals['_GPUMETRICS']._serialized_start=1206
+  _globals['_GPUMETRICS']._serialized_end=1361
+  _globals['_INFERENCESTATS']._serialized_start=1364
+  _globals['_INFERENCESTATS']._serialized_end=1605
+  _globals['_SIGNEDMANIFEST']._serialized_start=1607
+  _globals['_SIGNEDMANIFEST']._serialized_end=1656
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ ACTIVATION_STATE_FAILED: ActivationState
 ACTIVATION_STATE_ROLLED_BACK: ActivationState
 
 class NodeStatus(_message.Message):
-    __slots__ = ("agent_version", "active_model", "system", "inference", "config_generation", "observed_at", "uptime_seconds", "activation")
+    __slots__ = ("agent_version", "active_model", "system", "inference", "config_generation", "observed_at", "uptime_seconds", "activation", "routing")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_MODEL_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class NodeStatus(_message.Message):
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     active_model: ModelRef
     system: SystemMetrics
@@ -45,7 +46,28 @@ class NodeStatus(_message.Message):
     observed_at: _timestamp_pb2.Timestamp
     uptime_seconds: float
     activation: Activation
-    def __init__(self, agent_version: _Optional[str] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., system: _Optional[_Union[SystemMetrics, _Mapping]] = ..., inference: _Optional[_Union[InferenceStats, _Mapping]] = ..., config_generation: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ...) -> None: ...
+    routing: RoutingSummary
+    def __init__(self, agent_version: _Optional[str] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., system: _Optional[_Union[SystemMetrics, _Mapping]] = ..., inference: _Optional[_Union[InferenceStats, _Mapping]] = ..., config_generation: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., routing: _Optional[_Union[RoutingSummary, _Mapping]] = ...) -> None: ...
+
+class RoutingSummary(_message.Message):
+    __slots__ = ("counts", "audit_sequence", "audit_head_hash")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedCompositeFieldContainer[RouteCount]
+    audit_sequence: int
+    audit_head_hash: str
+    def __init__(self, counts: _Optional[_Iterable[_Union[RouteCount, _Mapping]]] = ..., audit_sequence: _Optional[int] = ..., audit_head_hash: _Optional[str] = ...) -> None: ...
+
+class RouteCount(_message.Message):
+    __slots__ = ("data_class", "route", "count")
+    DATA_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    data_class: str
+    route: str
+    count: int
+    def __init__(self, data_class: _Optional[str] = ..., route: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Activation(_message.Message):
     __slots__ = ("model", "state", "bytes_done", "bytes_total", "reason", "since")

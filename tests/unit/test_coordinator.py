@@ -84,3 +84,57 @@ def test_nodes_are_listed_in_pages(setup):
     assert node_id not in seen, "the selector applies across pages"
     with pytest.raises(InvalidArgument, match="at most 1000"):
         coordinator.list_nodes(admin, {}, page_size=5000)
+
+
+def test_routing_counts_from_beats_and_spooled_reports_are_summed_per_node(setup):
+    from central.routing import RoutingReport
+    from central.store import ReportRecord
+
+    coordinator, clock, admin, node, node_id = setup
+    coordinator.heartbeat(node, node_id, b"", clock.now + 100,
+                          RoutingReport({("public", "local"): 4, ("public", "upstream:cloud"): 2}, 6, "h6"))
+    coordinator.heartbeat(node, node_id, b"", clock.now + 100, RoutingReport({("public", "local"): 1}, 7, "h7"))
+    coordinator.heartbeat(node, node_id, b"", clock.now + 100)  # an agent without a routing audit
+    spooled = {1: RoutingReport({("restricted", "refused"): 3}, 5, "h5")}
+    for _ in range(2):  # a flush retried after a lost acknowledgement
+        coordinator.report(node, node_id, [ReportRecord(1, clock.now - 60, "status", b"")], 0, spooled)
+    [totals] = coordinator.routing_totals(admin, "")
+    assert totals.counts == [("public", "local", 5), ("public", "upstream:cloud", 2), ("restricted", "refused", 3)]
+    assert (totals.audit_sequence, totals.audit_head_hash) == (7, "h7"), "the spooled report's head is older"
+    assert coordinator.routing_totals(admin, node_id) == [totals]
+
+
+def test_malformed_routing_is_left_out_and_the_beat_kept(setup):
+    from central.routing import MAX_COUNT, RoutingReport
+
+    coordinator, clock, admin, node, node_id = setup
+    coordinator.heartbeat(node, node_id, b"beat", clock.now + 100,
+                          RoutingReport({("public", "local"): MAX_COUNT + 1}, 2**64 - 1, "h"))
+    coordinator.heartbeat(node, node_id, b"beat", clock.now + 100, RoutingReport({("", "local"): 1}, 1, "h"))
+    assert coordinator.routing_totals(admin, "") == []
+    assert coordinator.store.get_node(node_id).status == b"beat"
+
+
+def test_routing_totals_are_for_admins_and_known_nodes(setup):
+    from central.errors import NotFound
+
+    coordinator, clock, admin, node, node_id = setup
+    with pytest.raises(PermissionDenied, match="not an admin certificate"):
+        coordinator.routing_totals(node, node_id)
+    with pytest.raises(NotFound, match="no node"):
+        coordinator.routing_totals(admin, "node-ghost")
+    assert coordinator.routing_totals(admin, node_id) == [], "known, but no routing reported yet"
+    entry = coordinator.store.list_audit(0, 1000)[-1]
+    assert (entry.actor, entry.action, entry.outcome) == (f"node:{node_id}", "audit.routing", "refused")
+
+
+def test_routing_reports_merge_counts_and_keep_the_higher_head():
+    from central import routing
+
+    a = routing.RoutingReport({("public", "local"): 2}, 9, "h9")
+    b = routing.RoutingReport({("public", "local"): 1, ("x", "refused"): 4}, 3, "h3")
+    assert routing.merge(a, b) == routing.RoutingReport({("public", "local"): 3, ("x", "refused"): 4}, 9, "h9")
+    assert routing.merge(b, a).audit_head_hash == "h9"
+    assert routing.problem(a) == ""
+    assert "pairs" in routing.problem(routing.RoutingReport({(str(i), "local"): 1 for i in range(2000)}))
+    assert "head" in routing.problem(routing.RoutingReport({}, 2**63, "h"))

@@ -23,11 +23,19 @@ def test_every_cli_command_is_in_the_readme(capsys):
 
 
 def test_every_config_key_is_in_the_example_and_the_readme():
-    for section, cls in config_module._SECTIONS.items():
-        assert f"[{section}]" in EXAMPLE and f"`[{section}]`" in README
+    tables = {**config_module._SECTIONS, **config_module._TABLE_LISTS}
+    nested = {**config_module._NESTED, **config_module._SUBTABLES}
+    for section, cls in tables.items():
+        header = f"[[{section}]]" if section in config_module._TABLE_LISTS else f"[{section}]"
+        assert header in EXAMPLE and f"`{header}`" in README, header
         for field in dataclasses.fields(cls):
-            assert re.search(rf"^#?\s*{field.name} = ", EXAMPLE, re.M), f"{section}.{field.name}"
+            # A key, or a table of its own ([policy.detectors], [[policy.classes]]) whose keys are checked too.
+            assert re.search(rf"^#?\s*({field.name} = |\[\[?{section}\.{field.name}\]\]?)", EXAMPLE, re.M), \
+                f"{section}.{field.name}"
             assert f"`{field.name}`" in README, f"{section}.{field.name}"
+            for sub in dataclasses.fields(nested[cls, field.name]) if (cls, field.name) in nested else ():
+                assert re.search(rf"^#?\s*{sub.name} = ", EXAMPLE, re.M), f"{section}.{field.name}.{sub.name}"
+                assert f"`{sub.name}`" in README, f"{section}.{field.name}.{sub.name}"
 
 
 def test_every_metric_is_in_the_readme():

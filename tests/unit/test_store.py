@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from central.audit import GENESIS_HASH, verify_chain
+from central.routing import RoutingReport
 from central.store import NodeRecord, ReportRecord, SqliteFleetStore, StoreError, TokenRecord
 
 
@@ -110,6 +111,38 @@ class FleetStoreContract:
         assert verify_chain(store.iter_audit()).intact
 
 
+    def test_routing_totals_add_up_and_keep_the_newest_head(self, store):
+        store.add_token(_token(uses=2))
+        store.enroll("abc123", _node("node-1"), 1.0)
+        store.enroll("abc123", _node("node-2"), 1.0)
+        assert store.routing_totals() == []
+        store.add_routing({"node-1": (10.0, RoutingReport({("public", "local"): 3, ("restricted", "refused"): 1},
+                                                          4, "h4")),
+                           "ghost": (10.0, RoutingReport({("public", "local"): 9}, 9, "h9"))})
+        store.add_routing({"node-1": (20.0, RoutingReport({("public", "local"): 2, ("public", "upstream:cloud"): 5},
+                                                          11, "h11"))})
+        # A report spooled while central was away arrives after newer beats: its counts add, its head is older.
+        store.add_routing({"node-1": (30.0, RoutingReport({("public", "local"): 1}, 7, "h7")),
+                           "node-2": (30.0, RoutingReport({}, 0, ""))})
+        one, two = store.routing_totals()
+        assert one.node_id == "node-1" and one.hostname == "box"
+        assert one.counts == [("public", "local", 6), ("public", "upstream:cloud", 5), ("restricted", "refused", 1)]
+        assert (one.audit_sequence, one.audit_head_hash, one.updated_at) == (11, "h11", 30.0)
+        assert (two.node_id, two.counts, two.audit_sequence) == ("node-2", [], 0)
+        assert [n.node_id for n in store.routing_totals("node-2")] == ["node-2"]
+        assert store.routing_totals("ghost") == [], "unknown nodes are skipped"
+
+    def test_routing_in_spooled_reports_is_counted_once(self, store):
+        store.add_token(_token())
+        store.enroll("abc123", _node(), 1.0)
+        reports = [ReportRecord(i, float(i), "status", b"s%d" % i) for i in range(1, 4)]
+        routing = {1: RoutingReport({("public", "local"): 2}, 2, "h2"),
+                   3: RoutingReport({("public", "local"): 5}, 7, "h7")}
+        assert store.add_reports("node-1", reports[:2], 0, routing=routing) == 2
+        assert store.add_reports("node-1", reports, 0, routing=routing) == 3, "a retried flush with one new report"
+        [totals] = store.routing_totals("node-1")
+        assert totals.counts == [("public", "local", 7)] and totals.audit_sequence == 7
+
 class TestSqliteFleetStore(FleetStoreContract):
     @pytest.fixture
     def store(self, tmp_path):
@@ -153,6 +186,55 @@ def test_unreadable_store_is_a_clear_error_not_a_silent_reset(tmp_path):
     with pytest.raises(StoreError, match="restore it from a backup"):
         SqliteFleetStore(path)
     assert path.read_bytes().startswith(b"this is not"), "the file is left for the operator"
+
+
+def test_a_store_from_before_routing_totals_is_migrated_in_place(tmp_path):
+    from central.store import _MIGRATIONS
+    from edgefleet.sqlitedb import apply_migrations
+
+    path = tmp_path / "central.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    apply_migrations(conn, [m for m in _MIGRATIONS if m[0] <= 4])
+    conn.execute("INSERT INTO nodes (node_id, labels, hostname, enrolled_at, token_id, certificate_serial,"
+                 " certificate_expires_at) VALUES ('node-1', '{}', 'old-box', 1.0, 't', 'ff', 2.0)")
+    conn.close()
+    store = SqliteFleetStore(path)
+    try:
+        versions = [r[0] for r in store._conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert versions == [1, 2, 3, 4, 5]
+        store.add_routing({"node-1": (5.0, RoutingReport({("public", "local"): 1}, 1, "h1"))})
+        assert store.routing_totals()[0].hostname == "old-box"
+    finally:
+        store.close()
+
+
+def test_heartbeat_buffer_adds_routing_counts_and_keeps_them_across_a_failed_flush(tmp_path):
+    from central.heartbeats import HeartbeatBuffer
+
+    store = SqliteFleetStore(tmp_path / "central.db")
+    store.add_token(_token())
+    store.enroll("abc123", _node(), 1.0)
+    buffer = HeartbeatBuffer(store)
+    buffer.record("node-1", 10.0, b"a", RoutingReport({("public", "local"): 2}, 2, "h2"))
+    buffer.record("node-1", 11.0, b"b")
+    buffer.record("node-1", 12.0, b"c", RoutingReport({("public", "local"): 1, ("x", "refused"): 1}, 4, "h4"))
+    buffer.flush()
+    [totals] = store.routing_totals()
+    assert totals.counts == [("public", "local", 3), ("x", "refused", 1)] and totals.audit_sequence == 4
+    buffer.record("node-1", 13.0, b"d", RoutingReport({("public", "local"): 5}, 9, "h9"))
+    # The beats are written, the routing write fails (as on a full disk) and rolls back whole.
+    store._conn.execute("CREATE TRIGGER fail BEFORE INSERT ON routing_heads BEGIN SELECT RAISE(ABORT, 'full'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="full"):
+        buffer.flush()
+    assert store.get_node("node-1").status == b"d"
+    assert store.routing_totals()[0].counts[0] == ("public", "local", 3)
+    buffer.record("node-1", 14.0, b"e", RoutingReport({("public", "local"): 1}, 10, "h10"))
+    store._conn.execute("DROP TRIGGER fail")
+    buffer.flush()
+    [totals] = store.routing_totals()
+    assert totals.counts == [("public", "local", 9), ("x", "refused", 1)], "nothing lost, nothing twice"
+    assert (totals.audit_sequence, totals.audit_head_hash) == (10, "h10")
+    store.close()
 
 
 def test_heartbeat_buffer_keeps_the_latest_beat_and_survives_a_failed_flush(tmp_path):

@@ -1,0 +1,1 @@
+"""Data residency: classify prompts, decide where they may go."""

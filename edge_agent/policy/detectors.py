@@ -1,0 +1,610 @@
+"""Validated detectors of personal data in a prompt, and redaction of what they find.
+
+Built-in detectors (``config.BUILTIN_DETECTORS``) check what they match, not only its shape:
+
+  email   local@domain: a local part of at most 64 characters (letters, digits, ``. _ % + ' -``, no
+          leading, trailing or doubled dot) and a dotted domain ending in a TLD of 2+ letters.
+  phone   E.164 after a ``+`` (8 to 15 digits; 11 for +1), and national forms with their own digit
+          counts: NANP ``(415) 555-2671`` / ``415-555-2671`` (area code and exchange not starting
+          with 0 or 1), UK ``020 7946 0958`` / ``07700 900123``, French ``01 23 45 67 89``,
+          German ``030 1234567``. A bare run of digits is never a phone number.
+  card    13 to 19 digits, bare or grouped by spaces or dashes, with a known issuer prefix, a length
+          that issuer uses, and a valid Luhn checksum.
+  iban    a country of the IBAN registry, that country's length, and ISO 7064 mod-97 = 1; grouped
+          by spaces or not, any case.
+  us_ssn  ``AAA-GG-SSSS`` (or spaces), never issued areas (000, 666, 900-999), group 00, serial 0000
+          and the advertising numbers excluded; nine bare digits only right after "SSN" or
+          "social security" and at most three filler words.
+
+How a prompt is scanned, so that a prompt without personal data costs a few microseconds:
+  email   only when the text holds an "@": from each one, the local part is read leftwards (a
+          regex on the reversed 65 characters before it) and the domain rightwards.
+  digits  one compiled regex finds runs of ASCII digits joined by single separators (space . - /
+          and parentheses). An IBAN is tried where a run follows two letters naming an IBAN
+          country; cards, SSNs and phone numbers are tried on runs of 8 characters or more, on
+          whole digit groups, a window starting or ending inside a run only at a space.
+  custom  each operator pattern's finditer; all keywords in one alternation, skipped outright on
+          ASCII text that holds none of their first words.
+
+Overlaps: built-in detectors take characters in the order email, IBAN, card, US SSN, phone, and a
+later one never takes characters an earlier one took, so card digits never read as a phone number.
+Custom findings then compete with the built-in ones: the longer wins, the earlier on a tie, and a
+phone number loses to anything else. Findings never overlap and come sorted by start.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import string
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from edge_agent.config import BUILTIN_DETECTORS, CustomDetector
+
+__all__ = ["Detectors", "Span", "redact"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """``text[start:end]`` is what ``detector`` (a built-in's or a custom detector's name) found."""
+    detector: str
+    start: int
+    end: int
+
+
+# --- email -------------------------------------------------------------------------------------
+# The local part's characters: letters and digits of any script, and . _ % + ' -; matched on the
+# reversed text before an "@", so the regex reads leftwards from it.
+_LOCAL_REVERSED = re.compile(r"[\w.%+'-]{1,65}")
+_LOCAL_LEAD = ".%+'-"  # punctuation a local part does not start with (quotes, list dashes, dots)
+_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])")
+_DOMAIN_MAX = 253
+
+# --- digits ------------------------------------------------------------------------------------
+# Digit groups joined by one separator: a space, a dot, a dash, a slash, or a parenthesis with an
+# optional space on its outer side ("(415) 555", "+1 (415)").
+_RUN = re.compile(r"[0-9]+(?:(?:[ .\-/]| ?\(|\) ?)[0-9]+)*")
+_GROUP = re.compile(r"[0-9]+")
+_MIN_RUN = 8  # no card, SSN or phone number is shorter (E.164's minimum is 8 digits)
+
+# IBAN registry lengths (SWIFT, ISO 13616).
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21,
+    "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28,
+    "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22,
+    "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
+    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+# Exactly the country's length in letters and digits, single spaces allowed between them, and no
+# letter or digit right after.
+_IBAN_BY_LENGTH = {length: re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){%d}(?!\w)" % (length - 4))
+                   for length in set(_IBAN_LENGTHS.values())}
+_IBAN_LETTERS = {ord(c): str(ord(c) - ord("A") + 10) for c in string.ascii_uppercase}
+_ASCII_LETTERS = frozenset(string.ascii_letters)
+
+_LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+_SSN_INVALID = frozenset({"078051120", "219099999"})
+# What may stand between "SSN" / "social security" and nine bare digits: separators and up to three
+# words of letters ("number", "is", "no."). Searched on the 60 characters before the digits.
+_SSN_CONTEXT = re.compile(r"(?<!\w)(?:ssn|ss#|social[ \t-]+security)(?:[\s:#=.,-]+[^\W\d_]{1,15}){0,3}"
+                          r"[\s:#=.,(-]*\Z", re.IGNORECASE)
+
+_PHONE_SEPS = frozenset({" ", "-", "."})
+_E164_SEPS = frozenset({" ", "-", ".", " (", "(", ")", ") "})
+_UK_SHAPES = ((3, 4, 4), (4, 3, 4), (5, 3, 3), (5, 6), (4, 6), (5, 5))
+_DIGIT_DETECTORS = frozenset({"phone", "card", "iban", "us_ssn"})
+
+
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _luhn(digits: str) -> bool:
+    total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLED[int(c)] for c in digits[-2::-2])
+    return total % 10 == 0
+
+
+def _card_number(digits: str) -> bool:
+    """An issuer's prefix, a length that issuer uses, and the Luhn checksum."""
+    n = len(digits)
+    p2, p3, p4 = int(digits[:2]), int(digits[:3]), int(digits[:4])
+    if digits[0] == "4":                                   # Visa
+        ok = n in (13, 16, 19)
+    elif 51 <= p2 <= 55 or 2221 <= p4 <= 2720:             # Mastercard
+        ok = n == 16
+    elif p2 in (34, 37):                                   # American Express
+        ok = n == 15
+    elif p4 == 6011 or p2 == 65 or 644 <= p3 <= 649:       # Discover
+        ok = 16 <= n <= 19
+    elif 3528 <= p4 <= 3589:                               # JCB
+        ok = 16 <= n <= 19
+    elif p2 in (36, 38) or 300 <= p3 <= 305:               # Diners Club
+        ok = 14 <= n <= 19
+    elif p2 == 62:                                         # UnionPay
+        ok = 16 <= n <= 19
+    else:
+        ok = False
+    return ok and _luhn(digits)
+
+
+def _ssn_number(area: str, group: str, serial: str) -> bool:
+    return (area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+            and area + group + serial not in _SSN_INVALID)
+
+
+def _iban_checksum(compact: str) -> bool:
+    return int((compact[4:] + compact[:4]).upper().translate(_IBAN_LETTERS)) % 97 == 1
+
+
+class _Taken:
+    """The characters earlier findings took: non-overlapping [start, end) spans, kept sorted."""
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self, spans: Iterable[Span] = ()):
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for span in spans:
+            self.add(span.start, span.end)
+
+    def add(self, start: int, end: int) -> None:
+        k = bisect.bisect_right(self.starts, start)
+        self.starts.insert(k, start)
+        self.ends.insert(k, end)
+
+    def overlapping(self, start: int, end: int) -> list[tuple[int, int]]:
+        k = bisect.bisect_left(self.starts, end) - 1
+        found = []
+        while k >= 0 and self.ends[k] > start:
+            found.append((self.starts[k], self.ends[k]))
+            k -= 1
+        return found
+
+    def covers(self, pos: int) -> bool:
+        k = bisect.bisect_right(self.starts, pos) - 1
+        return k >= 0 and pos < self.ends[k]
+
+
+class _Run:
+    """One run of digit groups and what surrounds it; windows are inclusive group indices i..j."""
+
+    __slots__ = ("text", "start", "end", "groups", "seps", "used", "prior", "before", "left_ok", "right_ok")
+
+    def __init__(self, text: str, start: int, end: int, taken: _Taken):
+        self.text, self.start, self.end = text, start, end
+        self.groups = [(m.start(), m.end()) for m in _GROUP.finditer(text, start, end)]
+        g = self.groups
+        self.seps = [text[g[k][1]:g[k + 1][0]] for k in range(len(g) - 1)]
+        # Groups an email or IBAN took. Each such span starts at a group's start and ends at a group's end;
+        # next to one, a window's boundary is judged as it will read once that span is redacted.
+        self.used = [False] * len(g)
+        for a, b in taken.overlapping(start, end):
+            for k, (ga, gb) in enumerate(g):
+                if ga < b and gb > a:
+                    self.used[k] = True
+        self.prior = tuple(self.used)
+        # Around the run, a character an earlier finding took reads as its placeholder's bracket would.
+        def at(pos: int) -> str:
+            if pos < 0 or pos >= len(text):
+                return ""
+            return "]" if taken.covers(pos) else text[pos]
+
+        # "(" or "+" right before the run belongs to a phone number; look past it for the boundary.
+        c = at(start - 1)
+        self.before = c if c in ("(", "+") else ""
+        if self.before:
+            c = at(start - 2)
+            self.left_ok = not (c and _word_char(c))
+        else:
+            self.left_ok = not c or not (_word_char(c) or c in ".-/")
+        # A letter or digit right after, or a dot, dash or slash leading on into one, joins the run
+        # to something else ("2671x", "2671-ext", "v1.2.3").
+        c = at(end)
+        self.right_ok = not c or not (_word_char(c) or (c in ".-/" and _word_char(at(end + 1))))
+
+    def digits(self, k: int) -> str:
+        a, b = self.groups[k]
+        return self.text[a:b]
+
+    def size(self, k: int) -> int:
+        a, b = self.groups[k]
+        return b - a
+
+    def start_ok(self, i: int) -> bool:
+        """A window may start at group i: the run's start (a "+" only for E.164), or after a space."""
+        if i == 0:
+            return self.left_ok and self.before != "+"
+        if self.prior[i - 1]:
+            return self.seps[i - 1][-1] not in ".-/"
+        return self.seps[i - 1][0] == " "
+
+    def end_ok(self, j: int) -> bool:
+        if j == len(self.groups) - 1:
+            return self.right_ok
+        if self.prior[j + 1]:
+            return True
+        sep = self.seps[j]
+        return sep[0] == " " or sep == ") "
+
+    def paren(self, i: int) -> bool:
+        """Group i is in parentheses: "(415) 555-2671", "(030) 1234567"."""
+        opened = self.before == "(" if i == 0 else self.seps[i - 1][-1] == "("
+        return opened and i + 1 < len(self.groups) and self.seps[i][0] == ")"
+
+    def free(self, i: int, j: int) -> bool:
+        return not any(self.used[i:j + 1])
+
+    def take(self, i: int, j: int) -> None:
+        for k in range(i, j + 1):
+            self.used[k] = True
+
+    # --- card ----------------------------------------------------------------------------------
+    def card_at(self, i: int) -> int:
+        """The last group of the longest card number starting at group i, or -1."""
+        size = self.size(i)
+        if size >= 13:
+            return i if size <= 19 and self.end_ok(i) and _card_number(self.digits(i)) else -1
+        last = len(self.groups) - 1
+        if size != 4 or i == last:
+            return -1
+        sep = self.seps[i]
+        if sep != " " and sep != "-":
+            return -1
+        best, total, parts, j = -1, 4, [self.digits(i)], i
+        while j < last:
+            if j > i and (self.seps[j] != sep or self.size(j) < 4):  # one separator; inner groups of 4-6
+                break
+            size = self.size(j + 1)
+            if size > 6 or self.used[j + 1] or total + size > 19:
+                break
+            j += 1
+            total += size
+            parts.append(self.digits(j))
+            if total >= 13 and self.end_ok(j) and _card_number("".join(parts)):
+                best = j
+        return best
+
+    # --- US SSN --------------------------------------------------------------------------------
+    def ssn_at(self, i: int) -> int:
+        text = self.text
+        size = self.size(i)
+        if size == 3 and i + 2 < len(self.groups):
+            sep = self.seps[i]
+            if ((sep == "-" or sep == " ") and self.seps[i + 1] == sep and self.size(i + 1) == 2
+                    and self.size(i + 2) == 4 and not self.used[i + 1] and not self.used[i + 2]
+                    and self.end_ok(i + 2)
+                    and _ssn_number(self.digits(i), self.digits(i + 1), self.digits(i + 2))):
+                return i + 2
+            return -1
+        if size == 9 and self.end_ok(i):
+            d = self.digits(i)
+            if _ssn_number(d[:3], d[3:5], d[5:]):
+                a = self.groups[i][0]
+                if _SSN_CONTEXT.search(text, max(0, a - 60), a):
+                    return i
+        return -1
+
+    # --- phone ---------------------------------------------------------------------------------
+    def e164(self) -> int:
+        """The last group of an E.164 number right after the run's "+", or -1."""
+        first = self.digits(0)
+        if first[0] == "0" or self.used[0]:
+            return -1
+        nanp = first[0] == "1"  # +1: exactly 11 digits
+        seps, last = self.seps, len(self.groups) - 1
+        best, total = -1, 0
+        for j in range(last + 1):
+            if self.used[j]:
+                break
+            if j:
+                sep = seps[j - 1]
+                if sep not in _E164_SEPS:
+                    break
+                if sep[0] == ")" and (j < 2 or seps[j - 2][-1] != "("):  # ")" closes one group
+                    break
+                if sep[-1] == "(" and (j == last or seps[j][0] != ")"):
+                    break
+                # a trunk prefix written "(0)" is not dialled from abroad
+                if sep[-1] == "(" and self.digits(j) == "0":
+                    continue
+            total += self.size(j)
+            if total > 15:
+                break
+            if total >= 8 and self.end_ok(j):
+                if not nanp:
+                    best = j
+                elif total == 11:
+                    return j
+        return best
+
+    def nanp(self, c: int, opened: bool) -> bool:
+        """Groups c..c+2 are a NANP number: (415) 555-2671, 415-555-2671, 415.555.2671."""
+        if c + 2 >= len(self.groups) or (self.size(c), self.size(c + 1), self.size(c + 2)) != (3, 3, 4):
+            return False
+        if self.digits(c)[0] in "01" or self.digits(c + 1)[0] in "01":
+            return False
+        s1, s2 = self.seps[c], self.seps[c + 1]
+        if opened:
+            return (s1 == ")" or s1 == ") ") and s2 in _PHONE_SEPS
+        return s1 == s2 and s1 in _PHONE_SEPS
+
+    def national_at(self, i: int) -> int:
+        """The last group of the longest national phone number starting at group i, or -1."""
+        groups, seps, n = self.groups, self.seps, len(self.groups)
+        opened = self.paren(i)
+        first = self.digits(i)
+        best = -1
+        # NANP, optionally after a country code 1
+        if first == "1" and not opened and i + 1 < n:
+            sep = seps[i]
+            if ((sep in _PHONE_SEPS and self.nanp(i + 1, False)) or (sep == " (" and self.nanp(i + 1, True))):
+                best = i + 3
+        elif self.nanp(i, opened):
+            best = i + 2
+        if best >= 0 and self.free(i, best) and self.end_ok(best):
+            return best
+        best = -1
+        if len(first) < 2 or first[0] != "0" or first[1] == "0":
+            return -1  # every other form starts with a trunk 0
+        # The separators after the first group: the first may close a parenthesis.
+        def seps_ok(j: int, allowed: Iterable[str]) -> bool:
+            first_sep = seps[i]
+            if opened:
+                if first_sep not in (")", ") "):
+                    return False
+            elif first_sep not in allowed:
+                return False
+            rest = seps[i + 1:j]
+            return all(s == rest[0] for s in rest) and (not rest or rest[0] in allowed) and (
+                opened or not rest or rest[0] == first_sep)
+
+        # French: 01 23 45 67 89
+        if len(first) == 2 and i + 4 < n and not opened and all(self.size(k) == 2 for k in range(i, i + 5)) \
+                and seps_ok(i + 4, _PHONE_SEPS):
+            best = i + 4
+        # UK: 020 7946 0958, 07700 900123, 0161 496 0000
+        if best < 0:
+            for shape in _UK_SHAPES:
+                j = i + len(shape) - 1
+                if j < n and all(self.size(i + k) == shape[k] for k in range(len(shape))) \
+                        and seps_ok(j, (" ",)):
+                    best = j
+                    break
+        # German: 030 1234567, 030/1234567
+        if best < 0 and 3 <= len(first) <= 5 and i + 1 < n and 3 <= self.size(i + 1) <= 8 \
+                and 9 <= len(first) + self.size(i + 1) <= 12 and seps_ok(i + 1, (" ", "/", "-")):
+            best = i + 1
+        if best >= 0 and self.free(i, best) and self.end_ok(best):
+            return best
+        return -1
+
+
+class Detectors:
+    """The built-in detectors named in ``builtin`` and the operator's custom ones, compiled once.
+
+    Thread-safe: ``find`` keeps no state between calls.
+    """
+
+    def __init__(self, builtin: Iterable[str], custom: Sequence[CustomDetector] = ()):
+        names = frozenset(builtin)
+        unknown = sorted(names - set(BUILTIN_DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown built-in detectors {unknown} (known: {', '.join(BUILTIN_DETECTORS)})")
+        self._email = "email" in names
+        self._iban = "iban" in names
+        self._card = "card" in names
+        self._ssn = "us_ssn" in names
+        self._phone = "phone" in names
+        self._digits = bool(names & _DIGIT_DETECTORS)
+        self._windows = self._card or self._ssn or self._phone
+
+        self._patterns: list[tuple[str, re.Pattern[str]]] = []
+        entries: dict[str, tuple[str, str]] = {}  # normalized keyword -> (keyword, detector name)
+        for d in custom:
+            if not d.name:
+                raise ValueError("a custom detector needs a name")
+            if not d.pattern and not d.keywords:
+                raise ValueError(f"custom detector {d.name!r}: set pattern or keywords")
+            if d.pattern:
+                try:
+                    self._patterns.append((d.name, re.compile(d.pattern)))
+                except re.error as exc:
+                    raise ValueError(f"custom detector {d.name!r}: invalid pattern: {exc}") from None
+            for keyword in d.keywords:
+                words = keyword.split()
+                if not words:
+                    raise ValueError(f"custom detector {d.name!r}: empty keyword")
+                entries.setdefault(" ".join(words).casefold(), (" ".join(words), d.name))
+        self._keywords: re.Pattern[str] | None = None
+        self._keyword_names: list[str] = []
+        self._keyword_firsts: tuple[str, ...] | None = None
+        if entries:
+            # Longest first, so "project aurora" wins over "aurora" at the same place; each keyword is
+            # its own group, and the group's index names its detector.
+            ordered = sorted(entries.values(), key=lambda e: -len(e[0]))
+            alternatives = "|".join("(" + r"\s+".join(map(re.escape, k.split())) + ")" for k, _ in ordered)
+            self._keywords = re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)", re.IGNORECASE)
+            self._keyword_names = [name for _, name in ordered]
+            # On ASCII text, lower() and IGNORECASE agree for ASCII keywords: a prescreen can skip the regex.
+            if all(k.isascii() for k, _ in ordered):
+                self._keyword_firsts = tuple({k.split()[0].lower() for k, _ in ordered})
+
+    # --- API -----------------------------------------------------------------------------------
+    def find(self, text: str) -> list[Span]:
+        """Every validated finding, sorted by start; findings never overlap."""
+        if not text:
+            return []
+        spans: list[Span] = []
+        if self._email and "@" in text:
+            self._find_emails(text, spans)
+        if self._digits:
+            self._find_digits(text, spans)
+        if self._patterns or self._keywords is not None:
+            custom = self._find_custom(text)
+            if custom:
+                return _resolve(spans, custom)
+        spans.sort(key=lambda s: s.start)
+        return spans
+
+    def fired(self, text: str) -> set[str]:
+        """The names of the detectors with a finding in ``find(text)``."""
+        return {s.detector for s in self.find(text)}
+
+    # --- built-in scans ------------------------------------------------------------------------
+    @staticmethod
+    def _find_emails(text: str, out: list[Span]) -> None:
+        n = len(text)
+        floor = 0  # where the last email ended: a local part never reaches into it
+        at = text.find("@")
+        while at != -1:
+            lo = max(floor, at - 65)
+            m = _LOCAL_REVERSED.match(text[lo:at][::-1])
+            if m and m.end() <= 64:
+                start = at - m.end()
+                local = text[start:at]
+                stripped = local.lstrip(_LOCAL_LEAD)
+                start += len(local) - len(stripped)
+                if stripped and stripped[-1] != "." and ".." not in stripped:
+                    endpos = min(n, at + 1 + _DOMAIN_MAX)
+                    d = _DOMAIN.match(text, at + 1, endpos)
+                    if d and "_" not in d.group() and not (d.end() == endpos < n):
+                        out.append(Span("email", start, d.end()))
+                        floor = d.end()
+                        at = text.find("@", floor)
+                        continue
+            at = text.find("@", at + 1)
+
+    def _find_digits(self, text: str, out: list[Span]) -> None:
+        taken = _Taken(out)  # emails
+        runs = []
+        for m in _RUN.finditer(text):
+            start, end = m.span()
+            if self._iban and start >= 2 and text[start - 2] in _ASCII_LETTERS and text[start - 1] in _ASCII_LETTERS:
+                found = self._iban_at(text, start - 2, taken)
+                if found:
+                    out.append(found)
+                    taken.add(found.start, found.end)
+            if end - start >= _MIN_RUN:
+                runs.append((start, end))
+        if not self._windows:
+            return
+        # In text order: a run's surroundings may have been taken by the run before it.
+        for start, end in runs:
+            inside = taken.overlapping(start, end)
+            if inside and inside[0][0] <= start and end <= inside[0][1]:
+                continue  # inside an email or IBAN
+            self._scan_run(_Run(text, start, end, taken), out, taken)
+
+    @staticmethod
+    def _iban_at(text: str, start: int, taken: _Taken) -> Span | None:
+        length = _IBAN_LENGTHS.get(text[start:start + 2].upper())
+        if length is None or (start and _word_char(text[start - 1])):
+            return None
+        m = _IBAN_BY_LENGTH[length].match(text, start)
+        if m is None or not _iban_checksum(m.group().replace(" ", "")):
+            return None
+        end = m.end()
+        if taken.overlapping(start, end):
+            return None
+        return Span("iban", start, end)
+
+    def _scan_run(self, run: _Run, out: list[Span], taken: _Taken) -> None:
+        groups, count, first_new = run.groups, len(run.groups), len(out)
+        if self._card:
+            i = 0
+            while i < count:
+                if not run.used[i] and run.start_ok(i):
+                    j = run.card_at(i)
+                    if j >= 0:
+                        run.take(i, j)
+                        out.append(Span("card", groups[i][0], groups[j][1]))
+                        i = j + 1
+                        continue
+                i += 1
+        if self._ssn:
+            i = 0
+            while i < count:
+                if not run.used[i] and run.start_ok(i):
+                    j = run.ssn_at(i)
+                    if j >= 0:
+                        run.take(i, j)
+                        out.append(Span("us_ssn", groups[i][0], groups[j][1]))
+                        i = j + 1
+                        continue
+                i += 1
+        if self._phone:
+            i = 0
+            if run.before == "+" and run.left_ok:
+                j = run.e164()
+                if j >= 0:
+                    run.take(0, j)
+                    out.append(Span("phone", run.start - 1, groups[j][1]))
+                    i = j + 1
+            while i < count:
+                if not run.used[i] and run.start_ok(i):
+                    j = run.national_at(i)
+                    if j >= 0:
+                        run.take(i, j)
+                        start = groups[i][0] - 1 if run.paren(i) else groups[i][0]
+                        out.append(Span("phone", start, groups[j][1]))
+                        i = j + 1
+                        continue
+                i += 1
+        for span in out[first_new:]:
+            taken.add(span.start, span.end)
+
+    # --- custom --------------------------------------------------------------------------------
+    def _find_custom(self, text: str) -> list[Span]:
+        found: list[Span] = []
+        for name, pattern in self._patterns:
+            for m in pattern.finditer(text):
+                if m.end() > m.start():
+                    found.append(Span(name, m.start(), m.end()))
+        if self._keywords is not None:
+            firsts = self._keyword_firsts
+            if firsts is None or not text.isascii() or any(w in text.lower() for w in firsts):
+                names = self._keyword_names
+                for m in self._keywords.finditer(text):
+                    found.append(Span(names[m.lastindex - 1], m.start(), m.end()))
+        return found
+
+
+def _resolve(builtin: list[Span], custom: list[Span]) -> list[Span]:
+    """Keep the longer of overlapping findings (the earlier on a tie; a phone number loses to anything)."""
+    ranked = sorted(builtin + custom, key=lambda s: (s.detector == "phone", s.start - s.end, s.start))
+    starts: list[int] = []
+    kept: list[Span] = []
+    for span in ranked:
+        k = bisect.bisect_right(starts, span.start)
+        if k and kept[k - 1].end > span.start:
+            continue
+        if k < len(kept) and kept[k].start < span.end:
+            continue
+        starts.insert(k, span.start)
+        kept.insert(k, span)
+    return kept
+
+
+def redact(text: str, spans: Sequence[Span]) -> str:
+    """Replace each span by a placeholder naming its detector: "[EMAIL]", "[CARD]", "[US_SSN]", custom
+    "[" + name.upper() + "]". Overlapping spans share the first one's placeholder."""
+    parts: list[str] = []
+    pos = 0
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+        start, end = max(span.start, 0), min(span.end, len(text))
+        if end <= start or end <= pos:
+            continue
+        if start < pos:  # overlaps the previous one: hide the rest of it under that placeholder
+            pos = end
+            continue
+        parts.append(text[pos:start])
+        parts.append(f"[{span.detector.upper()}]")
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)

@@ -1,0 +1,294 @@
+"""Data residency end to end: a real agent saturated on purpose, a real second agent as its upstream, real API
+keys, and a real central receiving the routing summary in heartbeats.
+
+The local agent decodes one sequence (model.n_parallel = 1) and queues nothing (scheduler.max_queue = 0), so a
+single long generation saturates it. Its upstreams are a dead port first (its circuit opens) and then the
+session's SmolLM2 agent, tagged jurisdiction "eu". The upstream agent's own routing audit is its request log:
+every request it answered is there with a keyed hash of the text it received, and the detectors that fired on it.
+"""
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from agent_process import start_agent, write_config
+from central_process import create_token, edgefleet_cli, start_central, wait_for
+from edge_agent.access import add_key
+from edge_agent.control.client import enroll
+from edge_agent.control.identity import FleetFiles
+from edge_agent.policy.detectors import Detectors, redact
+from edge_agent.routing_audit import RoutingAudit
+
+MODEL = "smollm2-135m-instruct"
+CLASSES = ("public", "internal", "restricted")
+PUBLIC = [f"Name one colour of the sea, number {i}." for i in range(4)]
+INTERNAL = [f"Summarise the mail from jane.doe{i}@example.com for me." for i in range(3)] + [
+    "Call me back on +44 20 7946 0958 about the offsite."]
+RESTRICTED = [f"Charge the card 4111 1111 1111 1111 for order {i}." for i in range(2)] + [
+    "My social security number is 123-45-6789, fill in the form.",
+    "Wire it to DE89 3704 0044 0532 0130 00 today."]
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory):
+    process = start_central(tmp_path_factory.mktemp("central"), "--heartbeat-interval", "0.5s")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(smol_agent):
+    return smol_agent
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory, central, upstream):
+    """The saturable local agent, enrolled to central, with two API keys."""
+    data_dir = tmp_path_factory.mktemp("box")
+    keys = data_dir / "api-keys.json"
+    full, _ = add_key(keys, "acme", "restricted", rate_per_s=1000, burst=1000, class_names=CLASSES)
+    limited, _ = add_key(keys, "globex", "internal", rate_per_s=1000, burst=1000, class_names=CLASSES)
+    slow, _ = add_key(keys, "initech", "restricted", rate_per_s=0.2, burst=2, class_names=CLASSES)
+    token = create_token(central)
+    identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir))
+    agent = start_agent(data_dir, sections={
+        "model": {"n_parallel": 1},
+        "scheduler": {"max_queue": 0},
+        "fleet": {"max_backoff_s": 1.0, "rpc_timeout_s": 3.0},
+        "policy": {},
+        "policy.classes": [{"name": "public", "jurisdictions": ["*"]},
+                           {"name": "internal", "jurisdictions": ["eu"], "redact": True},
+                           {"name": "restricted", "jurisdictions": []}],
+        "upstreams": [
+            {"name": "dead", "url": f"http://127.0.0.1:{_dead_port()}/v1", "jurisdiction": "eu",
+             "connect_timeout_s": 0.5, "retries": 0, "failure_threshold": 2, "open_s": 600.0,
+             "health_interval_s": 0.5},
+            {"name": "eu-cloud", "url": upstream.base_url + "/v1", "jurisdiction": "eu", "model": MODEL,
+             "timeout_s": 60.0},
+        ],
+    })
+    agent.keys = {"acme": full, "globex": limited, "initech": slow}
+    agent.node_id = identity.node_id
+    yield agent
+    agent.stop()
+
+
+def _headers(key: str, **extra) -> dict:
+    return {"Authorization": f"Bearer {key}", "Cache-Control": "no-store", **extra}
+
+
+def _chat(agent, key: str, text: str, max_tokens: int = 4, model: str = MODEL, **extra) -> httpx.Response:
+    return httpx.post(agent.base_url + "/v1/chat/completions", headers=_headers(key, **extra.pop("headers", {})),
+                      timeout=120, json={"model": model, "messages": [{"role": "user", "content": text}],
+                                         "max_tokens": max_tokens, "temperature": 0.7, **extra})
+
+
+def _inflight(agent) -> float:
+    return agent.metrics().get("edgefleet_inflight_requests", 0)
+
+
+class _Saturation:
+    """One long streamed generation holding the box's only sequence slot."""
+
+    def __init__(self, agent, key):
+        self.agent, self.key = agent, key
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell a very long story."}],
+                "max_tokens": 1500, "ignore_eos": True, "temperature": 0.7, "stream": True}
+        with httpx.stream("POST", self.agent.base_url + "/v1/chat/completions", json=body, timeout=300,
+                          headers=_headers(self.key)) as r:
+            for _ in r.iter_bytes():
+                if self.stop.is_set():
+                    return
+
+    def __enter__(self):
+        self.thread.start()
+        wait_for(lambda: _inflight(self.agent) == 1, what="the long generation to hold the slot")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(60)
+        wait_for(lambda: _inflight(self.agent) == 0, what="the slot to be free again")
+
+
+def _upstream_received(upstream, after_sequence: int):
+    audit = RoutingAudit(upstream.data_dir / "audit" / "routing.db")
+    try:
+        return audit, audit.entries(after_sequence=after_sequence, limit=10_000)
+    finally:
+        audit.close()
+
+
+def _upstream_head(upstream) -> int:
+    audit = RoutingAudit(upstream.data_dir / "audit" / "routing.db")
+    try:
+        return audit.head[0]
+    finally:
+        audit.close()
+
+
+def test_under_saturation_public_overflows_internal_leaves_redacted_restricted_never_leaves(box, upstream):
+    key = box.keys["acme"]
+    before = _upstream_head(upstream)
+    with _Saturation(box, key):
+        with ThreadPoolExecutor(6) as pool:
+            public = list(pool.map(lambda t: _chat(box, key, t), PUBLIC))
+            internal = list(pool.map(lambda t: _chat(box, key, t), INTERNAL))
+            restricted = list(pool.map(lambda t: _chat(box, key, t), RESTRICTED))
+        assert _inflight(box) == 1, "the box stayed saturated throughout"
+
+    for r in public:
+        assert r.status_code == 200, r.text
+        assert (r.headers["x-edgefleet-route"], r.headers["x-edgefleet-data-class"]) == ("upstream:eu-cloud", "public")
+        assert r.json()["choices"][0]["message"]["role"] == "assistant"
+    for r in internal:
+        assert r.status_code == 200, r.text
+        assert (r.headers["x-edgefleet-route"], r.headers["x-edgefleet-data-class"]) == ("upstream:eu-cloud", "internal")
+    for r in restricted:
+        assert r.status_code == 429, r.text
+        assert (r.headers["x-edgefleet-route"], r.headers["x-edgefleet-data-class"]) == ("refused", "restricted")
+        assert r.headers["retry-after"] == "1"
+        assert "'restricted' never leaves this box" in r.json()["error"]["message"]
+
+    # The upstream's own request log: exactly the public prompts and the redacted internal ones, nothing else.
+    audit, received = _upstream_received(upstream, before)
+    detectors = Detectors(["email", "phone", "card", "iban", "us_ssn"])
+    redacted = [redact(t, detectors.find(t)) for t in INTERNAL]
+    assert all("[EMAIL]" in t or "[PHONE]" in t for t in redacted)
+    assert sorted(e.prompt_hash for e in received) == sorted(audit.prompt_hash(t) for t in PUBLIC + redacted)
+    assert all(e.detectors == () and e.data_class == "public" for e in received), "nothing sensitive arrived"
+    leaked = {audit.prompt_hash(t) for t in RESTRICTED + INTERNAL} & {e.prompt_hash for e in received}
+    assert not leaked
+
+    # The box's metrics and its own audit agree.
+    m = box.metrics()
+    assert m['edgefleet_routed_requests_total{data_class="restricted",route="refused"}'] >= 4
+    assert m['edgefleet_routed_requests_total{data_class="public",route="upstream:eu-cloud"}'] >= 4
+    assert m['edgefleet_routed_requests_total{data_class="internal",route="upstream:eu-cloud"}'] >= 4
+    assert m['edgefleet_detector_hits_total{detector="card"}'] >= 2
+    # The dead upstream was tried first, failed twice, and its circuit is open: it is no longer tried.
+    assert m['edgefleet_upstream_circuit{state="open",upstream="dead"}'] == 1
+
+
+def test_with_a_free_slot_every_class_is_answered_locally(box):
+    for text, data_class in ((PUBLIC[0], "public"), (INTERNAL[0], "internal"), (RESTRICTED[0], "restricted")):
+        r = _chat(box, box.keys["acme"], text)
+        assert r.status_code == 200, r.text
+        assert (r.headers["x-edgefleet-route"], r.headers["x-edgefleet-data-class"]) == ("local", data_class)
+
+
+def test_streams_from_the_upstream_arrive_as_a_stream(box):
+    key = box.keys["acme"]
+    with _Saturation(box, key):
+        body = {"model": MODEL, "messages": [{"role": "user", "content": PUBLIC[1]}], "max_tokens": 12,
+                "temperature": 0.7, "stream": True}
+        chunks = []
+        with httpx.stream("POST", box.base_url + "/v1/chat/completions", json=body, timeout=120,
+                          headers=_headers(key)) as r:
+            assert r.status_code == 200
+            assert r.headers["x-edgefleet-route"] == "upstream:eu-cloud"
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    chunks.append(line)
+    assert chunks[-1] == "data: [DONE]" and len(chunks) >= 4
+
+
+def test_a_model_this_box_lacks_goes_upstream_only_for_classes_that_may_leave(box):
+    key = box.keys["acme"]
+    r = _chat(box, key, PUBLIC[2], model="some-cloud-model")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-edgefleet-route"] == "upstream:eu-cloud"
+    r = _chat(box, key, RESTRICTED[0], model="some-cloud-model")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "unknown_model"
+    assert "never leaves this box" in r.json()["error"]["message"]
+
+
+def test_api_keys_tenants_classes_and_rates(box):
+    url = box.base_url + "/v1/chat/completions"
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    missing = httpx.post(url, json=body, timeout=30)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
+    wrong = httpx.post(url, json=body, timeout=30, headers={"Authorization": "Bearer efk_not-a-key"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(box.base_url + "/healthz").status_code == 200  # probes need no key
+
+    # globex may send up to internal: a card number is refused, and says why.
+    r = _chat(box, box.keys["globex"], RESTRICTED[0])
+    assert r.status_code == 403 and r.json()["error"]["code"] == "data_class_not_allowed"
+    assert "'internal'" in r.json()["error"]["message"] and "card" in r.json()["error"]["message"]
+    assert _chat(box, box.keys["globex"], INTERNAL[0]).status_code == 200
+
+    # initech has a burst of 2 at 0.2 requests/s: the third in a row gets 429 with Retry-After.
+    statuses = [_chat(box, box.keys["initech"], "hi", max_tokens=1) for _ in range(3)]
+    assert [r.status_code for r in statuses[:2]] == [200, 200]
+    assert statuses[2].status_code == 429 and int(statuses[2].headers["retry-after"]) >= 1
+    assert statuses[2].json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_the_cache_is_isolated_per_tenant(box):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello to the cache."}], "max_tokens": 6,
+            "temperature": 0}
+    url = box.base_url + "/v1/chat/completions"
+
+    def ask(key):
+        return httpx.post(url, json=body, timeout=60, headers={"Authorization": f"Bearer {key}"})
+
+    first, again = ask(box.keys["acme"]), ask(box.keys["acme"])
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("miss", "hit")
+    other = ask(box.keys["globex"])
+    assert other.headers["x-cache"] == "miss", "one tenant never gets another's cached answer"
+
+
+def _box_audit(box):
+    audit = RoutingAudit(box.data_dir / "audit" / "routing.db")
+    try:
+        return audit.verify(), audit.entries(limit=10_000)
+    finally:
+        audit.close()
+
+
+def test_the_routing_audit_is_chained_and_summarised_to_central(box, central):
+    check, entries = _box_audit(box)
+    assert check.intact and check.entries_checked >= 20
+    assert sum(1 for e in entries if (e.data_class, e.route) == ("restricted", "refused")) >= 4
+    plain_digests = {hashlib.sha256(t.encode()).hexdigest() for t in RESTRICTED}
+    assert not plain_digests & {e.prompt_hash for e in entries}, "the audit keeps keyed hashes, not plain digests"
+
+    def totals_match():
+        expected: dict[tuple[str, str], int] = {}
+        for e in _box_audit(box)[1]:
+            expected[(e.data_class, e.route)] = expected.get((e.data_class, e.route), 0) + 1
+        nodes = json.loads(edgefleet_cli(central, "audit", "routing", "--node", box.node_id, "--json"))
+        counts = {(c["data_class"], c["route"]): c["requests"] for n in nodes for c in n["counts"]}
+        return counts if counts == expected else None
+
+    totals = wait_for(totals_match, timeout_s=30, what="central's routing totals to match the box's audit")
+    assert totals[("restricted", "refused")] >= 4
+
+
+def test_the_agent_refuses_to_serve_beyond_loopback_without_keys(tmp_path):
+    config = write_config(tmp_path / "agent.toml", {"server": {"listen": "0.0.0.0:0"}}, {"data_dir": str(tmp_path)})
+    done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "0.0.0.0:0 is beyond loopback" in done.stderr and "edge-agent keys add" in done.stderr
+    assert not (tmp_path / "http-address").exists(), "it never bound the port"
