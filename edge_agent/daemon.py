@@ -23,7 +23,7 @@ from edge_agent.gateway import Gateway
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models import ModelArtifact, resolve_model
 from edge_agent.policy.classify import PromptClassifier
-from edge_agent.routing_audit import RoutingAudit
+from edge_agent.routing_audit import RoutingAudit, audit_path
 from edge_agent.scheduler import Scheduler
 from edge_agent.service import InferenceService, ServingModel
 from edge_agent.upstream import UpstreamPool
@@ -73,7 +73,7 @@ def serve(config: AgentConfig) -> None:
     service = InferenceService(ServingModel(backend, scheduler, artifact.name), cache, metrics,
                                config.server.request_timeout_s, embedder=embedder)
     pool = UpstreamPool(config.upstreams) if config.upstreams else None
-    audit = RoutingAudit(data_dir / "audit" / "routing.db")
+    audit = RoutingAudit(audit_path(data_dir))
     gateway = Gateway(service, classifier, metrics, pool, audit, config.policy.upstream_unknown_models)
     app = create_app(service, gateway, authenticator, config.server.max_body_bytes, config.scheduler.retry_after_s)
     sock = _bind(config.server.listen)

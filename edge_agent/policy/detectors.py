@@ -2,34 +2,39 @@
 
 Built-in detectors (``config.BUILTIN_DETECTORS``) check what they match, not only its shape:
 
-  email   local@domain: a local part of at most 64 characters (letters, digits, ``. _ % + ' -``, no
-          leading, trailing or doubled dot) and a dotted domain ending in a TLD of 2+ letters.
-  phone   E.164 after a ``+`` (8 to 15 digits; 11 for +1), and national forms with their own digit
-          counts: NANP ``(415) 555-2671`` / ``415-555-2671`` (area code and exchange not starting
-          with 0 or 1), UK ``020 7946 0958`` / ``07700 900123``, French ``01 23 45 67 89``,
-          German ``030 1234567``. A bare run of digits is never a phone number.
+  email   local@domain: a local part of at most 64 characters (letters and digits of any script,
+          ``. _ % + ' -``; no leading, trailing or doubled dot) and a dotted domain ending in a TLD
+          of 2+ letters.
+  phone   E.164 after a ``+`` (8 to 15 digits; exactly 11 for +1; a trunk "(0)" not counted), and
+          national forms with their own digit counts: NANP ``(415) 555-2671``, ``415-555-2671``,
+          ``415.555.2671`` (area code and exchange not starting with 0 or 1, an optional leading 1),
+          UK ``020 7946 0958``, ``07700 900123``, French ``01 23 45 67 89``, German ``030 1234567``.
+          A bare run of digits is never a phone number.
   card    13 to 19 digits, bare or grouped by spaces or dashes, with a known issuer prefix, a length
           that issuer uses, and a valid Luhn checksum.
   iban    a country of the IBAN registry, that country's length, and ISO 7064 mod-97 = 1; grouped
           by spaces or not, any case.
-  us_ssn  ``AAA-GG-SSSS`` (or spaces), never issued areas (000, 666, 900-999), group 00, serial 0000
-          and the advertising numbers excluded; nine bare digits only right after "SSN" or
-          "social security" and at most three filler words.
+  us_ssn  ``AAA-GG-SSSS`` (or spaces) without the never-issued areas (000, 666, 900-999), group 00,
+          serial 0000 and the advertising numbers; nine bare digits only after "SSN" or "social
+          security" and at most three filler words ("SSN: 123456789", "social security number is ...").
 
-How a prompt is scanned, so that a prompt without personal data costs a few microseconds:
-  email   only when the text holds an "@": from each one, the local part is read leftwards (a
-          regex on the reversed 65 characters before it) and the domain rightwards.
-  digits  one compiled regex finds runs of ASCII digits joined by single separators (space . - /
-          and parentheses). An IBAN is tried where a run follows two letters naming an IBAN
-          country; cards, SSNs and phone numbers are tried on runs of 8 characters or more, on
-          whole digit groups, a window starting or ending inside a run only at a space.
+How a prompt is scanned, so that one without personal data costs microseconds:
+  email   only when the text holds an "@": from each one, the local part is read leftwards (a regex
+          on the reversed 65 characters before it) and the domain rightwards.
+  digits  the text's *shape*, one byte per character (ASCII digits "0", letters "a", separators
+          themselves, anything else "x"), is searched by regexes that start with a literal, which
+          the regex engine skips to at memchr speed: "aa00" for an IBAN's start, and chains of 8 or
+          more digits for cards, SSNs and phone numbers. A chain splits into runs of digit groups
+          joined by one separator (space . - / or a parenthesis); forms are tried on whole groups,
+          and a window starts or ends inside a run only at a space.
   custom  each operator pattern's finditer; all keywords in one alternation, skipped outright on
           ASCII text that holds none of their first words.
 
-Overlaps: built-in detectors take characters in the order email, IBAN, card, US SSN, phone, and a
-later one never takes characters an earlier one took, so card digits never read as a phone number.
-Custom findings then compete with the built-in ones: the longer wins, the earlier on a tie, and a
-phone number loses to anything else. Findings never overlap and come sorted by start.
+Overlaps: built-in detectors take characters in the order email, IBAN, card, US SSN, phone; a later
+one never takes characters an earlier one took (card digits never read as a phone number), and next
+to a taken group a boundary is judged as it will read once that finding is redacted, so redacted text
+holds no new finding. Custom findings then compete with the built-in ones: the longer wins, the
+earlier on a tie, and a phone number loses to anything else. Findings never overlap, sorted by start.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import bisect
 import re
 import string
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Iterable, Sequence
 
 from edge_agent.config import BUILTIN_DETECTORS, CustomDetector
@@ -54,19 +60,47 @@ class Span:
 
 
 # --- email -------------------------------------------------------------------------------------
-# The local part's characters: letters and digits of any script, and . _ % + ' -; matched on the
-# reversed text before an "@", so the regex reads leftwards from it.
+# Matched on the reversed text before an "@", so that the regex reads leftwards from it.
 _LOCAL_REVERSED = re.compile(r"[\w.%+'-]{1,65}")
-_LOCAL_LEAD = ".%+'-"  # punctuation a local part does not start with (quotes, list dashes, dots)
+_LOCAL_LEAD = ".%+'-"  # what a local part does not start with (quotes, list dashes, dots)
 _DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])")
 _DOMAIN_MAX = 253
 
 # --- digits ------------------------------------------------------------------------------------
+# One byte per character (encode("ascii", "replace") keeps the indices): ASCII digits "0", ASCII
+# letters "a", the run separators themselves, anything else "x".
+_SHAPE = bytes(ord("0") if chr(b) in string.digits else ord("a") if chr(b) in string.ascii_letters
+               else b if chr(b) in " .-/()" else ord("x") for b in range(256))
+# Two digits after two letters (the literal "00" first: letters are common, digit pairs are not).
+_IBAN_HINT = re.compile(rb"00(?<=aa00)")
+# 8+ digits joined by short separators, from a chain's first digit: a superset of the runs worth a
+# closer look.
+_CHAIN = re.compile(rb"0(?<!00)(?:[ .\-/()]{0,2}0){7,}")
 # Digit groups joined by one separator: a space, a dot, a dash, a slash, or a parenthesis with an
 # optional space on its outer side ("(415) 555", "+1 (415)").
-_RUN = re.compile(r"[0-9]+(?:(?:[ .\-/]| ?\(|\) ?)[0-9]+)*")
-_GROUP = re.compile(r"[0-9]+")
-_MIN_RUN = 8  # no card, SSN or phone number is shorter (E.164's minimum is 8 digits)
+_RUN = re.compile(rb"0(?:0|[ .\-/]0| ?\(0|\) ?0)*")
+_SEPARATORS = re.compile(r"([^0-9]+)")
+
+# Runs that are one whole number of a common form, by shape: validated directly, without splitting
+# the run into groups. Anything else, or a failed check, goes the general way.
+_WHOLE: dict[bytes, str] = {}
+for _sep in (b" ", b"-"):
+    for _groups in ((4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3)):
+        _WHOLE[_sep.join(b"0" * g for g in _groups)] = "card"
+    _WHOLE[_sep.join((b"000", b"00", b"0000"))] = "us_ssn"
+for _n in range(13, 20):
+    _WHOLE[b"0" * _n] = "card"
+for _sep in (b" ", b"-", b"."):
+    _WHOLE[_sep.join((b"000", b"000", b"0000"))] = "nanp"
+    for _close in (b")", b") "):
+        _WHOLE[b"000" + _close + b"000" + _sep + b"0000"] = "nanp()"
+
+# Separators where a window may start or end inside a run, both ways alike.
+_BREAKS = frozenset({" ", " (", ") "})
+_PHONE_SEPS = frozenset({" ", "-", "."})
+_E164_SEPS = frozenset({" ", "-", ".", " (", "(", ")", ") "})
+_UK_SHAPES = ((3, 4, 4), (4, 3, 4), (5, 3, 3), (5, 6), (4, 6), (5, 5))
+_DIGIT_DETECTORS = frozenset({"phone", "card", "iban", "us_ssn"})
 
 # IBAN registry lengths (SWIFT, ISO 13616).
 _IBAN_LENGTHS = {
@@ -85,9 +119,8 @@ _IBAN_LENGTHS = {
 _IBAN_BY_LENGTH = {length: re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){%d}(?!\w)" % (length - 4))
                    for length in set(_IBAN_LENGTHS.values())}
 _IBAN_LETTERS = {ord(c): str(ord(c) - ord("A") + 10) for c in string.ascii_uppercase}
-_ASCII_LETTERS = frozenset(string.ascii_letters)
 
-_LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+_LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 
 _SSN_INVALID = frozenset({"078051120", "219099999"})
 # What may stand between "SSN" / "social security" and nine bare digits: separators and up to three
@@ -95,19 +128,14 @@ _SSN_INVALID = frozenset({"078051120", "219099999"})
 _SSN_CONTEXT = re.compile(r"(?<!\w)(?:ssn|ss#|social[ \t-]+security)(?:[\s:#=.,-]+[^\W\d_]{1,15}){0,3}"
                           r"[\s:#=.,(-]*\Z", re.IGNORECASE)
 
-_PHONE_SEPS = frozenset({" ", "-", "."})
-_E164_SEPS = frozenset({" ", "-", ".", " (", "(", ")", ") "})
-_UK_SHAPES = ((3, 4, 4), (4, 3, 4), (5, 3, 3), (5, 6), (4, 6), (5, 5))
-_DIGIT_DETECTORS = frozenset({"phone", "card", "iban", "us_ssn"})
-
 
 def _word_char(c: str) -> bool:
     return c.isalnum() or c == "_"
 
 
 def _luhn(digits: str) -> bool:
-    total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLED[int(c)] for c in digits[-2::-2])
-    return total % 10 == 0
+    b = digits.encode("ascii")
+    return (sum(b[-1::-2]) + sum(b[-2::-2].translate(_LUHN_DOUBLED)) - 48 * len(b)) % 10 == 0
 
 
 def _card_number(digits: str) -> bool:
@@ -171,71 +199,78 @@ class _Taken:
         return k >= 0 and pos < self.ends[k]
 
 
+def _context(text: str, start: int, end: int, taken: _Taken) -> tuple[str, bool, bool]:
+    """What surrounds the run text[start:end]: the "(" or "+" right before it (part of a phone number)
+    or "", whether it may start there and whether it may end there. A character an earlier finding
+    took reads as its placeholder's "]" or "[" will."""
+    n = len(text)
+    c = text[start - 1] if start else ""
+    if c and taken.starts and taken.covers(start - 1):
+        c = "]"
+    before = c if c in ("(", "+") else ""
+    if before:
+        c = text[start - 2] if start >= 2 else ""
+        if c and taken.starts and taken.covers(start - 2):
+            c = "]"
+        left_ok = not (c and _word_char(c))
+    else:
+        left_ok = not c or not (_word_char(c) or c in ".-/")
+    # A letter or digit right after, or a dot, dash or slash leading on into one, joins the run to
+    # something else ("2671x", "2671-ext"). What follows a run is never a later run's digit.
+    c = text[end] if end < n else ""
+    if c and taken.starts and taken.covers(end):
+        c = "["
+    if not c:
+        right_ok = True
+    elif _word_char(c):
+        right_ok = False
+    elif c in ".-/" and end + 1 < n and not (taken.starts and taken.covers(end + 1)):
+        right_ok = not _word_char(text[end + 1])
+    else:
+        right_ok = True
+    return before, left_ok, right_ok
+
+
 class _Run:
     """One run of digit groups and what surrounds it; windows are inclusive group indices i..j."""
 
-    __slots__ = ("text", "start", "end", "groups", "seps", "used", "prior", "before", "left_ok", "right_ok")
+    __slots__ = ("digs", "sizes", "seps", "pos", "last", "used", "before", "left_ok", "right_ok")
 
     def __init__(self, text: str, start: int, end: int, taken: _Taken):
-        self.text, self.start, self.end = text, start, end
-        self.groups = [(m.start(), m.end()) for m in _GROUP.finditer(text, start, end)]
-        g = self.groups
-        self.seps = [text[g[k][1]:g[k + 1][0]] for k in range(len(g) - 1)]
-        # Groups an email or IBAN took. Each such span starts at a group's start and ends at a group's end;
-        # next to one, a window's boundary is judged as it will read once that span is redacted.
-        self.used = [False] * len(g)
-        for a, b in taken.overlapping(start, end):
-            for k, (ga, gb) in enumerate(g):
-                if ga < b and gb > a:
-                    self.used[k] = True
-        self.prior = tuple(self.used)
-        # Around the run, a character an earlier finding took reads as its placeholder's bracket would.
-        def at(pos: int) -> str:
-            if pos < 0 or pos >= len(text):
-                return ""
-            return "]" if taken.covers(pos) else text[pos]
-
-        # "(" or "+" right before the run belongs to a phone number; look past it for the boundary.
-        c = at(start - 1)
-        self.before = c if c in ("(", "+") else ""
-        if self.before:
-            c = at(start - 2)
-            self.left_ok = not (c and _word_char(c))
-        else:
-            self.left_ok = not c or not (_word_char(c) or c in ".-/")
-        # A letter or digit right after, or a dot, dash or slash leading on into one, joins the run
-        # to something else ("2671x", "2671-ext", "v1.2.3").
-        c = at(end)
-        self.right_ok = not c or not (_word_char(c) or (c in ".-/" and _word_char(at(end + 1))))
-
-    def digits(self, k: int) -> str:
-        a, b = self.groups[k]
-        return self.text[a:b]
-
-    def size(self, k: int) -> int:
-        a, b = self.groups[k]
-        return b - a
+        parts = _SEPARATORS.split(text[start:end])
+        self.digs = digs = parts[0::2]
+        self.seps = parts[1::2]
+        self.sizes = [len(d) for d in digs]
+        # group k is text[pos[2k]:pos[2k + 1]]
+        self.pos = pos = list(accumulate(map(len, parts), initial=start))
+        self.last = len(digs) - 1
+        # Groups an earlier finding took (an email or IBAN starts at a group's start and ends at a
+        # group's end), then those this run's windows take.
+        self.used = used = [False] * len(digs)
+        if taken.starts:
+            for a, b in taken.overlapping(start, end):
+                for k in range(len(digs)):
+                    if pos[2 * k] < b and pos[2 * k + 1] > a:
+                        used[k] = True
+        self.before, self.left_ok, self.right_ok = _context(text, start, end, taken)
 
     def start_ok(self, i: int) -> bool:
-        """A window may start at group i: the run's start (a "+" only for E.164), or after a space."""
+        """A window may start at group i: the run's start (after a "+" only for E.164), or a break."""
         if i == 0:
             return self.left_ok and self.before != "+"
-        if self.prior[i - 1]:
+        if self.used[i - 1]:  # as it will read after "[PLACEHOLDER]"
             return self.seps[i - 1][-1] not in ".-/"
-        return self.seps[i - 1][0] == " "
+        return self.seps[i - 1] in _BREAKS
 
     def end_ok(self, j: int) -> bool:
-        if j == len(self.groups) - 1:
+        if j == self.last:
             return self.right_ok
-        if self.prior[j + 1]:
-            return True
-        sep = self.seps[j]
-        return sep[0] == " " or sep == ") "
+        return self.used[j + 1] or self.seps[j] in _BREAKS
 
     def paren(self, i: int) -> bool:
         """Group i is in parentheses: "(415) 555-2671", "(030) 1234567"."""
         opened = self.before == "(" if i == 0 else self.seps[i - 1][-1] == "("
-        return opened and i + 1 < len(self.groups) and self.seps[i][0] == ")"
+        return opened and i < self.last and self.seps[i][0] == ")"
 
     def free(self, i: int, j: int) -> bool:
         return not any(self.used[i:j + 1])
@@ -247,45 +282,46 @@ class _Run:
     # --- card ----------------------------------------------------------------------------------
     def card_at(self, i: int) -> int:
         """The last group of the longest card number starting at group i, or -1."""
-        size = self.size(i)
+        sizes, digs, seps, used = self.sizes, self.digs, self.seps, self.used
+        size = sizes[i]
         if size >= 13:
-            return i if size <= 19 and self.end_ok(i) and _card_number(self.digits(i)) else -1
-        last = len(self.groups) - 1
+            return i if size <= 19 and self.end_ok(i) and _card_number(digs[i]) else -1
+        last = self.last
         if size != 4 or i == last:
             return -1
-        sep = self.seps[i]
+        sep = seps[i]
         if sep != " " and sep != "-":
             return -1
-        best, total, parts, j = -1, 4, [self.digits(i)], i
+        best, total, j = -1, 4, i
         while j < last:
-            if j > i and (self.seps[j] != sep or self.size(j) < 4):  # one separator; inner groups of 4-6
+            if j > i and (seps[j] != sep or sizes[j] < 4):  # one separator; inner groups of 4-6
                 break
-            size = self.size(j + 1)
-            if size > 6 or self.used[j + 1] or total + size > 19:
+            size = sizes[j + 1]
+            if size > 6 or used[j + 1] or total + size > 19:
                 break
             j += 1
             total += size
-            parts.append(self.digits(j))
-            if total >= 13 and self.end_ok(j) and _card_number("".join(parts)):
+            if total >= 13 and self.end_ok(j) and _card_number("".join(digs[i:j + 1])):
                 best = j
         return best
 
     # --- US SSN --------------------------------------------------------------------------------
-    def ssn_at(self, i: int) -> int:
-        text = self.text
-        size = self.size(i)
-        if size == 3 and i + 2 < len(self.groups):
+    def ssn_at(self, i: int, text: str) -> int:
+        sizes, digs = self.sizes, self.digs
+        size = sizes[i]
+        if size == 3:
+            if i + 2 > self.last:
+                return -1
             sep = self.seps[i]
-            if ((sep == "-" or sep == " ") and self.seps[i + 1] == sep and self.size(i + 1) == 2
-                    and self.size(i + 2) == 4 and not self.used[i + 1] and not self.used[i + 2]
-                    and self.end_ok(i + 2)
-                    and _ssn_number(self.digits(i), self.digits(i + 1), self.digits(i + 2))):
+            if ((sep == "-" or sep == " ") and self.seps[i + 1] == sep and sizes[i + 1] == 2
+                    and sizes[i + 2] == 4 and not self.used[i + 1] and not self.used[i + 2]
+                    and self.end_ok(i + 2) and _ssn_number(digs[i], digs[i + 1], digs[i + 2])):
                 return i + 2
             return -1
         if size == 9 and self.end_ok(i):
-            d = self.digits(i)
+            d = digs[i]
             if _ssn_number(d[:3], d[3:5], d[5:]):
-                a = self.groups[i][0]
+                a = self.pos[2 * i]
                 if _SSN_CONTEXT.search(text, max(0, a - 60), a):
                     return i
         return -1
@@ -293,14 +329,13 @@ class _Run:
     # --- phone ---------------------------------------------------------------------------------
     def e164(self) -> int:
         """The last group of an E.164 number right after the run's "+", or -1."""
-        first = self.digits(0)
-        if first[0] == "0" or self.used[0]:
+        digs, seps, last, used = self.digs, self.seps, self.last, self.used
+        if digs[0][0] == "0" or used[0]:
             return -1
-        nanp = first[0] == "1"  # +1: exactly 11 digits
-        seps, last = self.seps, len(self.groups) - 1
+        nanp = digs[0][0] == "1"  # +1: exactly 11 digits
         best, total = -1, 0
         for j in range(last + 1):
-            if self.used[j]:
+            if used[j]:
                 break
             if j:
                 sep = seps[j - 1]
@@ -308,12 +343,12 @@ class _Run:
                     break
                 if sep[0] == ")" and (j < 2 or seps[j - 2][-1] != "("):  # ")" closes one group
                     break
-                if sep[-1] == "(" and (j == last or seps[j][0] != ")"):
-                    break
-                # a trunk prefix written "(0)" is not dialled from abroad
-                if sep[-1] == "(" and self.digits(j) == "0":
-                    continue
-            total += self.size(j)
+                if sep[-1] == "(":
+                    if j == last or seps[j][0] != ")":
+                        break
+                    if digs[j] == "0":  # a trunk prefix written "(0)" is not dialled from abroad
+                        continue
+            total += self.sizes[j]
             if total > 15:
                 break
             if total >= 8 and self.end_ok(j):
@@ -325,9 +360,10 @@ class _Run:
 
     def nanp(self, c: int, opened: bool) -> bool:
         """Groups c..c+2 are a NANP number: (415) 555-2671, 415-555-2671, 415.555.2671."""
-        if c + 2 >= len(self.groups) or (self.size(c), self.size(c + 1), self.size(c + 2)) != (3, 3, 4):
+        sizes = self.sizes
+        if c + 2 > self.last or sizes[c] != 3 or sizes[c + 1] != 3 or sizes[c + 2] != 4:
             return False
-        if self.digits(c)[0] in "01" or self.digits(c + 1)[0] in "01":
+        if self.digs[c][0] in "01" or self.digs[c + 1][0] in "01":
             return False
         s1, s2 = self.seps[c], self.seps[c + 1]
         if opened:
@@ -336,50 +372,51 @@ class _Run:
 
     def national_at(self, i: int) -> int:
         """The last group of the longest national phone number starting at group i, or -1."""
-        groups, seps, n = self.groups, self.seps, len(self.groups)
+        sizes, seps, last = self.sizes, self.seps, self.last
         opened = self.paren(i)
-        first = self.digits(i)
+        first = self.digs[i]
         best = -1
         # NANP, optionally after a country code 1
-        if first == "1" and not opened and i + 1 < n:
-            sep = seps[i]
-            if ((sep in _PHONE_SEPS and self.nanp(i + 1, False)) or (sep == " (" and self.nanp(i + 1, True))):
-                best = i + 3
+        if first == "1":
+            if not opened and i < last:
+                sep = seps[i]
+                if (sep in _PHONE_SEPS and self.nanp(i + 1, False)) or (sep == " (" and self.nanp(i + 1, True)):
+                    best = i + 3
         elif self.nanp(i, opened):
             best = i + 2
-        if best >= 0 and self.free(i, best) and self.end_ok(best):
-            return best
-        best = -1
-        if len(first) < 2 or first[0] != "0" or first[1] == "0":
+        if best >= 0:
+            return best if self.free(i, best) and self.end_ok(best) else -1
+        if len(first) < 2 or first[0] != "0" or first[1] == "0" or i == last:
             return -1  # every other form starts with a trunk 0
-        # The separators after the first group: the first may close a parenthesis.
+
         def seps_ok(j: int, allowed: Iterable[str]) -> bool:
+            """One separator from `allowed` throughout; after "(0xx" the first closes it."""
             first_sep = seps[i]
             if opened:
-                if first_sep not in (")", ") "):
+                if first_sep != ")" and first_sep != ") ":
                     return False
             elif first_sep not in allowed:
                 return False
             rest = seps[i + 1:j]
-            return all(s == rest[0] for s in rest) and (not rest or rest[0] in allowed) and (
-                opened or not rest or rest[0] == first_sep)
+            if not rest:
+                return True
+            return rest[0] in allowed and rest.count(rest[0]) == len(rest) and (opened or rest[0] == first_sep)
 
         # French: 01 23 45 67 89
-        if len(first) == 2 and i + 4 < n and not opened and all(self.size(k) == 2 for k in range(i, i + 5)) \
-                and seps_ok(i + 4, _PHONE_SEPS):
-            best = i + 4
-        # UK: 020 7946 0958, 07700 900123, 0161 496 0000
-        if best < 0:
+        if len(first) == 2:
+            if not opened and i + 4 <= last and sizes[i + 1:i + 5] == [2, 2, 2, 2] and seps_ok(i + 4, _PHONE_SEPS):
+                best = i + 4
+        else:
+            # UK: 020 7946 0958, 07700 900123, 0161 496 0000
             for shape in _UK_SHAPES:
                 j = i + len(shape) - 1
-                if j < n and all(self.size(i + k) == shape[k] for k in range(len(shape))) \
-                        and seps_ok(j, (" ",)):
+                if j <= last and tuple(sizes[i:j + 1]) == shape and seps_ok(j, (" ",)):
                     best = j
                     break
-        # German: 030 1234567, 030/1234567
-        if best < 0 and 3 <= len(first) <= 5 and i + 1 < n and 3 <= self.size(i + 1) <= 8 \
-                and 9 <= len(first) + self.size(i + 1) <= 12 and seps_ok(i + 1, (" ", "/", "-")):
-            best = i + 1
+            # German: 030 1234567, 030/1234567
+            if best < 0 and len(first) <= 5 and 3 <= sizes[i + 1] <= 8 and 9 <= len(first) + sizes[i + 1] <= 12 \
+                    and seps_ok(i + 1, (" ", "/", "-")):
+                best = i + 1
         if best >= 0 and self.free(i, best) and self.end_ok(best):
             return best
         return -1
@@ -449,7 +486,8 @@ class Detectors:
             custom = self._find_custom(text)
             if custom:
                 return _resolve(spans, custom)
-        spans.sort(key=lambda s: s.start)
+        if len(spans) > 1:
+            spans.sort(key=lambda s: s.start)
         return spans
 
     def fired(self, text: str) -> set[str]:
@@ -463,8 +501,8 @@ class Detectors:
         floor = 0  # where the last email ended: a local part never reaches into it
         at = text.find("@")
         while at != -1:
-            lo = max(floor, at - 65)
-            m = _LOCAL_REVERSED.match(text[lo:at][::-1])
+            c = text[at - 1] if at > floor else ""
+            m = (c.isalnum() or c == "_") and _LOCAL_REVERSED.match(text[max(floor, at - 65):at][::-1])
             if m and m.end() <= 64:
                 start = at - m.end()
                 local = text[start:at]
@@ -473,7 +511,7 @@ class Detectors:
                 if stripped and stripped[-1] != "." and ".." not in stripped:
                     endpos = min(n, at + 1 + _DOMAIN_MAX)
                     d = _DOMAIN.match(text, at + 1, endpos)
-                    if d and "_" not in d.group() and not (d.end() == endpos < n):
+                    if d and not (d.end() == endpos < n) and "_" not in d.group():
                         out.append(Span("email", start, d.end()))
                         floor = d.end()
                         at = text.find("@", floor)
@@ -481,60 +519,88 @@ class Detectors:
             at = text.find("@", at + 1)
 
     def _find_digits(self, text: str, out: list[Span]) -> None:
+        shape = text.encode("ascii", "replace").translate(_SHAPE)
+        if b"00" not in shape:
+            return  # no IBAN, and no run of 8 digits
         taken = _Taken(out)  # emails
-        runs = []
-        for m in _RUN.finditer(text):
-            start, end = m.span()
-            if self._iban and start >= 2 and text[start - 2] in _ASCII_LETTERS and text[start - 1] in _ASCII_LETTERS:
-                found = self._iban_at(text, start - 2, taken)
+        if self._iban:
+            for m in _IBAN_HINT.finditer(shape):
+                found = _iban_at(text, m.start() - 2, taken)
                 if found:
                     out.append(found)
                     taken.add(found.start, found.end)
-            if end - start >= _MIN_RUN:
-                runs.append((start, end))
-        if not self._windows:
+        if not self._windows or shape.count(b"0") < 8:
             return
         # In text order: a run's surroundings may have been taken by the run before it.
-        for start, end in runs:
-            inside = taken.overlapping(start, end)
-            if inside and inside[0][0] <= start and end <= inside[0][1]:
-                continue  # inside an email or IBAN
-            self._scan_run(_Run(text, start, end, taken), out, taken)
+        for chain in _CHAIN.finditer(shape):
+            for m in _RUN.finditer(shape, chain.start(), chain.end()):
+                start, end = m.span()
+                digits = shape.count(b"0", start, end)
+                # no form has fewer than 9 digits, but E.164 after a "+" has 8 or more
+                if digits < 8 or (digits == 8 and (not start or text[start - 1] != "+")):
+                    continue
+                if taken.starts:
+                    inside = taken.overlapping(start, end)
+                    if inside:
+                        if len(inside) == 1 and inside[0][0] <= start and end <= inside[0][1]:
+                            continue  # inside an email or IBAN
+                    elif self._whole(text, start, end, shape, taken, out):
+                        continue
+                elif self._whole(text, start, end, shape, taken, out):
+                    continue
+                self._scan_run(text, _Run(text, start, end, taken), out, taken)
 
-    @staticmethod
-    def _iban_at(text: str, start: int, taken: _Taken) -> Span | None:
-        length = _IBAN_LENGTHS.get(text[start:start + 2].upper())
-        if length is None or (start and _word_char(text[start - 1])):
-            return None
-        m = _IBAN_BY_LENGTH[length].match(text, start)
-        if m is None or not _iban_checksum(m.group().replace(" ", "")):
-            return None
-        end = m.end()
-        if taken.overlapping(start, end):
-            return None
-        return Span("iban", start, end)
+    def _whole(self, text: str, start: int, end: int, shape: bytes, taken: _Taken, out: list[Span]) -> bool:
+        """Find a run that is one number of a common form (_WHOLE), as _scan_run would; False: not so."""
+        kind = _WHOLE.get(shape[start:end])
+        if kind is None:
+            return False
+        before, left_ok, right_ok = _context(text, start, end, taken)
+        if not (left_ok and right_ok) or before == "+":
+            return False
+        chunk = text[start:end]
+        if kind == "card":
+            if not (self._card and _card_number(chunk.replace(" ", "").replace("-", ""))):
+                return False
+            span = Span("card", start, end)
+        elif kind == "us_ssn":
+            if not (self._ssn and _ssn_number(chunk[:3], chunk[4:6], chunk[7:])):
+                return False
+            span = Span("us_ssn", start, end)
+        else:  # nanp, nanp(): area code and exchange
+            if not (self._phone and chunk[0] not in "01" and chunk[-8] not in "01"):
+                return False
+            if kind == "nanp()":
+                if before != "(":
+                    return False
+                start -= 1
+            span = Span("phone", start, end)
+        out.append(span)
+        taken.add(span.start, span.end)
+        return True
 
-    def _scan_run(self, run: _Run, out: list[Span], taken: _Taken) -> None:
-        groups, count, first_new = run.groups, len(run.groups), len(out)
+    def _scan_run(self, text: str, run: _Run, out: list[Span], taken: _Taken) -> None:
+        pos, count, first_new = run.pos, run.last + 1, len(out)
+        used = run.used
         if self._card:
             i = 0
             while i < count:
-                if not run.used[i] and run.start_ok(i):
+                if not used[i] and run.start_ok(i):
                     j = run.card_at(i)
                     if j >= 0:
                         run.take(i, j)
-                        out.append(Span("card", groups[i][0], groups[j][1]))
+                        out.append(Span("card", pos[2 * i], pos[2 * j + 1]))
                         i = j + 1
                         continue
                 i += 1
         if self._ssn:
             i = 0
             while i < count:
-                if not run.used[i] and run.start_ok(i):
-                    j = run.ssn_at(i)
+                if not used[i] and run.start_ok(i):
+                    j = run.ssn_at(i, text)
                     if j >= 0:
                         run.take(i, j)
-                        out.append(Span("us_ssn", groups[i][0], groups[j][1]))
+                        out.append(Span("us_ssn", pos[2 * i], pos[2 * j + 1]))
                         i = j + 1
                         continue
                 i += 1
@@ -544,15 +610,15 @@ class Detectors:
                 j = run.e164()
                 if j >= 0:
                     run.take(0, j)
-                    out.append(Span("phone", run.start - 1, groups[j][1]))
+                    out.append(Span("phone", pos[0] - 1, pos[2 * j + 1]))
                     i = j + 1
             while i < count:
-                if not run.used[i] and run.start_ok(i):
+                if not used[i] and run.start_ok(i):
                     j = run.national_at(i)
                     if j >= 0:
                         run.take(i, j)
-                        start = groups[i][0] - 1 if run.paren(i) else groups[i][0]
-                        out.append(Span("phone", start, groups[j][1]))
+                        start = pos[2 * i] - 1 if run.paren(i) else pos[2 * i]
+                        out.append(Span("phone", start, pos[2 * j + 1]))
                         i = j + 1
                         continue
                 i += 1
@@ -568,11 +634,26 @@ class Detectors:
                     found.append(Span(name, m.start(), m.end()))
         if self._keywords is not None:
             firsts = self._keyword_firsts
-            if firsts is None or not text.isascii() or any(w in text.lower() for w in firsts):
+            lowered = text.lower() if firsts is not None and text.isascii() else ""
+            if not lowered or any(w in lowered for w in firsts):
                 names = self._keyword_names
                 for m in self._keywords.finditer(text):
                     found.append(Span(names[m.lastindex - 1], m.start(), m.end()))
         return found
+
+
+def _iban_at(text: str, start: int, taken: _Taken) -> Span | None:
+    """An IBAN whose country code starts at `start`, or None."""
+    length = _IBAN_LENGTHS.get(text[start:start + 2].upper())
+    if length is None or (start and _word_char(text[start - 1])):
+        return None
+    m = _IBAN_BY_LENGTH[length].match(text, start)
+    if m is None or not _iban_checksum(m.group().replace(" ", "")):
+        return None
+    end = m.end()
+    if taken.starts and taken.overlapping(start, end):
+        return None
+    return Span("iban", start, end)
 
 
 def _resolve(builtin: list[Span], custom: list[Span]) -> list[Span]:
@@ -592,13 +673,14 @@ def _resolve(builtin: list[Span], custom: list[Span]) -> list[Span]:
 
 
 def redact(text: str, spans: Sequence[Span]) -> str:
-    """Replace each span by a placeholder naming its detector: "[EMAIL]", "[CARD]", "[US_SSN]", custom
-    "[" + name.upper() + "]". Overlapping spans share the first one's placeholder."""
+    """Replace each span by a placeholder naming its detector: "[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]",
+    "[US_SSN]", a custom detector's "[" + name.upper() + "]". Overlapping spans share the first one's
+    placeholder."""
     parts: list[str] = []
     pos = 0
     for span in sorted(spans, key=lambda s: (s.start, -s.end)):
         start, end = max(span.start, 0), min(span.end, len(text))
-        if end <= start or end <= pos:
+        if end <= pos or end <= start:
             continue
         if start < pos:  # overlaps the previous one: hide the rest of it under that placeholder
             pos = end
