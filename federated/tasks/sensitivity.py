@@ -28,21 +28,49 @@ PROBE_TEXTS = ["my card number is 4111 1111 1111 1111", "what is the capital of 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def _bucket(feature: str) -> int:
-    return zlib.crc32(feature.encode("utf-8")) & (DIMENSIONS - 1)
+def _crc32_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint32)
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[n] = c
+    return table
+
+
+_CRC_TABLE = _crc32_table()
+# zlib.crc32(data, start) continues a CRC, so each kind's prefix ("w:", "b:", "c:") is hashed once.
+_WORD_CRC, _BIGRAM_CRC = zlib.crc32(b"w:"), zlib.crc32(b"b:")
+# The CRC register after "c:" (zlib returns it inverted), for the vectorized trigram hash below.
+_TRIGRAM_REGISTER = np.uint32(~zlib.crc32(b"c:") & 0xFFFFFFFF)
+_MASK = DIMENSIONS - 1
 
 
 def featurize(text: str) -> np.ndarray:
-    """L2-normalised hashed counts of words, word pairs and character trigrams."""
-    vector = np.zeros(DIMENSIONS, dtype=np.float32)
+    """L2-normalised hashed counts of words ``w:WORD``, word pairs ``b:A B`` and character trigrams ``c:XYZ``
+    of the lowercased text, each bucket ``crc32(utf-8 feature) mod DIMENSIONS``.
+
+    The router runs this on every prompt, so it is fast: the trigrams of ASCII text, most of the work, are
+    hashed together with numpy (CRC-32 of three bytes after a fixed register, byte by byte over all positions
+    at once); the result is bucket-for-bucket that of hashing each feature string with zlib.
+    """
     lowered = text.lower()
-    words = _WORD.findall(lowered)
-    features = [f"w:{w}" for w in words]
-    features += [f"b:{a} {b}" for a, b in zip(words, words[1:])]
+    words = [w.encode("utf-8") for w in _WORD.findall(lowered)]
+    buckets = [zlib.crc32(w, _WORD_CRC) & _MASK for w in words]
+    buckets += [zlib.crc32(b, zlib.crc32(b" ", zlib.crc32(a, _BIGRAM_CRC))) & _MASK for a, b in zip(words, words[1:])]
     padded = f" {lowered} "
-    features += [f"c:{padded[i:i + 3]}" for i in range(len(padded) - 2)]
-    for feature in features:
-        vector[_bucket(feature)] += 1.0
+    if padded.isascii():
+        data = np.frombuffer(padded.encode("ascii"), dtype=np.uint8)
+        n = len(data) - 2
+        register = np.full(n, _TRIGRAM_REGISTER, dtype=np.uint32)
+        for k in range(3):
+            register = (register >> np.uint32(8)) ^ _CRC_TABLE[(register ^ data[k:k + n]) & np.uint32(0xFF)]
+        trigrams = ((register ^ np.uint32(0xFFFFFFFF)) & np.uint32(_MASK)).astype(np.int64)
+    else:  # a character is not a byte here: hash each trigram's UTF-8
+        trigrams = np.array([zlib.crc32(f"c:{padded[i:i + 3]}".encode("utf-8")) & _MASK
+                             for i in range(len(padded) - 2)], dtype=np.int64)
+    vector = np.bincount(np.concatenate([np.array(buckets, dtype=np.int64), trigrams]),
+                         minlength=DIMENSIONS).astype(np.float32)
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm else vector
 

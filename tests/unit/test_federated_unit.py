@@ -22,6 +22,8 @@ import onnx
 import onnxruntime
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -888,3 +890,34 @@ def test_fast_supernode_refuses_a_non_positive_interval(flag, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--superlink", "h:1", "--root-certificates", "ca", "--auth-supernode-private-key", "k", flag, "0"])
     assert f"{flag} must be positive" in capsys.readouterr().err
+
+
+def _featurize_by_definition(text: str) -> np.ndarray:
+    """The sensitivity features as defined: every feature string hashed with zlib.crc32, one at a time."""
+    import re
+    import zlib
+
+    vector = np.zeros(DIMENSIONS, dtype=np.float32)
+    lowered = text.lower()
+    words = re.findall(r"\w+", lowered)
+    padded = f" {lowered} "
+    features = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
+    features += [f"c:{padded[i:i + 3]}" for i in range(len(padded) - 2)]
+    for feature in features:
+        vector[zlib.crc32(feature.encode("utf-8")) & (DIMENSIONS - 1)] += 1.0
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300) | st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_the_fast_featurizer_hashes_exactly_as_the_definition(text):
+    fast = sensitivity.featurize(text)
+    assert fast.dtype == np.float32
+    assert np.array_equal(fast, _featurize_by_definition(text))
+
+
+@pytest.mark.parametrize("text", ["", "A", "my card 4111 1111 1111 1111", "naïve café, straße, 日本語",
+                                  "x" * 4000, "tab\there\nnewline  double  space"])
+def test_the_fast_featurizer_on_edge_cases(text):
+    assert np.array_equal(sensitivity.featurize(text), _featurize_by_definition(text))
