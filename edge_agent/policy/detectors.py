@@ -3,8 +3,8 @@
 Built-in detectors (``config.BUILTIN_DETECTORS``) check what they match, not only its shape:
 
   email   local@domain: a local part of at most 64 characters (letters and digits of any script,
-          ``. _ % + ' -``; no leading, trailing or doubled dot) and a dotted domain ending in a TLD
-          of 2+ letters.
+          ``. _ % + ' -``; no leading, trailing or doubled dot; the longest such part before the "@")
+          and a dotted domain ending in a TLD of 2+ letters.
   phone   E.164 after a ``+`` (8 to 15 digits; exactly 11 for +1; a trunk "(0)" not counted), and
           national forms with their own digit counts: NANP ``(415) 555-2671``, ``415-555-2671``,
           ``415.555.2671`` (area code and exchange not starting with 0 or 1, an optional leading 1),
@@ -20,13 +20,14 @@ Built-in detectors (``config.BUILTIN_DETECTORS``) check what they match, not onl
 
 How a prompt is scanned, so that one without personal data costs microseconds:
   email   only when the text holds an "@": from each one, the local part is read leftwards (a regex
-          on the reversed 65 characters before it) and the domain rightwards.
+          on the reversed 64 characters before it) and the domain rightwards.
   digits  the text's *shape*, one byte per character (ASCII digits "0", letters "a", separators
           themselves, anything else "x"), is searched by regexes that start with a literal, which
           the regex engine skips to at memchr speed: "aa00" for an IBAN's start, and chains of 8 or
           more digits for cards, SSNs and phone numbers. A chain splits into runs of digit groups
           joined by one separator (space . - / or a parenthesis); forms are tried on whole groups,
-          and a window starts or ends inside a run only at a space.
+          and a window starts or ends inside a run only at a space. Runs that are exactly one
+          common form (4111 1111 1111 1111, 123-45-6789, 415-555-2671) are checked directly.
   custom  each operator pattern's finditer; all keywords in one alternation, skipped outright on
           ASCII text that holds none of their first words.
 
@@ -61,7 +62,7 @@ class Span:
 
 # --- email -------------------------------------------------------------------------------------
 # Matched on the reversed text before an "@", so that the regex reads leftwards from it.
-_LOCAL_REVERSED = re.compile(r"[\w.%+'-]{1,65}")
+_LOCAL_REVERSED = re.compile(r"[\w.%+'-]{1,64}")
 _LOCAL_LEAD = ".%+'-"  # what a local part does not start with (quotes, list dashes, dots)
 _DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])")
 _DOMAIN_MAX = 253
@@ -81,19 +82,25 @@ _CHAIN = re.compile(rb"0(?<!00)(?:[ .\-/()]{0,2}0){7,}")
 _RUN = re.compile(rb"0(?:0|[ .\-/]0| ?\(0|\) ?0)*")
 _SEPARATORS = re.compile(r"([^0-9]+)")
 
-# Runs that are one whole number of a common form, by shape: validated directly, without splitting
-# the run into groups. Anything else, or a failed check, goes the general way.
-_WHOLE: dict[bytes, str] = {}
-for _sep in (b" ", b"-"):
-    for _groups in ((4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3)):
-        _WHOLE[_sep.join(b"0" * g for g in _groups)] = "card"
-    _WHOLE[_sep.join((b"000", b"00", b"0000"))] = "us_ssn"
-for _n in range(13, 20):
-    _WHOLE[b"0" * _n] = "card"
-for _sep in (b" ", b"-", b"."):
-    _WHOLE[_sep.join((b"000", b"000", b"0000"))] = "nanp"
-    for _close in (b")", b") "):
-        _WHOLE[b"000" + _close + b"000" + _sep + b"0000"] = "nanp()"
+
+def _whole_forms() -> dict[bytes, str]:
+    """Runs that are one whole number of a common form, by shape: validated directly, without
+    splitting the run into groups. Anything else, or a failed check, goes the general way."""
+    forms: dict[bytes, str] = {}
+    for sep in (b" ", b"-"):
+        for groups in ((4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3)):
+            forms[sep.join(b"0" * g for g in groups)] = "card"
+        forms[sep.join((b"000", b"00", b"0000"))] = "us_ssn"
+    for n in range(13, 20):
+        forms[b"0" * n] = "card"
+    for sep in (b" ", b"-", b"."):
+        forms[sep.join((b"000", b"000", b"0000"))] = "nanp"
+        for close in (b")", b") "):
+            forms[b"000" + close + b"000" + sep + b"0000"] = "nanp()"
+    return forms
+
+
+_WHOLE = _whole_forms()
 
 # Separators where a window may start or end inside a run, both ways alike.
 _BREAKS = frozenset({" ", " (", ") "})
@@ -167,7 +174,10 @@ def _ssn_number(area: str, group: str, serial: str) -> bool:
 
 
 def _iban_checksum(compact: str) -> bool:
-    return int((compact[4:] + compact[:4]).upper().translate(_IBAN_LETTERS)) % 97 == 1
+    rearranged = compact[4:] + compact[:4].upper()
+    if not rearranged.isdigit():  # letters as numbers, A = 10 ... Z = 35
+        rearranged = rearranged.upper().translate(_IBAN_LETTERS)
+    return int(rearranged) % 97 == 1
 
 
 class _Taken:
@@ -502,13 +512,16 @@ class Detectors:
         at = text.find("@")
         while at != -1:
             c = text[at - 1] if at > floor else ""
-            m = (c.isalnum() or c == "_") and _LOCAL_REVERSED.match(text[max(floor, at - 65):at][::-1])
-            if m and m.end() <= 64:
-                start = at - m.end()
-                local = text[start:at]
-                stripped = local.lstrip(_LOCAL_LEAD)
-                start += len(local) - len(stripped)
-                if stripped and stripped[-1] != "." and ".." not in stripped:
+            m = (c.isalnum() or c == "_") and _LOCAL_REVERSED.match(text[max(floor, at - 64):at][::-1])
+            if m:
+                # The longest valid local part ending at the "@": within 64 characters, after the last "..",
+                # not starting with punctuation. Taking the longest (not rejecting a longer run) keeps the
+                # choice the same when something to its left is redacted.
+                local = m.group()[::-1]
+                cut = local.rfind("..")
+                stripped = local[cut + 2:].lstrip(_LOCAL_LEAD) if cut >= 0 else local.lstrip(_LOCAL_LEAD)
+                start = at - len(stripped)
+                if stripped and stripped[-1] != ".":
                     endpos = min(n, at + 1 + _DOMAIN_MAX)
                     d = _DOMAIN.match(text, at + 1, endpos)
                     if d and not (d.end() == endpos < n) and "_" not in d.group():
@@ -544,19 +557,24 @@ class Detectors:
                     if inside:
                         if len(inside) == 1 and inside[0][0] <= start and end <= inside[0][1]:
                             continue  # inside an email or IBAN
-                    elif self._whole(text, start, end, shape, taken, out):
+                    elif self._whole(text, start, end, shape, digits, taken, out):
                         continue
-                elif self._whole(text, start, end, shape, taken, out):
+                elif self._whole(text, start, end, shape, digits, taken, out):
                     continue
-                self._scan_run(text, _Run(text, start, end, taken), out, taken)
+                self._scan_run(text, _Run(text, start, end, taken), digits, out, taken)
 
-    def _whole(self, text: str, start: int, end: int, shape: bytes, taken: _Taken, out: list[Span]) -> bool:
-        """Find a run that is one number of a common form (_WHOLE), as _scan_run would; False: not so."""
-        kind = _WHOLE.get(shape[start:end])
+    def _whole(self, text: str, start: int, end: int, shape: bytes, digits: int, taken: _Taken,
+               out: list[Span]) -> bool:
+        """Find a run that is one number of a common form (_WHOLE) or an E.164 number of at most 12
+        digits, as _scan_run would, without splitting it into a _Run; False: not so, go the general way."""
+        signature = shape[start:end]
+        if start and text[start - 1] == "+":
+            return self._phone and self._e164_whole(text, start, end, signature, digits, taken, out)
+        kind = _WHOLE.get(signature)
         if kind is None:
             return False
         before, left_ok, right_ok = _context(text, start, end, taken)
-        if not (left_ok and right_ok) or before == "+":
+        if not (left_ok and right_ok):
             return False
         chunk = text[start:end]
         if kind == "card":
@@ -579,10 +597,47 @@ class Detectors:
         taken.add(span.start, span.end)
         return True
 
-    def _scan_run(self, text: str, run: _Run, out: list[Span], taken: _Taken) -> None:
+    @staticmethod
+    def _e164_whole(text: str, start: int, end: int, signature: bytes, digits: int, taken: _Taken,
+                    out: list[Span]) -> bool:
+        """A run after a "+" that _Run.e164 would take: at most 12 digits (too few for a card), one
+        separator between groups, no parentheses, nothing an SSN could start; what it leaves (at most
+        4 digits) is too short for any national form."""
+        if digits > 12 or b"(" in signature or b")" in signature or b"/" in signature \
+                or b"000-00-0000" in signature or b"000 00 0000" in signature:
+            return False
+        before, left_ok, right_ok = _context(text, start, end, taken)
+        if not left_ok:
+            return False
+        parts = _SEPARATORS.split(text[start:end])
+        groups, last = parts[0::2], len(parts) // 2
+        first = groups[0][0]
+        if first == "0" or any(len(g) == 9 for g in groups):
+            return False
+        total = length = 0
+        found = -1
+        for j, group in enumerate(groups):
+            total += len(group)
+            length += len(group) + (len(parts[2 * j - 1]) if j else 0)
+            if total > 15:
+                break
+            if total >= 8 and (parts[2 * j + 1] == " " if j < last else right_ok):
+                if first != "1":
+                    found = length
+                elif total == 11:  # +1: exactly 11 digits
+                    found = length
+                    break
+        if found < 0:
+            return False
+        span = Span("phone", start - 1, start + found)
+        out.append(span)
+        taken.add(span.start, span.end)
+        return True
+
+    def _scan_run(self, text: str, run: _Run, digits: int, out: list[Span], taken: _Taken) -> None:
         pos, count, first_new = run.pos, run.last + 1, len(out)
         used = run.used
-        if self._card:
+        if self._card and digits >= 13:
             i = 0
             while i < count:
                 if not used[i] and run.start_ok(i):
@@ -593,7 +648,7 @@ class Detectors:
                         i = j + 1
                         continue
                 i += 1
-        if self._ssn:
+        if self._ssn and digits >= 9:
             i = 0
             while i < count:
                 if not used[i] and run.start_ok(i):
