@@ -9,6 +9,7 @@ The decisions are pure (edge_agent.policy.routing); this module does the I/O aro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from edge_agent.upstream import UpstreamError, UpstreamPool
 log = logging.getLogger(__name__)
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions"}
+# Up to this much text (a few thousand tokens) classification costs well under a millisecond: inline.
+_CLASSIFY_INLINE_CHARS = 32_768
 
 
 @dataclass
@@ -57,10 +60,14 @@ class Gateway:
     def accepts_any_model(self) -> bool:
         return self.upstream_unknown_models
 
-    def classify(self, texts: list[str], caller: Caller, info: RouteInfo) -> Classification:
+    async def classify(self, texts: list[str], caller: Caller, info: RouteInfo) -> Classification:
         """Classify, count, and refuse a class above what the caller's key may send."""
         started = time.perf_counter()
-        classification = self.classifier.classify(texts)
+        if sum(map(len, texts)) > _CLASSIFY_INLINE_CHARS:
+            # Long odd text can take the detectors a while: in a thread, other requests keep their share.
+            classification = await asyncio.to_thread(self.classifier.classify, texts)
+        else:
+            classification = self.classifier.classify(texts)
         self.metrics.classification_duration.observe(time.perf_counter() - started)
         info.data_class = classification.data_class
         for detector in classification.detectors:
@@ -77,7 +84,7 @@ class Gateway:
                        client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
         texts = request_texts(endpoint, params, self._detokenize)
         try:
-            classification = self.classify(texts, caller, info)
+            classification = await self.classify(texts, caller, info)
         except RoutingRefused as exc:
             self._record(endpoint, caller, info, (), REFUSED, exc.code, exc.status, texts)
             raise
@@ -121,11 +128,11 @@ class Gateway:
         return Answer("bypass", body=reply.body, stream=reply.stream, on_close=reply.aclose, status=reply.status,
                       media_type=reply.content_type or "application/json")
 
-    def check_embeddings(self, params: dict[str, Any], caller: Caller, info: RouteInfo) -> None:
+    async def check_embeddings(self, params: dict[str, Any], caller: Caller, info: RouteInfo) -> None:
         """Embeddings are always computed here; they are classified for the key check and the audit."""
         texts = [t if isinstance(t, str) else self._detokenize(t) for t in params["input"]]
         try:
-            classification = self.classify(texts, caller, info)
+            classification = await self.classify(texts, caller, info)
         except RoutingRefused as exc:
             self._record("embeddings", caller, info, (), REFUSED, exc.code, exc.status, texts)
             raise

@@ -83,7 +83,7 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
 
     async def embeddings(request: Request) -> Response:
         params = parse_embeddings(await read_json(request), limits())
-        gateway.check_embeddings(params, _caller(request), _route_info(request))
+        await gateway.check_embeddings(params, _caller(request), _route_info(request))
         return Response(dumps(await service.embed(params)), media_type=_JSON)
 
     async def models(request: Request) -> Response:
