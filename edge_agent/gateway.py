@@ -99,11 +99,13 @@ class Gateway:
         rule = self.policy.rule(classification.data_class)
         candidates = self.pool.candidates(rule.jurisdictions) if self.pool and local_problem else []
         decision = decide_route(rule, local_problem, candidates)
+        overloaded: OverloadedError | None = None
         if decision.route == LOCAL:
             try:
                 answer = await self.service.generate(endpoint, params, cache_control, started, client_gone,
                                                      tenant=caller.tenant)
-            except OverloadedError:
+            except OverloadedError as exc:
+                overloaded = exc
                 local_problem = TOKEN_PROMPT if isinstance(params.get("prompt"), list) else QUEUE_FULL
                 candidates = self.pool.candidates(rule.jurisdictions) if self.pool else []
                 decision = decide_route(rule, local_problem, candidates)
@@ -112,9 +114,11 @@ class Gateway:
                 return answer
         if decision.route == REFUSED:
             self._record(endpoint, caller, info, detectors, REFUSED, decision.reason, decision.status, texts)
+            if overloaded is not None and self.pool is None:
+                raise overloaded  # a box without upstreams answers a full queue as it always has (and counts it)
             if decision.status == 429:
                 self.metrics.overloaded.inc()
-            raise RoutingRefused(decision.message, None, code=decision.reason, status=decision.status)
+            raise RoutingRefused(decision.message, None, code=local_problem, status=decision.status)
         outgoing = upstream_request(endpoint, body, params, self.classifier.redact if rule.redact else None)
         try:
             reply = await self.pool.forward(decision.upstreams, _PATHS[endpoint], outgoing, params["stream"],

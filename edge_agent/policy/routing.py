@@ -96,7 +96,8 @@ def jurisdiction_allowed(rule: DataClassRule, jurisdiction: str) -> bool:
 @dataclass(frozen=True)
 class RouteDecision:
     route: str                      # LOCAL | UPSTREAM | REFUSED
-    reason: str                     # machine words for the audit and metrics
+    reason: str                     # machine words for the audit and metrics; for REFUSED, the error code is
+                                    # what was wrong locally (queue_full, ...), which is what a client acts on
     upstreams: tuple[str, ...] = ()  # for UPSTREAM: the ones to try, in order
     status: int = 200               # for REFUSED: the HTTP status
     message: str = ""               # for REFUSED: what the client is told
