@@ -6,8 +6,9 @@ Systems, each called on the same prompts in turn, in-process:
   naive       one bare re.findall per detector over the whole text, no validation: what a first
               version would do; its finding counts show what validation removes
   presidio    presidio_analyzer, when installed (it is not a dependency; not installed: skipped, said so)
-  classifier  with --classifier MODEL.onnx: federated.tasks.sensitivity.featurize(text) and one
-              onnxruntime run of the exported sensitivity model, and featurize alone
+  classifier  with --classifier MODEL.onnx: the router's SensitivityModel.score (featurize, one
+              onnxruntime run), featurize alone, and `classify`: PromptClassifier.classify, the whole
+              classification a request gets (every detector, then the model)
 
 Prompts: 2 KB of ordinary English prose without personal data (a year, a percentage, a date and a
 version number, as prose has), the same 2 KB with five PII items woven in (email, card, phone, IBAN,
@@ -131,21 +132,15 @@ def naive_find(text: str) -> list:
 
 
 def classifier_calls(model_path: str) -> dict[str, Callable[[str], object]]:
-    import numpy as np
-    import onnxruntime
-
+    """The router's own objects: the sensitivity model alone, featurize alone, and the whole classification a
+    request gets (every detector, then the model), as edge_agent.gateway calls it."""
+    from edge_agent.config import PolicyConfig
+    from edge_agent.policy.classify import PromptClassifier
     from federated.tasks import sensitivity
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # one prompt per call; threads cost more than they save here
-    session = onnxruntime.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name  # "features": float[batch, DIMENSIONS]
-
-    def classify(text: str) -> float:
-        (probability,) = session.run(None, {input_name: sensitivity.featurize(text)[np.newaxis, :]})
-        return float(probability[0])
-
-    return {"featurize": sensitivity.featurize, "classifier": classify}
+    router = PromptClassifier(PolicyConfig(classifier_model=model_path))
+    return {"featurize": sensitivity.featurize, "classifier": router.model.score,
+            "classify": lambda text: router.classify([text])}
 
 
 def main() -> int:
@@ -185,7 +180,7 @@ def main() -> int:
     results = report["results"]
     ours = results["detectors"]
     ratios = {f"{peer}/detectors {name}": round(results[peer][name]["p50_us"] / ours[name]["p50_us"], 2)
-              for peer in ("naive", "featurize", "classifier") if peer in results for name in texts}
+              for peer in ("naive", "featurize", "classifier", "classify") if peer in results for name in texts}
     report["ratios_p50"] = ratios
     report["meets_target"] = (ours["pii_2k"]["p50_us"] < TARGET_P50_US
                               and max(r["p99_us"] for r in ours.values()) < TARGET_P99_US)

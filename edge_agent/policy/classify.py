@@ -32,7 +32,9 @@ class SensitivityModel:
         if not Path(path).is_file():
             raise ClassifierModelError(f"policy.classifier_model: {path} is not a file")
         try:
-            self._session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1  # one prompt per call: a thread pool costs more than it saves
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ClassifierModelError(f"policy.classifier_model: onnxruntime cannot load {path}: {exc}") from exc
         inputs = self._session.get_inputs()

@@ -26,6 +26,7 @@ ONNX_TOLERANCE = 1e-5
 PROBE_TEXTS = ["my card number is 4111 1111 1111 1111", "what is the capital of France?",
                "patient John Doe, DOB 1980-01-01, diagnosis", "write a haiku about spring", ""]
 _WORD = re.compile(r"\w+", re.UNICODE)
+_WORD_BYTES = re.compile(rb"\w+")
 
 
 def _crc32_table() -> np.ndarray:
@@ -41,9 +42,18 @@ def _crc32_table() -> np.ndarray:
 _CRC_TABLE = _crc32_table()
 # zlib.crc32(data, start) continues a CRC, so each kind's prefix ("w:", "b:", "c:") is hashed once.
 _WORD_CRC, _BIGRAM_CRC = zlib.crc32(b"w:"), zlib.crc32(b"b:")
-# The CRC register after "c:" (zlib returns it inverted), for the vectorized trigram hash below.
-_TRIGRAM_REGISTER = np.uint32(~zlib.crc32(b"c:") & 0xFFFFFFFF)
 _MASK = DIMENSIONS - 1
+
+
+def _trigram_pair_table() -> np.ndarray:
+    """The CRC-32 register after "c:" and two more bytes, for every pair of bytes (index first * 256 + second)."""
+    after_prefix = np.uint32(~zlib.crc32(b"c:") & 0xFFFFFFFF)  # zlib returns the register inverted
+    byte = np.arange(256, dtype=np.uint32)
+    one = (after_prefix >> np.uint32(8)) ^ _CRC_TABLE[(after_prefix ^ byte) & np.uint32(0xFF)]
+    return ((one[:, None] >> np.uint32(8)) ^ _CRC_TABLE[(one[:, None] ^ byte[None, :]) & np.uint32(0xFF)]).reshape(-1)
+
+
+_TRIGRAM_PAIRS = _trigram_pair_table()
 
 
 def featurize(text: str) -> np.ndarray:
@@ -51,26 +61,28 @@ def featurize(text: str) -> np.ndarray:
     of the lowercased text, each bucket ``crc32(utf-8 feature) mod DIMENSIONS``.
 
     The router runs this on every prompt, so it is fast: the trigrams of ASCII text, most of the work, are
-    hashed together with numpy (CRC-32 of three bytes after a fixed register, byte by byte over all positions
-    at once); the result is bucket-for-bucket that of hashing each feature string with zlib.
+    hashed together with numpy (the CRC-32 register after "c:" and a trigram's first two bytes comes from a
+    table, the third byte is one step over all positions at once); the result is bucket-for-bucket that of
+    hashing each feature string with zlib.
     """
     lowered = text.lower()
-    words = [w.encode("utf-8") for w in _WORD.findall(lowered)]
-    buckets = [zlib.crc32(w, _WORD_CRC) & _MASK for w in words]
-    buckets += [zlib.crc32(b, zlib.crc32(b" ", zlib.crc32(a, _BIGRAM_CRC))) & _MASK for a, b in zip(words, words[1:])]
     padded = f" {lowered} "
     if padded.isascii():
-        data = np.frombuffer(padded.encode("ascii"), dtype=np.uint8)
-        n = len(data) - 2
-        register = np.full(n, _TRIGRAM_REGISTER, dtype=np.uint32)
-        for k in range(3):
-            register = (register >> np.uint32(8)) ^ _CRC_TABLE[(register ^ data[k:k + n]) & np.uint32(0xFF)]
-        trigrams = ((register ^ np.uint32(0xFFFFFFFF)) & np.uint32(_MASK)).astype(np.int64)
+        data = padded.encode("ascii")
+        words = _WORD_BYTES.findall(data)  # \w on ASCII bytes matches what it matches in ASCII text
+        array = np.frombuffer(data, dtype=np.uint8)
+        register = _TRIGRAM_PAIRS[(array[:-2].astype(np.intp) << 8) | array[1:-1]]
+        register = (register >> 8) ^ _CRC_TABLE[(register ^ array[2:]) & 0xFF]
+        trigrams = ~register
     else:  # a character is not a byte here: hash each trigram's UTF-8
-        trigrams = np.array([zlib.crc32(f"c:{padded[i:i + 3]}".encode("utf-8")) & _MASK
-                             for i in range(len(padded) - 2)], dtype=np.int64)
-    vector = np.bincount(np.concatenate([np.array(buckets, dtype=np.int64), trigrams]),
-                         minlength=DIMENSIONS).astype(np.float32)
+        words = [w.encode("utf-8") for w in _WORD.findall(lowered)]
+        trigrams = np.array([zlib.crc32(f"c:{padded[i:i + 3]}".encode("utf-8")) for i in range(len(padded) - 2)],
+                            dtype=np.uint32)
+    # "b:A B" continues the CRC of "b:A " with B, so each word's lead is hashed once.
+    leads = [zlib.crc32(w + b" ", _BIGRAM_CRC) for w in words[:-1]]
+    hashes = [zlib.crc32(w, _WORD_CRC) for w in words] + [zlib.crc32(b, lead) for lead, b in zip(leads, words[1:])]
+    buckets = np.concatenate([np.array(hashes, dtype=np.uint32), trigrams]) & np.uint32(_MASK)
+    vector = np.bincount(buckets, minlength=DIMENSIONS).astype(np.float32)
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm else vector
 
