@@ -2,7 +2,7 @@
 
 Peers, one after another on the same machine:
   box alone         edge-agent with model.n_parallel = 2 and scheduler.max_queue = 2: past that it refuses (429)
-  box + upstream    the same box with one upstream: a second edge-agent (n_parallel 4) on the same model,
+  box + upstream    the same box with one upstream: a second edge-agent (n_parallel 4, max_queue 64) on the same model,
                     jurisdiction "eu"; public prompts overflow to it, internal ones (eu) leave redacted,
                     restricted ones never leave
 
@@ -13,8 +13,8 @@ phone number) and restricted (a card number, an IBAN, an SSN) prompts, 2:1:1. A 
 generated tokens/s; then the ratio of answers/s with the upstream to without. The upstream's own routing
 audit is read afterwards: the count of restricted prompts that reached it must be 0.
 
-Both agents share this machine's cores, so on a small box the upstream competes with the box it relieves:
-the ratio here is a floor for an upstream on its own hardware.
+Both agents run on this machine with one engine thread each (model.n_threads = 1), so on a 2-core box each
+has a core: the box alone uses one core, the box with its upstream two, as a box and a cloud endpoint would.
 
 Results: bench/results/overflow-<date>.json. Usage:
     python bench/overflow.py [--clients 12] [--duration 40]
@@ -50,7 +50,10 @@ PROMPTS = {
                    "My SSN is 123-45-6789, fill in the form."],
 }
 MIX = ["public", "internal", "public", "restricted"]
-BOX = {"model": {"n_parallel": 2}, "scheduler": {"max_queue": 2}}
+# One core each: llama.cpp's threads wait on each other by spinning, so two engines sharing both cores of a
+# small machine slow each other down several times over; pinned to one thread each, each has a core of its own.
+BOX = {"model": {"n_parallel": 2, "n_threads": 1}, "scheduler": {"max_queue": 2}}
+UPSTREAM = {"model": {"n_parallel": 4, "n_threads": 1}}
 CLASSES = [{"name": "public", "jurisdictions": ["*"]}, {"name": "internal", "jurisdictions": ["eu"], "redact": True},
            {"name": "restricted", "jurisdictions": []}]
 
@@ -167,11 +170,11 @@ def main() -> int:
     report: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                 "python": platform.python_version()},
                     "load": {"clients": args.clients, "duration_s": args.duration, "max_tokens": 16, "mix": MIX,
-                             "box": BOX, "upstream": {"model": {"n_parallel": 4}}}}
+                             "box": BOX, "upstream": UPSTREAM}}
     with tempfile.TemporaryDirectory(prefix="overflow-bench-") as tmp:
         work = Path(tmp)
         report["box alone"] = run_peer("alone", work, args.clients, args.duration)
-        upstream = start_agent(work / "upstream", sections={"model": {"n_parallel": 4}})
+        upstream = start_agent(work / "upstream", sections=UPSTREAM)
         try:
             report["box + upstream"] = run_peer("bursting", work, args.clients, args.duration, upstream)
             report["upstream_received"] = upstream_received(upstream)
