@@ -12,18 +12,20 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import grpc
 
+from central import liveness
 from central.blobs import LocalBlobStore
 from central.coordinator import CentralSettings, Coordinator
 from central.datadir import Authority, CentralPaths
 from central.heartbeats import FLUSH_INTERVAL_S
 from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
 from central.store import SqliteFleetStore
-from edgefleet import pki
+from edgefleet import pki, sdnotify
 from edgefleet.v1 import admin_pb2_grpc, enrollment_pb2_grpc, fleet_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,13 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),  # pushes come in chunks of 1 MiB
 ]
+
+
+# A one-word file in the data dir; when present its level wins over --log-level, at start and on SIGHUP.
+LOG_LEVEL_FILE = "log-level"
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+STATUS_INTERVAL_S = 5.0
+SUPERLINK_READY_TIMEOUT_S = 60.0
 
 
 class ListenError(Exception):
@@ -55,6 +64,11 @@ def _bind(server: grpc.aio.Server, listen: str, credentials) -> str:
 
 async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: str, enroll_listen: str,
                 advertise_host: str = "", superlink_listen: str | None = None) -> None:
+    # Until the loop's handler is set, a SIGHUP (whose default is to end the process) is ignored.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sdnotify.notify(sdnotify.status("starting"))
+    flag_level = logging.getLogger().getEffectiveLevel()
+    _apply_log_level(paths, flag_level, at_start=True)
     authority = Authority.load(paths)
     store = SqliteFleetStore(paths.store)
     server_key = paths.server_key.read_bytes()
@@ -96,15 +110,120 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, paths, flag_level)
     flusher = asyncio.create_task(_flush_heartbeats(coordinator, stop))
+    systemd = [asyncio.create_task(_tell_systemd(store, settings, fleet_address, enroll_address, fed, stop))]
+    interval_s = sdnotify.watchdog_interval_s()
+    if interval_s is not None:
+        # Fed from this loop, and only while the heartbeat flusher (which also drives rollouts) runs.
+        systemd.append(asyncio.create_task(sdnotify.watchdog(interval_s, lambda: not flusher.done())))
     await stop.wait()
     log.info("central stopping")
+    sdnotify.notify("STOPPING=1", sdnotify.status("stopping: finishing calls in flight (5 s grace)"))
+    loop.remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for task in systemd:
+        task.cancel()
     await asyncio.gather(enroll_server.stop(grace=5), fleet_server.stop(grace=5))
     await flusher
     if fed is not None:
         await asyncio.to_thread(fed.stop)
     coordinator.flush_heartbeats()
     store.close()
+
+
+async def _tell_systemd(store: SqliteFleetStore, settings: CentralSettings, fleet_address: str, enroll_address: str,
+                        fed, stop: asyncio.Event) -> None:
+    """READY=1 once the gRPC ports are served and the SuperLink (when run) accepts connections; then a STATUS=
+    line every STATUS_INTERVAL_S while it changes. No-ops without $NOTIFY_SOCKET."""
+    if not sdnotify.notify(sdnotify.status("waiting for the SuperLink" if fed is not None else "starting")):
+        return  # not under systemd: nothing to count for
+    superlink = ""
+    if fed is not None:
+        superlink = f"{fed.host}:{fed.port}"
+        host, port = fed.control_address.rsplit(":", 1)
+        if not await _wait_listening(host.strip("[]"), int(port), SUPERLINK_READY_TIMEOUT_S, stop):
+            log.warning("the SuperLink does not accept connections on %s after %.0f s; ready without it (see %s)",
+                        superlink, SUPERLINK_READY_TIMEOUT_S, fed.superlink.log_path)
+            superlink += " (not answering)"
+    last = ""
+    ready = False
+    while not stop.is_set():
+        try:
+            online, enrolled = await asyncio.to_thread(_count_nodes, store, settings.heartbeat_interval_s)
+            line = status_line(fleet_address, enroll_address, superlink, online, enrolled)
+        except Exception as exc:  # a failing store must not silence the status; the flusher reports it
+            line = f"serving fleet API on {fleet_address}; node count unavailable: {exc}"
+        if not ready:
+            ready = sdnotify.notify("READY=1", sdnotify.status(line))
+        elif line != last:
+            sdnotify.notify(sdnotify.status(line))
+        last = line
+        try:
+            await asyncio.wait_for(stop.wait(), STATUS_INTERVAL_S)
+        except asyncio.TimeoutError:
+            pass
+
+
+def status_line(fleet_address: str, enroll_address: str, superlink: str, online: int, enrolled: int) -> str:
+    """Central's STATUS= line: "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 3 nodes online (of 5)"."""
+    line = f"serving fleet API on {fleet_address}, enrollment on {enroll_address}"
+    if superlink:
+        line += f", SuperLink on {superlink}"
+    return line + f"; {online} node{'' if online == 1 else 's'} online (of {enrolled})"
+
+
+def _count_nodes(store: SqliteFleetStore, heartbeat_interval_s: float) -> tuple[int, int]:
+    """(online, enrolled and not revoked), from the store's last flushed heartbeats."""
+    now = time.time()
+    states = [liveness.node_state(n, heartbeat_interval_s, now) for n in store.list_nodes()]
+    return states.count(liveness.ONLINE), len(states) - states.count(liveness.REVOKED)
+
+
+async def _wait_listening(host: str, port: int, timeout_s: float, stop: asyncio.Event) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        except (OSError, asyncio.TimeoutError):
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        return True
+    return False
+
+
+def _reload(paths: CentralPaths, flag_level: int) -> None:
+    """SIGHUP: the log level from <data-dir>/log-level (or back to --log-level without the file). Nothing else
+    central runs with can change live: it all comes from flags."""
+    sdnotify.notify(*sdnotify.reloading(), sdnotify.status("reloading"))
+    _apply_log_level(paths, flag_level, at_start=False)
+    log.warning("SIGHUP: --listen, --enroll-listen, --advertise, --superlink-listen, --heartbeat-interval and "
+                "--cert-lifetime need a restart to change")
+    sdnotify.notify("READY=1")
+
+
+def _apply_log_level(paths: CentralPaths, flag_level: int, at_start: bool) -> None:
+    path = paths.root / LOG_LEVEL_FILE
+    try:
+        word = path.read_text().strip().lower()
+    except FileNotFoundError:
+        word = ""
+    except OSError as exc:
+        log.error("cannot read %s (%s); the log level stays %s", path, exc,
+                  logging.getLevelName(logging.getLogger().level).lower())
+        return
+    if word and word not in _LOG_LEVELS:
+        log.error("%s: expected one of %s, got %r; the log level stays %s", path, ", ".join(_LOG_LEVELS), word,
+                  logging.getLevelName(logging.getLogger().level).lower())
+        return
+    level = logging.getLevelName(word.upper()) if word else flag_level
+    if at_start and not word:
+        return
+    logging.getLogger().setLevel(level)
+    # WARNING, so that the line shows at any level.
+    log.warning("%slog level %s (from %s)", "" if at_start else "SIGHUP: ", logging.getLevelName(level).lower(),
+                path if word else "--log-level")
 
 
 def _federation(paths: CentralPaths, authority: Authority, listen: str | None, advertise_host: str):

@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--config", help="TOML config file (for its data_dir)")
         command.add_argument("--data-dir", help="the agent's data dir")
 
+    doctor = sub.add_parser("doctor", help="what acceleration this box has (GPU, CUDA, onnxruntime, llama.cpp, "
+                                           "memory) against what the config asks for; exit 1 on a FAIL")
+    doctor.add_argument("--config", help="TOML config file (model, n_gpu_layers, embeddings.engine, data_dir)")
+    doctor.add_argument("--data-dir", help="the agent's data dir")
+    doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "doctor":
+            return _doctor(args)
         return _models(args)
     except ConfigError as exc:
         print(f"edge-agent: config error: {exc}", file=sys.stderr)
@@ -97,14 +105,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = with_overrides(load_config(args.config), listen=args.listen, model=args.model, data_dir=args.data_dir)
+    overrides = {"listen": args.listen, "model": args.model, "data_dir": args.data_dir}
+    config = with_overrides(load_config(args.config), **overrides)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from edge_agent.daemon import serve  # heavy imports only when serving
 
-    serve(config)
+    serve(config, args.config, overrides)  # SIGHUP re-reads args.config with the same flags
     return 0
 
 
@@ -246,6 +255,14 @@ def _status(args: argparse.Namespace) -> int:
     report = gather(_data_dir(args))
     print(json.dumps(report, indent=2) if args.json else describe(report))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from edge_agent import doctor
+
+    report = doctor.run(with_overrides(load_config(args.config), data_dir=args.data_dir), args.config)
+    print(json.dumps(report.as_json(), indent=2) if args.json else doctor.describe(report))
+    return report.exit_code
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -3,37 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import uvicorn
 
 from edge_agent.access import AccessError, Authenticator, keys_path, refuse_open_listen
 from edge_agent.api.app import create_app
 from edge_agent.cache import ResponseCache
-from edge_agent.config import HTTP_ADDRESS_FILE, AgentConfig, parse_listen
+from edge_agent.config import HTTP_ADDRESS_FILE, AgentConfig, load_config, parse_listen, with_overrides
 from edge_agent.engines.llama import LlamaBackend
 from edge_agent.gateway import Gateway
 from edge_agent.metrics import AgentMetrics
 from edge_agent.models import ModelArtifact, resolve_model
 from edge_agent.policy.classify import PromptClassifier
+from edge_agent.reload import Reloader
 from edge_agent.routing_audit import RoutingAudit, audit_path
-from edge_agent.scheduler import Scheduler
+from edge_agent.scheduler import Scheduler, SchedulerStats
 from edge_agent.service import InferenceService, ServingModel
 from edge_agent.upstream import UpstreamPool
+from edgefleet import sdnotify
 
 log = logging.getLogger(__name__)
 
 ADDRESS_FILE = HTTP_ADDRESS_FILE
+# On SIGTERM, requests in flight (streams included) get this long to finish, never longer than their own
+# deadline (server.request_timeout_s); then they are cut. Below the unit's TimeoutStopSec (60 s).
+DRAIN_TIMEOUT_S = 30.0
 
 
-def serve(config: AgentConfig) -> None:
+def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[str, Any] | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT, then drain and return. SIGHUP re-reads ``config_path`` with the
+    same CLI ``overrides`` and applies what can change live (edge_agent.reload)."""
+    # Until the loop runs, a SIGHUP (whose default is to end the process) is noted and ignored.
+    signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP while starting: ignored"))
+    sdnotify.notify(sdnotify.status(f"starting: loading {config.model.path or config.model.name}"))
     data_dir = config.data_path
     data_dir.mkdir(parents=True, exist_ok=True)
     # Everything that can refuse the config runs before the model loads: a mistake costs no wait.
@@ -46,13 +59,15 @@ def serve(config: AgentConfig) -> None:
     m = config.model
     slots = _fleet_slots(config, data_dir)
     installed = slots.active() if slots else None
-    if installed:
-        # The fleet's last activated version wins over the config's model: central assigned it.
-        artifact = _artifact_of(installed.manifest, installed.path)
-        log.info("serving the fleet-assigned %s from slot %s", installed.manifest.ref, installed.slot)
-    else:
-        artifact = resolve_model(m.name, m.path, data_dir)
-    backend = LlamaBackend(artifact, m.n_ctx, m.n_parallel, m.n_batch, m.n_threads, m.n_gpu_layers)
+    # Before the event loop runs, a thread feeds systemd's watchdog: a large model may load for longer than it.
+    with sdnotify.pinging_while("model-load"):
+        if installed:
+            # The fleet's last activated version wins over the config's model: central assigned it.
+            artifact = _artifact_of(installed.manifest, installed.path)
+            log.info("serving the fleet-assigned %s from slot %s", installed.manifest.ref, installed.slot)
+        else:
+            artifact = resolve_model(m.name, m.path, data_dir)
+        backend = LlamaBackend(artifact, m.n_ctx, m.n_parallel, m.n_batch, m.n_threads, m.n_gpu_layers)
     embedder = None
     if config.embeddings.engine == "onnx":
         from edge_agent.engines.onnx import OnnxEmbedder
@@ -82,10 +97,14 @@ def serve(config: AgentConfig) -> None:
     log.info("serving %s on http://%s:%d (data dir %s); %s; upstreams: %s", artifact.name, host, port, data_dir,
              "no API keys (open)" if authenticator.open else "API keys required",
              ", ".join(u.name for u in config.upstreams) or "none")
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app, log_level=config.log_level, access_log=False, lifespan="off",
-        timeout_graceful_shutdown=30, log_config=None,
+        timeout_graceful_shutdown=min(DRAIN_TIMEOUT_S, config.server.request_timeout_s), log_config=None,
     ))
+    reloader = Reloader(config, lambda: with_overrides(load_config(config_path), **(overrides or {})), gateway, cache,
+                        PromptClassifier)
+    systemd = _Systemd(server, service, pool, control_state=lambda: control.state if control else None,
+                       address=f"{host}:{port}")
     scheduler.start()
     control = _start_control(config, data_dir, service, audit)
     supernode = _start_supernode(config, data_dir)
@@ -95,7 +114,7 @@ def serve(config: AgentConfig) -> None:
     # the collector's full passes, which otherwise stall requests for tens of ms.
     gc.freeze()
     try:
-        asyncio.run(_run(server, sock, service, control, slots, config, pool))
+        asyncio.run(_run(server, sock, service, control, slots, config, pool, systemd, reloader))
     finally:
         audit.close()
         if usage_flusher:
@@ -112,8 +131,11 @@ def serve(config: AgentConfig) -> None:
 
 
 async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceService, control, slots,
-               config: AgentConfig, pool: UpstreamPool | None) -> None:
+               config: AgentConfig, pool: UpstreamPool | None, systemd: "_Systemd", reloader: Reloader) -> None:
     warm_up = asyncio.create_task(service.warm_up())
+    systemd.start(warm_up)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: systemd.track(loop.create_task(systemd.reload(reloader))))
     if pool:
         await pool.start()
     activator = None
@@ -127,11 +149,144 @@ async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceSe
     try:
         await server.serve(sockets=[sock])
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # stopping: a reload now has nothing to apply to
+        systemd.stop()
         warm_up.cancel()
         if activator:
             activator.stop()
         if pool:
             await pool.aclose()
+        # Generations cut at the end of the drain stop while this loop can still take their last events.
+        await asyncio.to_thread(service.current.scheduler.stop)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with the daemon's own SIGTERM/SIGINT handling. uvicorn's drain is kept (stop accepting,
+    let requests in flight finish up to timeout_graceful_shutdown), but its re-raising of the signal afterwards
+    is not: that killed the process before serve() closed the audit, the spool and the cache, and exited 143."""
+
+    on_drain: Callable[[], None] = staticmethod(lambda: None)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    async def shutdown(self, sockets=None) -> None:
+        self.on_drain()
+        await super().shutdown(sockets)
+
+    @property
+    def requests_in_flight(self) -> int:
+        return len(self.server_state.tasks)
+
+
+class _Systemd:
+    """What the agent tells systemd (edgefleet.sdnotify; all no-ops without $NOTIFY_SOCKET): READY=1 once the
+    socket is served and the warm-up generated its first token, a STATUS= line every few seconds, WATCHDOG=1
+    from this event loop while the current model's scheduler thread runs, STOPPING=1 when the drain starts,
+    RELOADING=1 ... READY=1 around a SIGHUP reload."""
+
+    STATUS_INTERVAL_S = 2.0
+
+    def __init__(self, server: _Server, service: InferenceService, pool: UpstreamPool | None,
+                 control_state: Callable[[], str | None], address: str):
+        self.server, self.service, self.pool = server, service, pool
+        self.control_state, self.address = control_state, address
+        self.ready = False
+        self.draining = False
+        self._tasks: set[asyncio.Task] = set()
+        self._last_status = ""
+        server.on_drain = self.drain
+
+    def start(self, warm_up: asyncio.Task) -> None:
+        self.track(asyncio.get_running_loop().create_task(self._announce(warm_up)))
+        interval_s = sdnotify.watchdog_interval_s()
+        if interval_s is not None:
+            self.track(asyncio.get_running_loop().create_task(sdnotify.watchdog(interval_s, self._scheduler_alive)))
+
+    def track(self, task: asyncio.Task) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def line(self) -> str:
+        if self.draining:
+            return f"draining: {self.server.requests_in_flight} requests in flight"
+        model = self.service.current
+        return status_line(model.model_id, self.address, model.scheduler.stats(),
+                           self.pool.states() if self.pool else {}, self.control_state())
+
+    def drain(self) -> None:
+        self.draining = True
+        sdnotify.notify("STOPPING=1", sdnotify.status(self.line()))
+        log.info("draining: %d requests in flight; waiting up to %.0f s", self.server.requests_in_flight,
+                 self.server.config.timeout_graceful_shutdown)
+
+    async def reload(self, reloader: Reloader) -> None:
+        if self.draining:
+            log.warning("SIGHUP while stopping: ignored")
+            return
+        if self.ready:
+            sdnotify.notify(*sdnotify.reloading(), sdnotify.status("reloading the configuration"))
+        try:
+            await reloader.reload()
+        except Exception:  # a bug in one reload must not end the agent; what was applied stays applied
+            log.exception("SIGHUP: the reload failed")
+        finally:
+            if self.ready:
+                self._last_status = self.line()
+                sdnotify.notify("READY=1", sdnotify.status(self._last_status))
+
+    async def _announce(self, warm_up: asyncio.Task) -> None:
+        self._send(f"warming up {self.service.model_id}")
+        await asyncio.wait({warm_up})  # not `await warm_up`: cancelling this task must not cancel the warm-up
+        if warm_up.cancelled():
+            return
+        if warm_up.exception() is not None:
+            log.error("warm-up failed, so the local model cannot serve: %s", warm_up.exception())
+            self._send(f"warm-up of {self.service.model_id} failed: {warm_up.exception()}")
+            return
+        while not self.server.started:
+            await asyncio.sleep(0.05)
+        self.ready = True
+        self._last_status = self.line()
+        sdnotify.notify("READY=1", sdnotify.status(self._last_status))
+        while True:
+            await asyncio.sleep(self.STATUS_INTERVAL_S)
+            self._send(self.line())
+
+    def _send(self, text: str) -> None:
+        if text != self._last_status:
+            self._last_status = text
+            sdnotify.notify(sdnotify.status(text))
+
+    def _scheduler_alive(self) -> bool:
+        # The thread that runs every generation: if it died, the loop still answers /healthz but nothing generates.
+        return self.service.current.scheduler.alive
+
+
+def status_line(model_id: str, address: str, stats: SchedulerStats, upstreams: dict[str, str],
+                central: str | None) -> str:
+    """The agent's STATUS= line, e.g. "serving smollm2-135m-instruct on 127.0.0.1:8080: 2 in flight, 0 queued,
+    upstreams eu-cloud (closed), central connected"."""
+    line = f"serving {model_id} on {address}: {stats.inflight} in flight, {stats.queue_depth} queued"
+    if upstreams:
+        line += ", upstreams " + ", ".join(f"{name} ({state})" for name, state in upstreams.items())
+    if central:
+        line += f", central {central}"
+    return line
 
 
 def _fleet_slots(config: AgentConfig, data_dir: Path):

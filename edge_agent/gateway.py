@@ -20,7 +20,7 @@ from edge_agent.api.schema import RequestError, model_not_found
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
 from edge_agent.policy.routing import (LOCAL, NOT_READY, QUEUE_FULL, REFUSED, TOKEN_PROMPT, UNKNOWN_MODEL,
-                                       Classification, decide_route, problem_words)
+                                       Classification, DataClassPolicy, decide_route, problem_words)
 from edge_agent.routing_audit import RoutingAudit, RoutingRecord
 from edge_agent.scheduler import OverloadedError
 from edge_agent.service import Answer, InferenceService
@@ -49,30 +49,40 @@ class Gateway:
                  pool: UpstreamPool | None = None, audit: RoutingAudit | None = None,
                  upstream_unknown_models: bool = True):
         self.service = service
+        # The classifier carries its policy: one attribute, so a reload (reload_policy) swaps both at once.
         self.classifier = classifier
-        self.policy = classifier.policy
         self.metrics = metrics
         self.pool = pool
         self.audit = audit
         self.upstream_unknown_models = upstream_unknown_models and pool is not None
 
     @property
+    def policy(self) -> DataClassPolicy:
+        return self.classifier.policy
+
+    def reload_policy(self, classifier: PromptClassifier) -> None:
+        """From now on new requests use this classifier and its policy; requests in flight finish with theirs."""
+        self.classifier = classifier
+
+    @property
     def accepts_any_model(self) -> bool:
         return self.upstream_unknown_models
 
-    async def classify(self, texts: list[str], caller: Caller, info: RouteInfo) -> Classification:
+    async def classify(self, texts: list[str], caller: Caller, info: RouteInfo,
+                       classifier: PromptClassifier | None = None) -> Classification:
         """Classify, count, and refuse a class above what the caller's key may send."""
+        classifier = classifier or self.classifier
         started = time.perf_counter()
         if sum(map(len, texts)) > _CLASSIFY_INLINE_CHARS:
             # Long odd text can take the detectors a while: in a thread, other requests keep their share.
-            classification = await asyncio.to_thread(self.classifier.classify, texts)
+            classification = await asyncio.to_thread(classifier.classify, texts)
         else:
-            classification = self.classifier.classify(texts)
+            classification = classifier.classify(texts)
         self.metrics.classification_duration.observe(time.perf_counter() - started)
         info.data_class = classification.data_class
         for detector in classification.detectors:
             self.metrics.detector_hits.labels(detector).inc()
-        if exceeds(classification.data_class, caller.max_data_class, self.policy.class_names):
+        if exceeds(classification.data_class, caller.max_data_class, classifier.policy.class_names):
             raise RoutingRefused(
                 f"this API key (tenant '{caller.tenant}') may send data up to class '{caller.max_data_class}'; "
                 f"this request is '{classification.data_class}' ({', '.join(classification.detectors)})",
@@ -83,8 +93,9 @@ class Gateway:
                        cache_control: str, started: float, info: RouteInfo,
                        client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
         texts = request_texts(endpoint, params, self._detokenize)
+        classifier = self.classifier  # one policy for the whole request, even across a reload
         try:
-            classification = await self.classify(texts, caller, info)
+            classification = await self.classify(texts, caller, info, classifier)
         except RoutingRefused as exc:
             self._record(endpoint, caller, info, (), REFUSED, exc.code, exc.status, texts)
             raise
@@ -96,7 +107,7 @@ class Gateway:
             local_problem = UNKNOWN_MODEL
         elif not self.service.ready:
             local_problem = NOT_READY
-        rule = self.policy.rule(classification.data_class)
+        rule = classifier.policy.rule(classification.data_class)
         candidates = self.pool.candidates(rule.jurisdictions) if self.pool and local_problem else []
         decision = decide_route(rule, local_problem, candidates)
         overloaded: OverloadedError | None = None
@@ -119,7 +130,7 @@ class Gateway:
             if decision.status == 429:
                 self.metrics.overloaded.inc()
             raise RoutingRefused(decision.message, None, code=local_problem, status=decision.status)
-        outgoing = upstream_request(endpoint, body, params, self.classifier.redact if rule.redact else None)
+        outgoing = upstream_request(endpoint, body, params, classifier.redact if rule.redact else None)
         try:
             reply = await self.pool.forward(decision.upstreams, _PATHS[endpoint], outgoing, params["stream"],
                                             started + self.service.request_timeout_s)

@@ -139,6 +139,11 @@ class Scheduler:
             return SchedulerStats(len(self._waiting), len(self._active), self._backend.n_slots,
                                   self._prompt_tokens, self._generated_tokens, self._cancelled)
 
+    @property
+    def alive(self) -> bool:
+        """The thread that runs every generation is running (a watchdog's liveness check)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         with self._cond:
             self._running = True

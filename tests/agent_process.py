@@ -78,7 +78,8 @@ class AgentProcess:
 
 
 def start_agent(data_dir: Path, model: str = "smollm2-135m-instruct", sections: dict | None = None,
-                wait_ready: bool = True) -> AgentProcess:
+                wait_ready: bool = True, env: dict[str, str] | None = None) -> AgentProcess:
+    """``env`` is added to this process's environment."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sections = {k: list(v) if isinstance(v, list) else dict(v) for k, v in (sections or {}).items()}
     sections.setdefault("server", {}).setdefault("listen", "127.0.0.1:0")
@@ -88,7 +89,7 @@ def start_agent(data_dir: Path, model: str = "smollm2-135m-instruct", sections: 
     address_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(config), "--model", model]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     agent = AgentProcess(proc, data_dir, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:

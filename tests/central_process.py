@@ -25,6 +25,7 @@ class CentralProcess:
     fleet_address: str = ""
     enroll_address: str = ""
     log_path: Path = field(default=None)
+    env: dict[str, str] | None = None  # added to this process's environment
 
     @property
     def paths(self) -> CentralPaths:
@@ -42,7 +43,7 @@ class CentralProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "central.cli", "central", "serve", "--data-dir", str(self.data_dir),
              "--listen", fleet_listen, "--enroll-listen", enroll_listen, *self.args],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not (self.paths.fleet_address_file.exists() and self.paths.enroll_address_file.exists()):
             if self.proc.poll() is not None:
@@ -81,7 +82,7 @@ class CentralProcess:
         return self.proc.returncode if self.proc else None
 
 
-def start_central(data_dir: Path, *args: str) -> CentralProcess:
+def start_central(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> CentralProcess:
     """Initialize a data dir (CA, keys, store, admin credential) and serve it on free loopback ports.
 
     Without a --superlink-listen argument it runs no SuperLink: only the federated learning tests need one.
@@ -90,7 +91,7 @@ def start_central(data_dir: Path, *args: str) -> CentralProcess:
         initialize(data_dir, "127.0.0.1:0")
     if not any(a.startswith("--superlink-listen") for a in args):
         args = (*args, "--no-superlink")
-    return CentralProcess(data_dir, list(args)).start()
+    return CentralProcess(data_dir, list(args), env=env).start()
 
 
 def create_token(central: CentralProcess, uses: int = 1, ttl_s: float = 3600, **labels: str):

@@ -1,0 +1,337 @@
+"""Both daemons under systemd's notification protocol: a real `edge-agent serve` on the real model and a real
+`edgefleet central serve`, each with NOTIFY_SOCKET naming a datagram socket this test owns and
+WATCHDOG_USEC=1000000 (so WATCHDOG=1 every 0.5 s). READY=1 only once serving, STATUS= lines, the watchdog's
+cadence, pings stopping while the serving loop is stalled, SIGHUP reloads while a stream is in flight, and
+SIGTERM draining a stream, sending STOPPING=1 and exiting 0.
+"""
+
+import json
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent_process import start_agent, write_config
+from central_process import create_token, start_central, wait_for
+
+MODEL = "smollm2-135m-instruct"
+# Short enough to finish within the 30 s drain even on a busy 2-core box (SmolLM2 streams 3-30 tokens/s there).
+DRAIN_STREAM_TOKENS = 100
+STREAM_TOKENS = 200
+# A custom detector an operator might write by mistake: on a run of 'a's that does not reach the end of the
+# text, the regex engine backtracks exponentially, inline on the event loop (short prompts are classified there).
+STALL_PATTERN = r"(a+)+$"
+
+
+class Notifications:
+    """The socket systemd would own: a thread records every datagram as (arrival time, text)."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="sd"))  # AF_UNIX paths are limited to 107 bytes
+        self.path = self.dir / "notify"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": "1000000"}
+
+    def _receive(self) -> None:
+        while not self._closed:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.messages.append((time.monotonic(), data.decode()))
+
+    def all(self) -> list[tuple[float, str]]:
+        with self._lock:
+            return list(self.messages)
+
+    def wait_for(self, pattern: str, after: float = 0.0, timeout_s: float = 60.0) -> tuple[float, str]:
+        """The first message at or after `after` with a line matching `pattern`."""
+        def find():
+            for t, text in self.all():
+                if t >= after and any(re.fullmatch(pattern, line) for line in text.split("\n")):
+                    return t, text
+            return None
+        return wait_for(find, timeout_s, 0.02, f"a notification matching {pattern!r}")
+
+    def statuses(self) -> list[str]:
+        return [line[len("STATUS="):] for _, text in self.all() for line in text.split("\n")
+                if line.startswith("STATUS=")]
+
+    def pings(self, start: float = 0.0, end: float = math.inf) -> list[float]:
+        return [t for t, text in self.all() if "WATCHDOG=1" in text.split("\n") and start <= t <= end]
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(2)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+        self.dir.rmdir()
+
+
+@pytest.fixture
+def notifications():
+    n = Notifications()
+    yield n
+    n.close()
+
+
+def stream_completion(base_url: str, started: threading.Event, max_tokens: int = STREAM_TOKENS) -> dict:
+    """A streamed completion of exactly max_tokens tokens; sets `started` at the first token."""
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": max_tokens, "stream": True, "ignore_eos": True,
+            "temperature": 0.0, "stream_options": {"include_usage": True}}
+    chunks, usage, done, finish = [], None, False, None
+    with httpx.stream("POST", base_url + "/v1/completions", json=body, timeout=180) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                break
+            event = json.loads(line[len("data: "):])
+            assert "error" not in event, event
+            if event.get("usage"):
+                usage = event["usage"]
+            for choice in event.get("choices", []):
+                chunks.append(choice.get("text", ""))
+                finish = choice.get("finish_reason") or finish
+            started.set()
+    return {"done": done, "usage": usage, "finish_reason": finish, "text": "".join(chunks)}
+
+
+def complete(base_url: str, prompt: str, **extra) -> httpx.Response:
+    return httpx.post(base_url + "/v1/completions", timeout=120,
+                      json={"model": MODEL, "prompt": prompt, "max_tokens": 2, "temperature": 0.0, **extra})
+
+
+def test_agent_ready_status_watchdog_and_a_draining_sigterm(tmp_path, notifications):
+    agent = start_agent(tmp_path / "agent", env=notifications.env, wait_ready=False)
+    try:
+        readyz = []  # (sent, status)
+        while not any(MODEL in s and s.startswith("serving") for s in notifications.statuses()):
+            sent = time.monotonic()
+            try:
+                readyz.append((sent, httpx.get(agent.base_url + "/readyz", timeout=5).status_code))
+            except httpx.TransportError:
+                pass
+            assert agent.proc.poll() is None, agent.log()
+            assert time.monotonic() - sent < 120
+            time.sleep(0.02)
+        ready_at, ready = notifications.wait_for("READY=1")
+        # READY=1 only once the agent can serve: every /readyz asked after it arrived says ready.
+        assert httpx.get(agent.base_url + "/readyz").status_code == 200
+        assert all(status == 200 for sent, status in readyz if sent > ready_at)
+        address = agent.base_url.removeprefix("http://")
+        assert f"STATUS=serving {MODEL} on {address}: 0 in flight, 0 queued" in ready.split("\n")
+        before = [s for t, text in notifications.all() if t < ready_at for s in text.split("\n")]
+        assert f"STATUS=warming up {MODEL}" in before and "READY=1" not in before
+
+        time.sleep(4)
+        pings = notifications.pings(ready_at, ready_at + 4)
+        assert len(pings) >= 4, notifications.all()
+        assert 0.25 <= statistics.median(b - a for a, b in zip(pings, pings[1:])) <= 1.0
+
+        started = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            stream = pool.submit(stream_completion, agent.base_url, started, DRAIN_STREAM_TOKENS)
+            assert started.wait(60), "the stream never started"
+            term_at = time.monotonic()
+            os.kill(agent.pid, signal.SIGTERM)
+            _, stopping = notifications.wait_for("STOPPING=1", after=term_at, timeout_s=10)
+            assert "STATUS=draining: 1 requests in flight" in stopping.split("\n")
+            # The listener is closed at once: a new connection is refused while the stream goes on.
+            wait_for(lambda: _refused(agent.base_url), 5, 0.05, "new connections refused")
+            result = stream.result(timeout=60)
+        assert result["done"] and result["finish_reason"] == "length"
+        assert result["usage"]["completion_tokens"] == DRAIN_STREAM_TOKENS, "the stream was cut during the drain"
+        assert agent.proc.wait(60) == 0
+        # serve()'s cleanup ran (audit, spool, cache, address file) instead of the signal killing the process.
+        assert not (agent.data_dir / "http-address").exists()
+        assert "draining: 1 requests in flight" in agent.log()
+    finally:
+        agent.stop()
+
+
+def _wait_statuses(notifications: Notifications, text: str) -> list[str]:
+    wait_for(lambda: any(text in s for s in notifications.statuses()), 10, 0.05, f"a STATUS with {text!r}")
+    return notifications.statuses()
+
+
+def _refused(base_url: str) -> bool:
+    try:
+        httpx.get(base_url + "/healthz", timeout=2)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def _stall_prompt(target_s: float) -> str:
+    """A prompt STALL_PATTERN takes about target_s to scan here (it doubles with every 'a')."""
+    pattern = re.compile(STALL_PATTERN)
+    n = 12
+    while True:
+        started = time.perf_counter()
+        list(pattern.finditer("a" * n + "!"))
+        took = time.perf_counter() - started
+        if took > 0.05:
+            return "a" * (n + max(0, round(math.log2(target_s / took)))) + "!"
+        n += 1
+
+
+def test_a_stalled_serving_loop_stops_the_watchdog_pings(tmp_path, notifications):
+    sections = {"policy.custom": [{"name": "part_number", "data_class": "internal", "pattern": STALL_PATTERN}]}
+    agent = start_agent(tmp_path / "agent", sections=sections, env=notifications.env)
+    try:
+        ready_at, _ = notifications.wait_for("READY=1")
+        assert complete(agent.base_url, "Hello there").status_code == 200  # ordinary prompts: no stall
+        prompt = _stall_prompt(3.0)
+        for _ in range(4):  # the agent may scan faster than this process measured: lengthen until it stalls
+            sent = time.monotonic()
+            response = complete(agent.base_url, prompt)
+            answered = time.monotonic()
+            if answered - sent >= 2.5:
+                break
+            prompt = "a" + prompt
+        assert response.status_code == 200, response.text  # the stalled request itself is answered
+        assert answered - sent >= 2.5, f"could not stall the loop ({answered - sent:.1f} s)"
+        # No ping while the loop was blocked (systemd, at WatchdogSec=1s, would have restarted the agent),
+        # pings before it, and again after it.
+        time.sleep(2)
+        around = notifications.pings(sent - 2, answered + 2)
+        gaps = [b - a for a, b in zip(around, around[1:])]
+        assert max(gaps) >= 2.0, gaps
+        assert notifications.pings(sent - 2, sent) and len(notifications.pings(answered, answered + 2)) >= 2
+        assert agent.stop() == 0
+    finally:
+        agent.stop()
+
+
+def test_sighup_reloads_live_settings_while_a_stream_is_in_flight(tmp_path, notifications):
+    data_dir = tmp_path / "agent"
+    sections = {"cache": {"max_bytes": 1_000_000},
+                "policy.custom": [{"name": "project", "data_class": "restricted", "keywords": ["bluebird"]}]}
+    agent = start_agent(data_dir, sections=sections, env=notifications.env)
+    config = data_dir / "agent.toml"
+    try:
+        notifications.wait_for("READY=1")
+        assert complete(agent.base_url, "We land in zanzibar").headers["x-edgefleet-data-class"] == "public"
+        assert complete(agent.base_url, "Say hi").headers["x-cache"] == "miss"
+        assert complete(agent.base_url, "Say hi").headers["x-cache"] == "hit"
+
+        started = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            stream = pool.submit(stream_completion, agent.base_url, started)
+            assert started.wait(60), "the stream never started"
+            assert any(re.fullmatch(rf"serving {MODEL} on .*: 1 in flight, 0 queued", s)
+                       for s in _wait_statuses(notifications, "1 in flight"))
+            write_config(config, {
+                "server": {"listen": "127.0.0.1:0"},
+                "model": {"n_parallel": 4},
+                "cache": {"max_bytes": 1},
+                "policy.custom": [{"name": "project", "data_class": "restricted", "keywords": ["bluebird"]},
+                                  {"name": "travel", "data_class": "internal", "keywords": ["zanzibar"]}],
+            }, {"data_dir": str(data_dir), "log_level": "debug"})
+            hup_at = time.monotonic()
+            os.kill(agent.pid, signal.SIGHUP)
+            reloading_at, reloading = notifications.wait_for("RELOADING=1", after=hup_at, timeout_s=10)
+            assert any(line.startswith("MONOTONIC_USEC=") for line in reloading.split("\n"))
+            notifications.wait_for("READY=1", after=reloading_at, timeout_s=10)
+            assert not stream.done(), "the stream should still be running across the reload"
+            assert complete(agent.base_url, "We land in zanzibar").headers["x-edgefleet-data-class"] == "internal"
+            assert complete(agent.base_url, "Say hi").headers["x-cache"] == "miss"  # evicted: max_bytes = 1
+            assert complete(agent.base_url, "Say hi").headers["x-cache"] == "miss"  # and too big to keep
+            result = stream.result(timeout=180)
+        assert result["done"] and result["usage"]["completion_tokens"] == STREAM_TOKENS
+
+        log = agent.log()
+        assert "SIGHUP: model.n_parallel changed (8 -> 4) but needs a restart" in log
+        assert "SIGHUP: log_level changed (info -> debug): applied" in log
+        assert "SIGHUP: cache.max_bytes changed (1000000 -> 1): applied" in log
+        assert "SIGHUP: policy.custom changed: applied" in log
+
+        # An invalid file changes nothing: the error is logged and the agent serves on with what it runs.
+        config.write_text("cache = 5\n")
+        hup_at = time.monotonic()
+        os.kill(agent.pid, signal.SIGHUP)
+        notifications.wait_for("READY=1", after=hup_at, timeout_s=10)
+        assert "keeping the running configuration" in agent.log()
+        assert complete(agent.base_url, "We land in zanzibar").headers["x-edgefleet-data-class"] == "internal"
+        assert agent.stop() == 0
+    finally:
+        agent.stop()
+
+
+def test_central_ready_status_watchdog_reload_and_stop(tmp_path, notifications):
+    from edge_agent.control.client import FleetClient, ModelInfo, encode_status, enroll
+    from edge_agent.control.identity import FleetFiles
+    from edge_agent.control.interval_stats import InferenceWindow
+    from edge_agent.control.telemetry import SystemSample
+
+    central = start_central(tmp_path / "central", "--heartbeat-interval", "2s", env=notifications.env)
+    try:
+        ready_at, ready = notifications.wait_for("READY=1", timeout_s=30)
+        assert (f"STATUS=serving fleet API on {central.fleet_address}, enrollment on {central.enroll_address}; "
+                "0 nodes online (of 0)") in ready.split("\n")
+        time.sleep(4)
+        assert len(notifications.pings(ready_at, ready_at + 4)) >= 4
+
+        token = create_token(central)
+        identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / "box"))
+        client = FleetClient(identity, rpc_timeout_s=10)
+        try:
+            status = encode_status("test", ModelInfo("m", "1", "0" * 64), SystemSample(0.0, 2, 0.0, 0, 0, 0, 0, (), ()),
+                                   InferenceWindow(15.0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0), 0, 0, 1.0, time.time())
+            beating = threading.Event()
+
+            def beat():
+                while not beating.is_set():
+                    client.heartbeat(status)
+                    beating.wait(0.3)
+
+            with ThreadPoolExecutor(1) as pool:
+                beats = pool.submit(beat)
+                try:
+                    _wait_statuses(notifications, "; 1 node online (of 1)")
+                finally:
+                    beating.set()
+                beats.result(10)
+        finally:
+            client.close()
+
+        (central.data_dir / "log-level").write_text("debug\n")
+        hup_at = time.monotonic()
+        os.kill(central.pid, signal.SIGHUP)
+        reloading_at, _ = notifications.wait_for("RELOADING=1", after=hup_at, timeout_s=10)
+        notifications.wait_for("READY=1", after=reloading_at, timeout_s=10)
+        log = wait_for(lambda: "SIGHUP: log level debug" in central.log() and central.log(), 10, 0.1, "the reload line")
+        assert f"(from {central.data_dir / 'log-level'})" in log
+        assert "need a restart" in log
+
+        term_at = time.monotonic()
+        assert central.stop() == 0
+        notifications.wait_for("STOPPING=1", after=term_at, timeout_s=5)
+    finally:
+        central.stop()
