@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (compiled from source, about 4 minutes on 2 cores) is not rebuilt needlessly.
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench proto clean
+.PHONY: run test bench proto deb clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: $(STAMP)
 # Regenerate edgefleet/v1/ from proto/ (a test fails when they drift apart).
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
+
+# Debian packages edgefleet-agent and edgefleet-central in dist/deb (packaging/deb/README.md);
+# e.g. make deb DEB_ARGS="--version 0.1.1 agent". Needs dpkg-deb and python3-venv, not .venv.
+deb:
+	packaging/deb/build.sh $(DEB_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
