@@ -188,6 +188,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         caller = caller_of(context)
         header = None
         writer = None
+        received = 0
         try:
             async for request in request_iterator:
                 body = request.WhichOneof("body")
@@ -200,10 +201,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     writer = await asyncio.to_thread(self.c.blobs.writer)
                 elif body == "chunk":
                     await asyncio.to_thread(writer.write, request.chunk)
+                    received += len(request.chunk)
                 else:
                     raise InvalidArgument("only chunks may follow the upload header")
             if header is None:
                 raise InvalidArgument("PushModel received nothing")
+            if received != header.size:  # cut off: refused before anything is committed (finally aborts it)
+                raise self.c.refuse_push(caller, header.name, header.version,
+                                         f"the push ended with {received} of {header.size} bytes")
             sha256, size = await asyncio.to_thread(writer.commit)
             writer = None
             # gRPC ends a client stream the same way whether the client finished or its iterator broke, so
