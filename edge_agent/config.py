@@ -158,8 +158,6 @@ class PolicyConfig:
     classifier_model: str = ""
     classifier_threshold: float = 0.5
     classifier_class: str = "internal"
-    # A request naming a model this box does not serve may go upstream (if its class may leave).
-    upstream_unknown_models: bool = True
 
 
 @dataclass(frozen=True)
@@ -169,7 +167,12 @@ class UpstreamConfig:
     # Base URL up to and including /v1, e.g. "https://api.example.com/v1".
     url: str = ""
     jurisdiction: str = ""
-    # The model to ask the upstream for; empty: the model the client named.
+    # The model names a client may ask this upstream for, each "NAME" or "NAME=UPSTREAM_NAME" (renamed on the way
+    # out). A request naming a listed model goes to the upstreams that list it (its data class permitting); a name
+    # no upstream lists and the box does not serve is 404 model_not_found.
+    models: tuple[str, ...] = ()
+    # When the box's own model overflows (queue full, warming up): the model to ask this upstream for instead;
+    # empty: the box's model name (a "models" entry naming it wins).
     model: str = ""
     # The environment variable holding the upstream's bearer key (keys stay out of config files).
     api_key_env: str = ""
@@ -183,6 +186,11 @@ class UpstreamConfig:
     open_s: float = 30.0
     # GET <url>/models this often; a failed check counts as a failure.
     health_interval_s: float = 10.0
+
+    @property
+    def model_map(self) -> dict[str, str]:
+        """Client model name -> the name asked of this upstream, from ``models`` (validated at load)."""
+        return dict(parse_model_entry(entry) for entry in self.models)
 
 
 @dataclass(frozen=True)
@@ -243,6 +251,13 @@ _TABLE_LISTS = {"upstreams": UpstreamConfig}
 # Fields that are arrays of tables inside a section, and tables inside a section.
 _NESTED = {(PolicyConfig, "classes"): DataClassRule, (PolicyConfig, "custom"): CustomDetector}
 _SUBTABLES = {(PolicyConfig, "detectors"): DetectorClasses}
+# Keys that once existed: an old file that still sets one is told what replaces it.
+_REMOVED = {
+    (PolicyConfig, "upstream_unknown_models"):
+        "removed: a client can no longer send any model name it likes upstream. List the model names each "
+        "upstream may serve in [[upstreams]] models = [\"NAME\", \"NAME=UPSTREAM_NAME\", ...]; a request naming "
+        "a model the box does not serve and no upstream lists gets 404 model_not_found. Delete this key",
+}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -400,6 +415,31 @@ def _validate_upstreams(upstreams: tuple[UpstreamConfig, ...]) -> None:
         _positive(f"{key}.failure_threshold", u.failure_threshold)
         if u.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", u.api_key_env):
             raise ConfigError(f"{key}.api_key_env: expected an environment variable name, got {u.api_key_env!r}")
+        listed: set[str] = set()
+        for j, entry in enumerate(u.models):
+            try:
+                name, _ = parse_model_entry(entry)
+            except ValueError as exc:
+                raise ConfigError(f"{key}.models[{j}]: {exc}") from None
+            if name in listed:
+                raise ConfigError(f"{key}.models[{j}]: {name!r} is listed twice")
+            listed.add(name)
+
+
+# A model name as clients and upstreams spell them ("gpt-4o-mini", "meta-llama/Llama-3.1-8B", "org:model@v2").
+_MODEL_NAME = re.compile(r"[^\s=]+")
+
+
+def parse_model_entry(entry: str) -> tuple[str, str]:
+    """One [[upstreams]] models entry: "NAME" -> (NAME, NAME); "NAME=UPSTREAM_NAME" -> (NAME, UPSTREAM_NAME).
+    ValueError says what is wrong."""
+    name, sep, upstream_name = entry.partition("=")
+    if not sep:
+        upstream_name = name
+    if not _MODEL_NAME.fullmatch(name) or not _MODEL_NAME.fullmatch(upstream_name):
+        raise ValueError(f"expected \"NAME\" or \"NAME=UPSTREAM_NAME\" (model names without spaces or '='), "
+                         f"got {entry!r}")
+    return name, upstream_name
 
 
 def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
@@ -417,6 +457,8 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
+        if (cls, key) in _REMOVED:
+            raise ConfigError(f"{prefix}.{key}: {_REMOVED[cls, key]}")
         if key not in fields:
             raise ConfigError(f"{prefix}.{key}: unknown key (known: {', '.join(fields)})")
         where = f"{prefix}.{key}"

@@ -1,10 +1,13 @@
 """The data-residency gateway in front of the inference service: classify, check the caller's key, answer
 locally, and only when the box cannot and the data class allows it, from an upstream.
 
-    text of all messages -> data class -> key's max class -> local (cache, queue) -> upstream | refusal
-                                                                   -> audit record, metrics, headers
+    every model-visible string -> data class -> key's max class -> local (cache, queue) -> upstream | refusal
+                                                                       -> audit record, metrics, headers
 
-The decisions are pure (edge_agent.policy.routing); this module does the I/O around them.
+What may leave: a body built from an allow-list (:func:`upstream_request`), every string in it judged with the
+prompt (:func:`request_texts`); a prompt of token ids never; a model name only when the box serves it (its
+overflow) or an upstream lists it (``[[upstreams]] models``). The decisions are pure
+(edge_agent.policy.routing and the two functions at the end); this module does the I/O around them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Awaitable, Callable
 
 from edge_agent.access import Caller, exceeds
 from edge_agent.api.schema import RequestError, model_not_found
+from edge_agent.config import DataClassRule
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
 from edge_agent.policy.routing import (LOCAL, NOT_READY, QUEUE_FULL, REFUSED, TOKEN_PROMPT, UNKNOWN_MODEL,
@@ -44,17 +48,24 @@ class RoutingRefused(RequestError):
     """The request may not be answered here nor anywhere it may go (status and message say why)."""
 
 
+def token_prompt_refused(model: str) -> RoutingRefused:
+    return RoutingRefused(
+        f"'prompt' is given as token ids, and token ids never leave this box (they belong to its own tokenizer); "
+        f"the model '{model}' is answered only by an upstream: send the prompt as text",
+        "prompt", code="token_prompt_not_forwarded", status=400)
+
+
 class Gateway:
     def __init__(self, service: InferenceService, classifier: PromptClassifier, metrics: AgentMetrics,
-                 pool: UpstreamPool | None = None, audit: RoutingAudit | None = None,
-                 upstream_unknown_models: bool = True):
+                 pool: UpstreamPool | None = None, audit: RoutingAudit | None = None):
         self.service = service
         # The classifier carries its policy: one attribute, so a reload (reload_policy) swaps both at once.
         self.classifier = classifier
         self.metrics = metrics
         self.pool = pool
         self.audit = audit
-        self.upstream_unknown_models = upstream_unknown_models and pool is not None
+        # [[upstreams]] models: the names a request may ask for although the box does not serve them.
+        self.upstream_models = pool.listed_models() if pool else {}
 
     @property
     def policy(self) -> DataClassPolicy:
@@ -65,8 +76,8 @@ class Gateway:
         self.classifier = classifier
 
     @property
-    def accepts_any_model(self) -> bool:
-        return self.upstream_unknown_models
+    def upstream_model_ids(self) -> tuple[str, ...]:
+        return tuple(self.upstream_models)
 
     async def classify(self, texts: list[str], caller: Caller, info: RouteInfo,
                        classifier: PromptClassifier | None = None) -> Classification:
@@ -100,15 +111,21 @@ class Gateway:
             self._record(endpoint, caller, info, (), REFUSED, exc.code, exc.status, texts)
             raise
         detectors = classification.detectors
+        token_prompt = endpoint == "completions" and isinstance(params["prompt"], list)
         local_problem = None
+        listed = None  # the model name an upstream lists, when the box does not serve the one asked for
         if params["model"] != self.service.model_id:
-            if not self.upstream_unknown_models:
-                raise model_not_found(params["model"], (self.service.model_id,))
-            local_problem = UNKNOWN_MODEL
+            if params["model"] not in self.upstream_models:  # the box's model changed since the body was parsed
+                raise model_not_found(params["model"], (self.service.model_id,), self.upstream_model_ids)
+            if token_prompt:
+                refusal = token_prompt_refused(params["model"])
+                self._record(endpoint, caller, info, detectors, REFUSED, TOKEN_PROMPT, refusal.status, texts)
+                raise refusal
+            local_problem, listed = UNKNOWN_MODEL, params["model"]
         elif not self.service.ready:
             local_problem = NOT_READY
         rule = classifier.policy.rule(classification.data_class)
-        candidates = self.pool.candidates(rule.jurisdictions) if self.pool and local_problem else []
+        candidates = self._candidates(rule, listed, token_prompt) if local_problem else []
         decision = decide_route(rule, local_problem, candidates)
         overloaded: OverloadedError | None = None
         if decision.route == LOCAL:
@@ -117,9 +134,8 @@ class Gateway:
                                                      tenant=caller.tenant)
             except OverloadedError as exc:
                 overloaded = exc
-                local_problem = TOKEN_PROMPT if isinstance(params.get("prompt"), list) else QUEUE_FULL
-                candidates = self.pool.candidates(rule.jurisdictions) if self.pool else []
-                decision = decide_route(rule, local_problem, candidates)
+                local_problem = TOKEN_PROMPT if token_prompt else QUEUE_FULL
+                decision = decide_route(rule, local_problem, self._candidates(rule, None, token_prompt))
             else:
                 self._record(endpoint, caller, info, detectors, LOCAL, decision.reason, 200, texts)
                 return answer
@@ -145,7 +161,7 @@ class Gateway:
 
     async def check_embeddings(self, params: dict[str, Any], caller: Caller, info: RouteInfo) -> None:
         """Embeddings are always computed here; they are classified for the key check and the audit."""
-        texts = [t if isinstance(t, str) else self._detokenize(t) for t in params["input"]]
+        texts = [t if isinstance(t, str) else self._detokenize(t, "input") for t in params["input"]]
         try:
             classification = await self.classify(texts, caller, info)
         except RoutingRefused as exc:
@@ -153,10 +169,19 @@ class Gateway:
             raise
         self._record("embeddings", caller, info, classification.detectors, LOCAL, LOCAL, 200, texts)
 
-    def _detokenize(self, tokens: list[int]) -> str:
+    def _candidates(self, rule: DataClassRule, listed: str | None, token_prompt: bool) -> list[str]:
+        """The upstreams this request may go to now: none for token ids (another tokenizer would read them);
+        for a listed model name, only the upstreams that list it."""
+        if self.pool is None or token_prompt:
+            return []
+        return self.pool.candidates(rule.jurisdictions, listed_model=listed)
+
+    def _detokenize(self, tokens: list[int], param: str = "prompt") -> str:
+        """The text token ids stand for, to classify; ids this model does not have are a 400, never "" (an
+        empty text would classify as the least sensitive class)."""
         backend = self.service.backend
         if not backend.in_vocab(tokens):
-            return ""  # refused later by the service with the vocabulary's bounds
+            raise RequestError(f"'{param}' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})", param)
         return b"".join(backend.detokenize_one(t) for t in tokens).decode("utf-8", "replace")
 
     def _record(self, endpoint: str, caller: Caller, info: RouteInfo, detectors: tuple[str, ...], route: str,
@@ -169,21 +194,48 @@ class Gateway:
 
 
 def request_texts(endpoint: str, params: dict[str, Any], detokenize: Callable[[list[int]], str]) -> list[str]:
-    """The text a request's data class is judged on: every message, or the prompt."""
+    """Every model-visible string of a request, which its data class is judged on: each message's content (or the
+    prompt, token ids detokenized), then each message's name, then the stop strings. Whatever of the request may
+    leave the box is among these (see :func:`upstream_request`)."""
     if endpoint == "chat":
-        return [m["content"] for m in params["messages"]]
-    prompt = params["prompt"]
-    return [detokenize(prompt) if isinstance(prompt, list) else prompt]
+        messages = params["messages"]
+        texts = [m["content"] for m in messages] + [m["name"] for m in messages if "name" in m]
+    else:
+        prompt = params["prompt"]
+        texts = [detokenize(prompt) if isinstance(prompt, list) else prompt]
+    return texts + list(params.get("stop") or ())
+
+
+# Parameters forwarded when the client set them, with their validated values: numbers and flags only, nothing a
+# model reads as text. top_k, min_p and ignore_eos are llama.cpp's; an upstream that does not know them says so.
+_FORWARDED = ("temperature", "top_p", "seed", "top_k", "min_p", "ignore_eos")
 
 
 def upstream_request(endpoint: str, body: dict[str, Any], params: dict[str, Any],
                      redact: Callable[[str], str] | None) -> dict[str, Any]:
-    """The body sent upstream: the client's, with the text normalized (content parts joined) and, for a class
-    that redacts, every detected span replaced."""
+    """The body sent upstream, built from an allow-list, never copied from the client's: the model, the messages
+    (role, content with text parts joined, name) or the text prompt, the stop strings, stream options, and the
+    sampling parameters the client set (``body`` says which). For a class that redacts, every string among them
+    goes through ``redact``; they are all among :func:`request_texts`, so all were classified. ``user``,
+    ``metadata``, ``store`` and anything else the client sent stay here. A token-id prompt never leaves:
+    :class:`RoutingRefused` (the gateway never asks for one)."""
     keep = (lambda text: text) if redact is None else redact
-    out = dict(body)
+    out: dict[str, Any] = {"model": params["model"]}
     if endpoint == "chat":
-        out["messages"] = [{"role": m["role"], "content": keep(m["content"])} for m in params["messages"]]
-    else:
+        out["messages"] = [{"role": m["role"], "content": keep(m["content"]),
+                            **({"name": keep(m["name"])} if "name" in m else {})} for m in params["messages"]]
+    elif isinstance(params["prompt"], str):
         out["prompt"] = keep(params["prompt"])
+    else:
+        raise token_prompt_refused(params["model"])
+    if body.get("max_tokens") is not None:
+        out["max_tokens"] = params["max_tokens"]
+    elif endpoint == "chat" and body.get("max_completion_tokens") is not None:
+        out["max_completion_tokens"] = params["max_tokens"]
+    out.update({key: params[key] for key in _FORWARDED if body.get(key) is not None})
+    if params["stop"]:
+        out["stop"] = [keep(s) for s in params["stop"]]
+    out["stream"] = params["stream"]
+    if params["stream"] and params.get("include_usage"):
+        out["stream_options"] = {"include_usage": True}
     return out

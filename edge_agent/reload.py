@@ -5,8 +5,8 @@
 Live: ``log_level``, ``cache.max_bytes``, ``cache.ttl_s`` and ``policy.*`` (the classifier and the rules are
 swapped together, between requests), as long as the data class names stay the same: API keys were checked
 against them at start. Everything else (``model.*``, ``server.*``, ``data_dir``, ``upstreams``, ``auth.*``,
-``scheduler.*``, ``fleet.*``, ``federated.*``, ``embeddings.*``, ``cache.enabled``,
-``policy.upstream_unknown_models``) needs a restart. An invalid file changes nothing.
+``scheduler.*``, ``fleet.*``, ``federated.*``, ``embeddings.*``, ``cache.enabled``) needs a restart. An invalid
+file changes nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from edge_agent.errors import AgentError
 log = logging.getLogger(__name__)
 
 _LIVE_KEYS = frozenset({"log_level", "cache.max_bytes", "cache.ttl_s"})
-_RESTART_POLICY_KEYS = frozenset({"policy.upstream_unknown_models"})
 # The loggers uvicorn.Config(log_level=...) sets, besides the root logger.
 _UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
@@ -67,7 +66,7 @@ def changes(old: Any, new: Any, prefix: str = "") -> list[Change]:
 
 
 def is_live(key: str) -> bool:
-    return key in _LIVE_KEYS or (key.startswith("policy.") and key not in _RESTART_POLICY_KEYS)
+    return key in _LIVE_KEYS or key.startswith("policy.")
 
 
 def plan(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
@@ -75,7 +74,7 @@ def plan(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
     found = changes(old, new)
     live = [c for c in found if is_live(c.key)]
     restart = [c for c in found if not is_live(c.key)]
-    policy = dataclasses.replace(new.policy, upstream_unknown_models=old.policy.upstream_unknown_models)
+    policy = new.policy
     held_back = ""
     names_old, names_new = [c.name for c in old.policy.classes], [c.name for c in new.policy.classes]
     if names_old != names_new:

@@ -144,12 +144,15 @@ class UpstreamReply:
             await self.stream.aclose()  # type: ignore[attr-defined]
 
 
+def upstream_model(config: UpstreamConfig, requested: str) -> str:
+    """The model name asked of this upstream for a request naming ``requested``: its ``models`` entry for that
+    name when it lists it (renamed or not), else its ``model`` (the box's own model overflowing), else as asked."""
+    return config.model_map.get(requested) or config.model or requested
+
+
 def upstream_body(body: dict, model: str) -> dict:
-    """A copy of the request body for an upstream: ``model`` replaced when the upstream names one."""
-    copy = dict(body)
-    if model:
-        copy["model"] = model
-    return copy
+    """A copy of the (already allow-listed) request body for an upstream, asking it for ``model``."""
+    return {**body, "model": model}
 
 
 def sse_error(message: str, type: str, code: str) -> bytes:
@@ -199,13 +202,23 @@ class UpstreamPool:
     def names(self) -> list[str]:
         return list(self._upstreams)
 
-    def candidates(self, jurisdictions: tuple[str, ...]) -> list[str]:
+    def candidates(self, jurisdictions: tuple[str, ...], listed_model: str | None = None) -> list[str]:
         """Names, in priority order, an answer may come from for a class with these allowed jurisdictions
-        ('*' = any; () = none): jurisdiction allowed, circuit allows, last health check not failed."""
+        ('*' = any; () = none): jurisdiction allowed, circuit allows, last health check not failed; and with
+        ``listed_model``, only the upstreams whose ``models`` list it."""
         any_place = "*" in jurisdictions
         return [name for name, up in self._upstreams.items()
                 if (any_place or up.config.jurisdiction in jurisdictions)
+                and (listed_model is None or listed_model in up.config.model_map)
                 and up.healthy is not False and up.breaker.available()]
+
+    def listed_models(self) -> dict[str, tuple[str, ...]]:
+        """Every model name an upstream lists -> the upstreams listing it, in priority order."""
+        listed: dict[str, list[str]] = {}
+        for name, up in self._upstreams.items():
+            for model in up.config.model_map:
+                listed.setdefault(model, []).append(name)
+        return {model: tuple(names) for model, names in listed.items()}
 
     def states(self) -> dict[str, str]:
         return {name: up.breaker.state for name, up in self._upstreams.items()}
@@ -260,7 +273,7 @@ class UpstreamPool:
                       deadline: float) -> UpstreamReply:
         """POST {url}{path} with JSON ``body`` to the named upstreams in order until one answers.
 
-        The body's model is replaced by the upstream's ``model`` when set, and its ``stream`` set to
+        The body's model is renamed for each upstream (:func:`upstream_model`), and its ``stream`` set to
         ``stream``. Per upstream up to 1+retries attempts on a connection error, a timeout
         (connect_timeout_s to connect, timeout_s to the response headers, or to the whole answer when
         not streamed; never past ``deadline``, a time.monotonic() value), HTTP 5xx or 429; each is
@@ -282,7 +295,7 @@ class UpstreamPool:
                    deadline: float) -> UpstreamReply | str:
         """The reply, or why this upstream gave none."""
         c, breaker = up.config, up.breaker
-        payload = upstream_body(body, c.model)
+        payload = upstream_body(body, upstream_model(c, body["model"]))
         if bool(payload.get("stream", False)) != stream:
             payload["stream"] = stream
         headers = dict(up.headers, Accept="text/event-stream" if stream else "application/json")

@@ -37,9 +37,11 @@ _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/em
 
 def create_app(service: InferenceService, gateway: Gateway, authenticator: Authenticator, max_body_bytes: int,
                retry_after_s: int) -> Starlette:
-    def limits(any_model: bool = False) -> Limits:
+    def limits() -> Limits:
         # Read per request: the served model can change (a fleet rollout switches it live).
-        return Limits(n_ctx=service.backend.n_ctx, model_ids=(service.model_id,), any_model=any_model)
+        backend = service.backend
+        return Limits(n_ctx=backend.n_ctx, model_ids=(service.model_id,),
+                      upstream_model_ids=gateway.upstream_model_ids, vocab_size=backend.vocab_size)
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -64,7 +66,7 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
     async def generation(request: Request, endpoint: str) -> Response:
         started = time.monotonic()
         body = await read_json(request)
-        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits(gateway.accepts_any_model))
+        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits())
 
         async def client_gone() -> None:
             # The body has been read: the next message is the disconnect.
@@ -88,11 +90,15 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
 
     async def models(request: Request) -> Response:
         artifact = service.backend.artifact
-        return Response(dumps({"object": "list", "data": [{
+        served = {
             "id": service.model_id, "object": "model", "created": int(artifact.path.stat().st_mtime),
             "owned_by": "edgefleet", "sha256": artifact.sha256, "engine": service.backend.engine_name,
             "context_length": service.backend.n_ctx, "chat_template": service.backend.has_chat_template,
-        }]}), media_type=_JSON)
+        }
+        # The names [[upstreams]] list: answered by those upstreams only, for data classes that may go there.
+        listed = [{"id": name, "object": "model", "created": 0, "owned_by": "upstream", "upstreams": list(upstreams)}
+                  for name, upstreams in gateway.upstream_models.items() if name != service.model_id]
+        return Response(dumps({"object": "list", "data": [served, *listed]}), media_type=_JSON)
 
     async def healthz(request: Request) -> Response:
         return Response(dumps({"status": "ok"}), media_type=_JSON)

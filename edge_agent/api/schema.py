@@ -34,9 +34,12 @@ class RequestError(AgentError):
 @dataclass(frozen=True)
 class Limits:
     n_ctx: int
+    # The models this box serves.
     model_ids: tuple[str, ...]
-    # Accept a model this box does not serve: the router may send the request upstream.
-    any_model: bool = False
+    # The model names [[upstreams]] list: a generation request may name one (it is answered upstream, never here).
+    upstream_model_ids: tuple[str, ...] = ()
+    # Token ids run from 0 to vocab_size - 1 (None: not checked here).
+    vocab_size: int | None = None
 
 
 # OpenAI parameters accepted only at the value that means "not used".
@@ -67,7 +70,7 @@ _ROLES = ("system", "developer", "user", "assistant")
 def parse_completion(body: Any, limits: Limits) -> dict[str, Any]:
     obj = _object(body, _COMPLETION_KEYS)
     params = _sampling(obj, limits, default_max_tokens=16)
-    params["prompt"] = _prompt(obj.get("prompt"))
+    params["prompt"] = _prompt(obj.get("prompt"), limits)
     return params
 
 
@@ -82,7 +85,7 @@ def parse_chat(body: Any, limits: Limits) -> dict[str, Any]:
 
 def parse_embeddings(body: Any, limits: Limits) -> dict[str, Any]:
     obj = _object(body, _EMBEDDING_KEYS)
-    model = _model(obj, limits)
+    model = _model(obj, limits, upstream=False)  # embeddings are always computed here
     raw = obj.get("input")
     if isinstance(raw, str):
         inputs: list[Any] = [raw]
@@ -96,6 +99,9 @@ def parse_embeddings(body: Any, limits: Limits) -> dict[str, Any]:
         raise RequestError("'input' must be a non-empty string, list of strings, or list of token ids", "input")
     if len(inputs) > 2048:
         raise RequestError("'input' may hold at most 2048 items", "input")
+    for i, item in enumerate(inputs):
+        if isinstance(item, list):
+            _check_vocab(item, limits, f"input[{i}]" if len(inputs) > 1 else "input", "input")
     fmt = obj.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise RequestError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
@@ -119,17 +125,22 @@ def _object(body: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
     return body
 
 
-def _model(obj: Mapping[str, Any], limits: Limits) -> str:
+def _model(obj: Mapping[str, Any], limits: Limits, upstream: bool = True) -> str:
     model = obj.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("'model' is required and must be a string", "model")
-    if model not in limits.model_ids and not limits.any_model:
-        raise model_not_found(model, limits.model_ids)
+    upstream_ids = limits.upstream_model_ids if upstream else ()
+    if model not in limits.model_ids and model not in upstream_ids:
+        raise model_not_found(model, limits.model_ids, upstream_ids)
     return model
 
 
-def model_not_found(model: str, model_ids: tuple[str, ...], why: str = "") -> RequestError:
-    return RequestError(f"the model '{model}' does not exist here; available: {', '.join(model_ids)}{why}",
+def model_not_found(model: str, model_ids: tuple[str, ...], upstream_ids: tuple[str, ...] = ()) -> RequestError:
+    """404 model_not_found naming what may be asked for: the box's models, and the names its upstreams list."""
+    available = ", ".join(model_ids)
+    if upstream_ids:
+        available += f"; through an upstream: {', '.join(upstream_ids)}"
+    return RequestError(f"the model '{model}' does not exist here; available: {available}",
                         "model", code="model_not_found", status=404)
 
 
@@ -196,16 +207,31 @@ def _stop(value: Any) -> list[str]:
     return list(value)
 
 
-def _prompt(value: Any) -> str | list[int]:
+def _prompt(value: Any, limits: Limits) -> str | list[int]:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
         return value[0]
     if isinstance(value, list) and value and all(_is_int(t) for t in value):
+        _check_vocab(value, limits, "prompt", "prompt")
         return list(value)
     if value is None:
         raise RequestError("'prompt' is required", "prompt")
     raise RequestError("'prompt' must be a string or a list of token ids (one prompt per request: n = 1)", "prompt")
+
+
+def _check_vocab(tokens: list[int], limits: Limits, where: str, param: str) -> None:
+    if limits.vocab_size is None:
+        return
+    outside = next((t for t in tokens if not 0 <= t < limits.vocab_size), None)
+    if outside is not None:
+        raise RequestError(f"'{where}' holds token ids outside the vocabulary (0..{limits.vocab_size - 1}), "
+                           f"e.g. {outside}", param)
+
+
+# Keys a message may carry besides role, content and name, only empty (an SDK's assistant message sent back
+# as it came: "tool_calls": null, "refusal": null, "annotations": []): nothing the model would see is dropped.
+_EMPTY = (None, [], {}, "")
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -219,7 +245,17 @@ def _messages(value: Any) -> list[dict[str, str]]:
         role = message.get("role")
         if role not in _ROLES:
             raise RequestError(f"'{where}.role' must be one of {', '.join(_ROLES)}, got {role!r}", f"{where}.role")
-        messages.append({"role": "system" if role == "developer" else role, "content": _content(message.get("content"), where)})
+        parsed = {"role": "system" if role == "developer" else role, "content": _content(message.get("content"), where)}
+        name = message.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise RequestError(f"'{where}.name' must be a non-empty string", f"{where}.name")
+            parsed["name"] = name
+        for key, item in message.items():
+            if key not in ("role", "content", "name") and not any(item == e and type(item) is type(e) for e in _EMPTY):
+                raise RequestError(f"'{where}.{key}' is not supported by this server (a message has 'role', "
+                                   "'content' and 'name')", f"{where}.{key}", code="unsupported_parameter")
+        messages.append(parsed)
     return messages
 
 

@@ -53,6 +53,13 @@ def test_documented_example_config_loads():
         ({"upstreams": [{"name": "a", "url": "http://x/v1", "retries": -1}]}, r"upstreams\[0\].retries"),
         ({"upstreams": [{"name": "a", "url": "http://x/v1", "api_key_env": "my key"}]}, "api_key_env"),
         ({"upstreams": {"name": "a"}}, "upstreams: expected an array of tables"),
+        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["gpt 4"]}]}, r"upstreams\[0\].models\[0\]: expected"),
+        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["a=b=c"]}]}, r"upstreams\[0\].models\[0\]"),
+        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["=b"]}]}, r"upstreams\[0\].models\[0\]"),
+        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["a="]}]}, r"upstreams\[0\].models\[0\]"),
+        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["m", "m=n"]}]},
+         r"upstreams\[0\].models\[1\]: 'm' is listed twice"),
+        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": "gpt-4o"}]}, r"upstreams\[0\].models: expected a list"),
         ({"auth": {"allow_open_non_loopback": "yes"}}, "auth.allow_open_non_loopback: expected bool"),
     ],
 )
@@ -83,3 +90,20 @@ def test_flags_override_the_file():
     assert with_overrides(config, model="smollm2-135m-instruct").model.name == "smollm2-135m-instruct"
     with pytest.raises(ConfigError, match="server.listen"):
         with_overrides(config, listen="nonsense")
+
+
+def test_upstream_model_names_plain_or_renamed():
+    config = parse_config({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["gpt-4o-mini", "big=gpt-4o",
+                                                                                    "meta-llama/Llama-3.1-8B"]}]})
+    assert config.upstreams[0].model_map == {"gpt-4o-mini": "gpt-4o-mini", "big": "gpt-4o",
+                                             "meta-llama/Llama-3.1-8B": "meta-llama/Llama-3.1-8B"}
+    assert parse_config({"upstreams": [{"name": "a", "url": "http://x/v1"}]}).upstreams[0].model_map == {}
+
+
+def test_the_removed_upstream_unknown_models_says_what_replaces_it():
+    for value in (True, False):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"policy": {"upstream_unknown_models": value}})
+        message = str(info.value)
+        assert message.startswith("policy.upstream_unknown_models: removed")
+        assert "[[upstreams]] models" in message and "model_not_found" in message

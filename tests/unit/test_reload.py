@@ -35,19 +35,18 @@ def test_changes_are_named_by_their_dotted_keys():
 def test_live_changes_apply_and_the_rest_waits_for_a_restart():
     new = config(log_level="debug", cache={"max_bytes": 10, "ttl_s": 5.0, "enabled": False},
                  model={"n_parallel": 4}, server={"listen": "127.0.0.1:9000"}, scheduler={"max_queue": 3},
-                 policy={"custom": [{"name": "project", "data_class": "internal", "keywords": ["zanzibar"]}],
-                         "upstream_unknown_models": False})
+                 policy={"custom": [{"name": "project", "data_class": "internal", "keywords": ["zanzibar"]}]},
+                 upstreams=[{"name": "eu", "url": "https://eu.example/v1", "models": ["gpt-4o-mini"]}])
     p = plan(config(), new)
     assert sorted(c.key for c in p.live) == ["cache.max_bytes", "cache.ttl_s", "log_level", "policy.custom"]
-    assert sorted(c.key for c in p.needs_restart) == ["cache.enabled", "model.n_parallel",
-                                                       "policy.upstream_unknown_models", "scheduler.max_queue",
-                                                       "server.listen"]
+    assert sorted(c.key for c in p.needs_restart) == ["cache.enabled", "model.n_parallel", "scheduler.max_queue",
+                                                       "server.listen", "upstreams"]
     running = p.running
     assert (running.log_level, running.cache.max_bytes, running.cache.ttl_s) == ("debug", 10, 5.0)
     assert running.policy.custom == new.policy.custom
     # What needs a restart keeps running as it started.
     assert running.cache.enabled and running.model.n_parallel == 8 and running.server.listen == config().server.listen
-    assert running.policy.upstream_unknown_models is True
+    assert running.upstreams == ()  # the model names upstreams serve change with a restart
     assert plan(running, new).live == ()  # the next reload of the same file applies nothing again
 
 

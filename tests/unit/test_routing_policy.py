@@ -3,7 +3,6 @@
 import pytest
 
 from edge_agent.config import CustomDetector, DataClassRule, PolicyConfig, parse_config
-from edge_agent.gateway import request_texts, upstream_request
 from edge_agent.policy.routing import (LOCAL, NOT_READY, QUEUE_FULL, REFUSED, TOKEN_PROMPT, UNKNOWN_MODEL, UPSTREAM,
                                        DataClassPolicy, classify_findings, decide_route, jurisdiction_allowed)
 
@@ -85,19 +84,3 @@ def test_jurisdictions():
     assert not jurisdiction_allowed(RESTRICTED, "eu")
 
 
-def test_request_texts_cover_every_message_and_token_prompts():
-    chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "mail a@b.example"}]}
-    assert request_texts("chat", chat, lambda ids: "never") == ["be brief", "mail a@b.example"]
-    assert request_texts("completions", {"prompt": "hello"}, lambda ids: "never") == ["hello"]
-    assert request_texts("completions", {"prompt": [1, 2]}, lambda ids: f"{len(ids)} ids") == ["2 ids"]
-
-
-def test_upstream_request_redacts_only_when_asked_and_keeps_the_rest_of_the_body():
-    body = {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi x"}]}]}
-    params = {"messages": [{"role": "user", "content": "hi x"}]}
-    redacted = upstream_request("chat", body, params, lambda text: text.replace("x", "[X]"))
-    assert redacted == {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi [X]"}]}
-    assert upstream_request("chat", body, params, None)["messages"][0]["content"] == "hi x"
-    assert body["messages"][0]["content"][0]["text"] == "hi x"  # the client's body is left alone
-    out = upstream_request("completions", {"model": "m", "prompt": "p x"}, {"prompt": "p x"}, lambda t: t.upper())
-    assert out == {"model": "m", "prompt": "P X"}

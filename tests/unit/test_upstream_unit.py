@@ -6,7 +6,7 @@ import pytest
 
 from edge_agent.config import UpstreamConfig
 from edge_agent.errors import AgentError
-from edge_agent.upstream import CircuitBreaker, UpstreamError, UpstreamPool, sse_error, upstream_body
+from edge_agent.upstream import CircuitBreaker, UpstreamError, UpstreamPool, sse_error, upstream_body, upstream_model
 
 
 class FakeClock:
@@ -195,8 +195,30 @@ def test_upstream_body_replaces_the_model_in_a_copy():
     out = upstream_body(body, "gpt-4o-mini")
     assert out == {**body, "model": "gpt-4o-mini"}
     assert body["model"] == "smollm2-135m-instruct"
-    same = upstream_body(body, "")
-    assert same == body and same is not body
+
+
+def test_the_model_asked_of_an_upstream_a_listed_entry_then_its_model_then_as_asked():
+    listing = UpstreamConfig("a", "http://a/v1", models=("gpt-4o-mini", "big=gpt-4o", "box=box-in-the-cloud"))
+    assert upstream_model(listing, "gpt-4o-mini") == "gpt-4o-mini"
+    assert upstream_model(listing, "big") == "gpt-4o"
+    assert upstream_model(listing, "box") == "box-in-the-cloud"  # the box's own model, renamed by an entry
+    assert upstream_model(listing, "other") == "other"
+    renaming = UpstreamConfig("b", "http://b/v1", model="cloud-small", models=("gpt-4o-mini", "big=gpt-4o"))
+    assert upstream_model(renaming, "box") == "cloud-small"  # the box's model overflowing
+    assert upstream_model(renaming, "gpt-4o-mini") == "gpt-4o-mini"  # a listed name is never renamed by `model`
+    assert upstream_model(renaming, "big") == "gpt-4o"
+
+
+def test_candidates_for_a_listed_model_are_only_the_upstreams_that_list_it(clock):
+    pool = UpstreamPool([up("a", "eu", models=("gpt-4o-mini",)), up("b", "us", models=("gpt-4o-mini", "big=gpt-4o")),
+                         up("c", "eu")], clock=clock, environ={})
+    assert pool.listed_models() == {"gpt-4o-mini": ("a", "b"), "big": ("b",)}
+    assert pool.candidates(("*",), listed_model="gpt-4o-mini") == ["a", "b"]
+    assert pool.candidates(("eu",), listed_model="gpt-4o-mini") == ["a"]  # the class's jurisdictions still hold
+    assert pool.candidates(("eu",), listed_model="big") == []
+    assert pool.candidates((), listed_model="gpt-4o-mini") == []
+    assert pool.candidates(("*",), listed_model="unlisted") == []
+    assert pool.candidates(("*",)) == ["a", "b", "c"]  # the box's own model overflowing: every allowed upstream
 
 
 def test_upstream_error_is_an_agent_error_with_each_failure():
