@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -85,6 +86,7 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
         onnx_providers=(lambda: embedder.providers) if embedder else list,
         upstream_states=lambda: pool.states() if pool else {},
     )
+    classifier.on_failure = metrics.count_classification_failure
     service = InferenceService(ServingModel(backend, scheduler, artifact.name), cache, metrics,
                                config.server.request_timeout_s, embedder=embedder)
     pool = UpstreamPool(config.upstreams) if config.upstreams else None
@@ -102,7 +104,7 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
         timeout_graceful_shutdown=min(DRAIN_TIMEOUT_S, config.server.request_timeout_s), log_config=None,
     ))
     reloader = Reloader(config, lambda: with_overrides(load_config(config_path), **(overrides or {})), gateway, cache,
-                        PromptClassifier)
+                        functools.partial(PromptClassifier, on_failure=metrics.count_classification_failure))
     systemd = _Systemd(server, service, pool, control_state=lambda: control.state if control else None,
                        address=f"{host}:{port}")
     scheduler.start()

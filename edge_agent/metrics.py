@@ -47,6 +47,9 @@ class AgentMetrics:
                               "(local, upstream:NAME, refused).", ["data_class", "route"], registry=r)
         self.detector_hits = Counter("edgefleet_detector_hits", "Requests a detector (or the classifier) fired on.",
                                      ["detector"], registry=r)
+        self.classification_failures = Counter(
+            "edgefleet_classification_failures", "Requests whose classification failed, by the error's kind; each "
+            "was treated as the most sensitive data class.", ["kind"], registry=r)
         self.classification_duration = Histogram(
             "edgefleet_classification_seconds", "Time to classify a request's text.",
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05), registry=r)
@@ -63,6 +66,9 @@ class AgentMetrics:
         self.probation.record_request(latency_s, error)
         if self.usage is not None:
             self.usage.record_request(latency_s, time.time())
+
+    def count_classification_failure(self, kind: str) -> None:
+        self.classification_failures.labels(kind).inc()
 
     def observe_cache(self, hit: bool) -> None:
         self.window.record_cache(hit)

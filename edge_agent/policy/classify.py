@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from edge_agent.config import BUILTIN_DETECTORS, PolicyConfig
 from edge_agent.errors import AgentError
 from edge_agent.policy.detectors import Detectors, redact
 from edge_agent.policy.routing import Classification, DataClassPolicy, classify_findings
+
+# What a Classification's detectors hold when classifying failed.
+FAILED_CLASSIFICATION = "classification_failed"
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +56,58 @@ class SensitivityModel:
         return float(probability[0])
 
 
+# Redaction passes at most: a placeholder never makes a new finding (the detectors read "[CARD]" as the item
+# it replaced), so the second pass finds nothing; a third would mean a bug, and the text is refused.
+_REDACT_PASSES = 3
+# The kinds of classification failure already logged: each kind once per process, every one counted.
+_LOGGED_FAILURES: set[str] = set()
+
+
+class RedactionError(AgentError):
+    """Redaction did not converge: the text is not sent anywhere."""
+
+
 class PromptClassifier:
-    def __init__(self, config: PolicyConfig):
+    """``on_failure(kind)`` is told of every classification that failed (and so became the most sensitive
+    class); the daemon counts them in ``edgefleet_classification_failures_total``."""
+
+    def __init__(self, config: PolicyConfig, on_failure: Callable[[str], None] | None = None):
         self.policy = DataClassPolicy.from_config(config)
-        self.detectors = Detectors([n for n in BUILTIN_DETECTORS if getattr(config.detectors, n)], config.custom)
+        self.detectors = Detectors([n for n in BUILTIN_DETECTORS if getattr(config.detectors, n)], config.custom,
+                                   config.phone_regions)
         self.model = SensitivityModel(config.classifier_model) if config.classifier_model else None
+        self.on_failure = on_failure
         if self.model:
             log.info("sensitivity classifier %s: a score >= %.2f makes a prompt '%s'", self.model.path,
                      config.classifier_threshold, config.classifier_class)
 
     def classify(self, texts: Sequence[str]) -> Classification:
-        fired: set[str] = set()
-        for text in texts:
-            fired |= self.detectors.fired(text)
-        score = self.model.score("\n".join(texts)) if self.model else None
-        return classify_findings(self.policy, fired, score)
+        """The texts' data class. Fails closed: any error while normalizing, detecting or scoring makes the
+        request the most sensitive class, never the default one."""
+        try:
+            fired: set[str] = set()
+            for text in texts:
+                fired |= self.detectors.fired(text)
+            score = self.model.score("\n".join(texts)) if self.model else None
+            return classify_findings(self.policy, fired, score)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the request must not leave as "public"
+            return self._failed(exc)
 
     def redact(self, text: str) -> str:
-        return redact(text, self.detectors.find(text))
+        for _ in range(_REDACT_PASSES):
+            spans = self.detectors.find(text)
+            if not spans:
+                return text
+            text = redact(text, spans)
+        raise RedactionError(f"redaction did not converge after {_REDACT_PASSES} passes")
+
+    def _failed(self, exc: Exception) -> Classification:
+        kind = type(exc).__name__
+        if kind not in _LOGGED_FAILURES:
+            _LOGGED_FAILURES.add(kind)
+            log.error("classifying a request failed (%s: %s); such requests are treated as class '%s' "
+                      "(logged once per kind, counted in edgefleet_classification_failures_total)",
+                      kind, exc, self.policy.class_names[-1], exc_info=exc)
+        if self.on_failure is not None:
+            self.on_failure(kind)
+        return Classification(self.policy.class_names[-1], (FAILED_CLASSIFICATION,))
