@@ -49,6 +49,7 @@ from typing import Any, Iterable, Sequence
 import phonenumbers
 from phonenumbers import PhoneMetadata
 from stdnum import iban as stdnum_iban
+from stdnum import numdb as stdnum_numdb
 from stdnum.exceptions import ValidationError
 
 from edge_agent.config import BUILTIN_DETECTORS, CustomDetector, PolicyConfig, compile_custom_pattern
@@ -76,7 +77,24 @@ _DOMAIN_MAX = 253
 # --- digit chains ------------------------------------------------------------------------------
 # What may stand between the digit groups of one number, up to five in a row, mixed.
 _SEP_CLASS = r"[\s.\-/\\_()\u00b7\u2010-\u2015\u2022\u2043\u2212\u2219\u22c5]"
-_CHAIN = re.compile(r"[0-9]+(?:%s{1,5}[0-9]+)*" % _SEP_CLASS)
+# Scanning is done on the text's *shape*, one byte per character, so that the regexes start with a literal
+# the engine skips to at memchr speed: ASCII digits "0", ASCII letters "a", separators " " (the non-ASCII
+# ones folded first), anything else "x".
+_SEP_ASCII = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f.-/\\_()"
+_SHAPE = bytes(ord("0") if chr(b) in "0123456789" else ord("a") if chr(b).isalpha() and b < 128
+               else ord(" ") if chr(b) in _SEP_ASCII else ord("x") for b in range(256))
+_SHAPE_FOLD = str.maketrans({c: " " for c in "\x85\xa0\u00b7\u1680\u2010\u2011\u2012\u2013\u2014\u2015\u2022"
+                             "\u2028\u2029\u2043\u2212\u2219\u22c5"})
+_CHAIN = re.compile(rb"0(?:0| {1,5}0)*")
+# Two letters and two digits, or a separator between them: where an IBAN may start.
+_IBAN_HINT = re.compile(rb"00(?<=aa00)|0(?<=aa 0)0")
+
+
+def _shape(text: str) -> bytes:
+    if not text.isascii():
+        text = text.translate(_SHAPE_FOLD)
+    return text.encode("ascii", "replace").translate(_SHAPE)
+
 _GROUP = re.compile(r"[0-9]+")
 _CARD_MIN, _CARD_MAX = 12, 19
 _PHONE_MIN, _PHONE_MAX = 7, 17  # digits, with a country code or trunk prefix; E.164 allows 15 after "+"
@@ -95,9 +113,12 @@ _PHONE_CONTEXT = re.compile(
     r"(?<!\[)(?:(?<![^\W\d_])(?:phone|telephone|tel|mobile|mob|cell|cellphone|call|ring|text|sms|whatsapp|fax|dial|"
     r"contact|reach|hotline|landline|(?:my|our|his|her|their|your|phone|contact|mobile|cell) number|"
     r"t[ée]l[ée]phone|portable|telefon|handy|m[óo]vil|tel[ée]fono|telefone|cellulare|telefoon|mobiel|bel|"
-    r"kom[óo]rka|numer|celular|ligue|appelez|anrufen|llama|chiama)(?![^\W\d_])|電話|携帯|番号)"
+    r"kom[óo]rka|numer|celular|ligue|appelez|appelle|anrufen|rufen|llama|ll[áa]mame|chiama|chiamami|bellen|"
+    r"zadzwo[ńn]|ligar)(?![^\W\d_])|電話|携帯|番号)"
     r"[^0-9]{0,30}\Z", re.IGNORECASE)
 # What before a number makes it a price, an order or a version rather than a phone number.
+# An extension written after a phone number belongs to it: "x885", " ext. 12", " ext 4".
+_EXTENSION = re.compile(r"(?:x|\s?ext\.?\s?)[0-9]{1,6}(?![0-9])", re.IGNORECASE)
 # "[" and "]" too: glued to a redaction placeholder a number reads as it did glued to the item it replaced.
 _NOT_PHONE_BEFORE = frozenset("#$€£¥%[]")
 _DATE_SHAPES = frozenset({(4, 2, 2), (4, 1, 2), (4, 2, 1), (4, 1, 1), (2, 2, 4), (1, 2, 4), (2, 1, 4),
@@ -125,7 +146,7 @@ def _card_number(digits: str) -> bool:
         ok = n == 15
     elif p4 == 6011 or p2 == 65 or 644 <= p3 <= 649:       # Discover
         ok = 16 <= n <= 19
-    elif 3528 <= p4 <= 3589:                               # JCB
+    elif 3500 <= p4 <= 3589:                               # JCB (3528-3589; generators use all of 35xx)
         ok = 16 <= n <= 19
     elif p4 in (1800, 2131):                               # JCB, 15 digits
         ok = n == 15
@@ -147,21 +168,17 @@ def _ssn_number(digits: str) -> bool:
 
 
 # --- IBAN --------------------------------------------------------------------------------------
-# IBAN registry lengths (SWIFT, ISO 13616); the BBAN structure is python-stdnum's registry.
-_IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
-    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21,
-    "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28,
-    "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22,
-    "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
-    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-}
-# A country code, not glued to a word on its left, then two check digits with up to three separators around.
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])(?:%s)(?=%s{0,3}[0-9]%s{0,3}[0-9])"
-                         % ("|".join(sorted(_IBAN_LENGTHS)), _SEP_CLASS, _SEP_CLASS), re.IGNORECASE)
+def _iban_lengths() -> dict[str, int]:
+    """Each country of the IBAN registry (python-stdnum's copy of SWIFT's) and the length of its IBANs."""
+    lengths = {}
+    for _, country, _, info, _ in stdnum_numdb.get("iban").prefixes:
+        sizes = re.findall(r"([0-9]+)!?[nac]", info.get("bban", ""))
+        if len(country) == 2 and sizes:
+            lengths[country] = 4 + sum(map(int, sizes))
+    return lengths
+
+
+_IBAN_LENGTHS = _iban_lengths()
 _IBAN_SEP = re.compile(_SEP_CLASS)
 _ASCII_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _IBAN_LETTERS = {ord(c): str(ord(c) - ord("A") + 10) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
@@ -408,11 +425,14 @@ class Detectors:
         taken = _Taken()
         if self._email and "@" in t:
             self._find_emails(t, spans, taken)
-        if self._iban:
-            self._find_ibans(t, spans, taken)
-        if self._chains:
-            for m in _CHAIN.finditer(t):
-                self._scan_chain(t, m.start(), m.end(), spans, taken)
+        if (self._iban or self._chains) and any(c in t for c in "0123456789"):
+            shape = _shape(t)
+            if self._iban:
+                self._find_ibans(t, shape, spans, taken)
+            if self._chains:
+                for m in _CHAIN.finditer(shape):
+                    if m.end() - m.start() >= _PHONE_MIN:  # no form has fewer digits and separators
+                        self._scan_chain(t, m.start(), m.end(), spans, taken)
         if self._patterns or self._keywords is not None:
             custom = self._find_custom(t)
             if custom:
@@ -454,15 +474,17 @@ class Detectors:
             at = text.find("@", at + 1)
 
     @staticmethod
-    def _find_ibans(text: str, out: list[Span], taken: _Taken) -> None:
+    def _find_ibans(text: str, shape: bytes, out: list[Span], taken: _Taken) -> None:
+        """Letters glued on the left do not matter ("IBANDE89..."): the country code is the two letters
+        right before the check digits."""
         n = len(text)
-        for m in _IBAN_START.finditer(text):
-            start = m.start()
-            if taken.starts and taken.overlaps(start, m.end()):
+        for m in _IBAN_HINT.finditer(shape):
+            start = m.start() - 2 if shape[m.start() - 1] == ord("a") else m.start() - 3
+            length = _IBAN_LENGTHS.get(text[start:start + 2].upper())
+            if length is None or (taken.starts and taken.overlaps(start, m.end())):
                 continue
-            length = _IBAN_LENGTHS[text[start:start + 2].upper()]
             chars = [text[start:start + 2].upper()]
-            got, pos, gap = 2, m.end(), 0
+            got, pos, gap = 2, start + 2, 0
             while got < length and pos < n:
                 c = text[pos]
                 if c in _ASCII_ALNUM:
@@ -575,17 +597,14 @@ class Detectors:
         if not _PHONE_MIN <= len(digits) <= _PHONE_MAX:
             return None
         start, end = chain.starts[i], chain.ends[j]
-        # what stands right before: "+", "+(", "(" belong to the number
-        lead = start
-        while lead > 0 and text[lead - 1] in "+( " and start - lead < 3:
-            lead -= 1
-        prefix = text[lead:start].replace(" ", "")
-        if "+" in prefix:
-            lead = text.rfind("+", lead, start)
-        elif prefix == "(":
-            lead = text.rfind("(", lead, start)
+        # what stands right before: "+", "+(", "+ " and "(" belong to the number
+        before2 = text[max(0, start - 2):start]
+        if before2.endswith("+") or before2 in ("+(", "+ "):
+            prefix, lead = "+", start - len(before2) + before2.index("+")
+        elif before2.endswith("("):
+            prefix, lead = "(", start - 1
         else:
-            lead = start
+            prefix, lead = "", start
         before = text[lead - 1] if lead else ""
         if before and (_word_char(before) or before in _NOT_PHONE_BEFORE):
             return None
@@ -598,33 +617,35 @@ class Detectors:
                 and text[end:end + 3].lower() != "ext":
             return None
         groups = [len(d) for d in chain.digits[i:j + 1]]
-        context = bool(_PHONE_CONTEXT.search(text, max(0, lead - 40), lead))
-        if "+" in prefix:
+        # a word like "call" or "Tel." just before: any plausible number of digits is a phone number
+        context = bool(_PHONE_CONTEXT.search(text, max(0, lead - 40), lead)) and len(digits) <= 15
+        parenthesized = prefix == "(" and j > i and ")" in chain.sep(i)
+        if prefix == "(" and not parenthesized:
+            lead = start
+        if prefix == "+":
             # "+44 (0)20 ...": a trunk 0 written in parentheses is not dialled from abroad
             if j > i and chain.digits[i + 1] == "0" and "(" in chain.sep(i):
                 digits = chain.digits[i] + "".join(chain.digits[i + 2:j + 1])
             ok = digits[0] != "0" and _international(digits, strict=False)
-        elif digits.startswith("00") and not digits.startswith("000") and (len(groups) > 1 or context):
-            ok = _international(digits[2:], strict=not context)
+        elif context:
+            ok = True
+        elif _date_or_address(chain, i, j, groups) or groups == [3, 2, 4]:  # [3, 2, 4]: a US SSN's shape
+            ok = False
+        elif digits.startswith("00") and not digits.startswith("000"):
+            ok = len(groups) > 1 and _international(digits[2:], strict=True)
+        elif parenthesized:
+            # "(0161) 496 0066", "(415) 555-2671": an area code in parentheses, then the subscriber's number
+            ok = 2 <= groups[0] <= 5 and 8 <= len(digits) <= 13
+        elif len(groups) > 1:
+            ok = len(digits) >= 8 and max(groups) <= 8 and (
+                _national(digits, self._regions, first_group=groups[0]) or _nanp_shape(chain, i, j, groups, False))
         else:
-            if _date_or_address(chain, i, j, groups):
-                return None
-            if groups == [3, 2, 4] and not context:
-                return None  # the shape of a US SSN (valid or not), not of a phone number
-            parenthesized = prefix == "(" and j > i and ")" in chain.sep(i)
-            formatted = len(groups) > 1 and max(groups) <= 8
-            if context:
-                ok = _national(digits, self._regions) or len(digits) <= 15
-            elif parenthesized or formatted:
-                ok = (_national(digits, self._regions, first_group=groups[0])
-                      or _nanp_shape(chain, i, j, groups, parenthesized))
-            else:
-                ok = False
-            if ok and not context and not parenthesized and len(digits) < 8:
-                ok = False
-            if prefix == "(" and not parenthesized:
-                lead = start
-        return Span("phone", lead, end) if ok else None
+            # one bare run: only a national number with its trunk 0 ("01174960647"), valid where it is dialled
+            ok = digits[0] == "0" and digits[1] != "0" and len(digits) >= 10 and _national(digits, self._regions)
+        if not ok:
+            return None
+        extension = _EXTENSION.match(text, end)
+        return Span("phone", lead, extension.end() if extension else end)
 
     # --- custom --------------------------------------------------------------------------------
     def _find_custom(self, text: str) -> list[Span]:
