@@ -87,7 +87,7 @@ _SHAPE_FOLD = str.maketrans({c: " " for c in "\x85\xa0\u00b7\u1680\u2010\u2011\u
                              "\u2028\u2029\u2043\u2212\u2219\u22c5"})
 _CHAIN = re.compile(rb"0(?:0| {1,5}0)*")
 # Two letters and two digits, or a separator between them: where an IBAN may start.
-_IBAN_HINT = re.compile(rb"00(?<=aa00)|0(?<=aa 0)0")
+_IBAN_HINT = re.compile(rb"00(?<=aa00)|0(?<=aa 0)0|0(?<=aa0) 0")
 
 
 def _shape(text: str) -> bytes:
@@ -119,6 +119,12 @@ _PHONE_CONTEXT = re.compile(
 # What before a number makes it a price, an order or a version rather than a phone number.
 # An extension written after a phone number belongs to it: "x885", " ext. 12", " ext 4".
 _EXTENSION = re.compile(r"(?:x|\s?ext\.?\s?)[0-9]{1,6}(?![0-9])", re.IGNORECASE)
+# Words right before a number that say it is something else.
+_NOT_PHONE_CONTEXT = re.compile(
+    r"(?<![^\W\d_])(?:isbn|issn|serial|s/n|sn|tracking|parcel|order|invoice|ticket|membership|member|reference|ref|"
+    r"sku|case|id|uuid|version|build|release|account|receipt|sendungsnummer|bestellnummer|rechnung|commande|"
+    r"pedido|ordine|factura|fattura|population|inhabitants)\b[^0-9]{0,20}\Z"
+    r"|\b1Z ?[A-Z0-9]{3} ?[A-Z0-9]{3} ?\Z", re.IGNORECASE)  # the rest of a UPS tracking number "1Z 999 AA1 01 ..."
 # "[" and "]" too: glued to a redaction placeholder a number reads as it did glued to the item it replaced.
 _NOT_PHONE_BEFORE = frozenset("#$€£¥%[]")
 _DATE_SHAPES = frozenset({(4, 2, 2), (4, 1, 2), (4, 2, 1), (4, 1, 1), (2, 2, 4), (1, 2, 4), (2, 1, 4),
@@ -479,7 +485,11 @@ class Detectors:
         right before the check digits."""
         n = len(text)
         for m in _IBAN_HINT.finditer(shape):
-            start = m.start() - 2 if shape[m.start() - 1] == ord("a") else m.start() - 3
+            start = m.start() - 2
+            while start > 0 and shape[start + 1] != ord("a"):  # "DE 89", "BI2 77"
+                start -= 1
+            if shape[start:start + 2] != b"aa":
+                continue
             length = _IBAN_LENGTHS.get(text[start:start + 2].upper())
             if length is None or (taken.starts and taken.overlaps(start, m.end())):
                 continue
@@ -580,7 +590,7 @@ class Detectors:
             for j in range(min(hi, i + _MAX_PHONE_GROUPS - 1), i - 1, -1):
                 if j < hi and not _breaks(chain.sep(j)):
                     continue
-                span = self._phone_at(chain, i, j, whole=(i == 0 and j == len(chain) - 1))
+                span = self._phone_at(chain, i, j, whole=(i == lo and j == hi))
                 if span is not None:
                     found = j
                     out.append(span)
@@ -629,7 +639,9 @@ class Detectors:
             ok = digits[0] != "0" and _international(digits, strict=False)
         elif context:
             ok = True
-        elif _date_or_address(chain, i, j, groups) or groups == [3, 2, 4]:  # [3, 2, 4]: a US SSN's shape
+        elif (_date_or_address(chain, i, j, groups) or groups == [3, 2, 4]  # [3, 2, 4]: a US SSN's shape
+              or not whole or _thousands(chain, i, j, groups)
+              or _NOT_PHONE_CONTEXT.search(text, max(0, lead - 40), lead)):
             ok = False
         elif digits.startswith("00") and not digits.startswith("000"):
             ok = len(groups) > 1 and _international(digits[2:], strict=True)
@@ -678,13 +690,24 @@ def _ipv4(chain: _Chain, i: int, j: int) -> bool:
 
 
 def _date_or_address(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
-    """Dates (2024-03-15, 15.03.2024, 03/15/24), IPv4 addresses and versions (1.2.3, 10.4.12.3)."""
-    if _ipv4(chain, i, j):
-        return True
+    """Holds a date (2024-03-15, 15.03.2024, 03/15/24) or an IPv4 address (172.16.0.0/12), or is a version
+    (1.2.3, 16.1.15.7677): dotted groups, unless French pairs (01.23.45.67.89) or 415.555.2671."""
     seps = [chain.sep(k).strip() for k in range(i, j)]
-    if tuple(groups) in _DATE_SHAPES and len(set(seps)) == 1 and seps[0] in (".", "-", "/"):
-        return True
-    return len(groups) >= 3 and all(s == "." for s in seps) and max(groups) <= 3 and sum(groups) <= 9
+    for k in range(len(groups) - 2):
+        if tuple(groups[k:k + 3]) in _DATE_SHAPES and seps[k] == seps[k + 1] and seps[k] in (".", "-", "/"):
+            return True
+        if k + 3 < len(groups) and _ipv4(chain, i + k, i + k + 3):
+            return True
+    if len(groups) >= 3 and all(s == "." for s in seps):
+        return not (set(groups) == {2} and len(groups) == 5) and groups != [3, 3, 4]
+    return False
+
+
+def _thousands(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
+    """870 765 276, 1.299.000: a count written with thousands separators (a trunk 0 first is a phone number)."""
+    seps = {chain.sep(k) for k in range(i, j)}
+    return (len(groups) >= 3 and groups[0] <= 3 and set(groups[1:]) == {3} and len(seps) == 1
+            and seps <= {" ", ".", ",", "\u202f"} and chain.digits[i][0] != "0")
 
 
 def _nanp_shape(chain: _Chain, i: int, j: int, groups: list[int], parenthesized: bool) -> bool:
