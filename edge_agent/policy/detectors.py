@@ -123,7 +123,7 @@ _EXTENSION = re.compile(r"(?:x|\s?ext\.?\s?)[0-9]{1,6}(?![0-9])", re.IGNORECASE)
 _NOT_PHONE_CONTEXT = re.compile(
     r"(?<![^\W\d_])(?:isbn|issn|serial|s/n|sn|tracking|parcel|order|invoice|ticket|membership|member|reference|ref|"
     r"sku|case|id|uuid|version|build|release|account|receipt|sendungsnummer|bestellnummer|rechnung|commande|"
-    r"pedido|ordine|factura|fattura|population|inhabitants)\b[^0-9]{0,20}\Z"
+    r"pedido|ordine|factura|fattura|population|inhabitants|po|unix|time|timestamp|epoch)\b[^0-9]{0,20}\Z"
     r"|\b1Z ?[A-Z0-9]{3} ?[A-Z0-9]{3} ?\Z", re.IGNORECASE)  # the rest of a UPS tracking number "1Z 999 AA1 01 ..."
 # "[" and "]" too: glued to a redaction placeholder a number reads as it did glued to the item it replaced.
 _NOT_PHONE_BEFORE = frozenset("#$€£¥%[]")
@@ -209,8 +209,12 @@ class _Region:
     trunk_required: bool          # written nationally, the number starts with it
     lengths: frozenset[int]       # possible national significant number lengths
     valid: Any                    # compiled general national number pattern
+    mobile: Any                   # compiled mobile number pattern, or None
 
 
+# Where mobile numbers are written as bare digits: no trunk prefix (IT, ES, PL, ...), or none for mobiles (IN).
+# Not NANP: there every valid ten-digit run would be a "mobile".
+_MOBILE_AS_WRITTEN = frozenset({"IT", "ES", "PL", "IN", "PT", "GR", "DK", "NO", "CZ", "SK", "LU", "MT", "CY"})
 # Where a national number is commonly written without its trunk prefix.
 _TRUNK_OPTIONAL = frozenset({"US", "CA", "BR", "AR", "MX", "RU", "KZ", "HU"})
 
@@ -221,9 +225,10 @@ def _region(code: str) -> _Region | None:
     if meta is None or meta.general_desc is None or not meta.general_desc.national_number_pattern:
         return None
     trunk = meta.national_prefix or ""
+    mobile = meta.mobile.national_number_pattern if meta.mobile is not None else None
     return _Region(code, trunk, bool(trunk) and code not in _TRUNK_OPTIONAL,
                    frozenset(meta.general_desc.possible_length or ()),
-                   re.compile(meta.general_desc.national_number_pattern))
+                   re.compile(meta.general_desc.national_number_pattern), re.compile(mobile) if mobile else None)
 
 
 @lru_cache(maxsize=None)
@@ -261,6 +266,12 @@ def _national(digits: str, regions: Sequence[_Region], first_group: int = 0) -> 
             if not first_group or first_group == _area_length(national, r.code) + len(digits) - len(national):
                 return True
     return False
+
+
+def _mobile(digits: str, regions: Sequence[_Region]) -> bool:
+    """``digits``, as written (no trunk prefix), are a mobile number of one of ``regions``: "3485574995" (IT),
+    "609141777" (PL), "9347040673" (IN)."""
+    return any(r.mobile is not None and r.code in _MOBILE_AS_WRITTEN and r.mobile.fullmatch(digits) for r in regions)
 
 
 @lru_cache(maxsize=4096)
@@ -316,6 +327,12 @@ class _Taken:
 
 def _word_char(c: str) -> bool:
     return c.isalnum() or c == "_"
+
+
+def _glued(c: str) -> bool:
+    """A character a number is glued to, in scripts written with spaces between words; Chinese, Japanese and
+    Thai put numbers right against words ("電話番号は080-1731-6056です")."""
+    return (c.isalnum() or c == "_") and c < "\u0530"
 
 
 class _Chain:
@@ -616,14 +633,14 @@ class Detectors:
         else:
             prefix, lead = "", start
         before = text[lead - 1] if lead else ""
-        if before and (_word_char(before) or before in _NOT_PHONE_BEFORE):
+        if before and (_glued(before) or before in _NOT_PHONE_BEFORE):
             return None
-        if before in ".-/" and lead >= 2 and (_word_char(text[lead - 2]) or text[lead - 2] in "[]"):  # "INV-2024"
+        if before in ".-/" and lead >= 2 and (_glued(text[lead - 2]) or text[lead - 2] in "[]"):  # "INV-2024"
             return None
         after = text[end] if end < len(text) else ""
         if after and (after.isdigit() or after in "%€$£¥[]"):
             return None
-        if after.isalpha() and not (after in "xX" and end + 1 < len(text) and text[end + 1].isdigit()) \
+        if _glued(after) and not (after in "xX" and end + 1 < len(text) and text[end + 1].isdigit()) \
                 and text[end:end + 3].lower() != "ext":
             return None
         groups = [len(d) for d in chain.digits[i:j + 1]]
@@ -640,7 +657,7 @@ class Detectors:
         elif context:
             ok = True
         elif (_date_or_address(chain, i, j, groups) or groups == [3, 2, 4]  # [3, 2, 4]: a US SSN's shape
-              or not whole or _thousands(chain, i, j, groups)
+              or not whole or (_thousands(chain, i, j, groups) and not _mobile(digits, self._regions))
               or _NOT_PHONE_CONTEXT.search(text, max(0, lead - 40), lead)):
             ok = False
         elif digits.startswith("00") and not digits.startswith("000"):
@@ -652,8 +669,11 @@ class Detectors:
             ok = len(digits) >= 8 and max(groups) <= 8 and (
                 _national(digits, self._regions, first_group=groups[0]) or _nanp_shape(chain, i, j, groups, False))
         else:
-            # one bare run: only a national number with its trunk 0 ("01174960647"), valid where it is dialled
-            ok = digits[0] == "0" and digits[1] != "0" and len(digits) >= 10 and _national(digits, self._regions)
+            # one bare run: a national number with its trunk 0 ("01174960647"), valid where it is dialled, or a
+            # mobile number as written where no trunk prefix is dialled ("3485574995")
+            ok = len(digits) >= 9 and (
+                (digits[0] == "0" and digits[1] != "0" and len(digits) >= 10 and _national(digits, self._regions))
+                or _mobile(digits, self._regions))
         if not ok:
             return None
         extension = _EXTENSION.match(text, end)
