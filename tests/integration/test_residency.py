@@ -1,5 +1,6 @@
 """Data residency end to end: a real agent saturated on purpose, a real second agent as its upstream, real API
-keys, and a real central receiving the routing summary in heartbeats.
+keys, and a real central receiving the routing summary in heartbeats; then the attack set, against an upstream
+that writes down every body it receives.
 
 The local agent decodes one sequence (model.n_parallel = 1) and queues nothing (scheduler.max_queue = 0), so a
 single long generation saturates it. Its upstreams are a dead port first (its circuit opens) and then the
@@ -9,10 +10,12 @@ every request it answered is there with a keyed hash of the text it received, an
 
 import hashlib
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -24,7 +27,8 @@ from edge_agent.access import add_key
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.policy.detectors import Detectors, redact
-from edge_agent.routing_audit import RoutingAudit
+from edge_agent.routing_audit import RoutingAudit, read_entries
+from logging_upstream import start_logging_upstream
 
 MODEL = "smollm2-135m-instruct"
 CLASSES = ("public", "internal", "restricted")
@@ -77,7 +81,7 @@ def box(tmp_path_factory, central, upstream):
              "connect_timeout_s": 0.5, "retries": 0, "failure_threshold": 2, "open_s": 600.0,
              "health_interval_s": 0.5},
             {"name": "eu-cloud", "url": upstream.base_url + "/v1", "jurisdiction": "eu", "model": MODEL,
-             "timeout_s": 60.0},
+             "models": [f"some-cloud-model={MODEL}"], "timeout_s": 60.0},
         ],
     })
     agent.keys = {"acme": full, "globex": limited, "initech": slow}
@@ -220,6 +224,9 @@ def test_a_model_this_box_lacks_goes_upstream_only_for_classes_that_may_leave(bo
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "unknown_model"
     assert "never leaves this box" in r.json()["error"]["message"]
+    # A name neither the box nor any upstream lists: no route at all.
+    r = _chat(box, key, PUBLIC[2], model="gpt-4o")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
 
 
 def test_api_keys_tenants_classes_and_rates(box):
@@ -292,3 +299,243 @@ def test_the_agent_refuses_to_serve_beyond_loopback_without_keys(tmp_path):
     assert done.returncode != 0
     assert "0.0.0.0:0 is beyond loopback" in done.stderr and "edge-agent keys add" in done.stderr
     assert not (tmp_path / "http-address").exists(), "it never bound the port"
+
+
+# -- the attack set: everything that leaves is judged, or does not leave -----------------------------------------
+#
+# A second box (one sequence, no queue) whose only upstream writes down every request body it receives. That
+# upstream lists a model the box does not serve, so a request naming it goes upstream with no saturation needed.
+# For each attack the upstream's log must hold no card, IBAN or SSN in any field under any spelling, and the box's
+# routing audit must agree (the record is restricted and refused).
+
+CARD, SSN, IBAN = "4111111111111111", "123456789", "de89370400440532013000"
+CLOUD = "cloud-model"            # listed by the logging upstream as it is
+CLOUD_RENAMED = "cloud-renamed"  # listed as "cloud-renamed=gpt-4o-mini"
+EMAIL = "jane.doe@example.com"
+
+
+def _flat(text: str) -> str:
+    """What a reader recovers from text whatever its spelling: NFKC, then letters and digits only, lower case."""
+    return re.sub(r"[\W_]", "", unicodedata.normalize("NFKC", text)).lower()
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    else:
+        yield str(value)
+
+
+def _leaks(record: dict) -> list[str]:
+    """The card, SSN and IBAN found in one received request: in its raw body, in every decoded JSON string (escapes
+    undone), in each field on its own and all of them run together."""
+    raw = record["body"]
+    try:
+        decoded = list(_strings(json.loads(raw)))
+    except ValueError:
+        decoded = []
+    views = [raw, "".join(decoded), *decoded, record["path"]]
+    return sorted({item for item in (CARD, SSN, IBAN) for view in views if item in _flat(view)})
+
+
+@pytest.fixture(scope="module")
+def logger(tmp_path_factory):
+    server = start_logging_upstream(tmp_path_factory.mktemp("logging-upstream"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def attack_box(tmp_path_factory, logger):
+    agent = start_agent(tmp_path_factory.mktemp("attack-box"), sections={
+        "model": {"n_parallel": 1},
+        "scheduler": {"max_queue": 0},
+        "policy": {},
+        "policy.classes": [{"name": "public", "jurisdictions": ["*"]},
+                           {"name": "internal", "jurisdictions": ["eu"], "redact": True},
+                           {"name": "restricted", "jurisdictions": []}],
+        "upstreams": [{"name": "logger", "url": logger.base_url + "/v1", "jurisdiction": "eu",
+                       "models": [CLOUD, f"{CLOUD_RENAMED}=gpt-4o-mini"], "retries": 0, "timeout_s": 30.0}],
+    })
+    yield agent
+    agent.stop()
+
+
+def _audit_path(agent):
+    return agent.data_dir / "audit" / "routing.db"
+
+
+def _last_sequence(agent) -> int:
+    rows = read_entries(_audit_path(agent), 0, 1_000_000)
+    return rows[-1].sequence if rows else 0
+
+
+def _post(agent, path: str, body: dict) -> httpx.Response:
+    return httpx.post(agent.base_url + path, json=body, timeout=60, headers={"Cache-Control": "no-store"})
+
+
+def _attempt(agent, logger, path: str, body: dict, audited: bool = True):
+    """Send one request; return the response, the requests the upstream received meanwhile, and the box's audit
+    record of it (waited for: the audit writes in batches)."""
+    sequence, received = _last_sequence(agent), len(logger.posts())
+    response = _post(agent, path, body)
+    # The upstream logs a body before it answers, so whatever reached it is in the log by now.
+    arrived = logger.posts()[received:]
+    record = None
+    if audited:
+        rows = wait_for(lambda: read_entries(_audit_path(agent), sequence, 100), timeout_s=10,
+                        what="the box's routing audit record")
+        assert len(rows) == 1, rows
+        record = rows[0]
+    return response, arrived, record
+
+
+def _chat_body(text: str, model: str = CLOUD, **extra) -> dict:
+    message = {"role": "user", "content": text, **({"name": extra.pop("name")} if "name" in extra else {})}
+    return {"model": model, "messages": [message], "max_tokens": 4, "temperature": 0.7, **extra}
+
+
+ATTACKS = {
+    "card-dots": _chat_body("Charge the card 4111.1111.1111.1111 for the order."),
+    "card-double-spaces": _chat_body("Charge the card 4111  1111  1111  1111 for the order."),
+    "card-mixed-dashes-spaces": _chat_body("Charge the card 4111-1111 1111 - 1111 for the order."),
+    "card-newlines": _chat_body("Charge the card\n4111\n1111\n1111\n1111\nfor the order."),
+    "card-8+8": _chat_body("Charge the card 41111111 11111111 for the order."),
+    "card-glued-to-a-word": _chat_body("Charge Visa4111111111111111 for the order."),
+    "card-slashes": _chat_body("Charge the card 4111/1111/1111/1111 for the order."),
+    "card-fullwidth": _chat_body("Charge the card \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 "
+                                 "\uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 for the order."),
+    "card-no-break-spaces": _chat_body("Charge the card 4111\u00a01111\u00a01111\u00a01111 for the order."),
+    "card-zero-width-spaces": _chat_body("Charge the card 4111\u200b1111\u200b1111\u200b1111 for the order."),
+    "ssn-dots": _chat_body("My social security number is 123.45.6789, fill in the form."),
+    "iban-dashes": _chat_body("Wire it to DE89-3704-0044-0532-0130-00 today."),
+    "card-in-stop": _chat_body("Name one colour of the sea.", stop=["4111111111111111"]),
+    "card-in-name": _chat_body("Name one colour of the sea.", name="visa_4111_1111_1111_1111"),
+    "card-streamed": _chat_body("Charge the card 4111.1111.1111.1111 for the order.", stream=True),
+}
+
+
+@pytest.mark.parametrize("case", ATTACKS)
+def test_attack_restricted_data_never_reaches_the_upstream(attack_box, logger, case):
+    response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions", ATTACKS[case])
+    assert arrived == [], f"{case}: the upstream received {arrived}"
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "unknown_model"
+    assert (response.headers["x-edgefleet-route"], response.headers["x-edgefleet-data-class"]) == \
+        ("refused", "restricted")
+    assert (record.data_class, record.route) == ("restricted", "refused"), record
+
+
+def test_attack_a_spelled_card_in_a_completions_prompt(attack_box, logger):
+    body = {"model": CLOUD, "prompt": "Charge 4111 . 1111 . 1111 . 1111 now:", "max_tokens": 4}
+    response, arrived, record = _attempt(attack_box, logger, "/v1/completions", body)
+    assert arrived == [] and response.status_code == 404, response.text
+    assert (record.data_class, record.route) == ("restricted", "refused")
+
+
+def test_attack_pii_in_user_is_never_forwarded_and_in_metadata_is_refused(attack_box, logger):
+    body = _chat_body("Name one colour of the sea.", user="card 4111 1111 1111 1111, ssn 123-45-6789")
+    response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-edgefleet-route"] == "upstream:logger"
+    assert (record.data_class, record.route) == ("public", "upstream:logger")
+    (received,) = arrived
+    sent = json.loads(received["body"])
+    assert "user" not in sent and _leaks(received) == []
+    assert sent["messages"] == [{"role": "user", "content": "Name one colour of the sea."}]
+
+    for metadata in ({"card": CARD}, {"note": "ssn 123-45-6789"}):
+        body = _chat_body("Name one colour of the sea.", metadata=metadata)
+        response, arrived, _ = _attempt(attack_box, logger, "/v1/chat/completions", body, audited=False)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "metadata", response.text
+        assert arrived == []
+
+
+def test_attack_token_id_prompts_never_reach_the_upstream(attack_box, logger):
+    ids = [504, 314, 253, 1012, 30]  # in every model's vocabulary here
+    # Naming a model only the upstream serves: refused, and audited as refused.
+    response, arrived, record = _attempt(attack_box, logger, "/v1/completions",
+                                         {"model": CLOUD, "prompt": ids, "max_tokens": 2})
+    assert arrived == [] and response.status_code == 400, response.text
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("token_prompt_not_forwarded",
+                                                                                       "prompt")
+    assert (record.route, record.reason) == ("refused", "token_prompt")
+    # Naming the box's model: answered here.
+    response, arrived, record = _attempt(attack_box, logger, "/v1/completions",
+                                         {"model": MODEL, "prompt": ids, "max_tokens": 2})
+    assert arrived == [] and response.status_code == 200, response.text
+    assert record.route == "local"
+    # Ids outside the vocabulary: a 400 naming its bounds, for any model and for embeddings.
+    for path, body, param in (("/v1/completions", {"model": MODEL, "prompt": [1, 10**9]}, "prompt"),
+                              ("/v1/completions", {"model": CLOUD, "prompt": [1, -5]}, "prompt"),
+                              ("/v1/embeddings", {"model": MODEL, "input": [[1, 10**9]]}, "input")):
+        response, arrived, _ = _attempt(attack_box, logger, path, body, audited=False)
+        assert arrived == [] and response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and re.search(r"outside the vocabulary \(0\.\.\d+\)", error["message"]), error
+
+
+def test_attack_while_the_box_is_saturated(attack_box, logger):
+    """The box's own model overflowing: token ids and restricted data stay, public text goes (named as asked)."""
+    sequence = _last_sequence(attack_box)
+    with _Saturation(attack_box, "any"):
+        wait_for(lambda: read_entries(_audit_path(attack_box), sequence, 100), timeout_s=10,
+                 what="the long generation's audit record")
+        response, arrived, record = _attempt(attack_box, logger, "/v1/completions",
+                                             {"model": MODEL, "prompt": [504, 314, 253], "max_tokens": 2})
+        assert arrived == [] and response.status_code == 429, response.text
+        assert (record.route, record.reason) == ("refused", "token_prompt")
+        response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions",
+                                             _chat_body("Name a colour.", model=MODEL, stop=["4111.1111.1111.1111"]))
+        assert arrived == [] and response.status_code == 429, response.text
+        assert (record.data_class, record.route) == ("restricted", "refused")
+        response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions",
+                                             _chat_body("Name a colour of the sea.", model=MODEL))
+        assert response.status_code == 200 and record.route == "upstream:logger", response.text
+        (received,) = arrived
+        assert json.loads(received["body"])["model"] == MODEL
+
+
+def test_attack_a_model_no_upstream_lists_is_404_model_not_found(attack_box, logger):
+    response, arrived, _ = _attempt(attack_box, logger, "/v1/chat/completions",
+                                    _chat_body("Name one colour of the sea.", model="gpt-4o"), audited=False)
+    assert arrived == [] and response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == ("model_not_found", "model", "invalid_request_error")
+    assert f"through an upstream: {CLOUD}, {CLOUD_RENAMED}" in error["message"]
+    models = [m["id"] for m in httpx.get(attack_box.base_url + "/v1/models").json()["data"]]
+    assert models == [MODEL, CLOUD, CLOUD_RENAMED]
+
+
+def test_internal_data_arrives_redacted_and_public_data_intact(attack_box, logger):
+    text = f"Summarise the mail from {EMAIL} for me."
+    response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions", _chat_body(text, stop=[EMAIL]))
+    assert response.status_code == 200, response.text
+    assert (record.data_class, record.route) == ("internal", "upstream:logger")
+    (received,) = arrived
+    sent = json.loads(received["body"])
+    content = sent["messages"][0]["content"]
+    assert content.startswith("Summarise the mail from ") and content.endswith(" for me.") and content != text
+    assert _flat("jane.doe") not in _flat(received["body"]) and _flat(EMAIL) not in _flat(json.dumps(sent))
+
+    public = "Name one colour of the sea, and say why: 3 words."
+    for model, asked in ((CLOUD, CLOUD), (CLOUD_RENAMED, "gpt-4o-mini")):
+        body = _chat_body(public, model=model, stream=model == CLOUD, top_k=5, seed=3)
+        response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions", body)
+        assert response.status_code == 200 and record.route == "upstream:logger", response.text
+        (received,) = arrived
+        assert json.loads(received["body"]) == {
+            "model": asked, "messages": [{"role": "user", "content": public}], "max_tokens": 4,
+            "temperature": 0.7, "top_k": 5, "seed": 3, "stream": model == CLOUD}
+
+
+def test_the_upstream_log_holds_no_card_iban_or_ssn_in_any_request(attack_box, logger):
+    records = logger.records()
+    assert len([r for r in records if r["method"] == "POST"]) >= 4, "the public and internal requests did arrive"
+    leaked = {i: _leaks(r) for i, r in enumerate(records) if _leaks(r)}
+    assert leaked == {}, [records[i] for i in leaked]
