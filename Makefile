@@ -8,9 +8,26 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench proto deb clean
 
-$(STAMP): pyproject.toml
+# llama.cpp's CPU code is compiled for the machine it is built on, except its AMX kernels:
+# on CPUs with AMX (Xeon Sapphire Rapids and later) they fault with a general protection
+# fault in ldtilecfg as soon as two models are loaded (a rollout's switch), seen here. On
+# x86-64 the build targets AVX2 without AVX-512 or AMX instead; CMAKE_ARGS overrides this
+# (e.g. a CUDA build: packaging/jetson/README.md).
+LLAMA_PIN   := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -1)
+CMAKE_ARGS  ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+LLAMA_STAMP := $(VENV)/.llama-$(shell printf '%s %s' '$(LLAMA_PIN)' '$(CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Compiled once per version and CMAKE_ARGS; --no-cache-dir, as pip's wheel cache ignores CMAKE_ARGS.
+$(LLAMA_STAMP): | $(BIN)/python
+	CMAKE_ARGS="$(CMAKE_ARGS)" $(BIN)/python -m pip install --no-cache-dir --force-reinstall --no-deps '$(LLAMA_PIN)'
+	rm -f $(VENV)/.llama-*
+	touch $@
+
+$(STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/python -m pip install -e '.[cpu,dev]'
 	touch $(STAMP)
 

@@ -666,8 +666,11 @@ class Detectors:
             # "(0161) 496 0066", "(415) 555-2671": an area code in parentheses, then the subscriber's number
             ok = 2 <= groups[0] <= 5 and 8 <= len(digits) <= 13
         elif len(groups) > 1:
+            # grouped as the country groups it (area code first), or with its trunk 0 and ten digits or more
             ok = len(digits) >= 8 and max(groups) <= 8 and (
-                _national(digits, self._regions, first_group=groups[0]) or _nanp_shape(chain, i, j, groups, False))
+                _national(digits, self._regions, first_group=groups[0]) or _nanp_shape(chain, i, j, groups, False)
+                or (digits[0] == "0" and len(digits) >= 10 and _national(digits, self._regions))
+                or _subscriber_halves(chain, i, j, groups))
         else:
             # one bare run: a national number with its trunk 0 ("01174960647"), valid where it is dialled, or a
             # mobile number as written where no trunk prefix is dialled ("3485574995")
@@ -719,8 +722,16 @@ def _date_or_address(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
         if k + 3 < len(groups) and _ipv4(chain, i + k, i + k + 3):
             return True
     if len(groups) >= 3 and all(s == "." for s in seps):
-        return not (set(groups) == {2} and len(groups) == 5) and groups != [3, 3, 4]
+        trunk = chain.digits[i][0] == "0" and sum(groups) >= 9  # 0465.740.077: no version starts with 0
+        return not (trunk or (set(groups) == {2} and len(groups) == 5) or groups == [3, 3, 4])
     return False
+
+
+def _subscriber_halves(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
+    """"11 3915-0008", "21-6103-1702", "(11) 91234-5678": an area code, then the subscriber's number in two
+    halves joined by a hyphen, as Brazil and Japan write them (whether the number is assigned or not)."""
+    return (len(groups) == 3 and groups[0] in (2, 3) and groups[1] in (4, 5) and groups[2] == 4
+            and chain.sep(j - 1) == "-")
 
 
 def _thousands(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:

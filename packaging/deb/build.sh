@@ -97,6 +97,11 @@ note "build environment on $PYTHON"
 "$PYTHON" -m venv "$WORK/buildenv" >&2 || die "$PYTHON -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
 BPY="$WORK/buildenv/bin/python"
 PIP=("$BPY" -m pip --disable-pip-version-check)
+# As the Makefile: on x86-64, llama.cpp for AVX2 without AVX-512 or AMX (its AMX kernels fault
+# once two models are loaded, and a portable wheel suits more boxes). CMAKE_ARGS overrides.
+if [[ -z ${CMAKE_ARGS+set} && $(uname -m) == x86_64 ]]; then
+    export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+fi
 PY_MINOR=$("$BPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 "$BPY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PYTHON is Python $PY_MINOR; edgefleet needs 3.10 or later"
 NEXT_MINOR=$("$BPY" -c 'import sys; print("%d.%d" % (sys.version_info[0], sys.version_info[1] + 1))')
