@@ -88,7 +88,11 @@ class PromptClassifier:
             fired: set[str] = set()
             for text in texts:
                 fired |= self.detectors.fired(text)
-            score = self.model.score("\n".join(texts)) if self.model else None
+            joined = "\n".join(texts)
+            if len(texts) > 1:
+                # an item split across two messages or stop strings reads as one across the line break
+                fired |= self.detectors.fired(joined)
+            score = self.model.score(joined) if self.model else None
             return classify_findings(self.policy, fired, score)
         except Exception as exc:  # noqa: BLE001 - whatever broke, the request must not leave as "public"
             return self._failed(exc)

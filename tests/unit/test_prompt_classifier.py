@@ -61,3 +61,33 @@ def test_an_onnx_model_of_another_shape_is_refused_with_what_was_expected(tmp_pa
     save(model, str(path))
     with pytest.raises(ClassifierModelError, match="is not a sensitivity classifier"):
         PromptClassifier(PolicyConfig(classifier_model=str(path)))
+
+
+# --- without a model: failing closed, items split across texts, redaction ----------------------------------------
+def test_a_failure_while_classifying_makes_the_request_the_most_sensitive_class(monkeypatch, caplog):
+    """Tried: the detectors raising (a stand-in for any bug in normalizing or detecting) on public text."""
+    failures = []
+    classifier = PromptClassifier(PolicyConfig(), on_failure=failures.append)
+
+    def broken(text):
+        raise IndexError("a bug in a detector")
+
+    monkeypatch.setattr(classifier.detectors, "fired", broken)
+    for _ in range(2):
+        result = classifier.classify(["write a haiku about spring"])
+        assert result.data_class == "restricted" and result.detectors == ("classification_failed",)
+    assert failures == ["IndexError", "IndexError"]  # every one counted
+
+
+def test_an_item_split_across_messages_or_stop_strings_is_seen_whole():
+    classifier = PromptClassifier(PolicyConfig())
+    assert classifier.classify(["Pay with 4111 1111", "1111 1111 please"]).data_class == "restricted"
+    assert classifier.classify(["hello", "4111 1111"]).data_class == "public"
+
+
+def test_redaction_leaves_nothing_a_detector_finds_in_the_original_characters():
+    classifier = PromptClassifier(PolicyConfig())
+    text = "Mail ｊｏ＠ｅｘａｍｐｌｅ．ｃｏｍ, card 4111\u200b1111\u200b1111\u200b1111, tel +44\u00a020\u00a07946\u00a00958."
+    redacted = classifier.redact(text)
+    assert redacted == "Mail [EMAIL], card [CARD], tel [PHONE]."
+    assert classifier.classify([redacted]).data_class == "public"
