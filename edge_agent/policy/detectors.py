@@ -76,16 +76,19 @@ _DOMAIN_MAX = 253
 
 # --- digit chains ------------------------------------------------------------------------------
 # What may stand between the digit groups of one number, up to five in a row, mixed.
-_SEP_CLASS = r"[\s.\-/\\_()\u00b7\u2010-\u2015\u2022\u2043\u2212\u2219\u22c5]"
+_SEP_CLASS = r"[\s.,;:|\-/\\_()\u00b7\u2010-\u2015\u2022\u2043\u2212\u2219\u22c5]"
 # Scanning is done on the text's *shape*, one byte per character, so that the regexes start with a literal
 # the engine skips to at memchr speed: ASCII digits "0", ASCII letters "a", separators " " (the non-ASCII
 # ones folded first), anything else "x".
 _SEP_ASCII = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f.-/\\_()"
+# Punctuation that joins groups only tight ("4111,1111,1111,1111"); with a space it separates list items.
+_SEP_TIGHT = ",;:|"
 _SHAPE = bytes(ord("0") if chr(b) in "0123456789" else ord("a") if chr(b).isalpha() and b < 128
-               else ord(" ") if chr(b) in _SEP_ASCII else ord("x") for b in range(256))
+               else ord(" ") if chr(b) in _SEP_ASCII else ord(",") if chr(b) in _SEP_TIGHT else ord("x")
+               for b in range(256))
 _SHAPE_FOLD = str.maketrans({c: " " for c in "\x85\xa0\u00b7\u1680\u2010\u2011\u2012\u2013\u2014\u2015\u2022"
                              "\u2028\u2029\u2043\u2212\u2219\u22c5"})
-_CHAIN = re.compile(rb"0(?:0| {1,5}0)*")
+_CHAIN = re.compile(rb"0(?:0| {1,8}0|,0)*")
 # Two letters and two digits, or a separator between them: where an IBAN may start.
 _IBAN_HINT = re.compile(rb"00(?<=aa00)|0(?<=aa 0)0|0(?<=aa0) 0")
 
@@ -644,6 +647,8 @@ class Detectors:
                 and text[end:end + 3].lower() != "ext":
             return None
         groups = [len(d) for d in chain.digits[i:j + 1]]
+        if any(c in _SEP_TIGHT for k in range(i, j) for c in chain.sep(k)):
+            return None  # "10:30", "4,781,149": times and counts, never how a phone number is written
         # a word like "call" or "Tel." just before: any plausible number of digits is a phone number
         context = bool(_PHONE_CONTEXT.search(text, max(0, lead - 40), lead)) and len(digits) <= 15
         parenthesized = prefix == "(" and j > i and ")" in chain.sep(i)

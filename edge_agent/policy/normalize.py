@@ -78,11 +78,14 @@ class Canonical:
         return self.text is self.original
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
-        """The original characters that text[start:end] came from, and any removed ones between them."""
+        """The original characters that text[start:end] came from, and the removed (invisible) ones between and
+        right around them: a bidi isolate around the item goes with it."""
         if self.identity:
             return start, end
         starts, ends = self._offsets()
-        return starts[start], ends[end - 1] if end > start else starts[start]
+        if end <= start:
+            return starts[start], starts[start]
+        return (ends[start - 1] if start else 0), starts[end]
 
     def _offsets(self) -> tuple[list[int], list[int]]:
         cached = self.__dict__.get("_offset_cache")

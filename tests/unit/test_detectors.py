@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -296,3 +298,38 @@ def test_find_never_raises_and_redaction_leaves_no_finding(text):
     assert all(0 <= s.start < s.end <= len(text) for s in spans)
     assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
     assert ALL.find(redact(text, spans)) == []
+
+
+# --- what a person reads through (issue 13's attack set and its kin) ------------------------------------------------
+CARD = "4111111111111111"
+CARD_SPELLINGS = [
+    "4111.1111.1111.1111", "4111  1111  1111  1111", "4111-1111 1111-1111", "4111\n1111\n1111\n1111",
+    "41111111 11111111", "Visa4111111111111111", "4111/1111/1111/1111", "4111_1111_1111_1111",
+    "4111,1111,1111,1111", "4111:1111:1111:1111", "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "4111 - 1111 - 1111 - 1111",
+    "４１１１ １１１１ １１１１ １１１１", "4111\u00a01111\u00a01111\u00a01111", "4111\u200b1111\u200b1111\u200b1111",
+    "4\u200b1\u200b1\u200b1\u200b1111 1111 1111", "4111\u00ad1111\u00ad1111\u00ad1111", "4111\u20131111\u20131111\u20131111",
+    "\u0664\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 \u0661\u0661\u0661\u0661",
+    "4\u03321\u03321\u03321\u0332 1111 1111 1111", "\u20664111\u2069 \u20661111\u2069 \u20661111\u2069 \u20661111\u2069",
+    "4111\u30001111\u30001111\u30001111",
+]
+
+
+@pytest.mark.parametrize("spelling", CARD_SPELLINGS)
+def test_card_spellings_a_person_reads_are_found_and_redacted_whole(spelling):
+    text = f"pay with {spelling} today"
+    spans = ALL.find(text)
+    assert [s.detector for s in spans] == ["card"]
+    redacted = redact(text, spans)
+    assert redacted == "pay with [CARD] today" or redacted == "pay with Visa[CARD] today"
+    digits = "".join(c for c in unicodedata.normalize("NFKC", redacted) if c.isdigit())
+    assert "4111" not in digits and ALL.find(redacted) == []
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("SSN 123.45.6789", "us_ssn"), ("ssn: 123 45 6789", "us_ssn"), ("１２３-４５-６７８９", "us_ssn"),
+    ("DE89-3704-0044-0532-0130-00", "iban"), ("de89.3704.0044.0532.0130.00", "iban"),
+    ("DE89\u200b3704\u200b0044\u200b0532\u200b0130\u200b00", "iban"), ("ｊｏ＠ｅｘａｍｐｌｅ．ｃｏｍ", "email"),
+    ("jo@example\u3002com", "email"), ("+44\u00a020\u00a07946\u00a00958", "phone"), ("電話番号は080-1731-6056です", "phone"),
+])
+def test_other_items_a_person_reads_are_found(text, kind):
+    assert kind in ALL.fired(text)
