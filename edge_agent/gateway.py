@@ -33,8 +33,9 @@ from edge_agent.upstream import UpstreamError, UpstreamPool
 log = logging.getLogger(__name__)
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions"}
-# Up to this much text (a few thousand tokens) classification costs well under a millisecond: inline.
-_CLASSIFY_INLINE_CHARS = 32_768
+# Up to this much text classification stays inline: ordinary prompts cost well under a millisecond, and the
+# worst text found (thousands of digit groups) a few milliseconds; longer text goes to a thread.
+_CLASSIFY_INLINE_CHARS = 8_192
 
 
 @dataclass

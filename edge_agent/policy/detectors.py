@@ -102,6 +102,7 @@ _GROUP = re.compile(r"[0-9]+")
 _CARD_MIN, _CARD_MAX = 12, 19
 _PHONE_MIN, _PHONE_MAX = 7, 17  # digits, with a country code or trunk prefix; E.164 allows 15 after "+"
 _MAX_PHONE_GROUPS = 8
+_MAX_PHONE_STARTS = 16  # places in one run where a phone number is looked for
 
 _LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 
@@ -143,31 +144,34 @@ def _luhn(digits: str) -> bool:
     return (sum(b[-1::-2]) + sum(b[-2::-2].translate(_LUHN_DOUBLED)) - 48 * len(b)) % 10 == 0
 
 
+@lru_cache(maxsize=None)
+def _card_lengths(first4: str) -> frozenset[int]:
+    """The lengths the issuer whose prefix begins ``first4`` (four digits) uses; empty: no issuer."""
+    p2, p3, p4 = int(first4[:2]), int(first4[:3]), int(first4)
+    if first4[0] == "4":                                     # Visa
+        return frozenset({13, 16, 19})
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:                 # Mastercard
+        return frozenset({16})
+    if p2 in (34, 37):                                       # American Express
+        return frozenset({15})
+    if p4 == 6011 or p2 == 65 or 644 <= p3 <= 649:           # Discover
+        return frozenset(range(16, 20))
+    if 3500 <= p4 <= 3589:                                   # JCB (3528-3589; generators use all of 35xx)
+        return frozenset(range(16, 20))
+    if p4 in (1800, 2131):                                   # JCB, 15 digits
+        return frozenset({15})
+    if p2 in (36, 38, 39) or 300 <= p3 <= 305 or p3 == 309:  # Diners Club
+        return frozenset(range(14, 20))
+    if p2 == 62 or p2 == 81:                                 # UnionPay
+        return frozenset(range(16, 20))
+    if first4.startswith(_MAESTRO) or 6759 <= p4 <= 6763:    # Maestro
+        return frozenset(range(12, 20))
+    return frozenset()
+
+
 def _card_number(digits: str) -> bool:
     """An issuer's prefix, a length that issuer uses, and the Luhn checksum."""
-    n = len(digits)
-    p2, p3, p4 = int(digits[:2]), int(digits[:3]), int(digits[:4])
-    if digits[0] == "4":                                   # Visa
-        ok = n in (13, 16, 19)
-    elif 51 <= p2 <= 55 or 2221 <= p4 <= 2720:             # Mastercard
-        ok = n == 16
-    elif p2 in (34, 37):                                   # American Express
-        ok = n == 15
-    elif p4 == 6011 or p2 == 65 or 644 <= p3 <= 649:       # Discover
-        ok = 16 <= n <= 19
-    elif 3500 <= p4 <= 3589:                               # JCB (3528-3589; generators use all of 35xx)
-        ok = 16 <= n <= 19
-    elif p4 in (1800, 2131):                               # JCB, 15 digits
-        ok = n == 15
-    elif p2 in (36, 38, 39) or 300 <= p3 <= 305 or p3 == 309:  # Diners Club
-        ok = 14 <= n <= 19
-    elif p2 == 62 or p2 == 81:                             # UnionPay
-        ok = 16 <= n <= 19
-    elif digits.startswith(_MAESTRO) or 6759 <= p4 <= 6763:  # Maestro
-        ok = 12 <= n <= 19
-    else:
-        ok = False
-    return ok and _luhn(digits)
+    return len(digits) >= 4 and len(digits) in _card_lengths(digits[:4]) and _luhn(digits)
 
 
 def _ssn_number(digits: str) -> bool:
@@ -554,13 +558,18 @@ class Detectors:
         while i <= hi:
             # "+44 (0)115 ...": after a "+" come a country code and a phone number
             plus = i == 0 and _text_before(chain, 0).endswith("+")
-            best, total, j, joined = -1, 0, i, ""
-            while j <= hi:
+            best, j, joined = -1, i, ""
+            lengths: frozenset[int] | None = None
+            while j <= hi and not plus:
                 joined += digits[j]
                 total = len(joined)
                 if total > _CARD_MAX:
                     break
-                if total >= _CARD_MIN and _card_number(joined) and not _ipv4(chain, i, j) and not plus:
+                if lengths is None and total >= 4:
+                    lengths = _card_lengths(joined[:4])
+                    if not lengths:
+                        break  # no issuer starts so: no card starts at this group
+                if lengths and total in lengths and _luhn(joined) and not _ipv4(chain, i, j):
                     best = j
                 j += 1
             if best >= 0:
@@ -572,8 +581,10 @@ class Detectors:
 
     @staticmethod
     def _ssns(chain: _Chain, lo: int, hi: int, out: list[Span]) -> None:
+        """At the run's first group only: inside a run, what precedes a group is digits and separators, never
+        the keyword, and an AAA-GG-SSSS form is a whole run (one look per run, however long the run)."""
         digits, text, i = chain.digits, chain.text, lo
-        while i <= hi:
+        if i <= hi:
             found = -1
             # AAA-GG-SSSS with any separators, when it is the whole chain
             if (i == lo and hi == i + 2 and len(digits[i]) == 3
@@ -592,21 +603,21 @@ class Detectors:
             if found >= 0:
                 chain.take(i, found)
                 out.append(Span("us_ssn", chain.starts[i], chain.ends[found]))
-                i = found + 1
-            else:
-                i += 1
 
     def _phones(self, chain: _Chain, lo: int, hi: int, out: list[Span]) -> None:
         i = lo
         international = lo == 0 and _text_before(chain, 0).endswith("+")
-        while i <= hi:
+        budget = _MAX_PHONE_STARTS  # a run of hundreds of parenthesized groups is no list of phone numbers
+        while i <= hi and budget:
             if international and i > 0:
                 return  # what follows "+" is one international number, or no phone number at all
-            # a number starts at the run's start or after a space or parenthesis, not after "." "-" "/"
-            if i > lo and not _breaks(chain.sep(i - 1)):
+            # a number starts at the run's start, or inside it at an area code in parentheses ("1 (415) ..."):
+            # anywhere else the run before it makes it a part of a longer number (one look per run, not per group)
+            if i > lo and "(" not in chain.sep(i - 1):
                 i += 1
                 continue
             found = -1
+            budget -= 1
             for j in range(min(hi, i + _MAX_PHONE_GROUPS - 1), i - 1, -1):
                 if j < hi and not _breaks(chain.sep(j)):
                     continue
