@@ -333,3 +333,11 @@ def test_card_spellings_a_person_reads_are_found_and_redacted_whole(spelling):
 ])
 def test_other_items_a_person_reads_are_found(text, kind):
     assert kind in ALL.fired(text)
+
+
+def test_a_catastrophic_operator_pattern_runs_in_linear_time():
+    """(a+)+$ on "aaa...ab" takes a backtracking engine 2**n steps (2**48 here: days); RE2 reads the text once.
+    Nothing is timed: with a backtracking engine this test would never finish."""
+    detectors = Detectors([], [CustomDetector(name="evil", data_class="restricted", pattern=r"(a+)+$")])
+    assert detectors.find("a" * 48 + "b") == []
+    assert [s.detector for s in detectors.find("x " + "a" * 48)] == ["evil"]

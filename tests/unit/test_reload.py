@@ -131,3 +131,21 @@ def test_status_lines_read_for_a_person():
 @pytest.mark.parametrize("key", ["data_dir", "auth.keys_file", "federated.enabled", "fleet.probation_s"])
 def test_what_the_issue_names_as_restart_only_is(key):
     assert not is_live(key)
+
+
+def test_a_pattern_re2_cannot_take_is_refused_on_sighup_naming_the_key(tmp_path, caplog):
+    """Tried: a file whose custom pattern has a backreference (catastrophic in a backtracking engine) written
+    after the agent started; the reload refuses it, names the key, and keeps the running policy."""
+    path = tmp_path / "agent.toml"
+    path.write_text('[[policy.custom]]\nname = "dup"\ndata_class = "restricted"\npattern = "(a+)+\\\\1$"\n')
+    gateway = FakeGateway()
+
+    def load():
+        from edge_agent.config import load_config
+        return load_config(path)
+
+    reloader = Reloader(config(), load, gateway, None, PromptClassifier)
+    with caplog.at_level(logging.INFO):
+        assert not asyncio.run(reloader.reload())
+    assert "policy.custom[0].pattern: RE2 cannot compile" in caplog.text
+    assert gateway.swapped == [] and reloader.running == config()
