@@ -86,8 +86,7 @@ _SEP_TIGHT = ",;:|"
 _SHAPE = bytes(ord("0") if chr(b) in "0123456789" else ord("a") if chr(b).isalpha() and b < 128
                else ord(" ") if chr(b) in _SEP_ASCII else ord(",") if chr(b) in _SEP_TIGHT else ord("x")
                for b in range(256))
-_SHAPE_FOLD = str.maketrans({c: " " for c in "\x85\xa0\u00b7\u1680\u2010\u2011\u2012\u2013\u2014\u2015\u2022"
-                             "\u2028\u2029\u2043\u2212\u2219\u22c5"})
+_SHAPE_FOLD = re.compile("[\x85\xa0\u00b7\u1680\u2010-\u2015\u2022\u2028\u2029\u2043\u2212\u2219\u22c5]")
 _CHAIN = re.compile(rb"0(?:0| {1,8}0|,0)*")
 # Two letters and two digits, or a separator between them: where an IBAN may start.
 _IBAN_HINT = re.compile(rb"00(?<=aa00)|0(?<=aa 0)0|0(?<=aa0) 0")
@@ -95,7 +94,7 @@ _IBAN_HINT = re.compile(rb"00(?<=aa00)|0(?<=aa 0)0|0(?<=aa0) 0")
 
 def _shape(text: str) -> bytes:
     if not text.isascii():
-        text = text.translate(_SHAPE_FOLD)
+        text = _SHAPE_FOLD.sub(" ", text)  # the non-ASCII separators, one character each
     return text.encode("ascii", "replace").translate(_SHAPE)
 
 _GROUP = re.compile(r"[0-9]+")
@@ -345,7 +344,7 @@ def _glued(c: str) -> bool:
 class _Chain:
     """The digit groups of one chain: group k is text[starts[k]:ends[k]], free until a finding takes it."""
 
-    __slots__ = ("text", "starts", "ends", "digits", "free")
+    __slots__ = ("text", "starts", "ends", "digits", "free", "_words")
 
     def __init__(self, text: str, start: int, end: int, taken: _Taken):
         self.text = text
@@ -353,6 +352,7 @@ class _Chain:
         self.ends: list[int] = []
         self.digits: list[str] = []
         self.free: list[bool] = []
+        self._words: dict[int, tuple[bool, bool]] = {}
         for m in _GROUP.finditer(text, start, end):
             a, b = m.span()
             if not (taken.starts and taken.overlaps(a, b)):
@@ -374,6 +374,17 @@ class _Chain:
     def sep(self, k: int) -> str:
         """What stands between group k and group k + 1."""
         return self.text[self.ends[k]:self.starts[k + 1]]
+
+    def words_before(self, lead: int) -> tuple[bool, bool]:
+        """Whether a phone word ("call", "tel") and whether a word that makes it something else ("order",
+        "ISBN") stands right before ``lead``; looked up once per place, however many windows start there."""
+        found = self._words.get(lead)
+        if found is None:
+            window = max(0, lead - 40)
+            found = (bool(_PHONE_CONTEXT.search(self.text, window, lead)),
+                     bool(_NOT_PHONE_CONTEXT.search(self.text, window, lead)))
+            self._words[lead] = found
+        return found
 
     def take(self, i: int, j: int) -> None:
         for k in range(i, j + 1):
@@ -461,7 +472,7 @@ class Detectors:
                 self._find_ibans(t, shape, spans, taken)
             if self._chains:
                 for m in _CHAIN.finditer(shape):
-                    if m.end() - m.start() >= _PHONE_MIN:  # no form has fewer digits and separators
+                    if shape.count(b"0", m.start(), m.end()) >= _PHONE_MIN:  # no form has fewer digits
                         self._scan_chain(t, m.start(), m.end(), spans, taken)
         if self._patterns or self._keywords is not None:
             custom = self._find_custom(t)
@@ -593,7 +604,8 @@ class Detectors:
                 found = i + 2
             else:
                 a = chain.starts[i]
-                if _SSN_CONTEXT.search(text, max(0, a - 60), a):
+                before = text[max(0, a - 60):a].lower()
+                if ("ss" in before or "social" in before) and _SSN_CONTEXT.search(text, max(0, a - 60), a):
                     joined, j = "", i
                     while j <= hi and len(joined) < 9:
                         joined += digits[j]
@@ -661,7 +673,8 @@ class Detectors:
         if any(c in _SEP_TIGHT for k in range(i, j) for c in chain.sep(k)):
             return None  # "10:30", "4,781,149": times and counts, never how a phone number is written
         # a word like "call" or "Tel." just before: any plausible number of digits is a phone number
-        context = bool(_PHONE_CONTEXT.search(text, max(0, lead - 40), lead)) and len(digits) <= 15
+        phone_word, other_word = chain.words_before(lead)
+        context = phone_word and len(digits) <= 15
         parenthesized = prefix == "(" and j > i and ")" in chain.sep(i)
         if prefix == "(" and not parenthesized:
             lead = start
@@ -674,7 +687,7 @@ class Detectors:
             ok = True
         elif (_date_or_address(chain, i, j, groups) or groups == [3, 2, 4]  # [3, 2, 4]: a US SSN's shape
               or not whole or (_thousands(chain, i, j, groups) and not _mobile(digits, self._regions))
-              or _NOT_PHONE_CONTEXT.search(text, max(0, lead - 40), lead)):
+              or other_word):
             ok = False
         elif digits.startswith("00") and not digits.startswith("000"):
             ok = len(groups) > 1 and _international(digits[2:], strict=True)

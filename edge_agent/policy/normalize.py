@@ -123,4 +123,9 @@ def _offsets(original: str, length: int) -> tuple[list[int], list[int]]:
 def canonical(text: str) -> Canonical:
     if text.isascii():
         return Canonical(text, text)
-    return Canonical(text, text.translate(_TABLE))
+    # only the non-ASCII stretches need the table: most text is mostly ASCII
+    return Canonical(text, _NON_ASCII.sub(_fold_stretch, text))
+
+
+def _fold_stretch(m: re.Match[str]) -> str:
+    return m.group().translate(_TABLE)
