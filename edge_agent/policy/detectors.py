@@ -168,11 +168,6 @@ def _card_lengths(first4: str) -> frozenset[int]:
     return frozenset()
 
 
-def _card_number(digits: str) -> bool:
-    """An issuer's prefix, a length that issuer uses, and the Luhn checksum."""
-    return len(digits) >= 4 and len(digits) in _card_lengths(digits[:4]) and _luhn(digits)
-
-
 def _ssn_number(digits: str) -> bool:
     area, group, serial = digits[:3], digits[3:5], digits[5:]
     return (area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
@@ -329,10 +324,6 @@ class _Taken:
     def overlaps(self, start: int, end: int) -> bool:
         k = bisect.bisect_left(self.starts, end) - 1
         return k >= 0 and self.ends[k] > start
-
-
-def _word_char(c: str) -> bool:
-    return c.isalnum() or c == "_"
 
 
 def _glued(c: str) -> bool:
