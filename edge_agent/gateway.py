@@ -147,7 +147,17 @@ class Gateway:
             if decision.status == 429:
                 self.metrics.overloaded.inc()
             raise RoutingRefused(decision.message, None, code=local_problem, status=decision.status)
-        outgoing = upstream_request(endpoint, body, params, classifier.redact if rule.redact else None)
+        try:
+            outgoing = upstream_request(endpoint, body, params, classifier.redact if rule.redact else None)
+        except RequestError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - text that could not be redacted does not leave, whatever broke
+            log.error("redacting a request for an upstream failed (%s: %s); it was refused, not sent",
+                      type(exc).__name__, exc)
+            self._record(endpoint, caller, info, detectors, REFUSED, "redaction_failed", 503, texts)
+            raise RoutingRefused(f"{problem_words(local_problem)}, and this request could not be redacted for an "
+                                 "upstream, so it was not sent; retry later", None, code="redaction_failed",
+                                 status=503) from None
         try:
             reply = await self.pool.forward(decision.upstreams, _PATHS[endpoint], outgoing, params["stream"],
                                             started + self.service.request_timeout_s)

@@ -274,3 +274,17 @@ def test_token_ids_outside_the_vocabulary_are_a_400_naming_the_bounds():
     params["prompt"] = [1, 100]
     with pytest.raises(RequestError, match=r"0\.\.99"):
         asyncio.run(gw.generate("completions", {}, params, CALLER, "", 0.0, RouteInfo()))
+
+
+def test_text_that_cannot_be_redacted_is_refused_audited_and_never_leaves(monkeypatch):
+    """Tried: redaction raising (a stand-in for a bug in it) on an internal prompt bound for an upstream."""
+    pool = FakePool({"a": ("cloud",)})
+    gw = gateway(FakeService(), pool)
+
+    def broken(text):
+        raise IndexError("a bug in redaction")
+
+    monkeypatch.setattr(gw.classifier, "redact", broken)
+    info, error = run(gw, "chat", {"model": "cloud", "messages": [{"role": "user", "content": "mail jo@example.com"}]})
+    assert (error.status, error.code, info.route, info.data_class) == (503, "redaction_failed", "refused", "internal")
+    assert pool.sent == []
