@@ -186,7 +186,8 @@ class Federation:
     """The SuperLink child and central's Control API client. Runs its reconcile pass on its own thread."""
 
     def __init__(self, paths: CentralPaths, authority: Authority, listen: str, advertise_host: str = ""):
-        from federated.supervisor import Supervisor, free_port
+        from edgefleet.ports import free_port
+        from federated.supervisor import Supervisor
 
         self.paths, self.authority = paths, authority
         self.host, port = listen.rsplit(":", 1)

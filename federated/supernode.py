@@ -13,7 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from federated.supervisor import Supervisor, free_port
+from edgefleet.ports import free_port
+from federated.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from edge_agent.control.policy import backoff_delay
+from edgefleet.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,6 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         except OSError:
             pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now (for a child that must be told its port up front)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host or "0.0.0.0", 0))
-        return s.getsockname()[1]
 
 
 def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:

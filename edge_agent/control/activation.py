@@ -25,6 +25,7 @@ import psutil
 
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy
+from edgefleet.backoff import backoff_delay
 from edge_agent.control.artifacts import ArtifactError, ModelSlots
 from edge_agent.control.client import CentralUnavailable, ControlError, FleetClient, ModelInfo
 from edge_agent.errors import AgentError
@@ -65,6 +66,9 @@ class Activator:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.status = ActivationStatus()
+        # Called (on the activation thread) after each change of state, so `edge-agent status` shows a short
+        # state such as WARMING as it happens rather than at the next heartbeat.
+        self.on_state_change: Callable[[], None] | None = None
         installed = slots.active()
         # The slot's version, not the bytes served: the same bytes under the config's built-in name still
         # get installed and switched to, so the model id and the rollback slot follow central.
@@ -152,6 +156,8 @@ class Activator:
         if "state" in changes:
             changes["since"] = self._clock()
         self.status = replace(self.status, **changes)
+        if "state" in changes and self.on_state_change is not None:
+            self.on_state_change()
 
     def _run(self, model: ModelInfo, body: bytes, signature: str) -> None:
         try:
@@ -197,7 +203,7 @@ class Activator:
                 # A broken connection: keep the part and resume when central answers again.
                 failures += 1
                 log.warning("download of %s interrupted (%s); resuming", manifest.ref, exc)
-                if self._stop.wait(policy.backoff_delay(failures, 1.0, DOWNLOAD_RETRY_CAP_S, 0.5)):
+                if self._stop.wait(backoff_delay(failures, 1.0, DOWNLOAD_RETRY_CAP_S, 0.5)):
                     raise ArtifactError("the agent is stopping") from None
             except ControlError as exc:
                 raise ArtifactError(str(exc)) from None

@@ -11,6 +11,7 @@ from typing import Callable
 
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy
+from edgefleet.backoff import backoff_delay
 from edge_agent.control.client import CentralRefused, ControlError, FleetClient, encode_event
 from edge_agent.control.identity import FleetFiles
 from edge_agent.control.spool import ReportSpool
@@ -44,6 +45,7 @@ class ControlLoop:
         self._offline_since: float | None = None
         self._client = FleetClient(self.identity, config.rpc_timeout_s)
         self.activator = None
+        self._state_lock = threading.Lock()  # the activation thread writes the state file too
 
     @property
     def client(self) -> FleetClient:
@@ -51,8 +53,10 @@ class ControlLoop:
         return self._client
 
     def attach_activator(self, activator) -> None:
-        """From now on each heartbeat's desired model is handed to activator.want()."""
+        """From now on each heartbeat's desired model is handed to activator.want(), and each change of the
+        activation's state is written to the state file at once."""
         self.activator = activator
+        activator.on_state_change = self._write_state
 
     def start(self) -> None:
         self.spool.append("event", self._clock(), encode_event("agent_started", "the agent started"))
@@ -103,7 +107,7 @@ class ControlLoop:
         self.spool.append("status", now, status)
         (log.error if self._refused else log.warning)("%s (attempt %d; serving continues)", exc, self._failures)
         self._write_state()
-        return policy.backoff_delay(self._failures, RETRY_BASE_S, self.config.max_backoff_s, self._rand())
+        return backoff_delay(self._failures, RETRY_BASE_S, self.config.max_backoff_s, self._rand())
 
     def _flush(self) -> None:
         while True:
@@ -143,7 +147,7 @@ class ControlLoop:
                 delay = self.beat()
             except Exception:  # the loop must outlive any bug in one beat; serving never depends on it
                 log.exception("control loop: unexpected error; retrying")
-                delay = policy.backoff_delay(max(self._failures, 1), RETRY_BASE_S, self.config.max_backoff_s,
+                delay = backoff_delay(max(self._failures, 1), RETRY_BASE_S, self.config.max_backoff_s,
                                              self._rand())
 
     @property
@@ -153,16 +157,17 @@ class ControlLoop:
     def _write_state(self) -> None:
         cert = self.identity.certificate
         try:
-            self.files.write_state({
-                "state": self.state, "node_id": self.identity.node_id, "central": self.identity.central,
-                "last_heartbeat_at": self._last_ok_at, "consecutive_failures": self._failures,
-                "last_error": self._last_error, "heartbeat_interval_s": self.interval_s,
-                "spooled_reports": len(self.spool), "dropped_unreported": self.spool.dropped_unreported(),
-                "certificate_serial": pki.serial_hex(cert),
-                "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
-                "config_generation": self.config_generation,
-                "activation": _activation_dict(self.activator),
-            })
+            with self._state_lock:
+                self.files.write_state({
+                    "state": self.state, "node_id": self.identity.node_id, "central": self.identity.central,
+                    "last_heartbeat_at": self._last_ok_at, "consecutive_failures": self._failures,
+                    "last_error": self._last_error, "heartbeat_interval_s": self.interval_s,
+                    "spooled_reports": len(self.spool), "dropped_unreported": self.spool.dropped_unreported(),
+                    "certificate_serial": pki.serial_hex(cert),
+                    "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
+                    "config_generation": self.config_generation,
+                    "activation": _activation_dict(self.activator),
+                })
         except OSError as exc:
             log.warning("cannot write %s: %s", self.files.state, exc)
 

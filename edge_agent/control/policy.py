@@ -5,15 +5,6 @@ from __future__ import annotations
 CONNECTING, CONNECTED, OFFLINE, REFUSED = "connecting", "connected", "offline", "refused"
 
 
-def backoff_delay(failures: int, base_s: float, cap_s: float, rand: float) -> float:
-    """Exponential backoff with equal jitter: half the step fixed, half random, never above cap_s.
-
-    `failures` counts consecutive failed attempts (1 for the first); `rand` is uniform in [0, 1).
-    """
-    step = min(cap_s, base_s * 2 ** min(max(failures - 1, 0), 30))
-    return step / 2 + rand * step / 2
-
-
 def heartbeat_delay(interval_s: float, rand: float) -> float:
     """The interval ±10 %, so a fleet restarted together does not beat in lockstep."""
     return interval_s * (0.9 + 0.2 * rand)

@@ -10,6 +10,7 @@ from central import audit, liveness, tokens
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import NodeRecord, TokenRecord
 from edge_agent.control import policy
+from edgefleet.backoff import backoff_delay
 from edgefleet import pki
 from edgefleet.durations import format_duration, parse_duration
 
@@ -110,11 +111,11 @@ def test_renewal_is_due_at_two_thirds_of_the_lifetime():
 
 
 def test_backoff_grows_with_jitter_and_is_capped():
-    assert policy.backoff_delay(1, 1.0, 60.0, 0.0) == 0.5
-    assert policy.backoff_delay(1, 1.0, 60.0, 0.999) < 1.0
-    assert policy.backoff_delay(4, 1.0, 60.0, 0.0) == 4.0
-    assert policy.backoff_delay(50, 1.0, 60.0, 0.999) <= 60.0
-    assert policy.backoff_delay(50, 1.0, 60.0, 0.0) == 30.0
+    assert backoff_delay(1, 1.0, 60.0, 0.0) == 0.5
+    assert backoff_delay(1, 1.0, 60.0, 0.999) < 1.0
+    assert backoff_delay(4, 1.0, 60.0, 0.0) == 4.0
+    assert backoff_delay(50, 1.0, 60.0, 0.999) <= 60.0
+    assert backoff_delay(50, 1.0, 60.0, 0.0) == 30.0
     assert 13.5 <= policy.heartbeat_delay(15.0, 0.0) and policy.heartbeat_delay(15.0, 0.999) < 16.5
 
 
