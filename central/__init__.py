@@ -1,1 +1,1 @@
-"""The coordinator and the ``edgefleet`` CLI (enrollment, fleet API, rollouts: issue 3 onward)."""
+"""The coordinator and the ``edgefleet`` CLI: enrollment, fleet API, model registry, rollouts, federated runs."""

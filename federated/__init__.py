@@ -1,1 +1,1 @@
-"""Flower ClientApp/ServerApp and SecAgg+ settings (issue 5)."""
+"""Federated learning: Flower ClientApp/ServerApp, the tasks, SecAgg+ settings, SuperLink/SuperNode supervision."""
