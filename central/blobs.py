@@ -15,8 +15,10 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO
 
+from central.errors import CentralError
 
-class BlobError(Exception):
+
+class BlobError(CentralError):
     """A blob cannot be stored or read; the message says why."""
 
 

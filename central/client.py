@@ -6,13 +6,14 @@ from __future__ import annotations
 import grpc
 
 from central.credential import Credential
+from central.errors import CentralError
 from edgefleet.channels import mtls_channel
 from edgefleet.v1 import admin_pb2_grpc
 
 RPC_TIMEOUT_S = 15.0
 
 
-class AdminCallError(Exception):
+class AdminCallError(CentralError):
     """An AdminService call failed; `exit_code` is what the CLI exits with."""
 
     def __init__(self, message: str, exit_code: int):

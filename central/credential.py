@@ -12,12 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from central.errors import CentralError
 from edgefleet import pki
 
 DEFAULT_PATH = Path("~/.config/edgefleet/credential")
 
 
-class CredentialError(Exception):
+class CredentialError(CentralError):
     """The credential file is missing or unusable; the message says which and what to do."""
 
 

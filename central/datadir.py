@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from central.credential import Credential, save as save_credential
+from central.errors import CentralError
 from central.store import SqliteFleetStore
 from edgefleet import pki
 
 ADMIN_CERT_DAYS = 365
 
 
-class DataDirError(Exception):
+class DataDirError(CentralError):
     """The data dir is missing, incomplete or already initialized."""
 
 

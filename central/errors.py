@@ -1,38 +1,57 @@
-"""Errors of central's handlers. The servicers map each class to one gRPC status, in one place.
+"""Central's exception tree; one root, under edgefleet's, so callers can catch it whole.
 
-    CentralError
-    ├── Unauthenticated     no usable identity (UNAUTHENTICATED)
-    ├── PermissionDenied    an identity that may not do this (PERMISSION_DENIED)
-    ├── InvalidArgument     a malformed request (INVALID_ARGUMENT)
-    ├── NotFound            no such node, token or model (NOT_FOUND)
-    ├── AlreadyExists       an immutable thing exists with other content (ALREADY_EXISTS)
-    └── FailedPrecondition  refused because of the fleet's state, e.g. a model in use (FAILED_PRECONDITION)
+    CentralError           (central.errors)          central's root
+    ├── ServiceError       (central.errors)          a refused call; the servicers map each class to one gRPC status
+    │   ├── Unauthenticated    (central.errors)      no usable identity (UNAUTHENTICATED)
+    │   ├── PermissionDenied   (central.errors)      an identity that may not do this (PERMISSION_DENIED)
+    │   ├── InvalidArgument    (central.errors)      a malformed request (INVALID_ARGUMENT)
+    │   ├── NotFound           (central.errors)      no such node, token or model (NOT_FOUND)
+    │   ├── AlreadyExists      (central.errors)      an immutable thing exists with other content (ALREADY_EXISTS)
+    │   └── FailedPrecondition (central.errors)      refused because of the fleet's state, e.g. a model in use
+    ├── StoreError         (central.store.records)   the store cannot do what was asked
+    ├── BlobError          (central.blobs)           a blob cannot be stored or read
+    ├── DataDirError       (central.datadir)         a data dir that is not initialized, or already is
+    ├── CredentialError    (central.credential)      the CLI's credential file is missing or unusable
+    ├── ListenError        (central.server)          a port could not be bound
+    ├── LabelError         (central.labels)          a malformed label or selector; also a ValueError
+    ├── RolloutError       (central.rollout)         an invalid rollout spec or flag; also a ValueError
+    │   └── PhaseError     (central.rollout)         a transition the rollout's phase forbids
+    └── AdminCallError     (central.client)          an AdminService call failed; carries the CLI's exit code
+
+Only ServiceErrors reach a caller as a status: the handlers wrap the others at their boundary
+(`raise InvalidArgument(str(exc)) from None`), and anything else is a bug that gRPC reports as UNKNOWN.
 """
 
-
-class CentralError(Exception):
-    """Root of central's handler errors; the message is shown to the caller."""
+from edgefleet.errors import EdgefleetError
 
 
-class Unauthenticated(CentralError):
+class CentralError(EdgefleetError):
+    """Root of every error central/ raises on purpose."""
+
+
+class ServiceError(CentralError):
+    """Root of the handlers' refusals; the message is shown to the caller."""
+
+
+class Unauthenticated(ServiceError):
     pass
 
 
-class PermissionDenied(CentralError):
+class PermissionDenied(ServiceError):
     pass
 
 
-class InvalidArgument(CentralError):
+class InvalidArgument(ServiceError):
     pass
 
 
-class NotFound(CentralError):
+class NotFound(ServiceError):
     pass
 
 
-class AlreadyExists(CentralError):
+class AlreadyExists(ServiceError):
     pass
 
 
-class FailedPrecondition(CentralError):
+class FailedPrecondition(ServiceError):
     pass

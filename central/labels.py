@@ -1,15 +1,17 @@
-"""Node labels (``region=eu,site=fra``): parsing and validation, shared by the CLI and the coordinator."""
+"""Node labels (``region=eu,site=fra``): parsing and validation, shared by the CLI and the handlers."""
 
 from __future__ import annotations
 
 import re
+
+from central.errors import CentralError
 
 _KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$")
 _VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 MAX_LABELS = 32
 
 
-class LabelError(ValueError):
+class LabelError(CentralError, ValueError):
     """A label that is not key=value with the allowed characters."""
 
 

@@ -5,12 +5,12 @@ rollout's spec and state, passes the nodes' latest heartbeats and `now`, stores 
 and writes each event to the audit log. So every decision is reproducible in a unit test, and a
 restarted central carries on where it stopped: the whole rollout is a spec and four fields.
 
-    RolloutError(ValueError)   an invalid spec or flag (the coordinator raises InvalidArgument from it)
+    RolloutError               an invalid spec or flag (the rollouts handler raises InvalidArgument from it)
     └── PhaseError             a transition the rollout's phase forbids, e.g. pausing a finished
-                               rollout (the coordinator raises FailedPrecondition from it)
+                               rollout (the rollouts handler raises FailedPrecondition from it)
 
-These are not CentralErrors on purpose: the servicers map exact classes to status codes, so the
-coordinator wraps them at its boundary (`raise InvalidArgument(str(exc)) from exc`).
+These are not ServiceErrors on purpose: the servicers map exact classes to status codes, so the
+rollouts handler wraps them at its boundary (`raise InvalidArgument(str(exc)) from None`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+
+from central.errors import CentralError
 
 RUNNING, PAUSED, COMPLETED, ROLLED_BACK, ABORTED = "RUNNING", "PAUSED", "COMPLETED", "ROLLED_BACK", "ABORTED"
 PHASES = (RUNNING, PAUSED, COMPLETED, ROLLED_BACK, ABORTED)
@@ -27,7 +29,7 @@ DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED = "DOWNLOADING", "VERIFYING", "W
 ACTIVATION_STATES = ("", DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED, ROLLED_BACK)
 
 
-class RolloutError(ValueError):
+class RolloutError(CentralError, ValueError):
     """A rollout spec or request that cannot be carried out; the message says what to change."""
 
 

@@ -22,6 +22,7 @@ from central import liveness
 from central.blobs import LocalBlobStore
 from central.coordinator import CentralSettings, Coordinator
 from central.datadir import Authority, CentralPaths
+from central.errors import CentralError
 from central.heartbeats import FLUSH_INTERVAL_S
 from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
 from central.store import SqliteFleetStore
@@ -47,7 +48,7 @@ STATUS_INTERVAL_S = 5.0
 SUPERLINK_READY_TIMEOUT_S = 60.0
 
 
-class ListenError(Exception):
+class ListenError(CentralError):
     """A port could not be bound."""
 
 

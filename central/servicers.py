@@ -13,7 +13,7 @@ import grpc
 from central import convert
 from central.coordinator import Caller, Coordinator
 from central.blobs import BlobError
-from central.errors import (AlreadyExists, CentralError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
+from central.errors import (AlreadyExists, ServiceError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
                             Unauthenticated)
 from edgefleet import pki
 from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
@@ -48,7 +48,7 @@ def _unary(method):
     async def handler(self, request, context):
         try:
             return method(self, request, caller_of(context))
-        except CentralError as exc:
+        except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
     return handler
 
@@ -61,7 +61,7 @@ def _unary_off_loop(method):
         caller = caller_of(context)
         try:
             return await asyncio.to_thread(method, self, request, caller)
-        except CentralError as exc:
+        except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
     return handler
 
@@ -95,7 +95,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                                            convert.routing_report(request.status))
                 yield fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired),
                                                   heartbeat_interval=self._interval)
-        except CentralError as exc:
+        except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
 
     @_unary
@@ -113,7 +113,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def FetchArtifact(self, request, context):
         try:
             size = self.c.fetch_artifact(caller_of(context), request.sha256, request.offset)
-        except CentralError as exc:
+        except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
         with self.c.blobs.open(request.sha256) as blob:
             offset = request.offset
@@ -224,7 +224,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                                                already_present=present)
         except BlobError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except CentralError as exc:
+        except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
         finally:
             if writer is not None:  # the client went away or the push was refused: keep nothing half-written

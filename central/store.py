@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Iterator
 
 from central.audit import GENESIS_HASH, AuditEntry, entry_hash
+from central.errors import CentralError
 from central.routing import RoutingReport
 from edgefleet.sqlitedb import apply_migrations, connect_wal
 
 
-class StoreError(Exception):
+class StoreError(CentralError):
     """The store cannot do what was asked; the message says why."""
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central import rollout as ro
-from central.errors import CentralError
+from central.errors import CentralError, ServiceError
 from central.rollout import ModelRef, NodeObservation, RolloutError, RolloutSpec, RolloutState
 
 OLD = ModelRef("gemma", "1.0.0", "a" * 64)
@@ -107,9 +107,10 @@ def test_spec_validation(overrides, message):
         make_spec(**overrides)
 
 
-def test_rollout_errors_are_value_errors_outside_central_errors():
-    """The servicers map exact CentralError classes, so the coordinator wraps these at its boundary."""
-    assert issubclass(RolloutError, ValueError) and not issubclass(RolloutError, CentralError)
+def test_rollout_errors_are_value_errors_under_central_but_outside_service_errors():
+    """The servicers map exact ServiceError classes, so the rollouts handler wraps these at its boundary."""
+    assert issubclass(RolloutError, ValueError) and not issubclass(RolloutError, ServiceError)
+    assert issubclass(RolloutError, CentralError), "central's one root (issue 14)"
     assert issubclass(ro.PhaseError, RolloutError)
 
 
