@@ -375,9 +375,9 @@ def main() -> int:
         "phone_only": Detectors(["phone"], (), regions).find,
     }
     if args.classifier:
-        from federated.tasks import sensitivity
+        from edgefleet.featurize import featurize
 
-        systems.update({"featurize": sensitivity.featurize, "classifier": router.model.score})
+        systems.update({"featurize": featurize, "classifier": router.model.score})
     load_before = os.getloadavg()[0]
     costs = {}
     for name, call in systems.items():

@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgefleet import pki  # noqa: E402
+from edgefleet.nodekeys import generate_node_key  # noqa: E402
 from federated import control, fab, local_data  # noqa: E402
 
 PY = sys.executable
@@ -164,7 +165,7 @@ class Cluster:
     def add_node(self, index: int, register: bool = True) -> Path:
         node = self.root / f"node{index}"
         node.mkdir()
-        private, public = control.generate_node_key()
+        private, public = generate_node_key()
         pki.write_private(node / "flower.key", private)
         if register:
             self.ctl.register_node(public, f"node{index}")

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from edge_agent.config import AgentConfig
 from edge_agent.errors import AgentError
-from edgefleet.pki import write_private
+from edgefleet.atomicfile import write_private
 
 log = logging.getLogger(__name__)
 

@@ -134,8 +134,8 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
+    from federated.errors import TaskError
     from federated.local_data import append_example, examples_path, parse_example
-    from federated.tasks import TaskError
 
     if (args.text is None) == (args.file is None):
         print("edge-agent label: give the text or --file, not both", file=sys.stderr)

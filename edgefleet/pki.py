@@ -13,8 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,12 +23,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# write_private/write_public are re-exported: central and the agent write keys and certificates through pki.
+from edgefleet.atomicfile import write_private, write_public  # noqa: F401
+from edgefleet.errors import EdgefleetError
+
 CENTRAL_SERVER_NAME = "central.edgefleet"
 _TRUST_DOMAIN = "edgefleet"
 ROLES = ("node", "admin")
 
 
-class PkiError(Exception):
+class PkiError(EdgefleetError):
     """A certificate, key or CSR that cannot be used; the message says why."""
 
 
@@ -85,31 +87,6 @@ def private_key_pem(key) -> bytes:
 def public_key_pem(key) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.PEM,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write secret bytes readable by the owner only (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_public(path: Path, data: bytes) -> None:
-    """Write non-secret bytes (certificates) atomically, 0644."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def load_private_key(data: bytes):

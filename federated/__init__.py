@@ -1,1 +1,17 @@
-"""Federated learning: Flower ClientApp/ServerApp, the tasks, SecAgg+ settings, SuperLink/SuperNode supervision."""
+"""Federated learning: Flower ClientApp/ServerApp, the tasks, SecAgg+ settings, SuperLink/SuperNode supervision.
+
+federated imports only edgefleet. The agent and central may import these modules, its public entry points,
+and no others (tests/unit/test_layers.py holds them to it):
+
+- `federated.errors`: FederatedError and TaskError.
+- `federated.local_data`: a node's training data files (the agent appends labeled examples, counts usage).
+- `federated.supernode`: the agent starts its supervised SuperNode.
+- `federated.tasks`: the task registry (names, get_task) central validates a run against.
+- `federated.control`: central's client for its SuperLink's Control API.
+- `federated.fab`: the code-free FAB central starts runs with.
+- `federated.results`: a run's report and outcome, as central imports them.
+- `federated.supervisor`: the child-process supervisor central runs its SuperLink under.
+
+The rest (`flower_app`, `fast_supernode`, `superlink`, the tasks' own modules) runs inside Flower's
+processes and is started by module name, never imported by the programs.
+"""

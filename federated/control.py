@@ -8,18 +8,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from federated.errors import FederatedError
 
-class FlowerControlError(Exception):
+
+class FlowerControlError(FederatedError):
     """The SuperLink refused or could not be reached (the message says which)."""
-
-
-def generate_node_key() -> tuple[bytes, bytes]:
-    """A SuperNode auth key pair (ECDSA P-384): (OpenSSH private key, OpenSSH public key line)."""
-    key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return private, public
 
 
 def public_key_bytes(openssh_public: bytes | str) -> bytes:

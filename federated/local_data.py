@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from federated.tasks import TaskError
+from edgefleet.atomicfile import write_public
+from federated.errors import TaskError
 
 LABELS = {"public": 0, "sensitive": 1}
 MAX_TEXT_CHARS = 32_768
@@ -188,6 +189,4 @@ class UsageCounters:
         merged = {"requests_per_hour": [a + b for a, b in zip(current.requests_per_hour, hours)],
                   "latency_buckets": [a + b for a, b in zip(current.latency_buckets, latency)],
                   "cache": [current.cache_hits + hits, current.cache_lookups + lookups]}
-        from edgefleet.pki import write_public
-
         write_public(self.path, json.dumps(merged).encode())

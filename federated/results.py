@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefleet.pki import write_public
+from edgefleet.atomicfile import write_public
 
 TERMINAL = ("completed", "failed")
 

@@ -23,6 +23,8 @@ from edge_agent.control.spool import SpooledReport
 from edge_agent.control.telemetry import SystemSample
 from edge_agent.errors import AgentError
 from edgefleet import channels, pki
+from edgefleet.atomicfile import write_private
+from edgefleet.nodekeys import generate_node_key
 from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -66,7 +68,6 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
     except OSError as exc:
         raise EnrollError(f"cannot reach central's enrollment port at {central}: {exc}") from exc
     key = pki.generate_key()
-    from federated.control import generate_node_key
     flower_private, flower_public = generate_node_key()
     request = enrollment_pb2.EnrollRequest(token=token.strip(), csr_pem=pki.make_csr(key).decode(),
                                            hostname=socket.gethostname(), flower_public_key=flower_public.decode())
@@ -84,7 +85,7 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
         certificate_pem=reply.certificate_pem.encode(), key_pem=pki.private_key_pem(key),
         signing_public_key_pem=reply.signing_public_key_pem.encode(),
         superlink=f"{host}:{reply.superlink_port}" if reply.superlink_port else "")
-    pki.write_private(files.flower_key, flower_private)
+    write_private(files.flower_key, flower_private)
     files.save(identity)
     return identity
 

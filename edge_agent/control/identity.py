@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefleet import pki
+from edgefleet.atomicfile import write_private, write_public
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,11 @@ class FleetFiles:
                              self.key.read_bytes(), self.signing_public_key.read_bytes(), meta.get("superlink", ""))
 
     def save(self, identity: FleetIdentity) -> None:
-        pki.write_public(self.ca, identity.ca_pem)
-        pki.write_public(self.signing_public_key, identity.signing_public_key_pem)
+        write_public(self.ca, identity.ca_pem)
+        write_public(self.signing_public_key, identity.signing_public_key_pem)
         self.save_certificate(identity.key_pem, identity.certificate_pem)
         # fleet.json last: its presence means the enrollment is complete.
-        pki.write_public(self.meta, json.dumps({
+        write_public(self.meta, json.dumps({
             "node_id": identity.node_id, "labels": identity.labels, "central": identity.central,
             "enroll_address": identity.enroll_address, "enrolled_at": identity.enrolled_at,
             "superlink": identity.superlink}, indent=2).encode())
@@ -65,12 +66,12 @@ class FleetFiles:
     def save_certificate(self, key_pem: bytes, certificate_pem: bytes) -> None:
         # The key first: a crash in between leaves the old certificate with a new key, which fails the
         # TLS handshake loudly instead of silently using a stale identity; re-enroll fixes it.
-        pki.write_private(self.key, key_pem)
-        pki.write_public(self.certificate, certificate_pem)
+        write_private(self.key, key_pem)
+        write_public(self.certificate, certificate_pem)
 
     def write_state(self, state: dict) -> None:
         """The control loop's state for `edge-agent status`, replaced atomically."""
-        pki.write_public(self.state, json.dumps({**state, "written_at": time.time()}, indent=2).encode())
+        write_public(self.state, json.dumps({**state, "written_at": time.time()}, indent=2).encode())
 
     def read_state(self) -> dict | None:
         try:

@@ -29,7 +29,7 @@ class SensitivityModel:
         try:
             import onnxruntime as ort
 
-            from federated.tasks import sensitivity
+            from edgefleet import featurize
         except ImportError as exc:
             raise ClassifierModelError(f"policy.classifier_model needs onnxruntime and numpy ({exc})") from exc
         if not Path(path).is_file():
@@ -42,13 +42,13 @@ class SensitivityModel:
             raise ClassifierModelError(f"policy.classifier_model: onnxruntime cannot load {path}: {exc}") from exc
         inputs = self._session.get_inputs()
         featurizer = self._session.get_modelmeta().custom_metadata_map.get("edgefleet.featurizer", "")
-        expected = f"hashed-ngrams-crc32-{sensitivity.DIMENSIONS}"
-        if [i.name for i in inputs] != ["features"] or inputs[0].shape[-1] != sensitivity.DIMENSIONS or featurizer != expected:
+        expected = featurize.FEATURIZER
+        if [i.name for i in inputs] != ["features"] or inputs[0].shape[-1] != featurize.DIMENSIONS or featurizer != expected:
             raise ClassifierModelError(
                 f"policy.classifier_model: {path} is not a sensitivity classifier (expected input 'features' "
-                f"[N, {sensitivity.DIMENSIONS}] and featurizer {expected!r}, got "
+                f"[N, {featurize.DIMENSIONS}] and featurizer {expected!r}, got "
                 f"{[(i.name, i.shape) for i in inputs]} and {featurizer!r})")
-        self._featurize = sensitivity.featurize
+        self._featurize = featurize.featurize
         self.path = path
 
     def score(self, text: str) -> float:

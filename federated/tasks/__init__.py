@@ -13,11 +13,11 @@ from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
+# TaskError sits in federated.errors, below both this package and federated.local_data, which raises it too;
+# it is re-exported here for the tasks' callers.
+from federated.errors import TaskError  # noqa: F401
+
 Arrays = list[np.ndarray]
-
-
-class TaskError(Exception):
-    """The task cannot run on this data or with this configuration (the message says why)."""
 
 
 @dataclass(frozen=True)

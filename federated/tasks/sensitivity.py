@@ -1,94 +1,28 @@
 """Task `sensitivity`: a prompt sensitivity classifier, federated logistic regression.
 
-Features are hashed word unigrams/bigrams and character 3-grams (crc32, so every
-node and the agent's router hash alike); the model is one weight per bucket plus
-a bias. Each round a node starts from the global weights, runs a few epochs of
-full-batch gradient descent on its own labeled prompts, and contributes the new
-weights; SecAgg+ sums them and FedAvg divides. Every node weighs the same:
-Flower sends the weight unmasked, and a node's number of labeled prompts is its
+Features are hashed word unigrams/bigrams and character 3-grams (`edgefleet.featurize`,
+which the agent's router runs too, so every node and the router hash alike); the model
+is one weight per bucket plus a bias. Each round a node starts from the global weights,
+runs a few epochs of full-batch gradient descent on its own labeled prompts, and
+contributes the new weights; SecAgg+ sums them and FedAvg divides. Every node weighs the
+same: Flower sends the weight unmasked, and a node's number of labeled prompts is its
 own business.
 """
 
 from __future__ import annotations
 
-import re
-import zlib
 from typing import Mapping
 
 import numpy as np
 
+from edgefleet.featurize import DIMENSIONS, FEATURIZER, featurize_all
 from federated import local_data
 from federated.tasks import Arrays, LocalUpdate, TaskError
 
-DIMENSIONS = 1 << 14
 ONNX_TOLERANCE = 1e-5
 # Texts the exported model is checked on against numpy (any text works: this compares two runtimes).
 PROBE_TEXTS = ["my card number is 4111 1111 1111 1111", "what is the capital of France?",
                "patient John Doe, DOB 1980-01-01, diagnosis", "write a haiku about spring", ""]
-_WORD = re.compile(r"\w+", re.UNICODE)
-_WORD_BYTES = re.compile(rb"\w+")
-
-
-def _crc32_table() -> np.ndarray:
-    table = np.zeros(256, dtype=np.uint32)
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[n] = c
-    return table
-
-
-_CRC_TABLE = _crc32_table()
-# zlib.crc32(data, start) continues a CRC, so each kind's prefix ("w:", "b:", "c:") is hashed once.
-_WORD_CRC, _BIGRAM_CRC = zlib.crc32(b"w:"), zlib.crc32(b"b:")
-_MASK = DIMENSIONS - 1
-
-
-def _trigram_pair_table() -> np.ndarray:
-    """The CRC-32 register after "c:" and two more bytes, for every pair of bytes (index first * 256 + second)."""
-    after_prefix = np.uint32(~zlib.crc32(b"c:") & 0xFFFFFFFF)  # zlib returns the register inverted
-    byte = np.arange(256, dtype=np.uint32)
-    one = (after_prefix >> np.uint32(8)) ^ _CRC_TABLE[(after_prefix ^ byte) & np.uint32(0xFF)]
-    return ((one[:, None] >> np.uint32(8)) ^ _CRC_TABLE[(one[:, None] ^ byte[None, :]) & np.uint32(0xFF)]).reshape(-1)
-
-
-_TRIGRAM_PAIRS = _trigram_pair_table()
-
-
-def featurize(text: str) -> np.ndarray:
-    """L2-normalised hashed counts of words ``w:WORD``, word pairs ``b:A B`` and character trigrams ``c:XYZ``
-    of the lowercased text, each bucket ``crc32(utf-8 feature) mod DIMENSIONS``.
-
-    The router runs this on every prompt, so it is fast: the trigrams of ASCII text, most of the work, are
-    hashed together with numpy (the CRC-32 register after "c:" and a trigram's first two bytes comes from a
-    table, the third byte is one step over all positions at once); the result is bucket-for-bucket that of
-    hashing each feature string with zlib.
-    """
-    lowered = text.lower()
-    padded = f" {lowered} "
-    if padded.isascii():
-        data = padded.encode("ascii")
-        words = _WORD_BYTES.findall(data)  # \w on ASCII bytes matches what it matches in ASCII text
-        array = np.frombuffer(data, dtype=np.uint8)
-        register = _TRIGRAM_PAIRS[(array[:-2].astype(np.intp) << 8) | array[1:-1]]
-        register = (register >> 8) ^ _CRC_TABLE[(register ^ array[2:]) & 0xFF]
-        trigrams = ~register
-    else:  # a character is not a byte here: hash each trigram's UTF-8
-        words = [w.encode("utf-8") for w in _WORD.findall(lowered)]
-        trigrams = np.array([zlib.crc32(f"c:{padded[i:i + 3]}".encode("utf-8")) for i in range(len(padded) - 2)],
-                            dtype=np.uint32)
-    # "b:A B" continues the CRC of "b:A " with B, so each word's lead is hashed once.
-    leads = [zlib.crc32(w + b" ", _BIGRAM_CRC) for w in words[:-1]]
-    hashes = [zlib.crc32(w, _WORD_CRC) for w in words] + [zlib.crc32(b, lead) for lead, b in zip(leads, words[1:])]
-    buckets = np.concatenate([np.array(hashes, dtype=np.uint32), trigrams]) & np.uint32(_MASK)
-    vector = np.bincount(buckets, minlength=DIMENSIONS).astype(np.float32)
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm else vector
-
-
-def featurize_all(texts: list[str]) -> np.ndarray:
-    return np.stack([featurize(t) for t in texts]) if texts else np.zeros((0, DIMENSIONS), np.float32)
 
 
 def predict(weights: np.ndarray, bias: float, features: np.ndarray) -> np.ndarray:
@@ -168,7 +102,7 @@ def export_onnx(weights: np.ndarray, bias: float) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="edgefleet-federated")
     model.ir_version = 8  # readable by onnxruntime builds as old as JetPack 6's
-    model.metadata_props.add(key="edgefleet.featurizer", value=f"hashed-ngrams-crc32-{DIMENSIONS}")
+    model.metadata_props.add(key="edgefleet.featurizer", value=FEATURIZER)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 

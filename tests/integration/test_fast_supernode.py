@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edgefleet import pki
+from edgefleet.nodekeys import generate_node_key
 from federated import control, fab, local_data, results
 from federated.tasks import get_task
 
@@ -89,7 +90,7 @@ class Link:
     def node(self, index: int, *, register: bool = True) -> tuple[Path, subprocess.Popen]:
         """A data dir with 12 labeled prompts of its own and a fast SuperNode on it."""
         data = self.root / f"node{index}"
-        private, public = control.generate_node_key()
+        private, public = generate_node_key()
         data.mkdir()
         pki.write_private(data / "flower.key", private)
         if register:

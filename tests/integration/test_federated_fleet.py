@@ -145,7 +145,8 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
     # The registered version is an ONNX model that onnxruntime runs and that agrees with numpy.
     shown = json.loads(edgefleet_cli(central, "models", "show", row["model"], "--json"))["model"]
     assert shown["format"] == "onnx" and shown["pushed_by"] == "central:federated-learning"
-    from federated.tasks.sensitivity import check_onnx, featurize_all, predict
+    from edgefleet.featurize import featurize_all
+    from federated.tasks.sensitivity import check_onnx, predict
     blob = central.data_dir / "blobs"
     onnx_bytes = next(p for p in blob.rglob(shown["sha256"])).read_bytes()
     texts = ["my card 4111 1111 1111 1111 expires 01/29", "write a short poem about the season"]

@@ -30,11 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from central import federation
 from central.errors import InvalidArgument
 from edge_agent.config import ConfigError, load_config, parse_config
-from edgefleet import pki
+from edgefleet import featurize, pki
+from edgefleet.featurize import DIMENSIONS
+from edgefleet.nodekeys import generate_node_key
 from federated import control, fab, local_data, results, superlink, supernode
 from federated.tasks import TaskError, get_task, task_names
 from federated.tasks import sensitivity, usage_stats
-from federated.tasks.sensitivity import DIMENSIONS, SensitivityTask
+from federated.tasks.sensitivity import SensitivityTask
 from federated.tasks.usage_stats import UsageStatsTask
 
 # flwr 1.42 installs on Python 3.11+ only; on 3.10 (JetPack 6) federated learning is off and these cannot run.
@@ -294,21 +296,21 @@ def test_get_task_unknown_name_lists_known_tasks():
 
 
 def test_featurize_deterministic_unit_norm_and_distinct():
-    a = sensitivity.featurize("My card number is 4111 1111 1111 1111")
+    a = featurize.featurize("My card number is 4111 1111 1111 1111")
     assert a.shape == (DIMENSIONS,) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, sensitivity.featurize("My card number is 4111 1111 1111 1111"))
+    np.testing.assert_array_equal(a, featurize.featurize("My card number is 4111 1111 1111 1111"))
     assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-6
-    np.testing.assert_array_equal(a, sensitivity.featurize("my CARD number is 4111 1111 1111 1111"))  # lowercased
-    b = sensitivity.featurize("write a haiku about spring")
+    np.testing.assert_array_equal(a, featurize.featurize("my CARD number is 4111 1111 1111 1111"))  # lowercased
+    b = featurize.featurize("write a haiku about spring")
     assert abs(float(np.linalg.norm(b)) - 1.0) < 1e-6
     assert not np.array_equal(a, b)
     assert float(a @ b) < 0.5
 
 
 def test_featurize_empty_text_is_zeros():
-    empty = sensitivity.featurize("")
+    empty = featurize.featurize("")
     assert empty.shape == (DIMENSIONS,) and not empty.any()
-    assert sensitivity.featurize_all([]).shape == (0, DIMENSIONS)
+    assert featurize.featurize_all([]).shape == (0, DIMENSIONS)
 
 
 def _logistic_loss(weights, bias, features, labels):
@@ -349,7 +351,7 @@ def test_sensitivity_local_update_learns_separable_examples(tmp_path):
     assert update.local_metrics["train_accuracy"] == 1.0
     assert update.local_metrics["clipped_values"] == 0.0
     weights, bias = update.arrays[0], float(update.arrays[1][0])
-    probs = sensitivity.predict(weights, bias, sensitivity.featurize_all(SENSITIVE + PUBLIC))
+    probs = sensitivity.predict(weights, bias, featurize.featurize_all(SENSITIVE + PUBLIC))
     assert (probs[:6] >= 0.5).all() and (probs[6:] < 0.5).all()
 
 
@@ -377,7 +379,7 @@ def test_sensitivity_finish_exports_onnx_matching_numpy(tmp_path):
     assert outcome["kind"] == "onnx"
     assert outcome["onnx_max_difference"] < 1e-5
     session = onnxruntime.InferenceSession(outcome["onnx"], providers=["CPUExecutionProvider"])
-    features = sensitivity.featurize_all(SENSITIVE[:2] + PUBLIC[:2])
+    features = featurize.featurize_all(SENSITIVE[:2] + PUBLIC[:2])
     (probability,) = session.run(["probability"], {"features": features})
     assert probability.shape == (4,)
     assert (probability[:2] >= 0.5).all() and (probability[2:] < 0.5).all()
@@ -654,7 +656,7 @@ def _ed25519_openssh() -> bytes:
 
 
 def test_generate_node_key_is_openssh_p384():
-    private, public = control.generate_node_key()
+    private, public = generate_node_key()
     assert private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
     key = serialization.load_ssh_private_key(private, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
@@ -664,7 +666,7 @@ def test_generate_node_key_is_openssh_p384():
 
 @needs_flwr
 def test_public_key_bytes_accepts_p384_and_refuses_others():
-    _, public = control.generate_node_key()
+    _, public = generate_node_key()
     stored = control.public_key_bytes(public.decode() + "\n")
     from flwr.supercore.primitives.asymmetric import bytes_to_public_key
     assert bytes_to_public_key(stored).public_numbers() == serialization.load_ssh_public_key(public).public_numbers()
@@ -684,7 +686,7 @@ def test_public_key_bytes_refuses_unknown_key_type_with_flower_control_error(lin
 
 
 def test_validate_flower_key():
-    _, public = control.generate_node_key()
+    _, public = generate_node_key()
     federation.validate_flower_key(public.decode())
     federation.validate_flower_key("  " + public.decode() + "\n")
     p256 = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
@@ -912,7 +914,7 @@ def _featurize_by_definition(text: str) -> np.ndarray:
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300) | st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
 def test_the_fast_featurizer_hashes_exactly_as_the_definition(text):
-    fast = sensitivity.featurize(text)
+    fast = featurize.featurize(text)
     assert fast.dtype == np.float32
     assert np.array_equal(fast, _featurize_by_definition(text))
 
@@ -920,4 +922,4 @@ def test_the_fast_featurizer_hashes_exactly_as_the_definition(text):
 @pytest.mark.parametrize("text", ["", "A", "my card 4111 1111 1111 1111", "naïve café, straße, 日本語",
                                   "x" * 4000, "tab\there\nnewline  double  space"])
 def test_the_fast_featurizer_on_edge_cases(text):
-    assert np.array_equal(sensitivity.featurize(text), _featurize_by_definition(text))
+    assert np.array_equal(featurize.featurize(text), _featurize_by_definition(text))

@@ -6,6 +6,7 @@ import pytest
 
 from edge_agent.config import PolicyConfig
 from edge_agent.policy.classify import ClassifierModelError, PromptClassifier
+from edgefleet import featurize
 from federated.tasks import sensitivity
 
 SENSITIVE = ["patient diagnosis oncology report", "diagnosis for the patient in ward 3", "oncology patient notes"]
@@ -15,9 +16,9 @@ BENIGN = ["write a haiku about spring", "what is the capital of France", "a reci
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A classifier trained here on a few labeled prompts, exported exactly as a federated run exports it."""
-    features = sensitivity.featurize_all(SENSITIVE + BENIGN)
+    features = featurize.featurize_all(SENSITIVE + BENIGN)
     labels = np.array([1.0] * len(SENSITIVE) + [0.0] * len(BENIGN))
-    weights, bias = sensitivity.train(np.zeros(sensitivity.DIMENSIONS), 0.0, features, labels,
+    weights, bias = sensitivity.train(np.zeros(featurize.DIMENSIONS), 0.0, features, labels,
                                       epochs=300, learning_rate=2.0, l2=0.0)
     path = tmp_path_factory.mktemp("classifier") / "sensitivity.onnx"
     path.write_bytes(sensitivity.export_onnx(weights, bias))
