@@ -16,12 +16,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from edgefleet.errors import EdgefleetError
+
 FORMATS = ("gguf", "onnx")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _VERSION = re.compile(r"^[0-9A-Za-z]([0-9A-Za-z.+_-]{0,62}[0-9A-Za-z])?$")
 
 
-class ManifestError(Exception):
+class ManifestError(EdgefleetError):
     """A manifest that is malformed or whose signature does not verify."""
 
 

@@ -64,6 +64,7 @@ from flwr.supercore.run import RunNotRunningException
 from flwr.supernode.fleet_http_connection import http_request_response
 
 from federated import fab as fab_spec
+from federated.errors import FederatedError
 
 log = logging.getLogger("edgefleet.fast_supernode")
 
@@ -74,7 +75,7 @@ KEEP_RUNS = 8  # contexts kept for the most recent runs
 PULL_BACKOFF_S, PULL_BACKOFF_CAP_S = 0.05, 1.0
 
 
-class FabRefused(Exception):
+class FabRefused(FederatedError):
     """The run's FAB is not the code-free edgefleet FAB (the message says why)."""
 
 
