@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (compiled from source, about 4 minutes on 2 cores) is not rebuilt needlessly.
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench proto deb clean
+.PHONY: run test test-fast check bench proto deb clean
 
 # llama.cpp's CPU code is compiled for the machine it is built on, except its AMX kernels:
 # on CPUs with AMX (Xeon Sapphire Rapids and later) they fault with a general protection
@@ -37,6 +37,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the unit tests only, under a minute on two cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# Lint, format and types, configured in pyproject.toml; CI runs this before the tests.
+check: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/serve.py $(ARGS)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # Fields that change how an answer is delivered or attributed, not what it is.
 _NOT_IN_KEY = frozenset({"stream", "stream_options", "include_usage", "user"})

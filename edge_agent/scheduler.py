@@ -17,8 +17,9 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from edge_agent.errors import AgentError
 from edge_agent.generation import (
@@ -80,11 +81,11 @@ class Ticket:
 
     request: GenerationRequest
     sink: Sink
+    stops: StopMatcher
     cancelled: bool = False
     slot: int = -1
     generated: int = 0
     text: Utf8Assembler = field(default_factory=Utf8Assembler)
-    stops: StopMatcher | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -136,8 +137,14 @@ class Scheduler:
 
     def stats(self) -> SchedulerStats:
         with self._cond:
-            return SchedulerStats(len(self._waiting), len(self._active), self._backend.n_slots,
-                                  self._prompt_tokens, self._generated_tokens, self._cancelled)
+            return SchedulerStats(
+                len(self._waiting),
+                len(self._active),
+                self._backend.n_slots,
+                self._prompt_tokens,
+                self._generated_tokens,
+                self._cancelled,
+            )
 
     @property
     def alive(self) -> bool:
@@ -198,7 +205,7 @@ class Scheduler:
             ticket.slot = slot
             try:
                 self._backend.begin(slot, ticket.request.prompt_tokens, ticket.request.sampling)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the engine raised, only this request fails
                 self._free_slots.append(slot)
                 _emit(ticket, ErrorEvent(EngineError(f"could not start the sequence: {exc}")))
                 continue

@@ -8,5 +8,5 @@ def backoff_delay(failures: int, base_s: float, cap_s: float, rand: float) -> fl
 
     `failures` counts consecutive failed attempts (1 for the first); `rand` is uniform in [0, 1).
     """
-    step = min(cap_s, base_s * 2 ** min(max(failures - 1, 0), 30))
+    step = min(cap_s, base_s * 2.0 ** min(max(failures - 1, 0), 30))
     return step / 2 + rand * step / 2

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 GENESIS_HASH = "0" * 64
 # json.dumps(fields, ensure_ascii=False, separators=(",", ":")) without building an encoder per call.
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def chain_hash(*fields) -> str:
+def chain_hash(*fields: object) -> str:
     """sha256 hex of the fields as compact JSON (non-ASCII kept as is); the last field is the previous hash.
     Floats are passed as repr() strings by callers, so the bytes hashed never depend on JSON's float format."""
     return hashlib.sha256(_CANONICAL.encode(fields).encode("utf-8", "surrogatepass")).hexdigest()
@@ -41,23 +42,32 @@ class Linked(Protocol):
 E = TypeVar("E", bound=Linked)
 
 
-def verify_links(entries: Iterable[E], recompute: Callable[[E], str], *, after_sequence: int = 0,
-                 after_hash: str = GENESIS_HASH) -> ChainCheck:
+def verify_links(
+    entries: Iterable[E], recompute: Callable[[E], str], *, after_sequence: int = 0, after_hash: str = GENESIS_HASH
+) -> ChainCheck:
     """Check that entries (oldest first) are numbered after_sequence + 1, + 2, ..., that the first links to
     after_hash and each other to the hash before it, and that recompute(entry) gives each stored hash."""
     previous_sequence, previous = after_sequence, after_hash
     checked = 0
     for entry in entries:
         if entry.sequence != previous_sequence + 1:
-            return ChainCheck(False, checked, entry.sequence,
-                              f"entry {entry.sequence} follows entry {previous_sequence}: "
-                              "entries are missing or reordered")
+            return ChainCheck(
+                False,
+                checked,
+                entry.sequence,
+                f"entry {entry.sequence} follows entry {previous_sequence}: entries are missing or reordered",
+            )
         if entry.previous_hash != previous:
-            return ChainCheck(False, checked, entry.sequence,
-                              f"entry {entry.sequence} does not link to entry {previous_sequence}'s hash")
+            return ChainCheck(
+                False,
+                checked,
+                entry.sequence,
+                f"entry {entry.sequence} does not link to entry {previous_sequence}'s hash",
+            )
         if recompute(entry) != entry.hash:
-            return ChainCheck(False, checked, entry.sequence,
-                              f"entry {entry.sequence} was altered after it was written")
+            return ChainCheck(
+                False, checked, entry.sequence, f"entry {entry.sequence} was altered after it was written"
+            )
         previous_sequence, previous = entry.sequence, entry.hash
         checked += 1
     return ChainCheck(True, checked)

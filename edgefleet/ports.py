@@ -10,4 +10,5 @@ def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
         s.bind((host or "0.0.0.0", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port

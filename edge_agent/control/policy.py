@@ -21,8 +21,14 @@ def control_state(ever_connected: bool, consecutive_failures: int, refused: bool
 PROBATION_MIN_REQUESTS = 10
 
 
-def probation_breach(requests: int, errors: int, p99_ms: float, max_error_rate: float, max_p99_ms: float,
-                     min_requests: int = PROBATION_MIN_REQUESTS) -> str | None:
+def probation_breach(
+    requests: int,
+    errors: int,
+    p99_ms: float,
+    max_error_rate: float,
+    max_p99_ms: float,
+    min_requests: int = PROBATION_MIN_REQUESTS,
+) -> str | None:
     """Why a heartbeat window of a version on probation breaches its limits, or None. Windows with fewer
     than min_requests requests are not judged: two errors out of three requests prove nothing."""
     if requests < min_requests:

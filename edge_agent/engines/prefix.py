@@ -8,7 +8,7 @@ only the rest is decoded, as llama.cpp's own server does with its prompt cache.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:

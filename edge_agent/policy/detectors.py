@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from functools import cache, lru_cache
+from typing import Any
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
@@ -61,6 +62,7 @@ __all__ = ["Detectors", "Span", "redact"]
 @dataclass(frozen=True)
 class Span:
     """``text[start:end]`` is what ``detector`` (a built-in's or a custom detector's name) found."""
+
     detector: str
     start: int
     end: int
@@ -83,9 +85,18 @@ _SEP_CLASS = r"[\s.,;:|\-/\\_()\u00b7\u2010-\u2015\u2022\u2043\u2212\u2219\u22c5
 _SEP_ASCII = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f.-/\\_()"
 # Punctuation that joins groups only tight ("4111,1111,1111,1111"); with a space it separates list items.
 _SEP_TIGHT = ",;:|"
-_SHAPE = bytes(ord("0") if chr(b) in "0123456789" else ord("a") if chr(b).isalpha() and b < 128
-               else ord(" ") if chr(b) in _SEP_ASCII else ord(",") if chr(b) in _SEP_TIGHT else ord("x")
-               for b in range(256))
+_SHAPE = bytes(
+    ord("0")
+    if chr(b) in "0123456789"
+    else ord("a")
+    if chr(b).isalpha() and b < 128
+    else ord(" ")
+    if chr(b) in _SEP_ASCII
+    else ord(",")
+    if chr(b) in _SEP_TIGHT
+    else ord("x")
+    for b in range(256)
+)
 _SHAPE_FOLD = re.compile("[\x85\xa0\u00b7\u1680\u2010-\u2015\u2022\u2028\u2029\u2043\u2212\u2219\u22c5]")
 _CHAIN = re.compile(rb"0(?:0| {1,8}0|,0)*")
 # Two letters and two digits, or a separator between them: where an IBAN may start.
@@ -96,6 +107,7 @@ def _shape(text: str) -> bytes:
     if not text.isascii():
         text = _SHAPE_FOLD.sub(" ", text)  # the non-ASCII separators, one character each
     return text.encode("ascii", "replace").translate(_SHAPE)
+
 
 _GROUP = re.compile(r"[0-9]+")
 _CARD_MIN, _CARD_MAX = 12, 19
@@ -108,8 +120,11 @@ _LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 _SSN_INVALID = frozenset({"078051120", "219099999"})  # advertised in a wallet insert; a pamphlet's example
 # What may stand between "SSN" / "social security" and its digits: separators and up to three words
 # ("number", "is", "no."). Searched on the 60 characters before the digits.
-_SSN_CONTEXT = re.compile(r"(?<!\w)(?:ssn|ss#|social[ \t-]+security)(?:[\s:#=.,-]+[^\W\d_]{1,15}){0,3}"
-                          r"[\s:#=.,(-]*\Z", re.IGNORECASE)
+_SSN_CONTEXT = re.compile(
+    r"(?<!\w)(?:ssn|ss#|social[ \t-]+security)(?:[\s:#=.,-]+[^\W\d_]{1,15}){0,3}"
+    r"[\s:#=.,(-]*\Z",
+    re.IGNORECASE,
+)
 # Words after which a number is a phone number even when it is written as a bare run of digits (not a
 # redaction placeholder's "[PHONE]").
 _PHONE_CONTEXT = re.compile(
@@ -118,7 +133,9 @@ _PHONE_CONTEXT = re.compile(
     r"t[ée]l[ée]phone|portable|telefon|handy|m[óo]vil|tel[ée]fono|telefone|cellulare|telefoon|mobiel|bel|"
     r"kom[óo]rka|numer|celular|ligue|appelez|appelle|anrufen|rufen|llama|ll[áa]mame|chiama|chiamami|bellen|"
     r"zadzwo[ńn]|ligar)(?![^\W\d_])|電話|携帯|番号)"
-    r"[^0-9]{0,30}\Z", re.IGNORECASE)
+    r"[^0-9]{0,30}\Z",
+    re.IGNORECASE,
+)
 # What before a number makes it a price, an order or a version rather than a phone number.
 # An extension written after a phone number belongs to it: "x885", " ext. 12", " ext 4".
 _EXTENSION = re.compile(r"(?:x|\s?ext\.?\s?)[0-9]{1,6}(?![0-9])", re.IGNORECASE)
@@ -127,11 +144,14 @@ _NOT_PHONE_CONTEXT = re.compile(
     r"(?<![^\W\d_])(?:isbn|issn|serial|s/n|sn|tracking|parcel|order|invoice|ticket|membership|member|reference|ref|"
     r"sku|case|id|uuid|version|build|release|account|receipt|sendungsnummer|bestellnummer|rechnung|commande|"
     r"pedido|ordine|factura|fattura|population|inhabitants|po|unix|time|timestamp|epoch)\b[^0-9]{0,20}\Z"
-    r"|\b1Z ?[A-Z0-9]{3} ?[A-Z0-9]{3} ?\Z", re.IGNORECASE)  # the rest of a UPS tracking number "1Z 999 AA1 01 ..."
+    r"|\b1Z ?[A-Z0-9]{3} ?[A-Z0-9]{3} ?\Z",
+    re.IGNORECASE,
+)  # the rest of a UPS tracking number "1Z 999 AA1 01 ..."
 # "[" and "]" too: glued to a redaction placeholder a number reads as it did glued to the item it replaced.
 _NOT_PHONE_BEFORE = frozenset("#$€£¥%[]")
-_DATE_SHAPES = frozenset({(4, 2, 2), (4, 1, 2), (4, 2, 1), (4, 1, 1), (2, 2, 4), (1, 2, 4), (2, 1, 4),
-                          (1, 1, 4), (2, 2, 2)})
+_DATE_SHAPES = frozenset(
+    {(4, 2, 2), (4, 1, 2), (4, 2, 1), (4, 1, 1), (2, 2, 4), (1, 2, 4), (2, 1, 4), (1, 1, 4), (2, 2, 2)}
+)
 
 # Issuers by prefix (leading digits) and the lengths they use: Visa, Mastercard, Amex, Discover, JCB (and
 # its 15-digit 1800/2131), Diners, UnionPay, Maestro (12 to 19 digits; 0604 is in generators' tables).
@@ -143,35 +163,40 @@ def _luhn(digits: str) -> bool:
     return (sum(b[-1::-2]) + sum(b[-2::-2].translate(_LUHN_DOUBLED)) - 48 * len(b)) % 10 == 0
 
 
-@lru_cache(maxsize=None)
+@cache
 def _card_lengths(first4: str) -> frozenset[int]:
     """The lengths the issuer whose prefix begins ``first4`` (four digits) uses; empty: no issuer."""
     p2, p3, p4 = int(first4[:2]), int(first4[:3]), int(first4)
-    if first4[0] == "4":                                     # Visa
+    if first4[0] == "4":  # Visa
         return frozenset({13, 16, 19})
-    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:                 # Mastercard
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:  # Mastercard
         return frozenset({16})
-    if p2 in (34, 37):                                       # American Express
+    if p2 in (34, 37):  # American Express
         return frozenset({15})
-    if p4 == 6011 or p2 == 65 or 644 <= p3 <= 649:           # Discover
+    if p4 == 6011 or p2 == 65 or 644 <= p3 <= 649:  # Discover
         return frozenset(range(16, 20))
-    if 3500 <= p4 <= 3589:                                   # JCB (3528-3589; generators use all of 35xx)
+    if 3500 <= p4 <= 3589:  # JCB (3528-3589; generators use all of 35xx)
         return frozenset(range(16, 20))
-    if p4 in (1800, 2131):                                   # JCB, 15 digits
+    if p4 in (1800, 2131):  # JCB, 15 digits
         return frozenset({15})
     if p2 in (36, 38, 39) or 300 <= p3 <= 305 or p3 == 309:  # Diners Club
         return frozenset(range(14, 20))
-    if p2 == 62 or p2 == 81:                                 # UnionPay
+    if p2 == 62 or p2 == 81:  # UnionPay
         return frozenset(range(16, 20))
-    if first4.startswith(_MAESTRO) or 6759 <= p4 <= 6763:    # Maestro
+    if first4.startswith(_MAESTRO) or 6759 <= p4 <= 6763:  # Maestro
         return frozenset(range(12, 20))
     return frozenset()
 
 
 def _ssn_number(digits: str) -> bool:
     area, group, serial = digits[:3], digits[3:5], digits[5:]
-    return (area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-            and digits not in _SSN_INVALID)
+    return (
+        area not in ("000", "666")
+        and area[0] != "9"
+        and group != "00"
+        and serial != "0000"
+        and digits not in _SSN_INVALID
+    )
 
 
 # --- IBAN --------------------------------------------------------------------------------------
@@ -206,11 +231,11 @@ def _iban_valid(compact: str) -> bool:
 @dataclass(frozen=True)
 class _Region:
     code: str
-    trunk: str                    # national prefix, "" where the country has none
-    trunk_required: bool          # written nationally, the number starts with it
-    lengths: frozenset[int]       # possible national significant number lengths
-    valid: Any                    # compiled general national number pattern
-    mobile: Any                   # compiled mobile number pattern, or None
+    trunk: str  # national prefix, "" where the country has none
+    trunk_required: bool  # written nationally, the number starts with it
+    lengths: frozenset[int]  # possible national significant number lengths
+    valid: Any  # compiled general national number pattern
+    mobile: Any  # compiled mobile number pattern, or None
 
 
 # Where mobile numbers are written as bare digits: no trunk prefix (IT, ES, PL, ...), or none for mobiles (IN).
@@ -220,19 +245,24 @@ _MOBILE_AS_WRITTEN = frozenset({"IT", "ES", "PL", "IN", "PT", "GR", "DK", "NO", 
 _TRUNK_OPTIONAL = frozenset({"US", "CA", "BR", "AR", "MX", "RU", "KZ", "HU"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _region(code: str) -> _Region | None:
     meta = PhoneMetadata.metadata_for_region(code)
     if meta is None or meta.general_desc is None or not meta.general_desc.national_number_pattern:
         return None
     trunk = meta.national_prefix or ""
     mobile = meta.mobile.national_number_pattern if meta.mobile is not None else None
-    return _Region(code, trunk, bool(trunk) and code not in _TRUNK_OPTIONAL,
-                   frozenset(meta.general_desc.possible_length or ()),
-                   re.compile(meta.general_desc.national_number_pattern), re.compile(mobile) if mobile else None)
+    return _Region(
+        code,
+        trunk,
+        bool(trunk) and code not in _TRUNK_OPTIONAL,
+        frozenset(meta.general_desc.possible_length or ()),
+        re.compile(meta.general_desc.national_number_pattern),
+        re.compile(mobile) if mobile else None,
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _calling_code(code: int) -> tuple[_Region, ...]:
     return tuple(r for r in map(_region, phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())) if r)
 
@@ -246,7 +276,7 @@ def _international(digits: str, strict: bool) -> bool:
             continue
         nsn = digits[cc_len:]
         for r in regions:
-            national = nsn[len(r.trunk):] if r.trunk and nsn.startswith(r.trunk) else nsn
+            national = nsn[len(r.trunk) :] if r.trunk and nsn.startswith(r.trunk) else nsn
             if len(national) in r.lengths and (not strict or r.valid.fullmatch(national)):
                 return True
         return False
@@ -258,14 +288,17 @@ def _national(digits: str, regions: Sequence[_Region], first_group: int = 0) -> 
     country writes it: the first group as long as its area code (or mobile prefix) is."""
     for r in regions:
         if r.trunk and digits.startswith(r.trunk):
-            national = digits[len(r.trunk):]
+            national = digits[len(r.trunk) :]
         elif r.trunk_required:
             continue
         else:
             national = digits
-        if len(national) in r.lengths and r.valid.fullmatch(national):
-            if not first_group or first_group == _area_length(national, r.code) + len(digits) - len(national):
-                return True
+        if (
+            len(national) in r.lengths
+            and r.valid.fullmatch(national)
+            and (not first_group or first_group == _area_length(national, r.code) + len(digits) - len(national))
+        ):
+            return True
     return False
 
 
@@ -278,8 +311,9 @@ def _mobile(digits: str, regions: Sequence[_Region]) -> bool:
 @lru_cache(maxsize=4096)
 def _area_length(national: str, region: str) -> int:
     """The length of the first group of the national number as libphonenumber formats it, without trunk."""
-    number = phonenumbers.PhoneNumber(country_code=phonenumbers.country_code_for_region(region),
-                                      national_number=int(national))
+    number = phonenumbers.PhoneNumber(
+        country_code=phonenumbers.country_code_for_region(region), national_number=int(national)
+    )
     if national.startswith("0"):  # Italian numbers keep their leading zeros
         number.italian_leading_zero = True
         number.number_of_leading_zeros = len(national) - len(national.lstrip("0"))
@@ -364,7 +398,7 @@ class _Chain:
 
     def sep(self, k: int) -> str:
         """What stands between group k and group k + 1."""
-        return self.text[self.ends[k]:self.starts[k + 1]]
+        return self.text[self.ends[k] : self.starts[k + 1]]
 
     def words_before(self, lead: int) -> tuple[bool, bool]:
         """Whether a phone word ("call", "tel") and whether a word that makes it something else ("order",
@@ -372,8 +406,10 @@ class _Chain:
         found = self._words.get(lead)
         if found is None:
             window = max(0, lead - 40)
-            found = (bool(_PHONE_CONTEXT.search(self.text, window, lead)),
-                     bool(_NOT_PHONE_CONTEXT.search(self.text, window, lead)))
+            found = (
+                bool(_PHONE_CONTEXT.search(self.text, window, lead)),
+                bool(_NOT_PHONE_CONTEXT.search(self.text, window, lead)),
+            )
             self._words[lead] = found
         return found
 
@@ -401,8 +437,9 @@ class Detectors:
     Thread-safe: ``find`` keeps no state between calls.
     """
 
-    def __init__(self, builtin: Iterable[str], custom: Sequence[CustomDetector] = (),
-                 phone_regions: Sequence[str] | None = None):
+    def __init__(
+        self, builtin: Iterable[str], custom: Sequence[CustomDetector] = (), phone_regions: Sequence[str] | None = None
+    ):
         names = frozenset(builtin)
         unknown = sorted(names - set(BUILTIN_DETECTORS))
         if unknown:
@@ -486,13 +523,13 @@ class Detectors:
         at = text.find("@")
         while at != -1:
             c = text[at - 1] if at > floor else ""
-            m = (c.isalnum() or c == "_") and _LOCAL_REVERSED.match(text[max(floor, at - 64):at][::-1])
+            m = (c.isalnum() or c == "_") and _LOCAL_REVERSED.match(text[max(floor, at - 64) : at][::-1])
             if m:
                 # The longest valid local part ending at the "@": within 64 characters, after the last "..",
                 # not starting with punctuation.
                 local = m.group()[::-1]
                 cut = local.rfind("..")
-                stripped = local[cut + 2:].lstrip(_LOCAL_LEAD) if cut >= 0 else local.lstrip(_LOCAL_LEAD)
+                stripped = local[cut + 2 :].lstrip(_LOCAL_LEAD) if cut >= 0 else local.lstrip(_LOCAL_LEAD)
                 start = at - len(stripped)
                 if stripped and stripped[-1] != ".":
                     endpos = min(n, at + 1 + _DOMAIN_MAX)
@@ -514,12 +551,12 @@ class Detectors:
             start = m.start() - 2
             while start > 0 and shape[start + 1] != ord("a"):  # "DE 89", "BI2 77"
                 start -= 1
-            if shape[start:start + 2] != b"aa":
+            if shape[start : start + 2] != b"aa":
                 continue
-            length = _IBAN_LENGTHS.get(text[start:start + 2].upper())
+            length = _IBAN_LENGTHS.get(text[start : start + 2].upper())
             if length is None or (taken.starts and taken.overlaps(start, m.end())):
                 continue
-            chars = [text[start:start + 2].upper()]
+            chars = [text[start : start + 2].upper()]
             got, pos, gap = 2, start + 2, 0
             while got < length and pos < n:
                 c = text[pos]
@@ -541,7 +578,7 @@ class Detectors:
         if not any(chain.free):
             return
         first_new = len(out)
-        total = sum(len(d) for d, free in zip(chain.digits, chain.free) if free)
+        total = sum(len(d) for d, free in zip(chain.digits, chain.free, strict=True) if free)
         if self._card and total >= _CARD_MIN:
             for i, j in list(chain.runs()):
                 self._cards(chain, i, j, out)
@@ -589,13 +626,18 @@ class Detectors:
         if i <= hi:
             found = -1
             # AAA-GG-SSSS with any separators, when it is the whole chain
-            if (i == lo and hi == i + 2 and len(digits[i]) == 3
-                    and len(digits[i + 1]) == 2 and len(digits[i + 2]) == 4
-                    and _ssn_number(digits[i] + digits[i + 1] + digits[i + 2])):
+            if (
+                i == lo
+                and hi == i + 2
+                and len(digits[i]) == 3
+                and len(digits[i + 1]) == 2
+                and len(digits[i + 2]) == 4
+                and _ssn_number(digits[i] + digits[i + 1] + digits[i + 2])
+            ):
                 found = i + 2
             else:
                 a = chain.starts[i]
-                before = text[max(0, a - 60):a].lower()
+                before = text[max(0, a - 60) : a].lower()
                 if ("ss" in before or "social" in before) and _SSN_CONTEXT.search(text, max(0, a - 60), a):
                     joined, j = "", i
                     while j <= hi and len(joined) < 9:
@@ -637,12 +679,12 @@ class Detectors:
 
     def _phone_at(self, chain: _Chain, i: int, j: int, whole: bool) -> Span | None:
         text = chain.text
-        digits = "".join(chain.digits[i:j + 1])
+        digits = "".join(chain.digits[i : j + 1])
         if not _PHONE_MIN <= len(digits) <= _PHONE_MAX:
             return None
         start, end = chain.starts[i], chain.ends[j]
         # what stands right before: "+", "+(", "+ " and "(" belong to the number
-        before2 = text[max(0, start - 2):start]
+        before2 = text[max(0, start - 2) : start]
         if before2.endswith("+") or before2 in ("+(", "+ "):
             prefix, lead = "+", start - len(before2) + before2.index("+")
         elif before2.endswith("("):
@@ -657,10 +699,13 @@ class Detectors:
         after = text[end] if end < len(text) else ""
         if after and (after.isdigit() or after in "%€$£¥[]"):
             return None
-        if _glued(after) and not (after in "xX" and end + 1 < len(text) and text[end + 1].isdigit()) \
-                and text[end:end + 3].lower() != "ext":
+        if (
+            _glued(after)
+            and not (after in "xX" and end + 1 < len(text) and text[end + 1].isdigit())
+            and text[end : end + 3].lower() != "ext"
+        ):
             return None
-        groups = [len(d) for d in chain.digits[i:j + 1]]
+        groups = [len(d) for d in chain.digits[i : j + 1]]
         if any(c in _SEP_TIGHT for k in range(i, j) for c in chain.sep(k)):
             return None  # "10:30", "4,781,149": times and counts, never how a phone number is written
         # a word like "call" or "Tel." just before: any plausible number of digits is a phone number
@@ -672,13 +717,17 @@ class Detectors:
         if prefix == "+":
             # "+44 (0)20 ...": a trunk 0 written in parentheses is not dialled from abroad
             if j > i and chain.digits[i + 1] == "0" and "(" in chain.sep(i):
-                digits = chain.digits[i] + "".join(chain.digits[i + 2:j + 1])
+                digits = chain.digits[i] + "".join(chain.digits[i + 2 : j + 1])
             ok = digits[0] != "0" and _international(digits, strict=False)
         elif context:
             ok = True
-        elif (_date_or_address(chain, i, j, groups) or groups == [3, 2, 4]  # [3, 2, 4]: a US SSN's shape
-              or not whole or (_thousands(chain, i, j, groups) and not _mobile(digits, self._regions))
-              or other_word):
+        elif (
+            _date_or_address(chain, i, j, groups)
+            or groups == [3, 2, 4]  # [3, 2, 4]: a US SSN's shape
+            or not whole
+            or (_thousands(chain, i, j, groups) and not _mobile(digits, self._regions))
+            or other_word
+        ):
             ok = False
         elif digits.startswith("00") and not digits.startswith("000"):
             ok = len(groups) > 1 and _international(digits[2:], strict=True)
@@ -687,16 +736,23 @@ class Detectors:
             ok = 2 <= groups[0] <= 5 and 8 <= len(digits) <= 13
         elif len(groups) > 1:
             # grouped as the country groups it (area code first), or with its trunk 0 and ten digits or more
-            ok = len(digits) >= 8 and max(groups) <= 8 and (
-                _national(digits, self._regions, first_group=groups[0]) or _nanp_shape(chain, i, j, groups, False)
-                or (digits[0] == "0" and len(digits) >= 10 and _national(digits, self._regions))
-                or _subscriber_halves(chain, i, j, groups))
+            ok = (
+                len(digits) >= 8
+                and max(groups) <= 8
+                and (
+                    _national(digits, self._regions, first_group=groups[0])
+                    or _nanp_shape(chain, i, j, groups, False)
+                    or (digits[0] == "0" and len(digits) >= 10 and _national(digits, self._regions))
+                    or _subscriber_halves(chain, i, j, groups)
+                )
+            )
         else:
             # one bare run: a national number with its trunk 0 ("01174960647"), valid where it is dialled, or a
             # mobile number as written where no trunk prefix is dialled ("3485574995")
             ok = len(digits) >= 9 and (
                 (digits[0] == "0" and digits[1] != "0" and len(digits) >= 10 and _national(digits, self._regions))
-                or _mobile(digits, self._regions))
+                or _mobile(digits, self._regions)
+            )
         if not ok:
             return None
         extension = _EXTENSION.match(text, end)
@@ -712,14 +768,16 @@ class Detectors:
         if self._keywords is not None:
             names = self._keyword_names
             for m in self._keywords.finditer(text):
-                found.append(Span(names[m.lastindex - 1], m.start(), m.end()))
+                group = m.lastindex
+                assert group is not None  # every alternative is a group, so a match always has one
+                found.append(Span(names[group - 1], m.start(), m.end()))
         return found
 
 
 def _text_before(chain: _Chain, k: int) -> str:
     """Up to three characters before group k, spaces and "(" dropped: ends with "+" before "+44", "+ (44)"."""
     start = chain.starts[k]
-    return chain.text[max(0, start - 3):start].replace(" ", "").replace("(", "")
+    return chain.text[max(0, start - 3) : start].replace(" ", "").replace("(", "")
 
 
 def _breaks(sep: str) -> bool:
@@ -728,8 +786,11 @@ def _breaks(sep: str) -> bool:
 
 
 def _ipv4(chain: _Chain, i: int, j: int) -> bool:
-    return (j - i == 3 and all(len(d) <= 3 and int(d) <= 255 for d in chain.digits[i:j + 1])
-            and all(chain.sep(k) == "." for k in range(i, j)))
+    return (
+        j - i == 3
+        and all(len(d) <= 3 and int(d) <= 255 for d in chain.digits[i : j + 1])
+        and all(chain.sep(k) == "." for k in range(i, j))
+    )
 
 
 def _date_or_address(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
@@ -737,7 +798,7 @@ def _date_or_address(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
     (1.2.3, 16.1.15.7677): dotted groups, unless French pairs (01.23.45.67.89) or 415.555.2671."""
     seps = [chain.sep(k).strip() for k in range(i, j)]
     for k in range(len(groups) - 2):
-        if tuple(groups[k:k + 3]) in _DATE_SHAPES and seps[k] == seps[k + 1] and seps[k] in (".", "-", "/"):
+        if tuple(groups[k : k + 3]) in _DATE_SHAPES and seps[k] == seps[k + 1] and seps[k] in (".", "-", "/"):
             return True
         if k + 3 < len(groups) and _ipv4(chain, i + k, i + k + 3):
             return True
@@ -748,23 +809,30 @@ def _date_or_address(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
 
 
 def _subscriber_halves(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
-    """"11 3915-0008", "21-6103-1702", "(11) 91234-5678": an area code, then the subscriber's number in two
-    halves joined by a hyphen, as Brazil and Japan write them (whether the number is assigned or not)."""
-    return (len(groups) == 3 and groups[0] in (2, 3) and groups[1] in (4, 5) and groups[2] == 4
-            and chain.sep(j - 1) == "-")
+    """An area code, then the subscriber's number in two halves joined by a hyphen, as Brazil and Japan write
+    them (whether the number is assigned or not): "11 3915-0008", "21-6103-1702", "(11) 91234-5678"."""
+    return (
+        len(groups) == 3 and groups[0] in (2, 3) and groups[1] in (4, 5) and groups[2] == 4 and chain.sep(j - 1) == "-"
+    )
 
 
 def _thousands(chain: _Chain, i: int, j: int, groups: list[int]) -> bool:
     """870 765 276, 1.299.000: a count written with thousands separators (a trunk 0 first is a phone number)."""
     seps = {chain.sep(k) for k in range(i, j)}
-    return (len(groups) >= 3 and groups[0] <= 3 and set(groups[1:]) == {3} and len(seps) == 1
-            and seps <= {" ", ".", ",", "\u202f"} and chain.digits[i][0] != "0")
+    return (
+        len(groups) >= 3
+        and groups[0] <= 3
+        and set(groups[1:]) == {3}
+        and len(seps) == 1
+        and seps <= {" ", ".", ",", "\u202f"}
+        and chain.digits[i][0] != "0"
+    )
 
 
 def _nanp_shape(chain: _Chain, i: int, j: int, groups: list[int], parenthesized: bool) -> bool:
     """(415) 555-2671, 415-555-2671, 415.555.2671, 1-415-555-2671: a North American number as written, area
     code and exchange not starting with 0 or 1 (whether assigned or not)."""
-    digits = chain.digits[i:j + 1]
+    digits = chain.digits[i : j + 1]
     if groups[:1] == [1] and digits[0] == "1":
         digits, groups = digits[1:], groups[1:]
     if groups != [3, 3, 4] or digits[0][0] in "01" or digits[1][0] in "01":

@@ -54,7 +54,7 @@ def _fold(char: str) -> str:
     return "".join(out)
 
 
-class _FoldTable(dict):
+class _FoldTable(dict[int, str]):
     """str.translate's table for non-ASCII characters, filled as characters are first seen (a few thousand at
     most in practice, each a few hundred bytes)."""
 
@@ -70,6 +70,7 @@ _TABLE = _FoldTable()
 @dataclass(frozen=True)
 class Canonical:
     """``text`` is the canonical view of ``original``; :meth:`original_span` maps a span of it back."""
+
     original: str
     text: str
 

@@ -10,8 +10,8 @@ a clear refusal instead, never a silent upstream call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from edge_agent.config import BUILTIN_DETECTORS, DataClassRule, PolicyConfig
 
@@ -38,6 +38,7 @@ _LOCAL_PROBLEM_WORDS = {
 @dataclass(frozen=True)
 class DataClassPolicy:
     """The policy config in the shape decisions need: class rules by name, in sensitivity order."""
+
     rules: tuple[DataClassRule, ...]
     default_class: str
     detector_classes: Mapping[str, str]  # detector name -> data class, for built-in and custom detectors
@@ -45,8 +46,10 @@ class DataClassPolicy:
     classifier_class: str
 
     @classmethod
-    def from_config(cls, p: PolicyConfig) -> "DataClassPolicy":
-        detector_classes = {name: getattr(p.detectors, name) for name in BUILTIN_DETECTORS if getattr(p.detectors, name)}
+    def from_config(cls, p: PolicyConfig) -> DataClassPolicy:
+        detector_classes = {
+            name: getattr(p.detectors, name) for name in BUILTIN_DETECTORS if getattr(p.detectors, name)
+        }
         detector_classes.update({d.name: d.data_class for d in p.custom})
         return cls(p.classes, p.default_class, detector_classes, p.classifier_threshold, p.classifier_class)
 
@@ -68,7 +71,9 @@ class Classification:
     detectors: tuple[str, ...]
 
 
-def classify_findings(policy: DataClassPolicy, fired: set[str], classifier_score: float | None = None) -> Classification:
+def classify_findings(
+    policy: DataClassPolicy, fired: set[str], classifier_score: float | None = None
+) -> Classification:
     """The most sensitive class any fired detector (or the classifier's score) gives, else the default."""
     found = set(fired)
     if classifier_score is not None and classifier_score >= policy.classifier_threshold:
@@ -95,12 +100,16 @@ def jurisdiction_allowed(rule: DataClassRule, jurisdiction: str) -> bool:
 
 @dataclass(frozen=True)
 class RouteDecision:
-    route: str                      # LOCAL | UPSTREAM | REFUSED
-    reason: str                     # machine words for the audit and metrics; for REFUSED, the error code is
-                                    # what was wrong locally (queue_full, ...), which is what a client acts on
-    upstreams: tuple[str, ...] = ()  # for UPSTREAM: the ones to try, in order
-    status: int = 200               # for REFUSED: the HTTP status
-    message: str = ""               # for REFUSED: what the client is told
+    # LOCAL | UPSTREAM | REFUSED
+    route: str
+    # Machine words for the audit and metrics; for REFUSED, the error code is what was wrong locally
+    # (queue_full, ...), which is what a client acts on.
+    reason: str
+    # For UPSTREAM: the ones to try, in order.
+    upstreams: tuple[str, ...] = ()
+    # For REFUSED: the HTTP status, and what the client is told.
+    status: int = 200
+    message: str = ""
 
 
 def decide_route(rule: DataClassRule, local_problem: str | None, candidates: Sequence[str]) -> RouteDecision:
@@ -113,17 +122,32 @@ def decide_route(rule: DataClassRule, local_problem: str | None, candidates: Seq
         return RouteDecision(LOCAL, "waits_for_warm_up")
     status = _REFUSAL_STATUS.get(local_problem, 503)
     if local_problem == TOKEN_PROMPT:
-        return RouteDecision(REFUSED, local_problem, status=429,
-                             message="this box's queue is full, and a prompt given as token ids is answered only by "
-                                     "the model whose tokenizer made them; retry later")
+        return RouteDecision(
+            REFUSED,
+            local_problem,
+            status=429,
+            message=(
+                "this box's queue is full, and a prompt given as token ids is answered only by "
+                "the model whose tokenizer made them; retry later"
+            ),
+        )
     problem = problem_words(local_problem)
     if not may_leave(rule):
-        return RouteDecision(REFUSED, local_problem, status=status,
-                             message=f"{problem}, and data of class '{rule.name}' never leaves this box; "
-                                     + ("retry later" if status != 404 else "ask for a model this box serves"))
+        return RouteDecision(
+            REFUSED,
+            local_problem,
+            status=status,
+            message=(
+                f"{problem}, and data of class '{rule.name}' never leaves this box; "
+                + ("retry later" if status != 404 else "ask for a model this box serves")
+            ),
+        )
     if not candidates:
         where = "any upstream" if "*" in rule.jurisdictions else f"upstreams in {', '.join(rule.jurisdictions)}"
-        return RouteDecision(REFUSED, "no_upstream_available", status=status,
-                             message=f"{problem}, and no upstream that data of class '{rule.name}' may go to "
-                                     f"({where}) is available now")
+        return RouteDecision(
+            REFUSED,
+            "no_upstream_available",
+            status=status,
+            message=f"{problem}, and no upstream that data of class '{rule.name}' may go to ({where}) is available now",
+        )
     return RouteDecision(UPSTREAM, local_problem, upstreams=tuple(candidates))
