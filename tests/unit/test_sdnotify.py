@@ -93,16 +93,35 @@ def _pings(receiver) -> int:
     return sum(m == "WATCHDOG=1" for m in receiver())
 
 
+# Generous: the pings come every 0.02 s, but a loaded machine may not run this process for a while.
+DEADLINE_S = 30.0
+
+
+async def _count_pings_until(receiver, enough: int) -> int:
+    """Await pings until `enough` have arrived (or DEADLINE_S passed); how many arrived."""
+    count, deadline = 0, time.monotonic() + DEADLINE_S
+    while count < enough and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        count += _pings(receiver)
+    return count
+
+
+async def _until_count(count, enough: int) -> None:
+    """Await until count() reaches `enough` (or DEADLINE_S passed)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while count() < enough and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 def test_watchdog_pings_from_the_loop_and_stops_while_the_loop_is_blocked(receiver):
     async def scenario():
         task = asyncio.create_task(sdnotify.watchdog(0.02))
-        await asyncio.sleep(0.2)
-        running = _pings(receiver)
-        time.sleep(0.3)  # a handler that blocks the event loop
+        running = await _count_pings_until(receiver, 3)
+        time.sleep(0.3)  # a handler that blocks the event loop: the block itself is what is tested
         blocked = _pings(receiver)
-        await asyncio.sleep(0.2)
+        resumed = await _count_pings_until(receiver, 3)
         task.cancel()
-        return running, blocked, _pings(receiver)
+        return running, blocked, resumed
 
     running, blocked, resumed = asyncio.run(scenario())
     assert running >= 3
@@ -111,9 +130,10 @@ def test_watchdog_pings_from_the_loop_and_stops_while_the_loop_is_blocked(receiv
 
 
 def test_watchdog_pings_only_while_the_liveness_check_passes(receiver):
-    state = {"alive": True}
+    state = {"alive": True, "checks": 0}
 
     def alive():
+        state["checks"] += 1
         if state["alive"] is None:
             raise RuntimeError("the check itself broke")
         return state["alive"]
@@ -123,8 +143,13 @@ def test_watchdog_pings_only_while_the_liveness_check_passes(receiver):
         counts = []
         for value in (True, False, None, True):
             state["alive"] = value
-            await asyncio.sleep(0.2)
-            counts.append(_pings(receiver))
+            if value:
+                counts.append(await _count_pings_until(receiver, 3))
+            else:
+                # No pings to wait for: wait for the watchdog to have run the failing check a few times.
+                checked = state["checks"]
+                await _until_count(lambda: state["checks"] - checked, 3)
+                counts.append(_pings(receiver))
         task.cancel()
         return counts
 
@@ -134,10 +159,13 @@ def test_watchdog_pings_only_while_the_liveness_check_passes(receiver):
 
 
 def test_pinging_while_feeds_the_watchdog_during_a_blocking_start(receiver):
+    during, deadline = 0, time.monotonic() + DEADLINE_S
     with sdnotify.pinging_while("load", interval_s=0.02):
-        time.sleep(0.2)
-    during = _pings(receiver)
-    time.sleep(0.1)
+        while during < 3 and time.monotonic() < deadline:  # a blocking start that lasts until 3 pings came
+            time.sleep(0.01)
+            during += _pings(receiver)
+    during += _pings(receiver)
+    time.sleep(0.1)  # the thread is joined on exit: nothing may come after it, however long we look
     assert during >= 3
     assert _pings(receiver) == 0
 
