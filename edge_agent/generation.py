@@ -9,8 +9,9 @@ unit-tested: they decide what text a client sees.
 from __future__ import annotations
 
 import codecs
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import TypeAlias
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class ErrorEvent:
     error: Exception
 
 
-GenerationEvent = Union[TokenEvent, DoneEvent, ErrorEvent]
+GenerationEvent: TypeAlias = TokenEvent | DoneEvent | ErrorEvent
 
 
 class StopMatcher:
