@@ -227,7 +227,7 @@ def _central(args) -> int:
         print(f"  export EDGEFLEET_CREDENTIAL={paths.admin_credential}")
         return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from central.coordinator import CentralSettings
+    from central.services.base import CentralSettings
     from central.server import ListenError, serve
 
     paths = datadir.CentralPaths(root)
@@ -495,7 +495,7 @@ def _hash_file(path: Path, progress: "Progress") -> str:
 
 def _models_push(client, args) -> int:
     from central.client import AdminCallError
-    from central.coordinator import validate_params
+    from central.services.registry import validate_params
     from central.errors import InvalidArgument
     from edgefleet.v1 import admin_pb2
 

@@ -8,8 +8,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from central import audit, liveness
-from central.coordinator import NodeView
 from central.routing import RoutingReport
+from central.services.nodes import NodeView
 from central.store import DesiredState, ModelRecord, NodeRoutingRecord, ReportRecord, TokenRecord
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2
 

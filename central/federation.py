@@ -201,7 +201,7 @@ class Federation:
         self._control = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.reconcile_hook = None  # set by the coordinator: called every pass
+        self.reconcile_hook = None  # set by `central serve`: called every pass
 
     @property
     def control_address(self) -> str:
@@ -237,9 +237,11 @@ class Federation:
         self._stop.set()
         if self._thread:
             self._thread.join(10)
-        self.superlink.stop()
+        # Close our keep-alive connection first: the SuperLink's server waits for open connections to
+        # close before it exits, and the supervisor would wait its full 10 s and then kill it.
         if self._control is not None:
             self._control.close()
+        self.superlink.stop()
 
     @property
     def control(self):

@@ -9,6 +9,7 @@ handler runs).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import socket
@@ -20,11 +21,13 @@ import grpc
 
 from central import liveness
 from central.blobs import LocalBlobStore
-from central.coordinator import CentralSettings, Coordinator
 from central.datadir import Authority, CentralPaths
 from central.errors import CentralError
 from central.heartbeats import FLUSH_INTERVAL_S
 from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
+from central.services import federation as federation_service
+from central.services import rollouts
+from central.services.base import Central, CentralSettings
 from central.store import SqliteFleetStore
 from edgefleet import pki, sdnotify
 from edgefleet.v1 import admin_pb2_grpc, enrollment_pb2_grpc, fleet_pb2_grpc
@@ -88,17 +91,17 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     fed = _federation(paths, authority, superlink_listen, advertise_host)
     if fed is not None:
         settings = replace(settings, superlink_port=fed.port)
-    coordinator = Coordinator(store, authority, settings, paths.signing_public_key.read_text(),
-                              blobs=LocalBlobStore(paths.blobs),
-                              signing_key=pki.load_private_key(paths.signing_key.read_bytes()))
+    central = Central(store, authority, settings, paths.signing_public_key.read_text(),
+                      blobs=LocalBlobStore(paths.blobs),
+                      signing_key=pki.load_private_key(paths.signing_key.read_bytes()))
     if fed is not None:
-        coordinator.federation = fed
-        fed.reconcile_hook = coordinator.reconcile_federation
+        central.federation = fed
+        fed.reconcile_hook = functools.partial(federation_service.reconcile, central)
         fed.start()
         _write_address(paths.root / "superlink-address", f"{fed.host}:{fed.port}")
-    enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(coordinator), enroll_server)
-    fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(coordinator), fleet_server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(coordinator), fleet_server)
+    enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(central), enroll_server)
+    fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(central), fleet_server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(central), fleet_server)
     await enroll_server.start()
     await fleet_server.start()
     # Tests and the local-fleet launcher read the bound addresses (ports may be chosen at run time).
@@ -112,7 +115,7 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, paths, flag_level)
-    flusher = asyncio.create_task(_flush_heartbeats(coordinator, stop))
+    flusher = asyncio.create_task(_flush_heartbeats(central, stop))
     systemd = [asyncio.create_task(_tell_systemd(store, settings, fleet_address, enroll_address, fed, stop))]
     interval_s = sdnotify.watchdog_interval_s()
     if interval_s is not None:
@@ -129,7 +132,7 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     await flusher
     if fed is not None:
         await asyncio.to_thread(fed.stop)
-    coordinator.flush_heartbeats()
+    central.beats.flush()
     store.close()
 
 
@@ -239,19 +242,19 @@ def _federation(paths: CentralPaths, authority: Authority, listen: str | None, a
     return Federation(paths, authority, listen, advertise_host)
 
 
-async def _flush_heartbeats(coordinator: Coordinator, stop: asyncio.Event) -> None:
+async def _flush_heartbeats(central: Central, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
         except asyncio.TimeoutError:
             pass
         try:
-            coordinator.flush_heartbeats()
+            central.beats.flush()
         except Exception:  # a failing store must not stop the flusher; the beats are kept for the next try
             log.exception("could not write heartbeats to the store; retrying in %.0f s", FLUSH_INTERVAL_S)
         try:
             # Rollouts move at most once a second, on the heartbeats just written.
-            coordinator.rollouts.tick()
+            rollouts.tick(central)
         except Exception:
             log.exception("rollout controller tick failed; retrying in %.0f s", FLUSH_INTERVAL_S)
 

@@ -1,6 +1,8 @@
-"""gRPC servicers: read the caller from the TLS session, call the coordinator, convert, map errors.
+"""gRPC servicers: read the caller from the TLS session, convert protobuf once, call a handler, map errors.
 
-Nothing here decides anything; :mod:`central.coordinator` does.
+Nothing here decides anything; the handler modules in :mod:`central.services` do.
+Every handler's refusal is a :class:`central.errors.ServiceError`, mapped to a
+gRPC status in one place (:data:`_STATUS`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ import functools
 import grpc
 
 from central import convert
-from central.coordinator import Caller, Coordinator
 from central.blobs import BlobError
-from central.errors import (AlreadyExists, ServiceError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                            Unauthenticated)
+from central.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+)
+from central.services import audit, enrollment, federation, fleet, nodes, registry, rollouts, tokens
+from central.services.base import Caller, Central
 from edgefleet import pki
 from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
@@ -67,32 +77,33 @@ def _unary_off_loop(method):
 
 
 class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.c = coordinator
+    def __init__(self, central: Central):
+        self.central = central
 
     @_unary
     def Enroll(self, request, caller):
-        e = self.c.enroll(caller, request.token, request.csr_pem, request.hostname, request.flower_public_key)
+        e = enrollment.enroll(self.central, caller, request.token, request.csr_pem, request.hostname,
+                              request.flower_public_key)
         return enrollment_pb2.EnrollResponse(
             node_id=e.node_id, labels=e.labels, certificate_pem=e.certificate_pem,
-            ca_certificate_pem=self.c.authority.certificate_pem, fleet_port=self.c.settings.fleet_port,
-            signing_public_key_pem=self.c.signing_public_key_pem,
-            heartbeat_interval=convert.duration(self.c.settings.heartbeat_interval_s),
-            superlink_port=self.c.settings.superlink_port if request.flower_public_key else 0)
+            ca_certificate_pem=self.central.authority.certificate_pem, fleet_port=self.central.settings.fleet_port,
+            signing_public_key_pem=self.central.signing_public_key_pem,
+            heartbeat_interval=convert.duration(self.central.settings.heartbeat_interval_s),
+            superlink_port=self.central.settings.superlink_port if request.flower_public_key else 0)
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.c = coordinator
-        self._interval = convert.duration(coordinator.settings.heartbeat_interval_s)
+    def __init__(self, central: Central):
+        self.central = central
+        self._interval = convert.duration(central.settings.heartbeat_interval_s)
 
     async def Heartbeat(self, request_iterator, context):
         caller = caller_of(context)
         expires_at = certificate_expiry(context)
         try:
             async for request in request_iterator:
-                desired = self.c.heartbeat(caller, request.node_id, request.status.SerializeToString(), expires_at,
-                                           convert.routing_report(request.status))
+                desired = fleet.heartbeat(self.central, caller, request.node_id, request.status.SerializeToString(),
+                                          expires_at, convert.routing_report(request.status))
                 yield fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired),
                                                   heartbeat_interval=self._interval)
         except ServiceError as exc:
@@ -100,22 +111,22 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     @_unary
     def RenewCertificate(self, request, caller):
-        pem = self.c.renew_certificate(caller, request.node_id, request.csr_pem)
+        pem = fleet.renew_certificate(self.central, caller, request.node_id, request.csr_pem)
         return fleet_pb2.RenewCertificateResponse(certificate_pem=pem,
-                                                  ca_certificate_pem=self.c.authority.certificate_pem)
+                                                  ca_certificate_pem=self.central.authority.certificate_pem)
 
     @_unary
     def ReportEvent(self, request, caller):
-        top = self.c.report(caller, request.node_id, convert.report_records(request.reports), request.dropped_count,
-                            convert.report_routing(request.reports))
+        top = fleet.report(self.central, caller, request.node_id, convert.report_records(request.reports),
+                           request.dropped_count, convert.report_routing(request.reports))
         return fleet_pb2.ReportEventResponse(acknowledged_sequence=top)
 
     async def FetchArtifact(self, request, context):
         try:
-            size = self.c.fetch_artifact(caller_of(context), request.sha256, request.offset)
+            size = fleet.fetch_artifact(self.central, caller_of(context), request.sha256, request.offset)
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
-        with self.c.blobs.open(request.sha256) as blob:
+        with self.central.blobs.open(request.sha256) as blob:
             offset = request.offset
             await asyncio.to_thread(blob.seek, offset)
             while offset < size:
@@ -128,60 +139,64 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, coordinator: Coordinator):
-        self.c = coordinator
+    def __init__(self, central: Central):
+        self.central = central
 
     @_unary
     def CreateToken(self, request, caller):
         ttl = request.ttl.ToNanoseconds() / 1e9 if request.HasField("ttl") else 0.0
-        token, record = self.c.create_token(caller, dict(request.labels), ttl, request.uses)
+        token, record = tokens.create_token(self.central, caller, dict(request.labels), ttl, request.uses)
         return admin_pb2.CreateTokenResponse(token=token, info=convert.token_message(record),
-                                             ca_fingerprint=self.c.authority.fingerprint,
-                                             enroll_address=self.c.settings.enroll_address)
+                                             ca_fingerprint=self.central.authority.fingerprint,
+                                             enroll_address=self.central.settings.enroll_address)
 
     @_unary
     def ListTokens(self, request, caller):
-        return admin_pb2.ListTokensResponse(tokens=[convert.token_message(t) for t in self.c.list_tokens(caller)])
+        records = tokens.list_tokens(self.central, caller)
+        return admin_pb2.ListTokensResponse(tokens=[convert.token_message(t) for t in records])
 
     @_unary
     def RevokeToken(self, request, caller):
-        return admin_pb2.RevokeTokenResponse(token=convert.token_message(self.c.revoke_token(caller, request.token_id)))
+        record = tokens.revoke_token(self.central, caller, request.token_id)
+        return admin_pb2.RevokeTokenResponse(token=convert.token_message(record))
 
     @_unary
     def ListNodes(self, request, caller):
-        views, next_token = self.c.list_nodes(caller, dict(request.selector), request.page_size, request.page_token)
+        views, next_token = nodes.list_nodes(self.central, caller, dict(request.selector), request.page_size,
+                                             request.page_token)
         return admin_pb2.ListNodesResponse(nodes=[convert.node_message(v) for v in views], next_page_token=next_token)
 
     @_unary
     def GetNode(self, request, caller):
-        view, reports = self.c.get_node(caller, request.node_id, request.report_limit)
+        view, reports = nodes.get_node(self.central, caller, request.node_id, request.report_limit)
         return admin_pb2.GetNodeResponse(node=convert.node_message(view),
                                          reports=[convert.report_message(r) for r in reports])
 
     @_unary
     def LabelNode(self, request, caller):
-        view = self.c.label_node(caller, request.node_id, dict(request.set_labels), list(request.remove_labels))
+        view = nodes.label_node(self.central, caller, request.node_id, dict(request.set_labels),
+                                list(request.remove_labels))
         return admin_pb2.LabelNodeResponse(node=convert.node_message(view))
 
     @_unary
     def RevokeNode(self, request, caller):
         return admin_pb2.RevokeNodeResponse(node=convert.node_message(
-            self.c.revoke_node(caller, request.node_id, request.reason)))
+            nodes.revoke_node(self.central, caller, request.node_id, request.reason)))
 
     @_unary
     def ListAuditEntries(self, request, caller):
-        entries = self.c.list_audit(caller, request.after_sequence, request.limit)
+        entries = audit.list_entries(self.central, caller, request.after_sequence, request.limit)
         return admin_pb2.ListAuditEntriesResponse(entries=[convert.audit_message(e) for e in entries])
 
     @_unary
     def VerifyAudit(self, request, caller):
-        check = self.c.verify_audit(caller)
+        check = audit.verify(self.central, caller)
         return admin_pb2.VerifyAuditResponse(intact=check.intact, entries_checked=check.entries_checked,
                                              first_bad_sequence=check.first_bad_sequence, problem=check.problem)
 
     @_unary
     def ListRoutingTotals(self, request, caller):
-        nodes = self.c.routing_totals(caller, request.node_id)
+        nodes = audit.routing_totals(self.central, caller, request.node_id)
         return admin_pb2.ListRoutingTotalsResponse(nodes=[convert.node_routing_message(n) for n in nodes])
 
     async def PushModel(self, request_iterator, context):
@@ -196,9 +211,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     if body != "upload":
                         raise InvalidArgument("the first message of PushModel must be the upload header")
                     header = request.upload
-                    self.c.check_push(caller, header.name, header.version, header.format, dict(header.params),
-                                      header.size, header.sha256)
-                    writer = await asyncio.to_thread(self.c.blobs.writer)
+                    registry.check_push(self.central, caller, header.name, header.version, header.format,
+                                        dict(header.params), header.size, header.sha256)
+                    writer = await asyncio.to_thread(self.central.blobs.writer)
                 elif body == "chunk":
                     await asyncio.to_thread(writer.write, request.chunk)
                     received += len(request.chunk)
@@ -207,21 +222,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if header is None:
                 raise InvalidArgument("PushModel received nothing")
             if received != header.size:  # cut off: refused before anything is committed (finally aborts it)
-                raise self.c.refuse_push(caller, header.name, header.version,
+                raise registry.refuse_push(self.central, caller, header.name, header.version,
                                          f"the push ended with {received} of {header.size} bytes")
             sha256, size = await asyncio.to_thread(writer.commit)
             writer = None
             # gRPC ends a client stream the same way whether the client finished or its iterator broke, so
             # the header's size and sha256 are what tell a complete push from a cut-off one.
             if size != header.size or sha256 != header.sha256:
-                await asyncio.to_thread(self.c.drop_unregistered_blob, sha256)
-                raise self.c.refuse_push(caller, header.name, header.version,
+                await asyncio.to_thread(registry.drop_unregistered_blob, self.central, sha256)
+                raise registry.refuse_push(self.central, caller, header.name, header.version,
                                          f"the push ended with {size} of {header.size} bytes" if size != header.size
                                          else f"the bytes received hash to {sha256}, not {header.sha256}")
-            record, present = self.c.finish_push(caller, header.name, header.version, header.format,
+            record, present = registry.finish_push(self.central, caller, header.name, header.version, header.format,
                                                  dict(header.params), sha256, size)
-            return admin_pb2.PushModelResponse(model=convert.model_message(record, self.c.store.nodes_assigned(sha256)),
-                                               already_present=present)
+            assigned = registry.assigned_nodes(self.central, sha256)
+            return admin_pb2.PushModelResponse(model=convert.model_message(record, assigned), already_present=present)
         except BlobError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ServiceError as exc:
@@ -232,66 +247,69 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @_unary
     def ListModels(self, request, caller):
-        models = self.c.list_models(caller, request.name)
+        models = registry.list_models(self.central, caller, request.name)
         return admin_pb2.ListModelsResponse(models=[convert.model_message(m, []) for m in models])
 
     @_unary
     def GetModel(self, request, caller):
-        model, assigned = self.c.get_model(caller, request.name, request.version)
+        model, assigned = registry.get_model(self.central, caller, request.name, request.version)
         return admin_pb2.GetModelResponse(model=convert.model_message(model, assigned),
                                           manifest=convert.manifest_message(model.manifest, model.signature))
 
     @_unary
     def DeleteModel(self, request, caller):
-        return admin_pb2.DeleteModelResponse(blob_removed=self.c.delete_model(caller, request.name, request.version))
+        removed = registry.delete_model(self.central, caller, request.name, request.version)
+        return admin_pb2.DeleteModelResponse(blob_removed=removed)
 
     @_unary
     def AssignModel(self, request, caller):
-        view = self.c.assign_model(caller, request.node_id, request.name, request.version)
+        view = registry.assign_model(self.central, caller, request.node_id, request.name, request.version)
         return admin_pb2.AssignModelResponse(node=convert.node_message(view))
 
     @_unary
     def StartRollout(self, request, caller):
         bake = request.bake.ToNanoseconds() / 1e9 if request.HasField("bake") else None
         rate = request.max_error_rate if request.HasField("max_error_rate") else None
-        view = self.c.rollouts.start(caller, request.name, request.version, dict(request.selector), request.canary,
-                                     list(request.steps), bake, rate, request.max_p99_ms)
+        view = rollouts.start(self.central, caller, request.name, request.version, dict(request.selector),
+                              request.canary, list(request.steps), bake, rate, request.max_p99_ms)
         return admin_pb2.StartRolloutResponse(rollout=convert.rollout_message(view))
 
     @_unary
     def GetRollout(self, request, caller):
-        return admin_pb2.GetRolloutResponse(rollout=convert.rollout_message(self.c.rollouts.get(caller, request.rollout_id)))
+        view = rollouts.get(self.central, caller, request.rollout_id)
+        return admin_pb2.GetRolloutResponse(rollout=convert.rollout_message(view))
 
     @_unary
     def ListRollouts(self, request, caller):
-        return admin_pb2.ListRolloutsResponse(rollouts=[convert.rollout_message(v) for v in self.c.rollouts.list(caller)])
+        views = rollouts.list_rollouts(self.central, caller)
+        return admin_pb2.ListRolloutsResponse(rollouts=[convert.rollout_message(v) for v in views])
 
     @_unary
     def PauseRollout(self, request, caller):
         return admin_pb2.PauseRolloutResponse(
-            rollout=convert.rollout_message(self.c.rollouts.pause(caller, request.rollout_id)))
+            rollout=convert.rollout_message(rollouts.pause(self.central, caller, request.rollout_id)))
 
     @_unary
     def ResumeRollout(self, request, caller):
         return admin_pb2.ResumeRolloutResponse(
-            rollout=convert.rollout_message(self.c.rollouts.resume(caller, request.rollout_id)))
+            rollout=convert.rollout_message(rollouts.resume(self.central, caller, request.rollout_id)))
 
     @_unary
     def AbortRollout(self, request, caller):
         return admin_pb2.AbortRolloutResponse(
-            rollout=convert.rollout_message(self.c.rollouts.abort(caller, request.rollout_id, request.reason)))
+            rollout=convert.rollout_message(rollouts.abort(self.central, caller, request.rollout_id, request.reason)))
 
     @_unary_off_loop
     def StartFederatedRun(self, request, caller):
-        view = self.c.start_federated_run(caller, convert.run_request(request))
+        view = federation.start_run(self.central, caller, convert.run_request(request))
         return admin_pb2.StartFederatedRunResponse(run=convert.federated_run_message(view))
 
     @_unary_off_loop
     def GetFederatedRun(self, request, caller):
         return admin_pb2.GetFederatedRunResponse(
-            run=convert.federated_run_message(self.c.get_federated_run(caller, request.run_id)))
+            run=convert.federated_run_message(federation.get_run(self.central, caller, request.run_id)))
 
     @_unary_off_loop
     def ListFederatedRuns(self, request, caller):
         return admin_pb2.ListFederatedRunsResponse(
-            runs=[convert.federated_run_message(v) for v in self.c.list_federated_runs(caller)])
+            runs=[convert.federated_run_message(v) for v in federation.list_runs(self.central, caller)])

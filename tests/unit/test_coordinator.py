@@ -1,10 +1,11 @@
-"""Central's decisions without gRPC: a real data dir and SQLite store, a clock the test moves."""
+"""Central's handlers without gRPC: a real data dir and SQLite store, a clock the test moves."""
 
 import pytest
 
-from central.coordinator import Caller, CentralSettings, Coordinator
 from central.datadir import Authority, initialize
 from central.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from central.services import audit, enrollment, fleet, nodes, tokens
+from central.services.base import Caller, Central, CentralSettings
 from central.store import SqliteFleetStore
 from edgefleet import pki
 
@@ -22,60 +23,60 @@ def setup(tmp_path):
     paths = initialize(tmp_path / "central", "127.0.0.1:7443")
     store = SqliteFleetStore(paths.store)
     clock = Clock()
-    coordinator = Coordinator(store, Authority.load(paths), CentralSettings(heartbeat_interval_s=15), "", clock)
+    central = Central(store, Authority.load(paths), CentralSettings(heartbeat_interval_s=15), "", clock)
     admin = Caller(pki.Identity("admin", "ops"), "test")
-    token, _ = coordinator.create_token(admin, {"region": "eu"}, 3600, 2)
-    enrolled = coordinator.enroll(Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
+    token, _ = tokens.create_token(central, admin, {"region": "eu"}, 3600, 2)
+    enrolled = enrollment.enroll(central, Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
     node = Caller(pki.Identity("node", enrolled.node_id), "test")
-    yield coordinator, clock, admin, node, enrolled.node_id
+    yield central, clock, admin, node, enrolled.node_id
     store.close()
 
 
 def test_heartbeats_are_buffered_and_admin_reads_see_them(setup):
-    coordinator, clock, admin, node, node_id = setup
-    coordinator.heartbeat(node, node_id, b"", clock.now + 100)
-    assert coordinator.store.get_node(node_id).last_seen_at is None, "not written per beat"
-    [view], _ = coordinator.list_nodes(admin, {})
+    central, clock, admin, node, node_id = setup
+    fleet.heartbeat(central, node, node_id, b"", clock.now + 100)
+    assert central.store.get_node(node_id).last_seen_at is None, "not written per beat"
+    [view], _ = nodes.list_nodes(central, admin, {})
     assert view.state == "online" and view.record.last_seen_at == clock.now
     clock.now += 46
-    assert coordinator.list_nodes(admin, {})[0][0].state == "offline"
+    assert nodes.list_nodes(central, admin, {})[0][0].state == "offline"
 
 
 def test_a_certificate_that_expires_during_the_stream_is_refused(setup):
-    coordinator, clock, admin, node, node_id = setup
+    central, clock, admin, node, node_id = setup
     expires_at = clock.now + 10
-    coordinator.heartbeat(node, node_id, b"", expires_at)
+    fleet.heartbeat(central, node, node_id, b"", expires_at)
     clock.now = expires_at
     with pytest.raises(Unauthenticated, match="expired during the stream"):
-        coordinator.heartbeat(node, node_id, b"", expires_at)
-    entry = coordinator.store.list_audit(0, 1000)[-1]
+        fleet.heartbeat(central, node, node_id, b"", expires_at)
+    entry = central.store.list_audit(0, 1000)[-1]
     assert (entry.action, entry.outcome) == ("fleet.heartbeat", "refused")
 
 
 def test_identity_checks_on_every_message(setup):
-    coordinator, clock, admin, node, node_id = setup
+    central, clock, admin, node, node_id = setup
     with pytest.raises(PermissionDenied, match="cannot speak as node-other"):
-        coordinator.heartbeat(node, "node-other", b"", clock.now + 100)
+        fleet.heartbeat(central, node, "node-other", b"", clock.now + 100)
     with pytest.raises(PermissionDenied, match="not a node certificate"):
-        coordinator.heartbeat(admin, "ops", b"", clock.now + 100)
+        fleet.heartbeat(central, admin, "ops", b"", clock.now + 100)
     with pytest.raises(PermissionDenied, match="not an admin certificate"):
-        coordinator.list_nodes(node, {})
-    coordinator.revoke_node(admin, node_id, "test")
+        nodes.list_nodes(central, node, {})
+    nodes.revoke_node(central, admin, node_id, "test")
     with pytest.raises(PermissionDenied, match="revoked"):
-        coordinator.heartbeat(node, node_id, b"", clock.now + 100)
-    actions = [(e.actor, e.action, e.outcome) for e in coordinator.store.list_audit(0, 1000)]
+        fleet.heartbeat(central, node, node_id, b"", clock.now + 100)
+    actions = [(e.actor, e.action, e.outcome) for e in central.store.list_audit(0, 1000)]
     assert (f"node:{node_id}", "node.list", "refused") in actions
     assert ("admin:ops", "node.revoke", "allowed") in actions
 
 
 def test_nodes_are_listed_in_pages(setup):
-    coordinator, clock, admin, node, node_id = setup
-    token, _ = coordinator.create_token(admin, {"region": "us"}, 3600, 7)
+    central, clock, admin, node, node_id = setup
+    token, _ = tokens.create_token(central, admin, {"region": "us"}, 3600, 7)
     for _ in range(7):
-        coordinator.enroll(Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
+        enrollment.enroll(central, Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
     seen, page_token, pages = [], "", 0
     while True:
-        views, page_token = coordinator.list_nodes(admin, {"region": "us"}, page_size=3, page_token=page_token)
+        views, page_token = nodes.list_nodes(central, admin, {"region": "us"}, page_size=3, page_token=page_token)
         seen += [v.record.node_id for v in views]
         pages += 1
         if not page_token:
@@ -83,48 +84,48 @@ def test_nodes_are_listed_in_pages(setup):
     assert pages == 3 and len(seen) == 7 == len(set(seen)) and seen == sorted(seen)
     assert node_id not in seen, "the selector applies across pages"
     with pytest.raises(InvalidArgument, match="at most 1000"):
-        coordinator.list_nodes(admin, {}, page_size=5000)
+        nodes.list_nodes(central, admin, {}, page_size=5000)
 
 
 def test_routing_counts_from_beats_and_spooled_reports_are_summed_per_node(setup):
     from central.routing import RoutingReport
     from central.store import ReportRecord
 
-    coordinator, clock, admin, node, node_id = setup
-    coordinator.heartbeat(node, node_id, b"", clock.now + 100,
+    central, clock, admin, node, node_id = setup
+    fleet.heartbeat(central, node, node_id, b"", clock.now + 100,
                           RoutingReport({("public", "local"): 4, ("public", "upstream:cloud"): 2}, 6, "h6"))
-    coordinator.heartbeat(node, node_id, b"", clock.now + 100, RoutingReport({("public", "local"): 1}, 7, "h7"))
-    coordinator.heartbeat(node, node_id, b"", clock.now + 100)  # an agent without a routing audit
+    fleet.heartbeat(central, node, node_id, b"", clock.now + 100, RoutingReport({("public", "local"): 1}, 7, "h7"))
+    fleet.heartbeat(central, node, node_id, b"", clock.now + 100)  # an agent without a routing audit
     spooled = {1: RoutingReport({("restricted", "refused"): 3}, 5, "h5")}
     for _ in range(2):  # a flush retried after a lost acknowledgement
-        coordinator.report(node, node_id, [ReportRecord(1, clock.now - 60, "status", b"")], 0, spooled)
-    [totals] = coordinator.routing_totals(admin, "")
+        fleet.report(central, node, node_id, [ReportRecord(1, clock.now - 60, "status", b"")], 0, spooled)
+    [totals] = audit.routing_totals(central, admin, "")
     assert totals.counts == [("public", "local", 5), ("public", "upstream:cloud", 2), ("restricted", "refused", 3)]
     assert (totals.audit_sequence, totals.audit_head_hash) == (7, "h7"), "the spooled report's head is older"
-    assert coordinator.routing_totals(admin, node_id) == [totals]
+    assert audit.routing_totals(central, admin, node_id) == [totals]
 
 
 def test_malformed_routing_is_left_out_and_the_beat_kept(setup):
     from central.routing import MAX_COUNT, RoutingReport
 
-    coordinator, clock, admin, node, node_id = setup
-    coordinator.heartbeat(node, node_id, b"beat", clock.now + 100,
+    central, clock, admin, node, node_id = setup
+    fleet.heartbeat(central, node, node_id, b"beat", clock.now + 100,
                           RoutingReport({("public", "local"): MAX_COUNT + 1}, 2**64 - 1, "h"))
-    coordinator.heartbeat(node, node_id, b"beat", clock.now + 100, RoutingReport({("", "local"): 1}, 1, "h"))
-    assert coordinator.routing_totals(admin, "") == []
-    assert coordinator.store.get_node(node_id).status == b"beat"
+    fleet.heartbeat(central, node, node_id, b"beat", clock.now + 100, RoutingReport({("", "local"): 1}, 1, "h"))
+    assert audit.routing_totals(central, admin, "") == []
+    assert central.store.get_node(node_id).status == b"beat"
 
 
 def test_routing_totals_are_for_admins_and_known_nodes(setup):
     from central.errors import NotFound
 
-    coordinator, clock, admin, node, node_id = setup
+    central, clock, admin, node, node_id = setup
     with pytest.raises(PermissionDenied, match="not an admin certificate"):
-        coordinator.routing_totals(node, node_id)
+        audit.routing_totals(central, node, node_id)
     with pytest.raises(NotFound, match="no node"):
-        coordinator.routing_totals(admin, "node-ghost")
-    assert coordinator.routing_totals(admin, node_id) == [], "known, but no routing reported yet"
-    entry = coordinator.store.list_audit(0, 1000)[-1]
+        audit.routing_totals(central, admin, "node-ghost")
+    assert audit.routing_totals(central, admin, node_id) == [], "known, but no routing reported yet"
+    entry = central.store.list_audit(0, 1000)[-1]
     assert (entry.actor, entry.action, entry.outcome) == (f"node:{node_id}", "audit.routing", "refused")
 
 

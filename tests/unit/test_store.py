@@ -189,7 +189,7 @@ def test_unreadable_store_is_a_clear_error_not_a_silent_reset(tmp_path):
 
 
 def test_a_store_from_before_routing_totals_is_migrated_in_place(tmp_path):
-    from central.store import _MIGRATIONS
+    from central.store.sqlite import _MIGRATIONS
     from edgefleet.sqlitedb import apply_migrations
 
     path = tmp_path / "central.db"

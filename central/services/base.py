@@ -1,0 +1,112 @@
+"""What every handler receives: central's parts (:class:`Central`), the caller, and the audit helpers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from central import audit
+from central.blobs import BlobStore
+from central.datadir import Authority
+from central.errors import PermissionDenied, ServiceError, Unauthenticated
+from central.heartbeats import HeartbeatBuffer
+from central.store import FleetStore
+from edgefleet import pki
+
+if TYPE_CHECKING:
+    from central.federation import Federation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CentralSettings:
+    heartbeat_interval_s: float = 15.0
+    certificate_lifetime_s: float = 30 * 86400
+    token_default_ttl_s: float = 3600.0
+    # What `token create` tells agents to dial, and the fleet port sent back at enrollment.
+    enroll_address: str = "127.0.0.1:7444"
+    fleet_port: int = 7443
+    # The SuperLink's port sent back at enrollment; 0 when central runs no SuperLink.
+    superlink_port: int = 0
+
+
+@dataclass(frozen=True)
+class Caller:
+    identity: pki.Identity | None
+    peer: str
+
+    @property
+    def actor(self) -> str:
+        return str(self.identity) if self.identity else "anonymous"
+
+
+class SystemCaller(Caller):
+    """Central acting on its own (a finished run's outcome): the audit log names the part that acted."""
+
+    def __init__(self, part: str):
+        super().__init__(None, "central")
+        object.__setattr__(self, "_part", part)
+
+    @property
+    def actor(self) -> str:
+        return f"central:{self._part}"
+
+
+class TokenCaller(Caller):
+    """An enrolling agent has no certificate yet: the audit log names it by its token id."""
+
+    def __init__(self, token_id: str, peer: str):
+        super().__init__(None, peer)
+        object.__setattr__(self, "_token_id", token_id)
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self._token_id}"
+
+
+@dataclass
+class Central:
+    """Central's parts as every handler receives them; `central serve` (or a test) builds one.
+
+    Not a place for decisions: handlers read what they need from it and nothing else holds it.
+    """
+    store: FleetStore
+    authority: Authority
+    settings: CentralSettings
+    signing_public_key_pem: str
+    clock: Callable[[], float] = time.time
+    blobs: BlobStore | None = None
+    signing_key: object = None
+    # Set by `central serve` when it runs a SuperLink (central.federation).
+    federation: Federation | None = None
+    beats: HeartbeatBuffer = field(init=False)
+    # Held while a finished federated run's outcome is imported (services.federation).
+    import_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.beats = HeartbeatBuffer(self.store)
+
+
+def record_audit(central: Central, caller: Caller, action: str, target: str, outcome: str, detail: str) -> None:
+    central.store.append_audit(central.clock(), caller.actor, action, target, outcome, detail, caller.peer)
+
+
+def refuse(central: Central, error_type: type[ServiceError], caller: Caller, action: str, target: str,
+           detail: str) -> ServiceError:
+    """The error to raise, once the refusal is in the audit log."""
+    record_audit(central, caller, action, target, audit.REFUSED, detail)
+    log.warning("refused %s by %s from %s: %s", action, caller.actor, caller.peer, detail)
+    return error_type(detail)
+
+
+def require_admin(central: Central, caller: Caller, action: str, target: str = "") -> None:
+    if caller.identity is None:
+        raise refuse(central, Unauthenticated, caller, action, target, "no fleet identity in the client certificate")
+    if caller.identity.role != "admin":
+        raise refuse(central, PermissionDenied, caller, action, target,
+                     f"{caller.identity} is not an admin certificate; AdminService needs one")

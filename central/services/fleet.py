@@ -1,0 +1,119 @@
+"""FleetService: enrolled nodes' own calls, each checked against the node's certificate.
+
+Identity comes from the certificate, never from a field in a request: the node id a
+request names must be the certificate's, and the node must be enrolled and unrevoked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from central import audit, routing
+from central.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError, Unauthenticated
+from central.services.base import Caller, Central, record_audit, refuse
+from central.store import DesiredState, NodeRecord, ReportRecord
+from edgefleet import pki
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTS_PER_CALL = 1000
+
+
+def node_identity(central: Central, caller: Caller, claimed_node_id: str, action: str) -> str:
+    """The caller's node id, when its certificate is a node's and speaks for `claimed_node_id`."""
+    identity = caller.identity
+    if identity is None:
+        raise refuse(central, Unauthenticated, caller, action, claimed_node_id,
+                     "no fleet identity in the client certificate")
+    if identity.role != "node":
+        raise refuse(central, PermissionDenied, caller, action, claimed_node_id,
+                     f"{identity} is not a node certificate; FleetService is for enrolled nodes")
+    if claimed_node_id != identity.name:
+        raise refuse(central, PermissionDenied, caller, action, claimed_node_id,
+                     f"certificate of {identity.name} cannot speak as {claimed_node_id or 'no node'}")
+    return identity.name
+
+
+def _refuse_unknown_or_revoked(central: Central, caller: Caller, node_id: str, action: str) -> ServiceError:
+    if central.store.get_node(node_id) is None:
+        return refuse(central, PermissionDenied, caller, action, node_id, f"node {node_id} is not enrolled")
+    return refuse(central, PermissionDenied, caller, action, node_id, f"node {node_id} was revoked")
+
+
+def _active_node(central: Central, caller: Caller, claimed_node_id: str, action: str) -> NodeRecord:
+    node_id = node_identity(central, caller, claimed_node_id, action)
+    node = central.store.get_node(node_id)
+    if node is None or node.revoked_at is not None:
+        raise _refuse_unknown_or_revoked(central, caller, node_id, action)
+    return node
+
+
+def heartbeat(central: Central, caller: Caller, claimed_node_id: str, status: bytes, certificate_expires_at: float,
+              routing_report: routing.RoutingReport | None = None) -> DesiredState:
+    """One message of a node's heartbeat stream. The stream outlives the TLS handshake that checked the
+    certificate, so its expiry, the node id and revocation are checked again on every message.
+    `routing_report` is what the status says of routing, added to the node's totals."""
+    action = "fleet.heartbeat"
+    node_id = node_identity(central, caller, claimed_node_id, action)
+    now = central.clock()
+    if now >= certificate_expires_at:
+        raise refuse(central, Unauthenticated, caller, action, node_id,
+                     "the client certificate expired during the stream; renew it or enroll again")
+    desired = central.store.heartbeat_target(node_id)
+    if desired is None:
+        raise _refuse_unknown_or_revoked(central, caller, node_id, action)
+    central.beats.record(node_id, now, status, _usable(node_id, routing_report))
+    return desired
+
+
+def renew_certificate(central: Central, caller: Caller, claimed_node_id: str, csr_pem: str) -> str:
+    action = "fleet.renew_certificate"
+    node = _active_node(central, caller, claimed_node_id, action)
+    try:
+        public_key = pki.public_key_from_csr(csr_pem)
+    except pki.PkiError as exc:
+        raise refuse(central, InvalidArgument, caller, action, node.node_id, str(exc)) from None
+    cert = central.authority.issue(public_key, pki.Identity("node", node.node_id),
+                                   dt.timedelta(seconds=central.settings.certificate_lifetime_s),
+                                   pki.utc(central.clock()))
+    central.store.set_certificate(node.node_id, pki.serial_hex(cert), cert.not_valid_after_utc.timestamp())
+    record_audit(central, caller, action, node.node_id, audit.ALLOWED, f"issued certificate {pki.serial_hex(cert)}")
+    return pki.certificate_pem(cert).decode()
+
+
+def report(central: Central, caller: Caller, claimed_node_id: str, reports: list[ReportRecord], dropped_count: int,
+           routing_reports: dict[int, routing.RoutingReport] | None = None) -> int:
+    """Spooled reports; `routing_reports` (by report sequence) are what their statuses say of routing."""
+    node = _active_node(central, caller, claimed_node_id, "fleet.report_event")
+    if len(reports) > MAX_REPORTS_PER_CALL:
+        raise InvalidArgument(f"at most {MAX_REPORTS_PER_CALL} reports per call, got {len(reports)}")
+    if any(r.sequence <= 0 for r in reports):
+        raise InvalidArgument("report sequences start at 1")
+    usable = {seq: r for seq, r in (routing_reports or {}).items() if _usable(node.node_id, r) is not None}
+    return central.store.add_reports(node.node_id, reports, dropped_count, routing=usable or None)
+
+
+def fetch_artifact(central: Central, caller: Caller, sha256: str, offset: int) -> int:
+    """The size of a registered artifact the node may download from offset; raises otherwise."""
+    action = "fleet.fetch_artifact"
+    node = _active_node(central, caller, caller.identity.name if caller.identity else "", action)
+    if not central.store.models_with_sha256(sha256):
+        raise NotFound(f"no registered model has sha256 {sha256!r}")
+    size = central.blobs.size(sha256)
+    if size is None:
+        raise refuse(central, NotFound, caller, action, node.node_id, f"the blob {sha256} is missing from the store")
+    if offset > size:
+        raise InvalidArgument(f"offset {offset} is past the artifact's end ({size} bytes)")
+    return size
+
+
+def _usable(node_id: str, report: routing.RoutingReport | None) -> routing.RoutingReport | None:
+    """The report, or None when it is malformed: its counts are left out, the rest of the beat is kept."""
+    if report is None:
+        return None
+    problem = routing.problem(report)
+    if problem:
+        log.warning("ignored the routing summary of %s: %s", node_id, problem)
+        return None
+    return report

@@ -1,0 +1,214 @@
+"""AdminService on rollouts, and the controller's tick: the pure controller (central.rollout) applied to the store.
+
+Each tick (every second, from the server's loop) reads every running or paused
+rollout's spec and state, builds the nodes' observations from their latest
+heartbeats, asks the controller what to do, writes changed assignments, the
+new state and each event (to the audit log, with its reason). A failure in one
+rollout is logged and does not stop the others; a restarted central picks up
+each rollout from its stored state. Every function takes central's parts
+(:class:`central.services.base.Central`) as its first argument and reads nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import asdict, dataclass
+
+from central import audit, liveness, rollout
+from central.errors import FailedPrecondition, InvalidArgument, NotFound
+from central.rollout import ModelRef, NodeObservation, RolloutSpec, RolloutState
+from central.services.base import Caller, Central, record_audit, require_admin
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = "central:rollout-controller"
+DEFAULT_BAKE_S = 600.0
+DEFAULT_MAX_ERROR_RATE = 0.02
+DEFAULT_MAX_P99_MS = 2000.0
+DEFAULT_CANARY = 10
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    spec: RolloutSpec
+    state: RolloutState
+    created_at: float
+    nodes: list[tuple[str, ModelRef | None, NodeObservation]]  # (node, desired now, observation)
+    waiting_on: list[str]
+
+
+def spec_to_json(spec: RolloutSpec) -> str:
+    data = asdict(spec)
+    data["previous"] = {k: (asdict(v) if v else None) for k, v in spec.previous.items()}
+    return json.dumps(data, sort_keys=True)
+
+
+def spec_from_json(text: str) -> RolloutSpec:
+    data = json.loads(text)
+    data["model"] = ModelRef(**data["model"])
+    data["steps"] = tuple(data["steps"])
+    data["previous"] = {k: (ModelRef(**v) if v else None) for k, v in data["previous"].items()}
+    return RolloutSpec(**data)
+
+
+def state_to_json(state: RolloutState) -> str:
+    return json.dumps(asdict(state), sort_keys=True)
+
+
+def state_from_json(text: str) -> RolloutState:
+    return RolloutState(**json.loads(text))
+
+
+# -- operator actions --------------------------------------------------------------
+
+
+def start(central: Central, caller: Caller, name: str, version: str, selector: dict[str, str], canary: int,
+          steps: list[int], bake_s: float | None, max_error_rate: float | None, max_p99_ms: float) -> RolloutView:
+    target = f"{name}@{version}"
+    require_admin(central, caller, "rollout.start", target)
+    model = central.store.get_model(name, version)
+    if model is None:
+        raise NotFound(f"no model {target}")
+    nodes = [n for n in central.store.list_nodes(selector) if n.revoked_at is None]
+    unassigned = [n.node_id for n in nodes if not n.desired_model]
+    if unassigned:
+        # A rollback restores each node's previous version; without one there is nothing to restore.
+        raise FailedPrecondition(f"node(s) {', '.join(unassigned[:5])} have no assigned version to roll back "
+                                 "to: assign one first (edgefleet nodes assign)")
+    previous = {n.node_id: ModelRef(n.desired_model["name"], n.desired_model["version"],
+                                    n.desired_model["sha256"]) for n in nodes}
+    busy = rollout.conflicts({rid: set(s.previous) for rid, s, st, _ in _live(central)}, set(previous))
+    if busy:
+        rid, shared = next(iter(busy.items()))
+        raise FailedPrecondition(f"rollout {rid} is still running on {', '.join(sorted(shared)[:5])}: "
+                                 "wait for it, or abort it")
+    try:
+        spec = RolloutSpec(
+            rollout_id="r-" + secrets.token_hex(4), model=ModelRef(name, version, model.sha256),
+            selector=selector, steps=rollout.build_steps(canary or DEFAULT_CANARY, steps or [100]),
+            bake_s=DEFAULT_BAKE_S if bake_s is None else bake_s,
+            max_error_rate=DEFAULT_MAX_ERROR_RATE if max_error_rate is None else max_error_rate,
+            max_p99_ms=max_p99_ms or DEFAULT_MAX_P99_MS, created_at=central.clock(), previous=previous)
+    except rollout.RolloutError as exc:
+        raise InvalidArgument(str(exc)) from None
+    decision = rollout.start(spec, spec.created_at)
+    central.store.add_rollout(spec.rollout_id, spec_to_json(spec), state_to_json(decision.state), spec.created_at)
+    _apply(central, spec, decision, caller.actor)
+    return view(central, spec.rollout_id)
+
+
+def pause(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
+    spec, state = _load(central, caller, "rollout.pause", rollout_id)
+    new = _phase_change(lambda: rollout.pause(state, central.clock(), f"paused by {caller.actor}"))
+    central.store.set_rollout_state(rollout_id, state_to_json(new))
+    record_audit(central, caller, "rollout.pause", rollout_id, audit.ALLOWED, new.reason)
+    return view(central, rollout_id)
+
+
+def resume(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
+    spec, state = _load(central, caller, "rollout.resume", rollout_id)
+    new = _phase_change(lambda: rollout.resume(state, central.clock()))
+    central.store.set_rollout_state(rollout_id, state_to_json(new))
+    record_audit(central, caller, "rollout.resume", rollout_id, audit.ALLOWED, "resumed; the current step bakes again")
+    return view(central, rollout_id)
+
+
+def abort(central: Central, caller: Caller, rollout_id: str, reason: str) -> RolloutView:
+    spec, state = _load(central, caller, "rollout.abort", rollout_id)
+    decision = _phase_change(lambda: rollout.abort(spec, state, central.clock(),
+                                                   reason or f"aborted by {caller.actor}"))
+    central.store.set_rollout_state(rollout_id, state_to_json(decision.state))
+    _apply(central, spec, decision, caller.actor)
+    return view(central, rollout_id)
+
+
+def get(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
+    _load(central, caller, "rollout.get", rollout_id)
+    return view(central, rollout_id)
+
+
+def list_rollouts(central: Central, caller: Caller) -> list[RolloutView]:
+    require_admin(central, caller, "rollout.list")
+    return [view(central, rid) for rid, *_ in central.store.list_rollouts()]
+
+
+# -- the controller's tick ---------------------------------------------------------
+
+
+def tick(central: Central) -> None:
+    for rollout_id, spec, state, _ in _live(central):
+        try:
+            decision = rollout.decide(spec, state, _observations(central, spec), central.clock())
+            if decision.state != state:
+                central.store.set_rollout_state(rollout_id, state_to_json(decision.state))
+            _apply(central, spec, decision, CONTROLLER)
+        except Exception:  # one broken rollout must not stop the others
+            log.exception("rollout %s: tick failed; retrying next tick", rollout_id)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _live(central: Central):
+    for rollout_id, spec, state, created in central.store.list_rollouts():
+        s = state_from_json(state)
+        if s.phase not in rollout.TERMINAL:
+            yield rollout_id, spec_from_json(spec), s, created
+
+
+def _load(central: Central, caller: Caller, action: str, rollout_id: str) -> tuple[RolloutSpec, RolloutState]:
+    require_admin(central, caller, action, rollout_id)
+    row = central.store.get_rollout(rollout_id)
+    if row is None:
+        raise NotFound(f"no rollout {rollout_id!r}")
+    return spec_from_json(row[0]), state_from_json(row[1])
+
+
+def _phase_change(change):
+    try:
+        return change()
+    except rollout.PhaseError as exc:
+        raise FailedPrecondition(str(exc)) from None
+
+
+def _observations(central: Central, spec: RolloutSpec) -> dict[str, NodeObservation]:
+    from central.convert import observation_of
+
+    central.beats.flush()
+    now = central.clock()
+    observations = {}
+    for node_id in spec.previous:
+        node = central.store.get_node(node_id)
+        if node is not None:
+            online = liveness.node_state(node, central.settings.heartbeat_interval_s, now) == liveness.ONLINE
+            observations[node_id] = observation_of(node, online, spec.model.sha256)
+    return observations
+
+
+def _apply(central: Central, spec: RolloutSpec, decision: rollout.Decision, actor: str) -> None:
+    for node_id, ref in decision.assignments.items():
+        node = central.store.get_node(node_id)
+        if ref is None or node is None or (node.desired_model.get("sha256"), node.desired_model.get("version")) \
+                == (ref.sha256, ref.version):
+            continue
+        model = central.store.get_model(ref.name, ref.version)
+        if model is None:
+            log.error("rollout %s: %s was deleted; cannot assign it to %s", spec.rollout_id, ref, node_id)
+            continue
+        central.store.assign_model(node_id, model)
+    for event in decision.events:
+        central.store.append_audit(central.clock(), actor, "rollout.decision", spec.rollout_id, audit.ALLOWED,
+                                   event, "")
+
+
+def view(central: Central, rollout_id: str) -> RolloutView:
+    spec_text, state_text, created = central.store.get_rollout(rollout_id)
+    spec, state = spec_from_json(spec_text), state_from_json(state_text)
+    observations = _observations(central, spec)
+    desired = rollout.desired_assignments(spec, state)
+    nodes = [(n, desired.get(n), observations.get(n)) for n in sorted(spec.previous)]
+    waiting = [] if state.phase in rollout.TERMINAL else rollout.waiting_on(spec, state, observations,
+                                                                            central.clock())
+    return RolloutView(spec, state, created, nodes, waiting)

@@ -1,0 +1,282 @@
+"""Central's store contract: the records it keeps and :class:`FleetStore`, what central needs from storage.
+
+Every method is one transaction. Status reports are opaque bytes (a
+serialized ``edgefleet.v1.NodeStatus``): the store keeps them, it does not
+read them; the routing counts they carry arrive beside them as
+:class:`central.routing.RoutingReport` values.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from central.audit import AuditEntry
+from central.errors import CentralError
+from central.routing import RoutingReport
+
+
+class StoreError(CentralError):
+    """The store cannot do what was asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    token_id: str
+    secret_hash: str  # sha256 hex of the secret half; the secret itself is never stored
+    labels: dict[str, str]
+    created_at: float
+    expires_at: float
+    uses_total: int
+    uses_left: int
+    revoked: bool
+    created_by: str
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    node_id: str
+    labels: dict[str, str]
+    hostname: str
+    enrolled_at: float
+    token_id: str
+    certificate_serial: str
+    certificate_expires_at: float
+    last_seen_at: float | None = None
+    status: bytes | None = None
+    revoked_at: float | None = None
+    dropped_reports: int = 0
+    config_generation: int = 0
+    desired_model: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportRecord:
+    sequence: int
+    observed_at: float
+    kind: str  # "status" or "event"
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class FlowerKeyRecord:
+    """A node's Flower SuperNode key and where it stands with the SuperLink."""
+    node_id: str
+    public_key: str  # OpenSSH line
+    flower_node_id: int  # 0 until registered
+    revoked: bool
+    unregistered: bool
+
+
+@dataclass(frozen=True)
+class FederatedRunRecord:
+    run_id: int
+    task: str
+    config: dict
+    started_by: str
+    started_at: float
+    model: str  # NAME@VERSION made from the outcome, '' until imported
+    imported_at: float | None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    version: str
+    format: str
+    sha256: str
+    size: int
+    params: dict[str, str]
+    created_at: float
+    pushed_by: str
+    manifest: bytes  # the canonical JSON that `signature` signs
+    signature: str
+
+    @property
+    def desired(self) -> dict[str, str]:
+        """What a node's desired state carries for this version (heartbeats read it in one row)."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256,
+                "manifest": self.manifest.decode(), "signature": self.signature}
+
+
+@dataclass(frozen=True)
+class NodeRoutingRecord:
+    """A node's routing totals: every report's counts added up, and the newest audit head heard of."""
+    node_id: str
+    hostname: str
+    counts: list[tuple[str, str, int]]  # (data_class, route, requests), sorted
+    audit_sequence: int
+    audit_head_hash: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    config_generation: int
+    model: dict[str, str]
+
+
+class FleetStore(abc.ABC):
+    """What central needs from storage. Implementations must be safe to call from one thread at a time
+    per instance and must make each method atomic."""
+
+    # tokens
+    @abc.abstractmethod
+    def add_token(self, token: TokenRecord) -> None:
+        """Store a new token; StoreError if its id exists."""
+
+    @abc.abstractmethod
+    def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str) -> TokenRecord | None:
+        """Mark revoked; None if there is no such token."""
+
+    # nodes
+    @abc.abstractmethod
+    def enroll(self, token_id: str, node: NodeRecord, now: float) -> bool:
+        """Spend one use of the token and add the node, together. False (and nothing written) when the
+        token has no use left, is revoked or has expired at `now`: two enrollments racing for the last
+        use cannot both win."""
+
+    @abc.abstractmethod
+    def get_node(self, node_id: str) -> NodeRecord | None: ...
+
+    @abc.abstractmethod
+    def list_nodes(self, selector: dict[str, str] | None = None, after_node_id: str = "",
+                   limit: int | None = None) -> list[NodeRecord]:
+        """Nodes carrying every label in selector, by id, starting after after_node_id, at most limit."""
+
+    @abc.abstractmethod
+    def heartbeat_target(self, node_id: str) -> DesiredState | None:
+        """The desired state of an enrolled, unrevoked node; None if the node is unknown or revoked.
+        Read on every heartbeat, so a revocation by any replica takes effect at the node's next beat."""
+
+    @abc.abstractmethod
+    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]]) -> None:
+        """Keep each node's latest (time, status), in one transaction; revoked and unknown nodes are skipped."""
+
+    @abc.abstractmethod
+    def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None: ...
+
+    @abc.abstractmethod
+    def revoke_node(self, node_id: str, at: float) -> NodeRecord | None:
+        """Mark revoked (idempotent: the first time is kept); None if unknown."""
+
+    @abc.abstractmethod
+    def set_certificate(self, node_id: str, serial: str, expires_at: float) -> None: ...
+
+    # federated learning
+    @abc.abstractmethod
+    def set_flower_key(self, node_id: str, public_key: str) -> None:
+        """Record the node's Flower public key (at enrollment)."""
+
+    @abc.abstractmethod
+    def flower_keys(self) -> list[FlowerKeyRecord]:
+        """Every node that sent a Flower key."""
+
+    @abc.abstractmethod
+    def set_flower_registration(self, node_id: str, flower_node_id: int, unregistered: bool) -> None:
+        """The SuperLink's id for the node's key, and whether it has been unregistered since."""
+
+    @abc.abstractmethod
+    def add_federated_run(self, run: FederatedRunRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_federated_run(self, run_id: int) -> FederatedRunRecord | None: ...
+
+    @abc.abstractmethod
+    def list_federated_runs(self) -> list[FederatedRunRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def set_federated_run_outcome(self, run_id: int, model: str, at: float) -> None:
+        """Mark the run's outcome imported (model is '' when the outcome is not a model)."""
+
+    # model registry
+    @abc.abstractmethod
+    def add_model(self, model: ModelRecord) -> None:
+        """Store a version; StoreError if name@version exists (versions are immutable)."""
+
+    @abc.abstractmethod
+    def get_model(self, name: str, version: str) -> ModelRecord | None: ...
+
+    @abc.abstractmethod
+    def list_models(self, name: str = "") -> list[ModelRecord]:
+        """By name, newest first."""
+
+    @abc.abstractmethod
+    def delete_model(self, name: str, version: str) -> list[str]:
+        """Delete the version unless a node is assigned to it; returns the assigned node ids (nothing is
+        deleted when there are any). StoreError if there is no such version."""
+
+    @abc.abstractmethod
+    def nodes_assigned(self, sha256: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def models_with_sha256(self, sha256: str) -> list[ModelRecord]:
+        """Every version whose file has these bytes (versions may share a blob)."""
+
+    @abc.abstractmethod
+    def assign_model(self, node_id: str, model: ModelRecord | None) -> NodeRecord | None:
+        """Set the node's desired model (None: no assignment) and bump its config generation."""
+
+    # rollouts: the controller's spec and state, as JSON the store does not read
+    @abc.abstractmethod
+    def add_rollout(self, rollout_id: str, spec: str, state: str, created_at: float) -> None: ...
+
+    @abc.abstractmethod
+    def set_rollout_state(self, rollout_id: str, state: str) -> None: ...
+
+    @abc.abstractmethod
+    def get_rollout(self, rollout_id: str) -> tuple[str, str, float] | None:
+        """(spec, state, created_at)."""
+
+    @abc.abstractmethod
+    def list_rollouts(self) -> list[tuple[str, str, str, float]]:
+        """(rollout_id, spec, state, created_at), newest first."""
+
+    # reports flushed from agents' spools
+    @abc.abstractmethod
+    def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int,
+                    keep: int = 1000, routing: dict[int, RoutingReport] | None = None) -> int:
+        """Keep reports, ignoring sequences already held; add dropped_count to the node's total; keep at most
+        `keep` per node (oldest go). `routing` (by report sequence) is added to the node's routing totals for
+        the reports new to the store only, in the same transaction, so a retried flush counts nothing twice.
+        Returns the highest sequence held for the node."""
+
+    @abc.abstractmethod
+    def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
+        """The node's latest reports, oldest first."""
+
+    # routing totals from agents' heartbeats
+    @abc.abstractmethod
+    def add_routing(self, reports: dict[str, tuple[float, RoutingReport]]) -> None:
+        """Add each node's counts to its totals and keep its audit head when its sequence is not lower than the
+        one held, all at `at` (central's clock), in one transaction; unknown nodes are skipped."""
+
+    @abc.abstractmethod
+    def routing_totals(self, node_id: str = "") -> list[NodeRoutingRecord]:
+        """The nodes that reported routing (one node when node_id is given), by id."""
+
+    # audit log
+    @abc.abstractmethod
+    def append_audit(self, at: float, actor: str, action: str, target: str, outcome: str, detail: str,
+                     peer: str) -> AuditEntry:
+        """Append an entry chained to the previous one by hash."""
+
+    @abc.abstractmethod
+    def list_audit(self, after_sequence: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """Oldest first."""
+
+    @abc.abstractmethod
+    def iter_audit(self) -> Iterator[AuditEntry]:
+        """Every entry, oldest first."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
