@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from central import audit, liveness
 from central.routing import RoutingReport
 from central.services.nodes import NodeView
-from central.store import DesiredState, ModelRecord, NodeRoutingRecord, ReportRecord, TokenRecord
+from central.store import DesiredState, ModelRecord, NodeHealth, NodeRoutingRecord, ReportRecord, TokenRecord
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2
 
 _NODE_STATES = {
@@ -138,21 +138,14 @@ _ACTIVATION_NAMES = {common_pb2.ACTIVATION_STATE_DOWNLOADING: "DOWNLOADING",
                      common_pb2.ACTIVATION_STATE_ROLLED_BACK: "ROLLED_BACK"}
 
 
-def observation_of(node, online: bool, rollout_sha256: str):
-    """What the rollout controller needs from a node's latest status. Activation states about another
-    version than the rollout's are left out, so a stale FAILED cannot stop this rollout."""
-    from central.rollout import NodeObservation
-
-    status = common_pb2.NodeStatus.FromString(node.status or b"")
+def node_health(status: common_pb2.NodeStatus) -> NodeHealth:
+    """What the rollout controller reads of a status: decoded here, once per heartbeat."""
     act, inf = status.activation, status.inference
-    about_rollout = act.model.sha256 == rollout_sha256
-    state = _ACTIVATION_NAMES.get(act.state, "") if about_rollout else ""
-    return NodeObservation(
-        node_id=node.node_id, online=online, active_sha256=status.active_model.sha256, activation_state=state,
-        activation_reason=act.reason if about_rollout else "",
-        active_since=seconds_of(act.since) if state == "ACTIVE" else None,
-        error_rate=inf.errors / inf.requests if inf.requests else 0.0, p99_ms=inf.latency_p99_ms,
-        requests=inf.requests)
+    state = _ACTIVATION_NAMES.get(act.state, "")
+    return NodeHealth(active_sha256=status.active_model.sha256, activation_sha256=act.model.sha256,
+                      activation_state=state, activation_reason=act.reason,
+                      activation_since=seconds_of(act.since),
+                      requests=inf.requests, errors=inf.errors, latency_p99_ms=inf.latency_p99_ms)
 
 
 def rollout_message(view) -> admin_pb2.Rollout:

@@ -21,7 +21,7 @@ import logging
 
 from central import routing
 from central.routing import RoutingReport
-from central.store import FleetStore
+from central.store import FleetStore, NodeHealth
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,12 @@ class HeartbeatBuffer:
 
     def __init__(self, store: FleetStore):
         self._store = store
-        self._pending: dict[str, tuple[float, bytes]] = {}
+        self._pending: dict[str, tuple[float, bytes, NodeHealth | None]] = {}
         self._routing: dict[str, tuple[float, RoutingReport]] = {}
 
-    def record(self, node_id: str, at: float, status: bytes, routing_report: RoutingReport | None = None) -> None:
-        self._pending[node_id] = (at, status)
+    def record(self, node_id: str, at: float, status: bytes, routing_report: RoutingReport | None = None,
+               health: NodeHealth | None = None) -> None:
+        self._pending[node_id] = (at, status, health)
         if routing_report is not None:
             self._add_routing(node_id, at, routing_report)
 
@@ -49,7 +50,8 @@ class HeartbeatBuffer:
         if self._pending:
             batch, self._pending = self._pending, {}
             try:
-                self._store.record_heartbeats(batch)
+                self._store.record_heartbeats({n: (at, status) for n, (at, status, _) in batch.items()},
+                                              {n: health for n, (_, _, health) in batch.items() if health})
             except Exception:
                 # Keep the beats for the next flush, unless newer ones arrived meanwhile.
                 for node_id, beat in batch.items():

@@ -102,8 +102,10 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         expires_at = certificate_expiry(context)
         try:
             async for request in request_iterator:
+                # Decoded once: the bytes are kept for operators, the rest is what central decides on.
                 desired = fleet.heartbeat(self.central, caller, request.node_id, request.status.SerializeToString(),
-                                          expires_at, convert.routing_report(request.status))
+                                          expires_at, convert.routing_report(request.status),
+                                          convert.node_health(request.status))
                 yield fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired),
                                                   heartbeat_interval=self._interval)
         except ServiceError as exc:

@@ -12,7 +12,7 @@ import logging
 from central import audit, routing
 from central.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError, Unauthenticated
 from central.services.base import Caller, Central, record_audit, refuse
-from central.store import DesiredState, NodeRecord, ReportRecord
+from central.store import DesiredState, NodeHealth, NodeRecord, ReportRecord
 from edgefleet import pki
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,11 @@ def _active_node(central: Central, caller: Caller, claimed_node_id: str, action:
 
 
 def heartbeat(central: Central, caller: Caller, claimed_node_id: str, status: bytes, certificate_expires_at: float,
-              routing_report: routing.RoutingReport | None = None) -> DesiredState:
+              routing_report: routing.RoutingReport | None = None, health: NodeHealth | None = None) -> DesiredState:
     """One message of a node's heartbeat stream. The stream outlives the TLS handshake that checked the
     certificate, so its expiry, the node id and revocation are checked again on every message.
-    `routing_report` is what the status says of routing, added to the node's totals."""
+    `status` is kept for operators to read; `routing_report` (what the status says of routing) is added to the
+    node's totals, and `health` (what the rollout controller reads of it) kept beside it."""
     action = "fleet.heartbeat"
     node_id = node_identity(central, caller, claimed_node_id, action)
     now = central.clock()
@@ -63,7 +64,7 @@ def heartbeat(central: Central, caller: Caller, claimed_node_id: str, status: by
     desired = central.store.heartbeat_target(node_id)
     if desired is None:
         raise _refuse_unknown_or_revoked(central, caller, node_id, action)
-    central.beats.record(node_id, now, status, _usable(node_id, routing_report))
+    central.beats.record(node_id, now, status, _usable(node_id, routing_report), health)
     return desired
 
 

@@ -20,6 +20,7 @@ from central import audit, liveness, rollout
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.rollout import ModelRef, NodeObservation, RolloutSpec, RolloutState
 from central.services.base import Caller, Central, record_audit, require_admin
+from central.store import NodeHealth
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,6 @@ def _phase_change(change):
 
 
 def _observations(central: Central, spec: RolloutSpec) -> dict[str, NodeObservation]:
-    from central.convert import observation_of
-
     central.beats.flush()
     now = central.clock()
     observations = {}
@@ -183,7 +182,8 @@ def _observations(central: Central, spec: RolloutSpec) -> dict[str, NodeObservat
         node = central.store.get_node(node_id)
         if node is not None:
             online = liveness.node_state(node, central.settings.heartbeat_interval_s, now) == liveness.ONLINE
-            observations[node_id] = observation_of(node, online, spec.model.sha256)
+            observations[node_id] = observation_of(node.node_id, node.health or NodeHealth(), online,
+                                                    spec.model.sha256)
     return observations
 
 
@@ -212,3 +212,16 @@ def view(central: Central, rollout_id: str) -> RolloutView:
     waiting = [] if state.phase in rollout.TERMINAL else rollout.waiting_on(spec, state, observations,
                                                                             central.clock())
     return RolloutView(spec, state, created, nodes, waiting)
+
+
+def observation_of(node_id: str, health: NodeHealth, online: bool, rollout_sha256: str) -> NodeObservation:
+    """What the rollout controller needs from a node's latest health. Activation states about another
+    version than the rollout's are left out, so a stale FAILED cannot stop this rollout."""
+    about_rollout = health.activation_sha256 == rollout_sha256
+    state = health.activation_state if about_rollout else ""
+    return NodeObservation(
+        node_id=node_id, online=online, active_sha256=health.active_sha256, activation_state=state,
+        activation_reason=health.activation_reason if about_rollout else "",
+        active_since=health.activation_since if state == rollout.ACTIVE else None,
+        error_rate=health.errors / health.requests if health.requests else 0.0, p99_ms=health.latency_p99_ms,
+        requests=health.requests)

@@ -1,9 +1,10 @@
 """Central's store contract: the records it keeps and :class:`FleetStore`, what central needs from storage.
 
 Every method is one transaction. Status reports are opaque bytes (a
-serialized ``edgefleet.v1.NodeStatus``): the store keeps them, it does not
-read them; the routing counts they carry arrive beside them as
-:class:`central.routing.RoutingReport` values.
+serialized ``edgefleet.v1.NodeStatus``), kept for operators to read: the store
+does not read them. What central itself decides on arrives beside them, decoded
+once at the servicer: :class:`NodeHealth` for the rollout controller, and the
+routing counts as :class:`central.routing.RoutingReport` values.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ class TokenRecord:
 
 
 @dataclass(frozen=True)
+class NodeHealth:
+    """What the rollout controller reads of a node's latest status, decoded once from its heartbeat."""
+    active_sha256: str = ""  # the model serving now
+    activation_sha256: str = ""  # the model the activation below is about
+    activation_state: str = ""  # "" or one of central.rollout.ACTIVATION_STATES
+    activation_reason: str = ""
+    activation_since: float = 0.0  # when the activation reached its state (unix seconds)
+    requests: int = 0
+    errors: int = 0
+    latency_p99_ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class NodeRecord:
     node_id: str
     labels: dict[str, str]
@@ -49,6 +63,7 @@ class NodeRecord:
     dropped_reports: int = 0
     config_generation: int = 0
     desired_model: dict[str, str] = field(default_factory=dict)
+    health: NodeHealth | None = None  # None until the node's first heartbeat (since the store kept health)
 
 
 @dataclass(frozen=True)
@@ -158,8 +173,10 @@ class FleetStore(abc.ABC):
         Read on every heartbeat, so a revocation by any replica takes effect at the node's next beat."""
 
     @abc.abstractmethod
-    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]]) -> None:
-        """Keep each node's latest (time, status), in one transaction; revoked and unknown nodes are skipped."""
+    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]],
+                          health: dict[str, NodeHealth] | None = None) -> None:
+        """Keep each node's latest (time, status) and the health decoded from that status (None where `health`
+        has none), in one transaction; revoked and unknown nodes are skipped."""
 
     @abc.abstractmethod
     def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None: ...

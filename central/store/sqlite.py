@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 from central.audit import GENESIS_HASH, AuditEntry, entry_hash
@@ -21,6 +22,7 @@ from central.store.records import (
     FleetStore,
     FlowerKeyRecord,
     ModelRecord,
+    NodeHealth,
     NodeRecord,
     NodeRoutingRecord,
     ReportRecord,
@@ -77,10 +79,15 @@ _MIGRATIONS = [
         "CREATE TABLE routing_heads (node_id TEXT PRIMARY KEY REFERENCES nodes(node_id),"
         " audit_sequence INTEGER NOT NULL, audit_head_hash TEXT NOT NULL, updated_at REAL NOT NULL)",
     ]),
+    (6, [
+        # The rollout controller's view of the latest status (JSON of NodeHealth), so it never decodes the
+        # status bytes. NULL until the node's next heartbeat: until then the controller waits on the node.
+        "ALTER TABLE nodes ADD COLUMN health TEXT",
+    ]),
 ]
 
 _NODE_COLUMNS = ("node_id, labels, hostname, enrolled_at, token_id, certificate_serial, certificate_expires_at,"
-                 " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model")
+                 " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model, health")
 _TOKEN_COLUMNS = "token_id, secret_hash, labels, created_at, expires_at, uses_total, uses_left, revoked, created_by"
 _MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushed_by, manifest, signature"
 _RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at"
@@ -142,7 +149,7 @@ class SqliteFleetStore(FleetStore):
                 " WHERE token_id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?", (token_id, now)).rowcount
             if not spent:
                 return False
-            c.execute(f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute(f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       _node_row(node))
         return True
 
@@ -172,12 +179,16 @@ class SqliteFleetStore(FleetStore):
                            (node_id,))
         return DesiredState(rows[0][0], json.loads(rows[0][1])) if rows else None
 
-    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]]) -> None:
+    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]],
+                          health: dict[str, NodeHealth] | None = None) -> None:
         if not beats:
             return
+        health = health or {}
         with self._tx() as c:
-            c.executemany("UPDATE nodes SET last_seen_at = ?, status = ? WHERE node_id = ? AND revoked_at IS NULL",
-                          [(at, status, node_id) for node_id, (at, status) in beats.items()])
+            c.executemany("UPDATE nodes SET last_seen_at = ?, status = ?, health = ?"
+                          " WHERE node_id = ? AND revoked_at IS NULL",
+                          [(at, status, _health_json(health.get(node_id)), node_id)
+                           for node_id, (at, status) in beats.items()])
 
     def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None:
         with self._tx() as c:
@@ -437,10 +448,15 @@ def _node(r) -> NodeRecord:
     return NodeRecord(node_id=r[0], labels=json.loads(r[1]), hostname=r[2], enrolled_at=r[3], token_id=r[4],
                       certificate_serial=r[5], certificate_expires_at=r[6], last_seen_at=r[7], status=r[8],
                       revoked_at=r[9], dropped_reports=r[10], config_generation=r[11],
-                      desired_model=json.loads(r[12]))
+                      desired_model=json.loads(r[12]), health=NodeHealth(**json.loads(r[13])) if r[13] else None)
 
 
 def _node_row(n: NodeRecord) -> tuple:
     return (n.node_id, json.dumps(n.labels, sort_keys=True), n.hostname, n.enrolled_at, n.token_id,
             n.certificate_serial, n.certificate_expires_at, n.last_seen_at, n.status, n.revoked_at,
-            n.dropped_reports, n.config_generation, json.dumps(n.desired_model, sort_keys=True))
+            n.dropped_reports, n.config_generation, json.dumps(n.desired_model, sort_keys=True),
+            _health_json(n.health))
+
+
+def _health_json(health: NodeHealth | None) -> str | None:
+    return json.dumps(asdict(health), sort_keys=True) if health is not None else None

@@ -139,3 +139,26 @@ def test_routing_reports_merge_counts_and_keep_the_higher_head():
     assert routing.problem(a) == ""
     assert "pairs" in routing.problem(routing.RoutingReport({(str(i), "local"): 1 for i in range(2000)}))
     assert "head" in routing.problem(routing.RoutingReport({}, 2**63, "h"))
+
+
+def test_a_heartbeat_is_decoded_once_into_the_health_the_rollout_controller_reads(setup):
+    from central import convert
+    from central.services import rollouts
+    from edgefleet.v1 import common_pb2
+
+    central, clock, admin, node, node_id = setup
+    status = common_pb2.NodeStatus(
+        active_model=common_pb2.ModelRef(sha256="a" * 64),
+        activation=common_pb2.Activation(model=common_pb2.ModelRef(sha256="b" * 64),
+                                         state=common_pb2.ACTIVATION_STATE_FAILED, reason="bad bytes"),
+        inference=common_pb2.InferenceStats(requests=10, errors=2, latency_p99_ms=30.0))
+    fleet.heartbeat(central, node, node_id, status.SerializeToString(), clock.now + 100, None,
+                    convert.node_health(status))
+    central.beats.flush()
+    health = central.store.get_node(node_id).health
+    about_b = rollouts.observation_of(node_id, health, True, "b" * 64)
+    assert (about_b.active_sha256, about_b.activation_state, about_b.activation_reason) == ("a" * 64, "FAILED",
+                                                                                          "bad bytes")
+    assert (about_b.error_rate, about_b.p99_ms, about_b.requests) == (0.2, 30.0, 10)
+    about_c = rollouts.observation_of(node_id, health, True, "c" * 64)
+    assert (about_c.activation_state, about_c.activation_reason) == ("", ""), "a stale FAILED cannot stop rollout c"

@@ -7,7 +7,7 @@ import pytest
 
 from central.audit import GENESIS_HASH, verify_chain
 from central.routing import RoutingReport
-from central.store import NodeRecord, ReportRecord, SqliteFleetStore, StoreError, TokenRecord
+from central.store import NodeHealth, NodeRecord, ReportRecord, SqliteFleetStore, StoreError, TokenRecord
 
 
 def _token(token_id="abc123", uses=1, expires_at=1000.0, revoked=False):
@@ -69,6 +69,20 @@ class FleetStoreContract:
         assert store.heartbeat_target("node-1") is None
         store.record_heartbeats({"node-1": (40.0, b"later")})
         assert store.get_node("node-1").status == b"one", "nothing written for a revoked node"
+
+    def test_heartbeats_keep_the_health_decoded_from_the_status_beside_it(self, store):
+        store.add_token(_token(uses=2))
+        store.enroll("abc123", _node("node-1"), 1.0)
+        store.enroll("abc123", _node("node-2"), 1.0)
+        health = NodeHealth(active_sha256="a" * 64, activation_sha256="b" * 64, activation_state="WARMING",
+                            activation_reason="warming up", activation_since=19.5, requests=10, errors=1,
+                            latency_p99_ms=42.0)
+        store.record_heartbeats({"node-1": (20.0, b"one"), "node-2": (21.0, b"two")}, {"node-1": health})
+        assert store.get_node("node-1").health == health
+        assert store.get_node("node-2").health is None, "a status without health leaves none"
+        assert store.list_nodes()[0].health == health
+        store.record_heartbeats({"node-1": (22.0, b"later")})
+        assert store.get_node("node-1").health is None, "health always describes the latest status"
 
     def test_revoke_is_idempotent_and_keeps_the_first_time(self, store):
         store.add_token(_token())
@@ -201,9 +215,30 @@ def test_a_store_from_before_routing_totals_is_migrated_in_place(tmp_path):
     store = SqliteFleetStore(path)
     try:
         versions = [r[0] for r in store._conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == [1, 2, 3, 4, 5]
+        assert versions == [1, 2, 3, 4, 5, 6]
         store.add_routing({"node-1": (5.0, RoutingReport({("public", "local"): 1}, 1, "h1"))})
         assert store.routing_totals()[0].hostname == "old-box"
+    finally:
+        store.close()
+
+
+def test_a_store_from_before_node_health_is_migrated_and_waits_for_the_next_beat(tmp_path):
+    from central.store.sqlite import _MIGRATIONS
+    from edgefleet.sqlitedb import apply_migrations
+
+    path = tmp_path / "central.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    apply_migrations(conn, [m for m in _MIGRATIONS if m[0] <= 5])
+    conn.execute("INSERT INTO nodes (node_id, labels, hostname, enrolled_at, token_id, certificate_serial,"
+                 " certificate_expires_at, last_seen_at, status) VALUES ('node-1', '{}', 'old-box', 1.0, 't', 'ff',"
+                 " 2.0, 3.0, x'0a01')")
+    conn.close()
+    store = SqliteFleetStore(path)
+    try:
+        node = store.get_node("node-1")
+        assert (node.status, node.health) == (b"\n\x01", None), "the status is kept; health comes with the next beat"
+        store.record_heartbeats({"node-1": (4.0, b"new")}, {"node-1": NodeHealth(active_sha256="c" * 64)})
+        assert store.get_node("node-1").health.active_sha256 == "c" * 64
     finally:
         store.close()
 
