@@ -47,10 +47,11 @@ def _section(text: str, heading: str) -> str:
     assert match, f"no heading with {heading}"
     level = len(match.group(1))
     end = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
-    return text[match.end():end.start() if end else len(text)]
+    return text[match.end() : end.start() if end else len(text)]
 
 
 # -- the command lines ------------------------------------------------------------------------------------------------
+
 
 class _Parsed(BaseException):
     """Raised in place of parsing; a BaseException, so no ``except Exception`` in a CLI swallows it."""
@@ -83,8 +84,12 @@ def _commands(parser: argparse.ArgumentParser, name: str, help_text: str | None 
 
 
 def _long_flags(parser: argparse.ArgumentParser) -> list[str]:
-    return [flag for action in parser._actions for flag in action.option_strings
-            if flag.startswith("--") and flag != "--help"]
+    return [
+        flag
+        for action in parser._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help"
+    ]
 
 
 @pytest.mark.parametrize("program", ["edge-agent", "edgefleet"])
@@ -103,6 +108,7 @@ def test_every_command_has_a_docs_section_with_its_help_and_flags(program, monke
 
 
 # -- the agent's configuration ----------------------------------------------------------------------------------------
+
 
 def _tables(cls: type) -> dict[str, type]:
     """Field name -> dataclass, for the fields that are a table or an array of tables."""
@@ -130,8 +136,9 @@ def test_every_config_key_is_in_the_example_and_in_configuration_md():
         documented = _section(CONFIGURATION, f"`{header}`")
         for field in dataclasses.fields(cls):
             # A key, or a table of its own ([policy.detectors], [[policy.classes]]) whose keys are checked too.
-            assert re.search(rf"^#?\s*({field.name} = |\[\[?{section}\.{field.name}\]\]?)", EXAMPLE, re.M), \
+            assert re.search(rf"^#?\s*({field.name} = |\[\[?{section}\.{field.name}\]\]?)", EXAMPLE, re.M), (
                 f"{section}.{field.name}"
+            )
             assert f"`{field.name}`" in documented, f"{section}.{field.name}"
             for sub in dataclasses.fields(_tables(cls)[field.name]) if field.name in _tables(cls) else ():
                 assert re.search(rf"^#?\s*{sub.name} = ", EXAMPLE, re.M), f"{section}.{field.name}.{sub.name}"
@@ -139,6 +146,7 @@ def test_every_config_key_is_in_the_example_and_in_configuration_md():
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------------
+
 
 def test_every_metric_is_in_the_docs():
     sources = "".join(p.read_text() for p in (ROOT / "edge_agent").rglob("*.py"))
@@ -151,6 +159,7 @@ def test_every_metric_is_in_the_docs():
 
 
 # -- the README and links ---------------------------------------------------------------------------------------------
+
 
 def test_the_readme_is_a_five_minute_page_with_the_two_commands():
     assert len(README.splitlines()) < 200
