@@ -31,9 +31,9 @@ $(STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/python -m pip install -e '.[cpu,dev]'
 	touch $(STAMP)
 
-# A local fleet: central on loopback and one agent enrolled to it (see central/local_fleet.py).
+# A local fleet: central on loopback and one agent enrolled to it (see local_fleet/launcher.py).
 run: $(STAMP)
-	$(BIN)/python -m central.local_fleet $(ARGS)
+	$(BIN)/python -m local_fleet $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

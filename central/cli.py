@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from central import credential as credential_file
 from central.labels import LabelError, format_labels, parse_labels
-from edgefleet import __version__
+from edgefleet import __version__, logs
 from edgefleet.durations import format_duration, parse_duration
 
 
@@ -197,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.group == "central" and args.command == "serve":
+        logs.configure(args.log_level)  # before anything imports gRPC, which reads its settings at import
     from central.client import AdminCallError
     from central.datadir import DataDirError
 
@@ -226,7 +227,6 @@ def _central(args) -> int:
         print("admin credential (holds a private key; keep it 0600):")
         print(f"  export EDGEFLEET_CREDENTIAL={paths.admin_credential}")
         return 0
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from central.services.base import CentralSettings
     from central.server import ListenError, serve
 

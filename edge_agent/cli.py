@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from edge_agent import __version__
 from edge_agent.config import ConfigError, load_config, with_overrides
 from edge_agent.errors import AgentError
+from edgefleet import logs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"listen": args.listen, "model": args.model, "data_dir": args.data_dir}
     config = with_overrides(load_config(args.config), **overrides)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level)
     from edge_agent.daemon import serve  # heavy imports only when serving
 
     serve(config, args.config, overrides)  # SIGHUP re-reads args.config with the same flags

@@ -63,6 +63,7 @@ from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_f
 from flwr.supercore.run import RunNotRunningException
 from flwr.supernode.fleet_http_connection import http_request_response
 
+from edgefleet import logs
 from federated import fab as fab_spec
 from federated.errors import FederatedError
 
@@ -228,12 +229,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s fast-supernode[%(process)d]: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    logs.configure(logging.INFO, fmt="%(asctime)s %(levelname)s fast-supernode[%(process)d]: %(message)s")
     from flwr.supercore.logger import console_handler
-    logging.getLogger("flwr").removeHandler(console_handler)  # Flower's lines: once, in this format,
-    logging.getLogger("flwr").setLevel(logging.INFO)  # without secaggplus_mod's DEBUG lines
+    logging.getLogger("flwr").removeHandler(console_handler)  # Flower's lines: once, in this format
     keys = load_key(args.auth_supernode_private_key)
     node_config = parse_config_args([args.node_config] if args.node_config else None)
     ca_path = str(Path(args.root_certificates).expanduser())

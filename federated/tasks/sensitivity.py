@@ -17,7 +17,8 @@ import numpy as np
 
 from edgefleet.featurize import DIMENSIONS, FEATURIZER, featurize_all
 from federated import local_data
-from federated.tasks import Arrays, LocalUpdate, TaskError
+from federated.errors import TaskError
+from federated.tasks.base import Arrays, LocalUpdate
 
 ONNX_TOLERANCE = 1e-5
 # Texts the exported model is checked on against numpy (any text works: this compares two runtimes).

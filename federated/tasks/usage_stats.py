@@ -13,7 +13,8 @@ from typing import Mapping
 import numpy as np
 
 from federated import local_data
-from federated.tasks import Arrays, LocalUpdate, TaskError
+from federated.errors import TaskError
+from federated.tasks.base import Arrays, LocalUpdate
 
 DEFAULT_SCALE = 100_000.0
 LENGTH = 24 + len(local_data.LATENCY_BUCKETS_MS) + 1 + 2

@@ -1,10 +1,10 @@
 """`make run`: a local fleet on this machine — a coordinator on loopback and one agent enrolled to it.
 
-    python -m central.local_fleet [--dir .fleet] [--listen 127.0.0.1:8080] [--model NAME|PATH]
+    python -m local_fleet [--dir .fleet] [--listen 127.0.0.1:8080] [--model NAME|PATH]
 
 Central's data dir is DIR/central (initialized on first run), the agent's DIR/agent (enrolled on first
 run with a one-time token, as an operator would). Both run as child processes until Ctrl-C, and are
-stopped by pid. In another terminal:
+stopped together by pid. It lives apart from both programs because it imports both. In another terminal:
 
     export EDGEFLEET_CREDENTIAL=DIR/central/admin.credential
     edgefleet nodes list
@@ -13,6 +13,7 @@ stopped by pid. In another terminal:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -27,10 +28,12 @@ from central.convert import duration
 from central.datadir import CentralPaths, initialize
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
-from edgefleet import pki
+from edgefleet import logs, pki
 from edgefleet.v1 import admin_pb2
 
 START_TIMEOUT_S = 30
+# Each program drains and stops its own children on SIGTERM well within this; past it, SIGKILL.
+STOP_TIMEOUT_S = 30
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:8080", help="the agent's OpenAI-compatible API")
     parser.add_argument("--model", default=None, help="model for the agent (default: SmolLM2-135M-Instruct)")
     args = parser.parse_args(argv)
+    # Before any gRPC call or child process: both read the environment this sets.
+    logs.configure(logging.INFO)
 
     root = Path(args.dir).resolve()
     paths = CentralPaths(root / "central")
@@ -66,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
               f"in another terminal:\n  export EDGEFLEET_CREDENTIAL={paths.admin_credential}\n"
               f"  edgefleet nodes list\nCtrl-C stops both.\n", flush=True)
         return _supervise(children)
+    except KeyboardInterrupt:  # Ctrl-C while starting: stop what has started, without a traceback
+        return 0
     finally:
-        for child in reversed(children):
-            _stop(child)
+        _stop_all(children)
+        print("local fleet: stopped", flush=True)
 
 
 def _ensure_enrolled(paths: CentralPaths, agent_dir: Path) -> None:
@@ -111,15 +118,21 @@ def _wait_for_file(path: Path, child: subprocess.Popen, name: str) -> None:
         time.sleep(0.1)
 
 
-def _stop(child: subprocess.Popen) -> None:
-    if child.poll() is None:
-        os.kill(child.pid, signal.SIGTERM)
+def _stop_all(children: list[subprocess.Popen]) -> None:
+    """SIGTERM to every child at once, then wait for all of them on one deadline (SIGKILL past it).
+
+    Stopping them one after the other added their drain times up; each stops on its own, and the agent
+    rides out central going away (it spools what it cannot report).
+    """
+    for child in children:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
         try:
-            child.wait(30)
+            child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"local fleet: {child.args[2]} did not stop within {STOP_TIMEOUT_S} s; killing it",
+                  file=sys.stderr, flush=True)
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from local_fleet.launcher import main
+
+sys.exit(main())
