@@ -18,6 +18,8 @@ from central.store import FleetStore
 from edgefleet import pki
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from central.federation import Federation
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class Central:
     signing_public_key_pem: str
     clock: Callable[[], float] = time.time
     blobs: BlobStore | None = None
-    signing_key: object = None
+    signing_key: Ed25519PrivateKey | None = None  # signs the registry's manifests
     # Set by `central serve` when it runs a SuperLink (central.federation).
     federation: Federation | None = None
     beats: HeartbeatBuffer = field(init=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from central import audit
-from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from central.services.base import Caller, Central, record_audit, refuse, require_admin
 from central.services.nodes import NodeView, view
 from central.store import ModelRecord
@@ -30,7 +30,7 @@ def check_push(central: Central, caller: Caller, name: str, version: str, fmt: s
     validate_params(params)
 
 
-def refuse_push(central: Central, caller: Caller, name: str, version: str, detail: str) -> InvalidArgument:
+def refuse_push(central: Central, caller: Caller, name: str, version: str, detail: str) -> ServiceError:
     return refuse(central, InvalidArgument, caller, "model.push", f"{name}@{version}", detail + "; nothing stored")
 
 

@@ -36,7 +36,7 @@ class RolloutView:
     spec: RolloutSpec
     state: RolloutState
     created_at: float
-    nodes: list[tuple[str, ModelRef | None, NodeObservation]]  # (node, desired now, observation)
+    nodes: list[tuple[str, ModelRef | None, NodeObservation | None]]  # (node, desired now, observation)
     waiting_on: list[str]
 
 

@@ -7,8 +7,19 @@ contract and runs the same test suite (tests/unit/test_store.py). Handlers
 and servicers never see SQL.
 """
 
-from central.store.records import (DesiredState, FederatedRunRecord, FleetStore, FlowerKeyRecord, ModelRecord,
-                                   NodeHealth, NodeRecord, NodeRoutingRecord, ReportRecord, StoreError, TokenRecord)
+from central.store.records import (
+    DesiredState,
+    FederatedRunRecord,
+    FleetStore,
+    FlowerKeyRecord,
+    ModelRecord,
+    NodeHealth,
+    NodeRecord,
+    NodeRoutingRecord,
+    ReportRecord,
+    StoreError,
+    TokenRecord,
+)
 from central.store.sqlite import SqliteFleetStore
 
 __all__ = ["DesiredState", "FederatedRunRecord", "FleetStore", "FlowerKeyRecord", "ModelRecord", "NodeHealth",
