@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=".fleet", help="where central's and the agent's data dirs live (.fleet)")
     parser.add_argument("--central-listen", default="127.0.0.1:7443", help="FleetService/AdminService (mTLS)")
     parser.add_argument("--enroll-listen", default="127.0.0.1:7444", help="EnrollmentService (TLS)")
+    parser.add_argument("--superlink-listen", default="127.0.0.1:7445", help="central's Flower SuperLink")
     parser.add_argument("--listen", default="127.0.0.1:8080", help="the agent's OpenAI-compatible API")
     parser.add_argument("--model", default=None, help="model for the agent (default: SmolLM2-135M-Instruct)")
     args = parser.parse_args(argv)
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             f.unlink(missing_ok=True)
         children.append(subprocess.Popen([sys.executable, "-m", "central.cli", "central", "serve",
                                           "--data-dir", str(paths.root), "--listen", args.central_listen,
-                                          "--enroll-listen", args.enroll_listen]))
+                                          "--enroll-listen", args.enroll_listen,
+                                          "--superlink-listen", args.superlink_listen]))
         _wait_for_file(paths.fleet_address_file, children[0], "central")
         _ensure_enrolled(paths, agent_dir)
         agent_cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(agent_dir),
