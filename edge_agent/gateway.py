@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Awaitable, Callable, Sequence
 
 from edge_agent.access import Caller, exceeds
 from edge_agent.api.schema import RequestError, model_not_found
+from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest
 from edge_agent.config import DataClassRule
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
@@ -101,10 +102,10 @@ class Gateway:
                 None, code="data_class_not_allowed", status=403)
         return classification
 
-    async def generate(self, endpoint: str, body: dict[str, Any], params: dict[str, Any], caller: Caller,
-                       cache_control: str, started: float, info: RouteInfo,
-                       client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
-        texts = request_texts(endpoint, params, self._detokenize)
+    async def generate(self, request: InferenceRequest, caller: Caller, cache_control: str, started: float,
+                       info: RouteInfo, client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
+        endpoint = request.endpoint
+        texts = request_texts(request, self._detokenize)
         classifier = self.classifier  # one policy for the whole request, even across a reload
         try:
             classification = await self.classify(texts, caller, info, classifier)
@@ -112,17 +113,17 @@ class Gateway:
             self._record(endpoint, caller, info, (), REFUSED, exc.code, exc.status, texts)
             raise
         detectors = classification.detectors
-        token_prompt = endpoint == "completions" and isinstance(params["prompt"], list)
+        token_prompt = request.token_prompt
         local_problem = None
         listed = None  # the model name an upstream lists, when the box does not serve the one asked for
-        if params["model"] != self.service.model_id:
-            if params["model"] not in self.upstream_models:  # the box's model changed since the body was parsed
-                raise model_not_found(params["model"], (self.service.model_id,), self.upstream_model_ids)
+        if request.model != self.service.model_id:
+            if request.model not in self.upstream_models:  # the box's model changed since the body was parsed
+                raise model_not_found(request.model, (self.service.model_id,), self.upstream_model_ids)
             if token_prompt:
-                refusal = token_prompt_refused(params["model"])
+                refusal = token_prompt_refused(request.model)
                 self._record(endpoint, caller, info, detectors, REFUSED, TOKEN_PROMPT, refusal.status, texts)
                 raise refusal
-            local_problem, listed = UNKNOWN_MODEL, params["model"]
+            local_problem, listed = UNKNOWN_MODEL, request.model
         elif not self.service.ready:
             local_problem = NOT_READY
         rule = classifier.policy.rule(classification.data_class)
@@ -131,7 +132,7 @@ class Gateway:
         overloaded: OverloadedError | None = None
         if decision.route == LOCAL:
             try:
-                answer = await self.service.generate(endpoint, params, cache_control, started, client_gone,
+                answer = await self.service.generate(request, cache_control, started, client_gone,
                                                      tenant=caller.tenant)
             except OverloadedError as exc:
                 overloaded = exc
@@ -148,7 +149,7 @@ class Gateway:
                 self.metrics.overloaded.inc()
             raise RoutingRefused(decision.message, None, code=local_problem, status=decision.status)
         try:
-            outgoing = upstream_request(endpoint, body, params, classifier.redact if rule.redact else None)
+            outgoing = upstream_request(request, classifier.redact if rule.redact else None)
         except RequestError:
             raise
         except Exception as exc:  # noqa: BLE001 - text that could not be redacted does not leave, whatever broke
@@ -159,7 +160,7 @@ class Gateway:
                                  "upstream, so it was not sent; retry later", None, code="redaction_failed",
                                  status=503) from None
         try:
-            reply = await self.pool.forward(decision.upstreams, _PATHS[endpoint], outgoing, params["stream"],
+            reply = await self.pool.forward(decision.upstreams, _PATHS[endpoint], outgoing, request.params.stream,
                                             started + self.service.request_timeout_s)
         except UpstreamError as exc:
             self._record(endpoint, caller, info, detectors, REFUSED, "upstream_failed", 503, texts)
@@ -167,12 +168,11 @@ class Gateway:
                                  code="upstream_failed", status=503) from None
         route = f"upstream:{reply.upstream}"
         self._record(endpoint, caller, info, detectors, route, decision.reason, reply.status, texts)
-        return Answer("bypass", body=reply.body, stream=reply.stream, on_close=reply.aclose, status=reply.status,
-                      media_type=reply.content_type or "application/json")
+        return Answer("bypass", upstream=reply)
 
-    async def check_embeddings(self, params: dict[str, Any], caller: Caller, info: RouteInfo) -> None:
+    async def check_embeddings(self, request: EmbeddingRequest, caller: Caller, info: RouteInfo) -> None:
         """Embeddings are always computed here; they are classified for the key check and the audit."""
-        texts = [t if isinstance(t, str) else self._detokenize(t, "input") for t in params["input"]]
+        texts = [t if isinstance(t, str) else self._detokenize(t, "input") for t in request.inputs]
         try:
             classification = await self.classify(texts, caller, info)
         except RoutingRefused as exc:
@@ -187,7 +187,7 @@ class Gateway:
             return []
         return self.pool.candidates(rule.jurisdictions, listed_model=listed)
 
-    def _detokenize(self, tokens: list[int], param: str = "prompt") -> str:
+    def _detokenize(self, tokens: Sequence[int], param: str = "prompt") -> str:
         """The text token ids stand for, to classify; ids this model does not have are a 400, never "" (an
         empty text would classify as the least sensitive class)."""
         backend = self.service.backend
@@ -204,17 +204,17 @@ class Gateway:
                                             route, reason, status, self.audit.prompt_hash("\n".join(texts))))
 
 
-def request_texts(endpoint: str, params: dict[str, Any], detokenize: Callable[[list[int]], str]) -> list[str]:
+def request_texts(request: InferenceRequest, detokenize: Callable[[Sequence[int]], str]) -> list[str]:
     """Every model-visible string of a request, which its data class is judged on: each message's content (or the
     prompt, token ids detokenized), then each message's name, then the stop strings. Whatever of the request may
     leave the box is among these (see :func:`upstream_request`)."""
-    if endpoint == "chat":
-        messages = params["messages"]
-        texts = [m["content"] for m in messages] + [m["name"] for m in messages if "name" in m]
+    if isinstance(request, ChatRequest):
+        messages = request.messages
+        texts = [m.content for m in messages] + [m.name for m in messages if m.name is not None]
     else:
-        prompt = params["prompt"]
-        texts = [detokenize(prompt) if isinstance(prompt, list) else prompt]
-    return texts + list(params.get("stop") or ())
+        prompt = request.prompt
+        texts = [prompt if isinstance(prompt, str) else detokenize(prompt)]
+    return texts + list(request.params.stop)
 
 
 # Parameters forwarded when the client set them, with their validated values: numbers and flags only, nothing a
@@ -222,31 +222,32 @@ def request_texts(endpoint: str, params: dict[str, Any], detokenize: Callable[[l
 _FORWARDED = ("temperature", "top_p", "seed", "top_k", "min_p", "ignore_eos")
 
 
-def upstream_request(endpoint: str, body: dict[str, Any], params: dict[str, Any],
-                     redact: Callable[[str], str] | None) -> dict[str, Any]:
+def upstream_request(request: InferenceRequest, redact: Callable[[str], str] | None) -> dict[str, Any]:
     """The body sent upstream, built from an allow-list, never copied from the client's: the model, the messages
     (role, content with text parts joined, name) or the text prompt, the stop strings, stream options, and the
-    sampling parameters the client set (``body`` says which). For a class that redacts, every string among them
-    goes through ``redact``; they are all among :func:`request_texts`, so all were classified. ``user``,
+    sampling parameters the client set (``GenerationParams.set_by_client``). For a class that redacts, every string
+    among them goes through ``redact``; they are all among :func:`request_texts`, so all were classified. ``user``,
     ``metadata``, ``store`` and anything else the client sent stay here. A token-id prompt never leaves:
     :class:`RoutingRefused` (the gateway never asks for one)."""
     keep = (lambda text: text) if redact is None else redact
-    out: dict[str, Any] = {"model": params["model"]}
-    if endpoint == "chat":
-        out["messages"] = [{"role": m["role"], "content": keep(m["content"]),
-                            **({"name": keep(m["name"])} if "name" in m else {})} for m in params["messages"]]
-    elif isinstance(params["prompt"], str):
-        out["prompt"] = keep(params["prompt"])
+    params = request.params
+    out: dict[str, Any] = {"model": request.model}
+    if isinstance(request, ChatRequest):
+        out["messages"] = [{"role": m.role, "content": keep(m.content),
+                            **({"name": keep(m.name)} if m.name is not None else {})} for m in request.messages]
+    elif isinstance(request.prompt, str):
+        out["prompt"] = keep(request.prompt)
     else:
-        raise token_prompt_refused(params["model"])
-    if body.get("max_tokens") is not None:
-        out["max_tokens"] = params["max_tokens"]
-    elif endpoint == "chat" and body.get("max_completion_tokens") is not None:
-        out["max_completion_tokens"] = params["max_tokens"]
-    out.update({key: params[key] for key in _FORWARDED if body.get(key) is not None})
-    if params["stop"]:
-        out["stop"] = [keep(s) for s in params["stop"]]
-    out["stream"] = params["stream"]
-    if params["stream"] and params.get("include_usage"):
+        raise token_prompt_refused(request.model)
+    if "max_tokens" in params.set_by_client:
+        out["max_tokens"] = params.max_tokens
+    elif isinstance(request, ChatRequest) and "max_completion_tokens" in params.set_by_client:
+        out["max_completion_tokens"] = params.max_tokens
+    sampling = asdict(params.sampling)
+    out.update({key: sampling[key] for key in _FORWARDED if key in params.set_by_client})
+    if params.stop:
+        out["stop"] = [keep(s) for s in params.stop]
+    out["stream"] = params.stream
+    if params.stream and params.include_usage:
         out["stream_options"] = {"include_usage": True}
     return out

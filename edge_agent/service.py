@@ -1,11 +1,13 @@
 """What one inference request goes through, apart from HTTP.
 
-    validated params -> cache decision -> cache lookup / single flight
-                     -> prompt tokens -> scheduler -> events -> answer (+ cache store)
+    typed request -> cache decision -> cache lookup / single flight
+                  -> prompt tokens -> scheduler -> events -> answer (+ cache store)
 
-The HTTP layer (``edge_agent.api.app``) parses bodies and turns an
-:class:`Answer` into a response; everything that decides lives here or in
-the pure modules this calls.
+The HTTP layer (``edge_agent.api``) parses bodies into the typed requests of
+:mod:`edge_agent.client_request` and turns an :class:`Answer` into a response:
+statuses, headers and SSE framing are its business. Here errors are raised, and
+a streamed answer is a sequence of OpenAI chunk objects that ends by returning
+or by raising; everything that decides lives here or in the pure modules this calls.
 """
 
 from __future__ import annotations
@@ -17,21 +19,25 @@ import struct
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
 
-from edge_agent.api.responses import DONE, Completion, dumps, error_body, replay_as_stream, sse
+from edge_agent.api.responses import Completion, dumps, replay_chunks
 from edge_agent.api.schema import RequestError
 from edge_agent.cache import ResponseCache
 from edge_agent.cache_policy import cache_decision, cache_key
+from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest
 from edge_agent.engines import EmbeddingEngine, EngineInputError
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
 from edge_agent.errors import AgentError
 from edge_agent.generation import DoneEvent, ErrorEvent, GenerationRequest, SamplingParams, TokenEvent
 from edge_agent.metrics import AgentMetrics
 from edge_agent.scheduler import DeadlineExceededError, Scheduler, Ticket
+
+if TYPE_CHECKING:
+    from edge_agent.upstream import UpstreamReply
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +46,23 @@ class ClientGoneError(AgentError):
     """The client disconnected; nobody is left to answer."""
 
 
+# An OpenAI response object (a whole body, or one chunk of a stream).
+OpenAIObject = dict[str, Any]
+
+
 @dataclass
 class Answer:
-    x_cache: str  # "hit" | "miss" | "bypass"
+    """What the box, or an upstream, answered. Exactly one of ``body``, ``chunks`` and ``upstream`` is set."""
+    cache: str  # "hit" | "miss" | "bypass": what the response cache did
+    # A whole OpenAI body, as stored in the response cache.
     body: bytes | None = None
-    stream: AsyncIterator[bytes] | Iterable[bytes] | None = None
+    # A streamed answer: OpenAI chunk objects; an exception raised from it ends the stream with that error.
+    chunks: AsyncIterator[OpenAIObject] | Iterable[OpenAIObject] | None = None
     # Called once the response is over, however it ended, even when the
     # stream was never started (a client gone before the first byte); awaited when it returns an awaitable.
     on_close: Callable[[], Any] | None = None
-    # An upstream's answer keeps its status and type.
-    status: int = 200
-    media_type: str = "application/json"
+    # An upstream's reply, relayed as it came: its status, type, body or event stream.
+    upstream: UpstreamReply | None = None
 
 
 @dataclass(frozen=True)
@@ -119,14 +131,16 @@ class InferenceService:
 
     # -- generation --------------------------------------------------------
 
-    async def generate(self, endpoint: str, params: dict[str, Any], cache_control: str, started: float,
+    async def generate(self, request: InferenceRequest, cache_control: str, started: float,
                        client_gone: Callable[[], Awaitable[None]] | None = None, tenant: str = "") -> Answer:
         """``client_gone`` returns when the client disconnects; a non-streamed
         generation then stops (a streamed one stops when its stream is closed).
         Raises OverloadedError, before touching the cache's single flight, when the queue is full."""
         model = self.current
-        decision = cache_decision(params, cache_control, enabled=self.cache is not None)
-        key = cache_key(model.sha256, endpoint, params, tenant) if decision.lookup or decision.store else ""
+        endpoint, params = request.endpoint, request.params
+        canonical = request.canonical()
+        decision = cache_decision(canonical, cache_control, enabled=self.cache is not None)
+        key = cache_key(model.sha256, endpoint, canonical, tenant) if decision.lookup or decision.store else ""
         if decision.lookup:
             cached = self.cache.get(key)
             if cached is None and key in self._inflight:
@@ -140,33 +154,32 @@ class InferenceService:
             if cached is not None:
                 self.metrics.cache_hits.inc()
                 self.metrics.observe_cache(True)
-                return self._from_cache(endpoint, cached, params)
+                return self._from_cache(endpoint, cached, request)
             self.metrics.cache_misses.inc()
             self.metrics.observe_cache(False)
-        prompt_tokens = self._prompt_tokens(model.backend, endpoint, params)
-        request = GenerationRequest(
+        prompt_tokens = self._prompt_tokens(model.backend, request)
+        generation = GenerationRequest(
             prompt_tokens=tuple(prompt_tokens),
-            max_tokens=params["max_tokens"],
-            sampling=SamplingParams(params["temperature"], params["top_p"], params["top_k"], params["min_p"], params["seed"],
-                                    params["ignore_eos"]),
-            stop=tuple(params["stop"]),
+            max_tokens=params.max_tokens,
+            sampling=params.sampling,
+            stop=params.stop,
             deadline=started + self.request_timeout_s,
         )
-        ticket, events = self._submit(model.scheduler, request)
+        ticket, events = self._submit(model.scheduler, generation)
         flight: asyncio.Future[bytes | None] | None = None
         if decision.lookup and key not in self._inflight:
             flight = self._inflight[key] = asyncio.get_running_loop().create_future()
         store_key = key if decision.store else ""
         sha256 = model.sha256
         completion = Completion.new(endpoint, model.model_id)
-        x_cache = "miss" if decision.lookup else "bypass"
-        if params["stream"]:
+        outcome = "miss" if decision.lookup else "bypass"
+        if params.stream:
             def on_close() -> None:
                 ticket.cancel()  # a no-op once generation has finished
                 self._resolve(key, flight, None)  # a no-op once the answer is in
 
-            return Answer(x_cache, stream=self._stream(completion, ticket, events, params, store_key, flight, key, started,
-                                                       sha256),
+            return Answer(outcome, chunks=self._stream(completion, ticket, events, params.include_usage, store_key,
+                                                       flight, key, started, sha256),
                           on_close=on_close)
         watcher = asyncio.ensure_future(self._report_gone(client_gone, events)) if client_gone else None
         try:
@@ -179,32 +192,32 @@ class InferenceService:
                 watcher.cancel()
         body = dumps(completion.body(text, done.finish_reason, done.prompt_tokens, done.completion_tokens))
         self._store_and_resolve(body, store_key, flight, key, sha256)
-        return Answer(x_cache, body=body)
+        return Answer(outcome, body=body)
 
     @staticmethod
-    def _prompt_tokens(backend: LlamaBackend, endpoint: str, params: dict[str, Any]) -> list[int]:
-        if endpoint == "chat":
+    def _prompt_tokens(backend: LlamaBackend, request: InferenceRequest) -> list[int]:
+        if isinstance(request, ChatRequest):
             try:
-                tokens = backend.chat_prompt_tokens(params["messages"])
+                tokens = backend.chat_prompt_tokens(request.message_dicts())
             except NoChatTemplateError as exc:
                 raise RequestError(str(exc), "messages", code="no_chat_template") from None
             except jinja2.TemplateError as exc:
                 # Templates reject what their model was not trained on
                 # (e.g. roles that do not alternate) with raise_exception().
                 raise RequestError(f"the model's chat template rejected the messages: {exc}", "messages") from None
-        elif isinstance(params["prompt"], list):
-            tokens = params["prompt"]
+        elif isinstance(request.prompt, str):
+            tokens = backend.tokenize(request.prompt, add_special=True)
+        else:
+            tokens = list(request.prompt)
             if not backend.in_vocab(tokens):
                 raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})", "prompt")
-        else:
-            tokens = backend.tokenize(params["prompt"], add_special=True)
         if not tokens:
             raise RequestError("the prompt is empty", "prompt")
         if len(tokens) >= backend.n_ctx:
             raise RequestError(
                 f"the prompt has {len(tokens)} tokens; this model's context is {backend.n_ctx} tokens, "
                 "which must also hold at least one generated token",
-                "messages" if endpoint == "chat" else "prompt", code="context_length_exceeded",
+                "messages" if isinstance(request, ChatRequest) else "prompt", code="context_length_exceeded",
             )
         return tokens
 
@@ -244,8 +257,8 @@ class InferenceService:
         finally:
             ticket.cancel()  # a no-op once done; stops generation if the client went away
 
-    async def _stream(self, completion: Completion, ticket: Ticket, events: asyncio.Queue, params, store_key: str,
-                      flight, key: str, started: float, sha256: str) -> AsyncIterator[bytes]:
+    async def _stream(self, completion: Completion, ticket: Ticket, events: asyncio.Queue, include_usage: bool,
+                      store_key: str, flight, key: str, started: float, sha256: str) -> AsyncIterator[OpenAIObject]:
         parts: list[str] = []
         done: DoneEvent | None = None
         try:
@@ -262,15 +275,11 @@ class InferenceService:
                 elif isinstance(ev, DoneEvent):
                     done = ev
                     yield completion.final_chunk(ev.finish_reason)
-                    if params["include_usage"]:
+                    if include_usage:
                         yield completion.usage_chunk(ev.prompt_tokens, ev.completion_tokens)
-                    yield DONE
                     return
                 else:
-                    _, err = error_for(ev.error)
-                    yield sse(err)
-                    yield DONE
-                    return
+                    raise ev.error
         finally:
             # Runs on completion, on error, and when the client disconnects
             # (the generator is closed): the sequence stops at the next step.
@@ -292,22 +301,25 @@ class InferenceService:
             if not flight.done():
                 flight.set_result(body)
 
-    def _from_cache(self, endpoint: str, cached: bytes, params: dict[str, Any]) -> Answer:
-        if not params["stream"]:
+    @staticmethod
+    def _from_cache(endpoint: str, cached: bytes, request: InferenceRequest) -> Answer:
+        if not request.params.stream:
             return Answer("hit", body=cached)
-        return Answer("hit", stream=replay_as_stream(endpoint, json.loads(cached), params["include_usage"]))
+        return Answer("hit", chunks=replay_chunks(endpoint, json.loads(cached), request.params.include_usage))
 
     # -- embeddings --------------------------------------------------------
 
-    async def embed(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def embed(self, request: EmbeddingRequest) -> OpenAIObject:
         engine: EmbeddingEngine = self.embedder or self.backend
+        # The engines take token ids as lists.
+        inputs = [item if isinstance(item, str) else list(item) for item in request.inputs]
         try:
-            vectors, n_tokens = await run_in_threadpool(engine.embed_inputs, params["input"])
+            vectors, n_tokens = await run_in_threadpool(engine.embed_inputs, inputs)
         except EngineInputError as exc:
             raise RequestError(str(exc), "input", code=exc.code) from None
-        data = [{"object": "embedding", "index": i, "embedding": _encode(v, params["encoding_format"])}
+        data = [{"object": "embedding", "index": i, "embedding": _encode(v, request.encoding_format)}
                 for i, v in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": params["model"],
+        return {"object": "list", "data": data, "model": request.model,
                 "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
 
     # -- warm-up -----------------------------------------------------------
@@ -322,18 +334,6 @@ class InferenceService:
         if model is self.current:
             self.ready = True
             log.info("warm-up done: the model generated its first token; ready")
-
-
-def error_for(exc: BaseException) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and OpenAI error body for an error from generation."""
-    if isinstance(exc, RequestError):
-        return exc.status, error_body(exc.message, exc.type, exc.param, exc.code)
-    if isinstance(exc, ClientGoneError):
-        return 499, error_body(str(exc), "invalid_request_error", None, "client_closed_request")
-    if isinstance(exc, DeadlineExceededError):
-        return 504, error_body(str(exc), "timeout_error", None, "deadline_exceeded")
-    log.error("generation failed: %s", exc)
-    return 500, error_body(f"generation failed: {exc}", "server_error", None, "engine_error")
 
 
 def _encode(vector: list[float], fmt: str) -> Any:

@@ -1,8 +1,10 @@
 """The HTTP API: OpenAI-compatible endpoints, health and metrics (Starlette).
 
-Handlers only read the body, call the parser and the service, and shape the
-response. Every error a client can cause becomes OpenAI's error object with a
-4xx status; anything else becomes a 500 with no traceback in the body.
+Handlers only read the body, call the parser (typed requests) and the gateway
+or service, and shape the response: headers, and SSE framing of streamed
+answers. Every error becomes a status and OpenAI's error object in one place
+(:mod:`edge_agent.api.error_map`): what a client can cause is a 4xx; anything
+else a 500 with no traceback in the body.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import inspect
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,11 +22,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from edge_agent.access import AuthError, Authenticator, Caller, retry_after_seconds
-from edge_agent.api.responses import dumps, error_body
+from edge_agent.api.error_map import error_for, http_error_for
+from edge_agent.api.responses import DONE, dumps, error_body, sse
 from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
 from edge_agent.gateway import Gateway, RouteInfo
 from edge_agent.scheduler import OverloadedError
-from edge_agent.service import Answer, InferenceService, error_for
+from edge_agent.service import Answer, InferenceService
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +69,15 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
     async def generation(request: Request, endpoint: str) -> Response:
         started = time.monotonic()
         body = await read_json(request)
-        params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits())
+        parsed = (parse_chat if endpoint == "chat" else parse_completion)(body, limits())
 
         async def client_gone() -> None:
             # The body has been read: the next message is the disconnect.
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
-        answer = await gateway.generate(endpoint, body, params, _caller(request), request.headers.get("cache-control", ""),
-                                        started, _route_info(request), client_gone=None if params["stream"] else client_gone)
+        answer = await gateway.generate(parsed, _caller(request), request.headers.get("cache-control", ""), started,
+                                        _route_info(request), client_gone=None if parsed.params.stream else client_gone)
         return _respond(answer)
 
     async def completions(request: Request) -> Response:
@@ -84,9 +87,9 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
         return await generation(request, "chat")
 
     async def embeddings(request: Request) -> Response:
-        params = parse_embeddings(await read_json(request), limits())
-        await gateway.check_embeddings(params, _caller(request), _route_info(request))
-        return Response(dumps(await service.embed(params)), media_type=_JSON)
+        parsed = parse_embeddings(await read_json(request), limits())
+        await gateway.check_embeddings(parsed, _caller(request), _route_info(request))
+        return Response(dumps(await service.embed(parsed)), media_type=_JSON)
 
     async def models(request: Request) -> Response:
         artifact = service.backend.artifact
@@ -111,23 +114,13 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def on_request_error(request: Request, exc: RequestError) -> Response:
-        headers = {"Retry-After": str(retry_after_s)} if exc.status == 429 else None
-        return _error(exc.status, error_body(exc.message, exc.type, exc.param, exc.code), headers)
-
-    async def on_overloaded(request: Request, exc: OverloadedError) -> Response:
-        service.metrics.overloaded.inc()
-        return _error(429, error_body(str(exc), "rate_limit_error", None, "queue_full"),
-                      {"Retry-After": str(retry_after_s)})
-
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = f"{request.method} {request.url.path}: {exc.detail}"
-        return _error(exc.status_code, error_body(message, "invalid_request_error", None, code))
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
+    async def on_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return _error(exc.status_code, http_error_for(exc.status_code, exc.detail, request.method, request.url.path))
+        if isinstance(exc, OverloadedError):
+            service.metrics.overloaded.inc()
         status, body = error_for(exc)
-        return _error(status, body)
+        return _error(status, body, {"Retry-After": str(retry_after_s)} if status == 429 else None)
 
     routes = [
         Route("/v1/completions", completions, methods=["POST"]),
@@ -140,11 +133,13 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
     ]
     app = Starlette(
         routes=routes,
+        # One handler; the classes are listed because Starlette answers those it expects (4xx) and, for the
+        # Exception entry, answers and then re-raises, so the server logs what nobody foresaw.
         exception_handlers={
-            RequestError: on_request_error,
-            OverloadedError: on_overloaded,
-            HTTPException: on_http_error,
-            Exception: on_unexpected,
+            RequestError: on_error,
+            OverloadedError: on_error,
+            HTTPException: on_error,
+            Exception: on_error,
         },
     )
     return _RequestMetrics(_Access(app, authenticator, service), service)
@@ -173,8 +168,8 @@ class _Access:
         try:
             caller = self.authenticator.authenticate(headers.get(b"authorization", b"").decode("latin-1") or None)
         except AuthError as exc:
-            response = _error(exc.status, error_body(str(exc), "invalid_request_error", None, exc.code),
-                              {"WWW-Authenticate": "Bearer"})
+            status, body = error_for(exc)
+            response = _error(status, body, {"WWW-Authenticate": "Bearer"})
             return await response(scope, receive, send)
         wait_s = self.authenticator.check_rate(caller)
         if wait_s is not None:
@@ -230,9 +225,9 @@ class _RequestMetrics:
 class _EventStream(StreamingResponse):
     """SSE that always runs the answer's cleanup, whether it finished, failed or was never started."""
 
-    def __init__(self, answer: Answer, headers: dict[str, str]):
-        super().__init__(answer.stream, media_type="text/event-stream", headers=headers)
-        self._on_close = answer.on_close
+    def __init__(self, events: Any, on_close: Any, headers: dict[str, str]):
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self._on_close = on_close
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -245,11 +240,41 @@ class _EventStream(StreamingResponse):
 
 
 def _respond(answer: Answer) -> Response:
-    headers = {"X-Cache": answer.x_cache}
-    if answer.stream is not None:
+    headers = {"X-Cache": answer.cache}
+    reply = answer.upstream
+    if reply is not None:
+        # An upstream's reply keeps its status and type; its stream comes framed already.
+        if reply.stream is not None:
+            headers["Cache-Control"] = "no-cache"
+            return _EventStream(reply.stream, reply.aclose, headers)
+        return Response(reply.body, status_code=reply.status, media_type=reply.content_type or _JSON,
+                        headers=headers)
+    if answer.chunks is not None:
         headers["Cache-Control"] = "no-cache"
-        return _EventStream(answer, headers)
-    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=headers)
+        return _EventStream(_sse_events(answer.chunks), answer.on_close, headers)
+    return Response(answer.body, media_type=_JSON, headers=headers)
+
+
+async def _sse_events(chunks: Any) -> AsyncIterator[bytes]:
+    """Chunk objects as server-sent events, then ``[DONE]``; an error raised by the stream becomes an error
+    event before ``[DONE]``, as a stream has sent its status by then."""
+    try:
+        try:
+            if hasattr(chunks, "__aiter__"):
+                async for chunk in chunks:
+                    yield sse(chunk)
+            else:
+                for chunk in chunks:
+                    yield sse(chunk)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported to the client as an event
+            yield sse(error_for(exc)[1])
+        yield DONE
+    finally:
+        # Closes the answer's own generator at once (not when it is collected), so its cleanup runs now.
+        if hasattr(chunks, "aclose"):
+            await chunks.aclose()
+        elif hasattr(chunks, "close"):
+            chunks.close()
 
 
 def _error(status: int, body: dict, headers: dict | None = None) -> Response:

@@ -1,9 +1,10 @@
-"""OpenAI response bodies and SSE chunks: pure builders.
+"""OpenAI response bodies, stream chunks and SSE framing: pure builders.
 
 A generation is described by :class:`Completion` (what was asked and what came
-out); the same object gives the non-streamed body, the streamed chunks, and
-the SSE replay of a cached answer, so a cached answer for a streamed request
-and a fresh stream carry the same fields.
+out); the same object gives the non-streamed body, the stream's chunk objects,
+and the replay of a cached answer as chunks, so a cached answer for a streamed
+request and a fresh stream carry the same fields. :func:`sse` and :data:`DONE`
+frame chunks as server-sent events; only the HTTP layer uses them.
 """
 
 from __future__ import annotations
@@ -40,36 +41,36 @@ class Completion:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": [choice],
                 "usage": usage(prompt_tokens, completion_tokens)}
 
-    def first_chunk(self) -> bytes | None:
+    def first_chunk(self) -> dict[str, Any] | None:
         """Chat streams open with the assistant role, as OpenAI's do."""
         if self.endpoint != "chat":
             return None
         return self._chunk({"role": "assistant", "content": ""}, None)
 
-    def text_chunk(self, text: str) -> bytes:
+    def text_chunk(self, text: str) -> dict[str, Any]:
         return self._chunk({"content": text} if self.endpoint == "chat" else text, None)
 
-    def final_chunk(self, finish_reason: str) -> bytes:
+    def final_chunk(self, finish_reason: str) -> dict[str, Any]:
         return self._chunk({} if self.endpoint == "chat" else "", finish_reason)
 
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        return sse({"id": self.id, "object": self._chunk_object(), "created": self.created, "model": self.model,
-                    "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        return {"id": self.id, "object": self._chunk_object(), "created": self.created, "model": self.model,
+                "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
 
     def _chunk_object(self) -> str:
         return "chat.completion.chunk" if self.endpoint == "chat" else "text_completion"
 
-    def _chunk(self, delta: Any, finish_reason: str | None) -> bytes:
+    def _chunk(self, delta: Any, finish_reason: str | None) -> dict[str, Any]:
         if self.endpoint == "chat":
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         else:
             choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish_reason}
-        return sse({"id": self.id, "object": self._chunk_object(), "created": self.created, "model": self.model,
-                    "choices": [choice]})
+        return {"id": self.id, "object": self._chunk_object(), "created": self.created, "model": self.model,
+                "choices": [choice]}
 
 
-def replay_as_stream(endpoint: str, body: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    """A stored non-streamed answer, sent as the stream a fresh request would give."""
+def replay_chunks(endpoint: str, body: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
+    """A stored non-streamed answer, as the chunks a fresh streamed request would give."""
     completion = Completion(endpoint, body["id"], body["created"], body["model"])
     choice = body["choices"][0]
     text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
@@ -82,7 +83,6 @@ def replay_as_stream(endpoint: str, body: dict[str, Any], include_usage: bool) -
     if include_usage:
         u = body["usage"]
         yield completion.usage_chunk(u["prompt_tokens"], u["completion_tokens"])
-    yield DONE
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -1,9 +1,9 @@
 """Validation of OpenAI-style request bodies: pure functions, no I/O.
 
-Each parser takes the decoded JSON body and returns normalized parameters
-(a plain dict, also the canonical form the cache key is built from), or
-raises :class:`RequestError` naming the parameter and the problem, which the
-HTTP layer turns into OpenAI's error shape with a 4xx status.
+Each parser takes the decoded JSON body and returns a typed, frozen request
+(:mod:`edge_agent.client_request`), or raises :class:`RequestError` naming the
+parameter and the problem, which the HTTP layer turns into OpenAI's error shape
+with a 4xx status.
 
 Parameters OpenAI defines but this server does not implement are accepted at
 their neutral value and refused otherwise, so a client never silently gets
@@ -13,9 +13,12 @@ something other than what it asked for.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from edge_agent.client_request import (ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest,
+                                       GenerationParams)
 from edge_agent.errors import AgentError
+from edge_agent.generation import SamplingParams
 
 
 class RequestError(AgentError):
@@ -67,23 +70,24 @@ _EMBEDDING_KEYS = frozenset({"model", "input", "encoding_format", "user", "dimen
 _ROLES = ("system", "developer", "user", "assistant")
 
 
-def parse_completion(body: Any, limits: Limits) -> dict[str, Any]:
+def parse_completion(body: Any, limits: Limits) -> CompletionRequest:
     obj = _object(body, _COMPLETION_KEYS)
-    params = _sampling(obj, limits, default_max_tokens=16)
-    params["prompt"] = _prompt(obj.get("prompt"), limits)
-    return params
+    model = _model(obj, limits)
+    params = _generation(obj, limits, default_max_tokens=16, set_by_client=_set_by_client(obj))
+    return CompletionRequest(model, _prompt(obj.get("prompt"), limits), params)
 
 
-def parse_chat(body: Any, limits: Limits) -> dict[str, Any]:
+def parse_chat(body: Any, limits: Limits) -> ChatRequest:
     obj = _object(body, _CHAT_KEYS)
+    model = _model(obj, limits)
+    set_by_client = _set_by_client(obj)  # before the alias: what the client wrote
     if "max_completion_tokens" in obj and "max_tokens" not in obj:
         obj = {**obj, "max_tokens": obj["max_completion_tokens"]}
-    params = _sampling(obj, limits, default_max_tokens=None)
-    params["messages"] = _messages(obj.get("messages"))
-    return params
+    params = _generation(obj, limits, default_max_tokens=None, set_by_client=set_by_client)
+    return ChatRequest(model, _messages(obj.get("messages")), params)
 
 
-def parse_embeddings(body: Any, limits: Limits) -> dict[str, Any]:
+def parse_embeddings(body: Any, limits: Limits) -> EmbeddingRequest:
     obj = _object(body, _EMBEDDING_KEYS)
     model = _model(obj, limits, upstream=False)  # embeddings are always computed here
     raw = obj.get("input")
@@ -92,22 +96,22 @@ def parse_embeddings(body: Any, limits: Limits) -> dict[str, Any]:
     elif isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
         inputs = list(raw)
     elif isinstance(raw, list) and raw and all(_is_int(x) for x in raw):
-        inputs = [list(raw)]
+        inputs = [tuple(raw)]
     elif isinstance(raw, list) and raw and all(isinstance(x, list) and x and all(_is_int(t) for t in x) for x in raw):
-        inputs = [list(x) for x in raw]
+        inputs = [tuple(x) for x in raw]
     else:
         raise RequestError("'input' must be a non-empty string, list of strings, or list of token ids", "input")
     if len(inputs) > 2048:
         raise RequestError("'input' may hold at most 2048 items", "input")
     for i, item in enumerate(inputs):
-        if isinstance(item, list):
+        if isinstance(item, tuple):
             _check_vocab(item, limits, f"input[{i}]" if len(inputs) > 1 else "input", "input")
     fmt = obj.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise RequestError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
     if obj.get("dimensions") is not None:
         raise RequestError("'dimensions' is not supported by this server", "dimensions", code="unsupported_parameter")
-    return {"model": model, "input": inputs, "encoding_format": fmt}
+    return EmbeddingRequest(model, tuple(inputs), fmt)
 
 
 # -- pieces --------------------------------------------------------------
@@ -144,48 +148,53 @@ def model_not_found(model: str, model_ids: tuple[str, ...], upstream_ids: tuple[
                         "model", code="model_not_found", status=404)
 
 
-def _sampling(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": _model(obj, limits)}
+# Length and sampling parameters whose being set (not null) is recorded: see GenerationParams.set_by_client.
+_RECORDED_IF_SET = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
+                    "ignore_eos")
+
+
+def _set_by_client(obj: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(key for key in _RECORDED_IF_SET if obj.get(key) is not None)
+
+
+def _generation(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | None,
+                set_by_client: frozenset[str]) -> GenerationParams:
     max_tokens = obj.get("max_tokens")
     if max_tokens is None:
         max_tokens = default_max_tokens or limits.n_ctx
     elif not _is_int(max_tokens) or not 1 <= max_tokens <= limits.n_ctx:
         raise RequestError(f"'max_tokens' must be an integer from 1 to {limits.n_ctx} (the context length), got {max_tokens!r}", "max_tokens")
-    params["max_tokens"] = max_tokens
-    params["temperature"] = _number(obj, "temperature", 1.0, 0.0, 2.0)
-    params["top_p"] = _number(obj, "top_p", 1.0, 0.0, 1.0)
-    params["min_p"] = _number(obj, "min_p", 0.05, 0.0, 1.0)
+    temperature = _number(obj, "temperature", 1.0, 0.0, 2.0)
+    top_p = _number(obj, "top_p", 1.0, 0.0, 1.0)
+    min_p = _number(obj, "min_p", 0.05, 0.0, 1.0)
     top_k = obj.get("top_k", 40)
     if not _is_int(top_k) or not 0 <= top_k < 2**31:  # llama.cpp takes an int32
         raise RequestError(f"'top_k' must be an integer from 0 to {2**31 - 1} (0: off), got {top_k!r}", "top_k")
-    params["top_k"] = top_k
     seed = obj.get("seed")
     if seed is not None and (not _is_int(seed) or not -(2**63) <= seed < 2**64):
         raise RequestError(f"'seed' must be a 64-bit integer, got {seed!r}", "seed")
-    params["seed"] = seed
-    params["stop"] = _stop(obj.get("stop"))
+    stop = _stop(obj.get("stop"))
     ignore_eos = obj.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise RequestError(f"'ignore_eos' must be a boolean, got {_json_type(ignore_eos)}", "ignore_eos")
-    params["ignore_eos"] = ignore_eos
     n = obj.get("n", 1)
     if n != 1 or not _is_int(n):
         raise RequestError(f"only 'n' = 1 is supported, got {n!r}", "n", code="unsupported_parameter")
     stream = obj.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise RequestError(f"'stream' must be a boolean, got {_json_type(stream)}", "stream")
-    params["stream"] = bool(stream)
     options = obj.get("stream_options")
     if options is not None:
         if not isinstance(options, dict) or not set(options) <= {"include_usage"} or not isinstance(options.get("include_usage", False), bool):
             raise RequestError("'stream_options' must be an object like {\"include_usage\": true}", "stream_options")
         if not stream:
             raise RequestError("'stream_options' is only allowed when 'stream' is true", "stream_options")
-    params["include_usage"] = bool(options and options.get("include_usage"))
+    include_usage = bool(options and options.get("include_usage"))
     user = obj.get("user")
     if user is not None and not isinstance(user, str):
         raise RequestError("'user' must be a string", "user")
-    return params
+    return GenerationParams(max_tokens, SamplingParams(temperature, top_p, top_k, min_p, seed, ignore_eos), stop,
+                            bool(stream), include_usage, set_by_client)
 
 
 def _number(obj: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -197,30 +206,30 @@ def _number(obj: Mapping[str, Any], key: str, default: float, low: float, high: 
     return float(value)
 
 
-def _stop(value: Any) -> list[str]:
+def _stop(value: Any) -> tuple[str, ...]:
     if value is None:
-        return []
+        return ()
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value) or len(value) > 4:
         raise RequestError("'stop' must be a non-empty string or a list of up to 4 non-empty strings", "stop")
-    return list(value)
+    return tuple(value)
 
 
-def _prompt(value: Any, limits: Limits) -> str | list[int]:
+def _prompt(value: Any, limits: Limits) -> str | tuple[int, ...]:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
         return value[0]
     if isinstance(value, list) and value and all(_is_int(t) for t in value):
         _check_vocab(value, limits, "prompt", "prompt")
-        return list(value)
+        return tuple(value)
     if value is None:
         raise RequestError("'prompt' is required", "prompt")
     raise RequestError("'prompt' must be a string or a list of token ids (one prompt per request: n = 1)", "prompt")
 
 
-def _check_vocab(tokens: list[int], limits: Limits, where: str, param: str) -> None:
+def _check_vocab(tokens: Sequence[int], limits: Limits, where: str, param: str) -> None:
     if limits.vocab_size is None:
         return
     outside = next((t for t in tokens if not 0 <= t < limits.vocab_size), None)
@@ -234,7 +243,7 @@ def _check_vocab(tokens: list[int], limits: Limits, where: str, param: str) -> N
 _EMPTY = (None, [], {}, "")
 
 
-def _messages(value: Any) -> list[dict[str, str]]:
+def _messages(value: Any) -> tuple[ChatMessage, ...]:
     if not isinstance(value, list) or not value:
         raise RequestError("'messages' must be a non-empty list", "messages")
     messages = []
@@ -245,18 +254,16 @@ def _messages(value: Any) -> list[dict[str, str]]:
         role = message.get("role")
         if role not in _ROLES:
             raise RequestError(f"'{where}.role' must be one of {', '.join(_ROLES)}, got {role!r}", f"{where}.role")
-        parsed = {"role": "system" if role == "developer" else role, "content": _content(message.get("content"), where)}
+        content = _content(message.get("content"), where)
         name = message.get("name")
-        if name is not None:
-            if not isinstance(name, str) or not name:
-                raise RequestError(f"'{where}.name' must be a non-empty string", f"{where}.name")
-            parsed["name"] = name
+        if name is not None and (not isinstance(name, str) or not name):
+            raise RequestError(f"'{where}.name' must be a non-empty string", f"{where}.name")
         for key, item in message.items():
             if key not in ("role", "content", "name") and not any(item == e and type(item) is type(e) for e in _EMPTY):
                 raise RequestError(f"'{where}.{key}' is not supported by this server (a message has 'role', "
                                    "'content' and 'name')", f"{where}.{key}", code="unsupported_parameter")
-        messages.append(parsed)
-    return messages
+        messages.append(ChatMessage("system" if role == "developer" else role, content, name))
+    return tuple(messages)
 
 
 def _content(content: Any, where: str) -> str:

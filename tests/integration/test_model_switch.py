@@ -38,7 +38,7 @@ def test_switch_under_load_loses_no_request(tmp_path):
                                       Limits(256, (model_id,)))
             started = time.monotonic()
             try:
-                answer = await service.generate("completions", params, "no-store", started)
+                answer = await service.generate(params, "no-store", started)
                 results.append((started, time.monotonic(), answer.body.decode()))
             except BaseException as exc:  # every failure is a defect here
                 errors.append(exc)

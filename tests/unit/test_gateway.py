@@ -7,6 +7,7 @@ run end to end, on the real model and a real upstream, in tests/integration/test
 """
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -39,14 +40,14 @@ def test_request_texts_hold_every_content_name_and_stop_string():
                                       {"role": "user", "name": "jane_doe", "content": [
                                           {"type": "text", "text": "mail "}, {"type": "text", "text": "a@b.example"}]}]},
                         LIMITS)
-    assert request_texts("chat", params, never) == ["be brief", "mail a@b.example", "jane_doe", "END",
+    assert request_texts(params, never) == ["be brief", "mail a@b.example", "jane_doe", "END",
                                                     "4111 1111 1111 1111"]
 
 
 def test_request_texts_of_a_prompt_and_of_token_ids():
-    assert request_texts("completions", parse_completion({"model": "box", "prompt": "hello"}, LIMITS), never) == ["hello"]
+    assert request_texts(parse_completion({"model": "box", "prompt": "hello"}, LIMITS), never) == ["hello"]
     params = parse_completion({"model": "box", "prompt": [1, 2], "stop": "x"}, LIMITS)
-    assert request_texts("completions", params, lambda ids: f"{len(ids)} ids") == ["2 ids", "x"]
+    assert request_texts(params, lambda ids: f"{len(ids)} ids") == ["2 ids", "x"]
 
 
 # -- upstream_request: the allow-list ---------------------------------------------------------------
@@ -67,7 +68,7 @@ FULL_CHAT = {
 
 def test_the_upstream_body_holds_only_what_the_agent_understands():
     params = parse_chat(FULL_CHAT, LIMITS)
-    out = upstream_request("chat", FULL_CHAT, params, None)
+    out = upstream_request(params, None)
     assert out == {
         "model": "cloud",
         "messages": [{"role": "system", "content": "be brief"},
@@ -81,7 +82,7 @@ def test_the_upstream_body_holds_only_what_the_agent_understands():
 
 def test_a_class_that_redacts_redacts_every_string_that_leaves():
     params = parse_chat(FULL_CHAT, LIMITS)
-    out = upstream_request("chat", FULL_CHAT, params, lambda text: text.replace("jane", "[X]"))
+    out = upstream_request(params, lambda text: text.replace("jane", "[X]"))
     assert out["messages"][1] == {"role": "user", "name": "[X]", "content": "mail [X]@example.com"}
     assert out["stop"] == ["[X]@example.com"]
     assert "jane" not in json.dumps(out)
@@ -90,18 +91,18 @@ def test_a_class_that_redacts_redacts_every_string_that_leaves():
 
 def test_completions_forward_the_parameters_the_client_set_and_nothing_else():
     body = {"model": "cloud", "prompt": "p x", "max_tokens": 5, "top_k": 3, "ignore_eos": False, "user": "u"}
-    out = upstream_request("completions", body, parse_completion(body, LIMITS), lambda t: t.upper())
+    out = upstream_request(parse_completion(body, LIMITS), lambda t: t.upper())
     assert out == {"model": "cloud", "prompt": "P X", "max_tokens": 5, "top_k": 3, "ignore_eos": False,
                    "stream": False}
     bare = {"model": "cloud", "prompt": "p"}
-    assert upstream_request("completions", bare, parse_completion(bare, LIMITS), None) == {
+    assert upstream_request(parse_completion(bare, LIMITS), None) == {
         "model": "cloud", "prompt": "p", "stream": False}  # the local defaults (max_tokens 16, top_k 40) stay here
 
 
 def test_a_token_id_prompt_is_never_built_into_an_upstream_body():
     body = {"model": "box", "prompt": [1, 2, 3]}
     with pytest.raises(RoutingRefused) as info:
-        upstream_request("completions", body, parse_completion(body, LIMITS), None)
+        upstream_request(parse_completion(body, LIMITS), None)
     assert (info.value.status, info.value.code, info.value.param) == (400, "token_prompt_not_forwarded", "prompt")
 
 
@@ -132,8 +133,8 @@ _chat_body = st.fixed_dictionaries(
 @given(_chat_body)
 def test_every_string_that_leaves_was_classified_and_went_through_redaction(body):
     params = parse_chat(body, LIMITS)
-    judged = request_texts("chat", params, never)
-    marked = upstream_request("chat", body, params, lambda text: "\0" + text)
+    judged = request_texts(params, never)
+    marked = upstream_request(params, lambda text: "\0" + text)
     for path, value in _strings(marked):
         if path in (("model",),) or path[-1] == "role":
             continue
@@ -166,10 +167,10 @@ class FakeService:
         self.full, self.ready = full, ready
         self.generated = []
 
-    async def generate(self, endpoint, params, cache_control, started, client_gone, tenant):
+    async def generate(self, request, cache_control, started, client_gone, tenant):
         if self.full:
             raise OverloadedError("the queue is full")
-        self.generated.append(params)
+        self.generated.append(request)
         return Answer("miss", body=b"{}")
 
 
@@ -210,7 +211,7 @@ def run(gw, endpoint, body):
     params = (parse_chat if endpoint == "chat" else parse_completion)(body, limits)
     info = RouteInfo()
     try:
-        asyncio.run(gw.generate(endpoint, body, params, CALLER, "", 0.0, info))
+        asyncio.run(gw.generate(params, CALLER, "", 0.0, info))
     except RequestError as exc:
         return info, exc
     return info, None
@@ -270,10 +271,9 @@ def test_token_ids_outside_the_vocabulary_are_a_400_naming_the_bounds():
     assert info.value.status == 400 and info.value.param == "prompt" and "(0..99)" in info.value.message
     # Past the schema (the model switched in between), the gateway refuses them too: never "" (public).
     gw = gateway(FakeService(), FakePool({}))
-    params = parse_completion({"model": "box", "prompt": [1, 2]}, LIMITS)
-    params["prompt"] = [1, 100]
+    params = dataclasses.replace(parse_completion({"model": "box", "prompt": [1, 2]}, LIMITS), prompt=(1, 100))
     with pytest.raises(RequestError, match=r"0\.\.99"):
-        asyncio.run(gw.generate("completions", {}, params, CALLER, "", 0.0, RouteInfo()))
+        asyncio.run(gw.generate(params, CALLER, "", 0.0, RouteInfo()))
 
 
 def test_text_that_cannot_be_redacted_is_refused_audited_and_never_leaves(monkeypatch):

@@ -1,21 +1,23 @@
 import pytest
 
 from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
+from edge_agent.client_request import ChatMessage
 
 LIMITS = Limits(n_ctx=2048, model_ids=("m",))
 
 
 def test_completion_defaults_follow_openai():
     p = parse_completion({"model": "m", "prompt": "hi"}, LIMITS)
-    assert p["max_tokens"] == 16 and p["temperature"] == 1.0 and p["stop"] == [] and p["stream"] is False
+    assert p.params.max_tokens == 16 and p.params.sampling.temperature == 1.0 and p.params.stop == ()
+    assert p.params.stream is False
 
 
 def test_chat_takes_max_completion_tokens_and_text_parts():
     p = parse_chat({"model": "m", "max_completion_tokens": 5,
                     "messages": [{"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
                                  {"role": "user", "content": "hi"}]}, LIMITS)
-    assert p["max_tokens"] == 5
-    assert p["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert p.params.max_tokens == 5
+    assert p.messages == (ChatMessage("system", "be brief"), ChatMessage("user", "hi"))
 
 
 @pytest.mark.parametrize(
@@ -73,13 +75,13 @@ def test_bad_messages_name_the_message(messages, param):
 
 def test_neutral_values_of_unsupported_parameters_are_accepted():
     p = parse_completion({"model": "m", "prompt": "x", "presence_penalty": 0, "logprobs": None, "echo": False}, LIMITS)
-    assert p["prompt"] == "x"
+    assert p.prompt == "x"
 
 
 def test_embeddings_input_forms():
-    assert parse_embeddings({"model": "m", "input": "a"}, LIMITS)["input"] == ["a"]
-    assert parse_embeddings({"model": "m", "input": [1, 2]}, LIMITS)["input"] == [[1, 2]]
-    assert parse_embeddings({"model": "m", "input": [[1], [2, 3]]}, LIMITS)["input"] == [[1], [2, 3]]
+    assert parse_embeddings({"model": "m", "input": "a"}, LIMITS).inputs == ("a",)
+    assert parse_embeddings({"model": "m", "input": [1, 2]}, LIMITS).inputs == ((1, 2),)
+    assert parse_embeddings({"model": "m", "input": [[1], [2, 3]]}, LIMITS).inputs == ((1,), (2, 3))
     for bad in ([], [1, "a"], {"x": 1}, None, [[]]):
         with pytest.raises(RequestError):
             parse_embeddings({"model": "m", "input": bad}, LIMITS)
@@ -89,8 +91,8 @@ UPSTREAM_LIMITS = Limits(n_ctx=2048, model_ids=("m",), upstream_model_ids=("gpt-
 
 
 def test_a_model_an_upstream_lists_may_be_asked_for_generation_but_not_embeddings():
-    assert parse_chat({"model": "big", "messages": [{"role": "user", "content": "hi"}]}, UPSTREAM_LIMITS)["model"] == "big"
-    assert parse_completion({"model": "gpt-4o-mini", "prompt": "x"}, UPSTREAM_LIMITS)["model"] == "gpt-4o-mini"
+    assert parse_chat({"model": "big", "messages": [{"role": "user", "content": "hi"}]}, UPSTREAM_LIMITS).model == "big"
+    assert parse_completion({"model": "gpt-4o-mini", "prompt": "x"}, UPSTREAM_LIMITS).model == "gpt-4o-mini"
     with pytest.raises(RequestError) as info:
         parse_completion({"model": "gpt-5", "prompt": "x"}, UPSTREAM_LIMITS)
     assert (info.value.status, info.value.code, info.value.param) == (404, "model_not_found", "model")
@@ -112,14 +114,14 @@ def test_token_ids_outside_the_vocabulary_are_a_400_naming_its_bounds(parse, bod
         parse(body, UPSTREAM_LIMITS)
     assert (info.value.status, info.value.param) == (400, param)
     assert "outside the vocabulary (0..49)" in info.value.message
-    assert parse_completion({"model": "m", "prompt": [0, 49]}, UPSTREAM_LIMITS)["prompt"] == [0, 49]
+    assert parse_completion({"model": "m", "prompt": [0, 49]}, UPSTREAM_LIMITS).prompt == (0, 49)
 
 
 def test_a_message_name_is_kept_and_other_message_keys_only_when_empty():
     messages = [{"role": "user", "name": "jane", "content": "hi"},
                 {"role": "assistant", "content": "ok", "tool_calls": None, "refusal": None, "annotations": []}]
-    assert parse_chat({"model": "m", "messages": messages}, LIMITS)["messages"] == [
-        {"role": "user", "content": "hi", "name": "jane"}, {"role": "assistant", "content": "ok"}]
+    assert parse_chat({"model": "m", "messages": messages}, LIMITS).messages == (
+        ChatMessage("user", "hi", name="jane"), ChatMessage("assistant", "ok"))
     for message, param in (({"role": "user", "content": "hi", "name": 5}, "messages[0].name"),
                            ({"role": "user", "content": "hi", "name": ""}, "messages[0].name"),
                            ({"role": "user", "content": "hi", "tool_calls": [{"id": "x"}]}, "messages[0].tool_calls"),

@@ -1,0 +1,98 @@
+"""What a client asked for, validated: typed, frozen requests that the service and the gateway take.
+
+``edge_agent.api.schema`` builds them from OpenAI request bodies and is the only place that reads a body;
+nothing below it sees a ``dict`` of parameters or anything of HTTP.
+
+    CompletionRequest (model, prompt: text | token ids, params) ─┐
+    ChatRequest       (model, messages, params)                  ├─ GenerationParams (limits, sampling, delivery)
+    EmbeddingRequest  (model, inputs, encoding_format)           ┘
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from edge_agent.generation import SamplingParams
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant" ("developer" arrives as "system")
+    content: str  # text parts already joined
+    name: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """OpenAI's shape, as chat templates read it; ``name`` only when given."""
+        out = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Limits, sampling and delivery of one generation."""
+
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    include_usage: bool = False
+    # The length and sampling parameters the client gave a value (null counts as not given): an upstream gets
+    # only these, so the local defaults stay here.
+    set_by_client: frozenset[str] = frozenset()
+
+    def canonical(self) -> dict[str, Any]:
+        """The flat form the response cache's key and decision are built from (edge_agent.cache_policy)."""
+        s = self.sampling
+        return {"max_tokens": self.max_tokens, "temperature": s.temperature, "top_p": s.top_p, "min_p": s.min_p,
+                "top_k": s.top_k, "seed": s.seed, "stop": list(self.stop), "ignore_eos": s.ignore_eos,
+                "stream": self.stream, "include_usage": self.include_usage}
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """POST /v1/completions: a text prompt, or token ids of the box's own tokenizer."""
+
+    endpoint: ClassVar[str] = "completions"
+    model: str
+    prompt: str | tuple[int, ...]
+    params: GenerationParams
+
+    @property
+    def token_prompt(self) -> bool:
+        return not isinstance(self.prompt, str)
+
+    def canonical(self) -> dict[str, Any]:
+        prompt = self.prompt if isinstance(self.prompt, str) else list(self.prompt)
+        return {"model": self.model, **self.params.canonical(), "prompt": prompt}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """POST /v1/chat/completions."""
+
+    endpoint: ClassVar[str] = "chat"
+    token_prompt: ClassVar[bool] = False
+    model: str
+    messages: tuple[ChatMessage, ...]
+    params: GenerationParams
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [m.as_dict() for m in self.messages]
+
+    def canonical(self) -> dict[str, Any]:
+        return {"model": self.model, **self.params.canonical(), "messages": self.message_dicts()}
+
+
+InferenceRequest = Union[CompletionRequest, ChatRequest]
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """POST /v1/embeddings: always computed on the box."""
+
+    model: str
+    inputs: tuple[str | tuple[int, ...], ...]
+    encoding_format: str = "float"  # "float" | "base64"
