@@ -1,3 +1,5 @@
-"""What the agent and the coordinator share: wire stubs, PKI, signed manifests, the hash chain, channels, backoff."""
+"""What more than one program uses: wire stubs, PKI, signed manifests, the hash chain, channels, backoff, free
+ports, atomic files, the prompt featurizer, SuperNode keys, logging setup. It imports none of edge_agent,
+central, federated (tests/unit/test_layers.py holds it to that)."""
 
 __version__ = "0.1.0"
