@@ -11,7 +11,7 @@ nothing below it sees a ``dict`` of parameters or anything of HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from edge_agent.generation import SamplingParams
 
@@ -86,7 +86,8 @@ class ChatRequest:
         return {"model": self.model, **self.params.canonical(), "messages": self.message_dicts()}
 
 
-InferenceRequest = Union[CompletionRequest, ChatRequest]
+# The two requests that generate text (the service and the gateway take either).
+InferenceRequest = CompletionRequest | ChatRequest
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from edge_agent.access import Caller, exceeds
 from edge_agent.api.schema import RequestError, model_not_found
@@ -24,8 +25,18 @@ from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRe
 from edge_agent.config import DataClassRule
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
-from edge_agent.policy.routing import (LOCAL, NOT_READY, QUEUE_FULL, REFUSED, TOKEN_PROMPT, UNKNOWN_MODEL,
-                                       Classification, DataClassPolicy, decide_route, problem_words)
+from edge_agent.policy.routing import (
+    LOCAL,
+    NOT_READY,
+    QUEUE_FULL,
+    REFUSED,
+    TOKEN_PROMPT,
+    UNKNOWN_MODEL,
+    Classification,
+    DataClassPolicy,
+    decide_route,
+    problem_words,
+)
 from edge_agent.routing_audit import RoutingAudit, RoutingRecord
 from edge_agent.scheduler import OverloadedError
 from edge_agent.service import Answer, InferenceService

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import struct
 import logging
+import struct
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +33,7 @@ from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRe
 from edge_agent.engines import EmbeddingEngine, EngineInputError
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
 from edge_agent.errors import AgentError
-from edge_agent.generation import DoneEvent, ErrorEvent, GenerationRequest, SamplingParams, TokenEvent
+from edge_agent.generation import DoneEvent, ErrorEvent, GenerationEvent, GenerationRequest, SamplingParams, TokenEvent
 from edge_agent.metrics import AgentMetrics
 from edge_agent.scheduler import DeadlineExceededError, Scheduler, Ticket
 
@@ -141,7 +142,7 @@ class InferenceService:
         canonical = request.canonical()
         decision = cache_decision(canonical, cache_control, enabled=self.cache is not None)
         key = cache_key(model.sha256, endpoint, canonical, tenant) if decision.lookup or decision.store else ""
-        if decision.lookup:
+        if decision.lookup and self.cache is not None:  # a lookup is only ever decided with a cache
             cached = self.cache.get(key)
             if cached is None and key in self._inflight:
                 # Single flight: the same request is generating now; wait for
@@ -150,7 +151,8 @@ class InferenceService:
                 try:
                     cached = await asyncio.wait_for(asyncio.shield(self._inflight[key]), max(remaining, 0))
                 except asyncio.TimeoutError:
-                    raise DeadlineExceededError("the request ran past its deadline waiting for an identical one") from None
+                    raise DeadlineExceededError(
+                        "the request ran past its deadline waiting for an identical one") from None
             if cached is not None:
                 self.metrics.cache_hits.inc()
                 self.metrics.observe_cache(True)
@@ -210,7 +212,8 @@ class InferenceService:
         else:
             tokens = list(request.prompt)
             if not backend.in_vocab(tokens):
-                raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})", "prompt")
+                raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})",
+                                   "prompt")
         if not tokens:
             raise RequestError("the prompt is empty", "prompt")
         if len(tokens) >= backend.n_ctx:
@@ -227,7 +230,11 @@ class InferenceService:
         (the scheduler thread hands each one to this event loop)."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        ticket = scheduler.submit(request, lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+
+        def deliver(event: GenerationEvent) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        ticket = scheduler.submit(request, deliver)
         return ticket, events
 
     @staticmethod
@@ -285,13 +292,14 @@ class InferenceService:
             # (the generator is closed): the sequence stops at the next step.
             ticket.cancel()
             if done is not None:
-                body = dumps(completion.body("".join(parts), done.finish_reason, done.prompt_tokens, done.completion_tokens))
+                body = dumps(completion.body("".join(parts), done.finish_reason, done.prompt_tokens,
+                                             done.completion_tokens))
                 self._store_and_resolve(body, store_key, flight, key, sha256)
             else:
                 self._resolve(key, flight, None)
 
     def _store_and_resolve(self, body: bytes, store_key: str, flight, key: str, sha256: str) -> None:
-        if store_key:
+        if store_key and self.cache is not None:  # a key to store under is only ever made with a cache
             self.cache.put(store_key, sha256, body)
         self._resolve(key, flight, body)
 

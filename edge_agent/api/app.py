@@ -13,21 +13,23 @@ import inspect
 import json
 import logging
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
-from edge_agent.access import AuthError, Authenticator, Caller, retry_after_seconds
+from edge_agent.access import Authenticator, AuthError, Caller, retry_after_seconds
 from edge_agent.api.error_map import error_for, http_error_for
 from edge_agent.api.responses import DONE, dumps, error_body, sse
 from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
 from edge_agent.gateway import Gateway, RouteInfo
 from edge_agent.scheduler import OverloadedError
-from edge_agent.service import Answer, InferenceService
+from edge_agent.service import Answer, InferenceService, OpenAIObject
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/em
 
 
 def create_app(service: InferenceService, gateway: Gateway, authenticator: Authenticator, max_body_bytes: int,
-               retry_after_s: int) -> Starlette:
+               retry_after_s: int) -> ASGIApp:
     def limits() -> Limits:
         # Read per request: the served model can change (a fleet rollout switches it live).
         backend = service.backend
@@ -58,7 +60,8 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
                     raise _too_large(size, max_body_bytes)
                 chunks.append(chunk)
         except ClientDisconnect:
-            raise RequestError("the client closed the connection before sending the whole body", None, "client_disconnect")
+            raise RequestError("the client closed the connection before sending the whole body", None,
+                               "client_disconnect") from None
         try:
             return json.loads(b"".join(chunks))
         except (ValueError, RecursionError) as exc:
@@ -116,7 +119,8 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
 
     async def on_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
-            return _error(exc.status_code, http_error_for(exc.status_code, exc.detail, request.method, request.url.path))
+            body = http_error_for(exc.status_code, exc.detail, request.method, request.url.path)
+            return _error(exc.status_code, body)
         if isinstance(exc, OverloadedError):
             service.metrics.overloaded.inc()
         status, body = error_for(exc)
@@ -225,7 +229,7 @@ class _RequestMetrics:
 class _EventStream(StreamingResponse):
     """SSE that always runs the answer's cleanup, whether it finished, failed or was never started."""
 
-    def __init__(self, events: Any, on_close: Any, headers: dict[str, str]):
+    def __init__(self, events: AsyncIterator[bytes], on_close: Callable[[], Any] | None, headers: dict[str, str]):
         super().__init__(events, media_type="text/event-stream", headers=headers)
         self._on_close = on_close
 
@@ -255,15 +259,15 @@ def _respond(answer: Answer) -> Response:
     return Response(answer.body, media_type=_JSON, headers=headers)
 
 
-async def _sse_events(chunks: Any) -> AsyncIterator[bytes]:
+async def _sse_events(chunks: AsyncIterator[OpenAIObject] | Iterable[OpenAIObject]) -> AsyncIterator[bytes]:
     """Chunk objects as server-sent events, then ``[DONE]``; an error raised by the stream becomes an error
     event before ``[DONE]``, as a stream has sent its status by then."""
     try:
         try:
-            if hasattr(chunks, "__aiter__"):
+            if isinstance(chunks, AsyncIterator):
                 async for chunk in chunks:
                     yield sse(chunk)
-            else:
+            else:  # a cached answer's replay: already in memory
                 for chunk in chunks:
                     yield sse(chunk)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the client as an event
@@ -271,9 +275,9 @@ async def _sse_events(chunks: Any) -> AsyncIterator[bytes]:
         yield DONE
     finally:
         # Closes the answer's own generator at once (not when it is collected), so its cleanup runs now.
-        if hasattr(chunks, "aclose"):
+        if isinstance(chunks, AsyncGenerator):
             await chunks.aclose()
-        elif hasattr(chunks, "close"):
+        elif isinstance(chunks, Generator):
             chunks.close()
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 DONE = b"data: [DONE]\n\n"
 
@@ -26,7 +27,7 @@ class Completion:
     model: str
 
     @classmethod
-    def new(cls, endpoint: str, model: str) -> "Completion":
+    def new(cls, endpoint: str, model: str) -> Completion:
         prefix = "chatcmpl-" if endpoint == "chat" else "cmpl-"
         return cls(endpoint, prefix + uuid.uuid4().hex[:24], int(time.time()), model)
 

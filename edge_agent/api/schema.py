@@ -12,11 +12,11 @@ something other than what it asked for.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from edge_agent.client_request import (ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest,
-                                       GenerationParams)
+from edge_agent.client_request import ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest, GenerationParams
 from edge_agent.errors import AgentError
 from edge_agent.generation import SamplingParams
 
@@ -46,7 +46,7 @@ class Limits:
 
 
 # OpenAI parameters accepted only at the value that means "not used".
-_NEUTRAL = {
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (0, 0.0, None),
     "frequency_penalty": (0, 0.0, None),
     "logit_bias": (None, {}),
@@ -163,7 +163,8 @@ def _generation(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int 
     if max_tokens is None:
         max_tokens = default_max_tokens or limits.n_ctx
     elif not _is_int(max_tokens) or not 1 <= max_tokens <= limits.n_ctx:
-        raise RequestError(f"'max_tokens' must be an integer from 1 to {limits.n_ctx} (the context length), got {max_tokens!r}", "max_tokens")
+        raise RequestError(f"'max_tokens' must be an integer from 1 to {limits.n_ctx} (the context length), "
+                           f"got {max_tokens!r}", "max_tokens")
     temperature = _number(obj, "temperature", 1.0, 0.0, 2.0)
     top_p = _number(obj, "top_p", 1.0, 0.0, 1.0)
     min_p = _number(obj, "min_p", 0.05, 0.0, 1.0)
@@ -185,7 +186,8 @@ def _generation(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int 
         raise RequestError(f"'stream' must be a boolean, got {_json_type(stream)}", "stream")
     options = obj.get("stream_options")
     if options is not None:
-        if not isinstance(options, dict) or not set(options) <= {"include_usage"} or not isinstance(options.get("include_usage", False), bool):
+        if (not isinstance(options, dict) or not set(options) <= {"include_usage"}
+                or not isinstance(options.get("include_usage", False), bool)):
             raise RequestError("'stream_options' must be an object like {\"include_usage\": true}", "stream_options")
         if not stream:
             raise RequestError("'stream_options' is only allowed when 'stream' is true", "stream_options")
@@ -240,7 +242,7 @@ def _check_vocab(tokens: Sequence[int], limits: Limits, where: str, param: str) 
 
 # Keys a message may carry besides role, content and name, only empty (an SDK's assistant message sent back
 # as it came: "tool_calls": null, "refusal": null, "annotations": []): nothing the model would see is dropped.
-_EMPTY = (None, [], {}, "")
+_EMPTY: tuple[Any, ...] = (None, [], {}, "")
 
 
 def _messages(value: Any) -> tuple[ChatMessage, ...]:
@@ -273,7 +275,8 @@ def _content(content: Any, where: str) -> str:
         parts = []
         for j, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise RequestError(f"'{where}.content[{j}]' must be a text part ({{\"type\": \"text\", \"text\": ...}})", f"{where}.content")
+                raise RequestError(f"'{where}.content[{j}]' must be a text part "
+                                   '({"type": "text", "text": ...})', f"{where}.content")
             parts.append(part["text"])
         return "".join(parts)
     raise RequestError(f"'{where}.content' must be a string or a list of text parts", f"{where}.content")
@@ -284,4 +287,5 @@ def _is_int(value: Any) -> bool:
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")

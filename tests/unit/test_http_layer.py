@@ -42,7 +42,8 @@ def _frames(chunks):
 
 
 def test_chunks_are_framed_as_server_sent_events_ending_with_done():
-    assert _frames([{"a": 1}, {"b": "é"}]) == [b'data: {"a":1}\n\n', 'data: {"b":"é"}\n\n'.encode(), b"data: [DONE]\n\n"]
+    assert _frames([{"a": 1}, {"b": "é"}]) == [b'data: {"a":1}\n\n', 'data: {"b":"é"}\n\n'.encode(),
+                                               b"data: [DONE]\n\n"]
 
 
 def test_a_stream_that_fails_ends_with_the_error_event_then_done_and_is_closed():
