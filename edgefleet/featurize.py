@@ -67,11 +67,14 @@ def featurize(text: str) -> np.ndarray:
         trigrams = ~register
     else:  # a character is not a byte here: hash each trigram's UTF-8
         words = [w.encode("utf-8") for w in _WORD.findall(lowered)]
-        trigrams = np.array([zlib.crc32(f"c:{padded[i:i + 3]}".encode("utf-8")) for i in range(len(padded) - 2)],
-                            dtype=np.uint32)
+        trigrams = np.array(
+            [zlib.crc32(f"c:{padded[i : i + 3]}".encode()) for i in range(len(padded) - 2)], dtype=np.uint32
+        )
     # "b:A B" continues the CRC of "b:A " with B, so each word's lead is hashed once.
     leads = [zlib.crc32(w + b" ", _BIGRAM_CRC) for w in words[:-1]]
-    hashes = [zlib.crc32(w, _WORD_CRC) for w in words] + [zlib.crc32(b, lead) for lead, b in zip(leads, words[1:])]
+    hashes = [zlib.crc32(w, _WORD_CRC) for w in words] + [
+        zlib.crc32(b, lead) for lead, b in zip(leads, words[1:], strict=True)
+    ]
     buckets = np.concatenate([np.array(hashes, dtype=np.uint32), trigrams]) & np.uint32(_MASK)
     vector = np.bincount(buckets, minlength=DIMENSIONS).astype(np.float32)
     norm = float(np.linalg.norm(vector))

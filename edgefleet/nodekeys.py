@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 def generate_node_key() -> tuple[bytes, bytes]:
     """A SuperNode auth key pair (ECDSA P-384): (OpenSSH private key, OpenSSH public key line)."""
     key = ec.generate_private_key(ec.SECP384R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return private, public

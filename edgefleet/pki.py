@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from cryptography import x509

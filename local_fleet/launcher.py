@@ -54,24 +54,27 @@ def main(argv: list[str] | None = None) -> int:
     if not paths.ca_key.exists():
         initialize(paths.root, args.central_listen)
         print(f"initialized central in {paths.root}", flush=True)
-    children: list[subprocess.Popen] = []
+    children: dict[str, subprocess.Popen] = {}  # by name, in the order started
     try:
         for f in (paths.fleet_address_file, paths.enroll_address_file):
             f.unlink(missing_ok=True)
-        children.append(subprocess.Popen([sys.executable, "-m", "central.cli", "central", "serve",
-                                          "--data-dir", str(paths.root), "--listen", args.central_listen,
-                                          "--enroll-listen", args.enroll_listen,
-                                          "--superlink-listen", args.superlink_listen]))
-        _wait_for_file(paths.fleet_address_file, children[0], "central")
+        central_cmd = [sys.executable, "-m", "central.cli", "central", "serve", "--data-dir", str(paths.root)]
+        central_cmd += ["--listen", args.central_listen, "--enroll-listen", args.enroll_listen]
+        central_cmd += ["--superlink-listen", args.superlink_listen]
+        children["central"] = subprocess.Popen(central_cmd)
+        _wait_for_file(paths.fleet_address_file, children["central"], "central")
         _ensure_enrolled(paths, agent_dir)
-        agent_cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(agent_dir),
-                     "--listen", args.listen]
+        agent_cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(agent_dir)]
+        agent_cmd += ["--listen", args.listen]
         if args.model:
             agent_cmd += ["--model", args.model]
-        children.append(subprocess.Popen(agent_cmd))
-        print(f"\nlocal fleet: central on {args.central_listen}, agent API on http://{args.listen}/v1\n"
-              f"in another terminal:\n  export EDGEFLEET_CREDENTIAL={paths.admin_credential}\n"
-              f"  edgefleet nodes list\nCtrl-C stops both.\n", flush=True)
+        children["agent"] = subprocess.Popen(agent_cmd)
+        print(
+            f"\nlocal fleet: central on {args.central_listen}, agent API on http://{args.listen}/v1\n"
+            f"in another terminal:\n  export EDGEFLEET_CREDENTIAL={paths.admin_credential}\n"
+            f"  edgefleet nodes list\nCtrl-C stops both.\n",
+            flush=True,
+        )
         return _supervise(children)
     except KeyboardInterrupt:  # Ctrl-C while starting: stop what has started, without a traceback
         return 0
@@ -91,20 +94,21 @@ def _ensure_enrolled(paths: CentralPaths, agent_dir: Path) -> None:
     cred = credential_file.load(paths.admin_credential)
     fleet_address = paths.fleet_address_file.read_text().strip()
     with AdminClient(cred, fleet_address) as admin:
-        token = admin.call("CreateToken", admin_pb2.CreateTokenRequest(
-            labels={"site": "local"}, ttl=duration(600), uses=1))
+        token = admin.call(
+            "CreateToken", admin_pb2.CreateTokenRequest(labels={"site": "local"}, ttl=duration(600), uses=1)
+        )
     identity = enroll(token.enroll_address, token.ca_fingerprint, token.token, files)
     print(f"enrolled the agent as {identity.node_id}", flush=True)
 
 
-def _supervise(children: list[subprocess.Popen]) -> int:
+def _supervise(children: dict[str, subprocess.Popen]) -> int:
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
     while not stopping:
-        for child in children:
+        for name, child in children.items():
             if child.poll() is not None:
-                print(f"local fleet: {child.args[2]} exited with {child.returncode}; stopping", file=sys.stderr)
+                print(f"local fleet: {name} exited with {child.returncode}; stopping", file=sys.stderr)
                 return 1
         time.sleep(0.2)
     return 0
@@ -120,21 +124,24 @@ def _wait_for_file(path: Path, child: subprocess.Popen, name: str) -> None:
         time.sleep(0.1)
 
 
-def _stop_all(children: list[subprocess.Popen]) -> None:
+def _stop_all(children: dict[str, subprocess.Popen]) -> None:
     """SIGTERM to every child at once, then wait for all of them on one deadline (SIGKILL past it).
 
     Stopping them one after the other added their drain times up; each stops on its own, and the agent
     rides out central going away (it spools what it cannot report).
     """
-    for child in children:
+    for child in children.values():
         if child.poll() is None:
             os.kill(child.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    for child in children:
+    for name, child in children.items():
         try:
             child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            print(f"local fleet: {child.args[2]} did not stop within {STOP_TIMEOUT_S} s; killing it",
-                  file=sys.stderr, flush=True)
+            print(
+                f"local fleet: {name} did not stop within {STOP_TIMEOUT_S} s; killing it",
+                file=sys.stderr,
+                flush=True,
+            )
             os.kill(child.pid, signal.SIGKILL)
             child.wait()

@@ -8,7 +8,7 @@ aggregated vectors into what central keeps. The Flower apps in
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 # TaskError sits in federated.errors, below both this package and federated.local_data, which raises it too.
 # It and the base types are re-exported here for the tasks' callers.

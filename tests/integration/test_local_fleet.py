@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-
 from central_process import wait_for
+
 from edgefleet.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,15 +21,28 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_local_fleet_starts_logs_state_changes_and_stops_everything_on_ctrl_c(tmp_path):
     api = f"127.0.0.1:{free_port('127.0.0.1')}"
     log_path = tmp_path / "local_fleet.log"
-    command = [sys.executable, "-m", "local_fleet", "--dir", str(tmp_path / "fleet"), "--listen", api,
-               *(arg for flag in ("--central-listen", "--enroll-listen", "--superlink-listen")
-                 for arg in (flag, f"127.0.0.1:{free_port('127.0.0.1')}"))]
+    command = [
+        sys.executable,
+        "-m",
+        "local_fleet",
+        "--dir",
+        str(tmp_path / "fleet"),
+        "--listen",
+        api,
+        *(
+            arg
+            for flag in ("--central-listen", "--enroll-listen", "--superlink-listen")
+            for arg in (flag, f"127.0.0.1:{free_port('127.0.0.1')}")
+        ),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
     with open(log_path, "wb") as log:
         # Its own session, as a terminal's foreground job: Ctrl-C reaches the launcher and its children.
-        launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+        launcher = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
+
         def ready():
             assert launcher.poll() is None, log_path.read_text()
             try:
@@ -41,8 +54,12 @@ def test_local_fleet_starts_logs_state_changes_and_stops_everything_on_ctrl_c(tm
         wait_for(ready, 180, 0.5, "the agent to be ready")
         # Central polls its SuperLink every 2 s, a request httpx would log at INFO: let two go by.
         superlink_log = tmp_path / "fleet" / "central" / "flower" / "superlink.log"
-        wait_for(lambda: superlink_log.exists() and superlink_log.read_text().count("list-nodes") >= 2, 60, 0.2,
-                 "two of central's SuperLink polls")
+        wait_for(
+            lambda: superlink_log.exists() and superlink_log.read_text().count("list-nodes") >= 2,
+            60,
+            0.2,
+            "two of central's SuperLink polls",
+        )
         started = launcher.pid, *(p.pid for p in psutil.Process(launcher.pid).children(recursive=True))
         assert len(started) >= 4, started  # the launcher, central, its SuperLink, the agent
 

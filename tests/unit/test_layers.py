@@ -29,8 +29,15 @@ FORBIDDEN = {
 # federated's public entry points, the only federated modules the agent and central import
 # (federated/__init__.py says what each is for).
 FEDERATED_PUBLIC = {
-    "federated", "federated.errors", "federated.local_data", "federated.supernode", "federated.tasks",
-    "federated.control", "federated.fab", "federated.results", "federated.supervisor",
+    "federated",
+    "federated.errors",
+    "federated.local_data",
+    "federated.supernode",
+    "federated.tasks",
+    "federated.control",
+    "federated.fab",
+    "federated.results",
+    "federated.supervisor",
 }
 # Import circles between modules still to be broken, each as the sorted tuple of its modules. Empty is the goal.
 KNOWN_CIRCLES: set[tuple[str, ...]] = set()
@@ -71,9 +78,9 @@ def _imports(module: str, path: Path, known: set[str]) -> list[Import]:
             if isinstance(child, ast.If) and _is_type_checking(child.test):
                 visit(child, module_level, True)
                 continue
-            targets: list[str] = []
             if isinstance(child, ast.Import):
                 targets = [alias.name for alias in child.names]
+                found.extend(Import(module, t, child.lineno, module_level, type_checking) for t in targets)
             elif isinstance(child, ast.ImportFrom):
                 base = child.module or ""
                 if child.level:
@@ -81,7 +88,7 @@ def _imports(module: str, path: Path, known: set[str]) -> list[Import]:
                     base = ".".join([*anchor, base] if base else anchor)
                 # `from pkg import submodule` imports the submodule too
                 targets = [base, *(f"{base}.{a.name}" for a in child.names if f"{base}.{a.name}" in known)]
-            found.extend(Import(module, t, child.lineno, module_level, type_checking) for t in targets)
+                found.extend(Import(module, t, child.lineno, module_level, type_checking) for t in targets)
             visit(child, module_level, type_checking)
 
     visit(tree, True, False)
@@ -90,7 +97,8 @@ def _imports(module: str, path: Path, known: set[str]) -> list[Import]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _top(name: str) -> str:
@@ -115,15 +123,21 @@ def test_the_walk_sees_module_and_function_level_imports(imports):
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_imports_point_down(imports, package):
-    wrong = [f"{i.importer}:{i.line} imports {i.target}" for i in imports
-             if _top(i.importer) == package and _top(i.target) in FORBIDDEN[package]]
+    wrong = [
+        f"{i.importer}:{i.line} imports {i.target}"
+        for i in imports
+        if _top(i.importer) == package and _top(i.target) in FORBIDDEN[package]
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("package", ["edge_agent", "central"])
 def test_programs_use_only_federated_public_entry_points(imports, package):
-    wrong = [f"{i.importer}:{i.line} imports {i.target}" for i in imports
-             if _top(i.importer) == package and _top(i.target) == "federated" and i.target not in FEDERATED_PUBLIC]
+    wrong = [
+        f"{i.importer}:{i.line} imports {i.target}"
+        for i in imports
+        if _top(i.importer) == package and _top(i.target) == "federated" and i.target not in FEDERATED_PUBLIC
+    ]
     assert not wrong, "\n".join(wrong) + f"\nfederated's public entry points: {sorted(FEDERATED_PUBLIC)}"
 
 
