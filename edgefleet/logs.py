@@ -28,15 +28,20 @@ def configure(level: str | int = "INFO", fmt: str = FORMAT) -> None:
     """
     root = logging.getLogger()
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    handler = logging.StreamHandler()
+    handler = _Handler()
     handler.setFormatter(logging.Formatter(fmt))
     handler.addFilter(_third_party_at_warning)
-    for old in list(root.handlers):
+    # Replaces only a handler this function added: others (pytest's capture, say) are not ours to remove.
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     if root.level > logging.DEBUG:
         # Read by gRPC core when it initializes, so before the first channel or server; children inherit it.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+class _Handler(logging.StreamHandler):
+    """stderr, as configure() set it up."""
 
 
 def is_ours(logger_name: str) -> bool:
