@@ -47,17 +47,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import write_results  # bench/ is on sys.path when run as a script
-
 import grpc
 import psutil
+from results_file import write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from agent_process import start_agent  # noqa: E402
-from central.cli import main as edgefleet  # noqa: E402
 from central_process import create_token, start_central, wait_for  # noqa: E402
+
+from central.cli import main as edgefleet  # noqa: E402
 from edge_agent.control.artifacts import ModelSlots  # noqa: E402
 from edge_agent.control.client import FleetClient, enroll  # noqa: E402
 from edge_agent.control.identity import FleetFiles  # noqa: E402
@@ -85,9 +85,16 @@ def machine() -> dict:
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     import google.protobuf
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "arch": platform.machine(), "python": platform.python_version(), "grpcio": grpc.__version__,
-            "protobuf": google.protobuf.__version__}
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+    }
 
 
 def work_parent() -> Path:
@@ -118,8 +125,9 @@ def random_file(path: Path, size: int) -> None:
 def cli(central, *args: str) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = edgefleet(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address,
-                          *args])
+        code = edgefleet(
+            ["--credential", str(central.paths.admin_credential), "--central", central.fleet_address, *args]
+        )
     if code != 0:
         raise RuntimeError(f"edgefleet {' '.join(args)} exited with {code}")
     return out.getvalue()
@@ -137,8 +145,12 @@ def timed(central_proc: psutil.Process, fn) -> dict:
     fn()
     wall = time.perf_counter() - t0
     central_s, client_s = sum(central_proc.cpu_times()[:2]) - c0, time.process_time() - p0
-    return {"s": wall, "central_cpu_s": central_s, "client_cpu_s": client_s,
-            "other_cpu_s": max(0.0, busy_s() - m0 - central_s - client_s)}
+    return {
+        "s": wall,
+        "central_cpu_s": central_s,
+        "client_cpu_s": client_s,
+        "other_cpu_s": max(0.0, busy_s() - m0 - central_s - client_s),
+    }
 
 
 def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
@@ -156,18 +168,31 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
             def copy():
                 shutil.copyfile(src, dst)
                 fsync_file(dst)
+
             runs["copy"].append(timed(central_proc, copy))
             dst.unlink()
-            runs["push"].append(timed(central_proc, lambda: cli(
-                central, "models", "push", str(src), "--name", name, "--version", f"1.0.{i}", "--format", "gguf")))
+            runs["push"].append(
+                timed(
+                    central_proc,
+                    lambda: cli(
+                        central, "models", "push", str(src), "--name", name, "--version", f"1.0.{i}", "--format", "gguf"
+                    ),
+                )
+            )
             with central.admin() as admin:
                 got = admin.call("GetModel", admin_pb2.GetModelRequest(name=name, version=f"1.0.{i}"))
             sha = got.model.sha256
             slots = ModelSlots(work / "node-data", identity.signing_public_key_pem)
             manifest = slots.verify_manifest(got.manifest.body, got.manifest.signature)
             holder = {}
-            runs["fetch"].append(timed(central_proc, lambda: holder.setdefault("path", slots.download(
-                manifest, lambda offset: client.fetch_artifact(sha, offset)))))
+            runs["fetch"].append(
+                timed(
+                    central_proc,
+                    lambda: holder.setdefault(
+                        "path", slots.download(manifest, lambda offset: client.fetch_artifact(sha, offset))
+                    ),
+                )
+            )
             runs["verify"].append(timed(central_proc, lambda: holder.setdefault("sha", sha256_file(holder["path"]))))
             if holder["sha"] != sha or holder["path"].stat().st_size != size:
                 raise RuntimeError(f"downloaded {holder['path']} does not match {sha}")
@@ -180,22 +205,29 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
                         f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
+
             runs["raw"].append(timed(central_proc, fetch_raw))
             if raw.stat().st_size != size:
                 raise RuntimeError(f"raw fetch got {raw.stat().st_size} of {size} bytes")
             raw.unlink()
-            print(f"[{label(size)}] run {i + 1}/{repeat}: " + ", ".join(
-                f"{k} {size / 1e6 / v[-1]['s']:.0f} MB/s" for k, v in runs.items()), flush=True)
+            print(
+                f"[{label(size)}] run {i + 1}/{repeat}: "
+                + ", ".join(f"{k} {size / 1e6 / v[-1]['s']:.0f} MB/s" for k, v in runs.items()),
+                flush=True,
+            )
     finally:
         client.close()
         src.unlink(missing_ok=True)
     result = {"bytes": size, "repeat": repeat, "runs": runs, "median": {}}
     for k, v in runs.items():
         s = statistics.median(r["s"] for r in v)
-        result["median"][k] = {"s": round(s, 3), "mb_per_s": round(size / 1e6 / s, 1),
-                               "central_cpu_s": round(statistics.median(r["central_cpu_s"] for r in v), 2),
-                               "client_cpu_s": round(statistics.median(r["client_cpu_s"] for r in v), 2),
-                               "other_cpu_s": round(statistics.median(r["other_cpu_s"] for r in v), 2)}
+        result["median"][k] = {
+            "s": round(s, 3),
+            "mb_per_s": round(size / 1e6 / s, 1),
+            "central_cpu_s": round(statistics.median(r["central_cpu_s"] for r in v), 2),
+            "client_cpu_s": round(statistics.median(r["client_cpu_s"] for r in v), 2),
+            "other_cpu_s": round(statistics.median(r["other_cpu_s"] for r in v), 2),
+        }
     copy_rate = result["median"]["copy"]["mb_per_s"]
     for k in result["median"]:
         result["median"][k]["vs_copy"] = round(result["median"][k]["mb_per_s"] / copy_rate, 3)
@@ -207,8 +239,11 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
 def nodes_on(central, node_ids: list[str], version: str) -> bool:
     with central.admin() as admin:
         listed = admin.call("ListNodes", admin_pb2.ListNodesRequest(selector={"bench": "rollout"})).nodes
-    on = {n.node_id for n in listed
-          if n.status.activation.model.version == version and n.status.activation.state == ACTIVE}
+    on = {
+        n.node_id
+        for n in listed
+        if n.status.activation.model.version == version and n.status.activation.state == ACTIVE
+    }
     return on >= set(node_ids)
 
 
@@ -227,13 +262,34 @@ def bench_rollout(central, n_agents: int, work: Path, agents: list) -> dict:
     started = time.perf_counter()
     for node_id in node_ids:
         cli(central, "nodes", "assign", node_id, "chat@1.0.0")
-    wait_for(lambda: nodes_on(central, node_ids, "1.0.0"), timeout_s=300, interval_s=0.2,
-             what="every agent ACTIVE on chat@1.0.0")
+    wait_for(
+        lambda: nodes_on(central, node_ids, "1.0.0"),
+        timeout_s=300,
+        interval_s=0.2,
+        what="every agent ACTIVE on chat@1.0.0",
+    )
     assign_s = time.perf_counter() - started
     print(f"[rollout] all {n_agents} ACTIVE on chat@1.0.0 after {assign_s:.1f} s; starting the rollout", flush=True)
     started = time.perf_counter()
-    row = json.loads(cli(central, "rollout", "start", "chat@1.1.0", "--selector", "bench=rollout", "--canary", "20",
-                         "--steps", "100", "--bake", "1ms", "--max-p99-ms", "600000", "--json"))
+    row = json.loads(
+        cli(
+            central,
+            "rollout",
+            "start",
+            "chat@1.1.0",
+            "--selector",
+            "bench=rollout",
+            "--canary",
+            "20",
+            "--steps",
+            "100",
+            "--bake",
+            "1ms",
+            "--max-p99-ms",
+            "600000",
+            "--json",
+        )
+    )
     canary = [n["node"] for n in row["nodes"] if n["in_step"]]
     marks: dict[str, float] = {}
 
@@ -253,29 +309,46 @@ def bench_rollout(central, n_agents: int, work: Path, agents: list) -> dict:
 
     wait_for(done, timeout_s=600, interval_s=0.2, what="the rollout of chat@1.1.0 to complete")
     total = time.perf_counter() - started
-    return {"agents": n_agents, "canary_nodes": len(canary), "heartbeat_interval_s": 1.0,
-            "v1_bytes": smol.size, "v2_bytes": gemma.size, "assign_v1_all_active_s": round(assign_s, 2),
-            **{k: round(v, 2) for k, v in marks.items()}, "start_to_all_active_and_completed_s": round(total, 2)}
+    return {
+        "agents": n_agents,
+        "canary_nodes": len(canary),
+        "heartbeat_interval_s": 1.0,
+        "v1_bytes": smol.size,
+        "v2_bytes": gemma.size,
+        "assign_v1_all_active_s": round(assign_s, 2),
+        **{k: round(v, 2) for k, v in marks.items()},
+        "start_to_all_active_and_completed_s": round(total, 2),
+    }
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{'size':>7} {'step':<8}{'MB/s':>8}{'median s':>10}{'vs copy':>9}{'central CPU s':>15}"
-          f"{'client CPU s':>14}{'other CPU s':>13}")
+    print(
+        f"\n{'size':>7} {'step':<8}{'MB/s':>8}{'median s':>10}{'vs copy':>9}{'central CPU s':>15}"
+        f"{'client CPU s':>14}{'other CPU s':>13}"
+    )
     for name, r in report["sizes"].items():
         for k, m in r["median"].items():
-            print(f"{name:>7} {k:<8}{m['mb_per_s']:>8.0f}{m['s']:>10.2f}{m['vs_copy']:>8.2f}x"
-                  f"{m['central_cpu_s']:>15.2f}{m['client_cpu_s']:>14.2f}{m['other_cpu_s']:>13.2f}")
+            print(
+                f"{name:>7} {k:<8}{m['mb_per_s']:>8.0f}{m['s']:>10.2f}{m['vs_copy']:>8.2f}x"
+                f"{m['central_cpu_s']:>15.2f}{m['client_cpu_s']:>14.2f}{m['other_cpu_s']:>13.2f}"
+            )
     for name, r in report["sizes"].items():
-        print(f"{name}: fetch/copy {r['fetch_vs_copy']:.2f}x (target >= {TARGET_FETCH_VS_COPY}x): "
-              f"{'met' if r['meets_target'] else 'MISSED'}")
+        print(
+            f"{name}: fetch/copy {r['fetch_vs_copy']:.2f}x (target >= {TARGET_FETCH_VS_COPY}x): "
+            f"{'met' if r['meets_target'] else 'MISSED'}"
+        )
     r = report.get("rollout")
     if r:
-        print(f"rollout of chat@1.1.0 to {r['agents']} agents (canary {r['canary_nodes']}, bake 1ms, heartbeat 1s): "
-              f"canary ACTIVE {r.get('canary_active_s', float('nan')):.1f} s, COMPLETED {r['completed_s']:.1f} s, "
-              f"all ACTIVE {r['all_active_s']:.1f} s after `rollout start`")
-    print("medians over --repeat runs; warm page cache; fetch = ModelSlots.download (hash while writing), "
-          "raw = FetchArtifact to a file, no hash; client CPU = this process; other CPU = the rest of the machine "
-          "(near 0, or the run was disturbed)")
+        print(
+            f"rollout of chat@1.1.0 to {r['agents']} agents (canary {r['canary_nodes']}, bake 1ms, heartbeat 1s): "
+            f"canary ACTIVE {r.get('canary_active_s', float('nan')):.1f} s, COMPLETED {r['completed_s']:.1f} s, "
+            f"all ACTIVE {r['all_active_s']:.1f} s after `rollout start`"
+        )
+    print(
+        "medians over --repeat runs; warm page cache; fetch = ModelSlots.download (hash while writing), "
+        "raw = FetchArtifact to a file, no hash; client CPU = this process; other CPU = the rest of the machine "
+        "(near 0, or the run was disturbed)"
+    )
 
 
 def main() -> int:
@@ -288,8 +361,13 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop our processes
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    report = {"benchmark": "artifacts", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "target": {"fetch_vs_copy": TARGET_FETCH_VS_COPY}, "sizes": {}}
+    report = {
+        "benchmark": "artifacts",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "target": {"fetch_vs_copy": TARGET_FETCH_VS_COPY},
+        "sizes": {},
+    }
     with tempfile.TemporaryDirectory(prefix="edgefleet-artifacts-", dir=work_parent()) as tmp:
         work, central, agents = Path(tmp), None, []
         report["workdir"] = str(work.parent)

@@ -42,9 +42,9 @@ import re
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from results_file import RESULTS, write_results  # bench/ is on sys.path when run as a script
 
@@ -53,11 +53,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import phonenumbers  # noqa: E402
+import pii_corpus as corpus  # noqa: E402
 from stdnum import iban as stdnum_iban  # noqa: E402
 from stdnum import luhn as stdnum_luhn  # noqa: E402
 from stdnum.us import ssn as stdnum_ssn  # noqa: E402
 
-import pii_corpus as corpus  # noqa: E402
 from edge_agent.config import BUILTIN_DETECTORS, PolicyConfig  # noqa: E402
 from edge_agent.policy.classify import PromptClassifier  # noqa: E402
 from edge_agent.policy.detectors import Detectors  # noqa: E402
@@ -111,8 +111,11 @@ def reference_finders(regions: Sequence[str]) -> dict[str, Finder]:
         return [Found("phone", a, b) for a, b in sorted(spans)]
 
     def card(text: str) -> list[Found]:
-        return [Found("card", m.start(), m.end()) for m in _REF_CARD.finditer(text)
-                if stdnum_luhn.is_valid(re.sub(r"\D", "", m.group(0)))]
+        return [
+            Found("card", m.start(), m.end())
+            for m in _REF_CARD.finditer(text)
+            if stdnum_luhn.is_valid(re.sub(r"\D", "", m.group(0)))
+        ]
 
     def iban(text: str) -> list[Found]:
         out = []
@@ -136,21 +139,35 @@ def rate(hits: int, total: int) -> float | None:
     return round(hits / total, 4) if total else None
 
 
-def quality(system: str, find_kind: Callable[[str, str], Sequence[Found]], samples: Sequence[corpus.Sample],
-            benign: Sequence[corpus.Benign]) -> dict:
+def quality(
+    system: str,
+    find_kind: Callable[[str, str], Sequence[Found]],
+    samples: Sequence[corpus.Sample],
+    benign: Sequence[corpus.Benign],
+) -> dict:
     """Recall per kind, per kind and locale, per kind and transform; false-positive rate per kind."""
     hits: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for s in samples:
         ok = corpus.covered(s, find_kind(s.kind, s.text))
-        for key in ((s.kind,), (s.kind, "locale", s.locale or "intl"), (s.kind, "variant", s.variant),
-                    (s.kind, "set", "plain" if s.variant == "plain" else "evasion")):
+        for key in (
+            (s.kind,),
+            (s.kind, "locale", s.locale or "intl"),
+            (s.kind, "variant", s.variant),
+            (s.kind, "set", "plain" if s.variant == "plain" else "evasion"),
+        ):
             hits[key][0] += ok
             hits[key][1] += 1
     fired: dict[str, int] = defaultdict(int)
     for kind in corpus.KINDS:
         fired[kind] = sum(1 for b in benign if find_kind(kind, b.text))
-    out: dict = {"recall": {}, "recall_by_locale": {}, "recall_by_transform": {}, "recall_by_set": {},
-                 "false_positive_rate": {}, "benign_sentences": len(benign)}
+    out: dict = {
+        "recall": {},
+        "recall_by_locale": {},
+        "recall_by_transform": {},
+        "recall_by_set": {},
+        "false_positive_rate": {},
+        "benign_sentences": len(benign),
+    }
     for key, (h, n) in sorted(hits.items()):
         kind = key[0]
         if len(key) == 1:
@@ -164,8 +181,9 @@ def quality(system: str, find_kind: Callable[[str, str], Sequence[Found]], sampl
     return out
 
 
-def phone_misses_by_verdict(find_kind: Callable[[str, str], Sequence[Found]],
-                            samples: Sequence[corpus.Sample]) -> dict[str, dict[str, int]]:
+def phone_misses_by_verdict(
+    find_kind: Callable[[str, str], Sequence[Found]], samples: Sequence[corpus.Sample]
+) -> dict[str, dict[str, int]]:
     """The phone numbers missed, by what libphonenumber says of them in their locale's region (as a reader
     sees them): "impossible" (Faker's junk, e.g. "00333 844965"), "invalid" (a possible length, no such
     range), "valid". Per locale."""
@@ -173,11 +191,16 @@ def phone_misses_by_verdict(find_kind: Callable[[str, str], Sequence[Found]],
     for s in samples:
         if s.kind != "phone" or corpus.covered(s, find_kind("phone", s.text)):
             continue
-        written = corpus.canonical(s.text[s.core[0]:s.core[1]])
+        written = corpus.canonical(s.text[s.core[0] : s.core[1]])
         try:
             number = phonenumbers.parse(written, corpus.REGIONS[s.locale])
-            verdict = ("valid" if phonenumbers.is_valid_number(number) else
-                       "invalid" if phonenumbers.is_possible_number(number) else "impossible")
+            verdict = (
+                "valid"
+                if phonenumbers.is_valid_number(number)
+                else "invalid"
+                if phonenumbers.is_possible_number(number)
+                else "impossible"
+            )
         except phonenumbers.NumberParseException:
             verdict = "impossible"
         out[s.locale][verdict] += 1
@@ -209,8 +232,12 @@ def corpus_prompts(count: int, seed: int = 7) -> list[str]:
 def percentiles(samples_ns: list[int]) -> dict:
     samples_ns.sort()
     p99 = samples_ns[min(len(samples_ns) - 1, int(len(samples_ns) * 0.99))]
-    return {"p50_us": round(samples_ns[len(samples_ns) // 2] / 1000, 2), "p99_us": round(p99 / 1000, 2),
-            "max_us": round(samples_ns[-1] / 1000, 2), "calls": len(samples_ns)}
+    return {
+        "p50_us": round(samples_ns[len(samples_ns) // 2] / 1000, 2),
+        "p99_us": round(p99 / 1000, 2),
+        "max_us": round(samples_ns[-1] / 1000, 2),
+        "calls": len(samples_ns),
+    }
 
 
 def cost(call: Callable[[str], object], prompts: Sequence[str], repeat: int) -> dict:
@@ -237,7 +264,7 @@ def fixed_prompts() -> dict[str, str]:
         taken_from = cut
     text = "".join(woven) + PROSE[taken_from:]
     while len(text) > 2048:
-        text = text[:text.rfind(" ", 0, len(text) - 1)]
+        text = text[: text.rfind(" ", 0, len(text) - 1)]
     return {"plain_2k": plain, "pii_2k": text, "short_200": PROSE[:200]}
 
 
@@ -278,8 +305,14 @@ def machine() -> dict:
     cpu = ""
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "arch": platform.machine(),
-            "python": platform.python_version(), "implementation": platform.python_implementation()}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+    }
 
 
 # --- printing -----------------------------------------------------------------------------------------------
@@ -296,18 +329,27 @@ def print_quality(results: dict[str, dict]) -> None:
             label = kind if subset is None else f"  {subset}"
             row = []
             for s in systems:
-                r = (results[s]["recall"].get(kind) if subset is None
-                     else results[s]["recall_by_set"].get(kind, {}).get(subset))
+                r = (
+                    results[s]["recall"].get(kind)
+                    if subset is None
+                    else results[s]["recall_by_set"].get(kind, {}).get(subset)
+                )
                 row.append(pct(r and r["recall"]))
-            n = (ours["recall"][kind]["n"] if subset is None
-                 else ours["recall_by_set"].get(kind, {}).get(subset, {}).get("n", 0))
+            n = (
+                ours["recall"][kind]["n"]
+                if subset is None
+                else ours["recall_by_set"].get(kind, {}).get(subset, {}).get("n", 0)
+            )
             target = f">= {RECALL_TARGET[kind]:.1%}" if subset is None else ""
             print(f"{label + f' (n={n})':<22}" + "".join(f"{v:>12}" for v in row) + f"   {target}")
     print(f"\n{'false positives':<22}" + "".join(f"{s:>12}" for s in systems) + "   target")
     for kind in corpus.KINDS:
         row = [pct(results[s]["false_positive_rate"][kind]) for s in systems]
-        print(f"{kind + ' (n=' + str(ours['benign_sentences']) + ')':<22}" + "".join(f"{v:>12}" for v in row)
-              + f"   <= {FALSE_POSITIVE_MAX:.0%}")
+        print(
+            f"{kind + ' (n=' + str(ours['benign_sentences']) + ')':<22}"
+            + "".join(f"{v:>12}" for v in row)
+            + f"   <= {FALSE_POSITIVE_MAX:.0%}"
+        )
     locales = list(corpus.LOCALES) + ["intl"]
     print("\nrecall by locale (detectors; phone also reference)")
     kinds = list(corpus.KINDS)
@@ -332,8 +374,12 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=200, help="2 KB corpus prompts for the cost measurement")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per corpus prompt and system")
     parser.add_argument("--iterations", type=int, default=1000, help="timed calls per fixed prompt and system")
-    parser.add_argument("--classifier", default="", metavar="MODEL.onnx",
-                        help="also time the ONNX sensitivity classifier (featurize + onnxruntime)")
+    parser.add_argument(
+        "--classifier",
+        default="",
+        metavar="MODEL.onnx",
+        help="also time the ONNX sensitivity classifier (featurize + onnxruntime)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "classify.json"), help="JSON output")
     args = parser.parse_args()
 
@@ -342,14 +388,20 @@ def main() -> int:
     detectors = Detectors(BUILTIN_DETECTORS, (), regions)
     router = PromptClassifier(policy)
     reference = reference_finders(regions)
-    peers = {"presidio": "not installed" if importlib.util.find_spec("presidio_analyzer") is None
-             else "installed, not measured (its NLP engine needs a spaCy model)"}
+    peers = {
+        "presidio": "not installed"
+        if importlib.util.find_spec("presidio_analyzer") is None
+        else "installed, not measured (its NLP engine needs a spaCy model)"
+    }
 
     started = time.monotonic()
     samples = corpus.pii_samples() + corpus.evasion_samples()
     benign = corpus.benign_samples()
-    print(f"corpus: {len(samples)} PII samples ({len(corpus.evasion_samples())} evasion), {len(benign)} benign "
-          f"sentences, built in {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"corpus: {len(samples)} PII samples ({len(corpus.evasion_samples())} evasion), {len(benign)} benign "
+        f"sentences, built in {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
 
     cache: dict[str, list[Found]] = {}
 
@@ -358,18 +410,22 @@ def main() -> int:
             cache[text] = detectors.find(text)
         return [s for s in cache[text] if s.detector == kind]
 
-    results = {"detectors": quality("detectors", ours, samples, benign),
-               "reference": quality("reference", lambda kind, text: reference[kind](text), samples, benign),
-               "naive": quality("naive", by_kind(naive_find), samples, benign)}
+    results = {
+        "detectors": quality("detectors", ours, samples, benign),
+        "reference": quality("reference", lambda kind, text: reference[kind](text), samples, benign),
+        "naive": quality("naive", by_kind(naive_find), samples, benign),
+    }
 
     phone_verdicts = phone_misses_by_verdict(ours, samples)
     results["detectors"]["phone_misses_by_libphonenumber_verdict"] = phone_verdicts
 
     prompts = corpus_prompts(args.prompts)
     systems: dict[str, Callable[[str], object]] = {
-        "detectors": detectors.find, "classify": lambda text: router.classify([text]),
+        "detectors": detectors.find,
+        "classify": lambda text: router.classify([text]),
         "reference": lambda text: [f for find in reference.values() for f in find(text)],
-        "ref_phone": reference["phone"], "naive": naive_find,
+        "ref_phone": reference["phone"],
+        "naive": naive_find,
         # where the detectors' time goes: all but phone, and phone alone
         "no_phone": Detectors([n for n in BUILTIN_DETECTORS if n != "phone"]).find,
         "phone_only": Detectors(["phone"], (), regions).find,
@@ -391,18 +447,31 @@ def main() -> int:
     load_after = os.getloadavg()[0]
 
     print_quality(results)
-    print("phone numbers the detectors miss, by libphonenumber's verdict in the locale's region: "
-          + (", ".join(f"{locale} " + "/".join(f"{k} {n}" for k, n in sorted(v.items()))
-                       for locale, v in sorted(phone_verdicts.items())) or "none"))
+    print(
+        "phone numbers the detectors miss, by libphonenumber's verdict in the locale's region: "
+        + (
+            ", ".join(
+                f"{locale} " + "/".join(f"{k} {n}" for k, n in sorted(v.items()))
+                for locale, v in sorted(phone_verdicts.items())
+            )
+            or "none"
+        )
+    )
     base = costs["detectors"]
     print(f"\ncost per 2 KB corpus prompt ({args.prompts} prompts x {args.repeat}; reference x 1)")
     print(f"{'system':<12}{'p50 us':>10}{'p99 us':>10}{'max us':>10}{'p50 ratio':>11}{'p99 ratio':>11}")
     for name, c in costs.items():
-        print(f"{name:<12}{c['p50_us']:>10.1f}{c['p99_us']:>10.1f}{c['max_us']:>10.1f}"
-              f"{c['p50_us'] / base['p50_us']:>10.2f}x{c['p99_us'] / base['p99_us']:>10.2f}x")
-    print("\nfixed prompts (p50 / p99 us): " + "; ".join(
-        f"{system} " + ", ".join(f"{n} {r['p50_us']:.0f}/{r['p99_us']:.0f}" for n, r in by.items())
-        for system, by in fixed.items()))
+        print(
+            f"{name:<12}{c['p50_us']:>10.1f}{c['p99_us']:>10.1f}{c['max_us']:>10.1f}"
+            f"{c['p50_us'] / base['p50_us']:>10.2f}x{c['p99_us'] / base['p99_us']:>10.2f}x"
+        )
+    print(
+        "\nfixed prompts (p50 / p99 us): "
+        + "; ".join(
+            f"{system} " + ", ".join(f"{n} {r['p50_us']:.0f}/{r['p99_us']:.0f}" for n, r in by.items())
+            for system, by in fixed.items()
+        )
+    )
     print("peers: " + ", ".join(f"{k}: {v}" for k, v in peers.items()))
 
     ours_q = results["detectors"]
@@ -411,23 +480,37 @@ def main() -> int:
         "false_positives": all(ours_q["false_positive_rate"][k] <= FALSE_POSITIVE_MAX for k in corpus.KINDS),
         "cost_p99": base["p99_us"] < TARGET_P99_US,
     }
-    print(f"targets: recall {'met' if meets['recall'] else 'NOT met'}, false positives "
-          f"{'met' if meets['false_positives'] else 'NOT met'}, detectors p99 < {TARGET_P99_US:.0f} us "
-          f"{'met' if meets['cost_p99'] else 'NOT met'} (load average {load_before:.2f} -> {load_after:.2f}; "
-          f"{time.monotonic() - started:.0f} s in all)")
+    print(
+        f"targets: recall {'met' if meets['recall'] else 'NOT met'}, false positives "
+        f"{'met' if meets['false_positives'] else 'NOT met'}, detectors p99 < {TARGET_P99_US:.0f} us "
+        f"{'met' if meets['cost_p99'] else 'NOT met'} (load average {load_before:.2f} -> {load_after:.2f}; "
+        f"{time.monotonic() - started:.0f} s in all)"
+    )
 
-    report = {"benchmark": "classify", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "corpus": {"pii_samples": len(samples),
-                                               "evasion_samples": len(corpus.evasion_samples()),
-                                               "benign_sentences": len(benign), "seed": 13},
-              "target": {"recall": RECALL_TARGET, "false_positive_max": FALSE_POSITIVE_MAX,
-                         "detectors_p99_us": TARGET_P99_US},
-              "quality": results, "cost_2k_corpus_prompts": {"prompts": args.prompts, "repeat": args.repeat,
-                                                             "systems": costs},
-              "cost_fixed_prompts": {"iterations": args.iterations, "systems": fixed},
-              "ratios_p50": {name: round(c["p50_us"] / base["p50_us"], 2) for name, c in costs.items()},
-              "peers": peers, "classifier_model": args.classifier or None, "meets_target": meets,
-              "loadavg_1m": [round(load_before, 2), round(load_after, 2)]}
+    report = {
+        "benchmark": "classify",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "corpus": {
+            "pii_samples": len(samples),
+            "evasion_samples": len(corpus.evasion_samples()),
+            "benign_sentences": len(benign),
+            "seed": 13,
+        },
+        "target": {
+            "recall": RECALL_TARGET,
+            "false_positive_max": FALSE_POSITIVE_MAX,
+            "detectors_p99_us": TARGET_P99_US,
+        },
+        "quality": results,
+        "cost_2k_corpus_prompts": {"prompts": args.prompts, "repeat": args.repeat, "systems": costs},
+        "cost_fixed_prompts": {"iterations": args.iterations, "systems": fixed},
+        "ratios_p50": {name: round(c["p50_us"] / base["p50_us"], 2) for name, c in costs.items()},
+        "peers": peers,
+        "classifier_model": args.classifier or None,
+        "meets_target": meets,
+        "loadavg_1m": [round(load_before, 2), round(load_after, 2)],
+    }
     write_results("classify", report, args.out)
     return 0
 

@@ -61,8 +61,10 @@ PY = sys.executable
 BIN = Path(sys.executable).parent
 TARGET_ROUND_S, TARGET_RATIO, TARGET_NODES = 8.0, 2.0, 5
 STAGES = ["setup", "share_keys", "collect_masked_vectors", "unmask"]
-MESSAGE_LINE = re.compile(r"run (\d+) round (\S+): (\S+)(?: secagg:(\S+))? ok in ([\d.]+) s "
-                          r"\(pull ([\d.]+), app ([\d.]+), push ([\d.]+)\)")
+MESSAGE_LINE = re.compile(
+    r"run (\d+) round (\S+): (\S+)(?: secagg:(\S+))? ok in ([\d.]+) s "
+    r"\(pull ([\d.]+), app ([\d.]+), push ([\d.]+)\)"
+)
 
 
 def machine() -> dict:
@@ -71,8 +73,15 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     import flwr
     import numpy
-    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
-            "flwr": flwr.__version__, "numpy": numpy.__version__}
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "flwr": flwr.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def median(values) -> float | None:
@@ -89,10 +98,13 @@ def free_port() -> int:
 def write_node_data(data_dir: Path, index: int) -> None:
     """80 labeled prompts, the same for node `index` in every run."""
     for k in range(40):
-        local_data.append_example(data_dir, f"my card is 4111 1111 1111 {1000 + 7 * k + index} call me at "
-                                             f"555-01{(k + index) % 100:02d}", "sensitive", "operator")
-        local_data.append_example(data_dir, f"what is the weather like in city {k + index} today", "public",
-                                  "operator")
+        local_data.append_example(
+            data_dir,
+            f"my card is 4111 1111 1111 {1000 + 7 * k + index} call me at 555-01{(k + index) % 100:02d}",
+            "sensitive",
+            "operator",
+        )
+        local_data.append_example(data_dir, f"what is the weather like in city {k + index} today", "public", "operator")
 
 
 def stop_group(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -118,15 +130,19 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
         self.node_dirs: list[Path] = []
         # --app-path: the SuperLink, its ServerApp and the SuperNodes import `federated` from there first
-        self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                        FLWR_HOME=str(root / "flwr-home"),
-                        PYTHONPATH=os.pathsep.join(p for p in (app_path, str(ROOT)) if p))
+        self.env = dict(
+            os.environ,
+            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            FLWR_HOME=str(root / "flwr-home"),
+            PYTHONPATH=os.pathsep.join(p for p in (app_path, str(ROOT)) if p),
+        )
         self.ctl: control.FlowerControl | None = None
 
     def _spawn(self, command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
         with open(log, "wb") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=cwd,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=cwd, start_new_session=True
+            )
         self.procs.append(proc)
         return proc
 
@@ -140,12 +156,29 @@ class Cluster:
         pki.write_private(self.root / "superlink.key", pki.private_key_pem(key))
         self.port = free_port()
         self.superlink = self._spawn(
-            [PY, "-m", "federated.superlink", "--host", "127.0.0.1", "--port", str(self.port),
-             "--ssl-certfile", str(self.root / "superlink.crt"), "--ssl-keyfile", str(self.root / "superlink.key"),
-             "--ssl-ca-certfile", str(self.root / "ca.pem"), "--enable-supernode-auth",
-             # As central runs it (central/federation.py): state in memory.
-             "--database", ":flwr-in-memory:", "--disable-runtime-dependency-installation"],
-            self.root / "superlink.log", self.root)
+            [
+                PY,
+                "-m",
+                "federated.superlink",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--ssl-certfile",
+                str(self.root / "superlink.crt"),
+                "--ssl-keyfile",
+                str(self.root / "superlink.key"),
+                "--ssl-ca-certfile",
+                str(self.root / "ca.pem"),
+                "--enable-supernode-auth",
+                # As central runs it (central/federation.py): state in memory.
+                "--database",
+                ":flwr-in-memory:",
+                "--disable-runtime-dependency-installation",
+            ],
+            self.root / "superlink.log",
+            self.root,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -174,8 +207,16 @@ class Cluster:
         return node
 
     def node_command(self, node: Path) -> list[str]:
-        common = ["--superlink", f"127.0.0.1:{self.port}", "--root-certificates", str(self.root / "ca.pem"),
-                  "--auth-supernode-private-key", str(node / "flower.key"), "--node-config", f"data-dir='{node}'"]
+        common = [
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--root-certificates",
+            str(self.root / "ca.pem"),
+            "--auth-supernode-private-key",
+            str(node / "flower.key"),
+            "--node-config",
+            f"data-dir='{node}'",
+        ]
         if self.kind == "fast":
             return [PY, "-m", "federated.fast_supernode", *common, "--poll-interval", str(self.poll_interval)]
         return [str(BIN / "flower-supernode"), *common, "--port", str(free_port())]
@@ -199,8 +240,13 @@ class Cluster:
             time.sleep(0.25)
         wall = time.monotonic() - started
         report = json.loads((results_dir / f"run-{run_id}.json").read_text())
-        return {"run_id": run_id, "sub_status": run.sub_status, "details": run.details, "wall_s": round(wall, 2),
-                "report": report}
+        return {
+            "run_id": run_id,
+            "sub_status": run.sub_status,
+            "details": run.details,
+            "wall_s": round(wall, 2),
+            "report": report,
+        }
 
     def node_messages(self, run_id: int) -> list[dict]:
         """The fast SuperNodes' per-message timings for one run, from their logs."""
@@ -208,9 +254,18 @@ class Cluster:
         for node, path in enumerate(d / "supernode.log" for d in self.node_dirs):
             for m in MESSAGE_LINE.finditer(path.read_text(errors="replace")):
                 if int(m[1]) == run_id:
-                    rows.append({"node": node, "round": m[2], "type": m[3], "stage": m[4] or m[3],
-                                 "total_s": float(m[5]), "pull_s": float(m[6]), "app_s": float(m[7]),
-                                 "push_s": float(m[8])})
+                    rows.append(
+                        {
+                            "node": node,
+                            "round": m[2],
+                            "type": m[3],
+                            "stage": m[4] or m[3],
+                            "total_s": float(m[5]),
+                            "pull_s": float(m[6]),
+                            "app_s": float(m[7]),
+                            "push_s": float(m[8]),
+                        }
+                    )
         return rows
 
     def stop(self) -> None:
@@ -236,14 +291,25 @@ def run_summary(result: dict, secagg: bool, node_rows: list[dict]) -> dict:
         for r in rows:
             per_round.setdefault(r["round"], []).append(r)
         slowest = [max(rs, key=lambda r: r["total_s"]) for rs in per_round.values()]
-        stages[stage] = {"exchange_s": median(seconds), "count": len(seconds),
-                         "node_total_s": median(r["total_s"] for r in slowest),
-                         "node_app_s": median(r["app_s"] for r in slowest),
-                         "node_transfer_s": median(r["pull_s"] + r["push_s"] for r in slowest)}
-    return {"mode": "secagg+" if secagg else "fedavg", "run_id": result["run_id"], "status": report.get("status"),
-            "sub_status": result["sub_status"], "error": report.get("error"), "round_s": rounds,
-            "round_median_s": median(rounds), "run_wall_s": result["wall_s"], "exchanges": exchanges,
-            "stages": stages}
+        stages[stage] = {
+            "exchange_s": median(seconds),
+            "count": len(seconds),
+            "node_total_s": median(r["total_s"] for r in slowest),
+            "node_app_s": median(r["app_s"] for r in slowest),
+            "node_transfer_s": median(r["pull_s"] + r["push_s"] for r in slowest),
+        }
+    return {
+        "mode": "secagg+" if secagg else "fedavg",
+        "run_id": result["run_id"],
+        "status": report.get("status"),
+        "sub_status": result["sub_status"],
+        "error": report.get("error"),
+        "round_s": rounds,
+        "round_median_s": median(rounds),
+        "run_wall_s": result["wall_s"],
+        "exchanges": exchanges,
+        "stages": stages,
+    }
 
 
 def bench_cluster(kind: str, n: int, rounds: int, poll_interval: float, work: Path, app_path: str) -> dict:
@@ -265,9 +331,11 @@ def bench_cluster(kind: str, n: int, rounds: int, poll_interval: float, work: Pa
             # the machine is shared: a 1-minute load average well above what this run adds means disturbed
             summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             out["secagg" if secagg else "fedavg"] = summary
-            print(f"{kind} N={n}: {label} {summary['status']} rounds {summary['round_s']} s, "
-                  f"run wall {summary['run_wall_s']} s" + (f", error {summary['error']}" if summary["error"] else ""),
-                  flush=True)
+            print(
+                f"{kind} N={n}: {label} {summary['status']} rounds {summary['round_s']} s, "
+                f"run wall {summary['run_wall_s']} s" + (f", error {summary['error']}" if summary["error"] else ""),
+                flush=True,
+            )
     finally:
         cluster.stop()
     f, s = out.get("fedavg", {}).get("round_median_s"), out.get("secagg", {}).get("round_median_s")
@@ -294,11 +362,14 @@ def add_breakdowns(report: dict) -> None:
                 app, transfer = direct["local_update"]["seconds"] + crypto, None
                 start = len(run["stages"]) * direct["clientapp_start"]["imports_s"]
             run["breakdown"] = {
-                "round_s": run["round_median_s"], "exchanges_s": round(exchange, 3), "node_app_s": round(app, 3),
+                "round_s": run["round_median_s"],
+                "exchanges_s": round(exchange, 3),
+                "node_app_s": round(app, 3),
                 "node_transfer_s": round(transfer, 3) if transfer is not None else None,
                 "clientapp_start_s": round(start, 3),
                 "polling_and_waiting_s": round(exchange - app - (transfer or 0) - start, 3),
-                "outside_exchanges_s": round(run["round_median_s"] - exchange, 3)}
+                "outside_exchanges_s": round(run["round_median_s"] - exchange, 3),
+            }
 
 
 # --- direct measurements ---------------------------------------------------------------------------
@@ -322,6 +393,7 @@ def measure_clientapp_start(repeat: int = 3) -> dict:
 
 def measure_local_update(work: Path, repeat: int = 5) -> dict:
     from federated.tasks import get_task
+
     task = get_task("sensitivity")
     data = work / "local-update"
     write_node_data(data, 0)
@@ -387,18 +459,24 @@ def measure_crypto(n: int, repeat: int = 3) -> dict:
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{'supernode':<10}{'N':>3}{'FedAvg s/round':>16}{'SecAgg+ s/round':>17}{'ratio':>7}"
-          f"{'FedAvg run s':>14}{'SecAgg+ run s':>15}  target")
+    print(
+        f"\n{'supernode':<10}{'N':>3}{'FedAvg s/round':>16}{'SecAgg+ s/round':>17}{'ratio':>7}"
+        f"{'FedAvg run s':>14}{'SecAgg+ run s':>15}  target"
+    )
     for c in report["clusters"]:
         f, s = c.get("fedavg", {}), c.get("secagg", {})
         met = "-"
         if c["nodes"] == TARGET_NODES and s.get("round_median_s"):
             met = "met" if s["round_median_s"] < TARGET_ROUND_S and (c["ratio"] or 99) <= TARGET_RATIO else "missed"
-        print(f"{c['supernode']:<10}{c['nodes']:>3}{f.get('round_median_s') or float('nan'):>16.2f}"
-              f"{s.get('round_median_s') or float('nan'):>17.2f}{c['ratio'] or float('nan'):>7.2f}"
-              f"{f.get('run_wall_s') or float('nan'):>14.1f}{s.get('run_wall_s') or float('nan'):>15.1f}  {met}")
-    print(f"target: SecAgg+ round < {TARGET_ROUND_S:g} s at {TARGET_NODES} nodes and <= {TARGET_RATIO:g}x FedAvg; "
-          "s/round: median of the ServerApp's round times; run s: StartRun to finished (ServerApp start included)")
+        print(
+            f"{c['supernode']:<10}{c['nodes']:>3}{f.get('round_median_s') or float('nan'):>16.2f}"
+            f"{s.get('round_median_s') or float('nan'):>17.2f}{c['ratio'] or float('nan'):>7.2f}"
+            f"{f.get('run_wall_s') or float('nan'):>14.1f}{s.get('run_wall_s') or float('nan'):>15.1f}  {met}"
+        )
+    print(
+        f"target: SecAgg+ round < {TARGET_ROUND_S:g} s at {TARGET_NODES} nodes and <= {TARGET_RATIO:g}x FedAvg; "
+        "s/round: median of the ServerApp's round times; run s: StartRun to finished (ServerApp start included)"
+    )
 
     print("\nper exchange, median s (node side from the fast SuperNode's log: slowest node's handling, app part)")
     print(f"{'supernode':<10}{'N':>3}  {'mode':<8}{'stage':<24}{'exchange':>9}{'node':>7}{'app':>7}{'waiting':>9}")
@@ -407,10 +485,12 @@ def print_table(report: dict) -> None:
             for stage, st in c.get(mode, {}).get("stages", {}).items():
                 node = st["node_total_s"]
                 wait = st["exchange_s"] - node if node is not None else None
-                print(f"{c['supernode']:<10}{c['nodes']:>3}  {mode:<8}{stage:<24}{st['exchange_s']:>9.2f}"
-                      f"{node if node is not None else float('nan'):>7.3f}"
-                      f"{st['node_app_s'] if st['node_app_s'] is not None else float('nan'):>7.3f}"
-                      f"{wait if wait is not None else float('nan'):>9.2f}")
+                print(
+                    f"{c['supernode']:<10}{c['nodes']:>3}  {mode:<8}{stage:<24}{st['exchange_s']:>9.2f}"
+                    f"{node if node is not None else float('nan'):>7.3f}"
+                    f"{st['node_app_s'] if st['node_app_s'] is not None else float('nan'):>7.3f}"
+                    f"{wait if wait is not None else float('nan'):>9.2f}"
+                )
     print("\nwhere a round's seconds go (medians; stock node side from the direct measurements below):")
     for c in report["clusters"]:
         for mode in ("fedavg", "secagg"):
@@ -421,27 +501,39 @@ def print_table(report: dict) -> None:
             if c.get(mode, {}).get("error"):
                 print(f"  {c['supernode']:<7}N={c['nodes']} {mode:<7}run {c[mode]['status']}: {c[mode]['error']}")
     d = report["direct"]
-    print(f"\ndirect: clientapp process start (imports) {d['clientapp_start']['imports_s']} s "
-          f"(`flwr-clientapp --help` {d['clientapp_start']['flwr_clientapp_help_s']} s); "
-          f"sensitivity local_update {d['local_update']['seconds']} s")
+    print(
+        f"\ndirect: clientapp process start (imports) {d['clientapp_start']['imports_s']} s "
+        f"(`flwr-clientapp --help` {d['clientapp_start']['flwr_clientapp_help_s']} s); "
+        f"sensitivity local_update {d['local_update']['seconds']} s"
+    )
     for n, c in d["crypto"].items():
-        print(f"direct: SecAgg+ crypto at N={n}: node setup {c['setup']} s, share_keys {c['share_keys']} s, "
-              f"collect_masked_vectors {c['collect_masked_vectors']} s (node total {c['node_total_s']} s); "
-              f"server unmask {c['server_unmask']} s")
-    print(f"stock poll quanta: SuperNode {report['poll_quanta']['supernode_empty_poll_s']} s after an empty poll; "
-          f"ServerApp grid {report['poll_quanta']['serverapp_grid_poll_s']} s between polls for replies")
+        print(
+            f"direct: SecAgg+ crypto at N={n}: node setup {c['setup']} s, share_keys {c['share_keys']} s, "
+            f"collect_masked_vectors {c['collect_masked_vectors']} s (node total {c['node_total_s']} s); "
+            f"server unmask {c['server_unmask']} s"
+        )
+    print(
+        f"stock poll quanta: SuperNode {report['poll_quanta']['supernode_empty_poll_s']} s after an empty poll; "
+        f"ServerApp grid {report['poll_quanta']['serverapp_grid_poll_s']} s between polls for replies"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", default="3,5", help="node counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per run (default 2)")
-    parser.add_argument("--supernode", default="flower,fast",
-                        help="flower (stock flower-supernode), fast (federated.fast_supernode), or both")
+    parser.add_argument(
+        "--supernode",
+        default="flower,fast",
+        help="flower (stock flower-supernode), fast (federated.fast_supernode), or both",
+    )
     parser.add_argument("--poll-interval", type=float, default=0.2, help="the fast SuperNode's poll interval")
-    parser.add_argument("--app-path", default="",
-                        help="a directory whose `federated` package the SuperLink, ServerApp and SuperNodes import "
-                             "instead of this checkout's (to measure a change without touching this tree)")
+    parser.add_argument(
+        "--app-path",
+        default="",
+        help="a directory whose `federated` package the SuperLink, ServerApp and SuperNodes import "
+        "instead of this checkout's (to measure a change without touching this tree)",
+    )
     parser.add_argument("--note", default="", help="recorded in the JSON, e.g. what --app-path changes")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) and print its path")
     parser.add_argument("--out", default=str(RESULTS / "federated.json"), help="JSON output")
@@ -451,21 +543,30 @@ def main() -> int:
     kinds = [k.strip() for k in args.supernode.split(",") if k.strip()]
     if set(kinds) - {"flower", "fast"}:
         parser.error("--supernode takes flower, fast or flower,fast")
-    report = {"benchmark": "federated", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "task": "sensitivity", "rounds": args.rounds,
-              "target": {"secagg_round_s": TARGET_ROUND_S, "ratio": TARGET_RATIO, "nodes": TARGET_NODES},
-              "fast_poll_interval_s": args.poll_interval, "app_path": args.app_path or str(ROOT),
-              "note": args.note,
-              "poll_quanta": {"supernode_empty_poll_s": 3.0, "serverapp_grid_poll_s": 3.0}, "clusters": []}
+    report = {
+        "benchmark": "federated",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "task": "sensitivity",
+        "rounds": args.rounds,
+        "target": {"secagg_round_s": TARGET_ROUND_S, "ratio": TARGET_RATIO, "nodes": TARGET_NODES},
+        "fast_poll_interval_s": args.poll_interval,
+        "app_path": args.app_path or str(ROOT),
+        "note": args.note,
+        "poll_quanta": {"supernode_empty_poll_s": 3.0, "serverapp_grid_poll_s": 3.0},
+        "clusters": [],
+    }
     work = Path(tempfile.mkdtemp(prefix="edgefleet-federated-"))
     try:
         print("direct measurements ...", flush=True)
-        report["direct"] = {"clientapp_start": measure_clientapp_start(), "local_update": measure_local_update(work),
-                            "crypto": {str(n): measure_crypto(n) for n in sizes}}
+        report["direct"] = {
+            "clientapp_start": measure_clientapp_start(),
+            "local_update": measure_local_update(work),
+            "crypto": {str(n): measure_crypto(n) for n in sizes},
+        }
         for kind in kinds:
             for n in sizes:
-                report["clusters"].append(bench_cluster(kind, n, args.rounds, args.poll_interval, work,
-                                                        args.app_path))
+                report["clusters"].append(bench_cluster(kind, n, args.rounds, args.poll_interval, work, args.app_path))
     finally:
         if args.keep:
             print(f"work dir kept: {work}")

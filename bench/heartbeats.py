@@ -40,15 +40,15 @@ import time
 from array import array
 from pathlib import Path
 
-from results_file import write_results  # bench/ is on sys.path when run as a script
-
 import grpc
 import psutil
+from results_file import write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from central_process import create_token, start_central  # noqa: E402
+
 from edge_agent.control.client import ModelInfo, encode_status  # noqa: E402
 from edge_agent.control.interval_stats import InferenceWindow  # noqa: E402
 from edge_agent.control.telemetry import SystemSample, Temperature  # noqa: E402
@@ -78,22 +78,46 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     import google.protobuf
-    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
-            "grpcio": grpc.__version__, "protobuf": google.protobuf.__version__, "sqlite": sqlite3.sqlite_version}
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+        "sqlite": sqlite3.sqlite_version,
+    }
 
 
 def node_status() -> bytes:
     """What a busy 4-core edge box serving one model reports every interval."""
-    system = SystemSample(cpu_percent=37.5, cpu_count=4, load_average_1m=1.25, memory_used_bytes=2_150_000_000,
-                          memory_total_bytes=4_100_000_000, disk_used_bytes=12_400_000_000,
-                          disk_total_bytes=31_900_000_000,
-                          temperatures=(Temperature("cpu_thermal", 51.2), Temperature("soc", 48.9)), gpus=())
-    window = InferenceWindow(interval_seconds=15.0, requests=42, errors=1, generated_tokens=5376,
-                             tokens_per_second=24.1, latency_p50_ms=310.0, latency_p99_ms=890.0, cache_hits=6,
-                             cache_lookups=42)
+    system = SystemSample(
+        cpu_percent=37.5,
+        cpu_count=4,
+        load_average_1m=1.25,
+        memory_used_bytes=2_150_000_000,
+        memory_total_bytes=4_100_000_000,
+        disk_used_bytes=12_400_000_000,
+        disk_total_bytes=31_900_000_000,
+        temperatures=(Temperature("cpu_thermal", 51.2), Temperature("soc", 48.9)),
+        gpus=(),
+    )
+    window = InferenceWindow(
+        interval_seconds=15.0,
+        requests=42,
+        errors=1,
+        generated_tokens=5376,
+        tokens_per_second=24.1,
+        latency_p50_ms=310.0,
+        latency_p99_ms=890.0,
+        cache_hits=6,
+        cache_lookups=42,
+    )
     model = ModelInfo("smollm2-135m-instruct", "q8_0", "ab" * 32)
-    return encode_status("0.1.0", model, system, window, queue_depth=2, config_generation=0, uptime_s=86_400.0,
-                         observed_at=time.time())
+    return encode_status(
+        "0.1.0", model, system, window, queue_depth=2, config_generation=0, uptime_s=86_400.0, observed_at=time.time()
+    )
 
 
 def enroll_nodes(address: str, fingerprint: str, token: str, n: int, window: int = 32) -> tuple[bytes, list]:
@@ -111,8 +135,9 @@ def enroll_nodes(address: str, fingerprint: str, token: str, n: int, window: int
 
         for i in range(n):
             key = pki.generate_key()
-            request = enrollment_pb2.EnrollRequest(token=token, csr_pem=pki.make_csr(key).decode(),
-                                                   hostname=f"bench-{i:05d}")
+            request = enrollment_pb2.EnrollRequest(
+                token=token, csr_pem=pki.make_csr(key).decode(), hostname=f"bench-{i:05d}"
+            )
             pending.append((key, stub.Enroll.future(request, timeout=60)))
             if len(pending) >= window:
                 collect(*pending.pop(0))
@@ -122,13 +147,14 @@ def enroll_nodes(address: str, fingerprint: str, token: str, n: int, window: int
     return ca_pem, nodes
 
 
-async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: float, duration_s: float,
-                 conn) -> dict:
+async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: float, duration_s: float, conn) -> dict:
     """One worker: connect and warm up every node, report ready, wait for the start time, beat until the end."""
     options = channels.CLIENT_OPTIONS + [("grpc.use_local_subchannel_pool", 1)]  # one connection per node
     parsed = common_pb2.NodeStatus.FromString(status)
-    chans = [grpc.aio.secure_channel(address, channels.mtls_credentials(ca_pem, cert, key), options=options)
-             for _, cert, key in nodes]
+    chans = [
+        grpc.aio.secure_channel(address, channels.mtls_credentials(ca_pem, cert, key), options=options)
+        for _, cert, key in nodes
+    ]
     stubs = [fleet_pb2_grpc.FleetServiceStub(ch) for ch in chans]
     requests = [fleet_pb2.HeartbeatRequest(node_id=node_id, status=parsed) for node_id, _, _ in nodes]
     latencies, errors = array("d"), {}
@@ -193,6 +219,7 @@ def worker_main(nodes, address, ca_pem, status, interval_s, duration_s, loop, co
     try:
         if loop == "uvloop":
             import uvloop
+
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         conn.send(("done", asyncio.run(_drive(nodes, address, ca_pem, status, interval_s, duration_s, conn))))
     except BaseException as exc:  # reported to the parent, which stops everything
@@ -206,9 +233,22 @@ def run_load(central, nodes, ca_pem, status, args) -> dict:
     try:
         for w in range(args.workers):
             parent, child = ctx.Pipe()
-            procs.append(ctx.Process(target=worker_main, daemon=True, args=(
-                nodes[w::args.workers], central.fleet_address, ca_pem, status, interval_s, duration_s, args.loop,
-                child)))
+            procs.append(
+                ctx.Process(
+                    target=worker_main,
+                    daemon=True,
+                    args=(
+                        nodes[w :: args.workers],
+                        central.fleet_address,
+                        ca_pem,
+                        status,
+                        interval_s,
+                        duration_s,
+                        args.loop,
+                        child,
+                    ),
+                )
+            )
             procs[-1].start()
             pipes.append(parent)
 
@@ -256,42 +296,61 @@ def run_load(central, nodes, ca_pem, status, args) -> dict:
     latencies = sorted(samples)
     rate = len(latencies) / duration_s
     p99 = percentile(latencies, 0.99) * 1000
-    return {"nodes": len(nodes), "workers": args.workers, "loop": args.loop, "duration_s": duration_s,
-            "mode": f"open loop at {args.rate:g}/s" if args.rate else "closed loop",
-            "heartbeats": len(latencies), "heartbeats_per_s": round(rate, 1),
-            "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 2), "latency_p99_ms": round(p99, 2),
-            "latency_max_ms": round(latencies[-1] * 1000 if latencies else float("nan"), 2),
-            "errors": sum(errors.values()), "errors_by_code": errors,
-            "central_cpu_percent": round(central_cpu, 1),
-            "central_cpu_ms_per_beat": round(central_cpu * 10 / rate, 3) if rate else None,
-            "central_rss_peak_mib": round(rss_peak / 2**20, 1), "central_rss_end_mib": round(rss_end / 2**20, 1),
-            "load_cpu_percent": round(load_cpu, 1),
-            "load_cpu_ms_per_beat": round(load_cpu * 10 / rate, 3) if rate else None,
-            "other_cpu_percent": round(machine_cpu - central_cpu - load_cpu, 1),
-            "equivalent_nodes_at_15s": int(rate * FLEET_INTERVAL_S),
-            "rate_vs_target": round(rate / TARGET_RATE, 3), "p99_vs_target": round(p99 / TARGET_P99_MS, 3)}
+    return {
+        "nodes": len(nodes),
+        "workers": args.workers,
+        "loop": args.loop,
+        "duration_s": duration_s,
+        "mode": f"open loop at {args.rate:g}/s" if args.rate else "closed loop",
+        "heartbeats": len(latencies),
+        "heartbeats_per_s": round(rate, 1),
+        "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "latency_p99_ms": round(p99, 2),
+        "latency_max_ms": round(latencies[-1] * 1000 if latencies else float("nan"), 2),
+        "errors": sum(errors.values()),
+        "errors_by_code": errors,
+        "central_cpu_percent": round(central_cpu, 1),
+        "central_cpu_ms_per_beat": round(central_cpu * 10 / rate, 3) if rate else None,
+        "central_rss_peak_mib": round(rss_peak / 2**20, 1),
+        "central_rss_end_mib": round(rss_end / 2**20, 1),
+        "load_cpu_percent": round(load_cpu, 1),
+        "load_cpu_ms_per_beat": round(load_cpu * 10 / rate, 3) if rate else None,
+        "other_cpu_percent": round(machine_cpu - central_cpu - load_cpu, 1),
+        "equivalent_nodes_at_15s": int(rate * FLEET_INTERVAL_S),
+        "rate_vs_target": round(rate / TARGET_RATE, 3),
+        "p99_vs_target": round(p99 / TARGET_P99_MS, 3),
+    }
 
 
 def print_table(runs: list[dict]) -> None:
-    print(f"\n{'N':>6}{'W':>3}{'beats/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'err':>5}{'central CPU%':>13}{'ms/beat':>8}"
-          f"{'RSS MiB peak/end':>18}{'load CPU%':>10}{'other CPU%':>11}{'nodes@15s':>10}")
+    print(
+        f"\n{'N':>6}{'W':>3}{'beats/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'err':>5}{'central CPU%':>13}{'ms/beat':>8}"
+        f"{'RSS MiB peak/end':>18}{'load CPU%':>10}{'other CPU%':>11}{'nodes@15s':>10}"
+    )
     for r in runs:
-        print(f"{r['nodes']:>6}{r['workers']:>3}{r['heartbeats_per_s']:>9.0f}{r['latency_p50_ms']:>8.1f}"
-              f"{r['latency_p99_ms']:>8.1f}{r['errors']:>5}{r['central_cpu_percent']:>13.0f}"
-              f"{r['central_cpu_ms_per_beat'] or 0:>8.2f}{r['central_rss_peak_mib']:>10.0f} / "
-              f"{r['central_rss_end_mib']:<5.0f}{r['load_cpu_percent']:>10.0f}{r['other_cpu_percent']:>11.0f}"
-              f"{r['equivalent_nodes_at_15s']:>10}")
+        print(
+            f"{r['nodes']:>6}{r['workers']:>3}{r['heartbeats_per_s']:>9.0f}{r['latency_p50_ms']:>8.1f}"
+            f"{r['latency_p99_ms']:>8.1f}{r['errors']:>5}{r['central_cpu_percent']:>13.0f}"
+            f"{r['central_cpu_ms_per_beat'] or 0:>8.2f}{r['central_rss_peak_mib']:>10.0f} / "
+            f"{r['central_rss_end_mib']:<5.0f}{r['load_cpu_percent']:>10.0f}{r['other_cpu_percent']:>11.0f}"
+            f"{r['equivalent_nodes_at_15s']:>10}"
+        )
     for r in runs:
-        print(f"N={r['nodes']} ({r['mode']}): rate/target {r['rate_vs_target']:.2f}x (target {TARGET_RATE:.0f}/s),"
-              f" p99/target {r['p99_vs_target']:.2f}x (target {TARGET_P99_MS:.0f} ms)"
-              + (f", errors {r['errors_by_code']}" if r["errors"] else ""))
-    print("CPU% is % of one core; ms/beat: central's CPU time per heartbeat; other CPU%: the rest of the machine "
-          "meanwhile (near 0, or the run was disturbed)")
+        print(
+            f"N={r['nodes']} ({r['mode']}): rate/target {r['rate_vs_target']:.2f}x (target {TARGET_RATE:.0f}/s),"
+            f" p99/target {r['p99_vs_target']:.2f}x (target {TARGET_P99_MS:.0f} ms)"
+            + (f", errors {r['errors_by_code']}" if r["errors"] else "")
+        )
+    print(
+        "CPU% is % of one core; ms/beat: central's CPU time per heartbeat; other CPU%: the rest of the machine "
+        "meanwhile (near 0, or the run was disturbed)"
+    )
 
 
 def main() -> int:
     try:
         import uvloop  # noqa: F401
+
         default_loop = "uvloop"
     except ImportError:
         default_loop = "asyncio"
@@ -299,19 +358,34 @@ def main() -> int:
     parser.add_argument("--nodes", default="100,1000", help="simulated fleet sizes, comma-separated")
     parser.add_argument("--workers", type=int, default=1, help="load-generator processes (default 1)")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per fleet size")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="total beats/s on a fixed schedule (open loop); 0 = closed loop, i.e. capacity")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="total beats/s on a fixed schedule (open loop); 0 = closed loop, i.e. capacity",
+    )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default=default_loop, help="the workers' loop")
     parser.add_argument("--out", help="JSON output (default bench/results/heartbeats-<date>.json)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop our processes
     sizes = [int(n) for n in args.nodes.split(",") if n.strip()]
 
-    report = {"benchmark": "heartbeats", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "target": {"heartbeats_per_s": TARGET_RATE, "p99_ms": TARGET_P99_MS},
-              "load": {"workers": args.workers, "loop": args.loop, "duration_s": args.duration,
-                       "rate": args.rate or "closed loop", "warmup_beats_per_node": WARMUP_BEATS,
-                       "status_bytes": len(node_status()), "central_heartbeat_interval_s": 15.0}, "runs": []}
+    report = {
+        "benchmark": "heartbeats",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "target": {"heartbeats_per_s": TARGET_RATE, "p99_ms": TARGET_P99_MS},
+        "load": {
+            "workers": args.workers,
+            "loop": args.loop,
+            "duration_s": args.duration,
+            "rate": args.rate or "closed loop",
+            "warmup_beats_per_node": WARMUP_BEATS,
+            "status_bytes": len(node_status()),
+            "central_heartbeat_interval_s": 15.0,
+        },
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(prefix="edgefleet-hb-") as tmp:
         central = None
         try:
@@ -325,8 +399,11 @@ def main() -> int:
                 print(f"N={n}: {args.workers} worker(s), {args.duration:g} s ...", flush=True)
                 run = run_load(central, nodes[:n], ca_pem, node_status(), args)
                 report["runs"].append(run)
-                print(f"N={n}: {run['heartbeats_per_s']:.0f} beats/s, p50 {run['latency_p50_ms']} ms, "
-                      f"p99 {run['latency_p99_ms']} ms, central CPU {run['central_cpu_percent']}%", flush=True)
+                print(
+                    f"N={n}: {run['heartbeats_per_s']:.0f} beats/s, p50 {run['latency_p50_ms']} ms, "
+                    f"p99 {run['latency_p99_ms']} ms, central CPU {run['central_cpu_percent']}%",
+                    flush=True,
+                )
         finally:
             if central is not None:
                 central.stop()  # SIGTERM by its pid, then SIGKILL

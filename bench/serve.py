@@ -39,9 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import write_results  # bench/ is on sys.path when run as a script
-
 import httpx
+from results_file import write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,8 +89,11 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited during start; see {self.log}")
             try:
-                probe = httpx.post(self.base_url + "/v1/completions", timeout=30,
-                                   json={"model": self.model_id, "prompt": "Hi", "max_tokens": 1})
+                probe = httpx.post(
+                    self.base_url + "/v1/completions",
+                    timeout=30,
+                    json={"model": self.model_id, "prompt": "Hi", "max_tokens": 1},
+                )
                 if probe.status_code == 200:
                     return self
             except httpx.TransportError:
@@ -110,14 +112,21 @@ class Server:
 
 
 async def one_request(client: httpx.AsyncClient, server: Server, index: int, max_tokens: int) -> dict:
-    body = {"model": server.model_id, "prompt": PROMPTS[index % len(PROMPTS)], "max_tokens": max_tokens,
-            "seed": 1000 + index, "stream": True, **SAMPLING}
+    body = {
+        "model": server.model_id,
+        "prompt": PROMPTS[index % len(PROMPTS)],
+        "max_tokens": max_tokens,
+        "seed": 1000 + index,
+        "stream": True,
+        **SAMPLING,
+    }
     started = time.perf_counter()
     ttft, tokens = None, 0
     try:
         # no-store: this measures generation; the agent's cache has its own run.
-        async with client.stream("POST", server.base_url + "/v1/completions", json=body,
-                                 headers={"Cache-Control": "no-store"}) as r:
+        async with client.stream(
+            "POST", server.base_url + "/v1/completions", json=body, headers={"Cache-Control": "no-store"}
+        ) as r:
             if r.headers.get("x-cache") == "hit":
                 return {"error": "served from the response cache; the generation figures would be wrong"}
             if r.status_code != 200:
@@ -141,8 +150,9 @@ async def run_load(server: Server, concurrency: int, n_requests: int, max_tokens
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         # Warm-up, not counted, on seeds outside the measured range.
-        await asyncio.gather(*(one_request(client, server, seed_base + 10_000 + i, max_tokens)
-                               for i in range(concurrency)))
+        await asyncio.gather(
+            *(one_request(client, server, seed_base + 10_000 + i, max_tokens) for i in range(concurrency))
+        )
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(n_requests):
             queue.put_nowait(seed_base + i)
@@ -160,32 +170,51 @@ async def run_load(server: Server, concurrency: int, n_requests: int, max_tokens
     latencies = [r["latency"] for r in ok]
     tokens = sum(r["tokens"] for r in ok)
     return {
-        "concurrency": concurrency, "requests": n_requests, "errors": len(results) - len(ok),
+        "concurrency": concurrency,
+        "requests": n_requests,
+        "errors": len(results) - len(ok),
         "error_samples": [r["error"] for r in results if "error" in r][:3],
-        "generated_tokens": tokens, "wall_s": round(wall, 3),
+        "generated_tokens": tokens,
+        "wall_s": round(wall, 3),
         "tokens_per_s": round(tokens / wall, 2) if wall else 0.0,
-        "ttft_p50_ms": round(percentile(ttfts, 0.5) * 1000, 1), "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1),
+        "ttft_p50_ms": round(percentile(ttfts, 0.5) * 1000, 1),
+        "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1),
         "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
     }
 
 
 def cache_hit_run(server: Server, wrk: str | None, duration_s: int, concurrency: int) -> dict:
-    body = {"model": server.model_id, "prompt": "Cached answers are fast because", "max_tokens": 32,
-            "temperature": 0}
+    body = {"model": server.model_id, "prompt": "Cached answers are fast because", "max_tokens": 32, "temperature": 0}
     first = httpx.post(server.base_url + "/v1/completions", json=body, timeout=120)
     primed = httpx.post(server.base_url + "/v1/completions", json=body, timeout=120)
     if primed.headers.get("x-cache") != "hit":
-        return {"error": f"the cache did not hit after priming (X-Cache: {primed.headers.get('x-cache')}, "
-                         f"first status {first.status_code})"}
+        return {
+            "error": f"the cache did not hit after priming (X-Cache: {primed.headers.get('x-cache')}, "
+            f"first status {first.status_code})"
+        }
     if not wrk:
         return {"error": "wrk not found (apt-get install wrk); the cache-hit run needs a cheap load generator"}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                     f"wrk.body = {json.dumps(json.dumps(body))}\n")
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        )
     out = subprocess.run(
-        [wrk, "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--latency", "-s", script.name,
-         server.base_url + "/v1/completions"], capture_output=True, text=True, timeout=duration_s + 60)
+        [
+            wrk,
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{duration_s}s",
+            "--latency",
+            "-s",
+            script.name,
+            server.base_url + "/v1/completions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+    )
     os.unlink(script.name)
     text = out.stdout
 
@@ -198,40 +227,102 @@ def cache_hit_run(server: Server, wrk: str | None, duration_s: int, concurrency:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     errors = re.search(r"Socket errors:.*", text)
-    return {"concurrency": concurrency, "duration_s": duration_s, "tool": "wrk",
-            "requests_per_s": float(rps.group(1)) if rps else None,
-            "latency_p50_ms": latency("50"), "latency_p99_ms": latency("99"),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(0) if errors else "",
-            "raw": text}
+    return {
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "tool": "wrk",
+        "requests_per_s": float(rps.group(1)) if rps else None,
+        "latency_p50_ms": latency("50"),
+        "latency_p99_ms": latency("99"),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(0) if errors else "",
+        "raw": text,
+    }
 
 
 def systems_for(model: str, gguf: Path, args, workdir: Path) -> list[Server]:
     threads = str(os.cpu_count() or 1)
     systems = []
     port = free_port()
-    systems.append(Server(
-        "edge-agent",
-        [sys.executable, "-m", "edge_agent.cli", "serve", "--model", model, "--listen", f"127.0.0.1:{port}",
-         "--data-dir", str(workdir / f"agent-{model}")],
-        f"http://127.0.0.1:{port}", model, workdir / f"edge-agent-{model}.log"))
+    systems.append(
+        Server(
+            "edge-agent",
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "serve",
+                "--model",
+                model,
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--data-dir",
+                str(workdir / f"agent-{model}"),
+            ],
+            f"http://127.0.0.1:{port}",
+            model,
+            workdir / f"edge-agent-{model}.log",
+        )
+    )
     if not args.skip_peers:
         port = free_port()
-        systems.append(Server(
-            "llama_cpp.server",
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads,
-             # Its default aborts a running stream whenever another request
-             # arrives; queueing them is what a server under load must do.
-             "--interrupt_requests", "False"],
-            f"http://127.0.0.1:{port}", model, workdir / f"llama_cpp_server-{model}.log"))
+        systems.append(
+            Server(
+                "llama_cpp.server",
+                [
+                    sys.executable,
+                    "-m",
+                    "llama_cpp.server",
+                    "--model",
+                    str(gguf),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--n_ctx",
+                    "2048",
+                    "--n_threads",
+                    threads,
+                    "--n_threads_batch",
+                    threads,
+                    # Its default aborts a running stream whenever another request
+                    # arrives; queueing them is what a server under load must do.
+                    "--interrupt_requests",
+                    "False",
+                ],
+                f"http://127.0.0.1:{port}",
+                model,
+                workdir / f"llama_cpp_server-{model}.log",
+            )
+        )
         llama_server = args.llama_server or shutil.which("llama-server") or _built_llama_server()
         if llama_server:
             port = free_port()
-            systems.append(Server(
-                "llama-server",
-                [llama_server, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", "8",
-                 "-c", str(2048 * 8), "-t", threads, "-tb", threads],
-                f"http://127.0.0.1:{port}", model, workdir / f"llama-server-{model}.log"))
+            systems.append(
+                Server(
+                    "llama-server",
+                    [
+                        llama_server,
+                        "-m",
+                        str(gguf),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "-np",
+                        "8",
+                        "-c",
+                        str(2048 * 8),
+                        "-t",
+                        threads,
+                        "-tb",
+                        threads,
+                    ],
+                    f"http://127.0.0.1:{port}",
+                    model,
+                    workdir / f"llama-server-{model}.log",
+                )
+            )
     return systems
 
 
@@ -248,8 +339,13 @@ def machine() -> dict:
         pass
     import llama_cpp
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
-            "llama_cpp_python": llama_cpp.__version__}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "llama_cpp_python": llama_cpp.__version__,
+    }
 
 
 def measure(server: Server, model: str, args, round_no: int) -> dict:
@@ -260,8 +356,11 @@ def measure(server: Server, model: str, args, round_no: int) -> dict:
             phases = {}
             for conc, n in ((1, args.requests_c1), (8, args.requests_c8)):
                 p = phases[str(conc)] = asyncio.run(run_load(server, conc, n, args.max_tokens, conc * 100))
-                print(f"[{model}] {server.name} c={conc}: {p['tokens_per_s']} tok/s, "
-                      f"ttft p50 {p['ttft_p50_ms']} ms, errors {p['errors']}", flush=True)
+                print(
+                    f"[{model}] {server.name} c={conc}: {p['tokens_per_s']} tok/s, "
+                    f"ttft p50 {p['ttft_p50_ms']} ms, errors {p['errors']}",
+                    flush=True,
+                )
             return phases
     except RuntimeError as exc:
         print(f"[{model}] {server.name}: {exc}", flush=True)
@@ -276,9 +375,11 @@ def median_phases(rounds: list[dict]) -> dict:
     summary = {}
     for conc in good[0]:
         runs = [r[conc] for r in good]
-        summary[conc] = {key: (sum(run[key] for run in runs) if key == "errors" else
-                               statistics.median(run[key] for run in runs))
-                         for key in runs[0] if isinstance(runs[0][key], (int, float))}
+        summary[conc] = {
+            key: (sum(run[key] for run in runs) if key == "errors" else statistics.median(run[key] for run in runs))
+            for key in runs[0]
+            if isinstance(runs[0][key], (int, float))
+        }
         summary[conc]["error_samples"] = [e for run in runs for e in run["error_samples"]][:3]
         summary[conc]["rounds"] = len(runs)
     return summary
@@ -286,15 +387,19 @@ def median_phases(rounds: list[dict]) -> dict:
 
 def print_table(model: str, results: dict) -> None:
     print(f"\n== {model} (medians over rounds) ==")
-    print(f"{'system':<18}{'conc':>5}{'tok/s':>9}{'ttft p50':>10}{'ttft p99':>10}{'lat p50':>10}{'lat p99':>10}{'err':>5}")
+    print(
+        f"{'system':<18}{'conc':>5}{'tok/s':>9}{'ttft p50':>10}{'ttft p99':>10}{'lat p50':>10}{'lat p99':>10}{'err':>5}"
+    )
     for name, phases in results["systems"].items():
         if "error" in phases:
             print(f"{name:<18}  failed: {phases['error']}")
             continue
         for phase in phases.values():
-            print(f"{name:<18}{phase['concurrency']:>5.0f}{phase['tokens_per_s']:>9.1f}{phase['ttft_p50_ms']:>10.1f}"
-                  f"{phase['ttft_p99_ms']:>10.1f}{phase['latency_p50_ms']:>10.1f}{phase['latency_p99_ms']:>10.1f}"
-                  f"{phase['errors']:>5}")
+            print(
+                f"{name:<18}{phase['concurrency']:>5.0f}{phase['tokens_per_s']:>9.1f}{phase['ttft_p50_ms']:>10.1f}"
+                f"{phase['ttft_p99_ms']:>10.1f}{phase['latency_p50_ms']:>10.1f}{phase['latency_p99_ms']:>10.1f}"
+                f"{phase['errors']:>5}"
+            )
     for peer, ratios in results["ratios"].items():
         print(f"edge-agent/{peer}: " + ", ".join(f"c={c}: {r:.2f}x" for c, r in ratios.items()))
 
@@ -315,11 +420,19 @@ def main() -> int:
 
     from edge_agent.models import resolve_model
 
-    report = {"benchmark": "serve", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "load": {"endpoint": "/v1/completions", "stream": True,
-                                             "max_tokens": args.max_tokens, **SAMPLING,
-                                             "requests": {"1": args.requests_c1, "8": args.requests_c8}},
-              "models": {}}
+    report = {
+        "benchmark": "serve",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load": {
+            "endpoint": "/v1/completions",
+            "stream": True,
+            "max_tokens": args.max_tokens,
+            **SAMPLING,
+            "requests": {"1": args.requests_c1, "8": args.requests_c8},
+        },
+        "models": {},
+    }
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-") as tmp:
         workdir = Path(tmp)
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -337,22 +450,30 @@ def main() -> int:
                         with server:
                             hits = cache_hit_run(server, args.wrk, args.cache_seconds, 16)
                         report["cache_hits"] = {"model": model, **hits}
-                        print(f"[{model}] cache hits: {hits.get('requests_per_s')} req/s, "
-                              f"p50 {hits.get('latency_p50_ms')} ms, p99 {hits.get('latency_p99_ms')} ms"
-                              + (f" ({hits['error']})" if "error" in hits else ""), flush=True)
+                        print(
+                            f"[{model}] cache hits: {hits.get('requests_per_s')} req/s, "
+                            f"p50 {hits.get('latency_p50_ms')} ms, p99 {hits.get('latency_p99_ms')} ms"
+                            + (f" ({hits['error']})" if "error" in hits else ""),
+                            flush=True,
+                        )
             results["systems"] = {name: median_phases(rounds) for name, rounds in results["rounds"].items()}
             agent = results["systems"].get("edge-agent", {})
             for peer, phases in results["systems"].items():
                 if peer == "edge-agent" or "error" in phases or "error" in agent:
                     continue
-                results["ratios"][peer] = {c: round(agent[c]["tokens_per_s"] / phases[c]["tokens_per_s"], 3)
-                                           for c in phases if phases[c]["tokens_per_s"]}
+                results["ratios"][peer] = {
+                    c: round(agent[c]["tokens_per_s"] / phases[c]["tokens_per_s"], 3)
+                    for c in phases
+                    if phases[c]["tokens_per_s"]
+                }
             report["models"][model] = results
             print_table(model, results)
     if "cache_hits" in report:
         h = report["cache_hits"]
-        print(f"\ncache hits (c=16, {h.get('tool', '-')}): {h.get('requests_per_s')} req/s, "
-              f"p50 {h.get('latency_p50_ms')} ms, p99 {h.get('latency_p99_ms')} ms")
+        print(
+            f"\ncache hits (c=16, {h.get('tool', '-')}): {h.get('requests_per_s')} req/s, "
+            f"p50 {h.get('latency_p50_ms')} ms, p99 {h.get('latency_p99_ms')} ms"
+        )
     write_results("serve", report, args.out)
     return 0
 

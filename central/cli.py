@@ -64,26 +64,43 @@ def _labels_arg(text: str) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefleet", description="operate an edgefleet fleet through its coordinator")
     parser.add_argument("--version", action="version", version=f"edgefleet {__version__}")
-    parser.add_argument("--credential", help="credential file (default $EDGEFLEET_CREDENTIAL, "
-                                             "else ~/.config/edgefleet/credential)")
+    parser.add_argument(
+        "--credential", help="credential file (default $EDGEFLEET_CREDENTIAL, else ~/.config/edgefleet/credential)"
+    )
     parser.add_argument("--central", help="HOST:PORT of central, overriding the credential's")
     sub = parser.add_subparsers(dest="group", required=True)
 
-    central = sub.add_parser("central", help="create or run the coordinator").add_subparsers(dest="command", required=True)
+    central = sub.add_parser("central", help="create or run the coordinator").add_subparsers(
+        dest="command", required=True
+    )
     init = central.add_parser("init", help="create the CA, signing key, store and first admin credential")
     init.add_argument("--data-dir", required=True, help="central's data dir (created 0700)")
-    init.add_argument("--central-address", default="127.0.0.1:7443",
-                      help="HOST:PORT written into the admin credential (default 127.0.0.1:7443)")
+    init.add_argument(
+        "--central-address",
+        default="127.0.0.1:7443",
+        help="HOST:PORT written into the admin credential (default 127.0.0.1:7443)",
+    )
     serve = central.add_parser("serve", help="run the coordinator")
     serve.add_argument("--data-dir", required=True, help="a data dir made by `central init`")
-    serve.add_argument("--listen", default="0.0.0.0:7443", help="FleetService/AdminService, mTLS (default 0.0.0.0:7443)")
+    serve.add_argument(
+        "--listen", default="0.0.0.0:7443", help="FleetService/AdminService, mTLS (default 0.0.0.0:7443)"
+    )
     serve.add_argument("--enroll-listen", default="0.0.0.0:7444", help="EnrollmentService, TLS (default 0.0.0.0:7444)")
-    serve.add_argument("--advertise", default="", help="host name agents use to reach central (default: the bound host)")
-    serve.add_argument("--superlink-listen", default="",
-                       help="Flower SuperLink for federated learning, TLS (default: the --listen host, port 7445)")
+    serve.add_argument(
+        "--advertise", default="", help="host name agents use to reach central (default: the bound host)"
+    )
+    serve.add_argument(
+        "--superlink-listen",
+        default="",
+        help="Flower SuperLink for federated learning, TLS (default: the --listen host, port 7445)",
+    )
     serve.add_argument("--no-superlink", action="store_true", help="run without federated learning")
-    serve.add_argument("--heartbeat-interval", type=_duration_arg, default=15.0, help="agents' heartbeat interval (15s)")
-    serve.add_argument("--cert-lifetime", type=_duration_arg, default=30 * 86400.0, help="node certificates' lifetime (30d)")
+    serve.add_argument(
+        "--heartbeat-interval", type=_duration_arg, default=15.0, help="agents' heartbeat interval (15s)"
+    )
+    serve.add_argument(
+        "--cert-lifetime", type=_duration_arg, default=30 * 86400.0, help="node certificates' lifetime (30d)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     token = sub.add_parser("token", help="bootstrap tokens").add_subparsers(dest="command", required=True)
@@ -120,8 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--name", required=True, help="model name, e.g. gemma-3-270m")
     push.add_argument("--version", required=True, help="version; name@version is immutable once pushed")
     push.add_argument("--format", choices=["gguf", "onnx"], default=None, help="default: from the file's extension")
-    push.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                      help="runtime parameter, e.g. n_ctx=4096 (repeatable)")
+    push.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="runtime parameter, e.g. n_ctx=4096 (repeatable)",
+    )
     push.add_argument("--json", action="store_true", help="print JSON for scripts")
     mlist = models.add_parser("list", help="model versions in the registry")
     mlist.add_argument("--name", default="", help="only this model")
@@ -133,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     mdelete.add_argument("ref", metavar="NAME@VERSION")
 
     rollout = sub.add_parser("rollout", help="canary rollouts of model versions").add_subparsers(
-        dest="command", required=True)
+        dest="command", required=True
+    )
     rstart = rollout.add_parser("start", help="roll a version out to the nodes matching a selector, canary first")
     rstart.add_argument("ref", metavar="NAME@VERSION")
     rstart.add_argument("--selector", type=_labels_arg, default={}, help="nodes with these labels, k=v,... (all)")
@@ -148,32 +171,48 @@ def build_parser() -> argparse.ArgumentParser:
     rstatus.add_argument("--json", action="store_true", help="print JSON for scripts")
     rlist = rollout.add_parser("list", help="rollouts, newest first")
     rlist.add_argument("--json", action="store_true", help="print JSON for scripts")
-    for verb, text in (("pause", "stop promotions (a breach still rolls back)"),
-                       ("resume", "continue; the current step bakes again")):
+    for verb, text in (
+        ("pause", "stop promotions (a breach still rolls back)"),
+        ("resume", "continue; the current step bakes again"),
+    ):
         rollout.add_parser(verb, help=text).add_argument("rollout_id")
     rabort = rollout.add_parser("abort", help="stop and give every node its previous version")
     rabort.add_argument("rollout_id")
     rabort.add_argument("--reason", default="", help="why, for the audit log")
 
     fl = sub.add_parser("fl", help="federated learning runs (Flower, SecAgg+)").add_subparsers(
-        dest="command", required=True)
+        dest="command", required=True
+    )
     fstart = fl.add_parser("start", help="start a run on central's SuperLink")
     fstart.add_argument("--task", required=True, help="sensitivity or usage-stats")
     fstart.add_argument("--rounds", type=_positive_int, default=3, help="rounds (3)")
     fstart.add_argument("--min-nodes", type=_positive_int, required=True, help="nodes needed before round 1")
     fstart.add_argument("--secagg-shares", type=_positive_int, default=0, help="SecAgg+ shares per node (every node)")
-    fstart.add_argument("--secagg-threshold", type=_positive_int, default=0,
-                        help="SecAgg+ reconstruction threshold (two thirds of the nodes)")
-    fstart.add_argument("--no-secagg", action="store_true",
-                        help="plain FedAvg: central sees every node's update (for comparison only)")
+    fstart.add_argument(
+        "--secagg-threshold",
+        type=_positive_int,
+        default=0,
+        help="SecAgg+ reconstruction threshold (two thirds of the nodes)",
+    )
+    fstart.add_argument(
+        "--no-secagg", action="store_true", help="plain FedAvg: central sees every node's update (for comparison only)"
+    )
     fstart.add_argument("--clip", type=float, default=0.0, help="DP: client-side clipping norm (off)")
     fstart.add_argument("--noise", type=float, default=0.0, help="DP: noise multiplier (needs --clip)")
-    fstart.add_argument("--stage-timeout", type=_duration_arg, default=0.0,
-                        help="how long to wait for nodes' replies in each stage (60s)")
-    fstart.add_argument("--wait-nodes", type=_duration_arg, default=0.0,
-                        help="how long to wait for --min-nodes to connect (2m)")
-    fstart.add_argument("--record-received", action="store_true",
-                        help="keep what central received from each node (masked vectors) to audit it")
+    fstart.add_argument(
+        "--stage-timeout",
+        type=_duration_arg,
+        default=0.0,
+        help="how long to wait for nodes' replies in each stage (60s)",
+    )
+    fstart.add_argument(
+        "--wait-nodes", type=_duration_arg, default=0.0, help="how long to wait for --min-nodes to connect (2m)"
+    )
+    fstart.add_argument(
+        "--record-received",
+        action="store_true",
+        help="keep what central received from each node (masked vectors) to audit it",
+    )
     fstart.add_argument("--json", action="store_true", help="print JSON for scripts")
     fstatus = fl.add_parser("status", help="one run: status, rounds, outcome")
     fstatus.add_argument("run_id", type=int)
@@ -215,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- central init / serve ------------------------------------------------------
 
+
 def _central(args) -> int:
     from central import datadir
 
@@ -227,8 +267,8 @@ def _central(args) -> int:
         print("admin credential (holds a private key; keep it 0600):")
         print(f"  export EDGEFLEET_CREDENTIAL={paths.admin_credential}")
         return 0
-    from central.services.base import CentralSettings
     from central.server import ListenError, serve
+    from central.services.base import CentralSettings
 
     paths = datadir.CentralPaths(root)
     datadir.require_initialized(paths)
@@ -274,6 +314,7 @@ def _use_uvloop() -> None:
 
 # -- AdminService commands -------------------------------------------------------
 
+
 def _admin_command(args) -> int:
     from central.client import AdminClient
 
@@ -287,12 +328,21 @@ def _token_create(client, args) -> int:
     from central.convert import duration
     from edgefleet.v1 import admin_pb2
 
-    r = client.call("CreateToken", admin_pb2.CreateTokenRequest(labels=args.labels, ttl=duration(args.ttl),
-                                                                uses=args.uses))
+    r = client.call(
+        "CreateToken", admin_pb2.CreateTokenRequest(labels=args.labels, ttl=duration(args.ttl), uses=args.uses)
+    )
     if args.json:
-        _print_json({"token": r.token, "token_id": r.info.token_id, "ca_fingerprint": r.ca_fingerprint,
-                     "enroll_address": r.enroll_address, "labels": dict(r.info.labels),
-                     "expires_at": _iso(r.info.expires_at), "uses": r.info.uses_total})
+        _print_json(
+            {
+                "token": r.token,
+                "token_id": r.info.token_id,
+                "ca_fingerprint": r.ca_fingerprint,
+                "enroll_address": r.enroll_address,
+                "labels": dict(r.info.labels),
+                "expires_at": _iso(r.info.expires_at),
+                "uses": r.info.uses_total,
+            }
+        )
     else:
         print(f"edge-agent enroll --central {r.enroll_address} --ca-fingerprint {r.ca_fingerprint} --token {r.token}")
     return 0
@@ -302,17 +352,41 @@ def _token_list(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
     tokens = client.call("ListTokens", admin_pb2.ListTokensRequest()).tokens
-    rows = [{"token_id": t.token_id, "labels": dict(t.labels), "uses_left": t.uses_left, "uses_total": t.uses_total,
-             "expires_at": _iso(t.expires_at), "revoked": t.revoked, "created_by": t.created_by} for t in tokens]
+    rows = [
+        {
+            "token_id": t.token_id,
+            "labels": dict(t.labels),
+            "uses_left": t.uses_left,
+            "uses_total": t.uses_total,
+            "expires_at": _iso(t.expires_at),
+            "revoked": t.revoked,
+            "created_by": t.created_by,
+        }
+        for t in tokens
+    ]
     if args.json:
         _print_json(rows)
         return 0
     now = time.time()
-    _print_table(["TOKEN", "LABELS", "USES LEFT", "EXPIRES", "STATE"], [
-        [t.token_id, format_labels(dict(t.labels)) or "-", f"{t.uses_left}/{t.uses_total}",
-         _relative(t.expires_at.ToSeconds() - now),
-         "revoked" if t.revoked else "expired" if t.expires_at.ToSeconds() <= now else
-         "used" if t.uses_left == 0 else "usable"] for t in tokens])
+    _print_table(
+        ["TOKEN", "LABELS", "USES LEFT", "EXPIRES", "STATE"],
+        [
+            [
+                t.token_id,
+                format_labels(dict(t.labels)) or "-",
+                f"{t.uses_left}/{t.uses_total}",
+                _relative(t.expires_at.ToSeconds() - now),
+                "revoked"
+                if t.revoked
+                else "expired"
+                if t.expires_at.ToSeconds() <= now
+                else "used"
+                if t.uses_left == 0
+                else "usable",
+            ]
+            for t in tokens
+        ],
+    )
     return 0
 
 
@@ -360,11 +434,22 @@ def _nodes_list(client, args) -> int:
         _print_json(rows)
         return 0
     now = time.time()
-    _print_table(["NODE", "LABELS", "STATUS", "LAST SEEN", "MODEL", "TOK/S", "P99 MS", "CACHE HIT"], [
-        [r["node"], format_labels(r["labels"]) or "-", r["status"],
-         _relative(n.last_seen_at.ToSeconds() - now) if r["last_seen"] else "never",
-         r["model"] or "-", f"{r['tokens_per_second']:.1f}", f"{r['p99_ms']:.0f}",
-         "-" if r["cache_hit_rate"] is None else f"{r['cache_hit_rate']:.0%}"] for r, n in zip(rows, nodes)])
+    _print_table(
+        ["NODE", "LABELS", "STATUS", "LAST SEEN", "MODEL", "TOK/S", "P99 MS", "CACHE HIT"],
+        [
+            [
+                r["node"],
+                format_labels(r["labels"]) or "-",
+                r["status"],
+                _relative(n.last_seen_at.ToSeconds() - now) if r["last_seen"] else "never",
+                r["model"] or "-",
+                f"{r['tokens_per_second']:.1f}",
+                f"{r['p99_ms']:.0f}",
+                "-" if r["cache_hit_rate"] is None else f"{r['cache_hit_rate']:.0%}",
+            ]
+            for r, n in zip(rows, nodes)
+        ],
+    )
     return 0
 
 
@@ -373,8 +458,9 @@ def _nodes_show(client, args) -> int:
 
     r = client.call("GetNode", admin_pb2.GetNodeRequest(node_id=args.node))
     if args.json:
-        _print_json({"node": _to_dict(r.node), "summary": node_row(r.node),
-                     "reports": [_to_dict(x) for x in r.reports]})
+        _print_json(
+            {"node": _to_dict(r.node), "summary": node_row(r.node), "reports": [_to_dict(x) for x in r.reports]}
+        )
         return 0
     row = node_row(r.node)
     for key, value in row.items():
@@ -411,8 +497,9 @@ def _nodes_label(client, args) -> int:
                 set_labels.update(parse_labels(change))
             except LabelError as exc:
                 raise AdminCallError(str(exc), 2) from None
-    r = client.call("LabelNode", admin_pb2.LabelNodeRequest(node_id=args.node, set_labels=set_labels,
-                                                            remove_labels=remove))
+    r = client.call(
+        "LabelNode", admin_pb2.LabelNodeRequest(node_id=args.node, set_labels=set_labels, remove_labels=remove)
+    )
     print(f"{args.node}: {format_labels(dict(r.node.labels)) or 'no labels'}")
     return 0
 
@@ -472,8 +559,10 @@ class Progress:
             elapsed = max(time.monotonic() - self.started, 1e-6)
             share = self.done_bytes / self.total if self.total else 1.0
             bar = "#" * int(share * 30)
-            self.stream.write(f"\r{self.label} [{bar:<30}] {share:4.0%} {self.done_bytes / 2**20:,.0f}/"
-                              f"{self.total / 2**20:,.0f} MiB {self.done_bytes / 2**20 / elapsed:,.0f} MiB/s")
+            self.stream.write(
+                f"\r{self.label} [{bar:<30}] {share:4.0%} {self.done_bytes / 2**20:,.0f}/"
+                f"{self.total / 2**20:,.0f} MiB {self.done_bytes / 2**20 / elapsed:,.0f} MiB/s"
+            )
             self.stream.flush()
 
     def done(self) -> None:
@@ -481,7 +570,7 @@ class Progress:
             self.stream.write("\n")
 
 
-def _hash_file(path: Path, progress: "Progress") -> str:
+def _hash_file(path: Path, progress: Progress) -> str:
     import hashlib
 
     digest = hashlib.sha256()
@@ -495,8 +584,8 @@ def _hash_file(path: Path, progress: "Progress") -> str:
 
 def _models_push(client, args) -> int:
     from central.client import AdminCallError
-    from central.services.registry import validate_params
     from central.errors import InvalidArgument
+    from central.services.registry import validate_params
     from edgefleet.v1 import admin_pb2
 
     path = Path(args.file)
@@ -519,16 +608,18 @@ def _models_push(client, args) -> int:
     if size == 0:
         raise AdminCallError(f"{path} is empty", 2)
     sha256 = _hash_file(path, Progress(f"hashing {path.name}", size))
-    upload = admin_pb2.ModelUpload(name=args.name, version=args.version, format=fmt, params=params, size=size,
-                                   sha256=sha256)
+    upload = admin_pb2.ModelUpload(
+        name=args.name, version=args.version, format=fmt, params=params, size=size, sha256=sha256
+    )
     progress = Progress(f"pushing {args.name}@{args.version}", size)
     r = client.stream("PushModel", _push_requests(path, upload, progress))
     if args.json:
         _print_json({**_to_dict(r.model), "already_present": r.already_present})
     else:
         state = "already present" if r.already_present else "stored"
-        print(f"{r.model.name}@{r.model.version} {state}: sha256 {r.model.sha256}, {r.model.size} bytes, "
-              f"signed manifest")
+        print(
+            f"{r.model.name}@{r.model.version} {state}: sha256 {r.model.sha256}, {r.model.size} bytes, signed manifest"
+        )
     return 0
 
 
@@ -539,9 +630,13 @@ def _models_list(client, args) -> int:
     if args.json:
         _print_json([_to_dict(m) for m in models])
         return 0
-    _print_table(["NAME", "VERSION", "FORMAT", "SIZE", "SHA256", "PUSHED", "BY"], [
-        [m.name, m.version, m.format, f"{m.size / 2**20:,.1f} MiB", m.sha256[:12], _iso(m.created_at), m.pushed_by]
-        for m in models])
+    _print_table(
+        ["NAME", "VERSION", "FORMAT", "SIZE", "SHA256", "PUSHED", "BY"],
+        [
+            [m.name, m.version, m.format, f"{m.size / 2**20:,.1f} MiB", m.sha256[:12], _iso(m.created_at), m.pushed_by]
+            for m in models
+        ],
+    )
     return 0
 
 
@@ -551,15 +646,21 @@ def _models_show(client, args) -> int:
     name, version = _ref(args.ref)
     r = client.call("GetModel", admin_pb2.GetModelRequest(name=name, version=version))
     if args.json:
-        _print_json({"model": _to_dict(r.model), "manifest": r.manifest.body.decode(),
-                     "signature": r.manifest.signature})
+        _print_json(
+            {"model": _to_dict(r.model), "manifest": r.manifest.body.decode(), "signature": r.manifest.signature}
+        )
         return 0
     m = r.model
-    for key, value in [("model", f"{m.name}@{m.version}"), ("format", m.format), ("sha256", m.sha256),
-                       ("size", f"{m.size} bytes"), ("params", format_labels(dict(m.params)) or "-"),
-                       ("pushed", f"{_iso(m.created_at)} by {m.pushed_by}"),
-                       ("assigned to", ", ".join(m.assigned_nodes) or "no node"),
-                       ("signature", r.manifest.signature)]:
+    for key, value in [
+        ("model", f"{m.name}@{m.version}"),
+        ("format", m.format),
+        ("sha256", m.sha256),
+        ("size", f"{m.size} bytes"),
+        ("params", format_labels(dict(m.params)) or "-"),
+        ("pushed", f"{_iso(m.created_at)} by {m.pushed_by}"),
+        ("assigned to", ", ".join(m.assigned_nodes) or "no node"),
+        ("signature", r.manifest.signature),
+    ]:
         print(f"{key + ':':<14}{value}")
     return 0
 
@@ -574,24 +675,44 @@ def _models_delete(client, args) -> int:
 
 
 def _rollout_row(r) -> dict:
-    return {"rollout": r.rollout_id, "model": f"{r.model.name}@{r.model.version}", "phase": r.phase,
-            "step": f"{r.step_index + 1}/{len(r.steps)}" if r.phase != "COMPLETED" else "done",
-            "steps": list(r.steps), "selector": dict(r.selector), "reason": r.reason,
-            "nodes": [{"node": n.node_id, "desired": n.desired_version, "active": n.active_version,
-                       "activation": n.activation_state, "in_step": n.in_step} for n in r.nodes],
-            "waiting_on": list(r.waiting_on)}
+    return {
+        "rollout": r.rollout_id,
+        "model": f"{r.model.name}@{r.model.version}",
+        "phase": r.phase,
+        "step": f"{r.step_index + 1}/{len(r.steps)}" if r.phase != "COMPLETED" else "done",
+        "steps": list(r.steps),
+        "selector": dict(r.selector),
+        "reason": r.reason,
+        "nodes": [
+            {
+                "node": n.node_id,
+                "desired": n.desired_version,
+                "active": n.active_version,
+                "activation": n.activation_state,
+                "in_step": n.in_step,
+            }
+            for n in r.nodes
+        ],
+        "waiting_on": list(r.waiting_on),
+    }
 
 
 def _print_rollout(r) -> None:
     row = _rollout_row(r)
-    print(f"rollout {row['rollout']}: {row['model']} {row['phase']} (step {row['step']} of "
-          f"{'/'.join(map(str, row['steps']))} %) on {format_labels(row['selector']) or 'every node'}")
+    print(
+        f"rollout {row['rollout']}: {row['model']} {row['phase']} (step {row['step']} of "
+        f"{'/'.join(map(str, row['steps']))} %) on {format_labels(row['selector']) or 'every node'}"
+    )
     print(f"reason: {row['reason']}")
     for wait in row["waiting_on"]:
         print(f"waiting: {wait}")
-    _print_table(["NODE", "IN STEP", "DESIRED", "ACTIVE", "ACTIVATION"], [
-        [n["node"], "yes" if n["in_step"] else "", n["desired"] or "-", n["active"] or "-", n["activation"] or "-"]
-        for n in row["nodes"]])
+    _print_table(
+        ["NODE", "IN STEP", "DESIRED", "ACTIVE", "ACTIVATION"],
+        [
+            [n["node"], "yes" if n["in_step"] else "", n["desired"] or "-", n["active"] or "-", n["activation"] or "-"]
+            for n in row["nodes"]
+        ],
+    )
 
 
 def _rollout_start(client, args) -> int:
@@ -599,9 +720,19 @@ def _rollout_start(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
     name, version = _ref(args.ref)
-    r = client.call("StartRollout", admin_pb2.StartRolloutRequest(
-        name=name, version=version, selector=args.selector, canary=args.canary, steps=args.steps,
-        bake=duration(args.bake), max_error_rate=args.max_error_rate, max_p99_ms=args.max_p99_ms)).rollout
+    r = client.call(
+        "StartRollout",
+        admin_pb2.StartRolloutRequest(
+            name=name,
+            version=version,
+            selector=args.selector,
+            canary=args.canary,
+            steps=args.steps,
+            bake=duration(args.bake),
+            max_error_rate=args.max_error_rate,
+            max_p99_ms=args.max_p99_ms,
+        ),
+    ).rollout
     if args.json:
         _print_json(_rollout_row(r))
     else:
@@ -627,8 +758,10 @@ def _rollout_list(client, args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    _print_table(["ROLLOUT", "MODEL", "PHASE", "STEP", "NODES", "REASON"], [
-        [r["rollout"], r["model"], r["phase"], r["step"], str(len(r["nodes"])), r["reason"][:60]] for r in rows])
+    _print_table(
+        ["ROLLOUT", "MODEL", "PHASE", "STEP", "NODES", "REASON"],
+        [[r["rollout"], r["model"], r["phase"], r["step"], str(len(r["nodes"])), r["reason"][:60]] for r in rows],
+    )
     return 0
 
 
@@ -642,20 +775,34 @@ def _rollout_change(method: str, request_type: str):
         r = client.call(method, getattr(admin_pb2, request_type)(**fields)).rollout
         print(f"rollout {r.rollout_id}: {r.phase} ({r.reason})")
         return 0
+
     return handler
 
 
 def _audit_list(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
-    entries = client.call("ListAuditEntries", admin_pb2.ListAuditEntriesRequest(
-        after_sequence=args.after, limit=args.limit)).entries
+    entries = client.call(
+        "ListAuditEntries", admin_pb2.ListAuditEntriesRequest(after_sequence=args.after, limit=args.limit)
+    ).entries
     if args.json:
         _print_json([_to_dict(e) for e in entries])
         return 0
-    _print_table(["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAIL"], [
-        [str(e.sequence), _iso(e.at), e.actor, e.action, e.target or "-",
-         admin_pb2.AuditOutcome.Name(e.outcome).removeprefix("AUDIT_OUTCOME_").lower(), e.detail] for e in entries])
+    _print_table(
+        ["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAIL"],
+        [
+            [
+                str(e.sequence),
+                _iso(e.at),
+                e.actor,
+                e.action,
+                e.target or "-",
+                admin_pb2.AuditOutcome.Name(e.outcome).removeprefix("AUDIT_OUTCOME_").lower(),
+                e.detail,
+            ]
+            for e in entries
+        ],
+    )
     return 0
 
 
@@ -664,8 +811,14 @@ def _audit_verify(client, args) -> int:
 
     r = client.call("VerifyAudit", admin_pb2.VerifyAuditRequest())
     if args.json:
-        _print_json({"intact": r.intact, "entries_checked": r.entries_checked,
-                     "first_bad_sequence": r.first_bad_sequence, "problem": r.problem})
+        _print_json(
+            {
+                "intact": r.intact,
+                "entries_checked": r.entries_checked,
+                "first_bad_sequence": r.first_bad_sequence,
+                "problem": r.problem,
+            }
+        )
     elif r.intact:
         print(f"audit log intact: {r.entries_checked} entries chained")
     else:
@@ -677,42 +830,65 @@ def _audit_routing(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
     nodes = client.call("ListRoutingTotals", admin_pb2.ListRoutingTotalsRequest(node_id=args.node)).nodes
-    rows = [{"node_id": n.node_id, "hostname": n.hostname,
-             "counts": [{"data_class": c.data_class, "route": c.route, "requests": c.count} for c in n.counts],
-             "audit_sequence": n.audit_sequence, "audit_head_hash": n.audit_head_hash,
-             "updated_at": _iso(n.updated_at)} for n in nodes]
+    rows = [
+        {
+            "node_id": n.node_id,
+            "hostname": n.hostname,
+            "counts": [{"data_class": c.data_class, "route": c.route, "requests": c.count} for c in n.counts],
+            "audit_sequence": n.audit_sequence,
+            "audit_head_hash": n.audit_head_hash,
+            "updated_at": _iso(n.updated_at),
+        }
+        for n in nodes
+    ]
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         print(f"no routing reported by {args.node or 'any node'} yet")
         return 0
-    _print_table(["NODE", "DATA CLASS", "ROUTE", "REQUESTS"], [
-        [r["node_id"], c["data_class"], c["route"], str(c["requests"])] for r in rows for c in r["counts"]])
+    _print_table(
+        ["NODE", "DATA CLASS", "ROUTE", "REQUESTS"],
+        [[r["node_id"], c["data_class"], c["route"], str(c["requests"])] for r in rows for c in r["counts"]],
+    )
     print()
     for r in rows:
         host = f" ({r['hostname']})" if r["hostname"] else ""
-        print(f"{r['node_id']}{host}: routing audit at entry {r['audit_sequence']}, "
-              f"hash {r['audit_head_hash'][:16] or '-'}, last report {r['updated_at']}")
+        print(
+            f"{r['node_id']}{host}: routing audit at entry {r['audit_sequence']}, "
+            f"hash {r['audit_head_hash'][:16] or '-'}, last report {r['updated_at']}"
+        )
     return 0
 
 
 def _fl_row(r) -> dict:
     from central.convert import RUN_STATUS_NAMES
 
-    return {"run": str(r.run_id), "task": r.task, "status": RUN_STATUS_NAMES.get(r.status, "unknown"),
-            "rounds_done": len(r.round_seconds), "rounds": r.rounds,
-            "round_seconds": [round(x, 2) for x in r.round_seconds], "nodes": r.nodes, "secagg": r.secagg,
-            "error": r.error, "node_errors": list(r.node_errors), "model": r.model,
-            "outcome": json.loads(r.outcome_json) if r.outcome_json else None,
-            "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at) if r.HasField("finished_at") else None,
-            "started_by": r.started_by}
+    return {
+        "run": str(r.run_id),
+        "task": r.task,
+        "status": RUN_STATUS_NAMES.get(r.status, "unknown"),
+        "rounds_done": len(r.round_seconds),
+        "rounds": r.rounds,
+        "round_seconds": [round(x, 2) for x in r.round_seconds],
+        "nodes": r.nodes,
+        "secagg": r.secagg,
+        "error": r.error,
+        "node_errors": list(r.node_errors),
+        "model": r.model,
+        "outcome": json.loads(r.outcome_json) if r.outcome_json else None,
+        "started_at": _iso(r.started_at),
+        "finished_at": _iso(r.finished_at) if r.HasField("finished_at") else None,
+        "started_by": r.started_by,
+    }
 
 
 def _print_fl_run(r) -> None:
     row = _fl_row(r)
-    print(f"run {row['run']}: {row['task']} {row['status']} (round {row['rounds_done']} of {row['rounds']}, "
-          f"{row['nodes'] or '?'} nodes, SecAgg+ {'on' if row['secagg'] else 'OFF'})")
+    print(
+        f"run {row['run']}: {row['task']} {row['status']} (round {row['rounds_done']} of {row['rounds']}, "
+        f"{row['nodes'] or '?'} nodes, SecAgg+ {'on' if row['secagg'] else 'OFF'})"
+    )
     if row["round_seconds"]:
         print("round seconds: " + ", ".join(f"{s:.1f}" for s in row["round_seconds"]))
     if row["error"]:
@@ -728,11 +904,22 @@ def _print_fl_run(r) -> None:
 def _fl_start(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
-    r = client.call("StartFederatedRun", admin_pb2.StartFederatedRunRequest(
-        task=args.task, rounds=args.rounds, min_nodes=args.min_nodes, no_secagg=args.no_secagg,
-        secagg_shares=args.secagg_shares, secagg_threshold=args.secagg_threshold, clip=args.clip, noise=args.noise,
-        stage_timeout_s=args.stage_timeout, wait_nodes_s=args.wait_nodes,
-        record_received=args.record_received)).run
+    r = client.call(
+        "StartFederatedRun",
+        admin_pb2.StartFederatedRunRequest(
+            task=args.task,
+            rounds=args.rounds,
+            min_nodes=args.min_nodes,
+            no_secagg=args.no_secagg,
+            secagg_shares=args.secagg_shares,
+            secagg_threshold=args.secagg_threshold,
+            clip=args.clip,
+            noise=args.noise,
+            stage_timeout_s=args.stage_timeout,
+            wait_nodes_s=args.wait_nodes,
+            record_received=args.record_received,
+        ),
+    ).run
     if args.json:
         _print_json(_fl_row(r))
     else:
@@ -758,28 +945,55 @@ def _fl_list(client, args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    _print_table(["RUN", "TASK", "STATUS", "ROUNDS", "NODES", "SECAGG", "MODEL", "ERROR"], [
-        [r["run"], r["task"], r["status"], f"{r['rounds_done']}/{r['rounds']}", str(r["nodes"] or "-"),
-         "on" if r["secagg"] else "OFF", r["model"] or "-", r["error"][:60]] for r in rows])
+    _print_table(
+        ["RUN", "TASK", "STATUS", "ROUNDS", "NODES", "SECAGG", "MODEL", "ERROR"],
+        [
+            [
+                r["run"],
+                r["task"],
+                r["status"],
+                f"{r['rounds_done']}/{r['rounds']}",
+                str(r["nodes"] or "-"),
+                "on" if r["secagg"] else "OFF",
+                r["model"] or "-",
+                r["error"][:60],
+            ]
+            for r in rows
+        ],
+    )
     return 0
 
 
 _HANDLERS = {
-    ("token", "create"): _token_create, ("token", "list"): _token_list, ("token", "revoke"): _token_revoke,
-    ("nodes", "list"): _nodes_list, ("nodes", "show"): _nodes_show, ("nodes", "label"): _nodes_label,
-    ("nodes", "revoke"): _nodes_revoke, ("nodes", "assign"): _nodes_assign,
-    ("models", "push"): _models_push, ("models", "list"): _models_list, ("models", "show"): _models_show,
+    ("token", "create"): _token_create,
+    ("token", "list"): _token_list,
+    ("token", "revoke"): _token_revoke,
+    ("nodes", "list"): _nodes_list,
+    ("nodes", "show"): _nodes_show,
+    ("nodes", "label"): _nodes_label,
+    ("nodes", "revoke"): _nodes_revoke,
+    ("nodes", "assign"): _nodes_assign,
+    ("models", "push"): _models_push,
+    ("models", "list"): _models_list,
+    ("models", "show"): _models_show,
     ("models", "delete"): _models_delete,
-    ("rollout", "start"): _rollout_start, ("rollout", "status"): _rollout_status, ("rollout", "list"): _rollout_list,
+    ("rollout", "start"): _rollout_start,
+    ("rollout", "status"): _rollout_status,
+    ("rollout", "list"): _rollout_list,
     ("rollout", "pause"): _rollout_change("PauseRollout", "PauseRolloutRequest"),
     ("rollout", "resume"): _rollout_change("ResumeRollout", "ResumeRolloutRequest"),
-    ("rollout", "abort"): _rollout_change("AbortRollout", "AbortRolloutRequest"), ("audit", "list"): _audit_list, ("audit", "verify"): _audit_verify,
+    ("rollout", "abort"): _rollout_change("AbortRollout", "AbortRolloutRequest"),
+    ("audit", "list"): _audit_list,
+    ("audit", "verify"): _audit_verify,
     ("audit", "routing"): _audit_routing,
-    ("fl", "start"): _fl_start, ("fl", "status"): _fl_status, ("fl", "list"): _fl_list,
+    ("fl", "start"): _fl_start,
+    ("fl", "status"): _fl_status,
+    ("fl", "list"): _fl_list,
 }
 
 
 # -- output ----------------------------------------------------------------------
+
 
 def _to_dict(message) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True)

@@ -25,8 +25,11 @@ def explain(error: grpc.RpcError, address: str) -> AdminCallError:
     code, details = error.code(), error.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
         if "handshake" in details.lower() or "ssl" in details.lower() or "socket closed" in details.lower():
-            return AdminCallError(f"central at {address} refused our TLS handshake ({details}): is the credential's "
-                                  "certificate from this fleet's CA and still valid?", 3)
+            return AdminCallError(
+                f"central at {address} refused our TLS handshake ({details}): is the credential's "
+                "certificate from this fleet's CA and still valid?",
+                3,
+            )
         return AdminCallError(f"cannot reach central at {address}: {details}", 3)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return AdminCallError(f"central at {address} did not answer within {RPC_TIMEOUT_S:.0f} s", 3)

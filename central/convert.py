@@ -39,17 +39,30 @@ def duration(seconds: float) -> Duration:
 
 
 def token_message(t: TokenRecord) -> admin_pb2.Token:
-    return admin_pb2.Token(token_id=t.token_id, labels=t.labels, created_at=timestamp(t.created_at),
-                           expires_at=timestamp(t.expires_at), uses_total=t.uses_total, uses_left=t.uses_left,
-                           revoked=t.revoked, created_by=t.created_by)
+    return admin_pb2.Token(
+        token_id=t.token_id,
+        labels=t.labels,
+        created_at=timestamp(t.created_at),
+        expires_at=timestamp(t.expires_at),
+        uses_total=t.uses_total,
+        uses_left=t.uses_left,
+        revoked=t.revoked,
+        created_by=t.created_by,
+    )
 
 
 def node_message(view: NodeView) -> admin_pb2.Node:
     n = view.record
-    msg = admin_pb2.Node(node_id=n.node_id, labels=n.labels, state=_NODE_STATES[view.state],
-                         enrolled_at=timestamp(n.enrolled_at), certificate_serial=n.certificate_serial,
-                         certificate_expires_at=timestamp(n.certificate_expires_at), hostname=n.hostname,
-                         dropped_reports=n.dropped_reports)
+    msg = admin_pb2.Node(
+        node_id=n.node_id,
+        labels=n.labels,
+        state=_NODE_STATES[view.state],
+        enrolled_at=timestamp(n.enrolled_at),
+        certificate_serial=n.certificate_serial,
+        certificate_expires_at=timestamp(n.certificate_expires_at),
+        hostname=n.hostname,
+        dropped_reports=n.dropped_reports,
+    )
     if n.last_seen_at is not None:
         msg.last_seen_at.CopyFrom(timestamp(n.last_seen_at))
     if n.status:
@@ -71,9 +84,17 @@ def manifest_message(body: bytes, signature: str) -> common_pb2.SignedManifest:
 
 
 def model_message(m: ModelRecord, assigned_nodes: list[str]) -> admin_pb2.Model:
-    return admin_pb2.Model(name=m.name, version=m.version, format=m.format, sha256=m.sha256, size=m.size,
-                           params=m.params, created_at=timestamp(m.created_at), pushed_by=m.pushed_by,
-                           assigned_nodes=assigned_nodes)
+    return admin_pb2.Model(
+        name=m.name,
+        version=m.version,
+        format=m.format,
+        sha256=m.sha256,
+        size=m.size,
+        params=m.params,
+        created_at=timestamp(m.created_at),
+        pushed_by=m.pushed_by,
+        assigned_nodes=assigned_nodes,
+    )
 
 
 def report_records(reports) -> list[ReportRecord]:
@@ -82,8 +103,7 @@ def report_records(reports) -> list[ReportRecord]:
         body = r.WhichOneof("body")
         if body is None:
             continue
-        records.append(ReportRecord(r.sequence, seconds_of(r.observed_at), body,
-                                    getattr(r, body).SerializeToString()))
+        records.append(ReportRecord(r.sequence, seconds_of(r.observed_at), body, getattr(r, body).SerializeToString()))
     return records
 
 
@@ -111,10 +131,16 @@ def report_routing(reports) -> dict[int, RoutingReport]:
 
 def node_routing_message(n: NodeRoutingRecord) -> admin_pb2.NodeRouting:
     return admin_pb2.NodeRouting(
-        node_id=n.node_id, hostname=n.hostname,
-        counts=[common_pb2.RouteCount(data_class=data_class, route=route, count=count)
-                for data_class, route, count in n.counts],
-        audit_sequence=n.audit_sequence, audit_head_hash=n.audit_head_hash, updated_at=timestamp(n.updated_at))
+        node_id=n.node_id,
+        hostname=n.hostname,
+        counts=[
+            common_pb2.RouteCount(data_class=data_class, route=route, count=count)
+            for data_class, route, count in n.counts
+        ],
+        audit_sequence=n.audit_sequence,
+        audit_head_hash=n.audit_head_hash,
+        updated_at=timestamp(n.updated_at),
+    )
 
 
 def report_message(r: ReportRecord) -> fleet_pb2.Report:
@@ -127,25 +153,44 @@ def report_message(r: ReportRecord) -> fleet_pb2.Report:
 
 
 def audit_message(e: audit.AuditEntry) -> admin_pb2.AuditEntry:
-    return admin_pb2.AuditEntry(sequence=e.sequence, at=timestamp(e.at), actor=e.actor, action=e.action,
-                                target=e.target, outcome=_OUTCOMES[e.outcome], detail=e.detail, peer=e.peer,
-                                previous_hash=e.previous_hash, hash=e.hash)
+    return admin_pb2.AuditEntry(
+        sequence=e.sequence,
+        at=timestamp(e.at),
+        actor=e.actor,
+        action=e.action,
+        target=e.target,
+        outcome=_OUTCOMES[e.outcome],
+        detail=e.detail,
+        peer=e.peer,
+        previous_hash=e.previous_hash,
+        hash=e.hash,
+    )
 
 
-_ACTIVATION_NAMES = {common_pb2.ACTIVATION_STATE_DOWNLOADING: "DOWNLOADING",
-                     common_pb2.ACTIVATION_STATE_VERIFYING: "VERIFYING", common_pb2.ACTIVATION_STATE_WARMING: "WARMING",
-                     common_pb2.ACTIVATION_STATE_ACTIVE: "ACTIVE", common_pb2.ACTIVATION_STATE_FAILED: "FAILED",
-                     common_pb2.ACTIVATION_STATE_ROLLED_BACK: "ROLLED_BACK"}
+_ACTIVATION_NAMES = {
+    common_pb2.ACTIVATION_STATE_DOWNLOADING: "DOWNLOADING",
+    common_pb2.ACTIVATION_STATE_VERIFYING: "VERIFYING",
+    common_pb2.ACTIVATION_STATE_WARMING: "WARMING",
+    common_pb2.ACTIVATION_STATE_ACTIVE: "ACTIVE",
+    common_pb2.ACTIVATION_STATE_FAILED: "FAILED",
+    common_pb2.ACTIVATION_STATE_ROLLED_BACK: "ROLLED_BACK",
+}
 
 
 def node_health(status: common_pb2.NodeStatus) -> NodeHealth:
     """What the rollout controller reads of a status: decoded here, once per heartbeat."""
     act, inf = status.activation, status.inference
     state = _ACTIVATION_NAMES.get(act.state, "")
-    return NodeHealth(active_sha256=status.active_model.sha256, activation_sha256=act.model.sha256,
-                      activation_state=state, activation_reason=act.reason,
-                      activation_since=seconds_of(act.since),
-                      requests=inf.requests, errors=inf.errors, latency_p99_ms=inf.latency_p99_ms)
+    return NodeHealth(
+        active_sha256=status.active_model.sha256,
+        activation_sha256=act.model.sha256,
+        activation_state=state,
+        activation_reason=act.reason,
+        activation_since=seconds_of(act.since),
+        requests=inf.requests,
+        errors=inf.errors,
+        latency_p99_ms=inf.latency_p99_ms,
+    )
 
 
 def rollout_message(view) -> admin_pb2.Rollout:
@@ -154,14 +199,28 @@ def rollout_message(view) -> admin_pb2.Rollout:
     return admin_pb2.Rollout(
         rollout_id=spec.rollout_id,
         model=common_pb2.ModelRef(name=spec.model.name, version=spec.model.version, sha256=spec.model.sha256),
-        selector=spec.selector, steps=list(spec.steps), bake=duration(spec.bake_s),
-        max_error_rate=spec.max_error_rate, max_p99_ms=spec.max_p99_ms, phase=state.phase,
-        step_index=state.step_index, step_started_at=timestamp(state.step_started_at), reason=state.reason,
-        created_at=timestamp(view.created_at), waiting_on=view.waiting_on,
-        nodes=[admin_pb2.RolloutNode(
-            node_id=node_id, desired_version=desired.version if desired else "",
-            active_version=_version_of(spec, obs), activation_state=obs.activation_state if obs else "",
-            in_step=node_id in step_nodes) for node_id, desired, obs in view.nodes])
+        selector=spec.selector,
+        steps=list(spec.steps),
+        bake=duration(spec.bake_s),
+        max_error_rate=spec.max_error_rate,
+        max_p99_ms=spec.max_p99_ms,
+        phase=state.phase,
+        step_index=state.step_index,
+        step_started_at=timestamp(state.step_started_at),
+        reason=state.reason,
+        created_at=timestamp(view.created_at),
+        waiting_on=view.waiting_on,
+        nodes=[
+            admin_pb2.RolloutNode(
+                node_id=node_id,
+                desired_version=desired.version if desired else "",
+                active_version=_version_of(spec, obs),
+                activation_state=obs.activation_state if obs else "",
+                in_step=node_id in step_nodes,
+            )
+            for node_id, desired, obs in view.nodes
+        ],
+    )
 
 
 def _step_nodes(spec, state):
@@ -191,24 +250,40 @@ RUN_STATUS_NAMES = {number: name for name, number in _RUN_STATUS.items()}
 
 def run_request(request: admin_pb2.StartFederatedRunRequest):
     from central.federation import RunRequest
-    return RunRequest(task=request.task, rounds=request.rounds, min_nodes=request.min_nodes,
-                      secagg=not request.no_secagg, secagg_shares=request.secagg_shares,
-                      secagg_threshold=request.secagg_threshold, clip=request.clip, noise=request.noise,
-                      stage_timeout_s=request.stage_timeout_s, wait_nodes_s=request.wait_nodes_s,
-                      record_received=request.record_received)
+
+    return RunRequest(
+        task=request.task,
+        rounds=request.rounds,
+        min_nodes=request.min_nodes,
+        secagg=not request.no_secagg,
+        secagg_shares=request.secagg_shares,
+        secagg_threshold=request.secagg_threshold,
+        clip=request.clip,
+        noise=request.noise,
+        stage_timeout_s=request.stage_timeout_s,
+        wait_nodes_s=request.wait_nodes_s,
+        record_received=request.record_received,
+    )
 
 
 def federated_run_message(view) -> admin_pb2.FederatedRun:
     record, report = view.record, view.report
     outcome = report.get("outcome") if view.status == "completed" else None
     message = admin_pb2.FederatedRun(
-        run_id=record.run_id, task=record.task, status=_RUN_STATUS[view.status],
+        run_id=record.run_id,
+        task=record.task,
+        status=_RUN_STATUS[view.status],
         rounds=int(record.config.get("rounds", 0)),
         round_seconds=[float(r["seconds"]) for r in report.get("rounds", [])],
-        nodes=int(report.get("nodes") or 0), error=view.error, secagg=bool(record.config.get("secagg", True)),
-        model=record.model, outcome_json=json.dumps(outcome, sort_keys=True) if outcome else "",
-        started_at=timestamp(record.started_at), started_by=record.started_by,
-        node_errors=[f"{node}: {error}" for node, error in sorted(view.node_errors.items())])
+        nodes=int(report.get("nodes") or 0),
+        error=view.error,
+        secagg=bool(record.config.get("secagg", True)),
+        model=record.model,
+        outcome_json=json.dumps(outcome, sort_keys=True) if outcome else "",
+        started_at=timestamp(record.started_at),
+        started_by=record.started_by,
+        node_errors=[f"{node}: {error}" for node, error in sorted(view.node_errors.items())],
+    )
     if report.get("finished_at"):
         message.finished_at.CopyFrom(timestamp(float(report["finished_at"])))
     return message

@@ -30,8 +30,13 @@ class Credential:
     key_pem: str
 
     def dumps(self) -> str:
-        return json.dumps({"central": self.central, "ca": self.ca_pem, "certificate": self.certificate_pem,
-                           "key": self.key_pem}, indent=2) + "\n"
+        return (
+            json.dumps(
+                {"central": self.central, "ca": self.ca_pem, "certificate": self.certificate_pem, "key": self.key_pem},
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 def resolve_path(flag: str | None) -> Path:
@@ -45,8 +50,10 @@ def load(path: Path) -> Credential:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CredentialError(f"no credential at {path}: run `edgefleet central init` and export the "
-                              f"EDGEFLEET_CREDENTIAL line it prints, or pass --credential FILE") from None
+        raise CredentialError(
+            f"no credential at {path}: run `edgefleet central init` and export the "
+            f"EDGEFLEET_CREDENTIAL line it prints, or pass --credential FILE"
+        ) from None
     except (OSError, ValueError) as exc:
         raise CredentialError(f"credential {path} is not readable JSON: {exc}") from exc
     missing = [k for k in ("central", "ca", "certificate", "key") if not isinstance(data.get(k), str)]

@@ -11,7 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from central.credential import Credential, save as save_credential
+from central.credential import Credential
+from central.credential import save as save_credential
 from central.errors import CentralError
 from central.store import SqliteFleetStore
 from edgefleet import pki
@@ -28,37 +29,59 @@ class CentralPaths:
     root: Path
 
     @property
-    def ca_key(self) -> Path: return self.root / "ca.key"
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
     @property
-    def ca_cert(self) -> Path: return self.root / "ca.crt"
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
     @property
-    def signing_key(self) -> Path: return self.root / "signing.key"
+    def signing_key(self) -> Path:
+        return self.root / "signing.key"
+
     @property
-    def signing_public_key(self) -> Path: return self.root / "signing.pub"
+    def signing_public_key(self) -> Path:
+        return self.root / "signing.pub"
+
     @property
-    def server_key(self) -> Path: return self.root / "server.key"
+    def server_key(self) -> Path:
+        return self.root / "server.key"
+
     @property
-    def server_cert(self) -> Path: return self.root / "server.crt"
+    def server_cert(self) -> Path:
+        return self.root / "server.crt"
+
     @property
-    def store(self) -> Path: return self.root / "central.db"
+    def store(self) -> Path:
+        return self.root / "central.db"
+
     @property
-    def admin_credential(self) -> Path: return self.root / "admin.credential"
+    def admin_credential(self) -> Path:
+        return self.root / "admin.credential"
+
     @property
-    def blobs(self) -> Path: return self.root / "blobs"
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
     @property
-    def fleet_address_file(self) -> Path: return self.root / "fleet-address"
+    def fleet_address_file(self) -> Path:
+        return self.root / "fleet-address"
+
     @property
-    def enroll_address_file(self) -> Path: return self.root / "enroll-address"
+    def enroll_address_file(self) -> Path:
+        return self.root / "enroll-address"
 
 
 @dataclass(frozen=True)
 class Authority:
     """The fleet CA, loaded once at start: issues node and admin certificates."""
+
     key: object
     certificate: object
 
     @classmethod
-    def load(cls, paths: CentralPaths) -> "Authority":
+    def load(cls, paths: CentralPaths) -> Authority:
         require_initialized(paths)
         return cls(pki.load_private_key(paths.ca_key.read_bytes()), pki.load_certificate(paths.ca_cert.read_bytes()))
 
@@ -73,24 +96,32 @@ class Authority:
     def issue(self, public_key, identity: pki.Identity, lifetime: dt.timedelta, now: dt.datetime):
         # Backdated (a minute, or a tenth of a short lifetime) so a node whose clock is slightly behind can use it.
         backdate = min(dt.timedelta(minutes=1), lifetime / 10)
-        return pki.issue_certificate(self.key, self.certificate, public_key, identity,
-                                     not_before=now - backdate, not_after=now + lifetime)
+        return pki.issue_certificate(
+            self.key, self.certificate, public_key, identity, not_before=now - backdate, not_after=now + lifetime
+        )
 
 
 def require_initialized(paths: CentralPaths) -> None:
-    missing = [p.name for p in (paths.ca_key, paths.ca_cert, paths.signing_key, paths.server_key,
-                                paths.server_cert, paths.store) if not p.exists()]
+    missing = [
+        p.name
+        for p in (paths.ca_key, paths.ca_cert, paths.signing_key, paths.server_key, paths.server_cert, paths.store)
+        if not p.exists()
+    ]
     if missing:
-        raise DataDirError(f"{paths.root} is not an initialized central data dir (missing {', '.join(missing)}):"
-                           f" run `edgefleet central init --data-dir {paths.root}`")
+        raise DataDirError(
+            f"{paths.root} is not an initialized central data dir (missing {', '.join(missing)}):"
+            f" run `edgefleet central init --data-dir {paths.root}`"
+        )
 
 
 def initialize(root: Path, central_address: str, admin_name: str = "admin") -> CentralPaths:
     """Create the CA, signing key, server certificate, store and a first admin credential."""
     paths = CentralPaths(root)
     if paths.ca_key.exists():
-        raise DataDirError(f"{root} is already initialized (found {paths.ca_key}); "
-                           "refusing to replace the fleet CA: every enrolled node trusts it")
+        raise DataDirError(
+            f"{root} is already initialized (found {paths.ca_key}); "
+            "refusing to replace the fleet CA: every enrolled node trusts it"
+        )
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     now = pki.utcnow()
@@ -105,11 +136,18 @@ def initialize(root: Path, central_address: str, admin_name: str = "admin") -> C
     SqliteFleetStore(paths.store).close()
     admin_key = pki.generate_key()
     authority = Authority(ca_key, ca_cert)
-    admin_cert = authority.issue(admin_key.public_key(), pki.Identity("admin", admin_name),
-                                 dt.timedelta(days=ADMIN_CERT_DAYS), now)
-    save_credential(paths.admin_credential, Credential(
-        central=central_address, ca_pem=authority.certificate_pem,
-        certificate_pem=pki.certificate_pem(admin_cert).decode(), key_pem=pki.private_key_pem(admin_key).decode()))
+    admin_cert = authority.issue(
+        admin_key.public_key(), pki.Identity("admin", admin_name), dt.timedelta(days=ADMIN_CERT_DAYS), now
+    )
+    save_credential(
+        paths.admin_credential,
+        Credential(
+            central=central_address,
+            ca_pem=authority.certificate_pem,
+            certificate_pem=pki.certificate_pem(admin_cert).decode(),
+            key_pem=pki.private_key_pem(admin_key).decode(),
+        ),
+    )
     # The CA key last: its presence marks the data dir as initialized.
     pki.write_public(paths.ca_cert, pki.certificate_pem(ca_cert))
     pki.write_private(paths.ca_key, pki.private_key_pem(ca_key))

@@ -70,17 +70,21 @@ def run_config(request: RunRequest, results_dir: Path) -> dict:
     if not 1 <= request.rounds <= MAX_ROUNDS:
         raise InvalidArgument(f"--rounds must be between 1 and {MAX_ROUNDS}, got {request.rounds}")
     if request.min_nodes < 2:
-        raise InvalidArgument(f"--min-nodes must be at least 2 (one node's update is its own data), got {request.min_nodes}")
+        raise InvalidArgument(
+            f"--min-nodes must be at least 2 (one node's update is its own data), got {request.min_nodes}"
+        )
     if request.secagg:
         if request.secagg_shares and not 3 <= request.secagg_shares <= request.min_nodes:
-            raise InvalidArgument(f"--secagg-shares must be between 3 and --min-nodes ({request.min_nodes}), "
-                                  f"got {request.secagg_shares}")
+            raise InvalidArgument(
+                f"--secagg-shares must be between 3 and --min-nodes ({request.min_nodes}), got {request.secagg_shares}"
+            )
         if request.min_nodes < 3 and not request.secagg_shares:
             raise InvalidArgument("SecAgg+ needs at least 3 nodes (--min-nodes 3), or --no-secagg")
         shares = request.secagg_shares or request.min_nodes
         if request.secagg_threshold and not 2 <= request.secagg_threshold < shares:
-            raise InvalidArgument(f"--secagg-threshold must be at least 2 and below the shares ({shares}), "
-                                  f"got {request.secagg_threshold}")
+            raise InvalidArgument(
+                f"--secagg-threshold must be at least 2 and below the shares ({shares}), got {request.secagg_threshold}"
+            )
     elif request.secagg_shares or request.secagg_threshold:
         raise InvalidArgument("--secagg-shares and --secagg-threshold need SecAgg+ (drop --no-secagg)")
     if request.clip < 0 or request.noise < 0:
@@ -89,11 +93,18 @@ def run_config(request: RunRequest, results_dir: Path) -> dict:
         raise InvalidArgument("--noise needs --clip (the noise is scaled to the clipping norm)")
     if request.stage_timeout_s < 0 or request.wait_nodes_s < 0:
         raise InvalidArgument("timeouts cannot be negative")
-    config = {"task": request.task, "rounds": request.rounds, "min-nodes": request.min_nodes,
-              "secagg": request.secagg, "secagg-shares": request.secagg_shares,
-              "secagg-threshold": request.secagg_threshold, "clip": float(request.clip),
-              "noise": float(request.noise), "results-dir": str(results_dir),
-              "record-received": request.record_received}
+    config = {
+        "task": request.task,
+        "rounds": request.rounds,
+        "min-nodes": request.min_nodes,
+        "secagg": request.secagg,
+        "secagg-shares": request.secagg_shares,
+        "secagg-threshold": request.secagg_threshold,
+        "clip": float(request.clip),
+        "noise": float(request.noise),
+        "results-dir": str(results_dir),
+        "record-received": request.record_received,
+    }
     if request.stage_timeout_s:
         config["timeout-s"] = float(request.stage_timeout_s)
     if request.wait_nodes_s:
@@ -105,8 +116,9 @@ def run_config(request: RunRequest, results_dir: Path) -> dict:
 PENDING, WAITING, RUNNING, COMPLETED, FAILED = "pending", "waiting-for-nodes", "running", "completed", "failed"
 
 
-def run_status(flower_status: str, flower_sub_status: str, flower_details: str, report: dict | None,
-               lost: bool = False) -> tuple[str, str]:
+def run_status(
+    flower_status: str, flower_sub_status: str, flower_details: str, report: dict | None, lost: bool = False
+) -> tuple[str, str]:
     """(status, error) from Flower's view of the run and the ServerApp's own report.
 
     The report knows more (waiting for nodes, round errors); Flower knows when the
@@ -196,8 +208,7 @@ class Federation:
         self.advertise_host = advertise_host
         self.dir = paths.root / "flower"
         self.results_dir = self.dir / "results"
-        self.superlink = Supervisor("superlink", self._superlink_command, self.dir / "superlink.log",
-                                    cwd=self.dir)
+        self.superlink = Supervisor("superlink", self._superlink_command, self.dir / "superlink.log", cwd=self.dir)
         self._control = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -210,21 +221,40 @@ class Federation:
 
     def _issue_certificate(self) -> None:
         key = pki.generate_key()
-        cert = pki.issue_server_certificate(self.authority.key, self.authority.certificate, key.public_key(),
-                                            valid_days=SUPERLINK_CERT_DAYS,
-                                            extra_names=superlink_names(self.host, self.advertise_host))
+        cert = pki.issue_server_certificate(
+            self.authority.key,
+            self.authority.certificate,
+            key.public_key(),
+            valid_days=SUPERLINK_CERT_DAYS,
+            extra_names=superlink_names(self.host, self.advertise_host),
+        )
         pki.write_private(self.dir / "superlink.key", pki.private_key_pem(key))
         pki.write_public(self.dir / "superlink.crt", pki.certificate_pem(cert) + self.paths.ca_cert.read_bytes())
 
     def _superlink_command(self) -> list[str]:
         self._issue_certificate()
-        return [sys.executable, "-m", "federated.superlink", "--host", self.host, "--port", str(self.port),
-                "--ssl-certfile", str(self.dir / "superlink.crt"), "--ssl-keyfile", str(self.dir / "superlink.key"),
-                "--ssl-ca-certfile", str(self.paths.ca_cert), "--enable-supernode-auth",
-                # State in memory: central's store is the record (keys, runs, outcomes) and the reconcile
-                # pass registers every key again after a restart. Flower's SQLite state cost about twice
-                # the time of a SecAgg+ round in SQLAlchemy (bench/federated.py).
-                "--database", ":flwr-in-memory:", "--disable-runtime-dependency-installation"]
+        return [
+            sys.executable,
+            "-m",
+            "federated.superlink",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--ssl-certfile",
+            str(self.dir / "superlink.crt"),
+            "--ssl-keyfile",
+            str(self.dir / "superlink.key"),
+            "--ssl-ca-certfile",
+            str(self.paths.ca_cert),
+            "--enable-supernode-auth",
+            # State in memory: central's store is the record (keys, runs, outcomes) and the reconcile
+            # pass registers every key again after a restart. Flower's SQLite state cost about twice
+            # the time of a SecAgg+ round in SQLAlchemy (bench/federated.py).
+            "--database",
+            ":flwr-in-memory:",
+            "--disable-runtime-dependency-installation",
+        ]
 
     def start(self) -> None:
         self.dir.mkdir(mode=0o700, exist_ok=True)
@@ -247,6 +277,7 @@ class Federation:
     def control(self):
         if self._control is None:
             from federated.control import FlowerControl
+
             self._control = FlowerControl(self.control_address, self.paths.ca_cert.read_bytes())
         return self._control
 
@@ -256,8 +287,9 @@ class Federation:
         try:
             self.control.registered_nodes()
         except FlowerControlError as exc:
-            raise FlowerControlError(f"central's SuperLink is not answering ({exc}); "
-                                     f"see {self.superlink.log_path}") from None
+            raise FlowerControlError(
+                f"central's SuperLink is not answering ({exc}); see {self.superlink.log_path}"
+            ) from None
         return self.control
 
     def _loop(self) -> None:
@@ -272,6 +304,7 @@ class Federation:
 
 def read_report(results_dir: Path, run_id: int) -> dict | None:
     from federated.results import read_report as read
+
     try:
         return read(results_dir, run_id)
     except (OSError, json.JSONDecodeError):

@@ -36,8 +36,14 @@ class HeartbeatBuffer:
         self._pending: dict[str, tuple[float, bytes, NodeHealth | None]] = {}
         self._routing: dict[str, tuple[float, RoutingReport]] = {}
 
-    def record(self, node_id: str, at: float, status: bytes, routing_report: RoutingReport | None = None,
-               health: NodeHealth | None = None) -> None:
+    def record(
+        self,
+        node_id: str,
+        at: float,
+        status: bytes,
+        routing_report: RoutingReport | None = None,
+        health: NodeHealth | None = None,
+    ) -> None:
         self._pending[node_id] = (at, status, health)
         if routing_report is not None:
             self._add_routing(node_id, at, routing_report)
@@ -50,8 +56,10 @@ class HeartbeatBuffer:
         if self._pending:
             batch, self._pending = self._pending, {}
             try:
-                self._store.record_heartbeats({n: (at, status) for n, (at, status, _) in batch.items()},
-                                              {n: health for n, (_, _, health) in batch.items() if health})
+                self._store.record_heartbeats(
+                    {n: (at, status) for n, (at, status, _) in batch.items()},
+                    {n: health for n, (_, _, health) in batch.items() if health},
+                )
             except Exception:
                 # Keep the beats for the next flush, unless newer ones arrived meanwhile.
                 for node_id, beat in batch.items():

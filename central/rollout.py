@@ -40,6 +40,7 @@ class PhaseError(RolloutError):
 @dataclass(frozen=True)
 class ModelRef:
     """A model version; the sha256 is what nodes report and compare, name@version is for people."""
+
     name: str
     version: str
     sha256: str
@@ -54,6 +55,7 @@ class RolloutSpec:
     started. Membership is fixed at start, so a node labelled later never joins a half-done rollout,
     and `previous` is exactly what a rollback or an abort restores (None: the node had no model).
     Holds dicts, so it is immutable by convention but not hashable."""
+
     rollout_id: str
     model: ModelRef
     selector: Mapping[str, str]
@@ -84,6 +86,7 @@ class RolloutSpec:
 class NodeObservation:
     """A node as its latest heartbeat shows it. `active_since` is when it began serving `active_sha256`;
     error_rate/p99_ms cover its latest heartbeat window of `requests` requests."""
+
     node_id: str
     online: bool
     active_sha256: str
@@ -104,6 +107,7 @@ class RolloutState:
     """Where a rollout stands: all central needs to store to carry on after a restart.
     `step_started_at` is when the current step began (its bake clock) or, in a terminal phase,
     when the rollout got there."""
+
     phase: str
     step_index: int
     step_started_at: float
@@ -114,6 +118,7 @@ class RolloutState:
 class Decision:
     """The rollout's next state, the desired model of every targeted node, and one event per change
     made (empty when nothing changed); the caller writes each event to the audit log."""
+
     state: RolloutState
     assignments: dict[str, ModelRef | None]
     events: tuple[str, ...]
@@ -158,7 +163,7 @@ def nodes_for_step(spec: RolloutSpec, node_ids: Iterable[str], step_index: int) 
     if not order:
         return []
     count = -(-spec.steps[step_index] * len(order) // 100)  # ceil in integers, no float rounding
-    return order[:max(1, count)]
+    return order[: max(1, count)]
 
 
 def desired_assignments(spec: RolloutSpec, state: RolloutState) -> dict[str, ModelRef | None]:
@@ -175,9 +180,11 @@ def desired_assignments(spec: RolloutSpec, state: RolloutState) -> dict[str, Mod
 def start(spec: RolloutSpec, now: float) -> Decision:
     state = RolloutState(RUNNING, 0, now, "started")
     canary = nodes_for_step(spec, spec.previous, 0)
-    event = (f"started rollout {spec.rollout_id} of {spec.model} on {len(spec.previous)} node(s) "
-             f"(selector {_selector_text(spec.selector)}, steps {'/'.join(map(str, spec.steps))} %, "
-             f"bake {spec.bake_s:g} s): {_step(spec, 0)} assigns {_names(canary)}")
+    event = (
+        f"started rollout {spec.rollout_id} of {spec.model} on {len(spec.previous)} node(s) "
+        f"(selector {_selector_text(spec.selector)}, steps {'/'.join(map(str, spec.steps))} %, "
+        f"bake {spec.bake_s:g} s): {_step(spec, 0)} assigns {_names(canary)}"
+    )
     return Decision(state, desired_assignments(spec, state), (event,))
 
 
@@ -196,8 +203,10 @@ def decide(spec: RolloutSpec, state: RolloutState, nodes: Mapping[str, NodeObser
     if state.phase == PAUSED or waiting_on(spec, state, nodes, now):
         return Decision(state, desired_assignments(spec, state), ())
     started = [state.step_started_at] + [nodes[n].active_since or now for n in step_nodes]
-    events = [f"{_step(spec, state.step_index)} promoted after {now - max(started):g} s bake: "
-              f"{_names(step_nodes)} within thresholds"]
+    events = [
+        f"{_step(spec, state.step_index)} promoted after {now - max(started):g} s bake: "
+        f"{_names(step_nodes)} within thresholds"
+    ]
     if state.step_index == len(spec.steps) - 1:
         new_state = RolloutState(COMPLETED, state.step_index, now, f"completed: every node runs {spec.model}")
         events.append(f"rollout {spec.rollout_id} completed: {len(spec.previous)} node(s) run {spec.model}")
@@ -209,8 +218,7 @@ def decide(spec: RolloutSpec, state: RolloutState, nodes: Mapping[str, NodeObser
     return Decision(new_state, desired_assignments(spec, new_state), tuple(events))
 
 
-def waiting_on(spec: RolloutSpec, state: RolloutState, nodes: Mapping[str, NodeObservation],
-               now: float) -> list[str]:
+def waiting_on(spec: RolloutSpec, state: RolloutState, nodes: Mapping[str, NodeObservation], now: float) -> list[str]:
     """Why the current step is not promoted yet (empty: it may be). For `rollout status` and decide."""
     waits = []
     if now - state.step_started_at < spec.bake_s:
@@ -288,8 +296,7 @@ def _problems(spec: RolloutSpec, step_nodes: list[str], nodes: Mapping[str, Node
 
 def _back_to_previous(spec: RolloutSpec, state: RolloutState, new_state: RolloutState) -> Decision:
     moved = [n for n in nodes_for_step(spec, spec.previous, state.step_index) if spec.previous[n] != spec.model]
-    event = (f"{new_state.reason} (at {_step(spec, state.step_index)}; "
-             f"previous version reassigned to {_names(moved)})")
+    event = f"{new_state.reason} (at {_step(spec, state.step_index)}; previous version reassigned to {_names(moved)})"
     return Decision(new_state, desired_assignments(spec, new_state), (event,))
 
 
@@ -301,8 +308,9 @@ def _check_live(spec: RolloutSpec, state: RolloutState) -> None:
     if state.phase not in PHASES:
         raise RolloutError(f"unknown rollout phase {state.phase!r}")
     if not 0 <= state.step_index < len(spec.steps):
-        raise RolloutError(f"step index {state.step_index} is outside the {len(spec.steps)} steps "
-                           f"of rollout {spec.rollout_id}")
+        raise RolloutError(
+            f"step index {state.step_index} is outside the {len(spec.steps)} steps of rollout {spec.rollout_id}"
+        )
 
 
 def _names(ids: list[str], empty: str = "no node", limit: int = 10) -> str:

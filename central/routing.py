@@ -21,6 +21,7 @@ MAX_SEQUENCE = 2**63 - 1  # SQLite integers are signed 64-bit
 @dataclass(frozen=True)
 class RoutingReport:
     """Requests per (data class, route) since the node's previous report, and its audit head then."""
+
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     audit_sequence: int = 0
     audit_head_hash: str = ""

@@ -66,8 +66,14 @@ def _bind(server: grpc.aio.Server, listen: str, credentials) -> str:
     return f"{host}:{port}"
 
 
-async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: str, enroll_listen: str,
-                advertise_host: str = "", superlink_listen: str | None = None) -> None:
+async def serve(
+    paths: CentralPaths,
+    settings: CentralSettings,
+    fleet_listen: str,
+    enroll_listen: str,
+    advertise_host: str = "",
+    superlink_listen: str | None = None,
+) -> None:
     # Until the loop's handler is set, a SIGHUP (whose default is to end the process) is ignored.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sdnotify.notify(sdnotify.status("starting"))
@@ -83,17 +89,28 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     enroll_server = grpc.aio.server(options=SERVER_OPTIONS)
     fleet_server = grpc.aio.server(options=SERVER_OPTIONS)
     enroll_address = _bind(enroll_server, enroll_listen, grpc.ssl_server_credentials([(server_key, chain)]))
-    fleet_address = _bind(fleet_server, fleet_listen, grpc.ssl_server_credentials(
-        [(server_key, chain)], root_certificates=ca_pem, require_client_auth=True))
-    settings = replace(settings, fleet_port=_port(fleet_address),
-                       enroll_address=f"{advertise_host or _reachable_host(enroll_address)}:{_port(enroll_address)}")
+    fleet_address = _bind(
+        fleet_server,
+        fleet_listen,
+        grpc.ssl_server_credentials([(server_key, chain)], root_certificates=ca_pem, require_client_auth=True),
+    )
+    settings = replace(
+        settings,
+        fleet_port=_port(fleet_address),
+        enroll_address=f"{advertise_host or _reachable_host(enroll_address)}:{_port(enroll_address)}",
+    )
 
     fed = _federation(paths, authority, superlink_listen, advertise_host)
     if fed is not None:
         settings = replace(settings, superlink_port=fed.port)
-    central = Central(store, authority, settings, paths.signing_public_key.read_text(),
-                      blobs=LocalBlobStore(paths.blobs),
-                      signing_key=pki.load_private_key(paths.signing_key.read_bytes()))
+    central = Central(
+        store,
+        authority,
+        settings,
+        paths.signing_public_key.read_text(),
+        blobs=LocalBlobStore(paths.blobs),
+        signing_key=pki.load_private_key(paths.signing_key.read_bytes()),
+    )
     if fed is not None:
         central.federation = fed
         fed.reconcile_hook = functools.partial(federation_service.reconcile, central)
@@ -107,8 +124,12 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     # Tests and the local-fleet launcher read the bound addresses (ports may be chosen at run time).
     _write_address(paths.enroll_address_file, enroll_address)
     _write_address(paths.fleet_address_file, fleet_address)
-    log.info("central serving: fleet/admin (mTLS) on %s, enrollment (TLS) on %s; CA %s",
-             fleet_address, enroll_address, authority.fingerprint)
+    log.info(
+        "central serving: fleet/admin (mTLS) on %s, enrollment (TLS) on %s; CA %s",
+        fleet_address,
+        enroll_address,
+        authority.fingerprint,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,8 +157,14 @@ async def serve(paths: CentralPaths, settings: CentralSettings, fleet_listen: st
     store.close()
 
 
-async def _tell_systemd(store: SqliteFleetStore, settings: CentralSettings, fleet_address: str, enroll_address: str,
-                        fed, stop: asyncio.Event) -> None:
+async def _tell_systemd(
+    store: SqliteFleetStore,
+    settings: CentralSettings,
+    fleet_address: str,
+    enroll_address: str,
+    fed,
+    stop: asyncio.Event,
+) -> None:
     """READY=1 once the gRPC ports are served and the SuperLink (when run) accepts connections; then a STATUS=
     line every STATUS_INTERVAL_S while it changes. No-ops without $NOTIFY_SOCKET."""
     if not sdnotify.notify(sdnotify.status("waiting for the SuperLink" if fed is not None else "starting")):
@@ -147,8 +174,12 @@ async def _tell_systemd(store: SqliteFleetStore, settings: CentralSettings, flee
         superlink = f"{fed.host}:{fed.port}"
         host, port = fed.control_address.rsplit(":", 1)
         if not await _wait_listening(host.strip("[]"), int(port), SUPERLINK_READY_TIMEOUT_S, stop):
-            log.warning("the SuperLink does not accept connections on %s after %.0f s; ready without it (see %s)",
-                        superlink, SUPERLINK_READY_TIMEOUT_S, fed.superlink.log_path)
+            log.warning(
+                "the SuperLink does not accept connections on %s after %.0f s; ready without it (see %s)",
+                superlink,
+                SUPERLINK_READY_TIMEOUT_S,
+                fed.superlink.log_path,
+            )
             superlink += " (not answering)"
     last = ""
     ready = False
@@ -202,8 +233,10 @@ def _reload(paths: CentralPaths, flag_level: int) -> None:
     central runs with can change live: it all comes from flags."""
     sdnotify.notify(*sdnotify.reloading(), sdnotify.status("reloading"))
     _apply_log_level(paths, flag_level, at_start=False)
-    log.warning("SIGHUP: --listen, --enroll-listen, --advertise, --superlink-listen, --heartbeat-interval and "
-                "--cert-lifetime need a restart to change")
+    log.warning(
+        "SIGHUP: --listen, --enroll-listen, --advertise, --superlink-listen, --heartbeat-interval and "
+        "--cert-lifetime need a restart to change"
+    )
     sdnotify.notify("READY=1")
 
 
@@ -214,20 +247,33 @@ def _apply_log_level(paths: CentralPaths, flag_level: int, at_start: bool) -> No
     except FileNotFoundError:
         word = ""
     except OSError as exc:
-        log.error("cannot read %s (%s); the log level stays %s", path, exc,
-                  logging.getLevelName(logging.getLogger().level).lower())
+        log.error(
+            "cannot read %s (%s); the log level stays %s",
+            path,
+            exc,
+            logging.getLevelName(logging.getLogger().level).lower(),
+        )
         return
     if word and word not in _LOG_LEVELS:
-        log.error("%s: expected one of %s, got %r; the log level stays %s", path, ", ".join(_LOG_LEVELS), word,
-                  logging.getLevelName(logging.getLogger().level).lower())
+        log.error(
+            "%s: expected one of %s, got %r; the log level stays %s",
+            path,
+            ", ".join(_LOG_LEVELS),
+            word,
+            logging.getLevelName(logging.getLogger().level).lower(),
+        )
         return
     level = logging.getLevelName(word.upper()) if word else flag_level
     if at_start and not word:
         return
     logging.getLogger().setLevel(level)
     # WARNING, so that the line shows at any level.
-    log.warning("%slog level %s (from %s)", "" if at_start else "SIGHUP: ", logging.getLevelName(level).lower(),
-                path if word else "--log-level")
+    log.warning(
+        "%slog level %s (from %s)",
+        "" if at_start else "SIGHUP: ",
+        logging.getLevelName(level).lower(),
+        path if word else "--log-level",
+    )
 
 
 def _federation(paths: CentralPaths, authority: Authority, listen: str | None, advertise_host: str):

@@ -60,12 +60,14 @@ def _unary(method):
             return method(self, request, caller_of(context))
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
+
     return handler
 
 
 def _unary_off_loop(method):
     """For handlers that wait on the SuperLink's HTTP API: run them on a worker thread so heartbeats
     never queue behind them."""
+
     @functools.wraps(method)
     async def handler(self, request, context):
         caller = caller_of(context)
@@ -73,6 +75,7 @@ def _unary_off_loop(method):
             return await asyncio.to_thread(method, self, request, caller)
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
+
     return handler
 
 
@@ -82,14 +85,19 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
 
     @_unary
     def Enroll(self, request, caller):
-        e = enrollment.enroll(self.central, caller, request.token, request.csr_pem, request.hostname,
-                              request.flower_public_key)
+        e = enrollment.enroll(
+            self.central, caller, request.token, request.csr_pem, request.hostname, request.flower_public_key
+        )
         return enrollment_pb2.EnrollResponse(
-            node_id=e.node_id, labels=e.labels, certificate_pem=e.certificate_pem,
-            ca_certificate_pem=self.central.authority.certificate_pem, fleet_port=self.central.settings.fleet_port,
+            node_id=e.node_id,
+            labels=e.labels,
+            certificate_pem=e.certificate_pem,
+            ca_certificate_pem=self.central.authority.certificate_pem,
+            fleet_port=self.central.settings.fleet_port,
             signing_public_key_pem=self.central.signing_public_key_pem,
             heartbeat_interval=convert.duration(self.central.settings.heartbeat_interval_s),
-            superlink_port=self.central.settings.superlink_port if request.flower_public_key else 0)
+            superlink_port=self.central.settings.superlink_port if request.flower_public_key else 0,
+        )
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
@@ -103,24 +111,38 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         try:
             async for request in request_iterator:
                 # Decoded once: the bytes are kept for operators, the rest is what central decides on.
-                desired = fleet.heartbeat(self.central, caller, request.node_id, request.status.SerializeToString(),
-                                          expires_at, convert.routing_report(request.status),
-                                          convert.node_health(request.status))
-                yield fleet_pb2.HeartbeatResponse(desired=convert.desired_message(desired),
-                                                  heartbeat_interval=self._interval)
+                desired = fleet.heartbeat(
+                    self.central,
+                    caller,
+                    request.node_id,
+                    request.status.SerializeToString(),
+                    expires_at,
+                    convert.routing_report(request.status),
+                    convert.node_health(request.status),
+                )
+                yield fleet_pb2.HeartbeatResponse(
+                    desired=convert.desired_message(desired), heartbeat_interval=self._interval
+                )
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
 
     @_unary
     def RenewCertificate(self, request, caller):
         pem = fleet.renew_certificate(self.central, caller, request.node_id, request.csr_pem)
-        return fleet_pb2.RenewCertificateResponse(certificate_pem=pem,
-                                                  ca_certificate_pem=self.central.authority.certificate_pem)
+        return fleet_pb2.RenewCertificateResponse(
+            certificate_pem=pem, ca_certificate_pem=self.central.authority.certificate_pem
+        )
 
     @_unary
     def ReportEvent(self, request, caller):
-        top = fleet.report(self.central, caller, request.node_id, convert.report_records(request.reports),
-                           request.dropped_count, convert.report_routing(request.reports))
+        top = fleet.report(
+            self.central,
+            caller,
+            request.node_id,
+            convert.report_records(request.reports),
+            request.dropped_count,
+            convert.report_routing(request.reports),
+        )
         return fleet_pb2.ReportEventResponse(acknowledged_sequence=top)
 
     async def FetchArtifact(self, request, context):
@@ -148,9 +170,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def CreateToken(self, request, caller):
         ttl = request.ttl.ToNanoseconds() / 1e9 if request.HasField("ttl") else 0.0
         token, record = tokens.create_token(self.central, caller, dict(request.labels), ttl, request.uses)
-        return admin_pb2.CreateTokenResponse(token=token, info=convert.token_message(record),
-                                             ca_fingerprint=self.central.authority.fingerprint,
-                                             enroll_address=self.central.settings.enroll_address)
+        return admin_pb2.CreateTokenResponse(
+            token=token,
+            info=convert.token_message(record),
+            ca_fingerprint=self.central.authority.fingerprint,
+            enroll_address=self.central.settings.enroll_address,
+        )
 
     @_unary
     def ListTokens(self, request, caller):
@@ -164,26 +189,30 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @_unary
     def ListNodes(self, request, caller):
-        views, next_token = nodes.list_nodes(self.central, caller, dict(request.selector), request.page_size,
-                                             request.page_token)
+        views, next_token = nodes.list_nodes(
+            self.central, caller, dict(request.selector), request.page_size, request.page_token
+        )
         return admin_pb2.ListNodesResponse(nodes=[convert.node_message(v) for v in views], next_page_token=next_token)
 
     @_unary
     def GetNode(self, request, caller):
         view, reports = nodes.get_node(self.central, caller, request.node_id, request.report_limit)
-        return admin_pb2.GetNodeResponse(node=convert.node_message(view),
-                                         reports=[convert.report_message(r) for r in reports])
+        return admin_pb2.GetNodeResponse(
+            node=convert.node_message(view), reports=[convert.report_message(r) for r in reports]
+        )
 
     @_unary
     def LabelNode(self, request, caller):
-        view = nodes.label_node(self.central, caller, request.node_id, dict(request.set_labels),
-                                list(request.remove_labels))
+        view = nodes.label_node(
+            self.central, caller, request.node_id, dict(request.set_labels), list(request.remove_labels)
+        )
         return admin_pb2.LabelNodeResponse(node=convert.node_message(view))
 
     @_unary
     def RevokeNode(self, request, caller):
-        return admin_pb2.RevokeNodeResponse(node=convert.node_message(
-            nodes.revoke_node(self.central, caller, request.node_id, request.reason)))
+        return admin_pb2.RevokeNodeResponse(
+            node=convert.node_message(nodes.revoke_node(self.central, caller, request.node_id, request.reason))
+        )
 
     @_unary
     def ListAuditEntries(self, request, caller):
@@ -193,8 +222,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @_unary
     def VerifyAudit(self, request, caller):
         check = audit.verify(self.central, caller)
-        return admin_pb2.VerifyAuditResponse(intact=check.intact, entries_checked=check.entries_checked,
-                                             first_bad_sequence=check.first_bad_sequence, problem=check.problem)
+        return admin_pb2.VerifyAuditResponse(
+            intact=check.intact,
+            entries_checked=check.entries_checked,
+            first_bad_sequence=check.first_bad_sequence,
+            problem=check.problem,
+        )
 
     @_unary
     def ListRoutingTotals(self, request, caller):
@@ -213,8 +246,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     if body != "upload":
                         raise InvalidArgument("the first message of PushModel must be the upload header")
                     header = request.upload
-                    registry.check_push(self.central, caller, header.name, header.version, header.format,
-                                        dict(header.params), header.size, header.sha256)
+                    registry.check_push(
+                        self.central,
+                        caller,
+                        header.name,
+                        header.version,
+                        header.format,
+                        dict(header.params),
+                        header.size,
+                        header.sha256,
+                    )
                     writer = await asyncio.to_thread(self.central.blobs.writer)
                 elif body == "chunk":
                     await asyncio.to_thread(writer.write, request.chunk)
@@ -224,19 +265,31 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if header is None:
                 raise InvalidArgument("PushModel received nothing")
             if received != header.size:  # cut off: refused before anything is committed (finally aborts it)
-                raise registry.refuse_push(self.central, caller, header.name, header.version,
-                                         f"the push ended with {received} of {header.size} bytes")
+                raise registry.refuse_push(
+                    self.central,
+                    caller,
+                    header.name,
+                    header.version,
+                    f"the push ended with {received} of {header.size} bytes",
+                )
             sha256, size = await asyncio.to_thread(writer.commit)
             writer = None
             # gRPC ends a client stream the same way whether the client finished or its iterator broke, so
             # the header's size and sha256 are what tell a complete push from a cut-off one.
             if size != header.size or sha256 != header.sha256:
                 await asyncio.to_thread(registry.drop_unregistered_blob, self.central, sha256)
-                raise registry.refuse_push(self.central, caller, header.name, header.version,
-                                         f"the push ended with {size} of {header.size} bytes" if size != header.size
-                                         else f"the bytes received hash to {sha256}, not {header.sha256}")
-            record, present = registry.finish_push(self.central, caller, header.name, header.version, header.format,
-                                                 dict(header.params), sha256, size)
+                raise registry.refuse_push(
+                    self.central,
+                    caller,
+                    header.name,
+                    header.version,
+                    f"the push ended with {size} of {header.size} bytes"
+                    if size != header.size
+                    else f"the bytes received hash to {sha256}, not {header.sha256}",
+                )
+            record, present = registry.finish_push(
+                self.central, caller, header.name, header.version, header.format, dict(header.params), sha256, size
+            )
             assigned = registry.assigned_nodes(self.central, sha256)
             return admin_pb2.PushModelResponse(model=convert.model_message(record, assigned), already_present=present)
         except BlobError as exc:
@@ -255,8 +308,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @_unary
     def GetModel(self, request, caller):
         model, assigned = registry.get_model(self.central, caller, request.name, request.version)
-        return admin_pb2.GetModelResponse(model=convert.model_message(model, assigned),
-                                          manifest=convert.manifest_message(model.manifest, model.signature))
+        return admin_pb2.GetModelResponse(
+            model=convert.model_message(model, assigned),
+            manifest=convert.manifest_message(model.manifest, model.signature),
+        )
 
     @_unary
     def DeleteModel(self, request, caller):
@@ -272,8 +327,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def StartRollout(self, request, caller):
         bake = request.bake.ToNanoseconds() / 1e9 if request.HasField("bake") else None
         rate = request.max_error_rate if request.HasField("max_error_rate") else None
-        view = rollouts.start(self.central, caller, request.name, request.version, dict(request.selector),
-                              request.canary, list(request.steps), bake, rate, request.max_p99_ms)
+        view = rollouts.start(
+            self.central,
+            caller,
+            request.name,
+            request.version,
+            dict(request.selector),
+            request.canary,
+            list(request.steps),
+            bake,
+            rate,
+            request.max_p99_ms,
+        )
         return admin_pb2.StartRolloutResponse(rollout=convert.rollout_message(view))
 
     @_unary
@@ -289,17 +354,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @_unary
     def PauseRollout(self, request, caller):
         return admin_pb2.PauseRolloutResponse(
-            rollout=convert.rollout_message(rollouts.pause(self.central, caller, request.rollout_id)))
+            rollout=convert.rollout_message(rollouts.pause(self.central, caller, request.rollout_id))
+        )
 
     @_unary
     def ResumeRollout(self, request, caller):
         return admin_pb2.ResumeRolloutResponse(
-            rollout=convert.rollout_message(rollouts.resume(self.central, caller, request.rollout_id)))
+            rollout=convert.rollout_message(rollouts.resume(self.central, caller, request.rollout_id))
+        )
 
     @_unary
     def AbortRollout(self, request, caller):
         return admin_pb2.AbortRolloutResponse(
-            rollout=convert.rollout_message(rollouts.abort(self.central, caller, request.rollout_id, request.reason)))
+            rollout=convert.rollout_message(rollouts.abort(self.central, caller, request.rollout_id, request.reason))
+        )
 
     @_unary_off_loop
     def StartFederatedRun(self, request, caller):
@@ -309,9 +377,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @_unary_off_loop
     def GetFederatedRun(self, request, caller):
         return admin_pb2.GetFederatedRunResponse(
-            run=convert.federated_run_message(federation.get_run(self.central, caller, request.run_id)))
+            run=convert.federated_run_message(federation.get_run(self.central, caller, request.run_id))
+        )
 
     @_unary_off_loop
     def ListFederatedRuns(self, request, caller):
         return admin_pb2.ListFederatedRunsResponse(
-            runs=[convert.federated_run_message(v) for v in federation.list_runs(self.central, caller)])
+            runs=[convert.federated_run_message(v) for v in federation.list_runs(self.central, caller)]
+        )

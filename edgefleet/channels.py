@@ -64,8 +64,10 @@ def discover_ca(address: str, fingerprint: str, timeout_s: float = 10.0) -> byte
         pem_bytes = _b(pem)
         if pki.fingerprint(pki.load_certificate(pem_bytes)) == wanted:
             return pem_bytes
-    raise pki.PkiError(f"central at {address} did not present a CA with fingerprint {wanted}; "
-                       "check the fingerprint from `edgefleet token create` (someone may be impersonating central)")
+    raise pki.PkiError(
+        f"central at {address} did not present a CA with fingerprint {wanted}; "
+        "check the fingerprint from `edgefleet token create` (someone may be impersonating central)"
+    )
 
 
 def _b(value: bytes | str) -> bytes:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -53,7 +53,7 @@ def parse_identity_uri(uri: str) -> Identity | None:
     prefix = f"spiffe://{_TRUST_DOMAIN}/"
     if not uri.startswith(prefix):
         return None
-    role, _, name = uri[len(prefix):].partition("/")
+    role, _, name = uri[len(prefix) :].partition("/")
     if role not in ROLES or not name or "/" in name:
         return None
     return Identity(role, name)
@@ -70,6 +70,7 @@ def utc(timestamp: float) -> dt.datetime:
 
 # --- keys -----------------------------------------------------------------
 
+
 def generate_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -79,13 +80,13 @@ def generate_signing_key() -> ed25519.Ed25519PrivateKey:
 
 
 def private_key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_key_pem(key) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_private_key(data: bytes):
@@ -96,6 +97,7 @@ def load_private_key(data: bytes):
 
 
 # --- certificates -----------------------------------------------------------
+
 
 def load_certificate(data: bytes | str) -> x509.Certificate:
     raw = data.encode() if isinstance(data, str) else data
@@ -141,22 +143,35 @@ def identity_of(cert: x509.Certificate) -> Identity | None:
     return None
 
 
-def create_ca(common_name: str = "edgefleet fleet CA", *, now: dt.datetime | None = None,
-              valid_days: int = 3650) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def create_ca(
+    common_name: str = "edgefleet fleet CA", *, now: dt.datetime | None = None, valid_days: int = 3650
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = generate_key()
     now = now or utcnow()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -165,9 +180,11 @@ def create_ca(common_name: str = "edgefleet fleet CA", *, now: dt.datetime | Non
 
 def make_csr(key) -> bytes:
     """A PEM CSR for key; central ignores its subject and sets the identity itself."""
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgefleet-agent")]))
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgefleet-agent")]))
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
@@ -198,15 +215,26 @@ def public_key_from_csr(csr_pem: str | bytes):
     return public_key
 
 
-def issue_certificate(ca_key, ca_cert: x509.Certificate, public_key, identity: Identity, *,
-                      not_before: dt.datetime, not_after: dt.datetime) -> x509.Certificate:
+def issue_certificate(
+    ca_key,
+    ca_cert: x509.Certificate,
+    public_key,
+    identity: Identity,
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
     """A client certificate for identity (a node or an admin), signed by the fleet CA."""
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, identity.role),
-            x509.NameAttribute(NameOID.COMMON_NAME, identity.name),
-        ]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, identity.role),
+                    x509.NameAttribute(NameOID.COMMON_NAME, identity.name),
+                ]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
@@ -220,9 +248,15 @@ def issue_certificate(ca_key, ca_cert: x509.Certificate, public_key, identity: I
     )
 
 
-def issue_server_certificate(ca_key, ca_cert: x509.Certificate, public_key, *,
-                             now: dt.datetime | None = None, valid_days: int = 365,
-                             extra_names: Sequence[str] = ()) -> x509.Certificate:
+def issue_server_certificate(
+    ca_key,
+    ca_cert: x509.Certificate,
+    public_key,
+    *,
+    now: dt.datetime | None = None,
+    valid_days: int = 365,
+    extra_names: Sequence[str] = (),
+) -> x509.Certificate:
     """Central's TLS server certificate, named :data:`CENTRAL_SERVER_NAME` and any `extra_names`
     (host names or IP addresses, for clients that verify the address they dial, as Flower's do)."""
     now = now or utcnow()

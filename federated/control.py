@@ -26,6 +26,7 @@ def public_key_bytes(openssh_public: bytes | str) -> bytes:
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
         raise FlowerControlError("a SuperNode key must be an ECDSA key on a NIST curve (P-384 is made at enrollment)")
     from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
     return public_key_to_bytes(key)
 
 
@@ -46,9 +47,12 @@ class FlowerControl:
         from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
         self._client = ControlHttpClient.from_server_address(
-            server_address=address, insecure=False, root_certificates=ca_pem,
-            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")])
-        self._client._client.timeout = timeout_s  # noqa: SLF001 - ProtobufClient has no setter
+            server_address=address,
+            insecure=False,
+            root_certificates=ca_pem,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+        )
+        self._client._client.timeout = timeout_s  # ProtobufClient has no setter
 
     def close(self) -> None:
         self._client.close()
@@ -56,45 +60,65 @@ class FlowerControl:
     def _call(self, method: str, request):
         try:
             return getattr(self._client, method)(request)
-        except Exception as exc:  # noqa: BLE001 - httpx and Flower errors alike
+        except Exception as exc:  # httpx and Flower errors alike
             raise FlowerControlError(f"SuperLink {method} failed: {exc}") from exc
 
     def register_node(self, openssh_public: bytes | str, name: str) -> int:
         from flwr.proto.control_pb2 import RegisterNodeRequest
-        response = self._call("RegisterNode", RegisterNodeRequest(public_key=public_key_bytes(openssh_public), name=name))
+
+        response = self._call(
+            "RegisterNode", RegisterNodeRequest(public_key=public_key_bytes(openssh_public), name=name)
+        )
         if not response.node_id:
             raise FlowerControlError("the SuperLink did not register the node")
         return int(response.node_id)
 
     def unregister_node(self, node_id: int) -> None:
         from flwr.proto.control_pb2 import UnregisterNodeRequest
+
         self._call("UnregisterNode", UnregisterNodeRequest(node_id=node_id))
 
     def registered_nodes(self) -> dict[int, str]:
         """Flower node id -> status (registered, online, offline, unregistered)."""
         from flwr.proto.control_pb2 import ListNodesRequest
+
         response = self._call("ListNodes", ListNodesRequest())
         return {int(n.node_id): n.status for n in response.nodes_info}
 
     def start_run(self, fab: bytes, fab_hash: str, run_config: dict) -> int:
         from flwr.common.serde import fab_to_proto, user_config_to_proto
-        from flwr.supercore.fab import Fab
         from flwr.proto.control_pb2 import StartRunRequest
-        request = StartRunRequest(fab=fab_to_proto(Fab(fab_hash, fab, {})),
-                                  override_config=user_config_to_proto(run_config))
+        from flwr.supercore.fab import Fab
+
+        request = StartRunRequest(
+            fab=fab_to_proto(Fab(fab_hash, fab, {})), override_config=user_config_to_proto(run_config)
+        )
         response = self._call("StartRun", request)
         if not response.HasField("run_id"):
-            raise FlowerControlError(f"the SuperLink did not start the run{': ' + response.note if response.note else ''}")
+            raise FlowerControlError(
+                f"the SuperLink did not start the run{': ' + response.note if response.note else ''}"
+            )
         return int(response.run_id)
 
     def stop_run(self, run_id: int) -> None:
         from flwr.proto.control_pb2 import StopRunRequest
+
         self._call("StopRun", StopRunRequest(run_id=run_id))
 
     def runs(self, run_id: int = 0) -> list[FlowerRun]:
         from flwr.common.serde import user_config_from_proto
         from flwr.proto.control_pb2 import ListRunsRequest
+
         response = self._call("ListRuns", ListRunsRequest(run_id=run_id) if run_id else ListRunsRequest())
-        return [FlowerRun(int(r.run_id), r.status.status, r.status.sub_status, r.status.details,
-                          r.pending_at, r.finished_at, dict(user_config_from_proto(r.override_config)))
-                for r in response.run_dict.values()]
+        return [
+            FlowerRun(
+                int(r.run_id),
+                r.status.status,
+                r.status.sub_status,
+                r.status.details,
+                r.pending_at,
+                r.finished_at,
+                dict(user_config_from_proto(r.override_config)),
+            )
+            for r in response.run_dict.values()
+        ]

@@ -41,11 +41,15 @@ def pyproject() -> dict:
     return {
         "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
         "project": {"name": APP_NAME, "version": APP_VERSION, "dependencies": []},
-        "tool": {"flwr": {"app": {
-            "publisher": "edgefleet",
-            "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
-            "config": DEFAULT_RUN_CONFIG,
-        }}},
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "edgefleet",
+                    "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
+                    "config": DEFAULT_RUN_CONFIG,
+                }
+            }
+        },
     }
 
 

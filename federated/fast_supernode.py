@@ -44,12 +44,12 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 import zipfile
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 
+import tomllib
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
@@ -57,8 +57,7 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.config import get_fused_config_from_fab, parse_config_args
 from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-from flwr.supercore.inflatable.inflatable_object import (
-    get_all_nested_objects, get_object_tree, no_object_id_recompute)
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree, no_object_id_recompute
 from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree, push_objects
 from flwr.supercore.run import RunNotRunningException
 from flwr.supernode.fleet_http_connection import http_request_response
@@ -112,12 +111,21 @@ def _describe(message: Message) -> str:
 
 class FastSuperNode:
     def __init__(self, node_id: int, node_config: dict, connection):
-        (_, self.receive, self.send, self.get_run, self.get_fab, self.pull_object, self.push_object,
-         self.confirm_received) = connection
+        (
+            _,
+            self.receive,
+            self.send,
+            self.get_run,
+            self.get_fab,
+            self.pull_object,
+            self.push_object,
+            self.confirm_received,
+        ) = connection
         self.node_id, self.node_config = node_id, node_config
         self.contexts: OrderedDict[int, Context] = OrderedDict()
         self.refused: dict[int, str] = {}
         from federated.flower_app import client_app  # imported once; the FAB only names it
+
         self.client_app = client_app
 
     def poll_once(self) -> bool:
@@ -147,8 +155,14 @@ class FastSuperNode:
             self.refused[run_id] = str(exc)
             log.error("run %s: FAB %s refused: %s", run_id, run.fab_hash[:12], exc)
             return None
-        context = Context(run_id=run_id, node_id=self.node_id, node_config=self.node_config, state=RecordDict(),
-                          run_config=get_fused_config_from_fab(fab.content, run), series_id=run.series_id)
+        context = Context(
+            run_id=run_id,
+            node_id=self.node_id,
+            node_config=self.node_config,
+            state=RecordDict(),
+            run_config=get_fused_config_from_fab(fab.content, run),
+            series_id=run.series_id,
+        )
         self.contexts[run_id] = context
         while len(self.contexts) > KEEP_RUNS:
             self.contexts.popitem(last=False)
@@ -163,31 +177,46 @@ class FastSuperNode:
             pulled = ran = time.monotonic()
         else:
             message = pull_and_inflate_object_from_tree(
-                tree, partial(self.pull_object, run_id), partial(self.confirm_received, run_id), return_type=Message,
-                initial_backoff=PULL_BACKOFF_S, backoff_cap=PULL_BACKOFF_CAP_S)
+                tree,
+                partial(self.pull_object, run_id),
+                partial(self.confirm_received, run_id),
+                return_type=Message,
+                initial_backoff=PULL_BACKOFF_S,
+                backoff_cap=PULL_BACKOFF_CAP_S,
+            )
             message.metadata.__dict__["_message_id"] = tree.object_id  # as flwr-clientapp does
             what, pulled = _describe(message), time.monotonic()
             try:
                 reply, outcome = self.client_app(message=message, context=context), "ok"
-            except Exception as exc:  # noqa: BLE001 - the SuperLink gets the error, as from flwr-clientapp
+            except Exception as exc:  # the SuperLink gets the error, as from flwr-clientapp
                 log.exception("run %s: the ClientApp raised on %s", run_id, what)
-                reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc)}:<'{exc}'>"),
-                                reply_to=message)
+                reply = Message(
+                    Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{type(exc)}:<'{exc}'>"), reply_to=message
+                )
                 outcome = f"error ({type(exc).__name__}: {exc})"
             ran = time.monotonic()
         self._push(reply, run_id, ran - pulled)
         done = time.monotonic()
-        log.info("run %s round %s: %s %s in %.3f s (pull %.3f, app %.3f, push %.3f)", run_id,
-                 message.metadata.group_id or "-", what, outcome, done - started, pulled - started,
-                 ran - pulled, done - ran)
+        log.info(
+            "run %s round %s: %s %s in %.3f s (pull %.3f, app %.3f, push %.3f)",
+            run_id,
+            message.metadata.group_id or "-",
+            what,
+            outcome,
+            done - started,
+            pulled - started,
+            ran - pulled,
+            done - ran,
+        )
 
     def _push(self, reply: Message, run_id: int, app_seconds: float) -> None:
         reply.metadata.__dict__["_message_id"] = reply.object_id
         with no_object_id_recompute():
             tree = get_object_tree(reply)
             wanted, session_id = self.send(reply, tree, app_seconds)
-            push_objects(get_all_nested_objects(reply), partial(self.push_object, run_id, session_id),
-                         object_ids_to_push=wanted)
+            push_objects(
+                get_all_nested_objects(reply), partial(self.push_object, run_id, session_id), object_ids_to_push=wanted
+            )
 
 
 def load_key(path: str) -> tuple[ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey]:
@@ -200,26 +229,42 @@ def load_key(path: str) -> tuple[ec.EllipticCurvePrivateKey, ec.EllipticCurvePub
     return key, key.public_key()
 
 
-def poll_delay(since_message_s: float, poll_interval_s: float, idle_poll_interval_s: float,
-               active_window_s: float) -> float:
+def poll_delay(
+    since_message_s: float, poll_interval_s: float, idle_poll_interval_s: float, active_window_s: float
+) -> float:
     """Seconds before the next poll, `since_message_s` after the last message was handled:
     short while a run is under way (its next message is seconds away), stock's 3 s at rest."""
     return poll_interval_s if since_message_s < active_window_s else idle_poll_interval_s
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m federated.fast_supernode", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m federated.fast_supernode",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--superlink", required=True, help="the SuperLink's Fleet API, HOST:PORT")
     parser.add_argument("--root-certificates", required=True, help="CA certificate (PEM) the SuperLink's TLS chains to")
     parser.add_argument("--auth-supernode-private-key", required=True, help="this node's key (OpenSSH, EC)")
     parser.add_argument("--node-config", default="", help="e.g. \"data-dir='/var/lib/edge-agent'\"")
-    parser.add_argument("--poll-interval", type=float, default=0.2,
-                        help="seconds between polls that find no message while a run is under way (0.2)")
-    parser.add_argument("--idle-poll-interval", type=float, default=3.0,
-                        help="seconds between polls when no message came for --active-window (3, as stock)")
-    parser.add_argument("--active-window", type=float, default=60.0,
-                        help="seconds after a message during which polls are --poll-interval apart (60)")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.2,
+        help="seconds between polls that find no message while a run is under way (0.2)",
+    )
+    parser.add_argument(
+        "--idle-poll-interval",
+        type=float,
+        default=3.0,
+        help="seconds between polls when no message came for --active-window (3, as stock)",
+    )
+    parser.add_argument(
+        "--active-window",
+        type=float,
+        default=60.0,
+        help="seconds after a message during which polls are --poll-interval apart (60)",
+    )
     args = parser.parse_args(argv)
     for flag in ("poll_interval", "idle_poll_interval", "active_window"):
         if getattr(args, flag) <= 0:
@@ -231,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(logging.INFO, fmt="%(asctime)s %(levelname)s fast-supernode[%(process)d]: %(message)s")
     from flwr.supercore.logger import console_handler
+
     logging.getLogger("flwr").removeHandler(console_handler)  # Flower's lines: once, in this format
     keys = load_key(args.auth_supernode_private_key)
     node_config = parse_config_args([args.node_config] if args.node_config else None)
@@ -258,14 +304,19 @@ def main(argv: list[str] | None = None) -> int:
         with http_request_response(args.superlink, False, ca_path, keys) as connection:
             connected = True
             node = FastSuperNode(connection[0], node_config, connection)
-            log.info("node %s: connected to %s, polling every %.2f s during runs, %.1f s at rest",
-                     connection[0], args.superlink, args.poll_interval, args.idle_poll_interval)
+            log.info(
+                "node %s: connected to %s, polling every %.2f s during runs, %.1f s at rest",
+                connection[0],
+                args.superlink,
+                args.poll_interval,
+                args.idle_poll_interval,
+            )
             last_message = -float("inf")
             while not stopping.is_set():
                 idle.clear()
                 try:
                     handled = node.poll_once()
-                except Exception:  # noqa: BLE001 - as stock: log it and poll again; the SuperLink times the stage out
+                except Exception:  # as stock: log it and poll again; the SuperLink times the stage out
                     log.exception("handling a message failed; polling again in 1 s")
                     handled = False
                     stopping.wait(1.0)
@@ -276,14 +327,25 @@ def main(argv: list[str] | None = None) -> int:
                 if handled:
                     last_message = time.monotonic()
                 else:
-                    stopping.wait(poll_delay(time.monotonic() - last_message, args.poll_interval,
-                                             args.idle_poll_interval, args.active_window))
+                    stopping.wait(
+                        poll_delay(
+                            time.monotonic() - last_message,
+                            args.poll_interval,
+                            args.idle_poll_interval,
+                            args.active_window,
+                        )
+                    )
     except _Stop:
         pass
     except SystemExit as exc:
         if not connected:
-            log.error("could not join the SuperLink at %s (exit code %s): is this node's public key registered "
-                      "there, and does its TLS certificate chain to %s?", args.superlink, exc.code, ca_path)
+            log.error(
+                "could not join the SuperLink at %s (exit code %s): is this node's public key registered "
+                "there, and does its TLS certificate chain to %s?",
+                args.superlink,
+                exc.code,
+                ca_path,
+            )
         raise
     log.info("stopped")
     return 0

@@ -13,8 +13,8 @@ timeout-s, wait-nodes-s, results-dir, record-received.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import flwr.compat.common.recorddict_compat as common_compat
 from flwr.app import MessageType
@@ -86,7 +86,7 @@ class RecordingGrid(Grid):
     the proof that the ServerApp never holds an unmasked update.
     """
 
-    def __init__(self, grid: Grid, record: bool, report: "results.RunReport"):
+    def __init__(self, grid: Grid, record: bool, report: results.RunReport):
         self._grid = grid
         self.report = report
         self.record = record
@@ -118,8 +118,14 @@ class RecordingGrid(Grid):
         stage = _stage_of(messages)
         started = time.monotonic()
         replies, destinations = self._push_and_collect(messages, timeout)
-        self.exchanges.append({"stage": stage, "sent": len(messages), "replies": len(replies),
-                               "seconds": round(time.monotonic() - started, 3)})
+        self.exchanges.append(
+            {
+                "stage": stage,
+                "sent": len(messages),
+                "replies": len(replies),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
         answered = {r.metadata.reply_to_message_id for r in replies}
         for message_id, node in destinations.items():
             if message_id not in answered:
@@ -185,7 +191,7 @@ def main(grid: Grid, context: Context) -> None:
     recording = RecordingGrid(grid, bool(config.get("record-received", False)), report)
     try:
         _run(recording, context, config, report)
-    except Exception as exc:  # noqa: BLE001 - every failure must reach `edgefleet fl status`
+    except Exception as exc:  # every failure must reach `edgefleet fl status`
         report.fail(_explain(exc))
         raise
     finally:
@@ -193,29 +199,42 @@ def main(grid: Grid, context: Context) -> None:
             report.save_received(recording.received_masked)
 
 
-def _run(grid: RecordingGrid, context: Context, config: dict, report: "results.RunReport") -> None:
+def _run(grid: RecordingGrid, context: Context, config: dict, report: results.RunReport) -> None:
     task = get_task(str(config["task"]))
     rounds, min_nodes = int(config["rounds"]), int(config["min-nodes"])
     nodes = _wait_for_nodes(grid, min_nodes, float(config["wait-nodes-s"]), report)
-    strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=min_nodes,
-                      min_evaluate_clients=0, min_available_clients=min_nodes,
-                      initial_parameters=ndarrays_to_parameters(task.initial_arrays(config)))
+    strategy = FedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=min_nodes,
+        min_evaluate_clients=0,
+        min_available_clients=min_nodes,
+        initial_parameters=ndarrays_to_parameters(task.initial_arrays(config)),
+    )
     if float(config["clip"]) > 0:
         strategy = DifferentialPrivacyClientSideFixedClipping(
-            strategy, noise_multiplier=float(config["noise"]), clipping_norm=float(config["clip"]),
-            num_sampled_clients=nodes)
+            strategy,
+            noise_multiplier=float(config["noise"]),
+            clipping_norm=float(config["clip"]),
+            num_sampled_clients=nodes,
+        )
     fit_workflow = None
     if bool(config["secagg"]):
         fit_workflow = SecAggPlusWorkflow(
             num_shares=int(config["secagg-shares"]) or nodes,
             reconstruction_threshold=int(config["secagg-threshold"]) or max(2, (2 * nodes + 2) // 3),
-            max_weight=1.0, clipping_range=task.clipping_range, quantization_range=task.quantization_range,
-            modulus_range=task.modulus_range, timeout=float(config["timeout-s"]))
+            max_weight=1.0,
+            clipping_range=task.clipping_range,
+            quantization_range=task.quantization_range,
+            modulus_range=task.modulus_range,
+            timeout=float(config["timeout-s"]),
+        )
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
     report.update(status="running", nodes=nodes)
     DefaultWorkflow(fit_workflow=CheckedFit(fit_workflow or default_fit_workflow, report))(grid, legacy)
-    arrays = parameters_to_ndarrays(common_compat.arrayrecord_to_parameters(
-        context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True))
+    arrays = parameters_to_ndarrays(
+        common_compat.arrayrecord_to_parameters(context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+    )
     report.complete(task.finish(arrays, config, nodes), arrays, rounds=rounds, node_errors=grid.node_errors)
 
 
@@ -226,7 +245,7 @@ class CheckedFit:
     few nodes answer; a run must instead stop with a status saying so.
     """
 
-    def __init__(self, inner, report: "results.RunReport"):
+    def __init__(self, inner, report: results.RunReport):
         self.inner, self.report = inner, report
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:

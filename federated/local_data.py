@@ -68,8 +68,7 @@ def parse_example(line: str, where: str) -> Example:
 def read_examples(data_dir: Path) -> list[Example]:
     path = examples_path(data_dir)
     if not path.exists():
-        raise TaskError(f"no labeled examples on this node: {path} does not exist "
-                        "(add some with `edge-agent label`)")
+        raise TaskError(f"no labeled examples on this node: {path} does not exist (add some with `edge-agent label`)")
     examples = []
     with open(path, encoding="utf-8", errors="strict") as rows:
         try:
@@ -111,8 +110,11 @@ def parse_usage(raw: object, where: str) -> Usage:
 
     def counts(key: str, length: int) -> tuple[int, ...]:
         values = raw.get(key)
-        if (not isinstance(values, list) or len(values) != length
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)):
+        if (
+            not isinstance(values, list)
+            or len(values) != length
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+        ):
             raise TaskError(f"{where}: {key} must be a list of {length} non-negative integers")
         return tuple(values)
 
@@ -186,7 +188,9 @@ class UsageCounters:
             if self.path.exists():
                 logging.getLogger(__name__).warning("starting usage totals again: %s", exc)
             current = Usage((0,) * 24, (0,) * len(latency), 0, 0)
-        merged = {"requests_per_hour": [a + b for a, b in zip(current.requests_per_hour, hours)],
-                  "latency_buckets": [a + b for a, b in zip(current.latency_buckets, latency)],
-                  "cache": [current.cache_hits + hits, current.cache_lookups + lookups]}
+        merged = {
+            "requests_per_hour": [a + b for a, b in zip(current.requests_per_hour, hours)],
+            "latency_buckets": [a + b for a, b in zip(current.latency_buckets, latency)],
+            "cache": [current.cache_hits + hits, current.cache_lookups + lookups],
+        }
         write_public(self.path, json.dumps(merged).encode())

@@ -47,8 +47,15 @@ def read_report(results_dir: Path, run_id: int) -> dict | None:
 class RunReport:
     def __init__(self, results_dir: Path, run_id: int, config: dict):
         self.results_dir, self.run_id = Path(results_dir), run_id
-        self.state = {"run_id": run_id, "task": config.get("task"), "status": "starting",
-                      "started_at": time.time(), "rounds": [], "node_errors": {}, "error": None}
+        self.state = {
+            "run_id": run_id,
+            "task": config.get("task"),
+            "status": "starting",
+            "started_at": time.time(),
+            "rounds": [],
+            "node_errors": {},
+            "error": None,
+        }
         self._save()
 
     @property
@@ -72,14 +79,20 @@ class RunReport:
         if outcome.get("kind") == "onnx":
             write_public(onnx_path(self.results_dir, self.run_id), outcome["onnx"])
             summary["onnx"] = onnx_path(self.results_dir, self.run_id).name
-        self.update(status="completed", outcome=summary, finished_at=time.time(),
-                    node_errors={str(k): v for k, v in node_errors.items()})
+        self.update(
+            status="completed",
+            outcome=summary,
+            finished_at=time.time(),
+            node_errors={str(k): v for k, v in node_errors.items()},
+        )
 
     def save_received(self, received: list[dict]) -> None:
-        flat = {f"exchange{item['exchange']}_node{item['node']}_array{i}": array
-                for item in received for i, array in enumerate(item["arrays"])}
+        flat = {
+            f"exchange{item['exchange']}_node{item['node']}_array{i}": array
+            for item in received
+            for i, array in enumerate(item["arrays"])
+        }
         np.savez(received_path(self.results_dir, self.run_id), **flat)
 
     def _save(self) -> None:
-        write_public(report_path(self.results_dir, self.run_id),
-                      json.dumps(self.state, indent=2, default=str).encode())
+        write_public(report_path(self.results_dir, self.run_id), json.dumps(self.state, indent=2, default=str).encode())

@@ -46,9 +46,16 @@ class FleetOnlyFromElsewhere:
             server = (scope.get("server") or (None, None))[0]
             if not allowed(scope.get("path", ""), client, server):
                 body = json.dumps({"detail": "only the Fleet API is served to other hosts"}).encode()
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

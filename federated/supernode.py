@@ -29,21 +29,31 @@ def node_config(data_dir: Path) -> str:
     return f"data-dir='{path}'"
 
 
-def supernode_command(kind: str, superlink: str, ca_path: Path, key_path: Path, data_dir: Path,
-                      clientappio_port: int) -> list[str]:
+def supernode_command(
+    kind: str, superlink: str, ca_path: Path, key_path: Path, data_dir: Path, clientappio_port: int
+) -> list[str]:
     """The SuperNode's argv; pure, so what the agent runs is unit-tested."""
     if kind not in KINDS:
         raise ValueError(f"federated.supernode must be one of {', '.join(KINDS)}, got {kind!r}")
-    common = ["--superlink", superlink, "--root-certificates", str(ca_path),
-              "--auth-supernode-private-key", str(key_path), "--node-config", node_config(data_dir)]
+    common = [
+        "--superlink",
+        superlink,
+        "--root-certificates",
+        str(ca_path),
+        "--auth-supernode-private-key",
+        str(key_path),
+        "--node-config",
+        node_config(data_dir),
+    ]
     if kind == "fast":
         return [sys.executable, "-m", "federated.fast_supernode", *common]
     flower_supernode = str(Path(sys.executable).parent / "flower-supernode")
     return [flower_supernode, *common, "--port", str(clientappio_port), "--host", "127.0.0.1"]
 
 
-def start_supernode(kind: str, superlink: str, ca_path: Path, key_path: Path, data_dir: Path,
-                    clientappio_port: int = 0) -> Supervisor:
+def start_supernode(
+    kind: str, superlink: str, ca_path: Path, key_path: Path, data_dir: Path, clientappio_port: int = 0
+) -> Supervisor:
     port = clientappio_port or free_port()
     command = supernode_command(kind, superlink, ca_path, key_path, data_dir, port)
     log_path = Path(data_dir) / "federated" / "supernode.log"

@@ -18,8 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from edgefleet.backoff import backoff_delay
 
@@ -49,8 +49,16 @@ def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class Supervisor:
-    def __init__(self, name: str, command: Callable[[], Sequence[str]], log_path: Path, *,
-                 env: dict[str, str] | None = None, cwd: Path | None = None, max_backoff_s: float = 60.0):
+    def __init__(
+        self,
+        name: str,
+        command: Callable[[], Sequence[str]],
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        max_backoff_s: float = 60.0,
+    ):
         # `command` is called at every start, so a restart picks up a renewed certificate or key.
         self.name, self.command, self.log_path = name, command, Path(log_path)
         self.env, self.cwd, self.max_backoff_s = env or venv_env(), cwd, max_backoff_s
@@ -64,7 +72,7 @@ class Supervisor:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc and self.proc.poll() is None else None
 
-    def start(self) -> "Supervisor":
+    def start(self) -> Supervisor:
         self._thread = threading.Thread(target=self._run, name=f"supervise-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -72,8 +80,14 @@ class Supervisor:
     def _spawn(self) -> subprocess.Popen:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
-            proc = subprocess.Popen(list(self.command()), stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                    cwd=self.cwd, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                list(self.command()),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                preexec_fn=_die_with_parent,
+            )
         self.starts += 1
         log.info("%s started (pid %d, log %s)", self.name, proc.pid, self.log_path)
         return proc

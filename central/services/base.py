@@ -77,6 +77,7 @@ class Central:
 
     Not a place for decisions: handlers read what they need from it and nothing else holds it.
     """
+
     store: FleetStore
     authority: Authority
     settings: CentralSettings
@@ -98,8 +99,9 @@ def record_audit(central: Central, caller: Caller, action: str, target: str, out
     central.store.append_audit(central.clock(), caller.actor, action, target, outcome, detail, caller.peer)
 
 
-def refuse(central: Central, error_type: type[ServiceError], caller: Caller, action: str, target: str,
-           detail: str) -> ServiceError:
+def refuse(
+    central: Central, error_type: type[ServiceError], caller: Caller, action: str, target: str, detail: str
+) -> ServiceError:
     """The error to raise, once the refusal is in the audit log."""
     record_audit(central, caller, action, target, audit.REFUSED, detail)
     log.warning("refused %s by %s from %s: %s", action, caller.actor, caller.peer, detail)
@@ -110,5 +112,11 @@ def require_admin(central: Central, caller: Caller, action: str, target: str = "
     if caller.identity is None:
         raise refuse(central, Unauthenticated, caller, action, target, "no fleet identity in the client certificate")
     if caller.identity.role != "admin":
-        raise refuse(central, PermissionDenied, caller, action, target,
-                     f"{caller.identity} is not an admin certificate; AdminService needs one")
+        raise refuse(
+            central,
+            PermissionDenied,
+            caller,
+            action,
+            target,
+            f"{caller.identity} is not an admin certificate; AdminService needs one",
+        )

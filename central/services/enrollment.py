@@ -20,13 +20,15 @@ class Enrollment:
     certificate_pem: str
 
 
-def enroll(central: Central, caller: Caller, token_text: str, csr_pem: str, hostname: str,
-           flower_public_key: str = "") -> Enrollment:
+def enroll(
+    central: Central, caller: Caller, token_text: str, csr_pem: str, hostname: str, flower_public_key: str = ""
+) -> Enrollment:
     action = "node.enroll"
     parsed = tokens.parse_token(token_text)
     if parsed is None:
-        raise refuse(central, Unauthenticated, caller, action, "",
-                     "the bootstrap token is malformed (expected ID.SECRET)")
+        raise refuse(
+            central, Unauthenticated, caller, action, "", "the bootstrap token is malformed (expected ID.SECRET)"
+        )
     token_id, secret = parsed
     token_caller = TokenCaller(token_id, caller.peer)
     now = central.clock()
@@ -41,18 +43,35 @@ def enroll(central: Central, caller: Caller, token_text: str, csr_pem: str, host
         raise refuse(central, InvalidArgument, token_caller, action, token_id, str(exc)) from None
     record = central.store.get_token(token_id)
     node_id = "node-" + secrets.token_hex(4)
-    cert = central.authority.issue(public_key, pki.Identity("node", node_id),
-                                   dt.timedelta(seconds=central.settings.certificate_lifetime_s), pki.utc(now))
-    node = NodeRecord(node_id=node_id, labels=dict(record.labels), hostname=hostname[:253], enrolled_at=now,
-                      token_id=token_id, certificate_serial=pki.serial_hex(cert),
-                      certificate_expires_at=cert.not_valid_after_utc.timestamp())
+    cert = central.authority.issue(
+        public_key,
+        pki.Identity("node", node_id),
+        dt.timedelta(seconds=central.settings.certificate_lifetime_s),
+        pki.utc(now),
+    )
+    node = NodeRecord(
+        node_id=node_id,
+        labels=dict(record.labels),
+        hostname=hostname[:253],
+        enrolled_at=now,
+        token_id=token_id,
+        certificate_serial=pki.serial_hex(cert),
+        certificate_expires_at=cert.not_valid_after_utc.timestamp(),
+    )
     if not central.store.enroll(token_id, node, now):
         # Lost a race for the token's last use, or it was revoked meanwhile.
-        raise refuse(central, Unauthenticated, token_caller, action, token_id,
-                     tokens.token_refusal(central.store.get_token(token_id), secret, now) or "token unusable")
+        raise refuse(
+            central,
+            Unauthenticated,
+            token_caller,
+            action,
+            token_id,
+            tokens.token_refusal(central.store.get_token(token_id), secret, now) or "token unusable",
+        )
     if flower_public_key:
         # Registered with the SuperLink by the next reconcile pass (services.federation.reconcile).
         central.store.set_flower_key(node_id, flower_public_key.strip())
-    record_audit(central, token_caller, action, node_id, audit.ALLOWED,
-                 f"enrolled {node_id} ({hostname or 'no hostname'})")
+    record_audit(
+        central, token_caller, action, node_id, audit.ALLOWED, f"enrolled {node_id} ({hostname or 'no hostname'})"
+    )
     return Enrollment(node_id, node.labels, pki.certificate_pem(cert).decode())

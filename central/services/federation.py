@@ -27,8 +27,9 @@ class FederatedRunView:
 def _federation(central: Central, caller: Caller, action: str, target: str = "") -> federation.Federation:
     if central.federation is None:
         reason = federation.flower_available() or "central was started with --no-superlink"
-        raise refuse(central, FailedPrecondition, caller, action, target,
-                     f"federated learning is off on this central: {reason}")
+        raise refuse(
+            central, FailedPrecondition, caller, action, target, f"federated learning is off on this central: {reason}"
+        )
     return central.federation
 
 
@@ -42,6 +43,7 @@ def start_run(central: Central, caller: Caller, request: federation.RunRequest) 
         raise refuse(central, InvalidArgument, caller, action, request.task, str(exc)) from None
     from federated import fab
     from federated.control import FlowerControlError
+
     fab_bytes, fab_hash = fab.build()
     try:
         run_id = fed.require_control().start_run(fab_bytes, fab_hash, config)
@@ -49,10 +51,16 @@ def start_run(central: Central, caller: Caller, request: federation.RunRequest) 
         raise refuse(central, FailedPrecondition, caller, action, request.task, str(exc)) from None
     record = FederatedRunRecord(run_id, request.task, config, caller.actor, central.clock(), "", None)
     central.store.add_federated_run(record)
-    record_audit(central, caller, action, str(run_id), audit.ALLOWED,
-                 f"{request.task}: {request.rounds} rounds, at least {request.min_nodes} nodes, "
-                 f"secagg {'on' if request.secagg else 'OFF'}" + (f", clip {request.clip} noise {request.noise}"
-                                                                 if request.clip else ""))
+    record_audit(
+        central,
+        caller,
+        action,
+        str(run_id),
+        audit.ALLOWED,
+        f"{request.task}: {request.rounds} rounds, at least {request.min_nodes} nodes, "
+        f"secagg {'on' if request.secagg else 'OFF'}"
+        + (f", clip {request.clip} noise {request.noise}" if request.clip else ""),
+    )
     return _run_view(central, record, None)
 
 
@@ -88,6 +96,7 @@ def _flower_runs(central: Central) -> dict | None:
     if central.federation is None:
         return None
     from federated.control import FlowerControlError
+
     try:
         return {r.run_id: r for r in central.federation.control.runs()}
     except FlowerControlError as exc:
@@ -104,12 +113,15 @@ def _run_view(central: Central, record: FederatedRunRecord, flower: dict | None)
     else:
         status, error = federation.run_status(flower_run.status, flower_run.sub_status, flower_run.details, report)
     names = {str(k.flower_node_id): k.node_id for k in central.store.flower_keys()}
-    node_errors = {names.get(flower_id, f"flower-node-{flower_id}"): federation.last_line(reason)
-                   for flower_id, reason in (report or {}).get("node_errors", {}).items()}
+    node_errors = {
+        names.get(flower_id, f"flower-node-{flower_id}"): federation.last_line(reason)
+        for flower_id, reason in (report or {}).get("node_errors", {}).items()
+    }
     return FederatedRunView(record, status, error, report or {}, node_errors)
 
 
 # A run's outcome is imported once: by the reconcile pass or by the first status call that sees it done.
+
 
 def reconcile(central: Central) -> None:
     """One pass: register new nodes' Flower keys, unregister revoked ones, import finished runs."""
@@ -123,15 +135,27 @@ def reconcile(central: Central) -> None:
         if action == federation.REGISTER:
             flower_id = control.register_node(key.public_key, key.node_id)
             central.store.set_flower_registration(key.node_id, flower_id, False)
-            record_audit(central, system, "fl.node.register", key.node_id, audit.ALLOWED,
-                         f"SuperLink node {flower_id}"
-                         + (f" (the SuperLink had lost node {key.flower_node_id})" if key.flower_node_id else ""))
+            record_audit(
+                central,
+                system,
+                "fl.node.register",
+                key.node_id,
+                audit.ALLOWED,
+                f"SuperLink node {flower_id}"
+                + (f" (the SuperLink had lost node {key.flower_node_id})" if key.flower_node_id else ""),
+            )
         else:
             if registered.get(key.flower_node_id, "unregistered") != "unregistered":
                 control.unregister_node(key.flower_node_id)
             central.store.set_flower_registration(key.node_id, key.flower_node_id, True)
-            record_audit(central, system, "fl.node.unregister", key.node_id, audit.ALLOWED,
-                         f"SuperLink node {key.flower_node_id}: the node was revoked")
+            record_audit(
+                central,
+                system,
+                "fl.node.unregister",
+                key.node_id,
+                audit.ALLOWED,
+                f"SuperLink node {key.flower_node_id}: the node was revoked",
+            )
     flower = _flower_runs(central)
     for record in central.store.list_federated_runs():
         if record.imported_at is None:
@@ -153,13 +177,20 @@ def _import_locked(central: Central, system: Caller, record: FederatedRunRecord,
     model = ""
     if view.status == federation.COMPLETED and record.task == "sensitivity":
         from federated.results import onnx_path
+
         data = onnx_path(central.federation.results_dir, record.run_id).read_bytes()
         model = _register_classifier(central, system, record.run_id, data)
     central.store.set_federated_run_outcome(record.run_id, model, central.clock())
-    record_audit(central, system, "fl.finish", str(record.run_id),
-                 audit.ALLOWED if view.status == federation.COMPLETED else audit.REFUSED,
-                 f"{record.task} {view.status}" + (f": {view.error}" if view.error else "")
-                 + (f"; registered {model}" if model else ""))
+    record_audit(
+        central,
+        system,
+        "fl.finish",
+        str(record.run_id),
+        audit.ALLOWED if view.status == federation.COMPLETED else audit.REFUSED,
+        f"{record.task} {view.status}"
+        + (f": {view.error}" if view.error else "")
+        + (f"; registered {model}" if model else ""),
+    )
 
 
 def _register_classifier(central: Central, system: Caller, run_id: int, data: bytes) -> str:
@@ -167,7 +198,14 @@ def _register_classifier(central: Central, system: Caller, run_id: int, data: by
     writer = central.blobs.writer()
     writer.write(data)
     sha256, size = writer.commit()
-    registry.finish_push(central, system, federation.CLASSIFIER_MODEL, version, "onnx",
-                         {"kind": "sensitivity_classifier", "features": "hashed_ngrams_crc32_16384",
-                          "federated_run": str(run_id)}, sha256, size)
+    registry.finish_push(
+        central,
+        system,
+        federation.CLASSIFIER_MODEL,
+        version,
+        "onnx",
+        {"kind": "sensitivity_classifier", "features": "hashed_ngrams_crc32_16384", "federated_run": str(run_id)},
+        sha256,
+        size,
+    )
     return f"{federation.CLASSIFIER_MODEL}@{version}"

@@ -24,14 +24,27 @@ def node_identity(central: Central, caller: Caller, claimed_node_id: str, action
     """The caller's node id, when its certificate is a node's and speaks for `claimed_node_id`."""
     identity = caller.identity
     if identity is None:
-        raise refuse(central, Unauthenticated, caller, action, claimed_node_id,
-                     "no fleet identity in the client certificate")
+        raise refuse(
+            central, Unauthenticated, caller, action, claimed_node_id, "no fleet identity in the client certificate"
+        )
     if identity.role != "node":
-        raise refuse(central, PermissionDenied, caller, action, claimed_node_id,
-                     f"{identity} is not a node certificate; FleetService is for enrolled nodes")
+        raise refuse(
+            central,
+            PermissionDenied,
+            caller,
+            action,
+            claimed_node_id,
+            f"{identity} is not a node certificate; FleetService is for enrolled nodes",
+        )
     if claimed_node_id != identity.name:
-        raise refuse(central, PermissionDenied, caller, action, claimed_node_id,
-                     f"certificate of {identity.name} cannot speak as {claimed_node_id or 'no node'}")
+        raise refuse(
+            central,
+            PermissionDenied,
+            caller,
+            action,
+            claimed_node_id,
+            f"certificate of {identity.name} cannot speak as {claimed_node_id or 'no node'}",
+        )
     return identity.name
 
 
@@ -49,8 +62,15 @@ def _active_node(central: Central, caller: Caller, claimed_node_id: str, action:
     return node
 
 
-def heartbeat(central: Central, caller: Caller, claimed_node_id: str, status: bytes, certificate_expires_at: float,
-              routing_report: routing.RoutingReport | None = None, health: NodeHealth | None = None) -> DesiredState:
+def heartbeat(
+    central: Central,
+    caller: Caller,
+    claimed_node_id: str,
+    status: bytes,
+    certificate_expires_at: float,
+    routing_report: routing.RoutingReport | None = None,
+    health: NodeHealth | None = None,
+) -> DesiredState:
     """One message of a node's heartbeat stream. The stream outlives the TLS handshake that checked the
     certificate, so its expiry, the node id and revocation are checked again on every message.
     `status` is kept for operators to read; `routing_report` (what the status says of routing) is added to the
@@ -59,8 +79,14 @@ def heartbeat(central: Central, caller: Caller, claimed_node_id: str, status: by
     node_id = node_identity(central, caller, claimed_node_id, action)
     now = central.clock()
     if now >= certificate_expires_at:
-        raise refuse(central, Unauthenticated, caller, action, node_id,
-                     "the client certificate expired during the stream; renew it or enroll again")
+        raise refuse(
+            central,
+            Unauthenticated,
+            caller,
+            action,
+            node_id,
+            "the client certificate expired during the stream; renew it or enroll again",
+        )
     desired = central.store.heartbeat_target(node_id)
     if desired is None:
         raise _refuse_unknown_or_revoked(central, caller, node_id, action)
@@ -75,16 +101,25 @@ def renew_certificate(central: Central, caller: Caller, claimed_node_id: str, cs
         public_key = pki.public_key_from_csr(csr_pem)
     except pki.PkiError as exc:
         raise refuse(central, InvalidArgument, caller, action, node.node_id, str(exc)) from None
-    cert = central.authority.issue(public_key, pki.Identity("node", node.node_id),
-                                   dt.timedelta(seconds=central.settings.certificate_lifetime_s),
-                                   pki.utc(central.clock()))
+    cert = central.authority.issue(
+        public_key,
+        pki.Identity("node", node.node_id),
+        dt.timedelta(seconds=central.settings.certificate_lifetime_s),
+        pki.utc(central.clock()),
+    )
     central.store.set_certificate(node.node_id, pki.serial_hex(cert), cert.not_valid_after_utc.timestamp())
     record_audit(central, caller, action, node.node_id, audit.ALLOWED, f"issued certificate {pki.serial_hex(cert)}")
     return pki.certificate_pem(cert).decode()
 
 
-def report(central: Central, caller: Caller, claimed_node_id: str, reports: list[ReportRecord], dropped_count: int,
-           routing_reports: dict[int, routing.RoutingReport] | None = None) -> int:
+def report(
+    central: Central,
+    caller: Caller,
+    claimed_node_id: str,
+    reports: list[ReportRecord],
+    dropped_count: int,
+    routing_reports: dict[int, routing.RoutingReport] | None = None,
+) -> int:
     """Spooled reports; `routing_reports` (by report sequence) are what their statuses say of routing."""
     node = _active_node(central, caller, claimed_node_id, "fleet.report_event")
     if len(reports) > MAX_REPORTS_PER_CALL:

@@ -24,8 +24,9 @@ def view(central: Central, node: NodeRecord) -> NodeView:
     return NodeView(node, liveness.node_state(node, central.settings.heartbeat_interval_s, central.clock()))
 
 
-def list_nodes(central: Central, caller: Caller, selector: dict[str, str], page_size: int = 0,
-               page_token: str = "") -> tuple[list[NodeView], str]:
+def list_nodes(
+    central: Central, caller: Caller, selector: dict[str, str], page_size: int = 0, page_token: str = ""
+) -> tuple[list[NodeView], str]:
     """One page of nodes and the token of the next page ("" on the last): a page of 1000 nodes with their
     status is about 350 KB, far inside gRPC's message limit, and builds in milliseconds on the loop."""
     require_admin(central, caller, "node.list")
@@ -48,8 +49,9 @@ def get_node(central: Central, caller: Caller, node_id: str, report_limit: int) 
     return view(central, node), central.store.recent_reports(node_id, min(report_limit or 20, 1000))
 
 
-def label_node(central: Central, caller: Caller, node_id: str, set_labels: dict[str, str],
-               remove: list[str]) -> NodeView:
+def label_node(
+    central: Central, caller: Caller, node_id: str, set_labels: dict[str, str], remove: list[str]
+) -> NodeView:
     require_admin(central, caller, "node.label", node_id)
     node = central.store.get_node(node_id)
     if node is None:

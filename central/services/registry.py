@@ -15,8 +15,9 @@ from edgefleet import manifest as manifest_mod
 _PARAM_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
 
-def check_push(central: Central, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str],
-               size: int, sha256: str) -> None:
+def check_push(
+    central: Central, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str], size: int, sha256: str
+) -> None:
     """Validate a push's header before any bytes are stored."""
     require_admin(central, caller, "model.push", f"{name}@{version}")
     try:
@@ -38,21 +39,29 @@ def drop_unregistered_blob(central: Central, sha256: str) -> None:
     _drop_blob_if_unused(central, sha256)
 
 
-def finish_push(central: Central, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str],
-                sha256: str, size: int) -> tuple[ModelRecord, bool]:
+def finish_push(
+    central: Central, caller: Caller, name: str, version: str, fmt: str, params: dict[str, str], sha256: str, size: int
+) -> tuple[ModelRecord, bool]:
     """Register the stored blob as name@version; (record, already_present)."""
     existing = central.store.get_model(name, version)
     if existing is not None:
         if existing.sha256 == sha256:
             return existing, True
         _drop_blob_if_unused(central, sha256)
-        raise refuse(central, AlreadyExists, caller, "model.push", f"{name}@{version}",
-                     f"{name}@{version} already exists with other bytes (sha256 {existing.sha256[:12]}…);"
-                     " versions are immutable: push a new version")
+        raise refuse(
+            central,
+            AlreadyExists,
+            caller,
+            "model.push",
+            f"{name}@{version}",
+            f"{name}@{version} already exists with other bytes (sha256 {existing.sha256[:12]}…);"
+            " versions are immutable: push a new version",
+        )
     manifest = manifest_mod.Manifest(name, version, fmt, sha256, size, dict(params), central.clock(), caller.actor)
     body, signature = manifest_mod.sign(manifest, central.signing_key)
-    record = ModelRecord(name, version, fmt, sha256, size, dict(params), manifest.created_at, caller.actor,
-                         body, signature)
+    record = ModelRecord(
+        name, version, fmt, sha256, size, dict(params), manifest.created_at, caller.actor, body, signature
+    )
     central.store.add_model(record)
     record_audit(central, caller, "model.push", f"{name}@{version}", audit.ALLOWED, f"sha256 {sha256}, {size} bytes")
     return record, False
@@ -75,12 +84,19 @@ def delete_model(central: Central, caller: Caller, name: str, version: str) -> b
     model = _model(central, name, version)
     assigned = central.store.delete_model(name, version)
     if assigned:
-        raise refuse(central, FailedPrecondition, caller, "model.delete", target,
-                     f"{target} is assigned to {len(assigned)} node(s) ({', '.join(assigned[:5])}); "
-                     "assign them another version first")
+        raise refuse(
+            central,
+            FailedPrecondition,
+            caller,
+            "model.delete",
+            target,
+            f"{target} is assigned to {len(assigned)} node(s) ({', '.join(assigned[:5])}); "
+            "assign them another version first",
+        )
     removed = _drop_blob_if_unused(central, model.sha256)
-    record_audit(central, caller, "model.delete", target, audit.ALLOWED,
-                 "deleted" + (" with its blob" if removed else ""))
+    record_audit(
+        central, caller, "model.delete", target, audit.ALLOWED, "deleted" + (" with its blob" if removed else "")
+    )
     return removed
 
 
@@ -119,8 +135,11 @@ def _model(central: Central, name: str, version: str) -> ModelRecord:
 
 
 def _assigned_to(central: Central, model: ModelRecord) -> list[str]:
-    return [n for n in central.store.nodes_assigned(model.sha256)
-            if central.store.get_node(n).desired_model.get("version") == model.version]
+    return [
+        n
+        for n in central.store.nodes_assigned(model.sha256)
+        if central.store.get_node(n).desired_model.get("version") == model.version
+    ]
 
 
 def _drop_blob_if_unused(central: Central, sha256: str) -> bool:

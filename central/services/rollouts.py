@@ -65,8 +65,18 @@ def state_from_json(text: str) -> RolloutState:
 # -- operator actions --------------------------------------------------------------
 
 
-def start(central: Central, caller: Caller, name: str, version: str, selector: dict[str, str], canary: int,
-          steps: list[int], bake_s: float | None, max_error_rate: float | None, max_p99_ms: float) -> RolloutView:
+def start(
+    central: Central,
+    caller: Caller,
+    name: str,
+    version: str,
+    selector: dict[str, str],
+    canary: int,
+    steps: list[int],
+    bake_s: float | None,
+    max_error_rate: float | None,
+    max_p99_ms: float,
+) -> RolloutView:
     target = f"{name}@{version}"
     require_admin(central, caller, "rollout.start", target)
     model = central.store.get_model(name, version)
@@ -76,22 +86,32 @@ def start(central: Central, caller: Caller, name: str, version: str, selector: d
     unassigned = [n.node_id for n in nodes if not n.desired_model]
     if unassigned:
         # A rollback restores each node's previous version; without one there is nothing to restore.
-        raise FailedPrecondition(f"node(s) {', '.join(unassigned[:5])} have no assigned version to roll back "
-                                 "to: assign one first (edgefleet nodes assign)")
-    previous = {n.node_id: ModelRef(n.desired_model["name"], n.desired_model["version"],
-                                    n.desired_model["sha256"]) for n in nodes}
+        raise FailedPrecondition(
+            f"node(s) {', '.join(unassigned[:5])} have no assigned version to roll back "
+            "to: assign one first (edgefleet nodes assign)"
+        )
+    previous = {
+        n.node_id: ModelRef(n.desired_model["name"], n.desired_model["version"], n.desired_model["sha256"])
+        for n in nodes
+    }
     busy = rollout.conflicts({rid: set(s.previous) for rid, s, st, _ in _live(central)}, set(previous))
     if busy:
         rid, shared = next(iter(busy.items()))
-        raise FailedPrecondition(f"rollout {rid} is still running on {', '.join(sorted(shared)[:5])}: "
-                                 "wait for it, or abort it")
+        raise FailedPrecondition(
+            f"rollout {rid} is still running on {', '.join(sorted(shared)[:5])}: wait for it, or abort it"
+        )
     try:
         spec = RolloutSpec(
-            rollout_id="r-" + secrets.token_hex(4), model=ModelRef(name, version, model.sha256),
-            selector=selector, steps=rollout.build_steps(canary or DEFAULT_CANARY, steps or [100]),
+            rollout_id="r-" + secrets.token_hex(4),
+            model=ModelRef(name, version, model.sha256),
+            selector=selector,
+            steps=rollout.build_steps(canary or DEFAULT_CANARY, steps or [100]),
             bake_s=DEFAULT_BAKE_S if bake_s is None else bake_s,
             max_error_rate=DEFAULT_MAX_ERROR_RATE if max_error_rate is None else max_error_rate,
-            max_p99_ms=max_p99_ms or DEFAULT_MAX_P99_MS, created_at=central.clock(), previous=previous)
+            max_p99_ms=max_p99_ms or DEFAULT_MAX_P99_MS,
+            created_at=central.clock(),
+            previous=previous,
+        )
     except rollout.RolloutError as exc:
         raise InvalidArgument(str(exc)) from None
     decision = rollout.start(spec, spec.created_at)
@@ -118,8 +138,9 @@ def resume(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
 
 def abort(central: Central, caller: Caller, rollout_id: str, reason: str) -> RolloutView:
     spec, state = _load(central, caller, "rollout.abort", rollout_id)
-    decision = _phase_change(lambda: rollout.abort(spec, state, central.clock(),
-                                                   reason or f"aborted by {caller.actor}"))
+    decision = _phase_change(
+        lambda: rollout.abort(spec, state, central.clock(), reason or f"aborted by {caller.actor}")
+    )
     central.store.set_rollout_state(rollout_id, state_to_json(decision.state))
     _apply(central, spec, decision, caller.actor)
     return view(central, rollout_id)
@@ -182,16 +203,18 @@ def _observations(central: Central, spec: RolloutSpec) -> dict[str, NodeObservat
         node = central.store.get_node(node_id)
         if node is not None:
             online = liveness.node_state(node, central.settings.heartbeat_interval_s, now) == liveness.ONLINE
-            observations[node_id] = observation_of(node.node_id, node.health or NodeHealth(), online,
-                                                    spec.model.sha256)
+            observations[node_id] = observation_of(node.node_id, node.health or NodeHealth(), online, spec.model.sha256)
     return observations
 
 
 def _apply(central: Central, spec: RolloutSpec, decision: rollout.Decision, actor: str) -> None:
     for node_id, ref in decision.assignments.items():
         node = central.store.get_node(node_id)
-        if ref is None or node is None or (node.desired_model.get("sha256"), node.desired_model.get("version")) \
-                == (ref.sha256, ref.version):
+        if (
+            ref is None
+            or node is None
+            or (node.desired_model.get("sha256"), node.desired_model.get("version")) == (ref.sha256, ref.version)
+        ):
             continue
         model = central.store.get_model(ref.name, ref.version)
         if model is None:
@@ -199,8 +222,9 @@ def _apply(central: Central, spec: RolloutSpec, decision: rollout.Decision, acto
             continue
         central.store.assign_model(node_id, model)
     for event in decision.events:
-        central.store.append_audit(central.clock(), actor, "rollout.decision", spec.rollout_id, audit.ALLOWED,
-                                   event, "")
+        central.store.append_audit(
+            central.clock(), actor, "rollout.decision", spec.rollout_id, audit.ALLOWED, event, ""
+        )
 
 
 def view(central: Central, rollout_id: str) -> RolloutView:
@@ -209,8 +233,7 @@ def view(central: Central, rollout_id: str) -> RolloutView:
     observations = _observations(central, spec)
     desired = rollout.desired_assignments(spec, state)
     nodes = [(n, desired.get(n), observations.get(n)) for n in sorted(spec.previous)]
-    waiting = [] if state.phase in rollout.TERMINAL else rollout.waiting_on(spec, state, observations,
-                                                                            central.clock())
+    waiting = [] if state.phase in rollout.TERMINAL else rollout.waiting_on(spec, state, observations, central.clock())
     return RolloutView(spec, state, created, nodes, waiting)
 
 
@@ -220,8 +243,13 @@ def observation_of(node_id: str, health: NodeHealth, online: bool, rollout_sha25
     about_rollout = health.activation_sha256 == rollout_sha256
     state = health.activation_state if about_rollout else ""
     return NodeObservation(
-        node_id=node_id, online=online, active_sha256=health.active_sha256, activation_state=state,
+        node_id=node_id,
+        online=online,
+        active_sha256=health.active_sha256,
+        activation_state=state,
         activation_reason=health.activation_reason if about_rollout else "",
         active_since=health.activation_since if state == rollout.ACTIVE else None,
-        error_rate=health.errors / health.requests if health.requests else 0.0, p99_ms=health.latency_p99_ms,
-        requests=health.requests)
+        error_rate=health.errors / health.requests if health.requests else 0.0,
+        p99_ms=health.latency_p99_ms,
+        requests=health.requests,
+    )

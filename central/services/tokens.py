@@ -13,8 +13,9 @@ MAX_TOKEN_TTL_S = 30 * 86400
 MAX_TOKEN_USES = 100_000
 
 
-def create_token(central: Central, caller: Caller, labels: dict[str, str], ttl_s: float,
-                 uses: int) -> tuple[str, TokenRecord]:
+def create_token(
+    central: Central, caller: Caller, labels: dict[str, str], ttl_s: float, uses: int
+) -> tuple[str, TokenRecord]:
     require_admin(central, caller, "token.create")
     try:
         labels = validate_labels(labels)
@@ -30,8 +31,14 @@ def create_token(central: Central, caller: Caller, labels: dict[str, str], ttl_s
     now = central.clock()
     record = TokenRecord(token_id, hash_secret(secret), labels, now, now + ttl_s, uses, uses, False, caller.actor)
     central.store.add_token(record)
-    record_audit(central, caller, "token.create", token_id, audit.ALLOWED,
-                 f"{uses} use(s), expires in {ttl_s:.0f} s, labels {labels}")
+    record_audit(
+        central,
+        caller,
+        "token.create",
+        token_id,
+        audit.ALLOWED,
+        f"{uses} use(s), expires in {ttl_s:.0f} s, labels {labels}",
+    )
     return f"{token_id}.{secret}", record
 
 

@@ -22,5 +22,17 @@ from central.store.records import (
 )
 from central.store.sqlite import SqliteFleetStore
 
-__all__ = ["DesiredState", "FederatedRunRecord", "FleetStore", "FlowerKeyRecord", "ModelRecord", "NodeHealth",
-           "NodeRecord", "NodeRoutingRecord", "ReportRecord", "SqliteFleetStore", "StoreError", "TokenRecord"]
+__all__ = [
+    "DesiredState",
+    "FederatedRunRecord",
+    "FleetStore",
+    "FlowerKeyRecord",
+    "ModelRecord",
+    "NodeHealth",
+    "NodeRecord",
+    "NodeRoutingRecord",
+    "ReportRecord",
+    "SqliteFleetStore",
+    "StoreError",
+    "TokenRecord",
+]

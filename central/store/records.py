@@ -38,6 +38,7 @@ class TokenRecord:
 @dataclass(frozen=True)
 class NodeHealth:
     """What the rollout controller reads of a node's latest status, decoded once from its heartbeat."""
+
     active_sha256: str = ""  # the model serving now
     activation_sha256: str = ""  # the model the activation below is about
     activation_state: str = ""  # "" or one of central.rollout.ACTIVATION_STATES
@@ -77,6 +78,7 @@ class ReportRecord:
 @dataclass(frozen=True)
 class FlowerKeyRecord:
     """A node's Flower SuperNode key and where it stands with the SuperLink."""
+
     node_id: str
     public_key: str  # OpenSSH line
     flower_node_id: int  # 0 until registered
@@ -111,13 +113,19 @@ class ModelRecord:
     @property
     def desired(self) -> dict[str, str]:
         """What a node's desired state carries for this version (heartbeats read it in one row)."""
-        return {"name": self.name, "version": self.version, "sha256": self.sha256,
-                "manifest": self.manifest.decode(), "signature": self.signature}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "manifest": self.manifest.decode(),
+            "signature": self.signature,
+        }
 
 
 @dataclass(frozen=True)
 class NodeRoutingRecord:
     """A node's routing totals: every report's counts added up, and the newest audit head heard of."""
+
     node_id: str
     hostname: str
     counts: list[tuple[str, str, int]]  # (data_class, route, requests), sorted
@@ -163,8 +171,9 @@ class FleetStore(abc.ABC):
     def get_node(self, node_id: str) -> NodeRecord | None: ...
 
     @abc.abstractmethod
-    def list_nodes(self, selector: dict[str, str] | None = None, after_node_id: str = "",
-                   limit: int | None = None) -> list[NodeRecord]:
+    def list_nodes(
+        self, selector: dict[str, str] | None = None, after_node_id: str = "", limit: int | None = None
+    ) -> list[NodeRecord]:
         """Nodes carrying every label in selector, by id, starting after after_node_id, at most limit."""
 
     @abc.abstractmethod
@@ -173,8 +182,9 @@ class FleetStore(abc.ABC):
         Read on every heartbeat, so a revocation by any replica takes effect at the node's next beat."""
 
     @abc.abstractmethod
-    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]],
-                          health: dict[str, NodeHealth] | None = None) -> None:
+    def record_heartbeats(
+        self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
+    ) -> None:
         """Keep each node's latest (time, status) and the health decoded from that status (None where `health`
         has none), in one transaction; revoked and unknown nodes are skipped."""
 
@@ -260,8 +270,14 @@ class FleetStore(abc.ABC):
 
     # reports flushed from agents' spools
     @abc.abstractmethod
-    def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int,
-                    keep: int = 1000, routing: dict[int, RoutingReport] | None = None) -> int:
+    def add_reports(
+        self,
+        node_id: str,
+        reports: list[ReportRecord],
+        dropped_count: int,
+        keep: int = 1000,
+        routing: dict[int, RoutingReport] | None = None,
+    ) -> int:
         """Keep reports, ignoring sequences already held; add dropped_count to the node's total; keep at most
         `keep` per node (oldest go). `routing` (by report sequence) is added to the node's routing totals for
         the reports new to the store only, in the same transaction, so a retried flush counts nothing twice.
@@ -283,8 +299,9 @@ class FleetStore(abc.ABC):
 
     # audit log
     @abc.abstractmethod
-    def append_audit(self, at: float, actor: str, action: str, target: str, outcome: str, detail: str,
-                     peer: str) -> AuditEntry:
+    def append_audit(
+        self, at: float, actor: str, action: str, target: str, outcome: str, detail: str, peer: str
+    ) -> AuditEntry:
         """Append an entry chained to the previous one by hash."""
 
     @abc.abstractmethod

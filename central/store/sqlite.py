@@ -32,62 +32,82 @@ from central.store.records import (
 from edgefleet.sqlitedb import apply_migrations, connect_wal
 
 _MIGRATIONS = [
-    (1, [
-        "CREATE TABLE tokens (token_id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, labels TEXT NOT NULL,"
-        " created_at REAL NOT NULL, expires_at REAL NOT NULL, uses_total INTEGER NOT NULL,"
-        " uses_left INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL)",
-        "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, labels TEXT NOT NULL, hostname TEXT NOT NULL,"
-        " enrolled_at REAL NOT NULL, token_id TEXT NOT NULL, certificate_serial TEXT NOT NULL,"
-        " certificate_expires_at REAL NOT NULL, last_seen_at REAL, status BLOB, revoked_at REAL,"
-        " dropped_reports INTEGER NOT NULL DEFAULT 0, config_generation INTEGER NOT NULL DEFAULT 0,"
-        " desired_model TEXT NOT NULL DEFAULT '{}')",
-        "CREATE TABLE reports (node_id TEXT NOT NULL REFERENCES nodes(node_id), sequence INTEGER NOT NULL,"
-        " observed_at REAL NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL,"
-        " PRIMARY KEY (node_id, sequence))",
-        "CREATE TABLE audit (sequence INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,"
-        " action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,"
-        " peer TEXT NOT NULL, previous_hash TEXT NOT NULL, hash TEXT NOT NULL)",
-        # The log is append-only in the file itself, not only by convention.
-        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
-        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
-    ]),
-    (2, [
-        "CREATE TABLE models (name TEXT NOT NULL, version TEXT NOT NULL, format TEXT NOT NULL, sha256 TEXT NOT NULL,"
-        " size INTEGER NOT NULL, params TEXT NOT NULL, created_at REAL NOT NULL, pushed_by TEXT NOT NULL,"
-        " manifest BLOB NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (name, version))",
-        "CREATE INDEX models_sha256 ON models (sha256)",
-        "ALTER TABLE nodes ADD COLUMN desired_sha256 TEXT NOT NULL DEFAULT ''",
-        "CREATE INDEX nodes_desired_sha256 ON nodes (desired_sha256)",
-    ]),
-    (3, [
-        "CREATE TABLE rollouts (rollout_id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,"
-        " created_at REAL NOT NULL)",
-    ]),
-    (4, [
-        # Flower node ids are unsigned 64-bit: kept as text, SQLite integers are signed.
-        "CREATE TABLE flower_keys (node_id TEXT PRIMARY KEY REFERENCES nodes(node_id), public_key TEXT NOT NULL,"
-        " flower_node_id TEXT NOT NULL DEFAULT '0', unregistered INTEGER NOT NULL DEFAULT 0)",
-        "CREATE TABLE federated_runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, config TEXT NOT NULL,"
-        " started_by TEXT NOT NULL, started_at REAL NOT NULL, model TEXT NOT NULL DEFAULT '', imported_at REAL)",
-    ]),
-    (5, [
-        # Requests per node, data class and route, summed from the nodes' reports.
-        "CREATE TABLE routing_totals (node_id TEXT NOT NULL REFERENCES nodes(node_id), data_class TEXT NOT NULL,"
-        " route TEXT NOT NULL, count INTEGER NOT NULL, updated_at REAL NOT NULL,"
-        " PRIMARY KEY (node_id, data_class, route))",
-        # The newest head of each node's local routing audit central has heard of.
-        "CREATE TABLE routing_heads (node_id TEXT PRIMARY KEY REFERENCES nodes(node_id),"
-        " audit_sequence INTEGER NOT NULL, audit_head_hash TEXT NOT NULL, updated_at REAL NOT NULL)",
-    ]),
-    (6, [
-        # The rollout controller's view of the latest status (JSON of NodeHealth), so it never decodes the
-        # status bytes. NULL until the node's next heartbeat: until then the controller waits on the node.
-        "ALTER TABLE nodes ADD COLUMN health TEXT",
-    ]),
+    (
+        1,
+        [
+            "CREATE TABLE tokens (token_id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, labels TEXT NOT NULL,"
+            " created_at REAL NOT NULL, expires_at REAL NOT NULL, uses_total INTEGER NOT NULL,"
+            " uses_left INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, created_by TEXT NOT NULL)",
+            "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, labels TEXT NOT NULL, hostname TEXT NOT NULL,"
+            " enrolled_at REAL NOT NULL, token_id TEXT NOT NULL, certificate_serial TEXT NOT NULL,"
+            " certificate_expires_at REAL NOT NULL, last_seen_at REAL, status BLOB, revoked_at REAL,"
+            " dropped_reports INTEGER NOT NULL DEFAULT 0, config_generation INTEGER NOT NULL DEFAULT 0,"
+            " desired_model TEXT NOT NULL DEFAULT '{}')",
+            "CREATE TABLE reports (node_id TEXT NOT NULL REFERENCES nodes(node_id), sequence INTEGER NOT NULL,"
+            " observed_at REAL NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL,"
+            " PRIMARY KEY (node_id, sequence))",
+            "CREATE TABLE audit (sequence INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,"
+            " action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,"
+            " peer TEXT NOT NULL, previous_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+            # The log is append-only in the file itself, not only by convention.
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
+        ],
+    ),
+    (
+        2,
+        [
+            "CREATE TABLE models (name TEXT NOT NULL, version TEXT NOT NULL, format TEXT NOT NULL, sha256 TEXT NOT NULL,"
+            " size INTEGER NOT NULL, params TEXT NOT NULL, created_at REAL NOT NULL, pushed_by TEXT NOT NULL,"
+            " manifest BLOB NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (name, version))",
+            "CREATE INDEX models_sha256 ON models (sha256)",
+            "ALTER TABLE nodes ADD COLUMN desired_sha256 TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX nodes_desired_sha256 ON nodes (desired_sha256)",
+        ],
+    ),
+    (
+        3,
+        [
+            "CREATE TABLE rollouts (rollout_id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,"
+            " created_at REAL NOT NULL)",
+        ],
+    ),
+    (
+        4,
+        [
+            # Flower node ids are unsigned 64-bit: kept as text, SQLite integers are signed.
+            "CREATE TABLE flower_keys (node_id TEXT PRIMARY KEY REFERENCES nodes(node_id), public_key TEXT NOT NULL,"
+            " flower_node_id TEXT NOT NULL DEFAULT '0', unregistered INTEGER NOT NULL DEFAULT 0)",
+            "CREATE TABLE federated_runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, config TEXT NOT NULL,"
+            " started_by TEXT NOT NULL, started_at REAL NOT NULL, model TEXT NOT NULL DEFAULT '', imported_at REAL)",
+        ],
+    ),
+    (
+        5,
+        [
+            # Requests per node, data class and route, summed from the nodes' reports.
+            "CREATE TABLE routing_totals (node_id TEXT NOT NULL REFERENCES nodes(node_id), data_class TEXT NOT NULL,"
+            " route TEXT NOT NULL, count INTEGER NOT NULL, updated_at REAL NOT NULL,"
+            " PRIMARY KEY (node_id, data_class, route))",
+            # The newest head of each node's local routing audit central has heard of.
+            "CREATE TABLE routing_heads (node_id TEXT PRIMARY KEY REFERENCES nodes(node_id),"
+            " audit_sequence INTEGER NOT NULL, audit_head_hash TEXT NOT NULL, updated_at REAL NOT NULL)",
+        ],
+    ),
+    (
+        6,
+        [
+            # The rollout controller's view of the latest status (JSON of NodeHealth), so it never decodes the
+            # status bytes. NULL until the node's next heartbeat: until then the controller waits on the node.
+            "ALTER TABLE nodes ADD COLUMN health TEXT",
+        ],
+    ),
 ]
 
-_NODE_COLUMNS = ("node_id, labels, hostname, enrolled_at, token_id, certificate_serial, certificate_expires_at,"
-                 " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model, health")
+_NODE_COLUMNS = (
+    "node_id, labels, hostname, enrolled_at, token_id, certificate_serial, certificate_expires_at,"
+    " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model, health"
+)
 _TOKEN_COLUMNS = "token_id, secret_hash, labels, created_at, expires_at, uses_total, uses_left, revoked, created_by"
 _MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushed_by, manifest, signature"
 _RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at"
@@ -121,9 +141,20 @@ class SqliteFleetStore(FleetStore):
     def add_token(self, token: TokenRecord) -> None:
         try:
             with self._tx() as c:
-                c.execute(f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (token.token_id, token.secret_hash, json.dumps(token.labels), token.created_at,
-                           token.expires_at, token.uses_total, token.uses_left, int(token.revoked), token.created_by))
+                c.execute(
+                    f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        token.token_id,
+                        token.secret_hash,
+                        json.dumps(token.labels),
+                        token.created_at,
+                        token.expires_at,
+                        token.uses_total,
+                        token.uses_left,
+                        int(token.revoked),
+                        token.created_by,
+                    ),
+                )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"token {token.token_id} already exists") from exc
 
@@ -136,8 +167,9 @@ class SqliteFleetStore(FleetStore):
 
     def revoke_token(self, token_id: str) -> TokenRecord | None:
         with self._tx() as c:
-            row = c.execute(f"UPDATE tokens SET revoked = 1 WHERE token_id = ? RETURNING {_TOKEN_COLUMNS}",
-                            (token_id,)).fetchone()
+            row = c.execute(
+                f"UPDATE tokens SET revoked = 1 WHERE token_id = ? RETURNING {_TOKEN_COLUMNS}", (token_id,)
+            ).fetchone()
         return _token(row) if row else None
 
     # -- nodes ---------------------------------------------------------------
@@ -146,24 +178,30 @@ class SqliteFleetStore(FleetStore):
         with self._tx() as c:
             spent = c.execute(
                 "UPDATE tokens SET uses_left = uses_left - 1"
-                " WHERE token_id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?", (token_id, now)).rowcount
+                " WHERE token_id = ? AND uses_left > 0 AND revoked = 0 AND expires_at > ?",
+                (token_id, now),
+            ).rowcount
             if not spent:
                 return False
-            c.execute(f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      _node_row(node))
+            c.execute(
+                f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _node_row(node),
+            )
         return True
 
     def get_node(self, node_id: str) -> NodeRecord | None:
         rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = ?", (node_id,))
         return _node(rows[0]) if rows else None
 
-    def list_nodes(self, selector: dict[str, str] | None = None, after_node_id: str = "",
-                   limit: int | None = None) -> list[NodeRecord]:
+    def list_nodes(
+        self, selector: dict[str, str] | None = None, after_node_id: str = "", limit: int | None = None
+    ) -> list[NodeRecord]:
         wanted = limit if limit is not None else float("inf")
         nodes: list[NodeRecord] = []
         while len(nodes) < wanted:
-            rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id > ? ORDER BY node_id LIMIT 1000",
-                               (after_node_id,))
+            rows = self._query(
+                f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id > ? ORDER BY node_id LIMIT 1000", (after_node_id,)
+            )
             for node in map(_node, rows):
                 if not selector or all(node.labels.get(k) == v for k, v in selector.items()):
                     nodes.append(node)
@@ -175,69 +213,95 @@ class SqliteFleetStore(FleetStore):
         return nodes
 
     def heartbeat_target(self, node_id: str) -> DesiredState | None:
-        rows = self._query("SELECT config_generation, desired_model FROM nodes WHERE node_id = ? AND revoked_at IS NULL",
-                           (node_id,))
+        rows = self._query(
+            "SELECT config_generation, desired_model FROM nodes WHERE node_id = ? AND revoked_at IS NULL", (node_id,)
+        )
         return DesiredState(rows[0][0], json.loads(rows[0][1])) if rows else None
 
-    def record_heartbeats(self, beats: dict[str, tuple[float, bytes]],
-                          health: dict[str, NodeHealth] | None = None) -> None:
+    def record_heartbeats(
+        self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
+    ) -> None:
         if not beats:
             return
         health = health or {}
         with self._tx() as c:
-            c.executemany("UPDATE nodes SET last_seen_at = ?, status = ?, health = ?"
-                          " WHERE node_id = ? AND revoked_at IS NULL",
-                          [(at, status, _health_json(health.get(node_id)), node_id)
-                           for node_id, (at, status) in beats.items()])
+            c.executemany(
+                "UPDATE nodes SET last_seen_at = ?, status = ?, health = ? WHERE node_id = ? AND revoked_at IS NULL",
+                [(at, status, _health_json(health.get(node_id)), node_id) for node_id, (at, status) in beats.items()],
+            )
 
     def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None:
         with self._tx() as c:
-            row = c.execute(f"UPDATE nodes SET labels = ? WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
-                            (json.dumps(labels, sort_keys=True), node_id)).fetchone()
+            row = c.execute(
+                f"UPDATE nodes SET labels = ? WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
+                (json.dumps(labels, sort_keys=True), node_id),
+            ).fetchone()
         return _node(row) if row else None
 
     def revoke_node(self, node_id: str, at: float) -> NodeRecord | None:
         with self._tx() as c:
-            row = c.execute(f"UPDATE nodes SET revoked_at = coalesce(revoked_at, ?) WHERE node_id = ?"
-                            f" RETURNING {_NODE_COLUMNS}", (at, node_id)).fetchone()
+            row = c.execute(
+                f"UPDATE nodes SET revoked_at = coalesce(revoked_at, ?) WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
+                (at, node_id),
+            ).fetchone()
         return _node(row) if row else None
 
     def set_certificate(self, node_id: str, serial: str, expires_at: float) -> None:
         with self._tx() as c:
-            c.execute("UPDATE nodes SET certificate_serial = ?, certificate_expires_at = ? WHERE node_id = ?",
-                      (serial, expires_at, node_id))
+            c.execute(
+                "UPDATE nodes SET certificate_serial = ?, certificate_expires_at = ? WHERE node_id = ?",
+                (serial, expires_at, node_id),
+            )
 
     # -- federated learning ----------------------------------------------------
 
     def set_flower_key(self, node_id: str, public_key: str) -> None:
         with self._tx() as c:
-            c.execute("INSERT INTO flower_keys (node_id, public_key) VALUES (?, ?) ON CONFLICT (node_id)"
-                      " DO UPDATE SET public_key = excluded.public_key, flower_node_id = '0', unregistered = 0",
-                      (node_id, public_key))
+            c.execute(
+                "INSERT INTO flower_keys (node_id, public_key) VALUES (?, ?) ON CONFLICT (node_id)"
+                " DO UPDATE SET public_key = excluded.public_key, flower_node_id = '0', unregistered = 0",
+                (node_id, public_key),
+            )
 
     def flower_keys(self) -> list[FlowerKeyRecord]:
-        rows = self._query("SELECT k.node_id, k.public_key, k.flower_node_id, n.revoked_at IS NOT NULL,"
-                           " k.unregistered FROM flower_keys k JOIN nodes n USING (node_id) ORDER BY k.node_id")
+        rows = self._query(
+            "SELECT k.node_id, k.public_key, k.flower_node_id, n.revoked_at IS NOT NULL,"
+            " k.unregistered FROM flower_keys k JOIN nodes n USING (node_id) ORDER BY k.node_id"
+        )
         return [FlowerKeyRecord(r[0], r[1], int(r[2]), bool(r[3]), bool(r[4])) for r in rows]
 
     def set_flower_registration(self, node_id: str, flower_node_id: int, unregistered: bool) -> None:
         with self._tx() as c:
-            c.execute("UPDATE flower_keys SET flower_node_id = ?, unregistered = ? WHERE node_id = ?",
-                      (str(flower_node_id), int(unregistered), node_id))
+            c.execute(
+                "UPDATE flower_keys SET flower_node_id = ?, unregistered = ? WHERE node_id = ?",
+                (str(flower_node_id), int(unregistered), node_id),
+            )
 
     def add_federated_run(self, run: FederatedRunRecord) -> None:
         with self._tx() as c:
-            c.execute("INSERT INTO federated_runs (run_id, task, config, started_by, started_at, model, imported_at)"
-                      " VALUES (?, ?, ?, ?, ?, ?, ?)", (str(run.run_id), run.task, json.dumps(run.config, sort_keys=True),
-                                                        run.started_by, run.started_at, run.model, run.imported_at))
+            c.execute(
+                "INSERT INTO federated_runs (run_id, task, config, started_by, started_at, model, imported_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    str(run.run_id),
+                    run.task,
+                    json.dumps(run.config, sort_keys=True),
+                    run.started_by,
+                    run.started_at,
+                    run.model,
+                    run.imported_at,
+                ),
+            )
 
     def get_federated_run(self, run_id: int) -> FederatedRunRecord | None:
         rows = self._query(f"SELECT {_RUN_COLUMNS} FROM federated_runs WHERE run_id = ?", (str(run_id),))
         return _federated_run(rows[0]) if rows else None
 
     def list_federated_runs(self) -> list[FederatedRunRecord]:
-        return [_federated_run(r) for r in
-                self._query(f"SELECT {_RUN_COLUMNS} FROM federated_runs ORDER BY started_at DESC")]
+        return [
+            _federated_run(r)
+            for r in self._query(f"SELECT {_RUN_COLUMNS} FROM federated_runs ORDER BY started_at DESC")
+        ]
 
     def set_federated_run_outcome(self, run_id: int, model: str, at: float) -> None:
         with self._tx() as c:
@@ -248,10 +312,21 @@ class SqliteFleetStore(FleetStore):
     def add_model(self, model: ModelRecord) -> None:
         try:
             with self._tx() as c:
-                c.execute(f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (model.name, model.version, model.format, model.sha256, model.size,
-                           json.dumps(model.params, sort_keys=True), model.created_at, model.pushed_by,
-                           model.manifest, model.signature))
+                c.execute(
+                    f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        model.name,
+                        model.version,
+                        model.format,
+                        model.sha256,
+                        model.size,
+                        json.dumps(model.params, sort_keys=True),
+                        model.created_at,
+                        model.pushed_by,
+                        model.manifest,
+                        model.signature,
+                    ),
+                )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"{model.name}@{model.version} already exists") from exc
 
@@ -260,8 +335,9 @@ class SqliteFleetStore(FleetStore):
         return _model(rows[0]) if rows else None
 
     def list_models(self, name: str = "") -> list[ModelRecord]:
-        rows = self._query(f"SELECT {_MODEL_COLUMNS} FROM models WHERE ? = '' OR name = ?"
-                           " ORDER BY name, created_at DESC", (name, name))
+        rows = self._query(
+            f"SELECT {_MODEL_COLUMNS} FROM models WHERE ? = '' OR name = ? ORDER BY name, created_at DESC", (name, name)
+        )
         return [_model(r) for r in rows]
 
     def delete_model(self, name: str, version: str) -> list[str]:
@@ -270,9 +346,14 @@ class SqliteFleetStore(FleetStore):
             if row is None:
                 raise StoreError(f"no model {name}@{version}")
             # Assignments name a version by its bytes: another version with the same bytes still counts.
-            assigned = [r[0] for r in c.execute(
-                "SELECT node_id FROM nodes WHERE desired_sha256 = ? AND json_extract(desired_model, '$.name') = ?"
-                " AND json_extract(desired_model, '$.version') = ? ORDER BY node_id", (row[0], name, version))]
+            assigned = [
+                r[0]
+                for r in c.execute(
+                    "SELECT node_id FROM nodes WHERE desired_sha256 = ? AND json_extract(desired_model, '$.name') = ?"
+                    " AND json_extract(desired_model, '$.version') = ? ORDER BY node_id",
+                    (row[0], name, version),
+                )
+            ]
             if not assigned:
                 c.execute("DELETE FROM models WHERE name = ? AND version = ?", (name, version))
         return assigned
@@ -281,15 +362,18 @@ class SqliteFleetStore(FleetStore):
         return [_model(r) for r in self._query(f"SELECT {_MODEL_COLUMNS} FROM models WHERE sha256 = ?", (sha256,))]
 
     def nodes_assigned(self, sha256: str) -> list[str]:
-        return [r[0] for r in self._query("SELECT node_id FROM nodes WHERE desired_sha256 = ? ORDER BY node_id",
-                                          (sha256,))]
+        return [
+            r[0] for r in self._query("SELECT node_id FROM nodes WHERE desired_sha256 = ? ORDER BY node_id", (sha256,))
+        ]
 
     def assign_model(self, node_id: str, model: ModelRecord | None) -> NodeRecord | None:
         desired = model.desired if model else {}
         with self._tx() as c:
-            row = c.execute(f"UPDATE nodes SET desired_model = ?, desired_sha256 = ?,"
-                            f" config_generation = config_generation + 1 WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
-                            (json.dumps(desired, sort_keys=True), model.sha256 if model else "", node_id)).fetchone()
+            row = c.execute(
+                f"UPDATE nodes SET desired_model = ?, desired_sha256 = ?,"
+                f" config_generation = config_generation + 1 WHERE node_id = ? RETURNING {_NODE_COLUMNS}",
+                (json.dumps(desired, sort_keys=True), model.sha256 if model else "", node_id),
+            ).fetchone()
         return _node(row) if row else None
 
     # -- rollouts ------------------------------------------------------------
@@ -307,16 +391,26 @@ class SqliteFleetStore(FleetStore):
         return tuple(rows[0]) if rows else None
 
     def list_rollouts(self) -> list[tuple[str, str, str, float]]:
-        return [tuple(r) for r in self._query(
-            "SELECT rollout_id, spec, state, created_at FROM rollouts ORDER BY created_at DESC")]
+        return [
+            tuple(r)
+            for r in self._query("SELECT rollout_id, spec, state, created_at FROM rollouts ORDER BY created_at DESC")
+        ]
 
     # -- reports -------------------------------------------------------------
 
-    def add_reports(self, node_id: str, reports: list[ReportRecord], dropped_count: int, keep: int = 1000,
-                    routing: dict[int, RoutingReport] | None = None) -> int:
+    def add_reports(
+        self,
+        node_id: str,
+        reports: list[ReportRecord],
+        dropped_count: int,
+        keep: int = 1000,
+        routing: dict[int, RoutingReport] | None = None,
+    ) -> int:
         received = time.time()
-        insert = ("INSERT OR IGNORE INTO reports (node_id, sequence, observed_at, kind, payload, received_at)"
-                  " VALUES (?, ?, ?, ?, ?, ?)")
+        insert = (
+            "INSERT OR IGNORE INTO reports (node_id, sequence, observed_at, kind, payload, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
         with self._tx() as c:
             if routing:
                 for r in reports:
@@ -324,20 +418,26 @@ class SqliteFleetStore(FleetStore):
                     if c.execute(insert, row).rowcount and r.sequence in routing:
                         _add_routing(c, node_id, received, routing[r.sequence])
             else:
-                c.executemany(insert, [(node_id, r.sequence, r.observed_at, r.kind, r.payload, received)
-                                       for r in reports])
+                c.executemany(
+                    insert, [(node_id, r.sequence, r.observed_at, r.kind, r.payload, received) for r in reports]
+                )
             if dropped_count:
-                c.execute("UPDATE nodes SET dropped_reports = dropped_reports + ? WHERE node_id = ?",
-                          (dropped_count, node_id))
-            c.execute("DELETE FROM reports WHERE node_id = ? AND sequence <= ("
-                      " SELECT sequence FROM reports WHERE node_id = ? ORDER BY sequence DESC LIMIT 1 OFFSET ?)",
-                      (node_id, node_id, keep))
+                c.execute(
+                    "UPDATE nodes SET dropped_reports = dropped_reports + ? WHERE node_id = ?", (dropped_count, node_id)
+                )
+            c.execute(
+                "DELETE FROM reports WHERE node_id = ? AND sequence <= ("
+                " SELECT sequence FROM reports WHERE node_id = ? ORDER BY sequence DESC LIMIT 1 OFFSET ?)",
+                (node_id, node_id, keep),
+            )
             top = c.execute("SELECT max(sequence) FROM reports WHERE node_id = ?", (node_id,)).fetchone()[0]
         return top or 0
 
     def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
-        rows = self._query("SELECT sequence, observed_at, kind, payload FROM reports WHERE node_id = ?"
-                           " ORDER BY sequence DESC LIMIT ?", (node_id, limit))
+        rows = self._query(
+            "SELECT sequence, observed_at, kind, payload FROM reports WHERE node_id = ? ORDER BY sequence DESC LIMIT ?",
+            (node_id, limit),
+        )
         return [ReportRecord(*r) for r in reversed(rows)]
 
     # -- routing totals --------------------------------------------------------
@@ -354,10 +454,13 @@ class SqliteFleetStore(FleetStore):
             heads = self._conn.execute(
                 "SELECT h.node_id, n.hostname, h.audit_sequence, h.audit_head_hash, h.updated_at FROM routing_heads h"
                 " JOIN nodes n USING (node_id) WHERE ? = '' OR h.node_id = ? ORDER BY h.node_id",
-                (node_id, node_id)).fetchall()
+                (node_id, node_id),
+            ).fetchall()
             totals = self._conn.execute(
                 "SELECT node_id, data_class, route, count FROM routing_totals WHERE ? = '' OR node_id = ?"
-                " ORDER BY node_id, data_class, route", (node_id, node_id)).fetchall()
+                " ORDER BY node_id, data_class, route",
+                (node_id, node_id),
+            ).fetchall()
         counts: dict[str, list[tuple[str, str, int]]] = {}
         for node, data_class, route, count in totals:
             counts.setdefault(node, []).append((data_class, route, count))
@@ -365,21 +468,35 @@ class SqliteFleetStore(FleetStore):
 
     # -- audit ---------------------------------------------------------------
 
-    def append_audit(self, at: float, actor: str, action: str, target: str, outcome: str, detail: str,
-                     peer: str) -> AuditEntry:
+    def append_audit(
+        self, at: float, actor: str, action: str, target: str, outcome: str, detail: str, peer: str
+    ) -> AuditEntry:
         with self._tx() as c:
             last = c.execute("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1").fetchone()
             sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
             digest = entry_hash(sequence, at, actor, action, target, outcome, detail, peer, previous)
             entry = AuditEntry(sequence, at, actor, action, target, outcome, detail, peer, previous, digest)
-            c.execute(f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (entry.sequence, entry.at, entry.actor, entry.action, entry.target, entry.outcome,
-                       entry.detail, entry.peer, entry.previous_hash, entry.hash))
+            c.execute(
+                f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.sequence,
+                    entry.at,
+                    entry.actor,
+                    entry.action,
+                    entry.target,
+                    entry.outcome,
+                    entry.detail,
+                    entry.peer,
+                    entry.previous_hash,
+                    entry.hash,
+                ),
+            )
         return entry
 
     def list_audit(self, after_sequence: int = 0, limit: int = 100) -> list[AuditEntry]:
-        rows = self._query(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE sequence > ? ORDER BY sequence LIMIT ?",
-                           (after_sequence, limit))
+        rows = self._query(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE sequence > ? ORDER BY sequence LIMIT ?", (after_sequence, limit)
+        )
         return [AuditEntry(*r) for r in rows]
 
     def iter_audit(self) -> Iterator[AuditEntry]:
@@ -400,18 +517,25 @@ def _add_routing(c: sqlite3.Connection, node_id: str, at: float, report: Routing
     """Inside a transaction: add a report's counts to the node's totals and keep its head if not older."""
     known = "WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = ?)"
     c.executemany(
-        "INSERT INTO routing_totals (node_id, data_class, route, count, updated_at) SELECT ?, ?, ?, ?, ? " + known +
-        " ON CONFLICT (node_id, data_class, route) DO UPDATE SET count = count + excluded.count,"
+        "INSERT INTO routing_totals (node_id, data_class, route, count, updated_at) SELECT ?, ?, ?, ?, ? "
+        + known
+        + " ON CONFLICT (node_id, data_class, route) DO UPDATE SET count = count + excluded.count,"
         " updated_at = max(updated_at, excluded.updated_at)",
-        [(node_id, data_class, route, count, at, node_id) for (data_class, route), count in report.counts.items()
-         if count])
+        [
+            (node_id, data_class, route, count, at, node_id)
+            for (data_class, route), count in report.counts.items()
+            if count
+        ],
+    )
     c.execute(
-        "INSERT INTO routing_heads (node_id, audit_sequence, audit_head_hash, updated_at) SELECT ?, ?, ?, ? " + known +
-        " ON CONFLICT (node_id) DO UPDATE SET updated_at = max(updated_at, excluded.updated_at),"
+        "INSERT INTO routing_heads (node_id, audit_sequence, audit_head_hash, updated_at) SELECT ?, ?, ?, ? "
+        + known
+        + " ON CONFLICT (node_id) DO UPDATE SET updated_at = max(updated_at, excluded.updated_at),"
         " audit_head_hash = CASE WHEN excluded.audit_sequence >= audit_sequence"
         " THEN excluded.audit_head_hash ELSE audit_head_hash END,"
         " audit_sequence = max(audit_sequence, excluded.audit_sequence)",
-        (node_id, report.audit_sequence, report.audit_head_hash, at, node_id))
+        (node_id, report.audit_sequence, report.audit_head_hash, at, node_id),
+    )
 
 
 def _federated_run(row) -> FederatedRunRecord:
@@ -445,17 +569,41 @@ def _model(r) -> ModelRecord:
 
 
 def _node(r) -> NodeRecord:
-    return NodeRecord(node_id=r[0], labels=json.loads(r[1]), hostname=r[2], enrolled_at=r[3], token_id=r[4],
-                      certificate_serial=r[5], certificate_expires_at=r[6], last_seen_at=r[7], status=r[8],
-                      revoked_at=r[9], dropped_reports=r[10], config_generation=r[11],
-                      desired_model=json.loads(r[12]), health=NodeHealth(**json.loads(r[13])) if r[13] else None)
+    return NodeRecord(
+        node_id=r[0],
+        labels=json.loads(r[1]),
+        hostname=r[2],
+        enrolled_at=r[3],
+        token_id=r[4],
+        certificate_serial=r[5],
+        certificate_expires_at=r[6],
+        last_seen_at=r[7],
+        status=r[8],
+        revoked_at=r[9],
+        dropped_reports=r[10],
+        config_generation=r[11],
+        desired_model=json.loads(r[12]),
+        health=NodeHealth(**json.loads(r[13])) if r[13] else None,
+    )
 
 
 def _node_row(n: NodeRecord) -> tuple:
-    return (n.node_id, json.dumps(n.labels, sort_keys=True), n.hostname, n.enrolled_at, n.token_id,
-            n.certificate_serial, n.certificate_expires_at, n.last_seen_at, n.status, n.revoked_at,
-            n.dropped_reports, n.config_generation, json.dumps(n.desired_model, sort_keys=True),
-            _health_json(n.health))
+    return (
+        n.node_id,
+        json.dumps(n.labels, sort_keys=True),
+        n.hostname,
+        n.enrolled_at,
+        n.token_id,
+        n.certificate_serial,
+        n.certificate_expires_at,
+        n.last_seen_at,
+        n.status,
+        n.revoked_at,
+        n.dropped_reports,
+        n.config_generation,
+        json.dumps(n.desired_model, sort_keys=True),
+        _health_json(n.health),
+    )
 
 
 def _health_json(health: NodeHealth | None) -> str | None:

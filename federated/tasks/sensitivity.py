@@ -11,7 +11,7 @@ own business.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -22,8 +22,13 @@ from federated.tasks.base import Arrays, LocalUpdate
 
 ONNX_TOLERANCE = 1e-5
 # Texts the exported model is checked on against numpy (any text works: this compares two runtimes).
-PROBE_TEXTS = ["my card number is 4111 1111 1111 1111", "what is the capital of France?",
-               "patient John Doe, DOB 1980-01-01, diagnosis", "write a haiku about spring", ""]
+PROBE_TEXTS = [
+    "my card number is 4111 1111 1111 1111",
+    "what is the capital of France?",
+    "patient John Doe, DOB 1980-01-01, diagnosis",
+    "write a haiku about spring",
+    "",
+]
 
 
 def predict(weights: np.ndarray, bias: float, features: np.ndarray) -> np.ndarray:
@@ -31,8 +36,16 @@ def predict(weights: np.ndarray, bias: float, features: np.ndarray) -> np.ndarra
     return 1.0 / (1.0 + np.exp(-(features @ weights + bias)))
 
 
-def train(weights: np.ndarray, bias: float, features: np.ndarray, labels: np.ndarray, *,
-          epochs: int, learning_rate: float, l2: float) -> tuple[np.ndarray, float]:
+def train(
+    weights: np.ndarray,
+    bias: float,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float,
+    l2: float,
+) -> tuple[np.ndarray, float]:
     """Full-batch gradient descent on the logistic loss with L2, from the given start."""
     weights = weights.astype(np.float64).copy()
     count = len(labels)
@@ -58,17 +71,31 @@ class SensitivityTask:
         examples = local_data.read_examples(data_dir)
         labels = np.array([e.label for e in examples], dtype=np.float64)
         features = featurize_all([e.text for e in examples])
-        new_weights, new_bias = train(weights, bias, features, labels,
-                                      epochs=int(config.get("local-epochs", 20)),
-                                      learning_rate=float(config.get("learning-rate", 2.0)),
-                                      l2=float(config.get("l2", 1e-4)))
+        new_weights, new_bias = train(
+            weights,
+            bias,
+            features,
+            labels,
+            epochs=int(config.get("local-epochs", 20)),
+            learning_rate=float(config.get("learning-rate", 2.0)),
+            l2=float(config.get("l2", 1e-4)),
+        )
         limit = self.clipping_range
         clipped = int(np.sum(np.abs(new_weights) > limit) + (abs(new_bias) > limit))
-        arrays = [np.clip(new_weights, -limit, limit).astype(np.float32),
-                  np.clip(np.array([new_bias]), -limit, limit).astype(np.float32)]
+        arrays = [
+            np.clip(new_weights, -limit, limit).astype(np.float32),
+            np.clip(np.array([new_bias]), -limit, limit).astype(np.float32),
+        ]
         accuracy = float(np.mean((predict(arrays[0], float(arrays[1][0]), features) >= 0.5) == labels))
-        return LocalUpdate(arrays, weight=1, local_metrics={
-            "examples": float(len(examples)), "train_accuracy": accuracy, "clipped_values": float(clipped)})
+        return LocalUpdate(
+            arrays,
+            weight=1,
+            local_metrics={
+                "examples": float(len(examples)),
+                "train_accuracy": accuracy,
+                "clipped_values": float(clipped),
+            },
+        )
 
     def finish(self, aggregated: Arrays, config: Mapping[str, object], nodes: int) -> dict:
         weights, bias = _unpack(aggregated)
@@ -92,16 +119,20 @@ def export_onnx(weights: np.ndarray, bias: float) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "weights"], ["logit_raw"]),
-         helper.make_node("Add", ["logit_raw", "bias"], ["logit"]),
-         helper.make_node("Sigmoid", ["logit"], ["probability"])],
+        [
+            helper.make_node("MatMul", ["features", "weights"], ["logit_raw"]),
+            helper.make_node("Add", ["logit_raw", "bias"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["probability"]),
+        ],
         "sensitivity_classifier",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", DIMENSIONS])],
         [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch"])],
-        initializer=[numpy_helper.from_array(weights.astype(np.float32), "weights"),
-                     numpy_helper.from_array(np.array(bias, dtype=np.float32), "bias")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="edgefleet-federated")
+        initializer=[
+            numpy_helper.from_array(weights.astype(np.float32), "weights"),
+            numpy_helper.from_array(np.array(bias, dtype=np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgefleet-federated")
     model.ir_version = 8  # readable by onnxruntime builds as old as JetPack 6's
     model.metadata_props.add(key="edgefleet.featurizer", value=FEATURIZER)
     onnx.checker.check_model(model)

@@ -8,7 +8,7 @@ the scale is the fleet-wide sum. Only that sum leaves the ServerApp.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -28,8 +28,9 @@ def _scale(config: Mapping[str, object]) -> float:
 
 
 def usage_vector(usage: local_data.Usage) -> np.ndarray:
-    return np.array([*usage.requests_per_hour, *usage.latency_buckets, usage.cache_hits, usage.cache_lookups],
-                    dtype=np.float64)
+    return np.array(
+        [*usage.requests_per_hour, *usage.latency_buckets, usage.cache_hits, usage.cache_lookups], dtype=np.float64
+    )
 
 
 class UsageStatsTask:
@@ -48,8 +49,11 @@ class UsageStatsTask:
         counts = usage_vector(local_data.read_usage(data_dir))
         scaled = counts / _scale(config)
         clipped = int(np.sum(scaled > self.clipping_range))
-        return LocalUpdate([np.minimum(scaled, self.clipping_range).astype(np.float64)], weight=1,
-                           local_metrics={"requests": float(counts[:24].sum()), "clipped_values": float(clipped)})
+        return LocalUpdate(
+            [np.minimum(scaled, self.clipping_range).astype(np.float64)],
+            weight=1,
+            local_metrics={"requests": float(counts[:24].sum()), "clipped_values": float(clipped)},
+        )
 
     def finish(self, aggregated: Arrays, config: Mapping[str, object], nodes: int) -> dict:
         (mean,) = aggregated
@@ -59,10 +63,14 @@ class UsageStatsTask:
         hours, rest = totals[:24], totals[24:]
         buckets = len(local_data.LATENCY_BUCKETS_MS) + 1
         hits, lookups = rest[buckets:]
-        return {"kind": "report", "nodes": nodes,
-                "requests_per_hour": hours,
-                # The last bucket has no upper bound (null).
-                "latency_upper_ms": [*local_data.LATENCY_BUCKETS_MS, None],
-                "latency_counts": rest[:buckets],
-                "cache_hits": hits, "cache_lookups": lookups,
-                "cache_hit_rate": (hits / lookups) if lookups else None}
+        return {
+            "kind": "report",
+            "nodes": nodes,
+            "requests_per_hour": hours,
+            # The last bucket has no upper bound (null).
+            "latency_upper_ms": [*local_data.LATENCY_BUCKETS_MS, None],
+            "latency_counts": rest[:buckets],
+            "cache_hits": hits,
+            "cache_lookups": lookups,
+            "cache_hit_rate": (hits / lookups) if lookups else None,
+        }
