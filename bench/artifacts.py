@@ -82,8 +82,8 @@ def label(n: int) -> str:
 
 def machine() -> dict:
     cpu = ""
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     import google.protobuf
 
     return {
@@ -165,7 +165,8 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
         for i in range(repeat):
             dst = work / "copy.bin"
 
-            def copy():
+            # The closures take this iteration's values as defaults, though timed() calls each at once.
+            def copy(dst: Path = dst) -> None:
                 shutil.copyfile(src, dst)
                 fsync_file(dst)
 
@@ -174,7 +175,7 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
             runs["push"].append(
                 timed(
                     central_proc,
-                    lambda: cli(
+                    lambda i=i: cli(
                         central, "models", "push", str(src), "--name", name, "--version", f"1.0.{i}", "--format", "gguf"
                     ),
                 )
@@ -188,18 +189,20 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
             runs["fetch"].append(
                 timed(
                     central_proc,
-                    lambda: holder.setdefault(
+                    lambda holder=holder, slots=slots, manifest=manifest, sha=sha: holder.setdefault(
                         "path", slots.download(manifest, lambda offset: client.fetch_artifact(sha, offset))
                     ),
                 )
             )
-            runs["verify"].append(timed(central_proc, lambda: holder.setdefault("sha", sha256_file(holder["path"]))))
+            runs["verify"].append(
+                timed(central_proc, lambda holder=holder: holder.setdefault("sha", sha256_file(holder["path"])))
+            )
             if holder["sha"] != sha or holder["path"].stat().st_size != size:
                 raise RuntimeError(f"downloaded {holder['path']} does not match {sha}")
             shutil.rmtree(work / "node-data")
             raw = work / "raw.bin"
 
-            def fetch_raw():
+            def fetch_raw(raw: Path = raw, sha: str = sha) -> None:
                 with open(raw, "wb") as f:
                     for _offset, data, _total in client.fetch_artifact(sha, 0):
                         f.write(data)

@@ -303,8 +303,8 @@ PII_ITEMS = [
 
 def machine() -> dict:
     cpu = ""
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     return {
         "platform": platform.platform(),
         "cpu": cpu,
@@ -350,7 +350,7 @@ def print_quality(results: dict[str, dict]) -> None:
             + "".join(f"{v:>12}" for v in row)
             + f"   <= {FALSE_POSITIVE_MAX:.0%}"
         )
-    locales = list(corpus.LOCALES) + ["intl"]
+    locales = [*corpus.LOCALES, "intl"]
     print("\nrecall by locale (detectors; phone also reference)")
     kinds = list(corpus.KINDS)
     print(f"{'locale':<8}" + "".join(f"{k:>10}" for k in kinds) + f"{'phone ref':>11}")

@@ -69,8 +69,8 @@ MESSAGE_LINE = re.compile(
 
 def machine() -> dict:
     cpu = ""
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     import flwr
     import numpy
 
@@ -190,7 +190,7 @@ class Cluster:
                     self.ctl.close()
                     self.ctl = None
                 if self.superlink.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SuperLink did not come up ({exc}); see {self.root / 'superlink.log'}")
+                    raise RuntimeError(f"SuperLink did not come up ({exc}); see {self.root / 'superlink.log'}") from exc
                 time.sleep(0.5)
         for i in range(self.n):
             self.node_dirs.append(self.add_node(i))
@@ -436,12 +436,15 @@ def measure_crypto(n: int, repeat: int = 3) -> dict:
             ciphertexts.append(encrypt(generate_shared_key(sk2, pk), b"x" * 200))
         t["share_keys"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for (_, pk), ct in zip(peers, ciphertexts):
+        for (_, pk), ct in zip(peers, ciphertexts, strict=True):
             decrypt(generate_shared_key(sk2, pk), ct)
         q = quantize(arrays, 8.0, 1 << 22)
-        masked = [a + m for a, m in zip(q, pseudo_rand_gen(seed, mod_range, dims))]
+        masked = [a + m for a, m in zip(q, pseudo_rand_gen(seed, mod_range, dims), strict=True)]
         for _, pk in peers:
-            masked = [a - m for a, m in zip(masked, pseudo_rand_gen(generate_shared_key(sk1, pk), mod_range, dims))]
+            masked = [
+                a - m
+                for a, m in zip(masked, pseudo_rand_gen(generate_shared_key(sk1, pk), mod_range, dims), strict=True)
+            ]
         [a % mod_range for a in masked]
         t["collect_masked_vectors"] = time.perf_counter() - t0
         t0 = time.perf_counter()

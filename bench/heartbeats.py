@@ -7,9 +7,10 @@ and CSR; certificates and keys stay in memory. The run for a smaller N uses the 
 
 Load: W worker processes (--workers; spawned, separate from central; uvloop when installed), each owning
 N/W nodes with one grpc.aio mTLS channel per node (each presents its own certificate), one Heartbeat
-stream per node (as agents keep one), and one realistic NodeStatus per node (encode_status, parsed once, reused). All channels connect and beat a few times before
-the window opens; then, for --duration seconds, every node heartbeats closed-loop (the next RPC as soon as
-the previous returns), which measures capacity. Closed-loop latency is mostly queueing, about N / rate
+stream per node (as agents keep one), and one realistic NodeStatus per node (encode_status, parsed once,
+reused). All channels connect and beat a few times before the window opens; then, for --duration
+seconds, every node heartbeats closed-loop (the next RPC as soon as the previous returns), which
+measures capacity. Closed-loop latency is mostly queueing, about N / rate
 (Little's law): for latency at a given load use --rate R, an open loop of fixed schedules adding up to R
 beats/s. Latency is perf_counter around each write+read in the clients; errors are counted by status code.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import multiprocessing as mp
 import os
@@ -73,10 +75,8 @@ def percentile(ordered, q: float) -> float:
 
 def machine() -> dict:
     cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     import google.protobuf
 
     return {
@@ -149,7 +149,7 @@ def enroll_nodes(address: str, fingerprint: str, token: str, n: int, window: int
 
 async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: float, duration_s: float, conn) -> dict:
     """One worker: connect and warm up every node, report ready, wait for the start time, beat until the end."""
-    options = channels.CLIENT_OPTIONS + [("grpc.use_local_subchannel_pool", 1)]  # one connection per node
+    options = [*channels.CLIENT_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]  # one connection per node
     parsed = common_pb2.NodeStatus.FromString(status)
     chans = [
         grpc.aio.secure_channel(address, channels.mtls_credentials(ca_pem, cert, key), options=options)
@@ -180,7 +180,7 @@ async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: 
     try:
         await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in chans)), 120)
         for _ in range(WARMUP_BEATS):
-            await asyncio.gather(*(call(req, timeout=RPC_TIMEOUT_S) for call, req in zip(calls, requests)))
+            await asyncio.gather(*(call(req, timeout=RPC_TIMEOUT_S) for call, req in zip(calls, requests, strict=True)))
         conn.send(("ready", None))
         start = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         end = start + duration_s
@@ -209,7 +209,7 @@ async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: 
                     latencies.append(t1 - t0)
 
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
-        await asyncio.gather(*(node(c, r) for c, r in zip(calls, requests)))
+        await asyncio.gather(*(node(c, r) for c, r in zip(calls, requests, strict=True)))
         return {"latencies": latencies.tobytes(), "errors": errors}
     finally:
         await asyncio.gather(*(ch.close() for ch in chans), return_exceptions=True)
@@ -222,7 +222,7 @@ def worker_main(nodes, address, ca_pem, status, interval_s, duration_s, loop, co
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         conn.send(("done", asyncio.run(_drive(nodes, address, ca_pem, status, interval_s, duration_s, conn))))
-    except BaseException as exc:  # reported to the parent, which stops everything
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops everything
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
