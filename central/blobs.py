@@ -89,7 +89,8 @@ class _LocalWriter(BlobWriter):
     def __init__(self, store: LocalBlobStore):
         self._store = store
         self._tmp = store.root / "tmp" / f"upload-{secrets.token_hex(8)}"
-        self._file = open(self._tmp, "wb")
+        # Held open across write() calls: commit() or abort() closes it.
+        self._file = open(self._tmp, "wb")  # noqa: SIM115
         self._hash = hashlib.sha256()
         self._size = 0
 

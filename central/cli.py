@@ -447,7 +447,7 @@ def _nodes_list(client, args) -> int:
                 f"{r['p99_ms']:.0f}",
                 "-" if r["cache_hit_rate"] is None else f"{r['cache_hit_rate']:.0%}",
             ]
-            for r, n in zip(rows, nodes)
+            for r, n in zip(rows, nodes, strict=True)
         ],
     )
     return 0
@@ -1005,9 +1005,9 @@ def _print_json(value) -> None:
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _iso(ts) -> str:

@@ -38,7 +38,8 @@ SUPERLINK_CERT_DAYS = 365
 def flower_available() -> str | None:
     """None when flwr imports; otherwise why federated learning is off on this install."""
     if sys.version_info < (3, 11):
-        return "federated learning needs Python 3.11 or later (flwr 1.42); this is Python %d.%d" % sys.version_info[:2]
+        major, minor = sys.version_info[:2]
+        return f"federated learning needs Python 3.11 or later (flwr 1.42); this is Python {major}.{minor}"
     import importlib.util
 
     if importlib.util.find_spec("flwr") is None:

@@ -16,6 +16,7 @@ rollouts handler wraps them at its boundary (`raise InvalidArgument(str(exc)) fr
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -142,7 +143,7 @@ def _checked_steps(steps: Iterable[int]) -> tuple[int, ...]:
     for pct in steps:
         if isinstance(pct, bool) or not isinstance(pct, int) or not 1 <= pct <= 100:
             raise RolloutError(f"each step is a whole percentage from 1 to 100, got {pct!r}")
-    for before, after in zip(steps, steps[1:]):
+    for before, after in itertools.pairwise(steps):
         if after <= before:
             raise RolloutError(f"steps must be strictly increasing, got {before} then {after} in {list(steps)}")
     if steps[-1] != 100:

@@ -9,6 +9,7 @@ handler runs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
@@ -187,21 +188,22 @@ async def _tell_systemd(
         try:
             online, enrolled = await asyncio.to_thread(_count_nodes, store, settings.heartbeat_interval_s)
             line = status_line(fleet_address, enroll_address, superlink, online, enrolled)
-        except Exception as exc:  # a failing store must not silence the status; the flusher reports it
+        except Exception as exc:  # noqa: BLE001 - a failing store must not silence the status; the flusher reports it
             line = f"serving fleet API on {fleet_address}; node count unavailable: {exc}"
         if not ready:
             ready = sdnotify.notify("READY=1", sdnotify.status(line))
         elif line != last:
             sdnotify.notify(sdnotify.status(line))
         last = line
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), STATUS_INTERVAL_S)
-        except asyncio.TimeoutError:
-            pass
 
 
 def status_line(fleet_address: str, enroll_address: str, superlink: str, online: int, enrolled: int) -> str:
-    """Central's STATUS= line: "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 3 nodes online (of 5)"."""
+    """Central's STATUS= line.
+
+    For example "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 3 nodes online (of 5)".
+    """
     line = f"serving fleet API on {fleet_address}, enrollment on {enroll_address}"
     if superlink:
         line += f", SuperLink on {superlink}"
@@ -290,10 +292,8 @@ def _federation(paths: CentralPaths, authority: Authority, listen: str | None, a
 
 async def _flush_heartbeats(central: Central, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
-        except asyncio.TimeoutError:
-            pass
         try:
             central.beats.flush()
         except Exception:  # a failing store must not stop the flusher; the beats are kept for the next try

@@ -55,11 +55,13 @@ def discover_ca(address: str, fingerprint: str, timeout_s: float = 10.0) -> byte
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw:
-        with context.wrap_socket(raw, server_hostname=pki.CENTRAL_SERVER_NAME) as tls:
-            # Private in 3.10-3.12, public as get_unverified_chain() from 3.13.
-            chain_fn = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain
-            chain = [c.public_bytes() for c in chain_fn()]
+    with (
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw,
+        context.wrap_socket(raw, server_hostname=pki.CENTRAL_SERVER_NAME) as tls,
+    ):
+        # Private in 3.10-3.12, public as get_unverified_chain() from 3.13.
+        chain_fn = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain
+        chain = [c.public_bytes() for c in chain_fn()]
     for pem in chain:
         pem_bytes = _b(pem)
         if pki.fingerprint(pki.load_certificate(pem_bytes)) == wanted:

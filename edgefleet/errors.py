@@ -5,7 +5,7 @@ defines it in parentheses, what it means. tests/unit/test_error_trees.py keeps t
 
     EdgefleetError         (edgefleet.errors)
     ├── PkiError           (edgefleet.pki)           a certificate, key, CSR or CA fingerprint that cannot be used
-    ├── ManifestError      (edgefleet.manifest)      a model manifest that is malformed or whose signature does not verify
+    ├── ManifestError      (edgefleet.manifest)      a manifest that is malformed or whose signature does not verify
     ├── DurationError      (edgefleet.durations)     text that is not a positive duration; also a ValueError
     ├── AgentError         (edge_agent.errors)       the agent's root: its tree is in edge_agent/errors.py
     ├── CentralError       (central.errors)          central's root: its tree is in central/errors.py

@@ -1,9 +1,11 @@
 """Federated learning's exception tree; one root, under edgefleet's, so callers can catch it whole.
 
-FederatedError         (federated.errors)
-├── TaskError          (federated.errors)           a task cannot run on this data or configuration
-├── FlowerControlError (federated.control)          the SuperLink's Control API refused or could not be reached
-└── FabRefused         (federated.fast_supernode)   a run's FAB is not the code-free edgefleet FAB
+Drawn in the form edgefleet/errors.py describes (a flush-left line here keeps the formatter from dedenting it):
+
+    FederatedError         (federated.errors)
+    ├── TaskError          (federated.errors)           a task cannot run on this data or configuration
+    ├── FlowerControlError (federated.control)          the SuperLink's Control API refused or could not be reached
+    └── FabRefused         (federated.fast_supernode)   a run's FAB is not the code-free edgefleet FAB
 """
 
 from edgefleet.errors import EdgefleetError

@@ -189,8 +189,8 @@ class UsageCounters:
                 logging.getLogger(__name__).warning("starting usage totals again: %s", exc)
             current = Usage((0,) * 24, (0,) * len(latency), 0, 0)
         merged = {
-            "requests_per_hour": [a + b for a, b in zip(current.requests_per_hour, hours)],
-            "latency_buckets": [a + b for a, b in zip(current.latency_buckets, latency)],
+            "requests_per_hour": [a + b for a, b in zip(current.requests_per_hour, hours, strict=True)],
+            "latency_buckets": [a + b for a, b in zip(current.latency_buckets, latency, strict=True)],
             "cache": [current.cache_hits + hits, current.cache_lookups + lookups],
         }
         write_public(self.path, json.dumps(merged).encode())

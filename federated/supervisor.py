@@ -9,6 +9,7 @@ an exponential backoff with jitter; every exit is logged with its code.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -33,10 +34,8 @@ HEALTHY_AFTER_S = 60.0
 def _die_with_parent() -> None:
     os.setsid()
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except OSError:
-            pass
 
 
 def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -130,7 +129,5 @@ class Supervisor:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass

@@ -121,7 +121,7 @@ def start(
 
 
 def pause(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
-    spec, state = _load(central, caller, "rollout.pause", rollout_id)
+    _spec, state = _load(central, caller, "rollout.pause", rollout_id)
     new = _phase_change(lambda: rollout.pause(state, central.clock(), f"paused by {caller.actor}"))
     central.store.set_rollout_state(rollout_id, state_to_json(new))
     record_audit(central, caller, "rollout.pause", rollout_id, audit.ALLOWED, new.reason)
@@ -129,7 +129,7 @@ def pause(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
 
 
 def resume(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
-    spec, state = _load(central, caller, "rollout.resume", rollout_id)
+    _spec, state = _load(central, caller, "rollout.resume", rollout_id)
     new = _phase_change(lambda: rollout.resume(state, central.clock()))
     central.store.set_rollout_state(rollout_id, state_to_json(new))
     record_audit(central, caller, "rollout.resume", rollout_id, audit.ALLOWED, "resumed; the current step bakes again")

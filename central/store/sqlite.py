@@ -50,16 +50,18 @@ _MIGRATIONS = [
             " action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,"
             " peer TEXT NOT NULL, previous_hash TEXT NOT NULL, hash TEXT NOT NULL)",
             # The log is append-only in the file itself, not only by convention.
-            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
-            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+            " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+            " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END",
         ],
     ),
     (
         2,
         [
-            "CREATE TABLE models (name TEXT NOT NULL, version TEXT NOT NULL, format TEXT NOT NULL, sha256 TEXT NOT NULL,"
-            " size INTEGER NOT NULL, params TEXT NOT NULL, created_at REAL NOT NULL, pushed_by TEXT NOT NULL,"
-            " manifest BLOB NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (name, version))",
+            "CREATE TABLE models (name TEXT NOT NULL, version TEXT NOT NULL, format TEXT NOT NULL,"
+            " sha256 TEXT NOT NULL, size INTEGER NOT NULL, params TEXT NOT NULL, created_at REAL NOT NULL,"
+            " pushed_by TEXT NOT NULL, manifest BLOB NOT NULL, signature TEXT NOT NULL, PRIMARY KEY (name, version))",
             "CREATE INDEX models_sha256 ON models (sha256)",
             "ALTER TABLE nodes ADD COLUMN desired_sha256 TEXT NOT NULL DEFAULT ''",
             "CREATE INDEX nodes_desired_sha256 ON nodes (desired_sha256)",
