@@ -11,6 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 from central.credential import Credential
 from central.credential import save as save_credential
 from central.errors import CentralError
@@ -78,7 +80,7 @@ class Authority:
     """The fleet CA, loaded once at start: issues node and admin certificates."""
 
     key: object
-    certificate: object
+    certificate: x509.Certificate
 
     @classmethod
     def load(cls, paths: CentralPaths) -> Authority:

@@ -126,7 +126,8 @@ def run_status(
     ServerApp died before it could write one. `lost`: the SuperLink answered and does
     not know the run (it keeps its state in memory and was restarted).
     """
-    report_status = (report or {}).get("status")
+    report = report or {}
+    report_status = report.get("status")
     if report_status == "completed":
         return COMPLETED, ""
     if report_status == "failed":

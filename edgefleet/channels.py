@@ -59,8 +59,8 @@ def discover_ca(address: str, fingerprint: str, timeout_s: float = 10.0) -> byte
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw,
         context.wrap_socket(raw, server_hostname=pki.CENTRAL_SERVER_NAME) as tls,
     ):
-        # Private in 3.10-3.12, public as get_unverified_chain() from 3.13.
-        chain_fn = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain
+        # Private in 3.10-3.12, public as get_unverified_chain() from 3.13; typeshed names no private attribute.
+        chain_fn = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
         chain = [c.public_bytes() for c in chain_fn()]
     for pem in chain:
         pem_bytes = _b(pem)

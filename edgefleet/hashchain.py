@@ -34,9 +34,13 @@ class ChainCheck:
 
 
 class Linked(Protocol):
-    sequence: int
-    previous_hash: str
-    hash: str
+    # Read-only properties, so frozen dataclasses (central's AuditEntry) satisfy it too.
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def previous_hash(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
 
 
 E = TypeVar("E", bound=Linked)

@@ -49,7 +49,6 @@ from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 
-import tomllib
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
@@ -65,6 +64,12 @@ from flwr.supernode.fleet_http_connection import http_request_response
 from edgefleet import logs
 from federated import fab as fab_spec
 from federated.errors import FederatedError
+
+# flwr, and so this module, runs on 3.11+; the fallback is for mypy, which checks the tree as 3.10.
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 log = logging.getLogger("edgefleet.fast_supernode")
 
@@ -105,7 +110,7 @@ def check_fab(content: bytes, fab_hash: str) -> None:
 def _describe(message: Message) -> str:
     configs = message.content.config_records.get(RECORD_KEY_CONFIGS) if message.has_content() else None
     if configs is not None and Key.STAGE in configs:
-        return f"{message.metadata.message_type} secagg:{configs[Key.STAGE]}"
+        return f"{message.metadata.message_type} secagg:{configs[Key.STAGE]!s}"
     return message.metadata.message_type
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeGuard
 
 import flwr.compat.common.recorddict_compat as common_compat
 from flwr.app import MessageType
@@ -23,7 +24,7 @@ from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.common import Context, Message, bytes_to_ndarray, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
-from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.server.workflow.default_workflows import default_fit_workflow
@@ -169,7 +170,7 @@ def _stage_of(messages: list[Message]) -> str:
     for message in messages[:1]:
         configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
         if configs is not None and Key.STAGE in configs:
-            return f"secagg:{configs[Key.STAGE]}"
+            return f"secagg:{configs[Key.STAGE]!s}"
         return message.metadata.message_type
     return "none"
 
@@ -178,7 +179,14 @@ def _masked_parameters(reply: Message):
     configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
     if configs is None or Key.MASKED_PARAMETERS not in configs:
         return None
-    return [bytes_to_ndarray(b) for b in configs[Key.MASKED_PARAMETERS]]
+    masked = configs[Key.MASKED_PARAMETERS]
+    if not _is_list_of_bytes(masked):
+        raise TypeError(f"a reply's {Key.MASKED_PARAMETERS} is {type(masked).__name__}, not a list of bytes")
+    return [bytes_to_ndarray(b) for b in masked]
+
+
+def _is_list_of_bytes(value: object) -> TypeGuard[list[bytes]]:
+    return isinstance(value, list) and all(isinstance(b, bytes) for b in value)
 
 
 server_app = ServerApp()
@@ -204,7 +212,7 @@ def _run(grid: RecordingGrid, context: Context, config: dict, report: results.Ru
     task = get_task(str(config["task"]))
     rounds, min_nodes = int(config["rounds"]), int(config["min-nodes"])
     nodes = _wait_for_nodes(grid, min_nodes, float(config["wait-nodes-s"]), report)
-    strategy = FedAvg(
+    strategy: Strategy = FedAvg(
         fraction_fit=1.0,
         fraction_evaluate=0.0,
         min_fit_clients=min_nodes,
@@ -249,7 +257,8 @@ class CheckedFit:
     def __init__(self, inner, report: results.RunReport):
         self.inner, self.report = inner, report
 
-    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+    # Typed as Flower's Workflow; the inner workflow checks for a LegacyContext itself.
+    def __call__(self, grid: Grid, context: Context) -> None:
         before = context.state.array_records[MAIN_PARAMS_RECORD]
         round_number = len(self.report.rounds) + 1
         started = time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,8 @@ def read_report(results_dir: Path, run_id: int) -> dict | None:
 class RunReport:
     def __init__(self, results_dir: Path, run_id: int, config: dict):
         self.results_dir, self.run_id = Path(results_dir), run_id
-        self.state = {
+        # The run's JSON document, as written to report_path.
+        self.state: dict[str, Any] = {
             "run_id": run_id,
             "task": config.get("task"),
             "status": "starting",

@@ -13,6 +13,8 @@ from typing import Protocol
 import numpy as np
 
 Arrays = list[np.ndarray]
+# A run's config as Flower gives it (its UserConfig), spelled here: this module imports without flwr.
+RunConfig = Mapping[str, bool | float | int | str]
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class Task(Protocol):
     quantization_range: int
     modulus_range: int
 
-    def initial_arrays(self, config: Mapping[str, object]) -> Arrays: ...
+    def initial_arrays(self, config: RunConfig) -> Arrays: ...
 
-    def local_update(self, data_dir, global_arrays: Arrays, config: Mapping[str, object]) -> LocalUpdate: ...
+    def local_update(self, data_dir, global_arrays: Arrays, config: RunConfig) -> LocalUpdate: ...
 
-    def finish(self, aggregated: Arrays, config: Mapping[str, object], nodes: int) -> dict: ...
+    def finish(self, aggregated: Arrays, config: RunConfig, nodes: int) -> dict: ...

@@ -11,14 +11,12 @@ own business.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from edgefleet.featurize import DIMENSIONS, FEATURIZER, featurize_all
 from federated import local_data
 from federated.errors import TaskError
-from federated.tasks.base import Arrays, LocalUpdate
+from federated.tasks.base import Arrays, LocalUpdate, RunConfig
 
 ONNX_TOLERANCE = 1e-5
 # Texts the exported model is checked on against numpy (any text works: this compares two runtimes).
@@ -63,10 +61,10 @@ class SensitivityTask:
     quantization_range = 1 << 22
     modulus_range = 1 << 32
 
-    def initial_arrays(self, config: Mapping[str, object]) -> Arrays:
+    def initial_arrays(self, config: RunConfig) -> Arrays:
         return [np.zeros(DIMENSIONS, np.float32), np.zeros(1, np.float32)]
 
-    def local_update(self, data_dir, global_arrays: Arrays, config: Mapping[str, object]) -> LocalUpdate:
+    def local_update(self, data_dir, global_arrays: Arrays, config: RunConfig) -> LocalUpdate:
         weights, bias = _unpack(global_arrays)
         examples = local_data.read_examples(data_dir)
         labels = np.array([e.label for e in examples], dtype=np.float64)
@@ -97,7 +95,7 @@ class SensitivityTask:
             },
         )
 
-    def finish(self, aggregated: Arrays, config: Mapping[str, object], nodes: int) -> dict:
+    def finish(self, aggregated: Arrays, config: RunConfig, nodes: int) -> dict:
         weights, bias = _unpack(aggregated)
         model = export_onnx(weights, bias)
         difference = check_onnx(model, weights, bias, PROBE_TEXTS)

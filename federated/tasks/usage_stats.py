@@ -8,19 +8,17 @@ the scale is the fleet-wide sum. Only that sum leaves the ServerApp.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from federated import local_data
 from federated.errors import TaskError
-from federated.tasks.base import Arrays, LocalUpdate
+from federated.tasks.base import Arrays, LocalUpdate, RunConfig
 
 DEFAULT_SCALE = 100_000.0
 LENGTH = 24 + len(local_data.LATENCY_BUCKETS_MS) + 1 + 2
 
 
-def _scale(config: Mapping[str, object]) -> float:
+def _scale(config: RunConfig) -> float:
     scale = float(config.get("usage-scale", DEFAULT_SCALE))
     if scale <= 0:
         raise TaskError(f"usage-scale must be positive, got {scale}")
@@ -42,10 +40,10 @@ class UsageStatsTask:
     quantization_range = 1 << 30
     modulus_range = 1 << 40
 
-    def initial_arrays(self, config: Mapping[str, object]) -> Arrays:
+    def initial_arrays(self, config: RunConfig) -> Arrays:
         return [np.zeros(LENGTH, np.float32)]
 
-    def local_update(self, data_dir, global_arrays: Arrays, config: Mapping[str, object]) -> LocalUpdate:
+    def local_update(self, data_dir, global_arrays: Arrays, config: RunConfig) -> LocalUpdate:
         counts = usage_vector(local_data.read_usage(data_dir))
         scaled = counts / _scale(config)
         clipped = int(np.sum(scaled > self.clipping_range))
@@ -55,7 +53,7 @@ class UsageStatsTask:
             local_metrics={"requests": float(counts[:24].sum()), "clipped_values": float(clipped)},
         )
 
-    def finish(self, aggregated: Arrays, config: Mapping[str, object], nodes: int) -> dict:
+    def finish(self, aggregated: Arrays, config: RunConfig, nodes: int) -> dict:
         (mean,) = aggregated
         if mean.shape != (LENGTH,):
             raise TaskError(f"usage-stats parameters must be ({LENGTH},), got {mean.shape}")
