@@ -20,11 +20,13 @@ import logging
 import socket
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from central.datadir import Authority, CentralPaths
 from central.errors import InvalidArgument
+from central.store import FlowerKeyRecord
 from edgefleet import pki
 
 log = logging.getLogger(__name__)
@@ -154,14 +156,14 @@ def last_line(reason: str) -> str:
 REGISTER, UNREGISTER = "register", "unregister"
 
 
-def key_actions(keys, registered: dict[int, str]) -> list[tuple[str, object]]:
+def key_actions(keys: Iterable[FlowerKeyRecord], registered: dict[int, str]) -> list[tuple[str, FlowerKeyRecord]]:
     """What to ask of the SuperLink so it knows exactly the enrolled, unrevoked nodes' keys.
 
     `keys` are central's records (store.FlowerKeyRecord), `registered` the SuperLink's nodes
     (Flower id -> status). The SuperLink keeps its state in memory, so after it restarts every
     key is registered again (under a new Flower id).
     """
-    actions = []
+    actions: list[tuple[str, FlowerKeyRecord]] = []
     for key in keys:
         known = registered.get(key.flower_node_id, "unregistered") != "unregistered" if key.flower_node_id else False
         if not key.revoked and not known:

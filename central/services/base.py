@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from central import audit
 from central.blobs import BlobStore
 from central.datadir import Authority
-from central.errors import PermissionDenied, ServiceError, Unauthenticated
+from central.errors import FailedPrecondition, PermissionDenied, ServiceError, Unauthenticated
 from central.heartbeats import HeartbeatBuffer
 from central.store import FleetStore
 from edgefleet import pki
@@ -50,6 +50,8 @@ class Caller:
 class SystemCaller(Caller):
     """Central acting on its own (a finished run's outcome): the audit log names the part that acted."""
 
+    _part: str  # set once in __init__, through object.__setattr__ as Caller is frozen
+
     def __init__(self, part: str):
         super().__init__(None, "central")
         object.__setattr__(self, "_part", part)
@@ -61,6 +63,8 @@ class SystemCaller(Caller):
 
 class TokenCaller(Caller):
     """An enrolling agent has no certificate yet: the audit log names it by its token id."""
+
+    _token_id: str  # set once in __init__, through object.__setattr__ as Caller is frozen
 
     def __init__(self, token_id: str, peer: str):
         super().__init__(None, peer)
@@ -93,6 +97,20 @@ class Central:
 
     def __post_init__(self) -> None:
         self.beats = HeartbeatBuffer(self.store)
+
+
+def blob_store(central: Central) -> BlobStore:
+    """The registry's blobs: `central serve` always sets them; a Central built without them has no registry."""
+    if central.blobs is None:
+        raise FailedPrecondition("this central has no blob store, so no model registry")
+    return central.blobs
+
+
+def manifest_signing_key(central: Central) -> Ed25519PrivateKey:
+    """The key that signs the registry's manifests; like the blobs, set by `central serve`."""
+    if central.signing_key is None:
+        raise FailedPrecondition("this central has no signing key, so it cannot sign model manifests")
+    return central.signing_key
 
 
 def record_audit(central: Central, caller: Caller, action: str, target: str, outcome: str, detail: str) -> None:

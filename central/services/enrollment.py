@@ -32,16 +32,16 @@ def enroll(
     token_id, secret = parsed
     token_caller = TokenCaller(token_id, caller.peer)
     now = central.clock()
-    refusal = tokens.token_refusal(central.store.get_token(token_id), secret, now)
-    if refusal:
-        raise refuse(central, Unauthenticated, token_caller, action, token_id, refusal)
+    record = central.store.get_token(token_id)
+    refusal = tokens.token_refusal(record, secret, now)
+    if refusal or record is None:  # token_refusal refuses a missing token; `is None` tells the type checker
+        raise refuse(central, Unauthenticated, token_caller, action, token_id, refusal or "unknown bootstrap token")
     try:
         public_key = pki.public_key_from_csr(csr_pem)
         if flower_public_key:
             federation.validate_flower_key(flower_public_key)
     except (pki.PkiError, InvalidArgument) as exc:
         raise refuse(central, InvalidArgument, token_caller, action, token_id, str(exc)) from None
-    record = central.store.get_token(token_id)
     node_id = "node-" + secrets.token_hex(4)
     cert = central.authority.issue(
         public_key,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from central import audit, federation
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.services import registry
-from central.services.base import Caller, Central, SystemCaller, record_audit, refuse, require_admin
+from central.services.base import Caller, Central, SystemCaller, blob_store, record_audit, refuse, require_admin
 from central.store import FederatedRunRecord
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,9 @@ def _imported_view(central: Central, record: FederatedRunRecord, flower: dict | 
     view = _run_view(central, record, flower)
     if record.imported_at is None and view.status in (federation.COMPLETED, federation.FAILED):
         _import_outcome(central, SystemCaller("federated-learning"), record, view)
-        view = _run_view(central, central.store.get_federated_run(record.run_id), flower)
+        imported = central.store.get_federated_run(record.run_id)
+        if imported is not None:  # else removed meanwhile: keep the view already made
+            view = _run_view(central, imported, flower)
     return view
 
 
@@ -178,7 +180,8 @@ def _import_locked(central: Central, system: Caller, record: FederatedRunRecord,
     if view.status == federation.COMPLETED and record.task == "sensitivity":
         from federated.results import onnx_path
 
-        data = onnx_path(central.federation.results_dir, record.run_id).read_bytes()
+        fed = _federation(central, system, "fl.finish", str(record.run_id))
+        data = onnx_path(fed.results_dir, record.run_id).read_bytes()
         model = _register_classifier(central, system, record.run_id, data)
     central.store.set_federated_run_outcome(record.run_id, model, central.clock())
     record_audit(
@@ -195,7 +198,7 @@ def _import_locked(central: Central, system: Caller, record: FederatedRunRecord,
 
 def _register_classifier(central: Central, system: Caller, run_id: int, data: bytes) -> str:
     version = f"fl-{run_id}"
-    writer = central.blobs.writer()
+    writer = blob_store(central).writer()
     writer.write(data)
     sha256, size = writer.commit()
     registry.finish_push(

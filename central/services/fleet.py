@@ -11,7 +11,7 @@ import logging
 
 from central import audit, routing
 from central.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError, Unauthenticated
-from central.services.base import Caller, Central, record_audit, refuse
+from central.services.base import Caller, Central, blob_store, record_audit, refuse
 from central.store import DesiredState, NodeHealth, NodeRecord, ReportRecord
 from edgefleet import pki
 
@@ -136,7 +136,7 @@ def fetch_artifact(central: Central, caller: Caller, sha256: str, offset: int) -
     node = _active_node(central, caller, caller.identity.name if caller.identity else "", action)
     if not central.store.models_with_sha256(sha256):
         raise NotFound(f"no registered model has sha256 {sha256!r}")
-    size = central.blobs.size(sha256)
+    size = blob_store(central).size(sha256)
     if size is None:
         raise refuse(central, NotFound, caller, action, node.node_id, f"the blob {sha256} is missing from the store")
     if offset > size:

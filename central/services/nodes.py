@@ -63,6 +63,8 @@ def label_node(
     except LabelError as exc:
         raise InvalidArgument(str(exc)) from None
     updated = central.store.set_labels(node_id, labels)
+    if updated is None:  # removed since it was read above
+        raise NotFound(f"no node {node_id!r}")
     record_audit(central, caller, "node.label", node_id, audit.ALLOWED, f"labels now {labels}")
     return view(central, updated)
 

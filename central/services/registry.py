@@ -7,7 +7,7 @@ import re
 
 from central import audit
 from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ServiceError
-from central.services.base import Caller, Central, record_audit, refuse, require_admin
+from central.services.base import Caller, Central, blob_store, manifest_signing_key, record_audit, refuse, require_admin
 from central.services.nodes import NodeView, view
 from central.store import ModelRecord
 from edgefleet import manifest as manifest_mod
@@ -58,7 +58,7 @@ def finish_push(
             " versions are immutable: push a new version",
         )
     manifest = manifest_mod.Manifest(name, version, fmt, sha256, size, dict(params), central.clock(), caller.actor)
-    body, signature = manifest_mod.sign(manifest, central.signing_key)
+    body, signature = manifest_mod.sign(manifest, manifest_signing_key(central))
     record = ModelRecord(
         name, version, fmt, sha256, size, dict(params), manifest.created_at, caller.actor, body, signature
     )
@@ -138,12 +138,13 @@ def _assigned_to(central: Central, model: ModelRecord) -> list[str]:
     return [
         n
         for n in central.store.nodes_assigned(model.sha256)
-        if central.store.get_node(n).desired_model.get("version") == model.version
+        # A node removed since nodes_assigned() read it is no longer assigned anything.
+        if (node := central.store.get_node(n)) is not None and node.desired_model.get("version") == model.version
     ]
 
 
 def _drop_blob_if_unused(central: Central, sha256: str) -> bool:
     if central.store.models_with_sha256(sha256):
         return False
-    central.blobs.delete(sha256)
+    blob_store(central).delete(sha256)
     return True

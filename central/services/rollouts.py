@@ -228,7 +228,10 @@ def _apply(central: Central, spec: RolloutSpec, decision: rollout.Decision, acto
 
 
 def view(central: Central, rollout_id: str) -> RolloutView:
-    spec_text, state_text, created = central.store.get_rollout(rollout_id)
+    row = central.store.get_rollout(rollout_id)
+    if row is None:
+        raise NotFound(f"no rollout {rollout_id!r}")
+    spec_text, state_text, created = row
     spec, state = spec_from_json(spec_text), state_from_json(state_text)
     observations = _observations(central, spec)
     desired = rollout.desired_assignments(spec, state)
