@@ -12,6 +12,7 @@ import threading
 
 import httpx
 import pytest
+from cryptography import x509
 
 from agent_process import start_agent
 from central_process import create_token, start_central, wait_for
@@ -123,7 +124,7 @@ def test_node_goes_offline_after_three_missed_intervals_and_back_online(central,
     node_id, agent = _enrolled_agent(central, agents, tmp_path / "agent")
     wait_for(lambda: _node(central, node_id).node.state == admin_pb2.NODE_STATE_ONLINE, what="online")
     agent.stop()
-    wait_for(lambda: _node(central, node_id).node.state == admin_pb2.NODE_STATE_OFFLINE, timeout_s=10, what="offline")
+    wait_for(lambda: _node(central, node_id).node.state == admin_pb2.NODE_STATE_OFFLINE, timeout_s=60, what="offline")
     agent = agents(agent.data_dir, sections={"fleet": FAST_RETRY})
     wait_for(lambda: _node(central, node_id).node.state == admin_pb2.NODE_STATE_ONLINE, what="online again")
 
@@ -157,18 +158,21 @@ def test_reports_are_spooled_while_central_is_down_and_flushed_in_order(central,
 
 
 def test_agent_renews_its_certificate_at_two_thirds_of_its_lifetime(agents, tmp_path):
-    central = start_central(tmp_path / "central", "--heartbeat-interval", "0.5s", "--cert-lifetime", "6s")
+    # Long enough for a busy machine to start the agent and let it beat on its first certificate before the
+    # renewal is due (at 20 s), and to renew it in the last third.
+    lifetime_s = 30
+    central = start_central(tmp_path / "central", "--heartbeat-interval", "0.5s", "--cert-lifetime", f"{lifetime_s}s")
     try:
         node_id, agent = _enrolled_agent(central, agents, tmp_path / "agent")
         first_serial = _node(central, node_id).node.certificate_serial
         cert_file = FleetFiles(agent.data_dir).certificate
         first_pem = cert_file.read_bytes()
-        renewed = wait_for(lambda: (n := _node(central, node_id).node).certificate_serial != first_serial and n,
-                           timeout_s=20, what="a renewed certificate")
-        seen_at_renewal = renewed.last_seen_at.ToNanoseconds()
+        first_expires_ns = x509.load_pem_x509_certificate(first_pem).not_valid_after_utc.timestamp() * 1e9
+        wait_for(lambda: _node(central, node_id).node.certificate_serial != first_serial,
+                 timeout_s=lifetime_s + 60, what="a renewed certificate")
         # The new certificate works: heartbeats continue past the old one's expiry.
-        wait_for(lambda: _node(central, node_id).node.last_seen_at.ToNanoseconds() > seen_at_renewal + 6e9,
-                 timeout_s=20, what="heartbeats after the first certificate expired")
+        wait_for(lambda: _node(central, node_id).node.last_seen_at.ToNanoseconds() > first_expires_ns,
+                 timeout_s=lifetime_s + 60, what="heartbeats after the first certificate expired")
         assert cert_file.read_bytes() != first_pem
         assert oct(FleetFiles(agent.data_dir).key.stat().st_mode & 0o777) == "0o600"
         with central.admin() as admin:
