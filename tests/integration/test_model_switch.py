@@ -45,18 +45,22 @@ def test_switch_under_load_loses_no_request(tmp_path):
                 return
             n += 1
 
+    async def until(condition, timeout_s: float) -> None:
+        """Poll until condition() holds or a client failed; a busy machine may take a while."""
+        deadline = time.monotonic() + timeout_s
+        while not (condition() or errors) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
     async def scenario() -> float:
         await service.warm_up()
         stop = asyncio.Event()
         clients = [asyncio.create_task(client(i, stop)) for i in range(6)]
-        await asyncio.sleep(1.0)
-        await service.switch_to(new, drain_timeout_s=60)
+        # Switch under load: once the old model has answered a few.
+        await until(lambda: len(results) >= 3, 300)
+        await service.switch_to(new, drain_timeout_s=300)
         switched_at = time.monotonic()
-        # Run on until the new model has answered a few (a busy machine may take a while), at most a minute.
-        for _ in range(600):
-            if sum(1 for started, _, _ in results if started >= switched_at) >= 3:
-                break
-            await asyncio.sleep(0.1)
+        # Run on until the new model has answered a few.
+        await until(lambda: sum(1 for started, _, _ in results if started >= switched_at) >= 3, 300)
         stop.set()
         await asyncio.gather(*clients)
         return switched_at
