@@ -14,7 +14,7 @@ from central import credential as credential_file
 from central.client import AdminClient
 from central.datadir import CentralPaths, initialize
 
-STARTUP_TIMEOUT_S = 30
+STARTUP_TIMEOUT_S = 60  # generous: a busy machine imports and starts slowly
 
 
 @dataclass
@@ -117,8 +117,9 @@ def edgefleet_cli(central: CentralProcess, *args: str) -> str:
     return out.getvalue()
 
 
-def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"):
-    """Poll until predicate() returns something truthy; return it. For states another process reaches."""
+def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.1, what: str = "condition"):
+    """Poll until predicate() returns something truthy; return it. For states another process reaches: wait on
+    the state itself with a generous deadline, never sleep a guessed time (a busy machine is slow, not broken)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()

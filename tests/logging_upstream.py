@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-STARTUP_TIMEOUT_S = 30
+STARTUP_TIMEOUT_S = 60  # generous: a busy machine imports and starts slowly
 ANSWER = "logged"
 
 
