@@ -73,7 +73,7 @@ def fl_fleet(tmp_path_factory):
         # Every key registered with the SuperLink by central's reconcile pass.
         wait_for(lambda: sum('"fl.node.register"' in line for line in
                              edgefleet_cli(central, "audit", "list", "--json").splitlines()) >= NODES,
-                 timeout_s=60, what="central registering the nodes' Flower keys")
+                 timeout_s=120, what="central registering the nodes' Flower keys")
         yield central, nodes, agents, token
     finally:
         for agent in agents:
@@ -227,9 +227,10 @@ def test_bad_local_data_is_a_node_error_in_the_status_not_a_hung_round(fl_fleet)
     try:
         with open(examples_path(bad_dir), "a") as rows:
             rows.write('{"text": "no label here"}\n')
-        # One bad node of three: SecAgg+'s threshold (2) is met without it; the status names its error.
+        # One bad node of three: SecAgg+'s threshold (2) is met without it; the status names its error. Each
+        # node answers or reports its error, so the stage timeout is only a bound, generous for a busy machine.
         row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
-                   "--stage-timeout", "30s")
+                   "--stage-timeout", "120s")
         assert row["status"] == "completed", row
         line = len(saved[bad_dir].splitlines()) + 1
         assert any(e.startswith(f"{bad_id}: ") and f"examples.jsonl:{line}: label must be one of" in e
@@ -238,7 +239,7 @@ def test_bad_local_data_is_a_node_error_in_the_status_not_a_hung_round(fl_fleet)
         # Two of three: too few for the threshold; the run fails with a clear status and registers nothing.
         examples_path(empty_dir).write_text("")
         row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
-                   "--stage-timeout", "30s")
+                   "--stage-timeout", "120s")
         assert row["status"] == "failed" and row["model"] == "", row
         assert "round 1 failed: too few nodes returned an update" in row["error"]
         assert any(e.startswith(f"{empty_id}: ") and "is empty" in e for e in row["node_errors"]), row
@@ -262,7 +263,7 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
         rows.writelines(json.dumps({"text": long_text, "label": "public"}) + "\n" for _ in range(300))
     try:
         started = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--rounds", "1",
-                                           "--min-nodes", str(NODES), "--stage-timeout", "20s", "--json"))
+                                           "--min-nodes", str(NODES), "--stage-timeout", "60s", "--json"))
         run_id = int(started["run"])
 
         def share_keys_done():
@@ -281,7 +282,8 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
         agents[2] = start_agent(victim_dir, sections=AGENT_SECTIONS)
     assert row["status"] == "completed", row
     # The dead node is named in the status: by the SuperLink's "Node Unavailable" error reply, or as
-    # "no reply within 20s" when the stage timed out first.
+    # "no reply within 60s" when the stage timed out first (60 s: the survivors on a busy machine answer well
+    # within it).
     assert [e.split(":")[0] for e in row["node_errors"]] == [nodes[2][0]], row["node_errors"]
     with np.load(aggregate_path(results, run_id)) as saved_arrays:
         aggregate = [saved_arrays[k] for k in sorted(saved_arrays.files)]
@@ -297,7 +299,7 @@ def test_a_superlink_restart_loses_the_run_in_flight_and_the_fleet_carries_on(fl
     waiting = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--min-nodes", str(NODES + 1),
                                        "--wait-nodes", "10m", "--json"))
     wait_for(lambda: json.loads(edgefleet_cli(central, "fl", "status", waiting["run"], "--json"))["status"]
-             == "waiting-for-nodes", timeout_s=60, what="the run to wait for a fourth node")
+             == "waiting-for-nodes", timeout_s=120, what="the run to wait for a fourth node")
     superlink = next(p for p in psutil.Process(central.pid).children()
                      if "federated.superlink" in " ".join(p.cmdline()))
     superlink.kill()  # central's supervisor starts it again, with empty state
@@ -305,8 +307,8 @@ def test_a_superlink_restart_loses_the_run_in_flight_and_the_fleet_carries_on(fl
     assert lost["status"] == "failed" and "restarted during the run" in lost["error"], lost
     # Every node's key registered again, and the SuperNodes back: a new run completes.
     wait_for(lambda: edgefleet_cli(central, "audit", "list", "--json").count("the SuperLink had lost node") >= NODES,
-             timeout_s=60, what="the keys registered again")
-    row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES), "--wait-nodes", "2m")
+             timeout_s=120, what="the keys registered again")
+    row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES), "--wait-nodes", "5m")
     assert row["status"] == "completed", row
 
 
@@ -317,7 +319,7 @@ def test_a_revoked_node_is_unregistered_and_cannot_join(fl_fleet):
     revoked_id = nodes[2][0]
     edgefleet_cli(central, "nodes", "revoke", revoked_id)
     wait_for(lambda: '"fl.node.unregister"' in edgefleet_cli(central, "audit", "list", "--json"),
-             timeout_s=30, what="central unregistering the revoked node's key")
+             timeout_s=60, what="central unregistering the revoked node's key")
     superlink = (central.data_dir / "superlink-address").read_text().strip()
     control = FlowerControl(superlink, central.paths.ca_cert.read_bytes())
     try:
