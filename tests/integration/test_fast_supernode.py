@@ -24,6 +24,8 @@ pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 ne
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
+# Generous: a busy machine starts the SuperLink and SuperNodes slowly; it is slow, not broken.
+STARTUP_TIMEOUT_S = 120
 
 
 def _free_port() -> int:
@@ -74,7 +76,7 @@ class Link:
              "--ssl-ca-certfile", str(self.root / "ca.pem"), "--enable-supernode-auth",
              "--database", str(self.root / "superlink.db"), "--disable-runtime-dependency-installation"],
             self.root / "superlink.log")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             ctl = control.FlowerControl(self.address, (self.root / "ca.pem").read_bytes())
             try:
@@ -84,7 +86,7 @@ class Link:
             except control.FlowerControlError:
                 ctl.close()
                 assert self.superlink.poll() is None, (self.root / "superlink.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the SuperLink did not answer within 60 s"
+                assert time.monotonic() < deadline, f"the SuperLink did not answer within {STARTUP_TIMEOUT_S} s"
                 time.sleep(0.3)
 
     def node(self, index: int, *, register: bool = True) -> tuple[Path, subprocess.Popen]:
@@ -107,7 +109,7 @@ class Link:
                           data / "supernode.log")
         return data, proc
 
-    def wait_online(self, count: int, timeout_s: float = 60) -> None:
+    def wait_online(self, count: int, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         while sum(s == "online" for s in self.ctl.registered_nodes().values()) < count:
             assert time.monotonic() < deadline, f"nodes online: {self.ctl.registered_nodes()}"
@@ -143,7 +145,7 @@ def test_secagg_round_aggregate_is_the_mean_of_the_local_updates(link):
     nodes = [link.node(i) for i in range(3)]
     link.wait_online(3)
     overrides = {"task": "sensitivity", "rounds": 1, "min-nodes": 3, "secagg": True, "local-epochs": 5,
-                 "timeout-s": 60.0, "wait-nodes-s": 30.0}
+                 "timeout-s": 120.0, "wait-nodes-s": 120.0}
     run_id, run, report = link.run(overrides)
 
     logs = {d: (d / "supernode.log").read_text() for d, _ in nodes}
