@@ -58,7 +58,7 @@ class AgentProcess:
 
     def metrics(self) -> dict[str, float]:
         """Prometheus samples as {'name{labels}': value}."""
-        text = httpx.get(self.base_url + "/metrics").text
+        text = httpx.get(self.base_url + "/metrics", timeout=60).text  # polled while the agent is busy generating
         samples = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
