@@ -5,6 +5,7 @@ cadence, pings stopping while the serving loop is stalled, SIGHUP reloads while 
 SIGTERM draining a stream, sending STOPPING=1 and exiting 0.
 """
 
+import itertools
 import json
 import math
 import os
@@ -193,7 +194,7 @@ def _assert_watchdog_cadence(notifications: Notifications, since: float, count: 
     that delays the test's own receiving thread does not fail it."""
     pings = wait_for(lambda: (p := notifications.pings(since))[count - 1:] and p[:count], 60, 0.05,
                      f"{count} watchdog pings")
-    assert 0.25 <= statistics.median(b - a for a, b in zip(pings, pings[1:])) <= 1.0, pings
+    assert 0.25 <= statistics.median(b - a for a, b in itertools.pairwise(pings)) <= 1.0, pings
 
 
 def _tokens_streamed_in(base_url: str, seconds: float) -> int:
@@ -244,7 +245,7 @@ def test_a_stalled_serving_loop_stops_the_watchdog_pings(tmp_path, notifications
             assert answer.result(timeout=60).status_code == 200  # the stalled request itself is answered
         wait_for(lambda: len(notifications.pings(released)) >= 2, what="the pings to resume")
         around = notifications.pings(sent - 2, released + 2)
-        gaps = [b - a for a, b in zip(around, around[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(around)]
         assert max(gaps) >= 2.0, gaps
         assert notifications.pings(sent - 2, sent)
         assert agent.stop() == 0

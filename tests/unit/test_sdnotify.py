@@ -147,8 +147,7 @@ def test_watchdog_pings_only_while_the_liveness_check_passes(receiver):
                 counts.append(await _count_pings_until(receiver, 3))
             else:
                 # No pings to wait for: wait for the watchdog to have run the failing check a few times.
-                checked = state["checks"]
-                await _until_count(lambda: state["checks"] - checked, 3)
+                await _until_count(lambda checked=state["checks"]: state["checks"] - checked, 3)
                 counts.append(_pings(receiver))
         task.cancel()
         return counts
