@@ -256,7 +256,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                         header.size,
                         header.sha256,
                     )
-                    writer = await asyncio.to_thread(self.central.blobs.writer)
+                    # Not in a thread: a client gone while a thread opened the file left it behind, as the
+                    # cancelled await never assigned `writer` for finally to abort. Opening a temp file is quick.
+                    writer = self.central.blobs.writer()
                 elif body == "chunk":
                     await asyncio.to_thread(writer.write, request.chunk)
                     received += len(request.chunk)
