@@ -32,9 +32,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from edge_agent.config import AgentConfig
 from edge_agent.errors import AgentError
@@ -84,6 +85,7 @@ class ApiKey:
 @dataclass(frozen=True)
 class Caller:
     """Who a request comes from, as the authenticator established it."""
+
     tenant: str
     key_id: str  # "" when the agent is open (no keys configured)
     max_data_class: str
@@ -110,14 +112,19 @@ def list_keys(path: Path, class_names: Sequence[str]) -> list[ApiKey]:
     return sorted(_read(path, class_names), key=lambda k: k.created_at)
 
 
-def add_key(path: Path, tenant: str, max_data_class: str, rate_per_s: float, burst: int,
-            class_names: Sequence[str]) -> tuple[str, ApiKey]:
+def add_key(
+    path: Path, tenant: str, max_data_class: str, rate_per_s: float, burst: int, class_names: Sequence[str]
+) -> tuple[str, ApiKey]:
     """Make a key and return ``(secret, key)``; the secret exists only in the return value."""
     if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
         raise AccessError(f"tenant: expected 1-64 letters, digits, '.', '_' or '-', got {tenant!r}")
     _check_class("max class", max_data_class, class_names)
-    if isinstance(rate_per_s, bool) or not isinstance(rate_per_s, (int, float)) \
-            or not math.isfinite(rate_per_s) or rate_per_s <= 0:
+    if (
+        isinstance(rate_per_s, bool)
+        or not isinstance(rate_per_s, (int, float))
+        or not math.isfinite(rate_per_s)
+        or rate_per_s <= 0
+    ):
         raise AccessError(f"rate: expected a positive number of requests per second, got {rate_per_s!r}")
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise AccessError(f"burst: expected a whole number of requests, 1 or more, got {burst!r}")
@@ -211,16 +218,20 @@ def _parse_entry(entry: Any, where: str, class_names: Sequence[str] | None) -> A
     def problem(name: str, expected: str) -> AccessError:
         return AccessError(f"{where}.{name}: expected {expected}, got {entry[name]!r}")
 
-    for name, pattern, expected in (("key_id", _KEY_ID, "'k_' and 8 hex digits"),
-                                    ("tenant", _TENANT, "1-64 letters, digits, '.', '_' or '-'"),
-                                    ("key_sha256", _SHA256, "64 lowercase hex digits")):
+    for name, pattern, expected in (
+        ("key_id", _KEY_ID, "'k_' and 8 hex digits"),
+        ("tenant", _TENANT, "1-64 letters, digits, '.', '_' or '-'"),
+        ("key_sha256", _SHA256, "64 lowercase hex digits"),
+    ):
         if not isinstance(entry[name], str) or not pattern.fullmatch(entry[name]):
             raise problem(name, expected)
     if not isinstance(entry["max_data_class"], str):
         raise problem("max_data_class", "a data class name")
     if class_names is not None and entry["max_data_class"] not in class_names:
-        raise AccessError(f"{where}.max_data_class: {entry['max_data_class']!r} is not a data class "
-                          f"(policy.classes: {', '.join(class_names)})")
+        raise AccessError(
+            f"{where}.max_data_class: {entry['max_data_class']!r} is not a data class "
+            f"(policy.classes: {', '.join(class_names)})"
+        )
     rate, burst, created = entry["rate_per_s"], entry["burst"], entry["created_at"]
     if not _number(rate) or not math.isfinite(rate) or rate <= 0:
         raise problem("rate_per_s", "a positive number")
@@ -228,8 +239,15 @@ def _parse_entry(entry: Any, where: str, class_names: Sequence[str] | None) -> A
         raise problem("burst", "a whole number, 1 or more")
     if not _number(created) or not math.isfinite(created):
         raise problem("created_at", "a Unix time")
-    return ApiKey(entry["key_id"], entry["tenant"], entry["max_data_class"], float(rate), burst,
-                  float(created), entry["key_sha256"])
+    return ApiKey(
+        entry["key_id"],
+        entry["tenant"],
+        entry["max_data_class"],
+        float(rate),
+        burst,
+        float(created),
+        entry["key_sha256"],
+    )
 
 
 def _number(value: Any) -> bool:
@@ -300,8 +318,10 @@ def refuse_open_listen(host: str, keys_configured: bool, allow_open: bool, port:
         shown = f"[{shown}]"
     if port is not None:
         shown = f"{shown}:{port}"
-    return (f"server.listen {shown} is beyond loopback and no API keys are configured: add one with "
-            f"`edge-agent keys add --tenant NAME` or set auth.allow_open_non_loopback = true")
+    return (
+        f"server.listen {shown} is beyond loopback and no API keys are configured: add one with "
+        f"`edge-agent keys add --tenant NAME` or set auth.allow_open_non_loopback = true"
+    )
 
 
 # --- the daemon's view ------------------------------------------------------------------------------
@@ -355,9 +375,11 @@ class Authenticator:
                 return Caller(OPEN_TENANT, "", self.class_names[-1])
             keys = self._keys
         if not authorization_header or not authorization_header.strip():
-            raise AuthError("You didn't provide an API key. Send it in an Authorization header "
-                            "('Authorization: Bearer YOUR_KEY'); keys come from `edge-agent keys add`.",
-                            "missing_api_key")
+            raise AuthError(
+                "You didn't provide an API key. Send it in an Authorization header "
+                "('Authorization: Bearer YOUR_KEY'); keys come from `edge-agent keys add`.",
+                "missing_api_key",
+            )
         scheme, _, secret = authorization_header.strip().partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret or " " in secret:
@@ -409,8 +431,9 @@ class Authenticator:
             return
         self._error = None
         if self._ever_keyed and not keys:
-            log.warning("no API keys left in %s: every request is refused until a key is added "
-                        "or the agent restarts", self.path)
+            log.warning(
+                "no API keys left in %s: every request is refused until a key is added or the agent restarts", self.path
+            )
         added = {k.key_id for k in keys.values()} - set(self._by_id)
         removed = set(self._by_id) - {k.key_id for k in keys.values()}
         self._keys = keys
@@ -418,5 +441,10 @@ class Authenticator:
         self._ever_keyed = self._ever_keyed or bool(keys)
         for key_id in removed:
             self._buckets.pop(key_id, None)
-        log.info("API keys reloaded from %s: %d keys (added %s, revoked %s)", self.path, len(keys),
-                 ", ".join(sorted(added)) or "none", ", ".join(sorted(removed)) or "none")
+        log.info(
+            "API keys reloaded from %s: %d keys (added %s, revoked %s)",
+            self.path,
+            len(keys),
+            ", ".join(sorted(added)) or "none",
+            ", ".join(sorted(removed)) or "none",
+        )

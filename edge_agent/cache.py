@@ -16,9 +16,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from edgefleet.sqlitedb import open_checked, open_or_set_aside, set_aside
 

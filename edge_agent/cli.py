@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 
     enroll = sub.add_parser("enroll", help="join a fleet: get a node certificate from central with a bootstrap token")
     enroll.add_argument("--central", required=True, help="HOST:PORT of central's enrollment service (port 7444)")
-    enroll.add_argument("--ca-fingerprint", required=True, help="sha256:HEX of the fleet CA, from `edgefleet token create`")
+    enroll.add_argument(
+        "--ca-fingerprint", required=True, help="sha256:HEX of the fleet CA, from `edgefleet token create`"
+    )
     enroll.add_argument("--token", required=True, help="the bootstrap token, ID.SECRET")
     enroll.add_argument("--config", help="TOML config file (for its data_dir)")
     enroll.add_argument("--data-dir", help="where the node's key and certificate are kept")
@@ -73,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--config", help="TOML config file (for its data_dir)")
         command.add_argument("--data-dir", help="the agent's data dir")
 
-    doctor = sub.add_parser("doctor", help="what acceleration this box has (GPU, CUDA, onnxruntime, llama.cpp, "
-                                           "memory) against what the config asks for; exit 1 on a FAIL")
+    doctor = sub.add_parser(
+        "doctor",
+        help="what acceleration this box has (GPU, CUDA, onnxruntime, llama.cpp, "
+        "memory) against what the config asks for; exit 1 on a FAIL",
+    )
     doctor.add_argument("--config", help="TOML config file (model, n_gpu_layers, embeddings.engine, data_dir)")
     doctor.add_argument("--data-dir", help="the agent's data dir")
     doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -138,7 +143,7 @@ def _label(args: argparse.Namespace) -> int:
         print("edge-agent label: give the text or --file, not both", file=sys.stderr)
         return 2
     if args.file:
-        with (sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")) as lines:
+        with sys.stdin if args.file == "-" else open(args.file, encoding="utf-8") as lines:
             texts = [line.rstrip("\n") for line in lines if line.strip()]
     else:
         texts = [args.text]
@@ -180,19 +185,29 @@ def _keys(args: argparse.Namespace) -> int:
 
 def _key_row(key) -> dict:
     """What lists show of a key: never its hash."""
-    return {"key_id": key.key_id, "tenant": key.tenant, "max_data_class": key.max_data_class,
-            "rate_per_s": key.rate_per_s, "burst": key.burst, "created_at": key.created_at}
+    return {
+        "key_id": key.key_id,
+        "tenant": key.tenant,
+        "max_data_class": key.max_data_class,
+        "rate_per_s": key.rate_per_s,
+        "burst": key.burst,
+        "created_at": key.created_at,
+    }
 
 
 def _print_new_key(secret: str, key, path, as_json: bool) -> None:
     if as_json:
         print(json.dumps({**_key_row(key), "secret": secret, "keys_file": str(path)}, indent=2))
         return
-    print(f"added API key {key.key_id} for tenant {key.tenant} (max class {key.max_data_class}, "
-          f"{key.rate_per_s:g} requests/s, burst {key.burst}) to {path}")
+    print(
+        f"added API key {key.key_id} for tenant {key.tenant} (max class {key.max_data_class}, "
+        f"{key.rate_per_s:g} requests/s, burst {key.burst}) to {path}"
+    )
     print(f"secret: {secret}")
-    print("It is shown only now (the agent keeps only its hash). Send it as "
-          f"`Authorization: Bearer {secret}`, or set OPENAI_API_KEY={secret} for the openai client.")
+    print(
+        "It is shown only now (the agent keeps only its hash). Send it as "
+        f"`Authorization: Bearer {secret}`, or set OPENAI_API_KEY={secret} for the openai client."
+    )
 
 
 def _print_keys(keys: list, path, as_json: bool) -> None:
@@ -238,8 +253,20 @@ def _audit(args: argparse.Namespace) -> int:
     table = [("SEQ", "AT (UTC)", "TENANT", "ENDPOINT", "CLASS", "DETECTORS", "ROUTE", "REASON", "STATUS", "PROMPT")]
     for r in rows:
         at = dt.datetime.fromtimestamp(r.at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.append((str(r.sequence), at, r.tenant or "-", r.endpoint, r.data_class, ",".join(r.detectors) or "-",
-                      r.route, r.reason, str(r.status), r.prompt_hash[:12]))
+        table.append(
+            (
+                str(r.sequence),
+                at,
+                r.tenant or "-",
+                r.endpoint,
+                r.data_class,
+                ",".join(r.detectors) or "-",
+                r.route,
+                r.reason,
+                str(r.status),
+                r.prompt_hash[:12],
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

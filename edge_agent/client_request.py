@@ -46,9 +46,18 @@ class GenerationParams:
     def canonical(self) -> dict[str, Any]:
         """The flat form the response cache's key and decision are built from (edge_agent.cache_policy)."""
         s = self.sampling
-        return {"max_tokens": self.max_tokens, "temperature": s.temperature, "top_p": s.top_p, "min_p": s.min_p,
-                "top_k": s.top_k, "seed": s.seed, "stop": list(self.stop), "ignore_eos": s.ignore_eos,
-                "stream": self.stream, "include_usage": self.include_usage}
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "min_p": s.min_p,
+            "top_k": s.top_k,
+            "seed": s.seed,
+            "stop": list(self.stop),
+            "ignore_eos": s.ignore_eos,
+            "stream": self.stream,
+            "include_usage": self.include_usage,
+        }
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ import dataclasses
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,6 +112,7 @@ class FederatedConfig:
 class DataClassRule:
     """What prompts of one data class may do. ``jurisdictions``: the upstream jurisdictions they may go to;
     ``["*"]`` any upstream, empty: they never leave the box."""
+
     name: str = ""
     jurisdictions: tuple[str, ...] = ()
     # Replace detected spans (e.g. "[EMAIL]") in what goes to an upstream.
@@ -120,6 +122,7 @@ class DataClassRule:
 @dataclass(frozen=True)
 class CustomDetector:
     """An operator's detector: a regular expression, or whole words (case-insensitive), or both."""
+
     name: str = ""
     data_class: str = ""
     pattern: str = ""
@@ -138,6 +141,7 @@ BUILTIN_DETECTORS = ("email", "phone", "card", "iban", "us_ssn")
 @dataclass(frozen=True)
 class DetectorClasses:
     """The data class each built-in detector raises a prompt to; "" turns the detector off."""
+
     email: str = "internal"
     phone: str = "internal"
     card: str = "restricted"
@@ -166,6 +170,7 @@ class PolicyConfig:
 @dataclass(frozen=True)
 class UpstreamConfig:
     """An OpenAI-compatible endpoint to burst to; [[upstreams]] are tried in the order written."""
+
     name: str = ""
     # Base URL up to and including /v1, e.g. "https://api.example.com/v1".
     url: str = ""
@@ -256,10 +261,12 @@ _NESTED = {(PolicyConfig, "classes"): DataClassRule, (PolicyConfig, "custom"): C
 _SUBTABLES = {(PolicyConfig, "detectors"): DetectorClasses}
 # Keys that once existed: an old file that still sets one is told what replaces it.
 _REMOVED = {
-    (PolicyConfig, "upstream_unknown_models"):
-        "removed: a client can no longer send any model name it likes upstream. List the model names each "
-        "upstream may serve in [[upstreams]] models = [\"NAME\", \"NAME=UPSTREAM_NAME\", ...]; a request naming "
-        "a model the box does not serve and no upstream lists gets 404 model_not_found. Delete this key",
+    (
+        PolicyConfig,
+        "upstream_unknown_models",
+    ): "removed: a client can no longer send any model name it likes upstream. List the model names each "
+    'upstream may serve in [[upstreams]] models = ["NAME", "NAME=UPSTREAM_NAME", ...]; a request naming '
+    "a model the box does not serve and no upstream lists gets 404 model_not_found. Delete this key",
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -329,7 +336,9 @@ def validate(config: AgentConfig) -> AgentConfig:
     if e.engine not in ("llama_cpp", "onnx"):
         raise ConfigError(f"embeddings.engine: expected 'llama_cpp' or 'onnx', got {e.engine!r}")
     if e.engine == "onnx" and not (e.onnx_model and e.onnx_tokenizer):
-        raise ConfigError("embeddings.onnx_model and embeddings.onnx_tokenizer: both are required when embeddings.engine = 'onnx'")
+        raise ConfigError(
+            "embeddings.onnx_model and embeddings.onnx_tokenizer: both are required when embeddings.engine = 'onnx'"
+        )
     if config.scheduler.max_queue < 0:
         raise ConfigError(f"scheduler.max_queue: expected 0 or more, got {config.scheduler.max_queue}")
     _positive("scheduler.retry_after_s", config.scheduler.retry_after_s)
@@ -342,8 +351,10 @@ def validate(config: AgentConfig) -> AgentConfig:
     if config.fleet.probation_s < 0:
         raise ConfigError(f"fleet.probation_s: expected 0 (no probation) or more, got {config.fleet.probation_s}")
     if not 0 <= config.fleet.probation_max_error_rate <= 1:
-        raise ConfigError("fleet.probation_max_error_rate: expected a fraction from 0 to 1, "
-                          f"got {config.fleet.probation_max_error_rate}")
+        raise ConfigError(
+            "fleet.probation_max_error_rate: expected a fraction from 0 to 1, "
+            f"got {config.fleet.probation_max_error_rate}"
+        )
     _positive("fleet.probation_max_p99_ms", config.fleet.probation_max_p99_ms)
     if config.federated.supernode not in ("flower", "fast"):
         raise ConfigError(f"federated.supernode: expected 'flower' or 'fast', got {config.federated.supernode!r}")
@@ -364,8 +375,9 @@ def _validate_policy(p: PolicyConfig) -> None:
         if not c.name:
             raise ConfigError(f"policy.classes[{i}].name: required")
         if "*" in c.jurisdictions and len(c.jurisdictions) > 1:
-            raise ConfigError(f"policy.classes[{i}].jurisdictions: '*' (any upstream) stands alone, "
-                              f"got {list(c.jurisdictions)}")
+            raise ConfigError(
+                f"policy.classes[{i}].jurisdictions: '*' (any upstream) stands alone, got {list(c.jurisdictions)}"
+            )
     if len(set(names)) != len(names):
         raise ConfigError(f"policy.classes: names must be unique, got {names}")
 
@@ -398,10 +410,14 @@ def _validate_policy(p: PolicyConfig) -> None:
 
     for region in p.phone_regions:
         if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise ConfigError(f"policy.phone_regions: {region!r} is not a region code libphonenumber knows "
-                              "(ISO 3166-1 alpha-2, upper case: 'US', 'GB', 'DE', ...)")
+            raise ConfigError(
+                f"policy.phone_regions: {region!r} is not a region code libphonenumber knows "
+                "(ISO 3166-1 alpha-2, upper case: 'US', 'GB', 'DE', ...)"
+            )
     if not 0 < p.classifier_threshold <= 1:
-        raise ConfigError(f"policy.classifier_threshold: expected a probability in (0, 1], got {p.classifier_threshold}")
+        raise ConfigError(
+            f"policy.classifier_threshold: expected a probability in (0, 1], got {p.classifier_threshold}"
+        )
     if p.classifier_model:
         known("policy.classifier_class", p.classifier_class)
 
@@ -417,8 +433,10 @@ def compile_custom_pattern(pattern: str) -> Any:
         return re2.compile(pattern, options)
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise ValueError(f"RE2 cannot compile {pattern!r}: {reason} (RE2 runs in linear time, so it has no "
-                         "backreferences or lookaround)") from None
+        raise ValueError(
+            f"RE2 cannot compile {pattern!r}: {reason} (RE2 runs in linear time, so it has no "
+            "backreferences or lookaround)"
+        ) from None
 
 
 def _validate_upstreams(upstreams: tuple[UpstreamConfig, ...]) -> None:
@@ -461,8 +479,9 @@ def parse_model_entry(entry: str) -> tuple[str, str]:
     if not sep:
         upstream_name = name
     if not _MODEL_NAME.fullmatch(name) or not _MODEL_NAME.fullmatch(upstream_name):
-        raise ValueError(f"expected \"NAME\" or \"NAME=UPSTREAM_NAME\" (model names without spaces or '='), "
-                         f"got {entry!r}")
+        raise ValueError(
+            f'expected "NAME" or "NAME=UPSTREAM_NAME" (model names without spaces or \'=\'), got {entry!r}'
+        )
     return name, upstream_name
 
 

@@ -13,8 +13,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 
@@ -87,8 +88,13 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
         upstream_states=lambda: pool.states() if pool else {},
     )
     classifier.on_failure = metrics.count_classification_failure
-    service = InferenceService(ServingModel(backend, scheduler, artifact.name), cache, metrics,
-                               config.server.request_timeout_s, embedder=embedder)
+    service = InferenceService(
+        ServingModel(backend, scheduler, artifact.name),
+        cache,
+        metrics,
+        config.server.request_timeout_s,
+        embedder=embedder,
+    )
     pool = UpstreamPool(config.upstreams) if config.upstreams else None
     audit = RoutingAudit(audit_path(data_dir))
     gateway = Gateway(service, classifier, metrics, pool, audit)
@@ -96,17 +102,35 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
     sock = _bind(config.server.listen)
     host, port = sock.getsockname()[:2]
     _write_address(data_dir, host, port)
-    log.info("serving %s on http://%s:%d (data dir %s); %s; upstreams: %s", artifact.name, host, port, data_dir,
-             "no API keys (open)" if authenticator.open else "API keys required",
-             ", ".join(u.name for u in config.upstreams) or "none")
-    server = _Server(uvicorn.Config(
-        app, log_level=config.log_level, access_log=False, lifespan="off",
-        timeout_graceful_shutdown=min(DRAIN_TIMEOUT_S, config.server.request_timeout_s), log_config=None,
-    ))
-    reloader = Reloader(config, lambda: with_overrides(load_config(config_path), **(overrides or {})), gateway, cache,
-                        functools.partial(PromptClassifier, on_failure=metrics.count_classification_failure))
-    systemd = _Systemd(server, service, pool, control_state=lambda: control.state if control else None,
-                       address=f"{host}:{port}")
+    log.info(
+        "serving %s on http://%s:%d (data dir %s); %s; upstreams: %s",
+        artifact.name,
+        host,
+        port,
+        data_dir,
+        "no API keys (open)" if authenticator.open else "API keys required",
+        ", ".join(u.name for u in config.upstreams) or "none",
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            log_level=config.log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=min(DRAIN_TIMEOUT_S, config.server.request_timeout_s),
+            log_config=None,
+        )
+    )
+    reloader = Reloader(
+        config,
+        lambda: with_overrides(load_config(config_path), **(overrides or {})),
+        gateway,
+        cache,
+        functools.partial(PromptClassifier, on_failure=metrics.count_classification_failure),
+    )
+    systemd = _Systemd(
+        server, service, pool, control_state=lambda: control.state if control else None, address=f"{host}:{port}"
+    )
     scheduler.start()
     control = _start_control(config, data_dir, service, audit)
     supernode = _start_supernode(config, data_dir)
@@ -132,8 +156,17 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
         (data_dir / ADDRESS_FILE).unlink(missing_ok=True)
 
 
-async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceService, control, slots,
-               config: AgentConfig, pool: UpstreamPool | None, systemd: "_Systemd", reloader: Reloader) -> None:
+async def _run(
+    server: uvicorn.Server,
+    sock: socket.socket,
+    service: InferenceService,
+    control,
+    slots,
+    config: AgentConfig,
+    pool: UpstreamPool | None,
+    systemd: _Systemd,
+    reloader: Reloader,
+) -> None:
     warm_up = asyncio.create_task(service.warm_up())
     systemd.start(warm_up)
     loop = asyncio.get_running_loop()
@@ -144,9 +177,15 @@ async def _run(server: uvicorn.Server, sock: socket.socket, service: InferenceSe
     if control and slots:
         from edge_agent.control.activation import Activator
 
-        activator = Activator(slots, lambda: control.client, service, asyncio.get_running_loop(),
-                              lambda manifest, path: _load_serving(config, manifest, path),
-                              drain_timeout_s=config.server.request_timeout_s, fleet=config.fleet)
+        activator = Activator(
+            slots,
+            lambda: control.client,
+            service,
+            asyncio.get_running_loop(),
+            lambda manifest, path: _load_serving(config, manifest, path),
+            drain_timeout_s=config.server.request_timeout_s,
+            fleet=config.fleet,
+        )
         control.attach_activator(activator)
     try:
         await server.serve(sockets=[sock])
@@ -199,8 +238,14 @@ class _Systemd:
 
     STATUS_INTERVAL_S = 2.0
 
-    def __init__(self, server: _Server, service: InferenceService, pool: UpstreamPool | None,
-                 control_state: Callable[[], str | None], address: str):
+    def __init__(
+        self,
+        server: _Server,
+        service: InferenceService,
+        pool: UpstreamPool | None,
+        control_state: Callable[[], str | None],
+        address: str,
+    ):
         self.server, self.service, self.pool = server, service, pool
         self.control_state, self.address = control_state, address
         self.ready = False
@@ -227,14 +272,22 @@ class _Systemd:
         if self.draining:
             return f"draining: {self.server.requests_in_flight} requests in flight"
         model = self.service.current
-        return status_line(model.model_id, self.address, model.scheduler.stats(),
-                           self.pool.states() if self.pool else {}, self.control_state())
+        return status_line(
+            model.model_id,
+            self.address,
+            model.scheduler.stats(),
+            self.pool.states() if self.pool else {},
+            self.control_state(),
+        )
 
     def drain(self) -> None:
         self.draining = True
         sdnotify.notify("STOPPING=1", sdnotify.status(self.line()))
-        log.info("draining: %d requests in flight; waiting up to %.0f s", self.server.requests_in_flight,
-                 self.server.config.timeout_graceful_shutdown)
+        log.info(
+            "draining: %d requests in flight; waiting up to %.0f s",
+            self.server.requests_in_flight,
+            self.server.config.timeout_graceful_shutdown,
+        )
 
     async def reload(self, reloader: Reloader) -> None:
         if self.draining:
@@ -279,8 +332,9 @@ class _Systemd:
         return self.service.current.scheduler.alive
 
 
-def status_line(model_id: str, address: str, stats: SchedulerStats, upstreams: dict[str, str],
-                central: str | None) -> str:
+def status_line(
+    model_id: str, address: str, stats: SchedulerStats, upstreams: dict[str, str], central: str | None
+) -> str:
     """The agent's STATUS= line, e.g. "serving smollm2-135m-instruct on 127.0.0.1:8080: 2 in flight, 0 queued,
     upstreams eu-cloud (closed), central connected"."""
     line = f"serving {model_id} on {address}: {stats.inflight} in flight, {stats.queue_depth} queued"
@@ -309,8 +363,7 @@ def _artifact_of(manifest, path: Path) -> ModelArtifact:
 def _load_serving(config: AgentConfig, manifest, path: Path) -> ServingModel:
     """Load a fleet-delivered version beside the current one, with the config's engine settings."""
     m = config.model
-    backend = LlamaBackend(_artifact_of(manifest, path), m.n_ctx, m.n_parallel, m.n_batch, m.n_threads,
-                           m.n_gpu_layers)
+    backend = LlamaBackend(_artifact_of(manifest, path), m.n_ctx, m.n_parallel, m.n_batch, m.n_threads, m.n_gpu_layers)
     scheduler = Scheduler(backend, config.scheduler.max_queue)
     scheduler.start()
     return ServingModel(backend, scheduler, manifest.name)
@@ -318,8 +371,13 @@ def _load_serving(config: AgentConfig, manifest, path: Path) -> ServingModel:
 
 def model_info(backend: LlamaBackend) -> dict[str, str]:
     a = backend.artifact
-    return {"name": a.name, "version": a.version or a.sha256[:12], "sha256": a.sha256,
-            "engine": backend.engine_name, "device": backend.device}
+    return {
+        "name": a.name,
+        "version": a.version or a.sha256[:12],
+        "sha256": a.sha256,
+        "engine": backend.engine_name,
+        "device": backend.device,
+    }
 
 
 def _start_control(config: AgentConfig, data_dir: Path, service: InferenceService, audit: RoutingAudit):
@@ -328,8 +386,10 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
 
     files = FleetFiles(data_dir)
     if not config.fleet.enabled or not files.enrolled():
-        log.info("not reporting to central (%s)", "fleet.enabled = false" if files.enrolled() else
-                 "not enrolled: run `edge-agent enroll`")
+        log.info(
+            "not reporting to central (%s)",
+            "fleet.enabled = false" if files.enrolled() else "not enrolled: run `edge-agent enroll`",
+        )
         return None
     from edge_agent import __version__
     from edge_agent.control.client import ModelInfo, encode_status
@@ -345,11 +405,18 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
         info = model_info(model.backend)
         stats = model.scheduler.stats()
         window = service.metrics.window.take(stats.generated_tokens, time.monotonic())
-        return encode_status(__version__, ModelInfo(info["name"], info["version"], info["sha256"]), probe.sample(),
-                             window, stats.queue_depth, control.config_generation if control else 0,
-                             time.monotonic() - started, time.time(),
-                             activation=control.activator.status if control and control.activator else None,
-                             routing=(audit.take_summary(), audit.head))
+        return encode_status(
+            __version__,
+            ModelInfo(info["name"], info["version"], info["sha256"]),
+            probe.sample(),
+            window,
+            stats.queue_depth,
+            control.config_generation if control else 0,
+            time.monotonic() - started,
+            time.time(),
+            activation=control.activator.status if control and control.activator else None,
+            routing=(audit.take_summary(), audit.head),
+        )
 
     control = ControlLoop(files, config.fleet, status)
     control.start()
@@ -379,8 +446,14 @@ def _start_supernode(config: AgentConfig, data_dir: Path):
         return None
     from federated.supernode import start_supernode
 
-    return start_supernode(config.federated.supernode, files.load().superlink, files.ca, files.flower_key,
-                           data_dir, config.federated.clientappio_port)
+    return start_supernode(
+        config.federated.supernode,
+        files.load().superlink,
+        files.ca,
+        files.flower_key,
+        data_dir,
+        config.federated.clientappio_port,
+    )
 
 
 class _UsageFlusher:

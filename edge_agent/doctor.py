@@ -156,9 +156,13 @@ class Report:
         return 1 if any(f.status == FAIL for f in self.findings) else 0
 
     def as_json(self) -> dict:
-        return {"ok": self.exit_code == 0, "gpu": {"present": self.gpu_present, "devices": _gpu_names(self.facts)},
-                "asks": self.asks, "findings": [dataclasses.asdict(f) for f in self.findings],
-                "facts": dataclasses.asdict(self.facts)}
+        return {
+            "ok": self.exit_code == 0,
+            "gpu": {"present": self.gpu_present, "devices": _gpu_names(self.facts)},
+            "asks": self.asks,
+            "findings": [dataclasses.asdict(f) for f in self.findings],
+            "facts": dataclasses.asdict(self.facts),
+        }
 
 
 # -- pure logic --------------------------------------------------------------------------------
@@ -187,8 +191,9 @@ def parse_l4t_release(text: str) -> str:
 
 
 def gpu_present(facts: Facts) -> bool:
-    return bool(facts.cuda.devices or facts.telemetry_gpus
-                or any(d.type in ("gpu", "igpu") for d in facts.llama.devices))
+    return bool(
+        facts.cuda.devices or facts.telemetry_gpus or any(d.type in ("gpu", "igpu") for d in facts.llama.devices)
+    )
 
 
 def llama_gpu_backends(llama: LlamaFacts) -> tuple[str, ...]:
@@ -203,8 +208,9 @@ def diagnose(facts: Facts, config: AgentConfig) -> tuple[Finding, ...]:
     findings.append(_llama(facts, config))
     findings.extend(_cuda_archs(facts))
     findings.append(_onnxruntime(facts, config))
-    findings.append(Finding("memory", OK, f"{_gib(facts.memory_available_bytes)} available of "
-                                          f"{_gib(facts.memory_total_bytes)}"))
+    findings.append(
+        Finding("memory", OK, f"{_gib(facts.memory_available_bytes)} available of {_gib(facts.memory_total_bytes)}")
+    )
     findings.append(_model(facts, config))
     findings.append(_disk(facts))
     return tuple(findings)
@@ -212,18 +218,28 @@ def diagnose(facts: Facts, config: AgentConfig) -> tuple[Finding, ...]:
 
 def asks(config: AgentConfig, config_file: str | None) -> dict:
     """The parts of the config that decide what hardware the agent uses."""
-    return {"config_file": config_file or "", "model": config.model.path or config.model.name,
-            "n_gpu_layers": config.model.n_gpu_layers, "n_ctx": config.model.n_ctx,
-            "n_parallel": config.model.n_parallel, "embeddings_engine": config.embeddings.engine,
-            "onnx_model": config.embeddings.onnx_model, "classifier_model": config.policy.classifier_model,
-            "federated": config.federated.enabled}
+    return {
+        "config_file": config_file or "",
+        "model": config.model.path or config.model.name,
+        "n_gpu_layers": config.model.n_gpu_layers,
+        "n_ctx": config.model.n_ctx,
+        "n_parallel": config.model.n_parallel,
+        "embeddings_engine": config.embeddings.engine,
+        "onnx_model": config.embeddings.onnx_model,
+        "classifier_model": config.policy.classifier_model,
+        "federated": config.federated.enabled,
+    }
 
 
 def _python(facts: Facts, config: AgentConfig) -> Finding:
     where = f"Python {facts.python_version} on {facts.platform} ({facts.machine}, {facts.cpu_count} CPUs)"
     if config.federated.enabled and tuple(int(p) for p in facts.python_version.split(".")[:2]) < (3, 11):
-        return Finding("python", WARN, f"{where}: federated.enabled = true, but flwr 1.42 needs Python 3.11+; "
-                                       "the agent serves without federated learning")
+        return Finding(
+            "python",
+            WARN,
+            f"{where}: federated.enabled = true, but flwr 1.42 needs Python 3.11+; "
+            "the agent serves without federated learning",
+        )
     return Finding("python", OK, where)
 
 
@@ -231,13 +247,19 @@ def _gpu(facts: Facts) -> Finding:
     nodes = facts.device_nodes
     if not gpu_present(facts):
         cuda = facts.cuda
-        why = [f"no CUDA device ({cuda.error})" if cuda.library else "no CUDA driver (libcuda.so.1 not found)",
-               f"NVIDIA device nodes {', '.join(n.path for n in nodes)}" if nodes
-               else "no NVIDIA device nodes (/dev/nvidia*)",
-               f"nvidia-smi at {facts.nvidia_smi}" if facts.nvidia_smi else "no nvidia-smi"]
+        why = [
+            f"no CUDA device ({cuda.error})" if cuda.library else "no CUDA driver (libcuda.so.1 not found)",
+            f"NVIDIA device nodes {', '.join(n.path for n in nodes)}"
+            if nodes
+            else "no NVIDIA device nodes (/dev/nvidia*)",
+            f"nvidia-smi at {facts.nvidia_smi}" if facts.nvidia_smi else "no nvidia-smi",
+        ]
         gpu_backends = llama_gpu_backends(facts.llama)
-        why.append(f"llama.cpp built for {', '.join(gpu_backends)} but sees no GPU" if gpu_backends
-                   else "llama.cpp built for CPU only")
+        why.append(
+            f"llama.cpp built for {', '.join(gpu_backends)} but sees no GPU"
+            if gpu_backends
+            else "llama.cpp built for CPU only"
+        )
         # Device nodes or nvidia-smi without a device: a driver that is half there, not a CPU-only box.
         status = WARN if nodes or facts.nvidia_smi else INFO
         hint = "; NVIDIA's files are here but no driver sees a device: check the driver" if status == WARN else ""
@@ -246,8 +268,12 @@ def _gpu(facts: Facts) -> Finding:
     message = f"{driver}{', '.join(_gpu_names(facts))}"
     blocked = [n.path for n in nodes if not n.accessible]
     if blocked:
-        return Finding("gpu", WARN, f"{message}; this user cannot open {', '.join(blocked)}: add it to the "
-                                    "video group (the systemd unit needs its GPU drop-in, packaging/systemd/)")
+        return Finding(
+            "gpu",
+            WARN,
+            f"{message}; this user cannot open {', '.join(blocked)}: add it to the "
+            "video group (the systemd unit needs its GPU drop-in, packaging/systemd/)",
+        )
     return Finding("gpu", OK, message)
 
 
@@ -255,9 +281,11 @@ def _gpu_names(facts: Facts) -> list[str]:
     devices = facts.cuda.devices or facts.telemetry_gpus
     if devices:
         shared = facts.jetson is not None
-        return [f"{d.name} ({_gib(d.memory_total_bytes)}{', shared with the CPU' if shared else ''}"
-                f"{', sm_' + d.compute_capability.replace('.', '') if d.compute_capability else ''})"
-                for d in devices]
+        return [
+            f"{d.name} ({_gib(d.memory_total_bytes)}{', shared with the CPU' if shared else ''}"
+            f"{', sm_' + d.compute_capability.replace('.', '') if d.compute_capability else ''})"
+            for d in devices
+        ]
     return [f"{d.name}: {d.description}" for d in facts.llama.devices if d.type in ("gpu", "igpu")]
 
 
@@ -265,15 +293,27 @@ def _jetson(jetson: JetsonFacts) -> list[Finding]:
     release = jetson.l4t_release or "unknown L4T release"
     jetpack = _JETPACK.get(release.split(".")[0], "")
     what = f"{jetson.model or 'NVIDIA Jetson'}, L4T {release}{f' ({jetpack})' if jetpack else ''}"
-    findings = [Finding("jetson", OK if jetpack == "JetPack 6" else WARN,
-                        what if jetpack == "JetPack 6" else f"{what}: packaging/jetson/README.md is for JetPack 6 "
-                                                             "(L4T R36, Python 3.10, CUDA 12)")]
+    findings = [
+        Finding(
+            "jetson",
+            OK if jetpack == "JetPack 6" else WARN,
+            what
+            if jetpack == "JetPack 6"
+            else f"{what}: packaging/jetson/README.md is for JetPack 6 (L4T R36, Python 3.10, CUDA 12)",
+        )
+    ]
     if jetson.tegrastats:
-        findings.append(Finding("tegrastats", OK, f"{jetson.tegrastats}: heartbeats carry the GPU's load, "
-                                                  "memory and temperatures"))
+        findings.append(
+            Finding("tegrastats", OK, f"{jetson.tegrastats}: heartbeats carry the GPU's load, memory and temperatures")
+        )
     else:
-        findings.append(Finding("tegrastats", WARN, "tegrastats is not on PATH (L4T puts it in /usr/bin): "
-                                                    "heartbeats carry no GPU figures"))
+        findings.append(
+            Finding(
+                "tegrastats",
+                WARN,
+                "tegrastats is not on PATH (L4T puts it in /usr/bin): heartbeats carry no GPU figures",
+            )
+        )
     return findings
 
 
@@ -285,28 +325,45 @@ def _llama(facts: Facts, config: AgentConfig) -> Finding:
     backends = ", ".join(llama.backends) or "unknown"
     features = [k for k, v in parse_system_info(llama.system_info).get("CPU", {}).items() if v == "1"]
     build = f"llama-cpp-python {llama.version}, ggml backends {backends}" + (
-        f", CPU features {' '.join(features)}" if features else "")
+        f", CPU features {' '.join(features)}" if features else ""
+    )
     gpu_backends = llama_gpu_backends(llama)
     offload_to = [f"{d.name} ({d.description})" for d in llama.devices if d.type in ("gpu", "igpu")]
     if layers != 0 and not llama.gpu_offload:
         if not gpu_backends:
-            return Finding("llama.cpp", WARN, f"{asked}, but this llama-cpp-python build has no GPU offload "
-                                              f"({build}): every layer runs on the CPU. Rebuild it with "
-                                              "CMAKE_ARGS=\"-DGGML_CUDA=on\" (packaging/jetson/README.md) "
-                                              "or set model.n_gpu_layers = 0")
-        return Finding("llama.cpp", WARN, f"{asked}, and llama.cpp is built for {', '.join(gpu_backends)}, but it "
-                                          f"sees no GPU ({build}): every layer runs on the CPU")
+            return Finding(
+                "llama.cpp",
+                WARN,
+                f"{asked}, but this llama-cpp-python build has no GPU offload "
+                f"({build}): every layer runs on the CPU. Rebuild it with "
+                'CMAKE_ARGS="-DGGML_CUDA=on" (packaging/jetson/README.md) '
+                "or set model.n_gpu_layers = 0",
+            )
+        return Finding(
+            "llama.cpp",
+            WARN,
+            f"{asked}, and llama.cpp is built for {', '.join(gpu_backends)}, but it "
+            f"sees no GPU ({build}): every layer runs on the CPU",
+        )
     if layers != 0:
         how_many = "all layers" if layers == -1 else f"{layers} layers"
         where = ", ".join(offload_to) or "the GPU"
         return Finding("llama.cpp", OK, f"{asked}: {how_many} offloaded to {where}; {build}")
     if llama.gpu_offload:
-        return Finding("llama.cpp", INFO, f"{asked}: every layer runs on the CPU although llama.cpp can offload to "
-                                          f"{', '.join(offload_to) or 'a GPU'}; set model.n_gpu_layers = -1 to use "
-                                          f"it; {build}")
+        return Finding(
+            "llama.cpp",
+            INFO,
+            f"{asked}: every layer runs on the CPU although llama.cpp can offload to "
+            f"{', '.join(offload_to) or 'a GPU'}; set model.n_gpu_layers = -1 to use "
+            f"it; {build}",
+        )
     if gpu_present(facts) and not gpu_backends:
-        return Finding("llama.cpp", INFO, f"{asked}: runs on the CPU; this box has a GPU but the llama-cpp-python "
-                                          f"build is CPU only ({build}); see packaging/jetson/README.md to rebuild")
+        return Finding(
+            "llama.cpp",
+            INFO,
+            f"{asked}: runs on the CPU; this box has a GPU but the llama-cpp-python "
+            f"build is CPU only ({build}); see packaging/jetson/README.md to rebuild",
+        )
     return Finding("llama.cpp", OK, f"{asked}: runs on the CPU; {build}")
 
 
@@ -320,9 +377,15 @@ def _cuda_archs(facts: Facts) -> list[Finding]:
             continue
         wanted = int(float(device.compute_capability) * 10 + 0.5) * 10  # "8.7" -> 870, as __CUDA_ARCH_LIST__
         if min(built) > wanted:
-            findings.append(Finding("cuda archs", WARN, f"llama.cpp was built for CUDA architectures {archs}; "
-                                                        f"{device.name} is sm_{wanted // 10}: rebuild with "
-                                                        f"-DCMAKE_CUDA_ARCHITECTURES={wanted // 10}"))
+            findings.append(
+                Finding(
+                    "cuda archs",
+                    WARN,
+                    f"llama.cpp was built for CUDA architectures {archs}; "
+                    f"{device.name} is sm_{wanted // 10}: rebuild with "
+                    f"-DCMAKE_CUDA_ARCHITECTURES={wanted // 10}",
+                )
+            )
     return findings
 
 
@@ -330,19 +393,38 @@ def _onnxruntime(facts: Facts, config: AgentConfig) -> Finding:
     from edge_agent.engines.onnx import choose_providers
 
     onnx = facts.onnxruntime
-    users = [u for u, wanted in (("embeddings.engine = onnx", config.embeddings.engine == "onnx"),
-                                 ("policy.classifier_model", bool(config.policy.classifier_model))) if wanted]
+    users = [
+        u
+        for u, wanted in (
+            ("embeddings.engine = onnx", config.embeddings.engine == "onnx"),
+            ("policy.classifier_model", bool(config.policy.classifier_model)),
+        )
+        if wanted
+    ]
     if not onnx.version:
         if users:
-            return Finding("onnxruntime", FAIL, f"{' and '.join(users)} need onnxruntime, which is not installed "
-                                                f"({onnx.error}): pip install 'edgefleet[cpu]' (or onnxruntime-gpu; "
-                                                "on Jetson NVIDIA's wheel, packaging/jetson/README.md)")
-        return Finding("onnxruntime", INFO, "not installed; only embeddings.engine = onnx and "
-                                            "policy.classifier_model need it")
-    missing = [f"{key}: {path} is not a file" for key, path in (
-        ("embeddings.onnx_model", config.embeddings.onnx_model if config.embeddings.engine == "onnx" else ""),
-        ("embeddings.onnx_tokenizer", config.embeddings.onnx_tokenizer if config.embeddings.engine == "onnx" else ""),
-        ("policy.classifier_model", config.policy.classifier_model)) if path and not Path(path).is_file()]
+            return Finding(
+                "onnxruntime",
+                FAIL,
+                f"{' and '.join(users)} need onnxruntime, which is not installed "
+                f"({onnx.error}): pip install 'edgefleet[cpu]' (or onnxruntime-gpu; "
+                "on Jetson NVIDIA's wheel, packaging/jetson/README.md)",
+            )
+        return Finding(
+            "onnxruntime", INFO, "not installed; only embeddings.engine = onnx and policy.classifier_model need it"
+        )
+    missing = [
+        f"{key}: {path} is not a file"
+        for key, path in (
+            ("embeddings.onnx_model", config.embeddings.onnx_model if config.embeddings.engine == "onnx" else ""),
+            (
+                "embeddings.onnx_tokenizer",
+                config.embeddings.onnx_tokenizer if config.embeddings.engine == "onnx" else "",
+            ),
+            ("policy.classifier_model", config.policy.classifier_model),
+        )
+        if path and not Path(path).is_file()
+    ]
     chosen = choose_providers(onnx.providers) or ["no provider"]
     has = f"onnxruntime {onnx.version}, providers {', '.join(onnx.providers) or 'none'}"
     if missing:
@@ -350,17 +432,27 @@ def _onnxruntime(facts: Facts, config: AgentConfig) -> Finding:
     gpu_providers = [p for p in onnx.providers if p in _GPU_PROVIDERS]
     if config.embeddings.engine == "onnx":
         if gpu_present(facts) and not gpu_providers:
-            return Finding("onnxruntime", WARN, f"embeddings.engine = onnx and this box has a GPU, but {has}: the "
-                                                "encoder runs on the CPU; install onnxruntime-gpu (on Jetson "
-                                                "NVIDIA's wheel, packaging/jetson/README.md)")
+            return Finding(
+                "onnxruntime",
+                WARN,
+                f"embeddings.engine = onnx and this box has a GPU, but {has}: the "
+                "encoder runs on the CPU; install onnxruntime-gpu (on Jetson "
+                "NVIDIA's wheel, packaging/jetson/README.md)",
+            )
         if gpu_providers and not gpu_present(facts):
-            return Finding("onnxruntime", WARN, f"embeddings.engine = onnx and {has}, but there is no GPU: "
-                                                f"onnxruntime falls back to {chosen[-1]}")
+            return Finding(
+                "onnxruntime",
+                WARN,
+                f"embeddings.engine = onnx and {has}, but there is no GPU: onnxruntime falls back to {chosen[-1]}",
+            )
         return Finding("onnxruntime", OK, f"embeddings.engine = onnx runs on {chosen[0]}; {has}")
     if users:
         return Finding("onnxruntime", OK, f"{' and '.join(users)} runs on {chosen[0]}; {has}")
-    return Finding("onnxruntime", INFO, f"{has}; not used (embeddings.engine = {config.embeddings.engine}, "
-                                        "no policy.classifier_model)")
+    return Finding(
+        "onnxruntime",
+        INFO,
+        f"{has}; not used (embeddings.engine = {config.embeddings.engine}, no policy.classifier_model)",
+    )
 
 
 def _model(facts: Facts, config: AgentConfig) -> Finding:
@@ -371,34 +463,61 @@ def _model(facts: Facts, config: AgentConfig) -> Finding:
     notes += "" if model.present else ", assembled into the data dir at the first serve"
     what = f"{model.name} ({_mib(model.size_bytes)}, {model.path}{notes})"
     if not model.present and model.size_bytes > facts.disk_free_bytes:
-        return Finding("model", FAIL, f"{what}: assembling it needs {_mib(model.size_bytes)} in the data dir, "
-                                      f"which has {_mib(facts.disk_free_bytes)} free")
+        return Finding(
+            "model",
+            FAIL,
+            f"{what}: assembling it needs {_mib(model.size_bytes)} in the data dir, "
+            f"which has {_mib(facts.disk_free_bytes)} free",
+        )
     llama = facts.llama
     vram = [d for d in llama.devices if d.type == "gpu"]
     if config.model.n_gpu_layers == -1 and llama.gpu_offload and vram:
         free = sum(d.memory_free_bytes for d in vram)
         if model.size_bytes > free:
-            return Finding("model", FAIL, f"{what} does not fit in the {_gib(free)} free GPU memory, and "
-                                          "model.n_gpu_layers = -1 puts every layer there: lower model.n_gpu_layers")
-        return Finding("model", OK, f"{what} fits in {_gib(free)} free GPU memory (plus the KV cache for "
-                                    f"n_ctx {config.model.n_ctx} x n_parallel {config.model.n_parallel})")
+            return Finding(
+                "model",
+                FAIL,
+                f"{what} does not fit in the {_gib(free)} free GPU memory, and "
+                "model.n_gpu_layers = -1 puts every layer there: lower model.n_gpu_layers",
+            )
+        return Finding(
+            "model",
+            OK,
+            f"{what} fits in {_gib(free)} free GPU memory (plus the KV cache for "
+            f"n_ctx {config.model.n_ctx} x n_parallel {config.model.n_parallel})",
+        )
     available = facts.memory_available_bytes
     if model.size_bytes > available:
-        return Finding("model", FAIL, f"{what} does not fit in the {_gib(available)} of memory available "
-                                      f"(of {_gib(facts.memory_total_bytes)}): pick a smaller model or quantization")
+        return Finding(
+            "model",
+            FAIL,
+            f"{what} does not fit in the {_gib(available)} of memory available "
+            f"(of {_gib(facts.memory_total_bytes)}): pick a smaller model or quantization",
+        )
     if model.size_bytes > 0.8 * available:
-        return Finding("model", WARN, f"{what} leaves less than a fifth of the {_gib(available)} available for "
-                                      f"the KV cache (n_ctx {config.model.n_ctx} x n_parallel "
-                                      f"{config.model.n_parallel}) and everything else")
-    return Finding("model", OK, f"{what} fits in {_gib(available)} available memory (plus the KV cache for "
-                                f"n_ctx {config.model.n_ctx} x n_parallel {config.model.n_parallel})")
+        return Finding(
+            "model",
+            WARN,
+            f"{what} leaves less than a fifth of the {_gib(available)} available for "
+            f"the KV cache (n_ctx {config.model.n_ctx} x n_parallel "
+            f"{config.model.n_parallel}) and everything else",
+        )
+    return Finding(
+        "model",
+        OK,
+        f"{what} fits in {_gib(available)} available memory (plus the KV cache for "
+        f"n_ctx {config.model.n_ctx} x n_parallel {config.model.n_parallel})",
+    )
 
 
 def _disk(facts: Facts) -> Finding:
     status = WARN if facts.disk_free_bytes < _DISK_LOW_BYTES else OK
     note = ": the cache, the audit and fleet model downloads need room" if status == WARN else ""
-    return Finding("disk", status, f"data dir {facts.data_dir}: {_gib(facts.disk_free_bytes)} free of "
-                                   f"{_gib(facts.disk_total_bytes)}{note}")
+    return Finding(
+        "disk",
+        status,
+        f"data dir {facts.data_dir}: {_gib(facts.disk_free_bytes)} free of {_gib(facts.disk_total_bytes)}{note}",
+    )
 
 
 def _gib(n: int) -> str:
@@ -412,9 +531,12 @@ def _mib(n: int) -> str:
 def describe(report: Report) -> str:
     """The report for people: one line per finding, then the verdict."""
     f, a = report.facts, report.asks
-    lines = [f"config:  {a['config_file'] or 'defaults (no --config)'}; data dir {f.data_dir}",
-             f"asks:    model {a['model']}, model.n_gpu_layers = {a['n_gpu_layers']}, "
-             f"embeddings.engine = {a['embeddings_engine']}", ""]
+    lines = [
+        f"config:  {a['config_file'] or 'defaults (no --config)'}; data dir {f.data_dir}",
+        f"asks:    model {a['model']}, model.n_gpu_layers = {a['n_gpu_layers']}, "
+        f"embeddings.engine = {a['embeddings_engine']}",
+        "",
+    ]
     width = max(len(x.check) for x in report.findings)
     lines.extend(f"{x.status.upper():<5} {x.check:<{width}}  {x.message}" for x in report.findings)
     counts = {s: sum(1 for x in report.findings if x.status == s) for s in (FAIL, WARN)}
@@ -443,17 +565,27 @@ def gather(config: AgentConfig) -> Facts:
     sample = SystemProbe(data_dir).sample()
     disk = psutil.disk_usage(str(_existing_ancestor(data_dir)))
     return Facts(
-        python_version=platform.python_version(), platform=f"{platform.system()} {platform.release()}",
-        machine=platform.machine(), cpu_count=sample.cpu_count,
+        python_version=platform.python_version(),
+        platform=f"{platform.system()} {platform.release()}",
+        machine=platform.machine(),
+        cpu_count=sample.cpu_count,
         memory_total_bytes=sample.memory_total_bytes,
         memory_available_bytes=sample.memory_total_bytes - sample.memory_used_bytes,
-        data_dir=str(data_dir), disk_free_bytes=int(disk.free), disk_total_bytes=int(disk.total),
+        data_dir=str(data_dir),
+        disk_free_bytes=int(disk.free),
+        disk_total_bytes=int(disk.total),
         cuda=probe_cuda_driver(),
-        telemetry_gpus=tuple(GpuDevice(g.name, g.memory_total_bytes, g.memory_total_bytes - g.memory_used_bytes,
-                                       source=g.source) for g in sample.gpus),
-        device_nodes=probe_device_nodes(), nvidia_smi=shutil.which("nvidia-smi") or "",
-        jetson=probe_jetson(), onnxruntime=probe_onnxruntime(), llama=probe_llama(),
-        model=probe_model(config, data_dir))
+        telemetry_gpus=tuple(
+            GpuDevice(g.name, g.memory_total_bytes, g.memory_total_bytes - g.memory_used_bytes, source=g.source)
+            for g in sample.gpus
+        ),
+        device_nodes=probe_device_nodes(),
+        nvidia_smi=shutil.which("nvidia-smi") or "",
+        jetson=probe_jetson(),
+        onnxruntime=probe_onnxruntime(),
+        llama=probe_llama(),
+        model=probe_model(config, data_dir),
+    )
 
 
 def probe_cuda_driver() -> CudaFacts:
@@ -488,8 +620,14 @@ def probe_cuda_driver() -> CudaFacts:
             lib.cuDeviceTotalMem_v2(ctypes.byref(total), device)
             lib.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
             lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)  # ..._MINOR
-            devices.append(GpuDevice(name.value.decode(errors="replace"), int(total.value),
-                                     compute_capability=f"{major.value}.{minor.value}", source="cuda"))
+            devices.append(
+                GpuDevice(
+                    name.value.decode(errors="replace"),
+                    int(total.value),
+                    compute_capability=f"{major.value}.{minor.value}",
+                    source="cuda",
+                )
+            )
         return CudaFacts(library, driver, tuple(devices), "" if devices else "the CUDA driver reports 0 devices")
     except (AttributeError, OSError) as exc:  # an old or broken libcuda without these symbols
         return CudaFacts(library, error=f"{library} unusable: {exc}")
@@ -508,7 +646,8 @@ def _cuda_error(lib, rc: int) -> str:
 def probe_device_nodes() -> tuple[DeviceNode, ...]:
     """NVIDIA's nodes: /dev/nvidia* on discrete GPUs; nvmap and the nvgpu/nvhost GPU nodes on Jetson."""
     paths = sorted(glob.glob("/dev/nvidia*")) + [
-        p for p in ("/dev/nvmap", "/dev/nvgpu/igpu0/ctrl", "/dev/nvhost-ctrl-gpu") if os.path.exists(p)]
+        p for p in ("/dev/nvmap", "/dev/nvgpu/igpu0/ctrl", "/dev/nvhost-ctrl-gpu") if os.path.exists(p)
+    ]
     return tuple(DeviceNode(p, os.access(p, os.R_OK | os.W_OK)) for p in paths if not os.path.isdir(p))
 
 
@@ -517,8 +656,13 @@ def probe_jetson() -> JetsonFacts | None:
     model = _read("/proc/device-tree/model").replace("\x00", "").strip()
     if not release and "jetson" not in model.lower():
         return None
-    return JetsonFacts(model, parse_l4t_release(release), shutil.which("tegrastats") or "",
-                       shutil.which("jtop") or "", shutil.which("nvpmodel") or "")
+    return JetsonFacts(
+        model,
+        parse_l4t_release(release),
+        shutil.which("tegrastats") or "",
+        shutil.which("jtop") or "",
+        shutil.which("nvpmodel") or "",
+    )
 
 
 def _read(path: str) -> str:
@@ -562,22 +706,33 @@ def _ggml_backends() -> tuple[tuple[str, ...], tuple[LlamaDevice, ...]]:
         g = ctypes.CDLL(_ggml.libggml._name)
         vp, sz, s = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p
         for fn, restype, argtypes in (
-                ("ggml_backend_reg_count", sz, []), ("ggml_backend_reg_get", vp, [sz]),
-                ("ggml_backend_reg_name", s, [vp]), ("ggml_backend_dev_count", sz, []),
-                ("ggml_backend_dev_get", vp, [sz]), ("ggml_backend_dev_name", s, [vp]),
-                ("ggml_backend_dev_description", s, [vp]), ("ggml_backend_dev_type", ctypes.c_int, [vp]),
-                ("ggml_backend_dev_memory", None, [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)])):
+            ("ggml_backend_reg_count", sz, []),
+            ("ggml_backend_reg_get", vp, [sz]),
+            ("ggml_backend_reg_name", s, [vp]),
+            ("ggml_backend_dev_count", sz, []),
+            ("ggml_backend_dev_get", vp, [sz]),
+            ("ggml_backend_dev_name", s, [vp]),
+            ("ggml_backend_dev_description", s, [vp]),
+            ("ggml_backend_dev_type", ctypes.c_int, [vp]),
+            ("ggml_backend_dev_memory", None, [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)]),
+        ):
             getattr(g, fn).restype, getattr(g, fn).argtypes = restype, argtypes
-        backends = tuple(g.ggml_backend_reg_name(g.ggml_backend_reg_get(i)).decode()
-                         for i in range(g.ggml_backend_reg_count()))
+        backends = tuple(
+            g.ggml_backend_reg_name(g.ggml_backend_reg_get(i)).decode() for i in range(g.ggml_backend_reg_count())
+        )
         devices = []
         for i in range(g.ggml_backend_dev_count()):
             dev, free, total = g.ggml_backend_dev_get(i), ctypes.c_size_t(0), ctypes.c_size_t(0)
             g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-            devices.append(LlamaDevice((g.ggml_backend_dev_name(dev) or b"").decode(errors="replace"),
-                                       (g.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
-                                       _DEVICE_TYPES.get(g.ggml_backend_dev_type(dev), "unknown"),
-                                       int(free.value), int(total.value)))
+            devices.append(
+                LlamaDevice(
+                    (g.ggml_backend_dev_name(dev) or b"").decode(errors="replace"),
+                    (g.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                    _DEVICE_TYPES.get(g.ggml_backend_dev_type(dev), "unknown"),
+                    int(free.value),
+                    int(total.value),
+                )
+            )
         return backends, tuple(devices)
     except Exception as exc:  # noqa: BLE001 - a different llama-cpp-python layout or libggml ABI
         log.debug("ggml backend registry unreadable: %s", exc)
@@ -607,8 +762,11 @@ def probe_model(config: AgentConfig, data_dir: Path) -> ModelFacts:
         if m.name in models.BUILTIN_MODELS:
             path = models._distribution_file(models.BUILTIN_MODELS[m.name].distribution, ".gguf")
             return ModelFacts(m.name, str(path), path.stat().st_size, "config", True)
-        return ModelFacts(m.name, source="config",
-                          error=f"model.name: unknown model {m.name!r} (built-in: {', '.join(models.BUILTIN_MODELS)})")
+        return ModelFacts(
+            m.name,
+            source="config",
+            error=f"model.name: unknown model {m.name!r} (built-in: {', '.join(models.BUILTIN_MODELS)})",
+        )
     except (models.ModelError, OSError) as exc:
         return ModelFacts(m.name, source="config", error=str(exc))
 
@@ -629,4 +787,3 @@ def _fleet_model(config: AgentConfig, data_dir: Path) -> ModelFacts | None:
     if installed is None:
         return None
     return ModelFacts(installed.manifest.ref, str(installed.path), installed.manifest.size, "fleet", True)
-

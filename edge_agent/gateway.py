@@ -53,6 +53,7 @@ _CLASSIFY_INLINE_CHARS = 8_192
 @dataclass
 class RouteInfo:
     """What the gateway decided for one request; the HTTP layer turns it into headers and metric labels."""
+
     route: str = LOCAL
     data_class: str = ""
 
@@ -65,12 +66,21 @@ def token_prompt_refused(model: str) -> RoutingRefused:
     return RoutingRefused(
         f"'prompt' is given as token ids, and token ids never leave this box (they belong to its own tokenizer); "
         f"the model '{model}' is answered only by an upstream: send the prompt as text",
-        "prompt", code="token_prompt_not_forwarded", status=400)
+        "prompt",
+        code="token_prompt_not_forwarded",
+        status=400,
+    )
 
 
 class Gateway:
-    def __init__(self, service: InferenceService, classifier: PromptClassifier, metrics: AgentMetrics,
-                 pool: UpstreamPool | None = None, audit: RoutingAudit | None = None):
+    def __init__(
+        self,
+        service: InferenceService,
+        classifier: PromptClassifier,
+        metrics: AgentMetrics,
+        pool: UpstreamPool | None = None,
+        audit: RoutingAudit | None = None,
+    ):
         self.service = service
         # The classifier carries its policy: one attribute, so a reload (reload_policy) swaps both at once.
         self.classifier = classifier
@@ -92,8 +102,9 @@ class Gateway:
     def upstream_model_ids(self) -> tuple[str, ...]:
         return tuple(self.upstream_models)
 
-    async def classify(self, texts: list[str], caller: Caller, info: RouteInfo,
-                       classifier: PromptClassifier | None = None) -> Classification:
+    async def classify(
+        self, texts: list[str], caller: Caller, info: RouteInfo, classifier: PromptClassifier | None = None
+    ) -> Classification:
         """Classify, count, and refuse a class above what the caller's key may send."""
         classifier = classifier or self.classifier
         started = time.perf_counter()
@@ -110,11 +121,21 @@ class Gateway:
             raise RoutingRefused(
                 f"this API key (tenant '{caller.tenant}') may send data up to class '{caller.max_data_class}'; "
                 f"this request is '{classification.data_class}' ({', '.join(classification.detectors)})",
-                None, code="data_class_not_allowed", status=403)
+                None,
+                code="data_class_not_allowed",
+                status=403,
+            )
         return classification
 
-    async def generate(self, request: InferenceRequest, caller: Caller, cache_control: str, started: float,
-                       info: RouteInfo, client_gone: Callable[[], Awaitable[None]] | None = None) -> Answer:
+    async def generate(
+        self,
+        request: InferenceRequest,
+        caller: Caller,
+        cache_control: str,
+        started: float,
+        info: RouteInfo,
+        client_gone: Callable[[], Awaitable[None]] | None = None,
+    ) -> Answer:
         endpoint = request.endpoint
         texts = request_texts(request, self._detokenize)
         classifier = self.classifier  # one policy for the whole request, even across a reload
@@ -143,8 +164,7 @@ class Gateway:
         overloaded: OverloadedError | None = None
         if decision.route == LOCAL:
             try:
-                answer = await self.service.generate(request, cache_control, started, client_gone,
-                                                     tenant=caller.tenant)
+                answer = await self.service.generate(request, cache_control, started, client_gone, tenant=caller.tenant)
             except OverloadedError as exc:
                 overloaded = exc
                 local_problem = TOKEN_PROMPT if token_prompt else QUEUE_FULL
@@ -164,19 +184,33 @@ class Gateway:
         except RequestError:
             raise
         except Exception as exc:  # noqa: BLE001 - text that could not be redacted does not leave, whatever broke
-            log.error("redacting a request for an upstream failed (%s: %s); it was refused, not sent",
-                      type(exc).__name__, exc)
+            log.error(
+                "redacting a request for an upstream failed (%s: %s); it was refused, not sent", type(exc).__name__, exc
+            )
             self._record(endpoint, caller, info, detectors, REFUSED, "redaction_failed", 503, texts)
-            raise RoutingRefused(f"{problem_words(local_problem)}, and this request could not be redacted for an "
-                                 "upstream, so it was not sent; retry later", None, code="redaction_failed",
-                                 status=503) from None
+            raise RoutingRefused(
+                f"{problem_words(local_problem)}, and this request could not be redacted for an "
+                "upstream, so it was not sent; retry later",
+                None,
+                code="redaction_failed",
+                status=503,
+            ) from None
         try:
-            reply = await self.pool.forward(decision.upstreams, _PATHS[endpoint], outgoing, request.params.stream,
-                                            started + self.service.request_timeout_s)
+            reply = await self.pool.forward(
+                decision.upstreams,
+                _PATHS[endpoint],
+                outgoing,
+                request.params.stream,
+                started + self.service.request_timeout_s,
+            )
         except UpstreamError as exc:
             self._record(endpoint, caller, info, detectors, REFUSED, "upstream_failed", 503, texts)
-            raise RoutingRefused(f"{problem_words(local_problem)}, and every upstream failed: {exc}", None,
-                                 code="upstream_failed", status=503) from None
+            raise RoutingRefused(
+                f"{problem_words(local_problem)}, and every upstream failed: {exc}",
+                None,
+                code="upstream_failed",
+                status=503,
+            ) from None
         route = f"upstream:{reply.upstream}"
         self._record(endpoint, caller, info, detectors, route, decision.reason, reply.status, texts)
         return Answer("bypass", upstream=reply)
@@ -206,13 +240,33 @@ class Gateway:
             raise RequestError(f"'{param}' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})", param)
         return b"".join(backend.detokenize_one(t) for t in tokens).decode("utf-8", "replace")
 
-    def _record(self, endpoint: str, caller: Caller, info: RouteInfo, detectors: tuple[str, ...], route: str,
-                reason: str, status: int, texts: list[str]) -> None:
+    def _record(
+        self,
+        endpoint: str,
+        caller: Caller,
+        info: RouteInfo,
+        detectors: tuple[str, ...],
+        route: str,
+        reason: str,
+        status: int,
+        texts: list[str],
+    ) -> None:
         info.route = route
         self.metrics.routed.labels(info.data_class or "unclassified", route).inc()
         if self.audit is not None:
-            self.audit.record(RoutingRecord(time.time(), caller.tenant, endpoint, info.data_class, tuple(detectors),
-                                            route, reason, status, self.audit.prompt_hash("\n".join(texts))))
+            self.audit.record(
+                RoutingRecord(
+                    time.time(),
+                    caller.tenant,
+                    endpoint,
+                    info.data_class,
+                    tuple(detectors),
+                    route,
+                    reason,
+                    status,
+                    self.audit.prompt_hash("\n".join(texts)),
+                )
+            )
 
 
 def request_texts(request: InferenceRequest, detokenize: Callable[[Sequence[int]], str]) -> list[str]:
@@ -244,8 +298,10 @@ def upstream_request(request: InferenceRequest, redact: Callable[[str], str] | N
     params = request.params
     out: dict[str, Any] = {"model": request.model}
     if isinstance(request, ChatRequest):
-        out["messages"] = [{"role": m.role, "content": keep(m.content),
-                            **({"name": keep(m.name)} if m.name is not None else {})} for m in request.messages]
+        out["messages"] = [
+            {"role": m.role, "content": keep(m.content), **({"name": keep(m.name)} if m.name is not None else {})}
+            for m in request.messages
+        ]
     elif isinstance(request.prompt, str):
         out["prompt"] = keep(request.prompt)
     else:

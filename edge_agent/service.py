@@ -54,6 +54,7 @@ OpenAIObject = dict[str, Any]
 @dataclass
 class Answer:
     """What the box, or an upstream, answered. Exactly one of ``body``, ``chunks`` and ``upstream`` is set."""
+
     cache: str  # "hit" | "miss" | "bypass": what the response cache did
     # A whole OpenAI body, as stored in the response cache.
     body: bytes | None = None
@@ -69,6 +70,7 @@ class Answer:
 @dataclass(frozen=True)
 class ServingModel:
     """One loaded model: its engine, the scheduler thread that drives it, and the id clients ask for."""
+
     backend: LlamaBackend
     scheduler: Scheduler
     model_id: str
@@ -132,8 +134,14 @@ class InferenceService:
 
     # -- generation --------------------------------------------------------
 
-    async def generate(self, request: InferenceRequest, cache_control: str, started: float,
-                       client_gone: Callable[[], Awaitable[None]] | None = None, tenant: str = "") -> Answer:
+    async def generate(
+        self,
+        request: InferenceRequest,
+        cache_control: str,
+        started: float,
+        client_gone: Callable[[], Awaitable[None]] | None = None,
+        tenant: str = "",
+    ) -> Answer:
         """``client_gone`` returns when the client disconnects; a non-streamed
         generation then stops (a streamed one stops when its stream is closed).
         Raises OverloadedError, before touching the cache's single flight, when the queue is full."""
@@ -152,7 +160,8 @@ class InferenceService:
                     cached = await asyncio.wait_for(asyncio.shield(self._inflight[key]), max(remaining, 0))
                 except asyncio.TimeoutError:
                     raise DeadlineExceededError(
-                        "the request ran past its deadline waiting for an identical one") from None
+                        "the request ran past its deadline waiting for an identical one"
+                    ) from None
             if cached is not None:
                 self.metrics.cache_hits.inc()
                 self.metrics.observe_cache(True)
@@ -176,13 +185,18 @@ class InferenceService:
         completion = Completion.new(endpoint, model.model_id)
         outcome = "miss" if decision.lookup else "bypass"
         if params.stream:
+
             def on_close() -> None:
                 ticket.cancel()  # a no-op once generation has finished
                 self._resolve(key, flight, None)  # a no-op once the answer is in
 
-            return Answer(outcome, chunks=self._stream(completion, ticket, events, params.include_usage, store_key,
-                                                       flight, key, started, sha256),
-                          on_close=on_close)
+            return Answer(
+                outcome,
+                chunks=self._stream(
+                    completion, ticket, events, params.include_usage, store_key, flight, key, started, sha256
+                ),
+                on_close=on_close,
+            )
         watcher = asyncio.ensure_future(self._report_gone(client_gone, events)) if client_gone else None
         try:
             text, done = await self._collect(ticket, events, started, endpoint)
@@ -212,15 +226,17 @@ class InferenceService:
         else:
             tokens = list(request.prompt)
             if not backend.in_vocab(tokens):
-                raise RequestError(f"'prompt' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})",
-                                   "prompt")
+                raise RequestError(
+                    f"'prompt' holds token ids outside the vocabulary (0..{backend.vocab_size - 1})", "prompt"
+                )
         if not tokens:
             raise RequestError("the prompt is empty", "prompt")
         if len(tokens) >= backend.n_ctx:
             raise RequestError(
                 f"the prompt has {len(tokens)} tokens; this model's context is {backend.n_ctx} tokens, "
                 "which must also hold at least one generated token",
-                "messages" if isinstance(request, ChatRequest) else "prompt", code="context_length_exceeded",
+                "messages" if isinstance(request, ChatRequest) else "prompt",
+                code="context_length_exceeded",
             )
         return tokens
 
@@ -246,8 +262,9 @@ class InferenceService:
         if endpoint is not None:
             self.metrics.ttft.labels(endpoint).observe(time.monotonic() - started)
 
-    async def _collect(self, ticket: Ticket, events: asyncio.Queue, started: float,
-                       endpoint: str | None) -> tuple[str, DoneEvent]:
+    async def _collect(
+        self, ticket: Ticket, events: asyncio.Queue, started: float, endpoint: str | None
+    ) -> tuple[str, DoneEvent]:
         """Gathers a whole answer; ``endpoint`` None (the warm-up) is kept out of the metrics."""
         parts: list[str] = []
         try:
@@ -264,8 +281,18 @@ class InferenceService:
         finally:
             ticket.cancel()  # a no-op once done; stops generation if the client went away
 
-    async def _stream(self, completion: Completion, ticket: Ticket, events: asyncio.Queue, include_usage: bool,
-                      store_key: str, flight, key: str, started: float, sha256: str) -> AsyncIterator[OpenAIObject]:
+    async def _stream(
+        self,
+        completion: Completion,
+        ticket: Ticket,
+        events: asyncio.Queue,
+        include_usage: bool,
+        store_key: str,
+        flight,
+        key: str,
+        started: float,
+        sha256: str,
+    ) -> AsyncIterator[OpenAIObject]:
         parts: list[str] = []
         done: DoneEvent | None = None
         try:
@@ -292,8 +319,9 @@ class InferenceService:
             # (the generator is closed): the sequence stops at the next step.
             ticket.cancel()
             if done is not None:
-                body = dumps(completion.body("".join(parts), done.finish_reason, done.prompt_tokens,
-                                             done.completion_tokens))
+                body = dumps(
+                    completion.body("".join(parts), done.finish_reason, done.prompt_tokens, done.completion_tokens)
+                )
                 self._store_and_resolve(body, store_key, flight, key, sha256)
             else:
                 self._resolve(key, flight, None)
@@ -325,10 +353,16 @@ class InferenceService:
             vectors, n_tokens = await run_in_threadpool(engine.embed_inputs, inputs)
         except EngineInputError as exc:
             raise RequestError(str(exc), "input", code=exc.code) from None
-        data = [{"object": "embedding", "index": i, "embedding": _encode(v, request.encoding_format)}
-                for i, v in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": request.model,
-                "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode(v, request.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": request.model,
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        }
 
     # -- warm-up -----------------------------------------------------------
 

@@ -20,8 +20,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Mapping, Sequence
 
 import httpx
 
@@ -57,8 +57,9 @@ class CircuitBreaker:
     A failure recorded while open (a health check, a request let through before the circuit opened)
     starts the open period again; a success recorded while open changes nothing."""
 
-    def __init__(self, failure_threshold: int, open_s: float, clock: Callable[[], float] = time.monotonic,
-                 name: str = ""):
+    def __init__(
+        self, failure_threshold: int, open_s: float, clock: Callable[[], float] = time.monotonic, name: str = ""
+    ):
         if failure_threshold < 1:
             raise ValueError(f"failure_threshold: expected 1 or more, got {failure_threshold}")
         self._threshold = failure_threshold
@@ -74,8 +75,9 @@ class CircuitBreaker:
     def state(self) -> str:
         if self._state == OPEN and self._clock() >= self._opened_at + self._open_s:
             self._state, self._trial = HALF_OPEN, False
-            log.warning("upstream %s: circuit half-open after %gs open: one trial request allowed",
-                        self.name, self._open_s)
+            log.warning(
+                "upstream %s: circuit half-open after %gs open: one trial request allowed", self.name, self._open_s
+            )
         return self._state
 
     @property
@@ -133,6 +135,7 @@ class UpstreamReply:
     """An upstream's answer. Exactly one of ``body`` (non-streamed answers, and every error answer) and
     ``stream`` (a streamed 2xx SSE answer: the upstream's bytes as they come) is set. Whoever takes a
     reply with a stream iterates it to its end or calls :meth:`aclose`, which closes the upstream response."""
+
     upstream: str
     status: int
     body: bytes | None
@@ -183,16 +186,21 @@ class _Failure:
 class UpstreamPool:
     """The configured upstreams, in priority order, each with a circuit breaker and a health flag."""
 
-    def __init__(self, configs: Sequence[UpstreamConfig], clock: Callable[[], float] = time.monotonic,
-                 environ: Mapping[str, str] = os.environ):
+    def __init__(
+        self,
+        configs: Sequence[UpstreamConfig],
+        clock: Callable[[], float] = time.monotonic,
+        environ: Mapping[str, str] = os.environ,
+    ):
         self._upstreams: dict[str, _Upstream] = {}
         for c in configs:
             if c.name in self._upstreams:
                 raise ValueError(f"upstream {c.name!r} is configured twice")
             key = environ.get(c.api_key_env, "") if c.api_key_env else ""
             if c.api_key_env and not key:
-                log.warning("upstream %s: environment variable %s is not set; requests go without a key",
-                            c.name, c.api_key_env)
+                log.warning(
+                    "upstream %s: environment variable %s is not set; requests go without a key", c.name, c.api_key_env
+                )
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             breaker = CircuitBreaker(c.failure_threshold, c.open_s, clock, name=c.name)
             self._upstreams[c.name] = _Upstream(c, breaker, key, headers=headers)
@@ -207,10 +215,14 @@ class UpstreamPool:
         ('*' = any; () = none): jurisdiction allowed, circuit allows, last health check not failed; and with
         ``listed_model``, only the upstreams whose ``models`` list it."""
         any_place = "*" in jurisdictions
-        return [name for name, up in self._upstreams.items()
-                if (any_place or up.config.jurisdiction in jurisdictions)
-                and (listed_model is None or listed_model in up.config.model_map)
-                and up.healthy is not False and up.breaker.available()]
+        return [
+            name
+            for name, up in self._upstreams.items()
+            if (any_place or up.config.jurisdiction in jurisdictions)
+            and (listed_model is None or listed_model in up.config.model_map)
+            and up.healthy is not False
+            and up.breaker.available()
+        ]
 
     def listed_models(self) -> dict[str, tuple[str, ...]]:
         """Every model name an upstream lists -> the upstreams listing it, in priority order."""
@@ -230,8 +242,10 @@ class UpstreamPool:
     async def start(self) -> None:
         """Start checking each upstream's health (GET {url}/models) now and every health_interval_s."""
         if not self._health_tasks:
-            self._health_tasks = [asyncio.create_task(self._health_loop(up), name=f"upstream-health-{name}")
-                                  for name, up in self._upstreams.items()]
+            self._health_tasks = [
+                asyncio.create_task(self._health_loop(up), name=f"upstream-health-{name}")
+                for name, up in self._upstreams.items()
+            ]
 
     async def aclose(self) -> None:
         tasks, self._health_tasks = self._health_tasks, []
@@ -250,7 +264,8 @@ class UpstreamPool:
         timeout = httpx.Timeout(limit, connect=min(c.connect_timeout_s, limit))
         try:
             response = await asyncio.wait_for(
-                self._http().get(_url(c, "/models"), headers=up.headers, timeout=timeout), limit)
+                self._http().get(_url(c, "/models"), headers=up.headers, timeout=timeout), limit
+            )
             reason = f"HTTP {response.status_code}" if _counts_against(response.status_code) else ""
         except asyncio.TimeoutError:
             reason = f"no answer within {limit:g}s"
@@ -269,8 +284,9 @@ class UpstreamPool:
             up.breaker.record_success("a health check succeeded")
         return True
 
-    async def forward(self, names: Sequence[str], path: str, body: dict, stream: bool,
-                      deadline: float) -> UpstreamReply:
+    async def forward(
+        self, names: Sequence[str], path: str, body: dict, stream: bool, deadline: float
+    ) -> UpstreamReply:
         """POST {url}{path} with JSON ``body`` to the named upstreams in order until one answers.
 
         The body's model is renamed for each upstream (:func:`upstream_model`), and its ``stream`` set to
@@ -291,8 +307,7 @@ class UpstreamPool:
             raise UpstreamError("no upstream to try")
         raise UpstreamError("; ".join(f"{n}: {r}" for n, r in failures.items()), failures)
 
-    async def _try(self, up: _Upstream, path: str, body: dict, stream: bool,
-                   deadline: float) -> UpstreamReply | str:
+    async def _try(self, up: _Upstream, path: str, body: dict, stream: bool, deadline: float) -> UpstreamReply | str:
         """The reply, or why this upstream gave none."""
         c, breaker = up.config, up.breaker
         payload = upstream_body(body, upstream_model(c, body["model"]))
@@ -320,14 +335,15 @@ class UpstreamPool:
             log.info("upstream %s: attempt %d of %d failed: %s", c.name, attempt + 1, 1 + c.retries, reason)
             if attempt == c.retries:
                 break
-            wait = result.retry_after if result.retry_after is not None else RETRY_BACKOFF_S * 2 ** attempt
+            wait = result.retry_after if result.retry_after is not None else RETRY_BACKOFF_S * 2**attempt
             if wait > MAX_RETRY_WAIT_S or time.monotonic() + wait >= deadline:
                 break
             await asyncio.sleep(wait)
         return reason
 
-    async def _attempt(self, up: _Upstream, url: str, payload: dict, headers: dict[str, str], stream: bool,
-                       deadline: float) -> UpstreamReply | _Failure:
+    async def _attempt(
+        self, up: _Upstream, url: str, payload: dict, headers: dict[str, str], stream: bool, deadline: float
+    ) -> UpstreamReply | _Failure:
         c = up.config
         remaining = deadline - time.monotonic()
         limit = min(c.timeout_s, remaining)
@@ -400,8 +416,7 @@ class _ReplyStream:
     stream yields an SSE error event and [DONE], and it is a failure. The request's deadline passing, a
     cancellation or :meth:`aclose` (the client left) close the upstream response with no verdict."""
 
-    def __init__(self, name: str, response: httpx.Response, breaker: CircuitBreaker, timeout_s: float,
-                 deadline: float):
+    def __init__(self, name: str, response: httpx.Response, breaker: CircuitBreaker, timeout_s: float, deadline: float):
         self._name = name
         self._response = response
         self._chunks = response.aiter_bytes()
@@ -411,7 +426,7 @@ class _ReplyStream:
         self._tail: bytes | None = None
         self._ended = False
 
-    def __aiter__(self) -> "_ReplyStream":
+    def __aiter__(self) -> _ReplyStream:
         return self
 
     async def __anext__(self) -> bytes:
@@ -444,11 +459,15 @@ class _ReplyStream:
         except asyncio.TimeoutError:
             await self._end()
             self._breaker.release()
-            self._tail = sse_error(f"upstream {self._name}: the request's deadline passed mid-stream",
-                                   "timeout_error", "deadline_exceeded")
+            self._tail = sse_error(
+                f"upstream {self._name}: the request's deadline passed mid-stream", "timeout_error", "deadline_exceeded"
+            )
         except httpx.HTTPError as exc:
-            reason = (f"nothing for {self._timeout_s:g}s mid-stream" if isinstance(exc, httpx.TimeoutException)
-                      else f"broke mid-stream: {_describe(exc)}")
+            reason = (
+                f"nothing for {self._timeout_s:g}s mid-stream"
+                if isinstance(exc, httpx.TimeoutException)
+                else f"broke mid-stream: {_describe(exc)}"
+            )
             await self._end()
             self._breaker.record_failure(reason)
             log.warning("upstream %s: the stream %s", self._name, reason)
@@ -488,8 +507,9 @@ def _counts_against(status: int) -> bool:
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
-    return 200 <= response.status_code < 300 and \
-        response.headers.get("content-type", "").startswith("text/event-stream")
+    return 200 <= response.status_code < 300 and response.headers.get("content-type", "").startswith(
+        "text/event-stream"
+    )
 
 
 def _retry_after(response: httpx.Response) -> float | None:

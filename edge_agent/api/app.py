@@ -34,19 +34,25 @@ from edge_agent.service import Answer, InferenceService, OpenAIObject
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
-_KNOWN_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models",
-                          "/healthz", "/readyz", "/metrics"})
+_KNOWN_PATHS = frozenset(
+    {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models", "/healthz", "/readyz", "/metrics"}
+)
 # Requests that count toward the heartbeat's inference figures (not probes or scrapes).
 _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings"})
 
 
-def create_app(service: InferenceService, gateway: Gateway, authenticator: Authenticator, max_body_bytes: int,
-               retry_after_s: int) -> ASGIApp:
+def create_app(
+    service: InferenceService, gateway: Gateway, authenticator: Authenticator, max_body_bytes: int, retry_after_s: int
+) -> ASGIApp:
     def limits() -> Limits:
         # Read per request: the served model can change (a fleet rollout switches it live).
         backend = service.backend
-        return Limits(n_ctx=backend.n_ctx, model_ids=(service.model_id,),
-                      upstream_model_ids=gateway.upstream_model_ids, vocab_size=backend.vocab_size)
+        return Limits(
+            n_ctx=backend.n_ctx,
+            model_ids=(service.model_id,),
+            upstream_model_ids=gateway.upstream_model_ids,
+            vocab_size=backend.vocab_size,
+        )
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -60,8 +66,9 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
                     raise _too_large(size, max_body_bytes)
                 chunks.append(chunk)
         except ClientDisconnect:
-            raise RequestError("the client closed the connection before sending the whole body", None,
-                               "client_disconnect") from None
+            raise RequestError(
+                "the client closed the connection before sending the whole body", None, "client_disconnect"
+            ) from None
         try:
             return json.loads(b"".join(chunks))
         except (ValueError, RecursionError) as exc:
@@ -79,8 +86,14 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
-        answer = await gateway.generate(parsed, _caller(request), request.headers.get("cache-control", ""), started,
-                                        _route_info(request), client_gone=None if parsed.params.stream else client_gone)
+        answer = await gateway.generate(
+            parsed,
+            _caller(request),
+            request.headers.get("cache-control", ""),
+            started,
+            _route_info(request),
+            client_gone=None if parsed.params.stream else client_gone,
+        )
         return _respond(answer)
 
     async def completions(request: Request) -> Response:
@@ -97,13 +110,21 @@ def create_app(service: InferenceService, gateway: Gateway, authenticator: Authe
     async def models(request: Request) -> Response:
         artifact = service.backend.artifact
         served = {
-            "id": service.model_id, "object": "model", "created": int(artifact.path.stat().st_mtime),
-            "owned_by": "edgefleet", "sha256": artifact.sha256, "engine": service.backend.engine_name,
-            "context_length": service.backend.n_ctx, "chat_template": service.backend.has_chat_template,
+            "id": service.model_id,
+            "object": "model",
+            "created": int(artifact.path.stat().st_mtime),
+            "owned_by": "edgefleet",
+            "sha256": artifact.sha256,
+            "engine": service.backend.engine_name,
+            "context_length": service.backend.n_ctx,
+            "chat_template": service.backend.has_chat_template,
         }
         # The names [[upstreams]] list: answered by those upstreams only, for data classes that may go there.
-        listed = [{"id": name, "object": "model", "created": 0, "owned_by": "upstream", "upstreams": list(upstreams)}
-                  for name, upstreams in gateway.upstream_models.items() if name != service.model_id]
+        listed = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "upstream", "upstreams": list(upstreams)}
+            for name, upstreams in gateway.upstream_models.items()
+            if name != service.model_id
+        ]
         return Response(dumps({"object": "list", "data": [served, *listed]}), media_type=_JSON)
 
     async def healthz(request: Request) -> Response:
@@ -179,9 +200,16 @@ class _Access:
         if wait_s is not None:
             self.service.metrics.rate_limited.inc()
             retry_after = retry_after_seconds(wait_s)
-            response = _error(429, error_body(
-                f"tenant '{caller.tenant}' is over its API key's rate limit; retry in {retry_after} s",
-                "rate_limit_error", None, "rate_limit_exceeded"), {"Retry-After": str(retry_after)})
+            response = _error(
+                429,
+                error_body(
+                    f"tenant '{caller.tenant}' is over its API key's rate limit; retry in {retry_after} s",
+                    "rate_limit_error",
+                    None,
+                    "rate_limit_exceeded",
+                ),
+                {"Retry-After": str(retry_after)},
+            )
             return await response(scope, receive, send)
         scope["state"]["caller"] = caller
         await self.app(scope, receive, send)
@@ -251,8 +279,7 @@ def _respond(answer: Answer) -> Response:
         if reply.stream is not None:
             headers["Cache-Control"] = "no-cache"
             return _EventStream(reply.stream, reply.aclose, headers)
-        return Response(reply.body, status_code=reply.status, media_type=reply.content_type or _JSON,
-                        headers=headers)
+        return Response(reply.body, status_code=reply.status, media_type=reply.content_type or _JSON, headers=headers)
     if answer.chunks is not None:
         headers["Cache-Control"] = "no-cache"
         return _EventStream(_sse_events(answer.chunks), answer.on_close, headers)
@@ -286,5 +313,9 @@ def _error(status: int, body: dict, headers: dict | None = None) -> Response:
 
 
 def _too_large(size: int, limit: int) -> RequestError:
-    return RequestError(f"the request body is {size} bytes or more; the limit is {limit} bytes (server.max_body_bytes)",
-                        None, code="request_too_large", status=413)
+    return RequestError(
+        f"the request body is {size} bytes or more; the limit is {limit} bytes (server.max_body_bytes)",
+        None,
+        code="request_too_large",
+        status=413,
+    )

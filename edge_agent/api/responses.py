@@ -33,14 +33,24 @@ class Completion:
 
     def body(self, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         if self.endpoint == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": finish_reason}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
             obj = "chat.completion"
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
             obj = "text_completion"
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": [choice],
-                "usage": usage(prompt_tokens, completion_tokens)}
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
 
     def first_chunk(self) -> dict[str, Any] | None:
         """Chat streams open with the assistant role, as OpenAI's do."""
@@ -55,8 +65,14 @@ class Completion:
         return self._chunk({} if self.endpoint == "chat" else "", finish_reason)
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-        return {"id": self.id, "object": self._chunk_object(), "created": self.created, "model": self.model,
-                "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+        return {
+            "id": self.id,
+            "object": self._chunk_object(),
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
 
     def _chunk_object(self) -> str:
         return "chat.completion.chunk" if self.endpoint == "chat" else "text_completion"
@@ -66,8 +82,13 @@ class Completion:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         else:
             choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {"id": self.id, "object": self._chunk_object(), "created": self.created, "model": self.model,
-                "choices": [choice]}
+        return {
+            "id": self.id,
+            "object": self._chunk_object(),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
 
 
 def replay_chunks(endpoint: str, body: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
@@ -87,8 +108,11 @@ def replay_chunks(endpoint: str, body: dict[str, Any], include_usage: bool) -> I
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def error_body(message: str, type: str, param: str | None, code: str | None) -> dict[str, Any]:

@@ -24,8 +24,14 @@ from edge_agent.generation import SamplingParams
 class RequestError(AgentError):
     """Client input is invalid; maps to an OpenAI-shaped 4xx error."""
 
-    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value", status: int = 400,
-                 type: str = "invalid_request_error"):
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str = "invalid_value",
+        status: int = 400,
+        type: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
@@ -62,8 +68,21 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "store": (None, False),
     "metadata": (None, {}),
 }
-_SAMPLING_KEYS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream",
-                  "stream_options", "user", "ignore_eos")
+_SAMPLING_KEYS = (
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "user",
+    "ignore_eos",
+)
 _COMPLETION_KEYS = frozenset({*_SAMPLING_KEYS, "prompt", *_NEUTRAL})
 _CHAT_KEYS = frozenset({*_SAMPLING_KEYS, "messages", "max_completion_tokens", *_NEUTRAL})
 _EMBEDDING_KEYS = frozenset({"model", "input", "encoding_format", "user", "dimensions"})
@@ -144,27 +163,39 @@ def model_not_found(model: str, model_ids: tuple[str, ...], upstream_ids: tuple[
     available = ", ".join(model_ids)
     if upstream_ids:
         available += f"; through an upstream: {', '.join(upstream_ids)}"
-    return RequestError(f"the model '{model}' does not exist here; available: {available}",
-                        "model", code="model_not_found", status=404)
+    return RequestError(
+        f"the model '{model}' does not exist here; available: {available}", "model", code="model_not_found", status=404
+    )
 
 
 # Length and sampling parameters whose being set (not null) is recorded: see GenerationParams.set_by_client.
-_RECORDED_IF_SET = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
-                    "ignore_eos")
+_RECORDED_IF_SET = (
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "ignore_eos",
+)
 
 
 def _set_by_client(obj: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(key for key in _RECORDED_IF_SET if obj.get(key) is not None)
 
 
-def _generation(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | None,
-                set_by_client: frozenset[str]) -> GenerationParams:
+def _generation(
+    obj: Mapping[str, Any], limits: Limits, default_max_tokens: int | None, set_by_client: frozenset[str]
+) -> GenerationParams:
     max_tokens = obj.get("max_tokens")
     if max_tokens is None:
         max_tokens = default_max_tokens or limits.n_ctx
     elif not _is_int(max_tokens) or not 1 <= max_tokens <= limits.n_ctx:
-        raise RequestError(f"'max_tokens' must be an integer from 1 to {limits.n_ctx} (the context length), "
-                           f"got {max_tokens!r}", "max_tokens")
+        raise RequestError(
+            f"'max_tokens' must be an integer from 1 to {limits.n_ctx} (the context length), got {max_tokens!r}",
+            "max_tokens",
+        )
     temperature = _number(obj, "temperature", 1.0, 0.0, 2.0)
     top_p = _number(obj, "top_p", 1.0, 0.0, 1.0)
     min_p = _number(obj, "min_p", 0.05, 0.0, 1.0)
@@ -186,8 +217,11 @@ def _generation(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int 
         raise RequestError(f"'stream' must be a boolean, got {_json_type(stream)}", "stream")
     options = obj.get("stream_options")
     if options is not None:
-        if (not isinstance(options, dict) or not set(options) <= {"include_usage"}
-                or not isinstance(options.get("include_usage", False), bool)):
+        if (
+            not isinstance(options, dict)
+            or not set(options) <= {"include_usage"}
+            or not isinstance(options.get("include_usage", False), bool)
+        ):
             raise RequestError("'stream_options' must be an object like {\"include_usage\": true}", "stream_options")
         if not stream:
             raise RequestError("'stream_options' is only allowed when 'stream' is true", "stream_options")
@@ -195,8 +229,14 @@ def _generation(obj: Mapping[str, Any], limits: Limits, default_max_tokens: int 
     user = obj.get("user")
     if user is not None and not isinstance(user, str):
         raise RequestError("'user' must be a string", "user")
-    return GenerationParams(max_tokens, SamplingParams(temperature, top_p, top_k, min_p, seed, ignore_eos), stop,
-                            bool(stream), include_usage, set_by_client)
+    return GenerationParams(
+        max_tokens,
+        SamplingParams(temperature, top_p, top_k, min_p, seed, ignore_eos),
+        stop,
+        bool(stream),
+        include_usage,
+        set_by_client,
+    )
 
 
 def _number(obj: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -236,8 +276,9 @@ def _check_vocab(tokens: Sequence[int], limits: Limits, where: str, param: str) 
         return
     outside = next((t for t in tokens if not 0 <= t < limits.vocab_size), None)
     if outside is not None:
-        raise RequestError(f"'{where}' holds token ids outside the vocabulary (0..{limits.vocab_size - 1}), "
-                           f"e.g. {outside}", param)
+        raise RequestError(
+            f"'{where}' holds token ids outside the vocabulary (0..{limits.vocab_size - 1}), e.g. {outside}", param
+        )
 
 
 # Keys a message may carry besides role, content and name, only empty (an SDK's assistant message sent back
@@ -262,8 +303,11 @@ def _messages(value: Any) -> tuple[ChatMessage, ...]:
             raise RequestError(f"'{where}.name' must be a non-empty string", f"{where}.name")
         for key, item in message.items():
             if key not in ("role", "content", "name") and not any(item == e and type(item) is type(e) for e in _EMPTY):
-                raise RequestError(f"'{where}.{key}' is not supported by this server (a message has 'role', "
-                                   "'content' and 'name')", f"{where}.{key}", code="unsupported_parameter")
+                raise RequestError(
+                    f"'{where}.{key}' is not supported by this server (a message has 'role', 'content' and 'name')",
+                    f"{where}.{key}",
+                    code="unsupported_parameter",
+                )
         messages.append(ChatMessage("system" if role == "developer" else role, content, name))
     return tuple(messages)
 
@@ -275,8 +319,10 @@ def _content(content: Any, where: str) -> str:
         parts = []
         for j, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise RequestError(f"'{where}.content[{j}]' must be a text part "
-                                   '({"type": "text", "text": ...})', f"{where}.content")
+                raise RequestError(
+                    f'\'{where}.content[{j}]\' must be a text part ({{"type": "text", "text": ...}})',
+                    f"{where}.content",
+                )
             parts.append(part["text"])
         return "".join(parts)
     raise RequestError(f"'{where}.content' must be a string or a list of text parts", f"{where}.content")

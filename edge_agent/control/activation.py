@@ -17,25 +17,31 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy
-from edgefleet.backoff import backoff_delay
 from edge_agent.control.artifacts import ArtifactError, ModelSlots
 from edge_agent.control.client import CentralUnavailable, ControlError, FleetClient, ModelInfo
 from edge_agent.errors import AgentError
 from edge_agent.service import InferenceService, ServingModel
+from edgefleet.backoff import backoff_delay
 from edgefleet.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
 DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED, ROLLED_BACK = (
-    "DOWNLOADING", "VERIFYING", "WARMING", "ACTIVE", "FAILED", "ROLLED_BACK")
+    "DOWNLOADING",
+    "VERIFYING",
+    "WARMING",
+    "ACTIVE",
+    "FAILED",
+    "ROLLED_BACK",
+)
 DOWNLOAD_RETRY_CAP_S = 30.0
 
 
@@ -50,9 +56,17 @@ class ActivationStatus:
 
 
 class Activator:
-    def __init__(self, slots: ModelSlots, client: Callable[[], FleetClient], service: InferenceService,
-                 loop: asyncio.AbstractEventLoop, load: Callable[[Manifest, Path], ServingModel],
-                 drain_timeout_s: float, fleet: FleetConfig, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        slots: ModelSlots,
+        client: Callable[[], FleetClient],
+        service: InferenceService,
+        loop: asyncio.AbstractEventLoop,
+        load: Callable[[Manifest, Path], ServingModel],
+        drain_timeout_s: float,
+        fleet: FleetConfig,
+        clock: Callable[[], float] = time.time,
+    ):
         self.slots = slots
         self._fleet = fleet
         self._probation_until = 0.0
@@ -89,8 +103,9 @@ class Activator:
             if busy or (same and self.status.state in (FAILED, ROLLED_BACK, ACTIVE)):
                 return  # one at a time; a failed version waits for central to assign another
             self._set(model=model, state=VERIFYING, bytes_done=0, bytes_total=0, reason="")
-            self._thread = threading.Thread(target=self._run, args=(model, manifest_body, signature),
-                                            name="edgefleet-activation", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(model, manifest_body, signature), name="edgefleet-activation", daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -108,12 +123,14 @@ class Activator:
             log.info("probation of %s passed", self.status.model and self.status.model.version)
             return
         f = self._fleet
-        breach = policy.probation_breach(window.requests, window.errors, window.latency_p99_ms,
-                                         f.probation_max_error_rate, f.probation_max_p99_ms)
+        breach = policy.probation_breach(
+            window.requests, window.errors, window.latency_p99_ms, f.probation_max_error_rate, f.probation_max_p99_ms
+        )
         if breach:
             self._probation_until = 0.0
-            self._thread = threading.Thread(target=self._roll_back, args=(breach,), name="edgefleet-rollback",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._roll_back, args=(breach,), name="edgefleet-rollback", daemon=True
+            )
             self._thread.start()
 
     def _roll_back(self, breach: str) -> None:
@@ -139,7 +156,8 @@ class Activator:
         started = time.monotonic()
         try:
             asyncio.run_coroutine_threadsafe(self._service.warm_up(serving), self._loop).result(
-                timeout=self._fleet.warmup_max_s)
+                timeout=self._fleet.warmup_max_s
+            )
         except concurrent.futures.TimeoutError:
             serving.close()
             raise ArtifactError(f"the test generation took more than {self._fleet.warmup_max_s:g} s") from None
@@ -149,8 +167,9 @@ class Activator:
         log.info("test generation on %s answered in %.2f s", serving.model_id, time.monotonic() - started)
 
     def _switch(self, serving: ServingModel) -> None:
-        asyncio.run_coroutine_threadsafe(self._service.switch_to(serving, self._drain_timeout_s, warm=False),
-                                         self._loop).result(timeout=self._drain_timeout_s + 60)
+        asyncio.run_coroutine_threadsafe(
+            self._service.switch_to(serving, self._drain_timeout_s, warm=False), self._loop
+        ).result(timeout=self._drain_timeout_s + 60)
 
     def _set(self, **changes) -> None:
         if "state" in changes:
@@ -171,13 +190,20 @@ class Activator:
             if short:
                 # Loading beside the current model is what keeps every request answered; without the memory
                 # for it, refuse rather than risk the kernel's OOM killer taking the serving process.
-                raise ArtifactError(f"not enough memory to load {manifest.ref} beside the current model: "
-                                    f"{short >> 20} MiB short")
+                raise ArtifactError(
+                    f"not enough memory to load {manifest.ref} beside the current model: {short >> 20} MiB short"
+                )
             serving = self._load(manifest, path)
             self._warm(serving)
             self._switch(serving)
-            installed = next((m for m in (self.slots.inactive(), self.slots.active())
-                              if m is not None and m.manifest.sha256 == manifest.sha256), None)
+            installed = next(
+                (
+                    m
+                    for m in (self.slots.inactive(), self.slots.active())
+                    if m is not None and m.manifest.sha256 == manifest.sha256
+                ),
+                None,
+            )
             if installed is None:
                 raise ArtifactError("the verified model vanished from its slot")
             self.slots.activate(installed.slot)
@@ -197,8 +223,10 @@ class Activator:
         while True:
             try:
                 return self.slots.download(
-                    manifest, lambda offset: self._client().fetch_artifact(manifest.sha256, offset),
-                    progress=lambda done, total: self._set_progress(done, total))
+                    manifest,
+                    lambda offset: self._client().fetch_artifact(manifest.sha256, offset),
+                    progress=lambda done, total: self._set_progress(done, total),
+                )
             except CentralUnavailable as exc:
                 # A broken connection: keep the part and resume when central answers again.
                 failures += 1

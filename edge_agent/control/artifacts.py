@@ -128,8 +128,13 @@ class ModelSlots:
         except OSError:
             size = None
         if size != manifest.size:
-            log.warning("treating model slot %s as empty: %s has %s bytes, its manifest says %d",
-                        slot, path, size, manifest.size)
+            log.warning(
+                "treating model slot %s as empty: %s has %s bytes, its manifest says %d",
+                slot,
+                path,
+                size,
+                manifest.size,
+            )
             return None
         return InstalledModel(slot, manifest, path)
 
@@ -162,8 +167,9 @@ class ModelSlots:
 
     # -- downloading ---------------------------------------------------------------------
 
-    def download(self, manifest: Manifest, chunks_from: Chunks,
-                 progress: Callable[[int, int], None] | None = None) -> Path:
+    def download(
+        self, manifest: Manifest, chunks_from: Chunks, progress: Callable[[int, int], None] | None = None
+    ) -> Path:
         """The verified model file of manifest in the inactive slot, downloaded (or resumed) if needed.
 
         manifest must come from :meth:`verify_manifest` (its signed bytes are stored beside the model).
@@ -235,8 +241,14 @@ class ModelSlots:
                 f.unlink(missing_ok=True)
 
     @staticmethod
-    def _receive(part: Path, written: int, digest, manifest: Manifest, chunks_from: Chunks,
-                 progress: Callable[[int, int], None] | None) -> int:
+    def _receive(
+        part: Path,
+        written: int,
+        digest,
+        manifest: Manifest,
+        chunks_from: Chunks,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
         with open(part, "ab") as out:
             for offset, data, _total in chunks_from(written):
                 if offset != written:

@@ -27,8 +27,15 @@ from edgefleet.atomicfile import write_private
 from edgefleet.nodekeys import generate_node_key
 from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
-_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-              grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED}
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+}
 
 
 class ControlError(AgentError):
@@ -56,11 +63,14 @@ def _wrap(exc: grpc.RpcError, what: str) -> ControlError:
 
 # -- enrollment --------------------------------------------------------------------
 
+
 def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, timeout_s: float = 15.0) -> FleetIdentity:
     """Make a key, send a CSR with the token, pin the CA, and store the node's identity in files."""
     if files.enrolled():
-        raise EnrollError(f"this data dir is already enrolled as {files.load().node_id} ({files.meta}); "
-                          "use another --data-dir, or remove its fleet/ directory to enroll again")
+        raise EnrollError(
+            f"this data dir is already enrolled as {files.load().node_id} ({files.meta}); "
+            "use another --data-dir, or remove its fleet/ directory to enroll again"
+        )
     try:
         ca_pem = channels.discover_ca(central, ca_fingerprint, timeout_s)
     except pki.PkiError as exc:
@@ -69,8 +79,12 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
         raise EnrollError(f"cannot reach central's enrollment port at {central}: {exc}") from exc
     key = pki.generate_key()
     flower_private, flower_public = generate_node_key()
-    request = enrollment_pb2.EnrollRequest(token=token.strip(), csr_pem=pki.make_csr(key).decode(),
-                                           hostname=socket.gethostname(), flower_public_key=flower_public.decode())
+    request = enrollment_pb2.EnrollRequest(
+        token=token.strip(),
+        csr_pem=pki.make_csr(key).decode(),
+        hostname=socket.gethostname(),
+        flower_public_key=flower_public.decode(),
+    )
     with channels.tls_channel(central, ca_pem) as channel:
         try:
             reply = enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s)
@@ -80,17 +94,24 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
         raise EnrollError("central answered with a different CA than the one pinned; refusing it")
     host = central.rpartition(":")[0]
     identity = FleetIdentity(
-        node_id=reply.node_id, labels=dict(reply.labels), central=f"{host}:{reply.fleet_port}",
-        enroll_address=central, enrolled_at=time.time(), ca_pem=ca_pem,
-        certificate_pem=reply.certificate_pem.encode(), key_pem=pki.private_key_pem(key),
+        node_id=reply.node_id,
+        labels=dict(reply.labels),
+        central=f"{host}:{reply.fleet_port}",
+        enroll_address=central,
+        enrolled_at=time.time(),
+        ca_pem=ca_pem,
+        certificate_pem=reply.certificate_pem.encode(),
+        key_pem=pki.private_key_pem(key),
         signing_public_key_pem=reply.signing_public_key_pem.encode(),
-        superlink=f"{host}:{reply.superlink_port}" if reply.superlink_port else "")
+        superlink=f"{host}:{reply.superlink_port}" if reply.superlink_port else "",
+    )
     write_private(files.flower_key, flower_private)
     files.save(identity)
     return identity
 
 
 # -- messages ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -108,26 +129,47 @@ def _timestamp(seconds: float) -> Timestamp:
 _ACTIVATION_STATES = {"DOWNLOADING": 1, "VERIFYING": 2, "WARMING": 3, "ACTIVE": 4, "FAILED": 5, "ROLLED_BACK": 6}
 
 
-def encode_status(agent_version: str, model: ModelInfo, system: SystemSample, window: InferenceWindow,
-                  queue_depth: int, config_generation: int, uptime_s: float, observed_at: float,
-                  activation=None, *, routing=None) -> bytes:
+def encode_status(
+    agent_version: str,
+    model: ModelInfo,
+    system: SystemSample,
+    window: InferenceWindow,
+    queue_depth: int,
+    config_generation: int,
+    uptime_s: float,
+    observed_at: float,
+    activation=None,
+    *,
+    routing=None,
+) -> bytes:
     """A serialized edgefleet.v1.NodeStatus: what a heartbeat sends, and what the spool keeps when it cannot.
     `activation` is an edge_agent.control.activation.ActivationStatus, or None. `routing` is
     ``(counts, (audit_sequence, audit_head_hash))``: RouteCount-like objects (data_class, route, count) from
     RoutingAudit.take_summary() and RoutingAudit.head; None leaves NodeStatus.routing unset."""
-    status = _status_message(agent_version, model, system, window, queue_depth, config_generation, uptime_s,
-                             observed_at)
+    status = _status_message(
+        agent_version, model, system, window, queue_depth, config_generation, uptime_s, observed_at
+    )
     if routing is not None:
         counts, (audit_sequence, audit_head_hash) = routing
-        status.routing.CopyFrom(common_pb2.RoutingSummary(
-            counts=[common_pb2.RouteCount(data_class=c.data_class, route=c.route, count=c.count) for c in counts],
-            audit_sequence=audit_sequence, audit_head_hash=audit_head_hash))
+        status.routing.CopyFrom(
+            common_pb2.RoutingSummary(
+                counts=[common_pb2.RouteCount(data_class=c.data_class, route=c.route, count=c.count) for c in counts],
+                audit_sequence=audit_sequence,
+                audit_head_hash=audit_head_hash,
+            )
+        )
     if activation is not None and activation.model is not None:
         a = activation
-        status.activation.CopyFrom(common_pb2.Activation(
-            model=common_pb2.ModelRef(name=a.model.name, version=a.model.version, sha256=a.model.sha256),
-            state=_ACTIVATION_STATES.get(a.state, 0), bytes_done=a.bytes_done, bytes_total=a.bytes_total,
-            reason=a.reason, since=_timestamp(a.since)))
+        status.activation.CopyFrom(
+            common_pb2.Activation(
+                model=common_pb2.ModelRef(name=a.model.name, version=a.model.version, sha256=a.model.sha256),
+                state=_ACTIVATION_STATES.get(a.state, 0),
+                bytes_done=a.bytes_done,
+                bytes_total=a.bytes_total,
+                reason=a.reason,
+                since=_timestamp(a.since),
+            )
+        )
     return status.SerializeToString()
 
 
@@ -136,20 +178,41 @@ def _status_message(agent_version, model, system, window, queue_depth, config_ge
         agent_version=agent_version,
         active_model=common_pb2.ModelRef(name=model.name, version=model.version, sha256=model.sha256),
         system=common_pb2.SystemMetrics(
-            cpu_percent=system.cpu_percent, cpu_count=system.cpu_count, load_average_1m=system.load_average_1m,
-            memory_used_bytes=system.memory_used_bytes, memory_total_bytes=system.memory_total_bytes,
-            disk_used_bytes=system.disk_used_bytes, disk_total_bytes=system.disk_total_bytes,
+            cpu_percent=system.cpu_percent,
+            cpu_count=system.cpu_count,
+            load_average_1m=system.load_average_1m,
+            memory_used_bytes=system.memory_used_bytes,
+            memory_total_bytes=system.memory_total_bytes,
+            disk_used_bytes=system.disk_used_bytes,
+            disk_total_bytes=system.disk_total_bytes,
             temperatures=[common_pb2.Temperature(sensor=t.sensor, celsius=t.celsius) for t in system.temperatures],
-            gpus=[common_pb2.GpuMetrics(name=g.name, utilization_percent=g.utilization_percent,
-                                        memory_used_bytes=g.memory_used_bytes, memory_total_bytes=g.memory_total_bytes,
-                                        temperature_celsius=g.temperature_celsius, source=g.source)
-                  for g in system.gpus]),
+            gpus=[
+                common_pb2.GpuMetrics(
+                    name=g.name,
+                    utilization_percent=g.utilization_percent,
+                    memory_used_bytes=g.memory_used_bytes,
+                    memory_total_bytes=g.memory_total_bytes,
+                    temperature_celsius=g.temperature_celsius,
+                    source=g.source,
+                )
+                for g in system.gpus
+            ],
+        ),
         inference=common_pb2.InferenceStats(
-            interval_seconds=window.interval_seconds, requests=window.requests, errors=window.errors,
-            generated_tokens=window.generated_tokens, tokens_per_second=window.tokens_per_second,
-            latency_p50_ms=window.latency_p50_ms, latency_p99_ms=window.latency_p99_ms, queue_depth=queue_depth,
-            cache_hits=window.cache_hits, cache_lookups=window.cache_lookups),
-        config_generation=config_generation, observed_at=_timestamp(observed_at), uptime_seconds=uptime_s,
+            interval_seconds=window.interval_seconds,
+            requests=window.requests,
+            errors=window.errors,
+            generated_tokens=window.generated_tokens,
+            tokens_per_second=window.tokens_per_second,
+            latency_p50_ms=window.latency_p50_ms,
+            latency_p99_ms=window.latency_p99_ms,
+            queue_depth=queue_depth,
+            cache_hits=window.cache_hits,
+            cache_lookups=window.cache_lookups,
+        ),
+        config_generation=config_generation,
+        observed_at=_timestamp(observed_at),
+        uptime_seconds=uptime_s,
     )
 
 
@@ -158,6 +221,7 @@ def encode_event(kind: str, message: str, **attributes: str) -> bytes:
 
 
 # -- FleetService ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class HeartbeatReply:
@@ -175,15 +239,17 @@ class FleetClient:
     def __init__(self, identity: FleetIdentity, rpc_timeout_s: float):
         self.identity = identity
         self._timeout = rpc_timeout_s
-        self._channel = channels.mtls_channel(identity.central, identity.ca_pem, identity.certificate_pem,
-                                              identity.key_pem)
+        self._channel = channels.mtls_channel(
+            identity.central, identity.ca_pem, identity.certificate_pem, identity.key_pem
+        )
         self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
         self._stream: _HeartbeatStream | None = None
 
     def heartbeat(self, status: bytes) -> HeartbeatReply:
         """One beat on the node's heartbeat stream, opened on first use and again after any failure."""
-        request = fleet_pb2.HeartbeatRequest(node_id=self.identity.node_id,
-                                             status=common_pb2.NodeStatus.FromString(status))
+        request = fleet_pb2.HeartbeatRequest(
+            node_id=self.identity.node_id, status=common_pb2.NodeStatus.FromString(status)
+        )
         if self._stream is None:
             self._stream = _HeartbeatStream(self._stub)
         try:
@@ -196,7 +262,9 @@ class FleetClient:
             interval_s=reply.heartbeat_interval.ToNanoseconds() / 1e9 or 15.0,
             config_generation=reply.desired.config_generation,
             model=ModelInfo(model.name, model.version, model.sha256) if model.name else None,
-            manifest_body=reply.desired.manifest.body, manifest_signature=reply.desired.manifest.signature)
+            manifest_body=reply.desired.manifest.body,
+            manifest_signature=reply.desired.manifest.signature,
+        )
 
     def fetch_artifact(self, sha256: str, offset: int, timeout_s: float | None = None):
         """Chunks (offset, data, total_size) of a registered artifact from offset on, as central streams them."""
@@ -216,8 +284,9 @@ class FleetClient:
             else:
                 msg.event.ParseFromString(r.payload)
             messages.append(msg)
-        request = fleet_pb2.ReportEventRequest(node_id=self.identity.node_id, reports=messages,
-                                               dropped_count=dropped_count)
+        request = fleet_pb2.ReportEventRequest(
+            node_id=self.identity.node_id, reports=messages, dropped_count=dropped_count
+        )
         try:
             return self._stub.ReportEvent(request, timeout=self._timeout).acknowledged_sequence
         except grpc.RpcError as exc:

@@ -49,19 +49,38 @@ class FleetFiles:
 
     def load(self) -> FleetIdentity:
         meta = json.loads(self.meta.read_text())
-        return FleetIdentity(meta["node_id"], meta["labels"], meta["central"], meta["enroll_address"],
-                             meta["enrolled_at"], self.ca.read_bytes(), self.certificate.read_bytes(),
-                             self.key.read_bytes(), self.signing_public_key.read_bytes(), meta.get("superlink", ""))
+        return FleetIdentity(
+            meta["node_id"],
+            meta["labels"],
+            meta["central"],
+            meta["enroll_address"],
+            meta["enrolled_at"],
+            self.ca.read_bytes(),
+            self.certificate.read_bytes(),
+            self.key.read_bytes(),
+            self.signing_public_key.read_bytes(),
+            meta.get("superlink", ""),
+        )
 
     def save(self, identity: FleetIdentity) -> None:
         write_public(self.ca, identity.ca_pem)
         write_public(self.signing_public_key, identity.signing_public_key_pem)
         self.save_certificate(identity.key_pem, identity.certificate_pem)
         # fleet.json last: its presence means the enrollment is complete.
-        write_public(self.meta, json.dumps({
-            "node_id": identity.node_id, "labels": identity.labels, "central": identity.central,
-            "enroll_address": identity.enroll_address, "enrolled_at": identity.enrolled_at,
-            "superlink": identity.superlink}, indent=2).encode())
+        write_public(
+            self.meta,
+            json.dumps(
+                {
+                    "node_id": identity.node_id,
+                    "labels": identity.labels,
+                    "central": identity.central,
+                    "enroll_address": identity.enroll_address,
+                    "enrolled_at": identity.enrolled_at,
+                    "superlink": identity.superlink,
+                },
+                indent=2,
+            ).encode(),
+        )
 
     def save_certificate(self, key_pem: bytes, certificate_pem: bytes) -> None:
         # The key first: a crash in between leaves the old certificate with a new key, which fails the

@@ -7,15 +7,15 @@ import logging
 import random
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy
-from edgefleet.backoff import backoff_delay
 from edge_agent.control.client import CentralRefused, ControlError, FleetClient, encode_event
 from edge_agent.control.identity import FleetFiles
 from edge_agent.control.spool import ReportSpool
 from edgefleet import pki
+from edgefleet.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,14 @@ RETRY_BASE_S = 1.0
 
 
 class ControlLoop:
-    def __init__(self, files: FleetFiles, config: FleetConfig, status_source: Callable[[], bytes],
-                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        files: FleetFiles,
+        config: FleetConfig,
+        status_source: Callable[[], bytes],
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ):
         self.files = files
         self.config = config
         self._status_source = status_source
@@ -79,9 +85,15 @@ class ControlLoop:
         except ControlError as exc:
             return self._failed(exc, now, status)
         if self._failures and self._offline_since is not None:
-            self.spool.append("event", now, encode_event(
-                "central_reachable", f"central reachable again after {now - self._offline_since:.0f} s",
-                spooled=str(len(self.spool))))
+            self.spool.append(
+                "event",
+                now,
+                encode_event(
+                    "central_reachable",
+                    f"central reachable again after {now - self._offline_since:.0f} s",
+                    spooled=str(len(self.spool)),
+                ),
+            )
         self._failures, self._refused, self._last_error = 0, False, ""
         self._ever_connected, self._last_ok_at, self._offline_since = True, now, None
         self.interval_s, self.config_generation = reply.interval_s, reply.config_generation
@@ -133,10 +145,16 @@ class ControlLoop:
         old, self._client = self._client, FleetClient(self.identity, self.config.rpc_timeout_s)
         old.close()
         new_cert = self.identity.certificate
-        log.info("renewed the node certificate: serial %s, valid until %s", pki.serial_hex(new_cert),
-                 new_cert.not_valid_after_utc.isoformat())
-        self.spool.append("event", now, encode_event("certificate_renewed", "renewed the node certificate",
-                                                     serial=pki.serial_hex(new_cert)))
+        log.info(
+            "renewed the node certificate: serial %s, valid until %s",
+            pki.serial_hex(new_cert),
+            new_cert.not_valid_after_utc.isoformat(),
+        )
+        self.spool.append(
+            "event",
+            now,
+            encode_event("certificate_renewed", "renewed the node certificate", serial=pki.serial_hex(new_cert)),
+        )
 
     # -- loop and state ------------------------------------------------------------
 
@@ -147,8 +165,7 @@ class ControlLoop:
                 delay = self.beat()
             except Exception:  # the loop must outlive any bug in one beat; serving never depends on it
                 log.exception("control loop: unexpected error; retrying")
-                delay = backoff_delay(max(self._failures, 1), RETRY_BASE_S, self.config.max_backoff_s,
-                                             self._rand())
+                delay = backoff_delay(max(self._failures, 1), RETRY_BASE_S, self.config.max_backoff_s, self._rand())
 
     @property
     def state(self) -> str:
@@ -158,16 +175,23 @@ class ControlLoop:
         cert = self.identity.certificate
         try:
             with self._state_lock:
-                self.files.write_state({
-                    "state": self.state, "node_id": self.identity.node_id, "central": self.identity.central,
-                    "last_heartbeat_at": self._last_ok_at, "consecutive_failures": self._failures,
-                    "last_error": self._last_error, "heartbeat_interval_s": self.interval_s,
-                    "spooled_reports": len(self.spool), "dropped_unreported": self.spool.dropped_unreported(),
-                    "certificate_serial": pki.serial_hex(cert),
-                    "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
-                    "config_generation": self.config_generation,
-                    "activation": _activation_dict(self.activator),
-                })
+                self.files.write_state(
+                    {
+                        "state": self.state,
+                        "node_id": self.identity.node_id,
+                        "central": self.identity.central,
+                        "last_heartbeat_at": self._last_ok_at,
+                        "consecutive_failures": self._failures,
+                        "last_error": self._last_error,
+                        "heartbeat_interval_s": self.interval_s,
+                        "spooled_reports": len(self.spool),
+                        "dropped_unreported": self.spool.dropped_unreported(),
+                        "certificate_serial": pki.serial_hex(cert),
+                        "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
+                        "config_generation": self.config_generation,
+                        "activation": _activation_dict(self.activator),
+                    }
+                )
         except OSError as exc:
             log.warning("cannot write %s: %s", self.files.state, exc)
 
@@ -176,5 +200,10 @@ def _activation_dict(activator) -> dict | None:
     status = activator.status if activator else None
     if status is None or status.model is None:
         return None
-    return {"model": f"{status.model.name}@{status.model.version}", "state": status.state,
-            "bytes_done": status.bytes_done, "bytes_total": status.bytes_total, "reason": status.reason}
+    return {
+        "model": f"{status.model.name}@{status.model.version}",
+        "state": status.state,
+        "bytes_done": status.bytes_done,
+        "bytes_total": status.bytes_total,
+        "reason": status.reason,
+    }

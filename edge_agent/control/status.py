@@ -22,8 +22,12 @@ def gather(data_dir: Path) -> dict:
     if files.enrolled():
         identity = files.load()
         cert = identity.certificate
-        report.update(node_id=identity.node_id, labels=identity.labels, central=identity.central,
-                      certificate_expires_at=cert.not_valid_after_utc.timestamp())
+        report.update(
+            node_id=identity.node_id,
+            labels=identity.labels,
+            central=identity.central,
+            certificate_expires_at=cert.not_valid_after_utc.timestamp(),
+        )
         state = files.read_state()
         if state:
             report["control"] = state
@@ -57,14 +61,19 @@ def describe(report: dict) -> str:
         if control:
             seen = control.get("last_heartbeat_at")
             ago = f"{time.time() - seen:.0f} s ago" if seen else "never"
-            lines.append(f"link:        {control['state']} (last heartbeat {ago}, "
-                         f"{control['spooled_reports']} report(s) spooled)")
+            lines.append(
+                f"link:        {control['state']} (last heartbeat {ago}, "
+                f"{control['spooled_reports']} report(s) spooled)"
+            )
             if control.get("last_error"):
                 lines.append(f"last error:  {control['last_error']}")
             activation = control.get("activation")
             if activation:
-                progress = (f" {activation['bytes_done'] >> 20}/{activation['bytes_total'] >> 20} MiB"
-                            if activation["state"] == "DOWNLOADING" else "")
+                progress = (
+                    f" {activation['bytes_done'] >> 20}/{activation['bytes_total'] >> 20} MiB"
+                    if activation["state"] == "DOWNLOADING"
+                    else ""
+                )
                 reason = f": {activation['reason']}" if activation["reason"] else ""
                 lines.append(f"activation:  {activation['model']} {activation['state']}{progress}{reason}")
         expires = report["certificate_expires_at"] - time.time()
@@ -75,5 +84,3 @@ def describe(report: dict) -> str:
     else:
         lines.append("serving:     not running" + (f" ({serving['detail']})" if serving.get("detail") else ""))
     return "\n".join(lines)
-
-

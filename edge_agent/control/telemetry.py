@@ -16,9 +16,10 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import psutil
 
@@ -81,8 +82,14 @@ def parse_tegrastats(line: str) -> tuple[GpuSample | None, tuple[Temperature, ..
         return None, temps
     unit = _UNITS[ram.group(3)]
     gpu_temp = next((t.celsius for t in temps if t.sensor.lower() == "gpu"), 0.0)
-    gpu = GpuSample("jetson-gpu", float(gr3d.group(1)), int(ram.group(1)) * unit, int(ram.group(2)) * unit,
-                    gpu_temp, source="tegrastats")
+    gpu = GpuSample(
+        "jetson-gpu",
+        float(gr3d.group(1)),
+        int(ram.group(1)) * unit,
+        int(ram.group(2)) * unit,
+        gpu_temp,
+        source="tegrastats",
+    )
     return gpu, temps
 
 
@@ -98,8 +105,8 @@ def read_tegrastats_once(timeout_s: float = 1.0) -> str | None:
         return None
     try:
         proc = subprocess.Popen(
-            [binary, "--interval", "100"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [binary, "--interval", "100"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
     except OSError as exc:
         log.debug("cannot run %s: %s", binary, exc)
         return None
@@ -157,11 +164,16 @@ class SystemProbe:
             # psutil already reads Jetson's thermal zones; tegrastats only fills a gap.
             temperatures = temperatures or jetson_temps
         return SystemSample(
-            cpu_percent=float(psutil.cpu_percent(interval=None)), cpu_count=psutil.cpu_count() or 1,
+            cpu_percent=float(psutil.cpu_percent(interval=None)),
+            cpu_count=psutil.cpu_count() or 1,
             load_average_1m=_load_average_1m(),
-            memory_used_bytes=int(vm.total - vm.available), memory_total_bytes=int(vm.total),
-            disk_used_bytes=int(disk.used), disk_total_bytes=int(disk.total),
-            temperatures=temperatures, gpus=gpus)
+            memory_used_bytes=int(vm.total - vm.available),
+            memory_total_bytes=int(vm.total),
+            disk_used_bytes=int(disk.used),
+            disk_total_bytes=int(disk.total),
+            temperatures=temperatures,
+            gpus=gpus,
+        )
 
     def _temperatures(self) -> tuple[Temperature, ...]:
         read = getattr(psutil, "sensors_temperatures", None)
@@ -203,9 +215,11 @@ def _nvml_sample(nvml: Any, handle: Any) -> GpuSample:
     return GpuSample(
         name=name.decode() if isinstance(name, bytes) else str(name),  # older pynvml returns bytes
         utilization_percent=float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-        memory_used_bytes=int(memory.used), memory_total_bytes=int(memory.total),
+        memory_used_bytes=int(memory.used),
+        memory_total_bytes=int(memory.total),
         temperature_celsius=float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
-        source="nvml")
+        source="nvml",
+    )
 
 
 def _init_nvml() -> Any:

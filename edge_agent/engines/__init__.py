@@ -7,7 +7,8 @@ implement, so the service does not care which one is configured.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, Union
+from collections.abc import Sequence
+from typing import Protocol, Union
 
 from edge_agent.errors import AgentError
 

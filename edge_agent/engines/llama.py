@@ -20,8 +20,8 @@ import logging
 import os
 import random
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import llama_cpp
 import llama_cpp._logger
@@ -108,7 +108,9 @@ class LlamaBackend:
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
-            raise LlamaEngineError(f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {artifact.path}")
+            raise LlamaEngineError(
+                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {artifact.path}"
+            )
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots: dict[int, _Slot] = {}
@@ -124,7 +126,12 @@ class LlamaBackend:
         self._embed_lock = threading.Lock()
         log.info(
             "llama.cpp engine: %s (%s), n_ctx %d per sequence, %d parallel, %d threads, device %s",
-            artifact.name, artifact.path, self.n_ctx, n_parallel, self._n_threads, self.device,
+            artifact.name,
+            artifact.path,
+            self.n_ctx,
+            n_parallel,
+            self._n_threads,
+            self.device,
         )
 
     # -- Backend (scheduler thread only) -----------------------------------
@@ -303,10 +310,15 @@ class LlamaBackend:
             if not tokens:
                 raise EngineInputError(f"'input[{i}]' is empty", i)
             if len(tokens) > self.n_ctx:
-                raise EngineInputError(f"'input[{i}]' has {len(tokens)} tokens; the limit is {self.n_ctx}", i,
-                                       code="context_length_exceeded")
+                raise EngineInputError(
+                    f"'input[{i}]' has {len(tokens)} tokens; the limit is {self.n_ctx}",
+                    i,
+                    code="context_length_exceeded",
+                )
             if not self.in_vocab(tokens):
-                raise EngineInputError(f"'input[{i}]' holds token ids outside the vocabulary (0..{self.vocab_size - 1})", i)
+                raise EngineInputError(
+                    f"'input[{i}]' holds token ids outside the vocabulary (0..{self.vocab_size - 1})", i
+                )
         return self.embed(tokenized), sum(len(t) for t in tokenized)
 
     def embed(self, texts: Sequence[list[int]]) -> list[list[float]]:

@@ -11,8 +11,8 @@ the attention mask, a [batch, hidden] output is used as it is.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from edge_agent.engines import EmbeddingInput, EngineInputError
 from edge_agent.errors import AgentError

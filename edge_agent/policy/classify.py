@@ -4,8 +4,8 @@ configured. Decides nothing itself: the class comes from :func:`edge_agent.polic
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from edge_agent.config import BUILTIN_DETECTORS, PolicyConfig
 from edge_agent.errors import AgentError
@@ -43,11 +43,16 @@ class SensitivityModel:
         inputs = self._session.get_inputs()
         featurizer = self._session.get_modelmeta().custom_metadata_map.get("edgefleet.featurizer", "")
         expected = featurize.FEATURIZER
-        if [i.name for i in inputs] != ["features"] or inputs[0].shape[-1] != featurize.DIMENSIONS or featurizer != expected:
+        if (
+            [i.name for i in inputs] != ["features"]
+            or inputs[0].shape[-1] != featurize.DIMENSIONS
+            or featurizer != expected
+        ):
             raise ClassifierModelError(
                 f"policy.classifier_model: {path} is not a sensitivity classifier (expected input 'features' "
                 f"[N, {featurize.DIMENSIONS}] and featurizer {expected!r}, got "
-                f"{[(i.name, i.shape) for i in inputs]} and {featurizer!r})")
+                f"{[(i.name, i.shape) for i in inputs]} and {featurizer!r})"
+            )
         self._featurize = featurize.featurize
         self.path = path
 
@@ -73,13 +78,18 @@ class PromptClassifier:
 
     def __init__(self, config: PolicyConfig, on_failure: Callable[[str], None] | None = None):
         self.policy = DataClassPolicy.from_config(config)
-        self.detectors = Detectors([n for n in BUILTIN_DETECTORS if getattr(config.detectors, n)], config.custom,
-                                   config.phone_regions)
+        self.detectors = Detectors(
+            [n for n in BUILTIN_DETECTORS if getattr(config.detectors, n)], config.custom, config.phone_regions
+        )
         self.model = SensitivityModel(config.classifier_model) if config.classifier_model else None
         self.on_failure = on_failure
         if self.model:
-            log.info("sensitivity classifier %s: a score >= %.2f makes a prompt '%s'", self.model.path,
-                     config.classifier_threshold, config.classifier_class)
+            log.info(
+                "sensitivity classifier %s: a score >= %.2f makes a prompt '%s'",
+                self.model.path,
+                config.classifier_threshold,
+                config.classifier_class,
+            )
 
     def classify(self, texts: Sequence[str]) -> Classification:
         """The texts' data class. Fails closed: any error while normalizing, detecting or scoring makes the
@@ -109,9 +119,14 @@ class PromptClassifier:
         kind = type(exc).__name__
         if kind not in _LOGGED_FAILURES:
             _LOGGED_FAILURES.add(kind)
-            log.error("classifying a request failed (%s: %s); such requests are treated as class '%s' "
-                      "(logged once per kind, counted in edgefleet_classification_failures_total)",
-                      kind, exc, self.policy.class_names[-1], exc_info=exc)
+            log.error(
+                "classifying a request failed (%s: %s); such requests are treated as class '%s' "
+                "(logged once per kind, counted in edgefleet_classification_failures_total)",
+                kind,
+                exc,
+                self.policy.class_names[-1],
+                exc_info=exc,
+            )
         if self.on_failure is not None:
             self.on_failure(kind)
         return Classification(self.policy.class_names[-1], (FAILED_CLASSIFICATION,))
