@@ -12,6 +12,7 @@ costs one indexed read and no write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -102,10 +103,8 @@ class ResponseCache:
 
     def close(self) -> None:
         with self._lock:
-            try:
+            with contextlib.suppress(sqlite3.DatabaseError):
                 self._flush_touched_locked()
-            except sqlite3.DatabaseError:
-                pass
             self._conn.close()
 
     # -- internals ---------------------------------------------------------
@@ -125,10 +124,8 @@ class ResponseCache:
         self.corrupt_rebuilds += 1
 
     def _rebuild_locked(self, exc: Exception) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._conn.close()
-        except sqlite3.Error:
-            pass
         self._touched.clear()
         self._set_aside(exc)
         self._conn = self._open()

@@ -226,7 +226,7 @@ def _print_keys(keys: list, path, as_json: bool) -> None:
         table.append((r["key_id"], r["tenant"], r["max_data_class"], f"{r['rate_per_s']:g}", str(r["burst"]), created))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -269,7 +269,7 @@ def _audit(args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

@@ -131,7 +131,8 @@ class Reloader:
             running, live = p.running, list(p.live)
             if p.policy_changed:
                 try:
-                    # Detectors compile and an ONNX classifier loads off the loop; requests keep the old policy meanwhile.
+                    # Detectors compile and an ONNX classifier loads off the loop;
+                    # requests keep the old policy meanwhile.
                     classifier = await asyncio.to_thread(self._build_classifier, running.policy)
                 except AgentError as exc:
                     log.error("SIGHUP: the new policy cannot be used (%s); keeping the running policy", exc)

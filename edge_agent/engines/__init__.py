@@ -8,11 +8,11 @@ implement, so the service does not care which one is configured.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, Union
+from typing import Protocol
 
 from edge_agent.errors import AgentError
 
-EmbeddingInput = Union[str, list[int]]
+EmbeddingInput = str | list[int]
 
 
 class EngineInputError(AgentError):
