@@ -25,8 +25,9 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
-def write_config(path: Path, sections: dict[str, dict[str, Any] | list[dict[str, Any]]],
-                 top: dict[str, Any] | None = None) -> Path:
+def write_config(
+    path: Path, sections: dict[str, dict[str, Any] | list[dict[str, Any]]], top: dict[str, Any] | None = None
+) -> Path:
     """A section given as a list of tables is written as an array of tables ([[upstreams]])."""
     lines = [f"{k} = {toml_value(v)}" for k, v in (top or {}).items()]
     for name, values in sections.items():
@@ -77,8 +78,13 @@ class AgentProcess:
         return self.proc.returncode
 
 
-def start_agent(data_dir: Path, model: str = "smollm2-135m-instruct", sections: dict | None = None,
-                wait_ready: bool = True, env: dict[str, str] | None = None) -> AgentProcess:
+def start_agent(
+    data_dir: Path,
+    model: str = "smollm2-135m-instruct",
+    sections: dict | None = None,
+    wait_ready: bool = True,
+    env: dict[str, str] | None = None,
+) -> AgentProcess:
     """``env`` is added to this process's environment."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sections = {k: list(v) if isinstance(v, list) else dict(v) for k, v in (sections or {}).items()}

@@ -35,15 +35,30 @@ class CentralProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def start(self, fleet_listen: str = "127.0.0.1:0", enroll_listen: str = "127.0.0.1:0") -> "CentralProcess":
+    def start(self, fleet_listen: str = "127.0.0.1:0", enroll_listen: str = "127.0.0.1:0") -> CentralProcess:
         for f in (self.paths.fleet_address_file, self.paths.enroll_address_file):
             f.unlink(missing_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "central.cli", "central", "serve", "--data-dir", str(self.data_dir),
-             "--listen", fleet_listen, "--enroll-listen", enroll_listen, *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
+            [
+                sys.executable,
+                "-m",
+                "central.cli",
+                "central",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                fleet_listen,
+                "--enroll-listen",
+                enroll_listen,
+                *self.args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
+        )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not (self.paths.fleet_address_file.exists() and self.paths.enroll_address_file.exists()):
             if self.proc.poll() is not None:

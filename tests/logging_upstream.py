@@ -34,11 +34,25 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._log(b"")
         if self.path.rstrip("/") == "/v1/models":
-            self._json(200, {"object": "list", "data": [{"id": "logged-model", "object": "model", "created": 0,
-                                                         "owned_by": "logging-upstream"}]})
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": "logged-model", "object": "model", "created": 0, "owned_by": "logging-upstream"}],
+                },
+            )
         else:
-            self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error",
-                                       "param": None, "code": "not_found"}})
+            self._json(
+                404,
+                {
+                    "error": {
+                        "message": f"no route {self.path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "not_found",
+                    }
+                },
+            )
 
     def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -49,16 +63,36 @@ class _Handler(BaseHTTPRequestHandler):
             body = {}
         chat = self.path.endswith("/chat/completions")
         if not chat and not self.path.endswith("/completions"):
-            return self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error",
-                                              "param": None, "code": "not_found"}})
+            return self._json(
+                404,
+                {
+                    "error": {
+                        "message": f"no route {self.path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "not_found",
+                    }
+                },
+            )
         model = body.get("model", "")
         if body.get("stream"):
             return self._events(chat, model)
-        choice = ({"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"} if chat
-                  else {"index": 0, "text": ANSWER, "logprobs": None, "finish_reason": "stop"})
-        self._json(200, {"id": "logged-1", "object": "chat.completion" if chat else "text_completion", "created": 0,
-                         "model": model, "choices": [choice],
-                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
+            if chat
+            else {"index": 0, "text": ANSWER, "logprobs": None, "finish_reason": "stop"}
+        )
+        self._json(
+            200,
+            {
+                "id": "logged-1",
+                "object": "chat.completion" if chat else "text_completion",
+                "created": 0,
+                "model": model,
+                "choices": [choice],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
 
     def _events(self, chat: bool, model: str) -> None:
         self.send_response(200)
@@ -66,10 +100,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
         for piece in (ANSWER[:3], ANSWER[3:]):
-            choice = ({"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat
-                      else {"index": 0, "text": piece, "finish_reason": None})
-            chunk = {"id": "logged-1", "object": "chat.completion.chunk" if chat else "text_completion",
-                     "created": 0, "model": model, "choices": [choice]}
+            choice = (
+                {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                if chat
+                else {"index": 0, "text": piece, "finish_reason": None}
+            )
+            chunk = {
+                "id": "logged-1",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": 0,
+                "model": model,
+                "choices": [choice],
+            }
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             self.wfile.flush()
         self.wfile.write(b"data: [DONE]\n\n")
@@ -84,8 +126,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _log(self, raw: bytes) -> None:
-        line = json.dumps({"method": self.command, "path": self.path, "body": raw.decode("utf-8", "surrogateescape")},
-                          ensure_ascii=True)
+        line = json.dumps(
+            {"method": self.command, "path": self.path, "body": raw.decode("utf-8", "surrogateescape")},
+            ensure_ascii=True,
+        )
         with self.lock:
             self.log_file.write(line + "\n")
             self.log_file.flush()
@@ -142,13 +186,17 @@ def start_logging_upstream(directory: Path) -> LoggingUpstream:
     directory.mkdir(parents=True, exist_ok=True)
     log_path, address_file = directory / "received.jsonl", directory / "address"
     with open(directory / "stderr.log", "ab") as stderr:
-        proc = subprocess.Popen([sys.executable, __file__, "--log", str(log_path), "--address-file", str(address_file)],
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--log", str(log_path), "--address-file", str(address_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not address_file.exists():
         if proc.poll() is not None:
-            raise RuntimeError(f"the logging upstream exited with {proc.returncode}: "
-                               f"{(directory / 'stderr.log').read_text()}")
+            raise RuntimeError(
+                f"the logging upstream exited with {proc.returncode}: {(directory / 'stderr.log').read_text()}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait(10)

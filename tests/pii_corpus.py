@@ -32,23 +32,118 @@ import re
 import string
 import unicodedata
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Iterator
+from functools import cache, lru_cache
 
-LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR", "ja_JP", "en_IN",
-           "en_AU")
-REGIONS = {"en_US": "US", "en_GB": "GB", "de_DE": "DE", "fr_FR": "FR", "es_ES": "ES", "it_IT": "IT",
-           "nl_NL": "NL", "pl_PL": "PL", "pt_BR": "BR", "ja_JP": "JP", "en_IN": "IN", "en_AU": "AU"}
-CARD_NETWORKS = ("amex", "diners", "discover", "jcb15", "jcb16", "maestro", "mastercard", "visa13", "visa16",
-                 "visa19")
+LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR", "ja_JP", "en_IN", "en_AU")
+REGIONS = {
+    "en_US": "US",
+    "en_GB": "GB",
+    "de_DE": "DE",
+    "fr_FR": "FR",
+    "es_ES": "ES",
+    "it_IT": "IT",
+    "nl_NL": "NL",
+    "pl_PL": "PL",
+    "pt_BR": "BR",
+    "ja_JP": "JP",
+    "en_IN": "IN",
+    "en_AU": "AU",
+}
+CARD_NETWORKS = ("amex", "diners", "discover", "jcb15", "jcb16", "maestro", "mastercard", "visa13", "visa16", "visa19")
 # The countries of the SWIFT IBAN registry as python-stdnum knows it (iban.dat, registry v101).
 IBAN_COUNTRIES = (
-    "AD", "AE", "AL", "AT", "AZ", "BA", "BE", "BG", "BH", "BI", "BR", "BY", "CH", "CR", "CY", "CZ", "DE", "DJ",
-    "DK", "DO", "EE", "EG", "ES", "FI", "FK", "FO", "FR", "GB", "GE", "GI", "GL", "GR", "GT", "HN", "HR", "HU",
-    "IE", "IL", "IQ", "IS", "IT", "JO", "KW", "KZ", "LB", "LC", "LI", "LT", "LU", "LV", "LY", "MC", "MD", "ME",
-    "MK", "MN", "MR", "MT", "MU", "NI", "NL", "NO", "OM", "PK", "PL", "PS", "PT", "QA", "RO", "RS", "RU", "SA",
-    "SC", "SD", "SE", "SI", "SK", "SM", "SO", "ST", "SV", "TL", "TN", "TR", "UA", "VA", "VG", "XK", "YE")
+    "AD",
+    "AE",
+    "AL",
+    "AT",
+    "AZ",
+    "BA",
+    "BE",
+    "BG",
+    "BH",
+    "BI",
+    "BR",
+    "BY",
+    "CH",
+    "CR",
+    "CY",
+    "CZ",
+    "DE",
+    "DJ",
+    "DK",
+    "DO",
+    "EE",
+    "EG",
+    "ES",
+    "FI",
+    "FK",
+    "FO",
+    "FR",
+    "GB",
+    "GE",
+    "GI",
+    "GL",
+    "GR",
+    "GT",
+    "HN",
+    "HR",
+    "HU",
+    "IE",
+    "IL",
+    "IQ",
+    "IS",
+    "IT",
+    "JO",
+    "KW",
+    "KZ",
+    "LB",
+    "LC",
+    "LI",
+    "LT",
+    "LU",
+    "LV",
+    "LY",
+    "MC",
+    "MD",
+    "ME",
+    "MK",
+    "MN",
+    "MR",
+    "MT",
+    "MU",
+    "NI",
+    "NL",
+    "NO",
+    "OM",
+    "PK",
+    "PL",
+    "PS",
+    "PT",
+    "QA",
+    "RO",
+    "RS",
+    "RU",
+    "SA",
+    "SC",
+    "SD",
+    "SE",
+    "SI",
+    "SK",
+    "SM",
+    "SO",
+    "ST",
+    "SV",
+    "TL",
+    "TN",
+    "TR",
+    "UA",
+    "VA",
+    "VG",
+    "XK",
+    "YE",
+)
 RESTRICTED = ("card", "iban", "us_ssn")
 KINDS = ("email", "phone") + RESTRICTED
 
@@ -58,6 +153,7 @@ class Sample:
     """One item in one sentence: text[start:end] is the item as written, text[core[0]:core[1]] the part a
     detector must cover. `detail` is the network, IBAN country or template family; `variant` is "plain"
     or the name of the transform applied."""
+
     kind: str
     locale: str
     value: str
@@ -72,40 +168,84 @@ class Sample:
 @dataclass(frozen=True)
 class Benign:
     """A sentence without personal data; `categories` names the kinds of numbers in it."""
+
     text: str
     categories: tuple[str, ...]
 
 
 # --- templates (no digits, no "@") --------------------------------------------------------------
-NEUTRAL = ("Please use {} for this.", "{}", "Here it is: {} — thanks!", "({})", "«{}»", "Noted down {} earlier today.",
-           "Can you check whether {} is right?\nThanks")
+NEUTRAL = (
+    "Please use {} for this.",
+    "{}",
+    "Here it is: {} — thanks!",
+    "({})",
+    "«{}»",
+    "Noted down {} earlier today.",
+    "Can you check whether {} is right?\nThanks",
+)
 CONTEXT = {
-    "card": ("Card: {}", "Pay with card number {}, please.", "My Visa is {} and it expires soon.",
-             "credit card {} (expires next year)", "Bitte die Karte {} belasten.", "Numéro de carte : {}",
-             "カード番号は{}です。"),
-    "iban": ("IBAN: {}", "Wire it to {} by Friday.", "Bankverbindung: {}", "Mon IBAN est {}.",
-             "account {}, reference invoice", "Transfer to IBAN {} (savings)."),
-    "us_ssn": ("SSN: {}", "My social security number is {}.", "SSN# {}", "social security no. {}", "ssn={}",
-               "HR still needs my SSN {} for the form.", "Social Security Number\n{}"),
+    "card": (
+        "Card: {}",
+        "Pay with card number {}, please.",
+        "My Visa is {} and it expires soon.",
+        "credit card {} (expires next year)",
+        "Bitte die Karte {} belasten.",
+        "Numéro de carte : {}",
+        "カード番号は{}です。",
+    ),
+    "iban": (
+        "IBAN: {}",
+        "Wire it to {} by Friday.",
+        "Bankverbindung: {}",
+        "Mon IBAN est {}.",
+        "account {}, reference invoice",
+        "Transfer to IBAN {} (savings).",
+    ),
+    "us_ssn": (
+        "SSN: {}",
+        "My social security number is {}.",
+        "SSN# {}",
+        "social security no. {}",
+        "ssn={}",
+        "HR still needs my SSN {} for the form.",
+        "Social Security Number\n{}",
+    ),
     "phone": ("Call me on {}", "Phone: {}", "Tel. {}", "my mobile is {}, text me", "WhatsApp: {}"),
     "email": ("Email me at {}", "<{}>", "mailto:{}", "Contact: {}.", "{}, thanks", "Reply to {} by tonight"),
 }
 PHONE_LOCAL = {
-    "en_US": "Call me at {} after lunch.", "en_GB": "Ring me on {} tomorrow.", "de_DE": "Rufen Sie mich unter {} an.",
-    "fr_FR": "Appelez-moi au {}.", "es_ES": "Llámame al {}.", "it_IT": "Chiamami al {}.", "nl_NL": "Bel me op {}.",
-    "pl_PL": "Zadzwoń pod {}.", "pt_BR": "Me liga no {}.", "ja_JP": "電話番号は{}です。",
-    "en_IN": "Call me on {} in the evening.", "en_AU": "Give us a ring on {}.",
+    "en_US": "Call me at {} after lunch.",
+    "en_GB": "Ring me on {} tomorrow.",
+    "de_DE": "Rufen Sie mich unter {} an.",
+    "fr_FR": "Appelez-moi au {}.",
+    "es_ES": "Llámame al {}.",
+    "it_IT": "Chiamami al {}.",
+    "nl_NL": "Bel me op {}.",
+    "pl_PL": "Zadzwoń pod {}.",
+    "pt_BR": "Me liga no {}.",
+    "ja_JP": "電話番号は{}です。",
+    "en_IN": "Call me on {} in the evening.",
+    "en_AU": "Give us a ring on {}.",
 }
 SSN_CONTEXT = CONTEXT["us_ssn"]
 
 
 def _place(template: str, written: str) -> tuple[str, int, int]:
     start = template.index("{}")
-    return template[:start] + written + template[start + 2:], start, start + len(written)
+    return template[:start] + written + template[start + 2 :], start, start + len(written)
 
 
-def _sample(kind: str, locale: str, value: str, written: str, template: str, detail: str, variant: str = "plain",
-            trailer: str = "", glue: tuple[str, str] = ("", "")) -> Sample:
+def _sample(
+    kind: str,
+    locale: str,
+    value: str,
+    written: str,
+    template: str,
+    detail: str,
+    variant: str = "plain",
+    trailer: str = "",
+    glue: tuple[str, str] = ("", ""),
+) -> Sample:
     """written in template, between glue[0] and glue[1] and followed by trailer (a phone's extension): the
     sample's core is `written` alone."""
     text, start, end = _place(template, glue[0] + written + glue[1] + trailer)
@@ -129,8 +269,15 @@ def luhn_complete(body: str) -> str:
 
 def ssn_valid(digits: str) -> bool:
     area, group, serial = digits[:3], digits[3:5], digits[5:]
-    return (len(digits) == 9 and digits.isdigit() and area not in ("000", "666") and area[0] != "9"
-            and group != "00" and serial != "0000" and digits not in ("078051120", "219099999"))
+    return (
+        len(digits) == 9
+        and digits.isdigit()
+        and area not in ("000", "666")
+        and area[0] != "9"
+        and group != "00"
+        and serial != "0000"
+        and digits not in ("078051120", "219099999")
+    )
 
 
 def iban_valid(compact: str) -> bool:
@@ -149,11 +296,29 @@ def iban_valid(compact: str) -> bool:
 
 
 # --- valid items from drawn integers (hypothesis) -------------------------------------------------
-CARD_PREFIXES = (("4", (13, 16, 19)), ("51", (16,)), ("55", (16,)), ("2221", (16,)), ("2720", (16,)),
-                 ("34", (15,)), ("37", (15,)), ("6011", (16, 19)), ("65", (16,)), ("644", (16,)),
-                 ("3528", (16,)), ("3589", (16,)), ("36", (14,)), ("300", (14,)), ("38", (14,)),
-                 ("62", (16, 19)), ("6759", (12, 16, 19)), ("5018", (12, 13, 16)), ("6304", (16,)),
-                 ("2131", (15,)), ("1800", (15,)))
+CARD_PREFIXES = (
+    ("4", (13, 16, 19)),
+    ("51", (16,)),
+    ("55", (16,)),
+    ("2221", (16,)),
+    ("2720", (16,)),
+    ("34", (15,)),
+    ("37", (15,)),
+    ("6011", (16, 19)),
+    ("65", (16,)),
+    ("644", (16,)),
+    ("3528", (16,)),
+    ("3589", (16,)),
+    ("36", (14,)),
+    ("300", (14,)),
+    ("38", (14,)),
+    ("62", (16, 19)),
+    ("6759", (12, 16, 19)),
+    ("5018", (12, 13, 16)),
+    ("6304", (16,)),
+    ("2131", (15,)),
+    ("1800", (15,)),
+)
 
 
 def card_number(prefix_index: int, length_index: int, body: int) -> str:
@@ -192,7 +357,7 @@ def iban_number(country_index: int, seed: int) -> str:
 
 
 def group(compact: str, size: int, sep: str) -> str:
-    return sep.join(compact[k:k + size] for k in range(0, len(compact), size))
+    return sep.join(compact[k : k + size] for k in range(0, len(compact), size))
 
 
 def card_groups(digits: str) -> list[str]:
@@ -201,23 +366,47 @@ def card_groups(digits: str) -> list[str]:
         return [digits[:4], digits[4:10], digits[10:]]
     if len(digits) == 14:
         return [digits[:4], digits[4:10], digits[10:]]
-    return [digits[k:k + 4] for k in range(0, len(digits), 4)]
+    return [digits[k : k + 4] for k in range(0, len(digits), 4)]
 
 
 # --- transforms a reader reads through -------------------------------------------------------------
 Transform = Callable[[str, random.Random], str]
 _GROUPS = re.compile(r"[0-9A-Za-z]+")
 _DIGIT_SCRIPTS = {  # the zero of each script's decimal digits
-    "fullwidth": 0xFF10, "arabic_indic": 0x0660, "ext_arabic_indic": 0x06F0, "devanagari": 0x0966,
-    "bengali": 0x09E6, "thai": 0x0E50, "math_bold": 0x1D7CE, "tamil": 0x0BE6,
+    "fullwidth": 0xFF10,
+    "arabic_indic": 0x0660,
+    "ext_arabic_indic": 0x06F0,
+    "devanagari": 0x0966,
+    "bengali": 0x09E6,
+    "thai": 0x0E50,
+    "math_bold": 0x1D7CE,
+    "tamil": 0x0BE6,
 }
 _DASHES = "\u2010\u2011\u2013\u2014\u2212\uff0d\ufe63"
-_SPACES = {"nbsp": "\u00a0", "thin_space": "\u2009", "narrow_nbsp": "\u202f", "figure_space": "\u2007",
-           "ideographic_space": "\u3000", "en_space": "\u2002", "em_space": "\u2003"}
-_FORMAT = {"zwsp": "\u200b", "zwj": "\u200d", "zwnj": "\u200c", "soft_hyphen": "\u00ad", "lrm": "\u200e",
-           "rlm": "\u200f", "word_joiner": "\u2060", "bom": "\ufeff"}
-_GLUE_WORDS = {"card": ("Visa", "Card", "Karte", "cardno"), "iban": ("IBAN", "iban", "Konto"),
-               "us_ssn": ("SSN", "ssn#", "Nr")}
+_SPACES = {
+    "nbsp": "\u00a0",
+    "thin_space": "\u2009",
+    "narrow_nbsp": "\u202f",
+    "figure_space": "\u2007",
+    "ideographic_space": "\u3000",
+    "en_space": "\u2002",
+    "em_space": "\u2003",
+}
+_FORMAT = {
+    "zwsp": "\u200b",
+    "zwj": "\u200d",
+    "zwnj": "\u200c",
+    "soft_hyphen": "\u00ad",
+    "lrm": "\u200e",
+    "rlm": "\u200f",
+    "word_joiner": "\u2060",
+    "bom": "\ufeff",
+}
+_GLUE_WORDS = {
+    "card": ("Visa", "Card", "Karte", "cardno"),
+    "iban": ("IBAN", "iban", "Konto"),
+    "us_ssn": ("SSN", "ssn#", "Nr"),
+}
 
 
 def _regroup(sep: str) -> Transform:
@@ -228,6 +417,7 @@ def _mixed_seps(choices: tuple[str, ...]) -> Transform:
     def transform(value: str, rng: random.Random) -> str:
         groups = _GROUPS.findall(value)
         return groups[0] + "".join(rng.choice(choices) + g for g in groups[1:])
+
     return transform
 
 
@@ -237,7 +427,7 @@ def _resize(size: int) -> Transform:
 
 def _halves(value: str, rng: random.Random) -> str:
     compact = "".join(_GROUPS.findall(value))
-    return compact[: len(compact) // 2] + " " + compact[len(compact) // 2:]
+    return compact[: len(compact) // 2] + " " + compact[len(compact) // 2 :]
 
 
 def _digits_in(script: str) -> Transform:
@@ -256,10 +446,12 @@ def _between_chars(mark: str) -> Transform:
 
 def _between_groups(mark: str) -> Transform:
     """The mark after every separator; where there is none (a compact item), between groups of four."""
+
     def transform(value: str, rng: random.Random) -> str:
         if any(not c.isalnum() for c in value):
             return re.sub(r"([^0-9A-Za-z]+)", lambda m: m.group(1) + mark, value)
         return group(value, 4, mark)
+
     return transform
 
 
@@ -284,8 +476,6 @@ def fullwidth(value: str) -> str:
     return "".join("\u3000" if c == " " else chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in value)
 
 
-
-
 def _mixed_case(value: str, rng: random.Random) -> str:
     return "".join(c.upper() if rng.random() < 0.5 else c.lower() for c in value)
 
@@ -298,6 +488,7 @@ def _email_dot(dot: str) -> Transform:
     def transform(value: str, rng: random.Random) -> str:
         local, domain = value.split("@")
         return local + "@" + domain.replace(".", dot)
+
     return transform
 
 
@@ -373,7 +564,7 @@ def transformed(name: str, kind: str, value: str, rng: random.Random) -> str:
 
 
 # --- plain items -----------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _faker_for(locale: str):
     from faker import Faker
 
@@ -448,8 +639,14 @@ def _plain_iban(compact: str, rng: random.Random) -> str:
 
 
 @lru_cache(maxsize=4)
-def pii_samples(seed: int = 13, phones_per_locale: int = 60, emails_per_locale: int = 30,
-                cards_per_network: int = 24, ibans_per_country: int = 2, ssns: int = 120) -> tuple[Sample, ...]:
+def pii_samples(
+    seed: int = 13,
+    phones_per_locale: int = 60,
+    emails_per_locale: int = 30,
+    cards_per_network: int = 24,
+    ibans_per_country: int = 2,
+    ssns: int = 120,
+) -> tuple[Sample, ...]:
     """Every item in three templates (two for emails and phones): one neutral, the others in context."""
     rng = random.Random(seed)
     out: list[Sample] = []
@@ -472,14 +669,23 @@ def pii_samples(seed: int = 13, phones_per_locale: int = 60, emails_per_locale: 
         # dashed anywhere; spaced, dotted or bare only after an SSN keyword (how a reader knows it is one)
         out.append(_sample("us_ssn", "en_US", ssn, ssn, rng.choice(NEUTRAL), "dashed"))
         for style in rng.sample(("-", " ", ".", ""), 2):
-            out.append(_sample("us_ssn", "en_US", ssn, ssn.replace("-", style), rng.choice(SSN_CONTEXT),
-                               {"-": "dashed", " ": "spaced", ".": "dotted", "": "bare"}[style]))
+            out.append(
+                _sample(
+                    "us_ssn",
+                    "en_US",
+                    ssn,
+                    ssn.replace("-", style),
+                    rng.choice(SSN_CONTEXT),
+                    {"-": "dashed", " ": "spaced", ".": "dotted", "": "bare"}[style],
+                )
+            )
     return tuple(out)
 
 
 @lru_cache(maxsize=4)
-def evasion_samples(seed: int = 13, per_transform: int = 36, phones_per_transform: int = 36,
-                    emails_per_transform: int = 24) -> tuple[Sample, ...]:
+def evasion_samples(
+    seed: int = 13, per_transform: int = 36, phones_per_transform: int = 36, emails_per_transform: int = 24
+) -> tuple[Sample, ...]:
     """Each transform on `per_transform` items of each kind it applies to (items taken in turn from the plain
     set), in a random template: neutral or in context (SSNs always in context). A transform that leaves
     an item unchanged (no spaces to replace) is skipped for it."""
@@ -499,19 +705,30 @@ def evasion_samples(seed: int = 13, per_transform: int = 36, phones_per_transfor
             want, taken, k = counts.get(kind, per_transform), 0, rng.randrange(len(pool))
             while taken < want and k < 20 * len(pool):
                 source, k = pool[k % len(pool)], k + 7
-                written_before = source.text[source.core[0]:source.core[1]]
+                written_before = source.text[source.core[0] : source.core[1]]
                 before, written, after = apply_transform(name, kind, written_before, rng)
                 if written == written_before and not before:
                     continue
-                trailer = source.text[source.core[1]:source.end]
+                trailer = source.text[source.core[1] : source.end]
                 if kind == "us_ssn":
                     template = rng.choice(SSN_CONTEXT)
                 elif kind == "phone":
                     template = rng.choice(NEUTRAL + CONTEXT["phone"] + (PHONE_LOCAL[source.locale],))
                 else:
                     template = rng.choice(NEUTRAL + CONTEXT[kind])
-                out.append(_sample(kind, source.locale, source.value, written, template, source.detail, name,
-                                   trailer, (before, after)))
+                out.append(
+                    _sample(
+                        kind,
+                        source.locale,
+                        source.value,
+                        written,
+                        template,
+                        source.detail,
+                        name,
+                        trailer,
+                        (before, after),
+                    )
+                )
                 taken += 1
     return tuple(out)
 
@@ -525,7 +742,7 @@ def _isbn13(rng: random.Random) -> str:
         return digits
     a = rng.randint(1, 3)
     b = rng.randint(2, 5)
-    return f"{digits[:3]}-{digits[3:3 + a]}-{digits[3 + a:3 + a + b]}-{digits[3 + a + b:12]}-{digits[12]}"
+    return f"{digits[:3]}-{digits[3 : 3 + a]}-{digits[3 + a : 3 + a + b]}-{digits[3 + a + b : 12]}-{digits[12]}"
 
 
 def _isbn10(rng: random.Random) -> str:
@@ -566,8 +783,12 @@ def _s10(rng: random.Random) -> str:
     total = sum(int(c) * w for c, w in zip(digits, (8, 6, 4, 2, 3, 5, 9, 7)))
     check = 11 - total % 11
     check = 5 if check == 11 else 0 if check == 10 else check
-    return (rng.choice(("RR", "CP", "LX", "EE", "RB")) + digits + str(check)
-            + rng.choice(("GB", "DE", "FR", "US", "NL", "JP")))
+    return (
+        rng.choice(("RR", "CP", "LX", "EE", "RB"))
+        + digits
+        + str(check)
+        + rng.choice(("GB", "DE", "FR", "US", "NL", "JP"))
+    )
 
 
 def _luhn_invalid_16(rng: random.Random) -> str:
@@ -581,25 +802,58 @@ def _luhn_invalid_16(rng: random.Random) -> str:
 def _date(rng: random.Random) -> str:
     y, m, d = rng.randint(1990, 2031), rng.randint(1, 12), rng.randint(1, 28)
     hh, mm, ss = rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59)
-    months = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-              "October", "November", "December")
+    months = (
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    )
     y2, m2, d2 = y, min(12, m + rng.randint(0, 2)), rng.randint(1, 28)
-    return rng.choice((
-        f"{y}-{m:02d}-{d:02d}", f"{d:02d}/{m:02d}/{y}", f"{m:02d}/{d:02d}/{y}", f"{d:02d}.{m:02d}.{y}",
-        f"{d} {months[m - 1][:3]} {y}", f"{months[m - 1]} {d}, {y}", f"{y}年{m}月{d}日", f"{y}{m:02d}{d:02d}",
-        f"{d:02d}-{m:02d}-{y} {hh:02d}:{mm:02d}", f"{y}-{m:02d}-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}Z",
-        f"{y}-{m:02d}-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}", f"{d:02d}.{m:02d}.{y}–{d2:02d}.{m2:02d}.{y2}",
-        f"{y}-{m:02d}-{d:02d} to {y2}-{m2:02d}-{d2:02d}", f"{d}/{m}/{y % 100:02d}", f"{y}/{m:02d}/{d:02d}",
-        f"Q{rng.randint(1, 4)} {y}", f"{d:02d} {m:02d} {y}", f"{m}.{d}.{y}",
-    ))
+    return rng.choice(
+        (
+            f"{y}-{m:02d}-{d:02d}",
+            f"{d:02d}/{m:02d}/{y}",
+            f"{m:02d}/{d:02d}/{y}",
+            f"{d:02d}.{m:02d}.{y}",
+            f"{d} {months[m - 1][:3]} {y}",
+            f"{months[m - 1]} {d}, {y}",
+            f"{y}年{m}月{d}日",
+            f"{y}{m:02d}{d:02d}",
+            f"{d:02d}-{m:02d}-{y} {hh:02d}:{mm:02d}",
+            f"{y}-{m:02d}-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}Z",
+            f"{y}-{m:02d}-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}",
+            f"{d:02d}.{m:02d}.{y}–{d2:02d}.{m2:02d}.{y2}",
+            f"{y}-{m:02d}-{d:02d} to {y2}-{m2:02d}-{d2:02d}",
+            f"{d}/{m}/{y % 100:02d}",
+            f"{y}/{m:02d}/{d:02d}",
+            f"Q{rng.randint(1, 4)} {y}",
+            f"{d:02d} {m:02d} {y}",
+            f"{m}.{d}.{y}",
+        )
+    )
 
 
 def _time(rng: random.Random) -> str:
     h, m, s = rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59)
-    return rng.choice((f"{h:02d}:{m:02d}", f"{h % 12 or 12}:{m:02d} {'am' if h < 12 else 'pm'}",
-                       f"{h:02d}:{m:02d}:{s:02d}", f"{h:02d}h{m:02d}", f"{h}.{m:02d}",
-                       f"{h:02d}:{m:02d}:{s:02d}.{rng.randint(0, 999):03d}",
-                       f"{h:02d}:{m:02d}–{(h + 1) % 24:02d}:{m:02d}"))
+    return rng.choice(
+        (
+            f"{h:02d}:{m:02d}",
+            f"{h % 12 or 12}:{m:02d} {'am' if h < 12 else 'pm'}",
+            f"{h:02d}:{m:02d}:{s:02d}",
+            f"{h:02d}h{m:02d}",
+            f"{h}.{m:02d}",
+            f"{h:02d}:{m:02d}:{s:02d}.{rng.randint(0, 999):03d}",
+            f"{h:02d}:{m:02d}–{(h + 1) % 24:02d}:{m:02d}",
+        )
+    )
 
 
 def _price(rng: random.Random) -> str:
@@ -607,79 +861,145 @@ def _price(rng: random.Random) -> str:
     cents = rng.randint(0, 99)
     us = f"{whole:,}"
     eu = us.replace(",", ".")
-    return rng.choice((f"${us}.{cents:02d}", f"€{eu},{cents:02d}", f"{us.replace(',', ' ')},{cents:02d} €",
-                       f"£{us}.{cents:02d}", f"¥{us}", f"CHF {us.replace(',', chr(39))}.{cents:02d}",
-                       f"R$ {eu},{cents:02d}", f"{us.replace(',', ' ')} zł", f"USD {whole}.{cents:02d}",
-                       f"₹{whole:,}", f"{whole} EUR"))
+    return rng.choice(
+        (
+            f"${us}.{cents:02d}",
+            f"€{eu},{cents:02d}",
+            f"{us.replace(',', ' ')},{cents:02d} €",
+            f"£{us}.{cents:02d}",
+            f"¥{us}",
+            f"CHF {us.replace(',', chr(39))}.{cents:02d}",
+            f"R$ {eu},{cents:02d}",
+            f"{us.replace(',', ' ')} zł",
+            f"USD {whole}.{cents:02d}",
+            f"₹{whole:,}",
+            f"{whole} EUR",
+        )
+    )
 
 
 def _order(rng: random.Random) -> str:
     n = rng.randint
-    return rng.choice((f"Order #{n(100000, 999999999)}", f"INV-{n(2019, 2030)}-{n(1, 999999):06d}",
-                       f"PO {n(4500000000, 4599999999)}", f"Invoice {n(2019, 2030)}/{n(1, 99999):05d}",
-                       f"order no. 11{n(1, 4)}-{n(1000000, 9999999)}-{n(1000000, 9999999)}",
-                       f"ticket #{n(10000, 9999999)}", f"case {n(10000000, 99999999)}", f"RMA {n(100000, 999999)}",
-                       f"ORD-{n(10, 99)}-{n(1000, 9999)}-{n(1000, 9999)}", f"Bestellnummer {n(10000000, 99999999)}",
-                       f"receipt {n(1000, 9999)} {n(1000, 9999)} {n(10, 99)}"))
+    return rng.choice(
+        (
+            f"Order #{n(100000, 999999999)}",
+            f"INV-{n(2019, 2030)}-{n(1, 999999):06d}",
+            f"PO {n(4500000000, 4599999999)}",
+            f"Invoice {n(2019, 2030)}/{n(1, 99999):05d}",
+            f"order no. 11{n(1, 4)}-{n(1000000, 9999999)}-{n(1000000, 9999999)}",
+            f"ticket #{n(10000, 9999999)}",
+            f"case {n(10000000, 99999999)}",
+            f"RMA {n(100000, 999999)}",
+            f"ORD-{n(10, 99)}-{n(1000, 9999)}-{n(1000, 9999)}",
+            f"Bestellnummer {n(10000000, 99999999)}",
+            f"receipt {n(1000, 9999)} {n(1000, 9999)} {n(10, 99)}",
+        )
+    )
 
 
 def _version(rng: random.Random) -> str:
     n = rng.randint
-    return rng.choice((f"v{n(0, 9)}.{n(0, 30)}.{n(0, 99)}", f"version {n(1, 20)}.{n(0, 20)}.{n(0, 20)}.{n(0, 9999)}",
-                       f"Python 3.{n(8, 14)}.{n(0, 12)}", f"build {n(10000, 29999)}.{n(1000, 9999)}",
-                       f"kernel {n(4, 6)}.{n(0, 19)}.{n(0, 200)}",
-                       f"Chrome {n(100, 140)}.0.{n(4000, 7999)}.{n(10, 250)}",
-                       f"release {n(2019, 2030)}.{n(1, 12):02d}.{n(0, 9)}",
-                       f"{n(1, 9)}.{n(0, 9)}.{n(0, 9)}-rc.{n(1, 9)}"))
+    return rng.choice(
+        (
+            f"v{n(0, 9)}.{n(0, 30)}.{n(0, 99)}",
+            f"version {n(1, 20)}.{n(0, 20)}.{n(0, 20)}.{n(0, 9999)}",
+            f"Python 3.{n(8, 14)}.{n(0, 12)}",
+            f"build {n(10000, 29999)}.{n(1000, 9999)}",
+            f"kernel {n(4, 6)}.{n(0, 19)}.{n(0, 200)}",
+            f"Chrome {n(100, 140)}.0.{n(4000, 7999)}.{n(10, 250)}",
+            f"release {n(2019, 2030)}.{n(1, 12):02d}.{n(0, 9)}",
+            f"{n(1, 9)}.{n(0, 9)}.{n(0, 9)}-rc.{n(1, 9)}",
+        )
+    )
 
 
 def _ip(rng: random.Random) -> str:
     n = rng.randint
-    return rng.choice((f"{n(1, 223)}.{n(0, 255)}.{n(0, 255)}.{n(1, 254)}",
-                       f"10.{n(0, 255)}.{n(0, 255)}.{n(1, 254)}:{n(1024, 65535)}",
-                       f"172.{n(16, 31)}.{n(0, 255)}.0/{n(12, 28)}", f"192.168.{n(0, 255)}.{n(1, 254)}",
-                       f"2001:db8:{n(0, 65535):x}::{n(1, 255):x}"))
+    return rng.choice(
+        (
+            f"{n(1, 223)}.{n(0, 255)}.{n(0, 255)}.{n(1, 254)}",
+            f"10.{n(0, 255)}.{n(0, 255)}.{n(1, 254)}:{n(1024, 65535)}",
+            f"172.{n(16, 31)}.{n(0, 255)}.0/{n(12, 28)}",
+            f"192.168.{n(0, 255)}.{n(1, 254)}",
+            f"2001:db8:{n(0, 65535):x}::{n(1, 255):x}",
+        )
+    )
 
 
 def _quantity(rng: random.Random) -> str:
     n = rng.randint
-    return rng.choice((f"{n(1, 12)} x {n(50, 999)} g", f"{n(1000, 999999):,} units", f"{n(1, 500)} kg",
-                       f"{n(1, 9)}.{n(0, 9)} l", f"{n(10, 300)} km/h", f"{n(640, 7680)}x{n(480, 4320)} pixels",
-                       f"{n(1, 999)} {n(100, 999)} {n(100, 999)} inhabitants", f"{n(1, 99)},{n(0, 9)} m²",
-                       f"{n(1024, 99999999):,} bytes", f"{n(1, 40)} °C", f"pages {n(1, 400)}-{n(401, 900)}"))
+    return rng.choice(
+        (
+            f"{n(1, 12)} x {n(50, 999)} g",
+            f"{n(1000, 999999):,} units",
+            f"{n(1, 500)} kg",
+            f"{n(1, 9)}.{n(0, 9)} l",
+            f"{n(10, 300)} km/h",
+            f"{n(640, 7680)}x{n(480, 4320)} pixels",
+            f"{n(1, 999)} {n(100, 999)} {n(100, 999)} inhabitants",
+            f"{n(1, 99)},{n(0, 9)} m²",
+            f"{n(1024, 99999999):,} bytes",
+            f"{n(1, 40)} °C",
+            f"pages {n(1, 400)}-{n(401, 900)}",
+        )
+    )
 
 
 def _percent(rng: random.Random) -> str:
     n = rng.randint
-    return rng.choice((f"{n(0, 100)}.{n(0, 99)}%", f"{n(0, 100)} %", f"-{n(0, 20)},{n(0, 9)} %",
-                       f"{n(90, 99)}.{n(90, 99)}%",
-                       f"+{n(0, 300)}% year over year"))
+    return rng.choice(
+        (
+            f"{n(0, 100)}.{n(0, 99)}%",
+            f"{n(0, 100)} %",
+            f"-{n(0, 20)},{n(0, 9)} %",
+            f"{n(90, 99)}.{n(90, 99)}%",
+            f"+{n(0, 300)}% year over year",
+        )
+    )
 
 
 def _postal(rng: random.Random) -> str:
     n = rng.randint
     letters = string.ascii_uppercase
-    return rng.choice((f"{n(10000, 99999)} Berlin", f"{n(10000, 99999)} Paris", f"{n(10, 99)}-{n(100, 999)} Warszawa",
-                       f"{n(1000, 9999)} {rng.choice(letters)}{rng.choice(letters)} Amsterdam",
-                       f"〒{n(100, 999)}-{n(1000, 9999)}", f"{n(110001, 855999)} Delhi", f"NSW {n(2000, 2999)}",
-                       f"{n(10000, 99999)}-{n(100, 999)} São Paulo", f"{n(10000, 99999)} Madrid",
-                       f"{n(10, 99)}{n(100, 199)} Roma", f"SW{n(1, 20)}A {n(1, 9)}AA",
-                       f"ZIP {n(10000, 99999)}-{n(1000, 9999)}"))
+    return rng.choice(
+        (
+            f"{n(10000, 99999)} Berlin",
+            f"{n(10000, 99999)} Paris",
+            f"{n(10, 99)}-{n(100, 999)} Warszawa",
+            f"{n(1000, 9999)} {rng.choice(letters)}{rng.choice(letters)} Amsterdam",
+            f"〒{n(100, 999)}-{n(1000, 9999)}",
+            f"{n(110001, 855999)} Delhi",
+            f"NSW {n(2000, 2999)}",
+            f"{n(10000, 99999)}-{n(100, 999)} São Paulo",
+            f"{n(10000, 99999)} Madrid",
+            f"{n(10, 99)}{n(100, 199)} Roma",
+            f"SW{n(1, 20)}A {n(1, 9)}AA",
+            f"ZIP {n(10000, 99999)}-{n(1000, 9999)}",
+        )
+    )
 
 
 def _misc(rng: random.Random) -> str:
     n = rng.randint
     hexd = "0123456789abcdef"
-    return rng.choice((
-        f"Unix time {n(1500000000, 1900000000)}", f"{n(-90, 90)}.{n(1000, 9999)}, {n(-180, 180)}.{n(1000, 9999)}",
-        f"the score was {n(0, 9)}-{n(0, 9)}", f"commit {''.join(rng.choice(hexd) for _ in range(12))}",
-        "uuid " + "-".join("".join(rng.choice(hexd) for _ in range(k)) for k in (8, 4, 4, 4, 12)),
-        f"colour #{''.join(rng.choice(hexd) for _ in range(6))}", f"room {n(100, 999)}, floor {n(1, 40)}",
-        f"table {n(1, 9)}.{n(1, 9)}.{n(1, 9)}", f"section {n(1, 20)}.{n(1, 20)}({n(1, 9)})",
-        f"SKU {rng.choice(string.ascii_uppercase)}{rng.choice(string.ascii_uppercase)}-{n(1000, 9999)}-{n(10, 99)}",
-        f"serial SN{n(10000000, 99999999)}", f"flight LH{n(100, 9999)} at gate B{n(1, 60)}",
-        f"{n(1, 9)},{n(100, 999)},{n(100, 999)},{n(100, 999)} requests", f"port {n(1024, 65535)}",
-    ))
+    return rng.choice(
+        (
+            f"Unix time {n(1500000000, 1900000000)}",
+            f"{n(-90, 90)}.{n(1000, 9999)}, {n(-180, 180)}.{n(1000, 9999)}",
+            f"the score was {n(0, 9)}-{n(0, 9)}",
+            f"commit {''.join(rng.choice(hexd) for _ in range(12))}",
+            "uuid " + "-".join("".join(rng.choice(hexd) for _ in range(k)) for k in (8, 4, 4, 4, 12)),
+            f"colour #{''.join(rng.choice(hexd) for _ in range(6))}",
+            f"room {n(100, 999)}, floor {n(1, 40)}",
+            f"table {n(1, 9)}.{n(1, 9)}.{n(1, 9)}",
+            f"section {n(1, 20)}.{n(1, 20)}({n(1, 9)})",
+            f"SKU {rng.choice(string.ascii_uppercase)}{rng.choice(string.ascii_uppercase)}-{n(1000, 9999)}-{n(10, 99)}",
+            f"serial SN{n(10000000, 99999999)}",
+            f"flight LH{n(100, 9999)} at gate B{n(1, 60)}",
+            f"{n(1, 9)},{n(100, 999)},{n(100, 999)},{n(100, 999)} requests",
+            f"port {n(1024, 65535)}",
+        )
+    )
 
 
 BENIGN_KINDS: dict[str, tuple[Callable[[random.Random], str], tuple[str, ...]]] = {
@@ -689,19 +1009,29 @@ BENIGN_KINDS: dict[str, tuple[Callable[[random.Random], str], tuple[str, ...]]] 
     "order": (_order, ("{} has shipped.", "Please quote {} in your reply.", "See {} for details")),
     "version": (_version, ("Upgrade to {} first.", "Tested on {}.", "Regression since {}")),
     "ip": (_ip, ("The server is at {}.", "Blocked {} after the scan.", "Gateway {}")),
-    "isbn": (lambda rng: rng.choice((_isbn13, _isbn10))(rng),
-             ("ISBN {}", "The book's ISBN is {}.", "Order ISBN {} twice")),
-    "tracking": (lambda rng: rng.choice((_ups, _usps, _fedex, _s10))(rng),
-                 ("Tracking number {}.", "Your parcel {} is out for delivery.", "Sendungsnummer {}")),
-    "luhn_invalid_16": (_luhn_invalid_16, ("Reference {}", "Membership number {}.", "Serial {} printed on the box",
-                                           "Ticket {}")),
+    "isbn": (
+        lambda rng: rng.choice((_isbn13, _isbn10))(rng),
+        ("ISBN {}", "The book's ISBN is {}.", "Order ISBN {} twice"),
+    ),
+    "tracking": (
+        lambda rng: rng.choice((_ups, _usps, _fedex, _s10))(rng),
+        ("Tracking number {}.", "Your parcel {} is out for delivery.", "Sendungsnummer {}"),
+    ),
+    "luhn_invalid_16": (
+        _luhn_invalid_16,
+        ("Reference {}", "Membership number {}.", "Serial {} printed on the box", "Ticket {}"),
+    ),
     "quantity": (_quantity, ("We need {}.", "Stock: {}.", "About {} in total")),
     "percent": (_percent, ("Growth was {}.", "Discount {} today.", "Uptime {} this month")),
     "postal": (_postal, ("Ship it to {}.", "Office: {}.", "Address line: {}")),
     "misc": (_misc, ("Note: {}.", "{} noted.", "FYI {}")),
 }
-_AT_USES = ("Three @ $4.99 each.", "Ping @team before the release.", "Meet @ the usual place.",
-            "Follow @edgefleet for news.")
+_AT_USES = (
+    "Three @ $4.99 each.",
+    "Ping @team before the release.",
+    "Meet @ the usual place.",
+    "Follow @edgefleet for news.",
+)
 
 
 @lru_cache(maxsize=4)
@@ -747,8 +1077,10 @@ def digit_reading(text: str) -> str:
 
 # The issuer prefixes of the card networks (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro,
 # Mir, RuPay, Troy) and the odd ones Faker uses (JCB 15 "2131"/"1800", Maestro "0604").
-_ISSUER = re.compile(r"4|5[0-9]|6[0-9]|3[0-9]|2(?:22[1-9]|2[3-9][0-9]|[3-6][0-9]{2}|7[01][0-9]|720)|220[0-4]"
-                     r"|2131|1800|0604|8[12]|9792")
+_ISSUER = re.compile(
+    r"4|5[0-9]|6[0-9]|3[0-9]|2(?:22[1-9]|2[3-9][0-9]|[3-6][0-9]{2}|7[01][0-9]|720)|220[0-4]"
+    r"|2131|1800|0604|8[12]|9792"
+)
 
 
 def _card_like(digits: str) -> bool:
@@ -776,12 +1108,13 @@ def looks_like_pii(text: str) -> bool:
                     break
                 if _card_like(digits):
                     return True
-                if (len(groups) == 3 and [len(g) for g in groups] == [3, 2, 4] and ssn_valid(digits)
-                        or len(groups) == 1 and len(digits) == 9 and re.search(r"ss|social", seen, re.I)):
+                if (len(groups) == 3 and [len(g) for g in groups] == [3, 2, 4] and ssn_valid(digits)) or (
+                    len(groups) == 1 and len(digits) == 9 and re.search(r"ss|social", seen, re.I)
+                ):
                     return True
     upper = seen.upper()
     for m in _IBAN_START.finditer(upper):
-        compact = re.sub(r"[^A-Z0-9]", "", upper[m.start():m.start() + 50])
+        compact = re.sub(r"[^A-Z0-9]", "", upper[m.start() : m.start() + 50])
         for length in range(15, 35):
             if stdnum_iban.is_valid(compact[:length]):
                 return True
@@ -817,4 +1150,4 @@ def leak(kind: str, value: str, redacted: str) -> str:
     else:
         item, rest = digit_reading(value), digit_reading(redacted)
     width = min(8, len(item))
-    return next((item[i:i + width] for i in range(len(item) - width + 1) if item[i:i + width] in rest), "")
+    return next((item[i : i + width] for i in range(len(item) - width + 1) if item[i : i + width] in rest), "")

@@ -11,7 +11,7 @@ import threading
 import httpx
 
 from agent_process import start_agent
-from central_process import edgefleet_cli, create_token, wait_for
+from central_process import create_token, edgefleet_cli, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
@@ -26,8 +26,11 @@ def activation(central, node_id):
 
 def wait_state(central, node_id, version, state):
     name = common_pb2.ActivationState.Name(state)
-    return wait_for(lambda: (a := activation(central, node_id)).model.version == version and a.state == state and a,
-                    timeout_s=120, what=f"{version} {name}")
+    return wait_for(
+        lambda: (a := activation(central, node_id)).model.version == version and a.state == state and a,
+        timeout_s=120,
+        what=f"{version} {name}",
+    )
 
 
 def test_versions_are_activated_live_and_a_broken_one_fails_safely(fleet, tmp_path):
@@ -56,8 +59,11 @@ def test_versions_are_activated_live_and_a_broken_one_fails_safely(fleet, tmp_pa
         with httpx.Client(timeout=120) as client:
             i = 0
             while not stop.is_set():
-                r = client.post(agent.base_url + "/v1/completions", headers={"Cache-Control": "no-store"},
-                                json={"model": "chat", "prompt": f"Item {i}:", "max_tokens": 6, "temperature": 0.7})
+                r = client.post(
+                    agent.base_url + "/v1/completions",
+                    headers={"Cache-Control": "no-store"},
+                    json={"model": "chat", "prompt": f"Item {i}:", "max_tokens": 6, "temperature": 0.7},
+                )
                 (answered if r.status_code == 200 else failures).append(r)
                 i += 1
 

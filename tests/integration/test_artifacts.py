@@ -35,8 +35,9 @@ def central(tmp_path_factory):
 @pytest.fixture(scope="module")
 def node(central, tmp_path_factory):
     token = create_token(central)
-    return enroll(central.enroll_address, token.ca_fingerprint, token.token,
-                  FleetFiles(tmp_path_factory.mktemp("node")))
+    return enroll(
+        central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path_factory.mktemp("node"))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +75,14 @@ def blob_path(central, sha):
 
 def recording(client, sha, offsets, break_after=None):
     """client.fetch_artifact(sha, offset), recording offsets; raises CentralUnavailable after break_after chunks."""
+
     def chunks_from(offset):
         offsets.append(offset)
         for i, chunk in enumerate(client.fetch_artifact(sha, offset), 1):
             yield chunk
             if i == break_after:
                 raise CentralUnavailable("artifact download: central unavailable (test cut the stream)")
+
     return chunks_from
 
 
@@ -99,8 +102,9 @@ def test_download_verify_activate_switch_and_roll_back(central, node, client, sl
     assert seen[0] == 0 and seen[-1] == first.size
     assert slots.inactive().manifest == first and slots.active() is None
     assert slots.activate("a").path == path and slots.active().manifest == first
-    assert slots.download(first, recording(client, first.sha256, offsets)) == path and offsets == [0], \
+    assert slots.download(first, recording(client, first.sha256, offsets)) == path and offsets == [0], (
         "the same sha256 again downloads nothing"
+    )
 
     v2, body, signature = publish(capsys, central, tmp_path, "lifecycle", "1.1.0")
     second = slots.verify_manifest(body, signature)
@@ -109,8 +113,15 @@ def test_download_verify_activate_switch_and_roll_back(central, node, client, sl
     assert slots.active().manifest == first and slots.inactive().manifest == second
     slots.activate("b")
     assert slots.active().manifest == second and slots.inactive().manifest == first, "v1 stays for a rollback"
-    assert slot_files(slots) == ["active.json", "slot-a", "slot-a/manifest.json", "slot-a/model.gguf",
-                                 "slot-b", "slot-b/manifest.json", "slot-b/model.gguf"]
+    assert slot_files(slots) == [
+        "active.json",
+        "slot-a",
+        "slot-a/manifest.json",
+        "slot-a/model.gguf",
+        "slot-b",
+        "slot-b/manifest.json",
+        "slot-b/model.gguf",
+    ]
 
     restarted = ModelSlots(slots.root.parent.parent, node.signing_public_key_pem)
     assert restarted.active().manifest == second and restarted.inactive().manifest == first

@@ -21,8 +21,9 @@ SMOL = "smollm2-135m-instruct"
 @pytest.fixture(scope="module")
 def small_agent(tmp_path_factory):
     """A short context and body limit keep oversize cases cheap."""
-    agent = start_agent(tmp_path_factory.mktemp("bad-input"),
-                        sections={"model": {"n_ctx": 128}, "server": {"max_body_bytes": 8192}})
+    agent = start_agent(
+        tmp_path_factory.mktemp("bad-input"), sections={"model": {"n_ctx": 128}, "server": {"max_body_bytes": 8192}}
+    )
     yield agent
     agent.stop()
 
@@ -41,8 +42,13 @@ def assert_openai_error(response, status, param=None, code=None, contains=None):
 
 
 def raw(agent, path, content, method="POST", headers=None):
-    return httpx.request(method, agent.base_url + path, content=content, timeout=60,
-                         headers={"Content-Type": "application/json", **(headers or {})})
+    return httpx.request(
+        method,
+        agent.base_url + path,
+        content=content,
+        timeout=60,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
 
 
 CASES = [
@@ -51,23 +57,89 @@ CASES = [
     ("/v1/completions", b"\xff\xfe\x00", 400, None, "invalid_json"),
     ("/v1/completions", b"[1, 2]", 400, None, None),
     ("/v1/completions", b"[" * 3000 + b"]" * 3000, 400, None, "invalid_json"),
-    ("/v1/completions", b'{"model": "smollm2-135m-instruct", "prompt": "x", "seed": ' + b"9" * 5000 + b"}", 400, None, "invalid_json"),
+    (
+        "/v1/completions",
+        b'{"model": "smollm2-135m-instruct", "prompt": "x", "seed": ' + b"9" * 5000 + b"}",
+        400,
+        None,
+        "invalid_json",
+    ),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": 42}).encode(), 400, "prompt", None),
-    ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "max_tokens": "ten"}).encode(), 400, "max_tokens", None),
+    (
+        "/v1/completions",
+        json.dumps({"model": SMOL, "prompt": "x", "max_tokens": "ten"}).encode(),
+        400,
+        "max_tokens",
+        None,
+    ),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "max_tokens": 0}).encode(), 400, "max_tokens", None),
-    ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "max_tokens": 10**9}).encode(), 400, "max_tokens", None),
-    ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "temperature": -1}).encode(), 400, "temperature", None),
+    (
+        "/v1/completions",
+        json.dumps({"model": SMOL, "prompt": "x", "max_tokens": 10**9}).encode(),
+        400,
+        "max_tokens",
+        None,
+    ),
+    (
+        "/v1/completions",
+        json.dumps({"model": SMOL, "prompt": "x", "temperature": -1}).encode(),
+        400,
+        "temperature",
+        None,
+    ),
     ("/v1/completions", json.dumps({"model": SMOL, "prompt": [10**9]}).encode(), 400, "prompt", None),
-    ("/v1/completions", b'{"model": "smollm2-135m-instruct", "prompt": "x", "temperature": NaN}', 400, "temperature", None),
-    ("/v1/completions", b'{"model": "smollm2-135m-instruct", "prompt": "x", "max_tokens": Infinity}', 400, "max_tokens", None),
-    ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "bogus": 1}).encode(), 400, "bogus", "unknown_parameter"),
+    (
+        "/v1/completions",
+        b'{"model": "smollm2-135m-instruct", "prompt": "x", "temperature": NaN}',
+        400,
+        "temperature",
+        None,
+    ),
+    (
+        "/v1/completions",
+        b'{"model": "smollm2-135m-instruct", "prompt": "x", "max_tokens": Infinity}',
+        400,
+        "max_tokens",
+        None,
+    ),
+    (
+        "/v1/completions",
+        json.dumps({"model": SMOL, "prompt": "x", "bogus": 1}).encode(),
+        400,
+        "bogus",
+        "unknown_parameter",
+    ),
     ("/v1/completions", json.dumps({"model": "gpt-4", "prompt": "x"}).encode(), 404, "model", "model_not_found"),
-    ("/v1/completions", json.dumps({"model": SMOL, "prompt": "word " * 200}).encode(), 400, "prompt", "context_length_exceeded"),
+    (
+        "/v1/completions",
+        json.dumps({"model": SMOL, "prompt": "word " * 200}).encode(),
+        400,
+        "prompt",
+        "context_length_exceeded",
+    ),
     ("/v1/chat/completions", json.dumps({"model": SMOL, "messages": "hi"}).encode(), 400, "messages", None),
-    ("/v1/chat/completions", json.dumps({"model": SMOL, "messages": [{"role": "user"}]}).encode(), 400, "messages[0].content", None),
-    ("/v1/chat/completions", json.dumps({"model": SMOL, "messages": [{"role": "user", "content": "w " * 300}]}).encode(), 400, "messages", "context_length_exceeded"),
+    (
+        "/v1/chat/completions",
+        json.dumps({"model": SMOL, "messages": [{"role": "user"}]}).encode(),
+        400,
+        "messages[0].content",
+        None,
+    ),
+    (
+        "/v1/chat/completions",
+        json.dumps({"model": SMOL, "messages": [{"role": "user", "content": "w " * 300}]}).encode(),
+        400,
+        "messages",
+        "context_length_exceeded",
+    ),
     ("/v1/embeddings", json.dumps({"model": SMOL, "input": 5}).encode(), 400, "input", None),
-    ("/v1/embeddings", json.dumps({"model": SMOL, "input": "w " * 300}).encode(), 400, "input", "context_length_exceeded"),
+    (
+        "/v1/embeddings",
+        json.dumps({"model": SMOL, "input": "w " * 300}).encode(),
+        400,
+        "input",
+        "context_length_exceeded",
+    ),
 ]
 
 
@@ -100,8 +172,11 @@ def test_unknown_path_and_wrong_method_are_openai_errors(small_agent):
 def test_agent_still_serves_after_all_of_it(small_agent):
     for path, content, *_ in CASES:
         raw(small_agent, path, content)
-    r = httpx.post(small_agent.base_url + "/v1/completions",
-                   json={"model": SMOL, "prompt": "still here", "max_tokens": 3}, timeout=60)
+    r = httpx.post(
+        small_agent.base_url + "/v1/completions",
+        json={"model": SMOL, "prompt": "still here", "max_tokens": 3},
+        timeout=60,
+    )
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
     assert "Traceback" not in small_agent.log()
 
@@ -109,13 +184,35 @@ def test_agent_still_serves_after_all_of_it(small_agent):
 # -- property-based fuzz ----------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=10,
 )
-FIELDS = ["model", "prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop",
-          "n", "stream", "stream_options", "user", "input", "encoding_format", "logprobs", "max_completion_tokens",
-          "ignore_eos"]
+FIELDS = [
+    "model",
+    "prompt",
+    "messages",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "user",
+    "input",
+    "encoding_format",
+    "logprobs",
+    "max_completion_tokens",
+    "ignore_eos",
+]
 VALID = {
     "/v1/completions": {"model": SMOL, "prompt": "fuzz", "max_tokens": 2},
     "/v1/chat/completions": {"model": SMOL, "messages": [{"role": "user", "content": "fuzz"}], "max_tokens": 2},

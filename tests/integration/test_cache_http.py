@@ -46,12 +46,19 @@ def test_cache_control_no_cache_refreshes_and_no_store_stays_out(smol_agent):
 
 
 def test_streamed_request_is_served_from_a_non_streamed_answer_as_sse(smol_agent):
-    plain = post(smol_agent, "/v1/chat/completions",
-                 {"model": SMOL, "messages": [{"role": "user", "content": "stream replay"}], "max_tokens": 6,
-                  "temperature": 0}).json()
+    plain = post(
+        smol_agent,
+        "/v1/chat/completions",
+        {"model": SMOL, "messages": [{"role": "user", "content": "stream replay"}], "max_tokens": 6, "temperature": 0},
+    ).json()
     raw = smol_agent.client().chat.completions.with_raw_response.create(
-        model=SMOL, messages=[{"role": "user", "content": "stream replay"}], max_tokens=6, temperature=0,
-        stream=True, stream_options={"include_usage": True})
+        model=SMOL,
+        messages=[{"role": "user", "content": "stream replay"}],
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     assert raw.headers["x-cache"] == "hit"
     chunks = list(raw.parse())
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -61,8 +68,11 @@ def test_streamed_request_is_served_from_a_non_streamed_answer_as_sse(smol_agent
 
 
 def test_streamed_answer_is_cached_for_a_plain_request(smol_agent):
-    stream = list(smol_agent.client().completions.create(model=SMOL, prompt="streamed first", max_tokens=6,
-                                                         temperature=0, stream=True))
+    stream = list(
+        smol_agent.client().completions.create(
+            model=SMOL, prompt="streamed first", max_tokens=6, temperature=0, stream=True
+        )
+    )
     text = "".join(c.choices[0].text for c in stream)
     r = post(smol_agent, "/v1/completions", body("streamed first"))
     assert r.headers["x-cache"] == "hit" and r.json()["choices"][0]["text"] == text

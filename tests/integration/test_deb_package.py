@@ -45,10 +45,11 @@ BUILD = REPO / "packaging" / "deb" / "build.sh"
 UNITS = REPO / "packaging" / "systemd"
 
 pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux" or not shutil.which("dpkg-deb") or not shutil.which("useradd"),
-                       reason="needs dpkg, dpkg-deb and useradd (Debian or Ubuntu)"),
-    pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0,
-                       reason="dpkg --root and useradd --root need root"),
+    pytest.mark.skipif(
+        sys.platform != "linux" or not shutil.which("dpkg-deb") or not shutil.which("useradd"),
+        reason="needs dpkg, dpkg-deb and useradd (Debian or Ubuntu)",
+    ),
+    pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="dpkg --root and useradd --root need root"),
     pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK), reason="the packages build on /usr/bin/python3"),
     pytest.mark.timeout(1200),
 ]
@@ -70,8 +71,10 @@ def sh(*args, check=True):
     # edgefleet.egg-info and sources must not stand in for what the venv has.
     proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=ENV, cwd="/")
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}\n"
-                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -107,8 +110,9 @@ def debs(wheelhouse, tmp_path_factory):
     # Uncompressed: gzip of 450 MB of wheels and models that are compressed already costs
     # about 15 s and saves little; the other two use the default (gzip:1).
     with timed(f"build.sh --version {new} --compress none agent"):
-        built_new = sh(BUILD, "--wheelhouse", wheelhouse, "--version", new, "--compress", "none",
-                       "--out", out / "new", "agent").stdout.split()
+        built_new = sh(
+            BUILD, "--wheelhouse", wheelhouse, "--version", new, "--compress", "none", "--out", out / "new", "agent"
+        ).stdout.split()
     arch = sh("dpkg", "--print-architecture").stdout.strip()
     assert [Path(p).name for p in built] == [f"edgefleet-agent_{old}_{arch}.deb", f"edgefleet-central_{old}_{arch}.deb"]
     assert [Path(p).name for p in built_new] == [f"edgefleet-agent_{new}_{arch}.deb"]
@@ -181,11 +185,16 @@ def test_control_fields_conffiles_and_contents(debs):
     junk = [p for p in files if re.search(r"(__pycache__|\.pyc$|(^|/)\.git(/|$)|\.pem$|\.key$|\.egg-info)", p)]
     assert junk == []
 
-    payload = members(debs.agent_old, "opt/edgefleet/wheels/requirements.txt", f"opt/edgefleet/wheels/{project_wheel}",
-                      "etc/edgefleet/agent.toml")
+    payload = members(
+        debs.agent_old,
+        "opt/edgefleet/wheels/requirements.txt",
+        f"opt/edgefleet/wheels/{project_wheel}",
+        "etc/edgefleet/agent.toml",
+    )
     # The lock names every wheel in the package, each with its hash, and nothing else.
-    locked = re.findall(r"^(\S+)==(\S+) --hash=sha256:[0-9a-f]{64}$",
-                        payload["opt/edgefleet/wheels/requirements.txt"].decode(), re.M)
+    locked = re.findall(
+        r"^(\S+)==(\S+) --hash=sha256:[0-9a-f]{64}$", payload["opt/edgefleet/wheels/requirements.txt"].decode(), re.M
+    )
     assert len(locked) == len(wheels)
     assert ("edgefleet[cpu]", debs.old) in locked
     # The project wheel holds the four packages' sources and nothing from a checkout or a build.
@@ -235,8 +244,14 @@ def make_root(root):
 
 
 def dpkg(root, *args):
-    return sh("dpkg", f"--root={root}", "--force-script-chrootless", "--force-depends",
-              f"--log={root}/var/log/dpkg.log", *args)
+    return sh(
+        "dpkg",
+        f"--root={root}",
+        "--force-script-chrootless",
+        "--force-depends",
+        f"--log={root}/var/log/dpkg.log",
+        *args,
+    )
 
 
 def status(root, package):
@@ -245,8 +260,10 @@ def status(root, package):
 
 
 def user_entries(root, name="edgefleet"):
-    return {db: [line for line in (root / "etc" / db).read_text().splitlines() if line.startswith(name + ":")]
-            for db in ("passwd", "group", "shadow", "gshadow")}
+    return {
+        db: [line for line in (root / "etc" / db).read_text().splitlines() if line.startswith(name + ":")]
+        for db in ("passwd", "group", "shadow", "gshadow")
+    }
 
 
 def test_install_upgrade_remove_purge_in_a_throwaway_root(debs, tmp_path):
@@ -273,11 +290,17 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(debs, tmp_path):
     unit = root / "lib/systemd/system/edge-agent.service"
     assert unit.read_text() == (UNITS / "edge-agent.service").read_text()
     # The shipped configuration is one the agent accepts.
-    sh(venv / "bin/python", "-c", "import sys; from edge_agent.config import load_config; load_config(sys.argv[1])",
-       config)
+    sh(
+        venv / "bin/python",
+        "-c",
+        "import sys; from edge_agent.config import load_config; load_config(sys.argv[1])",
+        config,
+    )
 
     # An operator's edit, and state the service would have made.
-    edited = config.read_text().replace('\nlog_level = "info"\n', '\nlog_level = "debug"\n', 1) + "# edited on this box\n"
+    edited = (
+        config.read_text().replace('\nlog_level = "info"\n', '\nlog_level = "debug"\n', 1) + "# edited on this box\n"
+    )
     assert 'log_level = "debug"' in edited
     config.write_text(edited)
     state = root / "var/lib/edge-agent"
@@ -336,8 +359,10 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(debs, tmp_path):
     # Nothing left but the seeded files, dpkg's database and its log (and the user
     # database's backups and lock file that useradd/userdel leave, as on any system).
     left = sorted(
-        str(p.relative_to(root)) for p in root.rglob("*")
+        str(p.relative_to(root))
+        for p in root.rglob("*")
         if not str(p.relative_to(root)).startswith(("var/lib/dpkg", "var/log"))
         and str(p.relative_to(root)) not in ("etc", "var", "var/lib")
-        and not re.fullmatch(r"etc/((passwd|group|shadow|gshadow)-?|\.pwd\.lock)", str(p.relative_to(root))))
+        and not re.fullmatch(r"etc/((passwd|group|shadow|gshadow)-?|\.pwd\.lock)", str(p.relative_to(root)))
+    )
     assert left == []

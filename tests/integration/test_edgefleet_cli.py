@@ -87,27 +87,36 @@ def test_nodes_label_show_revoke_and_audit(central, capsys, tmp_path):
     assert code == 0 and "intact" in out
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["nodes", "label", "node-nope", "Region=eu"], 2, "lowercase"),
-    (["token", "create", "--uses", "1000000"], 2, "uses must be between"),
-    (["token", "create", "--ttl", "400d"], 2, "ttl must be between"),
-    (["nodes", "show", "node-nope"], 5, "no node 'node-nope'"),
-    (["nodes", "revoke", "node-nope"], 5, "no node"),
-    (["token", "revoke", "zzzzzz"], 5, "no bootstrap token"),
-    (["nodes", "label", "node-nope", "novalue"], 2, "key=value"),
-    # This central runs with --no-superlink.
-    (["fl", "start", "--task", "sensitivity", "--min-nodes", "3"], 6, "federated learning is off on this central"),
-    (["fl", "status", "123"], 5, "no federated run 123"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["nodes", "label", "node-nope", "Region=eu"], 2, "lowercase"),
+        (["token", "create", "--uses", "1000000"], 2, "uses must be between"),
+        (["token", "create", "--ttl", "400d"], 2, "ttl must be between"),
+        (["nodes", "show", "node-nope"], 5, "no node 'node-nope'"),
+        (["nodes", "revoke", "node-nope"], 5, "no node"),
+        (["token", "revoke", "zzzzzz"], 5, "no bootstrap token"),
+        (["nodes", "label", "node-nope", "novalue"], 2, "key=value"),
+        # This central runs with --no-superlink.
+        (["fl", "start", "--task", "sensitivity", "--min-nodes", "3"], 6, "federated learning is off on this central"),
+        (["fl", "status", "123"], 5, "no federated run 123"),
+    ],
+)
 def test_bad_input_gets_a_specific_error_and_exit_code(central, capsys, args, code, message):
     got, _, err = run(capsys, central, *args)
     assert got == code and message in err
 
 
-@pytest.mark.parametrize("flag, value, message", [("--ttl", "soon", "not a duration"),
-                                                  ("--labels", "region", "key=value"),
-                                                  ("--labels", "Region=eu", "lowercase"),
-                                                  ("--uses", "0", "at least 1"), ("--uses", "two", "whole number")])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--ttl", "soon", "not a duration"),
+        ("--labels", "region", "key=value"),
+        ("--labels", "Region=eu", "lowercase"),
+        ("--uses", "0", "at least 1"),
+        ("--uses", "two", "whole number"),
+    ],
+)
 def test_bad_flags_are_usage_errors(central, capsys, flag, value, message):
     with pytest.raises(SystemExit) as exit_info:
         run(capsys, central, "token", "create", flag, value)

@@ -51,14 +51,18 @@ class Link:
 
     def __init__(self, root: Path):
         self.root, self.procs = root, []
-        self.env = dict(os.environ, PATH=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                        FLWR_HOME=str(root / "flwr-home"))
+        self.env = dict(
+            os.environ,
+            PATH=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            FLWR_HOME=str(root / "flwr-home"),
+        )
         self.results_dir = root / "results"
 
     def spawn(self, command: list[str], log: Path) -> subprocess.Popen:
         with open(log, "wb") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=log.parent,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=log.parent, start_new_session=True
+            )
         self.procs.append(proc)
         return proc
 
@@ -71,11 +75,27 @@ class Link:
         pki.write_private(self.root / "superlink.key", pki.private_key_pem(key))
         self.address = f"127.0.0.1:{_free_port()}"
         self.superlink = self.spawn(
-            [PY, "-m", "federated.superlink", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
-             "--ssl-certfile", str(self.root / "superlink.crt"), "--ssl-keyfile", str(self.root / "superlink.key"),
-             "--ssl-ca-certfile", str(self.root / "ca.pem"), "--enable-supernode-auth",
-             "--database", str(self.root / "superlink.db"), "--disable-runtime-dependency-installation"],
-            self.root / "superlink.log")
+            [
+                PY,
+                "-m",
+                "federated.superlink",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.address.rsplit(":", 1)[1],
+                "--ssl-certfile",
+                str(self.root / "superlink.crt"),
+                "--ssl-keyfile",
+                str(self.root / "superlink.key"),
+                "--ssl-ca-certfile",
+                str(self.root / "ca.pem"),
+                "--enable-supernode-auth",
+                "--database",
+                str(self.root / "superlink.db"),
+                "--disable-runtime-dependency-installation",
+            ],
+            self.root / "superlink.log",
+        )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             ctl = control.FlowerControl(self.address, (self.root / "ca.pem").read_bytes())
@@ -98,15 +118,30 @@ class Link:
         if register:
             self.ctl.register_node(public, f"node{index}")
         for k in range(6):
-            local_data.append_example(data, f"patient {index}-{k} card 4111 1111 1111 {1000 + 13 * k + index}",
-                                      "sensitive", "operator")
-            local_data.append_example(data, f"how do I sort a list in python, variant {k + 3 * index}", "public",
-                                      "operator")
-        proc = self.spawn([PY, "-m", "federated.fast_supernode", "--superlink", self.address,
-                           "--root-certificates", str(self.root / "ca.pem"),
-                           "--auth-supernode-private-key", str(data / "flower.key"),
-                           "--node-config", f"data-dir='{data}'", "--poll-interval", "0.1"],
-                          data / "supernode.log")
+            local_data.append_example(
+                data, f"patient {index}-{k} card 4111 1111 1111 {1000 + 13 * k + index}", "sensitive", "operator"
+            )
+            local_data.append_example(
+                data, f"how do I sort a list in python, variant {k + 3 * index}", "public", "operator"
+            )
+        proc = self.spawn(
+            [
+                PY,
+                "-m",
+                "federated.fast_supernode",
+                "--superlink",
+                self.address,
+                "--root-certificates",
+                str(self.root / "ca.pem"),
+                "--auth-supernode-private-key",
+                str(data / "flower.key"),
+                "--node-config",
+                f"data-dir='{data}'",
+                "--poll-interval",
+                "0.1",
+            ],
+            data / "supernode.log",
+        )
         return data, proc
 
     def wait_online(self, count: int, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
@@ -144,8 +179,15 @@ def link(tmp_path):
 def test_secagg_round_aggregate_is_the_mean_of_the_local_updates(link):
     nodes = [link.node(i) for i in range(3)]
     link.wait_online(3)
-    overrides = {"task": "sensitivity", "rounds": 1, "min-nodes": 3, "secagg": True, "local-epochs": 5,
-                 "timeout-s": 120.0, "wait-nodes-s": 120.0}
+    overrides = {
+        "task": "sensitivity",
+        "rounds": 1,
+        "min-nodes": 3,
+        "secagg": True,
+        "local-epochs": 5,
+        "timeout-s": 120.0,
+        "wait-nodes-s": 120.0,
+    }
     run_id, run, report = link.run(overrides)
 
     logs = {d: (d / "supernode.log").read_text() for d, _ in nodes}
@@ -177,8 +219,10 @@ def test_node_whose_key_is_not_registered_cannot_join(link):
     link.wait_online(1)
     assert list(link.ctl.registered_nodes().values()) == ["online"]
 
-    _, run, report = link.run({"task": "sensitivity", "rounds": 1, "min-nodes": 2, "secagg": True,
-                               "wait-nodes-s": 3.0, "timeout-s": 10.0}, timeout_s=120)
+    _, run, report = link.run(
+        {"task": "sensitivity", "rounds": 1, "min-nodes": 2, "secagg": True, "wait-nodes-s": 3.0, "timeout-s": 10.0},
+        timeout_s=120,
+    )
     assert run.sub_status == "failed" and report.get("status") == "failed", (run, report)
     assert "only 1 of the 2 nodes needed connected" in report["error"], report
     assert " train " not in (good / "supernode.log").read_text()  # the run never reached the node

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.agent_process import start_agent
-from tests.central_process import create_token, edgefleet_cli, start_central, wait_for
+from agent_process import start_agent
+from central_process import create_token, edgefleet_cli, start_central, wait_for
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 needs Python 3.11+")
 
@@ -71,9 +71,17 @@ def fl_fleet(tmp_path_factory):
         for node_id, data_dir in nodes:
             agents.append(start_agent(data_dir, sections=STOCK_SECTIONS if not agents else AGENT_SECTIONS))
         # Every key registered with the SuperLink by central's reconcile pass.
-        wait_for(lambda: sum('"fl.node.register"' in line for line in
-                             edgefleet_cli(central, "audit", "list", "--json").splitlines()) >= NODES,
-                 timeout_s=120, what="central registering the nodes' Flower keys")
+        wait_for(
+            lambda: (
+                sum(
+                    '"fl.node.register"' in line
+                    for line in edgefleet_cli(central, "audit", "list", "--json").splitlines()
+                )
+                >= NODES
+            ),
+            timeout_s=120,
+            what="central registering the nodes' Flower keys",
+        )
         yield central, nodes, agents, token
     finally:
         for agent in agents:
@@ -83,8 +91,12 @@ def fl_fleet(tmp_path_factory):
 
 def _run(central, *args: str) -> dict:
     started = json.loads(edgefleet_cli(central, "fl", "start", *args, "--json"))
-    return wait_for(lambda: _finished(central, started["run"]), timeout_s=RUN_TIMEOUT_S, interval_s=1.0,
-                    what=f"run {started['run']} to finish")
+    return wait_for(
+        lambda: _finished(central, started["run"]),
+        timeout_s=RUN_TIMEOUT_S,
+        interval_s=1.0,
+        what=f"run {started['run']} to finish",
+    )
 
 
 def _finished(central, run_id: str):
@@ -101,22 +113,35 @@ def _local_updates(nodes, task_name: str, config: dict) -> list[list[np.ndarray]
     return [task.local_update(data_dir, task.initial_arrays(merged), merged).arrays for _, data_dir in nodes]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--task", "translation", "--min-nodes", "3"], "unknown task 'translation'; known tasks: sensitivity, usage-stats"),
-    (["--task", "sensitivity", "--min-nodes", "1"], "--min-nodes must be at least 2"),
-    (["--task", "sensitivity", "--min-nodes", "2"], "SecAgg+ needs at least 3 nodes"),
-    (["--task", "sensitivity", "--min-nodes", "3", "--secagg-threshold", "3"], "must be at least 2 and below the shares (3)"),
-    (["--task", "sensitivity", "--min-nodes", "3", "--secagg-shares", "4"], "--secagg-shares must be between 3 and"),
-    (["--task", "sensitivity", "--min-nodes", "3", "--noise", "0.5"], "--noise needs --clip"),
-    (["--task", "sensitivity", "--min-nodes", "3", "--no-secagg", "--secagg-shares", "3"], "need SecAgg+"),
-    (["--task", "sensitivity", "--min-nodes", "3", "--rounds", "5000"], "--rounds must be between 1 and 1000"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--task", "translation", "--min-nodes", "3"],
+            "unknown task 'translation'; known tasks: sensitivity, usage-stats",
+        ),
+        (["--task", "sensitivity", "--min-nodes", "1"], "--min-nodes must be at least 2"),
+        (["--task", "sensitivity", "--min-nodes", "2"], "SecAgg+ needs at least 3 nodes"),
+        (
+            ["--task", "sensitivity", "--min-nodes", "3", "--secagg-threshold", "3"],
+            "must be at least 2 and below the shares (3)",
+        ),
+        (
+            ["--task", "sensitivity", "--min-nodes", "3", "--secagg-shares", "4"],
+            "--secagg-shares must be between 3 and",
+        ),
+        (["--task", "sensitivity", "--min-nodes", "3", "--noise", "0.5"], "--noise needs --clip"),
+        (["--task", "sensitivity", "--min-nodes", "3", "--no-secagg", "--secagg-shares", "3"], "need SecAgg+"),
+        (["--task", "sensitivity", "--min-nodes", "3", "--rounds", "5000"], "--rounds must be between 1 and 1000"),
+    ],
+)
 def test_a_bad_run_request_is_refused_with_the_reason_and_audited(fl_fleet, capsys, args, message):
     from central.cli import main
 
     central = fl_fleet[0]
-    code = main(["--credential", str(central.paths.admin_credential), "--central", central.fleet_address,
-                 "fl", "start", *args])
+    code = main(
+        ["--credential", str(central.paths.admin_credential), "--central", central.fleet_address, "fl", "start", *args]
+    )
     assert code == 2 and message in capsys.readouterr().err
     entries = json.loads(edgefleet_cli(central, "audit", "list", "--json"))
     last = [e for e in entries if e["action"] == "fl.start"][-1]
@@ -133,6 +158,7 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
     # The aggregate is the plain mean of the three local updates, within SecAgg+'s quantization
     # (clipping range 8 over 2^22 levels: 3.8e-6 a step, a few steps summed).
     from federated.results import aggregate_path
+
     results = central.data_dir / "flower" / "results"
     with np.load(aggregate_path(results, int(row["run"]))) as saved:
         aggregate = [saved[k] for k in sorted(saved.files)]
@@ -147,6 +173,7 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
     assert shown["format"] == "onnx" and shown["pushed_by"] == "central:federated-learning"
     from edgefleet.featurize import featurize_all
     from federated.tasks.sensitivity import check_onnx, predict
+
     blob = central.data_dir / "blobs"
     onnx_bytes = next(p for p in blob.rglob(shown["sha256"])).read_bytes()
     texts = ["my card 4111 1111 1111 1111 expires 01/29", "write a short poem about the season"]
@@ -159,7 +186,9 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
 
     # What central held of each node: masked vectors, nowhere near any node's own quantized update.
     from flwr.common.secure_aggregation.quantization import quantize
+
     from federated.results import received_path
+
     with np.load(received_path(results, int(row["run"]))) as received:
         masked = [received[k] for k in received.files if k.endswith("_array1")]  # [factor, weights, bias]
     assert len(masked) == NODES
@@ -202,8 +231,9 @@ def test_differential_privacy_clips_and_adds_noise_inside_secagg(fl_fleet):
     from federated.results import aggregate_path
 
     central, nodes, _, _ = fl_fleet
-    row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
-               "--clip", "0.5", "--noise", "0.1")
+    row = _run(
+        central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--clip", "0.5", "--noise", "0.1"
+    )
     assert row["status"] == "completed", row
     with np.load(aggregate_path(central.data_dir / "flower" / "results", int(row["run"]))) as saved:
         weights = saved[sorted(saved.files)[0]]
@@ -229,17 +259,21 @@ def test_bad_local_data_is_a_node_error_in_the_status_not_a_hung_round(fl_fleet)
             rows.write('{"text": "no label here"}\n')
         # One bad node of three: SecAgg+'s threshold (2) is met without it; the status names its error. Each
         # node answers or reports its error, so the stage timeout is only a bound, generous for a busy machine.
-        row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
-                   "--stage-timeout", "120s")
+        row = _run(
+            central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--stage-timeout", "120s"
+        )
         assert row["status"] == "completed", row
         line = len(saved[bad_dir].splitlines()) + 1
-        assert any(e.startswith(f"{bad_id}: ") and f"examples.jsonl:{line}: label must be one of" in e
-                   for e in row["node_errors"]), row["node_errors"]
+        assert any(
+            e.startswith(f"{bad_id}: ") and f"examples.jsonl:{line}: label must be one of" in e
+            for e in row["node_errors"]
+        ), row["node_errors"]
 
         # Two of three: too few for the threshold; the run fails with a clear status and registers nothing.
         examples_path(empty_dir).write_text("")
-        row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES),
-                   "--stage-timeout", "120s")
+        row = _run(
+            central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--stage-timeout", "120s"
+        )
         assert row["status"] == "failed" and row["model"] == "", row
         assert "round 1 failed: too few nodes returned an update" in row["error"]
         assert any(e.startswith(f"{empty_id}: ") and "is empty" in e for e in row["node_errors"]), row
@@ -262,8 +296,22 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
     with open(examples_path(victim_dir), "a") as rows:
         rows.writelines(json.dumps({"text": long_text, "label": "public"}) + "\n" for _ in range(300))
     try:
-        started = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--rounds", "1",
-                                           "--min-nodes", str(NODES), "--stage-timeout", "60s", "--json"))
+        started = json.loads(
+            edgefleet_cli(
+                central,
+                "fl",
+                "start",
+                "--task",
+                "sensitivity",
+                "--rounds",
+                "1",
+                "--min-nodes",
+                str(NODES),
+                "--stage-timeout",
+                "60s",
+                "--json",
+            )
+        )
         run_id = int(started["run"])
 
         def share_keys_done():
@@ -274,8 +322,12 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
         victim = agents[2]
         os.kill(victim.pid, signal.SIGKILL)  # its SuperNode goes with it (it dies with its parent)
         victim.proc.wait(10)
-        row = wait_for(lambda: _finished(central, str(run_id)), timeout_s=RUN_TIMEOUT_S, interval_s=1.0,
-                       what="the run to finish without the killed node")
+        row = wait_for(
+            lambda: _finished(central, str(run_id)),
+            timeout_s=RUN_TIMEOUT_S,
+            interval_s=1.0,
+            what="the run to finish without the killed node",
+        )
     finally:
         examples_path(victim_dir).write_bytes(saved)
         # Back to three nodes for the next test.
@@ -296,18 +348,40 @@ def test_a_superlink_restart_loses_the_run_in_flight_and_the_fleet_carries_on(fl
     import psutil
 
     central, nodes, _, _ = fl_fleet
-    waiting = json.loads(edgefleet_cli(central, "fl", "start", "--task", "sensitivity", "--min-nodes", str(NODES + 1),
-                                       "--wait-nodes", "10m", "--json"))
-    wait_for(lambda: json.loads(edgefleet_cli(central, "fl", "status", waiting["run"], "--json"))["status"]
-             == "waiting-for-nodes", timeout_s=120, what="the run to wait for a fourth node")
-    superlink = next(p for p in psutil.Process(central.pid).children()
-                     if "federated.superlink" in " ".join(p.cmdline()))
+    waiting = json.loads(
+        edgefleet_cli(
+            central,
+            "fl",
+            "start",
+            "--task",
+            "sensitivity",
+            "--min-nodes",
+            str(NODES + 1),
+            "--wait-nodes",
+            "10m",
+            "--json",
+        )
+    )
+    wait_for(
+        lambda: (
+            json.loads(edgefleet_cli(central, "fl", "status", waiting["run"], "--json"))["status"]
+            == "waiting-for-nodes"
+        ),
+        timeout_s=120,
+        what="the run to wait for a fourth node",
+    )
+    superlink = next(
+        p for p in psutil.Process(central.pid).children() if "federated.superlink" in " ".join(p.cmdline())
+    )
     superlink.kill()  # central's supervisor starts it again, with empty state
     lost = wait_for(lambda: _finished(central, waiting["run"]), timeout_s=120, what="the lost run to fail")
     assert lost["status"] == "failed" and "restarted during the run" in lost["error"], lost
     # Every node's key registered again, and the SuperNodes back: a new run completes.
-    wait_for(lambda: edgefleet_cli(central, "audit", "list", "--json").count("the SuperLink had lost node") >= NODES,
-             timeout_s=120, what="the keys registered again")
+    wait_for(
+        lambda: edgefleet_cli(central, "audit", "list", "--json").count("the SuperLink had lost node") >= NODES,
+        timeout_s=120,
+        what="the keys registered again",
+    )
     row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES), "--wait-nodes", "5m")
     assert row["status"] == "completed", row
 
@@ -318,8 +392,11 @@ def test_a_revoked_node_is_unregistered_and_cannot_join(fl_fleet):
     central, nodes, _, _ = fl_fleet
     revoked_id = nodes[2][0]
     edgefleet_cli(central, "nodes", "revoke", revoked_id)
-    wait_for(lambda: '"fl.node.unregister"' in edgefleet_cli(central, "audit", "list", "--json"),
-             timeout_s=60, what="central unregistering the revoked node's key")
+    wait_for(
+        lambda: '"fl.node.unregister"' in edgefleet_cli(central, "audit", "list", "--json"),
+        timeout_s=60,
+        what="central unregistering the revoked node's key",
+    )
     superlink = (central.data_dir / "superlink-address").read_text().strip()
     control = FlowerControl(superlink, central.paths.ca_cert.read_bytes())
     try:

@@ -58,9 +58,12 @@ def _node(central, node_id, report_limit=100):
 
 
 def _complete(agent, prompt):
-    r = httpx.post(agent.base_url + "/v1/completions", timeout=60, headers={"Cache-Control": "no-store"},
-                   json={"model": "smollm2-135m-instruct", "prompt": prompt, "max_tokens": 8,
-                         "temperature": 0.7})
+    r = httpx.post(
+        agent.base_url + "/v1/completions",
+        timeout=60,
+        headers={"Cache-Control": "no-store"},
+        json={"model": "smollm2-135m-instruct", "prompt": prompt, "max_tokens": 8, "temperature": 0.7},
+    )
     assert r.status_code == 200, r.text
     return r
 
@@ -71,8 +74,13 @@ def _agent_state(data_dir):
 
 def _cli(central, *args):
     env = {**os.environ, "EDGEFLEET_CREDENTIAL": str(central.paths.admin_credential)}
-    return subprocess.run([sys.executable, "-m", "central.cli", "--central", central.fleet_address, *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "central.cli", "--central", central.fleet_address, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_nodes_list_shows_live_figures_from_a_running_agent(central, agents, tmp_path):
@@ -93,11 +101,13 @@ def test_nodes_list_shows_live_figures_from_a_running_agent(central, agents, tmp
     loader = threading.Thread(target=load)
     loader.start()
     try:
+
         def busy_row():
             result = _cli(central, "nodes", "list", "--json")
             assert result.returncode == 0, result.stderr
             rows = [r for r in json.loads(result.stdout) if r["node"] == node_id]
             return rows and rows[0]["tokens_per_second"] > 0 and rows[0]["requests"] > 0 and rows[0]
+
         row = wait_for(busy_row, what="a heartbeat with inference figures")
     finally:
         stop.set()
@@ -113,8 +123,12 @@ def test_nodes_list_shows_live_figures_from_a_running_agent(central, agents, tmp
     shown = _cli(central, "nodes", "show", node_id, "--json")
     system = json.loads(shown.stdout)["node"]["status"]["system"]
     assert int(system["memory_total_bytes"]) > 0 and system["cpu_count"] >= 1
-    status = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--json",
-                             "--data-dir", str(agent.data_dir)], capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "status", "--json", "--data-dir", str(agent.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     report = json.loads(status.stdout)
     assert report["node_id"] == node_id and report["control"]["state"] == "connected"
     assert report["serving"]["ready"] is True
@@ -137,8 +151,10 @@ def test_reports_are_spooled_while_central_is_down_and_flushed_in_order(central,
     # The box keeps serving while central is away.
     for i in range(3):
         _complete(agent, f"Offline request {i}:")
-    state = wait_for(lambda: (s := _agent_state(agent.data_dir)).get("dropped_unreported", 0) >= 1 and s,
-                     what="the spool to overflow its bound of 4")
+    state = wait_for(
+        lambda: (s := _agent_state(agent.data_dir)).get("dropped_unreported", 0) >= 1 and s,
+        what="the spool to overflow its bound of 4",
+    )
     assert state["state"] == "offline" and state["spooled_reports"] == 4
     central.start(fleet_address, enroll_address)
 
@@ -146,6 +162,7 @@ def test_reports_are_spooled_while_central_is_down_and_flushed_in_order(central,
         response = _node(central, node_id)
         events = [r.event.kind for r in response.reports if r.WhichOneof("body") == "event"]
         return "central_reachable" in events and response
+
     response = wait_for(flushed, what="the spool to be flushed")
     sequences = [r.sequence for r in response.reports]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
@@ -153,8 +170,13 @@ def test_reports_are_spooled_while_central_is_down_and_flushed_in_order(central,
     assert observed == sorted(observed)
     assert sum(1 for r in response.reports if r.WhichOneof("body") == "status") >= 3
     assert response.node.dropped_reports >= 1, "the loss is reported, not hidden"
-    wait_for(lambda: _agent_state(agent.data_dir).get("dropped_unreported") == 0
-             and _agent_state(agent.data_dir).get("spooled_reports") == 0, what="the spool to empty")
+    wait_for(
+        lambda: (
+            _agent_state(agent.data_dir).get("dropped_unreported") == 0
+            and _agent_state(agent.data_dir).get("spooled_reports") == 0
+        ),
+        what="the spool to empty",
+    )
 
 
 def test_agent_renews_its_certificate_at_two_thirds_of_its_lifetime(agents, tmp_path):
@@ -168,11 +190,17 @@ def test_agent_renews_its_certificate_at_two_thirds_of_its_lifetime(agents, tmp_
         cert_file = FleetFiles(agent.data_dir).certificate
         first_pem = cert_file.read_bytes()
         first_expires_ns = x509.load_pem_x509_certificate(first_pem).not_valid_after_utc.timestamp() * 1e9
-        wait_for(lambda: _node(central, node_id).node.certificate_serial != first_serial,
-                 timeout_s=lifetime_s + 60, what="a renewed certificate")
+        wait_for(
+            lambda: _node(central, node_id).node.certificate_serial != first_serial,
+            timeout_s=lifetime_s + 60,
+            what="a renewed certificate",
+        )
         # The new certificate works: heartbeats continue past the old one's expiry.
-        wait_for(lambda: _node(central, node_id).node.last_seen_at.ToNanoseconds() > first_expires_ns,
-                 timeout_s=lifetime_s + 60, what="heartbeats after the first certificate expired")
+        wait_for(
+            lambda: _node(central, node_id).node.last_seen_at.ToNanoseconds() > first_expires_ns,
+            timeout_s=lifetime_s + 60,
+            what="heartbeats after the first certificate expired",
+        )
         assert cert_file.read_bytes() != first_pem
         assert oct(FleetFiles(agent.data_dir).key.stat().st_mode & 0o777) == "0o600"
         with central.admin() as admin:

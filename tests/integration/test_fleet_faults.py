@@ -8,7 +8,7 @@ import threading
 import httpx
 
 from agent_process import start_agent
-from central_process import edgefleet_cli, create_token, wait_for
+from central_process import create_token, edgefleet_cli, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
@@ -51,6 +51,7 @@ def test_agent_killed_during_download_resumes_where_it_stopped(fleet, tmp_path):
 
     def partly_downloaded():
         return any(p.exists() and p.stat().st_size > (1 << 20) for p in part_files)
+
     wait_for(partly_downloaded, timeout_s=60, interval_s=0.005, what="a partial download")
     agents[0].proc.kill()  # SIGKILL: no cleanup of any kind
     agents[0].proc.wait()
@@ -73,8 +74,25 @@ def test_central_restarted_mid_rollout_carries_it_on(fleet, tmp_path):
     wait_for(lambda: all(active_on(central, n, "1.0.0") for n in nodes), timeout_s=120, what="1.0.0 everywhere")
     # A bake long enough that the canary step is surely still baking once central has stopped and started
     # again, however slowly a busy machine does that.
-    started = json.loads(edgefleet_cli(central, "rollout", "start", "chat@1.1.0", "--selector", "region=eu",
-                             "--canary", "50", "--steps", "100", "--bake", "20s", "--max-p99-ms", "120000", "--json"))
+    started = json.loads(
+        edgefleet_cli(
+            central,
+            "rollout",
+            "start",
+            "chat@1.1.0",
+            "--selector",
+            "region=eu",
+            "--canary",
+            "50",
+            "--steps",
+            "100",
+            "--bake",
+            "20s",
+            "--max-p99-ms",
+            "120000",
+            "--json",
+        )
+    )
     canary = next(n["node"] for n in started["nodes"] if n["in_step"])
     wait_for(lambda: active_on(central, canary, "1.1.0"), timeout_s=120, what="the canary ACTIVE on 1.1.0")
     central.restart()  # while the canary step is baking
@@ -87,6 +105,7 @@ def test_central_restarted_mid_rollout_carries_it_on(fleet, tmp_path):
         with central.admin() as admin:
             r = admin.call("GetRollout", admin_pb2.GetRolloutRequest(rollout_id=started["rollout"])).rollout
         return r.phase != "RUNNING" and r
+
     done = wait_for(finished, timeout_s=120, what="the last step to bake")
     assert done.phase == "COMPLETED", done.reason
 
@@ -94,12 +113,22 @@ def test_central_restarted_mid_rollout_carries_it_on(fleet, tmp_path):
 def _stream_until_stopped(agent, stop: threading.Event, streaming: threading.Event) -> None:
     """Long streams on "chat", one after another, until `stop` is set or the agent is gone: one is nearly
     always in flight, and a switch's drain waits for it."""
-    body = {"model": "chat", "prompt": "Once upon a time", "max_tokens": LONG_STREAM_TOKENS, "ignore_eos": True,
-            "stream": True}
+    body = {
+        "model": "chat",
+        "prompt": "Once upon a time",
+        "max_tokens": LONG_STREAM_TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+    }
     try:
         while not stop.is_set():
-            with httpx.stream("POST", agent.base_url + "/v1/completions", json=body, timeout=300,
-                              headers={"Cache-Control": "no-store"}) as r:
+            with httpx.stream(
+                "POST",
+                agent.base_url + "/v1/completions",
+                json=body,
+                timeout=300,
+                headers={"Cache-Control": "no-store"},
+            ) as r:
                 for _ in r.iter_lines():
                     streaming.set()
                     if stop.is_set():
@@ -129,6 +158,7 @@ def test_agent_killed_during_activation_comes_back_on_the_last_good_version(flee
             # The agent writes its state file at each change of the activation's state.
             activation = (FleetFiles(data_dir).read_state() or {}).get("activation") or {}
             return activation.get("model") == "chat@1.1.0" and activation.get("state") == "WARMING"
+
         wait_for(warming, timeout_s=120, interval_s=0.01, what="the agent warming chat@1.1.0 up")
         agents[0].proc.kill()
         agents[0].proc.wait()

@@ -18,8 +18,15 @@ from central_process import create_token, start_central
 from edge_agent.control.client import CentralRefused, EnrollError, FleetClient, enroll
 from edge_agent.control.identity import FleetFiles
 from edgefleet import channels, pki
-from edgefleet.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2,
-                          fleet_pb2_grpc)
+from edgefleet.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    enrollment_pb2,
+    enrollment_pb2_grpc,
+    fleet_pb2,
+    fleet_pb2_grpc,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +66,9 @@ def _issue_with_fleet_ca(central, identity, not_before, not_after):
     ca_key = pki.load_private_key(central.paths.ca_key.read_bytes())
     ca_cert = pki.load_certificate(central.paths.ca_cert.read_bytes())
     key = pki.generate_key()
-    cert = pki.issue_certificate(ca_key, ca_cert, key.public_key(), identity, not_before=not_before, not_after=not_after)
+    cert = pki.issue_certificate(
+        ca_key, ca_cert, key.public_key(), identity, not_before=not_before, not_after=not_after
+    )
     return pki.certificate_pem(cert), pki.private_key_pem(key)
 
 
@@ -69,6 +78,7 @@ def _heartbeat(stub, node_id):
 
 
 # -- refused in the TLS handshake -------------------------------------------------------
+
 
 def test_no_client_certificate_is_refused_in_the_handshake(central):
     before = _node_ids(central)
@@ -83,11 +93,18 @@ def test_certificate_from_another_ca_is_refused_in_the_handshake(central):
     other_key, other_ca = pki.create_ca("impostor CA")
     key = pki.generate_key()
     now = pki.utcnow()
-    cert = pki.issue_certificate(other_key, other_ca, key.public_key(), pki.Identity("admin", "admin"),
-                                 not_before=now - dt.timedelta(minutes=1), not_after=now + dt.timedelta(days=1))
+    cert = pki.issue_certificate(
+        other_key,
+        other_ca,
+        key.public_key(),
+        pki.Identity("admin", "admin"),
+        not_before=now - dt.timedelta(minutes=1),
+        not_after=now + dt.timedelta(days=1),
+    )
     before = _node_ids(central)
-    channel = channels.mtls_channel(central.fleet_address, _ca_pem(central), pki.certificate_pem(cert),
-                                    pki.private_key_pem(key))
+    channel = channels.mtls_channel(
+        central.fleet_address, _ca_pem(central), pki.certificate_pem(cert), pki.private_key_pem(key)
+    )
     with channel, pytest.raises(grpc.RpcError) as err:
         admin_pb2_grpc.AdminServiceStub(channel).ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -97,8 +114,9 @@ def test_certificate_from_another_ca_is_refused_in_the_handshake(central):
 def test_expired_certificate_is_refused_in_the_handshake(central, tmp_path):
     node = _enroll(central, tmp_path, "expired")
     now = pki.utcnow()
-    cert_pem, key_pem = _issue_with_fleet_ca(central, pki.Identity("node", node.node_id),
-                                             now - dt.timedelta(days=2), now - dt.timedelta(days=1))
+    cert_pem, key_pem = _issue_with_fleet_ca(
+        central, pki.Identity("node", node.node_id), now - dt.timedelta(days=2), now - dt.timedelta(days=1)
+    )
     channel, stub = _fleet_stub(central, cert_pem, key_pem)
     with channel, pytest.raises(grpc.RpcError) as err:
         _heartbeat(stub, node.node_id)
@@ -106,6 +124,7 @@ def test_expired_certificate_is_refused_in_the_handshake(central, tmp_path):
 
 
 # -- refused by central's handlers, with an audit entry ----------------------------------------
+
 
 def test_revoked_node_is_refused_on_its_next_beat(central, tmp_path):
     node = _enroll(central, tmp_path, "revoked")
@@ -133,8 +152,11 @@ def test_node_certificate_is_refused_on_admin_service(central, tmp_path):
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "not an admin certificate" in err.value.details()
     entry = _last_audit(central)
-    assert (entry.actor, entry.action, entry.outcome) == (f"node:{node.node_id}", "token.create",
-                                                          admin_pb2.AUDIT_OUTCOME_REFUSED)
+    assert (entry.actor, entry.action, entry.outcome) == (
+        f"node:{node.node_id}",
+        "token.create",
+        admin_pb2.AUDIT_OUTCOME_REFUSED,
+    )
     assert _node_ids(central) == before
 
 
@@ -147,7 +169,11 @@ def test_node_cannot_heartbeat_as_another_node(central, tmp_path):
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert f"certificate of {a.node_id} cannot speak as {b.node_id}" in err.value.details()
     entry = _last_audit(central)
-    assert (entry.actor, entry.target, entry.outcome) == (f"node:{a.node_id}", b.node_id, admin_pb2.AUDIT_OUTCOME_REFUSED)
+    assert (entry.actor, entry.target, entry.outcome) == (
+        f"node:{a.node_id}",
+        b.node_id,
+        admin_pb2.AUDIT_OUTCOME_REFUSED,
+    )
     with central.admin() as admin:
         node_b = admin.call("GetNode", admin_pb2.GetNodeRequest(node_id=b.node_id)).node
     assert not node_b.HasField("last_seen_at"), "B's record must not change"
@@ -170,8 +196,11 @@ def test_reused_token_is_refused(central, tmp_path):
     assert _node_ids(central) == before
     assert not FleetFiles(tmp_path / "second").enrolled()
     entry = _last_audit(central)
-    assert (entry.actor, entry.action, entry.outcome) == (f"token:{token.info.token_id}", "node.enroll",
-                                                          admin_pb2.AUDIT_OUTCOME_REFUSED)
+    assert (entry.actor, entry.action, entry.outcome) == (
+        f"token:{token.info.token_id}",
+        "node.enroll",
+        admin_pb2.AUDIT_OUTCOME_REFUSED,
+    )
 
 
 def test_expired_token_is_refused(central, tmp_path):
@@ -201,18 +230,22 @@ def test_revoked_and_unknown_tokens_are_refused(central, tmp_path):
         enroll(central.enroll_address, token.ca_fingerprint, "not-a-token", FleetFiles(tmp_path / "m"))
 
 
-@pytest.mark.parametrize("csr_pem, message", [
-    ("", "empty"),
-    ("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", "not a PEM CSR"),
-    ("hello", "not a PEM CSR"),
-])
+@pytest.mark.parametrize(
+    "csr_pem, message",
+    [
+        ("", "empty"),
+        ("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", "not a PEM CSR"),
+        ("hello", "not a PEM CSR"),
+    ],
+)
 def test_malformed_csr_is_refused(central, csr_pem, message):
     token = create_token(central)
     before = _node_ids(central)
     ca_pem = channels.discover_ca(central.enroll_address, token.ca_fingerprint)
     with channels.tls_channel(central.enroll_address, ca_pem) as channel, pytest.raises(grpc.RpcError) as err:
         enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
-            enrollment_pb2.EnrollRequest(token=token.token, csr_pem=csr_pem), timeout=10)
+            enrollment_pb2.EnrollRequest(token=token.token, csr_pem=csr_pem), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
     assert _node_ids(central) == before
@@ -231,14 +264,20 @@ def test_csr_for_a_key_tls_does_not_accept_is_refused(central):
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP521R1())  # a curve we do not accept
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .sign(key, hashes.SHA256())
+    )
     token = create_token(central)
     ca_pem = channels.discover_ca(central.enroll_address, token.ca_fingerprint)
     with channels.tls_channel(central.enroll_address, ca_pem) as channel, pytest.raises(grpc.RpcError) as err:
         enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(
-            enrollment_pb2.EnrollRequest(token=token.token,
-                                         csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode()), timeout=10)
+            enrollment_pb2.EnrollRequest(
+                token=token.token, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode()
+            ),
+            timeout=10,
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "secp521r1" in err.value.details()
 

@@ -24,8 +24,11 @@ def test_healthz_and_readyz(smol_agent):
 
 
 def test_metrics_have_every_required_family_and_count_requests(smol_agent):
-    httpx.post(smol_agent.base_url + "/v1/completions", timeout=120,
-               json={"model": "smollm2-135m-instruct", "prompt": "metrics", "max_tokens": 3, "temperature": 0.5})
+    httpx.post(
+        smol_agent.base_url + "/v1/completions",
+        timeout=120,
+        json={"model": "smollm2-135m-instruct", "prompt": "metrics", "max_tokens": 3, "temperature": 0.5},
+    )
     samples = smol_agent.metrics()
     names = {key.split("{")[0] for key in samples}
     for name in REQUIRED:

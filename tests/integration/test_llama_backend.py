@@ -13,8 +13,12 @@ GREEDY = SamplingParams(temperature=0.0)
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    b = LlamaBackend(resolve_model("smollm2-135m-instruct", "", Path(tmp_path_factory.mktemp("m"))),
-                     n_ctx=256, n_parallel=4, n_batch=64)
+    b = LlamaBackend(
+        resolve_model("smollm2-135m-instruct", "", Path(tmp_path_factory.mktemp("m"))),
+        n_ctx=256,
+        n_parallel=4,
+        n_batch=64,
+    )
     yield b
     b.close()
 

@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-from central_process import wait_for
 
+from central_process import wait_for
 from edgefleet.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,8 +24,12 @@ def _serving(name: str, data_dir: Path) -> ServingModel:
 def test_switch_under_load_loses_no_request(tmp_path):
     old = _serving("smollm2-135m-instruct", tmp_path)
     new = _serving("gemma-3-270m", tmp_path)
-    service = InferenceService(old, None, AgentMetrics(lambda: {}, lambda: service.current.scheduler.stats(),
-                                                       lambda: None), request_timeout_s=120)
+    service = InferenceService(
+        old,
+        None,
+        AgentMetrics(lambda: {}, lambda: service.current.scheduler.stats(), lambda: None),
+        request_timeout_s=120,
+    )
     results: list[tuple[float, float, str]] = []  # (started, finished, model that answered)
     errors: list[BaseException] = []
 
@@ -33,9 +37,10 @@ def test_switch_under_load_loses_no_request(tmp_path):
         n = 0
         while not stop.is_set():
             model_id = service.model_id
-            params = parse_completion({"model": model_id, "prompt": f"Story {i}.{n}:", "max_tokens": 6,
-                                       "temperature": 0.7, "seed": n},
-                                      Limits(256, (model_id,)))
+            params = parse_completion(
+                {"model": model_id, "prompt": f"Story {i}.{n}:", "max_tokens": 6, "temperature": 0.7, "seed": n},
+                Limits(256, (model_id,)),
+            )
             started = time.monotonic()
             try:
                 answer = await service.generate(params, "no-store", started)

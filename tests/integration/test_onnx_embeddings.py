@@ -14,7 +14,6 @@ import pytest
 from agent_process import start_agent
 
 
-
 def build_encoder(directory):
     from onnx import TensorProto, helper, numpy_helper
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -29,8 +28,10 @@ def build_encoder(directory):
     graph = helper.make_graph(
         [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"], axis=0)],
         "tiny-encoder",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", 8])],
         initializer=[numpy_helper.from_array(table, "table")],
     )
@@ -42,13 +43,22 @@ def build_encoder(directory):
 
 def test_onnx_embeddings_are_mean_pooled_encoder_outputs(tmp_path):
     table, vocab = build_encoder(tmp_path)
-    agent = start_agent(tmp_path / "data", sections={"embeddings": {
-        "engine": "onnx", "onnx_model": str(tmp_path / "encoder.onnx"),
-        "onnx_tokenizer": str(tmp_path / "tokenizer.json")}})
+    agent = start_agent(
+        tmp_path / "data",
+        sections={
+            "embeddings": {
+                "engine": "onnx",
+                "onnx_model": str(tmp_path / "encoder.onnx"),
+                "onnx_tokenizer": str(tmp_path / "tokenizer.json"),
+            }
+        },
+    )
     try:
         r = agent.client().embeddings.create(model="smollm2-135m-instruct", input=["hello world", "edge fleet edge"])
-        expected = [table[[vocab["hello"], vocab["world"]]].mean(axis=0),
-                    table[[vocab["edge"], vocab["fleet"], vocab["edge"]]].mean(axis=0)]
+        expected = [
+            table[[vocab["hello"], vocab["world"]]].mean(axis=0),
+            table[[vocab["edge"], vocab["fleet"], vocab["edge"]]].mean(axis=0),
+        ]
         for got, want in zip(r.data, expected):
             np.testing.assert_allclose(got.embedding, want, rtol=1e-5, atol=1e-6)
         assert r.usage.prompt_tokens == 5
@@ -65,6 +75,9 @@ def test_provider_order_prefers_tensorrt_then_cuda_then_cpu():
     from edge_agent.engines.onnx import choose_providers
 
     assert choose_providers(["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]) == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert choose_providers(["CoreMLExecutionProvider"]) == ["CoreMLExecutionProvider"]

@@ -9,7 +9,8 @@ SMOL = "smollm2-135m-instruct"
 
 def test_chat_completion(smol_agent):
     r = smol_agent.client().chat.completions.create(
-        model=SMOL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=12, temperature=0)
+        model=SMOL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=12, temperature=0
+    )
     choice = r.choices[0]
     assert r.object == "chat.completion" and r.model == SMOL
     assert choice.message.role == "assistant" and choice.message.content
@@ -23,8 +24,9 @@ def test_chat_completion_streaming(smol_agent):
     (here from the cache, which stored the stream's answer)."""
     client = smol_agent.client()
     messages = [{"role": "user", "content": "Name three colours."}]
-    stream = client.chat.completions.create(model=SMOL, messages=messages, max_tokens=20, temperature=0,
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=SMOL, messages=messages, max_tokens=20, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
@@ -46,7 +48,8 @@ def test_completion_with_max_tokens_ends_with_length(smol_agent):
 
 def test_completion_streaming(smol_agent):
     stream = smol_agent.client().completions.create(
-        model=SMOL, prompt="The sky is", max_tokens=8, temperature=0.7, seed=11, stream=True)
+        model=SMOL, prompt="The sky is", max_tokens=8, temperature=0.7, seed=11, stream=True
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
@@ -57,8 +60,14 @@ def test_stop_sequence_is_honoured_and_not_returned(smol_agent):
     full = client.completions.create(model=SMOL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0).choices[0].text
     stop = full.strip()[:2]
     assert stop, full
-    r = client.completions.create(model=SMOL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[stop],
-                                  extra_headers={"Cache-Control": "no-store"})
+    r = client.completions.create(
+        model=SMOL,
+        prompt="1, 2, 3, 4,",
+        max_tokens=12,
+        temperature=0,
+        stop=[stop],
+        extra_headers={"Cache-Control": "no-store"},
+    )
     assert stop not in r.choices[0].text
     assert r.choices[0].finish_reason == "stop"
     assert full.startswith(r.choices[0].text)
@@ -66,14 +75,21 @@ def test_stop_sequence_is_honoured_and_not_returned(smol_agent):
 
 def test_same_seed_gives_same_sample(smol_agent):
     client = smol_agent.client()
-    kwargs = dict(model=SMOL, prompt="A list of fruits:", max_tokens=10, temperature=0.9, seed=1234,
-                  extra_headers={"Cache-Control": "no-store"})
+    kwargs = dict(
+        model=SMOL,
+        prompt="A list of fruits:",
+        max_tokens=10,
+        temperature=0.9,
+        seed=1234,
+        extra_headers={"Cache-Control": "no-store"},
+    )
     assert client.completions.create(**kwargs).choices[0].text == client.completions.create(**kwargs).choices[0].text
 
 
 def test_ignore_eos_generates_exactly_max_tokens(smol_agent):
-    r = smol_agent.client().completions.create(model=SMOL, prompt="The end.", max_tokens=40, temperature=1.0,
-                                               extra_body={"ignore_eos": True})
+    r = smol_agent.client().completions.create(
+        model=SMOL, prompt="The end.", max_tokens=40, temperature=1.0, extra_body={"ignore_eos": True}
+    )
     assert r.usage.completion_tokens == 40 and r.choices[0].finish_reason == "length"
 
 
@@ -91,15 +107,17 @@ def test_llama_embeddings(smol_agent):
 
 
 def test_gemma_base_model_completes_text(gemma_agent):
-    r = gemma_agent.client().completions.create(model="gemma-3-270m", prompt="The capital of France is",
-                                                max_tokens=8, temperature=0)
+    r = gemma_agent.client().completions.create(
+        model="gemma-3-270m", prompt="The capital of France is", max_tokens=8, temperature=0
+    )
     assert r.choices[0].text and r.usage.completion_tokens > 0
 
 
 def test_gemma_has_no_chat_template_and_says_so(gemma_agent):
     with pytest.raises(openai.BadRequestError) as info:
         gemma_agent.client().chat.completions.create(
-            model="gemma-3-270m", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+            model="gemma-3-270m", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
     assert "no chat template" in info.value.message and "/v1/completions" in info.value.message
     assert httpx.get(gemma_agent.base_url + "/readyz").status_code == 200
 

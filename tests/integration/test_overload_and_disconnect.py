@@ -12,8 +12,10 @@ SMOL = "smollm2-135m-instruct"
 
 @pytest.fixture(scope="module")
 def one_slot_agent(tmp_path_factory):
-    agent = start_agent(tmp_path_factory.mktemp("one-slot"),
-                        sections={"model": {"n_parallel": 1}, "scheduler": {"max_queue": 1, "retry_after_s": 2}})
+    agent = start_agent(
+        tmp_path_factory.mktemp("one-slot"),
+        sections={"model": {"n_parallel": 1}, "scheduler": {"max_queue": 1, "retry_after_s": 2}},
+    )
     yield agent
     agent.stop()
 
@@ -44,8 +46,9 @@ def test_full_queue_answers_429_with_retry_after_at_once(one_slot_agent):
             assert response.status_code == 200
             first_chunks.append(response)
         assert wait_for(lambda: agent.metrics()["edgefleet_queue_depth"] == 1)
-        refused = httpx.post(agent.base_url + "/v1/completions",
-                             json={"model": SMOL, "prompt": "third", "max_tokens": 4}, timeout=30)
+        refused = httpx.post(
+            agent.base_url + "/v1/completions", json={"model": SMOL, "prompt": "third", "max_tokens": 4}, timeout=30
+        )
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "2"
         assert refused.json()["error"]["code"] == "queue_full"
@@ -54,8 +57,9 @@ def test_full_queue_answers_429_with_retry_after_at_once(one_slot_agent):
             ctx.__exit__(None, None, None)
         client.close()
     assert wait_for(lambda: agent.metrics()["edgefleet_inflight_requests"] == 0)
-    ok = httpx.post(agent.base_url + "/v1/completions", json={"model": SMOL, "prompt": "after", "max_tokens": 3},
-                    timeout=60)
+    ok = httpx.post(
+        agent.base_url + "/v1/completions", json={"model": SMOL, "prompt": "after", "max_tokens": 3}, timeout=60
+    )
     assert ok.status_code == 200
     assert agent.metrics()["edgefleet_rejected_overloaded_total"] >= 1
 
@@ -85,19 +89,32 @@ def test_client_disconnect_stops_generation(one_slot_agent):
 def test_request_past_its_deadline_gets_504_and_frees_its_slot(tmp_path):
     agent = start_agent(tmp_path, sections={"server": {"request_timeout_s": 1.0}, "model": {"n_parallel": 1}})
     try:
-        r = httpx.post(agent.base_url + "/v1/completions", timeout=60,
-                       json={"model": SMOL, "prompt": "an endless story", "max_tokens": 2000, "temperature": 0.8,
-                             "ignore_eos": True})
+        r = httpx.post(
+            agent.base_url + "/v1/completions",
+            timeout=60,
+            json={
+                "model": SMOL,
+                "prompt": "an endless story",
+                "max_tokens": 2000,
+                "temperature": 0.8,
+                "ignore_eos": True,
+            },
+        )
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "deadline_exceeded"
-        with httpx.stream("POST", agent.base_url + "/v1/completions", timeout=60,
-                          json={**long_stream(agent, "another endless story"), "max_tokens": 2000}) as s:
+        with httpx.stream(
+            "POST",
+            agent.base_url + "/v1/completions",
+            timeout=60,
+            json={**long_stream(agent, "another endless story"), "max_tokens": 2000},
+        ) as s:
             events = [line for line in s.iter_lines() if line.startswith("data: ")]
         assert events[-1] == "data: [DONE]"
         assert '"deadline_exceeded"' in events[-2]
         assert wait_for(lambda: agent.metrics()["edgefleet_inflight_requests"] == 0)
-        ok = httpx.post(agent.base_url + "/v1/completions", timeout=60,
-                        json={"model": SMOL, "prompt": "short", "max_tokens": 2})
+        ok = httpx.post(
+            agent.base_url + "/v1/completions", timeout=60, json={"model": SMOL, "prompt": "short", "max_tokens": 2}
+        )
         assert ok.status_code == 200
     finally:
         agent.stop()
@@ -107,9 +124,17 @@ def test_client_leaving_a_non_streamed_request_stops_its_generation(one_slot_age
     agent = one_slot_agent
     before = agent.metrics()
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(agent.base_url + "/v1/completions", timeout=httpx.Timeout(60, read=1.0),
-                   json={"model": SMOL, "prompt": "a very long essay", "max_tokens": 1500, "temperature": 0.8,
-                         "ignore_eos": True})
+        httpx.post(
+            agent.base_url + "/v1/completions",
+            timeout=httpx.Timeout(60, read=1.0),
+            json={
+                "model": SMOL,
+                "prompt": "a very long essay",
+                "max_tokens": 1500,
+                "temperature": 0.8,
+                "ignore_eos": True,
+            },
+        )
     assert wait_for(lambda: agent.metrics()["edgefleet_inflight_requests"] == 0)
     after = agent.metrics()
     assert after["edgefleet_cancelled_requests_total"] == before["edgefleet_cancelled_requests_total"] + 1

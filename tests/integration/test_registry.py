@@ -43,13 +43,26 @@ def run(capsys, central, *args):
 @pytest.fixture(scope="module")
 def node(central, tmp_path_factory):
     token = create_token(central)
-    return enroll(central.enroll_address, token.ca_fingerprint, token.token,
-                  FleetFiles(tmp_path_factory.mktemp("node")))
+    return enroll(
+        central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path_factory.mktemp("node"))
+    )
 
 
 def test_push_list_show_and_immutable_versions(central, artifact, capsys, tmp_path):
-    code, out, _ = run(capsys, central, "models", "push", str(artifact), "--name", "tiny", "--version", "1.0.0",
-                       "--param", "n_ctx=4096", "--json")
+    code, out, _ = run(
+        capsys,
+        central,
+        "models",
+        "push",
+        str(artifact),
+        "--name",
+        "tiny",
+        "--version",
+        "1.0.0",
+        "--param",
+        "n_ctx=4096",
+        "--json",
+    )
     pushed = json.loads(out)
     assert code == 0 and not pushed["already_present"]
     assert pushed["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
@@ -71,12 +84,15 @@ def test_push_list_show_and_immutable_versions(central, artifact, capsys, tmp_pa
     assert verified.pushed_by == "admin:admin"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--name", "Tiny", "--version", "1"], "lowercase"),
-    (["--name", "tiny", "--version", "1 0"], "version"),
-    (["--name", "tiny", "--version", "2", "--param", "n-ctx=1"], "parameter name"),
-    (["--name", "tiny", "--version", "2", "--param", "novalue"], "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--name", "Tiny", "--version", "1"], "lowercase"),
+        (["--name", "tiny", "--version", "1 0"], "version"),
+        (["--name", "tiny", "--version", "2", "--param", "n-ctx=1"], "parameter name"),
+        (["--name", "tiny", "--version", "2", "--param", "novalue"], "KEY=VALUE"),
+    ],
+)
 def test_bad_push_input(central, artifact, capsys, args, message):
     code, _, err = run(capsys, central, "models", "push", str(artifact), *args)
     assert code == 2 and message in err
@@ -86,15 +102,19 @@ def test_push_of_a_missing_or_unknown_file(central, capsys, tmp_path):
     code, _, err = run(capsys, central, "models", "push", str(tmp_path / "nope.gguf"), "--name", "a", "--version", "1")
     assert code == 2 and "is not a file" in err
     (tmp_path / "weights.bin").write_bytes(b"x")
-    code, _, err = run(capsys, central, "models", "push", str(tmp_path / "weights.bin"), "--name", "a", "--version", "1")
+    code, _, err = run(
+        capsys, central, "models", "push", str(tmp_path / "weights.bin"), "--name", "a", "--version", "1"
+    )
     assert code == 2 and "--format" in err
 
 
 def test_a_push_cut_off_midway_keeps_nothing(central):
     def requests():
-        yield admin_pb2.PushModelRequest(upload=admin_pb2.ModelUpload(name="cut", version="1", format="gguf",
-                                                                      size=2000, sha256=hashlib.sha256(b"x" * 2000)
-                                                                      .hexdigest()))
+        yield admin_pb2.PushModelRequest(
+            upload=admin_pb2.ModelUpload(
+                name="cut", version="1", format="gguf", size=2000, sha256=hashlib.sha256(b"x" * 2000).hexdigest()
+            )
+        )
         yield admin_pb2.PushModelRequest(chunk=b"x" * 1000)
         raise RuntimeError("the operator's laptop went to sleep")
 
@@ -114,8 +134,9 @@ def test_a_push_cut_off_midway_keeps_nothing(central):
 
 def test_a_push_whose_bytes_do_not_match_its_header_is_refused(central):
     def requests():
-        yield admin_pb2.PushModelRequest(upload=admin_pb2.ModelUpload(name="liar", version="1", format="gguf",
-                                                                      size=5, sha256="0" * 64))
+        yield admin_pb2.PushModelRequest(
+            upload=admin_pb2.ModelUpload(name="liar", version="1", format="gguf", size=5, sha256="0" * 64)
+        )
         yield admin_pb2.PushModelRequest(chunk=b"12345")
 
     cred = central.credential()
@@ -137,8 +158,9 @@ def test_assignment_reaches_the_node_with_a_manifest_it_can_verify(central, arti
     verified = manifest.verify(reply.manifest_body, reply.manifest_signature, node.signing_public_key_pem)
     assert verified.sha256 == reply.model.sha256
     with pytest.raises(manifest.ManifestError, match="does not verify"):
-        manifest.verify(reply.manifest_body.replace(b'"tiny"', b'"tinx"'), reply.manifest_signature,
-                        node.signing_public_key_pem)
+        manifest.verify(
+            reply.manifest_body.replace(b'"tiny"', b'"tinx"'), reply.manifest_signature, node.signing_public_key_pem
+        )
     code, _, err = run(capsys, central, "models", "delete", "tiny@1.0.0")
     assert code == 6 and node.node_id in err, "a version in use is not deleted"
 
@@ -164,8 +186,11 @@ def test_fetch_artifact_streams_from_any_offset(central, artifact, node, capsys)
     cred = central.credential()
     with channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel:
         with pytest.raises(grpc.RpcError) as err:
-            list(fleet_pb2_grpc.FleetServiceStub(channel).FetchArtifact(
-                fleet_pb2.FetchArtifactRequest(sha256=sha), timeout=10))
+            list(
+                fleet_pb2_grpc.FleetServiceStub(channel).FetchArtifact(
+                    fleet_pb2.FetchArtifactRequest(sha256=sha), timeout=10
+                )
+            )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -34,10 +34,12 @@ MODEL = "smollm2-135m-instruct"
 CLASSES = ("public", "internal", "restricted")
 PUBLIC = [f"Name one colour of the sea, number {i}." for i in range(4)]
 INTERNAL = [f"Summarise the mail from jane.doe{i}@example.com for me." for i in range(3)] + [
-    "Call me back on +44 20 7946 0958 about the offsite."]
+    "Call me back on +44 20 7946 0958 about the offsite."
+]
 RESTRICTED = [f"Charge the card 4111 1111 1111 1111 for order {i}." for i in range(2)] + [
     "My social security number is 123-45-6789, fill in the form.",
-    "Wire it to DE89 3704 0044 0532 0130 00 today."]
+    "Wire it to DE89 3704 0044 0532 0130 00 today.",
+]
 
 
 def _dead_port() -> int:
@@ -70,22 +72,40 @@ def box(tmp_path_factory, central, upstream):
     slow, _ = add_key(keys, "initech", "restricted", rate_per_s=0.01, burst=2, class_names=CLASSES)
     token = create_token(central)
     identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir))
-    agent = start_agent(data_dir, sections={
-        "model": {"n_parallel": 1},
-        "scheduler": {"max_queue": 0},
-        "fleet": {"max_backoff_s": 1.0, "rpc_timeout_s": 3.0},
-        "policy": {},
-        "policy.classes": [{"name": "public", "jurisdictions": ["*"]},
-                           {"name": "internal", "jurisdictions": ["eu"], "redact": True},
-                           {"name": "restricted", "jurisdictions": []}],
-        "upstreams": [
-            {"name": "dead", "url": f"http://127.0.0.1:{_dead_port()}/v1", "jurisdiction": "eu",
-             "connect_timeout_s": 0.5, "retries": 0, "failure_threshold": 2, "open_s": 600.0,
-             "health_interval_s": 0.5},
-            {"name": "eu-cloud", "url": upstream.base_url + "/v1", "jurisdiction": "eu", "model": MODEL,
-             "models": [f"some-cloud-model={MODEL}"], "timeout_s": 60.0},
-        ],
-    })
+    agent = start_agent(
+        data_dir,
+        sections={
+            "model": {"n_parallel": 1},
+            "scheduler": {"max_queue": 0},
+            "fleet": {"max_backoff_s": 1.0, "rpc_timeout_s": 3.0},
+            "policy": {},
+            "policy.classes": [
+                {"name": "public", "jurisdictions": ["*"]},
+                {"name": "internal", "jurisdictions": ["eu"], "redact": True},
+                {"name": "restricted", "jurisdictions": []},
+            ],
+            "upstreams": [
+                {
+                    "name": "dead",
+                    "url": f"http://127.0.0.1:{_dead_port()}/v1",
+                    "jurisdiction": "eu",
+                    "connect_timeout_s": 0.5,
+                    "retries": 0,
+                    "failure_threshold": 2,
+                    "open_s": 600.0,
+                    "health_interval_s": 0.5,
+                },
+                {
+                    "name": "eu-cloud",
+                    "url": upstream.base_url + "/v1",
+                    "jurisdiction": "eu",
+                    "model": MODEL,
+                    "models": [f"some-cloud-model={MODEL}"],
+                    "timeout_s": 60.0,
+                },
+            ],
+        },
+    )
     agent.keys = {"acme": full, "globex": limited, "initech": slow}
     agent.node_id = identity.node_id
     yield agent
@@ -97,9 +117,18 @@ def _headers(key: str, **extra) -> dict:
 
 
 def _chat(agent, key: str, text: str, max_tokens: int = 4, model: str = MODEL, **extra) -> httpx.Response:
-    return httpx.post(agent.base_url + "/v1/chat/completions", headers=_headers(key, **extra.pop("headers", {})),
-                      timeout=120, json={"model": model, "messages": [{"role": "user", "content": text}],
-                                         "max_tokens": max_tokens, "temperature": 0.7, **extra})
+    return httpx.post(
+        agent.base_url + "/v1/chat/completions",
+        headers=_headers(key, **extra.pop("headers", {})),
+        timeout=120,
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens,
+            "temperature": 0.7,
+            **extra,
+        },
+    )
 
 
 def _inflight(agent) -> float:
@@ -115,10 +144,17 @@ class _Saturation:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell a very long story."}],
-                "max_tokens": 1500, "ignore_eos": True, "temperature": 0.7, "stream": True}
-        with httpx.stream("POST", self.agent.base_url + "/v1/chat/completions", json=body, timeout=300,
-                          headers=_headers(self.key)) as r:
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Tell a very long story."}],
+            "max_tokens": 1500,
+            "ignore_eos": True,
+            "temperature": 0.7,
+            "stream": True,
+        }
+        with httpx.stream(
+            "POST", self.agent.base_url + "/v1/chat/completions", json=body, timeout=300, headers=_headers(self.key)
+        ) as r:
             for _ in r.iter_bytes():
                 if self.stop.is_set():
                     return
@@ -166,7 +202,10 @@ def test_under_saturation_public_overflows_internal_leaves_redacted_restricted_n
         assert r.json()["choices"][0]["message"]["role"] == "assistant"
     for r in internal:
         assert r.status_code == 200, r.text
-        assert (r.headers["x-edgefleet-route"], r.headers["x-edgefleet-data-class"]) == ("upstream:eu-cloud", "internal")
+        assert (r.headers["x-edgefleet-route"], r.headers["x-edgefleet-data-class"]) == (
+            "upstream:eu-cloud",
+            "internal",
+        )
     for r in restricted:
         assert r.status_code == 429, r.text
         assert (r.headers["x-edgefleet-route"], r.headers["x-edgefleet-data-class"]) == ("refused", "restricted")
@@ -203,11 +242,17 @@ def test_with_a_free_slot_every_class_is_answered_locally(box):
 def test_streams_from_the_upstream_arrive_as_a_stream(box):
     key = box.keys["acme"]
     with _Saturation(box, key):
-        body = {"model": MODEL, "messages": [{"role": "user", "content": PUBLIC[1]}], "max_tokens": 12,
-                "temperature": 0.7, "stream": True}
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": PUBLIC[1]}],
+            "max_tokens": 12,
+            "temperature": 0.7,
+            "stream": True,
+        }
         chunks = []
-        with httpx.stream("POST", box.base_url + "/v1/chat/completions", json=body, timeout=120,
-                          headers=_headers(key)) as r:
+        with httpx.stream(
+            "POST", box.base_url + "/v1/chat/completions", json=body, timeout=120, headers=_headers(key)
+        ) as r:
             assert r.status_code == 200
             assert r.headers["x-edgefleet-route"] == "upstream:eu-cloud"
             assert r.headers["content-type"].startswith("text/event-stream")
@@ -254,8 +299,12 @@ def test_api_keys_tenants_classes_and_rates(box):
 
 
 def test_the_cache_is_isolated_per_tenant(box):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello to the cache."}], "max_tokens": 6,
-            "temperature": 0}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Say hello to the cache."}],
+        "max_tokens": 6,
+        "temperature": 0,
+    }
     url = box.base_url + "/v1/chat/completions"
 
     def ask(key):
@@ -296,8 +345,12 @@ def test_the_routing_audit_is_chained_and_summarised_to_central(box, central):
 
 def test_the_agent_refuses_to_serve_beyond_loopback_without_keys(tmp_path):
     config = write_config(tmp_path / "agent.toml", {"server": {"listen": "0.0.0.0:0"}}, {"data_dir": str(tmp_path)})
-    done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(config)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "0.0.0.0:0 is beyond loopback" in done.stderr and "edge-agent keys add" in done.stderr
     assert not (tmp_path / "http-address").exists(), "it never bound the port"
@@ -311,7 +364,7 @@ def test_the_agent_refuses_to_serve_beyond_loopback_without_keys(tmp_path):
 # routing audit must agree (the record is restricted and refused).
 
 CARD, SSN, IBAN = "4111111111111111", "123456789", "de89370400440532013000"
-CLOUD = "cloud-model"            # listed by the logging upstream as it is
+CLOUD = "cloud-model"  # listed by the logging upstream as it is
 CLOUD_RENAMED = "cloud-renamed"  # listed as "cloud-renamed=gpt-4o-mini"
 EMAIL = "jane.doe@example.com"
 
@@ -354,16 +407,29 @@ def logger(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def attack_box(tmp_path_factory, logger):
-    agent = start_agent(tmp_path_factory.mktemp("attack-box"), sections={
-        "model": {"n_parallel": 1},
-        "scheduler": {"max_queue": 0},
-        "policy": {},
-        "policy.classes": [{"name": "public", "jurisdictions": ["*"]},
-                           {"name": "internal", "jurisdictions": ["eu"], "redact": True},
-                           {"name": "restricted", "jurisdictions": []}],
-        "upstreams": [{"name": "logger", "url": logger.base_url + "/v1", "jurisdiction": "eu",
-                       "models": [CLOUD, f"{CLOUD_RENAMED}=gpt-4o-mini"], "retries": 0, "timeout_s": 30.0}],
-    })
+    agent = start_agent(
+        tmp_path_factory.mktemp("attack-box"),
+        sections={
+            "model": {"n_parallel": 1},
+            "scheduler": {"max_queue": 0},
+            "policy": {},
+            "policy.classes": [
+                {"name": "public", "jurisdictions": ["*"]},
+                {"name": "internal", "jurisdictions": ["eu"], "redact": True},
+                {"name": "restricted", "jurisdictions": []},
+            ],
+            "upstreams": [
+                {
+                    "name": "logger",
+                    "url": logger.base_url + "/v1",
+                    "jurisdiction": "eu",
+                    "models": [CLOUD, f"{CLOUD_RENAMED}=gpt-4o-mini"],
+                    "retries": 0,
+                    "timeout_s": 30.0,
+                }
+            ],
+        },
+    )
     yield agent
     agent.stop()
 
@@ -390,8 +456,9 @@ def _attempt(agent, logger, path: str, body: dict, audited: bool = True):
     arrived = logger.posts()[received:]
     record = None
     if audited:
-        rows = wait_for(lambda: read_entries(_audit_path(agent), sequence, 100), timeout_s=60,
-                        what="the box's routing audit record")
+        rows = wait_for(
+            lambda: read_entries(_audit_path(agent), sequence, 100), timeout_s=60, what="the box's routing audit record"
+        )
         assert len(rows) == 1, rows
         record = rows[0]
     return response, arrived, record
@@ -410,8 +477,10 @@ ATTACKS = {
     "card-8+8": _chat_body("Charge the card 41111111 11111111 for the order."),
     "card-glued-to-a-word": _chat_body("Charge Visa4111111111111111 for the order."),
     "card-slashes": _chat_body("Charge the card 4111/1111/1111/1111 for the order."),
-    "card-fullwidth": _chat_body("Charge the card \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 "
-                                 "\uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 for the order."),
+    "card-fullwidth": _chat_body(
+        "Charge the card \uff14\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 "
+        "\uff11\uff11\uff11\uff11 \uff11\uff11\uff11\uff11 for the order."
+    ),
     "card-no-break-spaces": _chat_body("Charge the card 4111\u00a01111\u00a01111\u00a01111 for the order."),
     "card-zero-width-spaces": _chat_body("Charge the card 4111\u200b1111\u200b1111\u200b1111 for the order."),
     "ssn-dots": _chat_body("My social security number is 123.45.6789, fill in the form."),
@@ -428,8 +497,10 @@ def test_attack_restricted_data_never_reaches_the_upstream(attack_box, logger, c
     assert arrived == [], f"{case}: the upstream received {arrived}"
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "unknown_model"
-    assert (response.headers["x-edgefleet-route"], response.headers["x-edgefleet-data-class"]) == \
-        ("refused", "restricted")
+    assert (response.headers["x-edgefleet-route"], response.headers["x-edgefleet-data-class"]) == (
+        "refused",
+        "restricted",
+    )
     assert (record.data_class, record.route) == ("restricted", "refused"), record
 
 
@@ -461,21 +532,27 @@ def test_attack_pii_in_user_is_never_forwarded_and_in_metadata_is_refused(attack
 def test_attack_token_id_prompts_never_reach_the_upstream(attack_box, logger):
     ids = [504, 314, 253, 1012, 30]  # in every model's vocabulary here
     # Naming a model only the upstream serves: refused, and audited as refused.
-    response, arrived, record = _attempt(attack_box, logger, "/v1/completions",
-                                         {"model": CLOUD, "prompt": ids, "max_tokens": 2})
+    response, arrived, record = _attempt(
+        attack_box, logger, "/v1/completions", {"model": CLOUD, "prompt": ids, "max_tokens": 2}
+    )
     assert arrived == [] and response.status_code == 400, response.text
-    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("token_prompt_not_forwarded",
-                                                                                       "prompt")
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (
+        "token_prompt_not_forwarded",
+        "prompt",
+    )
     assert (record.route, record.reason) == ("refused", "token_prompt")
     # Naming the box's model: answered here.
-    response, arrived, record = _attempt(attack_box, logger, "/v1/completions",
-                                         {"model": MODEL, "prompt": ids, "max_tokens": 2})
+    response, arrived, record = _attempt(
+        attack_box, logger, "/v1/completions", {"model": MODEL, "prompt": ids, "max_tokens": 2}
+    )
     assert arrived == [] and response.status_code == 200, response.text
     assert record.route == "local"
     # Ids outside the vocabulary: a 400 naming its bounds, for any model and for embeddings.
-    for path, body, param in (("/v1/completions", {"model": MODEL, "prompt": [1, 10**9]}, "prompt"),
-                              ("/v1/completions", {"model": CLOUD, "prompt": [1, -5]}, "prompt"),
-                              ("/v1/embeddings", {"model": MODEL, "input": [[1, 10**9]]}, "input")):
+    for path, body, param in (
+        ("/v1/completions", {"model": MODEL, "prompt": [1, 10**9]}, "prompt"),
+        ("/v1/completions", {"model": CLOUD, "prompt": [1, -5]}, "prompt"),
+        ("/v1/embeddings", {"model": MODEL, "input": [[1, 10**9]]}, "input"),
+    ):
         response, arrived, _ = _attempt(attack_box, logger, path, body, audited=False)
         assert arrived == [] and response.status_code == 400, response.text
         error = response.json()["error"]
@@ -486,26 +563,40 @@ def test_attack_while_the_box_is_saturated(attack_box, logger):
     """The box's own model overflowing: token ids and restricted data stay, public text goes (named as asked)."""
     sequence = _last_sequence(attack_box)
     with _Saturation(attack_box, "any"):
-        wait_for(lambda: read_entries(_audit_path(attack_box), sequence, 100), timeout_s=60,
-                 what="the long generation's audit record")
-        response, arrived, record = _attempt(attack_box, logger, "/v1/completions",
-                                             {"model": MODEL, "prompt": [504, 314, 253], "max_tokens": 2})
+        wait_for(
+            lambda: read_entries(_audit_path(attack_box), sequence, 100),
+            timeout_s=60,
+            what="the long generation's audit record",
+        )
+        response, arrived, record = _attempt(
+            attack_box, logger, "/v1/completions", {"model": MODEL, "prompt": [504, 314, 253], "max_tokens": 2}
+        )
         assert arrived == [] and response.status_code == 429, response.text
         assert (record.route, record.reason) == ("refused", "token_prompt")
-        response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions",
-                                             _chat_body("Name a colour.", model=MODEL, stop=["4111.1111.1111.1111"]))
+        response, arrived, record = _attempt(
+            attack_box,
+            logger,
+            "/v1/chat/completions",
+            _chat_body("Name a colour.", model=MODEL, stop=["4111.1111.1111.1111"]),
+        )
         assert arrived == [] and response.status_code == 429, response.text
         assert (record.data_class, record.route) == ("restricted", "refused")
-        response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions",
-                                             _chat_body("Name a colour of the sea.", model=MODEL))
+        response, arrived, record = _attempt(
+            attack_box, logger, "/v1/chat/completions", _chat_body("Name a colour of the sea.", model=MODEL)
+        )
         assert response.status_code == 200 and record.route == "upstream:logger", response.text
         (received,) = arrived
         assert json.loads(received["body"])["model"] == MODEL
 
 
 def test_attack_a_model_no_upstream_lists_is_404_model_not_found(attack_box, logger):
-    response, arrived, _ = _attempt(attack_box, logger, "/v1/chat/completions",
-                                    _chat_body("Name one colour of the sea.", model="gpt-4o"), audited=False)
+    response, arrived, _ = _attempt(
+        attack_box,
+        logger,
+        "/v1/chat/completions",
+        _chat_body("Name one colour of the sea.", model="gpt-4o"),
+        audited=False,
+    )
     assert arrived == [] and response.status_code == 404, response.text
     error = response.json()["error"]
     assert (error["code"], error["param"], error["type"]) == ("model_not_found", "model", "invalid_request_error")
@@ -532,8 +623,14 @@ def test_internal_data_arrives_redacted_and_public_data_intact(attack_box, logge
         assert response.status_code == 200 and record.route == "upstream:logger", response.text
         (received,) = arrived
         assert json.loads(received["body"]) == {
-            "model": asked, "messages": [{"role": "user", "content": public}], "max_tokens": 4,
-            "temperature": 0.7, "top_k": 5, "seed": 3, "stream": model == CLOUD}
+            "model": asked,
+            "messages": [{"role": "user", "content": public}],
+            "max_tokens": 4,
+            "temperature": 0.7,
+            "top_k": 5,
+            "seed": 3,
+            "stream": model == CLOUD,
+        }
 
 
 def test_the_upstream_log_holds_no_card_iban_or_ssn_in_any_request(attack_box, logger):

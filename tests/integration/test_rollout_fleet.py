@@ -9,7 +9,7 @@ import threading
 import httpx
 
 from agent_process import start_agent
-from central_process import edgefleet_cli, create_token, wait_for
+from central_process import create_token, edgefleet_cli, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
@@ -44,6 +44,7 @@ def test_canary_rollout_then_automatic_rollback(fleet, tmp_path):
         with central.admin() as admin:
             listed = admin.call("ListNodes", admin_pb2.ListNodesRequest()).nodes
         return all(n.status.activation.model.version == version and n.status.activation.state == 4 for n in listed)
+
     wait_for(lambda: all_on("1.0.0"), timeout_s=180, what="every node ACTIVE on chat@1.0.0")
 
     stop, failures, answered = threading.Event(), [], []
@@ -52,8 +53,11 @@ def test_canary_rollout_then_automatic_rollback(fleet, tmp_path):
         with httpx.Client(timeout=120) as client:
             i = 0
             while not stop.is_set():
-                r = client.post(agent.base_url + "/v1/completions", headers={"Cache-Control": "no-store"},
-                                json={"model": "chat", "prompt": f"Item {i}:", "max_tokens": 4})
+                r = client.post(
+                    agent.base_url + "/v1/completions",
+                    headers={"Cache-Control": "no-store"},
+                    json={"model": "chat", "prompt": f"Item {i}:", "max_tokens": 4},
+                )
                 (answered if r.status_code == 200 else failures).append(r)
                 i += 1
 
@@ -61,20 +65,60 @@ def test_canary_rollout_then_automatic_rollback(fleet, tmp_path):
     for t in loaders:
         t.start()
     try:
-        started = json.loads(edgefleet_cli(central, "rollout", "start", "chat@1.1.0", "--selector", "region=eu",
-                                 "--canary", "33", "--steps", "100", "--bake", "2s", "--max-p99-ms", "120000", "--json"))
+        started = json.loads(
+            edgefleet_cli(
+                central,
+                "rollout",
+                "start",
+                "chat@1.1.0",
+                "--selector",
+                "region=eu",
+                "--canary",
+                "33",
+                "--steps",
+                "100",
+                "--bake",
+                "2s",
+                "--max-p99-ms",
+                "120000",
+                "--json",
+            )
+        )
         assert started["phase"] == "RUNNING"
         canary = [n["node"] for n in started["nodes"] if n["in_step"]]
         assert len(canary) == 1 and [n["desired"] for n in started["nodes"] if not n["in_step"]] == ["1.0.0"] * 2
-        done = wait_for(lambda: (r := rollout(central, started["rollout"])).phase in ("COMPLETED", "ROLLED_BACK")
-                        and r, timeout_s=300, what="the rollout of chat@1.1.0 to finish")
+        done = wait_for(
+            lambda: (r := rollout(central, started["rollout"])).phase in ("COMPLETED", "ROLLED_BACK") and r,
+            timeout_s=300,
+            what="the rollout of chat@1.1.0 to finish",
+        )
         assert done.phase == "COMPLETED", done.reason
         wait_for(lambda: all_on("1.1.0"), timeout_s=120, what="every node ACTIVE on chat@1.1.0")
 
-        bad = json.loads(edgefleet_cli(central, "rollout", "start", "chat@9.9.9", "--selector", "region=eu",
-                             "--canary", "33", "--steps", "100", "--bake", "2s", "--max-p99-ms", "120000", "--json"))
-        ended = wait_for(lambda: (r := rollout(central, bad["rollout"])).phase in ("COMPLETED", "ROLLED_BACK") and r,
-                         timeout_s=180, what="the broken rollout to end")
+        bad = json.loads(
+            edgefleet_cli(
+                central,
+                "rollout",
+                "start",
+                "chat@9.9.9",
+                "--selector",
+                "region=eu",
+                "--canary",
+                "33",
+                "--steps",
+                "100",
+                "--bake",
+                "2s",
+                "--max-p99-ms",
+                "120000",
+                "--json",
+            )
+        )
+        ended = wait_for(
+            lambda: (r := rollout(central, bad["rollout"])).phase in ("COMPLETED", "ROLLED_BACK") and r,
+            timeout_s=180,
+            what="the broken rollout to end",
+        )
     finally:
         stop.set()
         for t in loaders:

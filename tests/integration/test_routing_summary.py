@@ -31,17 +31,36 @@ def central(tmp_path_factory):
 
 def _decide(audit, data_class, route, n):
     for i in range(n):
-        audit.record(RoutingRecord(time.time(), "tenant-a", "chat", data_class, (), route,
-                                   "local" if route == "local" else "queue_full", 200,
-                                   audit.prompt_hash(f"{data_class} prompt {i}")))
+        audit.record(
+            RoutingRecord(
+                time.time(),
+                "tenant-a",
+                "chat",
+                data_class,
+                (),
+                route,
+                "local" if route == "local" else "queue_full",
+                200,
+                audit.prompt_hash(f"{data_class} prompt {i}"),
+            )
+        )
 
 
 def _status(audit):
     """What the daemon's status source sends: this beat's counts and the chain's head."""
     system = SystemSample(0.0, 2, 0.0, 0, 0, 0, 0, (), ())
     window = InferenceWindow(15.0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0)
-    return encode_status("test", ModelInfo("m", "1", "0" * 64), system, window, 0, 0, 1.0, time.time(),
-                         routing=(audit.take_summary(), audit.head))
+    return encode_status(
+        "test",
+        ModelInfo("m", "1", "0" * 64),
+        system,
+        window,
+        0,
+        0,
+        1.0,
+        time.time(),
+        routing=(audit.take_summary(), audit.head),
+    )
 
 
 def test_heartbeat_summaries_add_up_per_node_in_edgefleet_audit_routing(central, tmp_path):
@@ -67,9 +86,11 @@ def test_heartbeat_summaries_add_up_per_node_in_edgefleet_audit_routing(central,
 
         [node] = json.loads(edgefleet_cli(central, "audit", "routing", "--json"))
         assert node["node_id"] == identity.node_id and node["hostname"]
-        assert node["counts"] == [{"data_class": "public", "route": "local", "requests": 6},
-                                  {"data_class": "public", "route": "upstream:cloud", "requests": 2},
-                                  {"data_class": "restricted", "route": "refused", "requests": 3}]
+        assert node["counts"] == [
+            {"data_class": "public", "route": "local", "requests": 6},
+            {"data_class": "public", "route": "upstream:cloud", "requests": 2},
+            {"data_class": "restricted", "route": "refused", "requests": 3},
+        ]
         assert (node["audit_sequence"], node["audit_head_hash"]) == audit.head, "the box's chain, pinned centrally"
 
         table = edgefleet_cli(central, "audit", "routing", "--node", identity.node_id)
@@ -85,10 +106,14 @@ def test_heartbeat_summaries_add_up_per_node_in_edgefleet_audit_routing(central,
 def test_routing_totals_are_refused_to_a_node_certificate(central, tmp_path):
     token = create_token(central)
     identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / "box"))
-    with channels.mtls_channel(central.fleet_address, identity.ca_pem, identity.certificate_pem,
-                               identity.key_pem) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            admin_pb2_grpc.AdminServiceStub(channel).ListRoutingTotals(
-                admin_pb2.ListRoutingTotalsRequest(node_id=identity.node_id), timeout=10)
+    with (
+        channels.mtls_channel(
+            central.fleet_address, identity.ca_pem, identity.certificate_pem, identity.key_pem
+        ) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        admin_pb2_grpc.AdminServiceStub(channel).ListRoutingTotals(
+            admin_pb2.ListRoutingTotalsRequest(node_id=identity.node_id), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "no routing reported" in edgefleet_cli(central, "audit", "routing", "--node", identity.node_id)

@@ -60,7 +60,7 @@ class Notifications:
         while not self._closed:
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -73,16 +73,19 @@ class Notifications:
 
     def wait_for(self, pattern: str, after: float = 0.0, timeout_s: float = 60.0) -> tuple[float, str]:
         """The first message at or after `after` with a line matching `pattern`."""
+
         def find():
             for t, text in self.all():
                 if t >= after and any(re.fullmatch(pattern, line) for line in text.split("\n")):
                     return t, text
             return None
+
         return wait_for(find, timeout_s, 0.02, f"a notification matching {pattern!r}")
 
     def statuses(self) -> list[str]:
-        return [line[len("STATUS="):] for _, text in self.all() for line in text.split("\n")
-                if line.startswith("STATUS=")]
+        return [
+            line[len("STATUS=") :] for _, text in self.all() for line in text.split("\n") if line.startswith("STATUS=")
+        ]
 
     def pings(self, start: float = 0.0, end: float = math.inf) -> list[float]:
         return [t for t, text in self.all() if "WATCHDOG=1" in text.split("\n") and start <= t <= end]
@@ -102,12 +105,24 @@ def notifications():
     n.close()
 
 
-def stream_completion(base_url: str, started: threading.Event, max_tokens: int,
-                      arrivals: list[float] | None = None, close: threading.Event | None = None) -> dict:
+def stream_completion(
+    base_url: str,
+    started: threading.Event,
+    max_tokens: int,
+    arrivals: list[float] | None = None,
+    close: threading.Event | None = None,
+) -> dict:
     """A streamed completion of max_tokens tokens; sets `started` at the first token, appends each token's arrival
     time to `arrivals`, and closes the stream early (done stays False) once `close` is set."""
-    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": max_tokens, "stream": True, "ignore_eos": True,
-            "temperature": 0.0, "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": max_tokens,
+        "stream": True,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream_options": {"include_usage": True},
+    }
     chunks, usage, done, finish = [], None, False, None
     with httpx.stream("POST", base_url + "/v1/completions", json=body, timeout=180) as response:
         assert response.status_code == 200, response.read()
@@ -117,7 +132,7 @@ def stream_completion(base_url: str, started: threading.Event, max_tokens: int,
             if line == "data: [DONE]":
                 done = True
                 break
-            event = json.loads(line[len("data: "):])
+            event = json.loads(line[len("data: ") :])
             assert "error" not in event, event
             if event.get("usage"):
                 usage = event["usage"]
@@ -133,16 +148,20 @@ def stream_completion(base_url: str, started: threading.Event, max_tokens: int,
 
 
 def complete(base_url: str, prompt: str, **extra) -> httpx.Response:
-    return httpx.post(base_url + "/v1/completions", timeout=120,
-                      json={"model": MODEL, "prompt": prompt, "max_tokens": 2, "temperature": 0.0, **extra})
+    return httpx.post(
+        base_url + "/v1/completions",
+        timeout=120,
+        json={"model": MODEL, "prompt": prompt, "max_tokens": 2, "temperature": 0.0, **extra},
+    )
 
 
 def test_agent_ready_status_watchdog_and_a_draining_sigterm(tmp_path, notifications):
     # One engine thread: with two on a 2-core box beside another busy process, llama.cpp's OpenMP workers
     # spin and starve the event loop that streams the tokens (measured here: 150 tokens/s quiet, under 4 during
     # the drain with one CPU-bound process beside it), and the 100-token stream outlasted the 30 s drain.
-    agent = start_agent(tmp_path / "agent", sections={"model": {"n_threads": 1}}, env=notifications.env,
-                        wait_ready=False)
+    agent = start_agent(
+        tmp_path / "agent", sections={"model": {"n_threads": 1}}, env=notifications.env, wait_ready=False
+    )
     try:
         readyz = []  # (sent, status)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -192,8 +211,9 @@ def _assert_watchdog_cadence(notifications: Notifications, since: float, count: 
     """The first `count` pings after `since` come every 0.5 s or so (WATCHDOG_USEC=1000000): the median gap is
     within what systemd's WatchdogSec=1s accepts. Waited for, not counted in a fixed window, so a busy machine
     that delays the test's own receiving thread does not fail it."""
-    pings = wait_for(lambda: (p := notifications.pings(since))[count - 1:] and p[:count], 60, 0.05,
-                     f"{count} watchdog pings")
+    pings = wait_for(
+        lambda: (p := notifications.pings(since))[count - 1 :] and p[:count], 60, 0.05, f"{count} watchdog pings"
+    )
     assert 0.25 <= statistics.median(b - a for a, b in itertools.pairwise(pings)) <= 1.0, pings
 
 
@@ -238,8 +258,12 @@ def test_a_stalled_serving_loop_stops_the_watchdog_pings(tmp_path, notifications
             sent = time.monotonic()
             answer = pool.submit(complete, agent.base_url, "Name a colour.")
             # The loop is stalled once no ping has come for 2 s (they come every 0.5 s): then let it go.
-            wait_for(lambda: time.monotonic() - max(notifications.pings() or [sent]) >= 2.0, timeout_s=60,
-                     interval_s=0.05, what="the pings to stop while the cache write waits on the lock")
+            wait_for(
+                lambda: time.monotonic() - max(notifications.pings() or [sent]) >= 2.0,
+                timeout_s=60,
+                interval_s=0.05,
+                what="the pings to stop while the cache write waits on the lock",
+            )
             blocker.execute("ROLLBACK")
             released = time.monotonic()
             assert answer.result(timeout=60).status_code == 200  # the stalled request itself is answered
@@ -256,8 +280,10 @@ def test_a_stalled_serving_loop_stops_the_watchdog_pings(tmp_path, notifications
 
 def test_sighup_reloads_live_settings_while_a_stream_is_in_flight(tmp_path, notifications):
     data_dir = tmp_path / "agent"
-    sections = {"cache": {"max_bytes": 1_000_000},
-                "policy.custom": [{"name": "project", "data_class": "restricted", "keywords": ["bluebird"]}]}
+    sections = {
+        "cache": {"max_bytes": 1_000_000},
+        "policy.custom": [{"name": "project", "data_class": "restricted", "keywords": ["bluebird"]}],
+    }
     agent = start_agent(data_dir, sections=sections, env=notifications.env)
     config = data_dir / "agent.toml"
     try:
@@ -270,15 +296,23 @@ def test_sighup_reloads_live_settings_while_a_stream_is_in_flight(tmp_path, noti
         with ThreadPoolExecutor(1) as pool:
             stream = pool.submit(stream_completion, agent.base_url, started, OPEN_STREAM_TOKENS, arrivals, close)
             assert started.wait(60), "the stream never started"
-            assert any(re.fullmatch(rf"serving {MODEL} on .*: 1 in flight, 0 queued", s)
-                       for s in _wait_statuses(notifications, "1 in flight"))
-            write_config(config, {
-                "server": {"listen": "127.0.0.1:0"},
-                "model": {"n_parallel": 4},
-                "cache": {"max_bytes": 1},
-                "policy.custom": [{"name": "project", "data_class": "restricted", "keywords": ["bluebird"]},
-                                  {"name": "travel", "data_class": "internal", "keywords": ["zanzibar"]}],
-            }, {"data_dir": str(data_dir), "log_level": "debug"})
+            assert any(
+                re.fullmatch(rf"serving {MODEL} on .*: 1 in flight, 0 queued", s)
+                for s in _wait_statuses(notifications, "1 in flight")
+            )
+            write_config(
+                config,
+                {
+                    "server": {"listen": "127.0.0.1:0"},
+                    "model": {"n_parallel": 4},
+                    "cache": {"max_bytes": 1},
+                    "policy.custom": [
+                        {"name": "project", "data_class": "restricted", "keywords": ["bluebird"]},
+                        {"name": "travel", "data_class": "internal", "keywords": ["zanzibar"]},
+                    ],
+                },
+                {"data_dir": str(data_dir), "log_level": "debug"},
+            )
             hup_at = time.monotonic()
             os.kill(agent.pid, signal.SIGHUP)
             reloading_at, reloading = notifications.wait_for("RELOADING=1", after=hup_at, timeout_s=60)
@@ -321,16 +355,26 @@ def test_central_ready_status_watchdog_reload_and_stop(tmp_path, notifications):
     central = start_central(tmp_path / "central", "--heartbeat-interval", "2s", env=notifications.env)
     try:
         ready_at, ready = notifications.wait_for("READY=1", timeout_s=60)
-        assert (f"STATUS=serving fleet API on {central.fleet_address}, enrollment on {central.enroll_address}; "
-                "0 nodes online (of 0)") in ready.split("\n")
+        assert (
+            f"STATUS=serving fleet API on {central.fleet_address}, enrollment on {central.enroll_address}; "
+            "0 nodes online (of 0)"
+        ) in ready.split("\n")
         _assert_watchdog_cadence(notifications, ready_at, count=4)
 
         token = create_token(central)
         identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / "box"))
         client = FleetClient(identity, rpc_timeout_s=10)
         try:
-            status = encode_status("test", ModelInfo("m", "1", "0" * 64), SystemSample(0.0, 2, 0.0, 0, 0, 0, 0, (), ()),
-                                   InferenceWindow(15.0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0), 0, 0, 1.0, time.time())
+            status = encode_status(
+                "test",
+                ModelInfo("m", "1", "0" * 64),
+                SystemSample(0.0, 2, 0.0, 0, 0, 0, 0, (), ()),
+                InferenceWindow(15.0, 0, 0, 0, 0.0, 0.0, 0.0, 0, 0),
+                0,
+                0,
+                1.0,
+                time.time(),
+            )
             beating = threading.Event()
 
             def beat():

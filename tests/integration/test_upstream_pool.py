@@ -24,8 +24,10 @@ LONG = {"model": SMOL, "prompt": "Once upon a time", "max_tokens": 1500, "temper
 @pytest.fixture(scope="module")
 def busy_agent(tmp_path_factory):
     """One sequence slot and no queue: while one generation runs, every other request gets 429 at once."""
-    agent = start_agent(tmp_path_factory.mktemp("busy"),
-                        sections={"model": {"n_parallel": 1}, "scheduler": {"max_queue": 0, "retry_after_s": 1}})
+    agent = start_agent(
+        tmp_path_factory.mktemp("busy"),
+        sections={"model": {"n_parallel": 1}, "scheduler": {"max_queue": 0, "retry_after_s": 1}},
+    )
     yield agent
     agent.stop()
 
@@ -69,12 +71,14 @@ class ManualClock:
 
 def run(scenario, *configs, environ=None, clock=time.monotonic):
     """Run ``scenario(pool)`` on a fresh pool of ``configs`` in its own event loop; the pool is closed after."""
+
     async def main():
         pool = UpstreamPool(configs, clock=clock, environ=environ or {})
         try:
             return await scenario(pool)
         finally:
             await pool.aclose()
+
     return asyncio.run(main())
 
 
@@ -126,7 +130,7 @@ class Relay:
         while self._listener is listener:
             try:
                 conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -286,8 +290,12 @@ def test_slow_answer_times_out_counts_as_a_failure_and_the_next_upstream_answers
 
     # "steady" waits as long as the whole answer takes (on a busy 2-core box that can pass its default 60 s), and
     # the breakers' clock stands still meanwhile, so "slow" is still open however long that was.
-    reply, states = run(scenario, upstream("slow", at(smol_agent), timeout_s=0.05, retries=0, failure_threshold=1),
-                        upstream("steady", at(smol_agent), timeout_s=300.0), clock=ManualClock())
+    reply, states = run(
+        scenario,
+        upstream("slow", at(smol_agent), timeout_s=0.05, retries=0, failure_threshold=1),
+        upstream("steady", at(smol_agent), timeout_s=300.0),
+        clock=ManualClock(),
+    )
     assert reply.upstream == "steady" and reply.status == 200
     assert json.loads(reply.body)["usage"]["completion_tokens"] == 50
     assert states == {"slow": "open", "steady": "closed"}
@@ -303,8 +311,9 @@ def test_the_request_deadline_bounds_every_attempt_and_is_no_fault_of_the_upstre
             await pool.forward(["steady", "other"], "/completions", LONG, False, started + 0.5)
         return str(caught.value), time.monotonic() - started, pool.states(), pool._upstreams["steady"].breaker.failures
 
-    message, took, states, failures = run(scenario, upstream("steady", at(smol_agent), failure_threshold=1),
-                                          upstream("other", at(smol_agent)))
+    message, took, states, failures = run(
+        scenario, upstream("steady", at(smol_agent), failure_threshold=1), upstream("other", at(smol_agent))
+    )
     assert message == "steady: deadline passed; other: deadline passed"
     # Returned at the deadline, not after the whole answer: the agent stopped generating when the attempt was
     # dropped. The time bound only catches a hang; how soon after 0.5 s depends on the machine's load.
@@ -327,30 +336,39 @@ def test_429_from_a_saturated_agent_is_retried_then_falls_over(busy_agent, smol_
             await pool.forward(["busy"], "/chat/completions", CHAT, False, soon())
         return caught.value
 
-    with httpx.Client(timeout=60) as client, \
-            client.stream("POST", busy_agent.base_url + "/v1/completions", json={**LONG, "stream": True}) as held:
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", busy_agent.base_url + "/v1/completions", json={**LONG, "stream": True}) as held,
+    ):
         assert held.status_code == 200
         assert wait_for(lambda: busy_agent.metrics()["edgefleet_inflight_requests"] == 1)
         with caplog.at_level(logging.INFO, logger="edge_agent.upstream"):
-            reply, states = run(fall_over, upstream("busy", at(busy_agent), retries=1, failure_threshold=2),
-                                upstream("good", at(smol_agent)))
+            reply, states = run(
+                fall_over,
+                upstream("busy", at(busy_agent), retries=1, failure_threshold=2),
+                upstream("good", at(smol_agent)),
+            )
         error = run(only_busy, upstream("busy", at(busy_agent), retries=0))
     assert reply.upstream == "good" and reply.status == 200
     assert states == {"busy": "open", "good": "closed"}
     attempts = [r.getMessage() for r in caplog.records if "attempt" in r.getMessage()]
-    assert attempts == ["upstream busy: attempt 1 of 2 failed: HTTP 429",
-                        "upstream busy: attempt 2 of 2 failed: HTTP 429"]
+    assert attempts == [
+        "upstream busy: attempt 1 of 2 failed: HTTP 429",
+        "upstream busy: attempt 2 of 2 failed: HTTP 429",
+    ]
     assert str(error) == "busy: HTTP 429" and error.failures == {"busy": "HTTP 429"}
 
 
 def test_a_4xx_is_the_clients_answer_not_retried_nor_a_failure(smol_agent):
     async def scenario(pool):
-        reply = await pool.forward(["first", "second"], "/chat/completions", {"model": SMOL, "messages": "hi"},
-                                   False, soon())
+        reply = await pool.forward(
+            ["first", "second"], "/chat/completions", {"model": SMOL, "messages": "hi"}, False, soon()
+        )
         return reply, pool.states(), pool._upstreams["first"].breaker.failures
 
-    reply, states, failures = run(scenario, upstream("first", at(smol_agent), failure_threshold=1),
-                                  upstream("second", at(smol_agent)))
+    reply, states, failures = run(
+        scenario, upstream("first", at(smol_agent), failure_threshold=1), upstream("second", at(smol_agent))
+    )
     assert reply.upstream == "first" and reply.status == 400
     assert json.loads(reply.body)["error"]["type"] == "invalid_request_error"
     assert states == {"first": "closed", "second": "closed"} and failures == 0
@@ -368,8 +386,11 @@ def test_every_upstream_failing_raises_upstream_error_naming_each():
             errors.append(caught.value)
         return errors
 
-    first, second = run(scenario, upstream("a", closed_port(), failure_threshold=2),
-                        upstream("b", closed_port(), retries=0, failure_threshold=1))
+    first, second = run(
+        scenario,
+        upstream("a", closed_port(), failure_threshold=2),
+        upstream("b", closed_port(), retries=0, failure_threshold=1),
+    )
     assert str(first) == "a: connection refused; b: connection refused"
     assert str(second) == "a: circuit open; b: circuit open"
     assert second.failures == {"a": "circuit open", "b": "circuit open"}
@@ -395,8 +416,11 @@ def test_health_checks_mark_a_dead_upstream_unhealthy_and_a_returning_one_health
     try:
         # Checks every 1 s (each may take that long to answer) and an open period of 3 s: while the relay is
         # down each failed check re-opens the circuit before it could turn half_open, on any machine.
-        seen = run(scenario, upstream("dead", relay.port, failure_threshold=1, open_s=3.0, health_interval_s=1.0),
-                   upstream("live", at(smol_agent), health_interval_s=5.0))
+        seen = run(
+            scenario,
+            upstream("dead", relay.port, failure_threshold=1, open_s=3.0, health_interval_s=1.0),
+            upstream("live", at(smol_agent), health_interval_s=5.0),
+        )
     finally:
         relay.stop()
     assert seen == [(["live"], "open"), (["dead", "live"], "closed")]

@@ -8,8 +8,19 @@ import pytest
 
 from edge_agent import access
 from edge_agent.access import (
-    OPEN_TENANT, AccessError, AuthError, Authenticator, Caller, TokenBucket, add_key, exceeds, list_keys,
-    load_keys, refuse_open_listen, retry_after_seconds, revoke_key,
+    OPEN_TENANT,
+    AccessError,
+    Authenticator,
+    AuthError,
+    Caller,
+    TokenBucket,
+    add_key,
+    exceeds,
+    list_keys,
+    load_keys,
+    refuse_open_listen,
+    retry_after_seconds,
+    revoke_key,
 )
 from edge_agent.cli import main
 
@@ -71,9 +82,15 @@ def test_add_key_writes_a_0600_file_without_the_secret(keys_file):
     assert secret not in text and secret[4:] not in text
     document = json.loads(text)
     assert document["version"] == 1
-    assert document["keys"][0] == {"key_id": key.key_id, "tenant": "acme", "max_data_class": "internal",
-                                   "rate_per_s": 5.0, "burst": 7, "created_at": key.created_at,
-                                   "key_sha256": access.hash_secret(secret)}
+    assert document["keys"][0] == {
+        "key_id": key.key_id,
+        "tenant": "acme",
+        "max_data_class": "internal",
+        "rate_per_s": 5.0,
+        "burst": 7,
+        "created_at": key.created_at,
+        "key_sha256": access.hash_secret(secret),
+    }
     assert load_keys(keys_file, CLASSES) == {key.key_sha256: key}
 
 
@@ -92,15 +109,18 @@ def test_list_in_order_added_and_revoke_removes_one(keys_file):
         revoke_key(keys_file, first.key_id)
 
 
-@pytest.mark.parametrize("tenant, max_class, rate, burst, problem", [
-    ("", "public", 1, 1, "tenant"),
-    ("a b", "public", 1, 1, "tenant"),
-    ("x" * 65, "public", 1, 1, "tenant"),
-    ("acme", "secret", 1, 1, "'secret' is not a data class"),
-    ("acme", "public", 0, 1, "rate"),
-    ("acme", "public", float("nan"), 1, "rate"),
-    ("acme", "public", 1, 0, "burst"),
-])
+@pytest.mark.parametrize(
+    "tenant, max_class, rate, burst, problem",
+    [
+        ("", "public", 1, 1, "tenant"),
+        ("a b", "public", 1, 1, "tenant"),
+        ("x" * 65, "public", 1, 1, "tenant"),
+        ("acme", "secret", 1, 1, "'secret' is not a data class"),
+        ("acme", "public", 0, 1, "rate"),
+        ("acme", "public", float("nan"), 1, "rate"),
+        ("acme", "public", 1, 0, "burst"),
+    ],
+)
 def test_add_key_refuses_bad_arguments(keys_file, tenant, max_class, rate, burst, problem):
     with pytest.raises(AccessError, match=problem):
         add_key(keys_file, tenant, max_class, rate, burst, CLASSES)
@@ -108,28 +128,40 @@ def test_add_key_refuses_bad_arguments(keys_file, tenant, max_class, rate, burst
 
 
 def _entry(**changes):
-    entry = {"key_id": "k_0123abcd", "tenant": "acme", "max_data_class": "public", "rate_per_s": 1.0,
-             "burst": 2, "created_at": 1.0, "key_sha256": "ab" * 32}
+    entry = {
+        "key_id": "k_0123abcd",
+        "tenant": "acme",
+        "max_data_class": "public",
+        "rate_per_s": 1.0,
+        "burst": 2,
+        "created_at": 1.0,
+        "key_sha256": "ab" * 32,
+    }
     entry.update(changes)
     return entry
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("{not json", "not valid JSON"),
-    ("[]", "expected a JSON object"),
-    (json.dumps({"version": 2, "keys": []}), "version: expected 1, got 2"),
-    (json.dumps({"version": 1, "keys": {}}), "keys: expected a list"),
-    (json.dumps({"version": 1, "keys": ["x"]}), r"keys\[0\]: expected an object"),
-    (json.dumps({"version": 1, "keys": [{"tenant": "a"}]}), r"keys\[0\]: missing key_id"),
-    (json.dumps({"version": 1, "keys": [_entry(extra=1)]}), r"keys\[0\]: unknown extra"),
-    (json.dumps({"version": 1, "keys": [_entry(), _entry(max_data_class="secret", key_id="k_00000000")]}),
-     r"keys\[1\]\.max_data_class: 'secret' is not a data class"),
-    (json.dumps({"version": 1, "keys": [_entry(rate_per_s=-1)]}), r"keys\[0\]\.rate_per_s: expected a positive"),
-    (json.dumps({"version": 1, "keys": [_entry(burst=1.5)]}), r"keys\[0\]\.burst"),
-    (json.dumps({"version": 1, "keys": [_entry(tenant="")]}), r"keys\[0\]\.tenant"),
-    (json.dumps({"version": 1, "keys": [_entry(key_sha256="secret")]}), r"keys\[0\]\.key_sha256"),
-    (json.dumps({"version": 1, "keys": [_entry(), _entry()]}), r"keys\[1\]\.key_id: 'k_0123abcd' is used twice"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        (json.dumps({"version": 2, "keys": []}), "version: expected 1, got 2"),
+        (json.dumps({"version": 1, "keys": {}}), "keys: expected a list"),
+        (json.dumps({"version": 1, "keys": ["x"]}), r"keys\[0\]: expected an object"),
+        (json.dumps({"version": 1, "keys": [{"tenant": "a"}]}), r"keys\[0\]: missing key_id"),
+        (json.dumps({"version": 1, "keys": [_entry(extra=1)]}), r"keys\[0\]: unknown extra"),
+        (
+            json.dumps({"version": 1, "keys": [_entry(), _entry(max_data_class="secret", key_id="k_00000000")]}),
+            r"keys\[1\]\.max_data_class: 'secret' is not a data class",
+        ),
+        (json.dumps({"version": 1, "keys": [_entry(rate_per_s=-1)]}), r"keys\[0\]\.rate_per_s: expected a positive"),
+        (json.dumps({"version": 1, "keys": [_entry(burst=1.5)]}), r"keys\[0\]\.burst"),
+        (json.dumps({"version": 1, "keys": [_entry(tenant="")]}), r"keys\[0\]\.tenant"),
+        (json.dumps({"version": 1, "keys": [_entry(key_sha256="secret")]}), r"keys\[0\]\.key_sha256"),
+        (json.dumps({"version": 1, "keys": [_entry(), _entry()]}), r"keys\[1\]\.key_id: 'k_0123abcd' is used twice"),
+    ],
+)
 def test_malformed_files_name_the_file_and_the_problem(keys_file, content, problem):
     keys_file.write_text(content)
     with pytest.raises(AccessError, match=problem) as info:
@@ -165,13 +197,16 @@ def test_a_valid_key_gives_its_tenant_and_class(keys_file):
     assert auth.authenticate(f"bearer  {secret} ") == Caller("acme", key.key_id, "internal")
 
 
-@pytest.mark.parametrize("header, code", [
-    (None, "missing_api_key"),
-    ("", "missing_api_key"),
-    ("Basic dXNlcjpwYXNz", "invalid_api_key"),
-    ("Bearer", "invalid_api_key"),
-    ("Bearer efk_unknown", "invalid_api_key"),
-])
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        (None, "missing_api_key"),
+        ("", "missing_api_key"),
+        ("Basic dXNlcjpwYXNz", "invalid_api_key"),
+        ("Bearer", "invalid_api_key"),
+        ("Bearer efk_unknown", "invalid_api_key"),
+    ],
+)
 def test_requests_without_a_valid_key_are_401(keys_file, header, code):
     add_key(keys_file, "acme", "internal", 1, 1, CLASSES)
     auth = Authenticator(keys_file, CLASSES, clock=FakeClock())
@@ -268,10 +303,20 @@ def test_exceeds_follows_the_class_order():
         exceeds("secret", "public", CLASSES)
 
 
-@pytest.mark.parametrize("host, refused", [
-    ("0.0.0.0", True), ("::", True), ("10.0.0.5", True), ("box.example", True),
-    ("127.0.0.1", False), ("127.1.2.3", False), ("::1", False), ("[::1]", False), ("localhost", False),
-])
+@pytest.mark.parametrize(
+    "host, refused",
+    [
+        ("0.0.0.0", True),
+        ("::", True),
+        ("10.0.0.5", True),
+        ("box.example", True),
+        ("127.0.0.1", False),
+        ("127.1.2.3", False),
+        ("::1", False),
+        ("[::1]", False),
+        ("localhost", False),
+    ],
+)
 def test_open_listen_is_refused_beyond_loopback(host, refused):
     reason = refuse_open_listen(host, keys_configured=False, allow_open=False)
     assert (reason is not None) == refused
@@ -301,24 +346,54 @@ def test_cli_add_prints_a_secret_that_authenticates(tmp_path, capsys):
 
 def test_cli_add_json_defaults_to_the_most_sensitive_class_of_the_config(tmp_path, capsys):
     config = tmp_path / "agent.toml"
-    config.write_text('[policy]\ndefault_class = "open"\n'
-                      '[[policy.classes]]\nname = "open"\n[[policy.classes]]\nname = "secret"\n'
-                      '[policy.detectors]\nemail = ""\nphone = ""\ncard = ""\niban = ""\nus_ssn = ""\n')
-    assert main(["keys", "add", "--tenant", "acme", "--rate", "3", "--burst", "4", "--json",
-                 "--config", str(config), "--data-dir", str(tmp_path)]) == 0
+    config.write_text(
+        '[policy]\ndefault_class = "open"\n'
+        '[[policy.classes]]\nname = "open"\n[[policy.classes]]\nname = "secret"\n'
+        '[policy.detectors]\nemail = ""\nphone = ""\ncard = ""\niban = ""\nus_ssn = ""\n'
+    )
+    assert (
+        main(
+            [
+                "keys",
+                "add",
+                "--tenant",
+                "acme",
+                "--rate",
+                "3",
+                "--burst",
+                "4",
+                "--json",
+                "--config",
+                str(config),
+                "--data-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     added = json.loads(capsys.readouterr().out)
     assert (added["max_data_class"], added["rate_per_s"], added["burst"]) == ("secret", 3.0, 4)
     assert "key_sha256" not in added
-    assert Authenticator(tmp_path / "api-keys.json", ["open", "secret"]).authenticate(
-        f"Bearer {added['secret']}").key_id == added["key_id"]
+    assert (
+        Authenticator(tmp_path / "api-keys.json", ["open", "secret"]).authenticate(f"Bearer {added['secret']}").key_id
+        == added["key_id"]
+    )
 
 
 def test_cli_list_json_shows_no_hash_or_secret(tmp_path, capsys):
     secret, key = add_key(tmp_path / "api-keys.json", "acme", "public", 2, 3, CLASSES)
     assert main(["keys", "list", "--json", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert json.loads(out) == [{"key_id": key.key_id, "tenant": "acme", "max_data_class": "public",
-                                "rate_per_s": 2.0, "burst": 3, "created_at": key.created_at}]
+    assert json.loads(out) == [
+        {
+            "key_id": key.key_id,
+            "tenant": "acme",
+            "max_data_class": "public",
+            "rate_per_s": 2.0,
+            "burst": 3,
+            "created_at": key.created_at,
+        }
+    ]
     assert key.key_sha256 not in out and secret not in out
     assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
     table = capsys.readouterr().out.splitlines()

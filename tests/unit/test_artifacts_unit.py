@@ -24,13 +24,15 @@ def slots(tmp_path, key):
 
 
 def signed(slots, key, data, version="1"):
-    m = manifest.Manifest(name="unit", version=version, format="onnx", sha256=hashlib.sha256(data).hexdigest(),
-                          size=len(data))
+    m = manifest.Manifest(
+        name="unit", version=version, format="onnx", sha256=hashlib.sha256(data).hexdigest(), size=len(data)
+    )
     return slots.verify_manifest(*manifest.sign(m, key))
 
 
 def serve(data, offsets=None, fail_after=None, shift=0, extra=b""):
     """chunks_from over data (+ extra past the end); raises ConnectionError after fail_after chunks."""
+
     def chunks_from(offset):
         if offsets is not None:
             offsets.append(offset)
@@ -38,7 +40,8 @@ def serve(data, offsets=None, fail_after=None, shift=0, extra=b""):
         for i, start in enumerate(range(offset, len(blob), CHUNK)):
             if i == fail_after:
                 raise ConnectionError("the network went away")
-            yield start + (shift if i == 1 else 0), blob[start:start + CHUNK], len(blob)
+            yield start + (shift if i == 1 else 0), blob[start : start + CHUNK], len(blob)
+
     return chunks_from
 
 
@@ -72,11 +75,14 @@ def test_a_part_of_another_model_is_discarded(slots, key):
     assert offsets == [0]
 
 
-@pytest.mark.parametrize("source, reason", [
-    (lambda d: serve(d, shift=5), f"chunk at offset {CHUNK + 5}, expected {CHUNK}"),
-    (lambda d: serve(d, extra=b"more"), "oversize: more than the manifest's"),
-    (lambda d: serve(d[:-10]), "truncated: got"),
-])
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        (lambda d: serve(d, shift=5), f"chunk at offset {CHUNK + 5}, expected {CHUNK}"),
+        (lambda d: serve(d, extra=b"more"), "oversize: more than the manifest's"),
+        (lambda d: serve(d[:-10]), "truncated: got"),
+    ],
+)
 def test_a_bad_stream_is_refused_and_nothing_is_kept(slots, key, source, reason):
     data = os.urandom(3 * CHUNK)
     with pytest.raises(ArtifactError, match=reason):

@@ -1,7 +1,6 @@
 from edge_agent.cache_policy import cache_decision, cache_key
 
-BASE = {"model": "m", "prompt": "hi", "max_tokens": 8, "temperature": 0.0, "seed": None, "stream": False,
-        "user": None}
+BASE = {"model": "m", "prompt": "hi", "max_tokens": 8, "temperature": 0.0, "seed": None, "stream": False, "user": None}
 
 
 def test_greedy_requests_are_looked_up_and_stored():

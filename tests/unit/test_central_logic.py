@@ -10,8 +10,8 @@ from central import audit, liveness, tokens
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import NodeRecord, TokenRecord
 from edge_agent.control import policy
-from edgefleet.backoff import backoff_delay
 from edgefleet import pki
+from edgefleet.backoff import backoff_delay
 from edgefleet.durations import format_duration, parse_duration
 
 
@@ -54,8 +54,14 @@ def test_labels_parse_validate_and_format():
     assert parse_labels("region=eu, site=fra") == {"region": "eu", "site": "fra"}
     assert parse_labels("") == {}
     assert format_labels({"site": "fra", "region": "eu"}) == "region=eu,site=fra"
-    for bad, message in [("region", "key=value"), ("Region=eu", "lowercase"), ("a=b,a=c", "twice"),
-                         ("region=e u", "value"), ("region=", "value"), ("x=" + "v" * 64, "value")]:
+    for bad, message in [
+        ("region", "key=value"),
+        ("Region=eu", "lowercase"),
+        ("a=b,a=c", "twice"),
+        ("region=e u", "value"),
+        ("region=", "value"),
+        ("x=" + "v" * 64, "value"),
+    ]:
         with pytest.raises(LabelError, match=message):
             parse_labels(bad)
 
@@ -82,8 +88,13 @@ def test_node_liveness():
 def test_identity_uris():
     assert pki.parse_identity_uri("spiffe://edgefleet/node/node-1") == pki.Identity("node", "node-1")
     assert pki.Identity("admin", "ops").uri == "spiffe://edgefleet/admin/ops"
-    for bad in ("spiffe://other/node/x", "spiffe://edgefleet/root/x", "spiffe://edgefleet/node/",
-                "spiffe://edgefleet/node/a/b", "https://edgefleet/node/x"):
+    for bad in (
+        "spiffe://other/node/x",
+        "spiffe://edgefleet/root/x",
+        "spiffe://edgefleet/node/",
+        "spiffe://edgefleet/node/a/b",
+        "https://edgefleet/node/x",
+    ):
         assert pki.parse_identity_uri(bad) is None
 
 
@@ -91,11 +102,12 @@ def test_certificates_carry_the_identity_and_fingerprints_normalize():
     ca_key, ca = pki.create_ca()
     key = pki.generate_key()
     now = pki.utcnow()
-    cert = pki.issue_certificate(ca_key, ca, key.public_key(), pki.Identity("node", "n1"),
-                                 not_before=now, not_after=now + dt.timedelta(days=30))
+    cert = pki.issue_certificate(
+        ca_key, ca, key.public_key(), pki.Identity("node", "n1"), not_before=now, not_after=now + dt.timedelta(days=30)
+    )
     assert pki.identity_of(cert) == pki.Identity("node", "n1")
     fp = pki.fingerprint(ca)
-    colons = "SHA256:" + ":".join(fp[7:][i:i + 2].upper() for i in range(0, 64, 2))
+    colons = "SHA256:" + ":".join(fp[7:][i : i + 2].upper() for i in range(0, 64, 2))
     assert pki.normalize_fingerprint(colons) == fp
     for bad in ("md5:abc", "sha256:xyz", fp[:-2]):
         with pytest.raises(pki.PkiError):
@@ -116,7 +128,7 @@ def test_backoff_grows_with_jitter_and_is_capped():
     assert backoff_delay(4, 1.0, 60.0, 0.0) == 4.0
     assert backoff_delay(50, 1.0, 60.0, 0.999) <= 60.0
     assert backoff_delay(50, 1.0, 60.0, 0.0) == 30.0
-    assert 13.5 <= policy.heartbeat_delay(15.0, 0.0) and policy.heartbeat_delay(15.0, 0.999) < 16.5
+    assert policy.heartbeat_delay(15.0, 0.0) >= 13.5 and policy.heartbeat_delay(15.0, 0.999) < 16.5
 
 
 def test_control_state():

@@ -40,12 +40,22 @@ def test_documented_example_config_loads():
         ({"policy": {"detectors": {"email": "secret"}}}, "policy.detectors.email: 'secret' is not a data class"),
         ({"policy": {"detectors": {"fax": "public"}}}, "policy.detectors.fax: unknown key"),
         ({"policy": {"custom": [{"name": "x", "data_class": "public"}]}}, r"policy.custom\[0\]: set pattern"),
-        ({"policy": {"custom": [{"name": "email", "data_class": "public", "keywords": ["a"]}]}}, "unique among detectors"),
-        ({"policy": {"custom": [{"name": "x", "data_class": "public", "pattern": "("}]}}, r"policy.custom\[0\].pattern: RE2 cannot compile"),
-        ({"policy": {"custom": [{"name": "x", "data_class": "public", "pattern": r"(a)\1"}]}},
-         r"policy.custom\[0\].pattern: RE2 cannot compile .*backreferences"),
-        ({"policy": {"custom": [{"name": "x", "data_class": "public", "pattern": r"(?<=x)y"}]}},
-         r"policy.custom\[0\].pattern: RE2 cannot compile"),
+        (
+            {"policy": {"custom": [{"name": "email", "data_class": "public", "keywords": ["a"]}]}},
+            "unique among detectors",
+        ),
+        (
+            {"policy": {"custom": [{"name": "x", "data_class": "public", "pattern": "("}]}},
+            r"policy.custom\[0\].pattern: RE2 cannot compile",
+        ),
+        (
+            {"policy": {"custom": [{"name": "x", "data_class": "public", "pattern": r"(a)\1"}]}},
+            r"policy.custom\[0\].pattern: RE2 cannot compile .*backreferences",
+        ),
+        (
+            {"policy": {"custom": [{"name": "x", "data_class": "public", "pattern": r"(?<=x)y"}]}},
+            r"policy.custom\[0\].pattern: RE2 cannot compile",
+        ),
         ({"policy": {"phone_regions": ["XX"]}}, r"policy.phone_regions: 'XX' is not a region code"),
         ({"policy": {"custom": [{"name": "x", "data_class": "public", "pattern": "a?"}]}}, "matches the empty string"),
         ({"policy": {"custom": [{"name": "x", "data_class": "public", "keywords": [" "]}]}}, "empty keywords"),
@@ -58,13 +68,21 @@ def test_documented_example_config_loads():
         ({"upstreams": [{"name": "a", "url": "http://x/v1", "retries": -1}]}, r"upstreams\[0\].retries"),
         ({"upstreams": [{"name": "a", "url": "http://x/v1", "api_key_env": "my key"}]}, "api_key_env"),
         ({"upstreams": {"name": "a"}}, "upstreams: expected an array of tables"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["gpt 4"]}]}, r"upstreams\[0\].models\[0\]: expected"),
+        (
+            {"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["gpt 4"]}]},
+            r"upstreams\[0\].models\[0\]: expected",
+        ),
         ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["a=b=c"]}]}, r"upstreams\[0\].models\[0\]"),
         ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["=b"]}]}, r"upstreams\[0\].models\[0\]"),
         ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["a="]}]}, r"upstreams\[0\].models\[0\]"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["m", "m=n"]}]},
-         r"upstreams\[0\].models\[1\]: 'm' is listed twice"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": "gpt-4o"}]}, r"upstreams\[0\].models: expected a list"),
+        (
+            {"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["m", "m=n"]}]},
+            r"upstreams\[0\].models\[1\]: 'm' is listed twice",
+        ),
+        (
+            {"upstreams": [{"name": "a", "url": "http://x/v1", "models": "gpt-4o"}]},
+            r"upstreams\[0\].models: expected a list",
+        ),
         ({"auth": {"allow_open_non_loopback": "yes"}}, "auth.allow_open_non_loopback: expected bool"),
     ],
 )
@@ -98,10 +116,18 @@ def test_flags_override_the_file():
 
 
 def test_upstream_model_names_plain_or_renamed():
-    config = parse_config({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["gpt-4o-mini", "big=gpt-4o",
-                                                                                    "meta-llama/Llama-3.1-8B"]}]})
-    assert config.upstreams[0].model_map == {"gpt-4o-mini": "gpt-4o-mini", "big": "gpt-4o",
-                                             "meta-llama/Llama-3.1-8B": "meta-llama/Llama-3.1-8B"}
+    config = parse_config(
+        {
+            "upstreams": [
+                {"name": "a", "url": "http://x/v1", "models": ["gpt-4o-mini", "big=gpt-4o", "meta-llama/Llama-3.1-8B"]}
+            ]
+        }
+    )
+    assert config.upstreams[0].model_map == {
+        "gpt-4o-mini": "gpt-4o-mini",
+        "big": "gpt-4o",
+        "meta-llama/Llama-3.1-8B": "meta-llama/Llama-3.1-8B",
+    }
     assert parse_config({"upstreams": [{"name": "a", "url": "http://x/v1"}]}).upstreams[0].model_map == {}
 
 

@@ -92,8 +92,14 @@ def test_routing_counts_from_beats_and_spooled_reports_are_summed_per_node(setup
     from central.store import ReportRecord
 
     central, clock, admin, node, node_id = setup
-    fleet.heartbeat(central, node, node_id, b"", clock.now + 100,
-                          RoutingReport({("public", "local"): 4, ("public", "upstream:cloud"): 2}, 6, "h6"))
+    fleet.heartbeat(
+        central,
+        node,
+        node_id,
+        b"",
+        clock.now + 100,
+        RoutingReport({("public", "local"): 4, ("public", "upstream:cloud"): 2}, 6, "h6"),
+    )
     fleet.heartbeat(central, node, node_id, b"", clock.now + 100, RoutingReport({("public", "local"): 1}, 7, "h7"))
     fleet.heartbeat(central, node, node_id, b"", clock.now + 100)  # an agent without a routing audit
     spooled = {1: RoutingReport({("restricted", "refused"): 3}, 5, "h5")}
@@ -109,8 +115,14 @@ def test_malformed_routing_is_left_out_and_the_beat_kept(setup):
     from central.routing import MAX_COUNT, RoutingReport
 
     central, clock, admin, node, node_id = setup
-    fleet.heartbeat(central, node, node_id, b"beat", clock.now + 100,
-                          RoutingReport({("public", "local"): MAX_COUNT + 1}, 2**64 - 1, "h"))
+    fleet.heartbeat(
+        central,
+        node,
+        node_id,
+        b"beat",
+        clock.now + 100,
+        RoutingReport({("public", "local"): MAX_COUNT + 1}, 2**64 - 1, "h"),
+    )
     fleet.heartbeat(central, node, node_id, b"beat", clock.now + 100, RoutingReport({("", "local"): 1}, 1, "h"))
     assert audit.routing_totals(central, admin, "") == []
     assert central.store.get_node(node_id).status == b"beat"
@@ -149,16 +161,22 @@ def test_a_heartbeat_is_decoded_once_into_the_health_the_rollout_controller_read
     central, clock, admin, node, node_id = setup
     status = common_pb2.NodeStatus(
         active_model=common_pb2.ModelRef(sha256="a" * 64),
-        activation=common_pb2.Activation(model=common_pb2.ModelRef(sha256="b" * 64),
-                                         state=common_pb2.ACTIVATION_STATE_FAILED, reason="bad bytes"),
-        inference=common_pb2.InferenceStats(requests=10, errors=2, latency_p99_ms=30.0))
-    fleet.heartbeat(central, node, node_id, status.SerializeToString(), clock.now + 100, None,
-                    convert.node_health(status))
+        activation=common_pb2.Activation(
+            model=common_pb2.ModelRef(sha256="b" * 64), state=common_pb2.ACTIVATION_STATE_FAILED, reason="bad bytes"
+        ),
+        inference=common_pb2.InferenceStats(requests=10, errors=2, latency_p99_ms=30.0),
+    )
+    fleet.heartbeat(
+        central, node, node_id, status.SerializeToString(), clock.now + 100, None, convert.node_health(status)
+    )
     central.beats.flush()
     health = central.store.get_node(node_id).health
     about_b = rollouts.observation_of(node_id, health, True, "b" * 64)
-    assert (about_b.active_sha256, about_b.activation_state, about_b.activation_reason) == ("a" * 64, "FAILED",
-                                                                                          "bad bytes")
+    assert (about_b.active_sha256, about_b.activation_state, about_b.activation_reason) == (
+        "a" * 64,
+        "FAILED",
+        "bad bytes",
+    )
     assert (about_b.error_rate, about_b.p99_ms, about_b.requests) == (0.2, 30.0, 10)
     about_c = rollouts.observation_of(node_id, health, True, "c" * 64)
     assert (about_c.activation_state, about_c.activation_reason) == ("", ""), "a stale FAILED cannot stop rollout c"

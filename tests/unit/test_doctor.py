@@ -16,8 +16,24 @@ import pytest
 from edge_agent import doctor
 from edge_agent.config import AgentConfig, EmbeddingsConfig, FederatedConfig, ModelConfig
 from edge_agent.doctor import (
-    FAIL, INFO, OK, WARN, CudaFacts, DeviceNode, Facts, GpuDevice, JetsonFacts, LlamaDevice, LlamaFacts, ModelFacts,
-    OnnxFacts, Report, diagnose, parse_l4t_release, parse_system_info)
+    FAIL,
+    INFO,
+    OK,
+    WARN,
+    CudaFacts,
+    DeviceNode,
+    Facts,
+    GpuDevice,
+    JetsonFacts,
+    LlamaDevice,
+    LlamaFacts,
+    ModelFacts,
+    OnnxFacts,
+    Report,
+    diagnose,
+    parse_l4t_release,
+    parse_system_info,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1 << 30
@@ -31,49 +47,88 @@ FAKE_H100 = GpuDevice("NVIDIA H100 80GB HBM3", 80 * GiB, compute_capability="9.0
 FAKE_CUDA_SYSTEM_INFO = "CUDA : ARCHS = 900 | USE_GRAPHS = 1 | PEER_MAX_BATCH_SIZE = 128 | " + CPU_SYSTEM_INFO
 FAKE_H100_LLAMA_DEVICE = LlamaDevice("CUDA0", "NVIDIA H100 80GB HBM3", "gpu", 79 * GiB, 80 * GiB)
 # Fakes: what an AGX Orin on JetPack 6 shows (its release file, device-tree model, CUDA's "Orin" iGPU).
-FAKE_NV_TEGRA_RELEASE = ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, "
-                         "DATE: Fri Sep 13 04:36:44 UTC 2024")
+FAKE_NV_TEGRA_RELEASE = (
+    "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024"
+)
 FAKE_ORIN = GpuDevice("Orin", 30 * GiB, compute_capability="8.7", source="cuda")
-FAKE_ORIN_SYSTEM_INFO = ("CUDA : ARCHS = 870 | USE_GRAPHS = 1 | PEER_MAX_BATCH_SIZE = 128 | CPU : NEON = 1 | "
-                         "ARM_FMA = 1 | FP16_VA = 1 | DOTPROD = 1 | OPENMP = 1 | REPACK = 1 | ")
+FAKE_ORIN_SYSTEM_INFO = (
+    "CUDA : ARCHS = 870 | USE_GRAPHS = 1 | PEER_MAX_BATCH_SIZE = 128 | CPU : NEON = 1 | "
+    "ARM_FMA = 1 | FP16_VA = 1 | DOTPROD = 1 | OPENMP = 1 | REPACK = 1 | "
+)
 
 
 def cpu_box(**changes) -> Facts:
     """A CPU-only x86_64 box like this one, with a small model: the base the cases below change."""
     facts = Facts(
-        python_version="3.10.12", platform="Linux 6.8.0", machine="x86_64", cpu_count=2,
-        memory_total_bytes=24 * GiB, memory_available_bytes=20 * GiB, data_dir="/var/lib/edgefleet",
-        disk_free_bytes=50 * GiB, disk_total_bytes=100 * GiB,
-        cuda=CudaFacts(error="libcuda.so.1 not found"), telemetry_gpus=(), device_nodes=(), nvidia_smi="",
-        jetson=None, onnxruntime=OnnxFacts("1.20.0", ("CPUExecutionProvider",)),
+        python_version="3.10.12",
+        platform="Linux 6.8.0",
+        machine="x86_64",
+        cpu_count=2,
+        memory_total_bytes=24 * GiB,
+        memory_available_bytes=20 * GiB,
+        data_dir="/var/lib/edgefleet",
+        disk_free_bytes=50 * GiB,
+        disk_total_bytes=100 * GiB,
+        cuda=CudaFacts(error="libcuda.so.1 not found"),
+        telemetry_gpus=(),
+        device_nodes=(),
+        nvidia_smi="",
+        jetson=None,
+        onnxruntime=OnnxFacts("1.20.0", ("CPUExecutionProvider",)),
         llama=LlamaFacts("0.3.36", False, ("CPU",), (CPU_DEVICE,), CPU_SYSTEM_INFO),
-        model=ModelFacts("smollm2-135m-instruct", "/models/smollm2.gguf", 94 * MiB, "config", True))
+        model=ModelFacts("smollm2-135m-instruct", "/models/smollm2.gguf", 94 * MiB, "config", True),
+    )
     return dataclasses.replace(facts, **changes)
 
 
 def fake_h100_box(**changes) -> Facts:
     """Fake: a box with one H100, its driver, and llama-cpp-python built with -DGGML_CUDA=on."""
-    return cpu_box(**{**dict(
-        cuda=CudaFacts("libcuda.so.1", "12.4", (FAKE_H100,)),
-        telemetry_gpus=(GpuDevice("NVIDIA H100 80GB HBM3", 80 * GiB, 79 * GiB, source="nvml"),),
-        device_nodes=(DeviceNode("/dev/nvidia0", True), DeviceNode("/dev/nvidiactl", True)),
-        nvidia_smi="/usr/bin/nvidia-smi",
-        llama=LlamaFacts("0.3.36", True, ("CUDA", "CPU"), (FAKE_H100_LLAMA_DEVICE, CPU_DEVICE), FAKE_CUDA_SYSTEM_INFO)),
-        **changes})
+    return cpu_box(
+        **{
+            **dict(
+                cuda=CudaFacts("libcuda.so.1", "12.4", (FAKE_H100,)),
+                telemetry_gpus=(GpuDevice("NVIDIA H100 80GB HBM3", 80 * GiB, 79 * GiB, source="nvml"),),
+                device_nodes=(DeviceNode("/dev/nvidia0", True), DeviceNode("/dev/nvidiactl", True)),
+                nvidia_smi="/usr/bin/nvidia-smi",
+                llama=LlamaFacts(
+                    "0.3.36", True, ("CUDA", "CPU"), (FAKE_H100_LLAMA_DEVICE, CPU_DEVICE), FAKE_CUDA_SYSTEM_INFO
+                ),
+            ),
+            **changes,
+        }
+    )
 
 
 def fake_orin_box(**changes) -> Facts:
     """Fake: a Jetson AGX Orin on JetPack 6 with tegrastats and a CUDA (sm_87) llama-cpp-python."""
-    return cpu_box(**{**dict(
-        python_version="3.10.12", machine="aarch64", memory_total_bytes=30 * GiB, memory_available_bytes=26 * GiB,
-        cuda=CudaFacts("libcuda.so.1", "12.6", (FAKE_ORIN,)),
-        telemetry_gpus=(GpuDevice("jetson-gpu", 30 * GiB, 26 * GiB, source="tegrastats"),),
-        device_nodes=(DeviceNode("/dev/nvgpu/igpu0/ctrl", True), DeviceNode("/dev/nvmap", True)),
-        jetson=JetsonFacts("NVIDIA Jetson AGX Orin Developer Kit", parse_l4t_release(FAKE_NV_TEGRA_RELEASE),
-                           "/usr/bin/tegrastats", "/usr/local/bin/jtop", "/usr/sbin/nvpmodel"),
-        llama=LlamaFacts("0.3.36", True, ("CUDA", "CPU"),
-                         (LlamaDevice("CUDA0", "Orin", "igpu", 26 * GiB, 30 * GiB),), FAKE_ORIN_SYSTEM_INFO)),
-        **changes})
+    return cpu_box(
+        **{
+            **dict(
+                python_version="3.10.12",
+                machine="aarch64",
+                memory_total_bytes=30 * GiB,
+                memory_available_bytes=26 * GiB,
+                cuda=CudaFacts("libcuda.so.1", "12.6", (FAKE_ORIN,)),
+                telemetry_gpus=(GpuDevice("jetson-gpu", 30 * GiB, 26 * GiB, source="tegrastats"),),
+                device_nodes=(DeviceNode("/dev/nvgpu/igpu0/ctrl", True), DeviceNode("/dev/nvmap", True)),
+                jetson=JetsonFacts(
+                    "NVIDIA Jetson AGX Orin Developer Kit",
+                    parse_l4t_release(FAKE_NV_TEGRA_RELEASE),
+                    "/usr/bin/tegrastats",
+                    "/usr/local/bin/jtop",
+                    "/usr/sbin/nvpmodel",
+                ),
+                llama=LlamaFacts(
+                    "0.3.36",
+                    True,
+                    ("CUDA", "CPU"),
+                    (LlamaDevice("CUDA0", "Orin", "igpu", 26 * GiB, 30 * GiB),),
+                    FAKE_ORIN_SYSTEM_INFO,
+                ),
+            ),
+            **changes,
+        }
+    )
 
 
 def config(n_gpu_layers=0, **sections) -> AgentConfig:
@@ -117,8 +172,11 @@ def test_cuda_build_without_a_visible_gpu_says_so():
 
 
 def test_device_nodes_without_a_cuda_device_warn():
-    facts = cpu_box(device_nodes=(DeviceNode("/dev/nvidiactl", True),), nvidia_smi="/usr/bin/nvidia-smi",
-                    cuda=CudaFacts("libcuda.so.1", "12.4", (), "cuInit failed: CUDA_ERROR_NO_DEVICE (100)"))
+    facts = cpu_box(
+        device_nodes=(DeviceNode("/dev/nvidiactl", True),),
+        nvidia_smi="/usr/bin/nvidia-smi",
+        cuda=CudaFacts("libcuda.so.1", "12.4", (), "cuInit failed: CUDA_ERROR_NO_DEVICE (100)"),
+    )
     gpu = finding(diagnose(facts, config()), "gpu")
     assert gpu.status == WARN
     assert "no CUDA device (cuInit failed: CUDA_ERROR_NO_DEVICE (100))" in gpu.message
@@ -129,7 +187,8 @@ def test_cuda_device_and_gpu_build_offloading_is_ok():
     facts, cfg = fake_h100_box(), config(n_gpu_layers=-1)
     findings = diagnose(facts, cfg)
     assert finding(findings, "gpu") == doctor.Finding(
-        "gpu", OK, "CUDA driver 12.4, NVIDIA H100 80GB HBM3 (80.0 GiB, sm_90)")
+        "gpu", OK, "CUDA driver 12.4, NVIDIA H100 80GB HBM3 (80.0 GiB, sm_90)"
+    )
     llama = finding(findings, "llama.cpp")
     assert llama.status == OK and "all layers offloaded to CUDA0 (NVIDIA H100 80GB HBM3)" in llama.message
     assert finding(findings, "model").status == OK and "free GPU memory" in finding(findings, "model").message
@@ -174,12 +233,17 @@ def test_onnx_engine_with_a_gpu_but_no_cuda_provider_warns(onnx_files):
 
 
 def test_onnx_engine_with_cuda_provider_and_gpu_is_ok(onnx_files):
-    facts = fake_h100_box(onnxruntime=OnnxFacts("1.20.0", ("TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                                           "CPUExecutionProvider")))
+    facts = fake_h100_box(
+        onnxruntime=OnnxFacts("1.20.0", ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"))
+    )
     onnx = finding(diagnose(facts, config(embeddings=onnx_files)), "onnxruntime")
-    assert onnx == doctor.Finding("onnxruntime", OK, "embeddings.engine = onnx runs on TensorrtExecutionProvider; "
-                                  "onnxruntime 1.20.0, providers TensorrtExecutionProvider, CUDAExecutionProvider, "
-                                  "CPUExecutionProvider")
+    assert onnx == doctor.Finding(
+        "onnxruntime",
+        OK,
+        "embeddings.engine = onnx runs on TensorrtExecutionProvider; "
+        "onnxruntime 1.20.0, providers TensorrtExecutionProvider, CUDAExecutionProvider, "
+        "CPUExecutionProvider",
+    )
 
 
 def test_onnx_engine_on_a_cpu_box_is_ok_and_gpu_build_without_gpu_warns(onnx_files):
@@ -214,8 +278,9 @@ def test_model_that_barely_fits_warns():
 
 
 def test_model_too_big_for_gpu_memory_with_full_offload_fails():
-    facts = fake_h100_box(model=ModelFacts("huge", "/models/huge.gguf", 90 * GiB, "config", True),
-                          memory_available_bytes=200 * GiB)
+    facts = fake_h100_box(
+        model=ModelFacts("huge", "/models/huge.gguf", 90 * GiB, "config", True), memory_available_bytes=200 * GiB
+    )
     model = finding(diagnose(facts, config(-1)), "model")
     assert model.status == FAIL and "lower model.n_gpu_layers" in model.message
     # Partly offloaded, the GPU memory is not the limit the doctor can judge; system memory is.
@@ -223,10 +288,12 @@ def test_model_too_big_for_gpu_memory_with_full_offload_fails():
 
 
 def test_missing_model_fails_and_unassembled_builtin_is_measured():
-    missing = cpu_box(model=ModelFacts("x", "/nope.gguf", source="config",
-                                       error="model.path: /nope.gguf is not a file"))
+    missing = cpu_box(
+        model=ModelFacts("x", "/nope.gguf", source="config", error="model.path: /nope.gguf is not a file")
+    )
     assert finding(diagnose(missing, config()), "model") == doctor.Finding(
-        "model", FAIL, "model.path: /nope.gguf is not a file")
+        "model", FAIL, "model.path: /nope.gguf is not a file"
+    )
     pending = ModelFacts("gemma-3-270m", "/d/models/gemma.gguf", 241 * MiB, "config", False)
     assert "assembled into the data dir" in finding(diagnose(cpu_box(model=pending), config()), "model").message
     no_room = cpu_box(model=pending, disk_free_bytes=100 * MiB)
@@ -241,7 +308,8 @@ def test_jetson_orin_on_jetpack_6():
     facts, cfg = fake_orin_box(), config(n_gpu_layers=-1)
     findings = diagnose(facts, cfg)
     assert finding(findings, "jetson") == doctor.Finding(
-        "jetson", OK, "NVIDIA Jetson AGX Orin Developer Kit, L4T R36.4.0 (JetPack 6)")
+        "jetson", OK, "NVIDIA Jetson AGX Orin Developer Kit, L4T R36.4.0 (JetPack 6)"
+    )
     assert finding(findings, "tegrastats").status == OK
     assert finding(findings, "gpu").message == "CUDA driver 12.6, Orin (30.0 GiB, shared with the CPU, sm_87)"
     assert "offloaded to CUDA0 (Orin)" in finding(findings, "llama.cpp").message
@@ -261,8 +329,12 @@ def test_jetson_without_tegrastats_or_on_jetpack_5_warns():
 def test_federated_on_python_3_10_warns():
     python = finding(diagnose(cpu_box(), config(federated=FederatedConfig(enabled=True))), "python")
     assert python.status == WARN and "flwr 1.42 needs Python 3.11+" in python.message
-    assert finding(diagnose(cpu_box(python_version="3.11.7"), config(federated=FederatedConfig(enabled=True))),
-                   "python").status == OK
+    assert (
+        finding(
+            diagnose(cpu_box(python_version="3.11.7"), config(federated=FederatedConfig(enabled=True))), "python"
+        ).status
+        == OK
+    )
 
 
 def test_parsers():
@@ -304,10 +376,10 @@ def test_probe_model_locates_without_writing(tmp_path):
     assert unknown.error.startswith("model.name: unknown model 'llama-9000'")
 
 
-
 def run_doctor(*args):
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", "doctor", *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "doctor", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 def test_doctor_on_this_machine_says_there_is_no_gpu(tmp_path):
@@ -335,8 +407,9 @@ def test_doctor_on_this_machine_warns_when_the_config_asks_for_a_gpu(tmp_path):
     cfg.write_text("[model]\nn_gpu_layers = -1\n")
     done = run_doctor("--config", str(cfg), "--data-dir", str(tmp_path / "data"))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert ("WARN  llama.cpp    model.n_gpu_layers = -1, but this llama-cpp-python build has no GPU offload"
-            in done.stdout)
+    assert (
+        "WARN  llama.cpp    model.n_gpu_layers = -1, but this llama-cpp-python build has no GPU offload" in done.stdout
+    )
     assert "INFO  gpu          no GPU: " in done.stdout
     assert done.stdout.rstrip().endswith("no FAIL (1 WARN): the agent can run as configured on this box, on the CPU.")
 
@@ -347,5 +420,8 @@ def test_doctor_on_this_machine_fails_on_a_missing_model(tmp_path):
     done = run_doctor("--config", str(cfg), "--data-dir", str(tmp_path), "--json")
     assert done.returncode == 1
     model = next(f for f in json.loads(done.stdout)["findings"] if f["check"] == "model")
-    assert model == {"check": "model", "status": "fail",
-                     "message": f"model.path: {tmp_path / 'missing.gguf'} is not a file"}
+    assert model == {
+        "check": "model",
+        "status": "fail",
+        "message": f"model.path: {tmp_path / 'missing.gguf'} is not a file",
+    }

@@ -43,6 +43,7 @@ class Drawn:
 @dataclass(frozen=True)
 class Defined:
     """A class statement at the top of a module; cls is None where the module needs an absent library."""
+
     name: str
     module: str
     base_names: tuple[str, ...]
@@ -96,16 +97,26 @@ def _source_path(module_name: str) -> Path:
 def defined_classes(module_name: str) -> list[Defined]:
     module = _import(module_name)
     tree = ast.parse(_source_path(module_name).read_text())
-    return [Defined(node.name, module_name, tuple(ast.unparse(base).split(".")[-1] for base in node.bases),
-                    getattr(module, node.name) if module else None)
-            for node in tree.body if isinstance(node, ast.ClassDef)]
+    return [
+        Defined(
+            node.name,
+            module_name,
+            tuple(ast.unparse(base).split(".")[-1] for base in node.bases),
+            getattr(module, node.name) if module else None,
+        )
+        for node in tree.body
+        if isinstance(node, ast.ClassDef)
+    ]
 
 
 def _known_errors() -> dict[str, bool]:
     """Exception class names -> whether each is an Exception (not only a BaseException), from builtins and
     every class drawn anywhere: enough to tell the exceptions among classes read from source."""
-    known = {name: issubclass(obj, Exception) for name, obj in vars(builtins).items()
-             if isinstance(obj, type) and issubclass(obj, BaseException)}
+    known = {
+        name: issubclass(obj, Exception)
+        for name, obj in vars(builtins).items()
+        if isinstance(obj, type) and issubclass(obj, BaseException)
+    }
     for package in PACKAGES:
         for node in drawn_tree(package):
             known[node.name] = True
@@ -141,7 +152,9 @@ def test_drawn_classes_are_defined_there_under_their_drawn_parents(package):
         if node.module not in by_module:
             by_module[node.module] = {d.name: d for d in defined_classes(node.module)}
         defined = by_module[node.module].get(node.name)
-        assert defined is not None, f"{package}/errors.py draws {node.name} in {node.module}, which defines no such class"
+        assert defined is not None, (
+            f"{package}/errors.py draws {node.name} in {node.module}, which defines no such class"
+        )
         if node.parent is None:
             continue
         if defined.cls is None:  # read from source only
@@ -150,15 +163,20 @@ def test_drawn_classes_are_defined_there_under_their_drawn_parents(package):
         parent = getattr(importlib.import_module(node.parent.module), node.parent.name)
         assert parent in defined.cls.__bases__, (
             f"{package}/errors.py draws {node.name} under {node.parent.name}; its bases are "
-            f"{[base.__name__ for base in defined.cls.__bases__]}")
+            f"{[base.__name__ for base in defined.cls.__bases__]}"
+        )
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_exception_class_in_the_package_is_drawn(package):
     known = _known_errors()
     drawn = {(node.module, node.name) for node in drawn_tree(package)}
-    missing = [f"{d.module}.{d.name}" for module_name in _module_names(package)
-               for d in defined_classes(module_name) if is_error(d, known) and (d.module, d.name) not in drawn]
+    missing = [
+        f"{d.module}.{d.name}"
+        for module_name in _module_names(package)
+        for d in defined_classes(module_name)
+        if is_error(d, known) and (d.module, d.name) not in drawn
+    ]
     assert not missing, f"{package}/errors.py does not draw: {', '.join(missing)}"
 
 
@@ -170,6 +188,9 @@ def test_package_roots_hang_from_edgefleet_error_which_draws_them():
         cls = getattr(importlib.import_module(node.module), node.name)
         assert cls.__module__ == f"{package}.errors", f"{package}'s root {node.name} is not defined in its errors.py"
         assert EdgefleetError in cls.__bases__, f"{package}'s root {node.name} is not an EdgefleetError"
-    drawn_in_edgefleet = {(node.module, node.name) for node in drawn_tree("edgefleet")
-                          if node.parent == root and not node.module.startswith("edgefleet.")}
+    drawn_in_edgefleet = {
+        (node.module, node.name)
+        for node in drawn_tree("edgefleet")
+        if node.parent == root and not node.module.startswith("edgefleet.")
+    }
     assert drawn_in_edgefleet == {(node.module, node.name) for node in other_roots.values()}

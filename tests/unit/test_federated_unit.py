@@ -10,6 +10,7 @@ import ipaddress
 import json
 import stat
 import sys
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -22,10 +23,10 @@ import onnx
 import onnxruntime
 import pytest
 from cryptography import x509
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from central import federation
 from central.errors import InvalidArgument
@@ -34,27 +35,39 @@ from edgefleet import featurize, pki
 from edgefleet.featurize import DIMENSIONS
 from edgefleet.nodekeys import generate_node_key
 from federated import control, fab, local_data, results, superlink, supernode
-from federated.tasks import TaskError, get_task, task_names
-from federated.tasks import sensitivity, usage_stats
+from federated.tasks import TaskError, get_task, sensitivity, task_names, usage_stats
 from federated.tasks.sensitivity import SensitivityTask
 from federated.tasks.usage_stats import UsageStatsTask
 
 # flwr 1.42 installs on Python 3.11+ only; on 3.10 (JetPack 6) federated learning is off and these cannot run.
-needs_flwr = pytest.mark.skipif(importlib.util.find_spec("flwr") is None,
-                                reason="flwr 1.42 needs Python 3.11+; federated learning is off here")
+needs_flwr = pytest.mark.skipif(
+    importlib.util.find_spec("flwr") is None, reason="flwr 1.42 needs Python 3.11+; federated learning is off here"
+)
 
-SENSITIVE = ["my password is hunter2 please remember it", "my social security number is 123-45-6789",
-             "credit card 4111 1111 1111 1111 expires 09/27", "patient record: diagnosis of diabetes, DOB 1970",
-             "my bank account number is 000123456 at chase", "here is my passport number X1234567"]
-PUBLIC = ["what is the capital of france", "write a haiku about spring rain", "how do I sort a list in python",
-          "explain photosynthesis to a child", "recommend a good science fiction novel",
-          "what time zone is tokyo in"]
+SENSITIVE = [
+    "my password is hunter2 please remember it",
+    "my social security number is 123-45-6789",
+    "credit card 4111 1111 1111 1111 expires 09/27",
+    "patient record: diagnosis of diabetes, DOB 1970",
+    "my bank account number is 000123456 at chase",
+    "here is my passport number X1234567",
+]
+PUBLIC = [
+    "what is the capital of france",
+    "write a haiku about spring rain",
+    "how do I sort a list in python",
+    "explain photosynthesis to a child",
+    "recommend a good science fiction novel",
+    "what time zone is tokyo in",
+]
 
 
 def _usage_dict(hours=None, latency=None, cache=(0, 0)):
-    return {"requests_per_hour": list(hours if hours is not None else [0] * 24),
-            "latency_buckets": list(latency if latency is not None else [0] * 9),
-            "cache": list(cache)}
+    return {
+        "requests_per_hour": list(hours if hours is not None else [0] * 24),
+        "latency_buckets": list(latency if latency is not None else [0] * 9),
+        "cache": list(cache),
+    }
 
 
 def _write_usage(data_dir: Path, raw) -> None:
@@ -72,18 +85,22 @@ def _write_examples(data_dir: Path, text: str) -> Path:
 
 # --- local_data: examples -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "row 7: not JSON"),
-    ('["text", "public"]', "row 7: expected an object"),
-    ('"just a string"', "row 7: expected an object"),
-    ('{"text": "", "label": "public"}', "row 7: text must be a non-empty string"),
-    ('{"text": "  \\n\\t ", "label": "public"}', "row 7: text must be a non-empty string"),
-    ('{"text": 42, "label": "public"}', "row 7: text must be a non-empty string"),
-    ('{"label": "public"}', "row 7: text must be a non-empty string"),
-    ('{"text": "hello", "label": "secret"}', "row 7: label must be one of public, sensitive, got 'secret'"),
-    ('{"text": "hello", "label": 1}', "row 7: label must be one of"),
-    ('{"text": "hello"}', "row 7: label must be one of"),
-])
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "row 7: not JSON"),
+        ('["text", "public"]', "row 7: expected an object"),
+        ('"just a string"', "row 7: expected an object"),
+        ('{"text": "", "label": "public"}', "row 7: text must be a non-empty string"),
+        ('{"text": "  \\n\\t ", "label": "public"}', "row 7: text must be a non-empty string"),
+        ('{"text": 42, "label": "public"}', "row 7: text must be a non-empty string"),
+        ('{"label": "public"}', "row 7: text must be a non-empty string"),
+        ('{"text": "hello", "label": "secret"}', "row 7: label must be one of public, sensitive, got 'secret'"),
+        ('{"text": "hello", "label": 1}', "row 7: label must be one of"),
+        ('{"text": "hello"}', "row 7: label must be one of"),
+    ],
+)
 def test_parse_example_refuses_each_bad_row_naming_where(line, message):
     with pytest.raises(TaskError, match=message.replace("(", r"\(").replace(")", r"\)")):
         local_data.parse_example(line, "row 7")
@@ -152,11 +169,15 @@ def test_append_example_appends_rows_with_mode_0600(tmp_path):
     local_data.append_example(tmp_path, "café ☕ menu", "public", "detector")
     path = local_data.examples_path(tmp_path)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert rows == [{"text": "my pin is 1234", "label": "sensitive", "source": "operator"},
-                    {"text": "café ☕ menu", "label": "public", "source": "detector"}]
+    assert rows == [
+        {"text": "my pin is 1234", "label": "sensitive", "source": "operator"},
+        {"text": "café ☕ menu", "label": "public", "source": "detector"},
+    ]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert local_data.read_examples(tmp_path) == [local_data.Example("my pin is 1234", 1),
-                                                  local_data.Example("café ☕ menu", 0)]
+    assert local_data.read_examples(tmp_path) == [
+        local_data.Example("my pin is 1234", 1),
+        local_data.Example("café ☕ menu", 0),
+    ]
 
 
 def test_append_example_text_with_newline_stays_one_row(tmp_path):
@@ -164,8 +185,10 @@ def test_append_example_text_with_newline_stays_one_row(tmp_path):
     assert local_data.read_examples(tmp_path) == [local_data.Example("line one\nline two\r\nthree", 0)]
 
 
-@pytest.mark.parametrize("text, label", [("hello", "secret"), ("   ", "public"), ("", "sensitive"),
-                                         ("x" * (local_data.MAX_TEXT_CHARS + 1), "public")])
+@pytest.mark.parametrize(
+    "text, label",
+    [("hello", "secret"), ("   ", "public"), ("", "sensitive"), ("x" * (local_data.MAX_TEXT_CHARS + 1), "public")],
+)
 def test_append_example_refuses_invalid_rows_leaving_file_unchanged(tmp_path, text, label):
     with pytest.raises(TaskError):
         local_data.append_example(tmp_path, text, label, "operator")
@@ -188,25 +211,32 @@ def test_append_example_refuses_lone_surrogate_text_with_task_error(tmp_path):
 
 # --- local_data: usage ----------------------------------------------------------------------------------
 
+
 def test_parse_usage_valid():
     usage = local_data.parse_usage(_usage_dict(hours=range(24), latency=[1] * 9, cache=(3, 5)), "u")
     assert usage == local_data.Usage(tuple(range(24)), (1,) * 9, 3, 5)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ([1, 2, 3], "u: expected a JSON object"),
-    ({**_usage_dict(), "requests_per_hour": [0] * 23}, "requests_per_hour must be a list of 24"),
-    ({**_usage_dict(), "requests_per_hour": [0] * 25}, "requests_per_hour must be a list of 24"),
-    ({**_usage_dict(), "latency_buckets": [0] * 8}, "latency_buckets must be a list of 9"),
-    ({**_usage_dict(), "cache": [1]}, "cache must be a list of 2"),
-    ({**_usage_dict(), "requests_per_hour": [0] * 23 + [-1]}, "requests_per_hour must be a list of 24 non-negative"),
-    ({**_usage_dict(), "latency_buckets": [0] * 8 + [1.5]}, "latency_buckets must be a list of 9"),
-    ({**_usage_dict(), "requests_per_hour": [True] * 24}, "requests_per_hour must be a list of 24"),
-    ({**_usage_dict(), "cache": [False, True]}, "cache must be a list of 2"),
-    ({**_usage_dict(), "cache": "3/5"}, "cache must be a list of 2"),
-    ({"latency_buckets": [0] * 9, "cache": [0, 0]}, "requests_per_hour must be a list"),
-    (_usage_dict(cache=(6, 5)), r"u: cache hits \(6\) exceed lookups \(5\)"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ([1, 2, 3], "u: expected a JSON object"),
+        ({**_usage_dict(), "requests_per_hour": [0] * 23}, "requests_per_hour must be a list of 24"),
+        ({**_usage_dict(), "requests_per_hour": [0] * 25}, "requests_per_hour must be a list of 24"),
+        ({**_usage_dict(), "latency_buckets": [0] * 8}, "latency_buckets must be a list of 9"),
+        ({**_usage_dict(), "cache": [1]}, "cache must be a list of 2"),
+        (
+            {**_usage_dict(), "requests_per_hour": [0] * 23 + [-1]},
+            "requests_per_hour must be a list of 24 non-negative",
+        ),
+        ({**_usage_dict(), "latency_buckets": [0] * 8 + [1.5]}, "latency_buckets must be a list of 9"),
+        ({**_usage_dict(), "requests_per_hour": [True] * 24}, "requests_per_hour must be a list of 24"),
+        ({**_usage_dict(), "cache": [False, True]}, "cache must be a list of 2"),
+        ({**_usage_dict(), "cache": "3/5"}, "cache must be a list of 2"),
+        ({"latency_buckets": [0] * 9, "cache": [0, 0]}, "requests_per_hour must be a list"),
+        (_usage_dict(cache=(6, 5)), r"u: cache hits \(6\) exceed lookups \(5\)"),
+    ],
+)
 def test_parse_usage_refusals(raw, message):
     with pytest.raises(TaskError, match=message):
         local_data.parse_usage(raw, "u")
@@ -215,7 +245,7 @@ def test_parse_usage_refusals(raw, message):
 def test_read_usage_missing_invalid_and_valid(tmp_path):
     with pytest.raises(TaskError, match="no usage figures on this node: .*usage.json does not exist"):
         local_data.read_usage(tmp_path)
-    _write_usage(tmp_path, "{\"requests_per_hour\": [")
+    _write_usage(tmp_path, '{"requests_per_hour": [')
     with pytest.raises(TaskError, match="usage.json: not valid JSON"):
         local_data.read_usage(tmp_path)
     local_data.usage_path(tmp_path).write_bytes(b"\xff\xfe{}")
@@ -228,10 +258,22 @@ def test_read_usage_missing_invalid_and_valid(tmp_path):
     assert local_data.read_usage(tmp_path).requests_per_hour == (2,) * 24
 
 
-@pytest.mark.parametrize("latency_ms, bucket", [
-    (0, 0), (50, 0), (50.1, 1), (100, 1), (100.5, 2), (250, 2), (999.9, 4), (1000, 4),
-    (10000, 7), (10000.01, 8), (1e9, 8),
-])
+@pytest.mark.parametrize(
+    "latency_ms, bucket",
+    [
+        (0, 0),
+        (50, 0),
+        (50.1, 1),
+        (100, 1),
+        (100.5, 2),
+        (250, 2),
+        (999.9, 4),
+        (1000, 4),
+        (10000, 7),
+        (10000.01, 8),
+        (1e9, 8),
+    ],
+)
 def test_latency_bucket_boundaries(latency_ms, bucket):
     assert local_data.latency_bucket(latency_ms) == bucket
 
@@ -281,11 +323,15 @@ def test_usage_counters_corrupt_file_starts_again_from_zero(tmp_path, corrupt, c
     hours = [0] * 24
     hours[3] = 1
     assert json.loads(local_data.usage_path(tmp_path).read_text()) == {
-        "requests_per_hour": hours, "latency_buckets": [0, 1, 0, 0, 0, 0, 0, 0, 0], "cache": [0, 0]}
+        "requests_per_hour": hours,
+        "latency_buckets": [0, 1, 0, 0, 0, 0, 0, 0, 0],
+        "cache": [0, 0],
+    }
     assert "starting usage totals again" in caplog.text
 
 
 # --- tasks ----------------------------------------------------------------------------------------------
+
 
 def test_get_task_unknown_name_lists_known_tasks():
     with pytest.raises(TaskError, match=r"unknown task 'nope'; known tasks: sensitivity, usage-stats"):
@@ -359,8 +405,7 @@ def test_sensitivity_local_update_clips_to_clipping_range(tmp_path):
     """A huge learning rate pushes weights past +-8: they come back clipped and counted."""
     task = SensitivityTask()
     data_dir = _labeled_data_dir(tmp_path)
-    update = task.local_update(data_dir, task.initial_arrays({}),
-                               {"learning-rate": 1e4, "local-epochs": 3, "l2": 0.0})
+    update = task.local_update(data_dir, task.initial_arrays({}), {"learning-rate": 1e4, "local-epochs": 3, "l2": 0.0})
     largest = max(float(np.abs(a).max()) for a in update.arrays)
     assert largest == task.clipping_range
     assert update.local_metrics["clipped_values"] > 0
@@ -386,12 +431,15 @@ def test_sensitivity_finish_exports_onnx_matching_numpy(tmp_path):
     assert sensitivity.check_onnx(outcome["onnx"], outcome["weights"], outcome["bias"], SENSITIVE) < 1e-5
 
 
-@pytest.mark.parametrize("arrays", [
-    [np.zeros(DIMENSIONS, np.float32)],
-    [np.zeros(10, np.float32), np.zeros(1, np.float32)],
-    [np.zeros(DIMENSIONS, np.float32), np.zeros(2, np.float32)],
-    [np.zeros(DIMENSIONS, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32)],
-])
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        [np.zeros(DIMENSIONS, np.float32)],
+        [np.zeros(10, np.float32), np.zeros(1, np.float32)],
+        [np.zeros(DIMENSIONS, np.float32), np.zeros(2, np.float32)],
+        [np.zeros(DIMENSIONS, np.float32), np.zeros(1, np.float32), np.zeros(1, np.float32)],
+    ],
+)
 def test_sensitivity_finish_refuses_wrong_shapes(arrays):
     with pytest.raises(TaskError, match=r"sensitivity parameters must be \[\(16384,\), \(1,\)\]"):
         SensitivityTask().finish(arrays, {}, nodes=2)
@@ -468,21 +516,25 @@ def test_usage_stats_refuses_non_positive_scale(tmp_path, scale):
 
 # --- superlink guard ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path, client, server, expected", [
-    ("/v1/fleet/PullMessages", "203.0.113.9", "10.0.0.1", True),
-    ("/health", "203.0.113.9", "10.0.0.1", True),
-    ("/v1/control/StartRun", "203.0.113.9", "10.0.0.1", False),
-    ("/v1/runtime/PullMessages", "203.0.113.9", "10.0.0.1", False),
-    ("/v1/control/StartRun", "127.0.0.1", "10.0.0.1", True),
-    ("/v1/control/StartRun", "127.8.9.10", "10.0.0.1", True),
-    ("/v1/runtime/PushMessages", "::1", "::", True),
-    ("/v1/control/StartRun", "10.0.0.1", "10.0.0.1", True),
-    ("/v1/control/StartRun", "fd00::5", "fd00::5", True),
-    ("/v1/control/StartRun", "testclient", "testclient", False),
-    ("/v1/control/StartRun", None, "10.0.0.1", False),
-    ("/v1/control/StartRun", "", "10.0.0.1", False),
-    ("/v1/control/StartRun", "10.0.0.2", None, False),
-])
+
+@pytest.mark.parametrize(
+    "path, client, server, expected",
+    [
+        ("/v1/fleet/PullMessages", "203.0.113.9", "10.0.0.1", True),
+        ("/health", "203.0.113.9", "10.0.0.1", True),
+        ("/v1/control/StartRun", "203.0.113.9", "10.0.0.1", False),
+        ("/v1/runtime/PullMessages", "203.0.113.9", "10.0.0.1", False),
+        ("/v1/control/StartRun", "127.0.0.1", "10.0.0.1", True),
+        ("/v1/control/StartRun", "127.8.9.10", "10.0.0.1", True),
+        ("/v1/runtime/PushMessages", "::1", "::", True),
+        ("/v1/control/StartRun", "10.0.0.1", "10.0.0.1", True),
+        ("/v1/control/StartRun", "fd00::5", "fd00::5", True),
+        ("/v1/control/StartRun", "testclient", "testclient", False),
+        ("/v1/control/StartRun", None, "10.0.0.1", False),
+        ("/v1/control/StartRun", "", "10.0.0.1", False),
+        ("/v1/control/StartRun", "10.0.0.2", None, False),
+    ],
+)
 def test_superlink_allowed(path, client, server, expected):
     assert superlink.allowed(path, client, server) is expected
 
@@ -549,6 +601,7 @@ def test_middleware_passes_lifespan_scope_through():
 
 # --- supernode argv -------------------------------------------------------------------------------------
 
+
 def _flags(argv):
     return {flag: value for flag, value in zip(argv, argv[1:]) if flag.startswith("--")}
 
@@ -556,14 +609,18 @@ def _flags(argv):
 def test_supernode_command_flower(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
-    argv = supernode.supernode_command("flower", "central.example:9092", Path("fleet/ca.pem"),
-                                       Path("fleet/flower.key"), Path("data"), 9094)
+    argv = supernode.supernode_command(
+        "flower", "central.example:9092", Path("fleet/ca.pem"), Path("fleet/flower.key"), Path("data"), 9094
+    )
     assert argv[0] == str(Path(sys.executable).parent / "flower-supernode")
     assert _flags(argv) == {
-        "--superlink": "central.example:9092", "--root-certificates": "fleet/ca.pem",
+        "--superlink": "central.example:9092",
+        "--root-certificates": "fleet/ca.pem",
         "--auth-supernode-private-key": "fleet/flower.key",
         "--node-config": f"data-dir='{(tmp_path / 'data').resolve()}'",
-        "--port": "9094", "--host": "127.0.0.1"}
+        "--port": "9094",
+        "--host": "127.0.0.1",
+    }
 
 
 def test_supernode_command_fast(tmp_path):
@@ -584,6 +641,7 @@ def test_supernode_command_refuses_unknown_kind_and_quoted_paths(tmp_path):
 
 # --- FAB ------------------------------------------------------------------------------------------------
 
+
 @needs_flwr
 def test_fab_holds_only_config_naming_the_flower_apps():
     fab_bytes, sha = fab.build()
@@ -592,13 +650,17 @@ def test_fab_holds_only_config_naming_the_flower_apps():
     assert sorted(archive.namelist()) == [".info/CONTENT", "pyproject.toml"]
     pyproject_bytes = archive.read("pyproject.toml")
     assert archive.read(".info/CONTENT").decode() == (
-        f"pyproject.toml,{hashlib.sha256(pyproject_bytes).hexdigest()},{len(pyproject_bytes) * 8}")
+        f"pyproject.toml,{hashlib.sha256(pyproject_bytes).hexdigest()},{len(pyproject_bytes) * 8}"
+    )
     app = tomllib.loads(pyproject_bytes.decode())["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "federated.flower_app:server_app",
-                                 "clientapp": "federated.flower_app:client_app"}
+    assert app["components"] == {
+        "serverapp": "federated.flower_app:server_app",
+        "clientapp": "federated.flower_app:client_app",
+    }
     assert app["config"] == fab.DEFAULT_RUN_CONFIG
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
+
     kinds = {"serverapp": ServerApp, "clientapp": ClientApp}
     for component, reference in app["components"].items():
         module, attribute = reference.split(":")
@@ -606,6 +668,7 @@ def test_fab_holds_only_config_naming_the_flower_apps():
 
 
 # --- run reports ----------------------------------------------------------------------------------------
+
 
 def test_run_report_lifecycle(tmp_path):
     results_dir = tmp_path / "results"
@@ -650,9 +713,13 @@ def test_run_report_complete_with_report_outcome_writes_no_onnx(tmp_path):
 
 # --- Flower keys ----------------------------------------------------------------------------------------
 
+
 def _ed25519_openssh() -> bytes:
-    return ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
 
 
 def test_generate_node_key_is_openssh_p384():
@@ -669,6 +736,7 @@ def test_public_key_bytes_accepts_p384_and_refuses_others():
     _, public = generate_node_key()
     stored = control.public_key_bytes(public.decode() + "\n")
     from flwr.supercore.primitives.asymmetric import bytes_to_public_key
+
     assert bytes_to_public_key(stored).public_numbers() == serialization.load_ssh_public_key(public).public_numbers()
     assert control.public_key_bytes(public) == stored
     with pytest.raises(control.FlowerControlError, match="ECDSA key on a NIST curve"):
@@ -689,8 +757,11 @@ def test_validate_flower_key():
     _, public = generate_node_key()
     federation.validate_flower_key(public.decode())
     federation.validate_flower_key("  " + public.decode() + "\n")
-    p256 = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    p256 = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
     federation.validate_flower_key(p256.decode())
     with pytest.raises(InvalidArgument, match="must be ECDSA on a NIST curve"):
         federation.validate_flower_key(_ed25519_openssh().decode())
@@ -709,73 +780,98 @@ def test_validate_flower_key_refuses_unknown_key_type_as_invalid_argument(line):
 
 # --- central: run config, status, names -----------------------------------------------------------------
 
+
 def _request(**fields):
     base = {"task": "sensitivity", "rounds": 3, "min_nodes": 3}
     return federation.RunRequest(**{**base, **fields})
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"task": "nope"}, "unknown task 'nope'; known tasks: sensitivity, usage-stats"),
-    ({"rounds": 0}, "--rounds must be between 1 and 1000, got 0"),
-    ({"rounds": federation.MAX_ROUNDS + 1}, "--rounds must be between 1 and 1000, got 1001"),
-    ({"min_nodes": 1, "secagg": False}, "--min-nodes must be at least 2"),
-    ({"min_nodes": 2}, r"SecAgg\+ needs at least 3 nodes"),
-    ({"min_nodes": 5, "secagg_shares": 2}, "--secagg-shares must be between 3 and --min-nodes \\(5\\), got 2"),
-    ({"min_nodes": 5, "secagg_shares": 6}, "--secagg-shares must be between 3 and --min-nodes \\(5\\), got 6"),
-    ({"min_nodes": 2, "secagg_shares": 3}, "--secagg-shares must be between 3 and --min-nodes \\(2\\)"),
-    ({"min_nodes": 5, "secagg_threshold": 5}, "--secagg-threshold must be at least 2 and below the shares \\(5\\)"),
-    ({"min_nodes": 5, "secagg_shares": 4, "secagg_threshold": 4}, "below the shares \\(4\\), got 4"),
-    ({"min_nodes": 5, "secagg_threshold": 1}, "--secagg-threshold must be at least 2"),
-    ({"secagg": False, "secagg_shares": 3}, "--secagg-shares and --secagg-threshold need SecAgg"),
-    ({"secagg": False, "secagg_threshold": 2}, "--secagg-shares and --secagg-threshold need SecAgg"),
-    ({"clip": -1.0}, "--clip and --noise cannot be negative"),
-    ({"clip": 1.0, "noise": -0.1}, "--clip and --noise cannot be negative"),
-    ({"noise": 0.5}, "--noise needs --clip"),
-    ({"stage_timeout_s": -1.0}, "timeouts cannot be negative"),
-    ({"wait_nodes_s": -0.5}, "timeouts cannot be negative"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"task": "nope"}, "unknown task 'nope'; known tasks: sensitivity, usage-stats"),
+        ({"rounds": 0}, "--rounds must be between 1 and 1000, got 0"),
+        ({"rounds": federation.MAX_ROUNDS + 1}, "--rounds must be between 1 and 1000, got 1001"),
+        ({"min_nodes": 1, "secagg": False}, "--min-nodes must be at least 2"),
+        ({"min_nodes": 2}, r"SecAgg\+ needs at least 3 nodes"),
+        ({"min_nodes": 5, "secagg_shares": 2}, "--secagg-shares must be between 3 and --min-nodes \\(5\\), got 2"),
+        ({"min_nodes": 5, "secagg_shares": 6}, "--secagg-shares must be between 3 and --min-nodes \\(5\\), got 6"),
+        ({"min_nodes": 2, "secagg_shares": 3}, "--secagg-shares must be between 3 and --min-nodes \\(2\\)"),
+        ({"min_nodes": 5, "secagg_threshold": 5}, "--secagg-threshold must be at least 2 and below the shares \\(5\\)"),
+        ({"min_nodes": 5, "secagg_shares": 4, "secagg_threshold": 4}, "below the shares \\(4\\), got 4"),
+        ({"min_nodes": 5, "secagg_threshold": 1}, "--secagg-threshold must be at least 2"),
+        ({"secagg": False, "secagg_shares": 3}, "--secagg-shares and --secagg-threshold need SecAgg"),
+        ({"secagg": False, "secagg_threshold": 2}, "--secagg-shares and --secagg-threshold need SecAgg"),
+        ({"clip": -1.0}, "--clip and --noise cannot be negative"),
+        ({"clip": 1.0, "noise": -0.1}, "--clip and --noise cannot be negative"),
+        ({"noise": 0.5}, "--noise needs --clip"),
+        ({"stage_timeout_s": -1.0}, "timeouts cannot be negative"),
+        ({"wait_nodes_s": -0.5}, "timeouts cannot be negative"),
+    ],
+)
 def test_run_config_refusals(fields, message, tmp_path):
     with pytest.raises(InvalidArgument, match=message):
         federation.run_config(_request(**fields), tmp_path)
 
 
 def test_run_config_valid_request(tmp_path):
-    config = federation.run_config(_request(min_nodes=5, secagg_shares=4, secagg_threshold=3, clip=2, noise=0.1,
-                                            record_received=True), tmp_path / "results")
-    assert config == {"task": "sensitivity", "rounds": 3, "min-nodes": 5, "secagg": True, "secagg-shares": 4,
-                      "secagg-threshold": 3, "clip": 2.0, "noise": 0.1, "results-dir": str(tmp_path / "results"),
-                      "record-received": True}
+    config = federation.run_config(
+        _request(min_nodes=5, secagg_shares=4, secagg_threshold=3, clip=2, noise=0.1, record_received=True),
+        tmp_path / "results",
+    )
+    assert config == {
+        "task": "sensitivity",
+        "rounds": 3,
+        "min-nodes": 5,
+        "secagg": True,
+        "secagg-shares": 4,
+        "secagg-threshold": 3,
+        "clip": 2.0,
+        "noise": 0.1,
+        "results-dir": str(tmp_path / "results"),
+        "record-received": True,
+    }
     assert isinstance(config["clip"], float)
     assert set(config) <= set(fab.DEFAULT_RUN_CONFIG)
-    timed = federation.run_config(_request(task="usage-stats", min_nodes=2, secagg=False, rounds=1000,
-                                           stage_timeout_s=30, wait_nodes_s=5), tmp_path)
+    timed = federation.run_config(
+        _request(task="usage-stats", min_nodes=2, secagg=False, rounds=1000, stage_timeout_s=30, wait_nodes_s=5),
+        tmp_path,
+    )
     assert timed["timeout-s"] == 30.0 and timed["wait-nodes-s"] == 5.0
     assert timed["secagg"] is False and timed["rounds"] == 1000
     assert set(timed) <= set(fab.DEFAULT_RUN_CONFIG)
 
 
-@pytest.mark.parametrize("flower, sub, details, report, expected", [
-    ("running", "", "", {"status": "completed"}, ("completed", "")),
-    ("finished", "failed", "x", {"status": "completed"}, ("completed", "")),
-    ("running", "", "", {"status": "failed", "error": "round 2: no nodes"}, ("failed", "round 2: no nodes")),
-    ("running", "", "", {"status": "failed"}, ("failed", "the run failed")),
-    ("finished", "completed", "", None, ("failed", "the ServerApp finished without writing its outcome")),
-    ("finished", "completed", "", {"status": "running"},
-     ("failed", "the ServerApp finished without writing its outcome")),
-    ("finished", "failed", "ServerApp exited with code 1", None, ("failed", "ServerApp exited with code 1")),
-    ("finished", "stopped", "", {"status": "running"}, ("failed", "the run stopped")),
-    ("finished", "", "", None, ("failed", "the run stopped")),
-    ("running", "", "", {"status": "waiting-for-nodes"}, ("waiting-for-nodes", "")),
-    ("running", "", "", {"status": "running"}, ("running", "")),
-    ("starting", "", "", {"status": "starting"}, ("pending", "")),
-    ("pending", "", "", None, ("pending", "")),
-])
+@pytest.mark.parametrize(
+    "flower, sub, details, report, expected",
+    [
+        ("running", "", "", {"status": "completed"}, ("completed", "")),
+        ("finished", "failed", "x", {"status": "completed"}, ("completed", "")),
+        ("running", "", "", {"status": "failed", "error": "round 2: no nodes"}, ("failed", "round 2: no nodes")),
+        ("running", "", "", {"status": "failed"}, ("failed", "the run failed")),
+        ("finished", "completed", "", None, ("failed", "the ServerApp finished without writing its outcome")),
+        (
+            "finished",
+            "completed",
+            "",
+            {"status": "running"},
+            ("failed", "the ServerApp finished without writing its outcome"),
+        ),
+        ("finished", "failed", "ServerApp exited with code 1", None, ("failed", "ServerApp exited with code 1")),
+        ("finished", "stopped", "", {"status": "running"}, ("failed", "the run stopped")),
+        ("finished", "", "", None, ("failed", "the run stopped")),
+        ("running", "", "", {"status": "waiting-for-nodes"}, ("waiting-for-nodes", "")),
+        ("running", "", "", {"status": "running"}, ("running", "")),
+        ("starting", "", "", {"status": "starting"}, ("pending", "")),
+        ("pending", "", "", None, ("pending", "")),
+    ],
+)
 def test_run_status(flower, sub, details, report, expected):
     assert federation.run_status(flower, sub, details, report) == expected
 
 
 def test_last_line():
-    trace = "Traceback (most recent call last):\n  File \"x.py\", line 1\n    boom()\nTaskError: no examples  \n\n"
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1\n    boom()\nTaskError: no examples  \n\n'
     assert federation.last_line(trace) == "TaskError: no examples"
     assert federation.last_line("") == "unknown error"
     assert federation.last_line(" \n\t\n") == "unknown error"
@@ -786,7 +882,12 @@ def test_superlink_names_wildcard_adds_fqdn(monkeypatch):
     monkeypatch.setattr(federation.socket, "getfqdn", lambda: "central-box.example.org")
     for listen in ("0.0.0.0", "::", ""):
         assert federation.superlink_names(listen, "") == [
-            "central.edgefleet", "localhost", "127.0.0.1", "::1", "central-box.example.org"]
+            "central.edgefleet",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "central-box.example.org",
+        ]
     names = federation.superlink_names("0.0.0.0", "fl.example.org")
     assert names[:4] == ["central.edgefleet", "localhost", "127.0.0.1", "::1"]
     assert "fl.example.org" in names and names[-1] == "central-box.example.org"
@@ -796,51 +897,76 @@ def test_superlink_names_concrete_host_once():
     names = federation.superlink_names("10.1.2.3", "10.1.2.3")
     assert names == ["central.edgefleet", "localhost", "127.0.0.1", "::1", "10.1.2.3"]
     assert federation.superlink_names("10.1.2.3", "fl.example.org") == [
-        "central.edgefleet", "localhost", "127.0.0.1", "::1", "fl.example.org", "10.1.2.3"]
+        "central.edgefleet",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "fl.example.org",
+        "10.1.2.3",
+    ]
     assert federation.superlink_names("127.0.0.1", "central.edgefleet") == [
-        "central.edgefleet", "localhost", "127.0.0.1", "::1"]
+        "central.edgefleet",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    ]
 
 
 # --- PKI: server certificate names ----------------------------------------------------------------------
+
 
 def test_server_certificate_extra_names_become_dns_and_ip_sans():
     ca_key, ca = pki.create_ca()
     key = pki.generate_key()
     cert = pki.issue_server_certificate(
-        ca_key, ca, key.public_key(),
-        extra_names=["central.edgefleet", "localhost", "127.0.0.1", "::1", "fl.example.org", "10.1.2.3"])
+        ca_key,
+        ca,
+        key.public_key(),
+        extra_names=["central.edgefleet", "localhost", "127.0.0.1", "::1", "fl.example.org", "10.1.2.3"],
+    )
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     dns = san.get_values_for_type(x509.DNSName)
     assert dns == ["central.edgefleet", "localhost", "fl.example.org"]
     assert dns.count("central.edgefleet") == 1
     assert san.get_values_for_type(x509.IPAddress) == [
-        ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"), ipaddress.ip_address("10.1.2.3")]
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+        ipaddress.ip_address("10.1.2.3"),
+    ]
     assert all(isinstance(name, (x509.DNSName, x509.IPAddress)) for name in san)
     plain = pki.issue_server_certificate(ca_key, ca, key.public_key())
     assert plain.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName) == ["central.edgefleet"]
+        x509.DNSName
+    ) == ["central.edgefleet"]
 
 
 # --- agent config: [federated] --------------------------------------------------------------------------
+
 
 def test_federated_table_parses(tmp_path):
     path = tmp_path / "agent.toml"
     path.write_text('[federated]\nenabled = true\nsupernode = "fast"\nclientappio_port = 9094\n')
     config = load_config(path)
     assert (config.federated.enabled, config.federated.supernode, config.federated.clientappio_port) == (
-        True, "fast", 9094)
+        True,
+        "fast",
+        9094,
+    )
     defaults = load_config(None).federated
     assert (defaults.enabled, defaults.supernode, defaults.clientappio_port) == (False, "fast", 0)
 
 
-@pytest.mark.parametrize("table, message", [
-    ({"supernode": "grpc"}, "federated.supernode: expected 'flower' or 'fast', got 'grpc'"),
-    ({"clientappio_port": 70000}, "federated.clientappio_port: expected 0..65535, got 70000"),
-    ({"clientappio_port": -1}, "federated.clientappio_port: expected 0..65535"),
-    ({"enabled": "yes"}, "federated.enabled: expected bool, got str 'yes'"),
-    ({"clientappio_port": True}, "federated.clientappio_port: expected int, got a boolean"),
-    ({"port": 1}, "federated.port: unknown key"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"supernode": "grpc"}, "federated.supernode: expected 'flower' or 'fast', got 'grpc'"),
+        ({"clientappio_port": 70000}, "federated.clientappio_port: expected 0..65535, got 70000"),
+        ({"clientappio_port": -1}, "federated.clientappio_port: expected 0..65535"),
+        ({"enabled": "yes"}, "federated.enabled: expected bool, got str 'yes'"),
+        ({"clientappio_port": True}, "federated.clientappio_port: expected int, got a boolean"),
+        ({"port": 1}, "federated.port: unknown key"),
+    ],
+)
 def test_federated_table_bad_values_name_the_key(table, message):
     with pytest.raises(ConfigError, match=message):
         parse_config({"federated": table})
@@ -860,7 +986,10 @@ def test_key_actions_register_new_and_lost_keys_and_unregister_revoked_ones():
     registered = {11: "online", 13: "online", 14: "unregistered"}
     actions = key_actions([new, known, lost, revoked, done, revoked_never_registered], registered)
     assert [(a, k.node_id) for a, k in actions] == [
-        (REGISTER, "node-new"), (REGISTER, "node-lost"), (UNREGISTER, "node-revoked")]
+        (REGISTER, "node-new"),
+        (REGISTER, "node-lost"),
+        (UNREGISTER, "node-revoked"),
+    ]
     # A key the SuperLink lists as unregistered (not revoked here) is registered again too.
     assert key_actions([known], {11: "unregistered"}) == [(REGISTER, known)]
 
@@ -904,7 +1033,7 @@ def _featurize_by_definition(text: str) -> np.ndarray:
     words = re.findall(r"\w+", lowered)
     padded = f" {lowered} "
     features = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
-    features += [f"c:{padded[i:i + 3]}" for i in range(len(padded) - 2)]
+    features += [f"c:{padded[i : i + 3]}" for i in range(len(padded) - 2)]
     for feature in features:
         vector[zlib.crc32(feature.encode("utf-8")) & (DIMENSIONS - 1)] += 1.0
     norm = float(np.linalg.norm(vector))
@@ -919,7 +1048,16 @@ def test_the_fast_featurizer_hashes_exactly_as_the_definition(text):
     assert np.array_equal(fast, _featurize_by_definition(text))
 
 
-@pytest.mark.parametrize("text", ["", "A", "my card 4111 1111 1111 1111", "naïve café, straße, 日本語",
-                                  "x" * 4000, "tab\there\nnewline  double  space"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "A",
+        "my card 4111 1111 1111 1111",
+        "naïve café, straße, 日本語",
+        "x" * 4000,
+        "tab\there\nnewline  double  space",
+    ],
+)
 def test_the_fast_featurizer_on_edge_cases(text):
     assert np.array_equal(featurize.featurize(text), _featurize_by_definition(text))

@@ -35,13 +35,22 @@ def never(ids):
 
 
 def test_request_texts_hold_every_content_name_and_stop_string():
-    params = parse_chat({"model": "box", "stop": ["END", "4111 1111 1111 1111"],
-                         "messages": [{"role": "system", "content": "be brief"},
-                                      {"role": "user", "name": "jane_doe", "content": [
-                                          {"type": "text", "text": "mail "}, {"type": "text", "text": "a@b.example"}]}]},
-                        LIMITS)
-    assert request_texts(params, never) == ["be brief", "mail a@b.example", "jane_doe", "END",
-                                                    "4111 1111 1111 1111"]
+    params = parse_chat(
+        {
+            "model": "box",
+            "stop": ["END", "4111 1111 1111 1111"],
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {
+                    "role": "user",
+                    "name": "jane_doe",
+                    "content": [{"type": "text", "text": "mail "}, {"type": "text", "text": "a@b.example"}],
+                },
+            ],
+        },
+        LIMITS,
+    )
+    assert request_texts(params, never) == ["be brief", "mail a@b.example", "jane_doe", "END", "4111 1111 1111 1111"]
 
 
 def test_request_texts_of_a_prompt_and_of_token_ids():
@@ -55,14 +64,26 @@ def test_request_texts_of_a_prompt_and_of_token_ids():
 
 FULL_CHAT = {
     "model": "cloud",
-    "messages": [{"role": "developer", "content": [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]},
-                 {"role": "user", "name": "jane", "content": "mail jane@example.com"},
-                 {"role": "assistant", "content": "ok", "tool_calls": None, "refusal": None, "annotations": []}],
-    "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9, "seed": 7, "stop": ["jane@example.com"],
-    "stream": True, "stream_options": {"include_usage": True},
+    "messages": [
+        {"role": "developer", "content": [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]},
+        {"role": "user", "name": "jane", "content": "mail jane@example.com"},
+        {"role": "assistant", "content": "ok", "tool_calls": None, "refusal": None, "annotations": []},
+    ],
+    "max_completion_tokens": 9,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "seed": 7,
+    "stop": ["jane@example.com"],
+    "stream": True,
+    "stream_options": {"include_usage": True},
     # Never forwarded: not model-visible, or neutral values of what this server does not implement.
-    "user": "ssn 123-45-6789", "metadata": {}, "store": False, "presence_penalty": 0, "logit_bias": {},
-    "tools": [], "n": 1,
+    "user": "ssn 123-45-6789",
+    "metadata": {},
+    "store": False,
+    "presence_penalty": 0,
+    "logit_bias": {},
+    "tools": [],
+    "n": 1,
 }
 
 
@@ -71,11 +92,18 @@ def test_the_upstream_body_holds_only_what_the_agent_understands():
     out = upstream_request(params, None)
     assert out == {
         "model": "cloud",
-        "messages": [{"role": "system", "content": "be brief"},
-                     {"role": "user", "name": "jane", "content": "mail jane@example.com"},
-                     {"role": "assistant", "content": "ok"}],
-        "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9, "seed": 7, "stop": ["jane@example.com"],
-        "stream": True, "stream_options": {"include_usage": True},
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "name": "jane", "content": "mail jane@example.com"},
+            {"role": "assistant", "content": "ok"},
+        ],
+        "max_completion_tokens": 9,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "seed": 7,
+        "stop": ["jane@example.com"],
+        "stream": True,
+        "stream_options": {"include_usage": True},
     }
     assert "123-45-6789" not in json.dumps(out)
 
@@ -92,11 +120,13 @@ def test_a_class_that_redacts_redacts_every_string_that_leaves():
 def test_completions_forward_the_parameters_the_client_set_and_nothing_else():
     body = {"model": "cloud", "prompt": "p x", "max_tokens": 5, "top_k": 3, "ignore_eos": False, "user": "u"}
     out = upstream_request(parse_completion(body, LIMITS), lambda t: t.upper())
-    assert out == {"model": "cloud", "prompt": "P X", "max_tokens": 5, "top_k": 3, "ignore_eos": False,
-                   "stream": False}
+    assert out == {"model": "cloud", "prompt": "P X", "max_tokens": 5, "top_k": 3, "ignore_eos": False, "stream": False}
     bare = {"model": "cloud", "prompt": "p"}
     assert upstream_request(parse_completion(bare, LIMITS), None) == {
-        "model": "cloud", "prompt": "p", "stream": False}  # the local defaults (max_tokens 16, top_k 40) stay here
+        "model": "cloud",
+        "prompt": "p",
+        "stream": False,
+    }  # the local defaults (max_tokens 16, top_k 40) stay here
 
 
 def test_a_token_id_prompt_is_never_built_into_an_upstream_body():
@@ -119,14 +149,25 @@ def _strings(value, path=()):
 
 _text = st.text(min_size=1, max_size=12)
 _message = st.fixed_dictionaries(
-    {"role": st.sampled_from(["system", "developer", "user", "assistant"]),
-     "content": st.one_of(_text, st.lists(st.builds(lambda t: {"type": "text", "text": t}, _text), max_size=3))},
-    optional={"name": _text, "tool_calls": st.none(), "refusal": st.none()})
+    {
+        "role": st.sampled_from(["system", "developer", "user", "assistant"]),
+        "content": st.one_of(_text, st.lists(st.builds(lambda t: {"type": "text", "text": t}, _text), max_size=3)),
+    },
+    optional={"name": _text, "tool_calls": st.none(), "refusal": st.none()},
+)
 _chat_body = st.fixed_dictionaries(
     {"model": st.sampled_from(["box", "cloud"]), "messages": st.lists(_message, min_size=1, max_size=4)},
-    optional={"stop": st.one_of(_text, st.lists(_text, min_size=1, max_size=4)), "user": _text,
-              "metadata": st.just({}), "store": st.just(False), "temperature": st.floats(0, 2),
-              "max_tokens": st.integers(1, 2048), "seed": st.integers(0, 2**31), "top_k": st.integers(0, 100)})
+    optional={
+        "stop": st.one_of(_text, st.lists(_text, min_size=1, max_size=4)),
+        "user": _text,
+        "metadata": st.just({}),
+        "store": st.just(False),
+        "temperature": st.floats(0, 2),
+        "max_tokens": st.integers(1, 2048),
+        "seed": st.integers(0, 2**31),
+        "top_k": st.integers(0, 100),
+    },
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -139,8 +180,21 @@ def test_every_string_that_leaves_was_classified_and_went_through_redaction(body
         if path in (("model",),) or path[-1] == "role":
             continue
         assert value.startswith("\0") and value[1:] in judged, (path, value)
-    assert set(marked) <= {"model", "messages", "stop", "stream", "stream_options", "max_tokens",
-                           "max_completion_tokens", "temperature", "top_p", "seed", "top_k", "min_p", "ignore_eos"}
+    assert set(marked) <= {
+        "model",
+        "messages",
+        "stop",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "top_k",
+        "min_p",
+        "ignore_eos",
+    }
 
 
 # -- the gateway's routes, on fakes -------------------------------------------------------------------
@@ -148,6 +202,7 @@ def test_every_string_that_leaves_was_classified_and_went_through_redaction(body
 
 class FakeBackend:
     """Stands for the llama.cpp model: a vocabulary of 100 ids, each the letter it encodes."""
+
     vocab_size = 100
 
     def in_vocab(self, tokens):
@@ -159,6 +214,7 @@ class FakeBackend:
 
 class FakeService:
     """Stands for InferenceService: answers locally, or is full (OverloadedError), or still warming up."""
+
     model_id = "box"
     request_timeout_s = 30.0
 
@@ -196,8 +252,13 @@ class FakePool:
         return UpstreamReply(names[0], 200, b"{}", None, "application/json")
 
 
-POLICY = PolicyConfig(classes=(DataClassRule("public", ("*",)), DataClassRule("internal", ("*",), redact=True),
-                               DataClassRule("restricted", ())))
+POLICY = PolicyConfig(
+    classes=(
+        DataClassRule("public", ("*",)),
+        DataClassRule("internal", ("*",), redact=True),
+        DataClassRule("restricted", ()),
+    )
+)
 CALLER = Caller("acme", "", "restricted")
 
 
@@ -220,34 +281,43 @@ def run(gw, endpoint, body):
 def test_a_listed_model_goes_only_to_the_upstreams_that_list_it():
     pool = FakePool({"a": ("cloud",), "b": ("other",)})
     service = FakeService()
-    info, error = run(gateway(service, pool), "chat", {"model": "cloud", "user": "x",
-                                                       "messages": [{"role": "user", "content": "hi"}]})
+    info, error = run(
+        gateway(service, pool), "chat", {"model": "cloud", "user": "x", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert error is None and info.route == "upstream:a" and not service.generated
-    (names, path, body), = pool.sent
+    ((names, path, body),) = pool.sent
     assert names == ("a",) and path == "/chat/completions" and "user" not in body
 
 
 def test_a_model_no_upstream_lists_is_404_model_not_found():
     gw = gateway(FakeService(), FakePool({"a": ("cloud",)}))
     with pytest.raises(RequestError) as info:
-        parse_chat({"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
-                   Limits(2048, ("box",), gw.upstream_model_ids))
+        parse_chat(
+            {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
+            Limits(2048, ("box",), gw.upstream_model_ids),
+        )
     assert (info.value.status, info.value.code) == (404, "model_not_found")
     assert "box; through an upstream: cloud" in info.value.message
 
 
 def test_restricted_data_naming_a_listed_model_is_refused_and_never_leaves():
     pool = FakePool({"a": ("cloud",)})
-    info, error = run(gateway(FakeService(), pool), "chat",
-                      {"model": "cloud", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]})
+    info, error = run(
+        gateway(FakeService(), pool),
+        "chat",
+        {"model": "cloud", "messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]},
+    )
     assert (error.status, error.code, info.route, info.data_class) == (404, "unknown_model", "refused", "restricted")
     assert pool.sent == []
 
 
-@pytest.mark.parametrize("service, model, status, code", [
-    (FakeService(), "cloud", 400, "token_prompt_not_forwarded"),  # a model only an upstream serves
-    (FakeService(full=True), "box", 429, "token_prompt"),          # the box's queue is full
-])
+@pytest.mark.parametrize(
+    "service, model, status, code",
+    [
+        (FakeService(), "cloud", 400, "token_prompt_not_forwarded"),  # a model only an upstream serves
+        (FakeService(full=True), "box", 429, "token_prompt"),  # the box's queue is full
+    ],
+)
 def test_token_id_prompts_never_leave(service, model, status, code):
     pool = FakePool({"a": ("cloud",), "b": ()})
     info, error = run(gateway(service, pool), "completions", {"model": model, "prompt": [1, 2, 3]})

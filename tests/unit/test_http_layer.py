@@ -31,19 +31,26 @@ def test_every_error_maps_to_one_status_and_openai_error_object():
         assert set(body["error"]) == {"message", "type", "param", "code"}
     assert error_for(RequestError("bad", "prompt"))[1]["error"]["param"] == "prompt"
     assert http_error_for(405, "Method Not Allowed", "GET", "/v1/completions")["error"] == {
-        "message": "GET /v1/completions: Method Not Allowed", "type": "invalid_request_error", "param": None,
-        "code": "method_not_allowed"}
+        "message": "GET /v1/completions: Method Not Allowed",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "method_not_allowed",
+    }
 
 
 def _frames(chunks):
     async def collect():
         return [frame async for frame in _sse_events(chunks)]
+
     return asyncio.run(collect())
 
 
 def test_chunks_are_framed_as_server_sent_events_ending_with_done():
-    assert _frames([{"a": 1}, {"b": "é"}]) == [b'data: {"a":1}\n\n', 'data: {"b":"é"}\n\n'.encode(),
-                                               b"data: [DONE]\n\n"]
+    assert _frames([{"a": 1}, {"b": "é"}]) == [
+        b'data: {"a":1}\n\n',
+        'data: {"b":"é"}\n\n'.encode(),
+        b"data: [DONE]\n\n",
+    ]
 
 
 def test_a_stream_that_fails_ends_with_the_error_event_then_done_and_is_closed():
@@ -58,7 +65,7 @@ def test_a_stream_that_fails_ends_with_the_error_event_then_done_and_is_closed()
 
     frames = _frames(failing())
     assert frames[0] == b'data: {"n":1}\n\n' and frames[-1] == b"data: [DONE]\n\n" and len(frames) == 3
-    assert json.loads(frames[1][len(b"data: "):])["error"]["code"] == "deadline_exceeded"
+    assert json.loads(frames[1][len(b"data: ") :])["error"]["code"] == "deadline_exceeded"
     assert closed == [True]
 
 
@@ -82,12 +89,23 @@ def test_closing_the_event_stream_closes_the_answers_stream_at_once():
 
 
 def test_the_canonical_form_holds_what_changes_an_answer():
-    chat = parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi", "name": "jo"}], "seed": 3,
-                       "stop": "x"}, LIMITS)
+    chat = parse_chat(
+        {"model": "m", "messages": [{"role": "user", "content": "hi", "name": "jo"}], "seed": 3, "stop": "x"}, LIMITS
+    )
     assert chat.canonical() == {
-        "model": "m", "messages": [{"role": "user", "content": "hi", "name": "jo"}], "max_tokens": 2048,
-        "temperature": 1.0, "top_p": 1.0, "min_p": 0.05, "top_k": 40, "seed": 3, "stop": ["x"], "ignore_eos": False,
-        "stream": False, "include_usage": False}
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi", "name": "jo"}],
+        "max_tokens": 2048,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "min_p": 0.05,
+        "top_k": 40,
+        "seed": 3,
+        "stop": ["x"],
+        "ignore_eos": False,
+        "stream": False,
+        "include_usage": False,
+    }
     ids = parse_completion({"model": "m", "prompt": [1, 2], "temperature": 0}, LIMITS)
     text = parse_completion({"model": "m", "prompt": "[1, 2]", "temperature": 0}, LIMITS)
     assert ids.canonical()["prompt"] == [1, 2]
@@ -97,7 +115,15 @@ def test_the_canonical_form_holds_what_changes_an_answer():
 
 
 def test_set_by_client_records_what_the_client_wrote_not_the_defaults():
-    chat = parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 4,
-                       "temperature": None, "top_k": 5}, LIMITS)
+    chat = parse_chat(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_completion_tokens": 4,
+            "temperature": None,
+            "top_k": 5,
+        },
+        LIMITS,
+    )
     assert chat.params.set_by_client == {"max_completion_tokens", "top_k"}
     assert chat.params.max_tokens == 4

@@ -18,8 +18,9 @@ def model_path(tmp_path_factory):
     """A classifier trained here on a few labeled prompts, exported exactly as a federated run exports it."""
     features = featurize.featurize_all(SENSITIVE + BENIGN)
     labels = np.array([1.0] * len(SENSITIVE) + [0.0] * len(BENIGN))
-    weights, bias = sensitivity.train(np.zeros(featurize.DIMENSIONS), 0.0, features, labels,
-                                      epochs=300, learning_rate=2.0, l2=0.0)
+    weights, bias = sensitivity.train(
+        np.zeros(featurize.DIMENSIONS), 0.0, features, labels, epochs=300, learning_rate=2.0, l2=0.0
+    )
     path = tmp_path_factory.mktemp("classifier") / "sensitivity.onnx"
     path.write_bytes(sensitivity.export_onnx(weights, bias))
     return str(path)
@@ -53,9 +54,12 @@ def test_a_file_that_is_not_a_sensitivity_classifier_is_refused_at_start(tmp_pat
 def test_an_onnx_model_of_another_shape_is_refused_with_what_was_expected(tmp_path):
     from onnx import TensorProto, helper, save
 
-    graph = helper.make_graph([helper.make_node("Identity", ["input_ids"], ["out"])], "other",
-                              [helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, ["batch", 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input_ids"], ["out"])],
+        "other",
+        [helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "other.onnx"

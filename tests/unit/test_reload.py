@@ -13,8 +13,12 @@ from edge_agent.policy.classify import PromptClassifier
 from edge_agent.reload import Change, Reloader, changes, is_live, plan
 from edge_agent.scheduler import SchedulerStats
 
-BASE = {"log_level": "info", "cache": {"max_bytes": 1000, "ttl_s": 60.0}, "model": {"n_parallel": 8},
-        "policy": {"custom": [{"name": "project", "data_class": "restricted", "keywords": ["bluebird"]}]}}
+BASE = {
+    "log_level": "info",
+    "cache": {"max_bytes": 1000, "ttl_s": 60.0},
+    "model": {"n_parallel": 8},
+    "policy": {"custom": [{"name": "project", "data_class": "restricted", "keywords": ["bluebird"]}]},
+}
 
 
 def config(**sections):
@@ -33,14 +37,24 @@ def test_changes_are_named_by_their_dotted_keys():
 
 
 def test_live_changes_apply_and_the_rest_waits_for_a_restart():
-    new = config(log_level="debug", cache={"max_bytes": 10, "ttl_s": 5.0, "enabled": False},
-                 model={"n_parallel": 4}, server={"listen": "127.0.0.1:9000"}, scheduler={"max_queue": 3},
-                 policy={"custom": [{"name": "project", "data_class": "internal", "keywords": ["zanzibar"]}]},
-                 upstreams=[{"name": "eu", "url": "https://eu.example/v1", "models": ["gpt-4o-mini"]}])
+    new = config(
+        log_level="debug",
+        cache={"max_bytes": 10, "ttl_s": 5.0, "enabled": False},
+        model={"n_parallel": 4},
+        server={"listen": "127.0.0.1:9000"},
+        scheduler={"max_queue": 3},
+        policy={"custom": [{"name": "project", "data_class": "internal", "keywords": ["zanzibar"]}]},
+        upstreams=[{"name": "eu", "url": "https://eu.example/v1", "models": ["gpt-4o-mini"]}],
+    )
     p = plan(config(), new)
     assert sorted(c.key for c in p.live) == ["cache.max_bytes", "cache.ttl_s", "log_level", "policy.custom"]
-    assert sorted(c.key for c in p.needs_restart) == ["cache.enabled", "model.n_parallel", "scheduler.max_queue",
-                                                       "server.listen", "upstreams"]
+    assert sorted(c.key for c in p.needs_restart) == [
+        "cache.enabled",
+        "model.n_parallel",
+        "scheduler.max_queue",
+        "server.listen",
+        "upstreams",
+    ]
     running = p.running
     assert (running.log_level, running.cache.max_bytes, running.cache.ttl_s) == ("debug", 10, 5.0)
     assert running.policy.custom == new.policy.custom
@@ -52,8 +66,13 @@ def test_live_changes_apply_and_the_rest_waits_for_a_restart():
 
 def test_renamed_data_classes_hold_the_whole_policy_back():
     classes = [{"name": "open", "jurisdictions": ["*"]}, {"name": "restricted"}]
-    new = config(policy={"classes": classes, "default_class": "open",
-                         "detectors": {"email": "restricted", "phone": "restricted"}})
+    new = config(
+        policy={
+            "classes": classes,
+            "default_class": "open",
+            "detectors": {"email": "restricted", "phone": "restricted"},
+        }
+    )
     p = plan(config(), new)
     assert "data class names changed" in p.held_back
     assert p.running.policy == config().policy
@@ -75,9 +94,14 @@ def test_reloader_applies_live_changes_and_keeps_the_running_config_on_a_bad_fil
     cache.put("a", "sha", b"x" * 400)
     cache.put("b", "sha", b"y" * 400)
     gateway = FakeGateway()
-    files = {"next": config(log_level="debug", cache={"max_bytes": 500}, model={"n_parallel": 4},
-                            policy={"custom": [{"name": "project", "data_class": "internal",
-                                                "keywords": ["zanzibar"]}]})}
+    files = {
+        "next": config(
+            log_level="debug",
+            cache={"max_bytes": 500},
+            model={"n_parallel": 4},
+            policy={"custom": [{"name": "project", "data_class": "internal", "keywords": ["zanzibar"]}]},
+        )
+    }
 
     def load():
         if isinstance(files["next"], Exception):
@@ -122,10 +146,12 @@ def test_status_lines_read_for_a_person():
     stats = SchedulerStats(queue_depth=0, inflight=2, slots=8)
     assert status_line("smollm2-135m-instruct", "127.0.0.1:8080", stats, {"eu-cloud": "closed"}, "connected") == (
         "serving smollm2-135m-instruct on 127.0.0.1:8080: 2 in flight, 0 queued, upstreams eu-cloud (closed), "
-        "central connected")
+        "central connected"
+    )
     assert status_line("m", "h:1", stats, {}, None) == "serving m on h:1: 2 in flight, 0 queued"
     assert central_status_line("0.0.0.0:7443", "0.0.0.0:7444", "", 1, 3) == (
-        "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 1 node online (of 3)")
+        "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 1 node online (of 3)"
+    )
 
 
 @pytest.mark.parametrize("key", ["data_dir", "auth.keys_file", "federated.enabled", "fleet.probation_s"])
@@ -142,6 +168,7 @@ def test_a_pattern_re2_cannot_take_is_refused_on_sighup_naming_the_key(tmp_path,
 
     def load():
         from edge_agent.config import load_config
+
         return load_config(path)
 
     reloader = Reloader(config(), load, gateway, None, PromptClassifier)

@@ -35,12 +35,13 @@ SHOWN = 20
 POLICY = PolicyConfig()
 DETECTORS = Detectors(BUILTIN_DETECTORS, (), POLICY.phone_regions)
 CLASSIFIER = PromptClassifier(POLICY)
-PROPERTY = settings(max_examples=150, derandomize=True, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=150, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def describe(text: str, spans: list[Span]) -> str:
-    found = ", ".join(f"{s.detector}:{text[s.start:s.end]!r}" for s in spans) or "nothing"
+    found = ", ".join(f"{s.detector}:{text[s.start : s.end]!r}" for s in spans) or "nothing"
     return f"{text!r} -> {found}"
 
 
@@ -61,9 +62,11 @@ def recall_report(outcomes, target: float, label: str) -> tuple[float, str]:
     recall = 1 - len(misses) / len(outcomes)
     by_variant = Counter(s.variant for s, _ in misses)
     by_detail = Counter(f"{s.detail or '-'}/{s.locale or '-'}" for s, _ in misses)
-    lines = [f"{label}: recall {recall:.2%} of {len(outcomes)} (target {target:.1%}), {len(misses)} missed",
-             "misses by transform: " + ", ".join(f"{k} {v}" for k, v in by_variant.most_common()),
-             "misses by detail/locale: " + ", ".join(f"{k} {v}" for k, v in by_detail.most_common(25))]
+    lines = [
+        f"{label}: recall {recall:.2%} of {len(outcomes)} (target {target:.1%}), {len(misses)} missed",
+        "misses by transform: " + ", ".join(f"{k} {v}" for k, v in by_variant.most_common()),
+        "misses by detail/locale: " + ", ".join(f"{k} {v}" for k, v in by_detail.most_common(25)),
+    ]
     lines += [f"  [{s.variant}/{s.detail}/{s.locale}] {describe(s.text, spans)}" for s, spans in misses[:SHOWN]]
     return recall, "\n".join(lines)
 
@@ -86,7 +89,7 @@ def test_corpus_is_large_seeded_and_valid():
         elif s.kind == "us_ssn":
             assert corpus.ssn_valid(compact), s
     for s in plain + evasion:
-        outside = s.text[:s.start] + s.text[s.end:]
+        outside = s.text[: s.start] + s.text[s.end :]
         assert not any(c.isdigit() for c in outside) and "@" not in outside, s  # templates: no digits, no "@"
     for b in benign:
         assert not corpus.looks_like_pii(b.text), b
@@ -116,13 +119,15 @@ def test_phone_recall_per_locale(locale):
 @pytest.mark.parametrize("kind", corpus.RESTRICTED)
 def test_restricted_items_are_restricted(kind):
     """What the router does with it: the whole sentence classed restricted (any detector may take it)."""
-    wrong = [s for s, _ in pii_outcomes()
-             if s.kind == kind and CLASSIFIER.classify([s.text]).data_class != "restricted"]
+    wrong = [
+        s for s, _ in pii_outcomes() if s.kind == kind and CLASSIFIER.classify([s.text]).data_class != "restricted"
+    ]
     share = len(wrong) / sum(1 for s, _ in pii_outcomes() if s.kind == kind)
     assert share <= 1 - RECALL_TARGET[kind], (
         f"{kind}: {len(wrong)} not restricted ({share:.2%}); by transform "
         f"{Counter(s.variant for s in wrong).most_common()}\n"
-        + "\n".join(f"  [{s.variant}] {s.text!r}" for s in wrong[:SHOWN]))
+        + "\n".join(f"  [{s.variant}] {s.text!r}" for s in wrong[:SHOWN])
+    )
 
 
 # --- false positives --------------------------------------------------------------------------------------
@@ -135,7 +140,8 @@ def test_benign_false_positive_rate(kind):
     assert rate <= FALSE_POSITIVE_MAX, (
         f"{kind}: fires on {rate:.2%} of {len(outcomes)} benign sentences (at most {FALSE_POSITIVE_MAX:.0%}); "
         f"sentences by category of number in them: {by_category.most_common()}\n"
-        + "\n".join("  " + describe(b.text, [s for s in spans if s.detector == kind]) for b, spans in fired[:SHOWN]))
+        + "\n".join("  " + describe(b.text, [s for s in spans if s.detector == kind]) for b, spans in fired[:SHOWN])
+    )
 
 
 # --- redaction --------------------------------------------------------------------------------------------
@@ -149,10 +155,13 @@ def test_redaction_leaves_nothing_of_a_found_item(kind):
         again = DETECTORS.find(redacted)
         recovered = corpus.leak(kind, s.value, redacted)
         if again or recovered:
-            failures.append(f"  [{s.variant}] {describe(s.text, spans)}\n      redacted {describe(redacted, again)}"
-                            + (f", still reads {recovered!r}" if recovered else ""))
+            failures.append(
+                f"  [{s.variant}] {describe(s.text, spans)}\n      redacted {describe(redacted, again)}"
+                + (f", still reads {recovered!r}" if recovered else "")
+            )
     assert not failures, f"{kind}: {len(failures)} redacted texts still give the item away\n" + "\n".join(
-        failures[:SHOWN])
+        failures[:SHOWN]
+    )
 
 
 # --- hypothesis: any valid item, any transform -----------------------------------------------------------
@@ -167,10 +176,15 @@ def _written_card(prefix: int, length: int, body: int, grouped: bool) -> str:
     return " ".join(corpus.card_groups(digits)) if grouped else digits
 
 
-cards = st.builds(_written_card, st.integers(0, len(corpus.CARD_PREFIXES) - 1), st.integers(0, 2),
-                  st.integers(0, 10 ** 19 - 1), st.booleans())
+cards = st.builds(
+    _written_card,
+    st.integers(0, len(corpus.CARD_PREFIXES) - 1),
+    st.integers(0, 2),
+    st.integers(0, 10**19 - 1),
+    st.booleans(),
+)
 ssns = st.builds(corpus.ssn_number, st.integers(1, 899), st.integers(1, 99), st.integers(1, 9999))
-ibans = st.builds(corpus.iban_number, st.integers(0, len(corpus.IBAN_COUNTRIES) - 1), st.integers(0, 2 ** 16))
+ibans = st.builds(corpus.iban_number, st.integers(0, len(corpus.IBAN_COUNTRIES) - 1), st.integers(0, 2**16))
 ITEMS = {"card": cards, "iban": ibans, "us_ssn": ssns}
 
 
@@ -189,8 +203,12 @@ def _check_restricted(kind: str, value: str, transform: str, template: str, seed
 @pytest.mark.parametrize("kind", corpus.RESTRICTED)
 def test_any_valid_item_under_any_transform_is_restricted_and_redacted(kind):
     @PROPERTY
-    @given(value=ITEMS[kind], transform=st.sampled_from(["plain"] + corpus.transforms_for(kind)),
-           template=_template(kind), seed=st.integers(0, 2 ** 16))
+    @given(
+        value=ITEMS[kind],
+        transform=st.sampled_from(["plain"] + corpus.transforms_for(kind)),
+        template=_template(kind),
+        seed=st.integers(0, 2**16),
+    )
     def check(value, transform, template, seed):
         _check_restricted(kind, value, transform, template, seed)
 

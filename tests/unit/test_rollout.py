@@ -23,23 +23,46 @@ BAKE = 600.0
 def make_spec(n=10, previous=None, steps=(10, 50, 100), rollout_id="r1", **overrides):
     if previous is None:
         previous = {f"node-{i:02d}": OLD for i in range(n)}
-    fields = dict(rollout_id=rollout_id, model=NEW, selector={"region": "eu"}, steps=steps, bake_s=BAKE,
-                  max_error_rate=0.02, max_p99_ms=2000.0, created_at=T0, previous=previous)
+    fields = dict(
+        rollout_id=rollout_id,
+        model=NEW,
+        selector={"region": "eu"},
+        steps=steps,
+        bake_s=BAKE,
+        max_error_rate=0.02,
+        max_p99_ms=2000.0,
+        created_at=T0,
+        previous=previous,
+    )
     fields.update(overrides)
     return RolloutSpec(**fields)
 
 
 def on_new(node_id, since, **kw):
     """A node serving the new model, ACTIVE since `since`, within thresholds unless kw says otherwise."""
-    fields = dict(online=True, active_sha256=NEW.sha256, activation_state=ro.ACTIVE, active_since=since,
-                  error_rate=0.0, p99_ms=120.0, requests=50)
+    fields = dict(
+        online=True,
+        active_sha256=NEW.sha256,
+        activation_state=ro.ACTIVE,
+        active_since=since,
+        error_rate=0.0,
+        p99_ms=120.0,
+        requests=50,
+    )
     fields.update(kw)
     return NodeObservation(node_id, **fields)
 
 
 def on_old(node_id, **kw):
-    fields = dict(online=True, active_sha256=OLD.sha256, activation_state=ro.ACTIVE, active_since=T0 - 86400,
-                  error_rate=0.0, p99_ms=100.0, requests=50)
+    fields = dict(
+        online=True,
+        active_sha256=OLD.sha256,
+        activation_state=ro.ACTIVE,
+        active_since=T0 - 86400,
+        error_rate=0.0,
+        p99_ms=100.0,
+        requests=50,
+    )
     fields.update(kw)
     return NodeObservation(node_id, **fields)
 
@@ -64,44 +87,54 @@ def canary(spec, step_index=0):
 
 # --- specs and steps -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("canary_pct, steps, expected", [
-    (10, [50, 100], (10, 50, 100)),
-    (10, [10, 50, 100], (10, 50, 100)),  # the documented example does not double the canary
-    (5, [10, 50, 100], (5, 10, 50, 100)),
-    (100, [], (100,)),
-    (100, [100], (100,)),
-    (1, [100], (1, 100)),
-])
+
+@pytest.mark.parametrize(
+    "canary_pct, steps, expected",
+    [
+        (10, [50, 100], (10, 50, 100)),
+        (10, [10, 50, 100], (10, 50, 100)),  # the documented example does not double the canary
+        (5, [10, 50, 100], (5, 10, 50, 100)),
+        (100, [], (100,)),
+        (100, [100], (100,)),
+        (1, [100], (1, 100)),
+    ],
+)
 def test_build_steps_valid(canary_pct, steps, expected):
     assert ro.build_steps(canary_pct, steps) == expected
 
 
-@pytest.mark.parametrize("canary_pct, steps, message", [
-    (0, [50, 100], "from 1 to 100"),
-    (10, [50, 101], "from 1 to 100"),
-    (10, [50, 50, 100], "strictly increasing"),
-    (50, [10, 100], "strictly increasing"),
-    (10, [50], "last step must be 100"),
-    (10, [], "last step must be 100"),
-    (10.5, [100], "whole percentage"),
-    (True, [100], "whole percentage"),
-])
+@pytest.mark.parametrize(
+    "canary_pct, steps, message",
+    [
+        (0, [50, 100], "from 1 to 100"),
+        (10, [50, 101], "from 1 to 100"),
+        (10, [50, 50, 100], "strictly increasing"),
+        (50, [10, 100], "strictly increasing"),
+        (10, [50], "last step must be 100"),
+        (10, [], "last step must be 100"),
+        (10.5, [100], "whole percentage"),
+        (True, [100], "whole percentage"),
+    ],
+)
 def test_build_steps_invalid(canary_pct, steps, message):
     with pytest.raises(RolloutError, match=message):
         ro.build_steps(canary_pct, steps)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(max_error_rate=1.5), "between 0 and 1"),
-    (dict(max_error_rate=-0.1), "between 0 and 1"),
-    (dict(max_error_rate=math.nan), "between 0 and 1"),
-    (dict(bake_s=-1.0), "0 s or more"),
-    (dict(max_p99_ms=0.0), "more than 0 ms"),
-    (dict(previous={}), "matches no node"),
-    (dict(steps=(10, 50)), "last step must be 100"),
-    (dict(steps=()), "must not be empty"),
-    (dict(rollout_id=""), "rollout_id"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(max_error_rate=1.5), "between 0 and 1"),
+        (dict(max_error_rate=-0.1), "between 0 and 1"),
+        (dict(max_error_rate=math.nan), "between 0 and 1"),
+        (dict(bake_s=-1.0), "0 s or more"),
+        (dict(max_p99_ms=0.0), "more than 0 ms"),
+        (dict(previous={}), "matches no node"),
+        (dict(steps=(10, 50)), "last step must be 100"),
+        (dict(steps=()), "must not be empty"),
+        (dict(rollout_id=""), "rollout_id"),
+    ],
+)
 def test_spec_validation(overrides, message):
     with pytest.raises(RolloutError, match=message):
         make_spec(**overrides)
@@ -121,6 +154,7 @@ def test_unknown_activation_state_is_refused():
 
 # --- canary order ----------------------------------------------------------------------------
 
+
 def test_canary_order_is_deterministic_stable_and_differs_per_rollout():
     ids = [f"node-{i}" for i in range(20)]
     first = ro.canary_order("r1", ids)
@@ -131,12 +165,15 @@ def test_canary_order_is_deterministic_stable_and_differs_per_rollout():
     assert ro.canary_order("r2", ids) != first
 
 
-@pytest.mark.parametrize("n, sizes", [
-    (1, {10: 1, 50: 1, 100: 1}),
-    (3, {10: 1, 34: 2, 50: 2, 67: 3, 100: 3}),
-    (10, {10: 1, 15: 2, 50: 5, 100: 10}),
-    (100, {1: 1, 10: 10, 33: 33, 50: 50, 100: 100}),
-])
+@pytest.mark.parametrize(
+    "n, sizes",
+    [
+        (1, {10: 1, 50: 1, 100: 1}),
+        (3, {10: 1, 34: 2, 50: 2, 67: 3, 100: 3}),
+        (10, {10: 1, 15: 2, 50: 5, 100: 10}),
+        (100, {1: 1, 10: 10, 33: 33, 50: 50, 100: 100}),
+    ],
+)
 def test_nodes_for_step_takes_the_ceiling_and_at_least_one(n, sizes):
     steps = tuple(sorted(sizes))
     spec = make_spec(n=n, steps=steps)
@@ -144,11 +181,12 @@ def test_nodes_for_step_takes_the_ceiling_and_at_least_one(n, sizes):
     for index, pct in enumerate(steps):
         chosen = ro.nodes_for_step(spec, spec.previous, index)
         assert len(chosen) == sizes[pct] == max(1, math.ceil(pct * n / 100))
-        assert chosen == order[:len(chosen)]  # nested: a later step always contains the earlier ones
+        assert chosen == order[: len(chosen)]  # nested: a later step always contains the earlier ones
     assert ro.nodes_for_step(spec, [], 0) == []
 
 
 # --- start and promotion ---------------------------------------------------------------------
+
 
 def test_start_assigns_only_the_canary():
     spec = make_spec(n=10)
@@ -225,13 +263,16 @@ def test_offline_or_missing_node_blocks_promotion_without_rollback():
     assert decision.assignments[second] == NEW
 
 
-@pytest.mark.parametrize("make_obs", [
-    lambda n: on_old(n),  # still serving the old version
-    lambda n: on_old(n, activation_state=ro.DOWNLOADING),
-    lambda n: on_old(n, activation_state=ro.WARMING),
-    lambda n: on_new(n, T0, activation_state=ro.VERIFYING),
-    lambda n: on_new(n, None),  # active, but no start time reported
-])
+@pytest.mark.parametrize(
+    "make_obs",
+    [
+        lambda n: on_old(n),  # still serving the old version
+        lambda n: on_old(n, activation_state=ro.DOWNLOADING),
+        lambda n: on_old(n, activation_state=ro.WARMING),
+        lambda n: on_new(n, T0, activation_state=ro.VERIFYING),
+        lambda n: on_new(n, None),  # active, but no start time reported
+    ],
+)
 def test_nodes_not_active_on_the_new_version_do_not_count_as_healthy(make_obs):
     spec = make_spec()
     state = ro.start(spec, T0).state
@@ -241,6 +282,7 @@ def test_nodes_not_active_on_the_new_version_do_not_count_as_healthy(make_obs):
 
 
 # --- rollback --------------------------------------------------------------------------------
+
 
 def test_failed_canary_rolls_every_node_back_to_its_previous_version():
     previous = {"node-a": OLD, "node-b": None, "node-c": OTHER, "node-d": None}
@@ -267,10 +309,13 @@ def test_node_rolling_back_by_itself_rolls_the_rollout_back():
     assert f"{node} rolled back by itself: probation: p99 above limit" in decision.events[0]
 
 
-@pytest.mark.parametrize("kw, text", [
-    (dict(error_rate=0.05), "error rate 0.05 > 0.02"),
-    (dict(p99_ms=2300.0), "p99 2300 ms > 2000 ms"),
-])
+@pytest.mark.parametrize(
+    "kw, text",
+    [
+        (dict(error_rate=0.05), "error rate 0.05 > 0.02"),
+        (dict(p99_ms=2300.0), "p99 2300 ms > 2000 ms"),
+    ],
+)
 def test_threshold_breach_rolls_back(kw, text):
     spec = make_spec(n=10, steps=(50, 100))
     state = ro.start(spec, T0).state
@@ -281,10 +326,13 @@ def test_threshold_breach_rolls_back(kw, text):
     assert f"rolled back: {node} {text}" in decision.events[0]
 
 
-@pytest.mark.parametrize("kw", [
-    dict(error_rate=0.9, p99_ms=9000.0, requests=0),  # no requests: nothing to judge
-    dict(error_rate=0.02, p99_ms=2000.0),  # at the limit is within it
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(error_rate=0.9, p99_ms=9000.0, requests=0),  # no requests: nothing to judge
+        dict(error_rate=0.02, p99_ms=2000.0),  # at the limit is within it
+    ],
+)
 def test_no_rollback_without_requests_or_at_the_limit(kw):
     spec = make_spec()
     state = ro.start(spec, T0).state
@@ -298,13 +346,16 @@ def test_old_version_metrics_and_nodes_outside_the_step_are_not_judged():
     state = ro.start(spec, T0).state
     node = canary(spec)[0]
     outside = canary(spec, 2)[-1]
-    changed = {node: on_old(node, error_rate=0.5, activation_state=ro.DOWNLOADING),
-               outside: on_old(outside, activation_state=ro.FAILED, activation_reason="disk full")}
+    changed = {
+        node: on_old(node, error_rate=0.5, activation_state=ro.DOWNLOADING),
+        outside: on_old(outside, activation_state=ro.FAILED, activation_reason="disk full"),
+    }
     decision = ro.decide(spec, state, fleet(spec, state, T0, **changed), T0 + BAKE)
     assert decision.state == state and decision.events == ()
 
 
 # --- pause, resume, abort, terminal states ---------------------------------------------------
+
 
 def test_pause_stops_promotion_but_a_breach_still_rolls_back():
     spec = make_spec()
@@ -399,20 +450,38 @@ def test_rollouts_over_disjoint_nodes_go_on_independently():
 
 observations = st.builds(
     lambda online, sha, state, since, err, p99, req: dict(
-        online=online, active_sha256=sha, activation_state=state, activation_reason="why",
-        active_since=since, error_rate=err, p99_ms=p99, requests=req),
-    st.booleans(), st.sampled_from([OLD.sha256, NEW.sha256, OTHER.sha256, ""]),
+        online=online,
+        active_sha256=sha,
+        activation_state=state,
+        activation_reason="why",
+        active_since=since,
+        error_rate=err,
+        p99_ms=p99,
+        requests=req,
+    ),
+    st.booleans(),
+    st.sampled_from([OLD.sha256, NEW.sha256, OTHER.sha256, ""]),
     st.sampled_from(ro.ACTIVATION_STATES),
     st.one_of(st.none(), st.floats(T0 - 5000, T0 + 50_000)),
-    st.floats(0, 1), st.floats(0, 5000), st.integers(0, 100))
+    st.floats(0, 1),
+    st.floats(0, 5000),
+    st.integers(0, 100),
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(previous=st.lists(st.sampled_from([None, OLD, OTHER]), min_size=1, max_size=12),
-       steps=st.lists(st.integers(1, 99), max_size=3, unique=True),
-       ticks=st.lists(st.tuples(st.floats(0, 2 * BAKE), st.dictionaries(st.integers(0, 11), observations),
-                                st.sampled_from(["tick", "tick", "tick", "pause", "resume"])),
-                      max_size=8))
+@given(
+    previous=st.lists(st.sampled_from([None, OLD, OTHER]), min_size=1, max_size=12),
+    steps=st.lists(st.integers(1, 99), max_size=3, unique=True),
+    ticks=st.lists(
+        st.tuples(
+            st.floats(0, 2 * BAKE),
+            st.dictionaries(st.integers(0, 11), observations),
+            st.sampled_from(["tick", "tick", "tick", "pause", "resume"]),
+        ),
+        max_size=8,
+    ),
+)
 def test_assignments_only_ever_hold_the_new_model_or_the_previous_one(previous, steps, ticks):
     spec = make_spec(previous={f"node-{i}": m for i, m in enumerate(previous)}, steps=(*sorted(steps), 100))
     decision, now = ro.start(spec, T0), T0

@@ -10,15 +10,33 @@ import threading
 
 import pytest
 
-from edge_agent.routing_audit import (RouteCount, RoutingAudit, RoutingAuditError, RoutingRecord, audit_path,
-                                      read_entries, row_hash, verify_file)
+from edge_agent.routing_audit import (
+    RouteCount,
+    RoutingAudit,
+    RoutingAuditError,
+    RoutingRecord,
+    audit_path,
+    read_entries,
+    row_hash,
+    verify_file,
+)
 from edgefleet.hashchain import GENESIS_HASH
 
 
 def _record(audit, i=0, data_class="public", route="local", detectors=(), text=None):
-    audit.record(RoutingRecord(1_800_000_000.0 + i / 8, "tenant-a", "chat", data_class, detectors, route,
-                               "local" if route == "local" else "queue_full", 200,
-                               audit.prompt_hash(text if text is not None else f"prompt {i}")))
+    audit.record(
+        RoutingRecord(
+            1_800_000_000.0 + i / 8,
+            "tenant-a",
+            "chat",
+            data_class,
+            detectors,
+            route,
+            "local" if route == "local" else "queue_full",
+            200,
+            audit.prompt_hash(text if text is not None else f"prompt {i}"),
+        )
+    )
 
 
 @pytest.fixture
@@ -68,20 +86,34 @@ def test_rows_hold_the_decision_and_never_the_prompt(audit, path):
     audit.flush()
     [row] = audit.entries()
     assert (row.tenant, row.endpoint, row.data_class, row.route, row.status) == (
-        "tenant-a", "chat", "restricted", "refused", 200)
+        "tenant-a",
+        "chat",
+        "restricted",
+        "refused",
+        200,
+    )
     assert row.detectors == ("custom.project", "pii.ssn"), "sorted"
     assert b"078-05-1120" not in path.read_bytes() + path.with_name(path.name + "-wal").read_bytes()
 
 
-@pytest.mark.parametrize("statements, bad, problem", [
-    (["UPDATE routing SET route = 'local' WHERE sequence = 3"], 3, "altered"),
-    (["UPDATE routing SET detectors = 'not json' WHERE sequence = 3"], 3, "altered"),
-    (["UPDATE routing SET status = x'00' WHERE sequence = 3"], 3, "altered"),
-    (["DELETE FROM routing WHERE sequence = 3"], 4, "missing or reordered"),
-    # Rows 2 and 3 swap places: row 3's content now comes second and links to row 2's hash, not row 1's.
-    (["UPDATE routing SET sequence = CASE sequence WHEN 2 THEN -3 ELSE -2 END WHERE sequence IN (2, 3)",
-      "UPDATE routing SET sequence = -sequence WHERE sequence < 0"], 2, "does not link"),
-])
+@pytest.mark.parametrize(
+    "statements, bad, problem",
+    [
+        (["UPDATE routing SET route = 'local' WHERE sequence = 3"], 3, "altered"),
+        (["UPDATE routing SET detectors = 'not json' WHERE sequence = 3"], 3, "altered"),
+        (["UPDATE routing SET status = x'00' WHERE sequence = 3"], 3, "altered"),
+        (["DELETE FROM routing WHERE sequence = 3"], 4, "missing or reordered"),
+        # Rows 2 and 3 swap places: row 3's content now comes second and links to row 2's hash, not row 1's.
+        (
+            [
+                "UPDATE routing SET sequence = CASE sequence WHEN 2 THEN -3 ELSE -2 END WHERE sequence IN (2, 3)",
+                "UPDATE routing SET sequence = -sequence WHERE sequence < 0",
+            ],
+            2,
+            "does not link",
+        ),
+    ],
+)
 def test_verify_finds_edited_deleted_and_reordered_rows(path, statements, bad, problem):
     audit = RoutingAudit(path)
     for i in range(6):
@@ -100,8 +132,19 @@ def test_recomputing_an_edited_rows_hash_breaks_the_next_link(path):
         _record(audit, i, route="upstream:cloud")
     audit.close()
     [row] = [r for r in read_entries(path, 0, 10) if r.sequence == 3]
-    forged = row_hash(3, row.at, row.tenant, row.endpoint, row.data_class, row.detectors, "local", row.reason,
-                      row.status, row.prompt_hash, row.previous_hash)
+    forged = row_hash(
+        3,
+        row.at,
+        row.tenant,
+        row.endpoint,
+        row.data_class,
+        row.detectors,
+        "local",
+        row.reason,
+        row.status,
+        row.prompt_hash,
+        row.previous_hash,
+    )
     _tamper(path, f"UPDATE routing SET route = 'local', hash = '{forged}' WHERE sequence = 3")
     check = verify_file(path)
     assert not check.intact and check.first_bad_sequence == 4 and "does not link" in check.problem
@@ -169,8 +212,11 @@ def test_summary_counts_since_the_last_take_and_restores(audit):
         _record(audit, i, "public", "local")
     _record(audit, 3, "public", "upstream:cloud")
     _record(audit, 4, "restricted", "refused")
-    assert audit.take_summary() == [RouteCount("public", "local", 3), RouteCount("public", "upstream:cloud", 1),
-                                    RouteCount("restricted", "refused", 1)]
+    assert audit.take_summary() == [
+        RouteCount("public", "local", 3),
+        RouteCount("public", "upstream:cloud", 1),
+        RouteCount("restricted", "refused", 1),
+    ]
     assert audit.take_summary() == [], "counts start again after each take"
     _record(audit, 5, "public", "local")
     audit.restore_summary([RouteCount("public", "local", 3)])
@@ -250,8 +296,12 @@ def test_the_cli_reads_the_file_while_the_agent_writes_it(audit, path):
     data_dir = str(path.parent.parent)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "edge_agent.cli", "audit", *args, "--data-dir", data_dir],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "audit", *args, "--data-dir", data_dir],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     verify = cli("verify", "--json")
     assert verify.returncode == 0, verify.stderr

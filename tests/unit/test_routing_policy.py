@@ -3,24 +3,40 @@
 import pytest
 
 from edge_agent.config import CustomDetector, DataClassRule, PolicyConfig, parse_config
-from edge_agent.policy.routing import (LOCAL, NOT_READY, QUEUE_FULL, REFUSED, TOKEN_PROMPT, UNKNOWN_MODEL, UPSTREAM,
-                                       DataClassPolicy, classify_findings, decide_route, jurisdiction_allowed)
+from edge_agent.policy.routing import (
+    LOCAL,
+    NOT_READY,
+    QUEUE_FULL,
+    REFUSED,
+    TOKEN_PROMPT,
+    UNKNOWN_MODEL,
+    UPSTREAM,
+    DataClassPolicy,
+    classify_findings,
+    decide_route,
+    jurisdiction_allowed,
+)
 
-POLICY = DataClassPolicy.from_config(PolicyConfig(custom=(CustomDetector("codename", "restricted", keywords=("aurora",)),)))
+POLICY = DataClassPolicy.from_config(
+    PolicyConfig(custom=(CustomDetector("codename", "restricted", keywords=("aurora",)),))
+)
 PUBLIC, INTERNAL, RESTRICTED = (POLICY.rule(n) for n in ("public", "internal", "restricted"))
 EU_INTERNAL = DataClassRule("internal", ("eu",), redact=True)
 
 
-@pytest.mark.parametrize("fired, score, expected_class", [
-    (set(), None, "public"),
-    ({"email"}, None, "internal"),
-    ({"email", "card"}, None, "restricted"),  # the most sensitive wins
-    ({"phone", "iban"}, None, "restricted"),
-    ({"codename"}, None, "restricted"),       # a custom detector's class
-    (set(), 0.49, "public"),                  # under the classifier's threshold
-    (set(), 0.5, "internal"),                 # at it
-    ({"card"}, 0.9, "restricted"),            # the classifier never lowers a class
-])
+@pytest.mark.parametrize(
+    "fired, score, expected_class",
+    [
+        (set(), None, "public"),
+        ({"email"}, None, "internal"),
+        ({"email", "card"}, None, "restricted"),  # the most sensitive wins
+        ({"phone", "iban"}, None, "restricted"),
+        ({"codename"}, None, "restricted"),  # a custom detector's class
+        (set(), 0.49, "public"),  # under the classifier's threshold
+        (set(), 0.5, "internal"),  # at it
+        ({"card"}, 0.9, "restricted"),  # the classifier never lowers a class
+    ],
+)
 def test_a_prompt_takes_the_most_sensitive_class_any_detector_gives(fired, score, expected_class):
     c = classify_findings(POLICY, fired, score)
     assert c.data_class == expected_class
@@ -34,10 +50,17 @@ def test_a_detector_turned_off_does_not_classify():
 
 
 def test_an_operator_class_order_decides_sensitivity():
-    raw = {"policy": {"classes": [{"name": "open", "jurisdictions": ["*"]}, {"name": "pii", "jurisdictions": ["ch"]},
-                                  {"name": "secret"}],
-                      "default_class": "open",
-                      "detectors": {"email": "pii", "phone": "pii", "card": "secret", "iban": "secret", "us_ssn": ""}}}
+    raw = {
+        "policy": {
+            "classes": [
+                {"name": "open", "jurisdictions": ["*"]},
+                {"name": "pii", "jurisdictions": ["ch"]},
+                {"name": "secret"},
+            ],
+            "default_class": "open",
+            "detectors": {"email": "pii", "phone": "pii", "card": "secret", "iban": "secret", "us_ssn": ""},
+        }
+    }
     policy = DataClassPolicy.from_config(parse_config(raw).policy)
     assert classify_findings(policy, {"email", "card"}).data_class == "secret"
     assert classify_findings(policy, {"us_ssn"}).data_class == "open"
@@ -82,5 +105,3 @@ def test_jurisdictions():
     assert jurisdiction_allowed(EU_INTERNAL, "eu")
     assert not jurisdiction_allowed(EU_INTERNAL, "us") and not jurisdiction_allowed(EU_INTERNAL, "")
     assert not jurisdiction_allowed(RESTRICTED, "eu")
-
-

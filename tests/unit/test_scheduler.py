@@ -84,7 +84,9 @@ def make():
 
 
 def req(first_token=9, max_tokens=10, stop=(), deadline=float("inf"), prompt_len=1):
-    return GenerationRequest(prompt_tokens=(first_token,) * prompt_len, max_tokens=max_tokens, stop=stop, deadline=deadline)
+    return GenerationRequest(
+        prompt_tokens=(first_token,) * prompt_len, max_tokens=max_tokens, stop=stop, deadline=deadline
+    )
 
 
 def test_generation_ends_at_end_of_generation_token(make):

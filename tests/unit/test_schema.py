@@ -13,9 +13,17 @@ def test_completion_defaults_follow_openai():
 
 
 def test_chat_takes_max_completion_tokens_and_text_parts():
-    p = parse_chat({"model": "m", "max_completion_tokens": 5,
-                    "messages": [{"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
-                                 {"role": "user", "content": "hi"}]}, LIMITS)
+    p = parse_chat(
+        {
+            "model": "m",
+            "max_completion_tokens": 5,
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+                {"role": "user", "content": "hi"},
+            ],
+        },
+        LIMITS,
+    )
     assert p.params.max_tokens == 5
     assert p.messages == (ChatMessage("system", "be brief"), ChatMessage("user", "hi"))
 
@@ -96,19 +104,23 @@ def test_a_model_an_upstream_lists_may_be_asked_for_generation_but_not_embedding
     with pytest.raises(RequestError) as info:
         parse_completion({"model": "gpt-5", "prompt": "x"}, UPSTREAM_LIMITS)
     assert (info.value.status, info.value.code, info.value.param) == (404, "model_not_found", "model")
-    assert info.value.message == ("the model 'gpt-5' does not exist here; available: m; "
-                                  "through an upstream: gpt-4o-mini, big")
+    assert info.value.message == (
+        "the model 'gpt-5' does not exist here; available: m; through an upstream: gpt-4o-mini, big"
+    )
     with pytest.raises(RequestError) as info:
         parse_embeddings({"model": "big", "input": "x"}, UPSTREAM_LIMITS)  # embeddings are always computed here
     assert info.value.status == 404 and "through an upstream" not in info.value.message
 
 
-@pytest.mark.parametrize("parse, body, param", [
-    (parse_completion, {"model": "m", "prompt": [1, 50]}, "prompt"),
-    (parse_completion, {"model": "m", "prompt": [-1]}, "prompt"),
-    (parse_embeddings, {"model": "m", "input": [3, 99]}, "input"),
-    (parse_embeddings, {"model": "m", "input": [[3], [7, 2**40]]}, "input"),
-])
+@pytest.mark.parametrize(
+    "parse, body, param",
+    [
+        (parse_completion, {"model": "m", "prompt": [1, 50]}, "prompt"),
+        (parse_completion, {"model": "m", "prompt": [-1]}, "prompt"),
+        (parse_embeddings, {"model": "m", "input": [3, 99]}, "input"),
+        (parse_embeddings, {"model": "m", "input": [[3], [7, 2**40]]}, "input"),
+    ],
+)
 def test_token_ids_outside_the_vocabulary_are_a_400_naming_its_bounds(parse, body, param):
     with pytest.raises(RequestError) as info:
         parse(body, UPSTREAM_LIMITS)
@@ -118,15 +130,21 @@ def test_token_ids_outside_the_vocabulary_are_a_400_naming_its_bounds(parse, bod
 
 
 def test_a_message_name_is_kept_and_other_message_keys_only_when_empty():
-    messages = [{"role": "user", "name": "jane", "content": "hi"},
-                {"role": "assistant", "content": "ok", "tool_calls": None, "refusal": None, "annotations": []}]
+    messages = [
+        {"role": "user", "name": "jane", "content": "hi"},
+        {"role": "assistant", "content": "ok", "tool_calls": None, "refusal": None, "annotations": []},
+    ]
     assert parse_chat({"model": "m", "messages": messages}, LIMITS).messages == (
-        ChatMessage("user", "hi", name="jane"), ChatMessage("assistant", "ok"))
-    for message, param in (({"role": "user", "content": "hi", "name": 5}, "messages[0].name"),
-                           ({"role": "user", "content": "hi", "name": ""}, "messages[0].name"),
-                           ({"role": "user", "content": "hi", "tool_calls": [{"id": "x"}]}, "messages[0].tool_calls"),
-                           ({"role": "user", "content": "hi", "secret": "4111 1111 1111 1111"}, "messages[0].secret"),
-                           ({"role": "user", "content": "hi", "flag": False}, "messages[0].flag")):
+        ChatMessage("user", "hi", name="jane"),
+        ChatMessage("assistant", "ok"),
+    )
+    for message, param in (
+        ({"role": "user", "content": "hi", "name": 5}, "messages[0].name"),
+        ({"role": "user", "content": "hi", "name": ""}, "messages[0].name"),
+        ({"role": "user", "content": "hi", "tool_calls": [{"id": "x"}]}, "messages[0].tool_calls"),
+        ({"role": "user", "content": "hi", "secret": "4111 1111 1111 1111"}, "messages[0].secret"),
+        ({"role": "user", "content": "hi", "flag": False}, "messages[0].flag"),
+    ):
         with pytest.raises(RequestError) as info:
             parse_chat({"model": "m", "messages": [message]}, LIMITS)
         assert (info.value.status, info.value.param) == (400, param)

@@ -72,14 +72,17 @@ def test_reloading_carries_the_monotonic_time():
     assert abs(usec - time.monotonic_ns() // 1000) < 5_000_000
 
 
-@pytest.mark.parametrize("usec, pid, expected", [
-    ("1000000", None, 0.5),
-    ("30000000", "self", 15.0),
-    ("1000000", "1", None),  # meant for another process (WATCHDOG_PID mismatch)
-    ("0", None, None),
-    ("soon", None, None),
-    (None, None, None),
-])
+@pytest.mark.parametrize(
+    "usec, pid, expected",
+    [
+        ("1000000", None, 0.5),
+        ("30000000", "self", 15.0),
+        ("1000000", "1", None),  # meant for another process (WATCHDOG_PID mismatch)
+        ("0", None, None),
+        ("soon", None, None),
+        (None, None, None),
+    ],
+)
 def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch, usec, pid, expected):
     for name, value in (("WATCHDOG_USEC", usec), ("WATCHDOG_PID", str(os.getpid()) if pid == "self" else pid)):
         if value is None:

@@ -28,7 +28,9 @@ def test_sequences_increase_and_continue_after_reopen(tmp_path):
 
 def test_peek_returns_reports_oldest_first_without_removing_them(tmp_path):
     spool = make(tmp_path)
-    seqs = [spool.append(kind, t, p) for kind, t, p in [("status", 1.5, b"a"), ("event", 2.5, b"b"), ("status", 3.5, b"c")]]
+    seqs = [
+        spool.append(kind, t, p) for kind, t, p in [("status", 1.5, b"a"), ("event", 2.5, b"b"), ("status", 3.5, b"c")]
+    ]
     assert spool.peek(2) == [SpooledReport(seqs[0], "status", 1.5, b"a"), SpooledReport(seqs[1], "event", 2.5, b"b")]
     assert [r.payload for r in spool.peek(10)] == [b"a", b"b", b"c"]
     assert spool.peek(0) == []

@@ -15,8 +15,15 @@ def _token(token_id="abc123", uses=1, expires_at=1000.0, revoked=False):
 
 
 def _node(node_id="node-1", labels=None):
-    return NodeRecord(node_id=node_id, labels=labels or {"region": "eu"}, hostname="box", enrolled_at=10.0,
-                      token_id="abc123", certificate_serial="ff", certificate_expires_at=2000.0)
+    return NodeRecord(
+        node_id=node_id,
+        labels=labels or {"region": "eu"},
+        hostname="box",
+        enrolled_at=10.0,
+        token_id="abc123",
+        certificate_serial="ff",
+        certificate_expires_at=2000.0,
+    )
 
 
 class FleetStoreContract:
@@ -46,8 +53,10 @@ class FleetStoreContract:
     def test_racing_enrollments_cannot_both_spend_the_last_use(self, store):
         store.add_token(_token(uses=3))
         results = []
-        threads = [threading.Thread(target=lambda i=i: results.append(store.enroll("abc123", _node(f"n{i}"), 1.0)))
-                   for i in range(12)]
+        threads = [
+            threading.Thread(target=lambda i=i: results.append(store.enroll("abc123", _node(f"n{i}"), 1.0)))
+            for i in range(12)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -74,9 +83,16 @@ class FleetStoreContract:
         store.add_token(_token(uses=2))
         store.enroll("abc123", _node("node-1"), 1.0)
         store.enroll("abc123", _node("node-2"), 1.0)
-        health = NodeHealth(active_sha256="a" * 64, activation_sha256="b" * 64, activation_state="WARMING",
-                            activation_reason="warming up", activation_since=19.5, requests=10, errors=1,
-                            latency_p99_ms=42.0)
+        health = NodeHealth(
+            active_sha256="a" * 64,
+            activation_sha256="b" * 64,
+            activation_state="WARMING",
+            activation_reason="warming up",
+            activation_since=19.5,
+            requests=10,
+            errors=1,
+            latency_p99_ms=42.0,
+        )
         store.record_heartbeats({"node-1": (20.0, b"one"), "node-2": (21.0, b"two")}, {"node-1": health})
         assert store.get_node("node-1").health == health
         assert store.get_node("node-2").health is None, "a status without health leaves none"
@@ -124,20 +140,27 @@ class FleetStoreContract:
         assert store.list_audit(after_sequence=1) == [second]
         assert verify_chain(store.iter_audit()).intact
 
-
     def test_routing_totals_add_up_and_keep_the_newest_head(self, store):
         store.add_token(_token(uses=2))
         store.enroll("abc123", _node("node-1"), 1.0)
         store.enroll("abc123", _node("node-2"), 1.0)
         assert store.routing_totals() == []
-        store.add_routing({"node-1": (10.0, RoutingReport({("public", "local"): 3, ("restricted", "refused"): 1},
-                                                          4, "h4")),
-                           "ghost": (10.0, RoutingReport({("public", "local"): 9}, 9, "h9"))})
-        store.add_routing({"node-1": (20.0, RoutingReport({("public", "local"): 2, ("public", "upstream:cloud"): 5},
-                                                          11, "h11"))})
+        store.add_routing(
+            {
+                "node-1": (10.0, RoutingReport({("public", "local"): 3, ("restricted", "refused"): 1}, 4, "h4")),
+                "ghost": (10.0, RoutingReport({("public", "local"): 9}, 9, "h9")),
+            }
+        )
+        store.add_routing(
+            {"node-1": (20.0, RoutingReport({("public", "local"): 2, ("public", "upstream:cloud"): 5}, 11, "h11"))}
+        )
         # A report spooled while central was away arrives after newer beats: its counts add, its head is older.
-        store.add_routing({"node-1": (30.0, RoutingReport({("public", "local"): 1}, 7, "h7")),
-                           "node-2": (30.0, RoutingReport({}, 0, ""))})
+        store.add_routing(
+            {
+                "node-1": (30.0, RoutingReport({("public", "local"): 1}, 7, "h7")),
+                "node-2": (30.0, RoutingReport({}, 0, "")),
+            }
+        )
         one, two = store.routing_totals()
         assert one.node_id == "node-1" and one.hostname == "box"
         assert one.counts == [("public", "local", 6), ("public", "upstream:cloud", 5), ("restricted", "refused", 1)]
@@ -150,12 +173,15 @@ class FleetStoreContract:
         store.add_token(_token())
         store.enroll("abc123", _node(), 1.0)
         reports = [ReportRecord(i, float(i), "status", b"s%d" % i) for i in range(1, 4)]
-        routing = {1: RoutingReport({("public", "local"): 2}, 2, "h2"),
-                   3: RoutingReport({("public", "local"): 5}, 7, "h7")}
+        routing = {
+            1: RoutingReport({("public", "local"): 2}, 2, "h2"),
+            3: RoutingReport({("public", "local"): 5}, 7, "h7"),
+        }
         assert store.add_reports("node-1", reports[:2], 0, routing=routing) == 2
         assert store.add_reports("node-1", reports, 0, routing=routing) == 3, "a retried flush with one new report"
         [totals] = store.routing_totals("node-1")
         assert totals.counts == [("public", "local", 7)] and totals.audit_sequence == 7
+
 
 class TestSqliteFleetStore(FleetStoreContract):
     @pytest.fixture
@@ -209,8 +235,10 @@ def test_a_store_from_before_routing_totals_is_migrated_in_place(tmp_path):
     path = tmp_path / "central.db"
     conn = sqlite3.connect(path, isolation_level=None)
     apply_migrations(conn, [m for m in _MIGRATIONS if m[0] <= 4])
-    conn.execute("INSERT INTO nodes (node_id, labels, hostname, enrolled_at, token_id, certificate_serial,"
-                 " certificate_expires_at) VALUES ('node-1', '{}', 'old-box', 1.0, 't', 'ff', 2.0)")
+    conn.execute(
+        "INSERT INTO nodes (node_id, labels, hostname, enrolled_at, token_id, certificate_serial,"
+        " certificate_expires_at) VALUES ('node-1', '{}', 'old-box', 1.0, 't', 'ff', 2.0)"
+    )
     conn.close()
     store = SqliteFleetStore(path)
     try:
@@ -229,9 +257,11 @@ def test_a_store_from_before_node_health_is_migrated_and_waits_for_the_next_beat
     path = tmp_path / "central.db"
     conn = sqlite3.connect(path, isolation_level=None)
     apply_migrations(conn, [m for m in _MIGRATIONS if m[0] <= 5])
-    conn.execute("INSERT INTO nodes (node_id, labels, hostname, enrolled_at, token_id, certificate_serial,"
-                 " certificate_expires_at, last_seen_at, status) VALUES ('node-1', '{}', 'old-box', 1.0, 't', 'ff',"
-                 " 2.0, 3.0, x'0a01')")
+    conn.execute(
+        "INSERT INTO nodes (node_id, labels, hostname, enrolled_at, token_id, certificate_serial,"
+        " certificate_expires_at, last_seen_at, status) VALUES ('node-1', '{}', 'old-box', 1.0, 't', 'ff',"
+        " 2.0, 3.0, x'0a01')"
+    )
     conn.close()
     store = SqliteFleetStore(path)
     try:

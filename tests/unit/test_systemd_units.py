@@ -61,6 +61,7 @@ def exec_argv(line: str) -> list[str]:
 
 # -- the unit files as text ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_is_a_notify_service_with_a_watchdog_run_as_edgefleet(unit):
     path = SYSTEMD / unit
@@ -110,8 +111,11 @@ def test_device_allow_appears_only_in_the_gpu_drop_ins():
         assert value(dropin, "PrivateDevices") == "no", dropin.name
         assert value(dropin, "DevicePolicy") == "closed", dropin.name
     # Nothing else under packaging/ grants devices.
-    granting = {p.relative_to(SYSTEMD) for p in SYSTEMD.rglob("*") if p.is_file() and re.search(
-        r"^\s*DeviceAllow\s*=", p.read_text(errors="replace"), re.M)}
+    granting = {
+        p.relative_to(SYSTEMD)
+        for p in SYSTEMD.rglob("*")
+        if p.is_file() and re.search(r"^\s*DeviceAllow\s*=", p.read_text(errors="replace"), re.M)
+    }
     assert granting == {p.relative_to(SYSTEMD) for p in DROPINS}
 
 
@@ -148,11 +152,14 @@ def test_central_serves_the_state_directory_and_initializes_it_once():
 
 # -- systemd-analyze ----------------------------------------------------------------------------
 
+
 def systemd_analyze() -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze not found on PATH: install systemd (the package `systemd`) "
-                    "to verify the units and score their exposure")
+        pytest.skip(
+            "systemd-analyze not found on PATH: install systemd (the package `systemd`) "
+            "to verify the units and score their exposure"
+        )
     return tool
 
 

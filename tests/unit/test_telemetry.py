@@ -9,23 +9,32 @@ import psutil
 import pytest
 
 from edge_agent.control.telemetry import (
-    GpuSample, SystemProbe, Temperature, parse_tegrastats, read_tegrastats_once, sensors_to_temperatures)
+    GpuSample,
+    SystemProbe,
+    Temperature,
+    parse_tegrastats,
+    read_tegrastats_once,
+    sensors_to_temperatures,
+)
 
 MiB = 1024 * 1024
 
 # Real tegrastats lines: Orin Nano (JetPack 5), AGX Orin (JetPack 6), Nano (JetPack 4).
 ORIN_NANO = (
     "RAM 2448/7620MB (lfb 3x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,1%@729,0%@729,0%@729,off,off] "
-    "EMC_FREQ 0% GR3D_FREQ 0% cpu@47.375C soc2@46.968C soc0@47.156C gpu@46.812C tj@47.375C soc1@47.187C")
+    "EMC_FREQ 0% GR3D_FREQ 0% cpu@47.375C soc2@46.968C soc0@47.156C gpu@46.812C tj@47.375C soc1@47.187C"
+)
 AGX_ORIN = (
     "RAM 3301/30536MB (lfb 5812x4MB) SWAP 0/15268MB (cached 0MB) CPU [1%@2201,0%@2201,0%@2201,0%@2201,"
     "0%@2201,0%@2201,0%@2201,0%@2201] EMC_FREQ 0%@3199 GR3D_FREQ 61%@[1300,1300] CV0@0C CPU@49.312C "
     "Tboard@37C SOC2@45.437C Tdiode@39.75C SOC0@46.25C CV1@0C GPU@45.937C tj@49.562C SOC1@45.281C CV2@0C "
-    "VDD_GPU_SOC 3265mW/3265mW VDD_CPU_CV 816mW/816mW VIN_SYS_5V0 4232mW/4232mW")
+    "VDD_GPU_SOC 3265mW/3265mW VDD_CPU_CV 816mW/816mW VIN_SYS_5V0 4232mW/4232mW"
+)
 NANO = (
     "RAM 1648/3964MB (lfb 54x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "
     "CPU [10%@1479,6%@1479,4%@1479,3%@1479] EMC_FREQ 3%@1600 GR3D_FREQ 0%@76 APE 25 PLL@31C CPU@34C "
-    "PMIC@100C GPU@32.5C AO@40.5C thermal@33.25C POM_5V_IN 2283/2283 POM_5V_GPU 0/0 POM_5V_CPU 440/440")
+    "PMIC@100C GPU@32.5C AO@40.5C thermal@33.25C POM_5V_IN 2283/2283 POM_5V_GPU 0/0 POM_5V_CPU 440/440"
+)
 
 
 def fake_jetson_tegrastats() -> str:
@@ -78,8 +87,9 @@ def test_nano_line_skips_pmic_placeholder():
     assert [t.sensor for t in temps] == ["PLL", "CPU", "GPU", "AO", "thermal"]
 
 
-@pytest.mark.parametrize("line", ["", "   ", "garbage", "GR3D_FREQ 5% gpu@40C", "RAM lots CPU@40C",
-                                  "Traceback (most recent call last):"])
+@pytest.mark.parametrize(
+    "line", ["", "   ", "garbage", "GR3D_FREQ 5% gpu@40C", "RAM lots CPU@40C", "Traceback (most recent call last):"]
+)
 def test_lines_that_are_not_tegrastats(line):
     assert parse_tegrastats(line) == (None, ())
 
@@ -136,10 +146,15 @@ def test_nvml_init_failure_falls_back_to_tegrastats(tmp_path, monkeypatch):
 
 def test_sensors_are_named_chip_slash_label():
     shwtemp = namedtuple("shwtemp", "label current high critical")
-    chips = {"coretemp": [shwtemp("Package id 0", 45.0, 80.0, 100.0), shwtemp("", 44.0, None, None)],
-             "acpitz": [shwtemp("", 27.8, None, None)]}
+    chips = {
+        "coretemp": [shwtemp("Package id 0", 45.0, 80.0, 100.0), shwtemp("", 44.0, None, None)],
+        "acpitz": [shwtemp("", 27.8, None, None)],
+    }
     assert sensors_to_temperatures(chips) == (
-        Temperature("acpitz", 27.8), Temperature("coretemp/Package id 0", 45.0), Temperature("coretemp", 44.0))
+        Temperature("acpitz", 27.8),
+        Temperature("coretemp/Package id 0", 45.0),
+        Temperature("coretemp", 44.0),
+    )
 
 
 def _fake_tegrastats_on_path(tmp_path, monkeypatch, output: str) -> None:
@@ -147,8 +162,7 @@ def _fake_tegrastats_on_path(tmp_path, monkeypatch, output: str) -> None:
     sleep = shutil.which("sleep")
     script = tmp_path / "bin" / "tegrastats"
     script.parent.mkdir()
-    script.write_text(
-        f"#!/bin/sh\necho \"$@\" > {tmp_path}/args\n{output}exec {sleep} 30\n")
+    script.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n{output}exec {sleep} 30\n')
     script.chmod(0o755)
     monkeypatch.setenv("PATH", str(script.parent))
 
@@ -160,6 +174,7 @@ def _assert_no_child_left() -> None:
             return any("tegrastats" in part for part in proc.cmdline()) or proc.name() == "sleep"
         except psutil.NoSuchProcess:
             return False
+
     assert [p for p in psutil.Process().children(recursive=True) if is_fake_tegrastats(p)] == []
 
 

@@ -141,8 +141,9 @@ def up(name, jurisdiction, **kwargs):
 
 
 def test_candidates_filter_by_jurisdiction_in_priority_order(clock):
-    pool = UpstreamPool([up("eu-1", "eu"), up("us-1", "us"), up("eu-2", "eu"), up("ch-1", "ch")], clock=clock,
-                        environ={})
+    pool = UpstreamPool(
+        [up("eu-1", "eu"), up("us-1", "us"), up("eu-2", "eu"), up("ch-1", "ch")], clock=clock, environ={}
+    )
     assert pool.names() == ["eu-1", "us-1", "eu-2", "ch-1"]
     assert pool.candidates(("*",)) == ["eu-1", "us-1", "eu-2", "ch-1"]
     assert pool.candidates(("eu",)) == ["eu-1", "eu-2"]
@@ -175,8 +176,11 @@ def test_candidates_leave_out_an_upstream_whose_last_health_check_failed(clock):
 
 
 def test_pool_takes_the_bearer_key_from_the_environment(clock):
-    pool = UpstreamPool([up("a", "eu", api_key_env="A_KEY"), up("b", "eu", api_key_env="B_KEY"), up("c", "eu")],
-                        clock=clock, environ={"A_KEY": "sk-a"})
+    pool = UpstreamPool(
+        [up("a", "eu", api_key_env="A_KEY"), up("b", "eu", api_key_env="B_KEY"), up("c", "eu")],
+        clock=clock,
+        environ={"A_KEY": "sk-a"},
+    )
     assert pool._upstreams["a"].headers == {"Authorization": "Bearer sk-a"}
     assert pool._upstreams["b"].headers == {}
     assert pool._upstreams["c"].headers == {}
@@ -210,8 +214,11 @@ def test_the_model_asked_of_an_upstream_a_listed_entry_then_its_model_then_as_as
 
 
 def test_candidates_for_a_listed_model_are_only_the_upstreams_that_list_it(clock):
-    pool = UpstreamPool([up("a", "eu", models=("gpt-4o-mini",)), up("b", "us", models=("gpt-4o-mini", "big=gpt-4o")),
-                         up("c", "eu")], clock=clock, environ={})
+    pool = UpstreamPool(
+        [up("a", "eu", models=("gpt-4o-mini",)), up("b", "us", models=("gpt-4o-mini", "big=gpt-4o")), up("c", "eu")],
+        clock=clock,
+        environ={},
+    )
     assert pool.listed_models() == {"gpt-4o-mini": ("a", "b"), "big": ("b",)}
     assert pool.candidates(("*",), listed_model="gpt-4o-mini") == ["a", "b"]
     assert pool.candidates(("eu",), listed_model="gpt-4o-mini") == ["a"]  # the class's jurisdictions still hold
