@@ -257,16 +257,19 @@ _SECTIONS = {
 # Top-level arrays of tables: [[upstreams]].
 _TABLE_LISTS = {"upstreams": UpstreamConfig}
 # Fields that are arrays of tables inside a section, and tables inside a section.
-_NESTED = {(PolicyConfig, "classes"): DataClassRule, (PolicyConfig, "custom"): CustomDetector}
-_SUBTABLES = {(PolicyConfig, "detectors"): DetectorClasses}
+# Keyed by (dataclass, key), as _build looks them up for whichever dataclass it is building.
+_NESTED: dict[tuple[type, str], type] = {
+    (PolicyConfig, "classes"): DataClassRule,
+    (PolicyConfig, "custom"): CustomDetector,
+}
+_SUBTABLES: dict[tuple[type, str], type] = {(PolicyConfig, "detectors"): DetectorClasses}
 # Keys that once existed: an old file that still sets one is told what replaces it.
-_REMOVED = {
-    (
-        PolicyConfig,
-        "upstream_unknown_models",
-    ): "removed: a client can no longer send any model name it likes upstream. List the model names each "
-    'upstream may serve in [[upstreams]] models = ["NAME", "NAME=UPSTREAM_NAME", ...]; a request naming '
-    "a model the box does not serve and no upstream lists gets 404 model_not_found. Delete this key",
+_REMOVED: dict[tuple[type, str], str] = {
+    (PolicyConfig, "upstream_unknown_models"): (
+        "removed: a client can no longer send any model name it likes upstream. List the model names each "
+        'upstream may serve in [[upstreams]] models = ["NAME", "NAME=UPSTREAM_NAME", ...]; a request naming '
+        "a model the box does not serve and no upstream lists gets 404 model_not_found. Delete this key"
+    ),
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -117,7 +117,8 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
             log_level=config.log_level,
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=min(DRAIN_TIMEOUT_S, config.server.request_timeout_s),
+            # uvicorn annotates this int but only hands it to asyncio.wait_for, which takes seconds as a float.
+            timeout_graceful_shutdown=min(DRAIN_TIMEOUT_S, config.server.request_timeout_s),  # type: ignore[arg-type]
             log_config=None,
         )
     )

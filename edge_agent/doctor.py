@@ -590,15 +590,10 @@ def gather(config: AgentConfig) -> Facts:
 
 def probe_cuda_driver() -> CudaFacts:
     """Devices as the CUDA driver API sees them: libcuda is on discrete-GPU hosts and on Jetson alike."""
-    lib = library = None
-    for library in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(library)
-            break
-        except OSError:
-            continue
-    if lib is None:
+    loaded = _load_libcuda()
+    if loaded is None:
         return CudaFacts(error="libcuda.so.1 not found")
+    library, lib = loaded
     try:
         version = ctypes.c_int(0)
         lib.cuDriverGetVersion(ctypes.byref(version))
@@ -631,6 +626,16 @@ def probe_cuda_driver() -> CudaFacts:
         return CudaFacts(library, driver, tuple(devices), "" if devices else "the CUDA driver reports 0 devices")
     except (AttributeError, OSError) as exc:  # an old or broken libcuda without these symbols
         return CudaFacts(library, error=f"{library} unusable: {exc}")
+
+
+def _load_libcuda() -> tuple[str, ctypes.CDLL] | None:
+    """(the name that loaded, the library), or None where no CUDA driver library loads."""
+    for library in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            return library, ctypes.CDLL(library)
+        except OSError:
+            continue
+    return None
 
 
 def _cuda_error(lib, rc: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -16,6 +17,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from edge_agent.cache import CacheStats
 from edge_agent.control.interval_stats import IntervalStats
 from edge_agent.scheduler import SchedulerStats
+
+if TYPE_CHECKING:
+    # Only a type here: the daemon imports federated's counters when federated learning is on.
+    from federated.local_data import UsageCounters
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -79,8 +84,8 @@ class AgentMetrics:
         # Figures since the last probation check of a newly activated model version.
         self.probation = IntervalStats(time.monotonic())
         r.register(_LiveCollector(model_info, scheduler_stats, cache_stats, onnx_providers, upstream_states))
-        # Usage totals for the usage-stats federated task (federated.local_data.UsageCounters), when on.
-        self.usage = None
+        # Usage totals for the usage-stats federated task, when on.
+        self.usage: UsageCounters | None = None
 
     def observe_inference(self, latency_s: float, error: bool) -> None:
         self.window.record_request(latency_s, error)

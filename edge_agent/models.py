@@ -108,7 +108,7 @@ def _gemma_expected_sha256() -> str:
 
 
 def _gemma_chunks() -> list[Path]:
-    chunks = []
+    chunks: list[Path] = []
     for dist_name in _GEMMA_PARTS:
         dist = _distribution(dist_name)
         parts = [e for e in dist.files or () if ".gguf.part" in str(e)]

@@ -351,11 +351,12 @@ class RoutingAudit:
     def _attempt(self, rows: list[tuple]) -> list[tuple]:
         """Write rows in one transaction; returns those still to write."""
         ok, dropped, attempted = False, 0, rows[-1][0]
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             dropped, rows = len(rows), []
         else:
             try:
-                self._write(rows)
+                self._write(conn, rows)
                 ok = True
             except (sqlite3.Error, OSError) as exc:
                 self._failed(exc, len(rows))
@@ -389,8 +390,7 @@ class RoutingAudit:
                 self._max_backlog,
             )
 
-    def _write(self, rows: list[tuple]) -> None:
-        conn = self._conn
+    def _write(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
         with conn:
             conn.executemany(f"INSERT INTO routing ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             cutoff = rows[-1][0] - self.max_entries

@@ -115,12 +115,14 @@ class Activator:
 
     def _judge_probation_locked(self) -> None:
         """Each heartbeat during probation: judge the window since the last beat; on a breach switch back."""
-        if not self._probation_until or (self._thread is not None and self._thread.is_alive()):
+        on_probation = self.status.model  # set by the activation that started the probation
+        busy = self._thread is not None and self._thread.is_alive()
+        if not self._probation_until or on_probation is None or busy:
             return
         window = self._service.metrics.probation.take(0, time.monotonic())
         if self._clock() > self._probation_until:
             self._probation_until = 0.0
-            log.info("probation of %s passed", self.status.model and self.status.model.version)
+            log.info("probation of %s passed", on_probation.version)
             return
         f = self._fleet
         breach = policy.probation_breach(
@@ -129,12 +131,11 @@ class Activator:
         if breach:
             self._probation_until = 0.0
             self._thread = threading.Thread(
-                target=self._roll_back, args=(breach,), name="edgefleet-rollback", daemon=True
+                target=self._roll_back, args=(on_probation, breach), name="edgefleet-rollback", daemon=True
             )
             self._thread.start()
 
-    def _roll_back(self, breach: str) -> None:
-        bad = self.status.model
+    def _roll_back(self, bad: ModelInfo, breach: str) -> None:
         log.error("%s@%s breached its probation (%s); switching back", bad.name, bad.version, breach)
         previous = self.slots.inactive()
         if previous is None:

@@ -126,7 +126,14 @@ def _timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-_ACTIVATION_STATES = {"DOWNLOADING": 1, "VERIFYING": 2, "WARMING": 3, "ACTIVE": 4, "FAILED": 5, "ROLLED_BACK": 6}
+_ACTIVATION_STATES: dict[str, common_pb2.ActivationState] = {
+    "DOWNLOADING": common_pb2.ACTIVATION_STATE_DOWNLOADING,
+    "VERIFYING": common_pb2.ACTIVATION_STATE_VERIFYING,
+    "WARMING": common_pb2.ACTIVATION_STATE_WARMING,
+    "ACTIVE": common_pb2.ACTIVATION_STATE_ACTIVE,
+    "FAILED": common_pb2.ACTIVATION_STATE_FAILED,
+    "ROLLED_BACK": common_pb2.ACTIVATION_STATE_ROLLED_BACK,
+}
 
 
 def encode_status(
@@ -163,7 +170,7 @@ def encode_status(
         status.activation.CopyFrom(
             common_pb2.Activation(
                 model=common_pb2.ModelRef(name=a.model.name, version=a.model.version, sha256=a.model.sha256),
-                state=_ACTIVATION_STATES.get(a.state, 0),
+                state=_ACTIVATION_STATES.get(a.state, common_pb2.ACTIVATION_STATE_UNSPECIFIED),
                 bytes_done=a.bytes_done,
                 bytes_total=a.bytes_total,
                 reason=a.reason,

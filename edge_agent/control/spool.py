@@ -51,6 +51,8 @@ class ReportSpool:
                 if dropped:
                     self._conn.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (dropped,))
                 sequence = self._conn.execute(_INSERT, (kind, float(observed_at), bytes(payload))).lastrowid
+                # A successful INSERT into a rowid table always sets lastrowid; None would mean no row.
+                assert sequence is not None
             self._count += 1 - dropped
             return sequence
 

@@ -262,13 +262,15 @@ class LlamaBackend:
     def has_chat_template(self) -> bool:
         return self._chat is not None
 
-    def chat_prompt_tokens(self, messages: list[dict]) -> list[int]:
+    def chat_prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """Render messages with the GGUF's own chat template, then tokenize."""
         if self._chat is None:
             raise NoChatTemplateError(
                 f"the model {self.artifact.name} has no chat template (a base model): use /v1/completions"
             )
-        prompt = self._chat(messages=messages).prompt
+        # llama-cpp-python types messages as OpenAI's per-role TypedDicts, but only hands them to the
+        # Jinja template, which reads role and content: what every dict here has.
+        prompt = self._chat(messages=messages).prompt  # type: ignore[arg-type]
         bos = self._token_text(llama_cpp.llama_vocab_bos(self._vocab))
         # The template may already start with BOS; do not add a second one.
         add_special = not (bos and prompt.startswith(bos))
@@ -379,7 +381,9 @@ def _sampler_chain(sampling: SamplingParams, n_vocab: int, banned: Sequence[int]
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = llama_cpp.llama_sampler_chain_add
     if banned:
-        biases = (llama_cpp.llama_logit_bias * len(banned))(*((t, float("-inf")) for t in banned))
+        biases = (llama_cpp.llama_logit_bias * len(banned))(
+            *(llama_cpp.llama_logit_bias(t, float("-inf")) for t in banned)
+        )
         add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), biases))
     if sampling.greedy:
         add(chain, llama_cpp.llama_sampler_init_greedy())

@@ -70,10 +70,12 @@ class OnnxEmbedder:
 
     def embed_inputs(self, inputs: Sequence[EmbeddingInput]) -> tuple[list[list[float]], int]:
         """EmbeddingEngine: text only, since token ids belong to another tokenizer."""
+        texts: list[str] = []
         for i, item in enumerate(inputs):
             if not isinstance(item, str):
                 raise EngineInputError("the ONNX embeddings engine takes text input, not token ids", i)
-        return self.embed(inputs)
+            texts.append(item)
+        return self.embed(texts)
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         np = self._np
