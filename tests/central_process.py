@@ -39,26 +39,27 @@ class CentralProcess:
         for f in (self.paths.fleet_address_file, self.paths.enroll_address_file):
             f.unlink(missing_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "central.cli",
-                "central",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                fleet_listen,
-                "--enroll-listen",
-                enroll_listen,
-                *self.args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(self.env or {})},
-        )
+        # The child inherits the log file; the parent's handle is not needed once it has started.
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "central.cli",
+                    "central",
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen",
+                    fleet_listen,
+                    "--enroll-listen",
+                    enroll_listen,
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not (self.paths.fleet_address_file.exists() and self.paths.enroll_address_file.exists()):
             if self.proc.poll() is not None:

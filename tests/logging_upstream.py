@@ -143,17 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log", required=True)
     parser.add_argument("--address-file", required=True)
     args = parser.parse_args(argv)
-    _Handler.log_file = open(args.log, "a", encoding="utf-8")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    host, port = server.server_address[:2]
-    tmp = Path(args.address_file + ".tmp")
-    tmp.write_text(f"{host}:{port}")
-    tmp.replace(args.address_file)
-    server.serve_forever()
-    server.server_close()
-    _Handler.log_file.close()
+    with open(args.log, "a", encoding="utf-8") as log_file:
+        _Handler.log_file = log_file
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        host, port = server.server_address[:2]
+        tmp = Path(args.address_file + ".tmp")
+        tmp.write_text(f"{host}:{port}")
+        tmp.replace(args.address_file)
+        server.serve_forever()
+        server.server_close()
 
 
 @dataclass

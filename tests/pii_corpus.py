@@ -145,7 +145,7 @@ IBAN_COUNTRIES = (
     "YE",
 )
 RESTRICTED = ("card", "iban", "us_ssn")
-KINDS = ("email", "phone") + RESTRICTED
+KINDS = ("email", "phone", *RESTRICTED)
 
 
 @dataclass(frozen=True)
@@ -436,7 +436,7 @@ def _digits_in(script: str) -> Transform:
 
 
 def _mixed_scripts(value: str, rng: random.Random) -> str:
-    zeros = list(_DIGIT_SCRIPTS.values()) + [ord("0")]
+    zeros = [*_DIGIT_SCRIPTS.values(), ord("0")]
     return "".join(chr(rng.choice(zeros) + int(c)) if c in string.digits else c for c in value)
 
 
@@ -773,14 +773,16 @@ def _usps(rng: random.Random) -> str:
 def _fedex(rng: random.Random) -> str:
     body = rng.choice("7") + "".join(rng.choice(string.digits) for _ in range(10))
     weights = [1, 7, 3] * 4
-    total = sum(int(c) * w for c, w in zip(reversed(body), weights))
+    total = sum(
+        int(c) * w for c, w in zip(reversed(body), weights, strict=False)
+    )  # 11 digits, 12 weights: the last unused
     digits = body + str(total % 11 % 10)
     return group(digits, 4, " ") if rng.random() < 0.5 else digits
 
 
 def _s10(rng: random.Random) -> str:
     digits = "".join(rng.choice(string.digits) for _ in range(8))
-    total = sum(int(c) * w for c, w in zip(digits, (8, 6, 4, 2, 3, 5, 9, 7)))
+    total = sum(int(c) * w for c, w in zip(digits, (8, 6, 4, 2, 3, 5, 9, 7), strict=True))
     check = 11 - total % 11
     check = 5 if check == 11 else 0 if check == 10 else check
     return (
@@ -1041,7 +1043,7 @@ def benign_samples(seed: int = 13, count: int = 1500) -> tuple[Benign, ...]:
     names = list(BENIGN_KINDS)
     out: list[Benign] = []
     while len(out) < count:
-        chosen = [names[len(out) % len(names)]] + rng.sample(names, rng.randint(0, 2))
+        chosen = [names[len(out) % len(names)], *rng.sample(names, rng.randint(0, 2))]
         clauses = []
         for name in chosen:
             make, templates = BENIGN_KINDS[name]

@@ -44,10 +44,10 @@ def test_token_create_prints_the_enroll_command_and_enrolling_with_it_works(cent
     assert code == 0
     command = out.strip().split()
     assert command[:2] == ["edge-agent", "enroll"]
-    assert edge_agent(command[1:] + ["--data-dir", str(tmp_path / "agent")]) == 0
+    assert edge_agent([*command[1:], "--data-dir", str(tmp_path / "agent")]) == 0
     assert "enrolled as node-" in capsys.readouterr().out
     # A second enrollment of the same data dir is refused, and says why.
-    assert edge_agent(command[1:] + ["--data-dir", str(tmp_path / "agent")]) == 1
+    assert edge_agent([*command[1:], "--data-dir", str(tmp_path / "agent")]) == 1
     assert "already enrolled" in capsys.readouterr().err
     assert edge_agent(["status", "--json", "--data-dir", str(tmp_path / "agent")]) == 0
     status = json.loads(capsys.readouterr().out)
@@ -70,7 +70,7 @@ def test_token_create_json_list_and_revoke(central, capsys):
 
 def test_nodes_label_show_revoke_and_audit(central, capsys, tmp_path):
     code, out, _ = run(capsys, central, "token", "create")
-    edge_agent(out.strip().split()[1:] + ["--data-dir", str(tmp_path / "a")])
+    edge_agent([*out.strip().split()[1:], "--data-dir", str(tmp_path / "a")])
     node_id = json.loads((tmp_path / "a" / "fleet" / "fleet.json").read_text())["node_id"]
     capsys.readouterr()
     assert run(capsys, central, "nodes", "label", node_id, "tier=gold", "region=us")[0] == 0

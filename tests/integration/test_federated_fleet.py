@@ -68,7 +68,7 @@ def fl_fleet(tmp_path_factory):
             identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir))
             _write_local_data(data_dir, index)
             nodes.append((identity.node_id, data_dir))
-        for node_id, data_dir in nodes:
+        for _node_id, data_dir in nodes:
             agents.append(start_agent(data_dir, sections=STOCK_SECTIONS if not agents else AGENT_SECTIONS))
         # Every key registered with the SuperLink by central's reconcile pass.
         wait_for(
@@ -164,7 +164,7 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
         aggregate = [saved[k] for k in sorted(saved.files)]
     updates = _local_updates(nodes, "sensitivity", {})
     expected = [np.mean([u[i] for u in updates], axis=0) for i in range(2)]
-    for got, want in zip(aggregate, expected):
+    for got, want in zip(aggregate, expected, strict=True):
         assert np.max(np.abs(got - want)) < 1e-4
     assert np.max(np.abs(expected[0])) > 1e-2  # the check above compares real weights, not zeros
 
@@ -200,7 +200,7 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
 
 
 def test_usage_stats_secagg_gives_fleet_sums_only(fl_fleet):
-    central, nodes, _, _ = fl_fleet
+    central, _nodes, _, _ = fl_fleet
     row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES))
     assert row["status"] == "completed", row
     outcome = row["outcome"]
@@ -211,7 +211,7 @@ def test_usage_stats_secagg_gives_fleet_sums_only(fl_fleet):
     assert outcome["cache_lookups"] == sum(u["cache"][1] for u in usages)
     assert row["model"] == ""  # analytics, nothing for the registry
     listed = json.loads(edgefleet_cli(central, "fl", "list", "--json"))
-    assert [r["run"] for r in listed][0] == row["run"]
+    assert listed[0]["run"] == row["run"]
 
 
 def test_plain_fedavg_without_secagg_gives_the_exact_mean(fl_fleet):
@@ -223,7 +223,7 @@ def test_plain_fedavg_without_secagg_gives_the_exact_mean(fl_fleet):
     with np.load(aggregate_path(central.data_dir / "flower" / "results", int(row["run"]))) as saved:
         aggregate = [saved[k] for k in sorted(saved.files)]
     updates = _local_updates(nodes, "sensitivity", {})
-    for got, i in zip(aggregate, range(2)):
+    for got, i in zip(aggregate, range(2), strict=True):
         assert np.max(np.abs(got - np.mean([u[i] for u in updates], axis=0))) < 1e-6
 
 
@@ -340,14 +340,14 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
     with np.load(aggregate_path(results, run_id)) as saved_arrays:
         aggregate = [saved_arrays[k] for k in sorted(saved_arrays.files)]
     survivors = _local_updates(nodes[:2], "sensitivity", {})
-    for got, i in zip(aggregate, range(2)):
+    for got, i in zip(aggregate, range(2), strict=True):
         assert np.max(np.abs(got - np.mean([u[i] for u in survivors], axis=0))) < 1e-4
 
 
 def test_a_superlink_restart_loses_the_run_in_flight_and_the_fleet_carries_on(fl_fleet):
     import psutil
 
-    central, nodes, _, _ = fl_fleet
+    central, _nodes, _, _ = fl_fleet
     waiting = json.loads(
         edgefleet_cli(
             central,

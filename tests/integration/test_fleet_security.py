@@ -82,9 +82,11 @@ def _heartbeat(stub, node_id):
 
 def test_no_client_certificate_is_refused_in_the_handshake(central):
     before = _node_ids(central)
-    with channels.tls_channel(central.fleet_address, _ca_pem(central)) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            admin_pb2_grpc.AdminServiceStub(channel).ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
+    with (
+        channels.tls_channel(central.fleet_address, _ca_pem(central)) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        admin_pb2_grpc.AdminServiceStub(channel).ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert _node_ids(central) == before
 
@@ -134,7 +136,7 @@ def test_revoked_node_is_refused_on_its_next_beat(central, tmp_path):
         client.heartbeat(status)  # accepted while enrolled
         with central.admin() as admin:
             admin.call("RevokeNode", admin_pb2.RevokeNodeRequest(node_id=node.node_id, reason="stolen box"))
-        with pytest.raises(CentralRefused, match="PERMISSION_DENIED.*revoked"):
+        with pytest.raises(CentralRefused, match=r"PERMISSION_DENIED.*revoked"):
             client.heartbeat(status)  # the same stream, the same unexpired certificate
     finally:
         client.close()

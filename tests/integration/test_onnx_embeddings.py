@@ -59,7 +59,7 @@ def test_onnx_embeddings_are_mean_pooled_encoder_outputs(tmp_path):
             table[[vocab["hello"], vocab["world"]]].mean(axis=0),
             table[[vocab["edge"], vocab["fleet"], vocab["edge"]]].mean(axis=0),
         ]
-        for got, want in zip(r.data, expected):
+        for got, want in zip(r.data, expected, strict=True):
             np.testing.assert_allclose(got.embedding, want, rtol=1e-5, atol=1e-6)
         assert r.usage.prompt_tokens == 5
         providers = [k for k in agent.metrics() if k.startswith("edgefleet_onnx_provider_info")]

@@ -67,14 +67,16 @@ def test_full_queue_answers_429_with_retry_after_at_once(one_slot_agent):
 def test_client_disconnect_stops_generation(one_slot_agent):
     agent = one_slot_agent
     before = agent.metrics()
-    with httpx.Client(timeout=60) as client:
-        with client.stream("POST", agent.base_url + "/v1/completions", json=long_stream(agent, "a long tale")) as r:
-            chunks = 0
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    chunks += 1
-                if chunks == 3:
-                    break  # leaving the block closes the connection mid-stream
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", agent.base_url + "/v1/completions", json=long_stream(agent, "a long tale")) as r,
+    ):
+        chunks = 0
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                chunks += 1
+            if chunks == 3:
+                break  # leaving the block closes the connection mid-stream
     assert wait_for(lambda: agent.metrics()["edgefleet_inflight_requests"] == 0)
     after = agent.metrics()
     assert after["edgefleet_cancelled_requests_total"] == before["edgefleet_cancelled_requests_total"] + 1

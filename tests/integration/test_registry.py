@@ -119,9 +119,11 @@ def test_a_push_cut_off_midway_keeps_nothing(central):
         raise RuntimeError("the operator's laptop went to sleep")
 
     cred = central.credential()
-    with channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel:
-        with pytest.raises(grpc.RpcError):
-            admin_pb2_grpc.AdminServiceStub(channel).PushModel(requests(), timeout=10)
+    with (
+        channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel,
+        pytest.raises(grpc.RpcError),
+    ):
+        admin_pb2_grpc.AdminServiceStub(channel).PushModel(requests(), timeout=10)
     with central.admin() as admin:
         models = admin.call("ListModels", admin_pb2.ListModelsRequest(name="cut")).models
     assert list(models) == []
@@ -140,9 +142,11 @@ def test_a_push_whose_bytes_do_not_match_its_header_is_refused(central):
         yield admin_pb2.PushModelRequest(chunk=b"12345")
 
     cred = central.credential()
-    with channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            admin_pb2_grpc.AdminServiceStub(channel).PushModel(requests(), timeout=10)
+    with (
+        channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        admin_pb2_grpc.AdminServiceStub(channel).PushModel(requests(), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "hash to" in err.value.details()
 
 
@@ -184,13 +188,15 @@ def test_fetch_artifact_streams_from_any_offset(central, artifact, node, capsys)
     finally:
         client.close()
     cred = central.credential()
-    with channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel:
-        with pytest.raises(grpc.RpcError) as err:
-            list(
-                fleet_pb2_grpc.FleetServiceStub(channel).FetchArtifact(
-                    fleet_pb2.FetchArtifactRequest(sha256=sha), timeout=10
-                )
+    with (
+        channels.mtls_channel(cred.central, cred.ca_pem, cred.certificate_pem, cred.key_pem) as channel,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        list(
+            fleet_pb2_grpc.FleetServiceStub(channel).FetchArtifact(
+                fleet_pb2.FetchArtifactRequest(sha256=sha), timeout=10
             )
+        )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -5,6 +5,7 @@ cadence, pings stopping while the serving loop is stalled, SIGHUP reloads while 
 SIGTERM draining a stream, sending STOPPING=1 and exiting 0.
 """
 
+import contextlib
 import itertools
 import json
 import math
@@ -167,10 +168,8 @@ def test_agent_ready_status_watchdog_and_a_draining_sigterm(tmp_path, notificati
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not any(MODEL in s and s.startswith("serving") for s in notifications.statuses()):
             sent = time.monotonic()
-            try:
+            with contextlib.suppress(httpx.TransportError):
                 readyz.append((sent, httpx.get(agent.base_url + "/readyz", timeout=5).status_code))
-            except httpx.TransportError:
-                pass
             assert agent.proc.poll() is None, agent.log()
             assert sent < deadline, f"the agent was not serving within {STARTUP_TIMEOUT_S} s:\n{agent.log()}"
             time.sleep(0.02)

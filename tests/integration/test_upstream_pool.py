@@ -2,6 +2,7 @@
 in front of a live agent that can go down and come back (and counts the connections it gets)."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -156,10 +157,8 @@ class Relay:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for s in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def stop(self):

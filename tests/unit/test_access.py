@@ -248,7 +248,9 @@ def test_a_key_added_after_start_is_accepted_after_the_next_look(keys_file):
     clock.now += 1.0
     assert not auth.open
     assert auth.authenticate(f"Bearer {secret}") == Caller("acme", key.key_id, "public")
-    assert {k.key_id for k in auth.keys()} == {first.key_id, key.key_id}
+    # keys() is the Authenticator's list of keys, not a dict's view.
+    listed = auth.keys()
+    assert {k.key_id for k in listed} == {first.key_id, key.key_id}
 
 
 def test_a_revoked_key_is_refused_and_revoking_the_last_does_not_open_the_agent(keys_file):

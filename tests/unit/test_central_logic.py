@@ -28,11 +28,11 @@ def test_audit_chain_intact_and_each_kind_of_tampering():
     entries = _entries(4)
     assert audit.verify_chain(entries) == audit.ChainCheck(True, 4)
     assert audit.verify_chain([]).intact
-    edited = entries[:2] + [replace(entries[2], detail="edited")] + entries[3:]
+    edited = [*entries[:2], replace(entries[2], detail="edited"), *entries[3:]]
     assert audit.verify_chain(edited).first_bad_sequence == 3
     removed = entries[:1] + entries[2:]
     assert "missing or reordered" in audit.verify_chain(removed).problem
-    relinked = entries[:3] + [replace(entries[3], previous_hash="0" * 64)]
+    relinked = [*entries[:3], replace(entries[3], previous_hash="0" * 64)]
     assert "does not link" in audit.verify_chain(relinked).problem
 
 

@@ -43,7 +43,7 @@ def test_heartbeats_are_buffered_and_admin_reads_see_them(setup):
 
 
 def test_a_certificate_that_expires_during_the_stream_is_refused(setup):
-    central, clock, admin, node, node_id = setup
+    central, clock, _admin, node, node_id = setup
     expires_at = clock.now + 10
     fleet.heartbeat(central, node, node_id, b"", expires_at)
     clock.now = expires_at
@@ -70,7 +70,7 @@ def test_identity_checks_on_every_message(setup):
 
 
 def test_nodes_are_listed_in_pages(setup):
-    central, clock, admin, node, node_id = setup
+    central, _clock, admin, _node, node_id = setup
     token, _ = tokens.create_token(central, admin, {"region": "us"}, 3600, 7)
     for _ in range(7):
         enrollment.enroll(central, Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
@@ -131,7 +131,7 @@ def test_malformed_routing_is_left_out_and_the_beat_kept(setup):
 def test_routing_totals_are_for_admins_and_known_nodes(setup):
     from central.errors import NotFound
 
-    central, clock, admin, node, node_id = setup
+    central, _clock, admin, node, node_id = setup
     with pytest.raises(PermissionDenied, match="not an admin certificate"):
         audit.routing_totals(central, node, node_id)
     with pytest.raises(NotFound, match="no node"):
@@ -158,7 +158,7 @@ def test_a_heartbeat_is_decoded_once_into_the_health_the_rollout_controller_read
     from central.services import rollouts
     from edgefleet.v1 import common_pb2
 
-    central, clock, admin, node, node_id = setup
+    central, clock, _admin, node, node_id = setup
     status = common_pb2.NodeStatus(
         active_model=common_pb2.ModelRef(sha256="a" * 64),
         activation=common_pb2.Activation(

@@ -8,6 +8,7 @@ import importlib.util
 import io
 import ipaddress
 import json
+import re
 import stat
 import sys
 
@@ -15,6 +16,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
+import itertools
 import zipfile
 from pathlib import Path
 
@@ -122,16 +124,16 @@ def test_parse_example_valid_rows_map_labels():
 
 
 def test_read_examples_missing_file(tmp_path):
-    with pytest.raises(TaskError, match="no labeled examples on this node: .*examples.jsonl does not exist"):
+    with pytest.raises(TaskError, match=r"no labeled examples on this node: .*examples\.jsonl does not exist"):
         local_data.read_examples(tmp_path)
 
 
 def test_read_examples_empty_or_blank_file(tmp_path):
     _write_examples(tmp_path, "")
-    with pytest.raises(TaskError, match="examples.jsonl is empty"):
+    with pytest.raises(TaskError, match=re.escape("examples.jsonl is empty")):
         local_data.read_examples(tmp_path)
     _write_examples(tmp_path, "\n   \n\t\n")
-    with pytest.raises(TaskError, match="examples.jsonl is empty"):
+    with pytest.raises(TaskError, match=re.escape("examples.jsonl is empty")):
         local_data.read_examples(tmp_path)
 
 
@@ -243,13 +245,13 @@ def test_parse_usage_refusals(raw, message):
 
 
 def test_read_usage_missing_invalid_and_valid(tmp_path):
-    with pytest.raises(TaskError, match="no usage figures on this node: .*usage.json does not exist"):
+    with pytest.raises(TaskError, match=r"no usage figures on this node: .*usage\.json does not exist"):
         local_data.read_usage(tmp_path)
     _write_usage(tmp_path, '{"requests_per_hour": [')
-    with pytest.raises(TaskError, match="usage.json: not valid JSON"):
+    with pytest.raises(TaskError, match=re.escape("usage.json: not valid JSON")):
         local_data.read_usage(tmp_path)
     local_data.usage_path(tmp_path).write_bytes(b"\xff\xfe{}")
-    with pytest.raises(TaskError, match="usage.json: not valid JSON"):
+    with pytest.raises(TaskError, match=re.escape("usage.json: not valid JSON")):
         local_data.read_usage(tmp_path)
     _write_usage(tmp_path, _usage_dict(cache=(1, 0)))
     with pytest.raises(TaskError, match=f"{local_data.usage_path(tmp_path)}: cache hits"):
@@ -603,7 +605,7 @@ def test_middleware_passes_lifespan_scope_through():
 
 
 def _flags(argv):
-    return {flag: value for flag, value in zip(argv, argv[1:]) if flag.startswith("--")}
+    return {flag: value for flag, value in itertools.pairwise(argv) if flag.startswith("--")}
 
 
 def test_supernode_command_flower(tmp_path, monkeypatch):
@@ -632,7 +634,7 @@ def test_supernode_command_fast(tmp_path):
 
 
 def test_supernode_command_refuses_unknown_kind_and_quoted_paths(tmp_path):
-    with pytest.raises(ValueError, match="federated.supernode must be one of flower, fast, got 'grpc'"):
+    with pytest.raises(ValueError, match=re.escape("federated.supernode must be one of flower, fast, got 'grpc'")):
         supernode.supernode_command("grpc", "c:1", tmp_path, tmp_path, tmp_path, 1)
     for name in ("it's", 'say "hi"'):
         with pytest.raises(ValueError, match="cannot contain quotes"):
@@ -1025,14 +1027,13 @@ def test_fast_supernode_refuses_a_non_positive_interval(flag, capsys):
 
 def _featurize_by_definition(text: str) -> np.ndarray:
     """The sensitivity features as defined: every feature string hashed with zlib.crc32, one at a time."""
-    import re
     import zlib
 
     vector = np.zeros(DIMENSIONS, dtype=np.float32)
     lowered = text.lower()
     words = re.findall(r"\w+", lowered)
     padded = f" {lowered} "
-    features = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
+    features = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
     features += [f"c:{padded[i : i + 3]}" for i in range(len(padded) - 2)]
     for feature in features:
         vector[zlib.crc32(feature.encode("utf-8")) & (DIMENSIONS - 1)] += 1.0

@@ -92,7 +92,10 @@ def test_an_item_split_across_messages_or_stop_strings_is_seen_whole():
 
 def test_redaction_leaves_nothing_a_detector_finds_in_the_original_characters():
     classifier = PromptClassifier(PolicyConfig())
-    text = "Mail ｊｏ＠ｅｘａｍｐｌｅ．ｃｏｍ, card 4111\u200b1111\u200b1111\u200b1111, tel +44\u00a020\u00a07946\u00a00958."
+    text = (
+        "Mail ｊｏ＠ｅｘａｍｐｌｅ．ｃｏｍ, "
+        "card 4111\u200b1111\u200b1111\u200b1111, tel +44\u00a020\u00a07946\u00a00958."
+    )
     redacted = classifier.redact(text)
     assert redacted == "Mail [EMAIL], card [CARD], tel [PHONE]."
     assert classifier.classify([redacted]).data_class == "public"

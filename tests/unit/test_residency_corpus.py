@@ -14,6 +14,7 @@ the first 20 in full with what the detectors found instead.
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
 from collections import Counter
@@ -205,7 +206,7 @@ def test_any_valid_item_under_any_transform_is_restricted_and_redacted(kind):
     @PROPERTY
     @given(
         value=ITEMS[kind],
-        transform=st.sampled_from(["plain"] + corpus.transforms_for(kind)),
+        transform=st.sampled_from(["plain", *corpus.transforms_for(kind)]),
         template=_template(kind),
         seed=st.integers(0, 2**16),
     )
@@ -232,5 +233,5 @@ def test_classification_never_raises_and_spans_are_sound(text):
     assert got.data_class in {c.name for c in POLICY.classes} | {POLICY.default_class}
     spans = DETECTORS.find(text)
     assert all(0 <= s.start < s.end <= len(text) for s in spans)
-    assert all(a.end <= b.start for a, b in zip(spans, spans[1:])), spans
+    assert all(a.end <= b.start for a, b in itertools.pairwise(spans)), spans
     CLASSIFIER.redact(text)
