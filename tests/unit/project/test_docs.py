@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # JetPack 6 ships Python 3.10
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 README = (ROOT / "README.md").read_text()
 DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
 DOCS = "\n".join(page.read_text() for page in DOC_PAGES)

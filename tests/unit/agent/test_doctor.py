@@ -35,7 +35,7 @@ from edge_agent.doctor import (
     parse_system_info,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GiB = 1 << 30
 MiB = 1 << 20
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SYSTEMD = ROOT / "packaging" / "systemd"
 UNITS = ("edge-agent.service", "edgefleet-central.service")
 DROPIN_DIR = SYSTEMD / "edge-agent.service.d"

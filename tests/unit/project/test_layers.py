@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("edgefleet", "federated", "edge_agent", "central", "local_fleet")
 
 # What each package may not import at all.

@@ -25,7 +25,7 @@ import pytest
 
 from edgefleet.errors import EdgefleetError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("edgefleet", "edge_agent", "central", "federated")
 # Libraries a module may need that an install can lack (flwr needs Python 3.11+, onnxruntime is an extra):
 # such a module's classes are read from its source instead.
