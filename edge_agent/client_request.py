@@ -1,4 +1,5 @@
-"""What a client asked for, validated: typed, frozen requests that the service and the gateway take.
+"""What a client asked for, validated: typed, frozen requests that the service and the gateway take, and
+:class:`RequestError` for a request that cannot be taken as asked.
 
 ``edge_agent.api.schema`` builds them from OpenAI request bodies and is the only place that reads a body;
 nothing below it sees a ``dict`` of parameters or anything of HTTP.
@@ -13,7 +14,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from edge_agent.errors import AgentError
 from edge_agent.generation import SamplingParams
+
+
+class RequestError(AgentError):
+    """A request that cannot be taken as asked: ``param`` names the part, ``code`` and ``type`` are OpenAI's
+    words for the problem. ``status`` is the class of refusal, spelled as the HTTP status a client knows it by
+    (400 bad input, 403 not allowed, 404 no such model, 429 and 503 later); only ``edge_agent.api`` makes
+    a response of it."""
+
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str = "invalid_value",
+        status: int = 400,
+        type: str = "invalid_request_error",
+    ):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.status = status
+        self.type = type
+
+
+def model_not_found(model: str, model_ids: tuple[str, ...], upstream_ids: tuple[str, ...] = ()) -> RequestError:
+    """404 model_not_found naming what may be asked for: the box's models, and the names its upstreams list."""
+    available = ", ".join(model_ids)
+    if upstream_ids:
+        available += f"; through an upstream: {', '.join(upstream_ids)}"
+    return RequestError(
+        f"the model '{model}' does not exist here; available: {available}", "model", code="model_not_found", status=404
+    )
 
 
 @dataclass(frozen=True)

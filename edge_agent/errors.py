@@ -6,8 +6,8 @@ Each class is drawn with the module that defines it; tests/unit/test_error_trees
     ├── ConfigError            (edge_agent.config)               bad configuration, names the key
     ├── AccessError            (edge_agent.access)               a bad keys file or key arguments
     │   └── AuthError          (edge_agent.access)               no valid API key -> 401
-    ├── RequestError           (edge_agent.api.schema)           client input is invalid -> 4xx
-    │   └── RoutingRefused     (edge_agent.gateway)              nowhere the data class allows can answer -> 403/404/429/503
+    ├── RequestError           (edge_agent.client_request)       a request that cannot be taken as asked -> 4xx
+    │   └── RoutingRefused     (edge_agent.gateway)              nowhere its class may go can answer -> 403/404/429/503
     ├── ClientGoneError        (edge_agent.service)              the client disconnected; nobody is left to answer
     ├── OverloadedError        (edge_agent.scheduler)            admission queue full -> 429
     ├── DeadlineExceededError  (edge_agent.scheduler)            the request ran past its deadline

@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge_agent.access import Caller, exceeds
-from edge_agent.api.schema import RequestError, model_not_found
-from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest
+from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest, RequestError, model_not_found
 from edge_agent.config import DataClassRule
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
@@ -178,7 +177,7 @@ class Gateway:
                 raise overloaded  # a box without upstreams answers a full queue as it always has (and counts it)
             if decision.status == 429:
                 self.metrics.overloaded.inc()
-            raise RoutingRefused(decision.message, None, code=local_problem, status=decision.status)
+            raise RoutingRefused(decision.message, None, code=decision.code, status=decision.status)
         try:
             outgoing = upstream_request(request, classifier.redact if rule.redact else None)
         except RequestError:
@@ -195,6 +194,8 @@ class Gateway:
                 code="redaction_failed",
                 status=503,
             ) from None
+        # decide_route goes upstream only to one of the candidates, and only a pool has candidates.
+        assert self.pool is not None
         try:
             reply = await self.pool.forward(
                 decision.upstreams,

@@ -25,16 +25,15 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from starlette.concurrency import run_in_threadpool
 
-from edge_agent.api.responses import Completion, dumps, replay_chunks
-from edge_agent.api.schema import RequestError
 from edge_agent.cache import ResponseCache
 from edge_agent.cache_policy import cache_decision, cache_key
-from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest
+from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest, RequestError
 from edge_agent.engines import EmbeddingEngine, EngineInputError
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
 from edge_agent.errors import AgentError
 from edge_agent.generation import DoneEvent, ErrorEvent, GenerationEvent, GenerationRequest, SamplingParams, TokenEvent
 from edge_agent.metrics import AgentMetrics
+from edge_agent.openai_objects import Completion, dumps, replay_chunks
 from edge_agent.scheduler import DeadlineExceededError, Scheduler, Ticket
 
 if TYPE_CHECKING:

@@ -25,9 +25,11 @@ from starlette.types import ASGIApp
 
 from edge_agent.access import Authenticator, AuthError, Caller, retry_after_seconds
 from edge_agent.api.error_map import error_for, http_error_for
-from edge_agent.api.responses import DONE, dumps, error_body, sse
-from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
+from edge_agent.api.responses import DONE, error_body, sse
+from edge_agent.api.schema import Limits, parse_chat, parse_completion, parse_embeddings
+from edge_agent.client_request import RequestError
 from edge_agent.gateway import Gateway, RouteInfo
+from edge_agent.openai_objects import dumps
 from edge_agent.scheduler import OverloadedError
 from edge_agent.service import Answer, InferenceService, OpenAIObject
 

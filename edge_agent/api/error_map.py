@@ -13,7 +13,7 @@ from typing import Any
 
 from edge_agent.access import AuthError
 from edge_agent.api.responses import error_body
-from edge_agent.api.schema import RequestError
+from edge_agent.client_request import RequestError
 from edge_agent.scheduler import DeadlineExceededError, OverloadedError
 from edge_agent.service import ClientGoneError
 

@@ -1,9 +1,9 @@
 """Validation of OpenAI-style request bodies: pure functions, no I/O.
 
 Each parser takes the decoded JSON body and returns a typed, frozen request
-(:mod:`edge_agent.client_request`), or raises :class:`RequestError` naming the
-parameter and the problem, which the HTTP layer turns into OpenAI's error shape
-with a 4xx status.
+(:mod:`edge_agent.client_request`), or raises its :class:`RequestError` naming
+the parameter and the problem, which the HTTP layer turns into OpenAI's error
+shape with a 4xx status.
 
 Parameters OpenAI defines but this server does not implement are accepted at
 their neutral value and refused otherwise, so a client never silently gets
@@ -16,28 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.client_request import ChatMessage, ChatRequest, CompletionRequest, EmbeddingRequest, GenerationParams
-from edge_agent.errors import AgentError
+from edge_agent.client_request import (
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    GenerationParams,
+    RequestError,
+    model_not_found,
+)
 from edge_agent.generation import SamplingParams
-
-
-class RequestError(AgentError):
-    """Client input is invalid; maps to an OpenAI-shaped 4xx error."""
-
-    def __init__(
-        self,
-        message: str,
-        param: str | None = None,
-        code: str = "invalid_value",
-        status: int = 400,
-        type: str = "invalid_request_error",
-    ):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-        self.status = status
-        self.type = type
 
 
 @dataclass(frozen=True)
@@ -156,16 +144,6 @@ def _model(obj: Mapping[str, Any], limits: Limits, upstream: bool = True) -> str
     if model not in limits.model_ids and model not in upstream_ids:
         raise model_not_found(model, limits.model_ids, upstream_ids)
     return model
-
-
-def model_not_found(model: str, model_ids: tuple[str, ...], upstream_ids: tuple[str, ...] = ()) -> RequestError:
-    """404 model_not_found naming what may be asked for: the box's models, and the names its upstreams list."""
-    available = ", ".join(model_ids)
-    if upstream_ids:
-        available += f"; through an upstream: {', '.join(upstream_ids)}"
-    return RequestError(
-        f"the model '{model}' does not exist here; available: {available}", "model", code="model_not_found", status=404
-    )
 
 
 # Length and sampling parameters whose being set (not null) is recorded: see GenerationParams.set_by_client.

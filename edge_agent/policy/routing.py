@@ -102,14 +102,15 @@ def jurisdiction_allowed(rule: DataClassRule, jurisdiction: str) -> bool:
 class RouteDecision:
     # LOCAL | UPSTREAM | REFUSED
     route: str
-    # Machine words for the audit and metrics; for REFUSED, the error code is what was wrong locally
-    # (queue_full, ...), which is what a client acts on.
+    # Machine words for the audit and metrics.
     reason: str
     # For UPSTREAM: the ones to try, in order.
     upstreams: tuple[str, ...] = ()
-    # For REFUSED: the HTTP status, and what the client is told.
+    # For REFUSED: the HTTP status, what the client is told, and the error code: what was wrong locally
+    # (queue_full, ...), which is what a client acts on.
     status: int = 200
     message: str = ""
+    code: str = ""
 
 
 def decide_route(rule: DataClassRule, local_problem: str | None, candidates: Sequence[str]) -> RouteDecision:
@@ -130,6 +131,7 @@ def decide_route(rule: DataClassRule, local_problem: str | None, candidates: Seq
                 "this box's queue is full, and a prompt given as token ids is answered only by "
                 "the model whose tokenizer made them; retry later"
             ),
+            code=local_problem,
         )
     problem = problem_words(local_problem)
     if not may_leave(rule):
@@ -141,6 +143,7 @@ def decide_route(rule: DataClassRule, local_problem: str | None, candidates: Seq
                 f"{problem}, and data of class '{rule.name}' never leaves this box; "
                 + ("retry later" if status != 404 else "ask for a model this box serves")
             ),
+            code=local_problem,
         )
     if not candidates:
         where = "any upstream" if "*" in rule.jurisdictions else f"upstreams in {', '.join(rule.jurisdictions)}"
@@ -149,5 +152,6 @@ def decide_route(rule: DataClassRule, local_problem: str | None, candidates: Seq
             "no_upstream_available",
             status=status,
             message=f"{problem}, and no upstream that data of class '{rule.name}' may go to ({where}) is available now",
+            code=local_problem,
         )
     return RouteDecision(UPSTREAM, local_problem, upstreams=tuple(candidates))

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.access import Caller
-from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion
+from edge_agent.api.schema import Limits, parse_chat, parse_completion
+from edge_agent.client_request import RequestError
 from edge_agent.config import DataClassRule, PolicyConfig
 from edge_agent.gateway import Gateway, RouteInfo, RoutingRefused, request_texts, upstream_request
 from edge_agent.metrics import AgentMetrics

@@ -7,8 +7,9 @@ import json
 from edge_agent.access import AuthError
 from edge_agent.api.app import _sse_events
 from edge_agent.api.error_map import error_for, http_error_for
-from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion
+from edge_agent.api.schema import Limits, parse_chat, parse_completion
 from edge_agent.cache_policy import cache_key
+from edge_agent.client_request import RequestError
 from edge_agent.scheduler import DeadlineExceededError, OverloadedError
 from edge_agent.service import ClientGoneError
 

@@ -1,7 +1,7 @@
 import pytest
 
-from edge_agent.api.schema import Limits, RequestError, parse_chat, parse_completion, parse_embeddings
-from edge_agent.client_request import ChatMessage
+from edge_agent.api.schema import Limits, parse_chat, parse_completion, parse_embeddings
+from edge_agent.client_request import ChatMessage, RequestError
 
 LIMITS = Limits(n_ctx=2048, model_ids=("m",))
 
