@@ -10,6 +10,9 @@ from edge_agent.generation import DoneEvent, ErrorEvent, GenerationRequest, Toke
 from edge_agent.scheduler import DeadlineExceededError, EngineError, OverloadedError, Scheduler
 
 EOG = 0
+# Every wait below ends on its condition; the bound is only there for a defect, so a busy machine that runs
+# the scheduler's thread late never fails a test.
+WAIT_S = 60.0
 
 
 class FakeBackend:
@@ -33,7 +36,9 @@ class FakeBackend:
         self.cursor[slot] = iter(self.scripts.get(prompt[0], itertools.repeat(1)))
 
     def step(self, slots):
-        self.gate.wait(5)
+        # A test holds the gate closed while it queues requests, then opens it.
+        if not self.gate.wait(WAIT_S):
+            raise AssertionError(f"the test left the fake engine's gate closed for {WAIT_S} s")
         self.batches.append(sorted(slots))
         if self.fail_next:
             self.fail_next = False
@@ -58,7 +63,7 @@ class Collector:
     def __call__(self, ev):
         self.q.put(ev)
 
-    def result(self, timeout=5):
+    def result(self, timeout=WAIT_S):
         text = []
         while True:
             ev = self.q.get(timeout=timeout)
@@ -158,7 +163,7 @@ def test_cancelled_request_stops_within_one_step_and_frees_its_slot(make):
     s = make(backend)
     c = Collector()
     ticket = s.submit(req(max_tokens=100_000), c)
-    assert isinstance(c.q.get(timeout=5), TokenEvent)
+    assert isinstance(c.q.get(timeout=WAIT_S), TokenEvent)
     ticket.cancel()
     generated_at_cancel = ticket.generated
     other = Collector()
@@ -174,7 +179,7 @@ def test_request_past_its_deadline_gets_an_error(make):
     s = make(backend, clock=lambda: now[0])
     c = Collector()
     s.submit(req(max_tokens=10_000, deadline=5.0), c)
-    assert isinstance(c.q.get(timeout=5), TokenEvent)
+    assert isinstance(c.q.get(timeout=WAIT_S), TokenEvent)
     now[0] = 6.0
     _, ev = c.result()
     assert isinstance(ev, ErrorEvent) and isinstance(ev.error, DeadlineExceededError)
@@ -204,7 +209,7 @@ def test_stop_fails_waiting_requests_instead_of_leaving_them_hanging():
     stopper = threading.Thread(target=s.stop)
     stopper.start()
     backend.gate.set()
-    stopper.join(5)
+    stopper.join(WAIT_S)
     for c in (c1, c2):
         _, ev = c.result()
         assert isinstance(ev, (ErrorEvent, DoneEvent))
