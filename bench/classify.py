@@ -17,7 +17,7 @@ Systems:
 
 Corpus: tests/pii_corpus.py (seeded): Faker items in 12 locales in sentence templates, the evasion set
 (transforms a reader reads through) and 1,500 benign number-heavy sentences. An item counts as found when
-every letter and digit of it lies in a finding of its own kind (tests/unit/test_residency_corpus.py judges
+every letter and digit of it lies in a finding of its own kind (tests/unit/agent/test_residency_corpus.py judges
 the same way); the false-positive rate is the share of benign sentences a kind fires on.
 
 Cost: 2 KB prompts made by concatenating corpus sentences (about one PII sentence in four), each system

@@ -1,7 +1,7 @@
 """The root of every error edgefleet's programs raise on purpose; each package's own root sits under it.
 
 Each package draws its own tree in its errors.py, in this form: a class, the module that
-defines it in parentheses, what it means. tests/unit/test_error_trees.py keeps the drawings true.
+defines it in parentheses, what it means. tests/unit/project/test_error_trees.py keeps the drawings true.
 
     EdgefleetError         (edgefleet.errors)
     ├── PkiError           (edgefleet.pki)           a certificate, key, CSR or CA fingerprint that cannot be used

@@ -1,7 +1,7 @@
 """Federated learning: Flower ClientApp/ServerApp, the tasks, SecAgg+ settings, SuperLink/SuperNode supervision.
 
 federated imports only edgefleet. The agent and central may import these modules, its public entry points,
-and no others (tests/unit/test_layers.py holds them to it):
+and no others (tests/unit/project/test_layers.py holds them to it):
 
 - `federated.errors`: FederatedError and TaskError.
 - `federated.local_data`: a node's training data files (the agent appends labeled examples, counts usage).

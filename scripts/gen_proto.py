@@ -1,6 +1,6 @@
 """Generate the Python stubs in edgefleet/v1/ from proto/edgefleet/v1/*.proto.
 
-Run `make proto` after changing a .proto; tests/unit/test_proto_drift.py runs
+Run `make proto` after changing a .proto; tests/unit/project/test_proto_drift.py runs
 the same generation into a temporary directory and fails if the committed
 stubs differ.
 """

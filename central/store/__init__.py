@@ -3,7 +3,7 @@
 :class:`FleetStore` (``records``) is the contract, with the records it keeps;
 :class:`SqliteFleetStore` (``sqlite``) implements it on one SQLite file. A
 PostgreSQL store for several coordinator replicas implements the same
-contract and runs the same test suite (tests/unit/test_store.py). Handlers
+contract and runs the same test suite (tests/unit/central/test_store.py). Handlers
 and servicers never see SQL.
 """
 

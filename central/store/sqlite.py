@@ -1,5 +1,5 @@
 """Central's store on one SQLite file (WAL): :class:`SqliteFleetStore` implements
-:class:`central.store.records.FleetStore` and passes its contract suite (tests/unit/test_store.py).
+:class:`central.store.records.FleetStore` and passes its contract suite (tests/unit/central/test_store.py).
 
 The schema grows by numbered migrations, recorded in the file itself.
 """
