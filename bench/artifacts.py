@@ -55,9 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from agent_process import start_agent  # noqa: E402
-from central_process import create_token, start_central, wait_for  # noqa: E402
-
 from central.cli import main as edgefleet  # noqa: E402
+from central_process import create_token, start_central, wait_for  # noqa: E402
 from edge_agent.control.artifacts import ModelSlots  # noqa: E402
 from edge_agent.control.client import FleetClient, enroll  # noqa: E402
 from edge_agent.control.identity import FleetFiles  # noqa: E402

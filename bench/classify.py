@@ -53,11 +53,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import phonenumbers  # noqa: E402
-import pii_corpus as corpus  # noqa: E402
 from stdnum import iban as stdnum_iban  # noqa: E402
 from stdnum import luhn as stdnum_luhn  # noqa: E402
 from stdnum.us import ssn as stdnum_ssn  # noqa: E402
 
+import pii_corpus as corpus  # noqa: E402
 from edge_agent.config import BUILTIN_DETECTORS, PolicyConfig  # noqa: E402
 from edge_agent.policy.classify import PromptClassifier  # noqa: E402
 from edge_agent.policy.detectors import Detectors  # noqa: E402

@@ -50,7 +50,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from central_process import create_token, start_central  # noqa: E402
-
 from edge_agent.control.client import ModelInfo, encode_status  # noqa: E402
 from edge_agent.control.interval_stats import InferenceWindow  # noqa: E402
 from edge_agent.control.telemetry import SystemSample, Temperature  # noqa: E402

@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from agent_process import start_agent  # noqa: E402
-
 from edge_agent.routing_audit import RoutingAudit  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
