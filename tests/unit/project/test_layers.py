@@ -141,6 +141,24 @@ def test_programs_use_only_federated_public_entry_points(imports, package):
     assert not wrong, "\n".join(wrong) + f"\nfederated's public entry points: {sorted(FEDERATED_PUBLIC)}"
 
 
+# The agent's HTTP layer (statuses, SSE framing, the app) is imported only by itself and by the daemon that
+# wires the app together; the domain below it (service, gateway, policy) never reaches up into it.
+HTTP_LAYER_IMPORTERS = {"edge_agent.daemon"}
+
+
+def test_only_the_daemon_imports_the_agents_http_layer(imports):
+    wrong = [
+        f"{i.importer}:{i.line} imports {i.target}"
+        for i in imports
+        if (i.target == "edge_agent.api" or i.target.startswith("edge_agent.api."))
+        and not (i.importer == "edge_agent.api" or i.importer.startswith("edge_agent.api."))
+        and _top(i.importer) == "edge_agent"
+        and i.importer not in HTTP_LAYER_IMPORTERS
+        and not i.type_checking
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_federated_documents_its_public_entry_points():
     doc = ast.get_docstring(ast.parse((ROOT / "federated" / "__init__.py").read_text(encoding="utf-8"))) or ""
     missing = [m for m in sorted(FEDERATED_PUBLIC - {"federated"}) if f"`{m}`" not in doc]
