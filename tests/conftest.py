@@ -1,9 +1,18 @@
 """Shared fixtures: real agent processes on real models, on free loopback ports."""
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from agent_process import start_agent
 from central_process import start_central
+
+# Under CI the property tests draw the same examples every run, so a failure there reproduces rather than
+# coming and going with the draw; elsewhere each run explores new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -61,8 +61,9 @@ class SensitivityModel:
         return float(probability[0])
 
 
-# Redaction passes at most: a placeholder never makes a new finding (the detectors read "[CARD]" as the item
-# it replaced), so the second pass finds nothing; a third would mean a bug, and the text is refused.
+# Redaction passes at most. A placeholder can bring an item to light in junk text ("0@0.AA001_01.0001.AA": the
+# "[US_SSN]" ends the domain an "_" spoiled), which the next pass takes; text that still has a finding after
+# these passes is refused, never sent.
 _REDACT_PASSES = 3
 # The kinds of classification failure already logged: each kind once per process, every one counted.
 _LOGGED_FAILURES: set[str] = set()

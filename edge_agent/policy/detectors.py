@@ -121,7 +121,7 @@ _SSN_INVALID = frozenset({"078051120", "219099999"})  # advertised in a wallet i
 # What may stand between "SSN" / "social security" and its digits: separators and up to three words
 # ("number", "is", "no."). Searched on the 60 characters before the digits.
 _SSN_CONTEXT = re.compile(
-    r"(?<!\w)(?:ssn|ss#|social[ \t-]+security)(?:[\s:#=.,-]+[^\W\d_]{1,15}){0,3}"
+    r"(?<![^\W\d_])(?:ssn|ss#|social[ \t-]+security)(?:[\s:#=.,-]+[^\W\d_]{1,15}){0,3}"
     r"[\s:#=.,(-]*\Z",
     re.IGNORECASE,
 )
@@ -650,15 +650,16 @@ class Detectors:
                 out.append(Span("us_ssn", chain.starts[i], chain.ends[found]))
 
     def _phones(self, chain: _Chain, lo: int, hi: int, out: list[Span]) -> None:
-        i = lo
+        i = fresh = lo  # `fresh`: where a number may start anywhere: the run's start, or right after a number
+        words_at: int | None = None  # after a number: its start, where the words before the next one stand
         international = lo == 0 and _text_before(chain, 0).endswith("+")
         budget = _MAX_PHONE_STARTS  # a run of hundreds of parenthesized groups is no list of phone numbers
         while i <= hi and budget:
-            if international and i > 0:
+            if international and i > fresh:
                 return  # what follows "+" is one international number, or no phone number at all
-            # a number starts at the run's start, or inside it at an area code in parentheses ("1 (415) ..."):
+            # a number starts at `fresh`, or inside the run at an area code in parentheses ("1 (415) ..."):
             # anywhere else the run before it makes it a part of a longer number (one look per run, not per group)
-            if i > lo and "(" not in chain.sep(i - 1):
+            if i > fresh and "(" not in chain.sep(i - 1):
                 i += 1
                 continue
             found = -1
@@ -666,18 +667,23 @@ class Detectors:
             for j in range(min(hi, i + _MAX_PHONE_GROUPS - 1), i - 1, -1):
                 if j < hi and not _breaks(chain.sep(j)):
                     continue
-                span = self._phone_at(chain, i, j, whole=(i == lo and j == hi))
+                span = self._phone_at(chain, i, j, whole=(i == fresh and j == hi), words_at=words_at)
                 if span is not None:
                     found = j
                     out.append(span)
                     break
             if found >= 0:
                 chain.take(i, found)
-                i = found + 1
+                # A number found ends there: the next may start right after it ("+1 415 555 2671 (415) 555 2672"),
+                # or redacting the first would bring the second to light.
+                i = fresh = found + 1
+                words_at = out[-1].start
             else:
                 i += 1
 
-    def _phone_at(self, chain: _Chain, i: int, j: int, whole: bool) -> Span | None:
+    def _phone_at(self, chain: _Chain, i: int, j: int, whole: bool, words_at: int | None = None) -> Span | None:
+        """A phone number of groups i..j, or None. ``words_at``: right after another number, the words before
+        that one ("Tel 020 7946 0958 020 7946 0959"), as a redaction of the first leaves them before this."""
         text = chain.text
         digits = "".join(chain.digits[i : j + 1])
         if not _PHONE_MIN <= len(digits) <= _PHONE_MAX:
@@ -709,7 +715,7 @@ class Detectors:
         if any(c in _SEP_TIGHT for k in range(i, j) for c in chain.sep(k)):
             return None  # "10:30", "4,781,149": times and counts, never how a phone number is written
         # a word like "call" or "Tel." just before: any plausible number of digits is a phone number
-        phone_word, other_word = chain.words_before(lead)
+        phone_word, other_word = chain.words_before(lead if words_at is None else words_at)
         context = phone_word and len(digits) <= 15
         parenthesized = prefix == "(" and j > i and ")" in chain.sep(i)
         if prefix == "(" and not parenthesized:

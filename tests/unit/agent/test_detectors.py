@@ -9,10 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.config import BUILTIN_DETECTORS, CustomDetector
+from edge_agent.config import BUILTIN_DETECTORS, CustomDetector, PolicyConfig
+from edge_agent.policy.classify import PromptClassifier
 from edge_agent.policy.detectors import Detectors, Span, redact
 
 ALL = Detectors(BUILTIN_DETECTORS)
+REDACTOR = PromptClassifier(PolicyConfig())
 
 
 def found(text: str, detectors: Detectors = ALL) -> list[tuple[str, str]]:
@@ -420,7 +422,9 @@ def test_find_never_raises_and_redaction_leaves_no_finding(text):
     spans = ALL.find(text)
     assert all(0 <= s.start < s.end <= len(text) for s in spans)
     assert all(a.end <= b.start for a, b in itertools.pairwise(spans))
-    assert ALL.find(redact(text, spans)) == []
+    # One pass may bring an item to light in junk like "0@0.AA001_01.0001.AA" (the placeholder ends the
+    # domain that "_" spoiled); what goes upstream is the classifier's redaction, repeated until nothing is found.
+    assert ALL.find(REDACTOR.redact(text)) == []
 
 
 # --- what a person reads through (issue 13's attack set and its kin) ------------------------------------------------
@@ -487,3 +491,17 @@ def test_a_catastrophic_operator_pattern_runs_in_linear_time():
     detectors = Detectors([], [CustomDetector(name="evil", data_class="restricted", pattern=r"(a+)+$")])
     assert detectors.find("a" * 48 + "b") == []
     assert [s.detector for s in detectors.find("x " + "a" * 48)] == ["evil"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+1 415 555 2671 (415) 555 2672",  # an international number, then a national one, one space apart
+        "+10000000000 (00000)000",  # found by hypothesis: redacting the first brought the second to light
+        "Tel 020 7946 0958 020 7946 0959",  # two numbers after one phone word
+    ],
+)
+def test_a_number_right_after_a_phone_number_is_looked_at_too(text):
+    spans = ALL.find(text)
+    assert [s.detector for s in spans] == ["phone", "phone"], spans
+    assert ALL.find(redact(text, spans)) == []
