@@ -98,6 +98,13 @@ class FleetConfig:
 
 
 @dataclass(frozen=True)
+class CentralConfig:
+    # HOST:PORT of central's FleetService replicas (or of a load balancer), tried in turn, round-robin, when one
+    # is unreachable; empty: the addresses central sent at enrollment.
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FederatedConfig:
     # Take part in central's federated learning runs (needs an enrollment with a SuperLink, Python 3.11+).
     enabled: bool = False
@@ -219,6 +226,7 @@ class AgentConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    central: CentralConfig = field(default_factory=CentralConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     upstreams: tuple[UpstreamConfig, ...] = ()
@@ -250,6 +258,7 @@ _SECTIONS = {
     "scheduler": SchedulerConfig,
     "cache": CacheConfig,
     "fleet": FleetConfig,
+    "central": CentralConfig,
     "federated": FederatedConfig,
     "policy": PolicyConfig,
     "auth": AuthConfig,
@@ -359,6 +368,9 @@ def validate(config: AgentConfig) -> AgentConfig:
             f"got {config.fleet.probation_max_error_rate}"
         )
     _positive("fleet.probation_max_p99_ms", config.fleet.probation_max_p99_ms)
+    for i, address in enumerate(config.central.addresses):
+        if parse_listen(address, key=f"central.addresses[{i}]")[1] == 0:
+            raise ConfigError(f"central.addresses[{i}]: port 0 cannot be dialled, got {address!r}")
     if config.federated.supernode not in ("flower", "fast"):
         raise ConfigError(f"federated.supernode: expected 'flower' or 'fast', got {config.federated.supernode!r}")
     if not 0 <= config.federated.clientappio_port <= 65535:

@@ -13,6 +13,26 @@ from central.store import NodeRecord
 from edgefleet import pki
 
 
+def parse_fleet_addresses(text: str) -> tuple[str, ...]:
+    """The FleetService addresses central sends agents at enrollment (CentralSettings.fleet_addresses), from
+    a comma-separated "HOST:PORT,HOST:PORT" as `central serve --fleet-addresses` takes it: every replica, or the
+    one load balancer in front of them. Empty text gives (): agents then dial the host they enrolled through
+    at fleet_port, as before replicas. Raises ValueError naming the entry that is not HOST:PORT.
+
+    Agents try the addresses in turn and verify each against the one central name in the server certificate,
+    so the names here need not be in the certificate."""
+    addresses = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"fleet address {entry!r} is not HOST:PORT with a port 1..65535")
+        addresses.append(entry)
+    # A repeat would get twice the agents in a round-robin; order stays, as agents follow it.
+    return tuple(dict.fromkeys(addresses))
+
+
 @dataclass(frozen=True)
 class Enrollment:
     node_id: str

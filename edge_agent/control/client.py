@@ -8,15 +8,18 @@ turns them into edgefleet.v1 messages and gRPC errors into
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from edge_agent.control import policy
 from edge_agent.control.identity import FleetFiles, FleetIdentity
 from edge_agent.control.interval_stats import InferenceWindow
 from edge_agent.control.spool import SpooledReport
@@ -26,6 +29,8 @@ from edgefleet import channels, pki
 from edgefleet.atomicfile import write_private
 from edgefleet.nodekeys import generate_node_key
 from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
@@ -93,10 +98,12 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
     if pki.fingerprint(pki.load_certificate(reply.ca_certificate_pem)) != pki.fingerprint(pki.load_certificate(ca_pem)):
         raise EnrollError("central answered with a different CA than the one pinned; refusing it")
     host = central.rpartition(":")[0]
+    # Central's replicas, or nothing from a central that runs one: then the host enrolled through.
+    fleet_addresses = policy.central_addresses((), reply.fleet_addresses, f"{host}:{reply.fleet_port}")
     identity = FleetIdentity(
         node_id=reply.node_id,
         labels=dict(reply.labels),
-        central=f"{host}:{reply.fleet_port}",
+        central=fleet_addresses[0],
         enroll_address=central,
         enrolled_at=time.time(),
         ca_pem=ca_pem,
@@ -104,6 +111,7 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
         key_pem=pki.private_key_pem(key),
         signing_public_key_pem=reply.signing_public_key_pem.encode(),
         superlink=f"{host}:{reply.superlink_port}" if reply.superlink_port else "",
+        fleet_addresses=fleet_addresses if reply.fleet_addresses else (),
     )
     write_private(files.flower_key, flower_private)
     files.save(identity)
@@ -241,29 +249,48 @@ class HeartbeatReply:
 
 
 class FleetClient:
-    """FleetService calls as the enrolled node, over mTLS with the node's certificate."""
+    """FleetService calls as the enrolled node, over mTLS with the node's certificate, to one of central's
+    addresses at a time.
 
-    def __init__(self, identity: FleetIdentity, rpc_timeout_s: float):
+    A call that finds central unavailable moves the client to the next address, round-robin, so the caller's
+    next attempt (after the backoff it keeps) goes to another replica. Every address is verified the same way:
+    against the fleet CA and the one central name every replica's certificate carries (edgefleet.channels).
+    """
+
+    def __init__(self, identity: FleetIdentity, rpc_timeout_s: float, addresses: Sequence[str] = (), start: int = 0):
         self.identity = identity
         self._timeout = rpc_timeout_s
-        self._channel = channels.mtls_channel(
-            identity.central, identity.ca_pem, identity.certificate_pem, identity.key_pem
-        )
-        self._stub = fleet_pb2_grpc.FleetServiceStub(self._channel)
+        self.addresses = policy.central_addresses(addresses, identity.fleet_addresses, identity.central)
+        self._index = start % len(self.addresses)
+        self._lock = threading.Lock()  # downloads run on other threads and may fail over too
+        self._channels: dict[str, grpc.Channel] = {}
         self._stream: _HeartbeatStream | None = None
+        self._stream_index = 0
+
+    @property
+    def address(self) -> str:
+        """The address the next call goes to."""
+        return self.addresses[self._index]
+
+    @property
+    def index(self) -> int:
+        return self._index
 
     def heartbeat(self, status: bytes) -> HeartbeatReply:
-        """One beat on the node's heartbeat stream, opened on first use and again after any failure."""
+        """One beat on the node's heartbeat stream, opened on first use and again after any failure.
+
+        A stream that had answered and then ended (a replica that stopped or died, a connection central aged
+        out with GOAWAY, a load balancer that dropped it) is reopened at once on the next address and the beat
+        sent again there, so a replica going away costs no beat; only when that fails too does the beat fail.
+        """
         request = fleet_pb2.HeartbeatRequest(
             node_id=self.identity.node_id, status=common_pb2.NodeStatus.FromString(status)
         )
-        if self._stream is None:
-            self._stream = _HeartbeatStream(self._stub)
         try:
-            reply = self._stream.exchange(request, self._timeout)
-        except ControlError:
-            self._close_stream()
-            raise
+            reply = self._exchange(request)
+        except _StreamLost as exc:
+            log.info("%s; continuing on %s", exc, self.address)
+            reply = self._exchange(request)
         model = reply.desired.model
         return HeartbeatReply(
             interval_s=reply.heartbeat_interval.ToNanoseconds() / 1e9 or 15.0,
@@ -273,14 +300,29 @@ class FleetClient:
             manifest_signature=reply.desired.manifest.signature,
         )
 
+    def _exchange(self, request):
+        if self._stream is None:
+            self._stream_index, stub = self._stub()
+            self._stream = _HeartbeatStream(stub)
+        stream, index = self._stream, self._stream_index
+        try:
+            return stream.exchange(request, self._timeout)
+        except ControlError as exc:
+            self._close_stream()
+            self._fail_over(index, exc)
+            if stream.answered and stream.ended and isinstance(exc, CentralUnavailable):
+                raise _StreamLost(f"heartbeat stream to {self.addresses[index]} ended ({exc})") from None
+            raise
+
     def fetch_artifact(self, sha256: str, offset: int, timeout_s: float | None = None):
         """Chunks (offset, data, total_size) of a registered artifact from offset on, as central streams them."""
         request = fleet_pb2.FetchArtifactRequest(sha256=sha256, offset=offset)
+        index, stub = self._stub()
         try:
-            for chunk in self._stub.FetchArtifact(request, timeout=timeout_s):
+            for chunk in stub.FetchArtifact(request, timeout=timeout_s):
                 yield chunk.offset, chunk.data, chunk.total_size
         except grpc.RpcError as exc:
-            raise _wrap(exc, "artifact download") from None
+            raise self._failed(index, _wrap(exc, "artifact download")) from None
 
     def report(self, reports: list[SpooledReport], dropped_count: int) -> int:
         messages = []
@@ -294,17 +336,46 @@ class FleetClient:
         request = fleet_pb2.ReportEventRequest(
             node_id=self.identity.node_id, reports=messages, dropped_count=dropped_count
         )
+        index, stub = self._stub()
         try:
-            return self._stub.ReportEvent(request, timeout=self._timeout).acknowledged_sequence
+            return stub.ReportEvent(request, timeout=self._timeout).acknowledged_sequence
         except grpc.RpcError as exc:
-            raise _wrap(exc, "report") from None
+            raise self._failed(index, _wrap(exc, "report")) from None
 
     def renew_certificate(self, key) -> bytes:
         request = fleet_pb2.RenewCertificateRequest(node_id=self.identity.node_id, csr_pem=pki.make_csr(key).decode())
+        index, stub = self._stub()
         try:
-            return self._stub.RenewCertificate(request, timeout=self._timeout).certificate_pem.encode()
+            return stub.RenewCertificate(request, timeout=self._timeout).certificate_pem.encode()
         except grpc.RpcError as exc:
-            raise _wrap(exc, "certificate renewal") from None
+            raise self._failed(index, _wrap(exc, "certificate renewal")) from None
+
+    def _stub(self) -> tuple[int, fleet_pb2_grpc.FleetServiceStub]:
+        """The current address's index and a stub on its channel (one channel per address, kept until close:
+        a download still running on the previous one is not cut off by a failover)."""
+        with self._lock:
+            address = self.addresses[self._index]
+            channel = self._channels.get(address)
+            if channel is None:
+                identity = self.identity
+                channel = channels.mtls_channel(address, identity.ca_pem, identity.certificate_pem, identity.key_pem)
+                self._channels[address] = channel
+            return self._index, fleet_pb2_grpc.FleetServiceStub(channel)
+
+    def _failed(self, index: int, exc: ControlError) -> ControlError:
+        self._fail_over(index, exc)
+        return exc
+
+    def _fail_over(self, index: int, exc: ControlError) -> None:
+        """Move on from address `index` when central was unavailable there; a refusal would be the same at
+        every replica (they share one store), so it stays. Another thread that already moved on wins."""
+        if not isinstance(exc, CentralUnavailable) or len(self.addresses) == 1:
+            return
+        with self._lock:
+            if self._index != index:
+                return
+            self._index = policy.next_address(len(self.addresses), index)
+        log.info("central at %s unavailable; next call goes to %s", self.addresses[index], self.address)
 
     def _close_stream(self) -> None:
         if self._stream is not None:
@@ -313,7 +384,14 @@ class FleetClient:
 
     def close(self) -> None:
         self._close_stream()
-        self._channel.close()
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+class _StreamLost(CentralUnavailable):
+    """A heartbeat stream that had answered ended; the beat is worth one more try at once."""
 
 
 _END = object()
@@ -330,16 +408,23 @@ class _HeartbeatStream:
     def __init__(self, stub: fleet_pb2_grpc.FleetServiceStub):
         self._requests: queue.Queue = queue.Queue()
         self._replies: queue.Queue = queue.Queue()
+        # Whether central answered on this stream at all, and whether the stream is over (set before its
+        # error is queued, so whoever reads the error sees it).
+        self.answered = False
+        self.ended = False
         self._call = stub.Heartbeat(iter(self._requests.get, _END))
         threading.Thread(target=self._read, name="edgefleet-heartbeat-reader", daemon=True).start()
 
     def _read(self) -> None:
+        error: ControlError
         try:
             for reply in self._call:
                 self._replies.put(reply)
-            self._replies.put(CentralUnavailable("heartbeat: central ended the stream"))
+            error = CentralUnavailable("heartbeat: central ended the stream")
         except grpc.RpcError as exc:
-            self._replies.put(_wrap(exc, "heartbeat"))
+            error = _wrap(exc, "heartbeat")
+        self.ended = True
+        self._replies.put(error)
 
     def exchange(self, request, timeout_s: float):
         self._requests.put(request)
@@ -349,6 +434,7 @@ class _HeartbeatStream:
             raise CentralUnavailable(f"heartbeat: no answer from central within {timeout_s:.0f} s") from None
         if isinstance(item, ControlError):
             raise item
+        self.answered = True
         return item
 
     def close(self) -> None:

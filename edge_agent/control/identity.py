@@ -1,5 +1,5 @@
 """What `edge-agent enroll` leaves in <data_dir>/fleet/: the node's key (0600), its certificate, the fleet CA,
-central's signing key, and fleet.json (node id, labels, central's address)."""
+central's signing key, and fleet.json (node id, labels, central's addresses)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from edgefleet.atomicfile import write_private, write_public
 class FleetIdentity:
     node_id: str
     labels: dict[str, str]
-    central: str  # HOST:PORT of FleetService
+    central: str  # HOST:PORT of FleetService: the first of fleet_addresses, or the enrollment host at fleet_port
     enroll_address: str
     enrolled_at: float
     ca_pem: bytes = field(repr=False)
@@ -25,6 +25,9 @@ class FleetIdentity:
     signing_public_key_pem: bytes = field(repr=False)
     # HOST:PORT of central's Flower SuperLink; '' when central runs none (federated learning off).
     superlink: str = ""
+    # HOST:PORT of every central replica's FleetService, as central sent them at enrollment; () from a central
+    # that sends none (then `central` is the only address).
+    fleet_addresses: tuple[str, ...] = ()
 
     @property
     def certificate(self):
@@ -60,6 +63,7 @@ class FleetFiles:
             self.key.read_bytes(),
             self.signing_public_key.read_bytes(),
             meta.get("superlink", ""),
+            tuple(meta.get("fleet_addresses", ())),
         )
 
     def save(self, identity: FleetIdentity) -> None:
@@ -77,6 +81,7 @@ class FleetFiles:
                     "enroll_address": identity.enroll_address,
                     "enrolled_at": identity.enrolled_at,
                     "superlink": identity.superlink,
+                    "fleet_addresses": list(identity.fleet_addresses),
                 },
                 indent=2,
             ).encode(),

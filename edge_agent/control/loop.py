@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy
@@ -31,7 +31,9 @@ class ControlLoop:
         status_source: Callable[[], bytes],
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        central_addresses: Sequence[str] = (),
     ):
+        """`central_addresses`: the config's `central.addresses`, which override the ones from enrollment."""
         self.files = files
         self.config = config
         self._status_source = status_source
@@ -49,7 +51,8 @@ class ControlLoop:
         self._last_error = ""
         self._last_ok_at: float | None = None
         self._offline_since: float | None = None
-        self._client = FleetClient(self.identity, config.rpc_timeout_s)
+        self._central_addresses = tuple(central_addresses)
+        self._client = self._new_client(start=None)
         self.activator = None
         self._state_lock = threading.Lock()  # the activation thread writes the state file too
 
@@ -142,7 +145,7 @@ class ControlLoop:
         certificate_pem = self._client.renew_certificate(key)
         self.files.save_certificate(pki.private_key_pem(key), certificate_pem)
         self.identity = self.files.load()
-        old, self._client = self._client, FleetClient(self.identity, self.config.rpc_timeout_s)
+        old, self._client = self._client, self._new_client(start=self._client.index)
         old.close()
         new_cert = self.identity.certificate
         log.info(
@@ -155,6 +158,15 @@ class ControlLoop:
             now,
             encode_event("certificate_renewed", "renewed the node certificate", serial=pki.serial_hex(new_cert)),
         )
+
+    def _new_client(self, start: int | None) -> FleetClient:
+        """A client for the current identity, starting at address `start` (None: a random one)."""
+        addresses = policy.central_addresses(
+            self._central_addresses, self.identity.fleet_addresses, self.identity.central
+        )
+        if start is None:
+            start = policy.first_address(len(addresses), self._rand())
+        return FleetClient(self.identity, self.config.rpc_timeout_s, addresses, start)
 
     # -- loop and state ------------------------------------------------------------
 
@@ -179,7 +191,8 @@ class ControlLoop:
                     {
                         "state": self.state,
                         "node_id": self.identity.node_id,
-                        "central": self.identity.central,
+                        "central": self._client.address,
+                        "central_addresses": list(self._client.addresses),
                         "last_heartbeat_at": self._last_ok_at,
                         "consecutive_failures": self._failures,
                         "last_error": self._last_error,

@@ -1,6 +1,9 @@
-"""The control loop's decisions, pure: when to beat next and what state the agent is in."""
+"""The control loop's decisions, pure: when to beat next, which central address to dial, and what state the
+agent is in."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 CONNECTING, CONNECTED, OFFLINE, REFUSED = "connecting", "connected", "offline", "refused"
 
@@ -8,6 +11,28 @@ CONNECTING, CONNECTED, OFFLINE, REFUSED = "connecting", "connected", "offline", 
 def heartbeat_delay(interval_s: float, rand: float) -> float:
     """The interval ±10 %, so a fleet restarted together does not beat in lockstep."""
     return interval_s * (0.9 + 0.2 * rand)
+
+
+def central_addresses(configured: Sequence[str], enrolled: Sequence[str], enrolled_central: str) -> tuple[str, ...]:
+    """The FleetService addresses to try in turn: the config's `central.addresses` when set, else those central
+    sent at enrollment, else the one address of an enrollment from before central sent a list. Duplicates go,
+    order stays (round-robin over a list with a repeat would favour that replica)."""
+    for chosen in (configured, enrolled, (enrolled_central,)):
+        addresses = tuple(dict.fromkeys(a.strip() for a in chosen if a.strip()))
+        if addresses:
+            return addresses
+    raise ValueError("no central address: the enrollment names none and central.addresses is empty")
+
+
+def first_address(count: int, rand: float) -> int:
+    """Where in the list a starting agent begins: spread at random, so a fleet that restarts together does not
+    all land on the first replica. `rand` is uniform in [0, 1)."""
+    return min(int(rand * count), count - 1) if count > 0 else 0
+
+
+def next_address(count: int, current: int) -> int:
+    """The address after `current`, round-robin: where the next attempt goes once `current` failed to answer."""
+    return (current + 1) % count if count > 0 else 0
 
 
 def control_state(ever_connected: bool, consecutive_failures: int, refused: bool) -> str:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gefleet/v1/enrollment.proto\x12\x0c\x65\x64gefleet.v1\x1a\x1egoogle/protobuf/duration.proto\"\\\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x19\n\x11\x66lower_public_key\x18\x04 \x01(\t\"\xc2\x02\n\x0e\x45nrollResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x38\n\x06labels\x18\x02 \x03(\x0b\x32(.edgefleet.v1.EnrollResponse.LabelsEntry\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\t\x12\x12\n\nfleet_port\x18\x05 \x01(\r\x12\x1e\n\x16signing_public_key_pem\x18\x06 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0esuperlink_port\x18\x08 \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32X\n\x11\x45nrollmentService\x12\x43\n\x06\x45nroll\x12\x1b.edgefleet.v1.EnrollRequest\x1a\x1c.edgefleet.v1.EnrollResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gefleet/v1/enrollment.proto\x12\x0c\x65\x64gefleet.v1\x1a\x1egoogle/protobuf/duration.proto\"\\\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x19\n\x11\x66lower_public_key\x18\x04 \x01(\t\"\xdb\x02\n\x0e\x45nrollResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x38\n\x06labels\x18\x02 \x03(\x0b\x32(.edgefleet.v1.EnrollResponse.LabelsEntry\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\t\x12\x12\n\nfleet_port\x18\x05 \x01(\r\x12\x1e\n\x16signing_public_key_pem\x18\x06 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0esuperlink_port\x18\x08 \x01(\r\x12\x17\n\x0f\x66leet_addresses\x18\t \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32X\n\x11\x45nrollmentService\x12\x43\n\x06\x45nroll\x12\x1b.edgefleet.v1.EnrollRequest\x1a\x1c.edgefleet.v1.EnrollResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLREQUEST']._serialized_start=79
   _globals['_ENROLLREQUEST']._serialized_end=171
   _globals['_ENROLLRESPONSE']._serialized_start=174
-  _globals['_ENROLLRESPONSE']._serialized_end=496
-  _globals['_ENROLLRESPONSE_LABELSENTRY']._serialized_start=451
-  _globals['_ENROLLRESPONSE_LABELSENTRY']._serialized_end=496
-  _globals['_ENROLLMENTSERVICE']._serialized_start=498
-  _globals['_ENROLLMENTSERVICE']._serialized_end=586
+  _globals['_ENROLLRESPONSE']._serialized_end=521
+  _globals['_ENROLLRESPONSE_LABELSENTRY']._serialized_start=476
+  _globals['_ENROLLRESPONSE_LABELSENTRY']._serialized_end=521
+  _globals['_ENROLLMENTSERVICE']._serialized_start=523
+  _globals['_ENROLLMENTSERVICE']._serialized_end=611
 # @@protoc_insertion_point(module_scope)

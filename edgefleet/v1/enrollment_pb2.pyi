@@ -4,7 +4,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -22,7 +22,7 @@ class EnrollRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., csr_pem: _Optional[str] = ..., hostname: _Optional[str] = ..., flower_public_key: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("node_id", "labels", "certificate_pem", "ca_certificate_pem", "fleet_port", "signing_public_key_pem", "heartbeat_interval", "superlink_port")
+    __slots__ = ("node_id", "labels", "certificate_pem", "ca_certificate_pem", "fleet_port", "signing_public_key_pem", "heartbeat_interval", "superlink_port", "fleet_addresses")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class EnrollResponse(_message.Message):
     SIGNING_PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     SUPERLINK_PORT_FIELD_NUMBER: _ClassVar[int]
+    FLEET_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     labels: _containers.ScalarMap[str, str]
     certificate_pem: str
@@ -46,4 +47,5 @@ class EnrollResponse(_message.Message):
     signing_public_key_pem: str
     heartbeat_interval: _duration_pb2.Duration
     superlink_port: int
-    def __init__(self, node_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., fleet_port: _Optional[int] = ..., signing_public_key_pem: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., superlink_port: _Optional[int] = ...) -> None: ...
+    fleet_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., fleet_port: _Optional[int] = ..., signing_public_key_pem: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., superlink_port: _Optional[int] = ..., fleet_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
