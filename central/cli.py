@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from central import credential as credential_file
 from central.labels import LabelError, format_labels, parse_labels
 from edgefleet import __version__, logs
+from central.store import display_store
 from edgefleet.durations import format_duration, parse_duration
 
 
@@ -61,6 +62,12 @@ def _labels_arg(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_STORE_HELP = (
+    "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB for a store several replicas share"
+    " (default: central.db in the data dir, SQLite)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefleet", description="operate an edgefleet fleet through its coordinator")
     parser.add_argument("--version", action="version", version=f"edgefleet {__version__}")
@@ -80,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:7443",
         help="HOST:PORT written into the admin credential (default 127.0.0.1:7443)",
     )
-    serve = central.add_parser("serve", help="run the coordinator")
+    init.add_argument("--store", default="", help=_STORE_HELP)
+    serve = central.add_parser("serve", help="run the coordinator (one replica of it)")
     serve.add_argument("--data-dir", required=True, help="a data dir made by `central init`")
     serve.add_argument(
         "--listen", default="0.0.0.0:7443", help="FleetService/AdminService, mTLS (default 0.0.0.0:7443)"
@@ -101,7 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cert-lifetime", type=_duration_arg, default=30 * 86400.0, help="node certificates' lifetime (30d)"
     )
+    serve.add_argument("--store", default="", help="override the data dir's store: " + _STORE_HELP)
+    serve.add_argument(
+        "--blobs",
+        default="",
+        help="model blobs: s3://BUCKET/PREFIX (S3-compatible; endpoint from AWS_ENDPOINT_URL) or a directory"
+        " every replica mounts (default: <data-dir>/blobs)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    cstatus = central.add_parser("status", help="the store, its replicas and which one leads")
+    cstatus.add_argument("--data-dir", required=True, help="a data dir made by `central init`")
+    cstatus.add_argument("--store", default="", help="override the data dir's store: " + _STORE_HELP)
+    cstatus.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     token = sub.add_parser("token", help="bootstrap tokens").add_subparsers(dest="command", required=True)
     create = token.add_parser("create", help="make a one-time bootstrap token and print the enroll command")
@@ -237,14 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "central" and args.command == "serve":
         logs.configure(args.log_level)  # before anything imports gRPC, which reads its settings at import
+    from central.blobs import BlobError
     from central.client import AdminCallError
     from central.datadir import DataDirError
+    from central.store import StoreError
 
     try:
         if args.group == "central":
             return _central(args)
         return _admin_command(args)
-    except (credential_file.CredentialError, DataDirError) as exc:
+    except (credential_file.CredentialError, DataDirError, StoreError, BlobError) as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 2
     except AdminCallError as exc:
@@ -260,27 +281,88 @@ def _central(args) -> int:
 
     root = Path(args.data_dir).expanduser().resolve()
     if args.command == "init":
-        paths = datadir.initialize(root, args.central_address)
+        paths = datadir.initialize(root, args.central_address, store=args.store)
         authority = datadir.Authority.load(paths)
         print(f"initialized central in {root}")
+        print(f"store: {display_store(datadir.store_spec(paths))}")
         print(f"CA fingerprint: {authority.fingerprint}")
         print("admin credential (holds a private key; keep it 0600):")
         print(f"  export EDGEFLEET_CREDENTIAL={paths.admin_credential}")
         return 0
+    paths = datadir.CentralPaths(root)
+    datadir.require_initialized(paths)
+    if args.command == "status":
+        return _central_status(datadir.store_spec(paths, args.store), args.json)
     from central.server import ListenError, serve
     from central.services.base import CentralSettings
 
-    paths = datadir.CentralPaths(root)
-    datadir.require_initialized(paths)
     settings = CentralSettings(heartbeat_interval_s=args.heartbeat_interval, certificate_lifetime_s=args.cert_lifetime)
     _use_uvloop()
     _steady_malloc()
     try:
         superlink = None if args.no_superlink else (args.superlink_listen or f"{args.listen.rsplit(':', 1)[0]}:7445")
-        asyncio.run(serve(paths, settings, args.listen, args.enroll_listen, args.advertise, superlink_listen=superlink))
+        return asyncio.run(
+            serve(
+                paths,
+                settings,
+                args.listen,
+                args.enroll_listen,
+                args.advertise,
+                superlink_listen=superlink,
+                store_spec=args.store,
+                blobs_spec=args.blobs,
+            )
+        )
     except ListenError as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 1
+
+
+def _central_status(spec: str, as_json: bool) -> int:
+    """Read straight from the store, so it answers with every replica down too."""
+    from central import server
+    from central.store import open_store
+
+    store = open_store(spec)
+    try:
+        replicas, leader = store.list_replicas(), store.leadership()
+    finally:
+        store.close()
+    now = time.time()
+    live = {r.replica_id for r in server.live_replicas(replicas, now)}
+    leader_id = leader.replica_id if leader and leader.replica_id in live else ""
+    rows = [
+        {
+            "replica": r.replica_id,
+            "fleet_address": r.fleet_address,
+            "enroll_address": r.enroll_address,
+            "started_at": r.started_at,
+            "last_seen_at": r.last_seen_at,
+            "state": "gone" if r.replica_id not in live else ("leader" if r.replica_id == leader_id else "follower"),
+        }
+        for r in replicas
+    ]
+    if as_json:
+        doc = {
+            "store": display_store(spec),
+            "leader": {"replica": leader.replica_id, "term": leader.term, "since": leader.since} if leader else None,
+            "replicas": rows,
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"store: {display_store(spec)}")
+    if leader is None:
+        print("leader: none yet (no replica has served)")
+    else:
+        stale = "" if leader_id else " (not seen lately: a follower takes over within seconds of its death)"
+        print(f"leader: {leader.replica_id}, term {leader.term}, since {_iso_seconds(leader.since)}{stale}")
+    _print_table(
+        ["REPLICA", "ENROLLMENT", "STATE", "STARTED", "LAST SEEN"],
+        [
+            [r["replica"], r["enroll_address"], r["state"], _iso_seconds(r["started_at"]), _relative(r["last_seen_at"] - now)]
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -1011,7 +1093,11 @@ def _print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def _iso(ts) -> str:
-    return dt.datetime.fromtimestamp(ts.ToNanoseconds() / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso_seconds(ts.ToNanoseconds() / 1e9)
+
+
+def _iso_seconds(unix_seconds: float) -> str:
+    return dt.datetime.fromtimestamp(unix_seconds, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _relative(seconds: float) -> str:

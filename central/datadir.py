@@ -1,5 +1,10 @@
 """Central's data dir: the CA, the artifact-signing key, the TLS server key, the store.
 
+The store is central.db in the data dir (SQLite, the default), or the
+PostgreSQL database named in the data dir's `store` file (`central init
+--store postgresql://...`). Replicas of one central each have a copy of the
+same data dir: the keys are the fleet's, the state is the database's.
+
 Private keys are written 0600 here and never leave this directory; clients
 receive certificates, never keys (the admin credential is the one exception:
 `central init` writes it here for the operator to take).
@@ -16,7 +21,7 @@ from cryptography import x509
 from central.credential import Credential
 from central.credential import save as save_credential
 from central.errors import CentralError
-from central.store import SqliteFleetStore
+from central.store import FleetStore, StoreError, display_store, open_store
 from edgefleet import pki
 
 ADMIN_CERT_DAYS = 365
@@ -57,6 +62,11 @@ class CentralPaths:
     @property
     def store(self) -> Path:
         return self.root / "central.db"
+
+    @property
+    def store_spec_file(self) -> Path:
+        """Names a PostgreSQL store (a postgresql:// URL, which may hold a password: 0600); absent for SQLite."""
+        return self.root / "store"
 
     @property
     def admin_credential(self) -> Path:
@@ -103,10 +113,21 @@ class Authority:
         )
 
 
+def store_spec(paths: CentralPaths, override: str = "") -> str:
+    """What the store is: `override` (serve's --store), else the data dir's `store` file, else central.db."""
+    if override:
+        return override
+    try:
+        return paths.store_spec_file.read_text().strip()
+    except FileNotFoundError:
+        return str(paths.store)
+
+
 def require_initialized(paths: CentralPaths) -> None:
+    store = () if paths.store_spec_file.exists() else (paths.store,)
     missing = [
         p.name
-        for p in (paths.ca_key, paths.ca_cert, paths.signing_key, paths.server_key, paths.server_cert, paths.store)
+        for p in (paths.ca_key, paths.ca_cert, paths.signing_key, paths.server_key, paths.server_cert, *store)
         if not p.exists()
     ]
     if missing:
@@ -116,14 +137,17 @@ def require_initialized(paths: CentralPaths) -> None:
         )
 
 
-def initialize(root: Path, central_address: str, admin_name: str = "admin") -> CentralPaths:
-    """Create the CA, signing key, server certificate, store and a first admin credential."""
+def initialize(root: Path, central_address: str, admin_name: str = "admin", store: str = "") -> CentralPaths:
+    """Create the CA, signing key, server certificate, store and a first admin credential. `store`: a
+    postgresql:// URL for a store replicas share ("" for central.db in the data dir)."""
     paths = CentralPaths(root)
     if paths.ca_key.exists():
         raise DataDirError(
             f"{root} is already initialized (found {paths.ca_key}); "
             "refusing to replace the fleet CA: every enrolled node trusts it"
         )
+    if store:
+        _require_empty_store(store)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
     now = pki.utcnow()
@@ -135,7 +159,9 @@ def initialize(root: Path, central_address: str, admin_name: str = "admin") -> C
     pki.write_public(paths.signing_public_key, pki.public_key_pem(signing_key))
     pki.write_private(paths.server_key, pki.private_key_pem(server_key))
     pki.write_public(paths.server_cert, pki.certificate_pem(server_cert))
-    SqliteFleetStore(paths.store).close()
+    if store:
+        pki.write_private(paths.store_spec_file, store.encode() + b"\n")
+    open_store(store_spec(paths)).close()
     admin_key = pki.generate_key()
     authority = Authority(ca_key, ca_cert)
     admin_cert = authority.issue(
@@ -154,3 +180,21 @@ def initialize(root: Path, central_address: str, admin_name: str = "admin") -> C
     pki.write_public(paths.ca_cert, pki.certificate_pem(ca_cert))
     pki.write_private(paths.ca_key, pki.private_key_pem(ca_key))
     return paths
+
+
+def _require_empty_store(spec: str) -> None:
+    """A database that already holds a fleet belongs to that fleet's CA: a second `init` on it would make
+    a CA its nodes do not trust. Its replicas are made by copying that fleet's data dir instead."""
+    try:
+        fleet: FleetStore = open_store(spec)
+    except StoreError as exc:
+        raise DataDirError(str(exc)) from None
+    try:
+        held = bool(fleet.list_tokens() or fleet.list_nodes(limit=1) or fleet.list_audit(limit=1))
+    finally:
+        fleet.close()
+    if held:
+        raise DataDirError(
+            f"{display_store(spec)} already holds a fleet; to add a replica, copy that fleet's data dir"
+            " (it holds the CA) instead of running init"
+        )

@@ -18,6 +18,7 @@ crash loses at most one flush interval of them.
 from __future__ import annotations
 
 import logging
+import threading
 
 from central import routing
 from central.routing import RoutingReport
@@ -29,10 +30,12 @@ FLUSH_INTERVAL_S = 1.0
 
 
 class HeartbeatBuffer:
-    """Not thread-safe: used from central's one event loop thread."""
+    """Thread-safe: with a remote store (PostgreSQL) heartbeats and admin reads run on central's worker
+    threads, and any of them may flush. The lock covers the dicts only, never a store call."""
 
     def __init__(self, store: FleetStore):
         self._store = store
+        self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, bytes, NodeHealth | None]] = {}
         self._routing: dict[str, tuple[float, RoutingReport]] = {}
 
@@ -44,37 +47,47 @@ class HeartbeatBuffer:
         routing_report: RoutingReport | None = None,
         health: NodeHealth | None = None,
     ) -> None:
-        self._pending[node_id] = (at, status, health)
-        if routing_report is not None:
-            self._add_routing(node_id, at, routing_report)
+        with self._lock:
+            self._pending[node_id] = (at, status, health)
+            if routing_report is not None:
+                self._add_routing(node_id, at, routing_report)
 
     def _add_routing(self, node_id: str, at: float, report: RoutingReport) -> None:
         held = self._routing.get(node_id)
         self._routing[node_id] = (at, routing.merge(held[1], report)) if held else (at, report)
 
     def flush(self) -> None:
-        if self._pending:
+        with self._lock:
             batch, self._pending = self._pending, {}
-            try:
-                self._store.record_heartbeats(
-                    {n: (at, status) for n, (at, status, _) in batch.items()},
-                    {n: health for n, (_, _, health) in batch.items() if health},
-                )
-            except Exception:
-                # Keep the beats for the next flush, unless newer ones arrived meanwhile.
-                for node_id, beat in batch.items():
-                    self._pending.setdefault(node_id, beat)
-                raise
-        if self._routing:
             counts, self._routing = self._routing, {}
-            try:
-                self._store.add_routing(counts)
-            except Exception:
-                # Counts are never replaced: what arrived meanwhile is added to what is kept.
-                for node_id, (at, report) in counts.items():
-                    newer = self._routing.pop(node_id, None)
-                    self._routing[node_id] = (newer[0], routing.merge(report, newer[1])) if newer else (at, report)
-                raise
+        try:
+            self._write(batch, counts)
+        except Exception:
+            self._keep(batch, counts)
+            raise
+
+    def _write(self, batch: dict, counts: dict) -> None:
+        """Each part is cleared once written, so what is left after a failure is what to keep."""
+        if batch:
+            self._store.record_heartbeats(
+                {n: (at, status) for n, (at, status, _) in batch.items()},
+                {n: health for n, (_, _, health) in batch.items() if health},
+            )
+            batch.clear()
+        if counts:
+            self._store.add_routing(counts)
+            counts.clear()
+
+    def _keep(self, batch: dict, counts: dict) -> None:
+        """After a failed write: what was not written goes back for the next flush."""
+        with self._lock:
+            # Beats: unless newer ones arrived meanwhile.
+            for node_id, beat in batch.items():
+                self._pending.setdefault(node_id, beat)
+            # Counts are never replaced: what arrived meanwhile is added to what is kept.
+            for node_id, (at, report) in counts.items():
+                newer = self._routing.pop(node_id, None)
+                self._routing[node_id] = (newer[0], routing.merge(report, newer[1])) if newer else (at, report)
 
     def __len__(self) -> int:
         return len(self._pending)

@@ -4,6 +4,13 @@ Two gRPC servers in one asyncio loop, because the ports differ in what they
 demand of the client: 7444 takes anyone with a bootstrap token, 7443 only a
 certificate signed by the fleet CA (checked in the TLS handshake, before any
 handler runs).
+
+One process is one replica. With a PostgreSQL store any number of replicas
+serve the same fleet: each announces itself in the store every
+ANNOUNCE_INTERVAL_S (what enrollment hands agents as the fleet's addresses,
+and what `edgefleet central status` lists), and one of them, the leader
+(central.leadership), runs the rollout controller and the SuperLink. With
+SQLite the one process is always the leader.
 """
 
 from __future__ import annotations
@@ -20,16 +27,17 @@ from pathlib import Path
 
 import grpc
 
-from central import liveness
-from central.blobs import LocalBlobStore
+from central import datadir, leadership, liveness
+from central.blobs import open_blob_store
 from central.datadir import Authority, CentralPaths
 from central.errors import CentralError
 from central.heartbeats import FLUSH_INTERVAL_S
+from central.leadership import Leadership
 from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
 from central.services import federation as federation_service
 from central.services import rollouts
-from central.services.base import Central, CentralSettings
-from central.store import SqliteFleetStore
+from central.services.base import Central, CentralSettings, call
+from central.store import FleetStore, ReplicaRecord, display_store, open_store
 from edgefleet import pki, sdnotify
 from edgefleet.v1 import admin_pb2_grpc, enrollment_pb2_grpc, fleet_pb2_grpc
 
@@ -49,6 +57,9 @@ SERVER_OPTIONS = [
 LOG_LEVEL_FILE = "log-level"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 STATUS_INTERVAL_S = 5.0
+# How often a replica writes itself into the store; one unseen for REPLICA_STALE_AFTER announcements is gone.
+ANNOUNCE_INTERVAL_S = 5.0
+REPLICA_STALE_AFTER = 3
 SUPERLINK_READY_TIMEOUT_S = 60.0
 
 
@@ -74,14 +85,19 @@ async def serve(
     enroll_listen: str,
     advertise_host: str = "",
     superlink_listen: str | None = None,
-) -> None:
+    store_spec: str = "",
+    blobs_spec: str = "",
+) -> int:
+    """Serve until SIGTERM/SIGINT (0) or until this replica loses the leadership (EXIT_DEPOSED)."""
     # Until the loop's handler is set, a SIGHUP (whose default is to end the process) is ignored.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sdnotify.notify(sdnotify.status("starting"))
     flag_level = logging.getLogger().getEffectiveLevel()
     _apply_log_level(paths, flag_level, at_start=True)
     authority = Authority.load(paths)
-    store = SqliteFleetStore(paths.store)
+    spec = datadir.store_spec(paths, store_spec)
+    store = open_store(spec)
+    blobs = open_blob_store(blobs_spec, paths.blobs)
     server_key = paths.server_key.read_bytes()
     # The chain carries the CA so an enrolling agent can find it and check it against its pinned fingerprint.
     chain = paths.server_cert.read_bytes() + paths.ca_cert.read_bytes()
@@ -95,10 +111,19 @@ async def serve(
         fleet_listen,
         grpc.ssl_server_credentials([(server_key, chain)], root_certificates=ca_pem, require_client_auth=True),
     )
+    host = advertise_host or _reachable_host(fleet_address)
+    replica = ReplicaRecord(
+        replica_id=f"{host}:{_port(fleet_address)}",
+        fleet_address=f"{host}:{_port(fleet_address)}",
+        enroll_address=f"{advertise_host or _reachable_host(enroll_address)}:{_port(enroll_address)}",
+        started_at=time.time(),
+        last_seen_at=time.time(),
+    )
     settings = replace(
         settings,
         fleet_port=_port(fleet_address),
-        enroll_address=f"{advertise_host or _reachable_host(enroll_address)}:{_port(enroll_address)}",
+        enroll_address=replica.enroll_address,
+        fleet_addresses=(replica.fleet_address,),
     )
 
     fed = _federation(paths, authority, superlink_listen, advertise_host)
@@ -109,14 +134,13 @@ async def serve(
         authority,
         settings,
         paths.signing_public_key.read_text(),
-        blobs=LocalBlobStore(paths.blobs),
+        blobs=blobs,
         signing_key=pki.load_private_key(paths.signing_key.read_bytes()),
     )
-    if fed is not None:
-        central.federation = fed
-        fed.reconcile_hook = functools.partial(federation_service.reconcile, central)
-        fed.start()
-        _write_address(paths.root / "superlink-address", f"{fed.host}:{fed.port}")
+    leader = Leadership(store, replica.replica_id)
+    await _announce_once(central, replica)
+    if await _check_leadership(central, leader) == leadership.ELECTED and fed is not None:
+        _start_federation(central, fed, paths)
     enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(central), enroll_server)
     fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(central), fleet_server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(central), fleet_server)
@@ -126,52 +150,152 @@ async def serve(
     _write_address(paths.enroll_address_file, enroll_address)
     _write_address(paths.fleet_address_file, fleet_address)
     log.info(
-        "central serving: fleet/admin (mTLS) on %s, enrollment (TLS) on %s; CA %s",
+        "central replica %s serving: fleet/admin (mTLS) on %s, enrollment (TLS) on %s; CA %s; store %s; %s",
+        replica.replica_id,
         fleet_address,
         enroll_address,
         authority.fingerprint,
+        display_store(spec),
+        "leader" if leader.is_leader else "follower",
     )
 
     stop = asyncio.Event()
+    deposed = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, paths, flag_level)
-    flusher = asyncio.create_task(_flush_heartbeats(central, stop))
-    systemd = [asyncio.create_task(_tell_systemd(store, settings, fleet_address, enroll_address, fed, stop))]
+    flusher = asyncio.create_task(_flush_heartbeats(central, leader, stop))
+    background = [
+        asyncio.create_task(_lead(central, leader, fed, paths, stop, deposed)),
+        asyncio.create_task(_announce(central, replica, stop)),
+        asyncio.create_task(_tell_systemd(store, settings, fleet_address, enroll_address, fed, leader, stop)),
+    ]
     interval_s = sdnotify.watchdog_interval_s()
     if interval_s is not None:
         # Fed from this loop, and only while the heartbeat flusher (which also drives rollouts) runs.
-        systemd.append(asyncio.create_task(sdnotify.watchdog(interval_s, lambda: not flusher.done())))
+        background.append(asyncio.create_task(sdnotify.watchdog(interval_s, lambda: not flusher.done())))
     await stop.wait()
-    log.info("central stopping")
+    log.info("central replica %s stopping", replica.replica_id)
     sdnotify.notify("STOPPING=1", sdnotify.status("stopping: finishing calls in flight (5 s grace)"))
     loop.remove_signal_handler(signal.SIGHUP)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    for task in systemd:
+    for task in background:
         task.cancel()
     await asyncio.gather(enroll_server.stop(grace=5), fleet_server.stop(grace=5))
     await flusher
     if fed is not None:
         await asyncio.to_thread(fed.stop)
-    central.beats.flush()
+    await call(central, _leave, central, leader, replica)
+    central.close()
     store.close()
+    return leadership.EXIT_DEPOSED if deposed.is_set() else 0
+
+
+def _start_federation(central: Central, fed, paths: CentralPaths) -> None:
+    central.federation = fed
+    fed.reconcile_hook = functools.partial(federation_service.reconcile, central)
+    fed.start()
+    _write_address(paths.root / "superlink-address", f"{fed.host}:{fed.port}")
+
+
+async def _check_leadership(central: Central, leader: Leadership) -> str | None:
+    try:
+        change = await call(central, leader.check)
+    except Exception as exc:  # noqa: BLE001 - a follower that cannot reach the store tries again next time
+        log.warning("replica %s: cannot reach the leader lock (%s); trying again", leader.replica_id, exc)
+        return None
+    if change == leadership.ELECTED:
+        log.warning(
+            "replica %s is the leader (term %d): it runs the rollout controller and the SuperLink",
+            leader.replica_id,
+            leader.term,
+        )
+    return change
+
+
+async def _lead(
+    central: Central, leader: Leadership, fed, paths: CentralPaths, stop: asyncio.Event, deposed: asyncio.Event
+) -> None:
+    """Followers try for the leader lock, the leader confirms it, every CHECK_INTERVAL_S."""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), leadership.CHECK_INTERVAL_S)
+        if stop.is_set():
+            return
+        change = await _check_leadership(central, leader)
+        if change == leadership.ELECTED and fed is not None:
+            await asyncio.to_thread(_start_federation, central, fed, paths)
+        elif change == leadership.DEPOSED:
+            log.error(
+                "replica %s lost the leader lock (term %d): stopping, so that nothing it led outlives its term;"
+                " restarted, it joins as a follower",
+                leader.replica_id,
+                leader.term,
+            )
+            deposed.set()
+            stop.set()
+
+
+async def _announce_once(central: Central, replica: ReplicaRecord) -> None:
+    """Write this replica into the store and learn the live replicas' fleet addresses (for enrollment)."""
+    record = replace(replica, last_seen_at=time.time())
+    replicas = await call(central, _announce_and_list, central.store, record)
+    live = live_replicas(replicas, record.last_seen_at)
+    addresses = [record.fleet_address] + sorted(r.fleet_address for r in live if r.replica_id != record.replica_id)
+    central.settings = replace(central.settings, fleet_addresses=tuple(addresses))
+
+
+def _announce_and_list(store: FleetStore, record: ReplicaRecord) -> list[ReplicaRecord]:
+    store.announce_replica(record)
+    return store.list_replicas()
+
+
+def live_replicas(replicas: list[ReplicaRecord], now: float) -> list[ReplicaRecord]:
+    """Replicas seen within REPLICA_STALE_AFTER announcements."""
+    return [r for r in replicas if now - r.last_seen_at <= ANNOUNCE_INTERVAL_S * REPLICA_STALE_AFTER]
+
+
+async def _announce(central: Central, replica: ReplicaRecord, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), ANNOUNCE_INTERVAL_S)
+        if stop.is_set():
+            return
+        try:
+            await _announce_once(central, replica)
+        except Exception as exc:  # noqa: BLE001 - the store may be down for a moment; the flusher says more
+            log.warning("replica %s: could not announce itself in the store: %s", replica.replica_id, exc)
+
+
+def _leave(central: Central, leader: Leadership, replica: ReplicaRecord) -> None:
+    """At a clean stop: the last beats written, the lock handed on, this replica out of the list."""
+    try:
+        central.beats.flush()
+    except Exception:
+        log.exception("could not write the last heartbeats to the store")
+    with contextlib.suppress(Exception):
+        leader.release()
+    with contextlib.suppress(Exception):
+        central.store.forget_replica(replica.replica_id)
 
 
 async def _tell_systemd(
-    store: SqliteFleetStore,
+    store: FleetStore,
     settings: CentralSettings,
     fleet_address: str,
     enroll_address: str,
     fed,
+    leader: Leadership,
     stop: asyncio.Event,
 ) -> None:
     """READY=1 once the gRPC ports are served and the SuperLink (when run) accepts connections; then a STATUS=
     line every STATUS_INTERVAL_S while it changes. No-ops without $NOTIFY_SOCKET."""
-    if not sdnotify.notify(sdnotify.status("waiting for the SuperLink" if fed is not None else "starting")):
+    leads_superlink = fed is not None and leader.is_leader
+    if not sdnotify.notify(sdnotify.status("waiting for the SuperLink" if leads_superlink else "starting")):
         return  # not under systemd: nothing to count for
     superlink = ""
-    if fed is not None:
+    if leads_superlink:
         superlink = f"{fed.host}:{fed.port}"
         host, port = fed.control_address.rsplit(":", 1)
         if not await _wait_listening(host.strip("[]"), int(port), SUPERLINK_READY_TIMEOUT_S, stop):
@@ -187,7 +311,8 @@ async def _tell_systemd(
     while not stop.is_set():
         try:
             online, enrolled = await asyncio.to_thread(_count_nodes, store, settings.heartbeat_interval_s)
-            line = status_line(fleet_address, enroll_address, superlink, online, enrolled)
+            line = status_line(fleet_address, enroll_address, superlink if leader.is_leader else "", online, enrolled)
+            line += f"; {'leader' if leader.is_leader else 'follower'}"
         except Exception as exc:  # noqa: BLE001 - a failing store must not silence the status; the flusher reports it
             line = f"serving fleet API on {fleet_address}; node count unavailable: {exc}"
         if not ready:
@@ -210,7 +335,7 @@ def status_line(fleet_address: str, enroll_address: str, superlink: str, online:
     return line + f"; {online} node{'' if online == 1 else 's'} online (of {enrolled})"
 
 
-def _count_nodes(store: SqliteFleetStore, heartbeat_interval_s: float) -> tuple[int, int]:
+def _count_nodes(store: FleetStore, heartbeat_interval_s: float) -> tuple[int, int]:
     """(online, enrolled and not revoked), from the store's last flushed heartbeats."""
     now = time.time()
     states = [liveness.node_state(n, heartbeat_interval_s, now) for n in store.list_nodes()]
@@ -290,17 +415,19 @@ def _federation(paths: CentralPaths, authority: Authority, listen: str | None, a
     return Federation(paths, authority, listen, advertise_host)
 
 
-async def _flush_heartbeats(central: Central, stop: asyncio.Event) -> None:
+async def _flush_heartbeats(central: Central, leader: Leadership, stop: asyncio.Event) -> None:
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
         try:
-            central.beats.flush()
+            await call(central, central.beats.flush)
         except Exception:  # a failing store must not stop the flusher; the beats are kept for the next try
             log.exception("could not write heartbeats to the store; retrying in %.0f s", FLUSH_INTERVAL_S)
+        if not leader.is_leader:
+            continue
         try:
             # Rollouts move at most once a second, on the heartbeats just written.
-            rollouts.tick(central)
+            await call(central, rollouts.tick, central)
         except Exception:
             log.exception("rollout controller tick failed; retrying in %.0f s", FLUSH_INTERVAL_S)
 

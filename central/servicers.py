@@ -24,7 +24,7 @@ from central.errors import (
     Unauthenticated,
 )
 from central.services import audit, enrollment, federation, fleet, nodes, registry, rollouts, tokens
-from central.services.base import Caller, Central
+from central.services.base import Caller, Central, call
 from edgefleet import pki
 from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
@@ -54,10 +54,13 @@ def certificate_expiry(context) -> float:
 
 
 def _unary(method):
+    """Handlers touching the store: on the loop or central's worker pool, as `services.base.call` decides."""
+
     @functools.wraps(method)
     async def handler(self, request, context):
+        caller = caller_of(context)
         try:
-            return method(self, request, caller_of(context))
+            return await call(self.central, method, self, request, caller)
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
 
@@ -111,7 +114,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         try:
             async for request in request_iterator:
                 # Decoded once: the bytes are kept for operators, the rest is what central decides on.
-                desired = fleet.heartbeat(
+                desired = await call(
+                    self.central,
+                    fleet.heartbeat,
                     self.central,
                     caller,
                     request.node_id,
@@ -147,10 +152,12 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     async def FetchArtifact(self, request, context):
         try:
-            size = fleet.fetch_artifact(self.central, caller_of(context), request.sha256, request.offset)
+            size = await call(
+                self.central, fleet.fetch_artifact, self.central, caller_of(context), request.sha256, request.offset
+            )
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
-        with self.central.blobs.open(request.sha256) as blob:
+        with await asyncio.to_thread(self.central.blobs.open, request.sha256) as blob:
             offset = request.offset
             await asyncio.to_thread(blob.seek, offset)
             while offset < size:
@@ -246,7 +253,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     if body != "upload":
                         raise InvalidArgument("the first message of PushModel must be the upload header")
                     header = request.upload
-                    registry.check_push(
+                    await call(
+                        self.central,
+                        registry.check_push,
                         self.central,
                         caller,
                         header.name,
@@ -267,7 +276,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if header is None:
                 raise InvalidArgument("PushModel received nothing")
             if received != header.size:  # cut off: refused before anything is committed (finally aborts it)
-                raise registry.refuse_push(
+                raise await call(
+                    self.central,
+                    registry.refuse_push,
                     self.central,
                     caller,
                     header.name,
@@ -280,7 +291,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             # the header's size and sha256 are what tell a complete push from a cut-off one.
             if size != header.size or sha256 != header.sha256:
                 await asyncio.to_thread(registry.drop_unregistered_blob, self.central, sha256)
-                raise registry.refuse_push(
+                raise await call(
+                    self.central,
+                    registry.refuse_push,
                     self.central,
                     caller,
                     header.name,
@@ -289,10 +302,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     if size != header.size
                     else f"the bytes received hash to {sha256}, not {header.sha256}",
                 )
-            record, present = registry.finish_push(
-                self.central, caller, header.name, header.version, header.format, dict(header.params), sha256, size
+            record, present = await call(
+                self.central,
+                registry.finish_push,
+                self.central,
+                caller,
+                header.name,
+                header.version,
+                header.format,
+                dict(header.params),
+                sha256,
+                size,
             )
-            assigned = registry.assigned_nodes(self.central, sha256)
+            assigned = await call(self.central, registry.assigned_nodes, self.central, sha256)
             return admin_pb2.PushModelResponse(model=convert.model_message(record, assigned), already_present=present)
         except BlobError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

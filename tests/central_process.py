@@ -110,6 +110,35 @@ def start_central(data_dir: Path, *args: str, env: dict[str, str] | None = None)
     return CentralProcess(data_dir, list(args), env=env).start()
 
 
+def start_replicas(root: Path, store_url: str, count: int, *args: str) -> list[CentralProcess]:
+    """`count` replicas of one central on one PostgreSQL store: the first data dir made by init, the others
+    copies of it (as an operator makes them), each serving on its own free loopback ports."""
+    import shutil
+
+    first = root / "replica-0"
+    initialize(first, "127.0.0.1:0", store=store_url)
+    for i in range(1, count):
+        shutil.copytree(first, root / f"replica-{i}")
+    if not any(a.startswith("--superlink-listen") for a in args):
+        args = (*args, "--no-superlink")
+    replicas: list[CentralProcess] = []
+    try:
+        for i in range(count):
+            replicas.append(CentralProcess(root / f"replica-{i}", list(args)).start())
+    except BaseException:
+        for replica in replicas:
+            replica.stop()
+        raise
+    return replicas
+
+
+def kill(central: CentralProcess) -> None:
+    """kill -9, as a lost machine: nothing flushed, nothing handed over."""
+    if central.proc and central.proc.poll() is None:
+        os.kill(central.pid, signal.SIGKILL)
+        central.proc.wait(10)
+
+
 def create_token(central: CentralProcess, uses: int = 1, ttl_s: float = 3600, **labels: str):
     from central.convert import duration
     from edgefleet.v1 import admin_pb2

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from central import audit
 from central.blobs import BlobStore
@@ -24,6 +27,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Worker threads for handlers when the store is remote; as many as the PostgreSQL store's connections, so a
+# worker never waits for a connection and the database never sees more sessions per replica than this.
+STORE_WORKERS = 8
+
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class CentralSettings:
@@ -35,6 +44,9 @@ class CentralSettings:
     fleet_port: int = 7443
     # The SuperLink's port sent back at enrollment; 0 when central runs no SuperLink.
     superlink_port: int = 0
+    # Every live replica's fleet address, this one first, sent back at enrollment; refreshed as replicas come
+    # and go (central.server). Empty: agents dial the enrollment host at fleet_port, as before replicas.
+    fleet_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,29 @@ class Central:
     beats: HeartbeatBuffer = field(init=False)
     # Held while a finished federated run's outcome is imported (services.federation).
     import_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # Where handlers run when the store is remote (see `call`); None for an in-process store.
+    workers: ThreadPoolExecutor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.beats = HeartbeatBuffer(self.store)
+        if self.store.remote:
+            self.workers = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="store")
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.shutdown(wait=True)
+
+
+async def call(central: Central, fn: Callable[..., T], *args) -> T:
+    """Run `fn(*args)`, a handler or anything else that touches the store, from central's event loop.
+
+    In-process store (SQLite): right here on the loop, as a call costs microseconds and a thread hop would
+    cost more than the call. Remote store (PostgreSQL): on central's bounded worker pool, so no network round
+    trip ever stalls the loop that carries every heartbeat stream (bench/store_calls.py measured both ways).
+    """
+    if central.workers is None:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(central.workers, functools.partial(fn, *args))
 
 
 def blob_store(central: Central) -> BlobStore:

@@ -1,11 +1,17 @@
 """AdminService on rollouts, and the controller's tick: the pure controller (central.rollout) applied to the store.
 
-Each tick (every second, from the server's loop) reads every running or paused
-rollout's spec and state, builds the nodes' observations from their latest
-heartbeats, asks the controller what to do, writes changed assignments, the
-new state and each event (to the audit log, with its reason). A failure in one
-rollout is logged and does not stop the others; a restarted central picks up
-each rollout from its stored state. Every function takes central's parts
+Each tick (every second, on the leader replica only) reads every running or
+paused rollout's spec and state, builds the nodes' observations from their
+latest heartbeats and asks the controller what to do. A new state is written
+only if the stored one is still the one decided on (compare-and-set), with its
+events, in one transaction: a second replica, a deposed leader acting late or
+an operator's pause racing the tick cannot promote a step twice or audit it
+twice; the loser decides again next tick on what the winner wrote. The nodes'
+assignments follow the stored state and are written on every tick until they
+match, so a leader that dies between the two leaves nothing half done; the
+assignments of an ending (completed, rolled back, aborted) are written before
+its state as well, as no later tick drives an ended rollout. A failure in one rollout is logged
+and does not stop the others. Every function takes central's parts
 (:class:`central.services.base.Central`) as its first argument and reads nothing else.
 """
 
@@ -19,8 +25,8 @@ from dataclasses import asdict, dataclass
 from central import audit, liveness, rollout
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.rollout import ModelRef, NodeObservation, RolloutSpec, RolloutState
-from central.services.base import Caller, Central, record_audit, require_admin
-from central.store import NodeHealth
+from central.services.base import Caller, Central, require_admin
+from central.store import AuditEvent, NodeHealth
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,8 @@ DEFAULT_BAKE_S = 600.0
 DEFAULT_MAX_ERROR_RATE = 0.02
 DEFAULT_MAX_P99_MS = 2000.0
 DEFAULT_CANARY = 10
+# An operator's pause, resume or abort racing the controller is retried this many times.
+OPERATOR_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def start(
         n.node_id: ModelRef(n.desired_model["name"], n.desired_model["version"], n.desired_model["sha256"])
         for n in nodes
     }
-    busy = rollout.conflicts({rid: set(s.previous) for rid, s, st, _ in _live(central)}, set(previous))
+    busy = rollout.conflicts({rid: set(s.previous) for rid, s, *_ in _live(central)}, set(previous))
     if busy:
         rid, shared = next(iter(busy.items()))
         raise FailedPrecondition(
@@ -116,34 +124,54 @@ def start(
         raise InvalidArgument(str(exc)) from None
     decision = rollout.start(spec, spec.created_at)
     central.store.add_rollout(spec.rollout_id, spec_to_json(spec), state_to_json(decision.state), spec.created_at)
-    _apply(central, spec, decision, caller.actor)
+    _assign(central, spec, decision)
+    for event in decision.events:
+        central.store.append_audit(
+            central.clock(), caller.actor, "rollout.decision", spec.rollout_id, audit.ALLOWED, event, caller.peer
+        )
     return view(central, spec.rollout_id)
 
 
 def pause(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
-    _spec, state = _load(central, caller, "rollout.pause", rollout_id)
-    new = _phase_change(lambda: rollout.pause(state, central.clock(), f"paused by {caller.actor}"))
-    central.store.set_rollout_state(rollout_id, state_to_json(new))
-    record_audit(central, caller, "rollout.pause", rollout_id, audit.ALLOWED, new.reason)
-    return view(central, rollout_id)
+    def change(spec: RolloutSpec, state: RolloutState) -> tuple[rollout.Decision, list[str]]:
+        new = rollout.pause(state, central.clock(), f"paused by {caller.actor}")
+        return rollout.Decision(new, rollout.desired_assignments(spec, new), ()), [new.reason]
+
+    return _operator_change(central, caller, "rollout.pause", rollout_id, change)
 
 
 def resume(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
-    _spec, state = _load(central, caller, "rollout.resume", rollout_id)
-    new = _phase_change(lambda: rollout.resume(state, central.clock()))
-    central.store.set_rollout_state(rollout_id, state_to_json(new))
-    record_audit(central, caller, "rollout.resume", rollout_id, audit.ALLOWED, "resumed; the current step bakes again")
-    return view(central, rollout_id)
+    def change(spec: RolloutSpec, state: RolloutState) -> tuple[rollout.Decision, list[str]]:
+        new = rollout.resume(state, central.clock())
+        return rollout.Decision(new, rollout.desired_assignments(spec, new), ()), [
+            "resumed; the current step bakes again"
+        ]
+
+    return _operator_change(central, caller, "rollout.resume", rollout_id, change)
 
 
 def abort(central: Central, caller: Caller, rollout_id: str, reason: str) -> RolloutView:
-    spec, state = _load(central, caller, "rollout.abort", rollout_id)
-    decision = _phase_change(
-        lambda: rollout.abort(spec, state, central.clock(), reason or f"aborted by {caller.actor}")
-    )
-    central.store.set_rollout_state(rollout_id, state_to_json(decision.state))
-    _apply(central, spec, decision, caller.actor)
-    return view(central, rollout_id)
+    def change(spec: RolloutSpec, state: RolloutState) -> tuple[rollout.Decision, list[str]]:
+        decision = rollout.abort(spec, state, central.clock(), reason or f"aborted by {caller.actor}")
+        return decision, list(decision.events)
+
+    return _operator_change(central, caller, "rollout.abort", rollout_id, change, event_action="rollout.decision")
+
+
+def _operator_change(central: Central, caller: Caller, action: str, rollout_id: str, change, event_action=""):
+    """Apply an operator's phase change with compare-and-set, its audit entries in the same transaction;
+    when the controller (on any replica) moved the rollout meanwhile, decide again on what it wrote."""
+    for _ in range(OPERATOR_ATTEMPTS):
+        spec, state, state_text = _load(central, caller, action, rollout_id)
+        decision, details = _phase_change(lambda: change(spec, state))
+        now = central.clock()
+        events = [
+            AuditEvent(now, caller.actor, event_action or action, rollout_id, audit.ALLOWED, d, caller.peer)
+            for d in details
+        ]
+        if _advance(central, spec, state_text, decision, events):
+            return view(central, rollout_id)
+    raise FailedPrecondition(f"rollout {rollout_id} kept changing under {action}; try again")
 
 
 def get(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
@@ -160,12 +188,20 @@ def list_rollouts(central: Central, caller: Caller) -> list[RolloutView]:
 
 
 def tick(central: Central) -> None:
-    for rollout_id, spec, state, _ in _live(central):
+    """One pass of the controller; `central serve` calls it on the leader replica only."""
+    for rollout_id, spec, state, state_text in _live(central):
         try:
             decision = rollout.decide(spec, state, _observations(central, spec), central.clock())
-            if decision.state != state:
-                central.store.set_rollout_state(rollout_id, state_to_json(decision.state))
-            _apply(central, spec, decision, CONTROLLER)
+            if decision.state == state:
+                _assign(central, spec, decision)
+                continue
+            now = central.clock()
+            events = [
+                AuditEvent(now, CONTROLLER, "rollout.decision", rollout_id, audit.ALLOWED, e, "")
+                for e in decision.events
+            ]
+            if not _advance(central, spec, state_text, decision, events):
+                log.info("rollout %s changed since this tick read it; deciding again next tick", rollout_id)
         except Exception:  # one broken rollout must not stop the others
             log.exception("rollout %s: tick failed; retrying next tick", rollout_id)
 
@@ -174,18 +210,32 @@ def tick(central: Central) -> None:
 
 
 def _live(central: Central):
-    for rollout_id, spec, state, created in central.store.list_rollouts():
-        s = state_from_json(state)
-        if s.phase not in rollout.TERMINAL:
-            yield rollout_id, spec_from_json(spec), s, created
+    """(rollout_id, spec, state, the state as stored) of every running or paused rollout."""
+    for rollout_id, spec, state_text, _created in central.store.list_rollouts():
+        state = state_from_json(state_text)
+        if state.phase not in rollout.TERMINAL:
+            yield rollout_id, spec_from_json(spec), state, state_text
 
 
-def _load(central: Central, caller: Caller, action: str, rollout_id: str) -> tuple[RolloutSpec, RolloutState]:
+def _advance(
+    central: Central, spec: RolloutSpec, state_text: str, decision: rollout.Decision, events: list[AuditEvent]
+) -> bool:
+    """Store the decision's state if the rollout is still at `state_text`, with its audit entries, then write
+    its assignments; False (nothing written) when another replica or an operator moved it first."""
+    if decision.state.phase in rollout.TERMINAL:
+        _assign(central, spec, decision)  # no later tick drives an ended rollout: assign first (idempotent)
+    if not central.store.advance_rollout(spec.rollout_id, state_text, state_to_json(decision.state), events):
+        return False
+    _assign(central, spec, decision)
+    return True
+
+
+def _load(central: Central, caller: Caller, action: str, rollout_id: str) -> tuple[RolloutSpec, RolloutState, str]:
     require_admin(central, caller, action, rollout_id)
     row = central.store.get_rollout(rollout_id)
     if row is None:
         raise NotFound(f"no rollout {rollout_id!r}")
-    return spec_from_json(row[0]), state_from_json(row[1])
+    return spec_from_json(row[0]), state_from_json(row[1]), row[1]
 
 
 def _phase_change(change):
@@ -207,7 +257,8 @@ def _observations(central: Central, spec: RolloutSpec) -> dict[str, NodeObservat
     return observations
 
 
-def _apply(central: Central, spec: RolloutSpec, decision: rollout.Decision, actor: str) -> None:
+def _assign(central: Central, spec: RolloutSpec, decision: rollout.Decision) -> None:
+    """Write each node's desired version where it differs (idempotent: a later tick repeats what is left)."""
     for node_id, ref in decision.assignments.items():
         node = central.store.get_node(node_id)
         if (
@@ -221,10 +272,6 @@ def _apply(central: Central, spec: RolloutSpec, decision: rollout.Decision, acto
             log.error("rollout %s: %s was deleted; cannot assign it to %s", spec.rollout_id, ref, node_id)
             continue
         central.store.assign_model(node_id, model)
-    for event in decision.events:
-        central.store.append_audit(
-            central.clock(), actor, "rollout.decision", spec.rollout_id, audit.ALLOWED, event, ""
-        )
 
 
 def view(central: Central, rollout_id: str) -> RolloutView:
