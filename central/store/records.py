@@ -10,8 +10,9 @@ routing counts as :class:`central.routing.RoutingReport` values.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from central.audit import AuditEntry
 from central.errors import CentralError
@@ -140,9 +141,68 @@ class DesiredState:
     model: dict[str, str]
 
 
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A central replica serving the fleet, as it announced itself."""
+
+    replica_id: str
+    fleet_address: str  # host:port agents heartbeat to
+    enroll_address: str  # host:port agents enroll at
+    started_at: float
+    last_seen_at: float  # the replica's latest announcement
+
+
+@dataclass(frozen=True)
+class LeaderRecord:
+    """The replica that last claimed leadership, and the term it got."""
+
+    replica_id: str
+    term: int  # 1 for the first claim, one more for each claim after it
+    since: float
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """An audit entry to append: what :meth:`FleetStore.append_audit` takes, as one value."""
+
+    at: float
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: str
+    peer: str
+
+
+class LeaderLock(abc.ABC):
+    """A lock that at most one holder in the whole fleet (any replica, any process) has at a time.
+
+    Held apart from the store's ordinary calls and used from one thread. It can be lost without
+    release() (the database connection dies, the host goes away): the leader checks held() before
+    acting, and its writes that must happen once are compare-and-set anyway (advance_rollout).
+    """
+
+    @abc.abstractmethod
+    def try_acquire(self) -> bool:
+        """Take the lock without waiting; True if this holder has it now (also when it already had it).
+        StoreError when the store cannot be reached."""
+
+    @abc.abstractmethod
+    def held(self) -> bool:
+        """Whether this holder still has the lock; False as soon as it may have been lost. Never raises."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give the lock up (nothing happens when it is not held)."""
+
+
 class FleetStore(abc.ABC):
     """What central needs from storage. Implementations must be safe to call from one thread at a time
     per instance and must make each method atomic."""
+
+    #: True when each call is a network round trip (PostgreSQL): central runs such calls on a bounded
+    #: thread pool, never on its event loop. False when calls are in-process and short (SQLite).
+    remote: ClassVar[bool]
 
     # tokens
     @abc.abstractmethod
@@ -267,6 +327,41 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def list_rollouts(self) -> list[tuple[str, str, str, float]]:
         """(rollout_id, spec, state, created_at), newest first."""
+
+    @abc.abstractmethod
+    def advance_rollout(
+        self, rollout_id: str, expected_state: str, state: str, events: Sequence[AuditEvent] = ()
+    ) -> bool:
+        """Set the rollout's state to `state` if it is still `expected_state` (the same string), and append
+        `events` to the audit log, in one transaction. False, and nothing written, when the stored state is
+        another (or there is no such rollout): of two replicas racing, or a deposed leader acting late, one
+        step is promoted once and audited once."""
+
+    # replicas and leadership
+    @abc.abstractmethod
+    def announce_replica(self, replica: ReplicaRecord) -> None:
+        """Add the replica, or replace what it announced before (by replica_id)."""
+
+    @abc.abstractmethod
+    def list_replicas(self) -> list[ReplicaRecord]:
+        """By replica_id."""
+
+    @abc.abstractmethod
+    def forget_replica(self, replica_id: str) -> None:
+        """Remove the replica (nothing happens if it is unknown)."""
+
+    @abc.abstractmethod
+    def claim_leadership(self, replica_id: str, at: float) -> int:
+        """Record `replica_id` as the leader since `at`, with the previous term + 1 (1 for the first claim);
+        returns that term. Call it while holding the :meth:`leader_lock`."""
+
+    @abc.abstractmethod
+    def leadership(self) -> LeaderRecord | None:
+        """The latest claim; None before the first."""
+
+    @abc.abstractmethod
+    def leader_lock(self) -> LeaderLock:
+        """A new, unheld :class:`LeaderLock` on this store's database."""
 
     # reports flushed from agents' spools
     @abc.abstractmethod

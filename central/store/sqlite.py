@@ -6,25 +6,31 @@ The schema grows by numbered migrations, recorded in the file itself.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, astuple
 from pathlib import Path
 
 from central.audit import GENESIS_HASH, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
+    AuditEvent,
     DesiredState,
     FederatedRunRecord,
     FleetStore,
     FlowerKeyRecord,
+    LeaderLock,
+    LeaderRecord,
     ModelRecord,
     NodeHealth,
     NodeRecord,
     NodeRoutingRecord,
+    ReplicaRecord,
     ReportRecord,
     StoreError,
     TokenRecord,
@@ -104,6 +110,16 @@ _MIGRATIONS = [
             "ALTER TABLE nodes ADD COLUMN health TEXT",
         ],
     ),
+    (
+        7,
+        [
+            "CREATE TABLE replicas (replica_id TEXT PRIMARY KEY, fleet_address TEXT NOT NULL,"
+            " enroll_address TEXT NOT NULL, started_at REAL NOT NULL, last_seen_at REAL NOT NULL)",
+            # One row at most: the latest leadership claim.
+            "CREATE TABLE leadership (singleton INTEGER PRIMARY KEY CHECK (singleton = 1), replica_id TEXT NOT NULL,"
+            " term INTEGER NOT NULL, since REAL NOT NULL)",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -117,6 +133,8 @@ _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, pr
 
 
 class SqliteFleetStore(FleetStore):
+    remote = False  # calls are in-process and short
+
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
@@ -398,6 +416,56 @@ class SqliteFleetStore(FleetStore):
             for r in self._query("SELECT rollout_id, spec, state, created_at FROM rollouts ORDER BY created_at DESC")
         ]
 
+    def advance_rollout(
+        self, rollout_id: str, expected_state: str, state: str, events: Sequence[AuditEvent] = ()
+    ) -> bool:
+        with self._tx() as c:
+            changed = c.execute(
+                "UPDATE rollouts SET state = ? WHERE rollout_id = ? AND state = ?", (state, rollout_id, expected_state)
+            ).rowcount
+            if changed:
+                for event in events:
+                    _append_audit(c, event)
+        return bool(changed)
+
+    # -- replicas and leadership ---------------------------------------------
+
+    def announce_replica(self, replica: ReplicaRecord) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO replicas (replica_id, fleet_address, enroll_address, started_at, last_seen_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                astuple(replica),
+            )
+
+    def list_replicas(self) -> list[ReplicaRecord]:
+        rows = self._query(
+            "SELECT replica_id, fleet_address, enroll_address, started_at, last_seen_at FROM replicas"
+            " ORDER BY replica_id"
+        )
+        return [ReplicaRecord(*r) for r in rows]
+
+    def forget_replica(self, replica_id: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM replicas WHERE replica_id = ?", (replica_id,))
+
+    def claim_leadership(self, replica_id: str, at: float) -> int:
+        with self._tx() as c:
+            row = c.execute(
+                "INSERT INTO leadership (singleton, replica_id, term, since) VALUES (1, ?, 1, ?)"
+                " ON CONFLICT (singleton) DO UPDATE SET replica_id = excluded.replica_id, term = term + 1,"
+                " since = excluded.since RETURNING term",
+                (replica_id, at),
+            ).fetchone()
+        return int(row[0])
+
+    def leadership(self) -> LeaderRecord | None:
+        rows = self._query("SELECT replica_id, term, since FROM leadership")
+        return LeaderRecord(*rows[0]) if rows else None
+
+    def leader_lock(self) -> LeaderLock:
+        return FileLeaderLock(self.path.with_name(self.path.name + ".leader"))
+
     # -- reports -------------------------------------------------------------
 
     def add_reports(
@@ -474,26 +542,7 @@ class SqliteFleetStore(FleetStore):
         self, at: float, actor: str, action: str, target: str, outcome: str, detail: str, peer: str
     ) -> AuditEntry:
         with self._tx() as c:
-            last = c.execute("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1").fetchone()
-            sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-            digest = entry_hash(sequence, at, actor, action, target, outcome, detail, peer, previous)
-            entry = AuditEntry(sequence, at, actor, action, target, outcome, detail, peer, previous, digest)
-            c.execute(
-                f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.sequence,
-                    entry.at,
-                    entry.actor,
-                    entry.action,
-                    entry.target,
-                    entry.outcome,
-                    entry.detail,
-                    entry.peer,
-                    entry.previous_hash,
-                    entry.hash,
-                ),
-            )
-        return entry
+            return _append_audit(c, AuditEvent(at, actor, action, target, outcome, detail, peer))
 
     def list_audit(self, after_sequence: int = 0, limit: int = 100) -> list[AuditEntry]:
         rows = self._query(
@@ -513,6 +562,56 @@ class SqliteFleetStore(FleetStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _append_audit(c: sqlite3.Connection, event: AuditEvent) -> AuditEntry:
+    """Inside a transaction (IMMEDIATE: no other writer can read the same head): chain the event to the log."""
+    last = c.execute("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1").fetchone()
+    sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    e = event
+    digest = entry_hash(sequence, e.at, e.actor, e.action, e.target, e.outcome, e.detail, e.peer, previous)
+    entry = AuditEntry(sequence, e.at, e.actor, e.action, e.target, e.outcome, e.detail, e.peer, previous, digest)
+    c.execute(f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(entry))
+    return entry
+
+
+class FileLeaderLock(LeaderLock):
+    """An exclusive, non-blocking flock on a file beside the database: one holder per host, which is
+    all a SQLite store serves. The kernel drops the lock when the holding process dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self.held():
+            return True
+        self.release()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"leader lock {self.path} cannot be opened: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another holder has it
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def held(self) -> bool:
+        if self._fd is None:
+            return False
+        try:
+            # A lock on a file that was since removed or replaced excludes no one any more.
+            return os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor drops the flock
 
 
 def _add_routing(c: sqlite3.Connection, node_id: str, at: float, report: RoutingReport) -> None:

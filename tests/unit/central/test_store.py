@@ -1,13 +1,26 @@
-"""The FleetStore contract, run against every implementation (SQLite today; PostgreSQL subclasses this)."""
+"""The FleetStore contract, run against every implementation: SQLite, and PostgreSQL on a fresh database
+per test (tests/postgres_db.py: skipped when no server is reachable, failed under CI=true)."""
 
 import sqlite3
 import threading
 
 import pytest
+from postgres_db import postgres_database
 
 from central.audit import GENESIS_HASH, verify_chain
 from central.routing import RoutingReport
-from central.store import NodeHealth, NodeRecord, ReportRecord, SqliteFleetStore, StoreError, TokenRecord
+from central.store import (
+    AuditEvent,
+    LeaderLock,
+    LeaderRecord,
+    NodeHealth,
+    NodeRecord,
+    ReplicaRecord,
+    ReportRecord,
+    SqliteFleetStore,
+    StoreError,
+    TokenRecord,
+)
 
 
 def _token(token_id="abc123", uses=1, expires_at=1000.0, revoked=False):
@@ -182,13 +195,68 @@ class FleetStoreContract:
         [totals] = store.routing_totals("node-1")
         assert totals.counts == [("public", "local", 7)] and totals.audit_sequence == 7
 
+    def test_remote_says_whether_calls_leave_the_process(self, store):
+        assert type(store).remote is (not isinstance(store, SqliteFleetStore))
 
-class TestSqliteFleetStore(FleetStoreContract):
-    @pytest.fixture
-    def store(self, tmp_path):
-        s = SqliteFleetStore(tmp_path / "central.db")
-        yield s
-        s.close()
+    def test_advance_rollout_compares_and_sets_with_its_audit_events(self, store):
+        store.add_rollout("r1", "{}", "step-0", 1.0)
+        event = AuditEvent(2.0, "central:leader", "rollout.step", "r1", "allowed", "step 1", "")
+        assert store.advance_rollout("r1", "step-0", "step-1", [event, event])
+        assert store.get_rollout("r1") == ("{}", "step-1", 1.0)
+        assert [e.sequence for e in store.iter_audit()] == [1, 2]
+        assert not store.advance_rollout("r1", "step-0", "step-1", [event]), "a late second promotion"
+        assert not store.advance_rollout("ghost", "step-0", "step-1", [event])
+        assert store.get_rollout("r1")[1] == "step-1" and len(store.list_audit()) == 2, "nothing written"
+        assert store.advance_rollout("r1", "step-1", "done")
+        assert verify_chain(store.iter_audit()).intact
+
+    def test_replicas_are_upserted_listed_by_id_and_forgotten(self, store):
+        assert store.list_replicas() == []
+        b = ReplicaRecord("b", "10.0.0.2:7443", "10.0.0.2:7444", 1.0, 1.0)
+        a = ReplicaRecord("a", "10.0.0.1:7443", "10.0.0.1:7444", 2.0, 2.0)
+        store.announce_replica(b)
+        store.announce_replica(a)
+        later = ReplicaRecord("b", "10.0.0.3:7443", "10.0.0.3:7444", 1.0, 5.0)
+        store.announce_replica(later)
+        assert store.list_replicas() == [a, later]
+        store.forget_replica("a")
+        store.forget_replica("ghost")
+        assert store.list_replicas() == [later]
+
+    def test_each_leadership_claim_gets_the_next_term(self, store):
+        assert store.leadership() is None
+        assert store.claim_leadership("a", 1.0) == 1
+        assert store.claim_leadership("b", 2.0) == 2
+        assert store.claim_leadership("b", 3.0) == 3
+        assert store.leadership() == LeaderRecord("b", 3, 3.0)
+
+    def test_leader_lock_excludes_a_second_holder_until_released(self, store):
+        first, second = store.leader_lock(), store.leader_lock()
+        assert isinstance(first, LeaderLock) and not first.held()
+        assert first.try_acquire() and first.held()
+        assert first.try_acquire(), "taking a lock already held is a no-op"
+        assert not second.try_acquire() and not second.held()
+        first.release()
+        assert not first.held()
+        assert second.try_acquire() and second.held()
+        second.release()
+        second.release()
+
+
+class TestFleetStore(FleetStoreContract):
+    @pytest.fixture(params=["sqlite", "postgres"])
+    def store(self, request, tmp_path):
+        if request.param == "sqlite":
+            s = SqliteFleetStore(tmp_path / "central.db")
+            yield s
+            s.close()
+            return
+        from central.store.postgres import PostgresFleetStore
+
+        with postgres_database() as url:
+            s = PostgresFleetStore(url, pool_size=4)
+            yield s
+            s.close()
 
 
 def test_sqlite_audit_rows_cannot_be_updated_or_deleted(tmp_path):
@@ -243,7 +311,7 @@ def test_a_store_from_before_routing_totals_is_migrated_in_place(tmp_path):
     store = SqliteFleetStore(path)
     try:
         versions = [r[0] for r in store._conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == [1, 2, 3, 4, 5, 6]
+        assert versions == [v for v, _ in _MIGRATIONS], "5 and every migration after it applied"
         store.add_routing({"node-1": (5.0, RoutingReport({("public", "local"): 1}, 1, "h1"))})
         assert store.routing_totals()[0].hostname == "old-box"
     finally:

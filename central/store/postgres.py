@@ -1,0 +1,810 @@
+"""Central's store on PostgreSQL, shared by several central replicas: :class:`PostgresFleetStore` implements
+:class:`central.store.records.FleetStore` and passes its contract suite (tests/unit/central/test_store.py).
+
+Every method is one transaction on a connection from a bounded pool, at READ COMMITTED. What must stay
+right when replicas race is decided inside the database, never by reading then writing from Python:
+
+- enroll spends a token use with a conditional UPDATE (``uses_left > 0``), which a racing replica
+  re-checks after the first commits, so a token is never overspent;
+- the audit log stays one hash chain: appends take a transaction-scoped advisory lock before they read
+  the head, so they follow each other whichever replica makes them;
+- advance_rollout compares and sets the rollout's state, with its audit events, in one transaction;
+- batched writes (heartbeats, routing) touch rows in node id order, so two replicas writing overlapping
+  batches wait for each other instead of deadlocking;
+- leadership is a session-level advisory lock on a dedicated connection: it is gone the moment that
+  connection is.
+
+The schema grows by numbered migrations, recorded in ``schema_migrations`` and applied at open under an
+advisory lock, so replicas starting together apply each one once. Calls are network round trips
+(``remote = True``): central runs them on a bounded thread pool, never on its event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, astuple
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from central.audit import GENESIS_HASH, AuditEntry, entry_hash
+from central.routing import RoutingReport
+from central.store.records import (
+    AuditEvent,
+    DesiredState,
+    FederatedRunRecord,
+    FleetStore,
+    FlowerKeyRecord,
+    LeaderLock,
+    LeaderRecord,
+    ModelRecord,
+    NodeHealth,
+    NodeRecord,
+    NodeRoutingRecord,
+    ReplicaRecord,
+    ReportRecord,
+    StoreError,
+    TokenRecord,
+)
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys, one per purpose, in this database's key space (below 2**31, so pg_locks shows them
+# as classid 0, objid KEY).
+MIGRATION_LOCK_KEY = 7_310_001
+AUDIT_LOCK_KEY = 7_310_002
+LEADER_LOCK_KEY = 7_310_003
+MODELS_LOCK_KEY = 7_310_004
+
+CONNECT_TIMEOUT_S = 5  # libpq counts whole seconds, at least 2
+POOL_TIMEOUT_S = 10.0
+# A connection whose peer vanished (host down, network cut) is found dead within about 15 s, not the
+# kernel's default of two hours: it matters most for the leader lock's connection.
+_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # ms: unacknowledged data (a query sent into a cut network)
+}
+
+# Ids that are ordered and paged through compare bytewise, as in SQLite, whatever the database's locale.
+_ID = 'text COLLATE "C"'
+
+_MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE tokens (token_id text PRIMARY KEY, secret_hash text NOT NULL, labels jsonb NOT NULL,"
+            " created_at double precision NOT NULL, expires_at double precision NOT NULL,"
+            " uses_total bigint NOT NULL, uses_left bigint NOT NULL, revoked boolean NOT NULL DEFAULT false,"
+            " created_by text NOT NULL)",
+            f"CREATE TABLE nodes (node_id {_ID} PRIMARY KEY, labels jsonb NOT NULL, hostname text NOT NULL,"
+            " enrolled_at double precision NOT NULL, token_id text NOT NULL, certificate_serial text NOT NULL,"
+            " certificate_expires_at double precision NOT NULL, last_seen_at double precision, status bytea,"
+            " revoked_at double precision, dropped_reports bigint NOT NULL DEFAULT 0,"
+            " config_generation bigint NOT NULL DEFAULT 0, desired_model jsonb NOT NULL DEFAULT '{}',"
+            " desired_sha256 text NOT NULL DEFAULT '', health jsonb)",
+            "CREATE INDEX nodes_desired_sha256 ON nodes (desired_sha256)",
+            f"CREATE TABLE reports (node_id {_ID} NOT NULL REFERENCES nodes (node_id), sequence bigint NOT NULL,"
+            " observed_at double precision NOT NULL, kind text NOT NULL, payload bytea NOT NULL,"
+            " received_at double precision NOT NULL, PRIMARY KEY (node_id, sequence))",
+            "CREATE TABLE audit (sequence bigint PRIMARY KEY, at double precision NOT NULL, actor text NOT NULL,"
+            " action text NOT NULL, target text NOT NULL, outcome text NOT NULL, detail text NOT NULL,"
+            " peer text NOT NULL, previous_hash text NOT NULL, hash text NOT NULL)",
+            # The log is append-only in the database itself, not only by convention.
+            "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$",
+            "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit"
+            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+            "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit"
+            " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
+            f"CREATE TABLE models (name {_ID} NOT NULL, version text NOT NULL, format text NOT NULL,"
+            " sha256 text NOT NULL, size bigint NOT NULL, params jsonb NOT NULL,"
+            " created_at double precision NOT NULL, pushed_by text NOT NULL, manifest bytea NOT NULL,"
+            " signature text NOT NULL, PRIMARY KEY (name, version))",
+            "CREATE INDEX models_sha256 ON models (sha256)",
+            "CREATE TABLE rollouts (rollout_id text PRIMARY KEY, spec text NOT NULL, state text NOT NULL,"
+            " created_at double precision NOT NULL)",
+            # Flower node ids are unsigned 64-bit, beyond bigint.
+            f"CREATE TABLE flower_keys (node_id {_ID} PRIMARY KEY REFERENCES nodes (node_id),"
+            " public_key text NOT NULL, flower_node_id numeric(20, 0) NOT NULL DEFAULT 0,"
+            " unregistered boolean NOT NULL DEFAULT false)",
+            "CREATE TABLE federated_runs (run_id numeric(20, 0) PRIMARY KEY, task text NOT NULL,"
+            " config jsonb NOT NULL, started_by text NOT NULL, started_at double precision NOT NULL,"
+            " model text NOT NULL DEFAULT '', imported_at double precision)",
+            f"CREATE TABLE routing_totals (node_id {_ID} NOT NULL REFERENCES nodes (node_id),"
+            f" data_class {_ID} NOT NULL, route {_ID} NOT NULL, count bigint NOT NULL,"
+            " updated_at double precision NOT NULL, PRIMARY KEY (node_id, data_class, route))",
+            f"CREATE TABLE routing_heads (node_id {_ID} PRIMARY KEY REFERENCES nodes (node_id),"
+            " audit_sequence bigint NOT NULL, audit_head_hash text NOT NULL, updated_at double precision NOT NULL)",
+        ],
+    ),
+    (
+        2,
+        [
+            f"CREATE TABLE replicas (replica_id {_ID} PRIMARY KEY, fleet_address text NOT NULL,"
+            " enroll_address text NOT NULL, started_at double precision NOT NULL,"
+            " last_seen_at double precision NOT NULL)",
+            # One row at most: the latest leadership claim.
+            "CREATE TABLE leadership (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),"
+            " replica_id text NOT NULL, term bigint NOT NULL, since double precision NOT NULL)",
+        ],
+    ),
+]
+
+_NODE_COLUMNS = (
+    "node_id, labels, hostname, enrolled_at, token_id, certificate_serial, certificate_expires_at,"
+    " last_seen_at, status, revoked_at, dropped_reports, config_generation, desired_model, health"
+)
+_TOKEN_COLUMNS = "token_id, secret_hash, labels, created_at, expires_at, uses_total, uses_left, revoked, created_by"
+_MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushed_by, manifest, signature"
+_RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at"
+_AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
+_REPLICA_COLUMNS = "replica_id, fleet_address, enroll_address, started_at, last_seen_at"
+
+
+def describe(url: str) -> str:
+    """host:port/dbname of a PostgreSQL URL or conninfo, for messages: never the user or the password."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "(a malformed PostgreSQL URL)"
+    host = str(params.get("host") or params.get("hostaddr") or "the local socket")
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or '?'}"
+
+
+def _conninfo(url: str) -> str:
+    """The URL as libpq keywords, with our connect timeout and keepalives where it names none; StoreError when
+    malformed."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise StoreError(f"malformed PostgreSQL URL: {_reason(exc)}") from None
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    for keyword, value in _KEEPALIVE.items():
+        params.setdefault(keyword, value)
+    params.setdefault("application_name", "edgefleet-central")
+    return pg_conninfo.make_conninfo("", **params)
+
+
+class PostgresFleetStore(FleetStore):
+    remote = True  # every call is a network round trip
+
+    def __init__(self, url: str, pool_size: int = 8, pool_timeout_s: float = POOL_TIMEOUT_S):
+        if pool_size < 1:
+            raise StoreError(f"pool_size must be at least 1, not {pool_size}")
+        self.where = describe(url)
+        self._conninfo = _conninfo(url)
+        self._pool_size, self._pool_timeout_s = pool_size, pool_timeout_s
+        # Migrate on a connection of its own first: an unreachable database or a refused login fails here,
+        # at once, with libpq's reason, rather than as a pool timeout later.
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                _apply_migrations(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"central's store on PostgreSQL at {self.where} cannot be opened: {_reason(exc)}") from exc
+        self._pool = ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            timeout=pool_timeout_s,
+            open=False,
+            name="central-store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=pool_timeout_s)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise StoreError(f"no connection to PostgreSQL at {self.where} within {pool_timeout_s:g} s") from exc
+
+    # -- plumbing ------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection]:
+        """`with self._tx() as conn:` — one transaction on a pooled connection; psycopg errors become StoreError."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreError(
+                f"no connection to PostgreSQL at {self.where} within {self._pool_timeout_s:g} s: the database"
+                f" is unreachable or all {self._pool_size} pooled connections are busy"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL at {self.where}: {_reason(exc)}") from exc
+
+    def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        """One statement that returns rows, in a transaction of its own."""
+        with self._tx() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _execute(self, sql: str, args: Sequence = ()) -> None:
+        """One statement that returns none, in a transaction of its own."""
+        with self._tx() as conn:
+            conn.execute(sql, args)
+
+    # -- tokens --------------------------------------------------------------
+
+    def add_token(self, token: TokenRecord) -> None:
+        with self._tx() as conn:
+            added = conn.execute(
+                f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (token_id) DO NOTHING",
+                (
+                    token.token_id,
+                    token.secret_hash,
+                    Jsonb(token.labels),
+                    token.created_at,
+                    token.expires_at,
+                    token.uses_total,
+                    token.uses_left,
+                    token.revoked,
+                    token.created_by,
+                ),
+            ).rowcount
+        if not added:
+            raise StoreError(f"token {token.token_id} already exists")
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        rows = self._query(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE token_id = %s", (token_id,))
+        return TokenRecord(*rows[0]) if rows else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [TokenRecord(*r) for r in self._query(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at DESC")]
+
+    def revoke_token(self, token_id: str) -> TokenRecord | None:
+        rows = self._query(
+            f"UPDATE tokens SET revoked = true WHERE token_id = %s RETURNING {_TOKEN_COLUMNS}", (token_id,)
+        )
+        return TokenRecord(*rows[0]) if rows else None
+
+    # -- nodes ---------------------------------------------------------------
+
+    def enroll(self, token_id: str, node: NodeRecord, now: float) -> bool:
+        with self._tx() as conn:
+            # A racing enrollment blocks on the row, then re-checks uses_left > 0 against the committed value.
+            spent = conn.execute(
+                "UPDATE tokens SET uses_left = uses_left - 1"
+                " WHERE token_id = %s AND uses_left > 0 AND NOT revoked AND expires_at > %s",
+                (token_id, now),
+            ).rowcount
+            if not spent:
+                return False
+            conn.execute(
+                f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                _node_row(node),
+            )
+        return True
+
+    def get_node(self, node_id: str) -> NodeRecord | None:
+        rows = self._query(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id = %s", (node_id,))
+        return _node(rows[0]) if rows else None
+
+    def list_nodes(
+        self, selector: dict[str, str] | None = None, after_node_id: str = "", limit: int | None = None
+    ) -> list[NodeRecord]:
+        rows = self._query(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE node_id > %s AND labels @> %s ORDER BY node_id LIMIT %s",
+            (after_node_id, Jsonb(selector or {}), limit),
+        )
+        return [_node(r) for r in rows]
+
+    def heartbeat_target(self, node_id: str) -> DesiredState | None:
+        rows = self._query(
+            "SELECT config_generation, desired_model FROM nodes WHERE node_id = %s AND revoked_at IS NULL", (node_id,)
+        )
+        return DesiredState(rows[0][0], rows[0][1]) if rows else None
+
+    def record_heartbeats(
+        self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
+    ) -> None:
+        if not beats:
+            return
+        health = health or {}
+        with self._tx() as conn, conn.cursor() as cur:
+            # executemany runs as one pipeline (one round trip); node id order keeps replicas' row locks in step.
+            cur.executemany(
+                "UPDATE nodes SET last_seen_at = %s, status = %s, health = %s"
+                " WHERE node_id = %s AND revoked_at IS NULL",
+                [
+                    (at, status, _health_json(health.get(node_id)), node_id)
+                    for node_id, (at, status) in sorted(beats.items())
+                ],
+            )
+
+    def set_labels(self, node_id: str, labels: dict[str, str]) -> NodeRecord | None:
+        rows = self._query(
+            f"UPDATE nodes SET labels = %s WHERE node_id = %s RETURNING {_NODE_COLUMNS}", (Jsonb(labels), node_id)
+        )
+        return _node(rows[0]) if rows else None
+
+    def revoke_node(self, node_id: str, at: float) -> NodeRecord | None:
+        rows = self._query(
+            f"UPDATE nodes SET revoked_at = coalesce(revoked_at, %s) WHERE node_id = %s RETURNING {_NODE_COLUMNS}",
+            (at, node_id),
+        )
+        return _node(rows[0]) if rows else None
+
+    def set_certificate(self, node_id: str, serial: str, expires_at: float) -> None:
+        self._execute(
+            "UPDATE nodes SET certificate_serial = %s, certificate_expires_at = %s WHERE node_id = %s",
+            (serial, expires_at, node_id),
+        )
+
+    # -- federated learning ----------------------------------------------------
+
+    def set_flower_key(self, node_id: str, public_key: str) -> None:
+        self._execute(
+            "INSERT INTO flower_keys (node_id, public_key) VALUES (%s, %s) ON CONFLICT (node_id)"
+            " DO UPDATE SET public_key = excluded.public_key, flower_node_id = 0, unregistered = false",
+            (node_id, public_key),
+        )
+
+    def flower_keys(self) -> list[FlowerKeyRecord]:
+        rows = self._query(
+            "SELECT k.node_id, k.public_key, k.flower_node_id, n.revoked_at IS NOT NULL,"
+            " k.unregistered FROM flower_keys k JOIN nodes n USING (node_id) ORDER BY k.node_id"
+        )
+        return [FlowerKeyRecord(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+
+    def set_flower_registration(self, node_id: str, flower_node_id: int, unregistered: bool) -> None:
+        self._execute(
+            "UPDATE flower_keys SET flower_node_id = %s, unregistered = %s WHERE node_id = %s",
+            (flower_node_id, unregistered, node_id),
+        )
+
+    def add_federated_run(self, run: FederatedRunRecord) -> None:
+        self._execute(
+            f"INSERT INTO federated_runs ({_RUN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (run.run_id, run.task, Jsonb(run.config), run.started_by, run.started_at, run.model, run.imported_at),
+        )
+
+    def get_federated_run(self, run_id: int) -> FederatedRunRecord | None:
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM federated_runs WHERE run_id = %s", (run_id,))
+        return _federated_run(rows[0]) if rows else None
+
+    def list_federated_runs(self) -> list[FederatedRunRecord]:
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM federated_runs ORDER BY started_at DESC")
+        return [_federated_run(r) for r in rows]
+
+    def set_federated_run_outcome(self, run_id: int, model: str, at: float) -> None:
+        self._execute("UPDATE federated_runs SET model = %s, imported_at = %s WHERE run_id = %s", (model, at, run_id))
+
+    # -- models --------------------------------------------------------------
+
+    def add_model(self, model: ModelRecord) -> None:
+        with self._tx() as conn:
+            added = conn.execute(
+                f"INSERT INTO models ({_MODEL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (name, version) DO NOTHING",
+                (
+                    model.name,
+                    model.version,
+                    model.format,
+                    model.sha256,
+                    model.size,
+                    Jsonb(model.params),
+                    model.created_at,
+                    model.pushed_by,
+                    model.manifest,
+                    model.signature,
+                ),
+            ).rowcount
+        if not added:
+            raise StoreError(f"{model.name}@{model.version} already exists")
+
+    def get_model(self, name: str, version: str) -> ModelRecord | None:
+        rows = self._query(f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = %s AND version = %s", (name, version))
+        return _model(rows[0]) if rows else None
+
+    def list_models(self, name: str = "") -> list[ModelRecord]:
+        rows = self._query(
+            f"SELECT {_MODEL_COLUMNS} FROM models WHERE %s::text = '' OR name = %s ORDER BY name, created_at DESC",
+            (name, name),
+        )
+        return [_model(r) for r in rows]
+
+    def delete_model(self, name: str, version: str) -> list[str]:
+        with self._tx() as conn:
+            # Exclusive against assign_model's shared lock: no assignment commits between the check and the delete.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MODELS_LOCK_KEY,))
+            row = conn.execute("SELECT sha256 FROM models WHERE name = %s AND version = %s", (name, version)).fetchone()
+            if row is None:
+                raise StoreError(f"no model {name}@{version}")
+            # Assignments name a version by its bytes: another version with the same bytes still counts.
+            assigned = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT node_id FROM nodes WHERE desired_sha256 = %s AND desired_model->>'name' = %s"
+                    " AND desired_model->>'version' = %s ORDER BY node_id",
+                    (row[0], name, version),
+                )
+            ]
+            if not assigned:
+                conn.execute("DELETE FROM models WHERE name = %s AND version = %s", (name, version))
+        return assigned
+
+    def models_with_sha256(self, sha256: str) -> list[ModelRecord]:
+        return [_model(r) for r in self._query(f"SELECT {_MODEL_COLUMNS} FROM models WHERE sha256 = %s", (sha256,))]
+
+    def nodes_assigned(self, sha256: str) -> list[str]:
+        rows = self._query("SELECT node_id FROM nodes WHERE desired_sha256 = %s ORDER BY node_id", (sha256,))
+        return [r[0] for r in rows]
+
+    def assign_model(self, node_id: str, model: ModelRecord | None) -> NodeRecord | None:
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (MODELS_LOCK_KEY,))
+            row = conn.execute(
+                f"UPDATE nodes SET desired_model = %s, desired_sha256 = %s,"
+                f" config_generation = config_generation + 1 WHERE node_id = %s RETURNING {_NODE_COLUMNS}",
+                (Jsonb(model.desired if model else {}), model.sha256 if model else "", node_id),
+            ).fetchone()
+        return _node(row) if row else None
+
+    # -- rollouts ------------------------------------------------------------
+
+    def add_rollout(self, rollout_id: str, spec: str, state: str, created_at: float) -> None:
+        self._execute(
+            "INSERT INTO rollouts (rollout_id, spec, state, created_at) VALUES (%s, %s, %s, %s)",
+            (rollout_id, spec, state, created_at),
+        )
+
+    def set_rollout_state(self, rollout_id: str, state: str) -> None:
+        self._execute("UPDATE rollouts SET state = %s WHERE rollout_id = %s", (state, rollout_id))
+
+    def get_rollout(self, rollout_id: str) -> tuple[str, str, float] | None:
+        rows = self._query("SELECT spec, state, created_at FROM rollouts WHERE rollout_id = %s", (rollout_id,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def list_rollouts(self) -> list[tuple[str, str, str, float]]:
+        rows = self._query("SELECT rollout_id, spec, state, created_at FROM rollouts ORDER BY created_at DESC")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def advance_rollout(
+        self, rollout_id: str, expected_state: str, state: str, events: Sequence[AuditEvent] = ()
+    ) -> bool:
+        with self._tx() as conn:
+            # The loser of a race blocks on the row, then finds the state changed: nothing written.
+            changed = conn.execute(
+                "UPDATE rollouts SET state = %s WHERE rollout_id = %s AND state = %s",
+                (state, rollout_id, expected_state),
+            ).rowcount
+            if changed:
+                for event in events:
+                    _append_audit(conn, event)
+        return bool(changed)
+
+    # -- replicas and leadership ---------------------------------------------
+
+    def announce_replica(self, replica: ReplicaRecord) -> None:
+        self._execute(
+            f"INSERT INTO replicas ({_REPLICA_COLUMNS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (replica_id)"
+            " DO UPDATE SET fleet_address = excluded.fleet_address, enroll_address = excluded.enroll_address,"
+            " started_at = excluded.started_at, last_seen_at = excluded.last_seen_at",
+            astuple(replica),
+        )
+
+    def list_replicas(self) -> list[ReplicaRecord]:
+        return [ReplicaRecord(*r) for r in self._query(f"SELECT {_REPLICA_COLUMNS} FROM replicas ORDER BY replica_id")]
+
+    def forget_replica(self, replica_id: str) -> None:
+        self._execute("DELETE FROM replicas WHERE replica_id = %s", (replica_id,))
+
+    def claim_leadership(self, replica_id: str, at: float) -> int:
+        rows = self._query(
+            "INSERT INTO leadership (replica_id, term, since) VALUES (%s, 1, %s) ON CONFLICT (singleton)"
+            " DO UPDATE SET replica_id = excluded.replica_id, term = leadership.term + 1, since = excluded.since"
+            " RETURNING term",
+            (replica_id, at),
+        )
+        return int(rows[0][0])
+
+    def leadership(self) -> LeaderRecord | None:
+        rows = self._query("SELECT replica_id, term, since FROM leadership")
+        return LeaderRecord(*rows[0]) if rows else None
+
+    def leader_lock(self) -> LeaderLock:
+        return PostgresLeaderLock(self._conninfo, self.where)
+
+    # -- reports -------------------------------------------------------------
+
+    def add_reports(
+        self,
+        node_id: str,
+        reports: list[ReportRecord],
+        dropped_count: int,
+        keep: int = 1000,
+        routing: dict[int, RoutingReport] | None = None,
+    ) -> int:
+        received = time.time()
+        with self._tx() as conn:
+            # One statement for the batch; RETURNING names the reports new to the store, the only ones whose
+            # routing counts. A racing flush of the same reports waits for this one, then inserts nothing.
+            new = [
+                r[0]
+                for r in conn.execute(
+                    "INSERT INTO reports (node_id, sequence, observed_at, kind, payload, received_at)"
+                    " SELECT %s, * , %s FROM unnest(%s::bigint[], %s::double precision[], %s::text[], %s::bytea[])"
+                    " ON CONFLICT (node_id, sequence) DO NOTHING RETURNING sequence",
+                    (
+                        node_id,
+                        received,
+                        [r.sequence for r in reports],
+                        [r.observed_at for r in reports],
+                        [r.kind for r in reports],
+                        [r.payload for r in reports],
+                    ),
+                )
+            ]
+            if routing:
+                for sequence in sorted(new):
+                    if sequence in routing:
+                        _add_routing(conn, [(node_id, received, routing[sequence])])
+            if dropped_count:
+                conn.execute(
+                    "UPDATE nodes SET dropped_reports = dropped_reports + %s WHERE node_id = %s",
+                    (dropped_count, node_id),
+                )
+            conn.execute(
+                "DELETE FROM reports WHERE node_id = %s AND sequence <= ("
+                " SELECT sequence FROM reports WHERE node_id = %s ORDER BY sequence DESC LIMIT 1 OFFSET %s)",
+                (node_id, node_id, keep),
+            )
+            top = conn.execute("SELECT max(sequence) FROM reports WHERE node_id = %s", (node_id,)).fetchone()
+        return (top[0] if top else None) or 0
+
+    def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
+        rows = self._query(
+            "SELECT sequence, observed_at, kind, payload FROM reports WHERE node_id = %s"
+            " ORDER BY sequence DESC LIMIT %s",
+            (node_id, limit),
+        )
+        return [ReportRecord(*r) for r in reversed(rows)]
+
+    # -- routing totals --------------------------------------------------------
+
+    def add_routing(self, reports: dict[str, tuple[float, RoutingReport]]) -> None:
+        if not reports:
+            return
+        with self._tx() as conn:
+            _add_routing(conn, [(node_id, at, report) for node_id, (at, report) in sorted(reports.items())])
+
+    def routing_totals(self, node_id: str = "") -> list[NodeRoutingRecord]:
+        with self._tx() as conn:
+            # One transaction, but READ COMMITTED reads each statement's own snapshot: a flush committing in
+            # between may show in the totals and not yet in the heads, which a reader of totals can live with.
+            heads = conn.execute(
+                "SELECT h.node_id, n.hostname, h.audit_sequence, h.audit_head_hash, h.updated_at FROM routing_heads h"
+                " JOIN nodes n USING (node_id) WHERE %s::text = '' OR h.node_id = %s ORDER BY h.node_id",
+                (node_id, node_id),
+            ).fetchall()
+            totals = conn.execute(
+                "SELECT node_id, data_class, route, count FROM routing_totals WHERE %s::text = '' OR node_id = %s"
+                " ORDER BY node_id, data_class, route",
+                (node_id, node_id),
+            ).fetchall()
+        counts: dict[str, list[tuple[str, str, int]]] = {}
+        for node, data_class, route, count in totals:
+            counts.setdefault(node, []).append((data_class, route, count))
+        return [NodeRoutingRecord(h[0], h[1], counts.get(h[0], []), h[2], h[3], h[4]) for h in heads]
+
+    # -- audit ---------------------------------------------------------------
+
+    def append_audit(
+        self, at: float, actor: str, action: str, target: str, outcome: str, detail: str, peer: str
+    ) -> AuditEntry:
+        with self._tx() as conn:
+            return _append_audit(conn, AuditEvent(at, actor, action, target, outcome, detail, peer))
+
+    def list_audit(self, after_sequence: int = 0, limit: int = 100) -> list[AuditEntry]:
+        rows = self._query(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE sequence > %s ORDER BY sequence LIMIT %s",
+            (after_sequence, limit),
+        )
+        return [AuditEntry(*r) for r in rows]
+
+    def iter_audit(self) -> Iterator[AuditEntry]:
+        after = 0
+        while True:
+            page = self.list_audit(after, 1000)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1].sequence
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class PostgresLeaderLock(LeaderLock):
+    """A session-level advisory lock on a dedicated autocommit connection, outside the pool: PostgreSQL
+    drops it the moment that session ends (the replica dies, its connection is cut or terminated), and
+    another replica's try_acquire can then take it."""
+
+    def __init__(self, conninfo: str, where: str):
+        self._conninfo, self._where = conninfo, where
+        self._conn: psycopg.Connection | None = None
+
+    def try_acquire(self) -> bool:
+        if self.held():
+            return True
+        self.release()
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"leader lock: PostgreSQL at {self._where} cannot be reached: {_reason(exc)}") from exc
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"leader lock on PostgreSQL at {self._where}: {_reason(exc)}") from exc
+        if not (row and row[0]):
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def held(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            # Asks the server whether this very session holds the lock: any error means it may not.
+            row = self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                f" AND granted AND classid = 0 AND objid = {LEADER_LOCK_KEY} AND objsubid = 1)"
+            ).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            # Unlock before closing: the server ends a closed session a moment later, and another holder
+            # trying right after release() must find the lock free.
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LEADER_LOCK_KEY,))
+        except psycopg.Error:
+            pass  # the session is gone or going, and its locks with it
+        finally:
+            conn.close()
+
+
+def _apply_migrations(conn: psycopg.Connection) -> None:
+    """Apply the migrations this database lacks, in order, in one transaction, under an advisory lock: of
+    replicas starting together one migrates, the others wait and then find nothing left to do."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+            " applied_at double precision NOT NULL)"
+        )
+        applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        known = {v for v, _ in _MIGRATIONS}
+        if applied - known:
+            log.warning(
+                "the database has schema migrations %s this central does not know; it was migrated by a newer one",
+                sorted(applied - known),
+            )
+        for version, statements in _MIGRATIONS:
+            if version in applied:
+                continue
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)", (version, time.time()))
+            log.info("applied schema migration %d", version)
+
+
+def _append_audit(conn: psycopg.Connection, event: AuditEvent) -> AuditEntry:
+    """Inside a transaction: chain the event to the log. The advisory lock, held to the transaction's end,
+    makes appends from every replica follow each other, so each reads the head the previous one wrote."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
+    last = conn.execute("SELECT sequence, hash FROM audit ORDER BY sequence DESC LIMIT 1").fetchone()
+    sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    e = event
+    digest = entry_hash(sequence, e.at, e.actor, e.action, e.target, e.outcome, e.detail, e.peer, previous)
+    entry = AuditEntry(sequence, e.at, e.actor, e.action, e.target, e.outcome, e.detail, e.peer, previous, digest)
+    conn.execute(
+        f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (sequence, e.at, e.actor, e.action, e.target, e.outcome, e.detail, e.peer, previous, digest),
+    )
+    return entry
+
+
+def _add_routing(conn: psycopg.Connection, reports: list[tuple[str, float, RoutingReport]]) -> None:
+    """Inside a transaction: add each report's counts to its node's totals and keep its head if not older.
+    Unknown nodes are skipped. Rows are written in key order, so replicas' batches do not deadlock."""
+    known = "WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = %s)"
+    totals = sorted(
+        (node_id, data_class, route, count, at)
+        for node_id, at, report in reports
+        for (data_class, route), count in report.counts.items()
+        if count
+    )
+    with conn.cursor() as cur:
+        if totals:
+            cur.executemany(
+                "INSERT INTO routing_totals (node_id, data_class, route, count, updated_at) SELECT %s, %s, %s, %s, %s "
+                + known
+                + " ON CONFLICT (node_id, data_class, route) DO UPDATE"
+                " SET count = routing_totals.count + excluded.count,"
+                " updated_at = greatest(routing_totals.updated_at, excluded.updated_at)",
+                [(*row, row[0]) for row in totals],
+            )
+        cur.executemany(
+            "INSERT INTO routing_heads (node_id, audit_sequence, audit_head_hash, updated_at) SELECT %s, %s, %s, %s "
+            + known
+            + " ON CONFLICT (node_id) DO UPDATE"
+            " SET updated_at = greatest(routing_heads.updated_at, excluded.updated_at),"
+            " audit_head_hash = CASE WHEN excluded.audit_sequence >= routing_heads.audit_sequence"
+            " THEN excluded.audit_head_hash ELSE routing_heads.audit_head_hash END,"
+            " audit_sequence = greatest(routing_heads.audit_sequence, excluded.audit_sequence)",
+            [
+                (node_id, report.audit_sequence, report.audit_head_hash, at, node_id)
+                for node_id, at, report in sorted(reports, key=lambda r: r[0])
+            ],
+        )
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """libpq's message on one line (it names host and port, never the password)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _node(r: tuple) -> NodeRecord:
+    return NodeRecord(
+        node_id=r[0],
+        labels=r[1],
+        hostname=r[2],
+        enrolled_at=r[3],
+        token_id=r[4],
+        certificate_serial=r[5],
+        certificate_expires_at=r[6],
+        last_seen_at=r[7],
+        status=r[8],
+        revoked_at=r[9],
+        dropped_reports=r[10],
+        config_generation=r[11],
+        desired_model=r[12],
+        health=NodeHealth(**r[13]) if r[13] else None,
+    )
+
+
+def _node_row(n: NodeRecord) -> tuple:
+    return (
+        n.node_id,
+        Jsonb(n.labels),
+        n.hostname,
+        n.enrolled_at,
+        n.token_id,
+        n.certificate_serial,
+        n.certificate_expires_at,
+        n.last_seen_at,
+        n.status,
+        n.revoked_at,
+        n.dropped_reports,
+        n.config_generation,
+        Jsonb(n.desired_model),
+        _health_json(n.health),
+    )
+
+
+def _health_json(health: NodeHealth | None) -> Jsonb | None:
+    return Jsonb(asdict(health)) if health is not None else None
+
+
+def _model(r: tuple) -> ModelRecord:
+    return ModelRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bytes(r[8]), r[9])
+
+
+def _federated_run(r: tuple) -> FederatedRunRecord:
+    return FederatedRunRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6])
