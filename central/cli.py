@@ -55,6 +55,15 @@ def _steps(text: str) -> list[int]:
     return [_percent(part.strip()) for part in text.split(",") if part.strip()]
 
 
+def _fleet_addresses_arg(text: str) -> tuple[str, ...]:
+    from central.services.enrollment import parse_fleet_addresses
+
+    try:
+        return parse_fleet_addresses(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _labels_arg(text: str) -> dict[str, str]:
     try:
         return parse_labels(text)
@@ -110,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--cert-lifetime", type=_duration_arg, default=30 * 86400.0, help="node certificates' lifetime (30d)"
     )
     serve.add_argument("--store", default="", help="override the data dir's store: " + _STORE_HELP)
+    serve.add_argument(
+        "--fleet-addresses",
+        type=_fleet_addresses_arg,
+        default=(),
+        help="HOST:PORT,... enrollment hands agents, e.g. a load balancer (default: every live replica's)",
+    )
     serve.add_argument(
         "--blobs",
         default="",
@@ -311,6 +326,7 @@ def _central(args) -> int:
                 superlink_listen=superlink,
                 store_spec=args.store,
                 blobs_spec=args.blobs,
+                fleet_addresses=args.fleet_addresses,
             )
         )
     except ListenError as exc:

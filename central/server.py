@@ -27,7 +27,7 @@ from pathlib import Path
 
 import grpc
 
-from central import datadir, leadership, liveness
+from central import datadir, health, leadership, liveness
 from central.blobs import open_blob_store
 from central.datadir import Authority, CentralPaths
 from central.errors import CentralError
@@ -50,6 +50,7 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),  # pushes come in chunks of 1 MiB
+    *health.CONNECTION_AGE_OPTIONS,  # heartbeat streams spread over replicas again after one comes back
 ]
 
 
@@ -87,8 +88,11 @@ async def serve(
     superlink_listen: str | None = None,
     store_spec: str = "",
     blobs_spec: str = "",
+    fleet_addresses: tuple[str, ...] = (),
 ) -> int:
-    """Serve until SIGTERM/SIGINT (0) or until this replica loses the leadership (EXIT_DEPOSED)."""
+    """Serve until SIGTERM/SIGINT (0) or until this replica loses the leadership (EXIT_DEPOSED).
+    `fleet_addresses`: what enrollment hands agents (a load balancer's address, say); empty, with a shared
+    store every live replica's fleet address as the replicas announce themselves, and with SQLite none."""
     # Until the loop's handler is set, a SIGHUP (whose default is to end the process) is ignored.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sdnotify.notify(sdnotify.status("starting"))
@@ -123,7 +127,7 @@ async def serve(
         settings,
         fleet_port=_port(fleet_address),
         enroll_address=replica.enroll_address,
-        fleet_addresses=(replica.fleet_address,),
+        fleet_addresses=fleet_addresses,
     )
 
     fed = _federation(paths, authority, superlink_listen, advertise_host)
@@ -138,12 +142,15 @@ async def serve(
         signing_key=pki.load_private_key(paths.signing_key.read_bytes()),
     )
     leader = Leadership(store, replica.replica_id)
-    await _announce_once(central, replica)
+    # One process on SQLite hands agents no list: they dial the host they enrolled through, as always.
+    follow_replicas = store.remote and not fleet_addresses
+    await _announce_once(central, replica, follow_replicas)
     if await _check_leadership(central, leader) == leadership.ELECTED and fed is not None:
         _start_federation(central, fed, paths)
     enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(central), enroll_server)
     fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(central), fleet_server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(central), fleet_server)
+    checks = [health.add_health(enroll_server), health.add_health(fleet_server)]
     await enroll_server.start()
     await fleet_server.start()
     # Tests and the local-fleet launcher read the bound addresses (ports may be chosen at run time).
@@ -168,7 +175,7 @@ async def serve(
     flusher = asyncio.create_task(_flush_heartbeats(central, leader, stop))
     background = [
         asyncio.create_task(_lead(central, leader, fed, paths, stop, deposed)),
-        asyncio.create_task(_announce(central, replica, stop)),
+        asyncio.create_task(_announce(central, replica, follow_replicas, stop)),
         asyncio.create_task(_tell_systemd(store, settings, fleet_address, enroll_address, fed, leader, stop)),
     ]
     interval_s = sdnotify.watchdog_interval_s()
@@ -182,6 +189,8 @@ async def serve(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     for task in background:
         task.cancel()
+    # Load balancers see NOT_SERVING while calls in flight finish.
+    await asyncio.gather(*(health.stop_serving(c) for c in checks))
     await asyncio.gather(enroll_server.stop(grace=5), fleet_server.stop(grace=5))
     await flusher
     if fed is not None:
@@ -237,10 +246,13 @@ async def _lead(
             stop.set()
 
 
-async def _announce_once(central: Central, replica: ReplicaRecord) -> None:
-    """Write this replica into the store and learn the live replicas' fleet addresses (for enrollment)."""
+async def _announce_once(central: Central, replica: ReplicaRecord, follow_replicas: bool) -> None:
+    """Write this replica into the store and, unless the operator fixed them, learn the live replicas'
+    fleet addresses (for enrollment)."""
     record = replace(replica, last_seen_at=time.time())
     replicas = await call(central, _announce_and_list, central.store, record)
+    if not follow_replicas:
+        return
     live = live_replicas(replicas, record.last_seen_at)
     addresses = [record.fleet_address] + sorted(r.fleet_address for r in live if r.replica_id != record.replica_id)
     central.settings = replace(central.settings, fleet_addresses=tuple(addresses))
@@ -256,14 +268,14 @@ def live_replicas(replicas: list[ReplicaRecord], now: float) -> list[ReplicaReco
     return [r for r in replicas if now - r.last_seen_at <= ANNOUNCE_INTERVAL_S * REPLICA_STALE_AFTER]
 
 
-async def _announce(central: Central, replica: ReplicaRecord, stop: asyncio.Event) -> None:
+async def _announce(central: Central, replica: ReplicaRecord, follow_replicas: bool, stop: asyncio.Event) -> None:
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), ANNOUNCE_INTERVAL_S)
         if stop.is_set():
             return
         try:
-            await _announce_once(central, replica)
+            await _announce_once(central, replica, follow_replicas)
         except Exception as exc:  # noqa: BLE001 - the store may be down for a moment; the flusher says more
             log.warning("replica %s: could not announce itself in the store: %s", replica.replica_id, exc)
 

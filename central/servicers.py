@@ -100,6 +100,7 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
             signing_public_key_pem=self.central.signing_public_key_pem,
             heartbeat_interval=convert.duration(self.central.settings.heartbeat_interval_s),
             superlink_port=self.central.settings.superlink_port if request.flower_public_key else 0,
+            fleet_addresses=self.central.settings.fleet_addresses,
         )
 
 
