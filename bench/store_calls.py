@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -193,13 +194,13 @@ def main() -> int:
             fill(sqlite_store, node_ids)
             fill(pg_store, node_ids)
             with psycopg.connect(pg_url) as conn:
-                server = conn.execute("SHOW server_version").fetchone()[0]
+                server = str((conn.execute("SHOW server_version").fetchone() or ("?",))[0])
             runs = asyncio.run(run_all(args, sqlite_store, pg_store, pg_url, node_ids))
         finally:
             sqlite_store.close()
             pg_store.close()
 
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "store_calls",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
