@@ -393,6 +393,7 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
         )
         return None
     from edge_agent import __version__
+    from edge_agent.control import policy
     from edge_agent.control.client import ModelInfo, encode_status
     from edge_agent.control.loop import ControlLoop
     from edge_agent.control.telemetry import SystemProbe
@@ -419,9 +420,12 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
             routing=(audit.take_summary(), audit.head),
         )
 
-    control = ControlLoop(files, config.fleet, status)
+    control = ControlLoop(files, config.fleet, status, central_addresses=config.central.addresses)
     control.start()
-    log.info("reporting to central at %s as %s", control.identity.central, control.identity.node_id)
+    addresses = policy.central_addresses(
+        config.central.addresses, control.identity.fleet_addresses, control.identity.central
+    )
+    log.info("reporting to central at %s as %s", ", ".join(addresses), control.identity.node_id)
     return control
 
 
