@@ -4,9 +4,12 @@ kept for a resume and what is thrown away, and slots that stop matching their ma
 import hashlib
 import json
 import os
+import sys
+import threading
 
 import pytest
 
+from edge_agent.control import artifacts
 from edge_agent.control.artifacts import ArtifactError, ModelSlots
 from edgefleet import manifest, pki
 
@@ -103,3 +106,70 @@ def test_a_slot_whose_file_no_longer_matches_is_empty_and_is_replaced(slots, key
     assert slots.inactive() is None
     with pytest.raises(ArtifactError, match="holds no verified model"):
         slots.activate("a")
+
+
+def test_bytes_that_differ_from_the_manifest_are_refused_and_nothing_is_kept(slots, key):
+    data = os.urandom(4 * CHUNK)
+    tampered = data[:CHUNK] + bytes([data[CHUNK] ^ 1]) + data[CHUNK + 1 :]
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        slots.download(signed(slots, key, data), serve(tampered))
+    assert list(slots.slot_dir("a").iterdir()) == []
+
+
+def test_a_resume_is_verified_over_the_whole_file(slots, key):
+    """A part altered on disk between two tries fails the check, though the bytes after it are right."""
+    data = os.urandom(4 * CHUNK)
+    wanted = signed(slots, key, data)
+    with pytest.raises(ConnectionError):
+        slots.download(wanted, serve(data, fail_after=2))
+    part = slots.slot_dir("a") / "download.part"
+    with open(part, "r+b") as f:
+        f.write(b"\0")
+    offsets = []
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        slots.download(wanted, serve(data, offsets))
+    assert offsets == [2 * CHUNK] and list(slots.slot_dir("a").iterdir()) == []
+
+
+def test_a_download_of_many_chunks_is_whole_and_leaves_no_thread(slots, key):
+    data = os.urandom(40 * artifacts._MiB + 3)
+    chunks = [(start, data[start : start + artifacts._MiB]) for start in range(0, len(data), artifacts._MiB)]
+    seen = []
+    path = slots.download(
+        signed(slots, key, data),
+        lambda offset: ((o, d, len(data)) for o, d in chunks if o >= offset),
+        progress=lambda done, total: seen.append(done),
+    )
+    assert path.read_bytes() == data and seen[-1] == len(data) and len(seen) == len(chunks) + 1
+    assert not [t for t in threading.enumerate() if t.name == "artifact-sha256"]
+
+
+def test_the_sha256_thread_ends_when_the_stream_breaks(slots, key):
+    data = os.urandom(5 * CHUNK)
+    with pytest.raises(ConnectionError):
+        slots.download(signed(slots, key, data), serve(data, fail_after=3))
+    assert not [t for t in threading.enumerate() if t.name == "artifact-sha256"]
+
+
+def test_writeback_is_asked_for_each_16_mib_in_turn_and_given_up_when_refused(monkeypatch, tmp_path):
+    calls = []
+    answer = [0]
+
+    def sync_file_range(fd, start, length, flags):
+        calls.append((start, length, flags))
+        return answer[0]
+
+    monkeypatch.setattr(artifacts, "_sync_file_range", lambda: sync_file_range)
+    step = artifacts._Writeback._EVERY
+    writeback = artifacts._Writeback(3, 100)
+    for end in (100 + step - 1, 100 + step, 100 + step + 5, 100 + 2 * step + 5):
+        writeback.wrote(end)
+    assert calls == [(100, step, 2), (100 + step, step + 5, 2)]
+    answer[0] = -1
+    writeback.wrote(100 + 4 * step)
+    writeback.wrote(100 + 6 * step)
+    assert len(calls) == 3  # refused once (a file system without it): never asked again
+
+
+def test_sync_file_range_is_found_on_linux():
+    assert (artifacts._sync_file_range() is not None) == sys.platform.startswith("linux")
