@@ -1,9 +1,18 @@
-"""Heartbeat benchmark: simulated agents heartbeating against one real `edgefleet central serve` process.
+"""Heartbeat benchmark: simulated agents heartbeating against real `edgefleet central serve` processes,
+on each store in turn: SQLite (one process), PostgreSQL with one replica, PostgreSQL with two.
 
-Setup: central is initialised in a temp dir and started as its own process (default 15 s heartbeat
-interval). One bootstrap token with uses=max(N) is created with the admin credential, then max(N) nodes
-enroll for real over the TLS enrollment port with the CA pinned (discover_ca once), each with a fresh key
-and CSR; certificates and keys stay in memory. The run for a smaller N uses the first N nodes.
+Stores (--stores, default sqlite,postgres,postgres-2; postgres-K for K replicas): each configuration gets
+the same load, the same N and the same duration in the same run. SQLite: central is initialised in a temp
+dir and started as one process, as today. PostgreSQL: a uniquely named database is created on the server at
+127.0.0.1:5432 (user postgres, trust auth; EDGEFLEET_BENCH_POSTGRES gives another base URL), K replicas are
+started on it (tests/central_process.py start_replicas: one data dir made by init, the others copies, each
+serving on its own ports), the nodes are split evenly between the replicas' fleet addresses, and the
+database is dropped (WITH (FORCE)) when the configuration is done. Default 15 s heartbeat interval.
+
+Setup per configuration: one bootstrap token with uses=max(N) is created with the admin credential, then
+max(N) nodes enroll for real over the TLS enrollment port (the first replica's) with the CA pinned
+(discover_ca once), each with a fresh key and CSR; certificates and keys stay in memory. The run for a
+smaller N uses the first N nodes.
 
 Load: W worker processes (--workers; spawned, separate from central; uvloop when installed), each owning
 N/W nodes with one grpc.aio mTLS channel per node (each presents its own certificate), one Heartbeat
@@ -14,14 +23,39 @@ measures capacity. Closed-loop latency is mostly queueing, about N / rate
 (Little's law): for latency at a given load use --rate R, an open loop of fixed schedules adding up to R
 beats/s. Latency is perf_counter around each write+read in the clients; errors are counted by status code.
 
-Reported per N: heartbeats/s, RPC p50/p99, errors, central's CPU (% of one core over the window, and CPU
-ms per heartbeat) and RSS (peak, end), the load generator's CPU, the rest of the machine's CPU meanwhile
-(near 0, or the run was disturbed), the fleet that rate carries at a 15 s interval, and the ratios to the
-target (3,000 beats/s on 2 cores, p99 < 50 ms). On a 2-core box the load generator takes much of the
-CPU: central's CPU ms per heartbeat is the figure that carries over to a box where central has the cores.
+Reported per configuration and N: heartbeats/s, RPC p50/p99, errors, central's CPU (% of one core over the
+window, and CPU ms per heartbeat, summed over the replicas' processes) and RSS (peak and end, summed over
+the replicas), the load generator's CPU, the rest of the machine's CPU meanwhile (near 0, or the run was
+disturbed), the fleet that rate carries at a 15 s interval, and the ratios to the target (3,000 beats/s
+on 2 cores, p99 < 50 ms). On a 2-core box the load generator takes much of the CPU: central's CPU ms per
+heartbeat is the figure that carries over to a box where central has the cores. Each configuration's
+central CPU ms per beat is divided by SQLite's at the same N (the issue's target: PostgreSQL at most
+1.5x SQLite). With PostgreSQL also: the server's CPU ms per beat (the CPU time of every process named
+postgres over the window, via psutil: the whole server, so keep the machine otherwise quiet) and the
+database's work per beat from pg_stat_database for the bench database: committed transactions
+(xact_commit) and rows written (tup_inserted + tup_updated + tup_deleted). Backends publish those counters
+about once a second, so each end of the window may be off by up to a second of traffic (a few percent
+over a 10 s window of steady load).
+
+Projection, for 10,000 and 100,000 nodes at a 15 s interval (beats/s B = nodes / 15), from each run:
+- central: B x (central CPU ms per beat) / 1000 cores; replicas = that / 0.5 rounded up (at least one),
+  as one replica is one Python process and so at most one core, to be kept under 50% busy. SQLite cannot
+  add replicas: its projection says whether one process suffices.
+- database transactions/s: B x (per-beat transactions) + replicas x (flushes per second). Per-beat
+  transactions are the measured commits less the flushes in the window (one per replica per
+  FLUSH_INTERVAL_S, central/heartbeats.py): mostly heartbeat_target's read.
+- database rows written/s: B x (rows per flushed beat). Central buffers beats and writes each node's
+  latest status once per flush, so a closed loop, where a node beats many times a second, coalesces
+  beats; at a 15 s interval no two beats of a node share a flush and each beat is written. Rows per
+  flushed beat = rows written / min(beats, N x flushes in the window per node), the (node, flush) pairs
+  that carried a beat; about 1 (the node's row).
+- WAL MiB/s: B x (WAL bytes per flushed beat), the window's WAL (server-wide) over the same pairs.
+- PostgreSQL server cores: B x (server CPU ms per beat) / 1000, as measured: low where the closed loop
+  coalesced writes, so read it as a floor.
 
 Results: bench/results/heartbeats-<date>.json. Usage:
-    python bench/heartbeats.py [--nodes 100,1000] [--workers 1] [--duration 15] [--rate 0] [--loop uvloop]
+    python bench/heartbeats.py [--stores sqlite,postgres,postgres-2] [--nodes 100,1000] [--workers 1]
+        [--duration 15] [--rate 0] [--loop uvloop]
 """
 
 from __future__ import annotations
@@ -30,17 +64,22 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import multiprocessing as mp
 import os
 import platform
 import random
+import secrets
 import signal
 import sqlite3
 import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psutil
@@ -49,7 +88,8 @@ from results_file import write_results  # bench/ is on sys.path when run as a sc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from central_process import create_token, start_central  # noqa: E402
+from central.heartbeats import FLUSH_INTERVAL_S  # noqa: E402
+from central_process import CentralProcess, create_token, start_central, start_replicas  # noqa: E402
 from edge_agent.control.client import ModelInfo, encode_status  # noqa: E402
 from edge_agent.control.interval_stats import InferenceWindow  # noqa: E402
 from edge_agent.control.telemetry import SystemSample, Temperature  # noqa: E402
@@ -61,6 +101,10 @@ TARGET_P99_MS = 50.0
 FLEET_INTERVAL_S = 15.0
 WARMUP_BEATS = 3
 RPC_TIMEOUT_S = 10.0
+MAX_RATIO_VS_SQLITE = 1.5  # the issue's target for central's CPU per beat on PostgreSQL
+PROJECTED_NODES = (10_000, 100_000)
+REPLICA_BUSY_MAX = 0.5  # of its one core
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def percentile(ordered, q: float) -> float:
@@ -87,6 +131,217 @@ def machine() -> dict:
         "protobuf": google.protobuf.__version__,
         "sqlite": sqlite3.sqlite_version,
     }
+
+
+def parse_stores(text: str) -> list[tuple[str, int]]:
+    """--stores as [(name, replicas)]: `sqlite` is one process; `postgres` one replica, `postgres-K` K of them."""
+    stores = []
+    for name in (s.strip() for s in text.split(",") if s.strip()):
+        if name == "sqlite":
+            stores.append((name, 1))
+            continue
+        kind, _, count = name.partition("-")
+        if kind != "postgres" or not (count == "" or (count.isdigit() and int(count) >= 1)):
+            raise ValueError(f"unknown store {name!r}: expected sqlite, postgres or postgres-K (K replicas, K >= 1)")
+        stores.append((name, int(count or 1)))
+    if not stores:
+        raise ValueError("--stores names no store")
+    return stores
+
+
+def postgres_base_url() -> str:
+    """The server's URL; its database part is where CREATE DATABASE runs (`postgres` when it names none)."""
+    base = os.environ.get("EDGEFLEET_BENCH_POSTGRES") or DEFAULT_POSTGRES
+    return base if urlsplit(base).path.strip("/") else with_database(base, "postgres")
+
+
+def with_database(url: str, dbname: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
+
+
+@contextlib.contextmanager
+def postgres_database(base: str) -> Iterator[str]:
+    """A new, uniquely named database (edgefleet_bench_<hex>) on the server; its name. Dropped after, WITH
+    (FORCE): a replica killed mid-run may leave sessions open."""
+    import psycopg
+    from psycopg import sql
+
+    dbname = f"edgefleet_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    try:
+        yield dbname
+    finally:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+@contextlib.contextmanager
+def started_centrals(store: str, replicas: int, root: Path, base: str) -> Iterator[tuple[list[CentralProcess], str]]:
+    """The running central processes for a store, and its PostgreSQL database's name ("" for SQLite); all
+    stopped by their pids (and the database dropped) on the way out."""
+    if store == "sqlite":
+        central = None
+        try:
+            central = start_central(root / "central")
+            yield [central], ""
+        finally:
+            if central is not None:
+                central.stop()  # SIGTERM by its pid, then SIGKILL
+        return
+    with postgres_database(base) as dbname:
+        centrals: list[CentralProcess] = []
+        try:
+            centrals = start_replicas(root / store, with_database(base, dbname), replicas)
+            yield centrals, dbname
+        finally:
+            for central in centrals:
+                central.stop()
+
+
+def one_row(conn, query: str, args: tuple = ()) -> tuple:
+    row = conn.execute(query, args).fetchone()
+    if row is None:
+        raise RuntimeError(f"PostgreSQL returned no row for {query!r} {args}")
+    return row
+
+
+def postgres_version(base: str) -> str:
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+        return str(one_row(conn, "SHOW server_version")[0])
+
+
+def postgres_cpu_s() -> dict[tuple[int, float], float]:
+    """CPU seconds (user + system) so far of every process named postgres, by (pid, start time): the whole
+    server, its background workers and every backend."""
+    out = {}
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "postgres":
+            continue
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            out[(proc.pid, proc.create_time())] = times.user + times.system
+    return out
+
+
+def cpu_delta_s(before: dict, after: dict) -> float:
+    """CPU seconds spent between two postgres_cpu_s() samples; a process started meanwhile counts from zero
+    (one that ended meanwhile is lost: the server keeps its backends, central its pools)."""
+    return sum(total - before.get(key, 0.0) for key, total in after.items())
+
+
+DB_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+ROW_COUNTERS = ("tup_inserted", "tup_updated", "tup_deleted")
+STATS_QUIET_S = 2.0  # row counters unchanged this long: the backends have published what they did
+STATS_SETTLE_MAX_S = 12.0  # an idle backend publishes within PostgreSQL's PGSTAT_IDLE_INTERVAL, 10 s
+
+
+class PostgresProbe:
+    """What PostgreSQL did over a window. One connection, to the base database, opened before the window so
+    it adds no backend to it.
+
+    Two kinds of figures. At the window's edges, exact and immediate: the server's CPU time, the next
+    transaction id (one per writing transaction, server-wide) and the WAL position (bytes written,
+    server-wide), so keep the server otherwise quiet. Settled, before the window opens and after the load
+    ends: the bench database's pg_stat_database counters, which backends publish lazily (a busy one about
+    once a second, an idle one within 10 s); waiting until its row counters stop moving keeps the
+    enrollment's and warm-up's rows out of the window and the last second's in.
+    """
+
+    def __init__(self, base: str, dbname: str):
+        import psycopg
+
+        self.dbname = dbname
+        self.conn = psycopg.connect(base, autocommit=True, connect_timeout=5)
+
+    def edge(self) -> dict:
+        xid, wal = one_row(
+            self.conn,
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
+            " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+        )
+        return {"cpu": postgres_cpu_s(), "next_xid": xid, "wal_bytes": wal}
+
+    def stats(self) -> dict[str, int]:
+        row = one_row(
+            self.conn, f"SELECT {', '.join(DB_COUNTERS)} FROM pg_stat_database WHERE datname = %s", (self.dbname,)
+        )
+        return dict(zip(DB_COUNTERS, row, strict=True))
+
+    def settled_stats(self) -> dict[str, int]:
+        """stats() once the row counters have not moved for STATS_QUIET_S (at most STATS_SETTLE_MAX_S)."""
+        deadline = time.monotonic() + STATS_SETTLE_MAX_S
+        stats = self.stats()
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < STATS_QUIET_S and time.monotonic() < deadline:
+            time.sleep(0.25)
+            latest = self.stats()
+            if any(latest[k] != stats[k] for k in ROW_COUNTERS):
+                quiet_since = time.monotonic()
+            stats = latest
+        return stats
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def postgres_figures(edges: tuple, stats: tuple, beats: int, nodes: int, replicas: int, duration_s: float) -> dict:
+    """The server's CPU and the database's work per beat: `edges`, PostgresProbe.edge() at the window's start
+    and end; `stats`, settled_stats() before and after."""
+    cpu_s = cpu_delta_s(edges[0]["cpu"], edges[1]["cpu"])
+    delta = {k: stats[1][k] - stats[0][k] for k in DB_COUNTERS}
+    rows = sum(delta[k] for k in ROW_COUNTERS)
+    write_transactions = edges[1]["next_xid"] - edges[0]["next_xid"]
+    wal = edges[1]["wal_bytes"] - edges[0]["wal_bytes"]
+    flushes = replicas * duration_s / FLUSH_INTERVAL_S
+    # (node, flush) pairs that carried a beat: at most one per node and flush, and at most one per beat.
+    flushed_beats = min(beats, nodes * duration_s / FLUSH_INTERVAL_S)
+
+    def per_beat(x: float) -> float | None:
+        return round(x / beats, 4) if beats else None
+
+    return {
+        "postgres_cpu_percent": round(cpu_s * 100 / duration_s, 1),
+        "postgres_cpu_ms_per_beat": per_beat(cpu_s * 1000),
+        "db_counters": delta,
+        "db_commits_per_beat": per_beat(delta["xact_commit"]),
+        "db_rows_written_per_beat": per_beat(rows),
+        "db_beat_commits_per_beat": per_beat(max(0.0, delta["xact_commit"] - flushes)),
+        "db_rows_per_flushed_beat": round(rows / flushed_beats, 4) if flushed_beats else None,
+        "db_write_transactions": write_transactions,
+        "db_write_transactions_per_s": round(write_transactions / duration_s, 1),
+        "db_wal_bytes_per_beat": per_beat(wal),
+        "db_wal_bytes_per_flushed_beat": round(wal / flushed_beats) if flushed_beats else None,
+    }
+
+
+def projection(run: dict) -> list[dict]:
+    """What PROJECTED_NODES nodes at a 15 s interval need, from a run's per-beat figures (see the docstring)."""
+    out: list[dict] = []
+    ms = run["central_cpu_ms_per_beat"]
+    if not ms:
+        return out
+    for nodes in PROJECTED_NODES:
+        beats = nodes / FLEET_INTERVAL_S
+        cores = beats * ms / 1000
+        replicas = max(1, math.ceil(cores / REPLICA_BUSY_MAX))
+        row = {
+            "nodes": nodes,
+            "beats_per_s": round(beats, 1),
+            "central_cores": round(cores, 2),
+            "replicas": replicas,
+        }
+        if run["store"] == "sqlite":
+            row["one_process_suffices"] = replicas == 1
+        if run.get("db_beat_commits_per_beat") is not None:
+            row["db_commits_per_s"] = round(beats * run["db_beat_commits_per_beat"] + replicas / FLUSH_INTERVAL_S)
+            row["db_rows_written_per_s"] = round(beats * (run["db_rows_per_flushed_beat"] or 0.0))
+            row["db_wal_mib_per_s"] = round(beats * (run["db_wal_bytes_per_flushed_beat"] or 0) / 2**20, 2)
+            row["postgres_cores_floor"] = round(beats * (run["postgres_cpu_ms_per_beat"] or 0.0) / 1000, 2)
+        out.append(row)
+    return out
 
 
 def node_status() -> bytes:
@@ -146,16 +401,17 @@ def enroll_nodes(address: str, fingerprint: str, token: str, n: int, window: int
     return ca_pem, nodes
 
 
-async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: float, duration_s: float, conn) -> dict:
-    """One worker: connect and warm up every node, report ready, wait for the start time, beat until the end."""
+async def _drive(nodes, ca_pem: bytes, status: bytes, interval_s: float, duration_s: float, conn) -> dict:
+    """One worker: connect and warm up every node, report ready, wait for the start time, beat until the end.
+    `nodes`: [(node_id, certificate_pem, key_pem, fleet address)], each node to its own replica."""
     options = [*channels.CLIENT_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]  # one connection per node
     parsed = common_pb2.NodeStatus.FromString(status)
     chans = [
         grpc.aio.secure_channel(address, channels.mtls_credentials(ca_pem, cert, key), options=options)
-        for _, cert, key in nodes
+        for _, cert, key, address in nodes
     ]
     stubs = [fleet_pb2_grpc.FleetServiceStub(ch) for ch in chans]
-    requests = [fleet_pb2.HeartbeatRequest(node_id=node_id, status=parsed) for node_id, _, _ in nodes]
+    requests = [fleet_pb2.HeartbeatRequest(node_id=node_id, status=parsed) for node_id, *_ in nodes]
     latencies, errors = array("d"), {}
 
     class Beat:
@@ -214,20 +470,27 @@ async def _drive(nodes, address: str, ca_pem: bytes, status: bytes, interval_s: 
         await asyncio.gather(*(ch.close() for ch in chans), return_exceptions=True)
 
 
-def worker_main(nodes, address, ca_pem, status, interval_s, duration_s, loop, conn) -> None:
+def worker_main(nodes, ca_pem, status, interval_s, duration_s, loop, conn) -> None:
     try:
         if loop == "uvloop":
             import uvloop
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        conn.send(("done", asyncio.run(_drive(nodes, address, ca_pem, status, interval_s, duration_s, conn))))
+        conn.send(("done", asyncio.run(_drive(nodes, ca_pem, status, interval_s, duration_s, conn))))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops everything
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def run_load(central, nodes, ca_pem, status, args) -> dict:
+def split_nodes(nodes: list, addresses: list[str]) -> list:
+    """Each node with the fleet address it beats to: the first len/K nodes to the first replica, and so on,
+    so that the workers' round-robin share (nodes[w::W]) mixes the replicas."""
+    return [(*node, addresses[i * len(addresses) // len(nodes)]) for i, node in enumerate(nodes)]
+
+
+def run_load(store: str, centrals: list[CentralProcess], nodes, ca_pem, status, args, probe=None) -> dict:
     ctx = mp.get_context("spawn")  # no fork of a process that has used gRPC
     interval_s, duration_s = (len(nodes) / args.rate if args.rate else 0.0), args.duration
+    addressed = split_nodes(nodes, [c.fleet_address for c in centrals])
     procs, pipes, finished = [], [], False
     try:
         for w in range(args.workers):
@@ -237,8 +500,7 @@ def run_load(central, nodes, ca_pem, status, args) -> dict:
                     target=worker_main,
                     daemon=True,
                     args=(
-                        nodes[w :: args.workers],
-                        central.fleet_address,
+                        addressed[w :: args.workers],
                         ca_pem,
                         status,
                         interval_s,
@@ -263,23 +525,28 @@ def run_load(central, nodes, ca_pem, status, args) -> dict:
             return out
 
         receive("ready")
-        central_proc, load_procs = psutil.Process(central.pid), [psutil.Process(p.pid) for p in procs]
+        stats_before = probe.settled_stats() if probe else None
+        central_procs = [psutil.Process(c.pid) for c in centrals]
+        load_procs = [psutil.Process(p.pid) for p in procs]
         start = time.perf_counter() + 0.2  # CLOCK_MONOTONIC: the same clock in every process
         for pipe in pipes:
             pipe.send(start)
         time.sleep(max(0.0, start - time.perf_counter()))
-        for p in [central_proc, *load_procs]:
+        for p in [*central_procs, *load_procs]:
             p.cpu_percent(None)
         psutil.cpu_percent(None)
+        edge_before = probe.edge() if probe else None
         rss_peak = 0
         while time.perf_counter() < start + duration_s:
-            rss_peak = max(rss_peak, central_proc.memory_info().rss)
+            rss_peak = max(rss_peak, sum(p.memory_info().rss for p in central_procs))
             time.sleep(0.25)
-        central_cpu = central_proc.cpu_percent(None)
+        central_cpu = sum(p.cpu_percent(None) for p in central_procs)
         load_cpu = sum(p.cpu_percent(None) for p in load_procs)
         machine_cpu = psutil.cpu_percent(None) * psutil.cpu_count()
-        rss_end = central_proc.memory_info().rss
+        edge_after = probe.edge() if probe else None
+        rss_end = sum(p.memory_info().rss for p in central_procs)
         results = receive("done")
+        stats_after = probe.settled_stats() if probe else None
         finished = True
     finally:
         for p in procs:
@@ -295,7 +562,21 @@ def run_load(central, nodes, ca_pem, status, args) -> dict:
     latencies = sorted(samples)
     rate = len(latencies) / duration_s
     p99 = percentile(latencies, 0.99) * 1000
+    db = (
+        postgres_figures(
+            (edge_before, edge_after),
+            (stats_before, stats_after),
+            len(latencies),
+            len(nodes),
+            len(centrals),
+            duration_s,
+        )
+        if probe
+        else {}
+    )
     return {
+        "store": store,
+        "replicas": len(centrals),
         "nodes": len(nodes),
         "workers": args.workers,
         "loop": args.loop,
@@ -314,36 +595,91 @@ def run_load(central, nodes, ca_pem, status, args) -> dict:
         "central_rss_end_mib": round(rss_end / 2**20, 1),
         "load_cpu_percent": round(load_cpu, 1),
         "load_cpu_ms_per_beat": round(load_cpu * 10 / rate, 3) if rate else None,
-        "other_cpu_percent": round(machine_cpu - central_cpu - load_cpu, 1),
+        "other_cpu_percent": round(machine_cpu - central_cpu - load_cpu - db.get("postgres_cpu_percent", 0.0), 1),
+        **db,
         "equivalent_nodes_at_15s": int(rate * FLEET_INTERVAL_S),
         "rate_vs_target": round(rate / TARGET_RATE, 3),
         "p99_vs_target": round(p99 / TARGET_P99_MS, 3),
     }
 
 
+def add_ratios(runs: list[dict]) -> None:
+    """Each run's central CPU per beat over SQLite's at the same N (None without a SQLite run to compare)."""
+    sqlite = {r["nodes"]: r["central_cpu_ms_per_beat"] for r in runs if r["store"] == "sqlite"}
+    for r in runs:
+        base, ms = sqlite.get(r["nodes"]), r["central_cpu_ms_per_beat"]
+        r["central_cpu_vs_sqlite"] = round(ms / base, 3) if base and ms else None
+
+
 def print_table(runs: list[dict]) -> None:
     print(
-        f"\n{'N':>6}{'W':>3}{'beats/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'err':>5}{'central CPU%':>13}{'ms/beat':>8}"
-        f"{'RSS MiB peak/end':>18}{'load CPU%':>10}{'other CPU%':>11}{'nodes@15s':>10}"
+        f"\n{'store':<12}{'N':>6}{'W':>3}{'beats/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'err':>5}{'central CPU%':>13}"
+        f"{'ms/beat':>8}{'RSS MiB peak/end':>18}{'load CPU%':>10}{'PG CPU%':>8}{'other CPU%':>11}{'nodes@15s':>10}"
     )
     for r in runs:
         print(
-            f"{r['nodes']:>6}{r['workers']:>3}{r['heartbeats_per_s']:>9.0f}{r['latency_p50_ms']:>8.1f}"
+            f"{r['store']:<12}{r['nodes']:>6}{r['workers']:>3}{r['heartbeats_per_s']:>9.0f}{r['latency_p50_ms']:>8.1f}"
             f"{r['latency_p99_ms']:>8.1f}{r['errors']:>5}{r['central_cpu_percent']:>13.0f}"
             f"{r['central_cpu_ms_per_beat'] or 0:>8.2f}{r['central_rss_peak_mib']:>10.0f} / "
-            f"{r['central_rss_end_mib']:<5.0f}{r['load_cpu_percent']:>10.0f}{r['other_cpu_percent']:>11.0f}"
-            f"{r['equivalent_nodes_at_15s']:>10}"
+            f"{r['central_rss_end_mib']:<5.0f}{r['load_cpu_percent']:>10.0f}{r.get('postgres_cpu_percent', 0):>8.0f}"
+            f"{r['other_cpu_percent']:>11.0f}{r['equivalent_nodes_at_15s']:>10}"
         )
     for r in runs:
         print(
-            f"N={r['nodes']} ({r['mode']}): rate/target {r['rate_vs_target']:.2f}x (target {TARGET_RATE:.0f}/s),"
-            f" p99/target {r['p99_vs_target']:.2f}x (target {TARGET_P99_MS:.0f} ms)"
+            f"{r['store']} N={r['nodes']} ({r['mode']}): rate/target {r['rate_vs_target']:.2f}x"
+            f" (target {TARGET_RATE:.0f}/s), p99/target {r['p99_vs_target']:.2f}x (target {TARGET_P99_MS:.0f} ms)"
             + (f", errors {r['errors_by_code']}" if r["errors"] else "")
         )
     print(
-        "CPU% is % of one core; ms/beat: central's CPU time per heartbeat; other CPU%: the rest of the machine "
-        "meanwhile (near 0, or the run was disturbed)"
+        "CPU% is % of one core (central: summed over its replicas); ms/beat: central's CPU time per heartbeat;"
+        " PG CPU%: every postgres process; other CPU%: the rest of the machine meanwhile (near 0, or the run"
+        " was disturbed)"
     )
+
+    def num(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    print(
+        f"\n{'store':<12}{'N':>6}{'beats/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'central ms/beat':>16}{'vs SQLite':>10}"
+        f"{'PG ms/beat':>11}{'commits/beat':>13}{'rows/beat':>10}{'rows/flushed beat':>18}{'write tx/s':>11}"
+        f"{'WAL B/beat':>11}"
+    )
+    for r in runs:
+        ratio = r["central_cpu_vs_sqlite"]
+        verdict = (
+            "" if ratio is None or r["store"] == "sqlite" else (" ok" if ratio <= MAX_RATIO_VS_SQLITE else " HIGH")
+        )
+        print(
+            f"{r['store']:<12}{r['nodes']:>6}{r['heartbeats_per_s']:>9.0f}{r['latency_p50_ms']:>8.1f}"
+            f"{r['latency_p99_ms']:>8.1f}{num(r['central_cpu_ms_per_beat'], '.3f'):>16}"
+            f"{num(ratio, '.2f') + verdict:>10}{num(r.get('postgres_cpu_ms_per_beat'), '.3f'):>11}"
+            f"{num(r.get('db_commits_per_beat'), '.3f'):>13}{num(r.get('db_rows_written_per_beat'), '.3f'):>10}"
+            f"{num(r.get('db_rows_per_flushed_beat'), '.3f'):>18}{num(r.get('db_write_transactions_per_s'), '.1f'):>11}"
+            f"{num(r.get('db_wal_bytes_per_beat'), '.0f'):>11}"
+        )
+    print(
+        f"vs SQLite: central CPU ms/beat over SQLite's at the same N (target: at most {MAX_RATIO_VS_SQLITE:g}x);"
+        " PG ms/beat: the PostgreSQL server's CPU per beat; commits and rows written: the bench database's"
+        " pg_stat_database deltas per beat; rows/flushed beat: rows per (node, flush) that carried a beat;"
+        " write tx/s: transaction ids the server handed out (server-wide); WAL B/beat: WAL bytes (server-wide)"
+    )
+
+    print(f"\nprojection at a {FLEET_INTERVAL_S:g} s interval, each replica's core under {REPLICA_BUSY_MAX:.0%} busy:")
+    for r in runs:
+        for p in r.get("projection", []):
+            line = (
+                f"  {r['store']:<12} from N={r['nodes']:<6} {p['nodes']:>7} nodes ({p['beats_per_s']:.0f} beats/s):"
+                f" central {p['central_cores']:.2f} cores -> {p['replicas']} replica(s)"
+            )
+            if "one_process_suffices" in p:
+                line += "" if p["one_process_suffices"] else " (SQLite runs one process: does not fit)"
+            if "db_commits_per_s" in p:
+                line += (
+                    f"; PostgreSQL {p['db_commits_per_s']} commits/s, {p['db_rows_written_per_s']} rows written/s,"
+                    f" {p['db_wal_mib_per_s']} MiB WAL/s,"
+                    f" >= {p['postgres_cores_floor']:.2f} cores"
+                )
+            print(line)
 
 
 def main() -> int:
@@ -354,6 +690,11 @@ def main() -> int:
     except ImportError:
         default_loop = "asyncio"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--stores",
+        default="sqlite,postgres,postgres-2",
+        help="configurations, comma-separated: sqlite, postgres (one replica), postgres-K (K replicas)",
+    )
     parser.add_argument("--nodes", default="100,1000", help="simulated fleet sizes, comma-separated")
     parser.add_argument("--workers", type=int, default=1, help="load-generator processes (default 1)")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per fleet size")
@@ -368,8 +709,12 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop our processes
     sizes = [int(n) for n in args.nodes.split(",") if n.strip()]
+    try:
+        stores = parse_stores(args.stores)
+    except ValueError as exc:
+        parser.error(str(exc))
 
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "heartbeats",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -383,29 +728,45 @@ def main() -> int:
             "status_bytes": len(node_status()),
             "central_heartbeat_interval_s": 15.0,
         },
+        "stores": [{"store": store, "replicas": replicas} for store, replicas in stores],
+        "projection_rule": {
+            "interval_s": FLEET_INTERVAL_S,
+            "replica_busy_max": REPLICA_BUSY_MAX,
+            "flush_interval_s": FLUSH_INTERVAL_S,
+            "nodes": list(PROJECTED_NODES),
+        },
+        "enrollment": {},
         "runs": [],
     }
+    base = postgres_base_url()
+    if any(store != "sqlite" for store, _ in stores):
+        report["machine"]["postgres"] = postgres_version(base)
     with tempfile.TemporaryDirectory(prefix="edgefleet-hb-") as tmp:
-        central = None
-        try:
-            central = start_central(Path(tmp) / "central")
-            token = create_token(central, uses=max(sizes), ttl_s=3600)
-            started = time.perf_counter()
-            ca_pem, nodes = enroll_nodes(central.enroll_address, token.ca_fingerprint, token.token, max(sizes))
-            report["enrollment"] = {"nodes": len(nodes), "seconds": round(time.perf_counter() - started, 2)}
-            print(f"enrolled {len(nodes)} nodes in {report['enrollment']['seconds']} s", flush=True)
-            for n in sizes:
-                print(f"N={n}: {args.workers} worker(s), {args.duration:g} s ...", flush=True)
-                run = run_load(central, nodes[:n], ca_pem, node_status(), args)
-                report["runs"].append(run)
-                print(
-                    f"N={n}: {run['heartbeats_per_s']:.0f} beats/s, p50 {run['latency_p50_ms']} ms, "
-                    f"p99 {run['latency_p99_ms']} ms, central CPU {run['central_cpu_percent']}%",
-                    flush=True,
-                )
-        finally:
-            if central is not None:
-                central.stop()  # SIGTERM by its pid, then SIGKILL
+        for store, replicas in stores:
+            with started_centrals(store, replicas, Path(tmp), base) as (centrals, dbname):
+                token = create_token(centrals[0], uses=max(sizes), ttl_s=3600)
+                started = time.perf_counter()
+                ca_pem, nodes = enroll_nodes(centrals[0].enroll_address, token.ca_fingerprint, token.token, max(sizes))
+                seconds = round(time.perf_counter() - started, 2)
+                report["enrollment"][store] = {"nodes": len(nodes), "seconds": seconds}
+                print(f"{store}: enrolled {len(nodes)} nodes in {seconds} s", flush=True)
+                probe = PostgresProbe(base, dbname) if dbname else None
+                try:
+                    for n in sizes:
+                        print(f"{store} N={n}: {args.workers} worker(s), {args.duration:g} s ...", flush=True)
+                        run = run_load(store, centrals, nodes[:n], ca_pem, node_status(), args, probe)
+                        report["runs"].append(run)
+                        print(
+                            f"{store} N={n}: {run['heartbeats_per_s']:.0f} beats/s, p50 {run['latency_p50_ms']} ms,"
+                            f" p99 {run['latency_p99_ms']} ms, central CPU {run['central_cpu_percent']}%",
+                            flush=True,
+                        )
+                finally:
+                    if probe is not None:
+                        probe.close()
+    add_ratios(report["runs"])
+    for run in report["runs"]:
+        run["projection"] = projection(run)
     print_table(report["runs"])
     write_results("heartbeats", report, args.out)
     return 0
