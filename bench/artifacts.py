@@ -20,10 +20,10 @@ through `central serve --blobs s3://BUCKET/blobs`. Per store and size, each figu
   verify  sha256 of the downloaded file alone (edge_agent.models.sha256_file, 1 MiB blocks).
 All figures are warm-cache: nothing is dropped from the page cache, so every read (the source file,
 central's blob, the downloaded file) comes from RAM; every write ends with fsync, so the disk's write
-speed is in all figures but verify. MB/s is
-10^6 bytes per second. CPU seconds of central, of this process and of the rest of the machine (kernel
-writeback threads count there too; anything else means the run was disturbed) are recorded per run to
-show where the time goes. Target: fetch at least 0.8x the plain copy, from each store.
+speed is in all figures but verify. MB/s is 10^6 bytes per second. CPU seconds of central, of the S3
+server, of this process and of the rest of the machine (kernel writeback threads count there too; anything
+else means the run was disturbed) are recorded per run to show where the time goes. Target: fetch at least
+0.8x the plain copy, from each store.
 
 Rollout: --agents real `edge-agent serve` processes (smollm2-135m-instruct, n_parallel 1, n_ctx 256)
 enroll with a label, chat@1.0.0 (SmolLM2's GGUF) is assigned to each and must go ACTIVE; then
@@ -143,23 +143,34 @@ def busy_s() -> float:
     return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
 
 
-def timed(central_proc: psutil.Process, fn) -> dict:
-    """Wall seconds of fn(); CPU seconds of central, of this process, and of the rest of the machine meanwhile
-    (near 0, or something else disturbed the run)."""
-    c0, p0, m0, t0 = sum(central_proc.cpu_times()[:2]), time.process_time(), busy_s(), time.perf_counter()
+def cpu_s(proc: psutil.Process | None) -> float:
+    return sum(proc.cpu_times()[:2]) if proc is not None else 0.0
+
+
+def timed(central_proc: psutil.Process, fn, s3_proc: psutil.Process | None = None) -> dict:
+    """Wall seconds of fn(); CPU seconds of central, of the S3 server (if any), of this process, and of the rest
+    of the machine meanwhile (near 0, or something else disturbed the run)."""
+    c0, s0, p0, m0 = cpu_s(central_proc), cpu_s(s3_proc), time.process_time(), busy_s()
+    t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
-    central_s, client_s = sum(central_proc.cpu_times()[:2]) - c0, time.process_time() - p0
+    central_s, s3_s, client_s = cpu_s(central_proc) - c0, cpu_s(s3_proc) - s0, time.process_time() - p0
     return {
         "s": wall,
         "central_cpu_s": central_s,
+        "s3_cpu_s": s3_s,
         "client_cpu_s": client_s,
-        "other_cpu_s": max(0.0, busy_s() - m0 - central_s - client_s),
+        "other_cpu_s": max(0.0, busy_s() - m0 - central_s - s3_s - client_s),
     }
 
 
-def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
+def bench_size(central, identity, size: int, repeat: int, work: Path, s3_pid: int | None = None) -> dict:
     central_proc = psutil.Process(central.pid)
+    s3_proc = psutil.Process(s3_pid) if s3_pid is not None else None
+
+    def measure(fn) -> dict:
+        return timed(central_proc, fn, s3_proc)
+
     src = work / f"artifact-{label(size)}.gguf"
     print(f"[{label(size)}] writing {size} random bytes to {src}", flush=True)
     random_file(src, size)
@@ -175,11 +186,10 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
                 shutil.copyfile(src, dst)
                 fsync_file(dst)
 
-            runs["copy"].append(timed(central_proc, copy))
+            runs["copy"].append(measure(copy))
             dst.unlink()
             runs["push"].append(
-                timed(
-                    central_proc,
+                measure(
                     lambda i=i: cli(
                         central, "models", "push", str(src), "--name", name, "--version", f"1.0.{i}", "--format", "gguf"
                     ),
@@ -192,16 +202,13 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
             manifest = slots.verify_manifest(got.manifest.body, got.manifest.signature)
             holder = {}
             runs["fetch"].append(
-                timed(
-                    central_proc,
+                measure(
                     lambda holder=holder, slots=slots, manifest=manifest, sha=sha: holder.setdefault(
                         "path", slots.download(manifest, lambda offset: client.fetch_artifact(sha, offset))
                     ),
                 )
             )
-            runs["verify"].append(
-                timed(central_proc, lambda holder=holder: holder.setdefault("sha", sha256_file(holder["path"])))
-            )
+            runs["verify"].append(measure(lambda holder=holder: holder.setdefault("sha", sha256_file(holder["path"]))))
             if holder["sha"] != sha or holder["path"].stat().st_size != size:
                 raise RuntimeError(f"downloaded {holder['path']} does not match {sha}")
             shutil.rmtree(work / "node-data")
@@ -214,7 +221,7 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
                     f.flush()
                     os.fsync(f.fileno())
 
-            runs["raw"].append(timed(central_proc, fetch_raw))
+            runs["raw"].append(measure(fetch_raw))
             if raw.stat().st_size != size:
                 raise RuntimeError(f"raw fetch got {raw.stat().st_size} of {size} bytes")
             raw.unlink()
@@ -233,6 +240,7 @@ def bench_size(central, identity, size: int, repeat: int, work: Path) -> dict:
             "s": round(s, 3),
             "mb_per_s": round(size / 1e6 / s, 1),
             "central_cpu_s": round(statistics.median(r["central_cpu_s"] for r in v), 2),
+            "s3_cpu_s": round(statistics.median(r["s3_cpu_s"] for r in v), 2),
             "client_cpu_s": round(statistics.median(r["client_cpu_s"] for r in v), 2),
             "other_cpu_s": round(statistics.median(r["other_cpu_s"] for r in v), 2),
         }
@@ -339,14 +347,15 @@ def by_store(report: dict) -> dict[str, dict]:
 def print_table(report: dict) -> None:
     print(
         f"\n{'store':<6}{'size':>7} {'step':<8}{'MB/s':>8}{'median s':>10}{'vs copy':>9}{'central CPU s':>15}"
-        f"{'client CPU s':>14}{'other CPU s':>13}"
+        f"{'S3 CPU s':>10}{'client CPU s':>14}{'other CPU s':>13}"
     )
     for store, sizes in by_store(report).items():
         for name, r in sizes.items():
             for k, m in r["median"].items():
                 print(
                     f"{store:<6}{name:>7} {k:<8}{m['mb_per_s']:>8.0f}{m['s']:>10.2f}{m['vs_copy']:>8.2f}x"
-                    f"{m['central_cpu_s']:>15.2f}{m['client_cpu_s']:>14.2f}{m['other_cpu_s']:>13.2f}"
+                    f"{m['central_cpu_s']:>15.2f}{m.get('s3_cpu_s', 0):>10.2f}{m['client_cpu_s']:>14.2f}"
+                    f"{m['other_cpu_s']:>13.2f}"
                 )
     for store, sizes in by_store(report).items():
         for name, r in sizes.items():
@@ -363,8 +372,8 @@ def print_table(report: dict) -> None:
         )
     print(
         "medians over --repeat runs; warm page cache; fetch = ModelSlots.download (hash while writing), "
-        "raw = FetchArtifact to a file, no hash; client CPU = this process; other CPU = the rest of the machine "
-        "(near 0, or the run was disturbed)"
+        "raw = FetchArtifact to a file, no hash; client CPU = this process; S3 CPU = the moto server; "
+        "other CPU = the rest of the machine (near 0, or the run was disturbed)"
     )
 
 
@@ -400,7 +409,7 @@ def bench_s3(sizes: list[int], repeat: int, work: Path) -> dict:
         identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(work / "node-s3"))
         for size in sizes:
             print(f"[s3] central's blobs in s3://{bucket}/blobs at {s3.endpoint_url}", flush=True)
-            results[label(size)] = bench_size(central, identity, size, repeat, work)
+            results[label(size)] = bench_size(central, identity, size, repeat, work, s3.pid)
     finally:
         if central is not None:
             central.stop()
