@@ -104,6 +104,7 @@ def spooled_through(agent_dir) -> int:
 
 @pytest.mark.timeout(900)
 def test_rollout_completes_with_the_leader_killed_twice(tmp_path, postgres_url):  # noqa: F811
+    (tmp_path / "shared-blobs").mkdir()
     replicas = start_replicas(
         tmp_path / "central",
         postgres_url,
