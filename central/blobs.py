@@ -151,7 +151,7 @@ class _LocalWriter(BlobWriter):
 
 PART_BYTES = 8 * _MiB
 # S3 allows 10,000 parts of at most 5 GiB. Parts grow by 8 MiB every 1,000, so an upload of unknown length
-# can reach 440 GB while a small one keeps 8 MiB parts (S3 accepts parts of different sizes).
+# can reach 430 GiB while a small one keeps 8 MiB parts (S3 accepts parts of different sizes).
 _PARTS_PER_SIZE = 1000
 _PARTS_IN_FLIGHT = 2  # uploaded while the next part is received: 16-32 MiB of memory per push
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
