@@ -44,12 +44,14 @@ Projection, for 10,000 and 100,000 nodes at a 15 s interval (beats/s B = nodes /
 - database transactions/s: B x (per-beat transactions) + replicas x (flushes per second). Per-beat
   transactions are the measured commits less the flushes in the window (one per replica per
   FLUSH_INTERVAL_S, central/heartbeats.py): mostly heartbeat_target's read.
-- database rows written/s: B x (rows per flushed beat). Central buffers beats and writes each node's
-  latest status once per flush, so a closed loop, where a node beats many times a second, coalesces
-  beats; at a 15 s interval no two beats of a node share a flush and each beat is written. Rows per
-  flushed beat = rows written / min(beats, N x flushes in the window per node), the (node, flush) pairs
-  that carried a beat; about 1 (the node's row).
-- WAL MiB/s: B x (WAL bytes per flushed beat), the window's WAL (server-wide) over the same pairs.
+- database rows written/s: B x max(1, rows per flushed beat). Central buffers beats and writes each node's
+  latest status once per flush (one UPDATE of the node's row), so a closed loop, where a node beats many
+  times a second, coalesces beats; at a 15 s interval no two beats of a node share a flush, so every beat
+  is at least one row. Rows per flushed beat = rows written / min(beats, N x flushes in the window per
+  node), the (node, flush) pairs that carried a beat if central flushed every FLUSH_INTERVAL_S; a
+  saturated central flushes later than that (the flush queues behind the heartbeats' store calls), so it
+  then reads under 1, and 1 is used.
+- WAL MiB/s: rows written/s x (WAL bytes per row written over the window; WAL is server-wide).
 - PostgreSQL server cores: B x (server CPU ms per beat) / 1000, as measured: low where the closed loop
   coalesced writes, so read it as a floor.
 
@@ -313,7 +315,7 @@ def postgres_figures(edges: tuple, stats: tuple, beats: int, nodes: int, replica
         "db_write_transactions": write_transactions,
         "db_write_transactions_per_s": round(write_transactions / duration_s, 1),
         "db_wal_bytes_per_beat": per_beat(wal),
-        "db_wal_bytes_per_flushed_beat": round(wal / flushed_beats) if flushed_beats else None,
+        "db_wal_bytes_per_row": round(wal / rows) if rows > 0 else None,
     }
 
 
@@ -337,8 +339,9 @@ def projection(run: dict) -> list[dict]:
             row["one_process_suffices"] = replicas == 1
         if run.get("db_beat_commits_per_beat") is not None:
             row["db_commits_per_s"] = round(beats * run["db_beat_commits_per_beat"] + replicas / FLUSH_INTERVAL_S)
-            row["db_rows_written_per_s"] = round(beats * (run["db_rows_per_flushed_beat"] or 0.0))
-            row["db_wal_mib_per_s"] = round(beats * (run["db_wal_bytes_per_flushed_beat"] or 0) / 2**20, 2)
+            rows_per_s = beats * max(1.0, run["db_rows_per_flushed_beat"] or 0.0)
+            row["db_rows_written_per_s"] = round(rows_per_s)
+            row["db_wal_mib_per_s"] = round(rows_per_s * (run["db_wal_bytes_per_row"] or 0) / 2**20, 2)
             row["postgres_cores_floor"] = round(beats * (run["postgres_cpu_ms_per_beat"] or 0.0) / 1000, 2)
         out.append(row)
     return out
