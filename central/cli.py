@@ -9,14 +9,15 @@ import datetime as dt
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
 from central import credential as credential_file
 from central.labels import LabelError, format_labels, parse_labels
-from edgefleet import __version__, logs
 from central.store import display_store
+from edgefleet import __version__, logs
 from edgefleet.durations import format_duration, parse_duration
 
 
@@ -347,24 +348,16 @@ def _central_status(spec: str, as_json: bool) -> int:
     now = time.time()
     live = {r.replica_id for r in server.live_replicas(replicas, now)}
     leader_id = leader.replica_id if leader and leader.replica_id in live else ""
-    rows = [
-        {
-            "replica": r.replica_id,
-            "fleet_address": r.fleet_address,
-            "enroll_address": r.enroll_address,
-            "started_at": r.started_at,
-            "last_seen_at": r.last_seen_at,
-            "state": "gone" if r.replica_id not in live else ("leader" if r.replica_id == leader_id else "follower"),
-        }
+    states = {
+        r.replica_id: "gone" if r.replica_id not in live else ("leader" if r.replica_id == leader_id else "follower")
         for r in replicas
-    ]
+    }
     if as_json:
-        doc = {
-            "store": display_store(spec),
-            "leader": {"replica": leader.replica_id, "term": leader.term, "since": leader.since} if leader else None,
-            "replicas": rows,
-        }
-        print(json.dumps(doc, indent=2))
+        rows = [dict(asdict(r), replica=r.replica_id, state=states[r.replica_id]) for r in replicas]
+        for row in rows:
+            del row["replica_id"]
+        leading = {"replica": leader.replica_id, "term": leader.term, "since": leader.since} if leader else None
+        print(json.dumps({"store": display_store(spec), "leader": leading, "replicas": rows}, indent=2))
         return 0
     print(f"store: {display_store(spec)}")
     if leader is None:
@@ -375,8 +368,14 @@ def _central_status(spec: str, as_json: bool) -> int:
     _print_table(
         ["REPLICA", "ENROLLMENT", "STATE", "STARTED", "LAST SEEN"],
         [
-            [r["replica"], r["enroll_address"], r["state"], _iso_seconds(r["started_at"]), _relative(r["last_seen_at"] - now)]
-            for r in rows
+            [
+                r.replica_id,
+                r.enroll_address,
+                states[r.replica_id],
+                _iso_seconds(r.started_at),
+                _relative(r.last_seen_at - now),
+            ]
+            for r in replicas
         ],
     )
     return 0

@@ -254,7 +254,7 @@ async def _announce_once(central: Central, replica: ReplicaRecord, follow_replic
     if not follow_replicas:
         return
     live = live_replicas(replicas, record.last_seen_at)
-    addresses = [record.fleet_address] + sorted(r.fleet_address for r in live if r.replica_id != record.replica_id)
+    addresses = [record.fleet_address, *sorted(r.fleet_address for r in live if r.replica_id != record.replica_id)]
     central.settings = replace(central.settings, fleet_addresses=tuple(addresses))
 
 

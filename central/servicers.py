@@ -115,22 +115,43 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         try:
             async for request in request_iterator:
                 # Decoded once: the bytes are kept for operators, the rest is what central decides on.
-                desired = await call(
-                    self.central,
-                    fleet.heartbeat,
-                    self.central,
-                    caller,
-                    request.node_id,
-                    request.status.SerializeToString(),
-                    expires_at,
-                    convert.routing_report(request.status),
-                    convert.node_health(request.status),
-                )
+                status = request.status.SerializeToString()
+                routing_report = convert.routing_report(request.status)
+                health = convert.node_health(request.status)
+                desired = None
+                if self.central.targets is not None:
+                    desired = await self._beat_on_remote_store(
+                        caller, request.node_id, expires_at, status, routing_report, health
+                    )
+                if desired is None:  # an in-process store, or a beat to refuse (with its reason in the audit log)
+                    desired = await call(
+                        self.central,
+                        fleet.heartbeat,
+                        self.central,
+                        caller,
+                        request.node_id,
+                        status,
+                        expires_at,
+                        routing_report,
+                        health,
+                    )
                 yield fleet_pb2.HeartbeatResponse(
                     desired=convert.desired_message(desired), heartbeat_interval=self._interval
                 )
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
+
+    async def _beat_on_remote_store(self, caller, node_id, expires_at, status, routing_report, health):
+        """A beat's fast path on a remote store: the checks that need no read, then the batched read
+        (central.heartbeats.TargetReads), kept in memory on the loop. None when the beat is to be refused."""
+        now = self.central.clock()
+        if not fleet.heartbeat_passes_without_store(caller, node_id, now, expires_at):
+            return None
+        assert self.central.targets is not None
+        desired = await self.central.targets.get(node_id)
+        if desired is not None:
+            fleet.record_beat(self.central, node_id, now, status, routing_report, health)
+        return desired
 
     @_unary
     def RenewCertificate(self, request, caller):

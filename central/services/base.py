@@ -16,7 +16,7 @@ from central import audit
 from central.blobs import BlobStore
 from central.datadir import Authority
 from central.errors import FailedPrecondition, PermissionDenied, ServiceError, Unauthenticated
-from central.heartbeats import HeartbeatBuffer
+from central.heartbeats import HeartbeatBuffer, TargetReads
 from central.store import FleetStore
 from edgefleet import pki
 
@@ -108,11 +108,14 @@ class Central:
     import_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     # Where handlers run when the store is remote (see `call`); None for an in-process store.
     workers: ThreadPoolExecutor | None = field(default=None, init=False)
+    # Heartbeats' reads of a remote store, in batches; None for an in-process store.
+    targets: TargetReads | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.beats = HeartbeatBuffer(self.store)
         if self.store.remote:
             self.workers = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="store")
+            self.targets = TargetReads(self.store, self.workers)
 
     def close(self) -> None:
         if self.workers is not None:

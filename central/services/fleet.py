@@ -22,30 +22,22 @@ MAX_REPORTS_PER_CALL = 1000
 
 def node_identity(central: Central, caller: Caller, claimed_node_id: str, action: str) -> str:
     """The caller's node id, when its certificate is a node's and speaks for `claimed_node_id`."""
+    problem = _identity_problem(caller, claimed_node_id)
+    if problem is not None:
+        raise refuse(central, problem[0], caller, action, claimed_node_id, problem[1])
+    assert caller.identity is not None  # no problem means a node identity
+    return caller.identity.name
+
+
+def _identity_problem(caller: Caller, claimed_node_id: str) -> tuple[type[ServiceError], str] | None:
     identity = caller.identity
     if identity is None:
-        raise refuse(
-            central, Unauthenticated, caller, action, claimed_node_id, "no fleet identity in the client certificate"
-        )
+        return Unauthenticated, "no fleet identity in the client certificate"
     if identity.role != "node":
-        raise refuse(
-            central,
-            PermissionDenied,
-            caller,
-            action,
-            claimed_node_id,
-            f"{identity} is not a node certificate; FleetService is for enrolled nodes",
-        )
+        return PermissionDenied, f"{identity} is not a node certificate; FleetService is for enrolled nodes"
     if claimed_node_id != identity.name:
-        raise refuse(
-            central,
-            PermissionDenied,
-            caller,
-            action,
-            claimed_node_id,
-            f"certificate of {identity.name} cannot speak as {claimed_node_id or 'no node'}",
-        )
-    return identity.name
+        return PermissionDenied, f"certificate of {identity.name} cannot speak as {claimed_node_id or 'no node'}"
+    return None
 
 
 def _refuse_unknown_or_revoked(central: Central, caller: Caller, node_id: str, action: str) -> ServiceError:
@@ -90,8 +82,29 @@ def heartbeat(
     desired = central.store.heartbeat_target(node_id)
     if desired is None:
         raise _refuse_unknown_or_revoked(central, caller, node_id, action)
-    central.beats.record(node_id, now, status, _usable(node_id, routing_report), health)
+    record_beat(central, node_id, now, status, routing_report, health)
     return desired
+
+
+def heartbeat_passes_without_store(
+    caller: Caller, claimed_node_id: str, now: float, certificate_expires_at: float
+) -> bool:
+    """Whether a beat passes every check of `heartbeat` that needs no store read: the fast path of a replica on a
+    remote store (central.servicers), which reads the desired state in batches; a beat that fails goes through
+    `heartbeat`, which refuses it and writes the reason to the audit log."""
+    return _identity_problem(caller, claimed_node_id) is None and now < certificate_expires_at
+
+
+def record_beat(
+    central: Central,
+    node_id: str,
+    now: float,
+    status: bytes,
+    routing_report: routing.RoutingReport | None,
+    health: NodeHealth | None,
+) -> None:
+    """Keep an accepted beat for the next flush (in memory only)."""
+    central.beats.record(node_id, now, status, _usable(node_id, routing_report), health)
 
 
 def renew_certificate(central: Central, caller: Caller, claimed_node_id: str, csr_pem: str) -> str:

@@ -17,6 +17,7 @@ and does not stop the others. Every function takes central's parts
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -163,7 +164,7 @@ def _operator_change(central: Central, caller: Caller, action: str, rollout_id: 
     when the controller (on any replica) moved the rollout meanwhile, decide again on what it wrote."""
     for _ in range(OPERATOR_ATTEMPTS):
         spec, state, state_text = _load(central, caller, action, rollout_id)
-        decision, details = _phase_change(lambda: change(spec, state))
+        decision, details = _phase_change(functools.partial(change, spec, state))
         now = central.clock()
         events = [
             AuditEvent(now, caller.actor, event_action or action, rollout_id, audit.ALLOWED, d, caller.peer)

@@ -303,6 +303,16 @@ class PostgresFleetStore(FleetStore):
         )
         return DesiredState(rows[0][0], rows[0][1]) if rows else None
 
+    def heartbeat_targets(self, node_ids: Sequence[str]) -> dict[str, DesiredState]:
+        if not node_ids:
+            return {}
+        rows = self._query(
+            "SELECT node_id, config_generation, desired_model FROM nodes"
+            " WHERE node_id = ANY(%s) AND revoked_at IS NULL",
+            (list(dict.fromkeys(node_ids)),),
+        )
+        return {r[0]: DesiredState(r[1], r[2]) for r in rows}
+
     def record_heartbeats(
         self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
     ) -> None:

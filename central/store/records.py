@@ -242,6 +242,11 @@ class FleetStore(abc.ABC):
         Read on every heartbeat, so a revocation by any replica takes effect at the node's next beat."""
 
     @abc.abstractmethod
+    def heartbeat_targets(self, node_ids: Sequence[str]) -> dict[str, DesiredState]:
+        """heartbeat_target of many nodes in one read (the unknown and revoked are absent): a replica on a
+        remote store reads the targets of the heartbeats that arrived together in one round trip."""
+
+    @abc.abstractmethod
     def record_heartbeats(
         self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
     ) -> None:

@@ -238,6 +238,19 @@ class SqliteFleetStore(FleetStore):
         )
         return DesiredState(rows[0][0], json.loads(rows[0][1])) if rows else None
 
+    def heartbeat_targets(self, node_ids: Sequence[str]) -> dict[str, DesiredState]:
+        targets: dict[str, DesiredState] = {}
+        ids = list(dict.fromkeys(node_ids))
+        for at in range(0, len(ids), 500):  # under SQLite's limit of bound parameters
+            chunk = ids[at : at + 500]
+            rows = self._query(
+                "SELECT node_id, config_generation, desired_model FROM nodes"
+                f" WHERE node_id IN ({', '.join('?' * len(chunk))}) AND revoked_at IS NULL",
+                chunk,
+            )
+            targets.update((r[0], DesiredState(r[1], json.loads(r[2]))) for r in rows)
+        return targets
+
     def record_heartbeats(
         self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
     ) -> None:

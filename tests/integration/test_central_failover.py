@@ -17,6 +17,7 @@ import time
 from collections import Counter
 
 import pytest
+from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 from agent_process import start_agent
 from central import liveness
@@ -25,7 +26,6 @@ from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
 from edgefleet.v1 import admin_pb2
-from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 HEARTBEAT_S = 2.0
 DETECTION_WINDOW_S = liveness.MISSED_INTERVALS_OFFLINE * HEARTBEAT_S
@@ -177,10 +177,12 @@ def test_rollout_completes_with_the_leader_killed_twice(tmp_path, postgres_url):
         survivor = next(r for r in replicas if r.proc.poll() is None)
         done = wait_for(
             lambda: (
-                r := admin_call(replicas, "GetRollout", admin_pb2.GetRolloutRequest(rollout_id=rollout_id)).rollout
-            ).phase
-            in ("COMPLETED", "ROLLED_BACK")
-            and r,
+                (
+                    r := admin_call(replicas, "GetRollout", admin_pb2.GetRolloutRequest(rollout_id=rollout_id)).rollout
+                ).phase
+                in ("COMPLETED", "ROLLED_BACK")
+                and r
+            ),
             timeout_s=300,
             what="the rollout to finish on the last replica",
         )
@@ -202,9 +204,7 @@ def test_rollout_completes_with_the_leader_killed_twice(tmp_path, postgres_url):
             through = spooled_through(tmp_path / f"a{i}")
 
             def held(node_id=node_id, through=through):
-                reply = admin_call(
-                    [survivor], "GetNode", admin_pb2.GetNodeRequest(node_id=node_id, report_limit=1000)
-                )
+                reply = admin_call([survivor], "GetNode", admin_pb2.GetNodeRequest(node_id=node_id, report_limit=1000))
                 sequences = [r.sequence for r in reply.reports]
                 return sequences and sequences[-1] >= through and sequences
 

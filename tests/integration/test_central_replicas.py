@@ -16,6 +16,7 @@ import threading
 
 import grpc
 import pytest
+from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 from central.cli import main as edgefleet_main
 from central_process import create_token, kill, start_replicas, wait_for
@@ -23,7 +24,6 @@ from edge_agent.control.client import EnrollError, enroll
 from edge_agent.control.identity import FleetFiles
 from edgefleet import channels
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2, fleet_pb2_grpc
-from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 
 @pytest.fixture
@@ -46,9 +46,11 @@ def leader_of(replicas) -> str:
 
     def leader():
         status = central_status(replicas[0])
-        return status["leader"]["replica"] if status["leader"] and any(
-            r["state"] == "leader" for r in status["replicas"]
-        ) else ""
+        return (
+            status["leader"]["replica"]
+            if status["leader"] and any(r["state"] == "leader" for r in status["replicas"])
+            else ""
+        )
 
     return wait_for(leader, timeout_s=30, what="a leader")
 
@@ -112,7 +114,9 @@ def test_two_replicas_racing_twenty_enrollments_for_a_ten_use_token_enroll_exact
         replica = replicas[i % 2]
         start.wait()
         try:
-            enrolled.append(enroll(replica.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / f"n{i}")))
+            enrolled.append(
+                enroll(replica.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / f"n{i}"))
+            )
         except EnrollError as exc:
             (refused if "token" in str(exc) else other).append(str(exc))
 

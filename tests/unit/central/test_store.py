@@ -13,6 +13,7 @@ from central.store import (
     AuditEvent,
     LeaderLock,
     LeaderRecord,
+    ModelRecord,
     NodeHealth,
     NodeRecord,
     ReplicaRecord,
@@ -91,6 +92,22 @@ class FleetStoreContract:
         assert store.heartbeat_target("node-1") is None
         store.record_heartbeats({"node-1": (40.0, b"later")})
         assert store.get_node("node-1").status == b"one", "nothing written for a revoked node"
+
+    def test_heartbeat_targets_reads_many_nodes_at_once_like_one_at_a_time(self, store):
+        store.add_token(_token(uses=700))
+        for i in range(600):  # past SQLite's chunk of 500 bound parameters
+            store.enroll("abc123", _node(f"node-{i:03}"), 1.0)
+        model = ModelRecord("chat", "1.0.0", "gguf", "b" * 64, 5, {}, 1.0, "admin:a", b"{}", "sig")
+        store.add_model(model)
+        store.assign_model("node-007", model)
+        store.revoke_node("node-008", 2.0)
+        asked = [f"node-{i:03}" for i in range(600)] + ["ghost", "node-007"]
+        targets = store.heartbeat_targets(asked)
+        assert set(targets) == {f"node-{i:03}" for i in range(600)} - {"node-008"}
+        for node_id in ("node-000", "node-007", "node-599"):
+            assert targets[node_id] == store.heartbeat_target(node_id)
+        assert targets["node-007"].model["version"] == "1.0.0" and targets["node-007"].config_generation == 1
+        assert store.heartbeat_targets([]) == {}
 
     def test_heartbeats_keep_the_health_decoded_from_the_status_beside_it(self, store):
         store.add_token(_token(uses=2))
