@@ -266,6 +266,7 @@ class FleetClient:
         self._channels: dict[str, grpc.Channel] = {}
         self._stream: _HeartbeatStream | None = None
         self._stream_index = 0
+        self._stream_lost = False
 
     @property
     def address(self) -> str:
@@ -288,8 +289,10 @@ class FleetClient:
         )
         try:
             reply = self._exchange(request)
-        except _StreamLost as exc:
-            log.info("%s; continuing on %s", exc, self.address)
+        except CentralUnavailable as exc:
+            if not self._stream_lost:
+                raise
+            log.info("heartbeat stream ended (%s); sending the beat again on %s", exc, self.address)
             reply = self._exchange(request)
         model = reply.desired.model
         return HeartbeatReply(
@@ -301,17 +304,19 @@ class FleetClient:
         )
 
     def _exchange(self, request):
+        """One request and its reply on the stream; on failure the stream is closed, the client fails over,
+        and _stream_lost says whether the stream had answered before it ended (not a timeout)."""
         if self._stream is None:
             self._stream_index, stub = self._stub()
             self._stream = _HeartbeatStream(stub)
         stream, index = self._stream, self._stream_index
+        self._stream_lost = False
         try:
             return stream.exchange(request, self._timeout)
         except ControlError as exc:
             self._close_stream()
             self._fail_over(index, exc)
-            if stream.answered and stream.ended and isinstance(exc, CentralUnavailable):
-                raise _StreamLost(f"heartbeat stream to {self.addresses[index]} ended ({exc})") from None
+            self._stream_lost = stream.answered and stream.ended
             raise
 
     def fetch_artifact(self, sha256: str, offset: int, timeout_s: float | None = None):
@@ -388,10 +393,6 @@ class FleetClient:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
-
-
-class _StreamLost(CentralUnavailable):
-    """A heartbeat stream that had answered ended; the beat is worth one more try at once."""
 
 
 _END = object()

@@ -1,5 +1,7 @@
 """The agent follows central's replicas: real mTLS FleetService servers on loopback (a minimal servicer, with
-certificates from edgefleet.pki as central makes them), the agent's real FleetClient and ControlLoop.
+certificates from edgefleet.pki as central makes them), the agent's real enroll(), FleetClient and ControlLoop.
+
+- Enrollment keeps the replicas' addresses central sends, or the enrollment host when it sends none.
 
 - A replica that dies: the control loop goes on at the next address, within 5 s and without a failed beat.
 - A connection central ages out (grpc.max_connection_age, central.health.CONNECTION_AGE_OPTIONS): the
@@ -22,11 +24,11 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from edge_agent.config import FleetConfig
-from edge_agent.control.client import FleetClient
+from edge_agent.control.client import FleetClient, enroll
 from edge_agent.control.identity import FleetFiles, FleetIdentity
 from edge_agent.control.loop import ControlLoop
 from edgefleet import pki
-from edgefleet.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc
+from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 
 INTERVAL_S = 0.2
 
@@ -58,7 +60,36 @@ class Replica(fleet_pb2_grpc.FleetServiceServicer):
 
 
 @dataclass
+class Enrollment(enrollment_pb2_grpc.EnrollmentServiceServicer):
+    """Answers as central does, with the given fleet addresses; certifies any CSR as node n1."""
+
+    ca_key: object
+    ca: object
+    fleet_addresses: tuple[str, ...]
+
+    def Enroll(self, request, context):
+        now = pki.utcnow()
+        cert = pki.issue_certificate(
+            self.ca_key,
+            self.ca,
+            pki.public_key_from_csr(request.csr_pem),
+            pki.Identity("node", "n1"),
+            not_before=now,
+            not_after=now + dt.timedelta(1),
+        )
+        return enrollment_pb2.EnrollResponse(
+            node_id="n1",
+            certificate_pem=pki.certificate_pem(cert).decode(),
+            ca_certificate_pem=pki.certificate_pem(self.ca).decode(),
+            fleet_port=7443,
+            fleet_addresses=self.fleet_addresses,
+        )
+
+
+@dataclass
 class Pki:
+    ca_key: object
+    ca: object
     ca_pem: bytes
     server_chain: bytes
     server_key: bytes
@@ -77,6 +108,8 @@ def certs() -> Pki:
         ca_key, ca, node_key.public_key(), pki.Identity("node", "n1"), not_before=now, not_after=now + dt.timedelta(1)
     )
     return Pki(
+        ca_key=ca_key,
+        ca=ca,
         ca_pem=pki.certificate_pem(ca),
         server_chain=pki.certificate_pem(server) + pki.certificate_pem(ca),
         server_key=pki.private_key_pem(server_key),
@@ -134,6 +167,32 @@ def _wait_for(condition, timeout_s: float, what: str) -> float:
             pytest.fail(f"{what}: not within {timeout_s} s")
         time.sleep(0.02)
     return time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (("c1.example:7443", "c2.example:7443", "c1.example:7443"), ["c1.example:7443", "c2.example:7443"]),
+        ((), []),
+    ],
+)
+def test_enrollment_keeps_the_fleet_addresses_central_sends(tmp_path, certs, sent, kept):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(Enrollment(certs.ca_key, certs.ca, sent), server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(certs.server_key, certs.server_chain)]))
+    server.start()
+    try:
+        files = FleetFiles(tmp_path)
+        identity = enroll(f"127.0.0.1:{port}", pki.fingerprint(certs.ca), "id.secret", files)
+    finally:
+        server.stop(None)
+    loaded = files.load()
+    assert list(loaded.fleet_addresses) == kept
+    # The first replica, or (from a central that sends none) the host enrolled through at fleet_port.
+    assert loaded.central == identity.central == (kept[0] if kept else "127.0.0.1:7443")
+    client = FleetClient(loaded, rpc_timeout_s=1)
+    assert client.addresses == (tuple(kept) or ("127.0.0.1:7443",))
+    client.close()
 
 
 def test_the_control_loop_moves_to_a_live_replica_when_its_replica_dies(tmp_path, serve, certs):
