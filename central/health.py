@@ -15,12 +15,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc  # type: ignore[import-untyped]  # ships no stubs
 
 # Every connection gets a GOAWAY after about 5 minutes (gRPC adds ±10 % jitter), so after a replica comes back
-# the heartbeat streams spread to it again instead of staying where the outage pushed them. The grace lets
-# calls in flight finish; a heartbeat stream never does, and is cut when it ends: the agent reopens it at once
-# (edge_agent.control.client.FleetClient.heartbeat), and an artifact download resumes from its offset.
+# the heartbeat streams spread to it again instead of staying where the outage pushed them. Calls in flight then
+# have the grace to finish: a heartbeat stream never does and is cut at its end, and the agent reopens it at once
+# without losing a beat (edge_agent.control.client.FleetClient.heartbeat); an artifact download resumes from
+# its offset. The grace is long because the fleet port also takes `edgefleet model push`, one stream that
+# cannot resume: a push over a fresh connection has age + grace, 15 minutes, before it is cut.
 CONNECTION_AGE_OPTIONS = [
     ("grpc.max_connection_age_ms", 5 * 60_000),
-    ("grpc.max_connection_age_grace_ms", 30_000),
+    ("grpc.max_connection_age_grace_ms", 10 * 60_000),
 ]
 
 OVERALL = ""  # the health service's name for the server as a whole

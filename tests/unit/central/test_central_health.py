@@ -41,7 +41,7 @@ def test_serving_until_shutdown_begins():
     asyncio.run(scenario())
 
 
-def test_connection_age_options_are_minutes_with_a_shorter_grace():
+def test_connection_age_moves_streams_within_minutes_and_leaves_pushes_time_to_finish():
     options = dict(CONNECTION_AGE_OPTIONS)
-    assert options["grpc.max_connection_age_ms"] == 300_000
-    assert 0 < options["grpc.max_connection_age_grace_ms"] < options["grpc.max_connection_age_ms"]
+    assert options["grpc.max_connection_age_ms"] == 5 * 60_000
+    assert options["grpc.max_connection_age_ms"] + options["grpc.max_connection_age_grace_ms"] == 15 * 60_000
