@@ -157,13 +157,13 @@ async def serve(
     _write_address(paths.enroll_address_file, enroll_address)
     _write_address(paths.fleet_address_file, fleet_address)
     log.info(
-        "central replica %s serving: fleet/admin (mTLS) on %s, enrollment (TLS) on %s; CA %s; store %s; %s",
+        "central serving (replica %s, %s): fleet/admin (mTLS) on %s, enrollment (TLS) on %s; CA %s; store %s",
         replica.replica_id,
+        "leader" if leader.is_leader else "follower",
         fleet_address,
         enroll_address,
         authority.fingerprint,
         display_store(spec),
-        "leader" if leader.is_leader else "follower",
     )
 
     stop = asyncio.Event()
@@ -215,7 +215,9 @@ async def _check_leadership(central: Central, leader: Leadership) -> str | None:
         log.warning("replica %s: cannot reach the leader lock (%s); trying again", leader.replica_id, exc)
         return None
     if change == leadership.ELECTED:
-        log.warning(
+        # Among replicas a change of leader is news at any log level; a lone SQLite central always leads.
+        log.log(
+            logging.WARNING if central.store.remote else logging.INFO,
             "replica %s is the leader (term %d): it runs the rollout controller and the SuperLink",
             leader.replica_id,
             leader.term,
@@ -323,8 +325,10 @@ async def _tell_systemd(
     while not stop.is_set():
         try:
             online, enrolled = await asyncio.to_thread(_count_nodes, store, settings.heartbeat_interval_s)
-            line = status_line(fleet_address, enroll_address, superlink if leader.is_leader else "", online, enrolled)
-            line += f"; {'leader' if leader.is_leader else 'follower'}"
+            role = "leader" if leader.is_leader else "follower"
+            line = status_line(
+                fleet_address, enroll_address, superlink if leader.is_leader else "", online, enrolled, role
+            )
         except Exception as exc:  # noqa: BLE001 - a failing store must not silence the status; the flusher reports it
             line = f"serving fleet API on {fleet_address}; node count unavailable: {exc}"
         if not ready:
@@ -336,15 +340,18 @@ async def _tell_systemd(
             await asyncio.wait_for(stop.wait(), STATUS_INTERVAL_S)
 
 
-def status_line(fleet_address: str, enroll_address: str, superlink: str, online: int, enrolled: int) -> str:
-    """Central's STATUS= line.
+def status_line(
+    fleet_address: str, enroll_address: str, superlink: str, online: int, enrolled: int, role: str = ""
+) -> str:
+    """Central's STATUS= line; `role` is "leader" or "follower" among replicas.
 
-    For example "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 3 nodes online (of 5)".
+    For example "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 3 nodes online (of 5); leader".
     """
     line = f"serving fleet API on {fleet_address}, enrollment on {enroll_address}"
     if superlink:
         line += f", SuperLink on {superlink}"
-    return line + f"; {online} node{'' if online == 1 else 's'} online (of {enrolled})"
+    line += f"; {online} node{'' if online == 1 else 's'} online (of {enrolled})"
+    return f"{line}; {role}" if role else line
 
 
 def _count_nodes(store: FleetStore, heartbeat_interval_s: float) -> tuple[int, int]:

@@ -356,7 +356,7 @@ def test_central_ready_status_watchdog_reload_and_stop(tmp_path, notifications):
         ready_at, ready = notifications.wait_for("READY=1", timeout_s=60)
         assert (
             f"STATUS=serving fleet API on {central.fleet_address}, enrollment on {central.enroll_address}; "
-            "0 nodes online (of 0)"
+            "0 nodes online (of 0); leader"
         ) in ready.split("\n")
         _assert_watchdog_cadence(notifications, ready_at, count=4)
 
@@ -384,7 +384,7 @@ def test_central_ready_status_watchdog_reload_and_stop(tmp_path, notifications):
             with ThreadPoolExecutor(1) as pool:
                 beats = pool.submit(beat)
                 try:
-                    _wait_statuses(notifications, "; 1 node online (of 1)")
+                    _wait_statuses(notifications, "; 1 node online (of 1); leader")
                 finally:
                     beating.set()
                 beats.result(10)

@@ -152,6 +152,9 @@ def test_status_lines_read_for_a_person():
     assert central_status_line("0.0.0.0:7443", "0.0.0.0:7444", "", 1, 3) == (
         "serving fleet API on 0.0.0.0:7443, enrollment on 0.0.0.0:7444; 1 node online (of 3)"
     )
+    assert central_status_line("h:7443", "h:7444", "h:7445", 2, 2, "follower") == (
+        "serving fleet API on h:7443, enrollment on h:7444, SuperLink on h:7445; 2 nodes online (of 2); follower"
+    )
 
 
 @pytest.mark.parametrize("key", ["data_dir", "auth.keys_file", "federated.enabled", "fleet.probation_s"])
