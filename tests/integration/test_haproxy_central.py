@@ -9,8 +9,8 @@ balanced anew. Which replica answered is told by a health service name each regi
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import shutil
 import signal
 import socket
