@@ -60,19 +60,22 @@ def test_the_shipped_config_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def render(config: str, fleet_port: int, enroll_port: int, replicas: list[int], check_interval: str) -> str:
+def render(
+    config: str, fleet_port: int, enroll_port: int, replicas: list[int], check_interval: str, superlink_port: int = 0
+) -> str:
     """The shipped config on loopback: the frontends on the given ports, replica i at replicas[i] (the same
-    port behind both frontends), logs to stdout, and checks every check_interval."""
+    port behind every frontend), logs to stdout, and checks every check_interval."""
     rendered = config.replace("log /dev/log local0", "log stdout format raw local0")
     # 20,000 connections need 40,000 descriptors, more than a test box may allow.
     rendered = re.sub(r"^(\s*)maxconn \d+", r"\1maxconn 1000", rendered, flags=re.M)
     rendered = rendered.replace("bind :7443", f"bind 127.0.0.1:{fleet_port}")
     rendered = rendered.replace("bind :7444", f"bind 127.0.0.1:{enroll_port}")
+    rendered = rendered.replace("bind :7445", f"bind 127.0.0.1:{superlink_port or free_port()}")
     rendered = rendered.replace("inter 2s", f"inter {check_interval}")
     for i, port in enumerate(replicas):
-        rendered = re.sub(rf"10\.0\.0\.1{i + 1}:744[34]", f"127.0.0.1:{port}", rendered)
+        rendered = re.sub(rf"10\.0\.0\.1{i + 1}:744[345]", f"127.0.0.1:{port}", rendered)
     directives = "\n".join(line for line in rendered.splitlines() if not line.lstrip().startswith("#"))
-    assert not re.search(r"10\.0\.0\.|:744[34]\b", directives), "the shipped config changed shape:\n" + directives
+    assert not re.search(r"10\.0\.0\.|:744[345]\b", directives), "the shipped config changed shape:\n" + directives
     return rendered
 
 
