@@ -33,8 +33,9 @@ runs on this machine, so the store's timestamps, written with the replicas' and 
    that a surviving replica received and flushed. It includes up to 1 s of central's heartbeat flush
    (central buffers beats and writes them every FLUSH_INTERVAL_S) and the polling; beat s (last_seen_at
    minus the kill time) is when that replica received the beat. The agent tries its addresses round-robin,
-   so its next address may be the leader killed in step 1: that try fails at once (connection refused) and
-   the one after it reaches the survivor.
+   so its next address may be the leader killed in step 1: that try fails (connection refused), and the
+   agent backs off (at most max_backoff_s) before the one after it reaches the survivor. Each run records
+   which case it was (next_address_dead).
 
 Targets: failover and tick under 10 s, reconnect under 5 s. Results: bench/results/failover-<date>.json.
 Usage:
@@ -157,6 +158,10 @@ def rollout_state(store: FleetStore, rollout_id: str) -> RolloutState:
     return state_from_json(row[1])
 
 
+def running(replica: CentralProcess) -> bool:
+    return replica.proc is not None and replica.proc.poll() is None
+
+
 def by_address(replicas: list[CentralProcess], address: str) -> CentralProcess:
     return next(r for r in replicas if r.fleet_address == address)
 
@@ -207,7 +212,7 @@ def measure_reconnect(store: FleetStore, replicas: list[CentralProcess], agent: 
     """Kill the replica the agent streams to; when a surviving replica flushed a beat of the node's."""
     on = poll(lambda: agent_replica(agent), MEASURE_TIMEOUT_S, "the agent to be connected")
     victim = by_address(replicas, on)
-    if victim.proc is None or victim.proc.poll() is not None:
+    if not running(victim):
         raise RuntimeError(f"the agent reports streaming to {on}, which is not running")
     # Its stream must be live on the victim: one beat received there after this moment.
     mark = time.time()
@@ -220,8 +225,12 @@ def measure_reconnect(store: FleetStore, replicas: list[CentralProcess], agent: 
         "a beat on a surviving replica",
     )
     reconnect_s = time.time() - killed_at
+    addresses = [r.fleet_address for r in replicas]  # the agent's [central] addresses, in order
+    after = addresses[(addresses.index(on) + 1) % len(addresses)]
     return {
         "killed_agent_replica": on,
+        # Round-robin: when the address after the killed one is a dead replica, that try fails first.
+        "next_address_dead": not running(by_address(replicas, after)),
         "agent_now_on": agent_replica(agent),
         "reconnect_s": round(reconnect_s, 3),
         "beat_s": round(seen - killed_at, 3),
@@ -301,9 +310,10 @@ def print_table(runs: list[dict], summaries: dict) -> None:
     print(f"\n{'run':>6}{'failover s':>12}{'claim s':>9}{'tick resumed s':>16}{'reconnect s':>13}{'beat s':>8}  agent")
     for r in runs:
         where = "on the leader" if r["agent_was_on_leader"] else "on a follower"
+        then = "the dead leader" if r["next_address_dead"] else "a live replica"
         print(
             f"{r['run']:>6}{r['failover_s']:>12.2f}{r['claim_s']:>9.2f}{r['tick_resumed_s']:>16.2f}"
-            f"{r['reconnect_s']:>13.2f}{r['beat_s']:>8.2f}  {where} at the leader kill"
+            f"{r['reconnect_s']:>13.2f}{r['beat_s']:>8.2f}  {where} at the leader kill; next address {then}"
         )
     for label, key in (("median", "median"), ("max", "max")):
         print(
