@@ -161,7 +161,11 @@ def initialize(root: Path, central_address: str, admin_name: str = "admin", stor
     pki.write_public(paths.server_cert, pki.certificate_pem(server_cert))
     if store:
         pki.write_private(paths.store_spec_file, store.encode() + b"\n")
-    open_store(store_spec(paths)).close()
+    fleet = open_store(store_spec(paths))
+    try:
+        require_fleet_ca(fleet, pki.fingerprint(ca_cert), paths.root)
+    finally:
+        fleet.close()
     admin_key = pki.generate_key()
     authority = Authority(ca_key, ca_cert)
     admin_cert = authority.issue(
@@ -182,6 +186,17 @@ def initialize(root: Path, central_address: str, admin_name: str = "admin", stor
     return paths
 
 
+def require_fleet_ca(fleet: FleetStore, fingerprint: str, root: Path) -> None:
+    """The store belongs to the fleet of this data dir's CA (the first data dir to use it binds it)."""
+    bound = fleet.bind_ca(fingerprint)
+    if bound != fingerprint:
+        raise DataDirError(
+            f"the store belongs to the fleet whose CA is {bound}, but the data dir {root} holds CA {fingerprint}:"
+            " give this replica a copy of that fleet's data dir (serving with another CA would issue certificates"
+            " the fleet's nodes do not trust)"
+        )
+
+
 def _require_empty_store(spec: str) -> None:
     """A database that already holds a fleet belongs to that fleet's CA: a second `init` on it would make
     a CA its nodes do not trust. Its replicas are made by copying that fleet's data dir instead."""
@@ -190,7 +205,9 @@ def _require_empty_store(spec: str) -> None:
     except StoreError as exc:
         raise DataDirError(str(exc)) from None
     try:
-        held = bool(fleet.list_tokens() or fleet.list_nodes(limit=1) or fleet.list_audit(limit=1))
+        held = bool(
+            fleet.list_tokens() or fleet.list_nodes(limit=1) or fleet.list_audit(limit=1) or fleet.list_replicas()
+        )
     finally:
         fleet.close()
     if held:

@@ -101,6 +101,11 @@ async def serve(
     authority = Authority.load(paths)
     spec = datadir.store_spec(paths, store_spec)
     store = open_store(spec)
+    try:
+        datadir.require_fleet_ca(store, authority.fingerprint, paths.root)
+    except BaseException:
+        store.close()
+        raise
     blobs = open_blob_store(blobs_spec, paths.blobs)
     server_key = paths.server_key.read_bytes()
     # The chain carries the CA so an enrolling agent can find it and check it against its pinned fingerprint.

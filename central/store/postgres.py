@@ -136,6 +136,13 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             " replica_id text NOT NULL, term bigint NOT NULL, since double precision NOT NULL)",
         ],
     ),
+    (
+        3,
+        [
+            # Facts about the fleet itself, e.g. its CA's fingerprint (bind_ca).
+            f"CREATE TABLE fleet (key {_ID} PRIMARY KEY, value text NOT NULL)",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -520,6 +527,16 @@ class PostgresFleetStore(FleetStore):
     def leadership(self) -> LeaderRecord | None:
         rows = self._query("SELECT replica_id, term, since FROM leadership")
         return LeaderRecord(*rows[0]) if rows else None
+
+    def bind_ca(self, fingerprint: str) -> str:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO fleet (key, value) VALUES ('ca_fingerprint', %s) ON CONFLICT (key) DO NOTHING",
+                (fingerprint,),
+            )
+            row = conn.execute("SELECT value FROM fleet WHERE key = 'ca_fingerprint'").fetchone()
+        assert row is not None  # inserted just above, or there before
+        return str(row[0])
 
     def leader_lock(self) -> LeaderLock:
         return PostgresLeaderLock(self._conninfo, self.where)

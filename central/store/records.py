@@ -365,6 +365,12 @@ class FleetStore(abc.ABC):
         """The latest claim; None before the first."""
 
     @abc.abstractmethod
+    def bind_ca(self, fingerprint: str) -> str:
+        """Record the fleet CA's fingerprint unless one is recorded; return the one recorded. Replicas check
+        their data dir's CA against it, so a replica given a data dir of another fleet (or a fresh one made by
+        mistake) refuses to serve this store instead of issuing certificates its nodes cannot trust."""
+
+    @abc.abstractmethod
     def leader_lock(self) -> LeaderLock:
         """A new, unheld :class:`LeaderLock` on this store's database."""
 

@@ -120,6 +120,13 @@ _MIGRATIONS = [
             " term INTEGER NOT NULL, since REAL NOT NULL)",
         ],
     ),
+    (
+        8,
+        [
+            # Facts about the fleet itself, e.g. its CA's fingerprint (bind_ca).
+            "CREATE TABLE fleet (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -475,6 +482,11 @@ class SqliteFleetStore(FleetStore):
     def leadership(self) -> LeaderRecord | None:
         rows = self._query("SELECT replica_id, term, since FROM leadership")
         return LeaderRecord(*rows[0]) if rows else None
+
+    def bind_ca(self, fingerprint: str) -> str:
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO fleet (key, value) VALUES ('ca_fingerprint', ?)", (fingerprint,))
+            return c.execute("SELECT value FROM fleet WHERE key = 'ca_fingerprint'").fetchone()[0]
 
     def leader_lock(self) -> LeaderLock:
         return FileLeaderLock(self.path.with_name(self.path.name + ".leader"))

@@ -164,3 +164,18 @@ def test_a_clean_stop_hands_the_lock_on_and_leaves_the_list(replicas):
         what="the survivor to lead",
     )
     assert [r["replica"] for r in central_status(survivor)["replicas"]] == [survivor.fleet_address]
+
+
+def test_a_replica_with_another_fleets_data_dir_refuses_the_store(replicas, tmp_path, postgres_url):  # noqa: F811
+    from central.datadir import DataDirError, initialize
+    from central_process import CentralProcess
+
+    # `init` on a database that holds a fleet is refused outright...
+    with pytest.raises(DataDirError, match="already holds a fleet"):
+        initialize(tmp_path / "stranger", "127.0.0.1:0", store=postgres_url)
+    # ...and a data dir of another CA pointed at it with --store does not serve.
+    initialize(tmp_path / "other", "127.0.0.1:0")
+    with pytest.raises(RuntimeError, match=r"exited with 2:[\s\S]*belongs to the fleet whose CA is"):
+        CentralProcess(tmp_path / "other", ["--store", postgres_url, "--no-superlink"]).start()
+    status = central_status(replicas[0])
+    assert len(status["replicas"]) == 2, "the stranger never joined"

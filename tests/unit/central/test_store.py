@@ -93,6 +93,11 @@ class FleetStoreContract:
         store.record_heartbeats({"node-1": (40.0, b"later")})
         assert store.get_node("node-1").status == b"one", "nothing written for a revoked node"
 
+    def test_the_first_ca_bound_to_the_store_stays(self, store):
+        assert store.bind_ca("sha256:aa") == "sha256:aa"
+        assert store.bind_ca("sha256:bb") == "sha256:aa", "another fleet's CA cannot take the store over"
+        assert store.bind_ca("sha256:aa") == "sha256:aa"
+
     def test_heartbeat_targets_reads_many_nodes_at_once_like_one_at_a_time(self, store):
         store.add_token(_token(uses=700))
         for i in range(600):  # past SQLite's chunk of 500 bound parameters
