@@ -58,8 +58,6 @@ from results_file import write_results  # bench/ is on sys.path when run as a sc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from s3_server import start_s3_server  # noqa: E402
-
 from agent_process import start_agent  # noqa: E402
 from central.cli import main as edgefleet  # noqa: E402
 from central_process import create_token, start_central, wait_for  # noqa: E402
@@ -68,6 +66,7 @@ from edge_agent.control.client import FleetClient, enroll  # noqa: E402
 from edge_agent.control.identity import FleetFiles  # noqa: E402
 from edge_agent.models import resolve_model, sha256_file  # noqa: E402
 from edgefleet.v1 import admin_pb2, common_pb2  # noqa: E402
+from s3_server import start_s3_server  # noqa: E402
 
 TARGET_FETCH_VS_COPY = 0.8
 AGENT_SECTIONS = {"fleet": {"max_backoff_s": 1.0}, "model": {"n_parallel": 1, "n_ctx": 256}}

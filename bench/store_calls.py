@@ -45,10 +45,9 @@ from results_file import write_results  # bench/ is on sys.path when run as a sc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from postgres_db import base_url, postgres_database  # noqa: E402
-
 from central.store import DesiredState, FleetStore, ModelRecord, NodeRecord, SqliteFleetStore, TokenRecord  # noqa: E402
 from central.store.postgres import PostgresFleetStore  # noqa: E402
+from postgres_db import base_url, postgres_database  # noqa: E402
 
 WARMUP_CALLS = 500
 # What PostgresFleetStore.heartbeat_target runs, for the async peer.

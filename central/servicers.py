@@ -179,16 +179,20 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             )
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
-        with await asyncio.to_thread(self.central.blobs.open, request.sha256) as blob:
-            offset = request.offset
-            await asyncio.to_thread(blob.seek, offset)
-            while offset < size:
-                # Reads happen off the event loop so heartbeats never wait behind a download.
-                data = await asyncio.to_thread(blob.read, FETCH_CHUNK_BYTES)
-                if not data:
-                    break
-                yield fleet_pb2.FetchArtifactResponse(offset=offset, data=data, total_size=size)
-                offset += len(data)
+        try:
+            with await asyncio.to_thread(self.central.blobs.open, request.sha256) as blob:
+                offset = request.offset
+                await asyncio.to_thread(blob.seek, offset)
+                while offset < size:
+                    # Reads happen off the event loop so heartbeats never wait behind a download.
+                    data = await asyncio.to_thread(blob.read, FETCH_CHUNK_BYTES)
+                    if not data:
+                        break
+                    yield fleet_pb2.FetchArtifactResponse(offset=offset, data=data, total_size=size)
+                    offset += len(data)
+        except BlobError as exc:
+            # The blob store failed under the download (S3 unreachable, say): the agent resumes from its offset.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):

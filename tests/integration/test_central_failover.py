@@ -17,7 +17,6 @@ import time
 from collections import Counter
 
 import pytest
-from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 from agent_process import start_agent
 from central import liveness
@@ -26,6 +25,7 @@ from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
 from edgefleet.v1 import admin_pb2
+from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 HEARTBEAT_S = 2.0
 DETECTION_WINDOW_S = liveness.MISSED_INTERVALS_OFFLINE * HEARTBEAT_S

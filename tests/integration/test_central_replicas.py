@@ -16,7 +16,6 @@ import threading
 
 import grpc
 import pytest
-from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 from central.cli import main as edgefleet_main
 from central_process import create_token, kill, start_replicas, wait_for
@@ -24,6 +23,7 @@ from edge_agent.control.client import EnrollError, enroll
 from edge_agent.control.identity import FleetFiles
 from edgefleet import channels
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2, fleet_pb2_grpc
+from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 
 @pytest.fixture

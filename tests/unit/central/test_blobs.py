@@ -8,10 +8,10 @@ import os
 import secrets
 
 import pytest
-from s3_server import start_s3_server
 
 from central.blobs import PART_BYTES, BlobError, LocalBlobStore, S3BlobStore, open_blob_store, part_bytes
 from edgefleet.ports import free_port
+from s3_server import start_s3_server
 
 MiB = 1 << 20
 MULTIPART = 2 * PART_BYTES + 3 * MiB + 5  # three parts, the last one short

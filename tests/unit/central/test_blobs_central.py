@@ -9,12 +9,12 @@ import json
 import os
 
 import pytest
-from s3_server import start_s3_server
 
 from central_process import create_token, edgefleet_cli, start_central
 from edge_agent.control.artifacts import ModelSlots
 from edge_agent.control.client import FleetClient, enroll
 from edge_agent.control.identity import FleetFiles
+from s3_server import start_s3_server
 
 MiB = 1 << 20
 BUCKET = "fleet-models"

@@ -9,10 +9,10 @@ takes over), a follower checking again and again while the leader holds the lock
 from __future__ import annotations
 
 import pytest
-from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 from central.leadership import DEPOSED, ELECTED, Leadership
 from central.store import SqliteFleetStore, open_store
+from postgres_db import postgres_url  # noqa: F401 - the fixture
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

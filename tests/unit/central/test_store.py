@@ -5,7 +5,6 @@ import sqlite3
 import threading
 
 import pytest
-from postgres_db import postgres_database
 
 from central.audit import GENESIS_HASH, verify_chain
 from central.routing import RoutingReport
@@ -22,6 +21,7 @@ from central.store import (
     StoreError,
     TokenRecord,
 )
+from postgres_db import postgres_database
 
 
 def _token(token_id="abc123", uses=1, expires_at=1000.0, revoked=False):

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from postgres_db import postgres_database
 
 from central.audit import verify_chain
 from central.store import AuditEvent, NodeRecord, SqliteFleetStore, StoreError, TokenRecord
 from central.store.postgres import LEADER_LOCK_KEY, PostgresFleetStore
+from postgres_db import postgres_database
 
 ROOT = Path(__file__).resolve().parents[3]
 WAIT_S = 30.0
