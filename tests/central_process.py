@@ -162,6 +162,20 @@ def edgefleet_cli(central: CentralProcess, *args: str) -> str:
     return out.getvalue()
 
 
+def central_status(data_dir: Path) -> dict:
+    """`edgefleet central status --json` on a data dir, run in-process (it reads the store, not a replica)."""
+    import contextlib
+    import io
+    import json
+
+    from central.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["central", "status", "--data-dir", str(data_dir), "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
 def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.1, what: str = "condition"):
     """Poll until predicate() returns something truthy; return it. For states another process reaches: wait on
     the state itself with a generous deadline, never sleep a guessed time (a busy machine is slow, not broken)."""

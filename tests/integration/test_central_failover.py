@@ -20,7 +20,7 @@ import pytest
 
 from agent_process import start_agent
 from central import liveness
-from central_process import create_token, edgefleet_cli, kill, start_replicas, wait_for
+from central_process import central_status, create_token, edgefleet_cli, kill, start_replicas, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.models import resolve_model
@@ -47,21 +47,9 @@ def admin_call(replicas, method, request):
 
 
 def leader(replicas) -> str:
-    status = json.loads(edgefleet_cli_local(replicas[0], "central", "status", "--json"))
+    status = central_status(replicas[0].data_dir)
     live = [r["replica"] for r in status["replicas"] if r["state"] == "leader"]
     return live[0] if live else ""
-
-
-def edgefleet_cli_local(replica, *args):
-    import contextlib
-    import io
-
-    from central.cli import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main([*args, "--data-dir", str(replica.data_dir)]) == 0
-    return out.getvalue()
 
 
 class OfflineWatch(threading.Thread):

@@ -8,16 +8,13 @@ The failover under a live rollout with real agents is tests/integration/test_cen
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import queue
 import threading
 
 import grpc
 import pytest
 
-from central.cli import main as edgefleet_main
+from central_process import central_status as status_of
 from central_process import create_token, kill, start_replicas, wait_for
 from edge_agent.control.client import EnrollError, enroll
 from edge_agent.control.identity import FleetFiles
@@ -35,10 +32,7 @@ def replicas(tmp_path, postgres_url):  # noqa: F811
 
 
 def central_status(replica) -> dict:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert edgefleet_main(["central", "status", "--data-dir", str(replica.data_dir), "--json"]) == 0
-    return json.loads(out.getvalue())
+    return status_of(replica.data_dir)
 
 
 def leader_of(replicas) -> str:
