@@ -337,7 +337,7 @@ def _central(args) -> int:
 
 def _central_status(spec: str, as_json: bool) -> int:
     """Read straight from the store, so it answers with every replica down too."""
-    from central import server
+    from central.leadership import live_replicas
     from central.store import open_store
 
     store = open_store(spec)
@@ -346,7 +346,7 @@ def _central_status(spec: str, as_json: bool) -> int:
     finally:
         store.close()
     now = time.time()
-    live = {r.replica_id for r in server.live_replicas(replicas, now)}
+    live = {r.replica_id for r in live_replicas(replicas, now)}
     leader_id = leader.replica_id if leader and leader.replica_id in live else ""
     states = {
         r.replica_id: "gone" if r.replica_id not in live else ("leader" if r.replica_id == leader_id else "follower")

@@ -19,18 +19,24 @@ piece by piece; systemd starts it again as a follower.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
-from central.store import FleetStore
-
-log = logging.getLogger(__name__)
+from central.store import FleetStore, ReplicaRecord
 
 CHECK_INTERVAL_S = 1.0
 EXIT_DEPOSED = 75  # EX_TEMPFAIL: systemd's Restart=on-failure starts the replica again
 
 ELECTED, DEPOSED = "elected", "deposed"
+
+# How often a replica writes itself into the store; one unseen for REPLICA_STALE_AFTER announcements is gone.
+ANNOUNCE_INTERVAL_S = 5.0
+REPLICA_STALE_AFTER = 3
+
+
+def live_replicas(replicas: list[ReplicaRecord], now: float) -> list[ReplicaRecord]:
+    """Replicas seen within REPLICA_STALE_AFTER announcements."""
+    return [r for r in replicas if now - r.last_seen_at <= ANNOUNCE_INTERVAL_S * REPLICA_STALE_AFTER]
 
 
 class Leadership:
@@ -71,6 +77,5 @@ class Leadership:
     def release(self) -> None:
         """At a clean stop: let a follower take over at its next check instead of waiting for the session
         to end."""
-        if self.is_leader:
-            self.is_leader = False
+        self.is_leader = False
         self._lock.release()

@@ -32,7 +32,7 @@ from central.blobs import open_blob_store
 from central.datadir import Authority, CentralPaths
 from central.errors import CentralError
 from central.heartbeats import FLUSH_INTERVAL_S
-from central.leadership import Leadership
+from central.leadership import ANNOUNCE_INTERVAL_S, Leadership, live_replicas
 from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
 from central.services import federation as federation_service
 from central.services import rollouts
@@ -58,9 +58,6 @@ SERVER_OPTIONS = [
 LOG_LEVEL_FILE = "log-level"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 STATUS_INTERVAL_S = 5.0
-# How often a replica writes itself into the store; one unseen for REPLICA_STALE_AFTER announcements is gone.
-ANNOUNCE_INTERVAL_S = 5.0
-REPLICA_STALE_AFTER = 3
 SUPERLINK_READY_TIMEOUT_S = 60.0
 
 
@@ -268,11 +265,6 @@ async def _announce_once(central: Central, replica: ReplicaRecord, follow_replic
 def _announce_and_list(store: FleetStore, record: ReplicaRecord) -> list[ReplicaRecord]:
     store.announce_replica(record)
     return store.list_replicas()
-
-
-def live_replicas(replicas: list[ReplicaRecord], now: float) -> list[ReplicaRecord]:
-    """Replicas seen within REPLICA_STALE_AFTER announcements."""
-    return [r for r in replicas if now - r.last_seen_at <= ANNOUNCE_INTERVAL_S * REPLICA_STALE_AFTER]
 
 
 async def _announce(central: Central, replica: ReplicaRecord, follow_replicas: bool, stop: asyncio.Event) -> None:
