@@ -8,6 +8,16 @@ warning: losing cached answers is fine, not serving is not.
 
 Access times of hits are kept in memory and written in batches, so a hit
 costs one indexed read and no write.
+
+The agent calls ``get`` and ``put`` on its event loop, so no call does work that
+grows with the number of entries. The byte total is kept in memory (one aggregate
+query at open), so "over the bound?" costs nothing. Past ``max_bytes`` a put
+drops the oldest rows by ``accessed_at``, read through its index at most
+:data:`EVICT_BATCH_ROWS` at a time, down to a low-water mark
+(:func:`low_water_bytes`): the next few hundred puts then evict nothing. Expired
+entries go the same way, through the ``created_at`` index, one bounded batch per
+put at most every :data:`EXPIRE_EVERY_S` (or at the next put while a batch came
+back full).
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +35,32 @@ from edgefleet.sqlitedb import open_checked, open_or_set_aside, set_aside
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _TOUCH_FLUSH_EVERY = 512
+# The most rows one eviction or expiry step reads and deletes: what bounds the time a put holds the loop.
+EVICT_BATCH_ROWS = 256
+EXPIRE_BATCH_ROWS = 256
+# How often (by the cache's clock) a put looks for expired entries when the last look found few.
+EXPIRE_EVERY_S = 60.0
+
+# Both read through an index, never the whole table (tests/unit/agent/test_cache.py checks the plans).
+OLDEST_SQL = "SELECT key, size FROM entries ORDER BY accessed_at LIMIT ?"
+EXPIRED_SQL = "SELECT key, size FROM entries WHERE created_at < ? ORDER BY created_at LIMIT ?"
+
+
+def low_water_bytes(max_bytes: int) -> int:
+    """Where eviction stops: 1/32 under the bound, so eviction runs once per batch of puts, not on each."""
+    return max_bytes - max_bytes // 32
+
+
+def rows_to_evict(sizes: Sequence[int], total_bytes: int, low_water: int) -> int:
+    """Of the oldest rows' sizes (oldest first), how many to drop for ``total_bytes`` to reach
+    ``low_water``; all of them when that is not enough (the next step takes more)."""
+    for n, size in enumerate(sizes):
+        if total_bytes <= low_water:
+            return n
+        total_bytes -= size
+    return len(sizes)
 
 
 @dataclass(frozen=True)
@@ -46,6 +80,7 @@ class ResponseCache:
         self._touched: dict[str, float] = {}
         self._bytes = 0
         self._entries = 0
+        self._next_expiry_at = 0.0
         self.corrupt_rebuilds = 0
         self._conn = self._open_or_rebuild()
 
@@ -86,8 +121,11 @@ class ResponseCache:
                 self._bytes += len(value) - (old[0] if old else 0)
                 self._entries += 0 if old else 1
                 self._touched.pop(key, None)
-                if self._bytes > self._max_bytes:
-                    self._evict_locked()
+                if now >= self._next_expiry_at:
+                    self._expire_batch_locked(now)
+                # More than one step only when this value outweighs a whole step of older ones.
+                while self._bytes > self._max_bytes and self._evict_batch_locked():
+                    pass
             except sqlite3.DatabaseError as exc:
                 self._rebuild_locked(exc)
 
@@ -96,10 +134,19 @@ class ResponseCache:
             return CacheStats(self._entries, self._bytes, self.corrupt_rebuilds)
 
     def set_limits(self, max_bytes: int, ttl_s: float) -> None:
+        """Called off the event loop (a reload); takes the lock one eviction step at a time, so the loop's
+        gets and puts wait for one step at most."""
         with self._lock:
             self._max_bytes, self._ttl_s = max_bytes, ttl_s
-            if self._bytes > self._max_bytes:
-                self._evict_locked()
+            self._next_expiry_at = 0.0
+        while True:
+            with self._lock:
+                try:
+                    if self._bytes <= self._max_bytes or not self._evict_batch_locked():
+                        return
+                except sqlite3.DatabaseError as exc:
+                    self._rebuild_locked(exc)
+                    return
 
     def close(self) -> None:
         with self._lock:
@@ -146,16 +193,34 @@ class ResponseCache:
                 )
             self._touched.clear()
 
-    def _evict_locked(self) -> None:
-        self._flush_touched_locked()
+    def _evict_batch_locked(self) -> bool:
+        """Drop up to EVICT_BATCH_ROWS least recently used rows, down to the low-water mark. False when
+        nothing could go (an empty table)."""
+        rows = self._conn.execute(OLDEST_SQL, (EVICT_BATCH_ROWS,)).fetchall()
+        if any(key in self._touched for key, _ in rows):
+            # A recent hit not yet written: write the hits, then their rows are no longer the oldest.
+            self._flush_touched_locked()
+            rows = self._conn.execute(OLDEST_SQL, (EVICT_BATCH_ROWS,)).fetchall()
+        n = rows_to_evict([size for _, size in rows], self._bytes, low_water_bytes(self._max_bytes))
+        return self._delete_many_locked([key for key, _ in rows[:n]]) > 0
+
+    def _expire_batch_locked(self, now: float) -> None:
+        rows = self._conn.execute(EXPIRED_SQL, (now - self._ttl_s, EXPIRE_BATCH_ROWS)).fetchall()
+        self._delete_many_locked([key for key, _ in rows])
+        # A full batch may have left more behind: look again at the next put.
+        self._next_expiry_at = now if len(rows) == EXPIRE_BATCH_ROWS else now + EXPIRE_EVERY_S
+
+    def _delete_many_locked(self, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        marks = ",".join("?" * len(keys))
         with self._conn:
-            rows = self._conn.execute("SELECT key, size FROM entries ORDER BY accessed_at ASC").fetchall()
-            for key, size in rows:
-                if self._bytes <= self._max_bytes:
-                    break
-                self._conn.execute("DELETE FROM entries WHERE key = ?", (key,))
-                self._bytes -= size
-                self._entries -= 1
+            sizes = self._conn.execute(f"DELETE FROM entries WHERE key IN ({marks}) RETURNING size", keys).fetchall()
+        self._bytes -= sum(size for (size,) in sizes)
+        self._entries -= len(sizes)
+        for key in keys:
+            self._touched.pop(key, None)
+        return len(sizes)
 
 
 _MIGRATIONS = [
@@ -167,5 +232,7 @@ _MIGRATIONS = [
             "CREATE INDEX entries_accessed_at ON entries (accessed_at)",
         ],
     ),
+    # TTL expiry in bounded batches, oldest first, without reading the table.
+    (2, ["CREATE INDEX entries_created_at ON entries (created_at)"]),
 ]
 assert _MIGRATIONS[-1][0] == _SCHEMA_VERSION
