@@ -9,6 +9,7 @@ Every problem raises :class:`ConfigError` naming the key, e.g.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -201,6 +203,15 @@ class UpstreamConfig:
     open_s: float = 30.0
     # GET <url>/models this often; a failed check counts as a failure.
     health_interval_s: float = 10.0
+    # A plain http:// url is refused unless its host is loopback (prompts and the key would cross the network in
+    # clear); true accepts it anyway (a sidecar on a private link, a test rig).
+    allow_plain_http: bool = False
+    # The most an answer may hold: a non-streamed body (and every error body, and a health check's), a streamed
+    # answer in all, and one event of a stream. Past one, the request fails with 502 upstream_reply_too_large
+    # and the connection is closed.
+    max_reply_bytes: int = 8 * 2**20
+    max_stream_bytes: int = 64 * 2**20
+    max_event_bytes: int = 2**20
 
     @property
     def model_map(self) -> dict[str, str]:
@@ -465,6 +476,11 @@ def _validate_upstreams(upstreams: tuple[UpstreamConfig, ...]) -> None:
         seen.add(u.name)
         if not re.match(r"https?://[^/\s]+", u.url):
             raise ConfigError(f"{key}.url: expected an http:// or https:// base URL ending in /v1, got {u.url!r}")
+        refusal = plain_http_refusal(key, u)
+        if refusal:
+            raise ConfigError(refusal)
+        for name in ("max_reply_bytes", "max_stream_bytes", "max_event_bytes"):
+            _positive(f"{key}.{name}", getattr(u, name))
         for name in ("connect_timeout_s", "timeout_s", "open_s", "health_interval_s"):
             _positive(f"{key}.{name}", getattr(u, name))
         if u.retries < 0:
@@ -481,6 +497,28 @@ def _validate_upstreams(upstreams: tuple[UpstreamConfig, ...]) -> None:
             if name in listed:
                 raise ConfigError(f"{key}.models[{j}]: {name!r} is listed twice")
             listed.add(name)
+
+
+def plain_http_refusal(key: str, u: UpstreamConfig) -> str | None:
+    """Why an upstream's http:// url is refused (its host is not loopback and allow_plain_http is not set); None
+    for https://, a loopback host, or an upstream that allows it."""
+    parts = urlsplit(u.url)
+    if parts.scheme != "http" or u.allow_plain_http or _is_loopback_host(parts.hostname or ""):
+        return None
+    return (
+        f"{key}.url: upstream {u.name!r} at {u.url} is plain http:// off loopback: prompts, answers and its API key"
+        f" would cross the network unencrypted. Use https://, or set {key}.allow_plain_http = true in that"
+        " [[upstreams]] table to accept it"
+    )
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
 
 
 # A model name as clients and upstreams spell them ("gpt-4o-mini", "meta-llama/Llama-3.1-8B", "org:model@v2").

@@ -63,26 +63,26 @@ def test_documented_example_config_loads():
         ({"policy": {"custom": [{"name": "x", "data_class": "public", "keywords": [" "]}]}}, "empty keywords"),
         ({"policy": {"classifier_model": "m.onnx", "classifier_class": "x"}}, "policy.classifier_class"),
         ({"policy": {"classifier_threshold": 0}}, "policy.classifier_threshold"),
-        ({"upstreams": [{"name": "a b", "url": "http://x/v1"}]}, r"upstreams\[0\].name"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1"}, {"name": "a", "url": "http://y/v1"}]}, "used twice"),
+        ({"upstreams": [{"name": "a b", "url": "https://x/v1"}]}, r"upstreams\[0\].name"),
+        ({"upstreams": [{"name": "a", "url": "https://x/v1"}, {"name": "a", "url": "https://y/v1"}]}, "used twice"),
         ({"upstreams": [{"name": "a", "url": "x.example.com/v1"}]}, r"upstreams\[0\].url"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "timeout_s": 0}]}, r"upstreams\[0\].timeout_s"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "retries": -1}]}, r"upstreams\[0\].retries"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "api_key_env": "my key"}]}, "api_key_env"),
+        ({"upstreams": [{"name": "a", "url": "https://x/v1", "timeout_s": 0}]}, r"upstreams\[0\].timeout_s"),
+        ({"upstreams": [{"name": "a", "url": "https://x/v1", "retries": -1}]}, r"upstreams\[0\].retries"),
+        ({"upstreams": [{"name": "a", "url": "https://x/v1", "api_key_env": "my key"}]}, "api_key_env"),
         ({"upstreams": {"name": "a"}}, "upstreams: expected an array of tables"),
         (
-            {"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["gpt 4"]}]},
+            {"upstreams": [{"name": "a", "url": "https://x/v1", "models": ["gpt 4"]}]},
             r"upstreams\[0\].models\[0\]: expected",
         ),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["a=b=c"]}]}, r"upstreams\[0\].models\[0\]"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["=b"]}]}, r"upstreams\[0\].models\[0\]"),
-        ({"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["a="]}]}, r"upstreams\[0\].models\[0\]"),
+        ({"upstreams": [{"name": "a", "url": "https://x/v1", "models": ["a=b=c"]}]}, r"upstreams\[0\].models\[0\]"),
+        ({"upstreams": [{"name": "a", "url": "https://x/v1", "models": ["=b"]}]}, r"upstreams\[0\].models\[0\]"),
+        ({"upstreams": [{"name": "a", "url": "https://x/v1", "models": ["a="]}]}, r"upstreams\[0\].models\[0\]"),
         (
-            {"upstreams": [{"name": "a", "url": "http://x/v1", "models": ["m", "m=n"]}]},
+            {"upstreams": [{"name": "a", "url": "https://x/v1", "models": ["m", "m=n"]}]},
             r"upstreams\[0\].models\[1\]: 'm' is listed twice",
         ),
         (
-            {"upstreams": [{"name": "a", "url": "http://x/v1", "models": "gpt-4o"}]},
+            {"upstreams": [{"name": "a", "url": "https://x/v1", "models": "gpt-4o"}]},
             r"upstreams\[0\].models: expected a list",
         ),
         ({"auth": {"allow_open_non_loopback": "yes"}}, "auth.allow_open_non_loopback: expected bool"),
@@ -121,7 +121,7 @@ def test_upstream_model_names_plain_or_renamed():
     config = parse_config(
         {
             "upstreams": [
-                {"name": "a", "url": "http://x/v1", "models": ["gpt-4o-mini", "big=gpt-4o", "meta-llama/Llama-3.1-8B"]}
+                {"name": "a", "url": "https://x/v1", "models": ["gpt-4o-mini", "big=gpt-4o", "meta-llama/Llama-3.1-8B"]}
             ]
         }
     )
@@ -130,7 +130,7 @@ def test_upstream_model_names_plain_or_renamed():
         "big": "gpt-4o",
         "meta-llama/Llama-3.1-8B": "meta-llama/Llama-3.1-8B",
     }
-    assert parse_config({"upstreams": [{"name": "a", "url": "http://x/v1"}]}).upstreams[0].model_map == {}
+    assert parse_config({"upstreams": [{"name": "a", "url": "https://x/v1"}]}).upstreams[0].model_map == {}
 
 
 def test_the_removed_upstream_unknown_models_says_what_replaces_it():
@@ -140,3 +140,44 @@ def test_the_removed_upstream_unknown_models_says_what_replaces_it():
         message = str(info.value)
         assert message.startswith("policy.upstream_unknown_models: removed")
         assert "[[upstreams]] models" in message and "model_not_found" in message
+
+
+def _upstream(url: str, **extra) -> dict:
+    return {"upstreams": [{"name": "cloud", "url": url, **extra}]}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/v1",
+        "http://127.3.4.5/v1",
+        "http://localhost:8000/v1",
+        "http://LOCALHOST/v1",
+        "http://[::1]:8000/v1",
+        "https://api.example.com/v1",
+        "https://10.0.0.5/v1",
+    ],
+)
+def test_plain_http_is_taken_on_loopback_and_https_anywhere(url):
+    assert parse_config(_upstream(url)).upstreams[0].url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://10.0.0.5:8000/v1", "http://api.example.com/v1", "http://localhost.example.com/v1", "http://[fe80::1]/v1"],
+)
+def test_plain_http_off_loopback_is_refused_naming_the_upstream_the_url_and_the_key(url):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_upstream(url))
+    message = str(info.value)
+    assert message.startswith("upstreams[0].url: upstream 'cloud'")
+    assert url in message and "upstreams[0].allow_plain_http = true" in message and "https://" in message
+    assert parse_config(_upstream(url, allow_plain_http=True)).upstreams[0].allow_plain_http
+
+
+def test_upstream_reply_caps_default_and_must_be_positive():
+    u = parse_config(_upstream("https://x/v1")).upstreams[0]
+    assert (u.max_reply_bytes, u.max_stream_bytes, u.max_event_bytes) == (8 * 2**20, 64 * 2**20, 2**20)
+    for key in ("max_reply_bytes", "max_stream_bytes", "max_event_bytes"):
+        with pytest.raises(ConfigError, match=re.escape(f"upstreams[0].{key}: expected a positive number")):
+            parse_config(_upstream("https://x/v1", **{key: 0}))
