@@ -150,7 +150,8 @@ def test_low_water_mark_is_a_thirty_second_under_the_bound():
 
 def test_eviction_and_expiry_read_through_their_indexes(tmp_path, clock):
     cache = make(tmp_path, clock)
-    for sql, params, index in ((OLDEST_SQL, (256,), "entries_accessed_at"), (EXPIRED_SQL, (0.0, 256), "entries_created_at")):
+    queries = ((OLDEST_SQL, (256,), "entries_accessed_at"), (EXPIRED_SQL, (0.0, 256), "entries_created_at"))
+    for sql, params, index in queries:
         plan = " | ".join(row[3] for row in cache._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert f"USING INDEX {index}" in plan, plan
         assert "TEMP B-TREE" not in plan, plan  # no sort of the whole table
@@ -192,18 +193,12 @@ def test_a_put_past_the_bound_costs_the_same_work_at_2000_and_20000_entries(tmp_
     for n in (2000, 20_000):
         cache = ResponseCache(tmp_path / f"{n}.db", n * 100, 1e9, clock)
         fill(cache, clock, n)
-        counted = [0]
-
-        def count():
-            counted[0] += 1
-            return 0
-
-        cache._conn.set_progress_handler(count, 10)
+        counted = []
+        cache._conn.set_progress_handler(lambda counted=counted: counted.append(1), 10)
         fill(cache, clock, 200, prefix="over")  # every put past the bound; about a dozen eviction steps
-        steps[n] = counted[0]
+        steps[n] = len(counted)
         assert cache.stats().bytes <= n * 100
         cache.close()
-    print(steps)
     assert steps[20_000] < 1.5 * steps[2000], steps
 
 
