@@ -1,9 +1,13 @@
 """The fleet's PKI: one CA, certificates whose URI SAN says who holds them.
 
 Identities are SPIFFE-style URIs in the certificate's subjectAltName:
-``spiffe://edgefleet/node/<node-id>`` for agents and
-``spiffe://edgefleet/admin/<name>`` for operators. Central reads the caller's
-identity from its verified certificate only, never from a request field.
+``spiffe://edgefleet/node/<node-id>`` for agents,
+``spiffe://edgefleet/admin/<name>`` for operators who may change the fleet and
+``spiffe://edgefleet/viewer/<name>`` for operators who may only read it. The role
+is the path's first segment, so a viewer's certificate says what it is on its own
+(central also checks it against the operator's record, which decides revocation).
+Central reads the caller's identity from its verified certificate only, never
+from a request field.
 Central's own server certificate carries the fixed DNS name
 :data:`CENTRAL_SERVER_NAME`, which clients verify whatever address they dial.
 """
@@ -28,7 +32,9 @@ from edgefleet.errors import EdgefleetError
 
 CENTRAL_SERVER_NAME = "central.edgefleet"
 _TRUST_DOMAIN = "edgefleet"
-ROLES = ("node", "admin")
+ROLES = ("node", "admin", "viewer")
+# The roles of operators (AdminService callers), most powerful first.
+OPERATOR_ROLES = ("admin", "viewer")
 
 
 class PkiError(EdgefleetError):
@@ -37,7 +43,7 @@ class PkiError(EdgefleetError):
 
 @dataclass(frozen=True)
 class Identity:
-    role: str  # "node" or "admin"
+    role: str  # one of ROLES
     name: str
 
     @property
@@ -178,11 +184,11 @@ def create_ca(
     return key, cert
 
 
-def make_csr(key) -> bytes:
+def make_csr(key, common_name: str = "edgefleet-agent") -> bytes:
     """A PEM CSR for key; central ignores its subject and sets the identity itself."""
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgefleet-agent")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM)

@@ -46,6 +46,7 @@ from central.store.records import (
     NodeHealth,
     NodeRecord,
     NodeRoutingRecord,
+    OperatorRecord,
     ReplicaRecord,
     ReportRecord,
     StoreError,
@@ -60,6 +61,7 @@ MIGRATION_LOCK_KEY = 7_310_001
 AUDIT_LOCK_KEY = 7_310_002
 LEADER_LOCK_KEY = 7_310_003
 MODELS_LOCK_KEY = 7_310_004
+OPERATORS_LOCK_KEY = 7_310_016  # revoke_operator and add_first_operator decide on every operator's row
 
 CONNECT_TIMEOUT_S = 5  # libpq counts whole seconds, at least 2
 POOL_TIMEOUT_S = 10.0
@@ -143,6 +145,15 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             f"CREATE TABLE fleet (key {_ID} PRIMARY KEY, value text NOT NULL)",
         ],
     ),
+    (
+        4,
+        [
+            # Operators (AdminService callers): their role and the one certificate serial central accepts.
+            f"CREATE TABLE operators (name {_ID} PRIMARY KEY, role text NOT NULL, serial text NOT NULL,"
+            " expires_at double precision NOT NULL, created_at double precision NOT NULL,"
+            " created_by text NOT NULL, revoked_at double precision)",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -154,6 +165,7 @@ _MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushe
 _RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at"
 _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
 _REPLICA_COLUMNS = "replica_id, fleet_address, enroll_address, started_at, last_seen_at"
+_OPERATOR_COLUMNS = "name, role, serial, expires_at, created_at, created_by, revoked_at"
 
 
 def describe(url: str) -> str:
@@ -306,19 +318,21 @@ class PostgresFleetStore(FleetStore):
 
     def heartbeat_target(self, node_id: str) -> DesiredState | None:
         rows = self._query(
-            "SELECT config_generation, desired_model FROM nodes WHERE node_id = %s AND revoked_at IS NULL", (node_id,)
+            "SELECT config_generation, desired_model, certificate_serial FROM nodes"
+            " WHERE node_id = %s AND revoked_at IS NULL",
+            (node_id,),
         )
-        return DesiredState(rows[0][0], rows[0][1]) if rows else None
+        return DesiredState(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def heartbeat_targets(self, node_ids: Sequence[str]) -> dict[str, DesiredState]:
         if not node_ids:
             return {}
         rows = self._query(
-            "SELECT node_id, config_generation, desired_model FROM nodes"
+            "SELECT node_id, config_generation, desired_model, certificate_serial FROM nodes"
             " WHERE node_id = ANY(%s) AND revoked_at IS NULL",
             (list(dict.fromkeys(node_ids)),),
         )
-        return {r[0]: DesiredState(r[1], r[2]) for r in rows}
+        return {r[0]: DesiredState(r[1], r[2], r[3]) for r in rows}
 
     def record_heartbeats(
         self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
@@ -540,6 +554,63 @@ class PostgresFleetStore(FleetStore):
 
     def leader_lock(self) -> LeaderLock:
         return PostgresLeaderLock(self._conninfo, self.where)
+
+    # -- operators -------------------------------------------------------------
+
+    def add_operator(self, operator: OperatorRecord) -> None:
+        with self._tx() as conn:
+            added = conn.execute(
+                f"INSERT INTO operators ({_OPERATOR_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                astuple(operator),
+            ).rowcount
+        if not added:
+            raise StoreError(f"operator {operator.name} already exists")
+
+    def add_first_operator(self, operator: OperatorRecord) -> bool:
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (OPERATORS_LOCK_KEY,))
+            return bool(
+                conn.execute(
+                    f"INSERT INTO operators ({_OPERATOR_COLUMNS}) SELECT %s, %s, %s, %s, %s, %s, %s"
+                    " WHERE NOT EXISTS (SELECT 1 FROM operators)",
+                    astuple(operator),
+                ).rowcount
+            )
+
+    def get_operator(self, name: str) -> OperatorRecord | None:
+        rows = self._query(f"SELECT {_OPERATOR_COLUMNS} FROM operators WHERE name = %s", (name,))
+        return OperatorRecord(*rows[0]) if rows else None
+
+    def list_operators(self) -> list[OperatorRecord]:
+        return [OperatorRecord(*r) for r in self._query(f"SELECT {_OPERATOR_COLUMNS} FROM operators ORDER BY name")]
+
+    def revoke_operator(self, name: str, at: float) -> OperatorRecord | None:
+        with self._tx() as conn:
+            # Revocations follow each other, so two admins revoking each other cannot both see the other left.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (OPERATORS_LOCK_KEY,))
+            row = conn.execute(f"SELECT {_OPERATOR_COLUMNS} FROM operators WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                return None
+            operator = OperatorRecord(*row)
+            if operator.revoked_at is None and operator.role == "admin":
+                admins = conn.execute("SELECT count(*) FROM operators WHERE role = 'admin' AND revoked_at IS NULL")
+                if admins.fetchone()[0] <= 1:
+                    return operator  # the last admin: kept
+            row = conn.execute(
+                f"UPDATE operators SET revoked_at = coalesce(revoked_at, %s) WHERE name = %s"
+                f" RETURNING {_OPERATOR_COLUMNS}",
+                (at, name),
+            ).fetchone()
+        return OperatorRecord(*row)
+
+    def renew_operator(self, name: str, old_serial: str, serial: str, expires_at: float) -> OperatorRecord | None:
+        rows = self._query(
+            f"UPDATE operators SET serial = %s, expires_at = %s WHERE name = %s AND serial = %s"
+            f" AND revoked_at IS NULL RETURNING {_OPERATOR_COLUMNS}",
+            (serial, expires_at, name, old_serial),
+        )
+        return OperatorRecord(*rows[0]) if rows else None
 
     # -- reports -------------------------------------------------------------
 

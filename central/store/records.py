@@ -139,6 +139,21 @@ class NodeRoutingRecord:
 class DesiredState:
     config_generation: int
     model: dict[str, str]
+    # The serial of the certificate central last issued to the node: a beat under any other is refused.
+    certificate_serial: str = ""
+
+
+@dataclass(frozen=True)
+class OperatorRecord:
+    """An operator (an AdminService caller) and the one certificate of theirs central accepts."""
+
+    name: str
+    role: str  # "admin" (may change the fleet) or "viewer" (may only read it)
+    serial: str  # the serial of the certificate central last issued to the operator; any other is refused
+    expires_at: float  # when that certificate expires
+    created_at: float
+    created_by: str  # the actor that created it ("central:init" for the data dir's first admin)
+    revoked_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -373,6 +388,35 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def leader_lock(self) -> LeaderLock:
         """A new, unheld :class:`LeaderLock` on this store's database."""
+
+    # operators: who may call AdminService, in which role, with which certificate
+    @abc.abstractmethod
+    def add_operator(self, operator: OperatorRecord) -> None:
+        """Store a new operator; StoreError if the name exists (revoked or not: names are never reused)."""
+
+    @abc.abstractmethod
+    def add_first_operator(self, operator: OperatorRecord) -> bool:
+        """Store the operator only if there is none yet (a fleet from before operators were kept); whether it
+        was stored. Replicas starting together store one."""
+
+    @abc.abstractmethod
+    def get_operator(self, name: str) -> OperatorRecord | None:
+        """Read on every AdminService call, so a revocation or renewal by any replica counts at the next call."""
+
+    @abc.abstractmethod
+    def list_operators(self) -> list[OperatorRecord]:
+        """By name."""
+
+    @abc.abstractmethod
+    def revoke_operator(self, name: str, at: float) -> OperatorRecord | None:
+        """Mark revoked (idempotent: the first time is kept), unless the operator is the last unrevoked admin:
+        then nothing is written and the record comes back unrevoked. Two admins revoking each other at once
+        cannot leave the fleet with none. None if unknown."""
+
+    @abc.abstractmethod
+    def renew_operator(self, name: str, old_serial: str, serial: str, expires_at: float) -> OperatorRecord | None:
+        """Replace the operator's certificate serial and expiry if it is unrevoked and its serial is still
+        `old_serial` (compare and set: of two renewals racing, one wins); the new record, or None."""
 
     # reports flushed from agents' spools
     @abc.abstractmethod

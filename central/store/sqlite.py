@@ -30,6 +30,7 @@ from central.store.records import (
     NodeHealth,
     NodeRecord,
     NodeRoutingRecord,
+    OperatorRecord,
     ReplicaRecord,
     ReportRecord,
     StoreError,
@@ -127,6 +128,14 @@ _MIGRATIONS = [
             "CREATE TABLE fleet (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ],
     ),
+    (
+        9,
+        [
+            # Operators (AdminService callers): their role and the one certificate serial central accepts.
+            "CREATE TABLE operators (name TEXT PRIMARY KEY, role TEXT NOT NULL, serial TEXT NOT NULL,"
+            " expires_at REAL NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL)",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -137,6 +146,7 @@ _TOKEN_COLUMNS = "token_id, secret_hash, labels, created_at, expires_at, uses_to
 _MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushed_by, manifest, signature"
 _RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at"
 _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
+_OPERATOR_COLUMNS = "name, role, serial, expires_at, created_at, created_by, revoked_at"
 
 
 class SqliteFleetStore(FleetStore):
@@ -241,9 +251,11 @@ class SqliteFleetStore(FleetStore):
 
     def heartbeat_target(self, node_id: str) -> DesiredState | None:
         rows = self._query(
-            "SELECT config_generation, desired_model FROM nodes WHERE node_id = ? AND revoked_at IS NULL", (node_id,)
+            "SELECT config_generation, desired_model, certificate_serial FROM nodes"
+            " WHERE node_id = ? AND revoked_at IS NULL",
+            (node_id,),
         )
-        return DesiredState(rows[0][0], json.loads(rows[0][1])) if rows else None
+        return DesiredState(rows[0][0], json.loads(rows[0][1]), rows[0][2]) if rows else None
 
     def heartbeat_targets(self, node_ids: Sequence[str]) -> dict[str, DesiredState]:
         targets: dict[str, DesiredState] = {}
@@ -251,11 +263,11 @@ class SqliteFleetStore(FleetStore):
         for at in range(0, len(ids), 500):  # under SQLite's limit of bound parameters
             chunk = ids[at : at + 500]
             rows = self._query(
-                "SELECT node_id, config_generation, desired_model FROM nodes"
+                "SELECT node_id, config_generation, desired_model, certificate_serial FROM nodes"
                 f" WHERE node_id IN ({', '.join('?' * len(chunk))}) AND revoked_at IS NULL",
                 chunk,
             )
-            targets.update((r[0], DesiredState(r[1], json.loads(r[2]))) for r in rows)
+            targets.update((r[0], DesiredState(r[1], json.loads(r[2]), r[3])) for r in rows)
         return targets
 
     def record_heartbeats(
@@ -490,6 +502,57 @@ class SqliteFleetStore(FleetStore):
 
     def leader_lock(self) -> LeaderLock:
         return FileLeaderLock(self.path.with_name(self.path.name + ".leader"))
+
+    # -- operators -------------------------------------------------------------
+
+    def add_operator(self, operator: OperatorRecord) -> None:
+        try:
+            with self._tx() as c:
+                c.execute(f"INSERT INTO operators ({_OPERATOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(operator))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"operator {operator.name} already exists") from exc
+
+    def add_first_operator(self, operator: OperatorRecord) -> bool:
+        with self._tx() as c:
+            return bool(
+                c.execute(
+                    f"INSERT INTO operators ({_OPERATOR_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM operators)",
+                    astuple(operator),
+                ).rowcount
+            )
+
+    def get_operator(self, name: str) -> OperatorRecord | None:
+        rows = self._query(f"SELECT {_OPERATOR_COLUMNS} FROM operators WHERE name = ?", (name,))
+        return OperatorRecord(*rows[0]) if rows else None
+
+    def list_operators(self) -> list[OperatorRecord]:
+        return [OperatorRecord(*r) for r in self._query(f"SELECT {_OPERATOR_COLUMNS} FROM operators ORDER BY name")]
+
+    def revoke_operator(self, name: str, at: float) -> OperatorRecord | None:
+        with self._tx() as c:
+            row = c.execute(f"SELECT {_OPERATOR_COLUMNS} FROM operators WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            operator = OperatorRecord(*row)
+            if operator.revoked_at is None and operator.role == "admin":
+                admins = c.execute("SELECT count(*) FROM operators WHERE role = 'admin' AND revoked_at IS NULL")
+                if admins.fetchone()[0] <= 1:
+                    return operator  # the last admin: kept
+            row = c.execute(
+                f"UPDATE operators SET revoked_at = coalesce(revoked_at, ?) WHERE name = ? RETURNING {_OPERATOR_COLUMNS}",
+                (at, name),
+            ).fetchone()
+        return OperatorRecord(*row)
+
+    def renew_operator(self, name: str, old_serial: str, serial: str, expires_at: float) -> OperatorRecord | None:
+        with self._tx() as c:
+            row = c.execute(
+                f"UPDATE operators SET serial = ?, expires_at = ? WHERE name = ? AND serial = ? AND revoked_at IS NULL"
+                f" RETURNING {_OPERATOR_COLUMNS}",
+                (serial, expires_at, name, old_serial),
+            ).fetchone()
+        return OperatorRecord(*row) if row else None
 
     # -- reports -------------------------------------------------------------
 

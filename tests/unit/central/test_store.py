@@ -281,6 +281,90 @@ class TestFleetStore(FleetStoreContract):
             s.close()
 
 
+# -- operators (issue 16): who may call AdminService, with which one certificate ------------------------
+
+
+def _operator(name="alice", role="admin", serial="a1", created_by="admin:root"):
+    from central.store import OperatorRecord
+
+    return OperatorRecord(name, role, serial, 5000.0, 10.0, created_by)
+
+
+class OperatorStoreContract:
+    """The operators' part of the contract; subclass with a `store` fixture returning a fresh, empty store."""
+
+    def test_operator_round_trip_listed_by_name_and_names_never_reused(self, store):
+        store.add_operator(_operator("bob", "viewer", "b1"))
+        store.add_operator(_operator("alice"))
+        assert store.get_operator("alice") == _operator("alice")
+        assert [o.name for o in store.list_operators()] == ["alice", "bob"]
+        assert store.get_operator("carol") is None
+        with pytest.raises(StoreError, match="operator alice already exists"):
+            store.add_operator(_operator("alice", "viewer", "zz"))
+        store.revoke_operator("bob", 20.0)
+        with pytest.raises(StoreError, match="operator bob already exists"):
+            store.add_operator(_operator("bob"))
+
+    def test_the_first_operator_is_added_only_to_an_empty_table(self, store):
+        assert store.add_first_operator(_operator("root", created_by="central:init"))
+        assert not store.add_first_operator(_operator("root", serial="other"))
+        assert not store.add_first_operator(_operator("someone-else"))
+        assert [(o.name, o.serial) for o in store.list_operators()] == [("root", "a1")]
+
+    def test_revocation_is_kept_once_and_never_takes_the_last_admin(self, store):
+        store.add_operator(_operator("alice"))
+        store.add_operator(_operator("viewer-1", "viewer", "v1"))
+        kept = store.revoke_operator("alice", 20.0)
+        assert kept == _operator("alice") and kept.revoked_at is None, "the last admin stays"
+        store.add_operator(_operator("bob", serial="b1"))
+        assert store.revoke_operator("alice", 20.0).revoked_at == 20.0
+        assert store.revoke_operator("alice", 30.0).revoked_at == 20.0, "the first revocation is kept"
+        assert store.revoke_operator("bob", 40.0).revoked_at is None, "bob is the last admin now"
+        assert store.revoke_operator("viewer-1", 50.0).revoked_at == 50.0, "viewers never count"
+        assert store.revoke_operator("ghost", 1.0) is None
+
+    def test_admins_revoking_each_other_at_once_leave_one(self, store):
+        for i in range(4):
+            store.add_operator(_operator(f"admin-{i}", serial=f"s{i}"))
+        barrier = threading.Barrier(4)
+
+        def revoke(name):
+            barrier.wait()
+            store.revoke_operator(name, 1.0)
+
+        threads = [threading.Thread(target=revoke, args=(f"admin-{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [o.name for o in store.list_operators() if o.revoked_at is None] != []
+        assert sum(o.revoked_at is None for o in store.list_operators()) == 1
+
+    def test_renewal_compares_the_serial_and_sets_the_new_one(self, store):
+        store.add_operator(_operator("alice", serial="s1"))
+        renewed = store.renew_operator("alice", "s1", "s2", 9000.0)
+        assert (renewed.serial, renewed.expires_at) == ("s2", 9000.0)
+        assert store.renew_operator("alice", "s1", "s3", 9500.0) is None, "s1 is no longer alice's"
+        assert store.get_operator("alice").serial == "s2"
+        assert store.renew_operator("ghost", "s1", "s2", 1.0) is None
+        store.add_operator(_operator("bob", serial="b1"))
+        store.revoke_operator("alice", 20.0)
+        assert store.renew_operator("alice", "s2", "s4", 1.0) is None, "a revoked operator is not renewed"
+
+    def test_heartbeat_targets_carry_the_serial_central_last_issued(self, store):
+        store.add_token(_token(uses=2))
+        store.enroll("abc123", _node("node-1"), 1.0)
+        store.enroll("abc123", _node("node-2"), 1.0)
+        store.set_certificate("node-1", "beef", 3000.0)
+        assert store.heartbeat_target("node-1").certificate_serial == "beef"
+        targets = store.heartbeat_targets(["node-1", "node-2"])
+        assert (targets["node-1"].certificate_serial, targets["node-2"].certificate_serial) == ("beef", "ff")
+
+
+class TestOperatorStore(OperatorStoreContract):
+    store = TestFleetStore.store
+
+
 def test_sqlite_audit_rows_cannot_be_updated_or_deleted(tmp_path):
     store = SqliteFleetStore(tmp_path / "central.db")
     store.append_audit(1.0, "admin:a", "x", "", "allowed", "", "")
