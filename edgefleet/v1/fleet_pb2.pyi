@@ -72,14 +72,16 @@ class FetchArtifactResponse(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class ReportEventRequest(_message.Message):
-    __slots__ = ("node_id", "reports", "dropped_count")
+    __slots__ = ("node_id", "reports", "dropped_count", "spool_epoch")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_EPOCH_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     reports: _containers.RepeatedCompositeFieldContainer[Report]
     dropped_count: int
-    def __init__(self, node_id: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[Report, _Mapping]]] = ..., dropped_count: _Optional[int] = ...) -> None: ...
+    spool_epoch: str
+    def __init__(self, node_id: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[Report, _Mapping]]] = ..., dropped_count: _Optional[int] = ..., spool_epoch: _Optional[str] = ...) -> None: ...
 
 class ReportEventResponse(_message.Message):
     __slots__ = ("acknowledged_sequence",)
