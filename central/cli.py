@@ -20,6 +20,13 @@ from central.store import display_store
 from edgefleet import __version__, logs
 from edgefleet.durations import format_duration, parse_duration
 
+# Every line this CLI prints goes through safe_print: node- and operator-controlled strings (hostnames, labels,
+# status fields, events, audit details, relayed errors) reach the terminal with their control and bidi characters
+# shown as escapes (edgefleet/terminal.py), and a newline inside a value cannot forge a line. So one print() call
+# prints ONE line; multi-line JSON goes through _print_json, which writes ASCII-only JSON as it is.
+from edgefleet.terminal import printable
+from edgefleet.terminal import safe_print as print
+
 
 def _duration_arg(text: str) -> float:
     try:
@@ -357,7 +364,7 @@ def _central_status(spec: str, as_json: bool) -> int:
         for row in rows:
             del row["replica_id"]
         leading = {"replica": leader.replica_id, "term": leader.term, "since": leader.since} if leader else None
-        print(json.dumps({"store": display_store(spec), "leader": leading, "replicas": rows}, indent=2))
+        _print_json({"store": display_store(spec), "leader": leading, "replicas": rows})
         return 0
     print(f"store: {display_store(spec)}")
     if leader is None:
@@ -441,8 +448,21 @@ def _token_create(client, args) -> int:
             }
         )
     else:
-        print(f"edge-agent enroll --central {r.enroll_address} --ca-fingerprint {r.ca_fingerprint} --token {r.token}")
+        print(join_command(r.token, r.enroll_address, r.ca_fingerprint))
+        expires = _relative(r.info.expires_at.ToSeconds() - time.time())
+        print(
+            f"(the token rides in the environment, not in argv where `ps` shows it to every local user; it enrolls"
+            f" {r.info.uses_total} node{'s' if r.info.uses_total != 1 else ''} and expires {expires}. To keep it out"
+            " of the box's shell history as well, write it to a file (chmod 600) and pass --token-file FILE)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def join_command(token: str, enroll_address: str, ca_fingerprint: str) -> str:
+    """The line `token create` prints to paste on the box: the token in $EDGEFLEET_TOKEN, which only the box's user
+    and root can read of the running process, never as --token, which `ps` shows to everyone."""
+    return f"EDGEFLEET_TOKEN={token} edge-agent enroll --central {enroll_address} --ca-fingerprint {ca_fingerprint}"
 
 
 def _token_list(client, args) -> int:
@@ -1097,10 +1117,14 @@ def _to_dict(message) -> dict:
 
 
 def _print_json(value) -> None:
-    print(json.dumps(value, indent=2, sort_keys=False))
+    # ensure_ascii: every control character (C0, DEL, C1) and every non-ASCII one (bidi overrides among them) is a
+    # \uXXXX escape, so the text is printable ASCII and newlines between JSON tokens only; a JSON parser reads the
+    # strings back exactly.
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=True) + "\n")
 
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    rows = [[printable(str(c)) for c in row] for row in rows]  # escaped before the widths are measured
     widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
