@@ -13,16 +13,19 @@ receive certificates, never keys (the admin credential is the one exception:
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from central.credential import Credential
+from central.credential import Credential, CredentialError
+from central.credential import load as load_credential
 from central.credential import save as save_credential
 from central.errors import CentralError
-from central.store import FleetStore, StoreError, display_store, open_store
+from central.store import FleetStore, OperatorRecord, StoreError, display_store, open_store
 from edgefleet import pki
+from edgefleet.privatedir import exposure, make_private_dir
 
 ADMIN_CERT_DAYS = 365
 
@@ -135,6 +138,7 @@ def require_initialized(paths: CentralPaths) -> None:
             f"{paths.root} is not an initialized central data dir (missing {', '.join(missing)}):"
             f" run `edgefleet central init --data-dir {paths.root}`"
         )
+    require_private(paths)
 
 
 def initialize(root: Path, central_address: str, admin_name: str = "admin", store: str = "") -> CentralPaths:
@@ -148,8 +152,8 @@ def initialize(root: Path, central_address: str, admin_name: str = "admin", stor
         )
     if store:
         _require_empty_store(store)
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o700)
+    make_private_dir(root)  # it and any missing parent 0700, whatever the umask
+    root.chmod(0o700)  # and a data dir that existed already
     now = pki.utcnow()
     ca_key, ca_cert = pki.create_ca(now=now)
     signing_key = pki.generate_signing_key()
@@ -161,16 +165,18 @@ def initialize(root: Path, central_address: str, admin_name: str = "admin", stor
     pki.write_public(paths.server_cert, pki.certificate_pem(server_cert))
     if store:
         pki.write_private(paths.store_spec_file, store.encode() + b"\n")
-    fleet = open_store(store_spec(paths))
-    try:
-        require_fleet_ca(fleet, pki.fingerprint(ca_cert), paths.root)
-    finally:
-        fleet.close()
     admin_key = pki.generate_key()
     authority = Authority(ca_key, ca_cert)
     admin_cert = authority.issue(
         admin_key.public_key(), pki.Identity("admin", admin_name), dt.timedelta(days=ADMIN_CERT_DAYS), now
     )
+    fleet = open_store(store_spec(paths))
+    try:
+        require_fleet_ca(fleet, pki.fingerprint(ca_cert), paths.root)
+        # The first admin is an operator like any other: revocable, renewable, one live certificate.
+        fleet.add_operator(init_operator(admin_cert, now.timestamp()))
+    finally:
+        fleet.close()
     save_credential(
         paths.admin_credential,
         Credential(
@@ -195,6 +201,71 @@ def require_fleet_ca(fleet: FleetStore, fingerprint: str, root: Path) -> None:
             " give this replica a copy of that fleet's data dir (serving with another CA would issue certificates"
             " the fleet's nodes do not trust)"
         )
+
+
+# -- who may read the data dir ----------------------------------------------------------
+
+
+def require_private(paths: CentralPaths) -> None:
+    """Refuse a data dir whose private keys (or store URL, or admin credential) others may read: the CA key read by
+    another local user is every node's and operator's identity, and serving on would hide that. A data dir others
+    may enter, with its keys still 0600, is logged as a warning (`init` makes it 0700; a copy or restore may not)."""
+    private = (paths.ca_key, paths.signing_key, paths.server_key, paths.store_spec_file, paths.admin_credential)
+    for path in private:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            raise DataDirError(
+                f"{path} holds a secret but others may read it (mode {mode:04o}); "
+                f"make it owner-only (chmod 600 {path}) and consider it exposed"
+            )
+    exposed = exposure(paths.root)
+    if exposed:
+        logging.getLogger(__name__).warning("central's data dir holds the fleet's keys, but %s", exposed)
+
+
+# -- the first operator ------------------------------------------------------------------
+
+
+INIT_CREATOR = "central:init"
+
+
+def init_operator(certificate: x509.Certificate, now: float) -> OperatorRecord:
+    """The operators-table record of the admin credential `central init` writes."""
+    identity = pki.identity_of(certificate)
+    if identity is None or identity.role not in pki.OPERATOR_ROLES:
+        raise DataDirError(f"the certificate {pki.serial_hex(certificate)} is not an operator's")
+    return OperatorRecord(
+        name=identity.name,
+        role=identity.role,
+        serial=pki.serial_hex(certificate),
+        expires_at=certificate.not_valid_after_utc.timestamp(),
+        created_at=now,
+        created_by=INIT_CREATOR,
+    )
+
+
+def adopt_init_admin(fleet: FleetStore, paths: CentralPaths, authority: Authority, now: float) -> str:
+    """At `central serve` start, for a fleet made before operators were kept: when the store has no operator yet,
+    the data dir's admin credential (the one `central init` wrote) becomes the first, so its holder keeps working.
+    What happened, for the log ("" when the store had operators already)."""
+    if fleet.list_operators():
+        return ""
+    try:
+        cert = pki.load_certificate(load_credential(paths.admin_credential).certificate_pem)
+    except CredentialError as exc:
+        return (
+            f"the store has no operator and the data dir's admin credential cannot be read ({exc}): every"
+            f" AdminService call is refused until {paths.admin_credential} is put back and central restarted"
+        )
+    if cert.issuer != authority.certificate.subject:
+        return f"the store has no operator and {paths.admin_credential} is not from this fleet's CA: none adopted"
+    record = init_operator(cert, now)
+    if fleet.add_first_operator(record):
+        return f"registered the data dir's admin credential as operator {record.name} (serial {record.serial})"
+    return ""
 
 
 def _require_empty_store(spec: str) -> None:

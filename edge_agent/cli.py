@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
 
 from edge_agent import __version__
 from edge_agent.config import ConfigError, load_config, with_overrides
@@ -31,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument(
         "--ca-fingerprint", required=True, help="sha256:HEX of the fleet CA, from `edgefleet token create`"
     )
-    enroll.add_argument("--token", required=True, help="the bootstrap token, ID.SECRET")
+    enroll.add_argument(
+        "--token-file",
+        help=f"a file holding the bootstrap token ID.SECRET ('-' for stdin); or set ${TOKEN_ENV}",
+    )
+    enroll.add_argument(
+        "--token", help=f"the bootstrap token on the command line: `ps` and shell history show it; prefer ${TOKEN_ENV}"
+    )
     enroll.add_argument("--config", help="TOML config file (for its data_dir)")
     enroll.add_argument("--data-dir", help="where the node's key and certificate are kept")
 
@@ -123,12 +133,75 @@ def _data_dir(args: argparse.Namespace):
     return with_overrides(load_config(args.config), data_dir=args.data_dir).data_path
 
 
+# Where `edge-agent enroll` reads the bootstrap token when neither --token-file nor --token is given.
+TOKEN_ENV = "EDGEFLEET_TOKEN"
+
+
+class TokenSourceError(ValueError):
+    """No usable bootstrap token among --token-file, --token and $EDGEFLEET_TOKEN; the message says what to give."""
+
+
+def bootstrap_token(
+    flag: str | None, token_file: str | None, environ: Mapping[str, str], stdin: TextIO | None = None
+) -> tuple[str, list[str]]:
+    """The bootstrap token and the warnings to print about how it came: from ``token_file`` ('-': stdin), else
+    ``flag`` (--token: every local user sees a process's argv in `ps`, and the shell keeps it in its history),
+    else $EDGEFLEET_TOKEN. A token file others may read is a warning, an empty one an error."""
+    if flag is not None and token_file is not None:
+        raise TokenSourceError("give the token once: --token-file or --token, not both")
+    warnings: list[str] = []
+    if token_file is not None:
+        if token_file == "-":
+            token = (stdin or sys.stdin).readline()
+        else:
+            path = Path(token_file)
+            try:
+                mode = path.stat().st_mode & 0o777
+                token = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise TokenSourceError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise TokenSourceError(f"--token-file {token_file}: not a text file") from None
+            if mode & 0o044:
+                warnings.append(
+                    f"the token file {token_file} is readable by {'group and others' if mode & 0o004 else 'its group'}"
+                    f" (mode {mode:04o}); keep tokens owner-only: chmod 600 {token_file}"
+                )
+        where = "stdin" if token_file == "-" else f"the token file {token_file}"
+    elif flag is not None:
+        token, where = flag, "--token"
+        warnings.append(
+            "--token puts the bootstrap token on the command line, where `ps` shows it to every local user and the"
+            f" shell keeps it in its history; use --token-file FILE (mode 0600) or ${TOKEN_ENV} instead"
+        )
+    elif environ.get(TOKEN_ENV):
+        token, where = environ[TOKEN_ENV], f"${TOKEN_ENV}"
+    else:
+        raise TokenSourceError(
+            f"no bootstrap token: set ${TOKEN_ENV}, or give --token-file FILE (the token from `edgefleet token create`)"
+        )
+    token = token.strip()
+    if not token:
+        raise TokenSourceError(f"{where} holds no token")
+    return token, warnings
+
+
 def _enroll(args: argparse.Namespace) -> int:
     from edge_agent.control.client import enroll
     from edge_agent.control.identity import FleetFiles
+    from edgefleet.privatedir import make_private_dir
 
-    files = FleetFiles(_data_dir(args))
-    identity = enroll(args.central, args.ca_fingerprint, args.token, files)
+    try:
+        token, warnings = bootstrap_token(args.token, args.token_file, os.environ)
+    except TokenSourceError as exc:
+        print(f"edge-agent enroll: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"edge-agent enroll: warning: {warning}", file=sys.stderr)
+    data_dir = _data_dir(args)
+    files = FleetFiles(data_dir)
+    make_private_dir(files.root)  # it and the data dir 0700 whatever the umask: the node's key lives there
+    identity = enroll(args.central, args.ca_fingerprint, token, files)
     labels = ",".join(f"{k}={v}" for k, v in sorted(identity.labels.items())) or "no labels"
     print(f"enrolled as {identity.node_id} ({labels}); reporting to {identity.central}")
     print(f"key and certificate in {files.root}; `edge-agent serve` with this data dir reports to central")

@@ -34,6 +34,7 @@ from edge_agent.scheduler import Scheduler, SchedulerStats
 from edge_agent.service import InferenceService, ServingModel
 from edge_agent.upstream import UpstreamPool
 from edgefleet import sdnotify
+from edgefleet.privatedir import exposure, make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,10 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
     signal.signal(signal.SIGHUP, lambda *_: log.warning("SIGHUP while starting: ignored"))
     sdnotify.notify(sdnotify.status(f"starting: loading {config.model.path or config.model.name}"))
     data_dir = config.data_path
-    data_dir.mkdir(parents=True, exist_ok=True)
+    exposed = exposure(data_dir)  # an existing data dir others can enter: said, not refused (it was made so)
+    if exposed:
+        log.warning("the data dir holds the node's key, cache and routing audit, but %s", exposed)
+    make_private_dir(data_dir)  # 0700 whatever the umask, when it is made here
     # Everything that can refuse the config runs before the model loads: a mistake costs no wait.
     classifier = PromptClassifier(config.policy)
     authenticator = Authenticator(keys_path(config), classifier.policy.class_names)

@@ -39,11 +39,20 @@ def test_serve_refuses_an_uninitialized_data_dir(tmp_path, capsys):
     assert "edgefleet central init" in capsys.readouterr().err
 
 
-def test_token_create_prints_the_enroll_command_and_enrolling_with_it_works(central, capsys, tmp_path):
-    code, out, _ = run(capsys, central, "token", "create", "--labels", "region=eu,site=fra")
-    assert code == 0
-    command = out.strip().split()
-    assert command[:2] == ["edge-agent", "enroll"]
+def join_command(out: str, monkeypatch) -> list[str]:
+    """The `edge-agent enroll` argv `token create` printed, with its EDGEFLEET_TOKEN=... set in the environment."""
+    assignment, *command = out.strip().split()
+    name, _, token = assignment.partition("=")
+    assert name == "EDGEFLEET_TOKEN" and token and command[:2] == ["edge-agent", "enroll"], out
+    assert "--token" not in command and token not in command, "the token is never printed as an argument"
+    monkeypatch.setenv("EDGEFLEET_TOKEN", token)
+    return command
+
+
+def test_token_create_prints_the_enroll_command_and_enrolling_with_it_works(central, capsys, tmp_path, monkeypatch):
+    code, out, err = run(capsys, central, "token", "create", "--labels", "region=eu,site=fra")
+    assert code == 0 and "--token-file" in err
+    command = join_command(out, monkeypatch)
     assert edge_agent([*command[1:], "--data-dir", str(tmp_path / "agent")]) == 0
     assert "enrolled as node-" in capsys.readouterr().out
     # A second enrollment of the same data dir is refused, and says why.
@@ -68,9 +77,9 @@ def test_token_create_json_list_and_revoke(central, capsys):
     assert "revoked" in next(line for line in out.splitlines() if created["token_id"] in line)
 
 
-def test_nodes_label_show_revoke_and_audit(central, capsys, tmp_path):
+def test_nodes_label_show_revoke_and_audit(central, capsys, tmp_path, monkeypatch):
     code, out, _ = run(capsys, central, "token", "create")
-    edge_agent([*out.strip().split()[1:], "--data-dir", str(tmp_path / "a")])
+    edge_agent([*join_command(out, monkeypatch)[1:], "--data-dir", str(tmp_path / "a")])
     node_id = json.loads((tmp_path / "a" / "fleet" / "fleet.json").read_text())["node_id"]
     capsys.readouterr()
     assert run(capsys, central, "nodes", "label", node_id, "tier=gold", "region=us")[0] == 0
