@@ -1,9 +1,10 @@
 """`edgefleet central serve`: the enrollment server (server TLS) and the fleet/admin server (mTLS).
 
-Two gRPC servers in one asyncio loop, because the ports differ in what they
-demand of the client: 7444 takes anyone with a bootstrap token, 7443 only a
-certificate signed by the fleet CA (checked in the TLS handshake, before any
-handler runs).
+Two gRPC servers, because the ports differ in what they demand of the client:
+7444 takes anyone with a bootstrap token, 7443 only a certificate signed by the
+fleet CA (checked in the TLS handshake, before any handler runs). The fleet
+server runs on this process's main event loop; enrollment, open to anyone, on
+its own thread and loop with its own limits (central.enrollment_server).
 
 One process is one replica. With a PostgreSQL store any number of replicas
 serve the same fleet: each announces itself in the store every
@@ -30,16 +31,17 @@ import grpc
 from central import datadir, health, leadership, liveness
 from central.blobs import open_blob_store
 from central.datadir import Authority, CentralPaths
+from central.enrollment_server import EnrollmentServer
 from central.errors import CentralError
 from central.heartbeats import FLUSH_INTERVAL_S
 from central.leadership import ANNOUNCE_INTERVAL_S, Leadership, live_replicas
-from central.servicers import AdminServicer, EnrollmentServicer, FleetServicer
+from central.servicers import AdminServicer, FleetServicer
 from central.services import federation as federation_service
 from central.services import rollouts
 from central.services.base import Central, CentralSettings, call
 from central.store import FleetStore, ReplicaRecord, display_store, open_store
 from edgefleet import pki, sdnotify
-from edgefleet.v1 import admin_pb2_grpc, enrollment_pb2_grpc, fleet_pb2_grpc
+from edgefleet.v1 import admin_pb2_grpc, fleet_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,14 @@ async def serve(
     chain = paths.server_cert.read_bytes() + paths.ca_cert.read_bytes()
     ca_pem = paths.ca_cert.read_bytes()
 
-    enroll_server = grpc.aio.server(options=SERVER_OPTIONS)
     fleet_server = grpc.aio.server(options=SERVER_OPTIONS)
-    enroll_address = _bind(enroll_server, enroll_listen, grpc.ssl_server_credentials([(server_key, chain)]))
+    # Enrollment is open to anyone: its own thread and event loop, so that a flood there never delays this
+    # loop's heartbeats (central.enrollment_server). Bound now, for its address; served once central is built.
+    enroll_credentials = grpc.ssl_server_credentials([(server_key, chain)])
+    enroll_server = EnrollmentServer(
+        functools.partial(_bind, listen=enroll_listen, credentials=enroll_credentials), SERVER_OPTIONS
+    )
+    enroll_address = await asyncio.to_thread(enroll_server.bind)
     fleet_address = _bind(
         fleet_server,
         fleet_listen,
@@ -149,11 +156,10 @@ async def serve(
     await _announce_once(central, replica, follow_replicas)
     if await _check_leadership(central, leader) == leadership.ELECTED and fed is not None:
         _start_federation(central, fed, paths)
-    enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(central), enroll_server)
     fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(central), fleet_server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(central), fleet_server)
-    checks = [health.add_health(enroll_server), health.add_health(fleet_server)]
-    await enroll_server.start()
+    checks = [health.add_health(fleet_server)]
+    await asyncio.to_thread(enroll_server.start, central)
     await fleet_server.start()
     # Tests and the local-fleet launcher read the bound addresses (ports may be chosen at run time).
     _write_address(paths.enroll_address_file, enroll_address)
@@ -193,7 +199,7 @@ async def serve(
         task.cancel()
     # Load balancers see NOT_SERVING while calls in flight finish.
     await asyncio.gather(*(health.stop_serving(c) for c in checks))
-    await asyncio.gather(enroll_server.stop(grace=5), fleet_server.stop(grace=5))
+    await asyncio.gather(asyncio.to_thread(enroll_server.stop, 5), fleet_server.stop(grace=5))
     await flusher
     if fed is not None:
         await asyncio.to_thread(fed.stop)

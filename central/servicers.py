@@ -12,7 +12,7 @@ import functools
 
 import grpc
 
-from central import convert
+from central import convert, ratelimit
 from central.blobs import BlobError
 from central.errors import (
     AlreadyExists,
@@ -83,11 +83,34 @@ def _unary_off_loop(method):
 
 
 class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
-    def __init__(self, central: Central):
-        self.central = central
+    """Served on the enrollment server's own thread and loop (central.enrollment_server). The gate admits a
+    call before anything else happens, and every refusal is counted there instead of written one by one."""
 
-    @_unary
-    def Enroll(self, request, caller):
+    def __init__(self, central: Central, gate: enrollment.EnrollmentGate | None = None):
+        self.central = central
+        self.gate = gate or enrollment.EnrollmentGate(central.settings)
+
+    async def Enroll(self, request, context):
+        peer = ratelimit.peer_host(context.peer())
+        refusal = self.gate.admit(peer)
+        if refusal is None:
+            try:
+                return await call(self.central, self._enroll, request, Caller(None, context.peer()))
+            except enrollment.Refusal as exc:
+                refusal = exc
+            finally:
+                self.gate.leave()
+        event = self.gate.refused(self.central, peer, refusal)
+        if event is not None:
+            await call(self.central, enrollment.write_audit, self.central, [event])
+        code = (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+            if isinstance(refusal.error, enrollment.ResourceExhausted)
+            else _STATUS[type(refusal.error)]
+        )
+        await context.abort(code, str(refusal.error))
+
+    def _enroll(self, request, caller):
         e = enrollment.enroll(
             self.central, caller, request.token, request.csr_pem, request.hostname, request.flower_public_key
         )

@@ -47,6 +47,15 @@ class CentralSettings:
     # Every live replica's fleet address, this one first, sent back at enrollment; refreshed as replicas come
     # and go (central.server). Empty: agents dial the enrollment host at fleet_port, as before replicas.
     fleet_addresses: tuple[str, ...] = ()
+    # The enrollment port (open to anyone, central.enrollment_server): calls per client IP (an IPv6 /64)
+    # a second and in a burst, calls in flight at once, and the window its refusals are counted over in
+    # the audit log, with how many (peer, reason) pairs one window names before it lumps the rest together.
+    enroll_rate_per_s: float = 5.0
+    enroll_burst: int = 20
+    enroll_max_concurrent: int = 64
+    enroll_audit_window_s: float = 60.0
+    enroll_audit_max_peers: int = 100
+
 
 
 @dataclass(frozen=True)
