@@ -25,6 +25,7 @@ from central.errors import CentralError
 RUNNING, PAUSED, COMPLETED, ROLLED_BACK, ABORTED = "RUNNING", "PAUSED", "COMPLETED", "ROLLED_BACK", "ABORTED"
 PHASES = (RUNNING, PAUSED, COMPLETED, ROLLED_BACK, ABORTED)
 TERMINAL = frozenset({COMPLETED, ROLLED_BACK, ABORTED})
+LIVE = tuple(p for p in PHASES if p not in TERMINAL)  # the phases a controller's tick still drives
 # Activation states an agent reports (ROLLED_BACK is shared with the phase of the same name).
 DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED = "DOWNLOADING", "VERIFYING", "WARMING", "ACTIVE", "FAILED"
 ACTIVATION_STATES = ("", DOWNLOADING, VERIFYING, WARMING, ACTIVE, FAILED, ROLLED_BACK)

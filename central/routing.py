@@ -8,6 +8,7 @@ totals and keeps the head with the highest sequence (spooled reports arrive afte
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 # Far above any real report (a beat covers seconds); a node's bad numbers must not poison a batch
@@ -16,6 +17,11 @@ MAX_PAIRS = 1024
 MAX_COUNT = 10**12
 MAX_TEXT = 256
 MAX_SEQUENCE = 2**63 - 1  # SQLite integers are signed 64-bit
+# What central keeps per node: at most this many (data class, route) pairs, the overflow pair included. A real
+# node has a handful (its data classes times its routes); the bound keeps a node that invents pairs from growing
+# its totals (and every ListRoutingTotals page) without end, while every request it reports is still counted.
+MAX_PAIRS_PER_NODE = 64
+OVERFLOW = ("(other)", "(other)")
 
 
 @dataclass(frozen=True)
@@ -48,3 +54,21 @@ def merge(earlier: RoutingReport, later: RoutingReport) -> RoutingReport:
         counts[key] = counts.get(key, 0) + count
     head = later if later.audit_sequence >= earlier.audit_sequence else earlier
     return RoutingReport(counts, head.audit_sequence, head.audit_head_hash)
+
+
+def fold(
+    held: Collection[tuple[str, str]], counts: dict[tuple[str, str], int], cap: int = MAX_PAIRS_PER_NODE
+) -> dict[tuple[str, str], int]:
+    """The counts to add to the totals of a node that holds the pairs `held`: a pair it holds, or a new one while
+    it has room (cap - 1 pairs besides the overflow pair), is added as it is; the counts of every further new
+    pair are added to OVERFLOW. New pairs take the room in sorted order, so replicas fold alike."""
+    kept = {p for p in held if p != OVERFLOW}
+    out: dict[tuple[str, str], int] = {}
+    for pair in sorted(counts):
+        count = counts[pair]
+        if pair == OVERFLOW or (pair not in kept and len(kept) >= cap - 1):
+            out[OVERFLOW] = out.get(OVERFLOW, 0) + count
+            continue
+        kept.add(pair)
+        out[pair] = out.get(pair, 0) + count
+    return out

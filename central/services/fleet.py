@@ -10,10 +10,11 @@ import datetime as dt
 import logging
 
 from central import audit, routing
+from central import reports as reports_mod
 from central.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError, Unauthenticated
 from central.services.base import Caller, Central, blob_store, record_audit, refuse
-from central.store import DesiredState, NodeHealth, NodeRecord, ReportRecord
-from edgefleet import pki
+from central.store import AuditEvent, DesiredState, NodeHealth, NodeRecord, ReportRecord
+from edgefleet import pki, report_limits
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +134,37 @@ def report(
     dropped_count: int,
     routing_reports: dict[int, routing.RoutingReport] | None = None,
 ) -> int:
-    """Spooled reports; `routing_reports` (by report sequence) are what their statuses say of routing."""
-    node = _active_node(central, caller, claimed_node_id, "fleet.report_event")
+    """Spooled reports; `routing_reports` (by report sequence) are what their statuses say of routing.
+    `spool_epoch` names the agent's spool: a new one (a spool rebuilt, numbering from 1 again) has its reports
+    numbered after those central holds, so they are kept rather than taken for duplicates (central.reports)."""
+    action = "fleet.report_event"
+    node = _active_node(central, caller, claimed_node_id, action)
     if len(reports) > MAX_REPORTS_PER_CALL:
         raise InvalidArgument(f"at most {MAX_REPORTS_PER_CALL} reports per call, got {len(reports)}")
-    if any(r.sequence <= 0 for r in reports):
-        raise InvalidArgument("report sequences start at 1")
+    if any(not 0 < r.sequence <= reports_mod.MAX_AGENT_SEQUENCE for r in reports):
+        raise InvalidArgument(f"report sequences start at 1 and stay below {reports_mod.MAX_AGENT_SEQUENCE + 1}")
+    if len(spool_epoch) > report_limits.MAX_EPOCH_CHARS:
+        raise InvalidArgument(f"spool_epoch is {len(spool_epoch)} characters; at most {report_limits.MAX_EPOCH_CHARS}")
     usable = {seq: r for seq, r in (routing_reports or {}).items() if _usable(node.node_id, r) is not None}
-    return central.store.add_reports(node.node_id, reports, dropped_count, routing=usable or None)
+    restart: list[AuditEvent] = []
+    if spool_epoch and reports:
+        held = central.store.spool_epoch(node.node_id)
+        if held != spool_epoch:
+            detail = reports_mod.restart_detail(node.node_id, held, spool_epoch)
+            restart = [
+                AuditEvent(central.clock(), caller.actor, action, node.node_id, audit.ALLOWED, detail, caller.peer)
+            ]
+    acknowledged = central.store.add_reports(
+        node.node_id, reports, dropped_count, routing=usable or None, epoch=spool_epoch, restart_events=restart
+    )
+    if restart:
+        log.info("%s", restart[0].detail)
+    return acknowledged
 
 
 def fetch_artifact(central: Central, caller: Caller, sha256: str, offset: int) -> int:
-    """The size of a registered artifact the node may download from offset; raises otherwise."""
+    """The size of the artifact the node may download from offset: only the model it is assigned (which a
+    rollout's step writes when it reaches the node, and a rollback restores); raises otherwise."""
     action = "fleet.fetch_artifact"
     node = _active_node(central, caller, caller.identity.name if caller.identity else "", action)
     if not central.store.models_with_sha256(sha256):
@@ -158,6 +178,7 @@ def fetch_artifact(central: Central, caller: Caller, sha256: str, offset: int) -
 
 
 def _usable(node_id: str, report: routing.RoutingReport | None) -> routing.RoutingReport | None:
+    spool_epoch: str = "",
     """The report, or None when it is malformed: its counts are left out, the rest of the beat is kept."""
     if report is None:
         return None
@@ -166,3 +187,26 @@ def _usable(node_id: str, report: routing.RoutingReport | None) -> routing.Routi
         log.warning("ignored the routing summary of %s: %s", node_id, problem)
         return None
     return report
+    if not is_sha256(sha256):
+        raise InvalidArgument(f"sha256 must be 64 lowercase hex digits, got {sha256[:80]!r}")
+    if not may_fetch(node, sha256):
+        raise refuse(
+            central,
+            PermissionDenied,
+            caller,
+            action,
+            node.node_id,
+            f"node {node.node_id} is not assigned sha256:{sha256}",
+        )
+def is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def may_fetch(node: NodeRecord, sha256: str) -> bool:
+    """Whether the node may download the blob with this digest: the one its desired state names. A rollout
+    writes a node's desired state when its step reaches the node and a rollback or abort writes the previous
+    version back, so this covers every model being rolled out to the node, and nothing else: a node cannot
+    read another node's models (or any registered one) by naming its digest."""
+    return bool(sha256) and node.desired_model.get("sha256") == sha256
+
+

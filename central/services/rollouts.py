@@ -1,8 +1,9 @@
 """AdminService on rollouts, and the controller's tick: the pure controller (central.rollout) applied to the store.
 
 Each tick (every second, on the leader replica only) reads every running or
-paused rollout's spec and state, builds the nodes' observations from their
-latest heartbeats and asks the controller what to do. A new state is written
+paused rollout's spec and state (through the store's index on the phase: never
+the ended ones), builds the nodes' observations from their latest heartbeats
+and asks the controller what to do. A new state is written
 only if the stored one is still the one decided on (compare-and-set), with its
 events, in one transaction: a second replica, a deposed leader acting late or
 an operator's pause racing the tick cannot promote a step twice or audit it
@@ -21,12 +22,13 @@ import functools
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from central import audit, liveness, rollout
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.rollout import ModelRef, NodeObservation, RolloutSpec, RolloutState
-from central.services.base import Caller, Central, require_admin
+from central.services.base import Caller, Central, require_admin, require_viewer
 from central.store import AuditEvent, NodeHealth
 
 log = logging.getLogger(__name__)
@@ -176,12 +178,12 @@ def _operator_change(central: Central, caller: Caller, action: str, rollout_id: 
 
 
 def get(central: Central, caller: Caller, rollout_id: str) -> RolloutView:
-    _load(central, caller, "rollout.get", rollout_id)
+    _load(central, caller, "rollout.get", rollout_id, require_viewer)
     return view(central, rollout_id)
 
 
 def list_rollouts(central: Central, caller: Caller) -> list[RolloutView]:
-    require_admin(central, caller, "rollout.list")
+    require_viewer(central, caller, "rollout.list")
     return [view(central, rid) for rid, *_ in central.store.list_rollouts()]
 
 
@@ -211,8 +213,9 @@ def tick(central: Central) -> None:
 
 
 def _live(central: Central):
-    """(rollout_id, spec, state, the state as stored) of every running or paused rollout."""
-    for rollout_id, spec, state_text, _created in central.store.list_rollouts():
+    """(rollout_id, spec, state, the state as stored) of every running or paused rollout: read through the
+    store's phase index, so a tick costs the live rollouts, never every rollout ever made."""
+    for rollout_id, spec, state_text, _created in central.store.list_rollouts_in_phases(rollout.LIVE):
         state = state_from_json(state_text)
         if state.phase not in rollout.TERMINAL:
             yield rollout_id, spec_from_json(spec), state, state_text
@@ -231,8 +234,10 @@ def _advance(
     return True
 
 
-def _load(central: Central, caller: Caller, action: str, rollout_id: str) -> tuple[RolloutSpec, RolloutState, str]:
-    require_admin(central, caller, action, rollout_id)
+def _load(
+    central: Central, caller: Caller, action: str, rollout_id: str, check: Callable[..., None] = require_admin
+) -> tuple[RolloutSpec, RolloutState, str]:
+    check(central, caller, action, rollout_id)
     row = central.store.get_rollout(rollout_id)
     if row is None:
         raise NotFound(f"no rollout {rollout_id!r}")

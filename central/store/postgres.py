@@ -32,6 +32,8 @@ from psycopg import conninfo as pg_conninfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from central import reports as reports_mod
+from central import routing as routing_mod
 from central.audit import GENESIS_HASH, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
@@ -152,6 +154,20 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             f"CREATE TABLE operators (name {_ID} PRIMARY KEY, role text NOT NULL, serial text NOT NULL,"
             " expires_at double precision NOT NULL, created_at double precision NOT NULL,"
             " created_by text NOT NULL, revoked_at double precision)",
+        ],
+    ),
+    (
+        6,
+        [
+            # Each node's spool epoch and the base its reports are numbered from (central.reports).
+            "ALTER TABLE nodes ADD COLUMN spool_epoch text NOT NULL DEFAULT ''",
+            "ALTER TABLE nodes ADD COLUMN spool_base bigint NOT NULL DEFAULT 0",
+            # The controller's tick reads the live rollouts only (list_rollouts_in_phases).
+            # A rollout's phase, read from its state (JSON the store does not otherwise read); NULL for a state
+            # that is not JSON.
+            "CREATE FUNCTION edgefleet_rollout_phase(state text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS"
+            " $$ BEGIN RETURN state::jsonb ->> 'phase'; EXCEPTION WHEN others THEN RETURN NULL; END $$",
+            "CREATE INDEX rollouts_phase ON rollouts (edgefleet_rollout_phase(state))",
         ],
     ),
 ]
@@ -499,6 +515,14 @@ class PostgresFleetStore(FleetStore):
         rows = self._query("SELECT rollout_id, spec, state, created_at FROM rollouts ORDER BY created_at DESC")
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def list_rollouts_in_phases(self, phases: Sequence[str]) -> list[tuple[str, str, str, float]]:
+        rows = self._query(
+            "SELECT rollout_id, spec, state, created_at FROM rollouts"
+            " WHERE edgefleet_rollout_phase(state) = ANY(%s) ORDER BY created_at DESC",
+            (list(phases),),
+        )
+        return [tuple(r) for r in rows]
+
     def advance_rollout(
         self, rollout_id: str, expected_state: str, state: str, events: Sequence[AuditEvent] = ()
     ) -> bool:
@@ -619,15 +643,19 @@ class PostgresFleetStore(FleetStore):
         node_id: str,
         reports: list[ReportRecord],
         dropped_count: int,
-        keep: int = 1000,
+        keep: int = reports_mod.KEEP_REPORTS,
         routing: dict[int, RoutingReport] | None = None,
+        epoch: str = "",
+        restart_events: Sequence[AuditEvent] = (),
+        keep_bytes: int = reports_mod.KEEP_REPORT_BYTES,
     ) -> int:
         received = time.time()
         with self._tx() as conn:
+            base = _spool_base(conn, node_id, epoch, reports, restart_events)
             # One statement for the batch; RETURNING names the reports new to the store, the only ones whose
             # routing counts. A racing flush of the same reports waits for this one, then inserts nothing.
             new = [
-                r[0]
+                r[0] - base
                 for r in conn.execute(
                     "INSERT INTO reports (node_id, sequence, observed_at, kind, payload, received_at)"
                     " SELECT %s, * , %s FROM unnest(%s::bigint[], %s::double precision[], %s::text[], %s::bytea[])"
@@ -635,7 +663,7 @@ class PostgresFleetStore(FleetStore):
                     (
                         node_id,
                         received,
-                        [r.sequence for r in reports],
+                        [base + r.sequence for r in reports],
                         [r.observed_at for r in reports],
                         [r.kind for r in reports],
                         [r.payload for r in reports],
@@ -651,13 +679,19 @@ class PostgresFleetStore(FleetStore):
                     "UPDATE nodes SET dropped_reports = dropped_reports + %s WHERE node_id = %s",
                     (dropped_count, node_id),
                 )
-            conn.execute(
-                "DELETE FROM reports WHERE node_id = %s AND sequence <= ("
-                " SELECT sequence FROM reports WHERE node_id = %s ORDER BY sequence DESC LIMIT 1 OFFSET %s)",
-                (node_id, node_id, keep),
-            )
-            top = conn.execute("SELECT max(sequence) FROM reports WHERE node_id = %s", (node_id,)).fetchone()
-        return (top[0] if top else None) or 0
+            sizes = conn.execute(
+                "SELECT sequence, octet_length(payload) FROM reports WHERE node_id = %s ORDER BY sequence DESC",
+                (node_id,),
+            ).fetchall()
+            through = reports_mod.prune_through(sizes, keep, keep_bytes)
+            if through is not None:
+                conn.execute("DELETE FROM reports WHERE node_id = %s AND sequence <= %s", (node_id, through))
+        top = sizes[0][0] if sizes else 0
+        return max(0, top - base)
+
+    def spool_epoch(self, node_id: str) -> str:
+        rows = self._query("SELECT spool_epoch FROM nodes WHERE node_id = %s", (node_id,))
+        return rows[0][0] if rows else ""
 
     def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
         rows = self._query(
@@ -675,20 +709,27 @@ class PostgresFleetStore(FleetStore):
         with self._tx() as conn:
             _add_routing(conn, [(node_id, at, report) for node_id, (at, report) in sorted(reports.items())])
 
-    def routing_totals(self, node_id: str = "") -> list[NodeRoutingRecord]:
+    def routing_totals(
+        self, node_id: str = "", after_node_id: str = "", limit: int | None = None
+    ) -> list[NodeRoutingRecord]:
         with self._tx() as conn:
             # One transaction, but READ COMMITTED reads each statement's own snapshot: a flush committing in
             # between may show in the totals and not yet in the heads, which a reader of totals can live with.
             heads = conn.execute(
                 "SELECT h.node_id, n.hostname, h.audit_sequence, h.audit_head_hash, h.updated_at FROM routing_heads h"
-                " JOIN nodes n USING (node_id) WHERE %s::text = '' OR h.node_id = %s ORDER BY h.node_id",
-                (node_id, node_id),
+                " JOIN nodes n USING (node_id) WHERE (%s::text = '' OR h.node_id = %s) AND h.node_id > %s"
+                " ORDER BY h.node_id LIMIT %s",
+                (node_id, node_id, after_node_id, limit),
             ).fetchall()
-            totals = conn.execute(
-                "SELECT node_id, data_class, route, count FROM routing_totals WHERE %s::text = '' OR node_id = %s"
-                " ORDER BY node_id, data_class, route",
-                (node_id, node_id),
-            ).fetchall()
+            totals = (
+                conn.execute(
+                    "SELECT node_id, data_class, route, count FROM routing_totals WHERE node_id >= %s AND node_id <= %s"
+                    " ORDER BY node_id, data_class, route",
+                    (heads[0][0], heads[-1][0]),
+                ).fetchall()
+                if heads
+                else []
+            )
         counts: dict[str, list[tuple[str, str, int]]] = {}
         for node, data_class, route, count in totals:
             counts.setdefault(node, []).append((data_class, route, count))
@@ -819,14 +860,27 @@ def _append_audit(conn: psycopg.Connection, event: AuditEvent) -> AuditEntry:
 
 
 def _add_routing(conn: psycopg.Connection, reports: list[tuple[str, float, RoutingReport]]) -> None:
-    """Inside a transaction: add each report's counts to its node's totals and keep its head if not older.
-    Unknown nodes are skipped. Rows are written in key order, so replicas' batches do not deadlock."""
+    """Inside a transaction: add each report's counts to its node's totals (folded past the node's bound on pairs,
+    central.routing.fold) and keep its head if not older. Unknown nodes are skipped. The nodes' rows are locked
+    first, so two replicas folding the same node's pairs follow each other; rows are written in key order, so
+    replicas' batches do not deadlock."""
     known = "WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = %s)"
+    wanted = {node_id: {pair: c for pair, c in report.counts.items() if c} for node_id, _, report in reports}
+    counting = sorted(node_id for node_id, counts in wanted.items() if counts)
+    held: dict[str, set[tuple[str, str]]] = {node_id: set() for node_id in counting}
+    if counting:
+        conn.execute(
+            "SELECT node_id FROM nodes WHERE node_id = ANY(%s) ORDER BY node_id FOR NO KEY UPDATE", (counting,)
+        )
+        for node_id, data_class, route in conn.execute(
+            "SELECT node_id, data_class, route FROM routing_totals WHERE node_id = ANY(%s)", (counting,)
+        ):
+            held[node_id].add((data_class, route))
     totals = sorted(
         (node_id, data_class, route, count, at)
-        for node_id, at, report in reports
-        for (data_class, route), count in report.counts.items()
-        if count
+        for node_id, at, _ in reports
+        if node_id in held
+        for (data_class, route), count in routing_mod.fold(held[node_id], wanted[node_id]).items()
     )
     with conn.cursor() as cur:
         if totals:
@@ -851,6 +905,34 @@ def _add_routing(conn: psycopg.Connection, reports: list[tuple[str, float, Routi
                 for node_id, at, report in sorted(reports, key=lambda r: r[0])
             ],
         )
+
+
+def _spool_base(
+    conn: psycopg.Connection,
+    node_id: str,
+    epoch: str,
+    reports: list[ReportRecord],
+    restart_events: Sequence[AuditEvent],
+) -> int:
+    """Inside a transaction: the base this batch of the node's reports is numbered from (central.reports), after
+    recording a new spool epoch and, when it restarts the numbering, appending `restart_events`. The node's row
+    is locked when the epoch is new, so of two replicas taking the same new epoch one moves the base."""
+    lock = " FOR NO KEY UPDATE" if epoch and reports else ""
+    row = conn.execute(f"SELECT spool_epoch, spool_base FROM nodes WHERE node_id = %s{lock}", (node_id,)).fetchone()
+    if row is None:
+        return 0
+    held_epoch, held_base = row
+    if not epoch or not reports or epoch == held_epoch:
+        return held_base
+    top = conn.execute("SELECT max(sequence) FROM reports WHERE node_id = %s", (node_id,)).fetchone()
+    base, restarted = reports_mod.next_base(
+        held_epoch, held_base, (top[0] if top else None) or 0, epoch, min(r.sequence for r in reports)
+    )
+    conn.execute("UPDATE nodes SET spool_epoch = %s, spool_base = %s WHERE node_id = %s", (epoch, base, node_id))
+    if restarted:
+        for event in restart_events:
+            _append_audit(conn, event)
+    return base
 
 
 def _reason(exc: psycopg.Error) -> str:

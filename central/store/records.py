@@ -349,6 +349,11 @@ class FleetStore(abc.ABC):
         """(rollout_id, spec, state, created_at), newest first."""
 
     @abc.abstractmethod
+    def list_rollouts_in_phases(self, phases: Sequence[str]) -> list[tuple[str, str, str, float]]:
+        """As list_rollouts, only the rollouts whose state's "phase" is one of `phases`, read through an index:
+        the controller's tick reads the live ones every second, never every rollout ever made."""
+
+    @abc.abstractmethod
     def advance_rollout(
         self, rollout_id: str, expected_state: str, state: str, events: Sequence[AuditEvent] = ()
     ) -> bool:
@@ -427,11 +432,24 @@ class FleetStore(abc.ABC):
         dropped_count: int,
         keep: int = 1000,
         routing: dict[int, RoutingReport] | None = None,
+        epoch: str = "",
+        restart_events: Sequence[AuditEvent] = (),
+        keep_bytes: int = 4 * 1024 * 1024,
     ) -> int:
         """Keep reports, ignoring sequences already held; add dropped_count to the node's total; keep at most
-        `keep` per node (oldest go). `routing` (by report sequence) is added to the node's routing totals for
-        the reports new to the store only, in the same transaction, so a retried flush counts nothing twice.
-        Returns the highest sequence held for the node."""
+        `keep` per node and at most `keep_bytes` of their payloads (oldest go; the newest always stays).
+        `routing` (by report sequence) is added to the node's routing totals for the reports new to the store
+        only, in the same transaction, so a retried flush counts nothing twice.
+
+        `epoch` is the agent's spool epoch ("" from older agents): the reports are stored under base + their
+        sequence, the base fixed per epoch by :func:`central.reports.next_base`; when the epoch restarts the
+        node's numbering, `restart_events` are appended to the audit log in the same transaction (of two
+        replicas racing, one appends them). Returns the highest sequence held for the node, in the epoch's
+        numbering (minus the base)."""
+
+    @abc.abstractmethod
+    def spool_epoch(self, node_id: str) -> str:
+        """The node's latest spool epoch ("" before any, or for an unknown node)."""
 
     @abc.abstractmethod
     def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
@@ -441,11 +459,16 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def add_routing(self, reports: dict[str, tuple[float, RoutingReport]]) -> None:
         """Add each node's counts to its totals and keep its audit head when its sequence is not lower than the
-        one held, all at `at` (central's clock), in one transaction; unknown nodes are skipped."""
+        one held, all at `at` (central's clock), in one transaction; unknown nodes are skipped. A node keeps at
+        most central.routing.MAX_PAIRS_PER_NODE (data class, route) pairs: counts of a pair beyond them are
+        added to the node's overflow pair (central.routing.fold), so every request is counted once."""
 
     @abc.abstractmethod
-    def routing_totals(self, node_id: str = "") -> list[NodeRoutingRecord]:
-        """The nodes that reported routing (one node when node_id is given), by id."""
+    def routing_totals(
+        self, node_id: str = "", after_node_id: str = "", limit: int | None = None
+    ) -> list[NodeRoutingRecord]:
+        """The nodes that reported routing (one node when node_id is given), by id: those after `after_node_id`,
+        `limit` of them at most (every one when None)."""
 
     # audit log
     @abc.abstractmethod

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, astuple
 from pathlib import Path
 
+from central import reports as reports_mod
+from central import routing as routing_mod
 from central.audit import GENESIS_HASH, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
@@ -37,6 +39,10 @@ from central.store.records import (
     TokenRecord,
 )
 from edgefleet.sqlitedb import apply_migrations, connect_wal
+
+# A rollout's phase, read from its state (JSON the store does not otherwise read) by the index the controller's
+# tick reads through; NULL for a state that is not JSON.
+_ROLLOUT_PHASE = "CASE WHEN json_valid(state) THEN json_extract(state, '$.phase') END"
 
 _MIGRATIONS = [
     (
@@ -134,6 +140,16 @@ _MIGRATIONS = [
             # Operators (AdminService callers): their role and the one certificate serial central accepts.
             "CREATE TABLE operators (name TEXT PRIMARY KEY, role TEXT NOT NULL, serial TEXT NOT NULL,"
             " expires_at REAL NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL)",
+        ],
+    ),
+    (
+        11,
+        [
+            # Each node's spool epoch and the base its reports are numbered from (central.reports).
+            "ALTER TABLE nodes ADD COLUMN spool_epoch TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE nodes ADD COLUMN spool_base INTEGER NOT NULL DEFAULT 0",
+            # The controller's tick reads the live rollouts only (list_rollouts_in_phases).
+            f"CREATE INDEX rollouts_phase ON rollouts ({_ROLLOUT_PHASE})",
         ],
     ),
 ]
@@ -448,6 +464,16 @@ class SqliteFleetStore(FleetStore):
             for r in self._query("SELECT rollout_id, spec, state, created_at FROM rollouts ORDER BY created_at DESC")
         ]
 
+    def list_rollouts_in_phases(self, phases: Sequence[str]) -> list[tuple[str, str, str, float]]:
+        if not phases:
+            return []
+        rows = self._query(
+            "SELECT rollout_id, spec, state, created_at FROM rollouts"
+            f" WHERE {_ROLLOUT_PHASE} IN ({', '.join('?' * len(phases))}) ORDER BY created_at DESC",
+            list(phases),
+        )
+        return [tuple(r) for r in rows]
+
     def advance_rollout(
         self, rollout_id: str, expected_state: str, state: str, events: Sequence[AuditEvent] = ()
     ) -> bool:
@@ -508,7 +534,9 @@ class SqliteFleetStore(FleetStore):
     def add_operator(self, operator: OperatorRecord) -> None:
         try:
             with self._tx() as c:
-                c.execute(f"INSERT INTO operators ({_OPERATOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(operator))
+                c.execute(
+                    f"INSERT INTO operators ({_OPERATOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", astuple(operator)
+                )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"operator {operator.name} already exists") from exc
 
@@ -540,7 +568,8 @@ class SqliteFleetStore(FleetStore):
                 if admins.fetchone()[0] <= 1:
                     return operator  # the last admin: kept
             row = c.execute(
-                f"UPDATE operators SET revoked_at = coalesce(revoked_at, ?) WHERE name = ? RETURNING {_OPERATOR_COLUMNS}",
+                f"UPDATE operators SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?"
+                f" RETURNING {_OPERATOR_COLUMNS}",
                 (at, name),
             ).fetchone()
         return OperatorRecord(*row)
@@ -561,8 +590,11 @@ class SqliteFleetStore(FleetStore):
         node_id: str,
         reports: list[ReportRecord],
         dropped_count: int,
-        keep: int = 1000,
+        keep: int = reports_mod.KEEP_REPORTS,
         routing: dict[int, RoutingReport] | None = None,
+        epoch: str = "",
+        restart_events: Sequence[AuditEvent] = (),
+        keep_bytes: int = reports_mod.KEEP_REPORT_BYTES,
     ) -> int:
         received = time.time()
         insert = (
@@ -570,26 +602,32 @@ class SqliteFleetStore(FleetStore):
             " VALUES (?, ?, ?, ?, ?, ?)"
         )
         with self._tx() as c:
+            base = _spool_base(c, node_id, epoch, reports, restart_events)
             if routing:
                 for r in reports:
-                    row = (node_id, r.sequence, r.observed_at, r.kind, r.payload, received)
+                    row = (node_id, base + r.sequence, r.observed_at, r.kind, r.payload, received)
                     if c.execute(insert, row).rowcount and r.sequence in routing:
                         _add_routing(c, node_id, received, routing[r.sequence])
             else:
                 c.executemany(
-                    insert, [(node_id, r.sequence, r.observed_at, r.kind, r.payload, received) for r in reports]
+                    insert, [(node_id, base + r.sequence, r.observed_at, r.kind, r.payload, received) for r in reports]
                 )
             if dropped_count:
                 c.execute(
                     "UPDATE nodes SET dropped_reports = dropped_reports + ? WHERE node_id = ?", (dropped_count, node_id)
                 )
-            c.execute(
-                "DELETE FROM reports WHERE node_id = ? AND sequence <= ("
-                " SELECT sequence FROM reports WHERE node_id = ? ORDER BY sequence DESC LIMIT 1 OFFSET ?)",
-                (node_id, node_id, keep),
-            )
-            top = c.execute("SELECT max(sequence) FROM reports WHERE node_id = ?", (node_id,)).fetchone()[0]
-        return top or 0
+            sizes = c.execute(
+                "SELECT sequence, length(payload) FROM reports WHERE node_id = ? ORDER BY sequence DESC", (node_id,)
+            ).fetchall()
+            through = reports_mod.prune_through(sizes, keep, keep_bytes)
+            if through is not None:
+                c.execute("DELETE FROM reports WHERE node_id = ? AND sequence <= ?", (node_id, through))
+            top = sizes[0][0] if sizes else 0
+        return max(0, top - base)
+
+    def spool_epoch(self, node_id: str) -> str:
+        rows = self._query("SELECT spool_epoch FROM nodes WHERE node_id = ?", (node_id,))
+        return rows[0][0] if rows else ""
 
     def recent_reports(self, node_id: str, limit: int) -> list[ReportRecord]:
         rows = self._query(
@@ -607,18 +645,25 @@ class SqliteFleetStore(FleetStore):
             for node_id, (at, report) in reports.items():
                 _add_routing(c, node_id, at, report)
 
-    def routing_totals(self, node_id: str = "") -> list[NodeRoutingRecord]:
+    def routing_totals(
+        self, node_id: str = "", after_node_id: str = "", limit: int | None = None
+    ) -> list[NodeRoutingRecord]:
         with self._lock:
             heads = self._conn.execute(
                 "SELECT h.node_id, n.hostname, h.audit_sequence, h.audit_head_hash, h.updated_at FROM routing_heads h"
-                " JOIN nodes n USING (node_id) WHERE ? = '' OR h.node_id = ? ORDER BY h.node_id",
-                (node_id, node_id),
+                " JOIN nodes n USING (node_id) WHERE (? = '' OR h.node_id = ?) AND h.node_id > ?"
+                " ORDER BY h.node_id LIMIT ?",
+                (node_id, node_id, after_node_id, -1 if limit is None else limit),
             ).fetchall()
-            totals = self._conn.execute(
-                "SELECT node_id, data_class, route, count FROM routing_totals WHERE ? = '' OR node_id = ?"
-                " ORDER BY node_id, data_class, route",
-                (node_id, node_id),
-            ).fetchall()
+            totals = (
+                self._conn.execute(
+                    "SELECT node_id, data_class, route, count FROM routing_totals WHERE node_id >= ? AND node_id <= ?"
+                    " ORDER BY node_id, data_class, route",
+                    (heads[0][0], heads[-1][0]),
+                ).fetchall()
+                if heads
+                else []
+            )
         counts: dict[str, list[tuple[str, str, int]]] = {}
         for node, data_class, route, count in totals:
             counts.setdefault(node, []).append((data_class, route, count))
@@ -703,18 +748,19 @@ class FileLeaderLock(LeaderLock):
 
 
 def _add_routing(c: sqlite3.Connection, node_id: str, at: float, report: RoutingReport) -> None:
-    """Inside a transaction: add a report's counts to the node's totals and keep its head if not older."""
+    """Inside a transaction: add a report's counts to the node's totals (folded past the node's bound on
+    pairs, central.routing.fold) and keep its head if not older."""
     known = "WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = ?)"
+    counts = {pair: count for pair, count in report.counts.items() if count}
+    if counts:
+        held = c.execute("SELECT data_class, route FROM routing_totals WHERE node_id = ?", (node_id,)).fetchall()
+        counts = routing_mod.fold({(r[0], r[1]) for r in held}, counts)
     c.executemany(
         "INSERT INTO routing_totals (node_id, data_class, route, count, updated_at) SELECT ?, ?, ?, ?, ? "
         + known
         + " ON CONFLICT (node_id, data_class, route) DO UPDATE SET count = count + excluded.count,"
         " updated_at = max(updated_at, excluded.updated_at)",
-        [
-            (node_id, data_class, route, count, at, node_id)
-            for (data_class, route), count in report.counts.items()
-            if count
-        ],
+        [(node_id, data_class, route, count, at, node_id) for (data_class, route), count in counts.items()],
     )
     c.execute(
         "INSERT INTO routing_heads (node_id, audit_sequence, audit_head_hash, updated_at) SELECT ?, ?, ?, ? "
@@ -725,6 +771,26 @@ def _add_routing(c: sqlite3.Connection, node_id: str, at: float, report: Routing
         " audit_sequence = max(audit_sequence, excluded.audit_sequence)",
         (node_id, report.audit_sequence, report.audit_head_hash, at, node_id),
     )
+
+
+def _spool_base(
+    c: sqlite3.Connection, node_id: str, epoch: str, reports: list[ReportRecord], restart_events: Sequence[AuditEvent]
+) -> int:
+    """Inside a transaction: the base this batch of the node's reports is numbered from (central.reports), after
+    recording a new spool epoch and, when it restarts the numbering, appending `restart_events`."""
+    row = c.execute("SELECT spool_epoch, spool_base FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
+    if row is None:
+        return 0
+    held_epoch, held_base = row
+    if not epoch or not reports or epoch == held_epoch:
+        return held_base
+    top = c.execute("SELECT max(sequence) FROM reports WHERE node_id = ?", (node_id,)).fetchone()[0] or 0
+    base, restarted = reports_mod.next_base(held_epoch, held_base, top, epoch, min(r.sequence for r in reports))
+    c.execute("UPDATE nodes SET spool_epoch = ?, spool_base = ? WHERE node_id = ?", (epoch, base, node_id))
+    if restarted:
+        for event in restart_events:
+            _append_audit(c, event)
+    return base
 
 
 def _federated_run(row) -> FederatedRunRecord:

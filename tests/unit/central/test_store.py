@@ -365,6 +365,112 @@ class TestOperatorStore(OperatorStoreContract):
     store = TestFleetStore.store
 
 
+# -- least privilege on reports (issue 16): spool epochs, bounded reports and routing pairs, live rollouts ----
+
+
+class ReportBoundsStoreContract:
+    """Spool epochs, reports bounded in count and bytes, routing pairs bounded per node and read in pages, and
+    the live rollouts read apart; subclass with a `store` fixture returning a fresh, empty store."""
+
+    def _enrolled(self, store, *node_ids):
+        store.add_token(_token(uses=len(node_ids) or 1))
+        for node_id in node_ids or ("node-1",):
+            store.enroll("abc123", _node(node_id), 1.0)
+
+    def test_a_restarted_spool_is_numbered_after_what_is_held_and_audited_once(self, store):
+        self._enrolled(store)
+        old = [ReportRecord(i, float(i), "event", b"old%d" % i) for i in range(1, 6)]
+        assert store.add_reports("node-1", old, 0, epoch="e1") == 5
+        assert store.spool_epoch("node-1") == "e1"
+        restart = AuditEvent(2.0, "node:node-1", "fleet.report_event", "node-1", "allowed", "restarted", "peer")
+        new = [ReportRecord(i, 10.0 + i, "event", b"new%d" % i) for i in range(1, 4)]
+        assert store.add_reports("node-1", new, 0, epoch="e2", restart_events=[restart]) == 3, "the agent's numbering"
+        assert store.add_reports("node-1", new, 0, epoch="e2", restart_events=[restart]) == 3, "a retry: idempotent"
+        held = store.recent_reports("node-1", 20)
+        assert [r.payload for r in held] == [b"old1", b"old2", b"old3", b"old4", b"old5", b"new1", b"new2", b"new3"]
+        assert [r.sequence for r in held] == list(range(1, 9)), "stored after what was held"
+        assert [e.detail for e in store.iter_audit()] == ["restarted"], "audited once, with the switch"
+        assert store.spool_epoch("node-1") == "e2" and store.spool_epoch("ghost") == ""
+
+    def test_an_agent_without_epochs_is_deduplicated_as_before(self, store):
+        self._enrolled(store)
+        reports = [ReportRecord(i, float(i), "event", b"e%d" % i) for i in range(1, 4)]
+        assert store.add_reports("node-1", reports, 0) == 3
+        assert store.add_reports("node-1", reports[:1], 0) == 3, "an old sequence again is a duplicate"
+        assert store.spool_epoch("node-1") == ""
+
+    def test_a_first_epoch_that_continues_the_numbering_is_adopted_without_a_restart(self, store):
+        self._enrolled(store)
+        store.add_reports("node-1", [ReportRecord(i, float(i), "event", b"e") for i in range(1, 4)], 0)
+        restart = AuditEvent(2.0, "node:node-1", "fleet.report_event", "node-1", "allowed", "restarted", "peer")
+        upgraded = [ReportRecord(4, 4.0, "event", b"e4")]
+        assert store.add_reports("node-1", upgraded, 0, epoch="e1", restart_events=[restart]) == 4
+        assert [r.sequence for r in store.recent_reports("node-1", 10)] == [1, 2, 3, 4]
+        assert list(store.iter_audit()) == [] and store.spool_epoch("node-1") == "e1"
+
+    def test_reports_are_bounded_in_bytes_as_well_as_in_count(self, store):
+        self._enrolled(store)
+        reports = [ReportRecord(i, float(i), "status", bytes(1000)) for i in range(1, 11)]
+        assert store.add_reports("node-1", reports, 0, keep=8, keep_bytes=3500) == 10
+        assert [r.sequence for r in store.recent_reports("node-1", 20)] == [8, 9, 10], "3 KB of 3.5 KB kept"
+        store.add_reports("node-1", [ReportRecord(11, 11.0, "status", bytes(5000))], 0, keep=8, keep_bytes=3500)
+        assert [r.sequence for r in store.recent_reports("node-1", 20)] == [11], "the newest always stays"
+
+    def test_routing_pairs_past_the_bound_are_folded_into_the_overflow_pair(self, store):
+        from central.routing import MAX_PAIRS_PER_NODE, OVERFLOW
+
+        self._enrolled(store)
+        many = {(f"class{i:03}", "local"): 1 for i in range(MAX_PAIRS_PER_NODE + 10)}
+        store.add_routing({"node-1": (1.0, RoutingReport(many, 1, "h1"))})
+        store.add_routing({"node-1": (2.0, RoutingReport({("class000", "local"): 5, ("new", "local"): 7}, 2, "h2"))})
+        [totals] = store.routing_totals("node-1")
+        assert len(totals.counts) == MAX_PAIRS_PER_NODE
+        assert sum(c for *_, c in totals.counts) == MAX_PAIRS_PER_NODE + 10 + 12, "every request still counted"
+        by_pair = {(d, r): c for d, r, c in totals.counts}
+        assert by_pair[("class000", "local")] == 6 and ("new", "local") not in by_pair
+        assert by_pair[OVERFLOW] == 11 + 7
+
+    def test_routing_totals_page_by_node_id(self, store):
+        self._enrolled(store, "n1", "n2", "n3", "n4")
+        store.add_routing(
+            {n: (1.0, RoutingReport({("public", "local"): i}, i, "h")) for i, n in enumerate(["n1", "n2", "n4"], 1)}
+        )
+        assert [t.node_id for t in store.routing_totals(limit=2)] == ["n1", "n2"]
+        [last] = store.routing_totals(after_node_id="n2", limit=2)
+        assert (last.node_id, last.counts) == ("n4", [("public", "local", 3)])
+        assert store.routing_totals(after_node_id="n4") == []
+        assert [t.node_id for t in store.routing_totals("n2", after_node_id="n1")] == ["n2"]
+
+    def test_live_rollouts_are_read_by_phase(self, store):
+        store.add_rollout("r1", "{}", '{"phase": "COMPLETED"}', 1.0)
+        store.add_rollout("r2", "{}", '{"phase": "RUNNING"}', 2.0)
+        store.add_rollout("r3", "{}", '{"phase": "PAUSED"}', 3.0)
+        store.add_rollout("r4", "{}", "not json", 4.0)
+        assert [r[0] for r in store.list_rollouts_in_phases(["RUNNING", "PAUSED"])] == ["r3", "r2"]
+        assert store.advance_rollout("r2", '{"phase": "RUNNING"}', '{"phase": "ABORTED"}')
+        assert [r[0] for r in store.list_rollouts_in_phases(["RUNNING", "PAUSED"])] == ["r3"]
+        assert store.list_rollouts_in_phases([]) == []
+
+
+class TestReportBoundsStore(ReportBoundsStoreContract):
+    store = TestFleetStore.store
+
+
+def test_sqlite_reads_live_rollouts_through_the_phase_index(tmp_path):
+    store = SqliteFleetStore(tmp_path / "central.db")
+    conn = sqlite3.connect(tmp_path / "central.db")
+    try:
+        from central.store.sqlite import _ROLLOUT_PHASE
+
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT rollout_id FROM rollouts WHERE {_ROLLOUT_PHASE} IN ('RUNNING', 'PAUSED')"
+        ).fetchall()
+        assert any("rollouts_phase" in row[-1] for row in plan), plan
+    finally:
+        conn.close()
+        store.close()
+
+
 def test_sqlite_audit_rows_cannot_be_updated_or_deleted(tmp_path):
     store = SqliteFleetStore(tmp_path / "central.db")
     store.append_audit(1.0, "admin:a", "x", "", "allowed", "", "")
