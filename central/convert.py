@@ -10,7 +10,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from central import audit, liveness
 from central.routing import RoutingReport
 from central.services.nodes import NodeView
-from central.store import DesiredState, ModelRecord, NodeHealth, NodeRoutingRecord, ReportRecord, TokenRecord
+from central.store import (
+    DesiredState,
+    ModelRecord,
+    NodeHealth,
+    NodeRoutingRecord,
+    OperatorRecord,
+    ReportRecord,
+    TokenRecord,
+)
+from edgefleet import report_limits
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2
 
 _NODE_STATES = {
@@ -49,6 +58,25 @@ def token_message(t: TokenRecord) -> admin_pb2.Token:
         revoked=t.revoked,
         created_by=t.created_by,
     )
+
+
+# Operators' roles as the wire names them; a role missing here (UNSPECIFIED, an unknown number) is refused.
+OPERATOR_ROLES = {"admin": admin_pb2.OPERATOR_ROLE_ADMIN, "viewer": admin_pb2.OPERATOR_ROLE_VIEWER}
+OPERATOR_ROLE_NAMES = {number: name for name, number in OPERATOR_ROLES.items()}
+
+
+def operator_message(o: OperatorRecord) -> admin_pb2.Operator:
+    msg = admin_pb2.Operator(
+        name=o.name,
+        role=OPERATOR_ROLES.get(o.role, admin_pb2.OPERATOR_ROLE_UNSPECIFIED),
+        certificate_serial=o.serial,
+        expires_at=timestamp(o.expires_at),
+        created_at=timestamp(o.created_at),
+        created_by=o.created_by,
+    )
+    if o.revoked_at is not None:
+        msg.revoked_at.CopyFrom(timestamp(o.revoked_at))
+    return msg
 
 
 def node_message(view: NodeView) -> admin_pb2.Node:

@@ -102,6 +102,9 @@ async def serve(
     store = open_store(spec)
     try:
         datadir.require_fleet_ca(store, authority.fingerprint, paths.root)
+        adopted = datadir.adopt_init_admin(store, paths, authority, time.time())  # a fleet from before operators
+        if adopted:
+            log.warning("%s", adopted)
     except BaseException:
         store.close()
         raise

@@ -23,7 +23,7 @@ from central.errors import (
     ServiceError,
     Unauthenticated,
 )
-from central.services import audit, enrollment, federation, fleet, nodes, registry, rollouts, tokens
+from central.services import audit, enrollment, federation, fleet, nodes, operators, registry, rollouts, tokens
 from central.services.base import Caller, Central, call
 from edgefleet import pki
 from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
@@ -41,16 +41,26 @@ _STATUS = {
 
 
 def caller_of(context) -> Caller:
-    """The identity in the client certificate BoringSSL verified against the fleet CA (none on the enrollment port)."""
-    spiffe = context.auth_context().get("peer_spiffe_id")
+    """The identity in the client certificate BoringSSL verified against the fleet CA (none on the enrollment port),
+    with that certificate's serial."""
+    auth = context.auth_context()
+    spiffe = auth.get("peer_spiffe_id")
     identity = pki.parse_identity_uri(spiffe[0].decode()) if spiffe else None
-    return Caller(identity, context.peer())
+    pem = auth.get("x509_pem_cert")
+    return Caller(identity, context.peer(), _certificate_facts(pem[0])[0] if pem else "")
 
 
 def certificate_expiry(context) -> float:
     """When the caller's certificate expires (unix seconds); 0 when it presented none."""
     pem = context.auth_context().get("x509_pem_cert")
-    return pki.load_certificate(pem[0]).not_valid_after_utc.timestamp() if pem else 0.0
+    return _certificate_facts(pem[0])[1] if pem else 0.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _certificate_facts(pem: bytes) -> tuple[str, float]:
+    """(serial in hex, expiry in unix seconds) of a PEM certificate: parsed once per certificate, not per call."""
+    cert = pki.load_certificate(pem)
+    return pki.serial_hex(cert), cert.not_valid_after_utc.timestamp()
 
 
 def _unary(method):
@@ -172,8 +182,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             return None
         assert self.central.targets is not None
         desired = await self.central.targets.get(node_id)
-        if desired is not None:
-            fleet.record_beat(self.central, node_id, now, status, routing_report, health)
+        if desired is None or fleet.serial_problem(caller, desired.certificate_serial) is not None:
+            return None  # unknown, revoked, or a certificate replaced at renewal: `heartbeat` refuses it
+        fleet.record_beat(self.central, node_id, now, status, routing_report, health)
         return desired
 
     @_unary
@@ -457,4 +468,38 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def ListFederatedRuns(self, request, caller):
         return admin_pb2.ListFederatedRunsResponse(
             runs=[convert.federated_run_message(v) for v in federation.list_runs(self.central, caller)]
+        )
+
+    # -- operators (central.services.operators) ------------------------------------------
+
+    @_unary
+    def CreateOperator(self, request, caller):
+        ttl = request.ttl.ToNanoseconds() / 1e9 if request.HasField("ttl") else 0.0
+        role = convert.OPERATOR_ROLE_NAMES.get(request.role, "")
+        issued = operators.create_operator(self.central, caller, request.name, role, ttl, request.csr_pem)
+        return admin_pb2.CreateOperatorResponse(
+            operator=convert.operator_message(issued.operator),
+            certificate_pem=issued.certificate_pem,
+            ca_certificate_pem=self.central.authority.certificate_pem,
+        )
+
+    @_unary
+    def ListOperators(self, request, caller):
+        records = operators.list_operators(self.central, caller)
+        return admin_pb2.ListOperatorsResponse(operators=[convert.operator_message(o) for o in records])
+
+    @_unary
+    def RevokeOperator(self, request, caller):
+        record = operators.revoke_operator(self.central, caller, request.name, request.reason)
+        return admin_pb2.RevokeOperatorResponse(operator=convert.operator_message(record))
+
+    @_unary
+    def RenewOperator(self, request, caller):
+        ttl = request.ttl.ToNanoseconds() / 1e9 if request.HasField("ttl") else 0.0
+        issued = operators.renew_operator(self.central, caller, request.name, ttl, request.csr_pem)
+        return admin_pb2.RenewOperatorResponse(
+            operator=convert.operator_message(issued.operator),
+            certificate_pem=issued.certificate_pem,
+            ca_certificate_pem=self.central.authority.certificate_pem,
+            replaced_serial=issued.replaced_serial,
         )

@@ -16,4 +16,5 @@ audit log here, so no servicer can forget one.
     rollouts    canary rollouts: operator actions and the controller's tick over the store
     federation  federated runs and the SuperLink's node keys
     audit       the audit log and per-node routing totals
+    operators   who may call AdminService: create (for the caller's CSR), list, revoke, renew
 """

@@ -17,7 +17,7 @@ from central.blobs import BlobStore
 from central.datadir import Authority
 from central.errors import FailedPrecondition, PermissionDenied, ServiceError, Unauthenticated
 from central.heartbeats import HeartbeatBuffer, TargetReads
-from central.store import FleetStore
+from central.store import FleetStore, OperatorRecord
 from edgefleet import pki
 
 if TYPE_CHECKING:
@@ -61,6 +61,9 @@ class CentralSettings:
 @dataclass(frozen=True)
 class Caller:
     identity: pki.Identity | None
+    # The serial (hex) of the certificate the caller presented; "" when it presented none. Central accepts only
+    # the serial it last issued to a node or an operator (require_admin, require_viewer, services.fleet).
+    serial: str = ""
     peer: str
 
     @property
@@ -171,14 +174,49 @@ def refuse(
 
 
 def require_admin(central: Central, caller: Caller, action: str, target: str = "") -> None:
-    if caller.identity is None:
+    """For an AdminService call that changes something: an unrevoked operator in the admin role, with the
+    certificate central last issued to it."""
+    _require_operator(central, caller, action, target, ("admin",))
+
+
+def require_viewer(central: Central, caller: Caller, action: str, target: str = "") -> None:
+    """For an AdminService call that only reads: any unrevoked operator (admin or viewer), with the certificate
+    central last issued to it."""
+    _require_operator(central, caller, action, target, pki.OPERATOR_ROLES)
+
+
+def _require_operator(central: Central, caller: Caller, action: str, target: str, roles: tuple[str, ...]) -> None:
+    """The operator's row is read on every call, so a revocation or renewal by any replica counts at the next."""
+    identity = caller.identity
+    if identity is None:
         raise refuse(central, Unauthenticated, caller, action, target, "no fleet identity in the client certificate")
-    if caller.identity.role != "admin":
-        raise refuse(
-            central,
-            PermissionDenied,
-            caller,
-            action,
-            target,
-            f"{caller.identity} is not an admin certificate; AdminService needs one",
+    record = central.store.get_operator(identity.name) if identity.role in pki.OPERATOR_ROLES else None
+    problem = operator_problem(caller, record, action, roles)
+    if problem is not None:
+        raise refuse(central, PermissionDenied, caller, action, target, problem)
+
+
+def operator_problem(caller: Caller, record: OperatorRecord | None, action: str, roles: tuple[str, ...]) -> str | None:
+    """Why `caller` (who has an identity) may not make an AdminService call `action` open to `roles`, given the
+    store's record of the operator it names (None if there is none); None when it may."""
+    identity = caller.identity
+    assert identity is not None
+    if identity.role not in pki.OPERATOR_ROLES:
+        return f"{identity} is not an admin certificate; AdminService needs one"
+    if record is None:
+        return f"{identity} is not a registered operator; an admin creates one with `edgefleet admin create`"
+    if record.revoked_at is not None:
+        return f"operator {identity.name} was revoked"
+    if record.role != identity.role:
+        return f"{identity}'s certificate says {identity.role}, but operator {identity.name} is a {record.role}"
+    if caller.serial != record.serial:
+        return (
+            f"certificate serial {caller.serial or '(none)'} was replaced at renewal: only the certificate central"
+            f" last issued to operator {identity.name} is accepted"
+        )
+    if identity.role not in roles:
+        return (
+            f"{identity} has the {identity.role} role, which may read but not change anything;"
+            f" {action} needs the {' or '.join(roles)} role"
+    return None
         )

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from central import audit, federation
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.services import registry
-from central.services.base import Caller, Central, SystemCaller, blob_store, record_audit, refuse, require_admin
+from central.services.base import (
+    Caller,
+    Central,
+    SystemCaller,
+    blob_store,
+    record_audit,
+    refuse,
+    require_admin,
+    require_viewer,
+)
 from central.store import FederatedRunRecord
 
 log = logging.getLogger(__name__)
@@ -65,7 +74,7 @@ def start_run(central: Central, caller: Caller, request: federation.RunRequest) 
 
 
 def get_run(central: Central, caller: Caller, run_id: int) -> FederatedRunView:
-    require_admin(central, caller, "fl.status", str(run_id))
+    require_viewer(central, caller, "fl.status", str(run_id))
     record = central.store.get_federated_run(run_id)
     if record is None:
         raise NotFound(f"no federated run {run_id}")
@@ -73,7 +82,7 @@ def get_run(central: Central, caller: Caller, run_id: int) -> FederatedRunView:
 
 
 def list_runs(central: Central, caller: Caller) -> list[FederatedRunView]:
-    require_admin(central, caller, "fl.list")
+    require_viewer(central, caller, "fl.list")
     flower = _flower_runs(central)
     return [_imported_view(central, r, flower) for r in central.store.list_federated_runs()]
 

@@ -52,7 +52,22 @@ def _active_node(central: Central, caller: Caller, claimed_node_id: str, action:
     node = central.store.get_node(node_id)
     if node is None or node.revoked_at is not None:
         raise _refuse_unknown_or_revoked(central, caller, node_id, action)
+    problem = serial_problem(caller, node.certificate_serial)
+    if problem is not None:
+        raise refuse(central, PermissionDenied, caller, action, node_id, problem)
     return node
+
+
+def serial_problem(caller: Caller, live_serial: str) -> str | None:
+    """Why the caller's certificate is not the node's live one (the serial central last issued to it, at
+    enrollment or renewal), or None when it is: a renewed node's older certificates are refused."""
+    if caller.serial == live_serial:
+        return None
+    name = caller.identity.name if caller.identity else "the node"
+    return (
+        f"certificate serial {caller.serial or '(none)'} was replaced at renewal: only the certificate central"
+        f" last issued to {name} is accepted"
+    )
 
 
 def heartbeat(
@@ -83,6 +98,9 @@ def heartbeat(
     desired = central.store.heartbeat_target(node_id)
     if desired is None:
         raise _refuse_unknown_or_revoked(central, caller, node_id, action)
+    problem = serial_problem(caller, desired.certificate_serial)
+    if problem is not None:
+        raise refuse(central, PermissionDenied, caller, action, node_id, problem)
     record_beat(central, node_id, now, status, routing_report, health)
     return desired
 
@@ -121,8 +139,16 @@ def renew_certificate(central: Central, caller: Caller, claimed_node_id: str, cs
         dt.timedelta(seconds=central.settings.certificate_lifetime_s),
         pki.utc(central.clock()),
     )
-    central.store.set_certificate(node.node_id, pki.serial_hex(cert), cert.not_valid_after_utc.timestamp())
-    record_audit(central, caller, action, node.node_id, audit.ALLOWED, f"issued certificate {pki.serial_hex(cert)}")
+    serial = pki.serial_hex(cert)
+    central.store.set_certificate(node.node_id, serial, cert.not_valid_after_utc.timestamp())
+    record_audit(
+        central,
+        caller,
+        action,
+        node.node_id,
+        audit.ALLOWED,
+        f"issued certificate {serial}, replacing {node.certificate_serial} (refused from now on)",
+    )
     return pki.certificate_pem(cert).decode()
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from central import audit, liveness
 from central.errors import InvalidArgument, NotFound
 from central.labels import LabelError, validate_labels
-from central.services.base import Caller, Central, record_audit, require_admin
+from central.services.base import Caller, Central, record_audit, require_admin, require_viewer
 from central.store import NodeRecord, ReportRecord
 
 DEFAULT_PAGE_SIZE = 500
@@ -29,7 +29,7 @@ def list_nodes(
 ) -> tuple[list[NodeView], str]:
     """One page of nodes and the token of the next page ("" on the last): a page of 1000 nodes with their
     status is about 350 KB, far inside gRPC's message limit, and builds in milliseconds on the loop."""
-    require_admin(central, caller, "node.list")
+    require_viewer(central, caller, "node.list")
     if page_size > MAX_PAGE_SIZE:
         raise InvalidArgument(f"page_size must be at most {MAX_PAGE_SIZE}, got {page_size}")
     page_size = page_size or DEFAULT_PAGE_SIZE
@@ -41,7 +41,7 @@ def list_nodes(
 
 
 def get_node(central: Central, caller: Caller, node_id: str, report_limit: int) -> tuple[NodeView, list[ReportRecord]]:
-    require_admin(central, caller, "node.get", node_id)
+    require_viewer(central, caller, "node.get", node_id)
     central.beats.flush()
     node = central.store.get_node(node_id)
     if node is None:

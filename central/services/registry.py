@@ -7,7 +7,16 @@ import re
 
 from central import audit
 from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ServiceError
-from central.services.base import Caller, Central, blob_store, manifest_signing_key, record_audit, refuse, require_admin
+from central.services.base import (
+    Caller,
+    Central,
+    blob_store,
+    manifest_signing_key,
+    record_audit,
+    refuse,
+    require_admin,
+    require_viewer,
+)
 from central.services.nodes import NodeView, view
 from central.store import ModelRecord
 from edgefleet import manifest as manifest_mod
@@ -68,12 +77,12 @@ def finish_push(
 
 
 def list_models(central: Central, caller: Caller, name: str) -> list[ModelRecord]:
-    require_admin(central, caller, "model.list")
+    require_viewer(central, caller, "model.list")
     return central.store.list_models(name)
 
 
 def get_model(central: Central, caller: Caller, name: str, version: str) -> tuple[ModelRecord, list[str]]:
-    require_admin(central, caller, "model.get", f"{name}@{version}")
+    require_viewer(central, caller, "model.get", f"{name}@{version}")
     model = _model(central, name, version)
     return model, _assigned_to(central, model)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from central import audit
 from central.errors import InvalidArgument, NotFound
 from central.labels import LabelError, validate_labels
-from central.services.base import Caller, Central, record_audit, require_admin
+from central.services.base import Caller, Central, record_audit, require_admin, require_viewer
 from central.store import TokenRecord
 from central.tokens import hash_secret, new_token
 
@@ -43,7 +43,7 @@ def create_token(
 
 
 def list_tokens(central: Central, caller: Caller) -> list[TokenRecord]:
-    require_admin(central, caller, "token.list")
+    require_viewer(central, caller, "token.list")
     return central.store.list_tokens()
 
 

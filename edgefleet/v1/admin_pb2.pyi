@@ -35,6 +35,12 @@ class FederatedRunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEDERATED_RUN_STATUS_RUNNING: _ClassVar[FederatedRunStatus]
     FEDERATED_RUN_STATUS_COMPLETED: _ClassVar[FederatedRunStatus]
     FEDERATED_RUN_STATUS_FAILED: _ClassVar[FederatedRunStatus]
+
+class OperatorRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPERATOR_ROLE_UNSPECIFIED: _ClassVar[OperatorRole]
+    OPERATOR_ROLE_ADMIN: _ClassVar[OperatorRole]
+    OPERATOR_ROLE_VIEWER: _ClassVar[OperatorRole]
 NODE_STATE_UNSPECIFIED: NodeState
 NODE_STATE_ENROLLED: NodeState
 NODE_STATE_ONLINE: NodeState
@@ -49,6 +55,9 @@ FEDERATED_RUN_STATUS_WAITING_FOR_NODES: FederatedRunStatus
 FEDERATED_RUN_STATUS_RUNNING: FederatedRunStatus
 FEDERATED_RUN_STATUS_COMPLETED: FederatedRunStatus
 FEDERATED_RUN_STATUS_FAILED: FederatedRunStatus
+OPERATOR_ROLE_UNSPECIFIED: OperatorRole
+OPERATOR_ROLE_ADMIN: OperatorRole
+OPERATOR_ROLE_VIEWER: OperatorRole
 
 class Token(_message.Message):
     __slots__ = ("token_id", "labels", "created_at", "expires_at", "uses_total", "uses_left", "revoked", "created_by")
@@ -676,3 +685,89 @@ class ListFederatedRunsResponse(_message.Message):
     RUNS_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[FederatedRun]
     def __init__(self, runs: _Optional[_Iterable[_Union[FederatedRun, _Mapping]]] = ...) -> None: ...
+
+class Operator(_message.Message):
+    __slots__ = ("name", "role", "certificate_serial", "expires_at", "created_at", "created_by", "revoked_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: OperatorRole
+    certificate_serial: str
+    expires_at: _timestamp_pb2.Timestamp
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    revoked_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[OperatorRole, str]] = ..., certificate_serial: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateOperatorRequest(_message.Message):
+    __slots__ = ("name", "role", "ttl", "csr_pem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: OperatorRole
+    ttl: _duration_pb2.Duration
+    csr_pem: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[OperatorRole, str]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., csr_pem: _Optional[str] = ...) -> None: ...
+
+class CreateOperatorResponse(_message.Message):
+    __slots__ = ("operator", "certificate_pem", "ca_certificate_pem")
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    operator: Operator
+    certificate_pem: str
+    ca_certificate_pem: str
+    def __init__(self, operator: _Optional[_Union[Operator, _Mapping]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ...) -> None: ...
+
+class ListOperatorsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListOperatorsResponse(_message.Message):
+    __slots__ = ("operators",)
+    OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    operators: _containers.RepeatedCompositeFieldContainer[Operator]
+    def __init__(self, operators: _Optional[_Iterable[_Union[Operator, _Mapping]]] = ...) -> None: ...
+
+class RevokeOperatorRequest(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeOperatorResponse(_message.Message):
+    __slots__ = ("operator",)
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    operator: Operator
+    def __init__(self, operator: _Optional[_Union[Operator, _Mapping]] = ...) -> None: ...
+
+class RenewOperatorRequest(_message.Message):
+    __slots__ = ("name", "ttl", "csr_pem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ttl: _duration_pb2.Duration
+    csr_pem: str
+    def __init__(self, name: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., csr_pem: _Optional[str] = ...) -> None: ...
+
+class RenewOperatorResponse(_message.Message):
+    __slots__ = ("operator", "certificate_pem", "ca_certificate_pem", "replaced_serial")
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    operator: Operator
+    certificate_pem: str
+    ca_certificate_pem: str
+    replaced_serial: str
+    def __init__(self, operator: _Optional[_Union[Operator, _Mapping]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., replaced_serial: _Optional[str] = ...) -> None: ...

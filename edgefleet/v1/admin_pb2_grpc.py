@@ -155,6 +155,26 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsResponse.FromString,
                 _registered_method=True)
+        self.CreateOperator = channel.unary_unary(
+                '/edgefleet.v1.AdminService/CreateOperator',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.CreateOperatorRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.CreateOperatorResponse.FromString,
+                _registered_method=True)
+        self.ListOperators = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ListOperators',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListOperatorsRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListOperatorsResponse.FromString,
+                _registered_method=True)
+        self.RevokeOperator = channel.unary_unary(
+                '/edgefleet.v1.AdminService/RevokeOperator',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.RevokeOperatorRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.RevokeOperatorResponse.FromString,
+                _registered_method=True)
+        self.RenewOperator = channel.unary_unary(
+                '/edgefleet.v1.AdminService/RenewOperator',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer(object):
@@ -330,6 +350,36 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateOperator(self, request, context):
+        """CreateOperator issues a certificate to a new operator (admin or viewer) for
+        a key the caller generated: the key never crosses the wire.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOperators(self, request, context):
+        """ListOperators lists every operator, revoked ones included.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeOperator(self, request, context):
+        """RevokeOperator refuses the operator from its next call on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewOperator(self, request, context):
+        """RenewOperator issues a new certificate to the caller (or, for an admin,
+        to a named operator); the one it replaces is refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -452,6 +502,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListFederatedRuns,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsResponse.SerializeToString,
+            ),
+            'CreateOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateOperator,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.CreateOperatorRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.CreateOperatorResponse.SerializeToString,
+            ),
+            'ListOperators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperators,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListOperatorsRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListOperatorsResponse.SerializeToString,
+            ),
+            'RevokeOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeOperator,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.RevokeOperatorRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.RevokeOperatorResponse.SerializeToString,
+            ),
+            'RenewOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewOperator,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1103,6 +1173,114 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/ListFederatedRuns',
             edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.ListFederatedRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/CreateOperator',
+            edgefleet_dot_v1_dot_admin__pb2.CreateOperatorRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.CreateOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ListOperators',
+            edgefleet_dot_v1_dot_admin__pb2.ListOperatorsRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ListOperatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/RevokeOperator',
+            edgefleet_dot_v1_dot_admin__pb2.RevokeOperatorRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.RevokeOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/RenewOperator',
+            edgefleet_dot_v1_dot_admin__pb2.RenewOperatorRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.RenewOperatorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,7 @@ from central.datadir import Authority, initialize
 from central.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from central.services import audit, enrollment, fleet, nodes, tokens
 from central.services.base import Caller, Central, CentralSettings
-from central.store import SqliteFleetStore
+from central.store import OperatorRecord, SqliteFleetStore
 from edgefleet import pki
 
 
@@ -24,10 +24,13 @@ def setup(tmp_path):
     store = SqliteFleetStore(paths.store)
     clock = Clock()
     central = Central(store, Authority.load(paths), CentralSettings(heartbeat_interval_s=15), "", clock)
-    admin = Caller(pki.Identity("admin", "ops"), "test")
+    # An operator is an admin by its certificate's identity and serial and by its row in the store.
+    store.add_operator(OperatorRecord("ops", "admin", "0f", clock.now + 86400, clock.now, "test"))
+    admin = Caller(pki.Identity("admin", "ops"), "test", "0f")
     token, _ = tokens.create_token(central, admin, {"region": "eu"}, 3600, 2)
     enrolled = enrollment.enroll(central, Caller(None, "test"), token, pki.make_csr(pki.generate_key()).decode(), "box")
-    node = Caller(pki.Identity("node", enrolled.node_id), "test")
+    node_serial = pki.serial_hex(pki.load_certificate(enrolled.certificate_pem))
+    node = Caller(pki.Identity("node", enrolled.node_id), "test", node_serial)
     yield central, clock, admin, node, enrolled.node_id
     store.close()
 
