@@ -218,5 +218,5 @@ def operator_problem(caller: Caller, record: OperatorRecord | None, action: str,
         return (
             f"{identity} has the {identity.role} role, which may read but not change anything;"
             f" {action} needs the {' or '.join(roles)} role"
-    return None
         )
+    return None
