@@ -10,6 +10,11 @@ timeouts and the request's deadline, and proxies a streamed answer as a stream.
 
 What counts against an upstream (a breaker failure, and retried): a connection error, a timeout,
 HTTP 5xx and HTTP 429. Any other 4xx is the client's problem: it is returned as the answer.
+
+What an upstream sends is read within caps (max_reply_bytes for a body, max_stream_bytes and max_event_bytes
+for a stream, :class:`StreamBudget`): an answer past one is closed at once (its connection with it), counts as a
+failure, and is not retried: the client gets 502 ``upstream_reply_too_large`` (a stream: that error as its last
+event), and the agent goes on serving.
 """
 
 from __future__ import annotations
@@ -158,10 +163,71 @@ def upstream_body(body: dict, model: str) -> dict:
     return {**body, "model": model}
 
 
+def error_json(message: str, type: str, code: str) -> bytes:
+    """OpenAI's error object, as bytes."""
+    error = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    return json.dumps(error, separators=(",", ":")).encode()
+
+
 def sse_error(message: str, type: str, code: str) -> bytes:
     """The SSE events that end a stream which broke after its first byte: an OpenAI error, then [DONE]."""
-    error = {"error": {"message": message, "type": type, "param": None, "code": code}}
-    return b"data: " + json.dumps(error, separators=(",", ":")).encode() + b"\n\n" + _DONE
+    return b"data: " + error_json(message, type, code) + b"\n\n" + _DONE
+
+
+TOO_LARGE = "upstream_reply_too_large"
+
+
+class StreamBudget:
+    """A streamed (SSE) answer held to ``max_total`` bytes in all and ``max_event`` bytes per event, and relayed in
+    whole lines: :meth:`feed` returns the complete lines received so far (b"" while a line is still coming) and
+    keeps the unfinished one, so a cut stream never relays half a line before its error event. Past a cap it
+    returns None and ``exceeded`` says which. Pure: no I/O, no clock."""
+
+    def __init__(self, max_total: int, max_event: int):
+        self._max_total = max_total
+        self._max_event = max_event
+        self.total = 0
+        self.exceeded = ""
+        self._event = 0  # bytes of the event under way, in complete lines
+        self._held: list[bytes] = []  # the unfinished line
+        self._held_bytes = 0
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        self.total += len(chunk)
+        if self.total > self._max_total:
+            return self._exceed(f"the streamed answer passed {self._max_total} bytes (max_stream_bytes)")
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            self._held.append(chunk)
+            self._held_bytes += len(chunk)
+            return self._check_event()
+        ready = b"".join([*self._held, chunk[:cut]])
+        rest = chunk[cut:]
+        self._held, self._held_bytes = ([rest] if rest else []), len(rest)
+        for line in ready.split(b"\n")[:-1]:
+            if line in (b"", b"\r"):
+                self._event = 0  # a blank line ends an event
+            else:
+                self._event += len(line) + 1
+        return ready if self._check_event() is not None else None
+
+    def rest(self) -> bytes:
+        """What is held at the end of the stream (a last line with no newline), to relay as it is."""
+        held, self._held, self._held_bytes = b"".join(self._held), [], 0
+        return held
+
+    def _check_event(self) -> bytes | None:
+        if self._event + self._held_bytes > self._max_event:
+            return self._exceed(f"one event of the stream passed {self._max_event} bytes (max_event_bytes)")
+        return b""
+
+    def _exceed(self, why: str) -> bytes | None:
+        self.exceeded = why
+        return None
+
+
+class _TooLarge(Exception):
+    """An answer past its cap (internal: it becomes a 502 reply or a stream's error event, never escapes)."""
 
 
 @dataclass
@@ -262,13 +328,24 @@ class UpstreamPool:
         c = up.config
         limit = min(c.timeout_s, c.health_interval_s)
         timeout = httpx.Timeout(limit, connect=min(c.connect_timeout_s, limit))
+        client = self._http()
+        request = client.build_request("GET", _url(c, "/models"), headers=up.headers, timeout=timeout)
+
+        async def get() -> int:
+            response = await client.send(request, stream=True)
+            try:
+                await read_capped(response, c.max_reply_bytes)
+            finally:
+                await response.aclose()
+            return response.status_code
+
         try:
-            response = await asyncio.wait_for(
-                self._http().get(_url(c, "/models"), headers=up.headers, timeout=timeout), limit
-            )
-            reason = f"HTTP {response.status_code}" if _counts_against(response.status_code) else ""
+            status = await asyncio.wait_for(get(), limit)
+            reason = f"HTTP {status}" if _counts_against(status) else ""
         except asyncio.TimeoutError:
             reason = f"no answer within {limit:g}s"
+        except _TooLarge as exc:
+            reason = str(exc)
         except httpx.HTTPError as exc:
             reason = _describe(exc)
         if reason:
@@ -352,15 +429,20 @@ class UpstreamPool:
         request = client.build_request("POST", url, json=payload, headers=headers, timeout=timeout)
         opened: list[httpx.Response] = []
 
-        async def send() -> httpx.Response:
+        async def send() -> tuple[httpx.Response, bytes | None]:
             response = await client.send(request, stream=True)
             opened.append(response)
-            if not (stream and _is_event_stream(response)):
-                await response.aread()
-            return response
+            if stream and _is_event_stream(response):
+                return response, None
+            return response, await read_capped(response, c.max_reply_bytes)
 
         try:
-            response = await asyncio.wait_for(send(), limit)
+            response, body = await asyncio.wait_for(send(), limit)
+        except _TooLarge as exc:
+            await _close_all(opened)  # unread: the connection is closed, not kept for reuse
+            up.breaker.record_failure(str(exc))
+            log.warning("upstream %s: %s; answered 502 %s", c.name, exc, TOO_LARGE)
+            return too_large_reply(c.name, str(exc))
         except asyncio.TimeoutError:
             await _close_all(opened)
             if _deadline_passed(deadline):
@@ -380,11 +462,12 @@ class UpstreamPool:
             await response.aclose()
             return _Failure(f"HTTP {status}", _retry_after(response))
         content_type = response.headers.get("content-type", "")
-        if response.is_stream_consumed:
+        if body is not None:
             up.breaker.record_success()
-            return UpstreamReply(c.name, status, response.content, None, content_type)
+            return UpstreamReply(c.name, status, body, None, content_type)
         # A streamed answer: its outcome is recorded when the stream ends.
-        events = _ReplyStream(c.name, response, up.breaker, c.timeout_s, deadline)
+        budget = StreamBudget(c.max_stream_bytes, c.max_event_bytes)
+        events = _ReplyStream(c.name, response, up.breaker, c.timeout_s, deadline, budget)
         return UpstreamReply(c.name, status, None, events, content_type)
 
     def _get(self, name: str) -> _Upstream:
@@ -416,13 +499,22 @@ class _ReplyStream:
     stream yields an SSE error event and [DONE], and it is a failure. The request's deadline passing, a
     cancellation or :meth:`aclose` (the client left) close the upstream response with no verdict."""
 
-    def __init__(self, name: str, response: httpx.Response, breaker: CircuitBreaker, timeout_s: float, deadline: float):
+    def __init__(
+        self,
+        name: str,
+        response: httpx.Response,
+        breaker: CircuitBreaker,
+        timeout_s: float,
+        deadline: float,
+        budget: StreamBudget,
+    ):
         self._name = name
         self._response = response
         self._chunks = response.aiter_bytes()
         self._breaker = breaker
         self._timeout_s = timeout_s
         self._deadline = deadline
+        self._budget = budget
         self._tail: bytes | None = None
         self._ended = False
 
@@ -440,8 +532,15 @@ class _ReplyStream:
             if chunk is None:
                 await self._end()
                 self._breaker.record_success()
+                last = self._budget.rest()
+                if last:
+                    return last
             elif chunk:
-                return chunk
+                lines = self._budget.feed(chunk)
+                if lines is None:
+                    await self._too_large()
+                elif lines:
+                    return lines
         if self._tail is not None:
             tail, self._tail = self._tail, None
             return tail
@@ -479,6 +578,16 @@ class _ReplyStream:
             return await self._chunks.__anext__()
         except StopAsyncIteration:
             return None
+
+    async def _too_large(self) -> None:
+        """Past a cap: close the upstream response (and its connection) now; the stream ends with the error."""
+        reason = self._budget.exceeded
+        await self._end()
+        self._breaker.record_failure(reason)
+        log.warning("upstream %s: %s; the stream ends with %s", self._name, reason, TOO_LARGE)
+        self._tail = sse_error(
+            f"upstream {self._name}: {reason}; the rest was not relayed", "upstream_error", TOO_LARGE
+        )
 
     async def aclose(self) -> None:
         """Close the upstream response now (the client left); no verdict on the upstream."""
@@ -533,6 +642,27 @@ def _describe(exc: BaseException) -> str:
             cause = cause.__cause__ or cause.__context__
         return f"connect error: {exc}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The response's body, or _TooLarge as soon as it (its Content-Length, or the bytes read) passes max_bytes."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _TooLarge(f"the answer is {int(declared)} bytes, more than max_reply_bytes ({max_bytes})")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _TooLarge(f"the answer passed max_reply_bytes ({max_bytes} bytes)")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def too_large_reply(name: str, why: str) -> UpstreamReply:
+    """The reply the client gets for an answer past its cap: 502, OpenAI's error object."""
+    message = f"upstream {name}: {why}; it was not relayed and the connection was closed"
+    return UpstreamReply(name, 502, error_json(message, "upstream_error", TOO_LARGE), None, "application/json")
 
 
 async def _close_all(responses: list[httpx.Response]) -> None:

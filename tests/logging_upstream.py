@@ -6,6 +6,12 @@ request to the log ({"method", "path", "body"}: the body as the raw text receive
 It answers ``GET /v1/models``, and ``POST /v1/chat/completions`` and ``/v1/completions`` with a fixed answer in
 OpenAI's shape, as JSON or, when the body asks for ``"stream": true``, as server-sent events.
 
+An upstream gone wrong, by the model asked for (N bytes): ``huge-json:N`` answers a JSON body of about N bytes
+with its Content-Length, ``huge-chunked:N`` the same without one (read until the connection closes),
+``huge-stream:N`` about N bytes of small SSE events, ``huge-event:N`` one SSE event of N bytes. It stops writing
+when the reader hangs up, and writes down how far it got in ``huge.jsonl`` beside the log ({"model", "written",
+"cut"}: :meth:`LoggingUpstream.huge_answers`).
+
 :func:`start_logging_upstream` runs it for a test; :meth:`LoggingUpstream.stop` ends it by its pid.
 """
 
@@ -75,6 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         model = body.get("model", "")
+        if model.startswith("huge-"):
+            return self._huge(model)
         if body.get("stream"):
             return self._events(chat, model)
         choice = (
@@ -93,6 +101,50 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             },
         )
+
+    def _huge(self, model: str) -> None:
+        kind, _, size = model.partition(":")
+        n = int(size)
+        piece = 64 * 1024
+        written, cut = 0, False
+
+        def write(data: bytes) -> None:
+            nonlocal written
+            self.wfile.write(data)
+            written += len(data)
+
+        try:
+            if kind in ("huge-json", "huge-chunked"):
+                head, tail = b'{"id":"huge","object":"chat.completion","choices":[{"index":0,"text":"', b'"}]}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if kind == "huge-json":
+                    self.send_header("Content-Length", str(len(head) + n + len(tail)))
+                self.end_headers()
+                write(head)
+                for start in range(0, n, piece):
+                    write(b"x" * min(piece, n - start))
+                write(tail)
+            else:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                if kind == "huge-event":
+                    write(b"data: ")
+                    for start in range(0, n, piece):
+                        write(b"x" * min(piece, n - start))
+                    write(b"\n\n")
+                else:
+                    event = b'data: {"choices":[{"index":0,"text":"xxxxxxxxxxxxxxxx"}]}\n\n'
+                    for _ in range(0, n, len(event) * 100):
+                        write(event * 100)
+                write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            cut = True  # the reader hung up on the answer: what a capped reader does
+        self.close_connection = True
+        with self.lock, open(Path(self.log_file.name).with_name("huge.jsonl"), "a", encoding="utf-8") as record:
+            record.write(json.dumps({"model": model, "written": written, "cut": cut}) + "\n")
 
     def _events(self, chat: bool, model: str) -> None:
         self.send_response(200)
@@ -167,6 +219,11 @@ class LoggingUpstream:
         if not self.log_path.exists():
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line]
+
+    def huge_answers(self) -> list[dict]:
+        """Each huge answer sent so far ({"model", "written": bytes, "cut": the reader hung up}), oldest first."""
+        path = self.log_path.with_name("huge.jsonl")
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
     def posts(self) -> list[dict]:
         return [r for r in self.records() if r["method"] == "POST"]

@@ -239,3 +239,59 @@ def test_sse_error_is_an_openai_error_event_then_done():
     events = sse_error("upstream a: broke", "upstream_error", "upstream_failed").split(b"\n\n")
     assert events[0].startswith(b'data: {"error":{"message":"upstream a: broke"')
     assert events[1] == b"data: [DONE]" and events[2] == b""
+
+
+# -- StreamBudget: a streamed answer in whole lines, within its caps ------------------------------------------------
+
+
+def test_stream_budget_relays_whole_lines_and_holds_the_unfinished_one():
+    from edge_agent.upstream import StreamBudget
+
+    budget = StreamBudget(max_total=1000, max_event=100)
+    assert budget.feed(b'data: {"a"') == b""
+    assert budget.feed(b": 1}\n\ndata: {") == b'data: {"a": 1}\n\n'
+    assert budget.feed(b"}\r\n\r\n") == b"data: {}\r\n\r\n"
+    assert budget.feed(b"data: [DONE]") == b""
+    assert budget.rest() == b"data: [DONE]" and budget.rest() == b""
+    assert budget.total == len(b'data: {"a": 1}\n\ndata: {}\r\n\r\ndata: [DONE]') and not budget.exceeded
+
+
+def test_stream_budget_counts_each_event_apart():
+    from edge_agent.upstream import StreamBudget
+
+    budget = StreamBudget(max_total=10_000, max_event=20)
+    for _ in range(50):  # many events, each under the event cap: fine
+        assert budget.feed(b"data: 0123456789\n\n") == b"data: 0123456789\n\n"
+    assert budget.feed(b"data: 0123456789\n") == b"data: 0123456789\n"
+    assert budget.feed(b"data: 0123456789\n") is None  # two lines of one event: 34 bytes
+    assert "one event of the stream passed 20 bytes (max_event_bytes)" in budget.exceeded
+
+
+def test_stream_budget_cuts_a_line_that_never_ends():
+    from edge_agent.upstream import StreamBudget
+
+    budget = StreamBudget(max_total=10_000, max_event=100)
+    assert budget.feed(b"data: " + b"x" * 90) == b""
+    assert budget.feed(b"x" * 10) is None
+    assert "max_event_bytes" in budget.exceeded
+
+
+def test_stream_budget_caps_the_whole_stream():
+    from edge_agent.upstream import StreamBudget
+
+    budget = StreamBudget(max_total=95, max_event=100)
+    assert budget.feed(b"data: 1\n\n" * 10) == b"data: 1\n\n" * 10  # 90 bytes
+    assert budget.feed(b"data: 2\n\n") is None
+    assert budget.exceeded == "the streamed answer passed 95 bytes (max_stream_bytes)"
+
+
+def test_too_large_reply_is_a_502_in_openais_shape():
+    import json
+
+    from edge_agent.upstream import too_large_reply
+
+    reply = too_large_reply("cloud", "the answer passed max_reply_bytes (10 bytes)")
+    assert reply.status == 502 and reply.stream is None and reply.content_type == "application/json"
+    error = json.loads(reply.body)["error"]
+    assert error["code"] == "upstream_reply_too_large" and error["type"] == "upstream_error"
+    assert error["message"].startswith("upstream cloud: the answer passed max_reply_bytes (10 bytes)")
