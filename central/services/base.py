@@ -61,10 +61,10 @@ class CentralSettings:
 @dataclass(frozen=True)
 class Caller:
     identity: pki.Identity | None
+    peer: str
     # The serial (hex) of the certificate the caller presented; "" when it presented none. Central accepts only
     # the serial it last issued to a node or an operator (require_admin, require_viewer, services.fleet).
     serial: str = ""
-    peer: str
 
     @property
     def actor(self) -> str:
