@@ -140,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
         " every replica mounts (default: <data-dir>/blobs)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # The enrollment port's limits (issue 16): see docs/operations.md, "The enrollment port under load".
+    serve.add_argument(
+        "--enroll-rate", type=_positive_float, default=5.0, help="enrollment calls a second per client IP (5)"
+    )
+    serve.add_argument(
+        "--enroll-burst", type=_positive_int, default=20, help="enrollment calls at once per client IP (20)"
+    )
+    serve.add_argument(
+        "--enroll-max-concurrent", type=_positive_int, default=64, help="enrollment calls in flight in all (64)"
+    )
     cstatus = central.add_parser("status", help="the store, its replicas and which one leads")
     cstatus.add_argument("--data-dir", required=True, help="a data dir made by `central init`")
     cstatus.add_argument("--store", default="", help="override the data dir's store: " + _STORE_HELP)
@@ -320,6 +330,7 @@ def _central(args) -> int:
     from central.services.base import CentralSettings
 
     settings = CentralSettings(heartbeat_interval_s=args.heartbeat_interval, certificate_lifetime_s=args.cert_lifetime)
+    settings = _with_enroll_limits(settings, args)
     _use_uvloop()
     _steady_malloc()
     try:
@@ -340,6 +351,28 @@ def _central(args) -> int:
     except ListenError as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 1
+
+
+def _with_enroll_limits(settings, args):
+    """The enrollment port's limits from `central serve`'s flags (issue 16)."""
+    from dataclasses import replace
+
+    return replace(
+        settings,
+        enroll_rate_per_s=args.enroll_rate,
+        enroll_burst=args.enroll_burst,
+        enroll_max_concurrent=args.enroll_max_concurrent,
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
 
 
 def _central_status(spec: str, as_json: bool) -> int:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from central import audit
-from central.errors import InvalidArgument, NotFound
-from central.services.base import Caller, Central, require_viewer
+from central.errors import FailedPrecondition, InvalidArgument, NotFound
+from central.services.base import Caller, Central, manifest_signing_key, record_audit, require_admin, require_viewer
 from central.store import NodeRoutingRecord
 
 
@@ -15,7 +15,7 @@ def list_entries(central: Central, caller: Caller, after_sequence: int, limit: i
 
 def verify(central: Central, caller: Caller) -> audit.ChainCheck:
     require_viewer(central, caller, "audit.verify")
-    return audit.verify_chain(central.store.iter_audit())
+    return audit.verify_chain(central.store.iter_audit(), central.store.audit_anchor(), central.signing_public_key_pem)
 
 
 def routing_totals(central: Central, caller: Caller, node_id: str) -> list[NodeRoutingRecord]:
@@ -25,3 +25,47 @@ def routing_totals(central: Central, caller: Caller, node_id: str) -> list[NodeR
         raise NotFound(f"no node {node_id!r}")
     central.beats.flush()
     return central.store.routing_totals(node_id)
+
+
+# -- retention (issue 16) ----------------------------------------------------------------------------------
+
+
+def anchor(central: Central, caller: Caller) -> audit.AuditAnchor | None:
+    """Where the kept log starts (None before the first prune), for `audit archive` to start its file from."""
+    require_viewer(central, caller, "audit.anchor")
+    return central.store.audit_anchor()
+
+
+def archive(central: Central, caller: Caller, before_sequence: int, last_hash: str) -> tuple[audit.AuditAnchor, int]:
+    """Prune the entries before `before_sequence` behind a signed anchor; (the anchor, entries pruned).
+
+    The caller has saved those entries first (`edgefleet audit archive` writes them to a file) and names the
+    hash of the last one it saved, so central never prunes what was not archived. Admins only; audited."""
+    action = "audit.archive"
+    require_admin(central, caller, action, str(before_sequence))
+    key = manifest_signing_key(central)
+    if before_sequence < 2:
+        raise InvalidArgument(f"before_sequence must be at least 2 (entry 1 is the oldest), got {before_sequence}")
+    if not last_hash:
+        raise InvalidArgument("last_hash is required: the hash of the last entry archived (entry before_sequence - 1)")
+    current = central.store.audit_anchor()
+    if current is not None and before_sequence - 1 <= current.sequence:
+        raise FailedPrecondition(f"entries up to {current.sequence} are archived and pruned already")
+    last = central.store.list_audit(before_sequence - 2, 1)
+    if not last or last[0].sequence != before_sequence - 1:
+        raise NotFound(f"the audit log has no entry {before_sequence - 1} yet")
+    if last[0].hash != last_hash:
+        raise FailedPrecondition(
+            f"entry {before_sequence - 1} has hash {last[0].hash}, not {last_hash}: archive it again before pruning"
+        )
+    signed = audit.sign_anchor(last[0].sequence, last[0].hash, central.clock(), key)
+    pruned = central.store.prune_audit(signed)
+    record_audit(
+        central,
+        caller,
+        action,
+        str(signed.sequence),
+        audit.ALLOWED,
+        f"pruned {pruned} entries up to {signed.sequence} behind a signed anchor (hash {signed.hash[:16]}...)",
+    )
+    return signed, pruned

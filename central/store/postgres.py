@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from central import reports as reports_mod
 from central import routing as routing_mod
-from central.audit import GENESIS_HASH, AuditEntry, entry_hash
+from central.audit import GENESIS_HASH, AuditAnchor, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
     AuditEvent,
@@ -154,6 +154,26 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             f"CREATE TABLE operators (name {_ID} PRIMARY KEY, role text NOT NULL, serial text NOT NULL,"
             " expires_at double precision NOT NULL, created_at double precision NOT NULL,"
             " created_by text NOT NULL, revoked_at double precision)",
+        ],
+    ),
+    (
+        5,
+        [
+            # Audit retention: entries up to the latest anchor's sequence may be pruned (prune_audit), no others;
+            # the anchors themselves are append-only. (A trigger's WHEN cannot hold a subquery: a function checks.)
+            "CREATE TABLE audit_anchors (sequence bigint PRIMARY KEY, hash text NOT NULL,"
+            " at double precision NOT NULL, signature text NOT NULL)",
+            "CREATE FUNCTION audit_prune_only() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN IF OLD.sequence > coalesce((SELECT max(sequence) FROM audit_anchors), 0) THEN"
+            " RAISE EXCEPTION 'audit log is append-only: only entries behind a signed anchor may be pruned';"
+            " END IF; RETURN OLD; END $$",
+            "DROP TRIGGER audit_no_change ON audit",
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit FOR EACH ROW EXECUTE FUNCTION audit_prune_only()",
+            "CREATE TRIGGER audit_anchors_no_change BEFORE UPDATE OR DELETE ON audit_anchors"
+            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+            "CREATE TRIGGER audit_anchors_no_truncate BEFORE TRUNCATE ON audit_anchors"
+            " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
         ],
     ),
     (
@@ -758,6 +778,29 @@ class PostgresFleetStore(FleetStore):
             if len(page) < 1000:
                 return
             after = page[-1].sequence
+
+    # -- audit retention (issue 16) ------------------------------------------------
+
+    def audit_anchor(self) -> AuditAnchor | None:
+        rows = self._query("SELECT sequence, hash, at, signature FROM audit_anchors ORDER BY sequence DESC LIMIT 1")
+        return AuditAnchor(*rows[0]) if rows else None
+
+    def prune_audit(self, anchor: AuditAnchor) -> int:
+        with self._tx() as conn:
+            # Under the appends' lock: the head cannot move while entries go.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_KEY,))
+            latest = conn.execute("SELECT max(sequence) FROM audit_anchors").fetchone()
+            if latest and latest[0] is not None and anchor.sequence <= latest[0]:
+                raise StoreError(f"the audit log is pruned up to {latest[0]} already")
+            row = conn.execute("SELECT hash FROM audit WHERE sequence = %s", (anchor.sequence,)).fetchone()
+            if row is None or row[0] != anchor.hash:
+                raise StoreError(f"audit entry {anchor.sequence} with hash {anchor.hash} is not in the log")
+            if conn.execute("SELECT 1 FROM audit WHERE sequence > %s LIMIT 1", (anchor.sequence,)).fetchone() is None:
+                raise StoreError("the newest audit entry is never pruned: the next one links to it")
+            conn.execute(
+                "INSERT INTO audit_anchors (sequence, hash, at, signature) VALUES (%s, %s, %s, %s)", astuple(anchor)
+            )
+            return conn.execute("DELETE FROM audit WHERE sequence <= %s", (anchor.sequence,)).rowcount
 
     def close(self) -> None:
         self._pool.close()

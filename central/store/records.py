@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from central.audit import AuditEntry
+from central.audit import AuditAnchor, AuditEntry
 from central.errors import CentralError
 from central.routing import RoutingReport
 
@@ -484,6 +484,17 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def iter_audit(self) -> Iterator[AuditEntry]:
         """Every entry, oldest first."""
+
+    # audit retention (issue 16)
+    @abc.abstractmethod
+    def audit_anchor(self) -> AuditAnchor | None:
+        """The latest anchor (where the kept log starts); None when nothing was ever pruned."""
+
+    @abc.abstractmethod
+    def prune_audit(self, anchor: AuditAnchor) -> int:
+        """In one transaction: keep `anchor` and delete the entries up to anchor.sequence; returns how many were
+        deleted. StoreError, with nothing changed, when entry anchor.sequence is not in the log with anchor.hash
+        or the anchor is not past the latest one. Nothing else ever deletes an audit entry (the database refuses)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from central import reports as reports_mod
 from central import routing as routing_mod
-from central.audit import GENESIS_HASH, AuditEntry, entry_hash
+from central.audit import GENESIS_HASH, AuditAnchor, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
     AuditEvent,
@@ -140,6 +140,24 @@ _MIGRATIONS = [
             # Operators (AdminService callers): their role and the one certificate serial central accepts.
             "CREATE TABLE operators (name TEXT PRIMARY KEY, role TEXT NOT NULL, serial TEXT NOT NULL,"
             " expires_at REAL NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL)",
+        ],
+    ),
+    (
+        10,
+        [
+            # Audit retention: entries up to the latest anchor's sequence may be pruned (prune_audit), no others;
+            # the anchors themselves are append-only.
+            "CREATE TABLE audit_anchors (sequence INTEGER PRIMARY KEY, hash TEXT NOT NULL, at REAL NOT NULL,"
+            " signature TEXT NOT NULL)",
+            "DROP TRIGGER audit_no_delete",
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+            " WHEN OLD.sequence > coalesce((SELECT max(sequence) FROM audit_anchors), 0)"
+            " BEGIN SELECT RAISE(ABORT, 'audit log is append-only: only entries behind a signed anchor may be pruned');"
+            " END",
+            "CREATE TRIGGER audit_anchors_no_update BEFORE UPDATE ON audit_anchors"
+            " BEGIN SELECT RAISE(ABORT, 'audit anchors are append-only'); END",
+            "CREATE TRIGGER audit_anchors_no_delete BEFORE DELETE ON audit_anchors"
+            " BEGIN SELECT RAISE(ABORT, 'audit anchors are append-only'); END",
         ],
     ),
     (
@@ -691,6 +709,27 @@ class SqliteFleetStore(FleetStore):
             if len(page) < 1000:
                 return
             after = page[-1].sequence
+
+    # -- audit retention (issue 16) ------------------------------------------------
+
+    def audit_anchor(self) -> AuditAnchor | None:
+        rows = self._query("SELECT sequence, hash, at, signature FROM audit_anchors ORDER BY sequence DESC LIMIT 1")
+        return AuditAnchor(*rows[0]) if rows else None
+
+    def prune_audit(self, anchor: AuditAnchor) -> int:
+        with self._tx() as c:
+            latest = c.execute("SELECT max(sequence) FROM audit_anchors").fetchone()[0]
+            if latest is not None and anchor.sequence <= latest:
+                raise StoreError(f"the audit log is pruned up to {latest} already")
+            row = c.execute("SELECT hash FROM audit WHERE sequence = ?", (anchor.sequence,)).fetchone()
+            if row is None or row[0] != anchor.hash:
+                raise StoreError(f"audit entry {anchor.sequence} with hash {anchor.hash} is not in the log")
+            if c.execute("SELECT 1 FROM audit WHERE sequence > ? LIMIT 1", (anchor.sequence,)).fetchone() is None:
+                raise StoreError("the newest audit entry is never pruned: the next one links to it")
+            c.execute(
+                "INSERT INTO audit_anchors (sequence, hash, at, signature) VALUES (?, ?, ?, ?)", astuple(anchor)
+            )
+            return c.execute("DELETE FROM audit WHERE sequence <= ?", (anchor.sequence,)).rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -3,10 +3,11 @@ per test (tests/postgres_db.py: skipped when no server is reachable, failed unde
 
 import sqlite3
 import threading
+from dataclasses import replace
 
 import pytest
 
-from central.audit import GENESIS_HASH, verify_chain
+from central.audit import GENESIS_HASH, sign_anchor, verify_chain
 from central.routing import RoutingReport
 from central.store import (
     AuditEvent,
@@ -263,6 +264,74 @@ class FleetStoreContract:
         assert second.try_acquire() and second.held()
         second.release()
         second.release()
+
+    # -- audit retention (issue 16): prune only behind a signed anchor ----------------------------------
+
+    def test_prune_behind_an_anchor_keeps_a_chain_verify_proves(self, store):
+        entries = [store.append_audit(float(i), "admin:a", "x", f"t{i}", "allowed", "", "") for i in range(1, 6)]
+        key, public_pem = _signing_key()
+        assert store.audit_anchor() is None
+        anchor = sign_anchor(3, entries[2].hash, 9.0, key)
+        assert store.prune_audit(anchor) == 3
+        assert store.audit_anchor() == anchor
+        assert [e.sequence for e in store.iter_audit()] == [4, 5]
+        check = verify_chain(store.iter_audit(), store.audit_anchor(), public_pem)
+        assert check.intact and check.entries_checked == 2
+        # The chain goes on from the kept head; a later prune moves the anchor on.
+        assert store.append_audit(6.0, "admin:a", "x", "", "allowed", "", "").sequence == 6
+        later = sign_anchor(4, entries[3].hash, 10.0, key)
+        assert store.prune_audit(later) == 1 and store.audit_anchor() == later
+        assert verify_chain(store.iter_audit(), later, public_pem).intact
+
+    def test_prune_refuses_an_anchor_off_the_chain_or_behind_and_changes_nothing(self, store):
+        entries = [store.append_audit(float(i), "admin:a", "x", "", "allowed", "", "") for i in range(1, 5)]
+        key, _ = _signing_key()
+        with pytest.raises(StoreError, match="not in the log"):
+            store.prune_audit(sign_anchor(2, "f" * 64, 9.0, key))
+        with pytest.raises(StoreError, match="newest audit entry is never pruned"):
+            store.prune_audit(sign_anchor(4, entries[3].hash, 9.0, key))
+        store.prune_audit(sign_anchor(2, entries[1].hash, 9.0, key))
+        with pytest.raises(StoreError, match="pruned up to 2 already"):
+            store.prune_audit(sign_anchor(2, entries[1].hash, 9.0, key))
+        assert [e.sequence for e in store.iter_audit()] == [3, 4]
+
+    def test_the_database_refuses_deleting_entries_past_the_anchor_or_anchors(self, store):
+        entries = [store.append_audit(float(i), "admin:a", "x", "", "allowed", "", "") for i in range(1, 5)]
+        key, _ = _signing_key()
+        store.prune_audit(sign_anchor(2, entries[1].hash, 9.0, key))
+        refused = ("DELETE FROM audit WHERE sequence = 3", "DELETE FROM audit_anchors", "UPDATE audit_anchors SET at=0")
+        for sql in refused:
+            with pytest.raises(Exception, match="append-only"):
+                _raw_sql(store, sql)
+        assert [e.sequence for e in store.iter_audit()] == [3, 4]
+
+    def test_verify_from_an_anchor_catches_a_forged_anchor_and_a_broken_link(self, store):
+        entries = [store.append_audit(float(i), "admin:a", "x", "", "allowed", "", "") for i in range(1, 5)]
+        key, public_pem = _signing_key()
+        store.prune_audit(sign_anchor(2, entries[1].hash, 9.0, key))
+        _, other_pem = _signing_key()
+        forged = verify_chain(store.iter_audit(), store.audit_anchor(), other_pem)
+        assert not forged.intact and "not signed" in forged.problem
+        moved = replace(store.audit_anchor(), hash="e" * 64)  # a signature over other fields no longer holds
+        assert not verify_chain(store.iter_audit(), moved, public_pem).intact
+
+
+def _signing_key():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key, pem
+
+
+def _raw_sql(store, sql):
+    """Run SQL past the store's methods, as someone with the database file or a database login could."""
+    if isinstance(store, SqliteFleetStore):
+        store._conn.execute(sql)
+        return
+    with store._pool.connection() as conn:
+        conn.execute(sql)
 
 
 class TestFleetStore(FleetStoreContract):
