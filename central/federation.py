@@ -2,7 +2,10 @@
 
 Central runs Flower's SuperLink beside the coordinator (federated.superlink,
 TLS with a certificate from the fleet CA, SuperNode auth on) and is the only
-client of its Control API. What the operator asks for arrives through
+client of its Control API: the SuperLink serves Control only to the client
+certificate central makes for itself at start (federated.superlink_credentials,
+key in `flower/`), and runs sandboxed in `superlink/`, its own directory, unable
+to read the CA key, the signing key or the store (federated.sandbox). What the operator asks for arrives through
 AdminService; this module turns it into Flower calls:
 
 - the Flower key an agent sends at enrollment is registered with the
@@ -203,16 +206,26 @@ class Federation:
 
     def __init__(self, paths: CentralPaths, authority: Authority, listen: str, advertise_host: str = ""):
         from edgefleet.ports import free_port
-        from federated.supervisor import Supervisor
+        from federated import superlink
+        from federated.superlink_credentials import ClientAuthority
+        from federated.supervisor import Supervisor, venv_env
 
         self.paths, self.authority = paths, authority
         self.host, port = listen.rsplit(":", 1)
         self.host = self.host.strip("[]")
         self.port = int(port) or free_port(self.host)
         self.advertise_host = advertise_host
-        self.dir = paths.root / "flower"
-        self.results_dir = self.dir / "results"
-        self.superlink = Supervisor("superlink", self._superlink_command, self.dir / "superlink.log", cwd=self.dir)
+        self.dir = paths.root / "flower"  # central's side: its Control certificate and key
+        self.superlink_dir = paths.root / "superlink"  # the SuperLink's side: all it may read or write
+        self.results_dir = self.superlink_dir / "results"
+        self.client_authority = ClientAuthority.create()  # in memory only, for this process's SuperLink
+        self.superlink = Supervisor(
+            "superlink",
+            self._superlink_command,
+            self.dir / "superlink.log",
+            cwd=self.superlink_dir,
+            env=superlink.child_env(self.superlink_dir, venv_env()),
+        )
         self._control = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,25 +245,41 @@ class Federation:
             valid_days=SUPERLINK_CERT_DAYS,
             extra_names=superlink_names(self.host, self.advertise_host),
         )
-        pki.write_private(self.dir / "superlink.key", pki.private_key_pem(key))
-        pki.write_public(self.dir / "superlink.crt", pki.certificate_pem(cert) + self.paths.ca_cert.read_bytes())
+        ca_pem = self.paths.ca_cert.read_bytes()
+        pki.write_private(self.superlink_dir / "superlink.key", pki.private_key_pem(key))
+        pki.write_public(self.superlink_dir / "superlink.crt", pki.certificate_pem(cert) + ca_pem)
+        pki.write_public(self.superlink_dir / "ca.crt", ca_pem)
+
+    def protected_paths(self) -> list[Path]:
+        """What the SuperLink must not be able to read (it checks, and logs the result)."""
+        p = self.paths
+        return [p.ca_key, p.signing_key, p.server_key, p.store, p.store_spec_file, p.admin_credential, self.control_key]
+
+    @property
+    def control_cert(self) -> Path:
+        return self.dir / "control.crt"
+
+    @property
+    def control_key(self) -> Path:
+        return self.dir / "control.key"
 
     def _superlink_command(self) -> list[str]:
+        from federated import superlink
+
         self._issue_certificate()
-        return [
-            sys.executable,
-            "-m",
-            "federated.superlink",
+        client_ca = self.client_authority.write_certificate(self.superlink_dir / "client-ca.crt")
+        runtime_cert, runtime_key = self.client_authority.issue_runtime(self.superlink_dir)
+        flower_args = [
             "--host",
             self.host,
             "--port",
             str(self.port),
             "--ssl-certfile",
-            str(self.dir / "superlink.crt"),
+            str(self.superlink_dir / "superlink.crt"),
             "--ssl-keyfile",
-            str(self.dir / "superlink.key"),
+            str(self.superlink_dir / "superlink.key"),
             "--ssl-ca-certfile",
-            str(self.paths.ca_cert),
+            str(self.superlink_dir / "ca.crt"),
             "--enable-supernode-auth",
             # State in memory: central's store is the record (keys, runs, outcomes) and the reconcile
             # pass registers every key again after a restart. Flower's SQLite state cost about twice
@@ -259,10 +288,23 @@ class Federation:
             ":flwr-in-memory:",
             "--disable-runtime-dependency-installation",
         ]
+        return superlink.command(
+            self.superlink_dir, client_ca, runtime_cert, runtime_key, flower_args, self.protected_paths()
+        )
 
     def start(self) -> None:
         self.dir.mkdir(mode=0o700, exist_ok=True)
-        self.results_dir.mkdir(exist_ok=True)
+        for directory in (
+            self.superlink_dir,
+            self.results_dir,
+            self.superlink_dir / "flwr",
+            self.superlink_dir / "tmp",
+        ):
+            directory.mkdir(mode=0o700, exist_ok=True)
+        # Left by versions that kept the SuperLink's key beside central's.
+        for stale in ("superlink.key", "superlink.crt"):
+            (self.dir / stale).unlink(missing_ok=True)
+        self.client_authority.issue_control(self.dir)
         self.superlink.start()
         self._thread = threading.Thread(target=self._loop, name="federation", daemon=True)
         self._thread.start()
@@ -282,7 +324,9 @@ class Federation:
         if self._control is None:
             from federated.control import FlowerControl
 
-            self._control = FlowerControl(self.control_address, self.paths.ca_cert.read_bytes())
+            self._control = FlowerControl(
+                self.control_address, self.paths.ca_cert.read_bytes(), self.control_cert, self.control_key
+            )
         return self._control
 
     def require_control(self):

@@ -1,8 +1,11 @@
-"""Central's client for its own SuperLink's Control API (same host only, see federated.superlink)."""
+"""Central's client for its own SuperLink's Control API: TLS, presenting central's Control certificate
+(federated.superlink_credentials), without which the SuperLink refuses every Control call."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -42,17 +45,24 @@ class FlowerRun:
 
 
 class FlowerControl:
-    def __init__(self, address: str, ca_pem: bytes, timeout_s: float = 10.0):
+    def __init__(self, address: str, ca_pem: bytes, cert_path: Path, key_path: Path, timeout_s: float = 10.0):
         from flwr.supercore.control.control_http_client import ControlHttpClient
         from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
-        self._client = ControlHttpClient.from_server_address(
-            server_address=address,
-            insecure=False,
-            root_certificates=ca_pem,
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cadata=ca_pem.decode("ascii"))
+        try:
+            context.load_cert_chain(str(cert_path), str(key_path))
+        except (OSError, ssl.SSLError) as exc:
+            raise FlowerControlError(
+                f"central's Control certificate cannot be loaded from {cert_path}: {exc}"
+            ) from None
+        self._client = ControlHttpClient(
+            f"https://{address}",
             interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+            verify=context,
+            timeout=timeout_s,
         )
-        self._client._client.timeout = timeout_s  # ProtobufClient has no setter
 
     def close(self) -> None:
         self._client.close()
