@@ -348,9 +348,15 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from edge_agent.control.status import describe, gather
+    from edgefleet.terminal import printable
 
     report = gather(_data_dir(args))
-    print(json.dumps(report, indent=2) if args.json else describe(report))
+    if args.json:
+        print(json.dumps(report, indent=2))  # ASCII-only: json.dumps escapes controls and bidi characters
+        return 0
+    # Central's strings (node id, labels, model names) shown with their control and bidi characters escaped.
+    for line in describe(report).splitlines():
+        print(printable(line))
     return 0
 
 
