@@ -11,10 +11,12 @@ import os
 import secrets
 from pathlib import Path
 
+from edgefleet.privatedir import make_private_dir
+
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write secret bytes readable by the owner only (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write secret bytes readable by the owner only (0600), atomically; missing parent dirs are made 0700."""
+    make_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
