@@ -979,7 +979,14 @@ def _audit_verify(client, args) -> int:
 def _audit_routing(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
-    nodes = client.call("ListRoutingTotals", admin_pb2.ListRoutingTotalsRequest(node_id=args.node)).nodes
+    nodes, token = [], ""
+    while True:  # page by page (100 nodes each), as central sends them
+        request = admin_pb2.ListRoutingTotalsRequest(node_id=args.node, page_token=token)
+        page = client.call("ListRoutingTotals", request)
+        nodes.extend(page.nodes)
+        token = page.next_page_token
+        if not token:
+            break
     rows = [
         {
             "node_id": n.node_id,

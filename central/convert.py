@@ -135,6 +135,23 @@ def report_records(reports) -> list[ReportRecord]:
     return records
 
 
+def status_problem(status: common_pb2.NodeStatus) -> str:
+    """Why central refuses a heartbeat's status ("" when it takes it): a field past its bound, or its size."""
+    return report_limits.problem(status, "status")
+
+
+def reports_problem(reports) -> str:
+    """Why central refuses a batch of spooled reports ("" when it takes them): the first report with a field past
+    its bound, or past the size of a report, named by its sequence."""
+    for r in reports:
+        body = r.WhichOneof("body")
+        if body is not None:
+            problem = report_limits.problem(getattr(r, body), body)
+            if problem:
+                return f"report {r.sequence}: {problem}"
+    return ""
+
+
 def routing_report(status: common_pb2.NodeStatus) -> RoutingReport | None:
     """What a status says of routing; None when the agent sent no routing summary."""
     if not status.HasField("routing"):

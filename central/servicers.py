@@ -147,6 +147,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         expires_at = certificate_expiry(context)
         try:
             async for request in request_iterator:
+                problem = convert.status_problem(request.status)
+                if problem:  # past a bound: refused before anything is kept (edgefleet.report_limits)
+                    raise fleet.refuse_oversized(caller, request.node_id, "heartbeat", problem)
                 # Decoded once: the bytes are kept for operators, the rest is what central decides on.
                 status = request.status.SerializeToString()
                 routing_report = convert.routing_report(request.status)
@@ -196,6 +199,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     @_unary
     def ReportEvent(self, request, caller):
+        problem = convert.reports_problem(request.reports)
+        if problem:  # past a bound: refused before anything is kept (edgefleet.report_limits)
+            raise fleet.refuse_oversized(caller, request.node_id, "report", problem)
         top = fleet.report(
             self.central,
             caller,
@@ -203,6 +209,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             convert.report_records(request.reports),
             request.dropped_count,
             convert.report_routing(request.reports),
+            request.spool_epoch,
         )
         return fleet_pb2.ReportEventResponse(acknowledged_sequence=top)
 
@@ -298,8 +305,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @_unary
     def ListRoutingTotals(self, request, caller):
-        nodes = audit.routing_totals(self.central, caller, request.node_id)
-        return admin_pb2.ListRoutingTotalsResponse(nodes=[convert.node_routing_message(n) for n in nodes])
+        nodes, next_token = audit.routing_totals_page(
+            self.central, caller, request.node_id, request.page_size, request.page_token
+        )
+        return admin_pb2.ListRoutingTotalsResponse(
+            nodes=[convert.node_routing_message(n) for n in nodes], next_page_token=next_token
+        )
 
     async def PushModel(self, request_iterator, context):
         caller = caller_of(context)

@@ -68,7 +68,9 @@ def clip(message: Message, max_bytes: int = MAX_REPORT_BYTES) -> bool:
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
-    return field.label == FieldDescriptor.LABEL_REPEATED
+    """`is_repeated` where protobuf has it (6.x deprecates `label`), `label` before."""
+    is_repeated = getattr(field, "is_repeated", None)
+    return bool(is_repeated) if is_repeated is not None else field.label == FieldDescriptor.LABEL_REPEATED
 
 
 def _is_map(field: FieldDescriptor) -> bool:

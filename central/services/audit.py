@@ -18,13 +18,34 @@ def verify(central: Central, caller: Caller) -> audit.ChainCheck:
     return audit.verify_chain(central.store.iter_audit(), central.store.audit_anchor(), central.signing_public_key_pem)
 
 
-def routing_totals(central: Central, caller: Caller, node_id: str) -> list[NodeRoutingRecord]:
+def routing_totals(
+    central: Central, caller: Caller, node_id: str, after_node_id: str = "", limit: int | None = None
+) -> list[NodeRoutingRecord]:
     """Per node, requests per (data class, route) summed from its reports; one node when node_id is given."""
     require_viewer(central, caller, "audit.routing", node_id)
     if node_id and central.store.get_node(node_id) is None:
         raise NotFound(f"no node {node_id!r}")
     central.beats.flush()
-    return central.store.routing_totals(node_id)
+    return central.store.routing_totals(node_id, after_node_id, limit)
+
+
+# A node's totals hold at most central.routing.MAX_PAIRS_PER_NODE pairs of up to central.routing.MAX_TEXT
+# characters each: a page of the most nodes stays under 4 MiB, half of gRPC's message limit.
+DEFAULT_ROUTING_PAGE = 100
+MAX_ROUTING_PAGE = 200
+
+
+def routing_totals_page(
+    central: Central, caller: Caller, node_id: str, page_size: int = 0, page_token: str = ""
+) -> tuple[list[NodeRoutingRecord], str]:
+    """One page of routing totals, by node id, and the token of the next page ("" on the last)."""
+    if page_size > MAX_ROUTING_PAGE:
+        raise InvalidArgument(f"page_size must be at most {MAX_ROUTING_PAGE}, got {page_size}")
+    page_size = page_size or DEFAULT_ROUTING_PAGE
+    records = routing_totals(central, caller, node_id, page_token, page_size + 1)
+    more = len(records) > page_size
+    records = records[:page_size]
+    return records, records[-1].node_id if more else ""
 
 
 # -- retention (issue 16) ----------------------------------------------------------------------------------

@@ -159,6 +159,7 @@ def report(
     reports: list[ReportRecord],
     dropped_count: int,
     routing_reports: dict[int, routing.RoutingReport] | None = None,
+    spool_epoch: str = "",
 ) -> int:
     """Spooled reports; `routing_reports` (by report sequence) are what their statuses say of routing.
     `spool_epoch` names the agent's spool: a new one (a spool rebuilt, numbering from 1 again) has its reports
@@ -188,11 +189,29 @@ def report(
     return acknowledged
 
 
+def refuse_oversized(caller: Caller, claimed_node_id: str, what: str, problem: str) -> InvalidArgument:
+    """The error for a heartbeat or a report past a bound of edgefleet.report_limits, logged (not audited: the
+    node's next beat or flush tries again, and the audit log must not grow with what a node sends)."""
+    log.warning("refused a %s of %s from %s: %s", what, claimed_node_id[:80], caller.peer, problem)
+    return InvalidArgument(f"{what} refused: {problem}")
+
+
 def fetch_artifact(central: Central, caller: Caller, sha256: str, offset: int) -> int:
     """The size of the artifact the node may download from offset: only the model it is assigned (which a
     rollout's step writes when it reaches the node, and a rollback restores); raises otherwise."""
     action = "fleet.fetch_artifact"
+    if not is_sha256(sha256):
+        raise InvalidArgument(f"sha256 must be 64 lowercase hex digits, got {sha256[:80]!r}")
     node = _active_node(central, caller, caller.identity.name if caller.identity else "", action)
+    if not may_fetch(node, sha256):
+        raise refuse(
+            central,
+            PermissionDenied,
+            caller,
+            action,
+            node.node_id,
+            f"node {node.node_id} is not assigned sha256:{sha256}",
+        )
     if not central.store.models_with_sha256(sha256):
         raise NotFound(f"no registered model has sha256 {sha256!r}")
     size = blob_store(central).size(sha256)
@@ -203,27 +222,6 @@ def fetch_artifact(central: Central, caller: Caller, sha256: str, offset: int) -
     return size
 
 
-def _usable(node_id: str, report: routing.RoutingReport | None) -> routing.RoutingReport | None:
-    spool_epoch: str = "",
-    """The report, or None when it is malformed: its counts are left out, the rest of the beat is kept."""
-    if report is None:
-        return None
-    problem = routing.problem(report)
-    if problem:
-        log.warning("ignored the routing summary of %s: %s", node_id, problem)
-        return None
-    return report
-    if not is_sha256(sha256):
-        raise InvalidArgument(f"sha256 must be 64 lowercase hex digits, got {sha256[:80]!r}")
-    if not may_fetch(node, sha256):
-        raise refuse(
-            central,
-            PermissionDenied,
-            caller,
-            action,
-            node.node_id,
-            f"node {node.node_id} is not assigned sha256:{sha256}",
-        )
 def is_sha256(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
@@ -236,3 +234,12 @@ def may_fetch(node: NodeRecord, sha256: str) -> bool:
     return bool(sha256) and node.desired_model.get("sha256") == sha256
 
 
+def _usable(node_id: str, report: routing.RoutingReport | None) -> routing.RoutingReport | None:
+    """The report, or None when it is malformed: its counts are left out, the rest of the beat is kept."""
+    if report is None:
+        return None
+    problem = routing.problem(report)
+    if problem:
+        log.warning("ignored the routing summary of %s: %s", node_id, problem)
+        return None
+    return report

@@ -329,7 +329,8 @@ class FleetClient:
         except grpc.RpcError as exc:
             raise self._failed(index, _wrap(exc, "artifact download")) from None
 
-    def report(self, reports: list[SpooledReport], dropped_count: int) -> int:
+    def report(self, reports: list[SpooledReport], dropped_count: int, spool_epoch: str = "") -> int:
+        """Deliver spooled reports; returns the highest sequence central holds of spool `spool_epoch`."""
         messages = []
         for r in reports:
             msg = fleet_pb2.Report(sequence=r.sequence, observed_at=_timestamp(r.observed_at))
@@ -339,7 +340,7 @@ class FleetClient:
                 msg.event.ParseFromString(r.payload)
             messages.append(msg)
         request = fleet_pb2.ReportEventRequest(
-            node_id=self.identity.node_id, reports=messages, dropped_count=dropped_count
+            node_id=self.identity.node_id, reports=messages, dropped_count=dropped_count, spool_epoch=spool_epoch
         )
         index, stub = self._stub()
         try:

@@ -130,7 +130,7 @@ class ControlLoop:
             dropped = self.spool.dropped_unreported()
             if not batch and not dropped:
                 return
-            acknowledged = self._client.report(batch, dropped)
+            acknowledged = self._client.report(batch, dropped, self.spool.epoch)
             if batch:
                 self.spool.acknowledge(min(acknowledged, batch[-1].sequence) if acknowledged else batch[-1].sequence)
             self.spool.mark_dropped_reported(dropped)

@@ -4,6 +4,11 @@ One SQLite file (WAL). Sequences come from an AUTOINCREMENT key: never reused, e
 acknowledgement and a restart. Past ``max_reports`` the oldest go and a persisted ``dropped`` counter
 grows, lowered only by what central was told, so a failed flush loses no count. A corrupt file is set
 aside (``*.corrupt-<time>``) with a warning, as the response cache does; the fresh spool starts at 1.
+
+Each spool file has an epoch, a random id made with it: a rebuilt spool has a new one, and the agent sends it
+with its reports, so central numbers the new spool's reports after the ones it holds instead of taking them for
+duplicates of old ones (central.reports). Reports are clipped to the bounds central enforces
+(edgefleet.report_limits) before they are kept, so one oversized report can never block the spool's flush.
 """
 
 from __future__ import annotations
@@ -14,7 +19,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
+from edgefleet import report_limits
 from edgefleet.sqlitedb import open_checked, open_or_set_aside
+from edgefleet.v1 import common_pb2, fleet_pb2
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +46,27 @@ class ReportSpool:
         self._max_reports = max_reports
         self._lock = threading.Lock()
         self._count = 0
+        self._epoch = ""
         self.corrupt_rebuilds = 0
         self._conn = self._open_or_rebuild()
 
     def append(self, kind: str, observed_at: float, payload: bytes) -> int:
-        """Store one report and return its sequence; drops the oldest when full."""
+        """Store one report and return its sequence; drops the oldest when full. A report past central's bounds
+        is clipped to them; one still too big clipped is counted as dropped, and 0 is returned."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        fitted = fit_report(kind, payload)
         with self._lock:
+            if fitted is None:
+                log.warning(
+                    "a %s report of %d bytes is too big for central even clipped; counted as dropped",
+                    kind,
+                    len(payload),
+                )
+                with self._conn:
+                    self._conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'dropped'")
+                return 0
+            payload = fitted
             with self._conn:
                 excess = max(0, self._count - self._max_reports + 1)
                 dropped = self._conn.execute(_DROP_OLDEST, (excess,)).rowcount if excess else 0
@@ -83,6 +105,11 @@ class ReportSpool:
                 raise ValueError(f"count must be between 0 and {unreported} (drops not yet reported), got {count}")
             self._conn.execute("UPDATE counters SET value = value - ? WHERE name = 'dropped'", (count,))
 
+    @property
+    def epoch(self) -> str:
+        """This spool file's epoch: made with the file, new when the spool is rebuilt."""
+        return self._epoch
+
     def __len__(self) -> int:
         with self._lock:
             return self._count
@@ -100,7 +127,23 @@ class ReportSpool:
         # FULL: a spool that loses its tail on power loss would hand out sequences again.
         conn = open_checked(self.path, _MIGRATIONS, synchronous="FULL")
         self._count = conn.execute("SELECT count(*) FROM reports").fetchone()[0]
+        self._epoch = conn.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0]
         return conn
+
+
+def fit_report(kind: str, payload: bytes) -> bytes | None:
+    """The payload within central's bounds (edgefleet.report_limits): as it is when it fits, clipped when it does
+    not, None when even clipped it is too big. A payload that is not a NodeStatus or an Event is not judged."""
+    message = common_pb2.NodeStatus() if kind == "status" else fleet_pb2.Event()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError:
+        return payload
+    if not report_limits.problem(message, kind):
+        return payload
+    if not report_limits.clip(message):
+        return None
+    return message.SerializeToString()
 
 
 _INSERT = "INSERT INTO reports (kind, observed_at, payload) VALUES (?, ?, ?)"
@@ -115,6 +158,15 @@ _MIGRATIONS = [
             " observed_at REAL NOT NULL, payload BLOB NOT NULL)",
             "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
             "INSERT INTO counters VALUES ('dropped', 0)",
+        ],
+    ),
+    (
+        2,
+        [
+            # The spool's epoch, made with the file (a spool from before epochs gets one now, and central
+            # takes it as the same spool when its numbering continues: central.reports.next_base).
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "INSERT INTO meta VALUES ('epoch', lower(hex(randomblob(16))))",
         ],
     ),
 ]

@@ -9,6 +9,7 @@ nothing, since Jetson has no NVML and its GPU shares the system RAM.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from edgefleet import report_limits
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ class SystemProbe:
             gpus, jetson_temps = self._tegrastats_gpus()
             # psutil already reads Jetson's thermal zones; tegrastats only fills a gap.
             temperatures = temperatures or jetson_temps
+        temperatures, gpus = within_report_bounds(temperatures, gpus)
         return SystemSample(
             cpu_percent=float(psutil.cpu_percent(interval=None)),
             cpu_count=psutil.cpu_count() or 1,
@@ -208,6 +212,26 @@ class SystemProbe:
             return (), ()
         gpu, temps = parse_tegrastats(line)
         return ((gpu,) if gpu else ()), temps
+
+
+def within_report_bounds(
+    temperatures: tuple[Temperature, ...], gpus: tuple[GpuSample, ...]
+) -> tuple[tuple[Temperature, ...], tuple[GpuSample, ...]]:
+    """The first sensors and GPUs, as many as central takes in a status, names cut to its bounds
+    (edgefleet.report_limits): a box with a hundred sensors reports 64 of them, never an oversized status."""
+    bounds, names = report_limits.REPEATED_BOUNDS, report_limits.STRING_BOUNDS
+    sensor = names["edgefleet.v1.Temperature.sensor"]
+    gpu_name, source = names["edgefleet.v1.GpuMetrics.name"], names["edgefleet.v1.GpuMetrics.source"]
+    return (
+        tuple(
+            Temperature(t.sensor[:sensor], t.celsius)
+            for t in temperatures[: bounds["edgefleet.v1.SystemMetrics.temperatures"]]
+        ),
+        tuple(
+            dataclasses.replace(g, name=g.name[:gpu_name], source=g.source[:source])
+            for g in gpus[: bounds["edgefleet.v1.SystemMetrics.gpus"]]
+        ),
+    )
 
 
 def _nvml_sample(nvml: Any, handle: Any) -> GpuSample:

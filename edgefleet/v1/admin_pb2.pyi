@@ -247,7 +247,7 @@ class RevokeNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
-    __slots__ = ("sequence", "at", "actor", "action", "target", "outcome", "detail", "peer", "previous_hash", "hash")
+    __slots__ = ("sequence", "at", "actor", "action", "target", "outcome", "detail", "peer", "previous_hash", "hash", "at_seconds")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +258,7 @@ class AuditEntry(_message.Message):
     PEER_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_HASH_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
+    AT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     at: _timestamp_pb2.Timestamp
     actor: str
@@ -268,7 +269,8 @@ class AuditEntry(_message.Message):
     peer: str
     previous_hash: str
     hash: str
-    def __init__(self, sequence: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., detail: _Optional[str] = ..., peer: _Optional[str] = ..., previous_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+    at_seconds: float
+    def __init__(self, sequence: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., outcome: _Optional[_Union[AuditOutcome, str]] = ..., detail: _Optional[str] = ..., peer: _Optional[str] = ..., previous_hash: _Optional[str] = ..., hash: _Optional[str] = ..., at_seconds: _Optional[float] = ...) -> None: ...
 
 class ListAuditEntriesRequest(_message.Message):
     __slots__ = ("after_sequence", "limit")
@@ -289,28 +291,64 @@ class VerifyAuditRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class VerifyAuditResponse(_message.Message):
-    __slots__ = ("intact", "entries_checked", "first_bad_sequence", "problem")
+    __slots__ = ("intact", "entries_checked", "first_bad_sequence", "problem", "anchor")
     INTACT_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_FIELD_NUMBER: _ClassVar[int]
     intact: bool
     entries_checked: int
     first_bad_sequence: int
     problem: str
-    def __init__(self, intact: bool = ..., entries_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+    anchor: AuditAnchor
+    def __init__(self, intact: bool = ..., entries_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., anchor: _Optional[_Union[AuditAnchor, _Mapping]] = ...) -> None: ...
+
+class AuditAnchor(_message.Message):
+    __slots__ = ("sequence", "hash", "at_seconds", "signature")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    AT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    hash: str
+    at_seconds: float
+    signature: str
+    def __init__(self, sequence: _Optional[int] = ..., hash: _Optional[str] = ..., at_seconds: _Optional[float] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class ArchiveAuditRequest(_message.Message):
+    __slots__ = ("before_sequence", "last_hash")
+    BEFORE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HASH_FIELD_NUMBER: _ClassVar[int]
+    before_sequence: int
+    last_hash: str
+    def __init__(self, before_sequence: _Optional[int] = ..., last_hash: _Optional[str] = ...) -> None: ...
+
+class ArchiveAuditResponse(_message.Message):
+    __slots__ = ("anchor", "entries_pruned")
+    ANCHOR_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_PRUNED_FIELD_NUMBER: _ClassVar[int]
+    anchor: AuditAnchor
+    entries_pruned: int
+    def __init__(self, anchor: _Optional[_Union[AuditAnchor, _Mapping]] = ..., entries_pruned: _Optional[int] = ...) -> None: ...
 
 class ListRoutingTotalsRequest(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "page_size", "page_token")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, node_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListRoutingTotalsResponse(_message.Message):
-    __slots__ = ("nodes",)
+    __slots__ = ("nodes", "next_page_token")
     NODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeRouting]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeRouting, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeRouting, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class NodeRouting(_message.Message):
     __slots__ = ("node_id", "hostname", "counts", "audit_sequence", "audit_head_hash", "updated_at")

@@ -80,6 +80,11 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
                 _registered_method=True)
+        self.ArchiveAudit = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ArchiveAudit',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ArchiveAuditRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ArchiveAuditResponse.FromString,
+                _registered_method=True)
         self.ListRoutingTotals = channel.unary_unary(
                 '/edgefleet.v1.AdminService/ListRoutingTotals',
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListRoutingTotalsRequest.SerializeToString,
@@ -239,6 +244,14 @@ class AdminServiceServicer(object):
 
     def VerifyAudit(self, request, context):
         """VerifyAudit checks the audit log's hash chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveAudit(self, request, context):
+        """ArchiveAudit prunes the entries before a sequence, which the caller has
+        saved, behind an anchor central signs (admins only; audited).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -427,6 +440,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'ArchiveAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveAudit,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ArchiveAuditRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ArchiveAuditResponse.SerializeToString,
             ),
             'ListRoutingTotals': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRoutingTotals,
@@ -768,6 +786,33 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/VerifyAudit',
             edgefleet_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ArchiveAudit',
+            edgefleet_dot_v1_dot_admin__pb2.ArchiveAuditRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ArchiveAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -174,3 +174,71 @@ def test_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="limit"):
         spool.peek(-1)
     assert len(spool) == 0
+
+
+# -- spool epochs and report bounds (issue 16) -------------------------------------------------------------
+
+
+def test_the_epoch_is_made_with_the_file_kept_across_reopens_and_new_after_a_rebuild(tmp_path):
+    spool = make(tmp_path)
+    epoch = spool.epoch
+    assert len(epoch) == 32 and int(epoch, 16) >= 0
+    fill(spool, 2)
+    spool.close()
+    again = make(tmp_path)
+    assert again.epoch == epoch
+    again.close()
+    (tmp_path / "state" / "spool.db").write_bytes(b"this is not a database" * 100)
+    (tmp_path / "state" / "spool.db-wal").unlink(missing_ok=True)
+    rebuilt = make(tmp_path)
+    assert rebuilt.corrupt_rebuilds == 1 and rebuilt.epoch not in ("", epoch)
+    assert rebuilt.append("event", 1.0, b"") == 1, "a rebuilt spool numbers from 1 again: hence the new epoch"
+
+
+def test_a_spool_from_before_epochs_gets_one_and_keeps_its_numbering(tmp_path):
+    import sqlite3
+
+    from edge_agent.control import spool as spool_mod
+
+    path = tmp_path / "state" / "spool.db"
+    path.parent.mkdir()
+    old = sqlite3.connect(path)
+    from edgefleet.sqlitedb import apply_migrations
+
+    apply_migrations(old, spool_mod._MIGRATIONS[:1])
+    old.executemany("INSERT INTO reports (kind, observed_at, payload) VALUES ('event', 1.0, x'')", [()] * 3)
+    old.commit()
+    old.close()
+    upgraded = make(tmp_path)
+    assert len(upgraded.epoch) == 32
+    assert upgraded.append("event", 2.0, b"") == 4
+
+
+def test_an_oversized_report_is_clipped_to_centrals_bounds_before_it_is_kept(tmp_path):
+    from edgefleet import report_limits
+    from edgefleet.v1 import common_pb2, fleet_pb2
+
+    spool = make(tmp_path)
+    status = common_pb2.NodeStatus(agent_version="1.2.3")
+    status.activation.reason = "x" * 10_000
+    status.system.temperatures.extend(common_pb2.Temperature(sensor=f"t{i}", celsius=1.0) for i in range(200))
+    spool.append("status", 1.0, status.SerializeToString())
+    spool.append("event", 2.0, fleet_pb2.Event(kind="k", message="m" * 5000).SerializeToString())
+    kept_status, kept_event = (r.payload for r in spool.peek(2))
+    status = common_pb2.NodeStatus.FromString(kept_status)
+    assert report_limits.problem(status) == "" and status.agent_version == "1.2.3"
+    assert len(status.activation.reason) == 2048 and len(status.system.temperatures) == 64
+    assert report_limits.problem(fleet_pb2.Event.FromString(kept_event), "event") == ""
+
+
+def test_a_report_too_big_even_clipped_is_counted_as_dropped(tmp_path, caplog):
+    from edgefleet.v1 import common_pb2
+
+    spool = make(tmp_path)
+    status = common_pb2.NodeStatus()
+    for i in range(64):
+        status.routing.counts.add(data_class="c" * 256, route="r" * 256, count=i)
+    with caplog.at_level(logging.WARNING):
+        assert spool.append("status", 1.0, status.SerializeToString()) == 0
+    assert "counted as dropped" in caplog.text
+    assert len(spool) == 0 and spool.dropped_unreported() == 1
