@@ -111,8 +111,11 @@ class FederatedConfig:
     # Take part in central's federated learning runs (needs an enrollment with a SuperLink, Python 3.11+).
     enabled: bool = False
     # "fast": federated.fast_supernode (Flower's protocol and client, no idle waits, only the code-free FAB);
-    # "flower": the stock flower-supernode.
+    # "flower": the stock flower-supernode, which installs and runs whatever code a run's bundle carries: refused
+    # unless accept_code_bundles is also true.
     supernode: str = "fast"
+    # The operator's explicit yes to "flower": central's SuperLink may make this box run a FAB's code.
+    accept_code_bundles: bool = False
     # Port of the SuperNode's local Runtime API on 127.0.0.1; 0 picks a free one.
     clientappio_port: int = 0
 
@@ -384,6 +387,11 @@ def validate(config: AgentConfig) -> AgentConfig:
             raise ConfigError(f"central.addresses[{i}]: port 0 cannot be dialled, got {address!r}")
     if config.federated.supernode not in ("flower", "fast"):
         raise ConfigError(f"federated.supernode: expected 'flower' or 'fast', got {config.federated.supernode!r}")
+    if config.federated.supernode == "flower" and not config.federated.accept_code_bundles:
+        raise ConfigError(
+            "federated.supernode = 'flower' runs the code of any bundle a run sends (the stock SuperNode installs and "
+            "imports it): set federated.accept_code_bundles = true to accept that, or use supernode = 'fast'"
+        )
     if not 0 <= config.federated.clientappio_port <= 65535:
         raise ConfigError(f"federated.clientappio_port: expected 0..65535, got {config.federated.clientappio_port}")
     _validate_policy(config.policy)

@@ -18,7 +18,8 @@ import pytest
 
 from edgefleet import pki
 from edgefleet.nodekeys import generate_node_key
-from federated import control, fab, local_data, results
+from federated import control, fab, local_data, results, superlink
+from federated.superlink_credentials import ClientAuthority
 from federated.tasks import get_task
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 needs Python 3.11+")
@@ -56,7 +57,9 @@ class Link:
             os.environ,
             PATH=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             FLWR_HOME=str(root / "flwr-home"),
+            TMPDIR=str(root / "tmp"),  # the SuperLink's sandbox (federated.sandbox) writes only under root
         )
+        (root / "tmp").mkdir(exist_ok=True)
         self.results_dir = root / "results"
 
     def spawn(self, command: list[str], log: Path) -> subprocess.Popen:
@@ -75,31 +78,36 @@ class Link:
         (self.root / "superlink.crt").write_bytes(pki.certificate_pem(cert))
         pki.write_private(self.root / "superlink.key", pki.private_key_pem(key))
         self.address = f"127.0.0.1:{_free_port()}"
+        # The Control and Runtime APIs open only to certificates from a CA made for this SuperLink.
+        authority = ClientAuthority.create()
+        central_dir = self.root / "central"
+        central_dir.mkdir(mode=0o700, exist_ok=True)
+        self.control_cert = authority.issue_control(central_dir)
+        runtime_cert, runtime_key = authority.issue_runtime(self.root)
+        flower_args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            self.address.rsplit(":", 1)[1],
+            "--ssl-certfile",
+            str(self.root / "superlink.crt"),
+            "--ssl-keyfile",
+            str(self.root / "superlink.key"),
+            "--ssl-ca-certfile",
+            str(self.root / "ca.pem"),
+            "--enable-supernode-auth",
+            "--database",
+            str(self.root / "superlink.db"),
+            "--disable-runtime-dependency-installation",
+        ]
+        client_ca = authority.write_certificate(self.root / "client-ca.crt")
         self.superlink = self.spawn(
-            [
-                PY,
-                "-m",
-                "federated.superlink",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                self.address.rsplit(":", 1)[1],
-                "--ssl-certfile",
-                str(self.root / "superlink.crt"),
-                "--ssl-keyfile",
-                str(self.root / "superlink.key"),
-                "--ssl-ca-certfile",
-                str(self.root / "ca.pem"),
-                "--enable-supernode-auth",
-                "--database",
-                str(self.root / "superlink.db"),
-                "--disable-runtime-dependency-installation",
-            ],
+            superlink.command(self.root, client_ca, runtime_cert, runtime_key, flower_args, [self.control_cert[1]]),
             self.root / "superlink.log",
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
-            ctl = control.FlowerControl(self.address, (self.root / "ca.pem").read_bytes())
+            ctl = control.FlowerControl(self.address, (self.root / "ca.pem").read_bytes(), *self.control_cert)
             try:
                 ctl.registered_nodes()
                 self.ctl = ctl

@@ -25,7 +25,7 @@ NODES = 3
 RUN_TIMEOUT_S = 420
 # A mixed fleet: node 0 runs the stock flower-supernode, the others the default fast one, in the same runs.
 AGENT_SECTIONS = {"fleet": {}, "federated": {"enabled": True}}
-STOCK_SECTIONS = {"fleet": {}, "federated": {"enabled": True, "supernode": "flower"}}
+STOCK_SECTIONS = {"fleet": {}, "federated": {"enabled": True, "supernode": "flower", "accept_code_bundles": True}}
 
 
 def _examples(index: int) -> list[tuple[str, str]]:
@@ -398,7 +398,10 @@ def test_a_revoked_node_is_unregistered_and_cannot_join(fl_fleet):
         what="central unregistering the revoked node's key",
     )
     superlink = (central.data_dir / "superlink-address").read_text().strip()
-    control = FlowerControl(superlink, central.paths.ca_cert.read_bytes())
+    flower = central.data_dir / "flower"  # central's Control certificate: the SuperLink refuses any other caller
+    control = FlowerControl(
+        superlink, central.paths.ca_cert.read_bytes(), flower / "control.crt", flower / "control.key"
+    )
     try:
         statuses = sorted(control.registered_nodes().values())
     finally:
