@@ -33,7 +33,9 @@ __all__ = [
     "anchor_signature_valid",
     "entry_hash",
     "sign_anchor",
+    "verify_archive",
     "verify_chain",
+    "verify_from",
 ]
 
 ALLOWED = "allowed"
@@ -119,6 +121,44 @@ def verify_chain(
                 f"the anchor at entry {anchor.sequence} (where pruning stopped) is not signed by central's signing key",
             )
         after_sequence, after_hash = anchor.sequence, anchor.hash
+    return verify_links(
+        entries,
+        lambda e: entry_hash(
+            e.sequence, e.at, e.actor, e.action, e.target, e.outcome, e.detail, e.peer, e.previous_hash
+        ),
+        after_sequence=after_sequence,
+        after_hash=after_hash,
+    )
+
+
+def verify_archive(
+    after_sequence: int,
+    after_hash: str,
+    entries: Iterable[AuditEntry],
+    anchor: AuditAnchor | None,
+    public_key_pem: bytes | str = b"",
+) -> ChainCheck:
+    """Check an archive written by `edgefleet audit archive`: its entries chain from where the log then started
+    (after_sequence, after_hash), the anchor central signed at the prune names its last entry, and, when
+    `public_key_pem` is given, the anchor's signature is central's."""
+    kept = list(entries)
+    check = verify_from(after_sequence, after_hash, kept)
+    if not check.intact:
+        return check
+    if anchor is None:
+        return ChainCheck(False, check.entries_checked, 0, "the archive has no anchor: the prune did not complete")
+    last_sequence, last_hash = (kept[-1].sequence, kept[-1].hash) if kept else (after_sequence, after_hash)
+    if (anchor.sequence, anchor.hash) != (last_sequence, last_hash):
+        return ChainCheck(
+            False, check.entries_checked, anchor.sequence, f"the anchor names entry {anchor.sequence}, not the last one"
+        )
+    if public_key_pem and not anchor_signature_valid(anchor, public_key_pem):
+        return ChainCheck(False, check.entries_checked, anchor.sequence, "the anchor is not signed by that key")
+    return check
+
+
+def verify_from(after_sequence: int, after_hash: str, entries: Iterable[AuditEntry]) -> ChainCheck:
+    """Check that entries follow entry `after_sequence` (whose hash is `after_hash`), each linked and unaltered."""
     return verify_links(
         entries,
         lambda e: entry_hash(

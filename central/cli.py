@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         " every replica mounts (default: <data-dir>/blobs)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    # The enrollment port's limits (issue 16): see docs/operations.md, "The enrollment port under load".
+    # The enrollment port's limits (issue 16): see docs/fleet.md, "The enrollment port under load".
     serve.add_argument(
         "--enroll-rate", type=_positive_float, default=5.0, help="enrollment calls a second per client IP (5)"
     )
@@ -279,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     alist.add_argument("--json", action="store_true", help="print JSON for scripts")
     verify = audit.add_parser("verify", help="check the audit log's hash chain")
     verify.add_argument("--json", action="store_true", help="print JSON for scripts")
+    verify.add_argument(
+        "--archive", type=Path, default=None, help="check FILE, written by `audit archive`, offline instead"
+    )
+    verify.add_argument(
+        "--signing-key", type=Path, default=None, help="with --archive: central's signing.pub, to check the anchor"
+    )
+    aarchive = audit.add_parser("archive", help="save old entries to a file, then prune them behind a signed anchor")
+    older = aarchive.add_mutually_exclusive_group(required=True)
+    older.add_argument("--before-sequence", type=_positive_int, help="archive the entries before this one")
+    older.add_argument("--older-than", type=_duration_arg, help="archive the entries older than this, e.g. 90d")
+    aarchive.add_argument("--out", type=Path, required=True, help="the archive file to write (JSON lines)")
     arouting = audit.add_parser("routing", help="requests per node, data class and route, from the nodes' heartbeats")
     arouting.add_argument("--node", default="", help="only this node (its id)")
     arouting.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -297,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.group == "central":
             return _central(args)
+        if (args.group, args.command) == ("audit", "verify") and args.archive:
+            return _audit_verify_archive(args)  # offline: no credential needed
         return _admin_command(args)
     except (credential_file.CredentialError, DataDirError, StoreError, BlobError) as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
@@ -956,6 +969,108 @@ def _audit_list(client, args) -> int:
     return 0
 
 
+# -- audit retention (issue 16) -------------------------------------------------
+
+
+def _audit_archive(client, args) -> int:
+    """Save the entries to archive (checking their chain) to --out, then have central prune them behind a signed
+    anchor, which ends the file. The file is complete and checked before anything is pruned."""
+    import json
+    import time
+
+    from central import audit
+    from edgefleet.hashchain import GENESIS_HASH
+    from edgefleet.v1 import admin_pb2
+
+    out: Path = args.out
+    if out.exists():
+        print(f"edgefleet: {out} exists; choose another --out", file=sys.stderr)
+        return 2
+    check = client.call("VerifyAudit", admin_pb2.VerifyAuditRequest())
+    if not check.intact:
+        print(f"edgefleet: audit log BROKEN at entry {check.first_bad_sequence}: {check.problem}", file=sys.stderr)
+        return 1
+    start = (check.anchor.sequence, check.anchor.hash) if check.HasField("anchor") else (0, GENESIS_HASH)
+    cutoff = time.time() - args.older_than if args.older_than is not None else None
+    entries: list[audit.AuditEntry] = []
+    after = start[0]
+    while True:
+        page = client.call("ListAuditEntries", admin_pb2.ListAuditEntriesRequest(after_sequence=after, limit=10_000))
+        for m in page.entries:
+            if (args.before_sequence and m.sequence >= args.before_sequence) or (cutoff and m.at_seconds >= cutoff):
+                break
+            entries.append(_audit_entry(m))
+        else:
+            if len(page.entries) == 10_000:
+                after = page.entries[-1].sequence
+                continue
+        break
+    if not entries:
+        print("nothing to archive: no entry is that old", file=sys.stderr)
+        return 0
+    chain = audit.verify_from(start[0], start[1], entries)
+    if not chain.intact:
+        print(f"edgefleet: entry {chain.first_bad_sequence} does not check: {chain.problem}", file=sys.stderr)
+        return 1
+    tmp = out.with_name(out.name + ".partial")
+    with open(tmp, "w") as f:
+        f.write(json.dumps({"edgefleet_audit_archive": 1, "after_sequence": start[0], "after_hash": start[1]}) + "\n")
+        for e in entries:
+            f.write(json.dumps(asdict(e), ensure_ascii=True) + "\n")
+    try:
+        r = client.call(
+            "ArchiveAudit",
+            admin_pb2.ArchiveAuditRequest(before_sequence=entries[-1].sequence + 1, last_hash=entries[-1].hash),
+        )
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    a = r.anchor
+    with open(tmp, "a") as f:
+        anchor = {"sequence": a.sequence, "hash": a.hash, "at": a.at_seconds, "signature": a.signature}
+        f.write(json.dumps({"anchor": anchor}) + "\n")
+    tmp.replace(out)
+    print(f"archived entries {entries[0].sequence}..{entries[-1].sequence} to {out}; central pruned {r.entries_pruned}")
+    return 0
+
+
+def _audit_entry(m):
+    from central import audit
+    from edgefleet.v1 import admin_pb2
+
+    outcome = admin_pb2.AuditOutcome.Name(m.outcome).removeprefix("AUDIT_OUTCOME_").lower()
+    return audit.AuditEntry(
+        m.sequence, m.at_seconds, m.actor, m.action, m.target, outcome, m.detail, m.peer, m.previous_hash, m.hash
+    )
+
+
+def _audit_verify_archive(args) -> int:
+    import json
+
+    from central import audit
+
+    try:
+        lines = [json.loads(line) for line in args.archive.read_text().splitlines() if line.strip()]
+        header = lines[0]
+        if header.get("edgefleet_audit_archive") != 1:
+            raise ValueError("not an edgefleet audit archive")
+        anchor = audit.AuditAnchor(**lines[-1]["anchor"]) if "anchor" in lines[-1] else None
+        entries = [audit.AuditEntry(**line) for line in lines[1:] if "anchor" not in line]
+        key = args.signing_key.read_bytes() if args.signing_key else b""
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        print(f"edgefleet: {args.archive} cannot be read as an audit archive: {exc}", file=sys.stderr)
+        return 2
+    r = audit.verify_archive(header["after_sequence"], header["after_hash"], entries, anchor, key)
+    if args.json:
+        _print_json({"intact": r.intact, "entries_checked": r.entries_checked, "problem": r.problem})
+    elif r.intact:
+        signed = "anchor signature checked" if key else "anchor signature not checked (pass --signing-key)"
+        print(f"audit archive intact: {r.entries_checked} entries chained; {signed}")
+    else:
+        print(f"audit archive BROKEN at entry {r.first_bad_sequence}: {r.problem}")
+    return 0 if r.intact else 1
+
+
 def _audit_verify(client, args) -> int:
     from edgefleet.v1 import admin_pb2
 
@@ -967,7 +1082,13 @@ def _audit_verify(client, args) -> int:
                 "entries_checked": r.entries_checked,
                 "first_bad_sequence": r.first_bad_sequence,
                 "problem": r.problem,
+                "anchor_sequence": r.anchor.sequence if r.HasField("anchor") else 0,
             }
+        )
+    elif r.intact and r.HasField("anchor"):
+        print(
+            f"audit log intact: {r.entries_checked} entries chained from the signed anchor at entry {r.anchor.sequence}"
+            " (older entries archived)"
         )
     elif r.intact:
         print(f"audit log intact: {r.entries_checked} entries chained")
@@ -1143,9 +1264,11 @@ _HANDLERS = {
     ("audit", "list"): _audit_list,
     ("audit", "verify"): _audit_verify,
     ("audit", "routing"): _audit_routing,
+    ("audit", "archive"): _audit_archive,
     ("fl", "start"): _fl_start,
     ("fl", "status"): _fl_status,
     ("fl", "list"): _fl_list,
+    **operator_commands.HANDLERS,
 }
 
 

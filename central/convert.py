@@ -209,7 +209,12 @@ def audit_message(e: audit.AuditEntry) -> admin_pb2.AuditEntry:
         peer=e.peer,
         previous_hash=e.previous_hash,
         hash=e.hash,
+        at_seconds=e.at,
     )
+
+
+def anchor_message(a: audit.AuditAnchor) -> admin_pb2.AuditAnchor:
+    return admin_pb2.AuditAnchor(sequence=a.sequence, hash=a.hash, at_seconds=a.at, signature=a.signature)
 
 
 _ACTIVATION_NAMES = {

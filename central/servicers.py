@@ -295,13 +295,22 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     @_unary
     def VerifyAudit(self, request, caller):
-        check = audit.verify(self.central, caller)
+        check, anchor = audit.verify(self.central, caller)
         return admin_pb2.VerifyAuditResponse(
             intact=check.intact,
             entries_checked=check.entries_checked,
             first_bad_sequence=check.first_bad_sequence,
             problem=check.problem,
+            anchor=convert.anchor_message(anchor) if anchor else None,
         )
+
+    # -- audit retention (issue 16) --
+    @_unary
+    def ArchiveAudit(self, request, caller):
+        anchor, pruned = audit.archive(self.central, caller, request.before_sequence, request.last_hash)
+        return admin_pb2.ArchiveAuditResponse(anchor=convert.anchor_message(anchor), entries_pruned=pruned)
+
+    # -- end audit retention --
 
     @_unary
     def ListRoutingTotals(self, request, caller):

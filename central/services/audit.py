@@ -5,7 +5,7 @@ from __future__ import annotations
 from central import audit
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.services.base import Caller, Central, manifest_signing_key, record_audit, require_admin, require_viewer
-from central.store import NodeRoutingRecord
+from central.store import NodeRoutingRecord, StoreError
 
 
 def list_entries(central: Central, caller: Caller, after_sequence: int, limit: int) -> list[audit.AuditEntry]:
@@ -13,9 +13,11 @@ def list_entries(central: Central, caller: Caller, after_sequence: int, limit: i
     return central.store.list_audit(after_sequence, min(limit or 100, 10_000))
 
 
-def verify(central: Central, caller: Caller) -> audit.ChainCheck:
+def verify(central: Central, caller: Caller) -> tuple[audit.ChainCheck, audit.AuditAnchor | None]:
+    """The chain checked from its anchor (signature included) or from entry 1; and that anchor."""
     require_viewer(central, caller, "audit.verify")
-    return audit.verify_chain(central.store.iter_audit(), central.store.audit_anchor(), central.signing_public_key_pem)
+    anchor = central.store.audit_anchor()
+    return audit.verify_chain(central.store.iter_audit(), anchor, central.signing_public_key_pem), anchor
 
 
 def routing_totals(
@@ -51,12 +53,6 @@ def routing_totals_page(
 # -- retention (issue 16) ----------------------------------------------------------------------------------
 
 
-def anchor(central: Central, caller: Caller) -> audit.AuditAnchor | None:
-    """Where the kept log starts (None before the first prune), for `audit archive` to start its file from."""
-    require_viewer(central, caller, "audit.anchor")
-    return central.store.audit_anchor()
-
-
 def archive(central: Central, caller: Caller, before_sequence: int, last_hash: str) -> tuple[audit.AuditAnchor, int]:
     """Prune the entries before `before_sequence` behind a signed anchor; (the anchor, entries pruned).
 
@@ -80,7 +76,10 @@ def archive(central: Central, caller: Caller, before_sequence: int, last_hash: s
             f"entry {before_sequence - 1} has hash {last[0].hash}, not {last_hash}: archive it again before pruning"
         )
     signed = audit.sign_anchor(last[0].sequence, last[0].hash, central.clock(), key)
-    pruned = central.store.prune_audit(signed)
+    try:
+        pruned = central.store.prune_audit(signed)
+    except StoreError as exc:  # the newest entry, or a prune that raced this one
+        raise FailedPrecondition(str(exc)) from None
     record_audit(
         central,
         caller,
