@@ -15,6 +15,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from central import credential as credential_file
+from central import operator_commands
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
 from edgefleet import __version__, logs
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     arouting = audit.add_parser("routing", help="requests per node, data class and route, from the nodes' heartbeats")
     arouting.add_argument("--node", default="", help="only this node (its id)")
     arouting.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    operator_commands.add_parsers(sub, _duration_arg)  # edgefleet admin create|list|revoke|renew
     return parser
 
 

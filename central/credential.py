@@ -1,15 +1,18 @@
-"""The operator's credential: central's address, the fleet CA, an admin certificate and key, in one file.
+"""The operator's credential: central's address, the fleet CA, an operator's certificate and key, in one file.
 
 Like a kubeconfig: ``--credential FILE``, else ``$EDGEFLEET_CREDENTIAL``, else
 ``~/.config/edgefleet/credential``. The file holds a private key, so it is
-written 0600.
+written 0600. `central init` writes the first admin's; `edgefleet admin create` writes
+more (admins and viewers) and `edgefleet admin renew` replaces the certificate and key
+in place.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from central.errors import CentralError
@@ -69,4 +72,36 @@ def load(path: Path) -> Credential:
 
 
 def save(path: Path, credential: Credential) -> None:
+    """Write (or replace, atomically: a reader sees the old credential or the new one) a credential, 0600."""
     pki.write_private(path, credential.dumps().encode())
+
+
+def require_absent(path: Path) -> None:
+    """CredentialError unless `path` is free to take a new credential (checked before asking central for one)."""
+    if path.exists() or path.is_symlink():
+        raise CredentialError(f"{path} already exists; refusing to overwrite a credential: pass another --out FILE")
+    if not path.parent.is_dir():
+        raise CredentialError(f"cannot write {path}: {path.parent} is not a directory")
+
+
+def save_new(path: Path, credential: Credential) -> None:
+    """Write a credential to a file that must not exist yet, 0600: whole (written beside it, then linked into
+    place, which fails if the name was taken meanwhile) or not at all."""
+    require_absent(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(credential.dumps().encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise CredentialError(f"{path} already exists; refusing to overwrite a credential") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def renewed(credential: Credential, certificate_pem: str, key_pem: str, ca_pem: str) -> Credential:
+    """The credential with a renewed certificate and its new key (the address stays the file's own)."""
+    return replace(credential, certificate_pem=certificate_pem, key_pem=key_pem, ca_pem=ca_pem)

@@ -18,6 +18,7 @@ from central.errors import AlreadyExists, FailedPrecondition, InvalidArgument, N
 from central.services.base import Caller, Central, record_audit, refuse, require_admin, require_viewer
 from central.store import OperatorRecord, StoreError
 from edgefleet import pki
+from edgefleet.durations import format_duration
 
 DEFAULT_TTL_S = 30 * 86400.0
 MIN_TTL_S = 60.0
@@ -57,8 +58,8 @@ def ttl_seconds(ttl_s: float) -> float:
     ttl_s = ttl_s or DEFAULT_TTL_S
     if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
         raise InvalidArgument(
-            f"an operator certificate's lifetime must be from {MIN_TTL_S:g} s to {MAX_TTL_S / 86400:g} days,"
-            f" got {ttl_s:g} s"
+            f"an operator certificate's lifetime must be from {format_duration(MIN_TTL_S)} to"
+            f" {format_duration(MAX_TTL_S)}, got {format_duration(ttl_s)}"
         )
     return ttl_s
 

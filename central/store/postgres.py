@@ -638,15 +638,17 @@ class PostgresFleetStore(FleetStore):
                 return None
             operator = OperatorRecord(*row)
             if operator.revoked_at is None and operator.role == "admin":
-                admins = conn.execute("SELECT count(*) FROM operators WHERE role = 'admin' AND revoked_at IS NULL")
-                if admins.fetchone()[0] <= 1:
+                admins = conn.execute(
+                    "SELECT count(*) FROM operators WHERE role = 'admin' AND revoked_at IS NULL"
+                ).fetchall()
+                if admins[0][0] <= 1:
                     return operator  # the last admin: kept
-            row = conn.execute(
+            rows = conn.execute(
                 f"UPDATE operators SET revoked_at = coalesce(revoked_at, %s) WHERE name = %s"
                 f" RETURNING {_OPERATOR_COLUMNS}",
                 (at, name),
-            ).fetchone()
-        return OperatorRecord(*row)
+            ).fetchall()
+        return OperatorRecord(*rows[0])
 
     def renew_operator(self, name: str, old_serial: str, serial: str, expires_at: float) -> OperatorRecord | None:
         rows = self._query(
