@@ -246,3 +246,43 @@ def test_central_still_drives_the_superlink(central, tmp_path):
         what="the run to finish",
     )
     assert row["status"] == "failed" and "nodes needed connected" in row["error"], row
+
+
+def test_the_issues_reproduction_as_user_nobody_is_refused(central):
+    """The issue's attack: `nobody` POSTs list-nodes (and start-run) on loopback; once that answered 200."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("curl"):
+        pytest.skip("needs root, setpriv and curl to act as another user")
+    host, port = central.superlink
+    flower = central.data_dir / "flower"
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-sk", "-o", "/dev/null"]
+    for path in ("/v1/control/list-nodes", "/v1/control/start-run", "/v1/runtime/acquire-task"):
+        done = subprocess.run(
+            [*as_nobody, "-w", "%{http_code}", "-X", "POST", f"https://{host}:{port}{path}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.stdout == "403", (path, done.stdout, done.stderr)
+    # Nor can nobody borrow central's key: curl cannot read it.
+    done = subprocess.run(
+        [
+            *as_nobody,
+            "-w",
+            "%{http_code}",
+            "--cert",
+            str(flower / "control.crt"),
+            "--key",
+            str(flower / "control.key"),
+            "-X",
+            "POST",
+            f"https://{host}:{port}/v1/control/list-nodes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout != "200" and done.returncode != 0, (done.stdout, done.stderr)
