@@ -113,12 +113,14 @@ class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
         event = self.gate.refused(self.central, peer, refusal)
         if event is not None:
             await call(self.central, enrollment.write_audit, self.central, [event])
-        code = (
-            grpc.StatusCode.RESOURCE_EXHAUSTED
-            if isinstance(refusal.error, enrollment.ResourceExhausted)
-            else _STATUS[type(refusal.error)]
-        )
-        await context.abort(code, str(refusal.error))
+        if isinstance(refusal.error, enrollment.ResourceExhausted):
+            pushback_ms = max(1, round(refusal.error.retry_after_s * 1000))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(refusal.error),
+                trailing_metadata=(("grpc-retry-pushback-ms", str(pushback_ms)),),
+            )
+        await context.abort(_STATUS[type(refusal.error)], str(refusal.error))
 
     def _enroll(self, request, caller):
         e = enrollment.enroll(

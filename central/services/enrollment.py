@@ -48,8 +48,17 @@ REASONS = (
 )
 
 
+# What a caller turned away by the concurrency cap is told to wait: calls in flight finish in well under this.
+TOO_MANY_IN_FLIGHT_RETRY_S = 2.0
+
+
 class ResourceExhausted(ServiceError):
-    """Over the enrollment port's rate or concurrency limit (RESOURCE_EXHAUSTED); the message says when to retry."""
+    """Over the enrollment port's rate or concurrency limit (RESOURCE_EXHAUSTED); the message says when to retry,
+    and `retry_after_s` too, sent as gRPC's `grpc-retry-pushback-ms` trailer for clients that wait it out."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Refusal(Exception):
@@ -174,14 +183,16 @@ class EnrollmentGate:
         if wait_s > 0:
             return Refusal(
                 ResourceExhausted(
-                    f"too many enrollment calls from {peer} (limit {self._describe[0]}); retry in {wait_s:.1f} s"
+                    f"too many enrollment calls from {peer} (limit {self._describe[0]}); retry in {wait_s:.1f} s",
+                    wait_s,
                 ),
                 RATE_LIMITED,
             )
         if not self.cap.enter():
             return Refusal(
                 ResourceExhausted(
-                    f"central is handling {self._describe[1]} enrollments already; retry in a few seconds"
+                    f"central is handling {self._describe[1]} enrollments already; retry in a few seconds",
+                    TOO_MANY_IN_FLIGHT_RETRY_S,
                 ),
                 TOO_MANY_IN_FLIGHT,
             )

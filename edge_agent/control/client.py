@@ -91,10 +91,9 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
         flower_public_key=flower_public.decode(),
     )
     with channels.tls_channel(central, ca_pem) as channel:
-        try:
-            reply = enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            raise EnrollError(f"enrollment refused by central at {central}: {exc.details()}") from None
+        reply = _enroll_waiting_out_pushback(
+            enrollment_pb2_grpc.EnrollmentServiceStub(channel), request, central, timeout_s
+        )
     if pki.fingerprint(pki.load_certificate(reply.ca_certificate_pem)) != pki.fingerprint(pki.load_certificate(ca_pem)):
         raise EnrollError("central answered with a different CA than the one pinned; refusing it")
     host = central.rpartition(":")[0]
@@ -116,6 +115,23 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
     write_private(files.flower_key, flower_private)
     files.save(identity)
     return identity
+
+
+def _enroll_waiting_out_pushback(stub, request, central: str, timeout_s: float):
+    """Enroll; over central's enrollment rate limit, wait as long as it says (up to a budget) and try again."""
+    waited_s = 0.0
+    while True:
+        try:
+            return stub.Enroll(request, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            delay_s = None
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                delay_s = policy.enroll_pushback_s(exc.trailing_metadata() or (), waited_s)
+            if delay_s is None:
+                raise EnrollError(f"enrollment refused by central at {central}: {exc.details()}") from None
+            log.warning("central at %s is busy enrolling (%s); trying again in %.1f s", central, exc.details(), delay_s)
+            time.sleep(delay_s)
+            waited_s += delay_s
 
 
 # -- messages ------------------------------------------------------------------------

@@ -13,6 +13,26 @@ def heartbeat_delay(interval_s: float, rand: float) -> float:
     return interval_s * (0.9 + 0.2 * rand)
 
 
+# How long `edge-agent enroll` waits out central's enrollment rate limit (many boxes behind one NAT, say).
+ENROLL_PUSHBACK_BUDGET_S = 60.0
+
+
+def enroll_pushback_s(trailing_metadata: Sequence[tuple[str, str | bytes]], waited_s: float) -> float | None:
+    """How long to wait before enrolling again after central answered RESOURCE_EXHAUSTED, from its
+    `grpc-retry-pushback-ms` trailer; None to give up (no trailer, a bad one, or the budget spent)."""
+    for key, value in trailing_metadata:
+        if key != "grpc-retry-pushback-ms":
+            continue
+        try:
+            delay_s = int(value) / 1000
+        except ValueError:
+            return None
+        if delay_s < 0 or waited_s + delay_s > ENROLL_PUSHBACK_BUDGET_S:
+            return None
+        return delay_s
+    return None
+
+
 def central_addresses(configured: Sequence[str], enrolled: Sequence[str], enrolled_central: str) -> tuple[str, ...]:
     """The FleetService addresses to try in turn: the config's `central.addresses` when set, else those central
     sent at enrollment, else the one address of an enrollment from before central sent a list. Duplicates go,
