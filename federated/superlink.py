@@ -130,7 +130,16 @@ def main(argv: list[str] | None = None) -> None:
         def run(*a, **kw):
             if not kw.get("ssl_certfile"):
                 sys.exit("the SuperLink must serve TLS (--ssl-certfile, --ssl-keyfile)")
-            kw.update(ssl_ca_certs=args.client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL, http=protocol, ws="none")
+            # proxy_headers off: uvicorn would otherwise take the client address (host:port) from a loopback
+            # caller's X-Forwarded-For, and with it another connection's identity.
+            kw.update(
+                ssl_ca_certs=args.client_ca,
+                ssl_cert_reqs=ssl.CERT_OPTIONAL,
+                http=protocol,
+                ws="none",
+                proxy_headers=False,
+                server_header=False,
+            )
             return uvicorn.run(*a, **kw)
 
     # flower-superlink imports create_app from this module when it starts serving.

@@ -16,7 +16,8 @@ for this SuperLink alone, see central.federation):
     anything else            nobody (docs, OpenAPI schema, unknown paths, any non-HTTP scope)
 
 No address is trusted: a process on central's own host without the certificate is refused like
-any other. Nothing here reads a clock, a file or the network; `PeerRecordingProtocol` only
+any other. The identity is looked up by the connection's peer address, so the server must not
+rewrite it from X-Forwarded-For (federated.superlink runs uvicorn with proxy_headers off). Nothing here reads a clock, a file or the network; `PeerRecordingProtocol` only
 notes, per live connection, the identity its certificate names.
 """
 

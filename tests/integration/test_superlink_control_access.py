@@ -286,3 +286,22 @@ def test_the_issues_reproduction_as_user_nobody_is_refused(central):
         timeout=30,
     )
     assert done.stdout != "200" and done.returncode != 0, (done.stdout, done.stderr)
+
+
+def test_forwarded_headers_cannot_borrow_another_connections_identity(central):
+    """uvicorn rewrites the client address from X-Forwarded-For (host:port) for loopback peers unless told
+    not to: a caller naming central's live connection must still be refused."""
+    flower = central.data_dir / "flower"
+    with _client(central, (str(flower / "control.crt"), str(flower / "control.key"))) as trusted:
+        protobuf = {"content-type": "application/protobuf"}
+        with trusted.stream("POST", _url(central, "/v1/control/list-nodes"), content=b"", headers=protobuf) as response:
+            assert response.status_code == 200
+            local = response.extensions["network_stream"].get_extra_info("client_addr")
+            forged = {
+                **protobuf,
+                "x-forwarded-for": f"{local[0]}:{local[1]}",
+                "forwarded": f'for="{local[0]}:{local[1]}"',
+            }
+            with _client(central) as attacker:
+                refused = attacker.post(_url(central, "/v1/control/list-nodes"), content=b"", headers=forged)
+    assert refused.status_code == 403, refused.text
