@@ -17,8 +17,9 @@ for this SuperLink alone, see central.federation):
 
 No address is trusted: a process on central's own host without the certificate is refused like
 any other. The identity is looked up by the connection's peer address, so the server must not
-rewrite it from X-Forwarded-For (federated.superlink runs uvicorn with proxy_headers off). Nothing here reads a clock, a file or the network; `PeerRecordingProtocol` only
-notes, per live connection, the identity its certificate names.
+rewrite it from X-Forwarded-For (federated.superlink runs uvicorn with proxy_headers off).
+Nothing here reads a clock, a file or the network; `PeerRecordingProtocol` only notes, per live
+connection, the identity its certificate names.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def identity_from_peercert(peercert: dict | None) -> str | None:
 
 # (client host, client port) of each live TLS connection -> the identity its certificate names.
 PEERS: dict[tuple, str | None] = {}
+_OWNERS: dict[tuple, object] = {}
 
 
 def _peer_key(client) -> tuple | None:
@@ -82,12 +84,15 @@ def make_peer_recording_protocol(base: type) -> type:
             key = _peer_key(transport.get_extra_info("peername"))
             if key is not None:
                 PEERS[key] = identity_from_peercert(transport.get_extra_info("peercert"))
+                _OWNERS[key] = self
             self._edgefleet_peer = key
 
         def connection_lost(self, exc) -> None:
             key = getattr(self, "_edgefleet_peer", None)
-            if key is not None:
+            # Only this connection's own entry: a later connection from the same address keeps its own.
+            if key is not None and _OWNERS.get(key) is self:
                 PEERS.pop(key, None)
+                _OWNERS.pop(key, None)
             super().connection_lost(exc)
 
     return PeerRecordingProtocol

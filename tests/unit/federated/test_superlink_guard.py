@@ -144,6 +144,17 @@ def test_the_protocol_records_each_connections_identity_until_it_closes():
     assert superlink_guard.PEERS[("127.0.0.1", 5555)] == CONTROL_IDENTITY and len(made) == 1
     protocol.connection_lost(None)
     assert ("127.0.0.1", 5555) not in superlink_guard.PEERS and lost == [None]
+    # A connection lost late does not drop a newer connection's entry for the same address.
+    old, new = (
+        superlink_guard.make_peer_recording_protocol(Base)(),
+        superlink_guard.make_peer_recording_protocol(Base)(),
+    )
+    old.connection_made(_Transport(("127.0.0.1", 5557), {"subjectAltName": (("URI", CONTROL_IDENTITY),)}))
+    new.connection_made(_Transport(("127.0.0.1", 5557), {}))
+    old.connection_lost(None)
+    assert ("127.0.0.1", 5557) in superlink_guard.PEERS and superlink_guard.PEERS[("127.0.0.1", 5557)] is None
+    new.connection_lost(None)
+    assert ("127.0.0.1", 5557) not in superlink_guard.PEERS
     ipv6 = superlink_guard.make_peer_recording_protocol(Base)()
     ipv6.connection_made(_Transport(("::1", 5556, 0, 0), {}))
     assert superlink_guard.PEERS[("::1", 5556)] is None
