@@ -12,7 +12,7 @@ AdminService; this module turns it into Flower calls:
   SuperLink, and unregistered when the node is revoked (a reconcile pass every
   few seconds, so neither is lost while the SuperLink restarts);
 - `fl start` becomes a Flower run of the code-free FAB (federated.fab);
-- a finished run's outcome (the ServerApp writes it to `flower/results/`) is
+- a finished run's outcome (the ServerApp writes it to `superlink/results/`) is
   imported: a sensitivity classifier becomes a registry version.
 """
 

@@ -159,7 +159,7 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
     # (clipping range 8 over 2^22 levels: 3.8e-6 a step, a few steps summed).
     from federated.results import aggregate_path
 
-    results = central.data_dir / "flower" / "results"
+    results = central.data_dir / "superlink" / "results"
     with np.load(aggregate_path(results, int(row["run"]))) as saved:
         aggregate = [saved[k] for k in sorted(saved.files)]
     updates = _local_updates(nodes, "sensitivity", {})
@@ -220,7 +220,7 @@ def test_plain_fedavg_without_secagg_gives_the_exact_mean(fl_fleet):
     central, nodes, _, _ = fl_fleet
     row = _run(central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--no-secagg")
     assert row["status"] == "completed" and not row["secagg"], row
-    with np.load(aggregate_path(central.data_dir / "flower" / "results", int(row["run"]))) as saved:
+    with np.load(aggregate_path(central.data_dir / "superlink" / "results", int(row["run"]))) as saved:
         aggregate = [saved[k] for k in sorted(saved.files)]
     updates = _local_updates(nodes, "sensitivity", {})
     for got, i in zip(aggregate, range(2), strict=True):
@@ -235,7 +235,7 @@ def test_differential_privacy_clips_and_adds_noise_inside_secagg(fl_fleet):
         central, "--task", "sensitivity", "--rounds", "1", "--min-nodes", str(NODES), "--clip", "0.5", "--noise", "0.1"
     )
     assert row["status"] == "completed", row
-    with np.load(aggregate_path(central.data_dir / "flower" / "results", int(row["run"]))) as saved:
+    with np.load(aggregate_path(central.data_dir / "superlink" / "results", int(row["run"]))) as saved:
         weights = saved[sorted(saved.files)[0]]
     updates = _local_updates(nodes, "sensitivity", {})
     # Each node's update (from zeros) is clipped to norm 0.5 before masking, so without noise the
@@ -287,7 +287,7 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
     from federated.results import aggregate_path, read_report
 
     central, nodes, agents, _ = fl_fleet
-    results = central.data_dir / "flower" / "results"
+    results = central.data_dir / "superlink" / "results"
     victim_dir = nodes[2][1]
     saved = examples_path(victim_dir).read_bytes()
     # Long prompts make the victim's training take seconds (about 40 ms each to featurize), so it is
