@@ -18,6 +18,12 @@ drops the oldest rows by ``accessed_at``, read through its index at most
 entries go the same way, through the ``created_at`` index, one bounded batch per
 put at most every :data:`EXPIRE_EVERY_S` (or at the next put while a batch came
 back full).
+
+SQLite's automatic WAL checkpoint would run inside whichever commit crosses its
+threshold, with an fsync, on the event loop (25-64 ms seen at random puts). The
+serving connection turns it off; a background thread with its own connection
+checkpoints (PASSIVE: it never blocks the loop's reads and writes) every
+:data:`CHECKPOINT_EVERY_WRITES` commits or :data:`CHECKPOINT_EVERY_S`.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ EVICT_BATCH_ROWS = 256
 EXPIRE_BATCH_ROWS = 256
 # How often (by the cache's clock) a put looks for expired entries when the last look found few.
 EXPIRE_EVERY_S = 60.0
+
+# The background checkpoint's triggers (SQLite's own default is 1,000 WAL pages).
+CHECKPOINT_EVERY_WRITES = 500
+CHECKPOINT_EVERY_S = 5.0
 
 # Both read through an index, never the whole table (tests/unit/agent/test_cache.py checks the plans).
 OLDEST_SQL = "SELECT key, size FROM entries ORDER BY accessed_at LIMIT ?"
@@ -83,6 +93,13 @@ class ResponseCache:
         self._next_expiry_at = 0.0
         self.corrupt_rebuilds = 0
         self._conn = self._open_or_rebuild()
+        self.checkpoints = 0  # completed background checkpoints (for tests and curiosity)
+        self._writes_since_checkpoint = 0
+        self._generation = 0  # bumped when the file is rebuilt, so the checkpointer reopens it
+        self._wake = threading.Event()
+        self._closed = False
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="cache-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     # -- public ------------------------------------------------------------
 
@@ -121,6 +138,7 @@ class ResponseCache:
                 self._bytes += len(value) - (old[0] if old else 0)
                 self._entries += 0 if old else 1
                 self._touched.pop(key, None)
+                self._wrote_locked()
                 if now >= self._next_expiry_at:
                     self._expire_batch_locked(now)
                 # More than one step only when this value outweighs a whole step of older ones.
@@ -150,9 +168,16 @@ class ResponseCache:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             with contextlib.suppress(sqlite3.DatabaseError):
                 self._flush_touched_locked()
             self._conn.close()
+        self._wake.set()
+        self._checkpointer.join()
+
+    def checkpoint_soon(self) -> None:
+        """Ask the background thread to checkpoint now rather than at its next trigger."""
+        self._wake.set()
 
     # -- internals ---------------------------------------------------------
 
@@ -163,6 +188,7 @@ class ResponseCache:
 
     def _open(self) -> sqlite3.Connection:
         conn = open_checked(self.path, _MIGRATIONS)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it, off the loop
         self._entries, self._bytes = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM entries").fetchone()
         return conn
 
@@ -176,6 +202,41 @@ class ResponseCache:
         self._touched.clear()
         self._set_aside(exc)
         self._conn = self._open()
+        self._generation += 1
+
+    def _wrote_locked(self) -> None:
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= CHECKPOINT_EVERY_WRITES:
+            self._writes_since_checkpoint = 0
+            self._wake.set()
+
+    def _checkpoint_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
+        generation = -1
+        try:
+            while True:
+                self._wake.wait(CHECKPOINT_EVERY_S)
+                self._wake.clear()
+                with self._lock:
+                    if self._closed:
+                        return
+                    current = self._generation
+                try:
+                    if conn is None or generation != current:
+                        if conn is not None:
+                            conn.close()
+                        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                        generation = current
+                    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoints += 0 if busy else 1
+                except sqlite3.Error as exc:  # the file being rebuilt, say: the next round reopens it
+                    log.debug("response cache checkpoint failed: %s", exc)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _delete_locked(self, key: str) -> None:
         with self._conn:
@@ -192,6 +253,7 @@ class ResponseCache:
                     "UPDATE entries SET accessed_at = ? WHERE key = ?", [(t, k) for k, t in self._touched.items()]
                 )
             self._touched.clear()
+            self._wrote_locked()
 
     def _evict_batch_locked(self) -> bool:
         """Drop up to EVICT_BATCH_ROWS least recently used rows, down to the low-water mark. False when
@@ -216,6 +278,7 @@ class ResponseCache:
         marks = ",".join("?" * len(keys))
         with self._conn:
             sizes = self._conn.execute(f"DELETE FROM entries WHERE key IN ({marks}) RETURNING size", keys).fetchall()
+        self._wrote_locked()
         self._bytes -= sum(size for (size,) in sizes)
         self._entries -= len(sizes)
         for key in keys:

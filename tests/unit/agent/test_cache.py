@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from central_process import wait_for
 from edge_agent import cache as cache_module
 from edge_agent.cache import (
     EVICT_BATCH_ROWS,
@@ -250,3 +251,32 @@ def test_a_version_1_file_gains_the_expiry_index_and_keeps_its_entries(tmp_path,
     assert cache.get("k") == b"v1" and cache.stats().bytes == 2
     indexes = {row[0] for row in cache._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "entries_created_at" in indexes
+
+
+def test_the_wal_is_checkpointed_by_the_background_thread_not_in_a_put(tmp_path, clock):
+    """SQLite's automatic checkpoint (an fsync inside whichever commit crosses the threshold) is off on the
+    connection the event loop uses; the background thread checkpoints after CHECKPOINT_EVERY_WRITES commits."""
+    cache = make(tmp_path, clock, max_bytes=10_000_000)
+    try:
+        assert cache._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for i in range(cache_module.CHECKPOINT_EVERY_WRITES):
+            cache.put(f"k{i}", "sha", b"x" * 100)
+        wait_for(lambda: cache.checkpoints >= 1, timeout_s=30, what="a background checkpoint")
+        assert cache.get("k0") == b"x" * 100
+    finally:
+        cache.close()
+    assert not cache._checkpointer.is_alive()
+
+
+def test_the_checkpointer_follows_a_rebuilt_file(tmp_path, clock):
+    cache = make(tmp_path, clock)
+    try:
+        cache.put("a", "sha", b"1")
+        cache._rebuild_locked(sqlite3.DatabaseError("simulated corruption"))
+        cache.put("b", "sha", b"2")
+        before = cache.checkpoints
+        cache.checkpoint_soon()
+        wait_for(lambda: cache.checkpoints > before, timeout_s=30, what="a checkpoint of the rebuilt file")
+        assert cache.get("b") == b"2"
+    finally:
+        cache.close()
