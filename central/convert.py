@@ -8,6 +8,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from central import audit, liveness
+from central.errors import InvalidArgument
 from central.routing import RoutingReport
 from central.services.nodes import NodeView
 from central.store import (
@@ -37,8 +38,12 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def seconds_of(ts: Timestamp) -> float:
-    return ts.ToNanoseconds() / 1e9
+def seconds_of(ts: Timestamp, field: str = "a timestamp") -> float:
+    """Unix seconds; InvalidArgument when a caller sent a timestamp outside years 1 to 9999 (protobuf refuses it)."""
+    try:
+        return ts.ToNanoseconds() / 1e9
+    except ValueError as exc:
+        raise InvalidArgument(f"{field} is out of range: {exc}") from None
 
 
 def duration(seconds: float) -> Duration:
@@ -131,7 +136,8 @@ def report_records(reports) -> list[ReportRecord]:
         body = r.WhichOneof("body")
         if body is None:
             continue
-        records.append(ReportRecord(r.sequence, seconds_of(r.observed_at), body, getattr(r, body).SerializeToString()))
+        observed_at = seconds_of(r.observed_at, f"report {r.sequence}: observed_at")
+        records.append(ReportRecord(r.sequence, observed_at, body, getattr(r, body).SerializeToString()))
     return records
 
 
@@ -236,7 +242,7 @@ def node_health(status: common_pb2.NodeStatus) -> NodeHealth:
         activation_sha256=act.model.sha256,
         activation_state=state,
         activation_reason=act.reason,
-        activation_since=seconds_of(act.since),
+        activation_since=seconds_of(act.since, "status.activation.since"),
         requests=inf.requests,
         errors=inf.errors,
         latency_p99_ms=inf.latency_p99_ms,

@@ -29,8 +29,19 @@ class CentralError(EdgefleetError):
     """Root of every error central/ raises on purpose."""
 
 
+# A refusal's message often quotes what the caller sent (a node id, a model name), which can be megabytes. gRPC
+# carries it percent-encoded in a trailer (up to 12 bytes a character) that clients refuse past 16 KiB, and
+# then report RESOURCE_EXHAUSTED instead of the refusal: the message keeps its first MAX_MESSAGE_CHARS.
+MAX_MESSAGE_CHARS = 500
+
+
 class ServiceError(CentralError):
-    """Root of the handlers' refusals; the message is shown to the caller."""
+    """Root of the handlers' refusals; the message is shown to the caller, bounded to MAX_MESSAGE_CHARS."""
+
+    def __init__(self, message: str = "") -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[:MAX_MESSAGE_CHARS]}... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
+        super().__init__(message)
 
 
 class Unauthenticated(ServiceError):

@@ -4,13 +4,32 @@ from __future__ import annotations
 
 from central import audit
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
+from central.routing import MAX_SEQUENCE
 from central.services.base import Caller, Central, manifest_signing_key, record_audit, require_admin, require_viewer
 from central.store import NodeRoutingRecord, StoreError
 
 
 def list_entries(central: Central, caller: Caller, after_sequence: int, limit: int) -> list[audit.AuditEntry]:
     require_viewer(central, caller, "audit.list")
-    return central.store.list_audit(after_sequence, min(limit or 100, 10_000))
+    # No entry comes after a sequence past the store's signed 64-bit integers (the wire's is unsigned).
+    entries = central.store.list_audit(min(after_sequence, MAX_SEQUENCE), min(limit or 100, 10_000))
+    return within_bytes(entries, MAX_PAGE_BYTES)
+
+
+# A page of entries stays well under the 8 MiB a client receives; a page shorter than asked is continued after
+# its last sequence, as any page is.
+MAX_PAGE_BYTES = 4 << 20
+
+
+def within_bytes(entries: list[audit.AuditEntry], max_bytes: int) -> list[audit.AuditEntry]:
+    """The longest first part of `entries` whose text adds up to at most max_bytes (never less than one entry)."""
+    total = 0
+    for i, e in enumerate(entries):
+        texts = (e.actor, e.action, e.target, e.detail, e.peer, e.previous_hash, e.hash)
+        total += 64 + sum(len(s.encode()) for s in texts)
+        if total > max_bytes and i:
+            return entries[:i]
+    return entries
 
 
 def verify(central: Central, caller: Caller) -> tuple[audit.ChainCheck, audit.AuditAnchor | None]:
@@ -68,7 +87,7 @@ def archive(central: Central, caller: Caller, before_sequence: int, last_hash: s
     current = central.store.audit_anchor()
     if current is not None and before_sequence - 1 <= current.sequence:
         raise FailedPrecondition(f"entries up to {current.sequence} are archived and pruned already")
-    last = central.store.list_audit(before_sequence - 2, 1)
+    last = central.store.list_audit(min(before_sequence - 2, MAX_SEQUENCE), 1)
     if not last or last[0].sequence != before_sequence - 1:
         raise NotFound(f"the audit log has no entry {before_sequence - 1} yet")
     if last[0].hash != last_hash:

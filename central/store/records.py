@@ -176,9 +176,21 @@ class LeaderRecord:
     since: float
 
 
+# What an audit entry keeps of each text field. A refusal's target and detail carry what the caller sent (a
+# claimed node id, a model name), which can be megabytes: every store keeps the start and says how much more.
+AUDIT_FIELD_MAX_CHARS = 1024
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= AUDIT_FIELD_MAX_CHARS:
+        return text
+    return f"{text[:AUDIT_FIELD_MAX_CHARS]}... ({len(text) - AUDIT_FIELD_MAX_CHARS} more characters)"
+
+
 @dataclass(frozen=True)
 class AuditEvent:
-    """An audit entry to append: what :meth:`FleetStore.append_audit` takes, as one value."""
+    """An audit entry to append: what :meth:`FleetStore.append_audit` takes, as one value; its text fields
+    bounded to :data:`AUDIT_FIELD_MAX_CHARS` as it is made."""
 
     at: float
     actor: str
@@ -187,6 +199,10 @@ class AuditEvent:
     outcome: str
     detail: str
     peer: str
+
+    def __post_init__(self) -> None:
+        for name in ("actor", "action", "target", "detail", "peer"):
+            object.__setattr__(self, name, _bounded(getattr(self, name)))
 
 
 class LeaderLock(abc.ABC):
