@@ -42,7 +42,7 @@ def name_problem(name: str) -> str | None:
     if _NAME.fullmatch(name):
         return None
     return (
-        f"operator name {name!r} must be 1 to 64 lowercase letters, digits, '.', '_' or '-',"
+        f"operator name {name[:80]!r} must be 1 to 64 lowercase letters, digits, '.', '_' or '-',"
         " starting with a letter or a digit"
     )
 
@@ -105,6 +105,9 @@ def list_operators(central: Central, caller: Caller) -> list[OperatorRecord]:
 def revoke_operator(central: Central, caller: Caller, name: str, reason: str) -> OperatorRecord:
     action = "operator.revoke"
     require_admin(central, caller, action, name)
+    problem = name_problem(name)
+    if problem:
+        raise InvalidArgument(problem)
     record = central.store.revoke_operator(name, central.clock())
     if record is None:
         raise NotFound(f"no operator {name!r}")
@@ -132,6 +135,9 @@ def renew_operator(central: Central, caller: Caller, name: str, ttl_s: float, cs
         require_viewer(central, caller, action, target)  # any operator may renew itself
     else:
         require_admin(central, caller, action, target)
+    problem = name_problem(target)
+    if problem:
+        raise InvalidArgument(problem)
     lifetime = ttl_seconds(ttl_s)
     public_key = _public_key(central, caller, action, target, csr_pem)
     record = central.store.get_operator(target)

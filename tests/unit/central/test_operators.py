@@ -147,6 +147,8 @@ def test_revoked_operator_is_refused_at_its_next_call_and_the_last_admin_stays(s
         nodes.list_nodes(central, alice, {})
     with pytest.raises(NotFound, match="no operator 'ghost'"):
         operators.revoke_operator(central, root, "ghost", "")
+    with pytest.raises(InvalidArgument, match="lowercase letters"):
+        operators.revoke_operator(central, root, "x" * 100_000, "")
     # Another admin may now revoke the first one, which is then refused too.
     carol = _caller(operators.create_operator(central, root, "carol", "admin", 0, _csr()).certificate_pem)
     operators.revoke_operator(central, carol, "admin", "rotated")
