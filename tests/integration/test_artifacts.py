@@ -60,11 +60,14 @@ def cli(capsys, central, *args):
 
 
 def publish(capsys, central, tmp_path, name, version, size=3 * MiB + 4321):
-    """Push random bytes as name@version; (bytes, signed body, signature) as central serves them."""
+    """Push random bytes as name@version and assign it to the enrolled node (central serves a node only the model
+    it is assigned); (bytes, signed body, signature) as central serves them."""
     data = os.urandom(size)
     path = tmp_path / f"{name}-{version}.gguf"
     path.write_bytes(data)
     cli(capsys, central, "models", "push", str(path), "--name", name, "--version", version)
+    for row in json.loads(cli(capsys, central, "nodes", "list", "--json")):
+        cli(capsys, central, "nodes", "assign", row["node"], f"{name}@{version}")
     shown = json.loads(cli(capsys, central, "models", "show", f"{name}@{version}", "--json"))
     return data, shown["manifest"].encode(), shown["signature"]
 
