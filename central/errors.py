@@ -7,7 +7,9 @@
     │   ├── InvalidArgument    (central.errors)      a malformed request (INVALID_ARGUMENT)
     │   ├── NotFound           (central.errors)      no such node, token or model (NOT_FOUND)
     │   ├── AlreadyExists      (central.errors)      an immutable thing exists with other content (ALREADY_EXISTS)
-    │   └── FailedPrecondition (central.errors)      refused because of the fleet's state, e.g. a model in use
+    │   ├── FailedPrecondition (central.errors)      refused because of the fleet's state, e.g. a model in use
+    │   └── ResourceExhausted  (central.services.enrollment)  over the enrollment port's limits; says when to retry
+    ├── Refusal            (central.services.enrollment)  an enrollment refused, with its audit reason (.error)
     ├── StoreError         (central.store.records)   the store cannot do what was asked
     ├── BlobError          (central.blobs)           a blob cannot be stored or read
     ├── DataDirError       (central.datadir)         a data dir that is not initialized, or already is

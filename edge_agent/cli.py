@@ -137,7 +137,7 @@ def _data_dir(args: argparse.Namespace):
 TOKEN_ENV = "EDGEFLEET_TOKEN"
 
 
-class TokenSourceError(ValueError):
+class TokenSourceError(AgentError, ValueError):
     """No usable bootstrap token among --token-file, --token and $EDGEFLEET_TOKEN; the message says what to give."""
 
 

@@ -20,6 +20,8 @@ Each class is drawn with the module that defines it; tests/unit/test_error_trees
     ├── ClassifierModelError   (edge_agent.policy.classify)      the sensitivity classifier cannot be used
     ├── RedactionError         (edge_agent.policy.classify)      redaction did not converge: the text goes nowhere
     ├── UpstreamError          (edge_agent.upstream)             every upstream tried failed
+    ├── _TooLarge              (edge_agent.upstream)             an upstream answer past its cap (internal: a 502)
+    ├── TokenSourceError       (edge_agent.cli)                  no usable bootstrap token given to enroll
     ├── RoutingAuditError      (edge_agent.routing_audit)        the routing audit file cannot be read
     ├── ArtifactError          (edge_agent.control.artifacts)    a model artifact refused or not stored (.reason)
     └── ControlError           (edge_agent.control.client)       talking to central failed

@@ -226,7 +226,7 @@ class StreamBudget:
         return None
 
 
-class _TooLarge(Exception):
+class _TooLarge(AgentError):
     """An answer past its cap (internal: it becomes a 502 reply or a stream's error event, never escapes)."""
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from central import audit, federation, ratelimit, tokens
-from central.errors import InvalidArgument, ServiceError, Unauthenticated
+from central.errors import CentralError, InvalidArgument, ServiceError, Unauthenticated
 from central.services.base import Caller, Central, CentralSettings, TokenCaller, record_audit
 from central.store import AuditEvent, NodeRecord, TokenRecord
 from edgefleet import pki
@@ -61,7 +61,7 @@ class ResourceExhausted(ServiceError):
         self.retry_after_s = retry_after_s
 
 
-class Refusal(Exception):
+class Refusal(CentralError):
     """An enrollment refused: `error` is what the caller gets, `reason` one of :data:`REASONS` for the audit
     log, `target` the token's id when that token exists (so it is bounded by the store), else ""."""
 
