@@ -63,6 +63,8 @@ def test_push_fetch_and_delete_through_s3(s3, central, client, tmp_path):
     edgefleet_cli(central, "models", "push", str(tmp_path / "m.gguf"), "--name", "s3m", "--version", "1")
     assert keys(s3) == [f"blobs/{sha}"]
     assert s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    # Central serves a node only the model it is assigned (issue 16).
+    edgefleet_cli(central, "nodes", "assign", client.identity.node_id, "s3m@1")
 
     for offset in (0, 7 * MiB + 3):
         got = list(client.fetch_artifact(sha, offset))
@@ -74,5 +76,9 @@ def test_push_fetch_and_delete_through_s3(s3, central, client, tmp_path):
     wanted = slots.verify_manifest(shown["manifest"].encode(), shown["signature"])
     assert slots.download(wanted, lambda offset: client.fetch_artifact(sha, offset)).read_bytes() == data
 
+    # A version assigned to a node is not deleted: the node moves to another one first.
+    (tmp_path / "other.gguf").write_bytes(b"other")
+    edgefleet_cli(central, "models", "push", str(tmp_path / "other.gguf"), "--name", "s3other", "--version", "1")
+    edgefleet_cli(central, "nodes", "assign", client.identity.node_id, "s3other@1")
     edgefleet_cli(central, "models", "delete", "s3m@1")
-    assert keys(s3) == []
+    assert keys(s3) == [f"blobs/{hashlib.sha256(b'other').hexdigest()}"]
