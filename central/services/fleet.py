@@ -170,6 +170,8 @@ def report(
         raise InvalidArgument(f"at most {MAX_REPORTS_PER_CALL} reports per call, got {len(reports)}")
     if any(not 0 < r.sequence <= reports_mod.MAX_AGENT_SEQUENCE for r in reports):
         raise InvalidArgument(f"report sequences start at 1 and stay below {reports_mod.MAX_AGENT_SEQUENCE + 1}")
+    if dropped_count > reports_mod.MAX_AGENT_SEQUENCE:  # uint64 on the wire; the store's column is signed 64-bit
+        raise InvalidArgument(f"dropped_count {dropped_count} is past {reports_mod.MAX_AGENT_SEQUENCE}")
     if len(spool_epoch) > report_limits.MAX_EPOCH_CHARS:
         raise InvalidArgument(f"spool_epoch is {len(spool_epoch)} characters; at most {report_limits.MAX_EPOCH_CHARS}")
     usable = {seq: r for seq, r in (routing_reports or {}).items() if _usable(node.node_id, r) is not None}

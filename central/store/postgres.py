@@ -696,10 +696,10 @@ class PostgresFleetStore(FleetStore):
                 for sequence in sorted(new):
                     if sequence in routing:
                         _add_routing(conn, [(node_id, received, routing[sequence])])
-            if dropped_count:
+            if dropped_count:  # saturates, so a node's total never leaves bigint
                 conn.execute(
-                    "UPDATE nodes SET dropped_reports = dropped_reports + %s WHERE node_id = %s",
-                    (dropped_count, node_id),
+                    "UPDATE nodes SET dropped_reports = LEAST(dropped_reports + %s, %s) WHERE node_id = %s",
+                    (dropped_count, reports_mod.MAX_AGENT_SEQUENCE, node_id),
                 )
             sizes = conn.execute(
                 "SELECT sequence, octet_length(payload) FROM reports WHERE node_id = %s ORDER BY sequence DESC",

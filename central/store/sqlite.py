@@ -630,9 +630,10 @@ class SqliteFleetStore(FleetStore):
                 c.executemany(
                     insert, [(node_id, base + r.sequence, r.observed_at, r.kind, r.payload, received) for r in reports]
                 )
-            if dropped_count:
+            if dropped_count:  # saturates, so a node's total never leaves a signed 64-bit integer
                 c.execute(
-                    "UPDATE nodes SET dropped_reports = dropped_reports + ? WHERE node_id = ?", (dropped_count, node_id)
+                    "UPDATE nodes SET dropped_reports = MIN(dropped_reports + ?, ?) WHERE node_id = ?",
+                    (dropped_count, reports_mod.MAX_AGENT_SEQUENCE, node_id),
                 )
             sizes = c.execute(
                 "SELECT sequence, length(payload) FROM reports WHERE node_id = ? ORDER BY sequence DESC", (node_id,)
