@@ -1,8 +1,10 @@
 """Federated round benchmark: SecAgg+ against plain FedAvg, task `sensitivity` (16,385 floats), real processes.
 
-Setup per supernode kind and node count N: a TLS SuperLink (`python -m federated.superlink`,
---enable-supernode-auth, --disable-runtime-dependency-installation) on a free loopback port with its own
-FLWR_HOME; N node keys registered through the Control API (federated.control); N SuperNodes, either stock
+Setup per supernode kind and node count N: a TLS SuperLink started as central starts it
+(federated.superlink.command: the guard, a client CA of its own, its Runtime certificate, the Landlock
+sandbox writing only its own dir; --enable-supernode-auth, --disable-runtime-dependency-installation) on a
+free loopback port; N node keys registered through the Control API (federated.control, presenting the
+Control certificate); N SuperNodes, either stock
 `flower-supernode` (--supernode flower) or `python -m federated.fast_supernode` (--supernode fast), each
 with its own data dir holding the same 80 labeled prompts per node (federated.local_data). On those same
 processes two runs follow, FedAvg (run config secagg=false) then SecAgg+ (secagg=true), --rounds rounds each,
@@ -55,7 +57,8 @@ sys.path.insert(0, str(ROOT))
 
 from edgefleet import pki  # noqa: E402
 from edgefleet.nodekeys import generate_node_key  # noqa: E402
-from federated import control, fab, local_data  # noqa: E402
+from federated import control, fab, local_data, superlink  # noqa: E402
+from federated.superlink_credentials import ClientAuthority  # noqa: E402
 
 PY = sys.executable
 BIN = Path(sys.executable).parent
@@ -137,60 +140,79 @@ class Cluster:
             PYTHONPATH=os.pathsep.join(p for p in (app_path, str(ROOT)) if p),
         )
         self.ctl: control.FlowerControl | None = None
+        self.superlink_dir = root / "superlink"  # all the sandboxed SuperLink may write
+        self.central_dir = root / "central"  # the Control certificate and key, unreadable to the SuperLink
+        self.superlink_log = root / "superlink.log"
+        self.control_cert: tuple[Path, Path] = (Path(), Path())
 
-    def _spawn(self, command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    def _spawn(self, command: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=cwd, start_new_session=True
+                command, stdout=out, stderr=subprocess.STDOUT, env=env or self.env, cwd=cwd, start_new_session=True
             )
         self.procs.append(proc)
         return proc
 
     def start(self) -> None:
+        """The SuperLink as central starts it (central/federation.py): federated.superlink's launcher with
+        a client CA made for it alone, its Runtime certificate, the guard, and the Landlock sandbox, which
+        lets it write only `superlink_dir` (the ServerApp's results go there too)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        for directory in (self.superlink_dir / "flwr", self.superlink_dir / "tmp", self.superlink_dir / "results"):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.central_dir.mkdir(mode=0o700, exist_ok=True)
         ca_key, ca = pki.create_ca()
         key = pki.generate_key()
         cert = pki.issue_server_certificate(ca_key, ca, key.public_key(), valid_days=1, extra_names=["127.0.0.1"])
         (self.root / "ca.pem").write_bytes(pki.certificate_pem(ca))
-        (self.root / "superlink.crt").write_bytes(pki.certificate_pem(cert))
-        pki.write_private(self.root / "superlink.key", pki.private_key_pem(key))
+        (self.superlink_dir / "ca.pem").write_bytes(pki.certificate_pem(ca))
+        (self.superlink_dir / "superlink.crt").write_bytes(pki.certificate_pem(cert))
+        pki.write_private(self.superlink_dir / "superlink.key", pki.private_key_pem(key))
+        # The Control and Runtime APIs open only to certificates from a CA made for this SuperLink:
+        # the Control certificate (ours, as central's) stays outside the sandbox and is protected from it.
+        authority = ClientAuthority.create()
+        self.control_cert = authority.issue_control(self.central_dir)
+        runtime_cert, runtime_key = authority.issue_runtime(self.superlink_dir)
+        client_ca = authority.write_certificate(self.superlink_dir / "client-ca.crt")
         self.port = free_port()
+        flower_args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ssl-certfile",
+            str(self.superlink_dir / "superlink.crt"),
+            "--ssl-keyfile",
+            str(self.superlink_dir / "superlink.key"),
+            "--ssl-ca-certfile",
+            str(self.superlink_dir / "ca.pem"),
+            "--enable-supernode-auth",
+            # As central runs it (central/federation.py): state in memory.
+            "--database",
+            ":flwr-in-memory:",
+            "--disable-runtime-dependency-installation",
+        ]
         self.superlink = self._spawn(
-            [
-                PY,
-                "-m",
-                "federated.superlink",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--ssl-certfile",
-                str(self.root / "superlink.crt"),
-                "--ssl-keyfile",
-                str(self.root / "superlink.key"),
-                "--ssl-ca-certfile",
-                str(self.root / "ca.pem"),
-                "--enable-supernode-auth",
-                # As central runs it (central/federation.py): state in memory.
-                "--database",
-                ":flwr-in-memory:",
-                "--disable-runtime-dependency-installation",
-            ],
-            self.root / "superlink.log",
-            self.root,
+            superlink.command(
+                self.superlink_dir, client_ca, runtime_cert, runtime_key, flower_args, [self.control_cert[1]]
+            ),
+            self.superlink_log,
+            self.superlink_dir,
+            superlink.child_env(self.superlink_dir, self.env),
         )
         deadline = time.monotonic() + 60
         while True:
+            ctl = control.FlowerControl(
+                f"127.0.0.1:{self.port}", (self.root / "ca.pem").read_bytes(), *self.control_cert
+            )
             try:
-                self.ctl = control.FlowerControl(f"127.0.0.1:{self.port}", (self.root / "ca.pem").read_bytes())
-                self.ctl.registered_nodes()
+                ctl.registered_nodes()
+                self.ctl = ctl
                 break
             except control.FlowerControlError as exc:
-                if self.ctl is not None:
-                    self.ctl.close()
-                    self.ctl = None
+                ctl.close()
                 if self.superlink.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SuperLink did not come up ({exc}); see {self.root / 'superlink.log'}") from exc
+                    raise RuntimeError(f"SuperLink did not come up ({exc}); see {self.superlink_log}") from exc
                 time.sleep(0.5)
         for i in range(self.n):
             self.node_dirs.append(self.add_node(i))
@@ -229,7 +251,7 @@ class Cluster:
             time.sleep(0.5)
 
     def run(self, config: dict, timeout_s: float = 900.0) -> dict:
-        results_dir = self.root / "results"
+        results_dir = self.superlink_dir / "results"
         blob, digest = fab.build()
         started = time.monotonic()
         run_id = self.ctl.start_run(blob, digest, {"results-dir": str(results_dir), **config})
