@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from google.protobuf.json_format import MessageToDict
-
 from central import credential as credential_file
 from central import operator_commands
+from central.cli_output import iso, iso_seconds, print_json, print_table, relative, to_dict
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
 from edgefleet import __version__, logs
-from edgefleet.durations import format_duration, parse_duration
+from edgefleet.durations import parse_duration
 
 # Every line this CLI prints goes through safe_print: node- and operator-controlled strings (hostnames, labels,
 # status fields, events, audit details, relayed errors) reach the terminal with their control and bidi characters
 # shown as escapes (edgefleet/terminal.py), and a newline inside a value cannot forge a line. So one print() call
-# prints ONE line; multi-line JSON goes through _print_json, which writes ASCII-only JSON as it is.
-from edgefleet.terminal import printable
+# prints ONE line; multi-line JSON goes through print_json, which writes ASCII-only JSON as it is.
 from edgefleet.terminal import safe_print as print
 
 
@@ -413,23 +410,23 @@ def _central_status(spec: str, as_json: bool) -> int:
         for row in rows:
             del row["replica_id"]
         leading = {"replica": leader.replica_id, "term": leader.term, "since": leader.since} if leader else None
-        _print_json({"store": display_store(spec), "leader": leading, "replicas": rows})
+        print_json({"store": display_store(spec), "leader": leading, "replicas": rows})
         return 0
     print(f"store: {display_store(spec)}")
     if leader is None:
         print("leader: none yet (no replica has served)")
     else:
         stale = "" if leader_id else " (not seen lately: a follower takes over within seconds of its death)"
-        print(f"leader: {leader.replica_id}, term {leader.term}, since {_iso_seconds(leader.since)}{stale}")
-    _print_table(
+        print(f"leader: {leader.replica_id}, term {leader.term}, since {iso_seconds(leader.since)}{stale}")
+    print_table(
         ["REPLICA", "ENROLLMENT", "STATE", "STARTED", "LAST SEEN"],
         [
             [
                 r.replica_id,
                 r.enroll_address,
                 states[r.replica_id],
-                _iso_seconds(r.started_at),
-                _relative(r.last_seen_at - now),
+                iso_seconds(r.started_at),
+                relative(r.last_seen_at - now),
             ]
             for r in replicas
         ],
@@ -485,20 +482,20 @@ def _token_create(client, args) -> int:
         "CreateToken", admin_pb2.CreateTokenRequest(labels=args.labels, ttl=duration(args.ttl), uses=args.uses)
     )
     if args.json:
-        _print_json(
+        print_json(
             {
                 "token": r.token,
                 "token_id": r.info.token_id,
                 "ca_fingerprint": r.ca_fingerprint,
                 "enroll_address": r.enroll_address,
                 "labels": dict(r.info.labels),
-                "expires_at": _iso(r.info.expires_at),
+                "expires_at": iso(r.info.expires_at),
                 "uses": r.info.uses_total,
             }
         )
     else:
         print(join_command(r.token, r.enroll_address, r.ca_fingerprint))
-        expires = _relative(r.info.expires_at.ToSeconds() - time.time())
+        expires = relative(r.info.expires_at.ToSeconds() - time.time())
         print(
             f"(the token rides in the environment, not in argv where `ps` shows it to every local user; it enrolls"
             f" {r.info.uses_total} node{'s' if r.info.uses_total != 1 else ''} and expires {expires}. To keep it out"
@@ -524,24 +521,24 @@ def _token_list(client, args) -> int:
             "labels": dict(t.labels),
             "uses_left": t.uses_left,
             "uses_total": t.uses_total,
-            "expires_at": _iso(t.expires_at),
+            "expires_at": iso(t.expires_at),
             "revoked": t.revoked,
             "created_by": t.created_by,
         }
         for t in tokens
     ]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     now = time.time()
-    _print_table(
+    print_table(
         ["TOKEN", "LABELS", "USES LEFT", "EXPIRES", "STATE"],
         [
             [
                 t.token_id,
                 format_labels(dict(t.labels)) or "-",
                 f"{t.uses_left}/{t.uses_total}",
-                _relative(t.expires_at.ToSeconds() - now),
+                relative(t.expires_at.ToSeconds() - now),
                 "revoked"
                 if t.revoked
                 else "expired"
@@ -574,7 +571,7 @@ def node_row(node) -> dict:
         "node": node.node_id,
         "labels": dict(node.labels),
         "status": admin_pb2.NodeState.Name(node.state).removeprefix("NODE_STATE_").lower(),
-        "last_seen": _iso(node.last_seen_at) if node.HasField("last_seen_at") else None,
+        "last_seen": iso(node.last_seen_at) if node.HasField("last_seen_at") else None,
         "model": f"{model.name}@{model.version}" if model.name else None,
         "agent_version": node.status.agent_version or None,
         "tokens_per_second": round(inf.tokens_per_second, 1),
@@ -597,17 +594,17 @@ def _nodes_list(client, args) -> int:
             break
     rows = [node_row(n) for n in nodes]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     now = time.time()
-    _print_table(
+    print_table(
         ["NODE", "LABELS", "STATUS", "LAST SEEN", "MODEL", "TOK/S", "P99 MS", "CACHE HIT"],
         [
             [
                 r["node"],
                 format_labels(r["labels"]) or "-",
                 r["status"],
-                _relative(n.last_seen_at.ToSeconds() - now) if r["last_seen"] else "never",
+                relative(n.last_seen_at.ToSeconds() - now) if r["last_seen"] else "never",
                 r["model"] or "-",
                 f"{r['tokens_per_second']:.1f}",
                 f"{r['p99_ms']:.0f}",
@@ -624,15 +621,13 @@ def _nodes_show(client, args) -> int:
 
     r = client.call("GetNode", admin_pb2.GetNodeRequest(node_id=args.node))
     if args.json:
-        _print_json(
-            {"node": _to_dict(r.node), "summary": node_row(r.node), "reports": [_to_dict(x) for x in r.reports]}
-        )
+        print_json({"node": to_dict(r.node), "summary": node_row(r.node), "reports": [to_dict(x) for x in r.reports]})
         return 0
     row = node_row(r.node)
     for key, value in row.items():
         print(f"{key + ':':<20}{format_labels(value) if key == 'labels' else value}")
     print(f"{'hostname:':<20}{r.node.hostname}")
-    print(f"{'certificate:':<20}{r.node.certificate_serial} (expires {_iso(r.node.certificate_expires_at)})")
+    print(f"{'certificate:':<20}{r.node.certificate_serial} (expires {iso(r.node.certificate_expires_at)})")
     print(f"{'dropped reports:':<20}{r.node.dropped_reports}")
     system = r.node.status.system
     if r.node.HasField("status"):
@@ -646,7 +641,7 @@ def _nodes_show(client, args) -> int:
         for report in r.reports:
             body = report.WhichOneof("body")
             text = report.event.kind + ": " + report.event.message if body == "event" else "status report"
-            print(f"  #{report.sequence} {_iso(report.observed_at)} {text}")
+            print(f"  #{report.sequence} {iso(report.observed_at)} {text}")
     return 0
 
 
@@ -780,7 +775,7 @@ def _models_push(client, args) -> int:
     progress = Progress(f"pushing {args.name}@{args.version}", size)
     r = client.stream("PushModel", _push_requests(path, upload, progress))
     if args.json:
-        _print_json({**_to_dict(r.model), "already_present": r.already_present})
+        print_json({**to_dict(r.model), "already_present": r.already_present})
     else:
         state = "already present" if r.already_present else "stored"
         print(
@@ -794,12 +789,12 @@ def _models_list(client, args) -> int:
 
     models = client.call("ListModels", admin_pb2.ListModelsRequest(name=args.name)).models
     if args.json:
-        _print_json([_to_dict(m) for m in models])
+        print_json([to_dict(m) for m in models])
         return 0
-    _print_table(
+    print_table(
         ["NAME", "VERSION", "FORMAT", "SIZE", "SHA256", "PUSHED", "BY"],
         [
-            [m.name, m.version, m.format, f"{m.size / 2**20:,.1f} MiB", m.sha256[:12], _iso(m.created_at), m.pushed_by]
+            [m.name, m.version, m.format, f"{m.size / 2**20:,.1f} MiB", m.sha256[:12], iso(m.created_at), m.pushed_by]
             for m in models
         ],
     )
@@ -812,9 +807,7 @@ def _models_show(client, args) -> int:
     name, version = _ref(args.ref)
     r = client.call("GetModel", admin_pb2.GetModelRequest(name=name, version=version))
     if args.json:
-        _print_json(
-            {"model": _to_dict(r.model), "manifest": r.manifest.body.decode(), "signature": r.manifest.signature}
-        )
+        print_json({"model": to_dict(r.model), "manifest": r.manifest.body.decode(), "signature": r.manifest.signature})
         return 0
     m = r.model
     for key, value in [
@@ -823,7 +816,7 @@ def _models_show(client, args) -> int:
         ("sha256", m.sha256),
         ("size", f"{m.size} bytes"),
         ("params", format_labels(dict(m.params)) or "-"),
-        ("pushed", f"{_iso(m.created_at)} by {m.pushed_by}"),
+        ("pushed", f"{iso(m.created_at)} by {m.pushed_by}"),
         ("assigned to", ", ".join(m.assigned_nodes) or "no node"),
         ("signature", r.manifest.signature),
     ]:
@@ -872,7 +865,7 @@ def _print_rollout(r) -> None:
     print(f"reason: {row['reason']}")
     for wait in row["waiting_on"]:
         print(f"waiting: {wait}")
-    _print_table(
+    print_table(
         ["NODE", "IN STEP", "DESIRED", "ACTIVE", "ACTIVATION"],
         [
             [n["node"], "yes" if n["in_step"] else "", n["desired"] or "-", n["active"] or "-", n["activation"] or "-"]
@@ -900,7 +893,7 @@ def _rollout_start(client, args) -> int:
         ),
     ).rollout
     if args.json:
-        _print_json(_rollout_row(r))
+        print_json(_rollout_row(r))
     else:
         _print_rollout(r)
     return 0
@@ -911,7 +904,7 @@ def _rollout_status(client, args) -> int:
 
     r = client.call("GetRollout", admin_pb2.GetRolloutRequest(rollout_id=args.rollout_id)).rollout
     if args.json:
-        _print_json(_rollout_row(r))
+        print_json(_rollout_row(r))
     else:
         _print_rollout(r)
     return 0
@@ -922,9 +915,9 @@ def _rollout_list(client, args) -> int:
 
     rows = [_rollout_row(r) for r in client.call("ListRollouts", admin_pb2.ListRolloutsRequest()).rollouts]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    _print_table(
+    print_table(
         ["ROLLOUT", "MODEL", "PHASE", "STEP", "NODES", "REASON"],
         [[r["rollout"], r["model"], r["phase"], r["step"], str(len(r["nodes"])), r["reason"][:60]] for r in rows],
     )
@@ -952,14 +945,14 @@ def _audit_list(client, args) -> int:
         "ListAuditEntries", admin_pb2.ListAuditEntriesRequest(after_sequence=args.after, limit=args.limit)
     ).entries
     if args.json:
-        _print_json([_to_dict(e) for e in entries])
+        print_json([to_dict(e) for e in entries])
         return 0
-    _print_table(
+    print_table(
         ["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAIL"],
         [
             [
                 str(e.sequence),
-                _iso(e.at),
+                iso(e.at),
                 e.actor,
                 e.action,
                 e.target or "-",
@@ -1065,7 +1058,7 @@ def _audit_verify_archive(args) -> int:
         return 2
     r = audit.verify_archive(header["after_sequence"], header["after_hash"], entries, anchor, key)
     if args.json:
-        _print_json({"intact": r.intact, "entries_checked": r.entries_checked, "problem": r.problem})
+        print_json({"intact": r.intact, "entries_checked": r.entries_checked, "problem": r.problem})
     elif r.intact:
         signed = "anchor signature checked" if key else "anchor signature not checked (pass --signing-key)"
         print(f"audit archive intact: {r.entries_checked} entries chained; {signed}")
@@ -1079,7 +1072,7 @@ def _audit_verify(client, args) -> int:
 
     r = client.call("VerifyAudit", admin_pb2.VerifyAuditRequest())
     if args.json:
-        _print_json(
+        print_json(
             {
                 "intact": r.intact,
                 "entries_checked": r.entries_checked,
@@ -1118,17 +1111,17 @@ def _audit_routing(client, args) -> int:
             "counts": [{"data_class": c.data_class, "route": c.route, "requests": c.count} for c in n.counts],
             "audit_sequence": n.audit_sequence,
             "audit_head_hash": n.audit_head_hash,
-            "updated_at": _iso(n.updated_at),
+            "updated_at": iso(n.updated_at),
         }
         for n in nodes
     ]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     if not rows:
         print(f"no routing reported by {args.node or 'any node'} yet")
         return 0
-    _print_table(
+    print_table(
         ["NODE", "DATA CLASS", "ROUTE", "REQUESTS"],
         [[r["node_id"], c["data_class"], c["route"], str(c["requests"])] for r in rows for c in r["counts"]],
     )
@@ -1158,8 +1151,8 @@ def _fl_row(r) -> dict:
         "node_errors": list(r.node_errors),
         "model": r.model,
         "outcome": json.loads(r.outcome_json) if r.outcome_json else None,
-        "started_at": _iso(r.started_at),
-        "finished_at": _iso(r.finished_at) if r.HasField("finished_at") else None,
+        "started_at": iso(r.started_at),
+        "finished_at": iso(r.finished_at) if r.HasField("finished_at") else None,
         "started_by": r.started_by,
     }
 
@@ -1202,7 +1195,7 @@ def _fl_start(client, args) -> int:
         ),
     ).run
     if args.json:
-        _print_json(_fl_row(r))
+        print_json(_fl_row(r))
     else:
         print(f"started run {r.run_id}: {r.task}, {r.rounds} rounds; follow it with `edgefleet fl status {r.run_id}`")
     return 0
@@ -1213,7 +1206,7 @@ def _fl_status(client, args) -> int:
 
     r = client.call("GetFederatedRun", admin_pb2.GetFederatedRunRequest(run_id=args.run_id)).run
     if args.json:
-        _print_json(_fl_row(r))
+        print_json(_fl_row(r))
     else:
         _print_fl_run(r)
     return 0
@@ -1224,9 +1217,9 @@ def _fl_list(client, args) -> int:
 
     rows = [_fl_row(r) for r in client.call("ListFederatedRuns", admin_pb2.ListFederatedRunsRequest()).runs]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    _print_table(
+    print_table(
         ["RUN", "TASK", "STATUS", "ROUNDS", "NODES", "SECAGG", "MODEL", "ERROR"],
         [
             [
@@ -1273,40 +1266,6 @@ _HANDLERS = {
     ("fl", "list"): _fl_list,
     **operator_commands.HANDLERS,
 }
-
-
-# -- output ----------------------------------------------------------------------
-
-
-def _to_dict(message) -> dict:
-    return MessageToDict(message, preserving_proto_field_name=True)
-
-
-def _print_json(value) -> None:
-    # ensure_ascii: every control character (C0, DEL, C1) and every non-ASCII one (bidi overrides among them) is a
-    # \uXXXX escape, so the text is printable ASCII and newlines between JSON tokens only; a JSON parser reads the
-    # strings back exactly.
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=True) + "\n")
-
-
-def _print_table(headers: list[str], rows: list[list[str]]) -> None:
-    rows = [[printable(str(c)) for c in row] for row in rows]  # escaped before the widths are measured
-    widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _iso(ts) -> str:
-    return _iso_seconds(ts.ToNanoseconds() / 1e9)
-
-
-def _iso_seconds(unix_seconds: float) -> str:
-    return dt.datetime.fromtimestamp(unix_seconds, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _relative(seconds: float) -> str:
-    return f"in {format_duration(seconds)}" if seconds >= 0 else f"{format_duration(-seconds)} ago"
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from central import credential as credential_file
+from central.cli_output import iso, print_json, print_table, relative
 from edgefleet import pki
 from edgefleet.terminal import safe_print as print
 
@@ -115,23 +116,22 @@ def operator_row(o, now: float) -> dict:
 
 
 def _list(client, args) -> int:
-    from central.cli import _print_json, _print_table, _relative
     from edgefleet.v1 import admin_pb2
 
     operators = client.call("ListOperators", admin_pb2.ListOperatorsRequest()).operators
     now = time.time()
     rows = [operator_row(o, now) for o in operators]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    _print_table(
+    print_table(
         ["NAME", "ROLE", "STATE", "EXPIRES", "SERIAL", "CREATED BY"],
         [
             [
                 r["name"],
                 r["role"],
                 r["state"],
-                _relative(o.expires_at.ToSeconds() - now),
+                relative(o.expires_at.ToSeconds() - now),
                 r["certificate_serial"][:16],
                 r["created_by"],
             ]
@@ -206,6 +206,5 @@ HANDLERS = {
 
 
 def _iso(ts) -> str:
-    from central.cli import _iso as iso
 
     return iso(ts)
