@@ -25,7 +25,7 @@ from edge_agent.control.interval_stats import InferenceWindow
 from edge_agent.control.spool import SpooledReport
 from edge_agent.control.telemetry import SystemSample
 from edge_agent.errors import AgentError
-from edgefleet import channels, pki
+from edgefleet import channels, pki, report_limits
 from edgefleet.atomicfile import write_private
 from edgefleet.nodekeys import generate_node_key
 from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
@@ -201,6 +201,9 @@ def encode_status(
                 since=_timestamp(a.since),
             )
         )
+    # Central refuses a status past its bounds (a 5,000-character activation reason, say): send it cut to them.
+    if not report_limits.clip(status):
+        log.warning("the node's status is still %d bytes when clipped; central will refuse it", status.ByteSize())
     return status.SerializeToString()
 
 
