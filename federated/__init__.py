@@ -14,6 +14,6 @@ and no others (tests/unit/project/test_layers.py holds them to it):
 - `federated.superlink`: the command line (guarded, sandboxed) central starts its SuperLink with.
 - `federated.superlink_credentials`: the client CA whose certificates alone open the SuperLink's Control API.
 
-The rest (`flower_app`, `fast_supernode`, `superlink_guard`, `superlink_runtime`, `sandbox`, the tasks' own modules) runs inside Flower's
-processes and is started by module name, never imported by the programs.
+The rest (`flower_app`, `fast_supernode`, `superlink_guard`, `superlink_runtime`, `sandbox`, the tasks' own
+modules) runs inside Flower's processes and is started by module name, never imported by the programs.
 """

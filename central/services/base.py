@@ -57,7 +57,6 @@ class CentralSettings:
     enroll_audit_max_peers: int = 100
 
 
-
 @dataclass(frozen=True)
 class Caller:
     identity: pki.Identity | None

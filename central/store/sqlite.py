@@ -727,9 +727,7 @@ class SqliteFleetStore(FleetStore):
                 raise StoreError(f"audit entry {anchor.sequence} with hash {anchor.hash} is not in the log")
             if c.execute("SELECT 1 FROM audit WHERE sequence > ? LIMIT 1", (anchor.sequence,)).fetchone() is None:
                 raise StoreError("the newest audit entry is never pruned: the next one links to it")
-            c.execute(
-                "INSERT INTO audit_anchors (sequence, hash, at, signature) VALUES (?, ?, ?, ?)", astuple(anchor)
-            )
+            c.execute("INSERT INTO audit_anchors (sequence, hash, at, signature) VALUES (?, ?, ?, ?)", astuple(anchor))
             return c.execute("DELETE FROM audit WHERE sequence <= ?", (anchor.sequence,)).rowcount
 
     def close(self) -> None:

@@ -223,7 +223,8 @@ def test_admin_commands_refuse_bad_input_with_a_clear_message(central, capsys, t
         cli(capsys, central, "admin", "create", "carol", "--ttl", "soon")
     assert "'soon' is not a duration" in capsys.readouterr().err
     out = str(tmp_path / "carol.credential")
-    refused("admin", "create", "carol", "--ttl", "400d", "--out", out, exit_code=2, message="must be from 1m to 366d, got 400d")
+    too_long = ("admin", "create", "carol", "--ttl", "400d", "--out", out)
+    refused(*too_long, exit_code=2, message="must be from 1m to 366d, got 400d")
     refused("admin", "create", "Carol/../x", exit_code=2, message="lowercase letters, digits")
     refused("admin", "create", "admin", "--out", out, exit_code=6, message="operator admin already exists")
     refused("admin", "create", "carol", "--out", str(taken), exit_code=2, message="refusing to overwrite")

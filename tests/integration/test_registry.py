@@ -184,7 +184,7 @@ def test_fetch_artifact_streams_from_any_offset(central, artifact, node, capsys)
         with pytest.raises(CentralRefused, match="INVALID_ARGUMENT"):
             list(client.fetch_artifact(sha, len(data) + 1))
         # A digest the node is not assigned is refused whether or not any model has it (issue 16).
-        with pytest.raises(CentralRefused, match="PERMISSION_DENIED.*is not assigned sha256:0000"):
+        with pytest.raises(CentralRefused, match=r"PERMISSION_DENIED.*is not assigned sha256:0000"):
             list(client.fetch_artifact("0" * 64, 0))
     finally:
         client.close()
