@@ -168,8 +168,10 @@ def refuse(
 ) -> ServiceError:
     """The error to raise, once the refusal is in the audit log."""
     record_audit(central, caller, action, target, audit.REFUSED, detail)
-    log.warning("refused %s by %s from %s: %s", action, caller.actor, caller.peer, detail)
-    return error_type(detail)
+    error = error_type(detail)
+    # The error's message is bounded (a detail may quote megabytes a caller sent); the log line takes that form.
+    log.warning("refused %s by %s from %s: %s", action, caller.actor, caller.peer, error)
+    return error
 
 
 def require_admin(central: Central, caller: Caller, action: str, target: str = "") -> None:
