@@ -175,23 +175,8 @@ class Cluster:
         runtime_cert, runtime_key = authority.issue_runtime(self.superlink_dir)
         client_ca = authority.write_certificate(self.superlink_dir / "client-ca.crt")
         self.port = free_port()
-        flower_args = [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--ssl-certfile",
-            str(self.superlink_dir / "superlink.crt"),
-            "--ssl-keyfile",
-            str(self.superlink_dir / "superlink.key"),
-            "--ssl-ca-certfile",
-            str(self.superlink_dir / "ca.pem"),
-            "--enable-supernode-auth",
-            # As central runs it (central/federation.py): state in memory.
-            "--database",
-            ":flwr-in-memory:",
-            "--disable-runtime-dependency-installation",
-        ]
+        # As central runs it (central/federation.py).
+        flower_args = superlink.flower_args("127.0.0.1", self.port, self.superlink_dir, self.superlink_dir / "ca.pem")
         self.superlink = self._spawn(
             superlink.command(
                 self.superlink_dir, client_ca, runtime_cert, runtime_key, flower_args, [self.control_cert[1]]

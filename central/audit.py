@@ -121,14 +121,7 @@ def verify_chain(
                 f"the anchor at entry {anchor.sequence} (where pruning stopped) is not signed by central's signing key",
             )
         after_sequence, after_hash = anchor.sequence, anchor.hash
-    return verify_links(
-        entries,
-        lambda e: entry_hash(
-            e.sequence, e.at, e.actor, e.action, e.target, e.outcome, e.detail, e.peer, e.previous_hash
-        ),
-        after_sequence=after_sequence,
-        after_hash=after_hash,
-    )
+    return verify_from(after_sequence, after_hash, entries)
 
 
 def verify_archive(

@@ -269,25 +269,7 @@ class Federation:
         self._issue_certificate()
         client_ca = self.client_authority.write_certificate(self.superlink_dir / "client-ca.crt")
         runtime_cert, runtime_key = self.client_authority.issue_runtime(self.superlink_dir)
-        flower_args = [
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--ssl-certfile",
-            str(self.superlink_dir / "superlink.crt"),
-            "--ssl-keyfile",
-            str(self.superlink_dir / "superlink.key"),
-            "--ssl-ca-certfile",
-            str(self.superlink_dir / "ca.crt"),
-            "--enable-supernode-auth",
-            # State in memory: central's store is the record (keys, runs, outcomes) and the reconcile
-            # pass registers every key again after a restart. Flower's SQLite state cost about twice
-            # the time of a SecAgg+ round in SQLAlchemy (bench/federated.py).
-            "--database",
-            ":flwr-in-memory:",
-            "--disable-runtime-dependency-installation",
-        ]
+        flower_args = superlink.flower_args(self.host, self.port, self.superlink_dir, self.superlink_dir / "ca.crt")
         return superlink.command(
             self.superlink_dir, client_ca, runtime_cert, runtime_key, flower_args, self.protected_paths()
         )

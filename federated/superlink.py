@@ -33,6 +33,29 @@ REFUSED_FLOWER_FLAGS = ("--insecure", "--health-server-address", "--control-api-
 GRPC_SWITCHES = ("FLWR_INTERNAL_GRPC_CONTROL_API", "FLWR_INTERNAL_GRPC_FLEET_API")
 
 
+def flower_args(host: str, port: int, tls_dir: Path, ca_file: Path) -> list[str]:
+    """Flower's own flags for central's SuperLink: TLS with `tls_dir`'s superlink.crt/key, SuperNode auth, and
+    state in memory: central's store is the record (keys, runs, outcomes) and its reconcile pass registers every
+    key again after a restart. Flower's SQLite state cost about twice the time of a SecAgg+ round in SQLAlchemy
+    (bench/federated.py)."""
+    return [
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--ssl-certfile",
+        str(tls_dir / "superlink.crt"),
+        "--ssl-keyfile",
+        str(tls_dir / "superlink.key"),
+        "--ssl-ca-certfile",
+        str(ca_file),
+        "--enable-supernode-auth",
+        "--database",
+        ":flwr-in-memory:",
+        "--disable-runtime-dependency-installation",
+    ]
+
+
 def command(
     sandbox_dir: Path,
     client_ca: Path,
