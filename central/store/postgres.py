@@ -53,6 +53,7 @@ from central.store.records import (
     ReportRecord,
     StoreError,
     TokenRecord,
+    node_routing_records,
 )
 
 log = logging.getLogger(__name__)
@@ -752,10 +753,7 @@ class PostgresFleetStore(FleetStore):
                 if heads
                 else []
             )
-        counts: dict[str, list[tuple[str, str, int]]] = {}
-        for node, data_class, route, count in totals:
-            counts.setdefault(node, []).append((data_class, route, count))
-        return [NodeRoutingRecord(h[0], h[1], counts.get(h[0], []), h[2], h[3], h[4]) for h in heads]
+        return node_routing_records(heads, totals)
 
     # -- audit ---------------------------------------------------------------
 

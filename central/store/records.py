@@ -10,7 +10,7 @@ routing counts as :class:`central.routing.RoutingReport` values.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -133,6 +133,15 @@ class NodeRoutingRecord:
     audit_sequence: int
     audit_head_hash: str
     updated_at: float
+
+
+def node_routing_records(heads: Sequence[tuple], totals: Iterable[tuple]) -> list[NodeRoutingRecord]:
+    """A page of NodeRoutingRecords from its rows: `heads` (node_id, hostname, audit_sequence, audit_head_hash,
+    updated_at) in page order, `totals` (node_id, data_class, route, count) sorted, for the same nodes."""
+    counts: dict[str, list[tuple[str, str, int]]] = {}
+    for node, data_class, route, count in totals:
+        counts.setdefault(node, []).append((data_class, route, count))
+    return [NodeRoutingRecord(h[0], h[1], counts.get(h[0], []), h[2], h[3], h[4]) for h in heads]
 
 
 @dataclass(frozen=True)
