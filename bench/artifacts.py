@@ -42,7 +42,6 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -53,7 +52,7 @@ from pathlib import Path
 
 import grpc
 import psutil
-from results_file import write_results  # bench/ is on sys.path when run as a script
+from results_file import describe_machine, write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -85,20 +84,13 @@ def label(n: int) -> str:
 
 
 def machine() -> dict:
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     import google.protobuf
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "protobuf": google.protobuf.__version__,
-    }
+    return describe_machine(
+        memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
+        grpcio=grpc.__version__,
+        protobuf=google.protobuf.__version__,
+    )
 
 
 def work_parent() -> Path:

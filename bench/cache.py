@@ -25,12 +25,9 @@ Results: bench/results/cache-<date>.json. Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -40,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import write_results  # bench/ is on sys.path when run as a script
+from results_file import describe_machine, write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
@@ -169,16 +166,7 @@ def bench_size(n: int, args: argparse.Namespace, work: Path) -> dict:
 
 
 def machine() -> dict:
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-    }
+    return describe_machine(sqlite=sqlite3.sqlite_version)
 
 
 def main() -> int:

@@ -38,7 +38,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -50,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_file import RESULTS, write_results  # bench/ is on sys.path when run as a script
+from results_file import RESULTS, describe_machine, write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -71,20 +70,10 @@ MESSAGE_LINE = re.compile(
 
 
 def machine() -> dict:
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     import flwr
     import numpy
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "flwr": flwr.__version__,
-        "numpy": numpy.__version__,
-    }
+    return describe_machine(flwr=flwr.__version__, numpy=numpy.__version__)
 
 
 def median(values) -> float | None:

@@ -69,7 +69,6 @@ import datetime as dt
 import math
 import multiprocessing as mp
 import os
-import platform
 import random
 import secrets
 import signal
@@ -85,7 +84,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psutil
-from results_file import write_results  # bench/ is on sys.path when run as a script
+from results_file import describe_machine, write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -119,20 +118,11 @@ def percentile(ordered, q: float) -> float:
 
 
 def machine() -> dict:
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     import google.protobuf
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "protobuf": google.protobuf.__version__,
-        "sqlite": sqlite3.sqlite_version,
-    }
+    return describe_machine(
+        grpcio=grpc.__version__, protobuf=google.protobuf.__version__, sqlite=sqlite3.sqlite_version
+    )
 
 
 def parse_stores(text: str) -> list[tuple[str, int]]:

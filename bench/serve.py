@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -41,7 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
-from results_file import write_results  # bench/ is on sys.path when run as a script
+from results_file import describe_machine, write_results  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -333,18 +331,9 @@ def _built_llama_server() -> str | None:
 
 
 def machine() -> dict:
-    cpu = ""
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     import llama_cpp
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "llama_cpp_python": llama_cpp.__version__,
-    }
+    return describe_machine(llama_cpp_python=llama_cpp.__version__)
 
 
 def measure(server: Server, model: str, args, round_no: int) -> dict:
