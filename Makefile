@@ -31,11 +31,13 @@ $(STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/python -m pip install -e '.[cpu,dev]'
 	touch $(STAMP)
 
-# Debian packages the tests run for real: HAProxy in front of central's replicas. Installed when missing
-# and make runs as root on Debian; otherwise said, and those tests skip (and fail under CI=true).
-SYSTEM_PACKAGES := haproxy
+# Debian packages the tests run for real, as package:command: HAProxy in front of central's replicas,
+# Prometheus (and promtool) scraping the fleet, Chromium and ChromeDriver for the dashboard's browser tests.
+# Installed when missing and make runs as root on Debian; otherwise said, and those tests skip (and fail
+# under CI=true).
+SYSTEM_PACKAGES := haproxy:haproxy prometheus:promtool chromium:chromium chromium-driver:chromedriver
 system-packages:
-	@missing="$$(for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || echo $$p; done)"; \
+	@missing="$$(for pc in $(SYSTEM_PACKAGES); do command -v $${pc#*:} >/dev/null || echo $${pc%%:*}; done)"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

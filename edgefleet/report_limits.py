@@ -34,6 +34,10 @@ STRING_BOUNDS: dict[str, int] = {
     "edgefleet.v1.Event.message": 2048,
     "edgefleet.v1.Event.AttributesEntry.key": 64,
     "edgefleet.v1.Event.AttributesEntry.value": 512,
+    "edgefleet.v1.UpstreamUsage.upstream": 64,
+    "edgefleet.v1.UpstreamUsage.tenant": 128,
+    "edgefleet.v1.UpstreamUsage.data_class": 256,
+    "edgefleet.v1.UpstreamUsage.currency": 8,
 }
 # The most entries of each repeated (or map) field.
 REPEATED_BOUNDS: dict[str, int] = {
@@ -41,6 +45,11 @@ REPEATED_BOUNDS: dict[str, int] = {
     "edgefleet.v1.SystemMetrics.gpus": 16,
     "edgefleet.v1.RoutingSummary.counts": 64,
     "edgefleet.v1.Event.attributes": 32,
+    # One entry per bucket of edgefleet.histogram_buckets (BOUNDS_MS and +Inf).
+    "edgefleet.v1.InferenceStats.latency_buckets": 32,
+    "edgefleet.v1.InferenceStats.ttft_buckets": 32,
+    # Per (upstream, tenant, data class) in one heartbeat window; the agent folds the rest into "(other)".
+    "edgefleet.v1.InferenceStats.upstream_usage": 24,
 }
 # The most bytes of one serialized status or event.
 MAX_REPORT_BYTES = 7 * 1024

@@ -41,6 +41,12 @@ class OperatorRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATOR_ROLE_UNSPECIFIED: _ClassVar[OperatorRole]
     OPERATOR_ROLE_ADMIN: _ClassVar[OperatorRole]
     OPERATOR_ROLE_VIEWER: _ClassVar[OperatorRole]
+
+class RollupResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLLUP_RESOLUTION_UNSPECIFIED: _ClassVar[RollupResolution]
+    ROLLUP_RESOLUTION_MINUTE: _ClassVar[RollupResolution]
+    ROLLUP_RESOLUTION_HOUR: _ClassVar[RollupResolution]
 NODE_STATE_UNSPECIFIED: NodeState
 NODE_STATE_ENROLLED: NodeState
 NODE_STATE_ONLINE: NodeState
@@ -58,6 +64,9 @@ FEDERATED_RUN_STATUS_FAILED: FederatedRunStatus
 OPERATOR_ROLE_UNSPECIFIED: OperatorRole
 OPERATOR_ROLE_ADMIN: OperatorRole
 OPERATOR_ROLE_VIEWER: OperatorRole
+ROLLUP_RESOLUTION_UNSPECIFIED: RollupResolution
+ROLLUP_RESOLUTION_MINUTE: RollupResolution
+ROLLUP_RESOLUTION_HOUR: RollupResolution
 
 class Token(_message.Message):
     __slots__ = ("token_id", "labels", "created_at", "expires_at", "uses_total", "uses_left", "revoked", "created_by")
@@ -809,3 +818,209 @@ class RenewOperatorResponse(_message.Message):
     ca_certificate_pem: str
     replaced_serial: str
     def __init__(self, operator: _Optional[_Union[Operator, _Mapping]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., replaced_serial: _Optional[str] = ...) -> None: ...
+
+class GetMetricsHistoryRequest(_message.Message):
+    __slots__ = ("scopes", "resolution", "start", "end")
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    resolution: RollupResolution
+    start: _timestamp_pb2.Timestamp
+    end: _timestamp_pb2.Timestamp
+    def __init__(self, scopes: _Optional[_Iterable[str]] = ..., resolution: _Optional[_Union[RollupResolution, str]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetMetricsHistoryResponse(_message.Message):
+    __slots__ = ("series",)
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[MetricsSeries]
+    def __init__(self, series: _Optional[_Iterable[_Union[MetricsSeries, _Mapping]]] = ...) -> None: ...
+
+class MetricsSeries(_message.Message):
+    __slots__ = ("scope", "points")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    points: _containers.RepeatedCompositeFieldContainer[RollupPoint]
+    def __init__(self, scope: _Optional[str] = ..., points: _Optional[_Iterable[_Union[RollupPoint, _Mapping]]] = ...) -> None: ...
+
+class RollupPoint(_message.Message):
+    __slots__ = ("start", "period_seconds", "requests", "errors", "generated_tokens", "prompt_tokens", "cached_prompt_tokens", "tokens_per_second", "latency_p50_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "cache_hits", "cache_lookups", "queue_depth_max", "queue_depth_mean", "heartbeats", "upstream_requests", "upstream_prompt_tokens", "upstream_completion_tokens", "upstream_cost")
+    START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_MAX_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_MEAN_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_COST_FIELD_NUMBER: _ClassVar[int]
+    start: _timestamp_pb2.Timestamp
+    period_seconds: int
+    requests: int
+    errors: int
+    generated_tokens: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    tokens_per_second: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    cache_hits: int
+    cache_lookups: int
+    queue_depth_max: int
+    queue_depth_mean: float
+    heartbeats: int
+    upstream_requests: int
+    upstream_prompt_tokens: int
+    upstream_completion_tokens: int
+    upstream_cost: float
+    def __init__(self, start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_seconds: _Optional[int] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ..., queue_depth_max: _Optional[int] = ..., queue_depth_mean: _Optional[float] = ..., heartbeats: _Optional[int] = ..., upstream_requests: _Optional[int] = ..., upstream_prompt_tokens: _Optional[int] = ..., upstream_completion_tokens: _Optional[int] = ..., upstream_cost: _Optional[float] = ...) -> None: ...
+
+class Objective(_message.Message):
+    __slots__ = ("name", "selector", "availability_percent", "latency_threshold_ms", "latency_percent", "window", "updated_at", "updated_by")
+    class SelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_THRESHOLD_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    selector: _containers.ScalarMap[str, str]
+    availability_percent: float
+    latency_threshold_ms: float
+    latency_percent: float
+    window: _duration_pb2.Duration
+    updated_at: _timestamp_pb2.Timestamp
+    updated_by: str
+    def __init__(self, name: _Optional[str] = ..., selector: _Optional[_Mapping[str, str]] = ..., availability_percent: _Optional[float] = ..., latency_threshold_ms: _Optional[float] = ..., latency_percent: _Optional[float] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ...) -> None: ...
+
+class ObjectiveStatus(_message.Message):
+    __slots__ = ("requests", "errors", "slow_requests", "availability_percent", "latency_good_percent", "compliant", "error_budget_remaining", "burn_rates", "alert")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SLOW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_GOOD_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    COMPLIANT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    BURN_RATES_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    errors: int
+    slow_requests: int
+    availability_percent: float
+    latency_good_percent: float
+    compliant: bool
+    error_budget_remaining: float
+    burn_rates: _containers.RepeatedCompositeFieldContainer[BurnRate]
+    alert: str
+    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., slow_requests: _Optional[int] = ..., availability_percent: _Optional[float] = ..., latency_good_percent: _Optional[float] = ..., compliant: bool = ..., error_budget_remaining: _Optional[float] = ..., burn_rates: _Optional[_Iterable[_Union[BurnRate, _Mapping]]] = ..., alert: _Optional[str] = ...) -> None: ...
+
+class BurnRate(_message.Message):
+    __slots__ = ("window_seconds", "availability", "latency")
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    window_seconds: int
+    availability: float
+    latency: float
+    def __init__(self, window_seconds: _Optional[int] = ..., availability: _Optional[float] = ..., latency: _Optional[float] = ...) -> None: ...
+
+class SetObjectiveRequest(_message.Message):
+    __slots__ = ("objective",)
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    objective: Objective
+    def __init__(self, objective: _Optional[_Union[Objective, _Mapping]] = ...) -> None: ...
+
+class SetObjectiveResponse(_message.Message):
+    __slots__ = ("objective",)
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    objective: Objective
+    def __init__(self, objective: _Optional[_Union[Objective, _Mapping]] = ...) -> None: ...
+
+class ListObjectivesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListObjectivesResponse(_message.Message):
+    __slots__ = ("objectives", "statuses")
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    objectives: _containers.RepeatedCompositeFieldContainer[Objective]
+    statuses: _containers.RepeatedCompositeFieldContainer[ObjectiveStatus]
+    def __init__(self, objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ..., statuses: _Optional[_Iterable[_Union[ObjectiveStatus, _Mapping]]] = ...) -> None: ...
+
+class DeleteObjectiveRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteObjectiveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBurstUsageRequest(_message.Message):
+    __slots__ = ("group_by", "since")
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListBurstUsageResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[BurstUsage]
+    def __init__(self, rows: _Optional[_Iterable[_Union[BurstUsage, _Mapping]]] = ...) -> None: ...
+
+class BurstUsage(_message.Message):
+    __slots__ = ("upstream", "group", "requests", "prompt_tokens", "completion_tokens", "cost", "currency", "last_at")
+    class GroupEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LAST_AT_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    group: _containers.ScalarMap[str, str]
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    currency: str
+    last_at: _timestamp_pb2.Timestamp
+    def __init__(self, upstream: _Optional[str] = ..., group: _Optional[_Mapping[str, str]] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., last_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

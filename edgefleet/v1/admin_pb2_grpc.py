@@ -180,6 +180,31 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorResponse.FromString,
                 _registered_method=True)
+        self.GetMetricsHistory = channel.unary_unary(
+                '/edgefleet.v1.AdminService/GetMetricsHistory',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.GetMetricsHistoryRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetMetricsHistoryResponse.FromString,
+                _registered_method=True)
+        self.SetObjective = channel.unary_unary(
+                '/edgefleet.v1.AdminService/SetObjective',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.SetObjectiveRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.SetObjectiveResponse.FromString,
+                _registered_method=True)
+        self.ListObjectives = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ListObjectives',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListObjectivesRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListObjectivesResponse.FromString,
+                _registered_method=True)
+        self.DeleteObjective = channel.unary_unary(
+                '/edgefleet.v1.AdminService/DeleteObjective',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.DeleteObjectiveRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.DeleteObjectiveResponse.FromString,
+                _registered_method=True)
+        self.ListBurstUsage = channel.unary_unary(
+                '/edgefleet.v1.AdminService/ListBurstUsage',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer(object):
@@ -393,6 +418,42 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetricsHistory(self, request, context):
+        """GetMetricsHistory returns central's per-minute or per-hour rollups of the
+        heartbeats for one or more scopes (a node, a label group, the fleet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetObjective(self, request, context):
+        """SetObjective creates or replaces a service level objective.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListObjectives(self, request, context):
+        """ListObjectives lists the objectives, each with its status now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObjective(self, request, context):
+        """DeleteObjective removes an objective.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBurstUsage(self, request, context):
+        """ListBurstUsage returns what bursting to upstreams cost, grouped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -540,6 +601,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RenewOperator,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.RenewOperatorResponse.SerializeToString,
+            ),
+            'GetMetricsHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetricsHistory,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetMetricsHistoryRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.GetMetricsHistoryResponse.SerializeToString,
+            ),
+            'SetObjective': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetObjective,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.SetObjectiveRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.SetObjectiveResponse.SerializeToString,
+            ),
+            'ListObjectives': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListObjectives,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListObjectivesRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListObjectivesResponse.SerializeToString,
+            ),
+            'DeleteObjective': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObjective,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.DeleteObjectiveRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.DeleteObjectiveResponse.SerializeToString,
+            ),
+            'ListBurstUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBurstUsage,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1326,6 +1412,141 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/RenewOperator',
             edgefleet_dot_v1_dot_admin__pb2.RenewOperatorRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.RenewOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetricsHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/GetMetricsHistory',
+            edgefleet_dot_v1_dot_admin__pb2.GetMetricsHistoryRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.GetMetricsHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetObjective(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/SetObjective',
+            edgefleet_dot_v1_dot_admin__pb2.SetObjectiveRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.SetObjectiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListObjectives(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ListObjectives',
+            edgefleet_dot_v1_dot_admin__pb2.ListObjectivesRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ListObjectivesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObjective(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/DeleteObjective',
+            edgefleet_dot_v1_dot_admin__pb2.DeleteObjectiveRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.DeleteObjectiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBurstUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/ListBurstUsage',
+            edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

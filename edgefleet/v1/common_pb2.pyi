@@ -142,7 +142,7 @@ class GpuMetrics(_message.Message):
     def __init__(self, name: _Optional[str] = ..., utilization_percent: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., temperature_celsius: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
 
 class InferenceStats(_message.Message):
-    __slots__ = ("interval_seconds", "requests", "errors", "generated_tokens", "tokens_per_second", "latency_p50_ms", "latency_p99_ms", "queue_depth", "cache_hits", "cache_lookups")
+    __slots__ = ("interval_seconds", "requests", "errors", "generated_tokens", "tokens_per_second", "latency_p50_ms", "latency_p99_ms", "queue_depth", "cache_hits", "cache_lookups", "prompt_tokens", "cached_prompt_tokens", "latency_buckets", "ttft_buckets", "ttft_p50_ms", "ttft_p99_ms", "running", "upstream_usage")
     INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,14 @@ class InferenceStats(_message.Message):
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     CACHE_LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_USAGE_FIELD_NUMBER: _ClassVar[int]
     interval_seconds: float
     requests: int
     errors: int
@@ -163,7 +171,37 @@ class InferenceStats(_message.Message):
     queue_depth: int
     cache_hits: int
     cache_lookups: int
-    def __init__(self, interval_seconds: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ...) -> None: ...
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    latency_buckets: _containers.RepeatedScalarFieldContainer[int]
+    ttft_buckets: _containers.RepeatedScalarFieldContainer[int]
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    running: int
+    upstream_usage: _containers.RepeatedCompositeFieldContainer[UpstreamUsage]
+    def __init__(self, interval_seconds: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., queue_depth: _Optional[int] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., latency_buckets: _Optional[_Iterable[int]] = ..., ttft_buckets: _Optional[_Iterable[int]] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., running: _Optional[int] = ..., upstream_usage: _Optional[_Iterable[_Union[UpstreamUsage, _Mapping]]] = ...) -> None: ...
+
+class UpstreamUsage(_message.Message):
+    __slots__ = ("upstream", "tenant", "data_class", "requests", "prompt_tokens", "completion_tokens", "cost", "currency", "locally_counted")
+    UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    DATA_CLASS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LOCALLY_COUNTED_FIELD_NUMBER: _ClassVar[int]
+    upstream: str
+    tenant: str
+    data_class: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    currency: str
+    locally_counted: int
+    def __init__(self, upstream: _Optional[str] = ..., tenant: _Optional[str] = ..., data_class: _Optional[str] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., locally_counted: _Optional[int] = ...) -> None: ...
 
 class SignedManifest(_message.Message):
     __slots__ = ("body", "signature")
