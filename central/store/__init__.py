@@ -1,5 +1,5 @@
-"""Central's store: nodes, bootstrap tokens, models, rollouts, reports, routing totals, the audit log, and the
-replicas serving the fleet with their leader.
+"""Central's store: nodes, bootstrap tokens, models, rollouts, reports, routing totals, the audit log, the
+replicas serving the fleet with their leader, and its history (rollups of heartbeats, objectives, burst usage).
 
 :class:`FleetStore` (``records``) is the contract, with the records it keeps; :class:`SqliteFleetStore`
 (``sqlite``) implements it on one SQLite file for a single central, and ``PostgresFleetStore``
@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from central.store.records import (
     AuditEvent,
+    BurstUsageRecord,
     DesiredState,
     FederatedRunRecord,
     FleetStore,
@@ -25,9 +26,11 @@ from central.store.records import (
     NodeHealth,
     NodeRecord,
     NodeRoutingRecord,
+    ObjectiveRecord,
     OperatorRecord,
     ReplicaRecord,
     ReportRecord,
+    RollupRow,
     StoreError,
     TokenRecord,
 )
@@ -35,6 +38,7 @@ from central.store.sqlite import SqliteFleetStore
 
 __all__ = [
     "AuditEvent",
+    "BurstUsageRecord",
     "DesiredState",
     "FederatedRunRecord",
     "FleetStore",
@@ -45,9 +49,11 @@ __all__ = [
     "NodeHealth",
     "NodeRecord",
     "NodeRoutingRecord",
+    "ObjectiveRecord",
     "OperatorRecord",
     "ReplicaRecord",
     "ReportRecord",
+    "RollupRow",
     "SqliteFleetStore",
     "StoreError",
     "TokenRecord",

@@ -37,7 +37,12 @@ from central import routing as routing_mod
 from central.audit import GENESIS_HASH, AuditAnchor, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
+    BURST_USAGE_KEEP_S,
+    ROLLUP_KEEP_S,
+    ROLLUP_SUMS_SQL,
+    ROLLUP_VALUE_COLUMNS,
     AuditEvent,
+    BurstUsageRecord,
     DesiredState,
     FederatedRunRecord,
     FleetStore,
@@ -48,9 +53,11 @@ from central.store.records import (
     NodeHealth,
     NodeRecord,
     NodeRoutingRecord,
+    ObjectiveRecord,
     OperatorRecord,
     ReplicaRecord,
     ReportRecord,
+    RollupRow,
     StoreError,
     TokenRecord,
     node_routing_records,
@@ -191,6 +198,29 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX rollouts_phase ON rollouts (edgefleet_rollout_phase(state))",
         ],
     ),
+    (
+        7,
+        [
+            # Heartbeats summed per scope ("fleet", "node:ID", "label:K=V") and minute or hour (central.rollups).
+            f"CREATE TABLE rollups (scope {_ID} NOT NULL, period_s integer NOT NULL, start bigint NOT NULL, "
+            + ", ".join(
+                f"{c} double precision NOT NULL DEFAULT 0" if c == "upstream_cost" else f"{c} bigint NOT NULL DEFAULT 0"
+                for c in ROLLUP_VALUE_COLUMNS
+            )
+            + ", PRIMARY KEY (scope, period_s, start))",
+            # prune_rollups deletes by age.
+            "CREATE INDEX rollups_age ON rollups (period_s, start)",
+            f"CREATE TABLE objectives (name {_ID} PRIMARY KEY, selector jsonb NOT NULL,"
+            " availability_percent double precision NOT NULL, latency_threshold_ms double precision NOT NULL,"
+            " latency_percent double precision NOT NULL, window_s bigint NOT NULL,"
+            " updated_at double precision NOT NULL, updated_by text NOT NULL)",
+            # What nodes sent to upstreams, per hour (burst_usage_rows; pruned after 30 days).
+            f"CREATE TABLE burst_usage (hour bigint NOT NULL, node_id {_ID} NOT NULL, upstream {_ID} NOT NULL,"
+            f" tenant {_ID} NOT NULL, data_class {_ID} NOT NULL, currency {_ID} NOT NULL, requests bigint NOT NULL,"
+            " prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL, cost double precision NOT NULL,"
+            " last_at double precision NOT NULL, PRIMARY KEY (hour, node_id, upstream, tenant, data_class, currency))",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -203,6 +233,21 @@ _RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at
 _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
 _REPLICA_COLUMNS = "replica_id, fleet_address, enroll_address, started_at, last_seen_at"
 _OPERATOR_COLUMNS = "name, role, serial, expires_at, created_at, created_by, revoked_at"
+_OBJECTIVE_COLUMNS = (
+    "name, selector, availability_percent, latency_threshold_ms, latency_percent, window_s, updated_at, updated_by"
+)
+_BURST_COLUMNS = (
+    "hour, node_id, upstream, tenant, data_class, currency, requests, prompt_tokens, completion_tokens, cost, last_at"
+)
+_ADD_ROLLUP = (
+    f"INSERT INTO rollups (scope, period_s, start, {', '.join(ROLLUP_VALUE_COLUMNS)})"
+    f" VALUES ({', '.join(['%s'] * (3 + len(ROLLUP_VALUE_COLUMNS)))})"
+    " ON CONFLICT (scope, period_s, start) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = greatest(rollups.{c}, excluded.{c})" if c == "queue_depth_max" else f"{c} = rollups.{c} + excluded.{c}"
+        for c in ROLLUP_VALUE_COLUMNS
+    )
+)
 
 
 def describe(url: str) -> str:
@@ -355,21 +400,21 @@ class PostgresFleetStore(FleetStore):
 
     def heartbeat_target(self, node_id: str) -> DesiredState | None:
         rows = self._query(
-            "SELECT config_generation, desired_model, certificate_serial FROM nodes"
+            "SELECT config_generation, desired_model, certificate_serial, labels FROM nodes"
             " WHERE node_id = %s AND revoked_at IS NULL",
             (node_id,),
         )
-        return DesiredState(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+        return DesiredState(*rows[0]) if rows else None
 
     def heartbeat_targets(self, node_ids: Sequence[str]) -> dict[str, DesiredState]:
         if not node_ids:
             return {}
         rows = self._query(
-            "SELECT node_id, config_generation, desired_model, certificate_serial FROM nodes"
+            "SELECT node_id, config_generation, desired_model, certificate_serial, labels FROM nodes"
             " WHERE node_id = ANY(%s) AND revoked_at IS NULL",
             (list(dict.fromkeys(node_ids)),),
         )
-        return {r[0]: DesiredState(r[1], r[2], r[3]) for r in rows}
+        return {r[0]: DesiredState(*r[1:]) for r in rows}
 
     def record_heartbeats(
         self, beats: dict[str, tuple[float, bytes]], health: dict[str, NodeHealth] | None = None
@@ -801,6 +846,99 @@ class PostgresFleetStore(FleetStore):
                 "INSERT INTO audit_anchors (sequence, hash, at, signature) VALUES (%s, %s, %s, %s)", astuple(anchor)
             )
             return conn.execute("DELETE FROM audit WHERE sequence <= %s", (anchor.sequence,)).rowcount
+
+    # -- history (issue 17) ------------------------------------------------------
+
+    def add_rollups(self, deltas) -> None:
+        # Key order: replicas adding to overlapping rows (the fleet's, a label group's) wait instead of deadlocking.
+        rows = sorted((d.scope, d.period_s, d.start, *d.values()) for d in deltas)
+        if not rows:
+            return
+        with self._tx() as conn, conn.cursor() as cur:
+            cur.executemany(_ADD_ROLLUP, rows)
+
+    def rollup_series(
+        self, scopes: Sequence[str], period_s: int, start: float, end: float
+    ) -> dict[str, list[RollupRow]]:
+        series: dict[str, list[RollupRow]] = {scope: [] for scope in scopes}
+        if not series:
+            return series
+        rows = self._query(
+            f"SELECT scope, period_s, start, {', '.join(ROLLUP_VALUE_COLUMNS)} FROM rollups"
+            " WHERE scope = ANY(%s) AND period_s = %s AND start >= %s AND start < %s ORDER BY scope, start",
+            (list(series), period_s, start, end),
+        )
+        for r in rows:
+            series[r[0]].append(RollupRow.from_values(r[0], r[1], r[2], r[3:]))
+        return series
+
+    def rollup_sums(self, scopes: Sequence[str], period_s: int, start: float, end: float) -> RollupRow:
+        rows = self._query(
+            f"SELECT {ROLLUP_SUMS_SQL} FROM rollups"
+            " WHERE scope = ANY(%s) AND period_s = %s AND start >= %s AND start < %s",
+            (list(dict.fromkeys(scopes)), period_s, start, end),
+        )
+        return RollupRow.from_values("", period_s, int(start), rows[0])
+
+    def prune_rollups(self, now: float) -> int:
+        with self._tx() as conn:
+            gone = sum(
+                conn.execute("DELETE FROM rollups WHERE period_s = %s AND start < %s", (period, now - keep)).rowcount
+                for period, keep in ROLLUP_KEEP_S.items()
+            )
+            return gone + conn.execute("DELETE FROM burst_usage WHERE hour < %s", (now - BURST_USAGE_KEEP_S,)).rowcount
+
+    def add_burst_usage(self, rows) -> None:
+        ordered = sorted(rows, key=lambda r: r.key)
+        if not ordered:
+            return
+        with self._tx() as conn, conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO burst_usage ({_BURST_COLUMNS}) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                " WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = %s)"
+                " ON CONFLICT (hour, node_id, upstream, tenant, data_class, currency) DO UPDATE SET"
+                " requests = burst_usage.requests + excluded.requests,"
+                " prompt_tokens = burst_usage.prompt_tokens + excluded.prompt_tokens,"
+                " completion_tokens = burst_usage.completion_tokens + excluded.completion_tokens,"
+                " cost = burst_usage.cost + excluded.cost, last_at = greatest(burst_usage.last_at, excluded.last_at)",
+                [(*astuple(r), r.node_id) for r in ordered],
+            )
+
+    def burst_usage_rows(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, dict[str, str]]]:
+        rows = self._query(
+            f"SELECT {', '.join('b.' + c for c in _BURST_COLUMNS.split(', '))}, n.labels FROM burst_usage b"
+            " JOIN nodes n USING (node_id) WHERE b.hour > %s"
+            " ORDER BY b.hour, b.node_id, b.upstream, b.tenant, b.data_class, b.currency",
+            (since - 3600,),
+        )
+        return [(BurstUsageRecord(*r[:11]), r[11]) for r in rows]
+
+    def set_objective(self, objective: ObjectiveRecord) -> None:
+        o = objective
+        self._execute(
+            f"INSERT INTO objectives ({_OBJECTIVE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET selector = excluded.selector,"
+            " availability_percent = excluded.availability_percent,"
+            " latency_threshold_ms = excluded.latency_threshold_ms, latency_percent = excluded.latency_percent,"
+            " window_s = excluded.window_s, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            (
+                o.name,
+                Jsonb(o.selector),
+                o.availability_percent,
+                o.latency_threshold_ms,
+                o.latency_percent,
+                o.window_s,
+                o.updated_at,
+                o.updated_by,
+            ),
+        )
+
+    def list_objectives(self) -> list[ObjectiveRecord]:
+        return [ObjectiveRecord(*r) for r in self._query(f"SELECT {_OBJECTIVE_COLUMNS} FROM objectives ORDER BY name")]
+
+    def delete_objective(self, name: str) -> bool:
+        with self._tx() as conn:
+            return bool(conn.execute("DELETE FROM objectives WHERE name = %s", (name,)).rowcount)
 
     def close(self) -> None:
         self._pool.close()

@@ -17,6 +17,7 @@ from typing import ClassVar
 from central.audit import AuditAnchor, AuditEntry
 from central.errors import CentralError
 from central.routing import RoutingReport
+from edgefleet import histogram_buckets
 
 
 class StoreError(CentralError):
@@ -150,6 +151,8 @@ class DesiredState:
     model: dict[str, str]
     # The serial of the certificate central last issued to the node: a beat under any other is refused.
     certificate_serial: str = ""
+    # The node's labels, read in the same row: the heartbeat's rollups are kept per label group (central.rollups).
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,137 @@ class AuditEvent:
     def __post_init__(self) -> None:
         for name in ("actor", "action", "target", "detail", "peer"):
             object.__setattr__(self, name, _bounded(getattr(self, name)))
+
+
+# -- history (issue 17): rollups of the heartbeats, objectives, burst usage ----------------------------------
+
+MINUTE_S = 60
+HOUR_S = 3600
+ROLLUP_PERIODS_S = (MINUTE_S, HOUR_S)
+# How long each resolution is kept (prune_rollups), and burst usage (kept per hour).
+ROLLUP_KEEP_S = {MINUTE_S: 24 * HOUR_S, HOUR_S: 30 * 24 * HOUR_S}
+BURST_USAGE_KEEP_S = 30 * 24 * HOUR_S
+
+# A rollup's additive integer counts, in column order; then queue_depth_max (kept as the largest), upstream_cost
+# (a real number) and one column per latency bucket and per time-to-first-token bucket.
+ROLLUP_COUNTS = (
+    "requests",
+    "errors",
+    "generated_tokens",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "cache_hits",
+    "cache_lookups",
+    "heartbeats",
+    "queue_depth_sum",
+    "upstream_requests",
+    "upstream_prompt_tokens",
+    "upstream_completion_tokens",
+)
+LATENCY_BUCKET_COLUMNS = tuple(f"latency_b{i}" for i in range(histogram_buckets.BUCKETS))
+TTFT_BUCKET_COLUMNS = tuple(f"ttft_b{i}" for i in range(histogram_buckets.BUCKETS))
+# Every value column of the rollups table, in RollupRow.values() order.
+ROLLUP_VALUE_COLUMNS = (
+    *ROLLUP_COUNTS,
+    "queue_depth_max",
+    "upstream_cost",
+    *LATENCY_BUCKET_COLUMNS,
+    *TTFT_BUCKET_COLUMNS,
+)
+_ZERO_BUCKETS = (0,) * histogram_buckets.BUCKETS
+
+
+@dataclass(frozen=True)
+class RollupRow:
+    """One scope's heartbeats summed over one period (a minute or an hour starting at `start`, unix seconds). The
+    same value is a delta to add (FleetStore.add_rollups: counts and buckets add, queue_depth_max keeps the
+    largest) and a row read back. Scopes: "fleet", "node:NODE_ID", "label:KEY=VALUE"."""
+
+    scope: str
+    period_s: int
+    start: int
+    requests: int = 0
+    errors: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cache_hits: int = 0
+    cache_lookups: int = 0
+    heartbeats: int = 0
+    queue_depth_sum: int = 0
+    upstream_requests: int = 0
+    upstream_prompt_tokens: int = 0
+    upstream_completion_tokens: int = 0
+    queue_depth_max: int = 0
+    upstream_cost: float = 0.0
+    latency_buckets: tuple[int, ...] = _ZERO_BUCKETS  # per bucket of edgefleet.histogram_buckets, not cumulative
+    ttft_buckets: tuple[int, ...] = _ZERO_BUCKETS
+
+    def values(self) -> tuple:
+        """The value columns, in ROLLUP_VALUE_COLUMNS order."""
+        return (
+            *(getattr(self, name) for name in ROLLUP_COUNTS),
+            self.queue_depth_max,
+            self.upstream_cost,
+            *histogram_buckets.normalized(self.latency_buckets),
+            *histogram_buckets.normalized(self.ttft_buckets),
+        )
+
+    @classmethod
+    def from_values(cls, scope: str, period_s: int, start: int, values: Sequence) -> RollupRow:
+        """The row of ROLLUP_VALUE_COLUMNS' values (NULL sums read as 0)."""
+        v = [x or 0 for x in values]
+        n = len(ROLLUP_COUNTS)
+        b = histogram_buckets.BUCKETS
+        return cls(
+            scope,
+            int(period_s),
+            int(start),
+            **{name: int(x) for name, x in zip(ROLLUP_COUNTS, v[:n], strict=True)},
+            queue_depth_max=int(v[n]),
+            upstream_cost=float(v[n + 1]),
+            latency_buckets=tuple(int(x) for x in v[n + 2 : n + 2 + b]),
+            ttft_buckets=tuple(int(x) for x in v[n + 2 + b : n + 2 + 2 * b]),
+        )
+
+
+# The select list summing every value column (the largest queue_depth_max), for rollup_sums.
+ROLLUP_SUMS_SQL = ", ".join(f"max({c})" if c == "queue_depth_max" else f"sum({c})" for c in ROLLUP_VALUE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ObjectiveRecord:
+    """A service level objective (central.slo judges it over the rollups)."""
+
+    name: str
+    selector: dict[str, str]  # the nodes it covers: every node with all these labels; empty for all
+    availability_percent: float  # 0 for none
+    latency_threshold_ms: float  # 0 for none
+    latency_percent: float
+    window_s: int
+    updated_at: float
+    updated_by: str
+
+
+@dataclass(frozen=True)
+class BurstUsageRecord:
+    """What one node sent to one upstream in one hour, per tenant, data class and currency."""
+
+    hour: int  # the hour's start, unix seconds
+    node_id: str
+    upstream: str
+    tenant: str
+    data_class: str
+    currency: str
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    last_at: float = 0.0  # when the node's last beat carrying usage for it arrived
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str, str]:
+        return (self.hour, self.node_id, self.upstream, self.tenant, self.data_class, self.currency)
 
 
 class LeaderLock(abc.ABC):
@@ -520,6 +654,49 @@ class FleetStore(abc.ABC):
         """In one transaction: keep `anchor` and delete the entries up to anchor.sequence; returns how many were
         deleted. StoreError, with nothing changed, when entry anchor.sequence is not in the log with anchor.hash
         or the anchor is not past the latest one. Nothing else ever deletes an audit entry (the database refuses)."""
+
+    # history (issue 17)
+    @abc.abstractmethod
+    def add_rollups(self, deltas: Iterable[RollupRow]) -> None:
+        """Add each delta to its (scope, period_s, start) row, creating it, in one transaction: counts and buckets
+        add up, queue_depth_max keeps the larger. Additive, so replicas writing the same rows lose nothing."""
+
+    @abc.abstractmethod
+    def rollup_series(
+        self, scopes: Sequence[str], period_s: int, start: float, end: float
+    ) -> dict[str, list[RollupRow]]:
+        """Each scope's rows of that period starting in [start, end), oldest first; a scope with none maps to []."""
+
+    @abc.abstractmethod
+    def rollup_sums(self, scopes: Sequence[str], period_s: int, start: float, end: float) -> RollupRow:
+        """The rows of rollup_series summed over the scopes and the time (queue_depth_max: the largest), as one
+        RollupRow with scope "" and the given period_s and start (int)."""
+
+    @abc.abstractmethod
+    def prune_rollups(self, now: float) -> int:
+        """Delete minute rows older than ROLLUP_KEEP_S[60], hour rows older than ROLLUP_KEEP_S[3600] and burst
+        usage older than BURST_USAGE_KEEP_S; returns how many rows went."""
+
+    @abc.abstractmethod
+    def add_burst_usage(self, rows: Iterable[BurstUsageRecord]) -> None:
+        """Add each row to its (hour, node, upstream, tenant, data class, currency) total, creating it; last_at
+        keeps the later. Rows of unknown nodes are skipped."""
+
+    @abc.abstractmethod
+    def burst_usage_rows(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, dict[str, str]]]:
+        """The burst usage of the hours that end after `since`, each with its node's labels, by key."""
+
+    @abc.abstractmethod
+    def set_objective(self, objective: ObjectiveRecord) -> None:
+        """Create or replace the objective of that name."""
+
+    @abc.abstractmethod
+    def list_objectives(self) -> list[ObjectiveRecord]:
+        """Every objective, by name."""
+
+    @abc.abstractmethod
+    def delete_objective(self, name: str) -> bool:
+        """Remove the objective; False when there was none of that name."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -21,7 +21,13 @@ from central import routing as routing_mod
 from central.audit import GENESIS_HASH, AuditAnchor, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
+    BURST_USAGE_KEEP_S,
+    ROLLUP_COUNTS,
+    ROLLUP_KEEP_S,
+    ROLLUP_SUMS_SQL,
+    ROLLUP_VALUE_COLUMNS,
     AuditEvent,
+    BurstUsageRecord,
     DesiredState,
     FederatedRunRecord,
     FleetStore,
@@ -32,9 +38,11 @@ from central.store.records import (
     NodeHealth,
     NodeRecord,
     NodeRoutingRecord,
+    ObjectiveRecord,
     OperatorRecord,
     ReplicaRecord,
     ReportRecord,
+    RollupRow,
     StoreError,
     TokenRecord,
     node_routing_records,
@@ -171,6 +179,29 @@ _MIGRATIONS = [
             f"CREATE INDEX rollouts_phase ON rollouts ({_ROLLOUT_PHASE})",
         ],
     ),
+    (
+        12,
+        [
+            # Heartbeats summed per scope ("fleet", "node:ID", "label:K=V") and minute or hour (central.rollups).
+            "CREATE TABLE rollups (scope TEXT NOT NULL, period_s INTEGER NOT NULL, start INTEGER NOT NULL, "
+            + ", ".join(
+                f"{c} REAL NOT NULL DEFAULT 0" if c == "upstream_cost" else f"{c} INTEGER NOT NULL DEFAULT 0"
+                for c in ROLLUP_VALUE_COLUMNS
+            )
+            + ", PRIMARY KEY (scope, period_s, start)) WITHOUT ROWID",
+            # prune_rollups deletes by age.
+            "CREATE INDEX rollups_age ON rollups (period_s, start)",
+            "CREATE TABLE objectives (name TEXT PRIMARY KEY, selector TEXT NOT NULL,"
+            " availability_percent REAL NOT NULL, latency_threshold_ms REAL NOT NULL, latency_percent REAL NOT NULL,"
+            " window_s INTEGER NOT NULL, updated_at REAL NOT NULL, updated_by TEXT NOT NULL)",
+            # What nodes sent to upstreams, per hour (burst_usage_rows; pruned after 30 days).
+            "CREATE TABLE burst_usage (hour INTEGER NOT NULL, node_id TEXT NOT NULL, upstream TEXT NOT NULL,"
+            " tenant TEXT NOT NULL, data_class TEXT NOT NULL, currency TEXT NOT NULL, requests INTEGER NOT NULL,"
+            " prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost REAL NOT NULL,"
+            " last_at REAL NOT NULL, PRIMARY KEY (hour, node_id, upstream, tenant, data_class, currency))"
+            " WITHOUT ROWID",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -182,6 +213,20 @@ _MODEL_COLUMNS = "name, version, format, sha256, size, params, created_at, pushe
 _RUN_COLUMNS = "run_id, task, config, started_by, started_at, model, imported_at"
 _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, previous_hash, hash"
 _OPERATOR_COLUMNS = "name, role, serial, expires_at, created_at, created_by, revoked_at"
+_OBJECTIVE_COLUMNS = (
+    "name, selector, availability_percent, latency_threshold_ms, latency_percent, window_s, updated_at, updated_by"
+)
+_BURST_COLUMNS = (
+    "hour, node_id, upstream, tenant, data_class, currency, requests, prompt_tokens, completion_tokens, cost, last_at"
+)
+_ADD_ROLLUP = (
+    f"INSERT INTO rollups (scope, period_s, start, {', '.join(ROLLUP_VALUE_COLUMNS)})"
+    f" VALUES ({', '.join('?' * (3 + len(ROLLUP_VALUE_COLUMNS)))}) ON CONFLICT (scope, period_s, start) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = max({c}, excluded.{c})" if c == "queue_depth_max" else f"{c} = {c} + excluded.{c}"
+        for c in ROLLUP_VALUE_COLUMNS
+    )
+)
 
 
 class SqliteFleetStore(FleetStore):
@@ -286,11 +331,11 @@ class SqliteFleetStore(FleetStore):
 
     def heartbeat_target(self, node_id: str) -> DesiredState | None:
         rows = self._query(
-            "SELECT config_generation, desired_model, certificate_serial FROM nodes"
+            "SELECT config_generation, desired_model, certificate_serial, labels FROM nodes"
             " WHERE node_id = ? AND revoked_at IS NULL",
             (node_id,),
         )
-        return DesiredState(rows[0][0], json.loads(rows[0][1]), rows[0][2]) if rows else None
+        return DesiredState(rows[0][0], json.loads(rows[0][1]), rows[0][2], json.loads(rows[0][3])) if rows else None
 
     def heartbeat_targets(self, node_ids: Sequence[str]) -> dict[str, DesiredState]:
         targets: dict[str, DesiredState] = {}
@@ -298,11 +343,11 @@ class SqliteFleetStore(FleetStore):
         for at in range(0, len(ids), 500):  # under SQLite's limit of bound parameters
             chunk = ids[at : at + 500]
             rows = self._query(
-                "SELECT node_id, config_generation, desired_model, certificate_serial FROM nodes"
+                "SELECT node_id, config_generation, desired_model, certificate_serial, labels FROM nodes"
                 f" WHERE node_id IN ({', '.join('?' * len(chunk))}) AND revoked_at IS NULL",
                 chunk,
             )
-            targets.update((r[0], DesiredState(r[1], json.loads(r[2]), r[3])) for r in rows)
+            targets.update((r[0], DesiredState(r[1], json.loads(r[2]), r[3], json.loads(r[4]))) for r in rows)
         return targets
 
     def record_heartbeats(
@@ -728,9 +773,119 @@ class SqliteFleetStore(FleetStore):
             c.execute("INSERT INTO audit_anchors (sequence, hash, at, signature) VALUES (?, ?, ?, ?)", astuple(anchor))
             return c.execute("DELETE FROM audit WHERE sequence <= ?", (anchor.sequence,)).rowcount
 
+    # -- history (issue 17) ------------------------------------------------------
+
+    def add_rollups(self, deltas) -> None:
+        rows = [(d.scope, d.period_s, d.start, *d.values()) for d in deltas]
+        if not rows:
+            return
+        with self._tx() as c:
+            c.executemany(_ADD_ROLLUP, rows)
+
+    def rollup_series(
+        self, scopes: Sequence[str], period_s: int, start: float, end: float
+    ) -> dict[str, list[RollupRow]]:
+        series: dict[str, list[RollupRow]] = {scope: [] for scope in scopes}
+        wanted = list(series)
+        for at in range(0, len(wanted), 500):  # under SQLite's limit of bound parameters
+            chunk = wanted[at : at + 500]
+            rows = self._query(
+                f"SELECT scope, period_s, start, {', '.join(ROLLUP_VALUE_COLUMNS)} FROM rollups"
+                f" WHERE scope IN ({', '.join('?' * len(chunk))}) AND period_s = ? AND start >= ? AND start < ?"
+                " ORDER BY scope, start",
+                (*chunk, period_s, start, end),
+            )
+            for r in rows:
+                series[r[0]].append(RollupRow.from_values(r[0], r[1], r[2], r[3:]))
+        return series
+
+    def rollup_sums(self, scopes: Sequence[str], period_s: int, start: float, end: float) -> RollupRow:
+        total = RollupRow("", period_s, int(start))
+        wanted = list(dict.fromkeys(scopes))
+        for at in range(0, len(wanted), 500):
+            chunk = wanted[at : at + 500]
+            row = self._query(
+                f"SELECT {ROLLUP_SUMS_SQL} FROM rollups"
+                f" WHERE scope IN ({', '.join('?' * len(chunk))}) AND period_s = ? AND start >= ? AND start < ?",
+                (*chunk, period_s, start, end),
+            )[0]
+            total = _summed(total, RollupRow.from_values("", period_s, int(start), row))
+        return total
+
+    def prune_rollups(self, now: float) -> int:
+        with self._tx() as c:
+            gone = sum(
+                c.execute("DELETE FROM rollups WHERE period_s = ? AND start < ?", (period, now - keep)).rowcount
+                for period, keep in ROLLUP_KEEP_S.items()
+            )
+            return gone + c.execute("DELETE FROM burst_usage WHERE hour < ?", (now - BURST_USAGE_KEEP_S,)).rowcount
+
+    def add_burst_usage(self, rows) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        with self._tx() as c:
+            c.executemany(
+                f"INSERT INTO burst_usage ({_BURST_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM nodes WHERE node_id = ?)"
+                " ON CONFLICT (hour, node_id, upstream, tenant, data_class, currency) DO UPDATE SET"
+                " requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+                " completion_tokens = completion_tokens + excluded.completion_tokens, cost = cost + excluded.cost,"
+                " last_at = max(last_at, excluded.last_at)",
+                [(*astuple(r), r.node_id) for r in rows],
+            )
+
+    def burst_usage_rows(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, dict[str, str]]]:
+        rows = self._query(
+            f"SELECT {', '.join('b.' + c for c in _BURST_COLUMNS.split(', '))}, n.labels FROM burst_usage b"
+            " JOIN nodes n USING (node_id) WHERE b.hour > ?"
+            " ORDER BY b.hour, b.node_id, b.upstream, b.tenant, b.data_class, b.currency",
+            (since - 3600,),
+        )
+        return [(BurstUsageRecord(*r[:11]), json.loads(r[11])) for r in rows]
+
+    def set_objective(self, objective: ObjectiveRecord) -> None:
+        o = objective
+        with self._tx() as c:
+            c.execute(
+                f"INSERT OR REPLACE INTO objectives ({_OBJECTIVE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    o.name,
+                    json.dumps(o.selector, sort_keys=True),
+                    o.availability_percent,
+                    o.latency_threshold_ms,
+                    o.latency_percent,
+                    o.window_s,
+                    o.updated_at,
+                    o.updated_by,
+                ),
+            )
+
+    def list_objectives(self) -> list[ObjectiveRecord]:
+        rows = self._query(f"SELECT {_OBJECTIVE_COLUMNS} FROM objectives ORDER BY name")
+        return [ObjectiveRecord(r[0], json.loads(r[1]), *r[2:]) for r in rows]
+
+    def delete_objective(self, name: str) -> bool:
+        with self._tx() as c:
+            return bool(c.execute("DELETE FROM objectives WHERE name = ?", (name,)).rowcount)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _summed(a: RollupRow, b: RollupRow) -> RollupRow:
+    """Two sums of rollups as one (rollup_sums over chunks of scopes)."""
+    return RollupRow(
+        a.scope,
+        a.period_s,
+        a.start,
+        **{n: getattr(a, n) + getattr(b, n) for n in ROLLUP_COUNTS},
+        queue_depth_max=max(a.queue_depth_max, b.queue_depth_max),
+        upstream_cost=a.upstream_cost + b.upstream_cost,
+        latency_buckets=tuple(x + y for x, y in zip(a.latency_buckets, b.latency_buckets, strict=True)),
+        ttft_buckets=tuple(x + y for x, y in zip(a.ttft_buckets, b.ttft_buckets, strict=True)),
+    )
 
 
 def _append_audit(c: sqlite3.Connection, event: AuditEvent) -> AuditEntry:
