@@ -18,6 +18,8 @@
     ├── LabelError         (central.labels)          a malformed label or selector; also a ValueError
     ├── RolloutError       (central.rollout)         an invalid rollout spec or flag; also a ValueError
     │   └── PhaseError     (central.rollout)         a transition the rollout's phase forbids
+    ├── ObjectiveError     (central.slo)             an invalid service level objective; also a ValueError
+    ├── RulesError         (central.slo_rules)       objectives Prometheus cannot judge exactly; also a ValueError
     └── AdminCallError     (central.client)          an AdminService call failed; carries the CLI's exit code
 
 Only ServiceErrors reach a caller as a status: the handlers wrap the others at their boundary
