@@ -410,7 +410,12 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
         model = service.current
         info = model_info(model.backend)
         stats = model.scheduler.stats()
-        window = service.metrics.window.take(stats.generated_tokens, time.monotonic())
+        window = service.metrics.window.take(
+            stats.generated_tokens,
+            time.monotonic(),
+            prompt_tokens_total=stats.prompt_tokens,
+            cached_prompt_tokens_total=stats.prefix_cache_hits,
+        )
         return encode_status(
             __version__,
             ModelInfo(info["name"], info["version"], info["sha256"]),
@@ -422,6 +427,7 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
             time.time(),
             activation=control.activator.status if control and control.activator else None,
             routing=(audit.take_summary(), audit.head),
+            running=stats.inflight,
         )
 
     control = ControlLoop(files, config.fleet, status, central_addresses=config.central.addresses)

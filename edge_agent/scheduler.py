@@ -101,6 +101,12 @@ class SchedulerStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     cancelled: int = 0
+    # Read from the engine when it keeps them (LlamaBackend does; a fake engine need not): prompt tokens
+    # whose KV cells were reused from a previous sequence in the slot instead of decoded, since start, and
+    # the KV cells holding tokens now (cached prefixes of finished sequences included) of how many.
+    prefix_cache_hits: int = 0
+    kv_cells_used: int = 0
+    kv_cells: int = 0
 
 
 class Scheduler:
@@ -136,14 +142,19 @@ class Scheduler:
         return ticket
 
     def stats(self) -> SchedulerStats:
+        backend = self._backend
         with self._cond:
             return SchedulerStats(
                 len(self._waiting),
                 len(self._active),
-                self._backend.n_slots,
+                backend.n_slots,
                 self._prompt_tokens,
                 self._generated_tokens,
                 self._cancelled,
+                # Read-only counters, read without stopping the scheduler thread (see LlamaBackend).
+                prefix_cache_hits=int(getattr(backend, "reused_prompt_tokens", 0)),
+                kv_cells_used=int(backend.kv_cells_used()) if hasattr(backend, "kv_cells_used") else 0,
+                kv_cells=int(getattr(backend, "kv_cells", 0)),
             )
 
     @property

@@ -32,7 +32,7 @@ from edge_agent.engines import EmbeddingEngine, EngineInputError
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
 from edge_agent.errors import AgentError
 from edge_agent.generation import DoneEvent, ErrorEvent, GenerationEvent, GenerationRequest, SamplingParams, TokenEvent
-from edge_agent.metrics import AgentMetrics
+from edge_agent.metrics import AgentMetrics, model_version
 from edge_agent.openai_objects import Completion, dumps, replay_chunks
 from edge_agent.scheduler import DeadlineExceededError, Scheduler, Ticket
 
@@ -77,6 +77,12 @@ class ServingModel:
     @property
     def sha256(self) -> str:
         return self.backend.artifact.sha256
+
+    @property
+    def model_version(self) -> str:
+        """The metrics' model_version label, "NAME@VERSION" (the daemon's model_info spells it the same)."""
+        a = self.backend.artifact
+        return model_version(a.name, a.version or a.sha256[:12])
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -176,6 +182,7 @@ class InferenceService:
             deadline=started + self.request_timeout_s,
         )
         ticket, events = self._submit(model.scheduler, generation)
+        clock = _TokenClock(self.metrics, endpoint, model.model_version, started)
         flight: asyncio.Future[bytes | None] | None = None
         if decision.lookup and key not in self._inflight:
             flight = self._inflight[key] = asyncio.get_running_loop().create_future()
@@ -192,13 +199,13 @@ class InferenceService:
             return Answer(
                 outcome,
                 chunks=self._stream(
-                    completion, ticket, events, params.include_usage, store_key, flight, key, started, sha256
+                    completion, ticket, events, params.include_usage, store_key, flight, key, clock, sha256
                 ),
                 on_close=on_close,
             )
         watcher = asyncio.ensure_future(self._report_gone(client_gone, events)) if client_gone else None
         try:
-            text, done = await self._collect(ticket, events, started, endpoint)
+            text, done = await self._collect(ticket, events, clock)
         except BaseException:
             self._resolve(key, flight, None)
             raise
@@ -257,23 +264,19 @@ class InferenceService:
         await client_gone()
         events.put_nowait(ErrorEvent(ClientGoneError("the client disconnected before the answer was complete")))
 
-    def _first_token(self, endpoint: str | None, started: float) -> None:
-        if endpoint is not None:
-            self.metrics.ttft.labels(endpoint).observe(time.monotonic() - started)
-
-    async def _collect(
-        self, ticket: Ticket, events: asyncio.Queue, started: float, endpoint: str | None
-    ) -> tuple[str, DoneEvent]:
-        """Gathers a whole answer; ``endpoint`` None (the warm-up) is kept out of the metrics."""
+    async def _collect(self, ticket: Ticket, events: asyncio.Queue, clock: _TokenClock | None) -> tuple[str, DoneEvent]:
+        """Gathers a whole answer; ``clock`` None (the warm-up) is kept out of the metrics."""
         parts: list[str] = []
         try:
             while True:
                 ev = await events.get()
                 if isinstance(ev, TokenEvent):
-                    if not parts:
-                        self._first_token(endpoint, started)
+                    if not parts and clock is not None:
+                        clock.first_token()
                     parts.append(ev.text)
                 elif isinstance(ev, DoneEvent):
+                    if clock is not None:
+                        clock.done(ev.completion_tokens)
                     return "".join(parts), ev
                 else:
                     raise ev.error
@@ -289,7 +292,7 @@ class InferenceService:
         store_key: str,
         flight,
         key: str,
-        started: float,
+        clock: _TokenClock,
         sha256: str,
     ) -> AsyncIterator[OpenAIObject]:
         parts: list[str] = []
@@ -302,11 +305,12 @@ class InferenceService:
                 ev = await events.get()
                 if isinstance(ev, TokenEvent):
                     if not parts:
-                        self._first_token(completion.endpoint, started)
+                        clock.first_token()
                     parts.append(ev.text)
                     yield completion.text_chunk(ev.text)
                 elif isinstance(ev, DoneEvent):
                     done = ev
+                    clock.done(ev.completion_tokens)
                     yield completion.final_chunk(ev.finish_reason)
                     if include_usage:
                         yield completion.usage_chunk(ev.prompt_tokens, ev.completion_tokens)
@@ -371,10 +375,30 @@ class InferenceService:
         tokens = model.backend.tokenize("Hello", add_special=True)
         request = GenerationRequest(tuple(tokens), max_tokens=1, sampling=SamplingParams(temperature=0.0))
         ticket, events = self._submit(model.scheduler, request)
-        await self._collect(ticket, events, time.monotonic(), endpoint=None)
+        await self._collect(ticket, events, clock=None)
         if model is self.current:
             self.ready = True
             log.info("warm-up done: the model generated its first token; ready")
+
+
+class _TokenClock:
+    """Times one generation for the metrics: time to first token from the request's start, and time per output
+    token from the first token to the last (when the generation ends)."""
+
+    def __init__(self, metrics: AgentMetrics, endpoint: str, version: str, started: float):
+        self._metrics = metrics
+        self._endpoint = endpoint
+        self._version = version
+        self._started = started
+        self._first_at: float | None = None
+
+    def first_token(self) -> None:
+        self._first_at = time.monotonic()
+        self._metrics.observe_first_token(self._endpoint, self._version, self._first_at - self._started)
+
+    def done(self, completion_tokens: int) -> None:
+        if self._first_at is not None:
+            self._metrics.observe_output(self._version, self._first_at, time.monotonic(), completion_tokens)
 
 
 def _encode(vector: list[float], fmt: str) -> Any:

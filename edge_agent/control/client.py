@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from edge_agent.control import policy
 from edge_agent.control.identity import FleetFiles, FleetIdentity
-from edge_agent.control.interval_stats import InferenceWindow
+from edge_agent.control.interval_stats import InferenceWindow, UpstreamUsage, fold_usage
 from edge_agent.control.spool import SpooledReport
 from edge_agent.control.telemetry import SystemSample
 from edge_agent.errors import AgentError
@@ -172,14 +172,17 @@ def encode_status(
     activation=None,
     *,
     routing=None,
+    running: int = 0,
 ) -> bytes:
     """A serialized edgefleet.v1.NodeStatus: what a heartbeat sends, and what the spool keeps when it cannot.
     `activation` is an edge_agent.control.activation.ActivationStatus, or None. `routing` is
     ``(counts, (audit_sequence, audit_head_hash))``: RouteCount-like objects (data_class, route, count) from
-    RoutingAudit.take_summary() and RoutingAudit.head; None leaves NodeStatus.routing unset."""
+    RoutingAudit.take_summary() and RoutingAudit.head; None leaves NodeStatus.routing unset. `running`: requests
+    generating when the report was made."""
     status = _status_message(
         agent_version, model, system, window, queue_depth, config_generation, uptime_s, observed_at
     )
+    status.inference.running = running
     if routing is not None:
         counts, (audit_sequence, audit_head_hash) = routing
         status.routing.CopyFrom(
@@ -202,7 +205,15 @@ def encode_status(
             )
         )
     # Central refuses a status past its bounds (a 5,000-character activation reason, say): send it cut to them.
-    if not report_limits.clip(status):
+    fits = report_limits.clip(status)
+    usage = list(window.upstream_usage)
+    while not fits and len(usage) > 1:
+        # Many (upstream, tenant, data class) entries with long names: fold more of them into "(other)".
+        usage = fold_usage(usage, limit=len(usage) // 2)
+        del status.inference.upstream_usage[:]
+        status.inference.upstream_usage.extend(_upstream_usage(u) for u in usage)
+        fits = report_limits.clip(status)
+    if not fits:
         log.warning("the node's status is still %d bytes when clipped; central will refuse it", status.ByteSize())
     return status.SerializeToString()
 
@@ -243,10 +254,31 @@ def _status_message(agent_version, model, system, window, queue_depth, config_ge
             queue_depth=queue_depth,
             cache_hits=window.cache_hits,
             cache_lookups=window.cache_lookups,
+            prompt_tokens=window.prompt_tokens,
+            cached_prompt_tokens=window.cached_prompt_tokens,
+            latency_buckets=window.latency_buckets,
+            ttft_buckets=window.ttft_buckets,
+            ttft_p50_ms=window.ttft_p50_ms,
+            ttft_p99_ms=window.ttft_p99_ms,
+            upstream_usage=[_upstream_usage(u) for u in window.upstream_usage],
         ),
         config_generation=config_generation,
         observed_at=_timestamp(observed_at),
         uptime_seconds=uptime_s,
+    )
+
+
+def _upstream_usage(u: UpstreamUsage) -> common_pb2.UpstreamUsage:
+    return common_pb2.UpstreamUsage(
+        upstream=u.upstream,
+        tenant=u.tenant,
+        data_class=u.data_class,
+        requests=u.requests,
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        cost=u.cost,
+        currency=u.currency,
+        locally_counted=u.locally_counted,
     )
 
 

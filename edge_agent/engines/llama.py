@@ -112,11 +112,14 @@ class LlamaBackend:
                 f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {artifact.path}"
             )
         self._mem = llama_cpp.llama_get_memory(self._ctx)
+        # KV cells in all, every sequence's together (llama.cpp's n_ctx of the context).
+        self.kv_cells = int(llama_cpp.llama_n_ctx(self._ctx))
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._slots: dict[int, _Slot] = {}
         # Tokens whose KV cells each slot holds, by position; kept after a
         # sequence ends so the next prompt can reuse a shared prefix.
         self._kv_tokens: dict[int, list[int]] = {}
+        # Prompt tokens whose KV cells were kept from the slot's previous sequence (prefix reuse), since start.
         self.reused_prompt_tokens = 0
         self._eog: list[int] | None = None
         self._pieces: dict[int, bytes] = {}
@@ -215,6 +218,15 @@ class LlamaBackend:
         st = self._slots.pop(slot, None)
         if st is not None:
             llama_cpp.llama_sampler_free(st.sampler)
+
+    def kv_cells_used(self) -> int:
+        """KV cells holding a token now, over every slot: live sequences and the prefixes kept for reuse.
+
+        From the engine's own bookkeeping (the tokens each slot's cells hold), which equals llama.cpp's
+        ``llama_memory_seq_pos_max + 1`` summed over the sequences (a test checks that); read from any
+        thread without a lock: ``list()`` copies the dict's values in one step under the GIL, and each
+        list's length is read whole."""
+        return sum(len(tokens) for tokens in list(self._kv_tokens.values()))
 
     def piece(self, token: int) -> bytes:
         cached = self._pieces.get(token)
