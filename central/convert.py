@@ -7,15 +7,17 @@ import json
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from central import audit, liveness
+from central import audit, liveness, slo
 from central.errors import InvalidArgument
 from central.routing import RoutingReport
 from central.services.nodes import NodeView
+from central.services.objectives import ObjectiveView
 from central.store import (
     DesiredState,
     ModelRecord,
     NodeHealth,
     NodeRoutingRecord,
+    ObjectiveRecord,
     OperatorRecord,
     ReportRecord,
     TokenRecord,
@@ -343,3 +345,55 @@ def federated_run_message(view) -> admin_pb2.FederatedRun:
     if report.get("finished_at"):
         message.finished_at.CopyFrom(timestamp(float(report["finished_at"])))
     return message
+
+
+# -- objectives (central.services.objectives) ---------------------------------------------------------------------
+
+
+def objective_of_message(m: admin_pb2.Objective) -> slo.Objective:
+    """The objective a caller sent, unvalidated (central.slo.validated judges it); an unset window is 0."""
+    return slo.Objective(
+        name=m.name,
+        selector=dict(m.selector),
+        availability_percent=m.availability_percent,
+        latency_threshold_ms=m.latency_threshold_ms,
+        latency_percent=m.latency_percent,
+        window_s=m.window.ToNanoseconds() / 1e9 if m.HasField("window") else 0.0,
+    )
+
+
+def objective_message(o: ObjectiveRecord) -> admin_pb2.Objective:
+    return admin_pb2.Objective(
+        name=o.name,
+        selector=o.selector,
+        availability_percent=o.availability_percent,
+        latency_threshold_ms=o.latency_threshold_ms,
+        latency_percent=o.latency_percent,
+        window=duration(o.window_s),
+        updated_at=timestamp(o.updated_at),
+        updated_by=o.updated_by,
+    )
+
+
+def objective_status_message(s: slo.Status) -> admin_pb2.ObjectiveStatus:
+    return admin_pb2.ObjectiveStatus(
+        requests=s.requests,
+        errors=s.errors,
+        slow_requests=s.slow_requests,
+        availability_percent=s.availability_percent,
+        latency_good_percent=s.latency_good_percent,
+        compliant=s.compliant,
+        error_budget_remaining=s.error_budget_remaining,
+        burn_rates=[
+            admin_pb2.BurnRate(window_seconds=b.window_s, availability=b.availability, latency=b.latency)
+            for b in s.burn_rates
+        ],
+        alert=s.alert,
+    )
+
+
+def objectives_response(views: list[ObjectiveView]) -> admin_pb2.ListObjectivesResponse:
+    return admin_pb2.ListObjectivesResponse(
+        objectives=[objective_message(v.record) for v in views],
+        statuses=[objective_status_message(v.status) for v in views],
+    )

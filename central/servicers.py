@@ -12,7 +12,7 @@ import functools
 
 import grpc
 
-from central import convert, ratelimit
+from central import convert, ratelimit, rollups
 from central.blobs import BlobError
 from central.errors import (
     AlreadyExists,
@@ -23,7 +23,18 @@ from central.errors import (
     ServiceError,
     Unauthenticated,
 )
-from central.services import audit, enrollment, federation, fleet, nodes, operators, registry, rollouts, tokens
+from central.services import (
+    audit,
+    enrollment,
+    federation,
+    fleet,
+    nodes,
+    objectives,
+    operators,
+    registry,
+    rollouts,
+    tokens,
+)
 from central.services.base import Caller, Central, call
 from edgefleet import pki
 from edgefleet.v1 import admin_pb2, admin_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc
@@ -173,6 +184,12 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                         routing_report,
                         health,
                     )
+                if self.central.metrics is not None:  # an accepted beat, counted for /metrics
+                    self.central.metrics.heartbeat(request.node_id, request.status, desired.labels, routing_report)
+                # Accepted: its inference figures go to the rollups of its node, label groups and the fleet.
+                self.central.beats.record_history(
+                    request.node_id, desired.labels, rollups.figures(request.status), self.central.clock()
+                )
                 yield fleet_pb2.HeartbeatResponse(
                     desired=convert.desired_message(desired), heartbeat_interval=self._interval
                 )
@@ -525,3 +542,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             ca_certificate_pem=self.central.authority.certificate_pem,
             replaced_serial=issued.replaced_serial,
         )
+
+    # -- objectives (central.services.objectives) ----------------------------------------
+
+    @_unary
+    def SetObjective(self, request, caller):
+        record = objectives.set_objective(self.central, caller, convert.objective_of_message(request.objective))
+        return admin_pb2.SetObjectiveResponse(objective=convert.objective_message(record))
+
+    @_unary
+    def ListObjectives(self, request, caller):
+        return convert.objectives_response(objectives.list_objectives(self.central, caller))
+
+    @_unary
+    def DeleteObjective(self, request, caller):
+        objectives.delete_objective(self.central, caller, request.name)
+        return admin_pb2.DeleteObjectiveResponse()

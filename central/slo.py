@@ -231,9 +231,15 @@ def slow_ratio(totals: Totals, threshold_ms: float) -> float:
     return totals.slow(threshold_ms) / bucketed if bucketed else 0.0
 
 
+def budget_ratio(target_percent: float) -> float:
+    """The share of requests that may be bad: 1 - target, rounded to 12 decimals so that 99.9 gives 0.001 and
+    not 0.00099999999999989 (float's 0.999), which would put a window exactly on budget at burn 1.0000000000001."""
+    return round(1 - target_percent / 100, 12)
+
+
 def burn_rate(bad_ratio: float, target_percent: float) -> float:
     """How many times faster than the budget allows: bad_ratio / (1 - target)."""
-    return bad_ratio / (1 - target_percent / 100)
+    return bad_ratio / budget_ratio(target_percent)
 
 
 def burn_rates(objective: Objective, totals: Totals) -> tuple[float, float]:

@@ -29,7 +29,7 @@ import json
 from collections.abc import Iterable, Sequence
 
 from central.errors import CentralError
-from central.slo import ALERT_RULES, BURN_WINDOWS_S, PAGE, Objective
+from central.slo import ALERT_RULES, BURN_WINDOWS_S, PAGE, Objective, budget_ratio
 from edgefleet import histogram_buckets
 
 REQUESTS = "edgefleet_fleet_requests_total"
@@ -150,7 +150,7 @@ def _group(o: Objective) -> list[str]:
         parts.append(("latency", SLOW_RATIO, o.latency_percent, what))
     for severity, pairs in ALERT_RULES:
         for sli, metric, target, what in parts:
-            budget = _number(1 - target / 100)
+            budget = _number(budget_ratio(target))
             expr = []
             for long_s, short_s, factor in pairs:
                 if expr:
