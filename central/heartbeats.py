@@ -13,6 +13,12 @@ Routing counts ride the same buffer: each beat's counts are added to what the
 node's earlier beats since the flush carried, and written with them. Unlike
 last-seen times, counts lost in a crash are not restored by the next beat; a
 crash loses at most one flush interval of them.
+
+So do the rollups of the beats' inference figures (central.rollups): per scope
+(the fleet, the node, its label groups) and minute, coalesced in memory, written
+at the flush as additive upserts of the minute rows and the hour rows they add
+up to, beside the burst usage per node and hour. A failed write keeps them for
+the next flush, as it keeps routing counts.
 """
 
 from __future__ import annotations
@@ -20,26 +26,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 
-from central import routing
+from central import rollups, routing
 from central.routing import RoutingReport
-from central.store import DesiredState, FleetStore, NodeHealth
+from central.store import BurstUsageRecord, DesiredState, FleetStore, NodeHealth, RollupRow
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
+# While the store refuses writes, the rollup deltas kept for the next flush stay under this many rows: past it
+# the minute rows kept are dropped (and counted in the log); the hour rows, 60 times fewer, are kept.
+MAX_KEPT_ROLLUP_ROWS = 200_000
 
 
 class HeartbeatBuffer:
     """Thread-safe: with a remote store (PostgreSQL) heartbeats and admin reads run on central's worker
     threads, and any of them may flush. The lock covers the dicts only, never a store call."""
 
-    def __init__(self, store: FleetStore):
+    def __init__(self, store: FleetStore, rollup_label_keys: Sequence[str] = rollups.DEFAULT_LABEL_KEYS):
         self._store = store
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, bytes, NodeHealth | None]] = {}
         self._routing: dict[str, tuple[float, RoutingReport]] = {}
+        self._history = rollups.Accumulator(rollup_label_keys)
+        # Deltas a failed write left, added to the next flush's.
+        self._kept_rollups: list[RollupRow] = []
+        self._kept_usage: list[BurstUsageRecord] = []
+
+    @property
+    def rollup_label_keys(self) -> tuple[str, ...]:
+        return self._history.label_keys
+
+    def record_history(self, node_id: str, labels: Mapping[str, str], beat: rollups.BeatFigures, at: float) -> None:
+        """Add an accepted beat's figures to the rollups of its minute and hour (written at the next flush)."""
+        with self._lock:
+            self._history.add(node_id, labels, beat, at)
 
     def record(
         self,
@@ -62,11 +85,44 @@ class HeartbeatBuffer:
         with self._lock:
             batch, self._pending = self._pending, {}
             counts, self._routing = self._routing, {}
+            history = self._take_history_locked()
         try:
             self._write(batch, counts)
+            self._write_history(*history)
         except Exception:
             self._keep(batch, counts)
+            self._keep_history(*history)
             raise
+
+    def _take_history_locked(self) -> tuple[list[RollupRow], list[BurstUsageRecord]]:
+        rows, usage = self._history.take()
+        if self._kept_rollups:
+            rows, self._kept_rollups = rollups.merged_rows(self._kept_rollups, rows), []
+        if self._kept_usage:
+            usage, self._kept_usage = rollups.merged_usage(self._kept_usage, usage), []
+        return rows, usage
+
+    def _write_history(self, rows: list[RollupRow], usage: list[BurstUsageRecord]) -> None:
+        """Each part is cleared once written, so what is left after a failure is what to keep."""
+        if rows:
+            self._store.add_rollups(rows)
+            rows.clear()
+        if usage:
+            self._store.add_burst_usage(usage)
+            usage.clear()
+
+    def _keep_history(self, rows: list[RollupRow], usage: list[BurstUsageRecord]) -> None:
+        with self._lock:
+            kept = rollups.merged_rows(rows, self._kept_rollups)
+            if len(kept) > MAX_KEPT_ROLLUP_ROWS:
+                hours = [r for r in kept if r.period_s != rollups.MINUTE_S]
+                log.warning(
+                    "the store refuses writes: dropped %d minute rollup rows kept for it (their hours are kept)",
+                    len(kept) - len(hours),
+                )
+                kept = hours
+            self._kept_rollups = kept
+            self._kept_usage = rollups.merged_usage(usage, self._kept_usage)
 
     def _write(self, batch: dict, counts: dict) -> None:
         """Each part is cleared once written, so what is left after a failure is what to keep."""

@@ -55,6 +55,8 @@ class CentralSettings:
     enroll_max_concurrent: int = 64
     enroll_audit_window_s: float = 60.0
     enroll_audit_max_peers: int = 100
+    # The node label keys central keeps rollups (central.rollups) and per-label metrics for (--rollup-labels).
+    rollup_labels: tuple[str, ...] = ("region", "site")
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class Central:
     targets: TargetReads | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.beats = HeartbeatBuffer(self.store)
+        self.beats = HeartbeatBuffer(self.store, self.settings.rollup_labels)
         if self.store.remote:
             self.workers = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="store")
             self.targets = TargetReads(self.store, self.workers)

@@ -291,6 +291,19 @@ class RollupRow:
             *histogram_buckets.normalized(self.ttft_buckets),
         )
 
+    def plus(self, other: RollupRow) -> RollupRow:
+        """This row with `other`'s values added (queue_depth_max: the larger), under this row's key."""
+        return RollupRow(
+            self.scope,
+            self.period_s,
+            self.start,
+            **{n: getattr(self, n) + getattr(other, n) for n in ROLLUP_COUNTS},
+            queue_depth_max=max(self.queue_depth_max, other.queue_depth_max),
+            upstream_cost=self.upstream_cost + other.upstream_cost,
+            latency_buckets=tuple(histogram_buckets.merged(self.latency_buckets, other.latency_buckets)),
+            ttft_buckets=tuple(histogram_buckets.merged(self.ttft_buckets, other.ttft_buckets)),
+        )
+
     @classmethod
     def from_values(cls, scope: str, period_s: int, start: int, values: Sequence) -> RollupRow:
         """The row of ROLLUP_VALUE_COLUMNS' values (NULL sums read as 0)."""

@@ -22,7 +22,6 @@ from central.audit import GENESIS_HASH, AuditAnchor, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
     BURST_USAGE_KEEP_S,
-    ROLLUP_COUNTS,
     ROLLUP_KEEP_S,
     ROLLUP_SUMS_SQL,
     ROLLUP_VALUE_COLUMNS,
@@ -809,7 +808,7 @@ class SqliteFleetStore(FleetStore):
                 f" WHERE scope IN ({', '.join('?' * len(chunk))}) AND period_s = ? AND start >= ? AND start < ?",
                 (*chunk, period_s, start, end),
             )[0]
-            total = _summed(total, RollupRow.from_values("", period_s, int(start), row))
+            total = total.plus(RollupRow.from_values("", period_s, int(start), row))
         return total
 
     def prune_rollups(self, now: float) -> int:
@@ -873,19 +872,6 @@ class SqliteFleetStore(FleetStore):
         with self._lock:
             self._conn.close()
 
-
-def _summed(a: RollupRow, b: RollupRow) -> RollupRow:
-    """Two sums of rollups as one (rollup_sums over chunks of scopes)."""
-    return RollupRow(
-        a.scope,
-        a.period_s,
-        a.start,
-        **{n: getattr(a, n) + getattr(b, n) for n in ROLLUP_COUNTS},
-        queue_depth_max=max(a.queue_depth_max, b.queue_depth_max),
-        upstream_cost=a.upstream_cost + b.upstream_cost,
-        latency_buckets=tuple(x + y for x, y in zip(a.latency_buckets, b.latency_buckets, strict=True)),
-        ttft_buckets=tuple(x + y for x, y in zip(a.ttft_buckets, b.ttft_buckets, strict=True)),
-    )
 
 
 def _append_audit(c: sqlite3.Connection, event: AuditEvent) -> AuditEntry:
