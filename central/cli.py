@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from central import credential as credential_file
-from central import operator_commands
+from central import operator_commands, slo_commands
 from central.cli_output import iso, iso_seconds, print_json, print_table, relative, to_dict
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "central" and args.command == "serve":
+    slo_commands.add_parsers(sub, _duration_arg, _labels_arg)  # edgefleet slo set|list|status|delete|rules
         logs.configure(args.log_level)  # before anything imports gRPC, which reads its settings at import
     from central.blobs import BlobError
     from central.client import AdminCallError
@@ -1270,3 +1271,4 @@ _HANDLERS = {
 
 if __name__ == "__main__":
     sys.exit(main())
+    **slo_commands.HANDLERS,

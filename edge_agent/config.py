@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -215,6 +216,28 @@ class UpstreamConfig:
     max_reply_bytes: int = 8 * 2**20
     max_stream_bytes: int = 64 * 2**20
     max_event_bytes: int = 2**20
+    # What the upstream charges per 1,000 prompt (sent) and completion (received) tokens, for the burst cost the
+    # agent reports (edgefleet_upstream_cost_total, heartbeats); unset: its tokens are counted, not priced.
+    price_per_1k_prompt_tokens: float | None = None
+    price_per_1k_completion_tokens: float | None = None
+    # The prices' ISO 4217 code, 3 capital letters; "USD" when a price is set and this is not.
+    currency: str = ""
+
+    @property
+    def priced(self) -> bool:
+        return self.price_per_1k_prompt_tokens is not None or self.price_per_1k_completion_tokens is not None
+
+    @property
+    def cost_currency(self) -> str:
+        """The currency of this upstream's cost: ``currency``, else "USD" when priced; "" when not priced."""
+        return (self.currency or "USD") if self.priced else ""
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What these tokens cost at this upstream's prices (0.0 when it has none)."""
+        return (
+            prompt_tokens * (self.price_per_1k_prompt_tokens or 0.0)
+            + completion_tokens * (self.price_per_1k_completion_tokens or 0.0)
+        ) / 1000.0
 
     @property
     def model_map(self) -> dict[str, str]:
@@ -505,6 +528,23 @@ def _validate_upstreams(upstreams: tuple[UpstreamConfig, ...]) -> None:
             if name in listed:
                 raise ConfigError(f"{key}.models[{j}]: {name!r} is listed twice")
             listed.add(name)
+        _validate_prices(key, u)
+
+
+def _validate_prices(key: str, u: UpstreamConfig) -> None:
+    for name in ("price_per_1k_prompt_tokens", "price_per_1k_completion_tokens"):
+        price = getattr(u, name)
+        if price is not None and not (math.isfinite(price) and price >= 0):
+            raise ConfigError(f"{key}.{name}: expected a non-negative number (per 1,000 tokens), got {price}")
+    if u.currency and not re.fullmatch(r"[A-Z]{3}", u.currency):
+        raise ConfigError(
+            f"{key}.currency: expected an ISO 4217 code of 3 capital letters, e.g. 'EUR', got {u.currency!r}"
+        )
+    if u.currency and not u.priced:
+        raise ConfigError(
+            f"{key}.currency: {u.currency!r} is set but neither price_per_1k_prompt_tokens nor "
+            "price_per_1k_completion_tokens is: set the prices, or delete currency"
+        )
 
 
 def plain_http_refusal(key: str, u: UpstreamConfig) -> str | None:
@@ -577,7 +617,9 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
             kwargs[key] = tuple(value)
         else:
-            kwargs[key] = _check_type(where, value, type(fields[key].default))
+            default = fields[key].default
+            # A None default is an optional number ([[upstreams]] prices): unset, or a float.
+            kwargs[key] = _check_type(where, value, float if default is None else type(default))
     return cls(**kwargs)
 
 

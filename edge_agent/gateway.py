@@ -21,7 +21,7 @@ from typing import Any
 
 from edge_agent.access import Caller, exceeds
 from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest, RequestError, model_not_found
-from edge_agent.config import DataClassRule
+from edge_agent.config import DataClassRule, UpstreamConfig
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
 from edge_agent.policy.routing import (
@@ -40,6 +40,7 @@ from edge_agent.routing_audit import RoutingAudit, RoutingRecord
 from edge_agent.scheduler import OverloadedError
 from edge_agent.service import Answer, InferenceService
 from edge_agent.upstream import UpstreamError, UpstreamPool
+from edge_agent.upstream_usage import ReplyTokens, usage_entry
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class Gateway:
                 outgoing,
                 request.params.stream,
                 started + self.service.request_timeout_s,
+                on_usage=self._usage_counter(caller.tenant, info.data_class, outgoing),
             )
         except UpstreamError as exc:
             self._record(endpoint, caller, info, detectors, REFUSED, "upstream_failed", 503, texts)
@@ -225,6 +227,33 @@ class Gateway:
             self._record("embeddings", caller, info, (), REFUSED, exc.code, exc.status, texts)
             raise
         self._record("embeddings", caller, info, classification.detectors, LOCAL, LOCAL, 200, texts)
+
+    def _usage_counter(
+        self, tenant: str, data_class: str, outgoing: dict[str, Any]
+    ) -> Callable[[UpstreamConfig, ReplyTokens], None]:
+        """Counts an upstream's answer (edgefleet_upstream_* and the heartbeat's upstream_usage); tokens the
+        upstream did not report are counted with the local model's tokenizer (the model served now)."""
+        backend = self.service.backend
+
+        def count_prompt() -> int:
+            if "messages" in outgoing and backend.has_chat_template:
+                return len(backend.chat_prompt_tokens(outgoing["messages"]))
+            if "messages" in outgoing:
+                return len(backend.tokenize("\n".join(m["content"] for m in outgoing["messages"])))
+            return len(backend.tokenize(outgoing.get("prompt", "")))
+
+        def count(config: UpstreamConfig, tokens: ReplyTokens) -> None:
+            entry = usage_entry(
+                config,
+                tenant,
+                data_class or "unclassified",
+                tokens,
+                count_prompt,
+                lambda text: len(backend.tokenize(text, add_special=False)),
+            )
+            self.metrics.observe_upstream(entry)
+
+        return count
 
     def _candidates(self, rule: DataClassRule, listed: str | None, token_prompt: bool) -> list[str]:
         """The upstreams this request may go to now: none for token ids (another tokenizer would read them);

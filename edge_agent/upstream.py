@@ -15,6 +15,11 @@ What an upstream sends is read within caps (max_reply_bytes for a body, max_stre
 for a stream, :class:`StreamBudget`): an answer past one is closed at once (its connection with it), counts as a
 failure, and is not retried: the client gets 502 ``upstream_reply_too_large`` (a stream: that error as its last
 event), and the agent goes on serving.
+
+Usage: given ``on_usage``, :meth:`UpstreamPool.forward` reports each 2xx answer's tokens
+(:class:`edge_agent.upstream_usage.ReplyTokens`) once: a body's at once, a stream's when it ends, however it ends.
+A streamed request then asks the upstream for its usage (``stream_options.include_usage``); the usage-only chunk
+reaches the client only when the client asked for it too.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import httpx
 
 from edge_agent.config import UpstreamConfig
 from edge_agent.errors import AgentError
+from edge_agent.upstream_usage import ReplyTokens, StreamTap, body_tokens
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,8 @@ RETRY_BACKOFF_S = 0.05
 # One client for every upstream; connections are kept for reuse, as bursts come in bunches.
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
 _DONE = b"data: [DONE]\n\n"
+# Told an answered request's tokens, with the config of the upstream that answered.
+UsageCallback = Callable[[UpstreamConfig, ReplyTokens], None]
 
 
 class UpstreamError(AgentError):
@@ -362,7 +370,13 @@ class UpstreamPool:
         return True
 
     async def forward(
-        self, names: Sequence[str], path: str, body: dict, stream: bool, deadline: float
+        self,
+        names: Sequence[str],
+        path: str,
+        body: dict,
+        stream: bool,
+        deadline: float,
+        on_usage: UsageCallback | None = None,
     ) -> UpstreamReply:
         """POST {url}{path} with JSON ``body`` to the named upstreams in order until one answers.
 
@@ -373,10 +387,11 @@ class UpstreamPool:
         recorded on its breaker, and an upstream whose breaker does not allow is skipped. Any other
         4xx is returned as the reply. A streamed reply's ``stream`` yields the upstream's SSE bytes as
         they arrive; a failure after the first byte ends it with an SSE error event and [DONE].
+        ``on_usage`` is told the tokens of a 2xx answer (see the module's docstring).
         Raises UpstreamError when every upstream failed or none was allowed."""
         failures: dict[str, str] = {}
         for name in names:
-            outcome = await self._try(self._get(name), path, body, stream, deadline)
+            outcome = await self._try(self._get(name), path, body, stream, deadline, on_usage)
             if isinstance(outcome, UpstreamReply):
                 return outcome
             failures[name] = outcome
@@ -384,12 +399,20 @@ class UpstreamPool:
             raise UpstreamError("no upstream to try")
         raise UpstreamError("; ".join(f"{n}: {r}" for n, r in failures.items()), failures)
 
-    async def _try(self, up: _Upstream, path: str, body: dict, stream: bool, deadline: float) -> UpstreamReply | str:
+    async def _try(
+        self, up: _Upstream, path: str, body: dict, stream: bool, deadline: float, on_usage: UsageCallback | None
+    ) -> UpstreamReply | str:
         """The reply, or why this upstream gave none."""
         c, breaker = up.config, up.breaker
         payload = upstream_body(body, upstream_model(c, body["model"]))
         if bool(payload.get("stream", False)) != stream:
             payload["stream"] = stream
+        usage = None
+        if on_usage is not None:
+            client_asked = stream and bool((payload.get("stream_options") or {}).get("include_usage"))
+            if stream:
+                payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+            usage = _UsageReport(c, on_usage, client_asked)
         headers = dict(up.headers, Accept="text/event-stream" if stream else "application/json")
         reason = "circuit open"
         for attempt in range(1 + c.retries):
@@ -398,7 +421,7 @@ class UpstreamPool:
             if not breaker.allow():
                 return reason  # "circuit open", or why the attempt that opened it failed
             try:
-                result = await self._attempt(up, _url(c, path), payload, headers, stream, deadline)
+                result = await self._attempt(up, _url(c, path), payload, headers, stream, deadline, usage)
             except BaseException:
                 breaker.release()  # cancelled (the client left): no verdict on the upstream
                 raise
@@ -419,7 +442,14 @@ class UpstreamPool:
         return reason
 
     async def _attempt(
-        self, up: _Upstream, url: str, payload: dict, headers: dict[str, str], stream: bool, deadline: float
+        self,
+        up: _Upstream,
+        url: str,
+        payload: dict,
+        headers: dict[str, str],
+        stream: bool,
+        deadline: float,
+        usage: _UsageReport | None = None,
     ) -> UpstreamReply | _Failure:
         c = up.config
         remaining = deadline - time.monotonic()
@@ -464,10 +494,12 @@ class UpstreamPool:
         content_type = response.headers.get("content-type", "")
         if body is not None:
             up.breaker.record_success()
+            if usage is not None and 200 <= status < 300:
+                usage.report(body_tokens(body))
             return UpstreamReply(c.name, status, body, None, content_type)
         # A streamed answer: its outcome is recorded when the stream ends.
         budget = StreamBudget(c.max_stream_bytes, c.max_event_bytes)
-        events = _ReplyStream(c.name, response, up.breaker, c.timeout_s, deadline, budget)
+        events = _ReplyStream(c.name, response, up.breaker, c.timeout_s, deadline, budget, usage)
         return UpstreamReply(c.name, status, None, events, content_type)
 
     def _get(self, name: str) -> _Upstream:
@@ -492,6 +524,26 @@ class UpstreamPool:
             await asyncio.sleep(up.config.health_interval_s)
 
 
+class _UsageReport:
+    """Reports one answer's tokens to the caller's callback, once; a failing callback is logged, never raised
+    into the answer."""
+
+    def __init__(self, config: UpstreamConfig, callback: UsageCallback, client_asked: bool):
+        self.config = config
+        self._callback = callback
+        self.client_asked = client_asked
+        self._done = False
+
+    def report(self, tokens: ReplyTokens) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._callback(self.config, tokens)
+        except Exception:  # counting must never break an answer
+            log.exception("upstream %s: counting the answer's usage failed", self.config.name)
+
+
 class _ReplyStream:
     """An upstream's streamed answer, relayed chunk by chunk as it arrives.
 
@@ -507,8 +559,11 @@ class _ReplyStream:
         timeout_s: float,
         deadline: float,
         budget: StreamBudget,
+        usage: _UsageReport | None = None,
     ):
         self._name = name
+        self._usage = usage
+        self._tap = StreamTap(relay_usage=usage.client_asked) if usage is not None else None
         self._response = response
         self._chunks = response.aiter_bytes()
         self._breaker = breaker
@@ -530,9 +585,9 @@ class _ReplyStream:
                 self._breaker.release()
                 raise
             if chunk is None:
+                last = self._tapped(self._budget.rest())
                 await self._end()
                 self._breaker.record_success()
-                last = self._budget.rest()
                 if last:
                     return last
             elif chunk:
@@ -540,7 +595,9 @@ class _ReplyStream:
                 if lines is None:
                     await self._too_large()
                 elif lines:
-                    return lines
+                    lines = self._tapped(lines)
+                    if lines:
+                        return lines
         if self._tail is not None:
             tail, self._tail = self._tail, None
             return tail
@@ -596,9 +653,15 @@ class _ReplyStream:
             await self._end()
             self._breaker.release()
 
+    def _tapped(self, lines: bytes) -> bytes:
+        return self._tap.lines(lines) if self._tap is not None and lines else lines
+
     async def _end(self) -> None:
         if not self._ended:
             self._ended = True
+            if self._usage is not None and self._tap is not None:
+                # However the stream ended (done, broken, cut, the client gone): what was received was answered.
+                self._usage.report(self._tap.tokens())
             await self._response.aclose()
 
 

@@ -58,13 +58,20 @@ class AgentProcess:
         return openai.OpenAI(base_url=self.base_url + "/v1", api_key="not-needed", max_retries=0, **kwargs)
 
     def metrics(self) -> dict[str, float]:
-        """Prometheus samples as {'name{labels}': value}."""
+        """Prometheus samples as {'name{labels}': value}; a labelled series' samples are also summed under its bare
+        name (e.g. 'edgefleet_generated_tokens_total' over its model_version), where that is not a sample itself."""
         text = httpx.get(self.base_url + "/metrics", timeout=60).text  # polled while the agent is busy generating
-        samples = {}
+        samples: dict[str, float] = {}
+        sums: dict[str, float] = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 samples[name] = float(value)
+                if "{" in name:
+                    bare = name.split("{", 1)[0]
+                    sums[bare] = sums.get(bare, 0.0) + float(value)
+        for bare, total in sums.items():
+            samples.setdefault(bare, total)
         return samples
 
     def stop(self) -> int:

@@ -4,7 +4,10 @@ free port on 127.0.0.1, writes HOST:PORT to the address file once it listens, an
 request to the log ({"method", "path", "body"}: the body as the raw text received) before it answers.
 
 It answers ``GET /v1/models``, and ``POST /v1/chat/completions`` and ``/v1/completions`` with a fixed answer in
-OpenAI's shape, as JSON or, when the body asks for ``"stream": true``, as server-sent events.
+OpenAI's shape, as JSON or, when the body asks for ``"stream": true``, as server-sent events. A JSON answer
+carries ``usage`` (USAGE); a stream ends with OpenAI's usage-only chunk (STREAM_USAGE) when the body asks for
+``stream_options: {"include_usage": true}``. Asked for a model whose name starts with ``no-usage``, it sends no
+usage at all, as some OpenAI-compatible servers do.
 
 An upstream gone wrong, by the model asked for (N bytes): ``huge-json:N`` answers a JSON body of about N bytes
 with its Content-Length, ``huge-chunked:N`` the same without one (read until the connection closes),
@@ -31,6 +34,8 @@ from pathlib import Path
 
 STARTUP_TIMEOUT_S = 60  # generous: a busy machine imports and starts slowly
 ANSWER = "logged"
+USAGE = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+STREAM_USAGE = {"prompt_tokens": 17, "completion_tokens": 2, "total_tokens": 19}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -83,24 +88,24 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model", "")
         if model.startswith("huge-"):
             return self._huge(model)
+        with_usage = not model.startswith("no-usage")
         if body.get("stream"):
-            return self._events(chat, model)
+            options = body.get("stream_options")
+            asked = isinstance(options, dict) and options.get("include_usage") is True
+            return self._events(chat, model, with_usage and asked)
         choice = (
             {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
             if chat
             else {"index": 0, "text": ANSWER, "logprobs": None, "finish_reason": "stop"}
         )
-        self._json(
-            200,
-            {
-                "id": "logged-1",
-                "object": "chat.completion" if chat else "text_completion",
-                "created": 0,
-                "model": model,
-                "choices": [choice],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
-        )
+        answer = {
+            "id": "logged-1",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": 0,
+            "model": model,
+            "choices": [choice],
+        }
+        self._json(200, {**answer, "usage": USAGE} if with_usage else answer)
 
     def _huge(self, model: str) -> None:
         kind, _, size = model.partition(":")
@@ -146,7 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.lock, open(Path(self.log_file.name).with_name("huge.jsonl"), "a", encoding="utf-8") as record:
             record.write(json.dumps({"model": model, "written": written, "cut": cut}) + "\n")
 
-    def _events(self, chat: bool, model: str) -> None:
+    def _events(self, chat: bool, model: str, usage: bool = False) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -166,6 +171,16 @@ class _Handler(BaseHTTPRequestHandler):
             }
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             self.wfile.flush()
+        if usage:
+            last = {
+                "id": "logged-1",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": STREAM_USAGE,
+            }
+            self.wfile.write(b"data: " + json.dumps(last).encode() + b"\n\n")
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 

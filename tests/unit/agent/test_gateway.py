@@ -248,7 +248,7 @@ class FakePool:
     def candidates(self, jurisdictions, listed_model=None):
         return [n for n, names in self.listed.items() if listed_model is None or listed_model in names]
 
-    async def forward(self, names, path, body, stream, deadline):
+    async def forward(self, names, path, body, stream, deadline, on_usage=None):
         self.sent.append((names, path, body))
         return UpstreamReply(names[0], 200, b"{}", None, "application/json")
 
