@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         " every replica mounts (default: <data-dir>/blobs)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--metrics-listen",
+        default="127.0.0.1:9470",
+        help="Prometheus /metrics: HOST:PORT, plain HTTP on loopback, else mTLS with an operator's certificate;"
+        " 'off' disables it (default 127.0.0.1:9470)",
+    )
     # The enrollment port's limits (issue 16): see docs/fleet.md, "The enrollment port under load".
     serve.add_argument(
         "--enroll-rate", type=_positive_float, default=5.0, help="enrollment calls a second per client IP (5)"
@@ -360,6 +366,7 @@ def _central(args) -> int:
                 store_spec=args.store,
                 blobs_spec=args.blobs,
                 fleet_addresses=args.fleet_addresses,
+                metrics_listen=args.metrics_listen,
             )
         )
     except ListenError as exc:

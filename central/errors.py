@@ -15,6 +15,7 @@
     ├── DataDirError       (central.datadir)         a data dir that is not initialized, or already is
     ├── CredentialError    (central.credential)      the CLI's credential file is missing or unusable
     ├── ListenError        (central.server)          a port could not be bound
+    ├── MetricsListenError (central.metrics_server)  --metrics-listen cannot be served as asked (address, mTLS)
     ├── LabelError         (central.labels)          a malformed label or selector; also a ValueError
     ├── RolloutError       (central.rollout)         an invalid rollout spec or flag; also a ValueError
     │   └── PhaseError     (central.rollout)         a transition the rollout's phase forbids

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import grpc
 
-from central import datadir, health, leadership, liveness
+from central import datadir, health, leadership, liveness, metrics_server
 from central.blobs import open_blob_store
 from central.datadir import Authority, CentralPaths
 from central.enrollment_server import EnrollmentServer
@@ -61,6 +61,8 @@ LOG_LEVEL_FILE = "log-level"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 STATUS_INTERVAL_S = 5.0
 SUPERLINK_READY_TIMEOUT_S = 60.0
+# The /metrics listener's bound address ("off" when disabled), for tests and scripts.
+METRICS_ADDRESS_FILE = "metrics-address"
 
 
 class ListenError(CentralError):
@@ -88,6 +90,7 @@ async def serve(
     store_spec: str = "",
     blobs_spec: str = "",
     fleet_addresses: tuple[str, ...] = (),
+    metrics_listen: str = metrics_server.DEFAULT_LISTEN,
 ) -> int:
     """Serve until SIGTERM/SIGINT (0) or until this replica loses the leadership (EXIT_DEPOSED).
     `fleet_addresses`: what enrollment hands agents (a load balancer's address, say); empty, with a shared
@@ -127,6 +130,7 @@ async def serve(
         fleet_listen,
         grpc.ssl_server_credentials([(server_key, chain)], root_certificates=ca_pem, require_client_auth=True),
     )
+    metrics = _bind_metrics(paths, metrics_listen)
     host = advertise_host or _reachable_host(fleet_address)
     replica = ReplicaRecord(
         replica_id=f"{host}:{_port(fleet_address)}",
@@ -159,6 +163,9 @@ async def serve(
     await _announce_once(central, replica, follow_replicas)
     if await _check_leadership(central, leader) == leadership.ELECTED and fed is not None:
         _start_federation(central, fed, paths)
+    if metrics is not None:  # before the servers start, so that every beat and enrollment is counted
+        central.metrics = metrics_server.fleet_collector(central)
+        metrics.serve(central.metrics.registry(), metrics_server.operator_check(central))
     fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(central), fleet_server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(central), fleet_server)
     checks = [health.add_health(fleet_server)]
@@ -167,6 +174,7 @@ async def serve(
     # Tests and the local-fleet launcher read the bound addresses (ports may be chosen at run time).
     _write_address(paths.enroll_address_file, enroll_address)
     _write_address(paths.fleet_address_file, fleet_address)
+    _write_address(paths.root / METRICS_ADDRESS_FILE, metrics.address if metrics is not None else "off")
     log.info(
         "central serving (replica %s, %s): fleet/admin (mTLS) on %s, enrollment (TLS) on %s; CA %s; store %s",
         replica.replica_id,
@@ -176,6 +184,8 @@ async def serve(
         authority.fingerprint,
         display_store(spec),
     )
+    if metrics is not None:
+        log.info("fleet metrics on %s://%s/metrics", metrics.scheme, metrics.address)
 
     stop = asyncio.Event()
     deposed = asyncio.Event()
@@ -204,12 +214,25 @@ async def serve(
     await asyncio.gather(*(health.stop_serving(c) for c in checks))
     await asyncio.gather(asyncio.to_thread(enroll_server.stop, 5), fleet_server.stop(grace=5))
     await flusher
+    if metrics is not None:
+        await asyncio.to_thread(metrics.stop)
     if fed is not None:
         await asyncio.to_thread(fed.stop)
     await call(central, _leave, central, leader, replica)
     central.close()
     store.close()
     return leadership.EXIT_DEPOSED if deposed.is_set() else 0
+
+
+def _bind_metrics(paths: CentralPaths, listen: str) -> metrics_server.MetricsServer | None:
+    """The /metrics listener, bound (served once central is built); None when --metrics-listen is off."""
+    try:
+        metrics = metrics_server.listener(paths, listen)
+        if metrics is not None:
+            metrics.bind()
+    except metrics_server.MetricsListenError as exc:
+        raise ListenError(str(exc)) from exc
+    return metrics
 
 
 def _start_federation(central: Central, fed, paths: CentralPaths) -> None:

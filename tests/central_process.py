@@ -24,6 +24,7 @@ class CentralProcess:
     proc: subprocess.Popen | None = None
     fleet_address: str = ""
     enroll_address: str = ""
+    metrics_address: str = ""  # the /metrics listener's HOST:PORT, or "off"
     log_path: Path = field(default=None)
     env: dict[str, str] | None = None  # added to this process's environment
 
@@ -35,9 +36,17 @@ class CentralProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def metrics_address_file(self) -> Path:
+        return self.data_dir / "metrics-address"
+
     def start(self, fleet_listen: str = "127.0.0.1:0", enroll_listen: str = "127.0.0.1:0") -> CentralProcess:
-        for f in (self.paths.fleet_address_file, self.paths.enroll_address_file):
+        for f in (self.paths.fleet_address_file, self.paths.enroll_address_file, self.metrics_address_file):
             f.unlink(missing_ok=True)
+        # Central's /metrics default port (9470) would clash between the centrals tests run at once.
+        metrics = ["--metrics-listen", "127.0.0.1:0"]
+        if any(a.startswith("--metrics-listen") for a in self.args):
+            metrics = []
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         # The child inherits the log file; the parent's handle is not needed once it has started.
         with open(self.log_path, "ab") as log:
@@ -54,6 +63,7 @@ class CentralProcess:
                     fleet_listen,
                     "--enroll-listen",
                     enroll_listen,
+                    *metrics,
                     *self.args,
                 ],
                 stdout=log,
@@ -61,7 +71,8 @@ class CentralProcess:
                 env={**os.environ, **(self.env or {})},
             )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not (self.paths.fleet_address_file.exists() and self.paths.enroll_address_file.exists()):
+        files = (self.paths.fleet_address_file, self.paths.enroll_address_file, self.metrics_address_file)
+        while not all(f.exists() for f in files):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"central exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
@@ -70,6 +81,7 @@ class CentralProcess:
             time.sleep(0.05)
         self.fleet_address = self.paths.fleet_address_file.read_text().strip()
         self.enroll_address = self.paths.enroll_address_file.read_text().strip()
+        self.metrics_address = self.metrics_address_file.read_text().strip()
         return self
 
     def restart(self) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from central.federation import Federation
+    from central.fleet_metrics import FleetMetrics
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class Central:
     signing_key: Ed25519PrivateKey | None = None  # signs the registry's manifests
     # Set by `central serve` when it runs a SuperLink (central.federation).
     federation: Federation | None = None
+    # Set by `central serve` unless --metrics-listen off: heartbeats and enrollments are counted in it.
+    metrics: FleetMetrics | None = None
     beats: HeartbeatBuffer = field(init=False)
     # Held while a finished federated run's outcome is imported (services.federation).
     import_lock: threading.Lock = field(default_factory=threading.Lock, init=False)

@@ -143,6 +143,8 @@ def enroll(
     record_audit(
         central, token_caller, ACTION, node_id, audit.ALLOWED, f"enrolled {node_id} ({hostname or 'no hostname'})"
     )
+    if central.metrics is not None:
+        central.metrics.enrolled()
     return Enrollment(node_id, node.labels, pki.certificate_pem(cert).decode())
 
 
@@ -204,6 +206,8 @@ class EnrollmentGate:
     def refused(self, central: Central, peer: str, refusal: Refusal) -> AuditEvent | None:
         """Count a refusal; the audit event to write now when it is its kind's first in the window, else None."""
         now = central.clock()
+        if central.metrics is not None:
+            central.metrics.enrollment_refused(refusal.reason)
         if not self.tally.add(now, peer, refusal.reason, refusal.target):
             return None
         log.warning("refused %s from %s: %s", ACTION, peer, refusal)
