@@ -3,22 +3,89 @@
 It reads files the daemon keeps (fleet/fleet.json, fleet/state.json,
 http-address) and asks the local /readyz, so it works whether or not the
 daemon runs, and needs no privileges beyond reading the data dir.
+
+Whether the daemon runs is judged by its listen address, not by a pid: the
+daemon writes ``http-address`` once its socket is bound and removes it on
+every orderly exit, so no file means stopped; after a crash the file stays,
+but nothing accepts a connection there. A pid would need a pid file the daemon
+does not keep, could be reused by another program, and cannot be signalled by
+a user other than the daemon's (systemd runs it as its own user), whereas a
+TCP connect to the recorded address works for anyone who can read the data dir.
+The last heartbeat's state (fleet/state.json) is what the daemon wrote while it
+ran; with the daemon stopped it is history, and said so.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.config import HTTP_ADDRESS_FILE as ADDRESS_FILE
+from edge_agent.config import ConfigError, parse_listen
 from edge_agent.control.identity import FleetFiles
 
+CONNECT_TIMEOUT_S = 1.0
+READY_TIMEOUT_S = 2.0
 
-def gather(data_dir: Path) -> dict:
+
+@dataclass(frozen=True)
+class DaemonProbe:
+    """What was found of the daemon: its recorded address (None: no http-address file) and whether anything
+    accepted a TCP connection there."""
+
+    address: str | None
+    listening: bool
+    detail: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.address is not None and self.listening
+
+
+def heartbeat_age_s(last_heartbeat_at: float | None, now: float) -> float | None:
+    """Seconds since the last heartbeat central answered; None when there was none (a clock set back: 0)."""
+    if not last_heartbeat_at:
+        return None
+    return max(0.0, now - last_heartbeat_at)
+
+
+def link_line(control: dict, daemon_running: bool, now: float) -> str:
+    """The "link:" line. The daemon's state is current only while it runs; stopped, it says when the last
+    heartbeat was and that the daemon is not running, never "connected"."""
+    age = heartbeat_age_s(control.get("last_heartbeat_at"), now)
+    spooled = f"{control.get('spooled_reports', 0)} report(s) spooled"
+    if daemon_running:
+        ago = f"{age:.0f} s ago" if age is not None else "never"
+        return f"{control.get('state', 'unknown')} (last heartbeat {ago}, {spooled})"
+    last = f"last heartbeat {age:.0f} s ago" if age is not None else "no heartbeat"
+    return f"{last} (daemon not running), {spooled}"
+
+
+def probe_daemon(data_dir: Path, connect: Callable[[str, int], None] | None = None) -> DaemonProbe:
+    """Read the daemon's recorded address and try a TCP connection to it."""
+    try:
+        address = (data_dir / ADDRESS_FILE).read_text().strip()
+    except OSError:
+        return DaemonProbe(None, False, f"no {ADDRESS_FILE} file in the data dir: stopped, or never started")
+    try:
+        host, port = parse_listen(address)
+        (connect or _connect)(host, port)
+    except ConfigError as exc:
+        return DaemonProbe(address, False, f"{ADDRESS_FILE} holds no address ({exc})")
+    except OSError as exc:
+        return DaemonProbe(address, False, f"no answer at {address}: {exc}")
+    return DaemonProbe(address, True)
+
+
+def gather(data_dir: Path, now: Callable[[], float] = time.time) -> dict:
     files = FleetFiles(data_dir)
-    report: dict = {"data_dir": str(data_dir), "enrolled": files.enrolled()}
+    probe = probe_daemon(data_dir)
+    report: dict = {"data_dir": str(data_dir), "enrolled": files.enrolled(), "daemon_running": probe.running}
     if files.enrolled():
         identity = files.load()
         cert = identity.certificate
@@ -31,26 +98,45 @@ def gather(data_dir: Path) -> dict:
         state = files.read_state()
         if state:
             report["control"] = state
-    report["serving"] = _serving(data_dir)
+        report["last_heartbeat_age_s"] = heartbeat_age_s((state or {}).get("last_heartbeat_at"), now())
+    report["serving"] = _serving(probe)
     return report
 
 
-def _serving(data_dir: Path) -> dict:
+def _connect(host: str, port: int) -> None:
+    with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+        pass
+
+
+def _found(probe: DaemonProbe) -> dict:
+    return {"running": False, "address": probe.address}
+
+
+def _serving(probe: DaemonProbe) -> dict:
+    if not probe.running:
+        # No address file: stopped cleanly or never started, nothing more to say (the daemon line says it).
+        return {"running": False} if probe.address is None else {**_found(probe), "detail": probe.detail}
+    address = probe.address
     try:
-        address = (data_dir / ADDRESS_FILE).read_text().strip()
-    except OSError:
-        return {"running": False}
-    try:
-        with urllib.request.urlopen(f"http://{address}/readyz", timeout=2) as response:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=READY_TIMEOUT_S) as response:
             return {"running": True, "address": address, "ready": response.status == 200}
     except urllib.error.HTTPError as exc:
         return {"running": True, "address": address, "ready": False, "detail": exc.read().decode(errors="replace")}
     except OSError as exc:
-        return {"running": False, "address": address, "detail": f"no answer at {address}: {exc}"}
+        # Something holds the port but gives no HTTP answer in time: the daemon, busy or stuck.
+        return {"running": True, "address": address, "ready": False, "detail": f"no HTTP answer: {exc}"}
 
 
-def describe(report: dict) -> str:
+def describe(report: dict, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    running = report.get("daemon_running", report["serving"].get("running", False))
     lines = [f"data dir:    {report['data_dir']}"]
+    serving = report["serving"]
+    if running:
+        lines.append(f"daemon:      running at http://{serving['address']}")
+    else:
+        detail = serving.get("detail") or ("" if serving.get("address") else f"no {ADDRESS_FILE} file in the data dir")
+        lines.append("daemon:      not running" + (f" ({detail})" if detail else ""))
     if not report["enrolled"]:
         lines.append("fleet:       not enrolled (run `edge-agent enroll`)")
     else:
@@ -59,12 +145,7 @@ def describe(report: dict) -> str:
         lines.append(f"central:     {report['central']}")
         control = report.get("control")
         if control:
-            seen = control.get("last_heartbeat_at")
-            ago = f"{time.time() - seen:.0f} s ago" if seen else "never"
-            lines.append(
-                f"link:        {control['state']} (last heartbeat {ago}, "
-                f"{control['spooled_reports']} report(s) spooled)"
-            )
+            lines.append(f"link:        {link_line(control, running, now)}")
             if control.get("last_error"):
                 lines.append(f"last error:  {control['last_error']}")
             activation = control.get("activation")
@@ -76,11 +157,10 @@ def describe(report: dict) -> str:
                 )
                 reason = f": {activation['reason']}" if activation["reason"] else ""
                 lines.append(f"activation:  {activation['model']} {activation['state']}{progress}{reason}")
-        expires = report["certificate_expires_at"] - time.time()
+        elif not running:
+            lines.append("link:        no heartbeat (daemon not running)")
+        expires = report["certificate_expires_at"] - now
         lines.append(f"certificate: expires in {expires / 86400:.1f} days")
-    serving = report["serving"]
-    if serving.get("running"):
+    if running:
         lines.append(f"serving:     http://{serving['address']} ({'ready' if serving['ready'] else 'not ready'})")
-    else:
-        lines.append("serving:     not running" + (f" ({serving['detail']})" if serving.get("detail") else ""))
     return "\n".join(lines)
