@@ -28,7 +28,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from prometheus_client.utils import floatToGoString
+
 from central.errors import CentralError
+from central.fleet_metrics import label_names
 from central.slo import ALERT_RULES, BURN_WINDOWS_S, PAGE, Objective, budget_ratio
 from edgefleet import histogram_buckets
 
@@ -54,9 +57,9 @@ def window_name(seconds: int) -> str:
 
 
 def le_label(threshold_ms: float) -> str:
-    """The ``le`` label of a bound as central's exporter writes it (Python's float repr, as prometheus_client
-    does): 2000 ms → "2.0", 500 ms → "0.5"."""
-    return repr(float(threshold_ms) / 1000)
+    """The ``le`` label of a bound as central's exporter writes it (central.fleet_metrics.LE, prometheus_client's
+    float formatting): 2000 ms → "2.0", 500 ms → "0.5"."""
+    return floatToGoString(threshold_ms / 1000)
 
 
 def problems(objective: Objective, rollup_labels: Iterable[str]) -> list[str]:
@@ -88,6 +91,10 @@ def rules_yaml(objectives: Sequence[Objective], rollup_labels: Iterable[str] = D
     objective cannot be written exactly (nothing is written then)."""
     labels = tuple(rollup_labels)
     found = [p for o in objectives for p in problems(o, labels)]
+    try:
+        names = dict(zip(labels, label_names(labels), strict=True))
+    except ValueError as exc:
+        found.append(str(exc))
     if found:
         raise RulesError("; ".join(found))
     lines = [
@@ -99,7 +106,7 @@ def rules_yaml(objectives: Sequence[Objective], rollup_labels: Iterable[str] = D
     if not objectives:
         lines[-1] = "groups: []"
     for o in sorted(objectives, key=lambda o: o.name):
-        lines += _group(o)
+        lines += _group(o, names)
     return "\n".join(lines) + "\n"
 
 
@@ -108,12 +115,13 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
-def _matchers(selector, *extra: str) -> str:
-    parts = [f"{k}={_q(v)}" for k, v in sorted(selector.items())] + list(extra)
+def _matchers(selector, names: dict[str, str], *extra: str) -> str:
+    """Label matchers for the selector, each key under the Prometheus label name central exports it as."""
+    parts = [f"{names[k]}={_q(v)}" for k, v in sorted(selector.items())] + list(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
-def _group(o: Objective) -> list[str]:
+def _group(o: Objective, names: dict[str, str]) -> list[str]:
     slo = _q(o.name)
     parts_text = []
     if o.has_availability:
@@ -126,8 +134,8 @@ def _group(o: Objective) -> list[str]:
         f"  - name: {_q('edgefleet-slo-' + o.name)}",
         "    rules:",
     ]
-    sel = _matchers(o.selector)
-    within = _matchers(o.selector, f'le="{le_label(o.latency_threshold_ms)}"')
+    sel = _matchers(o.selector, names)
+    within = _matchers(o.selector, names, f'le="{le_label(o.latency_threshold_ms)}"')
     for w in BURN_WINDOWS_S:
         r = window_name(w)
         if o.has_availability:

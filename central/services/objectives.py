@@ -16,10 +16,6 @@ from central.errors import InvalidArgument, NotFound
 from central.services.base import Caller, Central, record_audit, require_admin, require_viewer
 from central.store import ObjectiveRecord
 
-# central's --rollup-labels default, until CentralSettings carries the operator's choice.
-DEFAULT_ROLLUP_LABELS = ("region", "site")
-
-
 @dataclass(frozen=True)
 class ObjectiveView:
     record: ObjectiveRecord
@@ -92,13 +88,9 @@ def delete_objective(central: Central, caller: Caller, name: str) -> None:
 # -- reading the rollups -------------------------------------------------------------------------------------------
 
 
-def rollup_labels(central: Central) -> tuple[str, ...]:
-    return tuple(getattr(central.settings, "rollup_labels", DEFAULT_ROLLUP_LABELS))
-
-
 def scopes(central: Central, objective: slo.Objective) -> list[str]:
     """The rollup scopes that sum to the objective's nodes (central.slo explains the choice)."""
-    found = slo.label_scopes(objective.selector, rollup_labels(central))
+    found = slo.label_scopes(objective.selector, central.settings.rollup_labels)
     if found is not None:
         return found
     return slo.node_scopes(n.node_id for n in central.store.list_nodes(dict(objective.selector)))
