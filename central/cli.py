@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from central import credential as credential_file
-from central import operator_commands, slo_commands
+from central import operator_commands, slo_commands, usage_commands
 from central.cli_output import iso, iso_seconds, print_json, print_table, relative, to_dict
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         " every replica mounts (default: <data-dir>/blobs)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--rollup-labels",
+        type=usage_commands.rollup_labels_arg,
+        default="region,site",
+        help="node label keys central keeps history and per-label metrics for, comma-separated; '' for none"
+        " (default region,site)",
+    )
     serve.add_argument(
         "--metrics-listen",
         default="127.0.0.1:9470",
@@ -299,13 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     arouting.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     operator_commands.add_parsers(sub, _duration_arg)  # edgefleet admin create|list|revoke|renew
+    slo_commands.add_parsers(sub, _duration_arg, _labels_arg)  # edgefleet slo set|list|status|delete|rules
+    usage_commands.add_parsers(sub, nodes, _duration_arg)  # edgefleet usage, edgefleet nodes history
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "central" and args.command == "serve":
-    slo_commands.add_parsers(sub, _duration_arg, _labels_arg)  # edgefleet slo set|list|status|delete|rules
         logs.configure(args.log_level)  # before anything imports gRPC, which reads its settings at import
     from central.blobs import BlobError
     from central.client import AdminCallError
@@ -349,7 +357,11 @@ def _central(args) -> int:
     from central.server import ListenError, serve
     from central.services.base import CentralSettings
 
-    settings = CentralSettings(heartbeat_interval_s=args.heartbeat_interval, certificate_lifetime_s=args.cert_lifetime)
+    settings = CentralSettings(
+        heartbeat_interval_s=args.heartbeat_interval,
+        certificate_lifetime_s=args.cert_lifetime,
+        rollup_labels=args.rollup_labels,
+    )
     settings = _with_enroll_limits(settings, args)
     _use_uvloop()
     _steady_malloc()
@@ -1273,9 +1285,10 @@ _HANDLERS = {
     ("fl", "status"): _fl_status,
     ("fl", "list"): _fl_list,
     **operator_commands.HANDLERS,
+    **slo_commands.HANDLERS,
+    **usage_commands.HANDLERS,
 }
 
 
 if __name__ == "__main__":
     sys.exit(main())
-    **slo_commands.HANDLERS,

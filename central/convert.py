@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from central import audit, liveness, slo
 from central.errors import InvalidArgument
 from central.routing import RoutingReport
+from central.services import history
 from central.services.nodes import NodeView
 from central.services.objectives import ObjectiveView
 from central.store import (
@@ -396,4 +397,74 @@ def objectives_response(views: list[ObjectiveView]) -> admin_pb2.ListObjectivesR
     return admin_pb2.ListObjectivesResponse(
         objectives=[objective_message(v.record) for v in views],
         statuses=[objective_status_message(v.status) for v in views],
+    )
+
+
+# -- history (central.services.history) ----------------------------------------------------------------------------
+
+RESOLUTION_PERIOD_S: dict[int, int] = {
+    admin_pb2.ROLLUP_RESOLUTION_UNSPECIFIED: 60,
+    admin_pb2.ROLLUP_RESOLUTION_MINUTE: 60,
+    admin_pb2.ROLLUP_RESOLUTION_HOUR: 3600,
+}
+
+
+def history_period_s(resolution: int) -> int:
+    """The period of a RollupResolution; InvalidArgument for a value this central does not know."""
+    if resolution not in RESOLUTION_PERIOD_S:
+        raise InvalidArgument(f"resolution {resolution} is not a RollupResolution this central knows")
+    return RESOLUTION_PERIOD_S[resolution]
+
+
+def rollup_point_message(p: history.Point) -> admin_pb2.RollupPoint:
+    r = p.row
+    return admin_pb2.RollupPoint(
+        start=timestamp(r.start),
+        period_seconds=r.period_s,
+        requests=r.requests,
+        errors=r.errors,
+        generated_tokens=r.generated_tokens,
+        prompt_tokens=r.prompt_tokens,
+        cached_prompt_tokens=r.cached_prompt_tokens,
+        tokens_per_second=p.tokens_per_second,
+        latency_p50_ms=p.latency_p50_ms,
+        latency_p99_ms=p.latency_p99_ms,
+        ttft_p50_ms=p.ttft_p50_ms,
+        ttft_p99_ms=p.ttft_p99_ms,
+        cache_hits=r.cache_hits,
+        cache_lookups=r.cache_lookups,
+        queue_depth_max=min(r.queue_depth_max, 2**32 - 1),
+        queue_depth_mean=p.queue_depth_mean,
+        heartbeats=r.heartbeats,
+        upstream_requests=r.upstream_requests,
+        upstream_prompt_tokens=r.upstream_prompt_tokens,
+        upstream_completion_tokens=r.upstream_completion_tokens,
+        upstream_cost=r.upstream_cost,
+    )
+
+
+def metrics_history_response(series: list[tuple[str, list[history.Point]]]) -> admin_pb2.GetMetricsHistoryResponse:
+    return admin_pb2.GetMetricsHistoryResponse(
+        series=[
+            admin_pb2.MetricsSeries(scope=scope, points=[rollup_point_message(p) for p in points])
+            for scope, points in series
+        ]
+    )
+
+
+def burst_usage_response(groups: list[history.BurstGroup]) -> admin_pb2.ListBurstUsageResponse:
+    return admin_pb2.ListBurstUsageResponse(
+        rows=[
+            admin_pb2.BurstUsage(
+                upstream=g.upstream,
+                group=g.group,
+                requests=g.requests,
+                prompt_tokens=g.prompt_tokens,
+                completion_tokens=g.completion_tokens,
+                cost=g.cost,
+                currency=g.currency,
+                last_at=timestamp(g.last_at),
+            )
+            for g in groups
+        ]
     )

@@ -19,6 +19,7 @@
     ├── LabelError         (central.labels)          a malformed label or selector; also a ValueError
     ├── RolloutError       (central.rollout)         an invalid rollout spec or flag; also a ValueError
     │   └── PhaseError     (central.rollout)         a transition the rollout's phase forbids
+    ├── RollupError        (central.rollups)         a malformed --rollup-labels list; also a ValueError
     ├── ObjectiveError     (central.slo)             an invalid service level objective; also a ValueError
     ├── RulesError         (central.slo_rules)       objectives Prometheus cannot judge exactly; also a ValueError
     └── AdminCallError     (central.client)          an AdminService call failed; carries the CLI's exit code

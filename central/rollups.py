@@ -19,6 +19,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from central.errors import CentralError
 from central.store.records import HOUR_S, MINUTE_S, ROLLUP_COUNTS, BurstUsageRecord, RollupRow
 from edgefleet import histogram_buckets
 from edgefleet.v1 import common_pb2
@@ -39,8 +40,8 @@ MAX_BEAT_COST = 1e9
 MAX_SCOPE_CHARS = 512
 
 
-class RollupError(ValueError):
-    """A rollup scope or label list is malformed; the message names it."""
+class RollupError(CentralError, ValueError):
+    """A malformed --rollup-labels list; the message names the key."""
 
 
 def parse_label_keys(text: str) -> tuple[str, ...]:

@@ -60,6 +60,8 @@ SERVER_OPTIONS = [
 LOG_LEVEL_FILE = "log-level"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 STATUS_INTERVAL_S = 5.0
+# How often the leader deletes history past its retention (_prune_history).
+PRUNE_INTERVAL_S = 300.0
 SUPERLINK_READY_TIMEOUT_S = 60.0
 # The /metrics listener's bound address ("off" when disabled), for tests and scripts.
 METRICS_ADDRESS_FILE = "metrics-address"
@@ -198,6 +200,7 @@ async def serve(
         asyncio.create_task(_lead(central, leader, fed, paths, stop, deposed)),
         asyncio.create_task(_announce(central, replica, follow_replicas, stop)),
         asyncio.create_task(_tell_systemd(store, settings, fleet_address, enroll_address, fed, leader, stop)),
+        asyncio.create_task(_prune_history(central, leader, stop)),
     ]
     interval_s = sdnotify.watchdog_interval_s()
     if interval_s is not None:
@@ -478,6 +481,25 @@ async def _flush_heartbeats(central: Central, leader: Leadership, stop: asyncio.
             await call(central, rollouts.tick, central)
         except Exception:
             log.exception("rollout controller tick failed; retrying in %.0f s", FLUSH_INTERVAL_S)
+
+
+async def _prune_history(central: Central, leader: Leadership, stop: asyncio.Event) -> None:
+    """Every PRUNE_INTERVAL_S the leader deletes the rollups and burst usage past their retention (a day of minutes,
+    30 days of hours and of burst usage): one replica is enough, and with SQLite the one process leads."""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), PRUNE_INTERVAL_S)
+        if stop.is_set():
+            return
+        if not leader.is_leader:
+            continue
+        try:
+            gone = await call(central, central.store.prune_rollups, central.clock())
+        except Exception:  # the store may be down for a moment: the next round tries again
+            log.exception("could not prune the history; retrying in %.0f s", PRUNE_INTERVAL_S)
+            continue
+        if gone:
+            log.info("pruned %d history rows past their retention", gone)
 
 
 def _port(address: str) -> int:

@@ -28,6 +28,7 @@ from central.services import (
     enrollment,
     federation,
     fleet,
+    history,
     nodes,
     objectives,
     operators,
@@ -558,3 +559,22 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def DeleteObjective(self, request, caller):
         objectives.delete_objective(self.central, caller, request.name)
         return admin_pb2.DeleteObjectiveResponse()
+
+    # -- history (central.services.history) ----------------------------------------------
+
+    @_unary
+    def GetMetricsHistory(self, request, caller):
+        series = history.metrics_history(
+            self.central,
+            caller,
+            list(request.scopes),
+            convert.history_period_s(request.resolution),
+            convert.seconds_of(request.start, "start") if request.HasField("start") else None,
+            convert.seconds_of(request.end, "end") if request.HasField("end") else None,
+        )
+        return convert.metrics_history_response(series)
+
+    @_unary
+    def ListBurstUsage(self, request, caller):
+        since = convert.seconds_of(request.since, "since") if request.HasField("since") else None
+        return convert.burst_usage_response(history.list_burst_usage(self.central, caller, request.group_by, since))

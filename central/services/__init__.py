@@ -17,4 +17,5 @@ audit log here, so no servicer can forget one.
     federation  federated runs and the SuperLink's node keys
     audit       the audit log and per-node routing totals
     operators   who may call AdminService: create (for the caller's CSR), list, revoke, renew
+    history     the rollups of the heartbeats and the burst usage, for viewers
 """
