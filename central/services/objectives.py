@@ -16,6 +16,7 @@ from central.errors import InvalidArgument, NotFound
 from central.services.base import Caller, Central, record_audit, require_admin, require_viewer
 from central.store import ObjectiveRecord
 
+
 @dataclass(frozen=True)
 class ObjectiveView:
     record: ObjectiveRecord
