@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from central import credential as credential_file
-from central import operator_commands, slo_commands, usage_commands
+from central import dashboard_command, operator_commands, slo_commands, usage_commands
 from central.cli_output import iso, iso_seconds, print_json, print_table, relative, to_dict
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
@@ -306,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     arouting.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     operator_commands.add_parsers(sub, _duration_arg)  # edgefleet admin create|list|revoke|renew
+    dashboard_command.add_parsers(sub)  # edgefleet dashboard
     slo_commands.add_parsers(sub, _duration_arg, _labels_arg)  # edgefleet slo set|list|status|delete|rules
     usage_commands.add_parsers(sub, nodes, _duration_arg)  # edgefleet usage, edgefleet nodes history
     return parser
@@ -1285,6 +1286,7 @@ _HANDLERS = {
     ("fl", "status"): _fl_status,
     ("fl", "list"): _fl_list,
     **operator_commands.HANDLERS,
+    **dashboard_command.HANDLERS,
     **slo_commands.HANDLERS,
     **usage_commands.HANDLERS,
 }

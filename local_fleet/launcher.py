@@ -8,6 +8,7 @@ stopped together by pid. It lives apart from both programs because it imports bo
 
     export EDGEFLEET_CREDENTIAL=DIR/central/admin.credential
     edgefleet nodes list
+    edgefleet dashboard    # the web dashboard on http://127.0.0.1:8700/
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from central import credential as credential_file
 from central.client import AdminClient
 from central.convert import duration
+from central.dashboard_command import DEFAULT_LISTEN as DASHBOARD_DEFAULT_LISTEN
 from central.datadir import CentralPaths, initialize
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
@@ -72,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nlocal fleet: central on {args.central_listen}, agent API on http://{args.listen}/v1\n"
             f"in another terminal:\n  export EDGEFLEET_CREDENTIAL={paths.admin_credential}\n"
-            f"  edgefleet nodes list\nCtrl-C stops both.\n",
+            f"  edgefleet nodes list\n"
+            f"  edgefleet dashboard    # the web dashboard on http://{DASHBOARD_DEFAULT_LISTEN}/\n"
+            "Ctrl-C stops both.\n",
             flush=True,
         )
         return _supervise(children)

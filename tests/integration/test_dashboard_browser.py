@@ -1,0 +1,255 @@
+"""`edgefleet dashboard` in Debian's Chromium (driven by Playwright, with /usr/bin/chromium: no browser download).
+
+A real central (0.5 s heartbeats), three real agents (SmolLM2) labelled region=eu, us and ap with some traffic,
+and `edgefleet dashboard` as a real process holding a VIEWER's credential (it only reads). Every page loads with
+no console error and no page error (a Content-Security-Policy violation is a console error), shows the three
+nodes and their live figures, and the node list changes after new heartbeats without a reload (htmx). A
+screenshot of each page is saved under the test's tmp dir, and copied to $EDGEFLEET_SCREENSHOT_DIR when set.
+With JavaScript off the tables are there.
+
+Without Chromium or Playwright these skip, except under CI=true, where a skip would hide the failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent_process import start_agent
+from central_process import create_token, edgefleet_cli, start_central, wait_for
+from edge_agent.control.client import enroll
+from edge_agent.control.identity import FleetFiles
+
+CHROMIUM = os.environ.get("EDGEFLEET_CHROMIUM", "/usr/bin/chromium")
+REGIONS = ("eu", "us", "ap")
+PAGES = ("/", "/nodes", "/rollouts", "/federated", "/residency", "/objectives", "/burst", "/audit")
+FAST_RETRY = {"max_backoff_s": 1.0, "rpc_timeout_s": 3.0}
+START_TIMEOUT_S = 60
+
+
+def _skip_or_fail(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the browser tests must run; `make system-packages` installs Chromium)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK)):
+        _skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_or_fail("Playwright for Python is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _complete(base_url: str, prompt: str) -> None:
+    r = httpx.post(
+        base_url + "/v1/completions",
+        timeout=120,
+        headers={"Cache-Control": "no-store"},
+        json={"model": "smollm2-135m-instruct", "prompt": prompt, "max_tokens": 4, "temperature": 0.7},
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet")
+    central = start_central(root / "central", "--heartbeat-interval", "0.5s")
+    agents, nodes = [], {}
+    try:
+        for region in REGIONS:
+            token = create_token(central, region=region)
+            data_dir = root / f"agent-{region}"
+            identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir))
+            agent = start_agent(data_dir, sections={"fleet": FAST_RETRY})
+            agents.append(agent)
+            nodes[region] = (identity.node_id, agent)
+        for i, (_, agent) in enumerate(nodes.values()):
+            _complete(agent.base_url, f"Say hello {i}:")
+        yield central, nodes
+    finally:
+        for agent in agents:
+            agent.stop()
+        central.stop()
+
+
+@pytest.fixture(scope="module")
+def dashboard(fleet, tmp_path_factory):
+    """`edgefleet dashboard` as its own process, with a viewer's credential; its base URL."""
+    central, _ = fleet
+    viewer = tmp_path_factory.mktemp("viewer") / "viewer.credential"
+    edgefleet_cli(central, "admin", "create", "dash-viewer", "--role", "viewer", "--out", str(viewer))
+    log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "central.cli", "dashboard", "--listen", "127.0.0.1:0"),
+            *("--credential", str(viewer), "--central", central.fleet_address),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=open(log, "wb"),  # noqa: SIM115 - the child holds it
+        text=True,
+    )
+    try:
+        url = _read_url(proc, log)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")
+
+
+def _read_url(proc: subprocess.Popen, log: Path) -> str:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            match = re.search(r"(http://\S+?)/ ", line)
+            if match:
+                return match.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"edgefleet dashboard exited {proc.returncode}: {log.read_text()}")
+    raise AssertionError(f"edgefleet dashboard printed no URL within {START_TIMEOUT_S} s: {log.read_text()}")
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"dashboard-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    target = os.environ.get("EDGEFLEET_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / path.name)
+    return path
+
+
+def _watched_page(browser, **context_args):
+    """A page whose console errors and uncaught exceptions are collected in page.problems."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, **context_args)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.problems = problems
+    return page
+
+
+def _wait_for_history(central, node_ids) -> None:
+    """Until every node's minute has a rollup with requests (the heartbeats carried the traffic)."""
+    from edgefleet.v1 import admin_pb2
+
+    def ready():
+        with central.admin() as admin:
+            try:
+                reply = admin.call(
+                    "GetMetricsHistory",
+                    admin_pb2.GetMetricsHistoryRequest(scopes=[f"node:{n}" for n in node_ids]),
+                )
+            except Exception as exc:  # noqa: BLE001 - UNIMPLEMENTED before the history lands: nothing to wait for
+                return "UNIMPLEMENTED" in str(exc)
+        return all(sum(p.requests for p in s.points) > 0 for s in reply.series)
+
+    wait_for(ready, timeout_s=60, what="each node's traffic in the history")
+
+
+def test_every_page_loads_clean_and_shows_the_three_nodes(browser, fleet, dashboard, tmp_path):
+    central, nodes = fleet
+    ids = {region: node_id for region, (node_id, _) in nodes.items()}
+    _wait_for_history(central, ids.values())
+    page = _watched_page(browser)
+    for path in [*PAGES, f"/nodes/{ids['eu']}"]:
+        page.goto(dashboard + path, wait_until="load")
+        page.wait_for_function("() => window.htmx !== undefined")
+        html = page.content()
+        if path == "/":
+            assert page.inner_text("#nodes-total") == "3"
+            wait_for(lambda: page.inner_text("#nodes-online") == "3", timeout_s=30, what="three nodes online")
+            assert page.inner_text("#restricted-left") == "0"
+            regions = page.inner_text("#regions")
+            assert all(region in regions for region in REGIONS)
+        if path == "/nodes":
+            for region, node_id in ids.items():
+                row = page.locator(f"#node-{node_id}")
+                assert f"region={region}" in row.inner_text()
+                assert "online" in row.inner_text()
+                assert row.locator(".tokens-per-s").inner_text() != "-", "live figures from the last heartbeat"
+        if path == "/residency":
+            assert page.inner_text("#restricted-left") == "0"
+            assert all(node_id in html for node_id in ids.values())
+        if path.startswith("/nodes/"):
+            assert ids["eu"] in page.inner_text("#node-identity") and "region=eu" in html
+            # The charts: drawn by uPlot, or a sentence saying why not.
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.chart')].every("
+                "c => c.querySelector('canvas') || (c.querySelector('.chart-note')||{}).textContent)"
+            )
+        # One htmx refresh of the live part, so its requests are among what is checked.
+        page.evaluate("() => new Promise(r => document.body.addEventListener('htmx:afterSwap', r, {once: true}))")
+        _shot(page, tmp_path, path.strip("/").replace("/", "-") or "overview")
+        assert page.problems == [], f"{path}: {page.problems}"
+
+
+def test_the_node_list_updates_after_a_heartbeat_without_a_reload(browser, fleet, dashboard, tmp_path):
+    _, nodes = fleet
+    node_id, agent = nodes["us"]
+    page = _watched_page(browser)
+    page.goto(dashboard + "/nodes", wait_until="load")
+    page.wait_for_function("() => window.htmx !== undefined")
+    page.evaluate("() => { window.sameDocument = true; }")
+    history = "not available" not in page.inner_text("#live")
+    cell = f"#node-{node_id} .requests-1h" if history else f"#node-{node_id} .last-seen"
+    before = page.inner_text(cell)
+    for i in range(3):
+        _complete(agent.base_url, f"Count to {i}:")
+    if history:
+        page.wait_for_function(
+            "([sel, before]) => parseInt(document.querySelector(sel).textContent) > parseInt(before)",
+            arg=[cell, before],
+            timeout=60_000,
+        )
+    else:
+        page.wait_for_function(
+            "([sel, before]) => document.querySelector(sel).textContent !== before", arg=[cell, before], timeout=60_000
+        )
+    assert page.evaluate("() => window.sameDocument") is True, "the page was reloaded"
+    assert page.problems == [], page.problems
+    _shot(page, tmp_path, "nodes-updated")
+
+
+def test_without_javascript_the_tables_are_there(browser, fleet, dashboard, tmp_path):
+    _, nodes = fleet
+    page = _watched_page(browser, java_script_enabled=False)
+    page.goto(dashboard + "/nodes", wait_until="load")
+    table = page.inner_text("#node-table")
+    for region, (node_id, _) in nodes.items():
+        assert node_id in table and f"region={region}" in table
+    page.goto(dashboard + "/", wait_until="load")
+    assert page.inner_text("#nodes-total") == "3"
+    _shot(page, tmp_path, "nodes-no-javascript")
+    assert page.problems == [], page.problems
+
+
+def test_a_rebound_host_name_is_refused(fleet, dashboard):
+    port = dashboard.rsplit(":", 1)[1]
+    refused = httpx.get(dashboard + "/nodes", headers={"Host": f"attacker.example:{port}"})
+    assert refused.status_code == 421
+    assert httpx.get(dashboard + "/nodes").headers["x-frame-options"] == "DENY"
