@@ -14,11 +14,14 @@ node's earlier beats since the flush carried, and written with them. Unlike
 last-seen times, counts lost in a crash are not restored by the next beat; a
 crash loses at most one flush interval of them.
 
-So do the rollups of the beats' inference figures (central.rollups): per scope
-(the fleet, the node, its label groups) and minute, coalesced in memory, written
-at the flush as additive upserts of the minute rows and the hour rows they add
-up to, beside the burst usage per node and hour. A failed write keeps them for
-the next flush, as it keeps routing counts.
+So do the rollups of the beats' inference figures (central.rollups), held per
+node and minute until the minute has ended: the first flush after it writes its
+rows (the node's, its share of the fleet's and its label groups', and the hour
+rows they add up to) as additive upserts, with the burst usage per node and
+hour. A node beating every 15 s so costs one write of its rows a minute, not
+four. Reads of the history flush every minute held (flush(history=True)); a
+crash loses at most the minute in progress. A failed write keeps them for the
+next flush, as it keeps routing counts.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 
 from central import rollups, routing
@@ -45,8 +49,14 @@ class HeartbeatBuffer:
     """Thread-safe: with a remote store (PostgreSQL) heartbeats and admin reads run on central's worker
     threads, and any of them may flush. The lock covers the dicts only, never a store call."""
 
-    def __init__(self, store: FleetStore, rollup_label_keys: Sequence[str] = rollups.DEFAULT_LABEL_KEYS):
+    def __init__(
+        self,
+        store: FleetStore,
+        rollup_label_keys: Sequence[str] = rollups.DEFAULT_LABEL_KEYS,
+        clock: Callable[[], float] = time.time,
+    ):
         self._store = store
+        self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, bytes, NodeHealth | None]] = {}
         self._routing: dict[str, tuple[float, RoutingReport]] = {}
@@ -81,21 +91,23 @@ class HeartbeatBuffer:
         held = self._routing.get(node_id)
         self._routing[node_id] = (at, routing.merge(held[1], report)) if held else (at, report)
 
-    def flush(self) -> None:
+    def flush(self, history: bool = False) -> None:
+        """Write the beats and routing counts held, and the rollups of the minutes that have ended (with
+        `history`, of every minute held: for a read of the history)."""
         with self._lock:
             batch, self._pending = self._pending, {}
             counts, self._routing = self._routing, {}
-            history = self._take_history_locked()
+            taken = self._take_history_locked(None if history else self._clock())
         try:
             self._write(batch, counts)
-            self._write_history(*history)
+            self._write_history(*taken)
         except Exception:
             self._keep(batch, counts)
-            self._keep_history(*history)
+            self._keep_history(*taken)
             raise
 
-    def _take_history_locked(self) -> tuple[list[RollupRow], list[BurstUsageRecord]]:
-        rows, usage = self._history.take()
+    def _take_history_locked(self, closed_before: float | None) -> tuple[list[RollupRow], list[BurstUsageRecord]]:
+        rows, usage = self._history.take(closed_before)
         if self._kept_rollups:
             rows, self._kept_rollups = rollups.merged_rows(self._kept_rollups, rows), []
         if self._kept_usage:

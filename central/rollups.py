@@ -7,9 +7,10 @@ the time central received the beat. Everything adds up (counts, per-bucket laten
 queue depth's largest value, so the rows are kept by additive upserts (FleetStore.add_rollups) that several
 replicas may make on the same rows.
 
-Nothing here reads a clock, the network or the store. :class:`Accumulator` keeps the deltas of the beats since
-the last flush (central.heartbeats.HeartbeatBuffer holds one), coalesced per row: between flushes a busy fleet
-adds to a handful of fleet and label rows and to one row per beating node.
+Nothing here reads a clock, the network or the store. :class:`Accumulator` keeps the deltas of the beats
+(central.heartbeats.HeartbeatBuffer holds one) per node and minute until the minute has ended: a node beating
+every 15 s adds to its row four times, and the row, its share of the fleet's and label groups' rows and the hour
+rows they add up to are written once (bench/heartbeats.py measures what that saves).
 """
 
 from __future__ import annotations
@@ -101,21 +102,25 @@ class LabelCap:
 
 
 def _count(n: int) -> int:
-    return min(max(int(n), 0), MAX_BEAT_COUNT)
+    return n if 0 <= n <= MAX_BEAT_COUNT else min(max(int(n), 0), MAX_BEAT_COUNT)
 
 
 def _cost(x: float) -> float:
     return min(float(x), MAX_BEAT_COST) if math.isfinite(x) and x > 0 else 0.0
 
 
-def _buckets(values: Sequence[int]) -> list[int]:
-    return [_count(c) for c in histogram_buckets.normalized(values)]
+def _buckets(values) -> list[int]:
+    counts = list(values)
+    if len(counts) == histogram_buckets.BUCKETS and (not counts or max(counts) <= MAX_BEAT_COUNT):
+        return counts  # the usual beat: every bucket, each count in bounds
+    return [_count(c) for c in histogram_buckets.normalized(counts)]
 
 
 @dataclass(frozen=True)
 class BeatFigures:
-    """What one heartbeat adds to each of its scopes' rows: `values` in the additive order of
-    :func:`additive_values` (ROLLUP_COUNTS, upstream_cost, latency buckets, TTFT buckets) and the queue depth."""
+    """What one heartbeat adds to each of its scopes' rows: `values` in ROLLUP_VALUE_COLUMNS order less
+    queue_depth_max (ROLLUP_COUNTS, upstream_cost, latency buckets, TTFT buckets), all additive, and the queue
+    depth (its largest is kept)."""
 
     values: tuple
     queue_depth: int
@@ -124,7 +129,7 @@ class BeatFigures:
 
 
 def figures(status: common_pb2.NodeStatus) -> BeatFigures:
-    """The figures of one beat's status (its inference window), bounded."""
+    """The figures of one beat's status (its inference window), bounded. On every accepted beat: kept lean."""
     inf = status.inference
     usage = tuple(
         (
@@ -140,34 +145,25 @@ def figures(status: common_pb2.NodeStatus) -> BeatFigures:
         for u in inf.upstream_usage
     )
     queue = _count(inf.queue_depth)
-    counts = {
-        "requests": _count(inf.requests),
-        "errors": _count(inf.errors),
-        "generated_tokens": _count(inf.generated_tokens),
-        "prompt_tokens": _count(inf.prompt_tokens),
-        "cached_prompt_tokens": _count(inf.cached_prompt_tokens),
-        "cache_hits": _count(inf.cache_hits),
-        "cache_lookups": _count(inf.cache_lookups),
-        "heartbeats": 1,
-        "queue_depth_sum": queue,
-        "upstream_requests": sum(u[4] for u in usage),
-        "upstream_prompt_tokens": sum(u[5] for u in usage),
-        "upstream_completion_tokens": sum(u[6] for u in usage),
-    }
+    # In ROLLUP_COUNTS order.
     values = (
-        *(counts[name] for name in ROLLUP_COUNTS),
-        sum(u[7] for u in usage),
+        _count(inf.requests),
+        _count(inf.errors),
+        _count(inf.generated_tokens),
+        _count(inf.prompt_tokens),
+        _count(inf.cached_prompt_tokens),
+        _count(inf.cache_hits),
+        _count(inf.cache_lookups),
+        1,  # heartbeats
+        queue,  # queue_depth_sum
+        sum(u[4] for u in usage),
+        sum(u[5] for u in usage),
+        sum(u[6] for u in usage),
+        sum(u[7] for u in usage),  # upstream_cost
         *_buckets(inf.latency_buckets),
         *_buckets(inf.ttft_buckets),
     )
     return BeatFigures(values, queue, usage)
-
-
-def scopes(node_id: str, labels: Mapping[str, str], label_keys: Iterable[str], cap: LabelCap) -> list[str]:
-    """The scopes a node's beat counts in: the fleet, the node, and one label group per rollup key it has."""
-    out = [FLEET, node_scope(node_id)]
-    out.extend(label_scope(k, cap.value(k, labels[k])) for k in label_keys if k in labels)
-    return out
 
 
 def row(scope: str, period_s: int, start: int, values: Sequence, queue_depth_max: int) -> RollupRow:
@@ -186,35 +182,46 @@ def row(scope: str, period_s: int, start: int, values: Sequence, queue_depth_max
     )
 
 
+def _add_into(held: dict, key, values: Sequence, qmax: int) -> None:
+    entry = held.get(key)
+    if entry is None:
+        held[key] = [values, qmax]
+    else:
+        entry[0] = list(map(operator.add, entry[0], values))
+        if qmax > entry[1]:
+            entry[1] = qmax
+
+
 class Accumulator:
-    """The rollup and burst usage deltas of the beats since the last take(), coalesced per row. Not thread-safe:
-    its holder locks around it."""
+    """The rollup and burst usage deltas of the beats not yet taken. Per node and minute as beats arrive (one
+    addition per beat); fanned out to the fleet's, the label groups' and the hour rows only when taken. Not
+    thread-safe: its holder locks around it."""
 
     def __init__(self, label_keys: Sequence[str] = DEFAULT_LABEL_KEYS, cap: LabelCap | None = None):
         self.label_keys = tuple(label_keys)
         self._cap = cap or LabelCap()
-        # (scope, minute start) -> [additive values list, queue_depth_max]; hours are derived at take().
+        # (node_id, minute start) -> [additive values, queue_depth_max, the node's labels at its latest beat]
         self._minutes: dict[tuple[str, int], list] = {}
         self._usage: dict[tuple[int, str, str, str, str, str], list] = {}
 
     def add(self, node_id: str, labels: Mapping[str, str], beat: BeatFigures, at: float) -> None:
         """Count one beat received at `at` (central's clock, unix seconds)."""
-        minute = int(at) // MINUTE_S * MINUTE_S
-        for scope in scopes(node_id, labels, self.label_keys, self._cap):
-            held = self._minutes.get((scope, minute))
-            if held is None:
-                self._minutes[(scope, minute)] = [list(beat.values), beat.queue_depth]
-            else:
-                held[0] = list(map(operator.add, held[0], beat.values))
-                if beat.queue_depth > held[1]:
-                    held[1] = beat.queue_depth
+        key = (node_id, int(at) // MINUTE_S * MINUTE_S)
+        held = self._minutes.get(key)
+        if held is None:
+            self._minutes[key] = [beat.values, beat.queue_depth, labels]
+        else:
+            held[0] = list(map(operator.add, held[0], beat.values))
+            if beat.queue_depth > held[1]:
+                held[1] = beat.queue_depth
+            held[2] = labels
         if beat.usage:
             hour = int(at) // HOUR_S * HOUR_S
             for upstream, tenant, data_class, currency, requests, prompt, completion, cost in beat.usage:
-                key = (hour, node_id, upstream, tenant, data_class, currency)
-                u = self._usage.get(key)
+                ukey = (hour, node_id, upstream, tenant, data_class, currency)
+                u = self._usage.get(ukey)
                 if u is None:
-                    self._usage[key] = [requests, prompt, completion, cost, at]
+                    self._usage[ukey] = [requests, prompt, completion, cost, at]
                 else:
                     u[0] += requests
                     u[1] += prompt
@@ -222,21 +229,32 @@ class Accumulator:
                     u[3] += cost
                     u[4] = max(u[4], at)
 
-    def take(self) -> tuple[list[RollupRow], list[BurstUsageRecord]]:
-        """The deltas held (each minute row and the hour rows they add up to) and the burst usage; empties."""
-        minutes, self._minutes = self._minutes, {}
+    def take(self, closed_before: float | None = None) -> tuple[list[RollupRow], list[BurstUsageRecord]]:
+        """The deltas of the minutes that ended by `closed_before` (every minute held when None) as rows of every
+        scope, minute and hour, with the burst usage held; empties what it returns. While no minute has ended
+        since the last take, nothing: a node beating every 15 s adds to one row four times before it is written."""
+        if closed_before is None:
+            taken, self._minutes = self._minutes, {}
+        else:
+            taken = {k: v for k, v in self._minutes.items() if k[1] + MINUTE_S <= closed_before}
+            if not taken:
+                return [], []
+            for k in taken:
+                del self._minutes[k]
         usage, self._usage = self._usage, {}
+        minutes: dict[tuple[str, int], list] = {}
+        for (node_id, start), (values, qmax, labels) in taken.items():
+            minutes[(node_scope(node_id), start)] = [values, qmax]
+            _add_into(minutes, (FLEET, start), values, qmax)
+            for label in self.label_keys:
+                if label in labels:
+                    scope = label_scope(label, self._cap.value(label, labels[label]))
+                    _add_into(minutes, (scope, start), values, qmax)
         hours: dict[tuple[str, int], list] = {}
         rows = []
         for (scope, start), (values, qmax) in minutes.items():
             rows.append(row(scope, MINUTE_S, start, values, qmax))
-            key = (scope, start // HOUR_S * HOUR_S)
-            held = hours.get(key)
-            if held is None:
-                hours[key] = [values, qmax]
-            else:
-                held[0] = list(map(operator.add, held[0], values))
-                held[1] = max(held[1], qmax)
+            _add_into(hours, (scope, start // HOUR_S * HOUR_S), values, qmax)
         rows.extend(row(scope, HOUR_S, start, values, qmax) for (scope, start), (values, qmax) in hours.items())
         return rows, [BurstUsageRecord(*key, *u) for key, u in usage.items()]
 

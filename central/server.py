@@ -315,9 +315,10 @@ async def _announce(central: Central, replica: ReplicaRecord, follow_replicas: b
 
 
 def _leave(central: Central, leader: Leadership, replica: ReplicaRecord) -> None:
-    """At a clean stop: the last beats written, the lock handed on, this replica out of the list."""
+    """At a clean stop: the last beats and every minute of history held written, the lock handed on, this replica
+    out of the list."""
     try:
-        central.beats.flush()
+        central.beats.flush(history=True)
     except Exception:
         log.exception("could not write the last heartbeats to the store")
     with contextlib.suppress(Exception):

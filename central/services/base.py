@@ -128,7 +128,7 @@ class Central:
     targets: TargetReads | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.beats = HeartbeatBuffer(self.store, self.settings.rollup_labels)
+        self.beats = HeartbeatBuffer(self.store, self.settings.rollup_labels, self.clock)
         if self.store.remote:
             self.workers = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="store")
             self.targets = TargetReads(self.store, self.workers)

@@ -87,7 +87,7 @@ def metrics_history(
             f"{len(unique)} scopes over {periods} periods may be {periods * len(unique)} points, more than"
             f" {MAX_POINTS}: ask for fewer scopes, a shorter range, or hours instead of minutes"
         )
-    central.beats.flush()
+    central.beats.flush(history=True)
     series = central.store.rollup_series(unique, period_s, start, end)
     return [(scope, [point(r) for r in series[scope]]) for scope in scopes]
 
@@ -175,5 +175,5 @@ def list_burst_usage(
     """Burst usage since `since` (the hours that end after it; all central holds when None), grouped."""
     require_viewer(central, caller, "burst.list")
     keys = check_group_by(group_by)
-    central.beats.flush()
+    central.beats.flush(history=True)
     return group_usage(central.store.burst_usage_rows(since or 0.0), keys)

@@ -901,7 +901,7 @@ class PostgresFleetStore(FleetStore):
                 " prompt_tokens = burst_usage.prompt_tokens + excluded.prompt_tokens,"
                 " completion_tokens = burst_usage.completion_tokens + excluded.completion_tokens,"
                 " cost = burst_usage.cost + excluded.cost, last_at = greatest(burst_usage.last_at, excluded.last_at)",
-                [(*astuple(r), r.node_id) for r in ordered],
+                [(*r.values(), r.node_id) for r in ordered],
             )
 
     def burst_usage_rows(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, dict[str, str]]]:

@@ -252,7 +252,8 @@ ROLLUP_VALUE_COLUMNS = (
     *LATENCY_BUCKET_COLUMNS,
     *TTFT_BUCKET_COLUMNS,
 )
-_ZERO_BUCKETS = (0,) * histogram_buckets.BUCKETS
+_BUCKETS = histogram_buckets.BUCKETS
+_ZERO_BUCKETS = (0,) * _BUCKETS
 
 
 @dataclass(frozen=True)
@@ -287,8 +288,8 @@ class RollupRow:
             *(getattr(self, name) for name in ROLLUP_COUNTS),
             self.queue_depth_max,
             self.upstream_cost,
-            *histogram_buckets.normalized(self.latency_buckets),
-            *histogram_buckets.normalized(self.ttft_buckets),
+            *(lat if len(lat := self.latency_buckets) == _BUCKETS else histogram_buckets.normalized(lat)),
+            *(ttft if len(ttft := self.ttft_buckets) == _BUCKETS else histogram_buckets.normalized(ttft)),
         )
 
     def plus(self, other: RollupRow) -> RollupRow:
@@ -359,6 +360,10 @@ class BurstUsageRecord:
     @property
     def key(self) -> tuple[int, str, str, str, str, str]:
         return (self.hour, self.node_id, self.upstream, self.tenant, self.data_class, self.currency)
+
+    def values(self) -> tuple:
+        """Every field, in order (the table's columns)."""
+        return (*self.key, self.requests, self.prompt_tokens, self.completion_tokens, self.cost, self.last_at)
 
 
 class LeaderLock(abc.ABC):

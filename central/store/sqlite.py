@@ -831,7 +831,7 @@ class SqliteFleetStore(FleetStore):
                 " requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
                 " completion_tokens = completion_tokens + excluded.completion_tokens, cost = cost + excluded.cost,"
                 " last_at = max(last_at, excluded.last_at)",
-                [(*astuple(r), r.node_id) for r in rows],
+                [(*r.values(), r.node_id) for r in rows],
             )
 
     def burst_usage_rows(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, dict[str, str]]]:
@@ -871,7 +871,6 @@ class SqliteFleetStore(FleetStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
 
 
 def _append_audit(c: sqlite3.Connection, event: AuditEvent) -> AuditEntry:

@@ -172,3 +172,22 @@ def test_heartbeat_buffer_writes_rollups_at_flush_and_keeps_them_across_a_failed
     buffer.flush()  # nothing new: nothing written twice
     assert store.rollup_sums(["fleet"], 60, 0, 60).requests == 7
     store.close()
+
+
+def test_a_minute_is_written_once_it_has_ended_or_when_history_is_read(tmp_path):
+    store = SqliteFleetStore(tmp_path / "central.db")
+    now = [125.0]
+    buffer = HeartbeatBuffer(store, (), clock=lambda: now[0])
+    for at in (120, 135, 150, 165):  # four beats of a node in the minute from 120
+        buffer.record_history("n", {}, rollups.figures(_status(requests=1)), at=at)
+    buffer.flush()
+    assert store.rollup_sums(["node:n"], 60, 0, 3600).requests == 0, "the minute has not ended"
+    now[0] = 180.0
+    buffer.flush()
+    assert store.rollup_series(["node:n"], 60, 0, 3600)["node:n"] == [
+        RollupRow("node:n", 60, 120, requests=4, heartbeats=4)
+    ]
+    buffer.record_history("n", {}, rollups.figures(_status(requests=2)), at=185)
+    buffer.flush(history=True)  # a read of the history: the minute in progress too
+    assert store.rollup_sums(["fleet"], 3600, 0, 3600).requests == 6
+    store.close()
