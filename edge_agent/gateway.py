@@ -232,17 +232,22 @@ class Gateway:
         self, tenant: str, data_class: str, outgoing: dict[str, Any]
     ) -> Callable[[UpstreamConfig, ReplyTokens], None]:
         """Counts an upstream's answer (edgefleet_upstream_* and the heartbeat's upstream_usage); tokens the
-        upstream did not report are counted with the local model's tokenizer (the model served now)."""
-        backend = self.service.backend
-
-        def count_prompt() -> int:
-            if "messages" in outgoing and backend.has_chat_template:
-                return len(backend.chat_prompt_tokens(outgoing["messages"]))
-            if "messages" in outgoing:
-                return len(backend.tokenize("\n".join(m["content"] for m in outgoing["messages"])))
-            return len(backend.tokenize(outgoing.get("prompt", "")))
+        upstream did not report are counted with the local model's tokenizer: the model served when the answer
+        ends (a stream may outlive a switch, and a switched-out model is closed)."""
 
         def count(config: UpstreamConfig, tokens: ReplyTokens) -> None:
+            backend = self.service.backend
+
+            def count_prompt() -> int:
+                if "messages" not in outgoing:
+                    return len(backend.tokenize(outgoing.get("prompt", "")))
+                if backend.has_chat_template:
+                    try:
+                        return len(backend.chat_prompt_tokens(outgoing["messages"]))
+                    except Exception:  # noqa: BLE001 - a template may refuse what the upstream took: count the text
+                        pass
+                return len(backend.tokenize("\n".join(m["content"] for m in outgoing["messages"])))
+
             entry = usage_entry(
                 config,
                 tenant,

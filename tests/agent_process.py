@@ -58,8 +58,9 @@ class AgentProcess:
         return openai.OpenAI(base_url=self.base_url + "/v1", api_key="not-needed", max_retries=0, **kwargs)
 
     def metrics(self) -> dict[str, float]:
-        """Prometheus samples as {'name{labels}': value}; a labelled series' samples are also summed under its bare
-        name (e.g. 'edgefleet_generated_tokens_total' over its model_version), where that is not a sample itself."""
+        """Prometheus samples as {'name{labels}': value}; a labelled counter's samples (a name ending in _total) are
+        also summed under its bare name (e.g. 'edgefleet_generated_tokens_total' over its model_version), where that
+        is not a sample itself."""
         text = httpx.get(self.base_url + "/metrics", timeout=60).text  # polled while the agent is busy generating
         samples: dict[str, float] = {}
         sums: dict[str, float] = {}
@@ -67,7 +68,7 @@ class AgentProcess:
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 samples[name] = float(value)
-                if "{" in name:
+                if "{" in name and name.split("{", 1)[0].endswith("_total"):
                     bare = name.split("{", 1)[0]
                     sums[bare] = sums.get(bare, 0.0) + float(value)
         for bare, total in sums.items():

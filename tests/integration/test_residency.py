@@ -630,6 +630,8 @@ def test_internal_data_arrives_redacted_and_public_data_intact(attack_box, logge
             "top_k": 5,
             "seed": 3,
             "stream": model == CLOUD,
+            # A stream asks for the upstream's usage, to count what bursting costs (a flag, no text).
+            **({"stream_options": {"include_usage": True}} if model == CLOUD else {}),
         }
 
 
