@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.dashboard import security
-from central.dashboard.pages import Pages
+from central.dashboard.pages import BURST_HOURS_DEFAULT, NODE_PAGE_DEFAULT, Pages
 from edgefleet import __version__
 from edgefleet.terminal import printable
 
@@ -75,6 +75,14 @@ def _bytes(value: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    """A whole-number query parameter; `default` when absent or not a number (the page clamps the range)."""
+    try:
+        return int(request.query_params.get(name, "") or default)
+    except ValueError:
+        return default
 
 
 def environment() -> jinja2.Environment:
@@ -162,12 +170,14 @@ def create_app(pages: Pages, allowed_hosts: frozenset[str]) -> ASGIApp:
         return render(request, "overview", pages.overview())
 
     def nodes(request: Request) -> Response:
-        try:
-            size = int(request.query_params.get("page_size", "") or 0) or None
-        except ValueError:
-            size = None
-        context = pages.nodes(request.query_params.get("page", ""), size or 100)
-        return render(request, "nodes", context)
+        size = _int_param(request, "page_size", NODE_PAGE_DEFAULT)
+        return render(request, "nodes", pages.nodes(request.query_params.get("page", ""), size))
+
+    def residency(request: Request) -> Response:
+        return render(request, "residency", pages.residency(_int_param(request, "page", 0)))
+
+    def burst(request: Request) -> Response:
+        return render(request, "burst", pages.burst(_int_param(request, "hours", BURST_HOURS_DEFAULT)))
 
     def node(request: Request) -> Response:
         # A node central does not know is said on the page (200), so htmx keeps polling it without an error.
@@ -190,10 +200,9 @@ def create_app(pages: Pages, allowed_hosts: frozenset[str]) -> ASGIApp:
         Route("/nodes", nodes),
         Route("/nodes/{node_id}", node),
         Route("/nodes/{node_id}/history.json", node_history),
-        *(
-            Route(f"/{name}", simple(name))
-            for name in ("rollouts", "federated", "residency", "objectives", "burst", "audit")
-        ),
+        Route("/residency", residency),
+        Route("/burst", burst),
+        *(Route(f"/{name}", simple(name)) for name in ("rollouts", "federated", "objectives", "audit")),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -13,8 +13,19 @@ from central.dashboard import views
 from central.dashboard.source import FleetSource, Missing
 from edgefleet.v1 import admin_pb2
 
-NODE_PAGE_DEFAULT = 100
-NODE_PAGE_MAX = 500
+# Nodes a page of the node list: its sparklines are one GetMetricsHistory call of 60 minute points per node, and
+# central answers about 30 µs a point (bench/dashboard.py), so 50 nodes keep the page well under 300 ms.
+NODE_PAGE_DEFAULT = 50
+NODE_PAGE_MAX = 100
+# Scopes a GetMetricsHistory call asks for: central answers at most 20,000 points, 333 scopes of 60 minutes.
+HISTORY_SCOPES_PER_CALL = 300
+# Nodes a page of the residency page's per-node table (the fleet's totals count every node).
+ROUTING_NODES_PAGE = 100
+# The burst page's default span, and the longest central keeps (30 days). The page refreshes every 5 s, and
+# central's ListBurstUsage reads every usage row of the span (about 200 ms for a day of 1,000 bursting nodes on
+# SQLite, bench/dashboard.py): the last hour by default, a day or a month a click away.
+BURST_HOURS_DEFAULT = 1
+BURST_HOURS_MAX = 720
 REPORTS_SHOWN = 20
 AUDIT_TAIL = 100
 # A chart's range: the resolution GetMetricsHistory is asked for, and the span it covers by default (seconds).
@@ -59,7 +70,8 @@ class Pages:
 
     def nodes(self, page_token: str = "", page_size: int = NODE_PAGE_DEFAULT) -> dict[str, Any]:
         now = self.clock()
-        page = self.source.nodes_page(max(1, min(page_size, NODE_PAGE_MAX)), page_token)
+        page_size = max(1, min(page_size, NODE_PAGE_MAX))
+        page = self.source.nodes_page(page_size, page_token)
         if isinstance(page, Missing):
             return {"nodes_missing": page, "rows": [], "next_page": "", "history_missing": None}
         history = self._history([f"node:{n.node_id}" for n in page.nodes], admin_pb2.ROLLUP_RESOLUTION_MINUTE)
@@ -72,6 +84,7 @@ class Pages:
             "rows": rows,
             "next_page": page.next_page_token,
             "page_token": page_token,
+            "page_size": page_size,
             "history_missing": history if isinstance(history, Missing) and page.nodes else None,
         }
 
@@ -121,15 +134,21 @@ class Pages:
             return {"missing": reply, "runs": []}
         return {"missing": None, "runs": list(reply.runs)}
 
-    def residency(self) -> dict[str, Any]:
+    def residency(self, page: int = 0) -> dict[str, Any]:
+        """The fleet's totals over every node; the per-node table one page of ROUTING_NODES_PAGE nodes at a time."""
         routing = self.source.all_routing()
         if isinstance(routing, Missing):
-            return {"missing": routing, "totals": [], "nodes": [], "left": None}
+            return {"missing": routing, "totals": [], "nodes": [], "left": None, "node_page": 0, "pages": 0}
+        pages = max(1, -(-len(routing) // ROUTING_NODES_PAGE))
+        page = min(max(0, page), pages - 1)
+        by_id = sorted(routing, key=lambda n: n.node_id)
         return {
             "missing": None,
             "totals": views.route_totals(routing),
-            "nodes": sorted(routing, key=lambda n: n.node_id),
+            "nodes": by_id[page * ROUTING_NODES_PAGE : (page + 1) * ROUTING_NODES_PAGE],
             "left": views.restricted_left(routing),
+            "node_page": page,
+            "pages": pages,
         }
 
     def objectives(self) -> dict[str, Any]:
@@ -138,11 +157,15 @@ class Pages:
             return {"missing": pairs, "objectives": []}
         return {"missing": None, "objectives": pairs}
 
-    def burst(self) -> dict[str, Any]:
-        reply = self.source.fetch("ListBurstUsage", admin_pb2.ListBurstUsageRequest(group_by=list(BURST_GROUP_BY)))
+    def burst(self, hours: int = BURST_HOURS_DEFAULT) -> dict[str, Any]:
+        """What bursting sent and cost over the last `hours`."""
+        hours = min(max(1, hours), BURST_HOURS_MAX)
+        request = admin_pb2.ListBurstUsageRequest(group_by=list(BURST_GROUP_BY))
+        request.since.FromNanoseconds(int((self.clock() - hours * 3600) * 1e9))
+        reply = self.source.fetch("ListBurstUsage", request)
         if isinstance(reply, Missing):
-            return {"missing": reply, "rows": []}
-        return {"missing": None, "rows": list(reply.rows)}
+            return {"missing": reply, "rows": [], "hours": hours}
+        return {"missing": None, "rows": list(reply.rows), "hours": hours}
 
     def audit(self) -> dict[str, Any]:
         with self._lock:
@@ -182,12 +205,14 @@ class Pages:
         return list(zip(reply.objectives, reply.statuses, strict=False))
 
     def _history(self, scopes: list[str], resolution: admin_pb2.RollupResolution) -> dict[str, list[Any]] | Missing:
-        """One GetMetricsHistory call for every scope (at most 1000, central's limit)."""
-        if not scopes:
-            return {}
-        reply = self.source.fetch(
-            "GetMetricsHistory", admin_pb2.GetMetricsHistoryRequest(scopes=scopes, resolution=resolution)
-        )
-        if isinstance(reply, Missing):
-            return reply
-        return views.history_by_scope(reply.series)
+        """The scopes' series: one GetMetricsHistory call for up to HISTORY_SCOPES_PER_CALL scopes."""
+        found: dict[str, list[Any]] = {}
+        for at in range(0, len(scopes), HISTORY_SCOPES_PER_CALL):
+            chunk = scopes[at : at + HISTORY_SCOPES_PER_CALL]
+            reply = self.source.fetch(
+                "GetMetricsHistory", admin_pb2.GetMetricsHistoryRequest(scopes=chunk, resolution=resolution)
+            )
+            if isinstance(reply, Missing):
+                return reply
+            found.update(views.history_by_scope(reply.series))
+        return found
