@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-listen",
         default="127.0.0.1:9470",
-        help="Prometheus /metrics: HOST:PORT, plain HTTP on loopback, else mTLS with an operator's certificate;"
-        " 'off' disables it (default 127.0.0.1:9470)",
+        help="Prometheus /metrics: HOST:PORT, plain HTTP on loopback, else mTLS with an operator's certificate"
+        " (https://HOST:PORT: mTLS on loopback too); 'off' disables it (default 127.0.0.1:9470)",
     )
     # The enrollment port's limits (issue 16): see docs/fleet.md, "The enrollment port under load".
     serve.add_argument(

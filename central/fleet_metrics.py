@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import re
 import threading
 import time
@@ -73,13 +74,26 @@ class Family:
     help: str
 
 
-_COUNTERS = {
-    "requests": Family("edgefleet_fleet_requests", "counter", (), "completed HTTP API requests on the nodes"),
-    "errors": Family("edgefleet_fleet_request_errors", "counter", (), "requests answered with a 5xx or 429"),
-    "generated_tokens": Family("edgefleet_fleet_generated_tokens", "counter", (), "tokens generated"),
-    "prompt_tokens": Family("edgefleet_fleet_prompt_tokens", "counter", (), "prompt tokens given to the engines"),
-    "cache_hits": Family("edgefleet_fleet_cache_hits", "counter", (), "response cache lookups that found an answer"),
-    "cache_lookups": Family("edgefleet_fleet_cache_lookups", "counter", (), "response cache lookups"),
+# Labelled by the rollup labels only, and kept together per label group as one flat vector of counts (one addition
+# per beat): the counters' values in this order, then each histogram's per-bucket counts.
+GROUP_COUNTERS = (
+    Family("edgefleet_fleet_requests", "counter", (), "completed HTTP API requests on the nodes"),
+    Family("edgefleet_fleet_request_errors", "counter", (), "requests answered with a 5xx or 429"),
+    Family("edgefleet_fleet_generated_tokens", "counter", (), "tokens generated"),
+    Family("edgefleet_fleet_prompt_tokens", "counter", (), "prompt tokens given to the engines"),
+    Family("edgefleet_fleet_cache_hits", "counter", (), "response cache lookups that found an answer"),
+    Family("edgefleet_fleet_cache_lookups", "counter", (), "response cache lookups"),
+)
+GROUP_HISTOGRAMS = (
+    Family("edgefleet_fleet_request_duration_seconds", "histogram", (), "request latency on the nodes (no _sum)"),
+    Family(
+        "edgefleet_fleet_time_to_first_token_seconds", "histogram", (), "time to first token on the nodes (no _sum)"
+    ),
+)
+GROUP_WIDTH = len(GROUP_COUNTERS) + len(GROUP_HISTOGRAMS) * histogram_buckets.BUCKETS
+_NO_BUCKETS = (0,) * histogram_buckets.BUCKETS
+# Labelled by labels of their own too (data class and route, upstream and tenant...), then the rollup labels.
+KEYED = {
     "routed": Family(
         "edgefleet_fleet_routed_requests",
         "counter",
@@ -99,17 +113,17 @@ _COUNTERS = {
         "what bursting to upstreams cost at their configured prices",
     ),
 }
-_HISTOGRAMS = {
-    "latency": Family(
-        "edgefleet_fleet_request_duration_seconds", "histogram", (), "request latency on the nodes (no _sum)"
-    ),
-    "ttft": Family(
-        "edgefleet_fleet_time_to_first_token_seconds", "histogram", (), "time to first token on the nodes (no _sum)"
-    ),
-}
-FAMILIES = {**_COUNTERS, **_HISTOGRAMS}
+FAMILIES = (*GROUP_COUNTERS, *GROUP_HISTOGRAMS, *KEYED.values())
 
-Contribution = tuple[str, tuple[str, ...], "float | list[int]"]  # (family key, its own label values, amount)
+Contribution = tuple[str, tuple[str, ...], float]  # (KEYED family, its own label values, amount)
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What one accepted heartbeat adds: its group vector (GROUP_WIDTH counts) and its KEYED contributions."""
+
+    group: list[int]
+    keyed: list[Contribution]
 
 
 def label_names(rollup_keys: Sequence[str]) -> tuple[str, ...]:
@@ -127,37 +141,37 @@ def label_names(rollup_keys: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def contributions(status: common_pb2.NodeStatus, routing_report: RoutingReport | None) -> list[Contribution]:
+def contributions(status: common_pb2.NodeStatus, routing_report: RoutingReport | None) -> Beat:
     """What one accepted heartbeat adds to the counters, before its rollup labels: pure."""
     inf = status.inference
-    out: list[Contribution] = [
-        ("requests", (), inf.requests),
-        ("errors", (), inf.errors),
-        ("generated_tokens", (), inf.generated_tokens),
-        ("prompt_tokens", (), inf.prompt_tokens),
-        ("cache_hits", (), inf.cache_hits),
-        ("cache_lookups", (), inf.cache_lookups),
-    ]
-    if len(inf.latency_buckets):
-        out.append(("latency", (), histogram_buckets.normalized(inf.latency_buckets)))
-    if len(inf.ttft_buckets):
-        out.append(("ttft", (), histogram_buckets.normalized(inf.ttft_buckets)))
+    group = [inf.requests, inf.errors, inf.generated_tokens, inf.prompt_tokens, inf.cache_hits, inf.cache_lookups]
+    group += _buckets(inf.latency_buckets)
+    group += _buckets(inf.ttft_buckets)
+    keyed: list[Contribution] = []
     if routing_report is not None and not routing.problem(routing_report):
-        out.extend(("routed", pair, count) for pair, count in sorted(routing_report.counts.items()) if count)
+        keyed.extend(("routed", pair, count) for pair, count in sorted(routing_report.counts.items()) if count)
     for usage in inf.upstream_usage:
         who = (usage.upstream, usage.tenant)
         if usage.prompt_tokens:
-            out.append(("burst_tokens", (*who, "prompt"), usage.prompt_tokens))
+            keyed.append(("burst_tokens", (*who, "prompt"), usage.prompt_tokens))
         if usage.completion_tokens:
-            out.append(("burst_tokens", (*who, "completion"), usage.completion_tokens))
+            keyed.append(("burst_tokens", (*who, "completion"), usage.completion_tokens))
         if usage.currency and math.isfinite(usage.cost) and usage.cost > 0:
-            out.append(("burst_cost", (*who, usage.currency), usage.cost))
-    return out
+            keyed.append(("burst_cost", (*who, usage.currency), usage.cost))
+    return Beat(group, keyed)
+
+
+def _buckets(counts: Sequence[int]) -> Sequence[int]:
+    """A heartbeat's bucket counts as BUCKETS entries (histogram_buckets.normalized, without its copy when they
+    already are; none from an older agent)."""
+    if len(counts) == histogram_buckets.BUCKETS:
+        return counts
+    return histogram_buckets.normalized(counts) if len(counts) else _NO_BUCKETS
 
 
 class Series:
     """One family's values by label-value tuple, at most `cap` tuples: the first cap - 1 distinct tuples as they
-    come, everything after under the one tuple of OTHERs. Histogram values are per-bucket count lists."""
+    come, everything after under the one tuple of OTHERs. A value is a number or a list of counts."""
 
     def __init__(self, width: int, cap: int = MAX_SERIES):
         if cap < 2:
@@ -175,7 +189,7 @@ class Series:
         key = self.key(key)
         held = self.values.get(key)
         if isinstance(amount, list):
-            self.values[key] = amount if held is None else histogram_buckets.merged(held, amount)  # type: ignore[arg-type]
+            self.values[key] = amount if held is None else list(map(operator.add, held, amount))  # type: ignore[arg-type]
         else:
             self.values[key] = (held or 0) + amount  # type: ignore[operator]
 
@@ -311,7 +325,8 @@ class FleetMetrics:
         self._snapshot: StoreSnapshot | None = None
         self._snapshot_at = -math.inf
         width = len(self.rollup_keys)
-        self._series = {k: Series(len(f.labels) + width, max_series) for k, f in FAMILIES.items()}
+        self._groups = Series(width, max_series)  # rollup label values -> GROUP_WIDTH counts
+        self._keyed = {k: Series(len(f.labels) + width, max_series) for k, f in KEYED.items()}
         self._heartbeats = 0
         self._enrollments = 0
         self._refusals = Series(1, max_series)
@@ -330,12 +345,13 @@ class FleetMetrics:
     ) -> None:
         """An accepted beat of the node with these `labels`; `routing_report` is what its status says of routing
         (central.convert.routing_report), left out when malformed."""
-        added = contributions(status, routing_report)
+        beat = contributions(status, routing_report)
         values = tuple(labels.get(k, "") for k in self.rollup_keys)
         with self._lock:
             self._heartbeats += 1
-            for key, own, amount in added:
-                self._series[key].add((*own, *values), amount)
+            self._groups.add(values, beat.group)
+            for key, own, amount in beat.keyed:
+                self._keyed[key].add((*own, *values), amount)
             self._last[node_id] = _LastBeat(values, status.inference.queue_depth, self._clock())
 
     def enrolled(self) -> None:
@@ -359,7 +375,8 @@ class FleetMetrics:
         with self._lock:
             heartbeats, enrollments = self._heartbeats, self._enrollments
             refusals = dict(self._refusals.values)
-            series = {k: {key: _copy(v) for key, v in s.values.items()} for k, s in self._series.items()}
+            groups = {key: list(v) for key, v in self._groups.values.items()}  # type: ignore[arg-type]
+            keyed = {k: dict(s.values) for k, s in self._keyed.items()}
             queue = self._queue_depths_locked()
         if snapshot is not None:
             yield from self._store_families(snapshot)
@@ -371,8 +388,22 @@ class FleetMetrics:
         for (reason,), count in sorted(refusals.items()):
             refused.add_metric([reason], cast(float, count))
         yield refused
-        for key, family in FAMILIES.items():
-            yield self._family(family, series[key])
+        names = list(self.label_names)
+        for i, family in enumerate(GROUP_COUNTERS):
+            counter = CounterMetricFamily(family.name, family.help, labels=names)
+            for values, vector in sorted(groups.items()):
+                counter.add_metric(list(values), vector[i])
+            yield counter
+        for i, family in enumerate(GROUP_HISTOGRAMS):
+            start = len(GROUP_COUNTERS) + i * histogram_buckets.BUCKETS
+            yield self._histogram(
+                family, {values: v[start : start + histogram_buckets.BUCKETS] for values, v in groups.items()}
+            )
+        for key, family in KEYED.items():
+            counter = CounterMetricFamily(family.name, family.help, labels=[*family.labels, *names])
+            for values, value in sorted(keyed[key].items()):
+                counter.add_metric(list(values), cast(float, value))
+            yield counter
         depth = GaugeMetricFamily(
             "edgefleet_fleet_queue_depth",
             "requests waiting on the online nodes that last beat to this replica, by their last beat",
@@ -406,13 +437,8 @@ class FleetMetrics:
                 depths[beat.values] += beat.queue_depth
         return dict(depths)
 
-    def _family(self, family: Family, values: dict):
-        names = [*family.labels, *self.label_names]
-        if family.kind == "counter":
-            counter = CounterMetricFamily(family.name, family.help, labels=names)
-            for key, value in sorted(values.items()):
-                counter.add_metric(list(key), value)
-            return counter
+    def _histogram(self, family: Family, values: dict[tuple[str, ...], list[int]]) -> HistogramMetricFamily:
+        names = list(self.label_names)
         histogram = HistogramMetricFamily(family.name, family.help, labels=names)
         for key, counts in sorted(values.items()):
             cumulative: list[tuple[str, float]] = []
@@ -449,7 +475,3 @@ class FleetMetrics:
         for state, count in sorted(snapshot.runs_by_state.items()):
             runs.add_metric([state], count)
         yield runs
-
-
-def _copy(value: float | list[int]) -> float | list[int]:
-    return list(value) if isinstance(value, list) else value

@@ -51,16 +51,31 @@ class MetricsListenError(CentralError):
     """--metrics-listen names an address that cannot be served as asked (syntax, binding, or mTLS material)."""
 
 
-def parse_listen(text: str) -> tuple[str, int] | None:
-    """(host, port) from HOST:PORT ("[::1]:9470" for IPv6), or None for "off". Raises MetricsListenError."""
+@dataclass(frozen=True)
+class Listen:
+    """Where /metrics listens, and whether mTLS is demanded even on loopback ("https://HOST:PORT")."""
+
+    host: str
+    port: int
+    force_tls: bool = False
+
+
+def parse_listen(text: str) -> Listen | None:
+    """HOST:PORT ("[::1]:9470" for IPv6), or https://HOST:PORT for mTLS on a loopback address too; None for
+    "off". Raises MetricsListenError."""
     text = text.strip()
     if text.lower() == OFF:
         return None
-    host, sep, port = text.rpartition(":")
+    scheme, has_scheme, rest = text.partition("://")
+    if has_scheme and scheme.lower() != "https":
+        raise MetricsListenError(f"--metrics-listen {text!r}: the only scheme is https:// (mTLS on any address)")
+    host, sep, port = (rest if has_scheme else text).rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise MetricsListenError(f"--metrics-listen {text!r} is not HOST:PORT (port 0..65535) or {OFF!r}")
-    return host, int(port)
+        raise MetricsListenError(
+            f"--metrics-listen {text!r} is not HOST:PORT or https://HOST:PORT (port 0..65535), or {OFF!r}"
+        )
+    return Listen(host, int(port), force_tls=bool(has_scheme))
 
 
 def is_loopback(host: str) -> bool:
@@ -277,7 +292,8 @@ def listener(paths: CentralPaths, listen_text: str) -> MetricsServer | None:
     listen = parse_listen(listen_text)
     if listen is None:
         return None
-    return MetricsServer(listen, TlsFiles(paths.server_cert, paths.server_key, paths.ca_cert))
+    tls = TlsFiles(paths.server_cert, paths.server_key, paths.ca_cert)
+    return MetricsServer((listen.host, listen.port), tls, require_tls=True if listen.force_tls else None)
 
 
 def on_store(central: Central, fn: Callable[..., T], *args) -> T:

@@ -110,7 +110,15 @@ def fleet(tmp_path_factory):
     node_ids: dict[str, str] = {}
     try:
         upstream = start_logging_upstream(root / "upstream")
-        central = start_central(root / "central", "--heartbeat-interval", "0.5s", "--superlink-listen", "127.0.0.1:0")
+        central = start_central(
+            root / "central",
+            "--heartbeat-interval",
+            "0.5s",
+            "--superlink-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "https://127.0.0.1:0",  # mTLS, as off loopback: Prometheus scrapes with a viewer's certificate
+        )
         for index, region in enumerate(LOCAL_REQUESTS):
             token = create_token(central, region=region)
             data_dir = root / f"agent-{region}"
@@ -219,10 +227,27 @@ def prometheus(fleet, tmp_path_factory):
     central, agents, _ = fleet
     root = tmp_path_factory.mktemp("prometheus")
     agent_targets = [a.base_url.removeprefix("http://") for a in agents.values()]
+    # Prometheus's own credential, and its tls_config, as docs/fleet.md ("Central's metrics") says.
+    credential = root / "prometheus.credential"
+    edgefleet_cli(central, "admin", "create", "prometheus", "--role", "viewer", "--out", str(credential))
+    parts = json.loads(credential.read_text())
+    for part, name in (("ca", "ca.pem"), ("certificate", "prometheus.pem"), ("key", "prometheus.key")):
+        (root / name).write_text(parts[part])
+    tls_config = {
+        "ca_file": str(root / "ca.pem"),
+        "cert_file": str(root / "prometheus.pem"),
+        "key_file": str(root / "prometheus.key"),
+        "server_name": "central.edgefleet",
+    }
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": "edgefleet-central", "static_configs": [{"targets": [central.metrics_address]}]},
+            {
+                "job_name": "edgefleet-central",
+                "scheme": "https",
+                "tls_config": tls_config,
+                "static_configs": [{"targets": [central.metrics_address]}],
+            },
             {"job_name": "edgefleet-agent", "static_configs": [{"targets": agent_targets}]},
         ],
     }

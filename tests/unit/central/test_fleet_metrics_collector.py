@@ -118,12 +118,12 @@ def test_one_status_contributes_every_counter_its_histograms_routing_and_burst()
     )
     report = RoutingReport({("public", "local"): 4, ("restricted", "local"): 1, ("public", "upstream:cloud"): 0})
     got = fleet_metrics.contributions(status, report)
-    by = {(k, own): amount for k, own, amount in got}
-    assert by[("requests", ())] == 5 and by[("errors", ())] == 1
-    assert by[("generated_tokens", ())] == 70 and by[("prompt_tokens", ())] == 90
-    assert by[("cache_hits", ())] == 2 and by[("cache_lookups", ())] == 6
-    assert by[("latency", ())] == histogram_buckets.counts((3, 40, 40, 900, 200_000))
-    assert by[("ttft", ())] == histogram_buckets.counts((7, 30))
+    buckets = histogram_buckets.BUCKETS
+    assert len(got.group) == fleet_metrics.GROUP_WIDTH == 6 + 2 * buckets
+    assert got.group[:6] == [5, 1, 70, 90, 2, 6]  # requests, errors, generated, prompt, cache hits, lookups
+    assert list(got.group[6 : 6 + buckets]) == histogram_buckets.counts((3, 40, 40, 900, 200_000))
+    assert list(got.group[6 + buckets :]) == histogram_buckets.counts((7, 30))
+    by = {(k, own): amount for k, own, amount in got.keyed}
     assert by[("routed", ("public", "local"))] == 4 and by[("routed", ("restricted", "local"))] == 1
     assert ("routed", ("public", "upstream:cloud")) not in by  # nothing routed: no contribution
     assert by[("burst_tokens", ("cloud", "t1", "prompt"))] == 11
@@ -131,13 +131,18 @@ def test_one_status_contributes_every_counter_its_histograms_routing_and_burst()
     assert by[("burst_tokens", ("cloud", "", "prompt"))] == 3
     assert by[("burst_cost", ("cloud", "t1", "EUR"))] == 0.25
     assert ("burst_cost", ("cloud", "", "EUR")) not in by  # a NaN cost is no cost
+    # An older agent sends no buckets: zeros; a newer one with more bounds: folded into +Inf.
+    older = fleet_metrics.contributions(_status(requests=1), None)
+    assert older.group[6:] == [0] * 2 * buckets and older.keyed == []
+    newer = _status(requests=1)
+    newer.inference.latency_buckets.extend([1] * (buckets + 2))
+    assert fleet_metrics.contributions(newer, None).group[6 : 6 + buckets] == [1] * (buckets - 1) + [3]
 
 
 def test_a_malformed_routing_summary_is_left_out_and_the_rest_counted():
     bad = RoutingReport({("", "local"): 3})
     got = fleet_metrics.contributions(_status(requests=3), bad)
-    assert [k for k, _, _ in got if k == "routed"] == []
-    assert ("requests", (), 3) in got
+    assert got.keyed == [] and got.group[0] == 3
 
 
 def test_summaries_of_nodes_rollouts_and_runs():
@@ -303,7 +308,7 @@ def test_every_central_metric_is_in_the_docs_table():
     source = (ROOT / "central" / "fleet_metrics.py").read_text()
     names = set(re.findall(r'"(edgefleet_fleet_[a-z_]+)"', source))
     assert len(names) == 19
-    counters = {f.name for f in fleet_metrics.FAMILIES.values() if f.kind == "counter"}
+    counters = {f.name for f in fleet_metrics.FAMILIES if f.kind == "counter"}
     counters |= {"edgefleet_fleet_heartbeats", "edgefleet_fleet_enrollments", "edgefleet_fleet_enrollment_refusals"}
     docs = (ROOT / "docs" / "fleet.md").read_text()
     for name in names:

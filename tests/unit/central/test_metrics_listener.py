@@ -14,7 +14,7 @@ import pytest
 
 from central import datadir, metrics_server
 from central.datadir import Authority, initialize
-from central.metrics_server import MetricsListenError, MetricsServer, TlsFiles, parse_listen
+from central.metrics_server import Listen, MetricsListenError, MetricsServer, TlsFiles, parse_listen
 from central.services import operators
 from central.services.base import Caller, Central, CentralSettings
 from central.store import SqliteFleetStore
@@ -30,13 +30,16 @@ class Clock:
 
 
 def test_listen_addresses_parse_or_say_what_is_wrong():
-    assert parse_listen("127.0.0.1:9470") == ("127.0.0.1", 9470)
-    assert parse_listen("[::1]:0") == ("::1", 0)
-    assert parse_listen("0.0.0.0:9470") == ("0.0.0.0", 9470)
+    assert parse_listen("127.0.0.1:9470") == Listen("127.0.0.1", 9470)
+    assert parse_listen("[::1]:0") == Listen("::1", 0)
+    assert parse_listen("0.0.0.0:9470") == Listen("0.0.0.0", 9470)
+    assert parse_listen("https://127.0.0.1:9470") == Listen("127.0.0.1", 9470, force_tls=True)
     assert parse_listen("off") is None and parse_listen(" OFF ") is None
-    for bad in ("9470", "host:", ":9470", "host:99999", "host:http"):
+    for bad in ("9470", "host:", ":9470", "host:99999", "host:http", "https://9470"):
         with pytest.raises(MetricsListenError, match="is not HOST:PORT"):
             parse_listen(bad)
+    with pytest.raises(MetricsListenError, match="the only scheme is https://"):
+        parse_listen("http://0.0.0.0:9470")
     assert metrics_server.is_loopback("127.0.0.1") and metrics_server.is_loopback("::1")
     assert metrics_server.is_loopback("localhost") and not metrics_server.is_loopback("0.0.0.0")
     assert not metrics_server.is_loopback("central.example.net")
