@@ -17,8 +17,9 @@ from central.datadir import Authority, initialize
 from central.metrics_server import Listen, MetricsListenError, MetricsServer, TlsFiles, parse_listen
 from central.services import operators
 from central.services.base import Caller, Central, CentralSettings
-from central.store import SqliteFleetStore
+from central.store import open_store
 from edgefleet import pki
+from postgres_db import postgres_database
 
 
 class Clock:
@@ -53,13 +54,26 @@ def test_off_loopback_without_usable_tls_material_refuses_to_start(tmp_path):
         MetricsServer(("0.0.0.0", 0), missing)
 
 
-@pytest.fixture
-def central(tmp_path):
-    paths = initialize(tmp_path / "central", "127.0.0.1:7443")
-    store = SqliteFleetStore(paths.store)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def central(request, tmp_path):
+    """A data dir and its store: SQLite (called from the server's threads) or PostgreSQL (through central's
+    worker pool)."""
+    if request.param == "sqlite":
+        yield from _central(tmp_path, "")
+    else:
+        with postgres_database() as url:
+            yield from _central(tmp_path, url)
+
+
+def _central(tmp_path, store_url: str):
+    paths = initialize(tmp_path / "central", "127.0.0.1:7443", store=store_url)
+    store = open_store(datadir.store_spec(paths))
     built = Central(store, Authority.load(paths), CentralSettings(), "", time.time)
-    yield built, paths
-    store.close()
+    try:
+        yield built, paths
+    finally:
+        built.close()
+        store.close()
 
 
 def test_loopback_serves_plain_http_and_only_metrics(central):
