@@ -55,9 +55,17 @@ Projection, for 10,000 and 100,000 nodes at a 15 s interval (beats/s B = nodes /
 - PostgreSQL server cores: B x (server CPU ms per beat) / 1000, as measured: low where the closed loop
   coalesced writes, so read it as a floor.
 
+History (issue 17): every configuration runs with central's rollups on and off (--rollups on,off), in the
+same run: "off" starts central with bench/rollups_off on its PYTHONPATH, whose sitecustomize turns the heartbeat's
+rollup work into no-ops; each run's central CPU per beat is divided by the same store and N with rollups off
+(central_cpu_vs_rollups_off; the target: at most 1.10). The nodes carry region and site labels (one group
+each), and the status carries what agents send since issue 17: latency and TTFT buckets, prompt tokens, an
+upstream's usage. Then rollup storage (bench/rollup_storage.py): a simulated day of beats of --storage-nodes
+nodes at 15 s through central's own buffer into each store, the rollups table's bytes / N.
+
 Results: bench/results/heartbeats-<date>.json. Usage:
     python bench/heartbeats.py [--stores sqlite,postgres,postgres-2] [--nodes 100,1000] [--workers 1]
-        [--duration 15] [--rate 0] [--loop uvloop]
+        [--duration 15] [--rate 0] [--loop uvloop] [--rollups on,off] [--storage-nodes 100]
 """
 
 from __future__ import annotations
@@ -84,7 +92,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psutil
-from results_file import describe_machine, write_results  # bench/ is on sys.path when run as a script
+import rollup_storage  # bench/ is on sys.path when run as a script
+from results_file import describe_machine, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -92,9 +101,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from central.heartbeats import FLUSH_INTERVAL_S  # noqa: E402
 from central_process import CentralProcess, create_token, start_central, start_replicas  # noqa: E402
 from edge_agent.control.client import ModelInfo, encode_status  # noqa: E402
-from edge_agent.control.interval_stats import InferenceWindow  # noqa: E402
+from edge_agent.control.interval_stats import InferenceWindow, UpstreamUsage  # noqa: E402
 from edge_agent.control.telemetry import SystemSample, Temperature  # noqa: E402
-from edgefleet import channels, pki  # noqa: E402
+from edgefleet import channels, histogram_buckets, pki  # noqa: E402
 from edgefleet.v1 import common_pb2, enrollment_pb2, enrollment_pb2_grpc, fleet_pb2, fleet_pb2_grpc  # noqa: E402
 
 TARGET_RATE = 3000.0
@@ -106,6 +115,11 @@ MAX_RATIO_VS_SQLITE = 1.5  # the issue's target for central's CPU per beat on Po
 PROJECTED_NODES = (10_000, 100_000)
 REPLICA_BUSY_MAX = 0.5  # of its one core
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+MAX_RATIO_VS_ROLLUPS_OFF = 1.10  # issue 17: central's CPU per beat with rollups at most 10% above without
+ROLLUPS_OFF_PATH = Path(__file__).resolve().parent / "rollups_off"
+NODE_LABELS = {"region": "eu", "site": "fra-1"}
+# The bench enrolls thousands of nodes from one address: past the enrollment port's per-IP limit (issue 16).
+ENROLL_UNLIMITED = ("--enroll-rate", "1000000", "--enroll-burst", "1000000")
 
 
 def percentile(ordered, q: float) -> float:
@@ -169,13 +183,34 @@ def postgres_database(base: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def started_centrals(store: str, replicas: int, root: Path, base: str) -> Iterator[tuple[list[CentralProcess], str]]:
+def rollups_env(rollups: str) -> Iterator[None]:
+    """While central processes start: with rollups "off", bench/rollups_off first on their PYTHONPATH."""
+    if rollups == "on":
+        yield
+        return
+    held = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROLLUPS_OFF_PATH), held) if p)
+    try:
+        yield
+    finally:
+        if held is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = held
+
+
+@contextlib.contextmanager
+def started_centrals(
+    store: str, replicas: int, root: Path, base: str, rollups: str = "on"
+) -> Iterator[tuple[list[CentralProcess], str]]:
     """The running central processes for a store, and its PostgreSQL database's name ("" for SQLite); all
     stopped by their pids (and the database dropped) on the way out."""
+    root = root / f"rollups-{rollups}"
     if store == "sqlite":
         central = None
         try:
-            central = start_central(root / "central")
+            with rollups_env(rollups):
+                central = start_central(root / "central", *ENROLL_UNLIMITED)
             yield [central], ""
         finally:
             if central is not None:
@@ -184,7 +219,8 @@ def started_centrals(store: str, replicas: int, root: Path, base: str) -> Iterat
     with postgres_database(base) as dbname:
         centrals: list[CentralProcess] = []
         try:
-            centrals = start_replicas(root / store, with_database(base, dbname), replicas)
+            with rollups_env(rollups):
+                centrals = start_replicas(root / store, with_database(base, dbname), replicas, *ENROLL_UNLIMITED)
             yield centrals, dbname
         finally:
             for central in centrals:
@@ -360,6 +396,13 @@ def node_status() -> bytes:
         latency_p99_ms=890.0,
         cache_hits=6,
         cache_lookups=42,
+        prompt_tokens=8400,
+        cached_prompt_tokens=2100,
+        latency_buckets=tuple(histogram_buckets.counts([120.0] * 20 + [310.0] * 20 + [890.0] * 2)),
+        ttft_buckets=tuple(histogram_buckets.counts([40.0] * 30 + [95.0] * 12)),
+        ttft_p50_ms=45.0,
+        ttft_p99_ms=98.0,
+        upstream_usage=(UpstreamUsage("cloud", "acme", "public", 3, 1500, 600, 0.021, "USD"),),
     )
     model = ModelInfo("smollm2-135m-instruct", "q8_0", "ab" * 32)
     return encode_status(
@@ -480,7 +523,9 @@ def split_nodes(nodes: list, addresses: list[str]) -> list:
     return [(*node, addresses[i * len(addresses) // len(nodes)]) for i, node in enumerate(nodes)]
 
 
-def run_load(store: str, centrals: list[CentralProcess], nodes, ca_pem, status, args, probe=None) -> dict:
+def run_load(
+    store: str, centrals: list[CentralProcess], nodes, ca_pem, status, args, probe=None, rollups: str = "on"
+) -> dict:
     ctx = mp.get_context("spawn")  # no fork of a process that has used gRPC
     interval_s, duration_s = (len(nodes) / args.rate if args.rate else 0.0), args.duration
     addressed = split_nodes(nodes, [c.fleet_address for c in centrals])
@@ -569,6 +614,7 @@ def run_load(store: str, centrals: list[CentralProcess], nodes, ca_pem, status, 
     )
     return {
         "store": store,
+        "rollups": rollups,
         "replicas": len(centrals),
         "nodes": len(nodes),
         "workers": args.workers,
@@ -597,11 +643,15 @@ def run_load(store: str, centrals: list[CentralProcess], nodes, ca_pem, status, 
 
 
 def add_ratios(runs: list[dict]) -> None:
-    """Each run's central CPU per beat over SQLite's at the same N (None without a SQLite run to compare)."""
-    sqlite = {r["nodes"]: r["central_cpu_ms_per_beat"] for r in runs if r["store"] == "sqlite"}
+    """Each run's central CPU per beat over SQLite's at the same N and rollups (None without a SQLite run to
+    compare), and over its own store's at the same N with rollups off."""
+    sqlite = {(r["nodes"], r["rollups"]): r["central_cpu_ms_per_beat"] for r in runs if r["store"] == "sqlite"}
+    off = {(r["store"], r["nodes"]): r["central_cpu_ms_per_beat"] for r in runs if r["rollups"] == "off"}
     for r in runs:
-        base, ms = sqlite.get(r["nodes"]), r["central_cpu_ms_per_beat"]
+        base, ms = sqlite.get((r["nodes"], r["rollups"])), r["central_cpu_ms_per_beat"]
         r["central_cpu_vs_sqlite"] = round(ms / base, 3) if base and ms else None
+        base = off.get((r["store"], r["nodes"]))
+        r["central_cpu_vs_rollups_off"] = round(ms / base, 3) if base and ms and r["rollups"] == "on" else None
 
 
 def print_table(runs: list[dict]) -> None:
@@ -675,6 +725,67 @@ def print_table(runs: list[dict]) -> None:
             print(line)
 
 
+def rollup_storage_figures(stores, nodes: int, root: Path, base: str) -> list[dict]:
+    """A simulated day of rollups on each kind of store the run used (bench/rollup_storage.py)."""
+    out = []
+    kinds = {"sqlite" if store == "sqlite" else "postgres" for store, _ in stores}
+    if "sqlite" in kinds:
+        print(f"rollup storage: a simulated day of {nodes} nodes on SQLite ...", flush=True)
+        out.append(rollup_storage.sqlite_figures(root / "rollup-storage.db", nodes, node_status()))
+    if "postgres" in kinds:
+        print(f"rollup storage: a simulated day of {nodes} nodes on PostgreSQL ...", flush=True)
+        with postgres_database(base) as dbname:
+            out.append(rollup_storage.postgres_figures(with_database(base, dbname), nodes, node_status()))
+    return out
+
+
+def rollup_cpu_estimate(report: dict) -> list[dict]:
+    """Central's CPU per beat with rollups over without, from the simulated day's CPU for rollups per beat at a
+    15 s cadence (where each node's minute row takes four beats) added to each rollups-off run's ms/beat. The
+    live on/off runs say the same where the machine is quiet enough to tell 30 us apart."""
+    per_beat = {f["store"]: f["rollup_cpu_us_per_beat"] for f in report.get("rollup_storage", [])}
+    out = []
+    for r in report["runs"]:
+        kind = "sqlite" if r["store"] == "sqlite" else "postgres"
+        us, base = per_beat.get(kind), r["central_cpu_ms_per_beat"]
+        if r["rollups"] == "off" and us and base:
+            out.append(
+                {
+                    "store": r["store"],
+                    "nodes": r["nodes"],
+                    "central_cpu_ms_per_beat_off": base,
+                    "rollup_cpu_us_per_beat": us,
+                    "ratio": round((base + us / 1000) / base, 3),
+                }
+            )
+    return out
+
+
+def print_history(report: dict) -> None:
+    """Issue 17's figures: central's CPU per beat with rollups over without, and rollup storage."""
+    on = [r for r in report["runs"] if r["central_cpu_vs_rollups_off"] is not None]
+    if on:
+        print("\nrollups: central CPU ms/beat with rollups on / off (same store and N, same run):")
+        for r in on:
+            ratio = r["central_cpu_vs_rollups_off"]
+            verdict = "ok" if ratio <= MAX_RATIO_VS_ROLLUPS_OFF else "HIGH"
+            print(
+                f"  {r['store']:<12} N={r['nodes']:<6} {r['central_cpu_ms_per_beat']:.3f} ms/beat,"
+                f" {ratio:.3f}x off ({verdict}; target at most {MAX_RATIO_VS_ROLLUPS_OFF:.2f}x)"
+            )
+    for e in report.get("rollup_cpu_estimate", []):
+        print(
+            f"  {e['store']:<12} N={e['nodes']:<6} rollups at a 15 s cadence add {e['rollup_cpu_us_per_beat']} us to"
+            f" {e['central_cpu_ms_per_beat_off']} ms/beat: {e['ratio']:.3f}x"
+        )
+    for f in report.get("rollup_storage", []):
+        print(
+            f"rollup storage ({f['store']}, {f['nodes']} nodes, a simulated day at 15 s): {f['minute_rows']} minute +"
+            f" {f['hour_rows']} hour rows, {f['bytes_per_row']} B/row, {f['bytes_per_node_per_day']} B per node per"
+            f" day; steady state (a day of minutes, 30 days of hours) {f.get('steady_state_bytes_per_node')} B per node"
+        )
+
+
 def main() -> int:
     try:
         import uvloop  # noqa: F401
@@ -698,8 +809,17 @@ def main() -> int:
         help="total beats/s on a fixed schedule (open loop); 0 = closed loop, i.e. capacity",
     )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default=default_loop, help="the workers' loop")
+    parser.add_argument(
+        "--rollups", default="on,off", help="central's heartbeat rollups in each configuration: on, off or on,off"
+    )
+    parser.add_argument(
+        "--storage-nodes", type=int, default=100, help="nodes in the simulated day of rollup storage (0: skip)"
+    )
     parser.add_argument("--out", help="JSON output (default bench/results/heartbeats-<date>.json)")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.rollups.split(",") if m.strip()]
+    if not modes or any(m not in ("on", "off") for m in modes):
+        parser.error(f"--rollups: expected on, off or on,off, not {args.rollups!r}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop our processes
     sizes = [int(n) for n in args.nodes.split(",") if n.strip()]
     try:
@@ -720,6 +840,8 @@ def main() -> int:
             "warmup_beats_per_node": WARMUP_BEATS,
             "status_bytes": len(node_status()),
             "central_heartbeat_interval_s": 15.0,
+            "node_labels": NODE_LABELS,
+            "rollups": modes,
         },
         "stores": [{"store": store, "replicas": replicas} for store, replicas in stores],
         "projection_rule": {
@@ -735,32 +857,37 @@ def main() -> int:
     if any(store != "sqlite" for store, _ in stores):
         report["machine"]["postgres"] = postgres_version(base)
     with tempfile.TemporaryDirectory(prefix="edgefleet-hb-") as tmp:
-        for store, replicas in stores:
-            with started_centrals(store, replicas, Path(tmp), base) as (centrals, dbname):
-                token = create_token(centrals[0], uses=max(sizes), ttl_s=3600)
+        for (store, replicas), mode in [(s, m) for s in stores for m in modes]:
+            with started_centrals(store, replicas, Path(tmp), base, mode) as (centrals, dbname):
+                token = create_token(centrals[0], uses=max(sizes), ttl_s=3600, **NODE_LABELS)
                 started = time.perf_counter()
                 ca_pem, nodes = enroll_nodes(centrals[0].enroll_address, token.ca_fingerprint, token.token, max(sizes))
                 seconds = round(time.perf_counter() - started, 2)
-                report["enrollment"][store] = {"nodes": len(nodes), "seconds": seconds}
-                print(f"{store}: enrolled {len(nodes)} nodes in {seconds} s", flush=True)
+                report["enrollment"][f"{store}, rollups {mode}"] = {"nodes": len(nodes), "seconds": seconds}
+                print(f"{store}, rollups {mode}: enrolled {len(nodes)} nodes in {seconds} s", flush=True)
                 probe = PostgresProbe(base, dbname) if dbname else None
                 try:
                     for n in sizes:
-                        print(f"{store} N={n}: {args.workers} worker(s), {args.duration:g} s ...", flush=True)
-                        run = run_load(store, centrals, nodes[:n], ca_pem, node_status(), args, probe)
+                        print(f"{store} N={n} rollups {mode}: {args.workers} worker(s), {args.duration:g} s ...")
+                        run = run_load(store, centrals, nodes[:n], ca_pem, node_status(), args, probe, mode)
                         report["runs"].append(run)
                         print(
-                            f"{store} N={n}: {run['heartbeats_per_s']:.0f} beats/s, p50 {run['latency_p50_ms']} ms,"
-                            f" p99 {run['latency_p99_ms']} ms, central CPU {run['central_cpu_percent']}%",
+                            f"{store} N={n} rollups {mode}: {run['heartbeats_per_s']:.0f} beats/s,"
+                            f" p50 {run['latency_p50_ms']} ms, p99 {run['latency_p99_ms']} ms,"
+                            f" central CPU {run['central_cpu_percent']}%",
                             flush=True,
                         )
                 finally:
                     if probe is not None:
                         probe.close()
+        if args.storage_nodes:
+            report["rollup_storage"] = rollup_storage_figures(stores, args.storage_nodes, Path(tmp), base)
     add_ratios(report["runs"])
+    report["rollup_cpu_estimate"] = rollup_cpu_estimate(report)
     for run in report["runs"]:
         run["projection"] = projection(run)
     print_table(report["runs"])
+    print_history(report)
     write_results("heartbeats", report, args.out)
     return 0
 
