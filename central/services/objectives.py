@@ -73,7 +73,7 @@ def set_objective(central: Central, caller: Caller, objective: slo.Objective) ->
 def list_objectives(central: Central, caller: Caller) -> list[ObjectiveView]:
     """Every objective by name, each with its status at central's clock."""
     require_viewer(central, caller, "objective.list")
-    central.beats.flush()
+    central.beats.flush(history=True)  # the minute in progress counts too
     now = central.clock()
     return [ObjectiveView(r, status(central, objective_of(r), now)) for r in central.store.list_objectives()]
 
