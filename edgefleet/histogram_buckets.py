@@ -45,7 +45,7 @@ def normalized(bucket_counts: Sequence[int]) -> list[int]:
 
 def merged(a: Sequence[int], b: Sequence[int]) -> list[int]:
     """The counts of both."""
-    return [x + y for x, y in zip(normalized(a), normalized(b))]
+    return [x + y for x, y in zip(normalized(a), normalized(b), strict=True)]
 
 
 def quantile(bucket_counts: Sequence[int], q: float) -> float:
