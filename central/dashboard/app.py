@@ -189,6 +189,10 @@ def create_app(pages: Pages, allowed_hosts: frozenset[str]) -> ASGIApp:
             pages.node_history(request.path_params["node_id"], span), headers={"cache-control": "no-store"}
         )
 
+    def burst_history(request: Request) -> Response:
+        span = request.query_params.get("range", "hour")
+        return JSONResponse(pages.burst_history(span), headers={"cache-control": "no-store"})
+
     def simple(name: str):
         def page(request: Request) -> Response:
             return render(request, name, getattr(pages, name)())
@@ -202,6 +206,7 @@ def create_app(pages: Pages, allowed_hosts: frozenset[str]) -> ASGIApp:
         Route("/nodes/{node_id}/history.json", node_history),
         Route("/residency", residency),
         Route("/burst", burst),
+        Route("/burst/history.json", burst_history),
         *(Route(f"/{name}", simple(name)) for name in ("rollouts", "federated", "objectives", "audit")),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

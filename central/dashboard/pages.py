@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from central.dashboard import views
@@ -112,13 +112,24 @@ class Pages:
 
     def node_history(self, node_id: str, span: str) -> dict[str, Any]:
         """A node's chart data (JSON): the last hour by minute or the last day by hour."""
+        return self._chart(f"node:{node_id}", span, views.CHART_SERIES)
+
+    def burst_history(self, span: str) -> dict[str, Any]:
+        """The fleet's bursting over time (JSON), to see when it started and when it stopped."""
+        return self._chart("fleet", span, views.BURST_CHART_SERIES)
+
+    def _chart(self, scope: str, span: str, series: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
         resolution, span_s = HISTORY_RANGES.get(span, HISTORY_RANGES["hour"])
-        history = self._history([f"node:{node_id}"], resolution)
+        history = self._history([scope], resolution)
         if isinstance(history, Missing):
             return {"available": False, "reason": history.reason}
         now = self.clock()
-        points = history.get(f"node:{node_id}", [])
-        return {"available": True, "start": now - span_s, "end": now, **views.chart_data(points)}
+        return {
+            "available": True,
+            "start": now - span_s,
+            "end": now,
+            **views.chart_data(history.get(scope, []), series),
+        }
 
     # -- fleet-wide pages -------------------------------------------------------------------------------------------
 

@@ -349,16 +349,24 @@ CHART_SERIES = (
     ("latency_p99_ms", "latency p99", "ms"),
     ("ttft_p99_ms", "TTFT p99", "ms"),
     ("queue_depth_max", "queue max", "requests"),
+    ("upstream_requests", "burst requests", "per period"),
+)
+# The burst page's chart: what the fleet sent upstream, per period; it falls to 0 once the boxes catch up.
+BURST_CHART_SERIES = (
+    ("upstream_requests", "burst requests", "per period"),
+    ("upstream_prompt_tokens", "prompt tokens sent", "per period"),
+    ("upstream_completion_tokens", "completion tokens received", "per period"),
+    ("requests", "all requests", "per period"),
 )
 
 
-def chart_data(points: Sequence[Any]) -> dict[str, Any]:
-    """uPlot's columns: x in Unix seconds, then one list per CHART_SERIES entry."""
+def chart_data(points: Sequence[Any], series: Sequence[tuple[str, str, str]] = CHART_SERIES) -> dict[str, Any]:
+    """uPlot's columns: x in Unix seconds, then one list per `series` entry (key, label, unit)."""
     return {
         "x": [p.start.seconds for p in points],
         "series": [
             {"key": key, "label": label, "unit": unit, "values": [_number(getattr(p, key)) for p in points]}
-            for key, label, unit in CHART_SERIES
+            for key, label, unit in series
         ],
     }
 

@@ -139,6 +139,18 @@ def test_the_node_table_and_figures():
     assert "<polyline points=" in html
     chart = client.get("/nodes/n-1/history.json?range=day").json()
     assert chart["available"] and len(chart["x"]) == 3
+    assert "burst requests" in [s["label"] for s in chart["series"]]
+
+
+def test_the_burst_page_charts_the_fleets_bursting_over_time():
+    """To see when bursting started and when it stopped after the boxes caught up."""
+    client = _client(CannedSource())
+    assert 'data-chart-src="/burst/history.json?range=hour"' in client.get("/burst").text
+    chart = client.get("/burst/history.json").json()
+    assert chart["available"] and len(chart["x"]) == 3
+    assert chart["series"][0]["key"] == "upstream_requests"
+    missing = _client(CannedSource(unimplemented={"GetMetricsHistory"})).get("/burst/history.json").json()
+    assert missing["available"] is False
     assert client.get("/nodes/nope").status_code == 200 and "no node" in client.get("/nodes/nope").text
 
 
