@@ -416,40 +416,37 @@ def history_period_s(resolution: int) -> int:
     return RESOLUTION_PERIOD_S[resolution]
 
 
-def rollup_point_message(p: history.Point) -> admin_pb2.RollupPoint:
-    r = p.row
-    return admin_pb2.RollupPoint(
-        start=timestamp(r.start),
-        period_seconds=r.period_s,
-        requests=r.requests,
-        errors=r.errors,
-        generated_tokens=r.generated_tokens,
-        prompt_tokens=r.prompt_tokens,
-        cached_prompt_tokens=r.cached_prompt_tokens,
-        tokens_per_second=p.tokens_per_second,
-        latency_p50_ms=p.latency_p50_ms,
-        latency_p99_ms=p.latency_p99_ms,
-        ttft_p50_ms=p.ttft_p50_ms,
-        ttft_p99_ms=p.ttft_p99_ms,
-        cache_hits=r.cache_hits,
-        cache_lookups=r.cache_lookups,
-        queue_depth_max=min(r.queue_depth_max, 2**32 - 1),
-        queue_depth_mean=p.queue_depth_mean,
-        heartbeats=r.heartbeats,
-        upstream_requests=r.upstream_requests,
-        upstream_prompt_tokens=r.upstream_prompt_tokens,
-        upstream_completion_tokens=r.upstream_completion_tokens,
-        upstream_cost=r.upstream_cost,
-    )
-
-
 def metrics_history_response(series: list[tuple[str, list[history.Point]]]) -> admin_pb2.GetMetricsHistoryResponse:
-    return admin_pb2.GetMetricsHistoryResponse(
-        series=[
-            admin_pb2.MetricsSeries(scope=scope, points=[rollup_point_message(p) for p in points])
-            for scope, points in series
-        ]
-    )
+    """Each point built once, in place in its series (thousands per answer: a RollupPoint built apart and then
+    passed in would be copied)."""
+    response = admin_pb2.GetMetricsHistoryResponse()
+    for scope, points in series:
+        add = response.series.add(scope=scope).points.add
+        for p in points:
+            r = p.row
+            add(
+                period_seconds=r.period_s,
+                requests=r.requests,
+                errors=r.errors,
+                generated_tokens=r.generated_tokens,
+                prompt_tokens=r.prompt_tokens,
+                cached_prompt_tokens=r.cached_prompt_tokens,
+                tokens_per_second=p.tokens_per_second,
+                latency_p50_ms=p.latency_p50_ms,
+                latency_p99_ms=p.latency_p99_ms,
+                ttft_p50_ms=p.ttft_p50_ms,
+                ttft_p99_ms=p.ttft_p99_ms,
+                cache_hits=r.cache_hits,
+                cache_lookups=r.cache_lookups,
+                queue_depth_max=min(r.queue_depth_max, 2**32 - 1),
+                queue_depth_mean=p.queue_depth_mean,
+                heartbeats=r.heartbeats,
+                upstream_requests=r.upstream_requests,
+                upstream_prompt_tokens=r.upstream_prompt_tokens,
+                upstream_completion_tokens=r.upstream_completion_tokens,
+                upstream_cost=r.upstream_cost,
+            ).start.seconds = r.start  # a rollup starts on a whole minute or hour
+    return response
 
 
 def burst_usage_response(groups: list[history.BurstGroup]) -> admin_pb2.ListBurstUsageResponse:

@@ -15,6 +15,8 @@ rows they add up to are written once (bench/heartbeats.py measures what that sav
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -289,3 +291,37 @@ def merged_usage(a: Iterable[BurstUsageRecord], b: Iterable[BurstUsageRecord]) -
             )
         )
     return list(held.values())
+
+
+# -- reading the rows back --------------------------------------------------------------------------------------------
+
+_BOUNDS_MS = histogram_buckets.BOUNDS_MS
+_LOWER_MS = (0.0, *_BOUNDS_MS[:-1])  # each bucket's lower bound, as histogram_buckets.quantile takes it
+_TOP_MS = float(_BOUNDS_MS[-1])
+_INF_BUCKET = len(_BOUNDS_MS)
+
+
+def quantiles(bucket_counts: Sequence[int], qs: Sequence[float]) -> list[float]:
+    """``histogram_buckets.quantile(bucket_counts, q)`` for each q, the same figures from one cumulative pass (the
+    counts are added up once, each quantile's bucket found by bisection): a history answer reads four per point."""
+    c = bucket_counts
+    if len(c) != histogram_buckets.BUCKETS:
+        c = histogram_buckets.normalized(c)
+    cum = list(itertools.accumulate(c))
+    total = cum[-1]
+    result = []
+    for q in qs:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile q must be within 0..1, got {q}")
+        if not total:
+            result.append(0.0)
+            continue
+        rank = q * total
+        # The first bucket whose running count reaches the rank; for rank 0, the first that counts anything.
+        i = bisect.bisect_left(cum, rank) if rank > 0 else bisect.bisect_right(cum, 0)
+        if i == _INF_BUCKET:
+            result.append(_TOP_MS)
+            continue
+        lower = _LOWER_MS[i]
+        result.append(lower + (_BOUNDS_MS[i] - lower) * max(0.0, rank - (cum[i - 1] if i else 0)) / c[i])
+    return result

@@ -4,7 +4,7 @@ upstreams cost (ListBurstUsage). Both are reads a viewer may make."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from central import rollups
@@ -12,7 +12,6 @@ from central.errors import InvalidArgument
 from central.services.base import Caller, Central, require_viewer
 from central.store import BurstUsageRecord, RollupRow
 from central.store.records import HOUR_S, MINUTE_S
-from edgefleet import histogram_buckets
 
 MAX_SCOPES = 1000
 # Points in one answer, all scopes together: about 150 bytes each, so an answer stays under the 4 MiB a gRPC
@@ -42,15 +41,21 @@ class Point:
     queue_depth_mean: float
 
 
+_P50_P99 = (0.5, 0.99)
+
+
 def point(row: RollupRow) -> Point:
-    lat, ttft = row.latency_buckets, row.ttft_buckets
+    """The point of a row: thousands per answer (a page of 100 nodes' last hour is 6,000), so each histogram's
+    quantiles come from one cumulative pass over its buckets (rollups.quantiles)."""
+    lat_p50, lat_p99 = rollups.quantiles(row.latency_buckets, _P50_P99)
+    ttft_p50, ttft_p99 = rollups.quantiles(row.ttft_buckets, _P50_P99)
     return Point(
         row,
         tokens_per_second=row.generated_tokens / row.period_s,
-        latency_p50_ms=histogram_buckets.quantile(lat, 0.5),
-        latency_p99_ms=histogram_buckets.quantile(lat, 0.99),
-        ttft_p50_ms=histogram_buckets.quantile(ttft, 0.5),
-        ttft_p99_ms=histogram_buckets.quantile(ttft, 0.99),
+        latency_p50_ms=lat_p50,
+        latency_p99_ms=lat_p99,
+        ttft_p50_ms=ttft_p50,
+        ttft_p99_ms=ttft_p99,
         queue_depth_mean=row.queue_depth_sum / row.heartbeats if row.heartbeats else 0.0,
     )
 
@@ -132,48 +137,80 @@ def _value(key: str, usage: BurstUsageRecord, labels: Mapping[str, str]) -> str:
     return labels.get(key[len(LABEL_GROUP_PREFIX) :], "")
 
 
-def _added(g: BurstGroup, u: BurstUsageRecord | BurstGroup, currencies: frozenset[str]) -> BurstGroup:
-    both = g.currencies | currencies
-    return BurstGroup(
-        g.upstream,
-        g.group,
-        g.requests + u.requests,
-        g.prompt_tokens + u.prompt_tokens,
-        g.completion_tokens + u.completion_tokens,
-        g.cost + u.cost,
-        "" if not both else next(iter(both)) if len(both) == 1 else MIXED,
-        max(g.last_at, u.last_at),
-        both,
-    )
+class _Sums:
+    """One group's figures as they are added up (one object per group, not one per row added)."""
+
+    __slots__ = ("requests", "prompt_tokens", "completion_tokens", "cost", "last_at", "currencies")
+
+    def __init__(self) -> None:
+        self.requests = self.prompt_tokens = self.completion_tokens = 0
+        self.cost = self.last_at = 0.0
+        self.currencies: set[str] = set()
+
+    def add(self, u: BurstUsageRecord | BurstGroup, currencies: Iterable[str]) -> None:
+        self.requests += u.requests
+        self.prompt_tokens += u.prompt_tokens
+        self.completion_tokens += u.completion_tokens
+        self.cost += u.cost
+        if u.last_at > self.last_at:
+            self.last_at = u.last_at
+        self.currencies.update(currencies)
+
+    def group(self, upstream: str, group: dict[str, str]) -> BurstGroup:
+        c = self.currencies
+        currency = "" if not c else next(iter(c)) if len(c) == 1 else MIXED
+        return BurstGroup(
+            upstream,
+            group,
+            self.requests,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cost,
+            currency,
+            self.last_at,
+            frozenset(c),
+        )
+
+
+def _by_cost(g: BurstGroup) -> tuple:
+    return (-g.cost, -g.requests, g.upstream, sorted(g.group.items()))
 
 
 def group_usage(
-    rows: Sequence[tuple[BurstUsageRecord, Mapping[str, str]]], keys: Sequence[str], max_rows: int = MAX_USAGE_ROWS
+    rows: Iterable[tuple[BurstUsageRecord, Mapping[str, str]]], keys: Sequence[str], max_rows: int = MAX_USAGE_ROWS
 ) -> list[BurstGroup]:
     """The rows added up per upstream and values of `keys`, by cost then requests, highest first; past `max_rows`,
     the rest added up per upstream under group values of rollups.OTHER."""
-    groups: dict[tuple, BurstGroup] = {}
+    sums: dict[tuple[str, tuple[str, ...]], _Sums] = {}
     for usage, labels in rows:
-        values = tuple(_value(k, usage, labels) for k in keys)
-        key = (usage.upstream, values)
-        held = groups.get(key) or BurstGroup(usage.upstream, dict(zip(keys, values, strict=True)))
-        groups[key] = _added(held, usage, frozenset([usage.currency]) if usage.currency else frozenset())
-    ordered = sorted(groups.values(), key=lambda g: (-g.cost, -g.requests, g.upstream, sorted(g.group.items())))
+        key = (usage.upstream, tuple(_value(k, usage, labels) for k in keys))
+        held = sums.get(key)
+        if held is None:
+            held = sums[key] = _Sums()
+        held.add(usage, (usage.currency,) if usage.currency else ())
+    ordered = sorted(
+        (s.group(upstream, dict(zip(keys, values, strict=True))) for (upstream, values), s in sums.items()),
+        key=_by_cost,
+    )
     if len(ordered) <= max_rows:
         return ordered
     kept, rest = ordered[: max_rows - 1], ordered[max_rows - 1 :]
-    other: dict[str, BurstGroup] = {}
+    other: dict[str, _Sums] = {}
     for g in rest:
-        held = other.get(g.upstream) or BurstGroup(g.upstream, {k: rollups.OTHER for k in keys})
-        other[g.upstream] = _added(held, g, g.currencies)
-    return sorted([*kept, *other.values()], key=lambda g: (-g.cost, -g.requests, g.upstream, sorted(g.group.items())))
+        held = other.get(g.upstream)
+        if held is None:
+            held = other[g.upstream] = _Sums()
+        held.add(g, g.currencies)
+    return sorted([*kept, *(s.group(u, {k: rollups.OTHER for k in keys}) for u, s in other.items())], key=_by_cost)
 
 
 def list_burst_usage(
     central: Central, caller: Caller, group_by: Sequence[str], since: float | None = None
 ) -> list[BurstGroup]:
-    """Burst usage since `since` (the hours that end after it; all central holds when None), grouped."""
+    """Burst usage since `since` (the hours that end after it; all central holds when None), grouped. The store adds
+    up each node's hours (a day of 1,000 bursting nodes is 24,000 hourly rows, 1,000 totals) and reads each node's
+    labels once."""
     require_viewer(central, caller, "burst.list")
     keys = check_group_by(group_by)
     central.beats.flush(history=True)
-    return group_usage(central.store.burst_usage_rows(since or 0.0), keys)
+    return group_usage(central.store.burst_usage_totals(since or 0.0), keys)

@@ -21,9 +21,10 @@ advisory lock, so replicas starting together apply each one once. Calls are netw
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, astuple
 
@@ -61,6 +62,7 @@ from central.store.records import (
     StoreError,
     TokenRecord,
     node_routing_records,
+    stored_rollup_row,
 )
 
 log = logging.getLogger(__name__)
@@ -869,7 +871,7 @@ class PostgresFleetStore(FleetStore):
             (list(series), period_s, start, end),
         )
         for r in rows:
-            series[r[0]].append(RollupRow.from_values(r[0], r[1], r[2], r[3:]))
+            series[r[0]].append(stored_rollup_row(r))
         return series
 
     def rollup_sums(self, scopes: Sequence[str], period_s: int, start: float, end: float) -> RollupRow:
@@ -912,6 +914,26 @@ class PostgresFleetStore(FleetStore):
             (since - 3600,),
         )
         return [(BurstUsageRecord(*r[:11]), r[11]) for r in rows]
+
+    def burst_usage_totals(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, Mapping[str, str]]]:
+        # The labels as text, parsed once per node (as jsonb, psycopg would parse them once per row).
+        rows = self._query(
+            f"SELECT {', '.join('b.' + c for c in _BURST_COLUMNS.split(', '))}, n.labels::text FROM (SELECT"
+            " max(hour) AS hour, node_id, upstream, tenant, data_class, currency, sum(requests)::bigint AS requests,"
+            " sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,"
+            " sum(cost) AS cost, max(last_at) AS last_at FROM burst_usage WHERE hour > %s"
+            " GROUP BY node_id, upstream, tenant, data_class, currency) b"
+            " JOIN nodes n USING (node_id) ORDER BY b.node_id, b.upstream, b.tenant, b.data_class, b.currency",
+            (since - 3600,),
+        )
+        labels: dict[str, Mapping[str, str]] = {}
+        result = []
+        for r in rows:
+            node_labels = labels.get(r[1])
+            if node_labels is None:
+                node_labels = labels[r[1]] = json.loads(r[11])
+            result.append((BurstUsageRecord(*r[:11]), node_labels))
+        return result
 
     def set_objective(self, objective: ObjectiveRecord) -> None:
         o = objective

@@ -10,7 +10,7 @@ routing counts as :class:`central.routing.RoutingReport` values.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -321,6 +321,18 @@ class RollupRow:
             latency_buckets=tuple(int(x) for x in v[n + 2 : n + 2 + b]),
             ttft_buckets=tuple(int(x) for x in v[n + 2 + b : n + 2 + 2 * b]),
         )
+
+
+_SCALARS_END = 3 + len(ROLLUP_COUNTS) + 2  # scope, period_s, start, the counts, queue_depth_max, upstream_cost
+_LATENCY_END = _SCALARS_END + _BUCKETS
+
+
+def stored_rollup_row(record: Sequence) -> RollupRow:
+    """The RollupRow of a rollups table record as selected (scope, period_s, start, then ROLLUP_VALUE_COLUMNS),
+    taken as the database typed it (no column is NULL there): rollup_series' rows, thousands per answer."""
+    # Positional, in field order (mypy cannot count a star's length); test_store_history checks every field's place.
+    latency, ttft = tuple(record[_SCALARS_END:_LATENCY_END]), tuple(record[_LATENCY_END:])
+    return RollupRow(*record[:_SCALARS_END], latency, ttft)  # type: ignore[call-arg]
 
 
 # The select list summing every value column (the largest queue_depth_max), for rollup_sums.
@@ -703,6 +715,12 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def burst_usage_rows(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, dict[str, str]]]:
         """The burst usage of the hours that end after `since`, each with its node's labels, by key."""
+
+    @abc.abstractmethod
+    def burst_usage_totals(self, since: float = 0.0) -> list[tuple[BurstUsageRecord, Mapping[str, str]]]:
+        """burst_usage_rows added up over the hours per node, upstream, tenant, data class and currency (hour: the
+        latest hour added, last_at the latest), by node then the rest of the key; each with its node's labels,
+        read once per node (the node's rows share one mapping: do not change it)."""
 
     @abc.abstractmethod
     def set_objective(self, objective: ObjectiveRecord) -> None:

@@ -169,3 +169,57 @@ def test_groups_past_the_row_bound_are_added_up_as_other():
         ("(other)", 3, 3.0),  # t2, t1, t0: sorted by cost like any group, then by requests
         ("t3", 1, 3.0),
     ]
+
+
+def test_burst_usage_over_several_hours_adds_each_nodes_hours_into_its_label_group(setup):
+    central, _, viewer = setup
+    for node_id, region in (("a", "eu"), ("b", "eu"), ("c", "us")):
+        _enroll(central, node_id, {"region": region})
+    usage = dict(upstream="cloud", data_class="public", tenant="acme", requests=1, prompt_tokens=10, currency="USD")
+    for _ in range(3):
+        for node_id, region in (("a", "eu"), ("b", "eu"), ("c", "us")):
+            _beat(central, node_id, {"region": region}, usage=[dict(usage, cost=0.25)])
+        central.clock.now += 3600
+    _beat(central, "c", {"region": "us"}, usage=[dict(usage, currency="EUR", cost=5.0)])
+    groups = history.list_burst_usage(central, viewer, ["label:region"])
+    assert [(g.group, g.requests, g.prompt_tokens, g.cost, g.currency, g.last_at) for g in groups] == [
+        ({"label:region": "us"}, 4, 40, 5.75, "mixed", T0 + 3 * 3600),
+        ({"label:region": "eu"}, 6, 60, 1.5, "USD", T0 + 2 * 3600),
+    ]
+    # Since a time inside the third hour: that hour and the fourth.
+    recent = history.list_burst_usage(central, viewer, ["label:region"], since=T0 + 2 * 3600 + 1)
+    assert [(g.group["label:region"], g.requests) for g in recent] == [("us", 2), ("eu", 2)]
+    response = convert.burst_usage_response(groups)
+    assert [(r.group["label:region"], r.requests, r.cost, r.currency) for r in response.rows] == [
+        ("us", 4, 5.75, "mixed"),
+        ("eu", 6, 1.5, "USD"),
+    ]
+
+
+def test_the_history_answer_carries_every_figure_of_each_point(setup):
+    central, _, viewer = setup
+    usage = dict(upstream="cloud", data_class="public", tenant="", requests=2, prompt_tokens=7, completion_tokens=3)
+    _beat(
+        central, "a", {"region": "eu"}, [40] * 98 + [900] * 2, usage=[dict(usage, cost=0.5, currency="USD")],
+        generated_tokens=600, prompt_tokens=80, cached_prompt_tokens=20, cache_hits=3, cache_lookups=9,
+        queue_depth=4, errors=2,
+    )  # fmt: skip
+    central.clock.now += 61
+    series = history.metrics_history(central, viewer, ["node:a", "fleet", "node:nobody"], 60)
+    response = convert.metrics_history_response(series)
+    assert [s.scope for s in response.series] == ["node:a", "fleet", "node:nobody"]
+    assert len(response.series[2].points) == 0
+    (p,) = series[0][1]
+    (m,) = response.series[0].points
+    assert m.start.ToSeconds() == T0 and m.start.nanos == 0 and m.period_seconds == 60
+    r = p.row
+    assert (m.requests, m.errors, m.generated_tokens, m.prompt_tokens, m.cached_prompt_tokens) == (100, 2, 600, 80, 20)
+    assert (m.cache_hits, m.cache_lookups, m.heartbeats, m.queue_depth_max) == (3, 9, 1, 4)
+    assert (m.upstream_requests, m.upstream_prompt_tokens, m.upstream_completion_tokens) == (2, 7, 3)
+    assert m.upstream_cost == r.upstream_cost == 0.5
+    assert (m.tokens_per_second, m.queue_depth_mean) == (10.0, 4.0)
+    assert (m.latency_p50_ms, m.latency_p99_ms) == (p.latency_p50_ms, p.latency_p99_ms)
+    assert m.latency_p50_ms == histogram_buckets.quantile(r.latency_buckets, 0.5)
+    assert m.latency_p99_ms == histogram_buckets.quantile(r.latency_buckets, 0.99)
+    assert (m.ttft_p50_ms, m.ttft_p99_ms) == (0.0, 0.0)
+    assert response.series[1].points[0] == m  # one node: the fleet's point is its point

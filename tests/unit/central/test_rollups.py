@@ -191,3 +191,24 @@ def test_a_minute_is_written_once_it_has_ended_or_when_history_is_read(tmp_path)
     buffer.flush(history=True)  # a read of the history: the minute in progress too
     assert store.rollup_sums(["fleet"], 3600, 0, 3600).requests == 6
     store.close()
+
+
+def test_quantiles_read_the_same_figures_as_histogram_buckets_quantile():
+    import random
+
+    rng = random.Random(17)
+    qs = (0.0, 0.01, 0.5, 0.9, 0.99, 0.999, 1.0)
+    cases = [
+        [0] * B,  # nothing counted: 0.0
+        [0] * (B - 1) + [5],  # all above the last bound: the last bound
+        [3],  # an older agent's short list
+        [1] * (B + 4),  # a newer agent's longer list (folded into +Inf)
+        [0, 0, 7] + [0] * (B - 3),  # one bucket: q = 0 is its lower bound
+    ]
+    cases += [[rng.choice((0, 0, 0, 1, 2, 9, 100, 10**9)) for _ in range(B)] for _ in range(2000)]
+    for counts in cases:
+        expected = [histogram_buckets.quantile(counts, q) for q in qs]
+        got = rollups.quantiles(tuple(counts), qs)
+        assert got == expected, counts  # the very same floats, not only close ones
+    with pytest.raises(ValueError, match=r"within 0\.\.1"):
+        rollups.quantiles([1] * B, (1.5,))

@@ -1,6 +1,7 @@
 """The history part of the FleetStore contract (issue 17): rollups, objectives and burst usage, on SQLite and on
 PostgreSQL (a fresh database per test; skipped when no server is reachable, failed under CI=true)."""
 
+import dataclasses
 import threading
 
 import pytest
@@ -158,6 +159,53 @@ class HistoryStoreContract:
         # Since a time inside the first hour: that hour still counts; since its end: only the next.
         assert len(store.burst_usage_rows(since=5000)) == 3
         assert [r.hour for r, _ in store.burst_usage_rows(since=7200)] == [7200]
+
+    def test_burst_usage_totals_add_up_the_hours_per_node_and_key_with_each_nodes_labels_once(self, store):
+        _enroll(store, "a", {"region": "eu"})
+        _enroll(store, "b", {"region": "us"})
+        store.add_burst_usage(
+            [
+                BurstUsageRecord(3600, "a", "cloud", "acme", "public", "USD", 2, 100, 50, 0.5, 3700.0),
+                BurstUsageRecord(7200, "a", "cloud", "acme", "public", "USD", 1, 10, 5, 0.25, 7300.0),
+                BurstUsageRecord(10800, "a", "cloud", "acme", "public", "USD", 4, 40, 20, 1.0, 10900.0),
+                BurstUsageRecord(7200, "a", "cloud", "acme", "public", "EUR", 1, 1, 1, 0.1, 7250.0),
+                BurstUsageRecord(7200, "a", "backup", "", "internal", "", 3, 30, 0, 0.0, 7400.0),
+                BurstUsageRecord(3600, "b", "cloud", "acme", "public", "USD", 5, 5, 5, 2.0, 3601.0),
+            ]
+        )
+        totals = store.burst_usage_totals()
+        assert totals == [
+            (BurstUsageRecord(7200, "a", "backup", "", "internal", "", 3, 30, 0, 0.0, 7400.0), {"region": "eu"}),
+            (BurstUsageRecord(7200, "a", "cloud", "acme", "public", "EUR", 1, 1, 1, 0.1, 7250.0), {"region": "eu"}),
+            (
+                BurstUsageRecord(10800, "a", "cloud", "acme", "public", "USD", 7, 150, 75, 1.75, 10900.0),
+                {"region": "eu"},
+            ),
+            (BurstUsageRecord(3600, "b", "cloud", "acme", "public", "USD", 5, 5, 5, 2.0, 3601.0), {"region": "us"}),
+        ]
+        assert all(type(v) is int for r, _ in totals for v in (r.hour, r.requests, r.prompt_tokens))
+        assert totals[0][1] is totals[2][1]  # one mapping per node
+        # The hours that end after `since`, as burst_usage_rows reads them.
+        assert [(r.currency, r.requests) for r, _ in store.burst_usage_totals(since=7300) if r.upstream == "cloud"] == [
+            ("EUR", 1),
+            ("USD", 5),
+        ]
+        assert store.burst_usage_totals(since=14400) == []
+
+    def test_a_rollup_row_reads_back_every_field_in_its_place(self, store):
+        names = [f.name for f in dataclasses.fields(RollupRow)][3:-2]  # past the key, before the buckets
+        row = RollupRow(
+            "node:a", 60, 120, **{name: i + 1 for i, name in enumerate(names)},
+            latency_buckets=tuple(range(100, 100 + histogram_buckets.BUCKETS)),
+            ttft_buckets=tuple(range(200, 200 + histogram_buckets.BUCKETS)),
+        )  # fmt: skip
+        row = dataclasses.replace(row, upstream_cost=0.5)
+        store.add_rollups([row])
+        assert store.rollup_series(["node:a"], 60, 0, 180)["node:a"] == [row]
+        store.add_rollups([RollupRow("fleet", 60, 0, requests=1)])
+        (plain,) = store.rollup_series(["fleet"], 60, 0, 60)["fleet"]
+        assert type(plain.upstream_cost) is float and type(plain.requests) is int
+        assert type(plain.latency_buckets) is tuple and len(plain.latency_buckets) == histogram_buckets.BUCKETS
 
     def test_heartbeat_targets_carry_the_nodes_labels(self, store):
         _enroll(store, "a", {"region": "eu", "site": "lab"})
