@@ -94,12 +94,13 @@ class Activator:
             return
         with self._lock:
             self._judge_probation_locked()
-            if self._active_sha256 == model.sha256 == self._service.model_sha256:
+            if self._active_sha256 == model.sha256 and self._serves(model):
                 if self.status.model is None:  # after a restart: report what the slot serves
                     self._set(model=model, state=ACTIVE)
                 return
             busy = self._thread is not None and self._thread.is_alive()
-            same = self.status.model is not None and self.status.model.sha256 == model.sha256
+            # The whole assignment, not its bytes alone: a new version of the same bytes is another version.
+            same = self.status.model == model
             if busy or (same and self.status.state in (FAILED, ROLLED_BACK, ACTIVE)):
                 return  # one at a time; a failed version waits for central to assign another
             self._set(model=model, state=VERIFYING, bytes_done=0, bytes_total=0, reason="")
@@ -110,6 +111,13 @@ class Activator:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _serves(self, model: ModelInfo) -> bool:
+        """Whether the model serving now is `model` under its name and version, not only its bytes. The same file
+        pushed again as another version (or name) is switched to like any version (loaded from the slot that holds
+        it, nothing downloaded), so the box reports, and clients ask for, what central assigned."""
+        served = self._service.current.backend.artifact
+        return (served.sha256, served.name, served.version) == (model.sha256, model.name, model.version)
 
     # -- probation ---------------------------------------------------------------
 
@@ -186,6 +194,7 @@ class Activator:
                 raise ArtifactError("the signed manifest names other bytes than the assignment")
             self._set(state=DOWNLOADING, bytes_total=manifest.size)
             path = self._download(manifest)
+            self._set_progress(manifest.size, manifest.size)  # all there, also when a slot held them already
             self._set(state=WARMING)
             short = policy.memory_shortfall(psutil.virtual_memory().available, manifest.size)
             if short:
