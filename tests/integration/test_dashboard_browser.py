@@ -8,6 +8,13 @@ node list's requests in the last hour grow after new heartbeats without a reload
 screenshot of each page is saved under the test's tmp dir, and copied to $EDGEFLEET_SCREENSHOT_DIR when set.
 With JavaScript off the tables are there.
 
+The fleet also carries what the rollouts and federated pages show, as tests/fleet_activity.py makes it for the
+Prometheus test too: the built-in model's file pushed as chat@1.0.0 and chat@2.0.0, eu's node on 1.0.0 and 2.0.0
+rolled out to region=eu, and a one-round federated usage-stats run over the three nodes (both started with the
+fleet, so they go on while the first tests run). The rollouts page shows the rollout completed with its step's
+progress, the federated page the run completed, and the eu node's page its activation of chat@2.0.0 (the same bytes
+as 1.0.0, under the version central assigned) and its certificate's expiry.
+
 Without Chromium or Playwright these skip, except under CI=true, where a skip would hide the failure.
 """
 
@@ -20,21 +27,27 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+import fleet_activity
 from agent_process import start_agent
-from central_process import create_token, edgefleet_cli, start_central, wait_for
+from central_process import CentralProcess, create_token, edgefleet_cli, start_central, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
+from edge_agent.models import resolve_model
+from edgefleet import pki
 
 CHROMIUM = os.environ.get("EDGEFLEET_CHROMIUM", "/usr/bin/chromium")
 REGIONS = ("eu", "us", "ap")
 PAGES = ("/", "/nodes", "/rollouts", "/federated", "/residency", "/objectives", "/burst", "/audit")
 FAST_RETRY = {"max_backoff_s": 1.0, "rpc_timeout_s": 3.0}
 START_TIMEOUT_S = 60
+# Federated learning needs flwr 1.42, which needs Python 3.11: on 3.10 the fleet runs no SuperLink and no run.
+FEDERATED = sys.version_info >= (3, 11)
 
 
 def _skip_or_fail(reason: str):
@@ -67,23 +80,50 @@ def _complete(base_url: str, prompt: str) -> None:
     assert r.status_code == 200, r.text
 
 
+@dataclass
+class Fleet:
+    central: CentralProcess
+    nodes: dict  # region -> (node id, AgentProcess)
+    certificates: dict  # region -> the node's certificate, as enrollment gave it
+    rollout_id: str
+    run_id: str | None  # None without federated learning (Python 3.10)
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet")
-    central = start_central(root / "central", "--heartbeat-interval", "0.5s")
-    agents, nodes = [], {}
+    superlink = ("--superlink-listen", "127.0.0.1:0") if FEDERATED else ()
+    central = start_central(root / "central", "--heartbeat-interval", "0.5s", *superlink)
+    agents, nodes, certificates = [], {}, {}
     try:
-        for region in REGIONS:
+        for index, region in enumerate(REGIONS):
             token = create_token(central, region=region)
             data_dir = root / f"agent-{region}"
             identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir))
-            agent = start_agent(data_dir, sections={"fleet": FAST_RETRY})
+            sections: dict = {"fleet": FAST_RETRY}
+            if FEDERATED:
+                fleet_activity.write_usage(data_dir, index)
+                sections["federated"] = {"enabled": True}
+            agent = start_agent(data_dir, sections=sections)
             agents.append(agent)
             nodes[region] = (identity.node_id, agent)
+            certificates[region] = identity.certificate
+        # The run waits (fl start --wait-nodes, 2 min) for the SuperNodes to connect.
+        run_id = str(fleet_activity.start_usage_stats_run(central, len(REGIONS))["run"]) if FEDERATED else None
         for i, (_, agent) in enumerate(nodes.values()):
             _complete(agent.base_url, f"Say hello {i}:")
         edgefleet_cli(central, "slo", "set", "eu-latency", "--selector", "region=eu", "--p99-ms", "5000")
-        yield central, nodes
+        # The cheapest rollout: the built-in model's own file pushed as chat@1.0.0 and chat@2.0.0. eu's node gets
+        # 1.0.0 (a rollout needs a version to roll back to), fetched from central into a slot and switched to; the
+        # rollout of 2.0.0 then switches it to the same bytes under the new version, from that slot. Neither is
+        # waited for here: they go on, with the federated run, while the first tests look at the pages. (eu's model
+        # id becomes "chat": no test sends eu a request after this.)
+        smol = resolve_model("smollm2-135m-instruct", "", root / "models")
+        for version in ("1.0.0", "2.0.0"):
+            fleet_activity.push(central, smol.path, "chat", version)
+        fleet_activity.assign(central, nodes["eu"][0], "chat@1.0.0")
+        rollout = fleet_activity.start_rollout(central, "chat@2.0.0", "region=eu")
+        yield Fleet(central, nodes, certificates, rollout["rollout"], run_id)
     finally:
         for agent in agents:
             agent.stop()
@@ -93,7 +133,7 @@ def fleet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dashboard(fleet, tmp_path_factory):
     """`edgefleet dashboard` as its own process, with a viewer's credential; its base URL."""
-    central, _ = fleet
+    central = fleet.central
     viewer = tmp_path_factory.mktemp("viewer") / "viewer.credential"
     edgefleet_cli(central, "admin", "create", "dash-viewer", "--role", "viewer", "--out", str(viewer))
     log = tmp_path_factory.mktemp("dashboard") / "dashboard.log"
@@ -170,7 +210,7 @@ def _wait_for_history(central, node_ids) -> None:
 
 
 def test_every_page_loads_clean_and_shows_the_three_nodes(browser, fleet, dashboard, tmp_path):
-    central, nodes = fleet
+    central, nodes = fleet.central, fleet.nodes
     ids = {region: node_id for region, (node_id, _) in nodes.items()}
     _wait_for_history(central, ids.values())
     page = _watched_page(browser)
@@ -207,7 +247,7 @@ def test_every_page_loads_clean_and_shows_the_three_nodes(browser, fleet, dashbo
 
 
 def test_the_node_list_updates_after_a_heartbeat_without_a_reload(browser, fleet, dashboard, tmp_path):
-    _, nodes = fleet
+    nodes = fleet.nodes
     node_id, agent = nodes["us"]
     page = _watched_page(browser)
     page.goto(dashboard + "/nodes", wait_until="load")
@@ -229,7 +269,7 @@ def test_the_node_list_updates_after_a_heartbeat_without_a_reload(browser, fleet
 
 
 def test_without_javascript_the_tables_are_there(browser, fleet, dashboard, tmp_path):
-    _, nodes = fleet
+    nodes = fleet.nodes
     page = _watched_page(browser, java_script_enabled=False)
     page.goto(dashboard + "/nodes", wait_until="load")
     table = page.inner_text("#node-table")
@@ -246,3 +286,54 @@ def test_a_rebound_host_name_is_refused(fleet, dashboard):
     refused = httpx.get(dashboard + "/nodes", headers={"Host": f"attacker.example:{port}"})
     assert refused.status_code == 421
     assert httpx.get(dashboard + "/nodes").headers["x-frame-options"] == "DENY"
+
+
+def test_the_rollout_the_run_and_a_node_s_activation_are_shown(browser, fleet, dashboard, tmp_path):
+    central, (eu, _) = fleet.central, fleet.nodes["eu"]
+    done = fleet_activity.rollout_ended(central, fleet.rollout_id)
+    assert done["phase"] == "COMPLETED", done
+    # Central judges a rollout by the bytes; the box must also say it serves them as chat@2.0.0, as assigned.
+    fleet_activity.wait_active(central, eu, "chat@2.0.0", timeout_s=60)
+    page = _watched_page(browser)
+
+    page.goto(dashboard + "/rollouts", wait_until="load")
+    rollout = page.locator(f"#rollout-{fleet.rollout_id}")
+    assert "chat@2.0.0" in rollout.locator("h2").inner_text() and "COMPLETED" in rollout.locator("h2").inner_text()
+    assert "region=eu" in rollout.inner_text()
+    steps = rollout.locator("table.steps tbody tr")
+    assert steps.count() == 1, "--canary 100: one step"
+    cells = [c.strip() for c in steps.nth(0).locator("td").all_inner_texts()]
+    # step, percent, nodes, on chat@2.0.0, (the progress bar), state
+    assert (cells[0], cells[1], cells[2], cells[3], cells[5]) == ("1 (canary)", "100%", "1", "1", "done"), cells
+    bar = steps.nth(0).locator("progress")
+    assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("1", "1")
+    node_rows = rollout.locator("details table tbody tr")
+    assert node_rows.count() == 1
+    node = [c.strip() for c in node_rows.nth(0).locator("td").all_text_contents()]  # in a closed <details>
+    assert node == [eu, "2.0.0", "2.0.0", "ACTIVE", "yes"], "node, desired, serving, activation, in step"
+    _shot(page, tmp_path, "rollouts-content")
+
+    if fleet.run_id is not None:
+        finished = fleet_activity.run_ended(central, fleet.run_id)
+        assert finished["status"] == "completed", finished
+        page.goto(dashboard + "/federated", wait_until="load")
+        row = page.locator("#runs tbody tr", has=page.locator(f"td:first-child:text-is('{fleet.run_id}')"))
+        cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+        # run, task, status, rounds, round time, nodes
+        assert cells[:4] == [fleet.run_id, "usage-stats", "completed", "1/1"], cells
+        assert cells[4].endswith(" s") and cells[5] == str(len(REGIONS)), cells
+        _shot(page, tmp_path, "federated-content")
+
+    page.goto(dashboard + f"/nodes/{eu}", wait_until="load")
+    activation = page.inner_text("#activation")
+    # Its bytes were all on the box already (slot a, from 1.0.0): none left to fetch.
+    assert re.fullmatch(r"chat@2\.0\.0: ACTIVE \((\S+ MiB) of \1\) since 20\S+ \S+Z", activation), activation
+    assert "chat@2.0.0" in page.inner_text("#node-model"), "serving: the name and version central assigned"
+    certificate = fleet.certificates["eu"]
+    expiry = page.inner_text("#cert-expiry")
+    expires = certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%SZ")
+    assert f"{pki.serial_hex(certificate)}, expires {expires}" in expiry, expiry
+    assert re.search(r"\(\d+ d left\)$", expiry), expiry
+    page.goto(dashboard + f"/nodes/{fleet.nodes['us'][0]}", wait_until="load")
+    assert page.inner_text("#activation") == "nothing assigned or attempted"
+    assert page.problems == [], page.problems
