@@ -14,7 +14,8 @@ from central.dashboard.source import FleetSource, Missing
 from edgefleet.v1 import admin_pb2
 
 # Nodes a page of the node list: its sparklines are one GetMetricsHistory call of 60 minute points per node, and
-# central answers about 30 µs a point (bench/dashboard.py), so 50 nodes keep the page well under 300 ms.
+# central answers about 13 µs a point (bench/dashboard.py), so 50 nodes keep the page well under 300 ms (100, the
+# most, about 150 ms p99 with 1,000 nodes).
 NODE_PAGE_DEFAULT = 50
 NODE_PAGE_MAX = 100
 # Scopes a GetMetricsHistory call asks for: central answers at most 20,000 points, 333 scopes of 60 minutes.
@@ -22,8 +23,8 @@ HISTORY_SCOPES_PER_CALL = 300
 # Nodes a page of the residency page's per-node table (the fleet's totals count every node).
 ROUTING_NODES_PAGE = 100
 # The burst page's default span, and the longest central keeps (30 days). The page refreshes every 5 s, and
-# central's ListBurstUsage reads every usage row of the span (about 200 ms for a day of 1,000 bursting nodes on
-# SQLite, bench/dashboard.py): the last hour by default, a day or a month a click away.
+# central's ListBurstUsage sums every usage row of the span (about 30 ms for a day of 1,000 bursting nodes on
+# SQLite, bench/dashboard.py; a month costs 30 times that): the last hour by default, a day or a month a click away.
 BURST_HOURS_DEFAULT = 1
 BURST_HOURS_MAX = 720
 REPORTS_SHOWN = 20
