@@ -108,8 +108,6 @@ def fleet(tmp_path_factory):
             agents.append(agent)
             nodes[region] = (identity.node_id, agent)
             certificates[region] = identity.certificate
-        # The run waits (fl start --wait-nodes, 2 min) for the SuperNodes to connect.
-        run_id = str(fleet_activity.start_usage_stats_run(central, len(REGIONS))["run"]) if FEDERATED else None
         for i, (_, agent) in enumerate(nodes.values()):
             _complete(agent.base_url, f"Say hello {i}:")
         edgefleet_cli(central, "slo", "set", "eu-latency", "--selector", "region=eu", "--p99-ms", "5000")
@@ -123,6 +121,8 @@ def fleet(tmp_path_factory):
             fleet_activity.push(central, smol.path, "chat", version)
         fleet_activity.assign(central, nodes["eu"][0], "chat@1.0.0")
         rollout = fleet_activity.start_rollout(central, "chat@2.0.0", "region=eu")
+        # The run waits (fl start --wait-nodes, 2 min) for the SuperNodes to connect.
+        run_id = str(fleet_activity.start_usage_stats_run(central, len(REGIONS))["run"]) if FEDERATED else None
         yield Fleet(central, nodes, certificates, rollout["rollout"], run_id)
     finally:
         for agent in agents:
