@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import fleet_activity
 from agent_process import AgentProcess, start_agent
 from central_process import create_token, edgefleet_cli, start_central, wait_for
 from logging_upstream import start_logging_upstream
@@ -63,16 +64,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_usage(data_dir: Path, index: int) -> None:
-    from federated.local_data import usage_path
-
-    path = usage_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hours = [(h + index) % 5 for h in range(24)]
-    path.write_text(json.dumps({"requests_per_hour": hours, "latency_buckets": [index, 1, 0, 0, 0, 0, 0, 0, 0],
-                                "cache": [index, 10]}))  # fmt: skip
-
-
 def _chat(agent, model: str, text: str) -> int:
     reply = httpx.post(
         agent.base_url + "/v1/chat/completions",
@@ -80,20 +71,6 @@ def _chat(agent, model: str, text: str) -> int:
         timeout=120,
     )
     return reply.status_code
-
-
-def _registered_flower_keys(central) -> int:
-    return sum('"fl.node.register"' in line for line in edgefleet_cli(central, "audit", "list", "--json").splitlines())
-
-
-def _active(central, node_id: str) -> str:
-    """The version a node reports ACTIVE, "" while it has none."""
-    from edgefleet.v1 import admin_pb2
-
-    with central.admin() as admin:
-        nodes = admin.call("ListNodes", admin_pb2.ListNodesRequest()).nodes
-    activation = next(n.status.activation for n in nodes if n.node_id == node_id)
-    return activation.model.version if activation.state == 4 else ""
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +102,7 @@ def fleet(tmp_path_factory):
             node_ids[region] = enroll(
                 central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir)
             ).node_id
-            _write_usage(data_dir, index)
+            fleet_activity.write_usage(data_dir, index)
             sections: dict = {
                 "fleet": {"max_backoff_s": 1.0},
                 "federated": {"enabled": True},
@@ -142,27 +119,16 @@ def fleet(tmp_path_factory):
                     }
                 ]
             agents[region] = start_agent(data_dir, sections=sections)
-        wait_for(
-            lambda: _registered_flower_keys(central) >= len(agents),
-            timeout_s=120,
-            what="central registering the nodes' Flower keys",
-        )
+        fleet_activity.wait_for_flower_keys(central, len(agents))
 
         # The rollout: the same bytes under a new version, to region=eu's node, which first runs the old one.
         smol = resolve_model("smollm2-135m-instruct", "", root / "models")
         for version in ("1.0.0", "2.0.0"):
-            edgefleet_cli(central, "models", "push", str(smol.path), "--name", "chat", "--version", version)
-        edgefleet_cli(central, "nodes", "assign", node_ids["eu"], "chat@1.0.0")
-        wait_for(lambda: _active(central, node_ids["eu"]) == "1.0.0", timeout_s=180, what="eu's node on chat@1.0.0")
-        rollout = json.loads(
-            edgefleet_cli(central, "rollout", "start", "chat@2.0.0", "--selector", "region=eu", "--canary", "100",
-                          "--bake", "1s", "--max-p99-ms", "120000", "--json")
-        )  # fmt: skip
-        run = json.loads(
-            edgefleet_cli(
-                central, "fl", "start", "--task", "usage-stats", "--rounds", "1", "--min-nodes", "3", "--json"
-            )
-        )
+            fleet_activity.push(central, smol.path, "chat", version)
+        fleet_activity.assign(central, node_ids["eu"], "chat@1.0.0")
+        fleet_activity.wait_active(central, node_ids["eu"], "chat@1.0.0")
+        rollout = fleet_activity.start_rollout(central, "chat@2.0.0", "region=eu")
+        run = fleet_activity.start_usage_stats_run(central, min_nodes=3)
 
         for region, agent in agents.items():
             model = httpx.get(agent.base_url + "/v1/models", timeout=30).json()["data"][0]["id"]
@@ -172,18 +138,11 @@ def fleet(tmp_path_factory):
             assert _chat(agents["us"], "cloud-model", f"Public question {i}") == 200
         assert len(upstream.posts()) == BURST
 
-        def rollout_done():
-            rows = json.loads(edgefleet_cli(central, "rollout", "status", rollout["rollout"], "--json"))
-            return rows if rows["phase"] in ("COMPLETED", "ROLLED_BACK", "ABORTED") else None
-
-        done = wait_for(rollout_done, timeout_s=300, interval_s=0.5, what="the rollout to region=eu to end")
+        done = fleet_activity.rollout_ended(central, rollout["rollout"])
         assert done["phase"] == "COMPLETED", done
-
-        def run_done():
-            row = json.loads(edgefleet_cli(central, "fl", "status", str(run["run"]), "--json"))
-            return row if row["status"] in ("completed", "failed") else None
-
-        finished = wait_for(run_done, timeout_s=RUN_TIMEOUT_S, interval_s=1.0, what="the federated run to end")
+        # Central judges the rollout by the bytes; the box reports them under the version central assigned.
+        fleet_activity.wait_active(central, node_ids["eu"], "chat@2.0.0", timeout_s=60)
+        finished = fleet_activity.run_ended(central, run["run"], timeout_s=RUN_TIMEOUT_S)
         assert finished["status"] == "completed", finished
         yield central, agents, upstream
     finally:
@@ -302,10 +261,10 @@ def test_prometheus_reads_the_fleet_as_it_is(fleet, prometheus):
     }  # fmt: skip
     models = {(r["metric"]["model"], r["metric"]["version"]): float(r["value"][1])
               for r in prometheus.query("edgefleet_fleet_nodes_by_model")}  # fmt: skip
-    # chat@2.0.0 is chat@1.0.0's bytes: the agent, already serving them, goes on naming them 1.0.0.
-    chat = models.get(("chat", "1.0.0"), 0) + models.get(("chat", "2.0.0"), 0)
+    # chat@2.0.0 is chat@1.0.0's bytes: the agent serves them as chat@2.0.0, the version central assigned.
+    chat = {version: n for (model, version), n in models.items() if model == "chat" and n}
     others = sum(n for (model, _), n in models.items() if model == "smollm2-135m-instruct")
-    assert chat == 1 and others == 2, models  # us and ap serve the built-in model, unassigned
+    assert chat == {"2.0.0": 1} and others == 2, models  # us and ap serve the built-in model, unassigned
     runs = prometheus.by("edgefleet_fleet_federated_runs", "state")
     assert runs["completed"] == 1 and sum(runs.values()) == 1, runs
     # Data residency: nothing restricted left a box; the us box's bursts are counted with their usage and price.
