@@ -16,8 +16,8 @@ crash loses at most one flush interval of them.
 
 So do the rollups of the beats' inference figures (central.rollups), held per
 node and minute until the minute has ended: the first flush after it writes its
-rows (the node's, its share of the fleet's and its label groups', and the hour
-rows they add up to) as additive upserts, with the burst usage per node and
+rows (the node's, its share of the fleet's and its label groups'; the store
+derives the hours from them) as additive upserts, with the burst usage per node and
 hour. A node beating every 15 s so costs one write of its rows a minute, not
 four. Reads of the history flush every minute held (flush(history=True)); a
 crash loses at most the minute in progress. A failed write keeps them for the
@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
+from dataclasses import replace
 
 from central import rollups, routing
 from central.routing import RoutingReport
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
 # While the store refuses writes, the rollup deltas kept for the next flush stay under this many rows: past it
-# the minute rows kept are dropped (and counted in the log); the hour rows, 60 times fewer, are kept.
+# each scope's minute rows of an hour are lumped into one (and counted in the log), 60 times fewer.
 MAX_KEPT_ROLLUP_ROWS = 200_000
 
 
@@ -127,12 +128,18 @@ class HeartbeatBuffer:
         with self._lock:
             kept = rollups.merged_rows(rows, self._kept_rollups)
             if len(kept) > MAX_KEPT_ROLLUP_ROWS:
-                hours = [r for r in kept if r.period_s != rollups.MINUTE_S]
-                log.warning(
-                    "the store refuses writes: dropped %d minute rollup rows kept for it (their hours are kept)",
-                    len(kept) - len(hours),
+                # Each scope's minutes of an hour as one row at the hour's first minute: the minute view of those
+                # hours lumps them together, the hour view (derived from the minutes) keeps every count.
+                lumped = rollups.merged_rows(
+                    (), (replace(r, start=r.start // rollups.HOUR_S * rollups.HOUR_S) for r in kept)
                 )
-                kept = hours
+                log.warning(
+                    "the store refuses writes: the %d minute rollup rows kept for it are lumped into %d, one per"
+                    " scope and hour",
+                    len(kept),
+                    len(lumped),
+                )
+                kept = lumped
             self._kept_rollups = kept
             self._kept_usage = rollups.merged_usage(usage, self._kept_usage)
 

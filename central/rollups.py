@@ -9,8 +9,11 @@ replicas may make on the same rows.
 
 Nothing here reads a clock, the network or the store. :class:`Accumulator` keeps the deltas of the beats
 (central.heartbeats.HeartbeatBuffer holds one) per node and minute until the minute has ended: a node beating
-every 15 s adds to its row four times, and the row, its share of the fleet's and label groups' rows and the hour
-rows they add up to are written once (bench/heartbeats.py measures what that saves).
+every 15 s adds to its row four times, and the row and its share of the fleet's and label groups' rows are written
+once (bench/heartbeats.py measures what that saves). Hour rows are not written from here: the leader derives each
+ended hour's rows from its minute rows (FleetStore.derive_rollup_hours), and a read of the hours adds the current
+hour's minutes, so a beat costs one upsert per scope and minute, not two, and an hour row is written once instead
+of updated every minute (each update left a dead row version behind in PostgreSQL).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ MAX_VALUES_PER_KEY = 1000
 MAX_BEAT_COUNT = 2**32
 MAX_BEAT_COST = 1e9
 MAX_SCOPE_CHARS = 512
+# The leader derives an hour's rows (FleetStore.derive_rollup_hours) once it ended this long ago: its last minutes
+# are written by then (a minute written later still counts in its hour, at a little more cost).
+HOUR_DERIVE_DELAY_S = 2 * MINUTE_S
+_BUCKETS = histogram_buckets.BUCKETS
 
 
 class RollupError(CentralError, ValueError):
@@ -130,41 +137,55 @@ class BeatFigures:
     # requests, prompt_tokens, completion_tokens, cost)
 
 
+_COUNT_FIELDS = ROLLUP_COUNTS[:7]  # read from the InferenceStats fields of the same names
+_NO_USAGE = (0, 0, 0, 0.0)
+
+
 def figures(status: common_pb2.NodeStatus) -> BeatFigures:
-    """The figures of one beat's status (its inference window), bounded. On every accepted beat: kept lean."""
+    """The figures of one beat's status (its inference window), bounded. On every accepted beat: kept lean (the
+    usual beat, every bucket and each count in bounds, is read field by field and checked with one max())."""
     inf = status.inference
-    usage = tuple(
-        (
-            u.upstream,
-            u.tenant,
-            u.data_class,
-            u.currency,
-            _count(u.requests),
-            _count(u.prompt_tokens),
-            _count(u.completion_tokens),
-            _cost(u.cost),
+    if inf.upstream_usage:
+        usage = tuple(
+            (
+                u.upstream,
+                u.tenant,
+                u.data_class,
+                u.currency,
+                _count(u.requests),
+                _count(u.prompt_tokens),
+                _count(u.completion_tokens),
+                _cost(u.cost),
+            )
+            for u in inf.upstream_usage
         )
-        for u in inf.upstream_usage
+        upstream: tuple = (
+            sum(u[4] for u in usage),
+            sum(u[5] for u in usage),
+            sum(u[6] for u in usage),
+            sum(u[7] for u in usage),  # upstream_cost
+        )
+    else:
+        usage, upstream = (), _NO_USAGE
+    queue = inf.queue_depth  # uint32: always in bounds
+    latency: Sequence[int] = inf.latency_buckets
+    ttft: Sequence[int] = inf.ttft_buckets
+    # In ROLLUP_COUNTS order. The wire's counts are unsigned: only their size needs a bound.
+    counts = (
+        inf.requests,
+        inf.errors,
+        inf.generated_tokens,
+        inf.prompt_tokens,
+        inf.cached_prompt_tokens,
+        inf.cache_hits,
+        inf.cache_lookups,
     )
-    queue = _count(inf.queue_depth)
-    # In ROLLUP_COUNTS order.
-    values = (
-        _count(inf.requests),
-        _count(inf.errors),
-        _count(inf.generated_tokens),
-        _count(inf.prompt_tokens),
-        _count(inf.cached_prompt_tokens),
-        _count(inf.cache_hits),
-        _count(inf.cache_lookups),
-        1,  # heartbeats
-        queue,  # queue_depth_sum
-        sum(u[4] for u in usage),
-        sum(u[5] for u in usage),
-        sum(u[6] for u in usage),
-        sum(u[7] for u in usage),  # upstream_cost
-        *_buckets(inf.latency_buckets),
-        *_buckets(inf.ttft_buckets),
-    )
+    if len(latency) != _BUCKETS or len(ttft) != _BUCKETS:
+        latency, ttft = _buckets(latency), _buckets(ttft)
+    values = (*counts, 1, queue, *upstream, *latency, *ttft)  # 1: heartbeats; queue: queue_depth_sum
+    if max(values) > MAX_BEAT_COUNT:
+        n = len(ROLLUP_COUNTS)
+        values = (*map(_count, values[:n]), values[n], *map(_count, values[n + 1 :]))
     return BeatFigures(values, queue, usage)
 
 
@@ -189,20 +210,32 @@ def _add_into(held: dict, key, values: Sequence, qmax: int) -> None:
     if entry is None:
         held[key] = [values, qmax]
     else:
-        entry[0] = list(map(operator.add, entry[0], values))
+        entry[0] = tuple(map(operator.add, entry[0], values))
         if qmax > entry[1]:
             entry[1] = qmax
 
 
+# Beats held per node and minute before they are added up (Accumulator.add): adding 54 values once per beat was
+# the larger part of its cost; adding up to this many tuples at once, column by column, is a fraction of it.
+_SUM_EVERY = 16
+
+
+def _summed(held: list) -> tuple:
+    """The values tuples held added up, column by column."""
+    return tuple(map(sum, zip(*held, strict=True))) if len(held) > 1 else held[0]
+
+
 class Accumulator:
-    """The rollup and burst usage deltas of the beats not yet taken. Per node and minute as beats arrive (one
-    addition per beat); fanned out to the fleet's, the label groups' and the hour rows only when taken. Not
-    thread-safe: its holder locks around it."""
+    """The rollup and burst usage deltas of the beats not yet taken. Per node and minute as beats arrive (a beat's
+    values are kept as they come and added up a few at a time); fanned out to the fleet's and the label groups'
+    rows only when taken. Only minute rows: the store derives each hour's rows from them once the hour has ended
+    (FleetStore.derive_rollup_hours) and adds the current hour's minutes at read time. Not thread-safe: its
+    holder locks around it."""
 
     def __init__(self, label_keys: Sequence[str] = DEFAULT_LABEL_KEYS, cap: LabelCap | None = None):
         self.label_keys = tuple(label_keys)
         self._cap = cap or LabelCap()
-        # (node_id, minute start) -> [additive values, queue_depth_max, the node's labels at its latest beat]
+        # (node_id, minute start) -> [[values tuples not yet added up], queue_depth_max, the node's latest labels]
         self._minutes: dict[tuple[str, int], list] = {}
         self._usage: dict[tuple[int, str, str, str, str, str], list] = {}
 
@@ -211,9 +244,12 @@ class Accumulator:
         key = (node_id, int(at) // MINUTE_S * MINUTE_S)
         held = self._minutes.get(key)
         if held is None:
-            self._minutes[key] = [beat.values, beat.queue_depth, labels]
+            self._minutes[key] = [[beat.values], beat.queue_depth, labels]
         else:
-            held[0] = list(map(operator.add, held[0], beat.values))
+            values = held[0]
+            values.append(beat.values)
+            if len(values) >= _SUM_EVERY:
+                held[0] = [_summed(values)]
             if beat.queue_depth > held[1]:
                 held[1] = beat.queue_depth
             held[2] = labels
@@ -232,9 +268,9 @@ class Accumulator:
                     u[4] = max(u[4], at)
 
     def take(self, closed_before: float | None = None) -> tuple[list[RollupRow], list[BurstUsageRecord]]:
-        """The deltas of the minutes that ended by `closed_before` (every minute held when None) as rows of every
-        scope, minute and hour, with the burst usage held; empties what it returns. While no minute has ended
-        since the last take, nothing: a node beating every 15 s adds to one row four times before it is written."""
+        """The deltas of the minutes that ended by `closed_before` (every minute held when None) as minute rows of
+        every scope, with the burst usage held; empties what it returns. While no minute has ended since the last
+        take, nothing: a node beating every 15 s adds to one row four times before it is written."""
         if closed_before is None:
             taken, self._minutes = self._minutes, {}
         else:
@@ -245,19 +281,15 @@ class Accumulator:
                 del self._minutes[k]
         usage, self._usage = self._usage, {}
         minutes: dict[tuple[str, int], list] = {}
-        for (node_id, start), (values, qmax, labels) in taken.items():
+        cap, label_keys = self._cap, self.label_keys
+        for (node_id, start), (held, qmax, labels) in taken.items():
+            values = _summed(held)
             minutes[(node_scope(node_id), start)] = [values, qmax]
             _add_into(minutes, (FLEET, start), values, qmax)
-            for label in self.label_keys:
+            for label in label_keys:
                 if label in labels:
-                    scope = label_scope(label, self._cap.value(label, labels[label]))
-                    _add_into(minutes, (scope, start), values, qmax)
-        hours: dict[tuple[str, int], list] = {}
-        rows = []
-        for (scope, start), (values, qmax) in minutes.items():
-            rows.append(row(scope, MINUTE_S, start, values, qmax))
-            _add_into(hours, (scope, start // HOUR_S * HOUR_S), values, qmax)
-        rows.extend(row(scope, HOUR_S, start, values, qmax) for (scope, start), (values, qmax) in hours.items())
+                    _add_into(minutes, (label_scope(label, cap.value(label, labels[label])), start), values, qmax)
+        rows = [row(scope, MINUTE_S, start, values, qmax) for (scope, start), (values, qmax) in minutes.items()]
         return rows, [BurstUsageRecord(*key, *u) for key, u in usage.items()]
 
     def __len__(self) -> int:

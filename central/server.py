@@ -28,7 +28,7 @@ from pathlib import Path
 
 import grpc
 
-from central import datadir, health, leadership, liveness, metrics_server
+from central import datadir, health, leadership, liveness, metrics_server, rollups
 from central.blobs import open_blob_store
 from central.datadir import Authority, CentralPaths
 from central.enrollment_server import EnrollmentServer
@@ -485,8 +485,9 @@ async def _flush_heartbeats(central: Central, leader: Leadership, stop: asyncio.
 
 
 async def _prune_history(central: Central, leader: Leadership, stop: asyncio.Event) -> None:
-    """Every PRUNE_INTERVAL_S the leader deletes the rollups and burst usage past their retention (a day of minutes,
-    30 days of hours and of burst usage): one replica is enough, and with SQLite the one process leads."""
+    """Every PRUNE_INTERVAL_S the leader derives the hour rollups of the hours that ended from their minute rows, and
+    deletes the rollups and burst usage past their retention (a day of minutes, 30 days of hours and of burst
+    usage): one replica is enough, and with SQLite the one process leads."""
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), PRUNE_INTERVAL_S)
@@ -495,10 +496,17 @@ async def _prune_history(central: Central, leader: Leadership, stop: asyncio.Eve
         if not leader.is_leader:
             continue
         try:
+            # The hours' rows from their minutes first (hours ended a little while ago: their last minutes are in),
+            # then the retention: a minute is never pruned before its hour was derived.
+            derived = await call(
+                central, central.store.derive_rollup_hours, central.clock() - rollups.HOUR_DERIVE_DELAY_S
+            )
             gone = await call(central, central.store.prune_rollups, central.clock())
         except Exception:  # the store may be down for a moment: the next round tries again
             log.exception("could not prune the history; retrying in %.0f s", PRUNE_INTERVAL_S)
             continue
+        if derived:
+            log.debug("derived %d hour rollup rows from their minutes", derived)
         if gone:
             log.info("pruned %d history rows past their retention", gone)
 

@@ -39,8 +39,9 @@ from central.audit import GENESIS_HASH, AuditAnchor, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
     BURST_USAGE_KEEP_S,
+    HOUR_S,
+    MINUTE_S,
     ROLLUP_KEEP_S,
-    ROLLUP_SUMS_SQL,
     ROLLUP_VALUE_COLUMNS,
     AuditEvent,
     BurstUsageRecord,
@@ -61,6 +62,8 @@ from central.store.records import (
     RollupRow,
     StoreError,
     TokenRecord,
+    hour_ceiling,
+    late_hour_deltas,
     node_routing_records,
     stored_rollup_row,
 )
@@ -74,6 +77,7 @@ AUDIT_LOCK_KEY = 7_310_002
 LEADER_LOCK_KEY = 7_310_003
 MODELS_LOCK_KEY = 7_310_004
 OPERATORS_LOCK_KEY = 7_310_016  # revoke_operator and add_first_operator decide on every operator's row
+ROLLUPS_LOCK_KEY = 7_310_017  # derive_rollup_hours alone; add_rollups shared
 
 CONNECT_TIMEOUT_S = 5  # libpq counts whole seconds, at least 2
 POOL_TIMEOUT_S = 10.0
@@ -223,6 +227,19 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             " last_at double precision NOT NULL, PRIMARY KEY (hour, node_id, upstream, tenant, data_class, currency))",
         ],
     ),
+    (
+        8,
+        [
+            # A zero is stored as NULL (add_rollups): a NULL costs one bit of the row's null bitmap, a bigint 8 bytes,
+            # and most of a row's 54 counts (latency and TTFT buckets above all) are zero. Readers coalesce.
+            "ALTER TABLE rollups "
+            + ", ".join(f"ALTER COLUMN {c} DROP NOT NULL, ALTER COLUMN {c} DROP DEFAULT" for c in ROLLUP_VALUE_COLUMNS),
+            # The last hour whose rollup rows were derived from its minute rows (derive_rollup_hours); NULL: none.
+            # Before, heartbeats wrote the hour rows themselves: the hours they wrote count as derived.
+            "CREATE TABLE rollup_hours (id boolean PRIMARY KEY DEFAULT true CHECK (id), last_hour bigint)",
+            "INSERT INTO rollup_hours (last_hour) SELECT max(start) FROM rollups WHERE period_s = 3600",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -241,15 +258,64 @@ _OBJECTIVE_COLUMNS = (
 _BURST_COLUMNS = (
     "hour, node_id, upstream, tenant, data_class, currency, requests, prompt_tokens, completion_tokens, cost, last_at"
 )
+_VALUES = ", ".join(ROLLUP_VALUE_COLUMNS)
+# Zeros are written as NULL (migration 8): NULL + x is x, greatest() skips NULLs.
 _ADD_ROLLUP = (
-    f"INSERT INTO rollups (scope, period_s, start, {', '.join(ROLLUP_VALUE_COLUMNS)})"
+    f"INSERT INTO rollups (scope, period_s, start, {_VALUES})"
     f" VALUES ({', '.join(['%s'] * (3 + len(ROLLUP_VALUE_COLUMNS)))})"
     " ON CONFLICT (scope, period_s, start) DO UPDATE SET "
     + ", ".join(
-        f"{c} = greatest(rollups.{c}, excluded.{c})" if c == "queue_depth_max" else f"{c} = rollups.{c} + excluded.{c}"
+        f"{c} = greatest(rollups.{c}, excluded.{c})"
+        if c == "queue_depth_max"
+        else f"{c} = coalesce(rollups.{c} + excluded.{c}, rollups.{c}, excluded.{c})"
         for c in ROLLUP_VALUE_COLUMNS
     )
 )
+# The value columns as read: a NULL is 0.
+_READ_VALUES = ", ".join(
+    f"coalesce({c}, 0)::float8" if c == "upstream_cost" else f"coalesce({c}, 0)" for c in ROLLUP_VALUE_COLUMNS
+)
+# Summed over rows, as bigint (sum() of a bigint is numeric), a NULL sum 0.
+_READ_SUMS = ", ".join(
+    f"coalesce(max({c}), 0)"
+    if c == "queue_depth_max"
+    else f"coalesce(sum({c}), 0)::float8"
+    if c == "upstream_cost"
+    else f"coalesce(sum({c}), 0)::bigint"
+    for c in ROLLUP_VALUE_COLUMNS
+)
+# Each ended hour's rows, summed from its minute rows (derive_rollup_hours); an hour row already there stays.
+_DERIVE_HOURS = (
+    f"INSERT INTO rollups (scope, period_s, start, {_VALUES})"
+    f" SELECT scope, {HOUR_S}, start / {HOUR_S} * {HOUR_S}, "
+    + ", ".join(
+        f"max({c})" if c == "queue_depth_max" else f"sum({c})" if c == "upstream_cost" else f"sum({c})::bigint"
+        for c in ROLLUP_VALUE_COLUMNS
+    )
+    + f" FROM rollups WHERE period_s = {MINUTE_S} AND start >= %s AND start < %s"
+    f" GROUP BY scope, start / {HOUR_S} * {HOUR_S} ON CONFLICT (scope, period_s, start) DO NOTHING"
+)
+# The rows, one per hour or minute, that the hours of the scopes (%(scopes)s) starting in [start, end) add up: their
+# hour rows, and the minute rows of each hour not derived yet that has no hour row.
+_HOUR_ROWS = (
+    f"SELECT scope, start AS hour, {_VALUES} FROM rollups"
+    f" WHERE scope = ANY(%(scopes)s) AND period_s = {HOUR_S} AND start >= %(start)s AND start < %(end)s"
+    f" UNION ALL SELECT scope, start / {HOUR_S} * {HOUR_S}, {_VALUES} FROM rollups m"
+    f" WHERE scope = ANY(%(scopes)s) AND period_s = {MINUTE_S}"
+    f" AND start >= greatest(%(first)s, (SELECT last_hour + {HOUR_S} FROM rollup_hours)) AND start < %(after)s"
+    f" AND NOT EXISTS (SELECT 1 FROM rollups h WHERE h.scope = m.scope AND h.period_s = {HOUR_S}"
+    f" AND h.start = m.start / {HOUR_S} * {HOUR_S})"
+)
+
+
+def _first(row: tuple | None, at: int = 0):
+    """Column `at` of a row an aggregate query always returns."""
+    assert row is not None
+    return row[at]
+
+
+def _hour_params(scopes: list[str], start: float, end: float) -> dict:
+    return {"scopes": scopes, "start": start, "end": end, "first": hour_ceiling(start), "after": hour_ceiling(end)}
 
 
 def describe(url: str) -> str:
@@ -324,7 +390,7 @@ class PostgresFleetStore(FleetStore):
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL at {self.where}: {_reason(exc)}") from exc
 
-    def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
+    def _query(self, sql: str, args: Sequence | Mapping = ()) -> list[tuple]:
         """One statement that returns rows, in a transaction of its own."""
         with self._tx() as conn:
             return conn.execute(sql, args).fetchall()
@@ -852,12 +918,42 @@ class PostgresFleetStore(FleetStore):
     # -- history (issue 17) ------------------------------------------------------
 
     def add_rollups(self, deltas) -> None:
-        # Key order: replicas adding to overlapping rows (the fleet's, a label group's) wait instead of deadlocking.
-        rows = sorted((d.scope, d.period_s, d.start, *d.values()) for d in deltas)
-        if not rows:
+        deltas = list(deltas)
+        if not deltas:
             return
         with self._tx() as conn, conn.cursor() as cur:
+            # Shared: derive_rollup_hours, which takes it alone, never runs between reading last_hour and the writes.
+            cur.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s), (SELECT last_hour FROM rollup_hours)", (ROLLUPS_LOCK_KEY,)
+            )
+            last_hour = _first(cur.fetchone(), 1)
+            # Key order: replicas adding to overlapping rows (the fleet's, a label group's) wait instead of
+            # deadlocking. A zero goes as NULL.
+            rows = sorted(
+                (d.scope, d.period_s, d.start, *[v or None for v in d.values()])
+                for d in (*deltas, *late_hour_deltas(deltas, last_hour))
+            )
             cur.executemany(_ADD_ROLLUP, rows)
+
+    def derive_rollup_hours(self, until: float) -> int:
+        end = int(until) // HOUR_S * HOUR_S  # hours starting before it have ended
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUPS_LOCK_KEY,))
+            last_hour = _first(conn.execute("SELECT last_hour FROM rollup_hours").fetchone())
+            if last_hour is None:  # never derived: from the first minute kept
+                first = _first(
+                    conn.execute("SELECT min(start) FROM rollups WHERE period_s = %s", (MINUTE_S,)).fetchone()
+                )
+                begin = end if first is None else first // HOUR_S * HOUR_S
+            else:
+                begin = last_hour + HOUR_S
+            if begin >= end:
+                if last_hour is None:
+                    conn.execute("UPDATE rollup_hours SET last_hour = %s", (end - HOUR_S,))
+                return 0
+            written = conn.execute(_DERIVE_HOURS, (begin, end)).rowcount
+            conn.execute("UPDATE rollup_hours SET last_hour = %s", (end - HOUR_S,))
+            return written
 
     def rollup_series(
         self, scopes: Sequence[str], period_s: int, start: float, end: float
@@ -865,21 +961,32 @@ class PostgresFleetStore(FleetStore):
         series: dict[str, list[RollupRow]] = {scope: [] for scope in scopes}
         if not series:
             return series
-        rows = self._query(
-            f"SELECT scope, period_s, start, {', '.join(ROLLUP_VALUE_COLUMNS)} FROM rollups"
-            " WHERE scope = ANY(%s) AND period_s = %s AND start >= %s AND start < %s ORDER BY scope, start",
-            (list(series), period_s, start, end),
-        )
+        if period_s == HOUR_S:
+            rows = self._query(
+                f"SELECT scope, {HOUR_S}, hour, {_READ_SUMS} FROM ({_HOUR_ROWS}) AS r"
+                " GROUP BY scope, hour ORDER BY scope, hour",
+                _hour_params(list(series), start, end),
+            )
+        else:
+            rows = self._query(
+                f"SELECT scope, period_s, start, {_READ_VALUES} FROM rollups"
+                " WHERE scope = ANY(%s) AND period_s = %s AND start >= %s AND start < %s ORDER BY scope, start",
+                (list(series), period_s, start, end),
+            )
         for r in rows:
             series[r[0]].append(stored_rollup_row(r))
         return series
 
     def rollup_sums(self, scopes: Sequence[str], period_s: int, start: float, end: float) -> RollupRow:
-        rows = self._query(
-            f"SELECT {ROLLUP_SUMS_SQL} FROM rollups"
-            " WHERE scope = ANY(%s) AND period_s = %s AND start >= %s AND start < %s",
-            (list(dict.fromkeys(scopes)), period_s, start, end),
-        )
+        wanted = list(dict.fromkeys(scopes))
+        if period_s == HOUR_S:
+            rows = self._query(f"SELECT {_READ_SUMS} FROM ({_HOUR_ROWS}) AS r", _hour_params(wanted, start, end))
+        else:
+            rows = self._query(
+                f"SELECT {_READ_SUMS} FROM rollups"
+                " WHERE scope = ANY(%s) AND period_s = %s AND start >= %s AND start < %s",
+                (wanted, period_s, start, end),
+            )
         return RollupRow.from_values("", period_s, int(start), rows[0])
 
     def prune_rollups(self, now: float) -> int:

@@ -10,6 +10,8 @@ routing counts as :class:`central.routing.RoutingReport` values.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -333,6 +335,26 @@ def stored_rollup_row(record: Sequence) -> RollupRow:
     # Positional, in field order (mypy cannot count a star's length); test_store_history checks every field's place.
     latency, ttft = tuple(record[_SCALARS_END:_LATENCY_END]), tuple(record[_LATENCY_END:])
     return RollupRow(*record[:_SCALARS_END], latency, ttft)  # type: ignore[call-arg]
+
+
+def late_hour_deltas(deltas: Iterable[RollupRow], last_derived_hour: int | None) -> list[RollupRow]:
+    """The hour deltas of the minute deltas whose hour's rows were already derived (it starts at or before
+    `last_derived_hour`; FleetStore.derive_rollup_hours): add_rollups adds them to those hour rows too, so a
+    minute written late (kept over a failed write) still counts in its hour."""
+    held: dict[tuple[str, int], RollupRow] = {}
+    if last_derived_hour is None:
+        return []
+    for d in deltas:
+        hour = d.start // HOUR_S * HOUR_S
+        if d.period_s == MINUTE_S and hour <= last_derived_hour:
+            delta = dataclasses.replace(d, period_s=HOUR_S, start=hour)
+            held[(d.scope, hour)] = held[(d.scope, hour)].plus(delta) if (d.scope, hour) in held else delta
+    return list(held.values())
+
+
+def hour_ceiling(t: float) -> int:
+    """The start of the first hour starting at or after `t`."""
+    return -(-math.ceil(t) // HOUR_S) * HOUR_S
 
 
 # The select list summing every value column (the largest queue_depth_max), for rollup_sums.
@@ -689,18 +711,30 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def add_rollups(self, deltas: Iterable[RollupRow]) -> None:
         """Add each delta to its (scope, period_s, start) row, creating it, in one transaction: counts and buckets
-        add up, queue_depth_max keeps the larger. Additive, so replicas writing the same rows lose nothing."""
+        add up, queue_depth_max keeps the larger. Additive, so replicas writing the same rows lose nothing. A
+        minute delta counts in its hour as well: through derive_rollup_hours, or added to the hour row when that
+        hour was already derived (late_hour_deltas). Give hour deltas only for what no minute delta carries."""
 
     @abc.abstractmethod
     def rollup_series(
         self, scopes: Sequence[str], period_s: int, start: float, end: float
     ) -> dict[str, list[RollupRow]]:
-        """Each scope's rows of that period starting in [start, end), oldest first; a scope with none maps to []."""
+        """Each scope's rows of that period starting in [start, end), oldest first; a scope with none maps to [].
+        An hour not derived yet (derive_rollup_hours) reads as its hour row if there is one, else as the sum of
+        the scope's minute rows in it: the current hour, as far as its minutes were written."""
 
     @abc.abstractmethod
     def rollup_sums(self, scopes: Sequence[str], period_s: int, start: float, end: float) -> RollupRow:
         """The rows of rollup_series summed over the scopes and the time (queue_depth_max: the largest), as one
         RollupRow with scope "" and the given period_s and start (int)."""
+
+    @abc.abstractmethod
+    def derive_rollup_hours(self, until: float) -> int:
+        """Write the hour rows of every hour ended by `until` and not derived yet, each scope's row the sum of its
+        minute rows of that hour, and remember the last hour derived; returns how many rows were written. Until
+        an hour is derived, rollup_series and rollup_sums at hour resolution read it from its minute rows; after,
+        add_rollups adds a late minute delta of it to its hour row too. An hour row already there (an hour delta
+        given to add_rollups) is kept as it is. Idempotent; replicas may call it together."""
 
     @abc.abstractmethod
     def prune_rollups(self, now: float) -> int:

@@ -22,6 +22,8 @@ from central.audit import GENESIS_HASH, AuditAnchor, AuditEntry, entry_hash
 from central.routing import RoutingReport
 from central.store.records import (
     BURST_USAGE_KEEP_S,
+    HOUR_S,
+    MINUTE_S,
     ROLLUP_KEEP_S,
     ROLLUP_SUMS_SQL,
     ROLLUP_VALUE_COLUMNS,
@@ -44,6 +46,8 @@ from central.store.records import (
     RollupRow,
     StoreError,
     TokenRecord,
+    hour_ceiling,
+    late_hour_deltas,
     node_routing_records,
     stored_rollup_row,
 )
@@ -202,6 +206,15 @@ _MIGRATIONS = [
             " WITHOUT ROWID",
         ],
     ),
+    (
+        13,
+        [
+            # The last hour whose rollup rows were derived from its minute rows (derive_rollup_hours); NULL: none.
+            # Before, heartbeats wrote the hour rows themselves: the hours they wrote count as derived.
+            "CREATE TABLE rollup_hours (id INTEGER PRIMARY KEY CHECK (id = 1), last_hour INTEGER)",
+            "INSERT INTO rollup_hours (id, last_hour) SELECT 1, max(start) FROM rollups WHERE period_s = 3600",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -227,6 +240,37 @@ _ADD_ROLLUP = (
         for c in ROLLUP_VALUE_COLUMNS
     )
 )
+
+
+_VALUES = ", ".join(ROLLUP_VALUE_COLUMNS)
+# Each ended hour's rows, summed from its minute rows (derive_rollup_hours); an hour row already there stays.
+_DERIVE_HOURS = (
+    f"INSERT INTO rollups (scope, period_s, start, {_VALUES})"
+    f" SELECT scope, {HOUR_S}, start / {HOUR_S} * {HOUR_S}, {ROLLUP_SUMS_SQL} FROM rollups"
+    f" WHERE period_s = {MINUTE_S} AND start >= ? AND start < ? GROUP BY scope, start / {HOUR_S} * {HOUR_S}"
+    " ON CONFLICT (scope, period_s, start) DO NOTHING"
+)
+
+
+def _hour_rows_sql(scopes: int) -> str:
+    """The rows, one per hour or minute, that the hours of `scopes` scopes starting in [start, end) add up: their
+    hour rows, and the minute rows of each hour not derived yet that has no hour row. Parameters: the scopes,
+    start, end, the scopes again, the first hour start at or after `start` twice, the same after `end`."""
+    marks = ", ".join("?" * scopes)
+    return (
+        f"SELECT scope, start AS hour, {_VALUES} FROM rollups"
+        f" WHERE scope IN ({marks}) AND period_s = {HOUR_S} AND start >= ? AND start < ?"
+        f" UNION ALL SELECT scope, start / {HOUR_S} * {HOUR_S}, {_VALUES} FROM rollups m"
+        f" WHERE scope IN ({marks}) AND period_s = {MINUTE_S}"
+        f" AND start >= max(?, coalesce((SELECT last_hour + {HOUR_S} FROM rollup_hours), ?)) AND start < ?"
+        f" AND NOT EXISTS (SELECT 1 FROM rollups h WHERE h.scope = m.scope AND h.period_s = {HOUR_S}"
+        f" AND h.start = m.start / {HOUR_S} * {HOUR_S})"
+    )
+
+
+def _hour_params(chunk: Sequence[str], start: float, end: float) -> tuple:
+    first, after = hour_ceiling(start), hour_ceiling(end)
+    return (*chunk, start, end, *chunk, first, first, after)
 
 
 class SqliteFleetStore(FleetStore):
@@ -776,25 +820,51 @@ class SqliteFleetStore(FleetStore):
     # -- history (issue 17) ------------------------------------------------------
 
     def add_rollups(self, deltas) -> None:
-        rows = [(d.scope, d.period_s, d.start, *d.values()) for d in deltas]
-        if not rows:
+        deltas = list(deltas)
+        if not deltas:
             return
         with self._tx() as c:
-            c.executemany(_ADD_ROLLUP, rows)
+            (last_hour,) = c.execute("SELECT last_hour FROM rollup_hours").fetchone()
+            late = late_hour_deltas(deltas, last_hour)
+            c.executemany(_ADD_ROLLUP, [(d.scope, d.period_s, d.start, *d.values()) for d in (*deltas, *late)])
+
+    def derive_rollup_hours(self, until: float) -> int:
+        end = int(until) // HOUR_S * HOUR_S  # hours starting before it have ended
+        with self._tx() as c:
+            (last_hour,) = c.execute("SELECT last_hour FROM rollup_hours").fetchone()
+            if last_hour is None:  # never derived: from the first minute kept
+                (first,) = c.execute("SELECT min(start) FROM rollups WHERE period_s = ?", (MINUTE_S,)).fetchone()
+                begin = end if first is None else first // HOUR_S * HOUR_S
+            else:
+                begin = last_hour + HOUR_S
+            if begin >= end:
+                if last_hour is None:
+                    c.execute("UPDATE rollup_hours SET last_hour = ?", (end - HOUR_S,))
+                return 0
+            written = c.execute(_DERIVE_HOURS, (begin, end)).rowcount
+            c.execute("UPDATE rollup_hours SET last_hour = ?", (end - HOUR_S,))
+            return written
 
     def rollup_series(
         self, scopes: Sequence[str], period_s: int, start: float, end: float
     ) -> dict[str, list[RollupRow]]:
         series: dict[str, list[RollupRow]] = {scope: [] for scope in scopes}
         wanted = list(series)
-        for at in range(0, len(wanted), 500):  # under SQLite's limit of bound parameters
-            chunk = wanted[at : at + 500]
-            rows = self._query(
-                f"SELECT scope, period_s, start, {', '.join(ROLLUP_VALUE_COLUMNS)} FROM rollups"
-                f" WHERE scope IN ({', '.join('?' * len(chunk))}) AND period_s = ? AND start >= ? AND start < ?"
-                " ORDER BY scope, start",
-                (*chunk, period_s, start, end),
-            )
+        for at in range(0, len(wanted), 400):  # under SQLite's limit of bound parameters
+            chunk = wanted[at : at + 400]
+            if period_s == HOUR_S:
+                rows = self._query(
+                    f"SELECT scope, {HOUR_S}, hour, {ROLLUP_SUMS_SQL} FROM ({_hour_rows_sql(len(chunk))})"
+                    " GROUP BY scope, hour ORDER BY scope, hour",
+                    _hour_params(chunk, start, end),
+                )
+            else:
+                rows = self._query(
+                    f"SELECT scope, period_s, start, {_VALUES} FROM rollups"
+                    f" WHERE scope IN ({', '.join('?' * len(chunk))}) AND period_s = ? AND start >= ? AND start < ?"
+                    " ORDER BY scope, start",
+                    (*chunk, period_s, start, end),
+                )
             for r in rows:
                 series[r[0]].append(stored_rollup_row(r))
         return series
@@ -802,13 +872,18 @@ class SqliteFleetStore(FleetStore):
     def rollup_sums(self, scopes: Sequence[str], period_s: int, start: float, end: float) -> RollupRow:
         total = RollupRow("", period_s, int(start))
         wanted = list(dict.fromkeys(scopes))
-        for at in range(0, len(wanted), 500):
-            chunk = wanted[at : at + 500]
-            row = self._query(
-                f"SELECT {ROLLUP_SUMS_SQL} FROM rollups"
-                f" WHERE scope IN ({', '.join('?' * len(chunk))}) AND period_s = ? AND start >= ? AND start < ?",
-                (*chunk, period_s, start, end),
-            )[0]
+        for at in range(0, len(wanted), 400):
+            chunk = wanted[at : at + 400]
+            if period_s == HOUR_S:
+                row = self._query(
+                    f"SELECT {ROLLUP_SUMS_SQL} FROM ({_hour_rows_sql(len(chunk))})", _hour_params(chunk, start, end)
+                )[0]
+            else:
+                row = self._query(
+                    f"SELECT {ROLLUP_SUMS_SQL} FROM rollups"
+                    f" WHERE scope IN ({', '.join('?' * len(chunk))}) AND period_s = ? AND start >= ? AND start < ?",
+                    (*chunk, period_s, start, end),
+                )[0]
             total = total.plus(RollupRow.from_values("", period_s, int(start), row))
         return total
 

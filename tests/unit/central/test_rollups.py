@@ -1,5 +1,5 @@
-"""central.rollups: what one heartbeat adds to its scopes' minute and hour rows, the label cap, scope checks, and
-the heartbeat buffer writing the deltas at its flush (keeping them across a failed write)."""
+"""central.rollups: what one heartbeat adds to its scopes' minute rows (the store derives the hours), the label cap,
+scope checks, and the heartbeat buffer writing the deltas at its flush (keeping them across a failed write)."""
 
 import pytest
 
@@ -29,7 +29,7 @@ def _rows(rows):
     return {(r.scope, r.period_s, r.start): r for r in rows}
 
 
-def test_one_beat_counts_in_the_fleet_its_node_and_its_label_groups_for_its_minute_and_hour():
+def test_one_beat_counts_in_the_fleet_its_node_and_its_label_groups_for_its_minute():
     acc = rollups.Accumulator(("region", "site"))
     beat = rollups.figures(
         _status(
@@ -50,10 +50,8 @@ def test_one_beat_counts_in_the_fleet_its_node_and_its_label_groups_for_its_minu
     assert usage == []
     got = _rows(rows)
     assert set(got) == {
-        (scope, period, start)
-        for scope in ("fleet", "node:n1", "label:region=eu")
-        for period, start in ((60, 7260), (3600, 7200))
-    }
+        (scope, period, start) for scope in ("fleet", "node:n1", "label:region=eu") for period, start in ((60, 7260),)
+    }, "minute rows only: the store derives the hours from them"
     r = got[("label:region=eu", 60, 7260)]
     assert (r.requests, r.errors, r.heartbeats, r.queue_depth_sum, r.queue_depth_max) == (4, 1, 1, 3, 3)
     assert (r.generated_tokens, r.prompt_tokens, r.cached_prompt_tokens, r.cache_hits, r.cache_lookups) == (
@@ -65,11 +63,11 @@ def test_one_beat_counts_in_the_fleet_its_node_and_its_label_groups_for_its_minu
     )
     assert r.latency_buckets == (1, 0, 3) + (0,) * (B - 3)
     assert r.ttft_buckets == (4,) + (0,) * (B - 1)
-    assert got[("fleet", 3600, 7200)] == RollupRow(**{**r.__dict__, "scope": "fleet", "period_s": 3600, "start": 7200})
+    assert got[("fleet", 60, 7260)] == RollupRow(**{**r.__dict__, "scope": "fleet"})
     assert len(acc) == 0 and acc.take() == ([], [])
 
 
-def test_beats_coalesce_per_row_and_hours_add_their_minutes():
+def test_beats_coalesce_per_row():
     acc = rollups.Accumulator(())
     acc.add("a", {}, rollups.figures(_status(requests=1, queue=5)), at=0)
     acc.add("b", {}, rollups.figures(_status(requests=2, queue=1)), at=30)
@@ -77,9 +75,25 @@ def test_beats_coalesce_per_row_and_hours_add_their_minutes():
     got = _rows(acc.take()[0])
     assert got[("fleet", 60, 0)].requests == 3 and got[("fleet", 60, 0)].queue_depth_max == 5
     assert got[("fleet", 60, 60)].requests == 4
-    hour = got[("fleet", 3600, 0)]
-    assert (hour.requests, hour.heartbeats, hour.queue_depth_sum, hour.queue_depth_max) == (7, 3, 8, 5)
-    assert got[("node:a", 3600, 0)].requests == 5 and got[("node:b", 3600, 0)].requests == 2
+    assert got[("node:a", 60, 0)].requests == 1 and got[("node:b", 60, 0)].requests == 2
+    assert {period for _, period, _ in got} == {60}
+
+
+def test_many_beats_of_a_node_in_a_minute_add_up_whatever_their_number():
+    acc = rollups.Accumulator(("region",))
+    for i in range(1, 41):  # past the number of beats held before they are added up, twice
+        beat = rollups.figures(_status(requests=i, queue=i % 7, latency=[1] * B, ttft=[0, i]))
+        acc.add("a", {"region": "eu"}, beat, at=60 + i)
+    got = _rows(acc.take()[0])
+    for scope in ("node:a", "fleet", "label:region=eu"):
+        r = got[(scope, 60, 60)]
+        assert (r.requests, r.heartbeats, r.queue_depth_sum, r.queue_depth_max) == (
+            820,
+            40,
+            sum(i % 7 for i in range(1, 41)),
+            6,
+        )
+        assert r.latency_buckets == (40,) * B and r.ttft_buckets == (0, 820) + (0,) * (B - 2)
 
 
 def test_burst_usage_is_summed_per_node_hour_upstream_tenant_class_and_currency():
@@ -166,7 +180,7 @@ def test_heartbeat_buffer_writes_rollups_at_flush_and_keeps_them_across_a_failed
     buffer.record_history("n", {"region": "eu"}, rollups.figures(_status(requests=5)), at=20)
     buffer.flush()
     for scope in ("fleet", "node:n", "label:region=eu"):
-        for period in (60, 3600):
+        for period in (60, 3600):  # the hour read from its minutes until it is derived
             assert store.rollup_sums([scope], period, 0, 3600).requests == 7, (scope, period)
     assert [(r.requests, r.prompt_tokens) for r, _ in store.burst_usage_rows()] == [(1, 3)]
     buffer.flush()  # nothing new: nothing written twice

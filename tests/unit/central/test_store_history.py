@@ -135,7 +135,8 @@ class HistoryStoreContract:
         )
         assert store.prune_rollups(now) == 3
         assert [r.start for r in store.rollup_series(["fleet"], 60, 0, now)["fleet"]] == [now - DAY + 60]
-        assert [r.start for r in store.rollup_series(["fleet"], 3600, 0, now)["fleet"]] == [now - 29 * DAY]
+        # The minute kept counts in its hour, not derived yet (derive_rollup_hours), which reads from its minutes.
+        assert [r.start for r in store.rollup_series(["fleet"], 3600, 0, now)["fleet"]] == [now - 29 * DAY, now - DAY]
         assert [r.hour for r, _ in store.burst_usage_rows()] == [now - 29 * DAY]
         assert store.prune_rollups(now) == 0
 
@@ -207,6 +208,49 @@ class HistoryStoreContract:
         assert type(plain.upstream_cost) is float and type(plain.requests) is int
         assert type(plain.latency_buckets) is tuple and len(plain.latency_buckets) == histogram_buckets.BUCKETS
 
+    def test_ended_hours_are_derived_from_their_minutes_and_the_current_hour_is_read_from_them(self, store):
+        lat = _buckets(b3=1)
+        store.add_rollups(
+            [
+                RollupRow("fleet", 60, 3600, requests=1, queue_depth_max=2, upstream_cost=0.5, latency_buckets=lat),
+                RollupRow("fleet", 60, 7140, requests=2, queue_depth_max=5),
+                RollupRow("node:a", 60, 3660, requests=4),
+                RollupRow("fleet", 60, 7200, requests=8),  # the hour from 7200 has not ended
+            ]
+        )
+        expected = {
+            "fleet": [
+                RollupRow("fleet", 3600, 3600, requests=3, queue_depth_max=5, upstream_cost=0.5, latency_buckets=lat),
+                RollupRow("fleet", 3600, 7200, requests=8),
+            ],
+            "node:a": [RollupRow("node:a", 3600, 3600, requests=4)],
+        }
+        before = store.rollup_series(["fleet", "node:a"], 3600, 0, 10800)
+        assert before == expected, "hours not derived yet read from their minutes"
+        assert store.derive_rollup_hours(7200 + 119) == 2  # the hour from 3600 ended: fleet's and node:a's rows
+        assert store.derive_rollup_hours(7200 + 120) == 0, "derived once"
+        assert store.rollup_series(["fleet", "node:a"], 3600, 0, 10800) == expected
+        assert store.rollup_sums(["fleet", "node:a"], 3600, 0, 10800).requests == 15
+        assert store.rollup_sums(["fleet"], 3600, 3600, 7200) == RollupRow(
+            "", 3600, 3600, requests=3, queue_depth_max=5, upstream_cost=0.5, latency_buckets=lat
+        )
+        # The minute rows of a derived hour go with their retention; its hour row stays.
+        assert store.prune_rollups(7200 + 86400) == 3
+        assert store.rollup_series(["fleet"], 3600, 0, 7200)["fleet"] == expected["fleet"][:1]
+
+    def test_a_minute_written_after_its_hour_was_derived_counts_in_the_hour(self, store):
+        store.add_rollups([RollupRow("fleet", 60, 3600, requests=1)])
+        store.derive_rollup_hours(7200)
+        store.add_rollups([RollupRow("fleet", 60, 3660, requests=2), RollupRow("node:late", 60, 3720, requests=4)])
+        assert [r.requests for r in store.rollup_series(["fleet", "node:late"], 3600, 0, 7200)["fleet"]] == [3]
+        assert store.rollup_sums(["fleet", "node:late"], 3600, 3600, 7200).requests == 7
+        assert store.rollup_sums(["fleet"], 60, 3600, 7200).requests == 3
+
+    def test_deriving_with_no_minutes_only_marks_the_hours_done(self, store):
+        assert store.derive_rollup_hours(10 * 3600) == 0
+        store.add_rollups([RollupRow("fleet", 60, 3600, requests=1)])  # an hour already passed: counted in it
+        assert store.rollup_sums(["fleet"], 3600, 0, 7200).requests == 1
+
     def test_heartbeat_targets_carry_the_nodes_labels(self, store):
         _enroll(store, "a", {"region": "eu", "site": "lab"})
         assert store.heartbeat_target("a").labels == {"region": "eu", "site": "lab"}
@@ -264,6 +308,32 @@ def test_two_postgres_replicas_adding_to_the_same_rows_lose_nothing():
         finally:
             for r in replicas:
                 r.close()
+
+
+def test_hours_written_before_hours_were_derived_count_as_derived_after_the_migration(tmp_path):
+    """A SQLite store of migration 12, where heartbeats wrote the hour rows: after 13 those hours are derived, so a
+    later minute of the current hour is added to its hour row instead of hiding it."""
+    from central.store.sqlite import _MIGRATIONS
+    from edgefleet.sqlitedb import apply_migrations, connect_wal
+
+    path = tmp_path / "central.db"
+    conn = connect_wal(path)
+    apply_migrations(conn, [m for m in _MIGRATIONS if m[0] < 13])
+    for period, start, requests in ((60, 3600, 1), (3600, 3600, 1), (60, 7200, 2), (3600, 7200, 2)):
+        conn.execute(
+            "INSERT INTO rollups (scope, period_s, start, requests) VALUES ('fleet', ?, ?, ?)",
+            (period, start, requests),
+        )
+    conn.commit()
+    conn.close()
+    store = SqliteFleetStore(path)
+    try:
+        store.add_rollups([RollupRow("fleet", 60, 7260, requests=4)])
+        assert [r.requests for r in store.rollup_series(["fleet"], 3600, 0, 10800)["fleet"]] == [1, 6]
+        assert store.derive_rollup_hours(10800) == 0, "those hours were written already"
+        assert store.rollup_sums(["fleet"], 3600, 0, 10800).requests == 7
+    finally:
+        store.close()
 
 
 def test_a_store_from_before_history_is_migrated_in_place(tmp_path):
