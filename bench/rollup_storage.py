@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 DAY_S = 86400
+DERIVE_EVERY_S = 300  # central.server.PRUNE_INTERVAL_S
 
 
 def simulate_day(
@@ -24,7 +25,8 @@ def simulate_day(
 ) -> tuple[float, float, int]:
     """Feed a day of beats of `nodes` nodes into `store` through a HeartbeatBuffer, as central's heartbeat path
     does (figures of each beat's status, record_history, a flush every simulated second writing the minutes
-    that ended); (wall seconds, this process's CPU seconds, beats). The CPU is central's whole cost of rollups
+    that ended, the hours derived from them every 5 minutes as the leader does); (wall seconds, this process's CPU
+    seconds, beats). The CPU is central's whole cost of rollups
     at that cadence: on PostgreSQL the server's share is not in it."""
     from central import rollups
     from central.heartbeats import HeartbeatBuffer
@@ -47,7 +49,10 @@ def simulate_day(
             buffer.record_history(node_ids[i], labels[i], rollups.figures(status), now[0])
             beats += 1
         buffer.flush()
+        if second % DERIVE_EVERY_S == 0:  # the leader's prune round: the hours that ended, from their minutes
+            store.derive_rollup_hours(now[0] - rollups.HOUR_DERIVE_DELAY_S)
     buffer.flush(history=True)
+    store.derive_rollup_hours(start + DAY_S + rollups.HOUR_DERIVE_DELAY_S)
     return time.perf_counter() - started, time.process_time() - cpu, beats
 
 

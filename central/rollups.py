@@ -115,6 +115,8 @@ def _count(n: int) -> int:
 
 
 def _cost(x: float) -> float:
+    if 0.0 < x <= MAX_BEAT_COST:  # the usual cost: no call
+        return x
     return min(float(x), MAX_BEAT_COST) if math.isfinite(x) and x > 0 else 0.0
 
 
@@ -146,8 +148,11 @@ def figures(status: common_pb2.NodeStatus) -> BeatFigures:
     usual beat, every bucket and each count in bounds, is read field by field and checked with one max())."""
     inf = status.inference
     if inf.upstream_usage:
-        usage = tuple(
-            (
+        usage = []
+        requests = prompt = completion = 0
+        cost = 0.0
+        for u in inf.upstream_usage:
+            entry = (
                 u.upstream,
                 u.tenant,
                 u.data_class,
@@ -157,16 +162,14 @@ def figures(status: common_pb2.NodeStatus) -> BeatFigures:
                 _count(u.completion_tokens),
                 _cost(u.cost),
             )
-            for u in inf.upstream_usage
-        )
-        upstream: tuple = (
-            sum(u[4] for u in usage),
-            sum(u[5] for u in usage),
-            sum(u[6] for u in usage),
-            sum(u[7] for u in usage),  # upstream_cost
-        )
+            usage.append(entry)
+            requests += entry[4]
+            prompt += entry[5]
+            completion += entry[6]
+            cost += entry[7]
+        upstream: tuple = (requests, prompt, completion, cost)  # the last: upstream_cost
     else:
-        usage, upstream = (), _NO_USAGE
+        usage, upstream = [], _NO_USAGE
     queue = inf.queue_depth  # uint32: always in bounds
     latency: Sequence[int] = inf.latency_buckets
     ttft: Sequence[int] = inf.ttft_buckets
@@ -186,7 +189,7 @@ def figures(status: common_pb2.NodeStatus) -> BeatFigures:
     if max(values) > MAX_BEAT_COUNT:
         n = len(ROLLUP_COUNTS)
         values = (*map(_count, values[:n]), values[n], *map(_count, values[n + 1 :]))
-    return BeatFigures(values, queue, usage)
+    return BeatFigures(values, queue, tuple(usage))
 
 
 def row(scope: str, period_s: int, start: int, values: Sequence, queue_depth_max: int) -> RollupRow:
@@ -238,6 +241,7 @@ class Accumulator:
         # (node_id, minute start) -> [[values tuples not yet added up], queue_depth_max, the node's latest labels]
         self._minutes: dict[tuple[str, int], list] = {}
         self._usage: dict[tuple[int, str, str, str, str, str], list] = {}
+        self._first_start: float = math.inf  # no minute held starts before it: take() checks it first
 
     def add(self, node_id: str, labels: Mapping[str, str], beat: BeatFigures, at: float) -> None:
         """Count one beat received at `at` (central's clock, unix seconds)."""
@@ -245,6 +249,8 @@ class Accumulator:
         held = self._minutes.get(key)
         if held is None:
             self._minutes[key] = [[beat.values], beat.queue_depth, labels]
+            if key[1] < self._first_start:
+                self._first_start = key[1]
         else:
             values = held[0]
             values.append(beat.values)
@@ -273,12 +279,14 @@ class Accumulator:
         take, nothing: a node beating every 15 s adds to one row four times before it is written."""
         if closed_before is None:
             taken, self._minutes = self._minutes, {}
+            self._first_start = math.inf
         else:
-            taken = {k: v for k, v in self._minutes.items() if k[1] + MINUTE_S <= closed_before}
-            if not taken:
+            if self._first_start + MINUTE_S > closed_before:  # no minute held has ended: the usual flush
                 return [], []
+            taken = {k: v for k, v in self._minutes.items() if k[1] + MINUTE_S <= closed_before}
             for k in taken:
                 del self._minutes[k]
+            self._first_start = min((k[1] for k in self._minutes), default=math.inf)
         usage, self._usage = self._usage, {}
         minutes: dict[tuple[str, int], list] = {}
         cap, label_keys = self._cap, self.label_keys
