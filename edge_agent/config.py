@@ -222,6 +222,9 @@ class UpstreamConfig:
     price_per_1k_completion_tokens: float | None = None
     # The prices' ISO 4217 code, 3 capital letters; "USD" when a price is set and this is not.
     currency: str = ""
+    # Ask a streamed answer for its token usage (stream_options.include_usage, as OpenAI, vLLM, llama.cpp and
+    # Ollama accept); false for an upstream that refuses the option: its streamed tokens are then counted locally.
+    stream_usage: bool = True
 
     @property
     def priced(self) -> bool:

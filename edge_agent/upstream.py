@@ -18,8 +18,8 @@ event), and the agent goes on serving.
 
 Usage: given ``on_usage``, :meth:`UpstreamPool.forward` reports each 2xx answer's tokens
 (:class:`edge_agent.upstream_usage.ReplyTokens`) once: a body's at once, a stream's when it ends, however it ends.
-A streamed request then asks the upstream for its usage (``stream_options.include_usage``); the usage-only chunk
-reaches the client only when the client asked for it too.
+A streamed request then asks the upstream for its usage (``stream_options.include_usage``, unless the upstream's
+``stream_usage`` is false); the usage-only chunk reaches the client only when the client asked for it too.
 """
 
 from __future__ import annotations
@@ -410,7 +410,7 @@ class UpstreamPool:
         usage = None
         if on_usage is not None:
             client_asked = stream and bool((payload.get("stream_options") or {}).get("include_usage"))
-            if stream:
+            if stream and c.stream_usage:
                 payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
             usage = _UsageReport(c, on_usage, client_asked)
         headers = dict(up.headers, Accept="text/event-stream" if stream else "application/json")

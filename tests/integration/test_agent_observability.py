@@ -76,7 +76,18 @@ def box(tmp_path_factory, central, upstream):
                     "price_per_1k_prompt_tokens": PRICE_PROMPT,
                     "price_per_1k_completion_tokens": PRICE_COMPLETION,
                     "currency": "EUR",
-                }
+                },
+                {
+                    # The same upstream under another name, told not to ask streams for their usage (as for an
+                    # upstream that refuses stream_options).
+                    "name": "quiet",
+                    "url": upstream.base_url + "/v1",
+                    "jurisdiction": "eu",
+                    "models": ["quiet-model=cloud-model"],
+                    "retries": 0,
+                    "timeout_s": 30.0,
+                    "stream_usage": False,
+                },
             ],
         },
     )
@@ -215,6 +226,36 @@ def test_upstream_tokens_and_cost_with_and_without_the_upstreams_usage(box, upst
     assert counted - _series(before, "edgefleet_upstream_locally_counted_total", upstream="cloud") == 2
 
 
+def test_an_upstream_told_not_to_ask_for_stream_usage_is_not_asked_and_its_tokens_are_counted_here(
+    box, upstream, tokenizer
+):
+    before = box.metrics()
+    messages = [{"role": "user", "content": "Write a short poem about the sea."}]
+    received = len(upstream.posts())
+    streamed = _chat(box, messages, model="quiet-model", stream=True)
+    assert streamed["route"] == "upstream:quiet" and streamed["usage"] is None
+    sent = [json.loads(p["body"]) for p in upstream.posts()[received:]]
+    assert len(sent) == 1 and "stream_options" not in sent[0], sent
+    labels = {"upstream": "quiet", "tenant": "acme", "data_class": "public"}
+    after = wait_for(
+        lambda: (
+            (m := box.metrics())
+            and _series(m, "edgefleet_upstream_requests_total", **labels)
+            - _series(before, "edgefleet_upstream_requests_total", **labels)
+            == 1
+            and m
+        ),
+        what="the quiet upstream's stream counted when it ended",
+    )
+    local_prompt = len(tokenizer.chat_prompt_tokens(messages))
+    prompt = _series(after, "edgefleet_upstream_tokens_total", **labels, direction="prompt") - _series(
+        before, "edgefleet_upstream_tokens_total", **labels, direction="prompt"
+    )
+    assert prompt == local_prompt
+    counted = _series(after, "edgefleet_upstream_locally_counted_total", upstream="quiet")
+    assert counted - _series(before, "edgefleet_upstream_locally_counted_total", upstream="quiet") == 1
+
+
 def _statuses(central, node_id, seen: dict) -> dict:
     with central.admin() as admin:
         node = admin.call("GetNode", admin_pb2.GetNodeRequest(node_id=node_id, report_limit=1)).node
@@ -224,21 +265,21 @@ def _statuses(central, node_id, seen: dict) -> dict:
 
 
 def test_a_heartbeat_carries_the_buckets_and_the_upstream_usage(box, central):
+    """What the heartbeats carried, read two ways: the raw statuses central keeps (GetNode shows only the latest,
+    so a busy poller can miss a window; local requests are sent until a window with requests is seen), and
+    central's rollups and burst usage, which add up every window, so none can be missed."""
     seen: dict = {}
     _statuses(central, box.node_id, seen)  # what was reported before these requests
     earlier = set(seen)
-    _chat(box, [{"role": "user", "content": "Name a colour."}])
     _chat(box, [{"role": "user", "content": "Write a short poem about the sea."}], model="cloud-model")
 
-    def found():
-        # A request's first token and its end may fall in two windows: add the windows up.
+    def a_window_with_requests():
+        _chat(box, [{"role": "user", "content": "Name a colour."}])
         statuses = [s for at, s in _statuses(central, box.node_id, seen).items() if at not in earlier]
-        ttfts = sum(sum(s.inference.ttft_buckets) for s in statuses)
-        requests = sum(s.inference.requests for s in statuses)
-        burst = [s for s in statuses if s.inference.upstream_usage]
-        return ttfts >= 1 and requests >= 2 and burst and (statuses, burst[-1])
+        with_requests = [s for s in statuses if s.inference.requests and sum(s.inference.ttft_buckets)]
+        return with_requests and statuses
 
-    statuses, burst = wait_for(found, what="heartbeats with the requests' figures")
+    statuses = wait_for(a_window_with_requests, what="a heartbeat window with requests and first tokens")
     for status in statuses:
         inference = status.inference
         assert len(inference.latency_buckets) == len(inference.ttft_buckets) == histogram_buckets.BUCKETS
@@ -246,13 +287,26 @@ def test_a_heartbeat_carries_the_buckets_and_the_upstream_usage(box, central):
         assert 0 <= inference.cached_prompt_tokens <= inference.prompt_tokens
         if sum(inference.ttft_buckets):
             assert 0 < inference.ttft_p50_ms <= inference.ttft_p99_ms
-    assert sum(s.inference.prompt_tokens for s in statuses) > 0
-    (usage,) = [u for u in burst.inference.upstream_usage if u.upstream == "cloud"]
-    assert (usage.tenant, usage.data_class, usage.currency) == ("acme", "public", "EUR")
+
+    def burst_row():
+        with central.admin() as admin:
+            reply = admin.call("ListBurstUsage", admin_pb2.ListBurstUsageRequest(group_by=["tenant", "data_class"]))
+        rows = [r for r in reply.rows if r.upstream == "cloud" and r.group["tenant"] == "acme"]
+        return rows[0] if rows else None
+
+    usage = wait_for(burst_row, what="the burst to the cloud upstream in central's burst usage")
+    assert (usage.group["data_class"], usage.currency) == ("public", "EUR")
     assert usage.requests >= 1 and usage.prompt_tokens >= 1 and usage.completion_tokens >= 1
     assert usage.cost == pytest.approx(
         (usage.prompt_tokens * PRICE_PROMPT + usage.completion_tokens * PRICE_COMPLETION) / 1000
     )
+    with central.admin() as admin:
+        history = admin.call(
+            "GetMetricsHistory", admin_pb2.GetMetricsHistoryRequest(scopes=[f"node:{box.node_id}"])
+        ).series[0]
+    assert sum(p.prompt_tokens for p in history.points) > 0
+    assert sum(p.upstream_requests for p in history.points) >= 1
+    assert max(p.ttft_p99_ms for p in history.points) > 0  # from the TTFT buckets the beats carried
 
 
 def _status(data_dir: Path, *flags: str) -> subprocess.CompletedProcess:
