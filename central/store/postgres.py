@@ -21,7 +21,6 @@ advisory lock, so replicas starting together apply each one once. Calls are netw
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -62,6 +61,7 @@ from central.store.records import (
     RollupRow,
     StoreError,
     TokenRecord,
+    burst_totals_with_labels,
     hour_ceiling,
     late_hour_deltas,
     node_routing_records,
@@ -1033,14 +1033,7 @@ class PostgresFleetStore(FleetStore):
             " JOIN nodes n USING (node_id) ORDER BY b.node_id, b.upstream, b.tenant, b.data_class, b.currency",
             (since - 3600,),
         )
-        labels: dict[str, Mapping[str, str]] = {}
-        result = []
-        for r in rows:
-            node_labels = labels.get(r[1])
-            if node_labels is None:
-                node_labels = labels[r[1]] = json.loads(r[11])
-            result.append((BurstUsageRecord(*r[:11]), node_labels))
-        return result
+        return burst_totals_with_labels(rows)
 
     def set_objective(self, objective: ObjectiveRecord) -> None:
         o = objective

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -770,3 +771,17 @@ class FleetStore(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def burst_totals_with_labels(rows: Iterable[Sequence]) -> list[tuple[BurstUsageRecord, Mapping[str, str]]]:
+    """Burst usage totals as selected (BurstUsageRecord's columns, then the node's labels as JSON text), each with
+    its node's labels, parsed once per node rather than once per row (a node has a row per upstream, tenant,
+    data class and currency)."""
+    labels: dict[str, Mapping[str, str]] = {}
+    result = []
+    for r in rows:
+        node_labels = labels.get(r[1])
+        if node_labels is None:
+            node_labels = labels[r[1]] = json.loads(r[11])
+        result.append((BurstUsageRecord(*r[:11]), node_labels))
+    return result

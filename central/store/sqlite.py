@@ -46,6 +46,7 @@ from central.store.records import (
     RollupRow,
     StoreError,
     TokenRecord,
+    burst_totals_with_labels,
     hour_ceiling,
     late_hour_deltas,
     node_routing_records,
@@ -928,14 +929,7 @@ class SqliteFleetStore(FleetStore):
             " JOIN nodes n USING (node_id) ORDER BY b.node_id, b.upstream, b.tenant, b.data_class, b.currency",
             (since - 3600,),
         )
-        labels: dict[str, Mapping[str, str]] = {}
-        result = []
-        for r in rows:
-            node_labels = labels.get(r[1])
-            if node_labels is None:
-                node_labels = labels[r[1]] = json.loads(r[11])
-            result.append((BurstUsageRecord(*r[:11]), node_labels))
-        return result
+        return burst_totals_with_labels(rows)
 
     def set_objective(self, objective: ObjectiveRecord) -> None:
         o = objective
