@@ -398,6 +398,7 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
         return None
     from edge_agent import __version__
     from edge_agent.control import policy
+    from edge_agent.control.artifacts import slot_of
     from edge_agent.control.client import ModelInfo, encode_status
     from edge_agent.control.loop import ControlLoop
     from edge_agent.control.telemetry import SystemProbe
@@ -418,7 +419,7 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
         )
         return encode_status(
             __version__,
-            ModelInfo(info["name"], info["version"], info["sha256"]),
+            ModelInfo(info["name"], info["version"], info["sha256"], slot_of(model.backend.artifact.path, data_dir)),
             probe.sample(),
             window,
             stats.queue_depth,

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 # The most characters of each string field (keyed by full field name).
 STRING_BOUNDS: dict[str, int] = {
     "edgefleet.v1.NodeStatus.agent_version": 64,
+    "edgefleet.v1.NodeStatus.model_slot": 8,
     "edgefleet.v1.ModelRef.name": 256,  # a local model's file name, or a registry name (64 at most there)
     "edgefleet.v1.ModelRef.version": 256,
     "edgefleet.v1.ModelRef.sha256": 64,

@@ -60,6 +60,17 @@ class InstalledModel:
     path: Path
 
 
+def slot_of(model_path: Path, data_dir: Path) -> str:
+    """The A/B slot ("a" or "b") a model file lies in, from its path alone; "" for a file outside the fleet's
+    slots (a built-in model, or one given with --model)."""
+    parent = Path(model_path).parent
+    fleet_root = Path(data_dir) / "models" / "fleet"
+    for slot in SLOTS:
+        if parent == fleet_root / f"slot-{slot}":
+            return slot
+    return ""
+
+
 def _other(slot: str | None) -> str:
     return "b" if slot == "a" else "a"
 

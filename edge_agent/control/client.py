@@ -142,6 +142,8 @@ class ModelInfo:
     name: str
     version: str
     sha256: str
+    # The A/B slot it was activated into; "" for a model not from the fleet.
+    slot: str = ""
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -222,6 +224,7 @@ def _status_message(agent_version, model, system, window, queue_depth, config_ge
     return common_pb2.NodeStatus(
         agent_version=agent_version,
         active_model=common_pb2.ModelRef(name=model.name, version=model.version, sha256=model.sha256),
+        model_slot=model.slot,
         system=common_pb2.SystemMetrics(
             cpu_percent=system.cpu_percent,
             cpu_count=system.cpu_count,

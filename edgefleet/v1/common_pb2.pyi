@@ -28,7 +28,7 @@ ACTIVATION_STATE_FAILED: ActivationState
 ACTIVATION_STATE_ROLLED_BACK: ActivationState
 
 class NodeStatus(_message.Message):
-    __slots__ = ("agent_version", "active_model", "system", "inference", "config_generation", "observed_at", "uptime_seconds", "activation", "routing")
+    __slots__ = ("agent_version", "active_model", "system", "inference", "config_generation", "observed_at", "uptime_seconds", "activation", "routing", "model_slot")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_MODEL_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class NodeStatus(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SLOT_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     active_model: ModelRef
     system: SystemMetrics
@@ -47,7 +48,8 @@ class NodeStatus(_message.Message):
     uptime_seconds: float
     activation: Activation
     routing: RoutingSummary
-    def __init__(self, agent_version: _Optional[str] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., system: _Optional[_Union[SystemMetrics, _Mapping]] = ..., inference: _Optional[_Union[InferenceStats, _Mapping]] = ..., config_generation: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., routing: _Optional[_Union[RoutingSummary, _Mapping]] = ...) -> None: ...
+    model_slot: str
+    def __init__(self, agent_version: _Optional[str] = ..., active_model: _Optional[_Union[ModelRef, _Mapping]] = ..., system: _Optional[_Union[SystemMetrics, _Mapping]] = ..., inference: _Optional[_Union[InferenceStats, _Mapping]] = ..., config_generation: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_seconds: _Optional[float] = ..., activation: _Optional[_Union[Activation, _Mapping]] = ..., routing: _Optional[_Union[RoutingSummary, _Mapping]] = ..., model_slot: _Optional[str] = ...) -> None: ...
 
 class RoutingSummary(_message.Message):
     __slots__ = ("counts", "audit_sequence", "audit_head_hash")

@@ -329,6 +329,7 @@ def test_the_rollout_the_run_and_a_node_s_activation_are_shown(browser, fleet, d
     # Its bytes were all on the box already (slot a, from 1.0.0): none left to fetch.
     assert re.fullmatch(r"chat@2\.0\.0: ACTIVE \((\S+ MiB) of \1\) since 20\S+ \S+Z", activation), activation
     assert "chat@2.0.0" in page.inner_text("#node-model"), "serving: the name and version central assigned"
+    assert page.inner_text("#model-slot") in ("a", "b"), "the A/B slot the fleet model was activated into"
     certificate = fleet.certificates["eu"]
     expiry = page.inner_text("#cert-expiry")
     expires = certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%SZ")
@@ -336,4 +337,5 @@ def test_the_rollout_the_run_and_a_node_s_activation_are_shown(browser, fleet, d
     assert re.search(r"\(\d+ d left\)$", expiry), expiry
     page.goto(dashboard + f"/nodes/{fleet.nodes['us'][0]}", wait_until="load")
     assert page.inner_text("#activation") == "nothing assigned or attempted"
+    assert page.inner_text("#model-slot") == "none: not a fleet model", "the built-in model lies in no slot"
     assert page.problems == [], page.problems

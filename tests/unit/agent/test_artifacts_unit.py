@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from edge_agent.control import artifacts
-from edge_agent.control.artifacts import ArtifactError, ModelSlots
+from edge_agent.control.artifacts import ArtifactError, ModelSlots, slot_of
 from edgefleet import manifest, pki
 
 CHUNK = 64 * 1024
@@ -173,3 +173,13 @@ def test_writeback_is_asked_for_each_16_mib_in_turn_and_given_up_when_refused(mo
 
 def test_sync_file_range_is_found_on_linux():
     assert (artifacts._sync_file_range() is not None) == sys.platform.startswith("linux")
+
+
+def test_the_slot_a_model_lies_in_is_read_from_its_path(slots, key, tmp_path):
+    """What the heartbeat's model_slot says: "a" or "b" for a file in a fleet slot, "" for any other file."""
+    data = os.urandom(CHUNK + 1)
+    path = slots.download(signed(slots, key, data), serve(data))
+    assert slot_of(path, tmp_path) == "a"
+    assert slot_of(slots.slot_dir("b") / "model.gguf", tmp_path) == "b"
+    assert slot_of(tmp_path / "models" / "smollm2.gguf", tmp_path) == ""
+    assert slot_of(tmp_path / "elsewhere" / "slot-a" / "model.gguf", tmp_path) == ""

@@ -109,8 +109,11 @@ def test_each_count_bound_takes_the_limit_and_refuses_one_more(full_name):
         for field in path[:-1]:
             owner = getattr(owner, field.name)
         entries = getattr(owner, field_name)
+        message_type = path[-1].message_type
         for i in range(count):
-            if path[-1].message_type.GetOptions().map_entry:
+            if message_type is None:  # repeated scalars: the latency and TTFT bucket counts
+                entries.append(0)
+            elif message_type.GetOptions().map_entry:
                 entries[f"k{i}"] = "v"
             else:
                 entries.add()
