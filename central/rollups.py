@@ -44,6 +44,10 @@ MAX_VALUES_PER_KEY = 1000
 MAX_BEAT_COUNT = 2**32
 MAX_BEAT_COST = 1e9
 MAX_SCOPE_CHARS = 512
+# Distinct (upstream, tenant, data class, currency) keys of burst usage kept per node and hour; past them the node's
+# usage is counted under (OTHER, OTHER, OTHER, OTHER). The strings are the node's own: a node varying them every beat
+# must not add rows to central's store without bound (an agent sends at most 24 per beat, folding the rest itself).
+MAX_USAGE_KEYS_PER_NODE_HOUR = 64
 # The leader derives an hour's rows (FleetStore.derive_rollup_hours) once it ended this long ago: its last minutes
 # are written by then (a minute written later still counts in its hour, at a little more cost).
 HOUR_DERIVE_DELAY_S = 2 * MINUTE_S
@@ -241,6 +245,9 @@ class Accumulator:
         # (node_id, minute start) -> [[values tuples not yet added up], queue_depth_max, the node's latest labels]
         self._minutes: dict[tuple[str, int], list] = {}
         self._usage: dict[tuple[int, str, str, str, str, str], list] = {}
+        # (node_id, hour) -> the usage keys counted for it this hour (MAX_USAGE_KEYS_PER_NODE_HOUR); past hours dropped.
+        self._usage_keys: dict[tuple[str, int], set[tuple[str, str, str, str]]] = {}
+        self._usage_hour = 0
         self._first_start: float = math.inf  # no minute held starts before it: take() checks it first
 
     def add(self, node_id: str, labels: Mapping[str, str], beat: BeatFigures, at: float) -> None:
@@ -261,8 +268,17 @@ class Accumulator:
             held[2] = labels
         if beat.usage:
             hour = int(at) // HOUR_S * HOUR_S
+            if hour > self._usage_hour:  # a new hour: the keys counted in earlier ones are done with
+                self._usage_keys = {k: v for k, v in self._usage_keys.items() if k[1] >= hour}
+                self._usage_hour = hour
+            seen = self._usage_keys.setdefault((node_id, hour), set())
             for upstream, tenant, data_class, currency, requests, prompt, completion, cost in beat.usage:
-                ukey = (hour, node_id, upstream, tenant, data_class, currency)
+                group = (upstream, tenant, data_class, currency)
+                if group not in seen:
+                    if len(seen) >= MAX_USAGE_KEYS_PER_NODE_HOUR - 1:
+                        group = (OTHER, OTHER, OTHER, OTHER)
+                    seen.add(group)
+                ukey = (hour, node_id, *group)
                 u = self._usage.get(ukey)
                 if u is None:
                     self._usage[ukey] = [requests, prompt, completion, cost, at]

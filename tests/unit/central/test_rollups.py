@@ -9,6 +9,8 @@ from central.store import NodeRecord, RollupRow, SqliteFleetStore, StoreError, T
 from edgefleet import histogram_buckets
 from edgefleet.v1 import common_pb2
 
+T0 = 1_900_000_800.0  # a round hour
+
 B = histogram_buckets.BUCKETS
 
 
@@ -226,3 +228,32 @@ def test_quantiles_read_the_same_figures_as_histogram_buckets_quantile():
         assert got == expected, counts  # the very same floats, not only close ones
     with pytest.raises(ValueError, match=r"within 0\.\.1"):
         rollups.quantiles([1] * B, (1.5,))
+
+
+def test_a_nodes_distinct_burst_usage_keys_per_hour_are_capped_and_the_rest_counted_as_other():
+    """A node that sends new upstream, tenant or data class names every beat adds at most
+    MAX_USAGE_KEYS_PER_NODE_HOUR rows an hour; nothing it sent is lost, the rest is under (other)."""
+    acc = rollups.Accumulator(("region",))
+    cap = rollups.MAX_USAGE_KEYS_PER_NODE_HOUR
+    sent = 3 * cap
+    for i in range(sent):
+        status = common_pb2.NodeStatus()
+        status.inference.upstream_usage.add(
+            upstream=f"u{i}", tenant="t", data_class="public", requests=1, prompt_tokens=2, currency="USD"
+        )
+        acc.add("n1", {}, rollups.figures(status), T0 + i)
+    status = common_pb2.NodeStatus()
+    status.inference.upstream_usage.add(upstream="u0", tenant="t", data_class="public", requests=1, currency="USD")
+    acc.add("n1", {}, rollups.figures(status), T0 + sent)  # a key kept this hour stays its own
+    _, usage = acc.take()
+    assert len(usage) == cap
+    other = [u for u in usage if u.upstream == rollups.OTHER]
+    assert len(other) == 1 and other[0].requests == sent - (cap - 1)
+    assert sum(u.requests for u in usage) == sent + 1 and sum(u.prompt_tokens for u in usage) == 2 * sent
+    assert next(u for u in usage if u.upstream == "u0").requests == 2
+    # The next hour starts afresh.
+    status = common_pb2.NodeStatus()
+    status.inference.upstream_usage.add(upstream="fresh", tenant="t", data_class="public", requests=1)
+    acc.add("n1", {}, rollups.figures(status), T0 + 3600)
+    _, usage = acc.take()
+    assert [u.upstream for u in usage] == ["fresh"]
