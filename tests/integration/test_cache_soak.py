@@ -32,6 +32,9 @@ PUSH = 400  # more requests to the full agent: past the bound by about two evict
 WARMUP_ROUNDS = 1
 HIT_ROUNDS = 4  # HOT * HIT_ROUNDS = 1,200 timed hits per agent
 INSERTS = 3000
+# One decoding thread per agent: two agents on two cores with llama.cpp's default (a thread per core) spin-wait on
+# each other's threads, and with anything else running the 1,000 one-token misses took minutes instead of seconds.
+MODEL = {"n_threads": 1}
 
 
 def request(prompt: str) -> dict:
@@ -81,14 +84,14 @@ def test_a_full_cache_stays_as_fast_as_an_empty_one(tmp_path):
     agents = []
     try:
         # An empty cache (a bound it never reaches), and the size of a real answer to fill the other with.
-        empty = start_agent(tmp_path / "empty", sections={"cache": {"max_bytes": 1 << 30}})
+        empty = start_agent(tmp_path / "empty", sections={"model": MODEL, "cache": {"max_bytes": 1 << 30}})
         agents.append(empty)
         with httpx.Client(base_url=empty.base_url, timeout=120) as client:
             answer_bytes = len(client.post("/v1/completions", json=request("soak size probe")).content)
         bound = ENTRIES * answer_bytes
         # Just under the bound: the first 100 or so of the hot requests fit, the rest and the push evict.
         prefill(tmp_path / "full" / "cache" / "responses.db", bound, answer_bytes, ENTRIES - 100)
-        full = start_agent(tmp_path / "full", sections={"cache": {"max_bytes": bound}})
+        full = start_agent(tmp_path / "full", sections={"model": MODEL, "cache": {"max_bytes": bound}})
         agents.append(full)
         before = full.metrics()
         assert before["edgefleet_cache_entries"] == ENTRIES - 100
