@@ -7,58 +7,21 @@ from __future__ import annotations
 
 import pytest
 
-from central import convert, datadir, rollups
-from central.datadir import Authority, initialize
+from central import convert, rollups
 from central.errors import InvalidArgument, PermissionDenied
-from central.services import history, operators
+from central.services import history
 from central.services.base import Caller, Central, CentralSettings
-from central.store import BurstUsageRecord, NodeRecord, TokenRecord, open_store
+from central.store import BurstUsageRecord
+from central_handlers import STORES, central_with_callers, enroll
 from edgefleet import histogram_buckets, pki
 from edgefleet.v1 import admin_pb2, common_pb2
-from postgres_db import postgres_database
 
 T0 = 1_900_000_800.0  # a round hour
 
 
-class Clock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _caller(certificate_pem: str) -> Caller:
-    cert = pki.load_certificate(certificate_pem)
-    return Caller(pki.identity_of(cert), "test", pki.serial_hex(cert))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def setup(request, tmp_path):
-    if request.param == "sqlite":
-        yield from _setup(tmp_path, "")
-    else:
-        with postgres_database() as url:
-            yield from _setup(tmp_path, url)
-
-
-def _setup(tmp_path, store_url: str):
-    paths = initialize(tmp_path / "central", "127.0.0.1:7443", store=store_url)
-    store = open_store(datadir.store_spec(paths))
-    central = Central(store, Authority.load(paths), CentralSettings(rollup_labels=("region",)), "", Clock())
-    admin = _caller(datadir.load_credential(paths.admin_credential).certificate_pem)
-    csr = pki.make_csr(pki.generate_key()).decode()
-    viewer = _caller(operators.create_operator(central, admin, "val", "viewer", 3600, csr).certificate_pem)
-    try:
-        yield central, admin, viewer
-    finally:
-        store.close()
-
-
-def _enroll(central: Central, node_id: str, labels: dict[str, str]) -> None:
-    store = central.store
-    store.add_token(TokenRecord(f"t-{node_id}", "h", {}, 0.0, 1e12, 1, 1, False, "admin:a"))
-    assert store.enroll(f"t-{node_id}", NodeRecord(node_id, labels, "box", 1.0, f"t-{node_id}", "ff", 2e12), 2.0)
+    yield from central_with_callers(tmp_path, request.param, CentralSettings(rollup_labels=("region",)), T0)
 
 
 def _beat(central: Central, node_id: str, labels: dict[str, str], latencies_ms=(), usage=(), **inference) -> None:
@@ -129,8 +92,8 @@ def test_an_unknown_caller_may_not_read_history(setup):
 
 def test_burst_usage_grouped_by_tenant_class_and_label_highest_cost_first(setup):
     central, _, viewer = setup
-    _enroll(central, "a", {"region": "eu"})
-    _enroll(central, "b", {"region": "us"})
+    enroll(central, "a", {"region": "eu"})
+    enroll(central, "b", {"region": "us"})
     cloud = dict(upstream="cloud", data_class="public")
     _beat(central, "a", {"region": "eu"}, usage=[
         dict(cloud, tenant="acme", requests=2, prompt_tokens=100, completion_tokens=10, cost=0.30, currency="USD"),
@@ -174,7 +137,7 @@ def test_groups_past_the_row_bound_are_added_up_as_other():
 def test_burst_usage_over_several_hours_adds_each_nodes_hours_into_its_label_group(setup):
     central, _, viewer = setup
     for node_id, region in (("a", "eu"), ("b", "eu"), ("c", "us")):
-        _enroll(central, node_id, {"region": region})
+        enroll(central, node_id, {"region": region})
     usage = dict(upstream="cloud", data_class="public", tenant="acme", requests=1, prompt_tokens=10, currency="USD")
     for _ in range(3):
         for node_id, region in (("a", "eu"), ("b", "eu"), ("c", "us")):

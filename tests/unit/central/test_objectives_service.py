@@ -8,59 +8,22 @@ from __future__ import annotations
 
 import pytest
 
-from central import audit, convert, datadir, slo
-from central.datadir import Authority, initialize
+from central import audit, convert, slo
 from central.errors import InvalidArgument, NotFound, PermissionDenied
-from central.services import objectives, operators
-from central.services.base import Caller, Central, CentralSettings
-from central.store import NodeRecord, RollupRow, TokenRecord, open_store
-from edgefleet import histogram_buckets, pki
-from postgres_db import postgres_database
+from central.services import objectives
+from central.services.base import Central, CentralSettings
+from central.store import RollupRow
+from central_handlers import STORES, central_with_callers, enroll
+from edgefleet import histogram_buckets
 
 T0 = 1_900_000_000.0  # a round hour
 DAY = 86400
 EU = slo.Objective("eu-latency", {"region": "eu"}, 99.9, 2000.0, 99.0, 30 * DAY)
 
 
-class Clock:
-    def __init__(self, now: float = T0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _caller(certificate_pem: str) -> Caller:
-    cert = pki.load_certificate(certificate_pem)
-    return Caller(pki.identity_of(cert), "test", pki.serial_hex(cert))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def setup(request, tmp_path):
-    if request.param == "sqlite":
-        yield from _setup(tmp_path, "")
-    else:
-        with postgres_database() as url:
-            yield from _setup(tmp_path, url)
-
-
-def _setup(tmp_path, store_url: str):
-    paths = initialize(tmp_path / "central", "127.0.0.1:7443", store=store_url)
-    store = open_store(datadir.store_spec(paths))
-    central = Central(store, Authority.load(paths), CentralSettings(), "", Clock())
-    admin = _caller(datadir.load_credential(paths.admin_credential).certificate_pem)
-    csr = pki.make_csr(pki.generate_key()).decode()
-    viewer = _caller(operators.create_operator(central, admin, "val", "viewer", 3600, csr).certificate_pem)
-    try:
-        yield central, admin, viewer
-    finally:
-        store.close()
-
-
-def _enroll(central: Central, node_id: str, labels: dict[str, str]) -> None:
-    store = central.store
-    store.add_token(TokenRecord(f"t-{node_id}", "h", {}, 0.0, 1e12, 1, 1, False, "admin:a"))
-    assert store.enroll(f"t-{node_id}", NodeRecord(node_id, labels, "box", 1.0, f"t-{node_id}", "ff", 2e12), 2.0)
+    yield from central_with_callers(tmp_path, request.param, CentralSettings(), T0)
 
 
 def _beat(central: Central, scopes: list[str], requests: int, errors: int = 0, latency_ms: float = 100.0) -> None:
@@ -136,9 +99,9 @@ def test_delete_removes_it_is_audited_and_an_absent_one_is_not_found(setup):
 
 def test_status_reads_the_label_group_the_fleet_or_the_matching_nodes(setup):
     central, admin, viewer = setup
-    _enroll(central, "n1", {"region": "eu", "rack": "r1"})
-    _enroll(central, "n2", {"region": "eu", "rack": "r2"})
-    _enroll(central, "n3", {"region": "us", "rack": "r1"})
+    enroll(central, "n1", {"region": "eu", "rack": "r1"})
+    enroll(central, "n2", {"region": "eu", "rack": "r2"})
+    enroll(central, "n3", {"region": "us", "rack": "r1"})
     objectives.set_objective(central, admin, EU)
     objectives.set_objective(central, admin, slo.Objective("all", {}, 99.0, 0, 0, DAY))
     objectives.set_objective(central, admin, slo.Objective("rack1", {"rack": "r1"}, 99.0, 0, 0, DAY))
