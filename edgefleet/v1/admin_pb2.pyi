@@ -1024,3 +1024,133 @@ class BurstUsage(_message.Message):
     currency: str
     last_at: _timestamp_pb2.Timestamp
     def __init__(self, upstream: _Optional[str] = ..., group: _Optional[_Mapping[str, str]] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost: _Optional[float] = ..., currency: _Optional[str] = ..., last_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RotateSigningKeyRequest(_message.Message):
+    __slots__ = ("overlap",)
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    overlap: _duration_pb2.Duration
+    def __init__(self, overlap: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class RotateSigningKeyResponse(_message.Message):
+    __slots__ = ("current", "previous", "manifests_resigned")
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_RESIGNED_FIELD_NUMBER: _ClassVar[int]
+    current: SigningKey
+    previous: SigningKey
+    manifests_resigned: int
+    def __init__(self, current: _Optional[_Union[SigningKey, _Mapping]] = ..., previous: _Optional[_Union[SigningKey, _Mapping]] = ..., manifests_resigned: _Optional[int] = ...) -> None: ...
+
+class FinishSigningKeyRotationRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FinishSigningKeyRotationResponse(_message.Message):
+    __slots__ = ("retired",)
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    retired: SigningKey
+    def __init__(self, retired: _Optional[_Union[SigningKey, _Mapping]] = ...) -> None: ...
+
+class SigningKey(_message.Message):
+    __slots__ = ("key_id", "public_key_pem", "created_at", "valid_until", "state")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    public_key_pem: str
+    created_at: _timestamp_pb2.Timestamp
+    valid_until: _timestamp_pb2.Timestamp
+    state: str
+    def __init__(self, key_id: _Optional[str] = ..., public_key_pem: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[str] = ...) -> None: ...
+
+class RotateCaRequest(_message.Message):
+    __slots__ = ("now",)
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    now: bool
+    def __init__(self, now: bool = ...) -> None: ...
+
+class RotateCaResponse(_message.Message):
+    __slots__ = ("current", "previous")
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    current: CertificateAuthority
+    previous: CertificateAuthority
+    def __init__(self, current: _Optional[_Union[CertificateAuthority, _Mapping]] = ..., previous: _Optional[_Union[CertificateAuthority, _Mapping]] = ...) -> None: ...
+
+class FinishCaRotationRequest(_message.Message):
+    __slots__ = ("force",)
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    force: bool
+    def __init__(self, force: bool = ...) -> None: ...
+
+class FinishCaRotationResponse(_message.Message):
+    __slots__ = ("retired", "stranded")
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    STRANDED_FIELD_NUMBER: _ClassVar[int]
+    retired: CertificateAuthority
+    stranded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, retired: _Optional[_Union[CertificateAuthority, _Mapping]] = ..., stranded: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CertificateAuthority(_message.Message):
+    __slots__ = ("fingerprint", "certificate_pem", "not_after", "state")
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: str
+    certificate_pem: str
+    not_after: _timestamp_pb2.Timestamp
+    state: str
+    def __init__(self, fingerprint: _Optional[str] = ..., certificate_pem: _Optional[str] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[str] = ...) -> None: ...
+
+class GetTrustRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetTrustResponse(_message.Message):
+    __slots__ = ("cas", "signing_keys", "on_previous_ca", "version")
+    CAS_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ON_PREVIOUS_CA_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    cas: _containers.RepeatedCompositeFieldContainer[CertificateAuthority]
+    signing_keys: _containers.RepeatedCompositeFieldContainer[SigningKey]
+    on_previous_ca: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    def __init__(self, cas: _Optional[_Iterable[_Union[CertificateAuthority, _Mapping]]] = ..., signing_keys: _Optional[_Iterable[_Union[SigningKey, _Mapping]]] = ..., on_previous_ca: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GetRestoreReportRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetRestoreReportResponse(_message.Message):
+    __slots__ = ("restored", "backup_at", "restored_at", "backup_id", "audit_head_sequence", "findings")
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_AT_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_AT_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HEAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    restored: bool
+    backup_at: _timestamp_pb2.Timestamp
+    restored_at: _timestamp_pb2.Timestamp
+    backup_id: str
+    audit_head_sequence: int
+    findings: _containers.RepeatedCompositeFieldContainer[RestoreFinding]
+    def __init__(self, restored: bool = ..., backup_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., restored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backup_id: _Optional[str] = ..., audit_head_sequence: _Optional[int] = ..., findings: _Optional[_Iterable[_Union[RestoreFinding, _Mapping]]] = ...) -> None: ...
+
+class RestoreFinding(_message.Message):
+    __slots__ = ("kind", "node_id", "detail", "found_at", "action")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FOUND_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    node_id: str
+    detail: str
+    found_at: _timestamp_pb2.Timestamp
+    action: str
+    def __init__(self, kind: _Optional[str] = ..., node_id: _Optional[str] = ..., detail: _Optional[str] = ..., found_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action: _Optional[str] = ...) -> None: ...

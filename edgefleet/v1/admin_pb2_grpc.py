@@ -205,6 +205,36 @@ class AdminServiceStub(object):
                 request_serializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageRequest.SerializeToString,
                 response_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageResponse.FromString,
                 _registered_method=True)
+        self.RotateSigningKey = channel.unary_unary(
+                '/edgefleet.v1.AdminService/RotateSigningKey',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.FinishSigningKeyRotation = channel.unary_unary(
+                '/edgefleet.v1.AdminService/FinishSigningKeyRotation',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.FinishSigningKeyRotationRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.FinishSigningKeyRotationResponse.FromString,
+                _registered_method=True)
+        self.RotateCa = channel.unary_unary(
+                '/edgefleet.v1.AdminService/RotateCa',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.RotateCaRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.RotateCaResponse.FromString,
+                _registered_method=True)
+        self.FinishCaRotation = channel.unary_unary(
+                '/edgefleet.v1.AdminService/FinishCaRotation',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.FinishCaRotationRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.FinishCaRotationResponse.FromString,
+                _registered_method=True)
+        self.GetTrust = channel.unary_unary(
+                '/edgefleet.v1.AdminService/GetTrust',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.GetTrustRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetTrustResponse.FromString,
+                _registered_method=True)
+        self.GetRestoreReport = channel.unary_unary(
+                '/edgefleet.v1.AdminService/GetRestoreReport',
+                request_serializer=edgefleet_dot_v1_dot_admin__pb2.GetRestoreReportRequest.SerializeToString,
+                response_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetRestoreReportResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer(object):
@@ -454,6 +484,54 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateSigningKey(self, request, context):
+        """RotateSigningKey makes a new artifact-signing key, announced to nodes in a
+        statement signed by the current one, and re-signs every manifest with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishSigningKeyRotation(self, request, context):
+        """FinishSigningKeyRotation retires the previous signing key now, before its
+        overlap ends: nodes accept manifests from the current key only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateCa(self, request, context):
+        """RotateCa makes a new fleet CA cross-signed by the current one; nodes renew
+        onto it at their next renewal (at once with `now`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishCaRotation(self, request, context):
+        """FinishCaRotation retires the previous CA: certificates it signed are
+        refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrust(self, request, context):
+        """GetTrust returns the CAs, signing keys and who still holds a certificate
+        from a CA being retired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRestoreReport(self, request, context):
+        """GetRestoreReport returns what the last restore lost, as the restore
+        recorded it and as the nodes' reports since then have shown it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -626,6 +704,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListBurstUsage,
                     request_deserializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageRequest.FromString,
                     response_serializer=edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageResponse.SerializeToString,
+            ),
+            'RotateSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSigningKey,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.SerializeToString,
+            ),
+            'FinishSigningKeyRotation': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishSigningKeyRotation,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.FinishSigningKeyRotationRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.FinishSigningKeyRotationResponse.SerializeToString,
+            ),
+            'RotateCa': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateCa,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.RotateCaRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.RotateCaResponse.SerializeToString,
+            ),
+            'FinishCaRotation': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishCaRotation,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.FinishCaRotationRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.FinishCaRotationResponse.SerializeToString,
+            ),
+            'GetTrust': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrust,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetTrustRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.GetTrustResponse.SerializeToString,
+            ),
+            'GetRestoreReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRestoreReport,
+                    request_deserializer=edgefleet_dot_v1_dot_admin__pb2.GetRestoreReportRequest.FromString,
+                    response_serializer=edgefleet_dot_v1_dot_admin__pb2.GetRestoreReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1547,6 +1655,168 @@ class AdminService(object):
             '/edgefleet.v1.AdminService/ListBurstUsage',
             edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageRequest.SerializeToString,
             edgefleet_dot_v1_dot_admin__pb2.ListBurstUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/RotateSigningKey',
+            edgefleet_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishSigningKeyRotation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/FinishSigningKeyRotation',
+            edgefleet_dot_v1_dot_admin__pb2.FinishSigningKeyRotationRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.FinishSigningKeyRotationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateCa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/RotateCa',
+            edgefleet_dot_v1_dot_admin__pb2.RotateCaRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.RotateCaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishCaRotation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/FinishCaRotation',
+            edgefleet_dot_v1_dot_admin__pb2.FinishCaRotationRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.FinishCaRotationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/GetTrust',
+            edgefleet_dot_v1_dot_admin__pb2.GetTrustRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.GetTrustResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRestoreReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgefleet.v1.AdminService/GetRestoreReport',
+            edgefleet_dot_v1_dot_admin__pb2.GetRestoreReportRequest.SerializeToString,
+            edgefleet_dot_v1_dot_admin__pb2.GetRestoreReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

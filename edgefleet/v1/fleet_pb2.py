@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gefleet/v1/fleet.proto\x12\x0c\x65\x64gefleet.v1\x1a\x19\x65\x64gefleet/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.edgefleet.v1.NodeStatus\"w\n\x11HeartbeatResponse\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x1a.edgefleet.v1.DesiredState\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x80\x01\n\x0c\x44\x65siredState\x12\x19\n\x11\x63onfig_generation\x18\x01 \x01(\x04\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12.\n\x08manifest\x18\x03 \x01(\x0b\x32\x1c.edgefleet.v1.SignedManifest\";\n\x17RenewCertificateRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\"O\n\x18RenewCertificateResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\t\"6\n\x14\x46\x65tchArtifactRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"I\n\x15\x46\x65tchArtifactResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"x\n\x12ReportEventRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12%\n\x07reports\x18\x02 \x03(\x0b\x32\x14.edgefleet.v1.Report\x12\x15\n\rdropped_count\x18\x03 \x01(\x04\x12\x13\n\x0bspool_epoch\x18\x04 \x01(\t\"4\n\x13ReportEventResponse\x12\x1d\n\x15\x61\x63knowledged_sequence\x18\x01 \x01(\x04\"\xa5\x01\n\x06Report\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x03 \x01(\x0b\x32\x18.edgefleet.v1.NodeStatusH\x00\x12$\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x13.edgefleet.v1.EventH\x00\x42\x06\n\x04\x62ody\"\x92\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x37\n\nattributes\x18\x03 \x03(\x0b\x32#.edgefleet.v1.Event.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xf3\x02\n\x0c\x46leetService\x12P\n\tHeartbeat\x12\x1e.edgefleet.v1.HeartbeatRequest\x1a\x1f.edgefleet.v1.HeartbeatResponse(\x01\x30\x01\x12\x61\n\x10RenewCertificate\x12%.edgefleet.v1.RenewCertificateRequest\x1a&.edgefleet.v1.RenewCertificateResponse\x12Z\n\rFetchArtifact\x12\".edgefleet.v1.FetchArtifactRequest\x1a#.edgefleet.v1.FetchArtifactResponse0\x01\x12R\n\x0bReportEvent\x12 .edgefleet.v1.ReportEventRequest\x1a!.edgefleet.v1.ReportEventResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gefleet/v1/fleet.proto\x12\x0c\x65\x64gefleet.v1\x1a\x19\x65\x64gefleet/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.edgefleet.v1.NodeStatus\"\xba\x01\n\x11HeartbeatResponse\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x1a.edgefleet.v1.DesiredState\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0f\x66leet_addresses\x18\x03 \x03(\t\x12(\n\x05trust\x18\x04 \x01(\x0b\x32\x19.edgefleet.v1.TrustBundle\"\xb1\x01\n\x0bTrustBundle\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x1b\n\x13\x63\x61_certificates_pem\x18\x02 \x03(\t\x12\x1e\n\x16\x63ross_certificates_pem\x18\x03 \x03(\t\x12\x41\n\x16signing_key_statements\x18\x04 \x03(\x0b\x32!.edgefleet.v1.SigningKeyStatement\x12\x11\n\trenew_now\x18\x05 \x01(\x08\"6\n\x13SigningKeyStatement\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\"\x80\x01\n\x0c\x44\x65siredState\x12\x19\n\x11\x63onfig_generation\x18\x01 \x01(\x04\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.edgefleet.v1.ModelRef\x12.\n\x08manifest\x18\x03 \x01(\x0b\x32\x1c.edgefleet.v1.SignedManifest\";\n\x17RenewCertificateRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\"O\n\x18RenewCertificateResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\t\"6\n\x14\x46\x65tchArtifactRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"I\n\x15\x46\x65tchArtifactResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"x\n\x12ReportEventRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12%\n\x07reports\x18\x02 \x03(\x0b\x32\x14.edgefleet.v1.Report\x12\x15\n\rdropped_count\x18\x03 \x01(\x04\x12\x13\n\x0bspool_epoch\x18\x04 \x01(\t\"4\n\x13ReportEventResponse\x12\x1d\n\x15\x61\x63knowledged_sequence\x18\x01 \x01(\x04\"\xa5\x01\n\x06Report\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x03 \x01(\x0b\x32\x18.edgefleet.v1.NodeStatusH\x00\x12$\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x13.edgefleet.v1.EventH\x00\x42\x06\n\x04\x62ody\"\x92\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x37\n\nattributes\x18\x03 \x03(\x0b\x32#.edgefleet.v1.Event.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xf3\x02\n\x0c\x46leetService\x12P\n\tHeartbeat\x12\x1e.edgefleet.v1.HeartbeatRequest\x1a\x1f.edgefleet.v1.HeartbeatResponse(\x01\x30\x01\x12\x61\n\x10RenewCertificate\x12%.edgefleet.v1.RenewCertificateRequest\x1a&.edgefleet.v1.RenewCertificateResponse\x12Z\n\rFetchArtifact\x12\".edgefleet.v1.FetchArtifactRequest\x1a#.edgefleet.v1.FetchArtifactResponse0\x01\x12R\n\x0bReportEvent\x12 .edgefleet.v1.ReportEventRequest\x1a!.edgefleet.v1.ReportEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,28 +38,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_HEARTBEATREQUEST']._serialized_start=134
   _globals['_HEARTBEATREQUEST']._serialized_end=211
-  _globals['_HEARTBEATRESPONSE']._serialized_start=213
-  _globals['_HEARTBEATRESPONSE']._serialized_end=332
-  _globals['_DESIREDSTATE']._serialized_start=335
-  _globals['_DESIREDSTATE']._serialized_end=463
-  _globals['_RENEWCERTIFICATEREQUEST']._serialized_start=465
-  _globals['_RENEWCERTIFICATEREQUEST']._serialized_end=524
-  _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=526
-  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=605
-  _globals['_FETCHARTIFACTREQUEST']._serialized_start=607
-  _globals['_FETCHARTIFACTREQUEST']._serialized_end=661
-  _globals['_FETCHARTIFACTRESPONSE']._serialized_start=663
-  _globals['_FETCHARTIFACTRESPONSE']._serialized_end=736
-  _globals['_REPORTEVENTREQUEST']._serialized_start=738
-  _globals['_REPORTEVENTREQUEST']._serialized_end=858
-  _globals['_REPORTEVENTRESPONSE']._serialized_start=860
-  _globals['_REPORTEVENTRESPONSE']._serialized_end=912
-  _globals['_REPORT']._serialized_start=915
-  _globals['_REPORT']._serialized_end=1080
-  _globals['_EVENT']._serialized_start=1083
-  _globals['_EVENT']._serialized_end=1229
-  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_start=1180
-  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_end=1229
-  _globals['_FLEETSERVICE']._serialized_start=1232
-  _globals['_FLEETSERVICE']._serialized_end=1603
+  _globals['_HEARTBEATRESPONSE']._serialized_start=214
+  _globals['_HEARTBEATRESPONSE']._serialized_end=400
+  _globals['_TRUSTBUNDLE']._serialized_start=403
+  _globals['_TRUSTBUNDLE']._serialized_end=580
+  _globals['_SIGNINGKEYSTATEMENT']._serialized_start=582
+  _globals['_SIGNINGKEYSTATEMENT']._serialized_end=636
+  _globals['_DESIREDSTATE']._serialized_start=639
+  _globals['_DESIREDSTATE']._serialized_end=767
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_start=769
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_end=828
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=830
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=909
+  _globals['_FETCHARTIFACTREQUEST']._serialized_start=911
+  _globals['_FETCHARTIFACTREQUEST']._serialized_end=965
+  _globals['_FETCHARTIFACTRESPONSE']._serialized_start=967
+  _globals['_FETCHARTIFACTRESPONSE']._serialized_end=1040
+  _globals['_REPORTEVENTREQUEST']._serialized_start=1042
+  _globals['_REPORTEVENTREQUEST']._serialized_end=1162
+  _globals['_REPORTEVENTRESPONSE']._serialized_start=1164
+  _globals['_REPORTEVENTRESPONSE']._serialized_end=1216
+  _globals['_REPORT']._serialized_start=1219
+  _globals['_REPORT']._serialized_end=1384
+  _globals['_EVENT']._serialized_start=1387
+  _globals['_EVENT']._serialized_end=1533
+  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_start=1484
+  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_end=1533
+  _globals['_FLEETSERVICE']._serialized_start=1536
+  _globals['_FLEETSERVICE']._serialized_end=1907
 # @@protoc_insertion_point(module_scope)

@@ -20,12 +20,38 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.NodeStatus, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("desired", "heartbeat_interval")
+    __slots__ = ("desired", "heartbeat_interval", "fleet_addresses", "trust")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    FLEET_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    TRUST_FIELD_NUMBER: _ClassVar[int]
     desired: DesiredState
     heartbeat_interval: _duration_pb2.Duration
-    def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    fleet_addresses: _containers.RepeatedScalarFieldContainer[str]
+    trust: TrustBundle
+    def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., fleet_addresses: _Optional[_Iterable[str]] = ..., trust: _Optional[_Union[TrustBundle, _Mapping]] = ...) -> None: ...
+
+class TrustBundle(_message.Message):
+    __slots__ = ("version", "ca_certificates_pem", "cross_certificates_pem", "signing_key_statements", "renew_now")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATES_PEM_FIELD_NUMBER: _ClassVar[int]
+    CROSS_CERTIFICATES_PEM_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_KEY_STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    RENEW_NOW_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    ca_certificates_pem: _containers.RepeatedScalarFieldContainer[str]
+    cross_certificates_pem: _containers.RepeatedScalarFieldContainer[str]
+    signing_key_statements: _containers.RepeatedCompositeFieldContainer[SigningKeyStatement]
+    renew_now: bool
+    def __init__(self, version: _Optional[int] = ..., ca_certificates_pem: _Optional[_Iterable[str]] = ..., cross_certificates_pem: _Optional[_Iterable[str]] = ..., signing_key_statements: _Optional[_Iterable[_Union[SigningKeyStatement, _Mapping]]] = ..., renew_now: bool = ...) -> None: ...
+
+class SigningKeyStatement(_message.Message):
+    __slots__ = ("body", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: str
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[str] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("config_generation", "model", "manifest")
