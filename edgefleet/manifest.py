@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -70,15 +71,22 @@ def sign(manifest: Manifest, key: ed25519.Ed25519PrivateKey) -> tuple[bytes, str
 
 def verify(body: bytes, signature_b64: str, public_key_pem: bytes) -> Manifest:
     """The manifest in body, if signature_b64 is the signing key's signature over exactly these bytes."""
+    return verify_any(body, signature_b64, [public_key_pem])
+
+
+def verify_any(body: bytes, signature_b64: str, keys: Sequence[bytes]) -> Manifest:
+    """The manifest in body, if signature_b64 is the signature over exactly these bytes of any of keys
+    (PEM public keys: every signing key a node trusts, which is more than one while a rotation overlaps)."""
+    if not keys:
+        raise ManifestError("no signing key is trusted: the manifest cannot be checked")
     try:
-        key = serialization.load_pem_public_key(public_key_pem)
-        if not isinstance(key, ed25519.Ed25519PublicKey):
-            raise ManifestError("the pinned signing key is not an Ed25519 key")
-        key.verify(base64.b64decode(signature_b64, validate=True), body)
-    except InvalidSignature:
-        raise ManifestError("the manifest's signature does not verify against central's signing key") from None
+        signature = base64.b64decode(signature_b64, validate=True)
+        public_keys = [_load_signing_key(pem) for pem in keys]
     except (ValueError, TypeError) as exc:
         raise ManifestError(f"the manifest's signature cannot be checked: {exc}") from None
+    if not any(_signed_by(key, signature, body) for key in public_keys):
+        whose = "central's signing key" if len(keys) == 1 else f"any of central's {len(keys)} trusted signing keys"
+        raise ManifestError(f"the manifest's signature does not verify against {whose}")
     try:
         data = json.loads(body)
         manifest = Manifest(**data)
@@ -87,3 +95,18 @@ def verify(body: bytes, signature_b64: str, public_key_pem: bytes) -> Manifest:
     if manifest.format not in FORMATS or len(manifest.sha256) != 64 or manifest.size < 0:
         raise ManifestError("the signed manifest has an unknown format, a bad sha256 or a negative size")
     return manifest
+
+
+def _load_signing_key(public_key_pem: bytes) -> ed25519.Ed25519PublicKey:
+    key = serialization.load_pem_public_key(public_key_pem)
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ManifestError("the pinned signing key is not an Ed25519 key")
+    return key
+
+
+def _signed_by(key: ed25519.Ed25519PublicKey, signature: bytes, body: bytes) -> bool:
+    try:
+        key.verify(signature, body)
+    except InvalidSignature:
+        return False
+    return True
