@@ -88,6 +88,9 @@ class FleetConfig:
     enabled: bool = True
     # Status reports and events kept while central is unreachable; the oldest go first.
     spool_max_reports: int = 10_000
+    # Seconds a report central acknowledged stays in the spool (within spool_max_reports), to send again should
+    # central come back from a backup holding less than it acknowledged; 0 forgets it at once.
+    spool_retain_acknowledged_s: float = 24 * 3600.0
     # Seconds an RPC to central may take before it counts as failed.
     rpc_timeout_s: float = 10.0
     # Longest wait between retries while central is unreachable.
@@ -397,6 +400,11 @@ def validate(config: AgentConfig) -> AgentConfig:
     _positive("cache.max_bytes", config.cache.max_bytes)
     _positive("cache.ttl_s", config.cache.ttl_s)
     _positive("fleet.spool_max_reports", config.fleet.spool_max_reports)
+    if config.fleet.spool_retain_acknowledged_s < 0:
+        raise ConfigError(
+            "fleet.spool_retain_acknowledged_s: expected 0 (forget acknowledged reports at once) or more, "
+            f"got {config.fleet.spool_retain_acknowledged_s}"
+        )
     _positive("fleet.rpc_timeout_s", config.fleet.rpc_timeout_s)
     _positive("fleet.max_backoff_s", config.fleet.max_backoff_s)
     _positive("fleet.warmup_max_s", config.fleet.warmup_max_s)
