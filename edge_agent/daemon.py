@@ -357,8 +357,10 @@ def _fleet_slots(config: AgentConfig, data_dir: Path):
     if not config.fleet.enabled or not files.enrolled():
         return None
     from edge_agent.control.artifacts import ModelSlots
+    from edge_agent.control.trust_state import TrustFiles
 
-    return ModelSlots(data_dir, files.load().signing_public_key_pem)
+    # Every signing key the node trusts now, read at each verification: a rotation adds one while it runs.
+    return ModelSlots(data_dir, TrustFiles(files.root).signing_keys)
 
 
 def _artifact_of(manifest, path: Path) -> ModelArtifact:
@@ -431,7 +433,13 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
             running=stats.inflight,
         )
 
-    control = ControlLoop(files, config.fleet, status, central_addresses=config.central.addresses)
+    control = ControlLoop(
+        files,
+        config.fleet,
+        status,
+        central_addresses=config.central.addresses,
+        on_trust_refused=service.metrics.trust_updates_refused.inc,
+    )
     control.start()
     addresses = policy.central_addresses(
         config.central.addresses, control.identity.fleet_addresses, control.identity.central

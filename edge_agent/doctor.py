@@ -780,12 +780,13 @@ def _fleet_model(config: AgentConfig, data_dir: Path) -> ModelFacts | None:
     """The version central assigned, when the daemon would serve it instead of the config's model."""
     from edge_agent.control.artifacts import ModelSlots
     from edge_agent.control.identity import FleetFiles
+    from edge_agent.control.trust_state import TrustFiles
 
     files = FleetFiles(data_dir)
     if not config.fleet.enabled or not files.enrolled():
         return None
     try:
-        installed = ModelSlots(data_dir, files.load().signing_public_key_pem).active()
+        installed = ModelSlots(data_dir, TrustFiles(files.root).signing_keys).active()
     except Exception as exc:  # noqa: BLE001 - an unreadable enrollment: the config's model is what serves
         log.debug("fleet model slots unreadable: %s", exc)
         return None

@@ -135,6 +135,12 @@ class AgentMetrics:
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
             registry=r,
         )
+        self.trust_updates_refused = Counter(
+            "edgefleet_trust_updates_refused",
+            "Trust bundles from central refused because a CA or signing key in them did not verify; "
+            "each left the node's trust unchanged.",
+            registry=r,
+        )
         # Figures since the last heartbeat, for central (Prometheus keeps the cumulative ones).
         self.window = IntervalStats(time.monotonic())
         # Figures since the last probation check of a newly activated model version.

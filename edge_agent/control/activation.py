@@ -1,7 +1,7 @@
 """Switching the agent to the model version central assigns, safely.
 
 One activation at a time, on its own thread: verify the signed manifest against
-the key pinned at enrollment, download into the inactive slot (resuming after a
+the signing keys the node trusts (trust_state), download into the inactive slot (resuming after a
 broken connection), check the bytes' sha256, load the model beside the current
 one, generate a test answer, then switch: requests in flight finish on the old
 model, new ones go to the new. Only after the switch does the slot pointer
@@ -94,6 +94,8 @@ class Activator:
             return
         with self._lock:
             self._judge_probation_locked()
+            if manifest_body and not (self._thread is not None and self._thread.is_alive()):
+                self.slots.adopt_signature(manifest_body, signature)
             if self._active_sha256 == model.sha256 and self._serves(model):
                 if self.status.model is None:  # after a restart: report what the slot serves
                     self._set(model=model, state=ACTIVE)

@@ -7,7 +7,8 @@
 
 A download goes to the slot that is not active, so the running model is never touched. Its bytes land in
 ``download.part`` and become ``model.<format>`` only after their size and sha256 match the signed manifest,
-and a slot counts only when its stored manifest verifies against the signing key pinned at enrollment. A
+and a slot counts only when its stored manifest verifies against a signing key the node trusts (the one pinned
+at enrollment, and those it learnt through rotations: trust_state). A
 kill -9 at any moment therefore leaves the old or the new ``active.json``, and a slot that is either whole
 or ignored; a ``download.part`` left behind is resumed by the next :meth:`ModelSlots.download`.
 
@@ -28,7 +29,7 @@ import queue
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,13 @@ def _write_durably(path: Path, data: bytes) -> None:
 class ModelSlots:
     """Two model slots under ``<data_dir>/models/fleet``; not thread-safe (the control loop owns it)."""
 
-    def __init__(self, data_dir: Path, signing_public_key_pem: bytes):
+    def __init__(self, data_dir: Path, signing_keys: bytes | Callable[[], Sequence[bytes]]):
+        """signing_keys: one PEM public key, or a function returning the keys trusted now (asked at each
+        verification, since a rotation changes them while the agent runs)."""
         self.root = Path(data_dir) / "models" / "fleet"
-        self._key = signing_public_key_pem
+        self._keys: Callable[[], Sequence[bytes]] = (
+            (lambda: [signing_keys]) if isinstance(signing_keys, bytes) else signing_keys
+        )
         self._pointer = self.root / "active.json"
         self._signed: dict[bytes, tuple[bytes, str]] = {}  # canonical manifest -> (body, signature) as sent
 
@@ -103,13 +108,36 @@ class ModelSlots:
         return self.root / f"slot-{slot}"
 
     def verify_manifest(self, body: bytes, signature: str) -> Manifest:
-        """The manifest in body if central's pinned key signed exactly these bytes; ArtifactError otherwise."""
+        """The manifest in body if a trusted signing key signed exactly these bytes; ArtifactError otherwise."""
         try:
-            manifest = manifest_mod.verify(body, signature, self._key)
+            manifest = manifest_mod.verify_any(body, signature, self._keys())
         except manifest_mod.ManifestError as exc:
             raise ArtifactError(f"manifest refused: {exc}") from None
         self._signed[manifest.canonical()] = (body, signature)
         return manifest
+
+    def adopt_signature(self, body: bytes, signature: str) -> list[str]:
+        """Store central's signature of body in every slot holding exactly body under another signature, once it
+        verifies: after a signing-key rotation central re-signs its manifests with the new key, and a slot whose
+        only signature is from a retired key would stop counting. Returns the slots changed. Call it only while no
+        activation writes a slot."""
+        changed = []
+        for slot in SLOTS:
+            stored = self.slot_dir(slot) / "manifest.json"
+            try:
+                record = json.loads(stored.read_text())
+                if record["body"].encode() != body or record["signature"] == signature:
+                    continue
+                self.verify_manifest(body, signature)
+                _write_durably(stored, json.dumps({"body": record["body"], "signature": signature}).encode())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, ArtifactError) as exc:
+                log.warning("cannot store central's new signature of slot %s's manifest: %s", slot, exc)
+                continue
+            log.info("slot %s's manifest now carries central's newest signature", slot)
+            changed.append(slot)
+        return changed
 
     # -- reading -------------------------------------------------------------------------
 

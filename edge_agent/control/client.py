@@ -24,6 +24,7 @@ from edge_agent.control.identity import FleetFiles, FleetIdentity
 from edge_agent.control.interval_stats import InferenceWindow, UpstreamUsage, fold_usage
 from edge_agent.control.spool import SpooledReport
 from edge_agent.control.telemetry import SystemSample
+from edge_agent.control.trust_state import OfferedTrust
 from edge_agent.errors import AgentError
 from edgefleet import channels, pki, report_limits
 from edgefleet.atomicfile import write_private
@@ -300,6 +301,18 @@ class HeartbeatReply:
     # The signed manifest of `model`, exactly as central sent it: verify before trusting (edgefleet.manifest).
     manifest_body: bytes = b""
     manifest_signature: str = ""
+    # What central says to trust (a stream's first reply, and after a rotation); None when it sent nothing.
+    trust: OfferedTrust | None = None
+
+
+def _offered_trust(bundle: fleet_pb2.TrustBundle) -> OfferedTrust:
+    return OfferedTrust(
+        version=bundle.version,
+        ca_certificates_pem=tuple(bundle.ca_certificates_pem),
+        cross_certificates_pem=tuple(bundle.cross_certificates_pem),
+        statements=tuple((s.body, s.signature) for s in bundle.signing_key_statements),
+        renew_now=bundle.renew_now,
+    )
 
 
 class FleetClient:
@@ -355,6 +368,7 @@ class FleetClient:
             model=ModelInfo(model.name, model.version, model.sha256) if model.name else None,
             manifest_body=reply.desired.manifest.body,
             manifest_signature=reply.desired.manifest.signature,
+            trust=_offered_trust(reply.trust) if reply.HasField("trust") else None,
         )
 
     def _exchange(self, request):

@@ -1,5 +1,6 @@
-"""The control loop: one thread that heartbeats to central, spools while it cannot, flushes on reconnect
-and renews the node's certificate. Inference never waits on it: if central is down the agent serves on."""
+"""The control loop: one thread that heartbeats to central, spools while it cannot, flushes on reconnect,
+applies what central says to trust (trust_state) and renews the node's certificate. Inference never waits on
+it: if central is down the agent serves on."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from edge_agent.config import FleetConfig
-from edge_agent.control import policy
+from edge_agent.control import policy, trust_state
 from edge_agent.control.client import CentralRefused, ControlError, FleetClient, encode_event
 from edge_agent.control.identity import FleetFiles
 from edge_agent.control.spool import ReportSpool
+from edge_agent.control.trust_state import OfferedTrust, TrustFiles
 from edgefleet import pki
 from edgefleet.backoff import backoff_delay
 
@@ -32,8 +34,10 @@ class ControlLoop:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         central_addresses: Sequence[str] = (),
+        on_trust_refused: Callable[[], None] = lambda: None,
     ):
-        """`central_addresses`: the config's `central.addresses`, which override the ones from enrollment."""
+        """`central_addresses`: the config's `central.addresses`, which override the ones from enrollment.
+        `on_trust_refused` is called for each trust bundle refused (the agent's metric counts them)."""
         self.files = files
         self.config = config
         self._status_source = status_source
@@ -42,6 +46,11 @@ class ControlLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefleet-control", daemon=True)
         self.identity = files.load()
+        self.trust_files = TrustFiles(files.root)
+        self.trust = self.trust_files.load()
+        self._on_trust_refused = on_trust_refused
+        self.trust_updates_refused = 0
+        self._renewed_for_bundle = ""  # the bundle (sha256) whose renew_now was answered: once per bundle
         self.spool = ReportSpool(files.spool, config.spool_max_reports)
         self.interval_s = 15.0
         self.config_generation = 0
@@ -100,6 +109,9 @@ class ControlLoop:
         self._failures, self._refused, self._last_error = 0, False, ""
         self._ever_connected, self._last_ok_at, self._offline_since = True, now, None
         self.interval_s, self.config_generation = reply.interval_s, reply.config_generation
+        if reply.trust is not None:
+            # Before the desired state: after a signing-key rotation its manifest is signed by the new key.
+            self._apply_trust(reply.trust, now)
         if self.activator is not None:
             self.activator.want(reply.model, reply.manifest_body, reply.manifest_signature)
         try:
@@ -137,20 +149,54 @@ class ControlLoop:
             if len(batch) < FLUSH_BATCH:
                 return
 
+    def _apply_trust(self, offered: OfferedTrust, now: float) -> None:
+        """Apply a trust bundle, or refuse it whole (counted, and reported to central as an event)."""
+        try:
+            update = self.trust_files.update(self.trust, offered, self.identity.certificate, now)
+        except OSError as exc:
+            log.warning("cannot write %s: %s; the bundle is applied at the next stream", self.trust_files.state, exc)
+            return
+        version = str(offered.version)
+        if update.refused:
+            self.trust_updates_refused += 1
+            self._on_trust_refused()
+            self.spool.append("event", now, encode_event("trust_update_refused", update.refused, version=version))
+            return
+        self.trust = update.trust
+        if update.said:
+            self.spool.append("event", now, encode_event("trust_updated", "; ".join(update.said), version=version))
+        if update.ca_changed:
+            # ca.crt changed: connect with the new roots from the next call on.
+            self.identity = self.files.load()
+            self._replace_client()
+
     def _renew_if_due(self, now: float) -> None:
         cert = self.identity.certificate
-        if not pki.renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, pki.utc(now)):
+        due = pki.renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, pki.utc(now))
+        asked = trust_state.renewal_wanted(self.trust, cert) and self._renewed_for_bundle != self.trust.bundle_sha256
+        if not due and not asked:
             return
         key = pki.generate_key()
         certificate_pem = self._client.renew_certificate(key)
+        if asked:
+            # Answered: not asked again for this bundle even if central issued from another CA (a replica
+            # whose data dir lags), which would otherwise have the node renew at every beat.
+            self._renewed_for_bundle = self.trust.bundle_sha256
+        new_cert = pki.load_certificate(certificate_pem)
+        if trust_state.trusted_issuer(self.trust, new_cert) is None:
+            # Central's word alone does not make a CA trusted; the current certificate serves on.
+            raise ControlError(
+                f"certificate renewal: central answered with a certificate from {new_cert.issuer.rfc4514_string()}, "
+                "a CA this node does not trust; keeping the current certificate"
+            )
         self.files.save_certificate(pki.private_key_pem(key), certificate_pem)
         self.identity = self.files.load()
-        old, self._client = self._client, self._new_client(start=self._client.index)
-        old.close()
-        new_cert = self.identity.certificate
+        self._replace_client()
         log.info(
-            "renewed the node certificate: serial %s, valid until %s",
+            "renewed the node certificate%s: serial %s from %s, valid until %s",
+            "" if due else " (central asked for one from its newest CA)",
             pki.serial_hex(new_cert),
+            new_cert.issuer.rfc4514_string(),
             new_cert.not_valid_after_utc.isoformat(),
         )
         self.spool.append(
@@ -158,6 +204,11 @@ class ControlLoop:
             now,
             encode_event("certificate_renewed", "renewed the node certificate", serial=pki.serial_hex(new_cert)),
         )
+
+    def _replace_client(self) -> None:
+        """A client for the identity now (a new certificate, or new CA roots), at the same address."""
+        old, self._client = self._client, self._new_client(start=self._client.index)
+        old.close()
 
     def _new_client(self, start: int | None) -> FleetClient:
         """A client for the current identity, starting at address `start` (None: a random one)."""
@@ -203,6 +254,8 @@ class ControlLoop:
                         "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
                         "config_generation": self.config_generation,
                         "activation": _activation_dict(self.activator),
+                        "trust_version": self.trust.version,
+                        "trust_updates_refused": self.trust_updates_refused,
                     }
                 )
         except OSError as exc:

@@ -28,6 +28,8 @@ from pathlib import Path
 from edge_agent.config import HTTP_ADDRESS_FILE as ADDRESS_FILE
 from edge_agent.config import ConfigError, parse_listen
 from edge_agent.control.identity import FleetFiles
+from edge_agent.control.trust_state import AgentTrust, TrustFiles
+from edgefleet import pki
 
 CONNECT_TIMEOUT_S = 1.0
 READY_TIMEOUT_S = 2.0
@@ -94,13 +96,40 @@ def gather(data_dir: Path, now: Callable[[], float] = time.time) -> dict:
             labels=identity.labels,
             central=identity.central,
             certificate_expires_at=cert.not_valid_after_utc.timestamp(),
+            certificate_issuer=cert.issuer.rfc4514_string(),
         )
         state = files.read_state()
         if state:
             report["control"] = state
+        report["trust"] = trust_report(TrustFiles(files.root).load(), (state or {}).get("trust_updates_refused", 0))
         report["last_heartbeat_age_s"] = heartbeat_age_s((state or {}).get("last_heartbeat_at"), now())
     report["serving"] = _serving(probe)
     return report
+
+
+def trust_report(trust: AgentTrust, refused: int) -> dict:
+    """What the node trusts (newest first), for `edge-agent status`."""
+    return {
+        "version": trust.version,
+        "ca_fingerprints": trust.ca_fingerprints(),
+        "signing_keys": [{"key_id": k.key_id, "valid_until": k.valid_until} for k in trust.signing_keys],
+        "renew_now": trust.renew_now,
+        "updates_refused": refused,
+    }
+
+
+def trust_lines(trust: dict) -> list[str]:
+    """The "trusted CA:" and "signing key:" lines, one CA or key each, newest first."""
+    lines = []
+    for i, fingerprint in enumerate(trust["ca_fingerprints"]):
+        lines.append(f"{'trusted CA:' if i == 0 else '':<13}{fingerprint}")
+    keys = sorted(trust["signing_keys"], key=lambda k: -(k["valid_until"] or float("inf")))
+    for i, key in enumerate(keys):
+        until = f" (until {pki.utc(key['valid_until']).isoformat(timespec='seconds')})" if key["valid_until"] else ""
+        lines.append(f"{'signing key:' if i == 0 else '':<13}{key['key_id']}{until}")
+    if trust.get("updates_refused"):
+        lines.append(f"trust:       {trust['updates_refused']} update(s) from central refused since the daemon started")
+    return lines
 
 
 def _connect(host: str, port: int) -> None:
@@ -160,7 +189,10 @@ def describe(report: dict, now: float | None = None) -> str:
         elif not running:
             lines.append("link:        no heartbeat (daemon not running)")
         expires = report["certificate_expires_at"] - now
-        lines.append(f"certificate: expires in {expires / 86400:.1f} days")
+        issuer = f" (from {report['certificate_issuer']})" if report.get("certificate_issuer") else ""
+        lines.append(f"certificate: expires in {expires / 86400:.1f} days{issuer}")
+        if report.get("trust"):
+            lines.extend(trust_lines(report["trust"]))
     if running:
         lines.append(f"serving:     http://{serving['address']} ({'ready' if serving['ready'] else 'not ready'})")
     return "\n".join(lines)
