@@ -13,6 +13,12 @@
     ├── StoreError         (central.store.records)   the store cannot do what was asked
     ├── BlobError          (central.blobs)           a blob cannot be stored or read
     ├── DataDirError       (central.datadir)         a data dir that is not initialized, or already is
+    ├── BackupError        (central.backup)          a backup that cannot be taken, read, verified or restored
+    │   └── ArchiveError   (central.backup.archive)  an archive that cannot be read; the subclasses say why
+    │       ├── NotABackupError    (central.backup.archive)  not an edgefleet backup, or a header it cannot hold
+    │       ├── FormatVersionError (central.backup.archive)  written in a newer format than this edgefleet reads
+    │       ├── WrongKeyError      (central.backup.archive)  the passphrase or identity does not open it
+    │       └── DamagedError       (central.backup.archive)  a chunk fails authentication: altered or truncated
     ├── CredentialError    (central.credential)      the CLI's credential file is missing or unusable
     ├── ListenError        (central.server)          a port could not be bound
     ├── MetricsListenError (central.metrics_server)  --metrics-listen cannot be served as asked (address, mTLS)
