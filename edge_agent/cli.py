@@ -50,6 +50,24 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--data-dir", help="the agent's data dir")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    addresses = sub.add_parser(
+        "central-addresses",
+        help="show the central addresses this node dials; `set` points it at others (a central restored elsewhere)",
+    )
+    addresses.add_argument("--config", help="TOML config file (for data_dir and central.addresses)")
+    addresses.add_argument("--data-dir", help="the agent's data dir")
+    addresses.add_argument("--json", action="store_true", help="print JSON for scripts")
+    addresses_sub = addresses.add_subparsers(dest="addresses_command")
+    addresses_set = addresses_sub.add_parser(
+        "set",
+        help="replace the addresses in fleet/fleet.json; a running agent dials them at its next reconnect",
+    )
+    addresses_set.add_argument("address", nargs="+", help="HOST:PORT of central's FleetService (port 7443), in turn")
+    # SUPPRESS: given before `set` or after it, the parent's value is not overwritten by a default here.
+    addresses_set.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (for its data_dir)")
+    addresses_set.add_argument("--data-dir", default=argparse.SUPPRESS, help="the agent's data dir")
+    addresses_set.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
     label = sub.add_parser("label", help="label prompts for federated learning (the sensitivity task)")
     label.add_argument("label", choices=["sensitive", "public"], help="what the text is")
     label.add_argument("text", nargs="?", help="the prompt text (or --file)")
@@ -102,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             return _enroll(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "central-addresses":
+            return _central_addresses(args)
         if args.command == "label":
             return _label(args)
         if args.command == "keys":
@@ -343,6 +363,52 @@ def _audit(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _central_addresses(args: argparse.Namespace) -> int:
+    """Show (or, with `set`, replace) central's addresses in fleet/fleet.json: how an operator points enrolled
+    agents at a central restored on another machine. The node keeps its identity; nothing is enrolled again."""
+    from edge_agent.control import policy
+    from edge_agent.control.identity import FleetFiles
+
+    config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    files = FleetFiles(config.data_path)
+    if not files.enrolled():
+        print(f"edge-agent central-addresses: {config.data_path} is not enrolled (no {files.meta})", file=sys.stderr)
+        return 1
+    if args.addresses_command == "set":
+        try:
+            files.save_fleet_addresses(policy.check_fleet_addresses(args.address))
+        except ValueError as exc:
+            print(f"edge-agent central-addresses set: {exc}; fleet.json unchanged", file=sys.stderr)
+            return 2
+    central, enrolled = files.load_addresses()
+    configured = list(config.central.addresses)
+    state = files.read_state() or {}
+    report = {
+        "fleet_json": str(files.meta),
+        "fleet_addresses": list(policy.central_addresses((), enrolled, central)),
+        "config_addresses": configured,
+        "dialled": list(policy.central_addresses(configured, enrolled, central)),
+        "daemon_last_dialled": state.get("central", ""),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"fleet.json:  {', '.join(report['fleet_addresses'])} ({files.meta})")
+        if configured:
+            print(f"config:      {', '.join(configured)} (central.addresses: these win over fleet.json)")
+        if report["daemon_last_dialled"]:
+            print(f"daemon:      last dialled {report['daemon_last_dialled']}")
+        if args.addresses_command == "set":
+            print("a running agent dials the new addresses at its next reconnect; no restart needed")
+    if args.addresses_command == "set" and configured:
+        print(
+            f"edge-agent central-addresses set: warning: the config's central.addresses ({', '.join(configured)})"
+            " still win; remove them for fleet.json's to be dialled",
+            file=sys.stderr,
+        )
     return 0
 
 

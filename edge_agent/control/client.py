@@ -301,6 +301,10 @@ class HeartbeatReply:
     # The signed manifest of `model`, exactly as central sent it: verify before trusting (edgefleet.manifest).
     manifest_body: bytes = b""
     manifest_signature: str = ""
+    # Central's FleetService addresses now, as it sent them (validate before keeping); () for no change.
+    fleet_addresses: tuple[str, ...] = ()
+    # Whether this was the first answer on a new heartbeat stream (a connection made or made again).
+    first_on_stream: bool = False
     # What central says to trust (a stream's first reply, and after a rotation); None when it sent nothing.
     trust: OfferedTrust | None = None
 
@@ -355,12 +359,12 @@ class FleetClient:
             node_id=self.identity.node_id, status=common_pb2.NodeStatus.FromString(status)
         )
         try:
-            reply = self._exchange(request)
+            reply, first = self._exchange(request)
         except CentralUnavailable as exc:
             if not self._stream_lost:
                 raise
             log.info("heartbeat stream ended (%s); sending the beat again on %s", exc, self.address)
-            reply = self._exchange(request)
+            reply, first = self._exchange(request)
         model = reply.desired.model
         return HeartbeatReply(
             interval_s=reply.heartbeat_interval.ToNanoseconds() / 1e9 or 15.0,
@@ -368,19 +372,39 @@ class FleetClient:
             model=ModelInfo(model.name, model.version, model.sha256) if model.name else None,
             manifest_body=reply.desired.manifest.body,
             manifest_signature=reply.desired.manifest.signature,
+            fleet_addresses=tuple(reply.fleet_addresses),
+            first_on_stream=first,
             trust=_offered_trust(reply.trust) if reply.HasField("trust") else None,
         )
 
+    @property
+    def streaming(self) -> bool:
+        """Whether a heartbeat stream is open; when not, the next beat connects (again)."""
+        return self._stream is not None
+
+    def set_addresses(self, addresses: Sequence[str], rand: float) -> None:
+        """Dial `addresses` from now on. An open stream stays where it is; the next call that connects goes to the
+        current address when the new list has it, else to one picked with `rand`, as at start."""
+        with self._lock:
+            current = self.addresses[self._index]
+            self.addresses = policy.central_addresses(addresses, (), current)
+            if current in self.addresses:
+                self._index = self.addresses.index(current)
+            else:
+                self._index = policy.first_address(len(self.addresses), rand)
+
     def _exchange(self, request):
-        """One request and its reply on the stream; on failure the stream is closed, the client fails over,
-        and _stream_lost says whether the stream had answered before it ended (not a timeout)."""
+        """One request and its reply on the stream, and whether it was the stream's first; on failure the stream
+        is closed, the client fails over, and _stream_lost says whether the stream had answered before it ended
+        (not a timeout)."""
         if self._stream is None:
             self._stream_index, stub = self._stub()
             self._stream = _HeartbeatStream(stub)
         stream, index = self._stream, self._stream_index
         self._stream_lost = False
+        first = not stream.answered
         try:
-            return stream.exchange(request, self._timeout)
+            return stream.exchange(request, self._timeout), first
         except ControlError as exc:
             self._close_stream()
             self._fail_over(index, exc)

@@ -87,6 +87,29 @@ class FleetFiles:
             ).encode(),
         )
 
+    def load_addresses(self) -> tuple[str, tuple[str, ...]]:
+        """fleet.json's `central` and `fleet_addresses`, read without the keys and certificates."""
+        meta = json.loads(self.meta.read_text())
+        return meta["central"], tuple(meta.get("fleet_addresses", ()))
+
+    def save_fleet_addresses(self, addresses: tuple[str, ...]) -> None:
+        """Replace central's addresses in fleet.json (atomically; the rest of it as it is): from a heartbeat that
+        brought a new list, or an operator's `edge-agent central-addresses set`."""
+        if not addresses:
+            raise ValueError("fleet.json needs at least one central address")
+        meta = json.loads(self.meta.read_text())
+        meta["central"], meta["fleet_addresses"] = addresses[0], list(addresses)
+        write_public(self.meta, json.dumps(meta, indent=2).encode())
+
+    def meta_stamp(self) -> tuple[int, int, int] | None:
+        """What changes when fleet.json is written (inode, size, mtime): compared before each reconnect, so an
+        edit is picked up without reading the file every beat. None when it cannot be read."""
+        try:
+            st = self.meta.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def save_certificate(self, key_pem: bytes, certificate_pem: bytes) -> None:
         # The key first: a crash in between leaves the old certificate with a new key, which fails the
         # TLS handshake loudly instead of silently using a stale identity; re-enroll fixes it.

@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from edge_agent.config import FleetConfig
 from edge_agent.control import policy, trust_state
@@ -46,12 +47,13 @@ class ControlLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgefleet-control", daemon=True)
         self.identity = files.load()
+        self._meta_stamp = files.meta_stamp()  # fleet.json as last read: an edit is picked up at a reconnect
         self.trust_files = TrustFiles(files.root)
         self.trust = self.trust_files.load()
         self._on_trust_refused = on_trust_refused
         self.trust_updates_refused = 0
         self._renewed_for_bundle = ""  # the bundle (sha256) whose renew_now was answered: once per bundle
-        self.spool = ReportSpool(files.spool, config.spool_max_reports)
+        self.spool = ReportSpool(files.spool, config.spool_max_reports, config.spool_retain_acknowledged_s, clock)
         self.interval_s = 15.0
         self.config_generation = 0
         self._failures = 0
@@ -92,6 +94,8 @@ class ControlLoop:
         """One heartbeat attempt and what follows it; returns the delay before the next."""
         now = self._clock()
         status = self._status_source()
+        if not self._client.streaming:
+            self._reread_addresses()
         try:
             reply = self._client.heartbeat(status)
         except ControlError as exc:
@@ -109,12 +113,16 @@ class ControlLoop:
         self._failures, self._refused, self._last_error = 0, False, ""
         self._ever_connected, self._last_ok_at, self._offline_since = True, now, None
         self.interval_s, self.config_generation = reply.interval_s, reply.config_generation
+        if reply.fleet_addresses:
+            self._adopt_fleet_addresses(reply.fleet_addresses)
         if reply.trust is not None:
             # Before the desired state: after a signing-key rotation its manifest is signed by the new key.
             self._apply_trust(reply.trust, now)
         if self.activator is not None:
             self.activator.want(reply.model, reply.manifest_body, reply.manifest_signature)
         try:
+            if reply.first_on_stream:
+                self._check_central_holds(now)
             self._flush()
             self._renew_if_due(now)
         except ControlError as exc:
@@ -169,6 +177,74 @@ class ControlLoop:
             # ca.crt changed: connect with the new roots from the next call on.
             self.identity = self.files.load()
             self._replace_client()
+
+    def _check_central_holds(self, now: float) -> None:
+        """On a new stream, ask central (an empty report) how far it holds this spool's reports: below what it
+        acknowledged means it came back from a backup, and the reports it lost are sent again (spool.rewind)."""
+        if not self.spool.acknowledged_through:
+            return
+        rewind = self.spool.rewind(self._client.report([], 0, self.spool.epoch))
+        if rewind is None:
+            return
+        message = (
+            f"central holds this node's reports through {rewind.central_holds}, below the "
+            f"{rewind.acknowledged_through} it acknowledged (restored from a backup?): sending {rewind.resent} "
+            f"again; {rewind.lost} no longer kept here, counted as dropped"
+        )
+        log.warning("%s", message)
+        self.spool.append(
+            "event",
+            now,
+            encode_event("reports_resent", message, resent=str(rewind.resent), lost=str(rewind.lost)),
+        )
+
+    def _adopt_fleet_addresses(self, sent: tuple[str, ...]) -> None:
+        """Central's addresses from a heartbeat: kept in fleet.json when they differ from it, and dialled from
+        the next connection on (the config's central.addresses still win)."""
+        try:
+            addresses = policy.check_fleet_addresses(sent)
+        except ValueError as exc:
+            log.warning("ignored the central addresses central sent: %s", exc)
+            return
+        if addresses == self.identity.fleet_addresses:
+            return
+        try:
+            self.files.save_fleet_addresses(addresses)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot keep central's new addresses in %s: %s", self.files.meta, exc)
+        self._meta_stamp = self.files.meta_stamp()
+        log.info("central's addresses are now %s (were %s)", ", ".join(addresses), ", ".join(self._client.addresses))
+        self._use_addresses(addresses[0], addresses)
+
+    def _reread_addresses(self) -> None:
+        """Before a (re)connect: when fleet.json changed on disk (`edge-agent central-addresses set`), dial the
+        addresses it holds now."""
+        stamp = self.files.meta_stamp()
+        if stamp is None or stamp == self._meta_stamp:
+            return
+        self._meta_stamp = stamp
+        try:
+            central, enrolled = self.files.load_addresses()
+            addresses = policy.central_addresses((), enrolled, central)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning(
+                "cannot read central's addresses from %s: %s; dialling %s",
+                self.files.meta,
+                exc,
+                ", ".join(self._client.addresses),
+            )
+            return
+        if (central, enrolled) == (self.identity.central, self.identity.fleet_addresses):
+            return
+        log.info("%s changed: central's addresses are now %s", self.files.meta, ", ".join(addresses))
+        self._use_addresses(central, enrolled)
+
+    def _use_addresses(self, central: str, enrolled: tuple[str, ...]) -> None:
+        self.identity = replace(self.identity, central=central, fleet_addresses=enrolled)
+        if self._central_addresses:
+            log.info("the config's central.addresses (%s) still win", ", ".join(self._central_addresses))
+            return
+        self._client.set_addresses(policy.central_addresses((), enrolled, central), self._rand())
 
     def _renew_if_due(self, now: float) -> None:
         cert = self.identity.certificate
@@ -250,6 +326,7 @@ class ControlLoop:
                         "heartbeat_interval_s": self.interval_s,
                         "spooled_reports": len(self.spool),
                         "dropped_unreported": self.spool.dropped_unreported(),
+                        "acknowledged_reports_kept": self.spool.kept_acknowledged,
                         "certificate_serial": pki.serial_hex(cert),
                         "certificate_expires_at": cert.not_valid_after_utc.timestamp(),
                         "config_generation": self.config_generation,

@@ -44,6 +44,38 @@ def central_addresses(configured: Sequence[str], enrolled: Sequence[str], enroll
     raise ValueError("no central address: the enrollment names none and central.addresses is empty")
 
 
+# Bounds on a list of central addresses from central or an operator: a replica set, not a phone book.
+MAX_FLEET_ADDRESSES = 64
+MAX_ADDRESS_CHARS = 261  # a 253-character DNS name, ':' and a port, or a bracketed IPv6 address
+
+
+def check_fleet_addresses(entries: Sequence[str]) -> tuple[str, ...]:
+    """FleetService addresses to keep in fleet.json (from a heartbeat, or `edge-agent central-addresses set`):
+    each HOST:PORT with a port 1..65535, no spaces; blanks skipped, repeats dropped, order kept. Raises ValueError
+    naming the first entry that is not an address, or when none is left."""
+    addresses = []
+    for entry in entries:
+        entry = entry.strip()
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        if (
+            len(entry) > MAX_ADDRESS_CHARS
+            or not sep
+            or not host.strip("[]")
+            or any(c.isspace() or not c.isprintable() for c in entry)
+            or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536)
+        ):
+            raise ValueError(f"{entry[:80]!r} is not HOST:PORT with a port 1..65535")
+        addresses.append(entry)
+    addresses = list(dict.fromkeys(addresses))
+    if not addresses:
+        raise ValueError("no address given: name at least one HOST:PORT of central's FleetService")
+    if len(addresses) > MAX_FLEET_ADDRESSES:
+        raise ValueError(f"{len(addresses)} addresses; at most {MAX_FLEET_ADDRESSES}")
+    return tuple(addresses)
+
+
 def first_address(count: int, rand: float) -> int:
     """Where in the list a starting agent begins: spread at random, so a fleet that restarts together does not
     all land on the first replica. `rand` is uniform in [0, 1)."""
