@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fleet-addresses",
         type=_fleet_addresses_arg,
         default=(),
-        help="HOST:PORT,... enrollment hands agents, e.g. a load balancer (default: every live replica's)",
+        help="HOST:PORT,... enrollment and each heartbeat stream hand agents, e.g. a load balancer (default: every"
+        " live replica's)",
     )
     serve.add_argument(
         "--blobs",

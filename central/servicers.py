@@ -159,6 +159,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def Heartbeat(self, request_iterator, context):
         caller = caller_of(context)
         expires_at = certificate_expiry(context)
+        addresses = self.central.settings.fleet_addresses  # sent once per stream: its first response
         try:
             async for request in request_iterator:
                 problem = convert.status_problem(request.status)
@@ -192,8 +193,11 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                     request.node_id, desired.labels, rollups.figures(request.status), self.central.clock()
                 )
                 yield fleet_pb2.HeartbeatResponse(
-                    desired=convert.desired_message(desired), heartbeat_interval=self._interval
+                    desired=convert.desired_message(desired),
+                    heartbeat_interval=self._interval,
+                    fleet_addresses=addresses,
                 )
+                addresses = ()
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
 

@@ -188,6 +188,10 @@ def report(
     )
     if restart:
         log.info("%s", restart[0].detail)
+    if not reports and spool_epoch and central.store.spool_epoch(node.node_id) not in ("", spool_epoch):
+        # An empty batch asks how far central holds this spool (an agent checking for a restore from a backup,
+        # edge_agent.control.spool.ReportSpool.rewind): none of it, when the epoch held is another spool's.
+        return 0
     return acknowledged
 
 
