@@ -58,6 +58,8 @@ from central.store.records import (
     OperatorRecord,
     ReplicaRecord,
     ReportRecord,
+    RestoreFinding,
+    RestorePoint,
     RollupRow,
     StoreError,
     TokenRecord,
@@ -240,6 +242,20 @@ _MIGRATIONS: list[tuple[int, list[str]]] = [
             "INSERT INTO rollup_hours (last_hour) SELECT max(start) FROM rollups WHERE period_s = 3600",
         ],
     ),
+    (
+        9,
+        [
+            # Each restore of this store from a backup (central.restore_state), the latest last; and what each lost,
+            # as learned from the nodes after it: one finding per node and kind.
+            "CREATE TABLE restores (restore_id bigserial PRIMARY KEY, backup_id text NOT NULL,"
+            " backup_at double precision NOT NULL, restored_at double precision NOT NULL,"
+            " audit_head_sequence bigint NOT NULL, audit_head_hash text NOT NULL, ca_fingerprint text NOT NULL)",
+            "CREATE TABLE restore_findings (finding_id bigserial PRIMARY KEY,"
+            f" restore_id bigint NOT NULL REFERENCES restores (restore_id), kind text NOT NULL, node_id {_ID} NOT NULL,"
+            " detail text NOT NULL, found_at double precision NOT NULL, action text NOT NULL,"
+            " UNIQUE (restore_id, node_id, kind))",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -254,6 +270,13 @@ _REPLICA_COLUMNS = "replica_id, fleet_address, enroll_address, started_at, last_
 _OPERATOR_COLUMNS = "name, role, serial, expires_at, created_at, created_by, revoked_at"
 _OBJECTIVE_COLUMNS = (
     "name, selector, availability_percent, latency_threshold_ms, latency_percent, window_s, updated_at, updated_by"
+)
+_RESTORE_COLUMNS = "backup_id, backup_at, restored_at, audit_head_sequence, audit_head_hash, ca_fingerprint"
+# A finding of the latest restore; nothing when there is none, or it has one of the same node and kind.
+_ADD_FINDING = (
+    "INSERT INTO restore_findings (restore_id, kind, node_id, detail, found_at, action)"
+    " SELECT restore_id, %s, %s, %s, %s, %s FROM restores ORDER BY restore_id DESC LIMIT 1"
+    " ON CONFLICT (restore_id, node_id, kind) DO NOTHING"
 )
 _BURST_COLUMNS = (
     "hour, node_id, upstream, tenant, data_class, currency, requests, prompt_tokens, completion_tokens, cost, last_at"
@@ -1061,6 +1084,79 @@ class PostgresFleetStore(FleetStore):
     def delete_objective(self, name: str) -> bool:
         with self._tx() as conn:
             return bool(conn.execute("DELETE FROM objectives WHERE name = %s", (name,)).rowcount)
+
+    # -- restores (issue 18) ----------------------------------------------------
+
+    def add_restore(self, point: RestorePoint, findings: Sequence[RestoreFinding] = ()) -> None:
+        with self._tx() as conn:
+            conn.execute(f"INSERT INTO restores ({_RESTORE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)", astuple(point))
+            for finding in findings:
+                conn.execute(_ADD_FINDING, finding.row())
+
+    def latest_restore(self) -> RestorePoint | None:
+        rows = self._query(f"SELECT {_RESTORE_COLUMNS} FROM restores ORDER BY restore_id DESC LIMIT 1")
+        return RestorePoint(*rows[0]) if rows else None
+
+    def restore_findings(self, limit: int | None = None) -> list[RestoreFinding]:
+        rows = self._query(
+            "SELECT kind, node_id, detail, found_at, action FROM restore_findings"
+            " WHERE restore_id = (SELECT max(restore_id) FROM restores) ORDER BY finding_id LIMIT %s",
+            (limit,),
+        )
+        return [RestoreFinding(*r) for r in rows]
+
+    def add_restore_finding(self, finding: RestoreFinding) -> bool:
+        with self._tx() as conn:
+            return bool(conn.execute(_ADD_FINDING, finding.row()).rowcount)
+
+    def adopt_node(self, node: NodeRecord, finding: RestoreFinding) -> bool:
+        with self._tx() as conn:
+            added = conn.execute(
+                f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (node_id) DO NOTHING",
+                _node_row(node),
+            ).rowcount
+            if added:
+                conn.execute(_ADD_FINDING, finding.row())
+        return bool(added)
+
+    def adopt_certificate(
+        self, node_id: str, replaced_serial: str, serial: str, expires_at: float, finding: RestoreFinding
+    ) -> bool:
+        with self._tx() as conn:
+            # The loser of a race blocks on the row, then finds the serial changed: nothing written.
+            taken = conn.execute(
+                "UPDATE nodes SET certificate_serial = %s, certificate_expires_at = %s"
+                " WHERE node_id = %s AND certificate_serial = %s AND revoked_at IS NULL",
+                (serial, expires_at, node_id, replaced_serial),
+            ).rowcount
+            if taken:
+                conn.execute(_ADD_FINDING, finding.row())
+        return bool(taken)
+
+    def adopt_assignment(
+        self,
+        node_id: str,
+        stored_generation: int,
+        desired_model: dict[str, str],
+        generation: int,
+        finding: RestoreFinding,
+    ) -> bool:
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (MODELS_LOCK_KEY,))  # as assign_model
+            # The row locked to the end: a racing assignment waits, then finds the generation moved on.
+            row = conn.execute(
+                "SELECT config_generation FROM nodes WHERE node_id = %s AND revoked_at IS NULL FOR UPDATE", (node_id,)
+            ).fetchone()
+            if row is None or row[0] != stored_generation:
+                return False
+            if not conn.execute(_ADD_FINDING, finding.row()).rowcount:
+                return False
+            conn.execute(
+                "UPDATE nodes SET desired_model = %s, desired_sha256 = %s, config_generation = %s WHERE node_id = %s",
+                (Jsonb(desired_model), desired_model.get("sha256", ""), generation, node_id),
+            )
+        return True
 
     def close(self) -> None:
         self._pool.close()

@@ -220,6 +220,38 @@ class AuditEvent:
             object.__setattr__(self, name, _bounded(getattr(self, name)))
 
 
+# -- restores (issue 18): the backup a store was restored from, and what the restore lost -------------------
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """A restore of the store from a backup (central.restore_state.record_restore): which backup, the recovery
+    point it holds, when it was restored, the audit entry it ended at and the fleet CA it held."""
+
+    backup_id: str  # sha256 hex of the backup's manifest
+    backup_at: float  # when the backup's snapshot began (unix seconds): nothing after it is in the store
+    restored_at: float
+    audit_head_sequence: int
+    audit_head_hash: str
+    ca_fingerprint: str  # sha256:HEX of the fleet CA in the backup
+
+
+@dataclass(frozen=True)
+class RestoreFinding:
+    """One thing a restore lost, as learned from the restore itself or a node's calls after it."""
+
+    kind: str  # central.restore_state's kinds, e.g. "node_enrolled_after_backup"
+    node_id: str  # "" for the fleet
+    detail: str
+    found_at: float
+    action: str  # "adopted" (central took it back into the store) or "listed"
+
+    def row(self) -> tuple:
+        """The values the stores write (kind, node_id, detail, found_at, action): the detail bounded to
+        AUDIT_FIELD_MAX_CHARS, as it may quote what a node reported."""
+        return (self.kind, self.node_id, _bounded(self.detail), self.found_at, self.action)
+
+
 # -- history (issue 17): rollups of the heartbeats, objectives, burst usage ----------------------------------
 
 MINUTE_S = 60
@@ -768,6 +800,52 @@ class FleetStore(abc.ABC):
     @abc.abstractmethod
     def delete_objective(self, name: str) -> bool:
         """Remove the objective; False when there was none of that name."""
+
+    # restores (issue 18): central.restore_state
+    @abc.abstractmethod
+    def add_restore(self, point: RestorePoint, findings: Sequence[RestoreFinding] = ()) -> None:
+        """Record a restore of this store from a backup, with the findings known at once, in one transaction. It
+        becomes the latest restore, which later findings belong to."""
+
+    @abc.abstractmethod
+    def latest_restore(self) -> RestorePoint | None:
+        """The latest restore recorded; None when the store was never restored from a backup."""
+
+    @abc.abstractmethod
+    def restore_findings(self, limit: int | None = None) -> list[RestoreFinding]:
+        """The latest restore's findings in the order they were made, at most `limit`; [] when never restored."""
+
+    @abc.abstractmethod
+    def add_restore_finding(self, finding: RestoreFinding) -> bool:
+        """Add the finding to the latest restore unless it has one of the same node and kind; whether it was added
+        (False too when the store was never restored). Of replicas racing, one adds it."""
+
+    @abc.abstractmethod
+    def adopt_node(self, node: NodeRecord, finding: RestoreFinding) -> bool:
+        """Add a node the restore lost (enrolled after the backup) and the finding, in one transaction, unless a
+        node of that id is there (revoked or not): then nothing is written and False comes back."""
+
+    @abc.abstractmethod
+    def adopt_certificate(
+        self, node_id: str, replaced_serial: str, serial: str, expires_at: float, finding: RestoreFinding
+    ) -> bool:
+        """Take a certificate issued to the node after the backup as its live one, if the node is unrevoked and its
+        serial is still `replaced_serial` (compare and set), with the finding (once per node and kind), in one
+        transaction; whether the certificate was taken."""
+
+    @abc.abstractmethod
+    def adopt_assignment(
+        self,
+        node_id: str,
+        stored_generation: int,
+        desired_model: dict[str, str],
+        generation: int,
+        finding: RestoreFinding,
+    ) -> bool:
+        """Set the node's desired model (a ModelRecord.desired, {} for none) and config generation, with the finding,
+        in one transaction; whether they were set. Only once per node and kind (nothing is written when the latest
+        restore has a finding of that node and kind: a node cannot steer its assignment beat after beat), and only if
+        the node is unrevoked and its generation is still `stored_generation` (compare and set)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

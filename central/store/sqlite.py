@@ -43,6 +43,8 @@ from central.store.records import (
     OperatorRecord,
     ReplicaRecord,
     ReportRecord,
+    RestoreFinding,
+    RestorePoint,
     RollupRow,
     StoreError,
     TokenRecord,
@@ -216,6 +218,19 @@ _MIGRATIONS = [
             "INSERT INTO rollup_hours (id, last_hour) SELECT 1, max(start) FROM rollups WHERE period_s = 3600",
         ],
     ),
+    (
+        14,
+        [
+            # Each restore of this store from a backup (central.restore_state), the latest last; and what each lost,
+            # as learned from the nodes after it: one finding per node and kind.
+            "CREATE TABLE restores (restore_id INTEGER PRIMARY KEY, backup_id TEXT NOT NULL, backup_at REAL NOT NULL,"
+            " restored_at REAL NOT NULL, audit_head_sequence INTEGER NOT NULL, audit_head_hash TEXT NOT NULL,"
+            " ca_fingerprint TEXT NOT NULL)",
+            "CREATE TABLE restore_findings (finding_id INTEGER PRIMARY KEY,"
+            " restore_id INTEGER NOT NULL REFERENCES restores (restore_id), kind TEXT NOT NULL, node_id TEXT NOT NULL,"
+            " detail TEXT NOT NULL, found_at REAL NOT NULL, action TEXT NOT NULL, UNIQUE (restore_id, node_id, kind))",
+        ],
+    ),
 ]
 
 _NODE_COLUMNS = (
@@ -229,6 +244,12 @@ _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, pr
 _OPERATOR_COLUMNS = "name, role, serial, expires_at, created_at, created_by, revoked_at"
 _OBJECTIVE_COLUMNS = (
     "name, selector, availability_percent, latency_threshold_ms, latency_percent, window_s, updated_at, updated_by"
+)
+_RESTORE_COLUMNS = "backup_id, backup_at, restored_at, audit_head_sequence, audit_head_hash, ca_fingerprint"
+# A finding of the latest restore; nothing when there is none, or it has one of the same node and kind.
+_ADD_FINDING = (
+    "INSERT OR IGNORE INTO restore_findings (restore_id, kind, node_id, detail, found_at, action)"
+    " SELECT restore_id, ?, ?, ?, ?, ? FROM restores ORDER BY restore_id DESC LIMIT 1"
 )
 _BURST_COLUMNS = (
     "hour, node_id, upstream, tenant, data_class, currency, requests, prompt_tokens, completion_tokens, cost, last_at"
@@ -955,6 +976,75 @@ class SqliteFleetStore(FleetStore):
     def delete_objective(self, name: str) -> bool:
         with self._tx() as c:
             return bool(c.execute("DELETE FROM objectives WHERE name = ?", (name,)).rowcount)
+
+    # -- restores (issue 18) ----------------------------------------------------
+
+    def add_restore(self, point: RestorePoint, findings: Sequence[RestoreFinding] = ()) -> None:
+        with self._tx() as c:
+            c.execute(f"INSERT INTO restores ({_RESTORE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", astuple(point))
+            for finding in findings:
+                c.execute(_ADD_FINDING, finding.row())
+
+    def latest_restore(self) -> RestorePoint | None:
+        rows = self._query(f"SELECT {_RESTORE_COLUMNS} FROM restores ORDER BY restore_id DESC LIMIT 1")
+        return RestorePoint(*rows[0]) if rows else None
+
+    def restore_findings(self, limit: int | None = None) -> list[RestoreFinding]:
+        rows = self._query(
+            "SELECT kind, node_id, detail, found_at, action FROM restore_findings"
+            " WHERE restore_id = (SELECT max(restore_id) FROM restores) ORDER BY finding_id LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [RestoreFinding(*r) for r in rows]
+
+    def add_restore_finding(self, finding: RestoreFinding) -> bool:
+        with self._tx() as c:
+            return bool(c.execute(_ADD_FINDING, finding.row()).rowcount)
+
+    def adopt_node(self, node: NodeRecord, finding: RestoreFinding) -> bool:
+        with self._tx() as c:
+            added = c.execute(
+                f"INSERT OR IGNORE INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _node_row(node),
+            ).rowcount
+            if added:
+                c.execute(_ADD_FINDING, finding.row())
+        return bool(added)
+
+    def adopt_certificate(
+        self, node_id: str, replaced_serial: str, serial: str, expires_at: float, finding: RestoreFinding
+    ) -> bool:
+        with self._tx() as c:
+            taken = c.execute(
+                "UPDATE nodes SET certificate_serial = ?, certificate_expires_at = ?"
+                " WHERE node_id = ? AND certificate_serial = ? AND revoked_at IS NULL",
+                (serial, expires_at, node_id, replaced_serial),
+            ).rowcount
+            if taken:
+                c.execute(_ADD_FINDING, finding.row())
+        return bool(taken)
+
+    def adopt_assignment(
+        self,
+        node_id: str,
+        stored_generation: int,
+        desired_model: dict[str, str],
+        generation: int,
+        finding: RestoreFinding,
+    ) -> bool:
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT config_generation FROM nodes WHERE node_id = ? AND revoked_at IS NULL", (node_id,)
+            ).fetchone()
+            if row is None or row[0] != stored_generation:
+                return False
+            if not c.execute(_ADD_FINDING, finding.row()).rowcount:
+                return False
+            c.execute(
+                "UPDATE nodes SET desired_model = ?, desired_sha256 = ?, config_generation = ? WHERE node_id = ?",
+                (json.dumps(desired_model, sort_keys=True), desired_model.get("sha256", ""), generation, node_id),
+            )
+        return True
 
     def close(self) -> None:
         with self._lock:
