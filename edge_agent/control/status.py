@@ -30,6 +30,7 @@ from edge_agent.config import ConfigError, parse_listen
 from edge_agent.control.identity import FleetFiles
 from edge_agent.control.trust_state import AgentTrust, TrustFiles
 from edgefleet import pki
+from edgefleet.errors import EdgefleetError
 
 CONNECT_TIMEOUT_S = 1.0
 READY_TIMEOUT_S = 2.0
@@ -101,7 +102,12 @@ def gather(data_dir: Path, now: Callable[[], float] = time.time) -> dict:
         state = files.read_state()
         if state:
             report["control"] = state
-        report["trust"] = trust_report(TrustFiles(files.root).load(), (state or {}).get("trust_updates_refused", 0))
+        try:
+            trust = TrustFiles(files.root).load()
+        except (OSError, ValueError, KeyError, TypeError, EdgefleetError) as exc:
+            report["trust"] = {"error": f"{files.root}: {exc}"}
+        else:
+            report["trust"] = trust_report(trust, (state or {}).get("trust_updates_refused", 0))
         report["last_heartbeat_age_s"] = heartbeat_age_s((state or {}).get("last_heartbeat_at"), now())
     report["serving"] = _serving(probe)
     return report
@@ -120,6 +126,8 @@ def trust_report(trust: AgentTrust, refused: int) -> dict:
 
 def trust_lines(trust: dict) -> list[str]:
     """The "trusted CA:" and "signing key:" lines, one CA or key each, newest first."""
+    if "error" in trust:
+        return [f"trust:       cannot be read ({trust['error']})"]
     lines = []
     for i, fingerprint in enumerate(trust["ca_fingerprints"]):
         lines.append(f"{'trusted CA:' if i == 0 else '':<13}{fingerprint}")

@@ -13,7 +13,8 @@ import json
 import pytest
 
 from edge_agent.control.artifacts import ArtifactError, ModelSlots
-from edge_agent.control.status import describe, trust_lines, trust_report
+from edge_agent.control.identity import FleetFiles, FleetIdentity
+from edge_agent.control.status import describe, gather, trust_lines, trust_report
 from edge_agent.control.trust_state import (
     OfferedTrust,
     TrustFiles,
@@ -305,3 +306,27 @@ def test_status_shows_the_trusted_cas_and_signing_keys(files, fleet):
     )
     assert f"certificate: expires in 1.0 days (from CN={OLD_CA_NAME})" in text
     assert f"trusted CA:  {pki.fingerprint(fleet.new_ca)}" in text
+
+
+def test_status_says_when_the_trust_files_cannot_be_read(tmp_path, fleet):
+    """Tried: `edge-agent status` on a data dir whose ca.crt is not PEM: it reports the rest and says so."""
+    cert = fleet.node_cert(fleet.old_ca_key, fleet.old_ca)
+    identity = FleetIdentity(
+        node_id="n1",
+        labels={},
+        central="127.0.0.1:1",
+        enroll_address="127.0.0.1:2",
+        enrolled_at=NOW,
+        ca_pem=pki.certificate_pem(fleet.old_ca),
+        certificate_pem=pki.certificate_pem(cert),
+        key_pem=pki.private_key_pem(pki.generate_key()),
+        signing_public_key_pem=fleet.old_pub,
+    )
+    files = FleetFiles(tmp_path)
+    files.save(identity)
+    report = gather(tmp_path)
+    assert report["trust"]["ca_fingerprints"] == _fps(fleet.old_ca)
+    files.ca.write_text("not a certificate")
+    report = gather(tmp_path)
+    assert report["node_id"] == "n1" and "the fleet CA bundle cannot be read" in report["trust"]["error"]
+    assert "trust:       cannot be read (" in describe(report)
