@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from central import credential as credential_file
-from central import dashboard_command, operator_commands, slo_commands, usage_commands
+from central import backup_commands, dashboard_command, operator_commands, slo_commands, usage_commands
 from central.cli_output import iso, iso_seconds, print_json, print_table, relative, to_dict
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--enroll-max-concurrent", type=_positive_int, default=64, help="enrollment calls in flight in all (64)"
     )
+    backup_commands.add_parsers(central)  # edgefleet central backup [verify|keygen], edgefleet central restore
     cstatus = central.add_parser("status", help="the store, its replicas and which one leads")
     cstatus.add_argument("--data-dir", required=True, help="a data dir made by `central init`")
     cstatus.add_argument("--store", default="", help="override the data dir's store: " + _STORE_HELP)
@@ -342,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
 def _central(args) -> int:
     from central import datadir
 
+    if args.command in backup_commands.COMMANDS:  # on the data dir and the archive, with or without a central
+        return backup_commands.run(args)
     root = Path(args.data_dir).expanduser().resolve()
     if args.command == "init":
         paths = datadir.initialize(root, args.central_address, store=args.store)

@@ -14,6 +14,7 @@
     ├── BlobError          (central.blobs)           a blob cannot be stored or read
     ├── DataDirError       (central.datadir)         a data dir that is not initialized, or already is
     ├── BackupError        (central.backup)          a backup that cannot be taken, read, verified or restored
+    │   ├── BackupUsageError (central.backup_commands)  flags a backup command cannot run with (exit 2)
     │   └── ArchiveError   (central.backup.archive)  an archive that cannot be read; the subclasses say why
     │       ├── NotABackupError    (central.backup.archive)  not an edgefleet backup, or a header it cannot hold
     │       ├── FormatVersionError (central.backup.archive)  written in a newer format than this edgefleet reads

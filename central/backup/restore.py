@@ -1,0 +1,204 @@
+"""Restoring a backup onto a new machine: an empty data dir (and, for PostgreSQL, an empty database).
+
+Everything is read, authenticated and checked into a staging directory beside the data dir first (keys 0600,
+directories 0700, blobs put back through the blob store API with their sha256 checked); only a backup that
+passes every check reaches the data dir, and a failure leaves nothing behind but an empty database. A PostgreSQL
+dump goes in with ``pg_restore --single-transaction``: all of it or nothing.
+
+Then the audit log continues from the backup's head with a ``central.restored`` entry, and the restore is recorded
+(:func:`central.restore_state.record_restore`) so the restored central adopts and lists what the nodes show it
+lost as they call in (``edgefleet central restore-report``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from central.audit import ALLOWED, AuditEntry
+from central.backup import BackupError, pgtools
+from central.backup import archive as ar
+from central.backup.manifest import Manifest
+from central.backup.verify import BlobSink, ReadBackup, SnapshotCheck, check_snapshot, read_backup
+from central.store import display_store, is_postgres
+from edgefleet import pki
+from edgefleet.privatedir import make_private_dir
+
+RESTORE_ACTOR = "central:restore"
+RESTORE_ACTION = "central.restored"
+
+
+@dataclass(frozen=True)
+class RestoreTarget:
+    data_dir: Path
+    store_url: str = ""  # an empty PostgreSQL database, for a backup of a PostgreSQL store
+    blobs_spec: str = ""  # as `central serve --blobs`; "" for <data-dir>/blobs
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    data_dir: Path
+    store: str  # as it may be shown
+    backup_id: str
+    manifest: Manifest
+    snapshot: SnapshotCheck
+    restored_at: float
+    audit_entry: AuditEntry
+    blobs_restored: int
+    seconds: float
+
+
+class _StoreBlobs(BlobSink):
+    """Blobs into a blob store; one it holds already (a shared bucket) is only checked."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def begin(self, blob):
+        return None if self.store.size(blob.sha256) == blob.size else self.store.writer()
+
+
+def require_empty_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise BackupError(f"{path} is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise BackupError(
+            f"{path} is not empty: restore onto a new or empty directory (a restore never mixes a backup with"
+            " another central's files)"
+        )
+
+
+def require_empty_database(url: str) -> None:
+    """Refuse a database that holds any table outside PostgreSQL's own schemas."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise BackupError(f"cannot reach the database {display_store(url)}: {' '.join(str(exc).split())}") from None
+    if row and row[0]:
+        raise BackupError(
+            f"the database {display_store(url)} is not empty ({row[0]} tables): restore into a new, empty database"
+            " (CREATE DATABASE ...), never over a store that may be another fleet's or the one being replaced"
+        )
+
+
+def restore_file(path: Path, opener: ar.Opener | None, target: RestoreTarget, now: float) -> RestoreResult:
+    """Restore the backup at `path` onto `target`; see the module's docstring."""
+    from central.blobs import open_blob_store
+
+    started = time.monotonic()
+    root = target.data_dir
+    require_empty_dir(root)
+    if target.store_url:
+        if not is_postgres(target.store_url):
+            raise BackupError(
+                "--store names a PostgreSQL database (postgresql://...); a SQLite store goes in the data dir"
+            )
+        require_empty_database(target.store_url)
+    make_private_dir(root.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.restore-", dir=root.parent))  # 0700
+    try:
+        blob_store = open_blob_store(target.blobs_spec, staging / "blobs")
+        with open(path, "rb") as src:
+            read = read_backup(src, opener, staging, _StoreBlobs(blob_store))
+        _require_store_target(read.manifest, target)
+        snapshot = check_snapshot(read)
+        _write_keys(staging, read)
+        if read.manifest.store_kind == "postgresql":
+            require_empty_database(target.store_url)
+            pgtools.restore(target.store_url, read.store_file)
+            read.store_file.unlink()
+            pki.write_private(staging / "store", target.store_url.encode() + b"\n")
+        _install(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    entry = _record(root, read, now)
+    return RestoreResult(
+        root,
+        display_store(target.store_url or str(root / read.manifest.store_member)),
+        read.backup_id,
+        read.manifest,
+        snapshot,
+        now,
+        entry,
+        read.blobs_read,
+        time.monotonic() - started,
+    )
+
+
+def _require_store_target(manifest: Manifest, target: RestoreTarget) -> None:
+    if manifest.store_kind == "postgresql" and not target.store_url:
+        raise BackupError(
+            "this backup holds a PostgreSQL store: give --store postgresql://USER@HOST/DB naming a new, empty database"
+        )
+    if manifest.store_kind == "sqlite" and target.store_url:
+        raise BackupError("this backup holds a SQLite store (central.db): restore it without --store")
+
+
+def _write_keys(staging: Path, read: ReadBackup) -> None:
+    for relative, data in read.key_files.items():
+        pki.write_private(staging.joinpath(*relative.parts), data)  # 0600, parents 0700
+
+
+def _install(staging: Path, root: Path) -> None:
+    """Move the staged data dir into place: a rename when the data dir does not exist, else its entries."""
+    os.chmod(staging, 0o700)
+    if not root.exists():
+        os.rename(staging, root)
+        return
+    for entry in staging.iterdir():
+        os.rename(entry, root / entry.name)
+    staging.rmdir()
+    os.chmod(root, 0o700)
+
+
+def _record(root: Path, read: ReadBackup, now: float) -> AuditEntry:
+    """The `central.restored` audit entry after the backup's head, and the restore point for restore_state."""
+    from central.datadir import CentralPaths, require_initialized, store_spec
+    from central.restore_state import RestorePoint, record_restore
+    from central.store import open_store
+    from edgefleet.durations import format_duration
+
+    paths = CentralPaths(root)
+    require_initialized(paths)
+    manifest = read.manifest
+    store = open_store(store_spec(paths))
+    try:
+        head = store.list_audit(after_sequence=max(0, manifest.audit_head_sequence - 1), limit=2)
+        if [e.sequence for e in head] not in ([manifest.audit_head_sequence], []):
+            raise BackupError(
+                "the restored store's audit log does not end at the backup's head"
+                f" (entry {manifest.audit_head_sequence})"
+            )
+        from central.cli_output import iso_seconds
+
+        detail = (
+            f"restored from the backup taken at {iso_seconds(manifest.created_at)}"
+            f" ({format_duration(max(now - manifest.created_at, 1.0))} before), audit head"
+            f" {manifest.audit_head_sequence} {manifest.audit_head_hash}; what happened after the backup is not"
+            " in the store"
+        )
+        entry = store.append_audit(now, RESTORE_ACTOR, RESTORE_ACTION, read.backup_id, ALLOWED, detail, "")
+        record_restore(
+            store,
+            RestorePoint(
+                backup_id=read.backup_id,
+                backup_at=manifest.created_at,
+                restored_at=now,
+                audit_head_sequence=manifest.audit_head_sequence,
+                audit_head_hash=manifest.audit_head_hash,
+                ca_fingerprint=manifest.ca_fingerprint,
+            ),
+        )
+    finally:
+        store.close()
+    return entry
