@@ -206,8 +206,8 @@ class ControlLoop:
         except ValueError as exc:
             log.warning("ignored the central addresses central sent: %s", exc)
             return
-        if addresses == self.identity.fleet_addresses:
-            return
+        if set(addresses) == set(self.identity.fleet_addresses):
+            return  # each replica lists itself first: the same replicas in another order are no change
         try:
             self.files.save_fleet_addresses(addresses)
         except (OSError, ValueError) as exc:

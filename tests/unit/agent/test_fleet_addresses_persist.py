@@ -163,6 +163,8 @@ def test_the_loop_keeps_and_dials_the_addresses_central_sends(files):
         stamp = files.meta_stamp()
         loop._adopt_fleet_addresses(("c9:7443", "c1:7443"))
         assert files.meta_stamp() == stamp, "the same list again: fleet.json is not written"
+        loop._adopt_fleet_addresses(("c1:7443", "c9:7443"))
+        assert files.meta_stamp() == stamp, "another replica lists itself first: the same replicas, no change"
 
 
 def test_the_loop_ignores_a_list_from_central_that_is_not_addresses(files, caplog):
