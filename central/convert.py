@@ -7,7 +7,7 @@ import json
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from central import audit, liveness, slo
+from central import audit, liveness, restore_state, slo
 from central.errors import InvalidArgument
 from central.routing import RoutingReport
 from central.services import history
@@ -21,6 +21,8 @@ from central.store import (
     ObjectiveRecord,
     OperatorRecord,
     ReportRecord,
+    RestoreFinding,
+    RestorePoint,
     TokenRecord,
 )
 from edgefleet import report_limits
@@ -249,6 +251,38 @@ def node_health(status: common_pb2.NodeStatus) -> NodeHealth:
         requests=inf.requests,
         errors=inf.errors,
         latency_p99_ms=inf.latency_p99_ms,
+    )
+
+
+def reported_model(status: common_pb2.NodeStatus) -> restore_state.ReportedModel | None:
+    """The model a node says it is switching to (its activation's) or else serves from a fleet slot; None when it
+    serves none from the fleet (central.restore_state reads it after a restore)."""
+    if status.activation.model.name:
+        m = status.activation.model
+    elif status.model_slot:
+        m = status.active_model
+    else:
+        return None
+    return restore_state.ReportedModel(m.name, m.version, m.sha256)
+
+
+def restore_report_response(
+    point: RestorePoint | None, findings: list[RestoreFinding]
+) -> admin_pb2.GetRestoreReportResponse:
+    if point is None:
+        return admin_pb2.GetRestoreReportResponse(restored=False)
+    return admin_pb2.GetRestoreReportResponse(
+        restored=True,
+        backup_at=timestamp(point.backup_at),
+        restored_at=timestamp(point.restored_at),
+        backup_id=point.backup_id,
+        audit_head_sequence=point.audit_head_sequence,
+        findings=[
+            admin_pb2.RestoreFinding(
+                kind=f.kind, node_id=f.node_id, detail=f.detail, found_at=timestamp(f.found_at), action=f.action
+            )
+            for f in findings
+        ],
     )
 
 

@@ -32,6 +32,7 @@ from central.services import (
     nodes,
     objectives,
     operators,
+    recovery,
     registry,
     rollouts,
     tokens,
@@ -59,7 +60,7 @@ def caller_of(context) -> Caller:
     spiffe = auth.get("peer_spiffe_id")
     identity = pki.parse_identity_uri(spiffe[0].decode()) if spiffe else None
     pem = auth.get("x509_pem_cert")
-    return Caller(identity, context.peer(), _certificate_facts(pem[0])[0] if pem else "")
+    return Caller(identity, context.peer(), _certificate_facts(pem[0])[0] if pem else "", pem[0] if pem else b"")
 
 
 def certificate_expiry(context) -> float:
@@ -185,6 +186,19 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                         expires_at,
                         routing_report,
                         health,
+                    )
+                generation = request.status.config_generation
+                if recovery.assignment_may_be_lost(self.central, desired, generation):  # after a restore only
+                    reported = convert.reported_model(request.status)
+                    desired = await call(
+                        self.central,
+                        recovery.learn_assignment,
+                        self.central,
+                        caller,
+                        request.node_id,
+                        desired,
+                        generation,
+                        reported,
                     )
                 if self.central.metrics is not None:  # an accepted beat, counted for /metrics
                     self.central.metrics.heartbeat(request.node_id, request.status, desired.labels, routing_report)
@@ -335,6 +349,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ArchiveAuditResponse(anchor=convert.anchor_message(anchor), entries_pruned=pruned)
 
     # -- end audit retention --
+
+    # -- restores (central.services.recovery) --
+    @_unary
+    def GetRestoreReport(self, request, caller):
+        return convert.restore_report_response(*recovery.restore_report(self.central, caller))
 
     @_unary
     def ListRoutingTotals(self, request, caller):

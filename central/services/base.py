@@ -17,7 +17,7 @@ from central.blobs import BlobStore
 from central.datadir import Authority
 from central.errors import FailedPrecondition, PermissionDenied, ServiceError, Unauthenticated
 from central.heartbeats import HeartbeatBuffer, TargetReads
-from central.store import FleetStore, OperatorRecord
+from central.store import FleetStore, OperatorRecord, RestorePoint
 from edgefleet import pki
 
 if TYPE_CHECKING:
@@ -67,6 +67,9 @@ class Caller:
     # The serial (hex) of the certificate the caller presented; "" when it presented none. Central accepts only
     # the serial it last issued to a node or an operator (require_admin, require_viewer, services.fleet).
     serial: str = ""
+    # That certificate (PEM), b"" when none: read only where its serial is not the one central holds, to adopt a
+    # certificate issued after the backup a restored store was taken from (services.recovery).
+    certificate_pem: bytes = b""
 
     @property
     def actor(self) -> str:
@@ -126,8 +129,12 @@ class Central:
     workers: ThreadPoolExecutor | None = field(default=None, init=False)
     # Heartbeats' reads of a remote store, in batches; None for an in-process store.
     targets: TargetReads | None = field(default=None, init=False)
+    # The restore the store was last restored with (central.restore_state), read once: a restore is recorded before
+    # central serves the store. None when it never was.
+    restore: RestorePoint | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self.restore = self.store.latest_restore()
         self.beats = HeartbeatBuffer(self.store, self.settings.rollup_labels, self.clock)
         if self.store.remote:
             self.workers = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="store")

@@ -12,6 +12,7 @@ import logging
 from central import audit, routing
 from central import reports as reports_mod
 from central.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError, Unauthenticated
+from central.services import recovery
 from central.services.base import Caller, Central, blob_store, record_audit, refuse
 from central.store import AuditEvent, DesiredState, NodeHealth, NodeRecord, ReportRecord
 from edgefleet import pki, report_limits
@@ -50,6 +51,10 @@ def _refuse_unknown_or_revoked(central: Central, caller: Caller, node_id: str, a
 def _active_node(central: Central, caller: Caller, claimed_node_id: str, action: str) -> NodeRecord:
     node_id = node_identity(central, caller, claimed_node_id, action)
     node = central.store.get_node(node_id)
+    if (node is None or serial_problem(caller, node.certificate_serial)) and recovery.adopt_certificate(
+        central, caller, node_id
+    ):  # enrolled or renewed after the backup a restored store was taken from
+        node = central.store.get_node(node_id)
     if node is None or node.revoked_at is not None:
         raise _refuse_unknown_or_revoked(central, caller, node_id, action)
     problem = serial_problem(caller, node.certificate_serial)
@@ -96,6 +101,10 @@ def heartbeat(
             "the client certificate expired during the stream; renew it or enroll again",
         )
     desired = central.store.heartbeat_target(node_id)
+    if (desired is None or serial_problem(caller, desired.certificate_serial)) and recovery.adopt_certificate(
+        central, caller, node_id
+    ):  # enrolled or renewed after the backup a restored store was taken from
+        desired = central.store.heartbeat_target(node_id)
     if desired is None:
         raise _refuse_unknown_or_revoked(central, caller, node_id, action)
     problem = serial_problem(caller, desired.certificate_serial)
@@ -188,6 +197,7 @@ def report(
     )
     if restart:
         log.info("%s", restart[0].detail)
+    recovery.note_dropped(central, node.node_id, dropped_count)  # reports a restore lost
     if not reports and spool_epoch and central.store.spool_epoch(node.node_id) not in ("", spool_epoch):
         # An empty batch asks how far central holds this spool (an agent checking for a restore from a backup,
         # edge_agent.control.spool.ReportSpool.rewind): none of it, when the epoch held is another spool's.
