@@ -98,7 +98,10 @@ def copy_rows(script: str) -> dict[str, list[Row]]:
     tables: dict[str, list[Row]] = {}
     rows: list[Row] | None = None
     columns: list[str] = []
-    for line in script.split("\n"):
+    lines = script.split("\n")  # not splitlines(): it also splits at characters COPY leaves as they are
+    if lines[-1] == "":
+        lines.pop()
+    for line in lines:
         if rows is None:
             if line.startswith("COPY ") and line.endswith(") FROM stdin;"):
                 name, _, listed = line[5 : -len(") FROM stdin;")].partition(" (")

@@ -143,7 +143,7 @@ def data_dir_files(root: Path, skip: tuple[Path, ...] = ()) -> list[tuple[PurePo
             if path.stat().st_size > MAX_KEY_FILE_BYTES:
                 raise BackupError(f"{path} is larger than {MAX_KEY_FILE_BYTES >> 20} MiB: not a key or certificate")
             files.append((relative, path.read_bytes()))
-    return files
+    return sorted(files, key=lambda item: item[0].as_posix())
 
 
 def signing_key_id(root: Path) -> str:
