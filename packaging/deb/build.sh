@@ -257,6 +257,11 @@ first start creates the fleet's CA."
                 > "$stage/lib/systemd/system/$unit"
             grep -q "/opt/edgefleet-central/venv/bin/edgefleet" "$stage/lib/systemd/system/$unit" \
                 || die "packaging/systemd/$unit does not run /opt/edgefleet/venv/bin/edgefleet (or /opt/edgefleet-central/venv/bin/edgefleet)"
+            # Scheduled backups: shipped, not enabled (the passphrase file comes first; docs/operations.md).
+            for backup_unit in edgefleet-central-backup.service edgefleet-central-backup.timer; do
+                sed 's#/opt/edgefleet/venv/#/opt/edgefleet-central/venv/#g' "$REPO/packaging/systemd/$backup_unit" \
+                    > "$stage/lib/systemd/system/$backup_unit"
+            done
             ;;
     esac
     ln -s "$prefix/venv/bin/$entry" "$stage/usr/bin/$entry"
