@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -31,6 +31,7 @@ __all__ = [
     "AuditEntry",
     "ChainCheck",
     "anchor_signature_valid",
+    "anchor_signed_by_any",
     "entry_hash",
     "sign_anchor",
     "verify_archive",
@@ -105,15 +106,25 @@ def anchor_signature_valid(anchor: AuditAnchor, public_key_pem: bytes | str) -> 
     return True
 
 
+# One PEM public key, or several: every signing key central has had (an anchor may predate a key rotation).
+PublicKeys = bytes | str | Sequence[bytes | str]
+
+
+def anchor_signed_by_any(anchor: AuditAnchor, public_keys: PublicKeys) -> bool:
+    """Whether any of the keys signed the anchor (central.rotation keeps every signing key central ever had)."""
+    keys = [public_keys] if isinstance(public_keys, (bytes, str)) else list(public_keys)
+    return any(anchor_signature_valid(anchor, key) for key in keys)
+
+
 def verify_chain(
-    entries: Iterable[AuditEntry], anchor: AuditAnchor | None = None, public_key_pem: bytes | str = b""
+    entries: Iterable[AuditEntry], anchor: AuditAnchor | None = None, public_key_pem: PublicKeys = b""
 ) -> ChainCheck:
     """Check that entries (oldest first) are numbered 1, 2, ... and each hash links to the one before; after a
-    prune, that the anchor is signed by `public_key_pem` and the entries follow it (anchor.sequence + 1, ...,
-    the first linking to anchor.hash)."""
+    prune, that the anchor is signed by `public_key_pem` (or any of several keys) and the entries follow it
+    (anchor.sequence + 1, ..., the first linking to anchor.hash)."""
     after_sequence, after_hash = 0, GENESIS_HASH
     if anchor is not None:
-        if not anchor_signature_valid(anchor, public_key_pem):
+        if not anchor_signed_by_any(anchor, public_key_pem):
             return ChainCheck(
                 False,
                 0,
@@ -129,7 +140,7 @@ def verify_archive(
     after_hash: str,
     entries: Iterable[AuditEntry],
     anchor: AuditAnchor | None,
-    public_key_pem: bytes | str = b"",
+    public_key_pem: PublicKeys = b"",
 ) -> ChainCheck:
     """Check an archive written by `edgefleet audit archive`: its entries chain from where the log then started
     (after_sequence, after_hash), the anchor central signed at the prune names its last entry, and, when
@@ -145,7 +156,7 @@ def verify_archive(
         return ChainCheck(
             False, check.entries_checked, anchor.sequence, f"the anchor names entry {anchor.sequence}, not the last one"
         )
-    if public_key_pem and not anchor_signature_valid(anchor, public_key_pem):
+    if public_key_pem and not anchor_signed_by_any(anchor, public_key_pem):
         return ChainCheck(False, check.entries_checked, anchor.sequence, "the anchor is not signed by that key")
     return check
 

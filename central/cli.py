@@ -11,8 +11,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from central import (
+    backup_commands,
+    dashboard_command,
+    operator_commands,
+    slo_commands,
+    trust_commands,
+    usage_commands,
+)
 from central import credential as credential_file
-from central import backup_commands, dashboard_command, operator_commands, slo_commands, usage_commands
 from central.cli_output import iso, iso_seconds, print_json, print_table, relative, to_dict
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
@@ -296,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--archive", type=Path, default=None, help="check FILE, written by `audit archive`, offline instead"
     )
     verify.add_argument(
-        "--signing-key", type=Path, default=None, help="with --archive: central's signing.pub, to check the anchor"
+        "--signing-key",
+        type=Path,
+        default=None,
+        help="with --archive: central's signing.pub (or signing-history.json, every key it had), to check the anchor",
     )
     aarchive = audit.add_parser("archive", help="save old entries to a file, then prune them behind a signed anchor")
     older = aarchive.add_mutually_exclusive_group(required=True)
@@ -311,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard_command.add_parsers(sub)  # edgefleet dashboard
     slo_commands.add_parsers(sub, _duration_arg, _labels_arg)  # edgefleet slo set|list|status|delete|rules
     usage_commands.add_parsers(sub, nodes, _duration_arg)  # edgefleet usage, edgefleet nodes history
+    trust_commands.add_parsers(sub, _duration_arg)  # edgefleet keys ..., edgefleet ca rotate|finish|status
     return parser
 
 
@@ -1065,6 +1076,18 @@ def _audit_entry(m):
     )
 
 
+def _archive_keys(raw: bytes) -> bytes | list[str]:
+    """A signing.pub PEM as it is; a signing-history.json as every key it lists (an anchor may predate a rotation)."""
+    if raw.lstrip().startswith(b"{"):
+        from central.rotation import RotationError, parse_history
+
+        try:
+            return parse_history(raw).public_keys()
+        except RotationError as exc:
+            raise ValueError(str(exc)) from None
+    return raw
+
+
 def _audit_verify_archive(args) -> int:
     import json
 
@@ -1077,7 +1100,7 @@ def _audit_verify_archive(args) -> int:
             raise ValueError("not an edgefleet audit archive")
         anchor = audit.AuditAnchor(**lines[-1]["anchor"]) if "anchor" in lines[-1] else None
         entries = [audit.AuditEntry(**line) for line in lines[1:] if "anchor" not in line]
-        key = args.signing_key.read_bytes() if args.signing_key else b""
+        key = _archive_keys(args.signing_key.read_bytes()) if args.signing_key else b""
     except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
         print(f"edgefleet: {args.archive} cannot be read as an audit archive: {exc}", file=sys.stderr)
         return 2
@@ -1293,6 +1316,7 @@ _HANDLERS = {
     **dashboard_command.HANDLERS,
     **slo_commands.HANDLERS,
     **usage_commands.HANDLERS,
+    **trust_commands.HANDLERS,
 }
 
 

@@ -9,10 +9,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from central import audit, liveness, restore_state, slo
 from central.errors import InvalidArgument
+from central.rotation import SigningKeyInfo, TrustState
 from central.routing import RoutingReport
 from central.services import history
 from central.services.nodes import NodeView
 from central.services.objectives import ObjectiveView
+from central.services.trust import CaView
 from central.store import (
     DesiredState,
     ModelRecord,
@@ -25,7 +27,7 @@ from central.store import (
     RestorePoint,
     TokenRecord,
 )
-from edgefleet import report_limits
+from edgefleet import pki, report_limits
 from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2
 
 _NODE_STATES = {
@@ -498,4 +500,39 @@ def burst_usage_response(groups: list[history.BurstGroup]) -> admin_pb2.ListBurs
             )
             for g in groups
         ]
+    )
+
+
+# -- trust (central.services.trust) ---------------------------------------------------------------
+
+
+def trust_bundle_message(state: TrustState) -> fleet_pb2.TrustBundle:
+    """What a node is told to trust: CAs newest first with their cross certificates, and the signing-key chain."""
+    return fleet_pb2.TrustBundle(
+        version=state.version,
+        ca_certificates_pem=[pki.certificate_pem(ca).decode() for ca in state.cas],
+        cross_certificates_pem=state.cross_pems,
+        signing_key_statements=[
+            fleet_pb2.SigningKeyStatement(body=body, signature=signature)
+            for body, signature in state.history.statements
+        ],
+        renew_now=state.renew_now,
+    )
+
+
+def signing_key_message(key: SigningKeyInfo) -> admin_pb2.SigningKey:
+    msg = admin_pb2.SigningKey(
+        key_id=key.key_id, public_key_pem=key.public_key_pem, created_at=timestamp(key.created_at), state=key.state
+    )
+    if key.valid_until is not None:
+        msg.valid_until.CopyFrom(timestamp(key.valid_until))
+    return msg
+
+
+def ca_message(ca: CaView) -> admin_pb2.CertificateAuthority:
+    return admin_pb2.CertificateAuthority(
+        fingerprint=ca.fingerprint,
+        certificate_pem=pki.certificate_pem(ca.certificate).decode(),
+        not_after=timestamp(ca.certificate.not_valid_after_utc.timestamp()),
+        state=ca.state,
     )

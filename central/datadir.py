@@ -79,6 +79,51 @@ class CentralPaths:
     def blobs(self) -> Path:
         return self.root / "blobs"
 
+    # -- rotation (central.rotation): ca.key/ca.crt and signing.key/signing.pub are always the CURRENT ones --
+
+    @property
+    def ca_previous_cert(self) -> Path:
+        """The CA before the current one, still trusted while a CA rotation overlaps (until `ca finish`)."""
+        return self.root / "ca-previous.crt"
+
+    @property
+    def ca_cross_cert(self) -> Path:
+        """The current CA signed by the previous one: how nodes that trust only the previous CA accept it."""
+        return self.root / "ca-cross.crt"
+
+    @property
+    def ca_next_key(self) -> Path:
+        """Written last while a CA rotation is prepared: its presence means the rotation committed."""
+        return self.root / "ca-next.key"
+
+    @property
+    def ca_next_cert(self) -> Path:
+        return self.root / "ca-next.crt"
+
+    @property
+    def server_next_cert(self) -> Path:
+        return self.root / "server-next.crt"
+
+    @property
+    def signing_next_key(self) -> Path:
+        """The new signing key while a rotation is written; committed once signing-history.json names it."""
+        return self.root / "signing-next.key"
+
+    @property
+    def signing_history(self) -> Path:
+        """Every signing key's public half, state and validity, and the statements chaining them, oldest first."""
+        return self.root / "signing-history.json"
+
+    @property
+    def trust_file(self) -> Path:
+        """trust.json: the trust bundle's version and renew_now (and a digest of what the version describes)."""
+        return self.root / "trust.json"
+
+    @property
+    def retired(self) -> Path:
+        """Retired CAs and signing keys, moved here at rotation and never deleted."""
+        return self.root / "retired"
+
     @property
     def fleet_address_file(self) -> Path:
         return self.root / "fleet-address"
@@ -210,7 +255,16 @@ def require_private(paths: CentralPaths) -> None:
     """Refuse a data dir whose private keys (or store URL, or admin credential) others may read: the CA key read by
     another local user is every node's and operator's identity, and serving on would hide that. A data dir others
     may enter, with its keys still 0600, is logged as a warning (`init` makes it 0700; a copy or restore may not)."""
-    private = (paths.ca_key, paths.signing_key, paths.server_key, paths.store_spec_file, paths.admin_credential)
+    private = (
+        paths.ca_key,
+        paths.signing_key,
+        paths.server_key,
+        paths.store_spec_file,
+        paths.admin_credential,
+        paths.ca_next_key,
+        paths.signing_next_key,
+        *sorted(paths.retired.glob("*.key")),
+    )
     for path in private:
         try:
             mode = path.stat().st_mode & 0o777

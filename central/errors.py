@@ -13,6 +13,7 @@
     ├── StoreError         (central.store.records)   the store cannot do what was asked
     ├── BlobError          (central.blobs)           a blob cannot be stored or read
     ├── DataDirError       (central.datadir)         a data dir that is not initialized, or already is
+    │   └── RotationError  (central.rotation)        a rotation the trust's state refuses, or trust files that disagree
     ├── BackupError        (central.backup)          a backup that cannot be taken, read, verified or restored
     │   ├── BackupUsageError (central.backup_commands)  flags a backup command cannot run with (exit 2)
     │   └── ArchiveError   (central.backup.archive)  an archive that cannot be read; the subclasses say why

@@ -28,19 +28,21 @@ from pathlib import Path
 
 import grpc
 
-from central import datadir, health, leadership, liveness, metrics_server, rollups
+from central import datadir, health, leadership, liveness, metrics_server, rollups, rotation
 from central.blobs import open_blob_store
 from central.datadir import Authority, CentralPaths
 from central.enrollment_server import EnrollmentServer
 from central.errors import CentralError
 from central.heartbeats import FLUSH_INTERVAL_S
 from central.leadership import ANNOUNCE_INTERVAL_S, Leadership, live_replicas
+from central.server_tls import DynamicTls
 from central.servicers import AdminServicer, FleetServicer
 from central.services import federation as federation_service
 from central.services import rollouts
+from central.services import trust as trust_service
 from central.services.base import Central, CentralSettings, call
 from central.store import FleetStore, ReplicaRecord, display_store, open_store
-from edgefleet import pki, sdnotify
+from edgefleet import sdnotify
 from edgefleet.v1 import admin_pb2_grpc, fleet_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -102,10 +104,13 @@ async def serve(
     sdnotify.notify(sdnotify.status("starting"))
     flag_level = logging.getLogger().getEffectiveLevel()
     _apply_log_level(paths, flag_level, at_start=True)
-    authority = Authority.load(paths)
+    trust_state = rotation.load_trust(paths)  # finishes a rotation step a stop interrupted
+    authority = trust_state.authority
     spec = datadir.store_spec(paths, store_spec)
     store = open_store(spec)
     try:
+        for note in trust_service.reconcile_store(store, trust_state):  # the store's part of such a step
+            log.warning("%s", note)
         datadir.require_fleet_ca(store, authority.fingerprint, paths.root)
         adopted = datadir.adopt_init_admin(store, paths, authority, time.time())  # a fleet from before operators
         if adopted:
@@ -114,24 +119,19 @@ async def serve(
         store.close()
         raise
     blobs = open_blob_store(blobs_spec, paths.blobs)
-    server_key = paths.server_key.read_bytes()
-    # The chain carries the CA so an enrolling agent can find it and check it against its pinned fingerprint.
-    chain = paths.server_cert.read_bytes() + paths.ca_cert.read_bytes()
-    ca_pem = paths.ca_cert.read_bytes()
+    # The chain carries the CA so an enrolling agent can find it and check it against its pinned fingerprint;
+    # it follows rotations without a restart (central.server_tls).
+    tls = DynamicTls(lambda: trust_state)
 
     fleet_server = grpc.aio.server(options=SERVER_OPTIONS)
     # Enrollment is open to anyone: its own thread and event loop, so that a flood there never delays this
     # loop's heartbeats (central.enrollment_server). Bound now, for its address; served once central is built.
-    enroll_credentials = grpc.ssl_server_credentials([(server_key, chain)])
+    enroll_credentials = tls.enroll_credentials()
     enroll_server = EnrollmentServer(
         functools.partial(_bind, listen=enroll_listen, credentials=enroll_credentials), SERVER_OPTIONS
     )
     enroll_address = await asyncio.to_thread(enroll_server.bind)
-    fleet_address = _bind(
-        fleet_server,
-        fleet_listen,
-        grpc.ssl_server_credentials([(server_key, chain)], root_certificates=ca_pem, require_client_auth=True),
-    )
+    fleet_address = _bind(fleet_server, fleet_listen, tls.fleet_credentials())
     metrics = _bind_metrics(paths, metrics_listen)
     host = advertise_host or _reachable_host(fleet_address)
     replica = ReplicaRecord(
@@ -155,10 +155,12 @@ async def serve(
         store,
         authority,
         settings,
-        paths.signing_public_key.read_text(),
+        trust_state.signing_public_key_pem,
         blobs=blobs,
-        signing_key=pki.load_private_key(paths.signing_key.read_bytes()),
+        signing_key=trust_state.signing_key,
+        trust=trust_state,
     )
+    tls.source = lambda: central.trust or trust_state
     leader = Leadership(store, replica.replica_id)
     # One process on SQLite hands agents no list: they dial the host they enrolled through, as always.
     follow_replicas = store.remote and not fleet_addresses
@@ -201,6 +203,7 @@ async def serve(
         asyncio.create_task(_announce(central, replica, follow_replicas, stop)),
         asyncio.create_task(_tell_systemd(store, settings, fleet_address, enroll_address, fed, leader, stop)),
         asyncio.create_task(_prune_history(central, leader, stop)),
+        asyncio.create_task(_watch_trust(central, stop)),
     ]
     interval_s = sdnotify.watchdog_interval_s()
     if interval_s is not None:
@@ -509,6 +512,41 @@ async def _prune_history(central: Central, leader: Leadership, stop: asyncio.Eve
             log.debug("derived %d hour rollup rows from their minutes", derived)
         if gone:
             log.info("pruned %d history rows past their retention", gone)
+
+
+# How often a replica looks for trust files copied into its data dir, and checks them against the store's.
+TRUST_CHECK_INTERVAL_S = 30.0
+
+
+async def _watch_trust(central: Central, stop: asyncio.Event) -> None:
+    """Every TRUST_CHECK_INTERVAL_S: the data dir's trust files reloaded when they changed on disk (another
+    replica's rotation copied in), and an error logged while the store says this data dir lags behind it."""
+    assert central.trust is not None
+    seen = rotation.files_signature(central.trust.paths)
+    reported = ""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), TRUST_CHECK_INTERVAL_S)
+        if stop.is_set():
+            return
+        try:
+            paths = central.trust.paths
+            now_seen = rotation.files_signature(paths)
+            if now_seen != seen:
+                state = await asyncio.to_thread(trust_service.reload_from_files, central)
+                seen = now_seen
+                log.warning(
+                    "reloaded the data dir's trust files (CA %s, signing key %s, trust version %d)",
+                    state.authority.fingerprint,
+                    state.history.current.key_id,
+                    state.version,
+                )
+            problem = await call(central, trust_service.lag_against_store, central.store, central.trust)
+        except Exception as exc:  # noqa: BLE001 - files half-copied or the store away: said, tried again
+            problem = f"cannot check the data dir's trust against the store: {exc}"
+        if problem and problem != reported:
+            log.error("this replica's data dir lags the fleet's trust: %s", problem)
+        reported = problem or ""
 
 
 def _port(address: str) -> int:

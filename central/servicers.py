@@ -36,6 +36,7 @@ from central.services import (
     registry,
     rollouts,
     tokens,
+    trust,
 )
 from central.services.base import Caller, Central, call
 from edgefleet import pki
@@ -76,11 +77,29 @@ def _certificate_facts(pem: bytes) -> tuple[str, float]:
     return pki.serial_hex(cert), cert.not_valid_after_utc.timestamp()
 
 
+def retired_issuer(central: Central, context) -> str | None:
+    """Why the caller's certificate is refused although its TLS handshake passed: its CA was retired (`ca finish`)
+    after the connection was made (a connection outlives the TLS configuration that accepted it). None if not."""
+    pem = context.auth_context().get("x509_pem_cert")
+    if central.trust is None or not pem or _certificate_issuer(pem[0]) in central.trust.accepted_issuers:
+        return None
+    return "the client certificate is from a CA central has retired (`edgefleet ca finish`): enroll again"
+
+
+@functools.lru_cache(maxsize=4096)
+def _certificate_issuer(pem: bytes) -> bytes:
+    """The DER of a PEM certificate's issuer name: parsed once per certificate, not per call."""
+    return pki.load_certificate(pem).issuer.public_bytes()
+
+
 def _unary(method):
     """Handlers touching the store: on the loop or central's worker pool, as `services.base.call` decides."""
 
     @functools.wraps(method)
     async def handler(self, request, context):
+        retired = retired_issuer(self.central, context)
+        if retired:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, retired)
         caller = caller_of(context)
         try:
             return await call(self.central, method, self, request, caller)
@@ -161,8 +180,12 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         caller = caller_of(context)
         expires_at = certificate_expiry(context)
         addresses = self.central.settings.fleet_addresses  # sent once per stream: its first response
+        trust_sent = 0  # the trust bundle version this stream sent: its first response, then each change
         try:
             async for request in request_iterator:
+                retired = retired_issuer(self.central, context)
+                if retired:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, retired)
                 problem = convert.status_problem(request.status)
                 if problem:  # past a bound: refused before anything is kept (edgefleet.report_limits)
                     raise fleet.refuse_oversized(caller, request.node_id, "heartbeat", problem)
@@ -206,12 +229,16 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                 self.central.beats.record_history(
                     request.node_id, desired.labels, rollups.figures(request.status), self.central.clock()
                 )
+                state = self.central.trust
+                bundle = convert.trust_bundle_message(state) if state and state.version != trust_sent else None
                 yield fleet_pb2.HeartbeatResponse(
                     desired=convert.desired_message(desired),
                     heartbeat_interval=self._interval,
                     fleet_addresses=addresses,
+                    trust=bundle,
                 )
                 addresses = ()
+                trust_sent = bundle.version if bundle is not None else trust_sent
         except ServiceError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
 
@@ -232,7 +259,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     def RenewCertificate(self, request, caller):
         pem = fleet.renew_certificate(self.central, caller, request.node_id, request.csr_pem)
         return fleet_pb2.RenewCertificateResponse(
-            certificate_pem=pem, ca_certificate_pem=self.central.authority.certificate_pem
+            certificate_pem=pem, ca_certificate_pem=trust.ca_bundle_pem(self.central)
         )
 
     @_unary
@@ -252,6 +279,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         return fleet_pb2.ReportEventResponse(acknowledged_sequence=top)
 
     async def FetchArtifact(self, request, context):
+        retired = retired_issuer(self.central, context)
+        if retired:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, retired)
         try:
             size = await call(
                 self.central, fleet.fetch_artifact, self.central, caller_of(context), request.sha256, request.offset
@@ -365,6 +395,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
 
     async def PushModel(self, request_iterator, context):
+        retired = retired_issuer(self.central, context)
+        if retired:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, retired)
         caller = caller_of(context)
         header = None
         writer = None
@@ -543,7 +576,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.CreateOperatorResponse(
             operator=convert.operator_message(issued.operator),
             certificate_pem=issued.certificate_pem,
-            ca_certificate_pem=self.central.authority.certificate_pem,
+            ca_certificate_pem=trust.ca_bundle_pem(self.central),
         )
 
     @_unary
@@ -563,7 +596,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.RenewOperatorResponse(
             operator=convert.operator_message(issued.operator),
             certificate_pem=issued.certificate_pem,
-            ca_certificate_pem=self.central.authority.certificate_pem,
+            ca_certificate_pem=trust.ca_bundle_pem(self.central),
             replaced_serial=issued.replaced_serial,
         )
 
@@ -601,3 +634,40 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def ListBurstUsage(self, request, caller):
         since = convert.seconds_of(request.since, "since") if request.HasField("since") else None
         return convert.burst_usage_response(history.list_burst_usage(self.central, caller, request.group_by, since))
+
+    # -- trust (central.services.trust) --------------------------------------------------
+
+    @_unary
+    def RotateSigningKey(self, request, caller):
+        overlap = request.overlap.ToNanoseconds() / 1e9 if request.HasField("overlap") else 0.0
+        rotated = trust.rotate_signing_key(self.central, caller, overlap)
+        return admin_pb2.RotateSigningKeyResponse(
+            current=convert.signing_key_message(rotated.current),
+            previous=convert.signing_key_message(rotated.previous),
+            manifests_resigned=rotated.manifests_resigned,
+        )
+
+    @_unary
+    def FinishSigningKeyRotation(self, request, caller):
+        retired = trust.finish_signing_rotation(self.central, caller)
+        return admin_pb2.FinishSigningKeyRotationResponse(retired=convert.signing_key_message(retired))
+
+    @_unary
+    def RotateCa(self, request, caller):
+        current, previous = trust.rotate_ca(self.central, caller, request.now)
+        return admin_pb2.RotateCaResponse(current=convert.ca_message(current), previous=convert.ca_message(previous))
+
+    @_unary
+    def FinishCaRotation(self, request, caller):
+        retired, stranded = trust.finish_ca_rotation(self.central, caller, request.force)
+        return admin_pb2.FinishCaRotationResponse(retired=convert.ca_message(retired), stranded=stranded)
+
+    @_unary
+    def GetTrust(self, request, caller):
+        view = trust.get_trust(self.central, caller)
+        return admin_pb2.GetTrustResponse(
+            cas=[convert.ca_message(ca) for ca in view.cas],
+            signing_keys=[convert.signing_key_message(k) for k in view.signing_keys],
+            on_previous_ca=view.on_previous_ca,
+            version=view.version,
+        )

@@ -6,6 +6,7 @@ from central import audit
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.routing import MAX_SEQUENCE
 from central.services.base import Caller, Central, manifest_signing_key, record_audit, require_admin, require_viewer
+from central.services.trust import audit_public_keys
 from central.store import NodeRoutingRecord, StoreError
 
 
@@ -36,7 +37,8 @@ def verify(central: Central, caller: Caller) -> tuple[audit.ChainCheck, audit.Au
     """The chain checked from its anchor (signature included) or from entry 1; and that anchor."""
     require_viewer(central, caller, "audit.verify")
     anchor = central.store.audit_anchor()
-    return audit.verify_chain(central.store.iter_audit(), anchor, central.signing_public_key_pem), anchor
+    keys = audit_public_keys(central)  # every signing key central had: the anchor may predate a rotation
+    return audit.verify_chain(central.store.iter_audit(), anchor, keys), anchor
 
 
 def routing_totals(

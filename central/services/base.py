@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from central.federation import Federation
     from central.fleet_metrics import FleetMetrics
+    from central.rotation import TrustState
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class Central:
     federation: Federation | None = None
     # Set by `central serve` unless --metrics-listen off: heartbeats and enrollments are counted in it.
     metrics: FleetMetrics | None = None
+    # Set by `central serve`: the data dir's CAs and signing keys as served (central.services.trust rotates them).
+    trust: TrustState | None = None
     beats: HeartbeatBuffer = field(init=False)
     # Held while a finished federated run's outcome is imported (services.federation).
     import_lock: threading.Lock = field(default_factory=threading.Lock, init=False)

@@ -733,6 +733,44 @@ class PostgresFleetStore(FleetStore):
         assert row is not None  # inserted just above, or there before
         return str(row[0])
 
+    def rebind_ca(self, previous: str, current: str) -> str:
+        with self._tx() as conn:
+            conn.execute("UPDATE fleet SET value = %s WHERE key = 'ca_fingerprint' AND value = %s", (current, previous))
+            row = conn.execute("SELECT value FROM fleet WHERE key = 'ca_fingerprint'").fetchone()
+        if row is None:
+            raise StoreError("the store is bound to no fleet CA yet")
+        return str(row[0])
+
+    def fleet_value(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM fleet WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_fleet_value(self, key: str, value: str | None) -> None:
+        if key == "ca_fingerprint":
+            raise StoreError("the CA binding changes through bind_ca and rebind_ca only")
+        if value is None:
+            self._execute("DELETE FROM fleet WHERE key = %s", (key,))
+        else:
+            self._execute(
+                "INSERT INTO fleet (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (key, value),
+            )
+
+    def replace_model_signatures(self, signatures: Sequence[tuple[str, str, str]]) -> int:
+        changed = 0
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MODELS_LOCK_KEY,))
+            for name, version, signature in signatures:
+                changed += conn.execute(
+                    "UPDATE models SET signature = %s WHERE name = %s AND version = %s", (signature, name, version)
+                ).rowcount
+                conn.execute(
+                    "UPDATE nodes SET desired_model = jsonb_set(desired_model, '{signature}', to_jsonb(%s::text))"
+                    " WHERE desired_model->>'name' = %s AND desired_model->>'version' = %s",
+                    (signature, name, version),
+                )
+        return changed
+
     def leader_lock(self) -> LeaderLock:
         return PostgresLeaderLock(self._conninfo, self.where)
 

@@ -634,6 +634,26 @@ class FleetStore(abc.ABC):
         their data dir's CA against it, so a replica given a data dir of another fleet (or a fresh one made by
         mistake) refuses to serve this store instead of issuing certificates its nodes cannot trust."""
 
+    # key rotation (central.services.trust)
+    @abc.abstractmethod
+    def rebind_ca(self, previous: str, current: str) -> str:
+        """Move the fleet CA's binding (bind_ca) from `previous` to `current`, a CA rotation; return the binding
+        now. A binding to neither is left as it is (another fleet's store, or a replica whose data dir lags)."""
+
+    @abc.abstractmethod
+    def fleet_value(self, key: str) -> str | None:
+        """A fleet-wide setting (the table bind_ca writes), None when unset."""
+
+    @abc.abstractmethod
+    def set_fleet_value(self, key: str, value: str | None) -> None:
+        """Set a fleet-wide setting; None removes it. Not for 'ca_fingerprint' (bind_ca, rebind_ca)."""
+
+    @abc.abstractmethod
+    def replace_model_signatures(self, signatures: Sequence[tuple[str, str, str]]) -> int:
+        """In one transaction, each (name, version, signature): the model's signature, and the signature in every
+        node's desired state naming that version (config generations unchanged: the manifest is the same bytes).
+        Returns how many models changed."""
+
     @abc.abstractmethod
     def leader_lock(self) -> LeaderLock:
         """A new, unheld :class:`LeaderLock` on this store's database."""

@@ -656,6 +656,38 @@ class SqliteFleetStore(FleetStore):
             c.execute("INSERT OR IGNORE INTO fleet (key, value) VALUES ('ca_fingerprint', ?)", (fingerprint,))
             return c.execute("SELECT value FROM fleet WHERE key = 'ca_fingerprint'").fetchone()[0]
 
+    def rebind_ca(self, previous: str, current: str) -> str:
+        with self._tx() as c:
+            c.execute("UPDATE fleet SET value = ? WHERE key = 'ca_fingerprint' AND value = ?", (current, previous))
+            return c.execute("SELECT value FROM fleet WHERE key = 'ca_fingerprint'").fetchone()[0]
+
+    def fleet_value(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM fleet WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_fleet_value(self, key: str, value: str | None) -> None:
+        if key == "ca_fingerprint":
+            raise StoreError("the CA binding changes through bind_ca and rebind_ca only")
+        with self._tx() as c:
+            if value is None:
+                c.execute("DELETE FROM fleet WHERE key = ?", (key,))
+            else:
+                c.execute("INSERT OR REPLACE INTO fleet (key, value) VALUES (?, ?)", (key, value))
+
+    def replace_model_signatures(self, signatures: Sequence[tuple[str, str, str]]) -> int:
+        changed = 0
+        with self._tx() as c:
+            for name, version, signature in signatures:
+                changed += c.execute(
+                    "UPDATE models SET signature = ? WHERE name = ? AND version = ?", (signature, name, version)
+                ).rowcount
+                c.execute(
+                    "UPDATE nodes SET desired_model = json_set(desired_model, '$.signature', ?)"
+                    " WHERE json_extract(desired_model, '$.name') = ? AND json_extract(desired_model, '$.version') = ?",
+                    (signature, name, version),
+                )
+        return changed
+
     def leader_lock(self) -> LeaderLock:
         return FileLeaderLock(self.path.with_name(self.path.name + ".leader"))
 

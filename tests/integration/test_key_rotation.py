@@ -1,0 +1,215 @@
+"""Key rotation against a real `central serve` over real mTLS on loopback (issue 18).
+
+CA rotation: while the rotation overlaps, a client that trusts only the old CA, one that trusts only the new and one
+that trusts both all reach the fleet port (BoringSSL builds leaf -> cross -> old CA for the first); a node renews
+onto the new CA and is told the bundle; `ca finish` is refused while someone holds only an old-CA certificate, and
+once forced a certificate the old CA signed is refused, in the handshake and on a connection made before. Signing
+key rotation: manifests re-signed, the statement chain walks a node's keys forward, and an audit anchor the old key
+signed still verifies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+
+from central.client import AdminCallError
+from central_process import create_token, edgefleet_cli, start_central
+from edge_agent.control.client import enroll
+from edge_agent.control.identity import FleetFiles
+from edgefleet import channels, manifest, pki, trust
+from edgefleet.v1 import admin_pb2, fleet_pb2, fleet_pb2_grpc
+
+
+def _enroll(central, root: Path, name: str):
+    token = create_token(central)
+    return enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(root / name))
+
+
+def _reach(address: str, roots: bytes, cert_pem: bytes, key_pem: bytes) -> str:
+    """ "ok" when a health check over mTLS with these roots and this client certificate passes, else the code."""
+    with channels.mtls_channel(address, roots, cert_pem, key_pem) as channel:
+        try:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return "ok"
+
+
+def _beat(channel, node_id: str) -> fleet_pb2.HeartbeatResponse:
+    stub = fleet_pb2_grpc.FleetServiceStub(channel)
+    return next(stub.Heartbeat(iter([fleet_pb2.HeartbeatRequest(node_id=node_id)]), timeout=10))
+
+
+def _renew(channel, node_id: str) -> tuple[fleet_pb2.RenewCertificateResponse, bytes]:
+    key = pki.generate_key()
+    reply = fleet_pb2_grpc.FleetServiceStub(channel).RenewCertificate(
+        fleet_pb2.RenewCertificateRequest(node_id=node_id, csr_pem=pki.make_csr(key).decode()), timeout=10
+    )
+    return reply, pki.private_key_pem(key)
+
+
+def _pems(bundle: str | list[str]) -> list[bytes]:
+    text = "".join(bundle) if isinstance(bundle, list) else bundle
+    marker = "-----END CERTIFICATE-----"
+    return [(part.strip() + "\n" + marker + "\n").encode() for part in text.split(marker) if part.strip()]
+
+
+@pytest.fixture()
+def central(tmp_path):
+    process = start_central(tmp_path / "central")
+    yield process
+    process.stop()
+
+
+def test_ca_rotation_overlap_renewal_and_finish(central, tmp_path):
+    old_ca = central.paths.ca_cert.read_bytes()
+    renewing = _enroll(central, tmp_path, "renewing")  # renews onto the new CA during the overlap
+    lagging = _enroll(central, tmp_path, "lagging")  # never renews: stranded by `ca finish --force`
+    with channels.mtls_channel(central.fleet_address, old_ca, renewing.certificate_pem, renewing.key_pem) as ch:
+        first = _beat(ch, renewing.node_id).trust
+    assert [p.encode() for p in first.ca_certificates_pem] == [old_ca] and not first.cross_certificates_pem
+
+    rotated = json.loads(edgefleet_cli(central, "ca", "rotate", "--json"))
+    new_fp = rotated["current"]["fingerprint"]
+    assert rotated["previous"]["fingerprint"] == pki.fingerprint(pki.load_certificate(old_ca))
+    new_ca = central.paths.ca_cert.read_bytes()
+    assert pki.fingerprint(pki.load_certificate(new_ca)) == new_fp
+
+    # A node that trusts only the old CA, with its old certificate, still reaches central and hears the bundle.
+    with channels.mtls_channel(central.fleet_address, old_ca, renewing.certificate_pem, renewing.key_pem) as ch:
+        assert _reach(central.fleet_address, old_ca, renewing.certificate_pem, renewing.key_pem) == "ok"
+        bundle = _beat(ch, renewing.node_id).trust
+        assert bundle.version > first.version and not bundle.renew_now
+        offered = [pki.load_certificate(p) for p in bundle.ca_certificates_pem]
+        cross = [pki.load_certificate(p) for p in bundle.cross_certificates_pem]
+        accepted = trust.accept_ca_bundle([pki.load_certificate(old_ca)], offered, cross, None)
+        assert [pki.fingerprint(c) for c in accepted] == [new_fp, pki.fingerprint(pki.load_certificate(old_ca))]
+        reply, new_key = _renew(ch, renewing.node_id)
+    renewed = reply.certificate_pem.encode()
+    assert pki.load_certificate(renewed).issuer == pki.load_certificate(new_ca).subject
+    assert _pems(reply.ca_certificate_pem) == [new_ca, old_ca]  # the bundle, newest first
+
+    # During the overlap: old-only, new-only and both, with the renewed (new-CA) certificate; old-only with an old one.
+    assert _reach(central.fleet_address, old_ca, renewed, new_key) == "ok"
+    assert _reach(central.fleet_address, new_ca, renewed, new_key) == "ok"
+    assert _reach(central.fleet_address, new_ca + old_ca, renewed, new_key) == "ok"
+    assert _reach(central.fleet_address, new_ca, lagging.certificate_pem, lagging.key_pem) == "ok"
+    # A node enrolling now pins the new CA (token create prints its fingerprint) and gets a new-CA certificate.
+    joined = _enroll(central, tmp_path, "joined")
+    assert pki.load_certificate(joined.certificate_pem).issuer == pki.load_certificate(new_ca).subject
+    with channels.mtls_channel(central.fleet_address, new_ca, renewed, new_key) as ch:
+        assert _beat(ch, renewing.node_id).trust.version == bundle.version
+
+    status = json.loads(edgefleet_cli(central, "ca", "status", "--json"))
+    assert sorted(status["on_previous_ca"]) == ["admin:admin", f"node:{lagging.node_id}"]
+    # `ca finish` names who would be stranded.
+    with central.admin() as admin, pytest.raises(AdminCallError) as refused:
+        admin.call("FinishCaRotation", admin_pb2.FinishCaRotationRequest())
+    assert "admin:admin" in str(refused.value) and f"node:{lagging.node_id}" in str(refused.value)
+
+    edgefleet_cli(central, "admin", "renew")  # the data dir's admin credential, renewed in place onto the new CA
+    held = json.loads(edgefleet_cli(central, "ca", "status", "--json"))["on_previous_ca"]
+    assert held == [f"node:{lagging.node_id}"]
+    # A connection the lagging node opened before the finish, to see it cut after.
+    early = channels.mtls_channel(central.fleet_address, old_ca, lagging.certificate_pem, lagging.key_pem)
+    _beat(early, lagging.node_id)
+
+    finished = json.loads(edgefleet_cli(central, "ca", "finish", "--force", "--json"))
+    assert finished["stranded"] == [f"node:{lagging.node_id}"]
+    # A certificate the old CA signed: refused in the handshake, and on the connection made before.
+    assert _reach(central.fleet_address, new_ca + old_ca, lagging.certificate_pem, lagging.key_pem) == "UNAVAILABLE"
+    with pytest.raises(grpc.RpcError) as cut:
+        _beat(early, lagging.node_id)
+    assert cut.value.code() == grpc.StatusCode.UNAUTHENTICATED and "retired" in cut.value.details()
+    early.close()
+    # The renewed node goes on; central's bundle now lists the new CA only.
+    with channels.mtls_channel(central.fleet_address, new_ca, renewed, new_key) as ch:
+        after = _beat(ch, renewing.node_id).trust
+    assert [p.encode() for p in after.ca_certificates_pem] == [new_ca] and not after.cross_certificates_pem
+    assert after.version > bundle.version
+
+    # A restart serves the same trust.
+    central.restart()
+    assert _reach(central.fleet_address, new_ca, renewed, new_key) == "ok"
+    assert _reach(central.fleet_address, new_ca + old_ca, lagging.certificate_pem, lagging.key_pem) == "UNAVAILABLE"
+    with channels.mtls_channel(central.fleet_address, new_ca, renewed, new_key) as ch:
+        assert _beat(ch, renewing.node_id).trust.version == after.version
+
+
+def test_ca_rotate_now_asks_nodes_to_renew_and_the_enrollment_port_serves_both_cas(central, tmp_path):
+    node = _enroll(central, tmp_path, "node")
+    old_ca = central.paths.ca_cert.read_bytes()
+    edgefleet_cli(central, "ca", "rotate", "--now")
+    with channels.mtls_channel(central.fleet_address, old_ca, node.certificate_pem, node.key_pem) as ch:
+        assert _beat(ch, node.node_id).trust.renew_now
+    chain_fps = {pki.fingerprint(pki.load_certificate(old_ca))}
+    chain_fps.add(pki.fingerprint(pki.load_certificate(central.paths.ca_cert.read_bytes())))
+    for fp in chain_fps:  # a join command printed before the rotation pins the old CA: central still shows it
+        assert channels.discover_ca(central.enroll_address, fp) is not None
+    # Rotating again before finishing is refused with what to do.
+    with central.admin() as admin, pytest.raises(AdminCallError, match="finish it first"):
+        admin.call("RotateCa", admin_pb2.RotateCaRequest())
+
+
+def test_signing_key_rotation_resigns_manifests_and_keeps_old_anchors_valid(central, tmp_path):
+    node = _enroll(central, tmp_path, "node")
+    artifact = tmp_path / "tiny.gguf"
+    artifact.write_bytes(b"GGUF" + bytes(1000))
+    edgefleet_cli(central, "models", "push", str(artifact), "--name", "tiny", "--version", "1.0.0")
+    edgefleet_cli(central, "nodes", "assign", node.node_id, "tiny@1.0.0")
+    old_key = central.paths.signing_public_key.read_bytes()
+    # Archive (and prune) the audit log so far: its anchor is signed by the key about to be rotated away.
+    with central.admin() as admin:
+        last = admin.call("ListAuditEntries", admin_pb2.ListAuditEntriesRequest(limit=10_000)).entries[-1].sequence
+    edgefleet_cli(central, "audit", "archive", "--before-sequence", str(last), "--out", str(tmp_path / "audit.jsonl"))
+
+    rotated = json.loads(edgefleet_cli(central, "keys", "rotate-signing", "--overlap", "1h", "--json"))
+    assert rotated["manifests_resigned"] == 1 and rotated["previous"]["state"] == "previous"
+    new_key = central.paths.signing_public_key.read_bytes()
+    assert trust.key_id(new_key) == rotated["current"]["key_id"] != trust.key_id(old_key)
+
+    ca = central.paths.ca_cert.read_bytes()
+    with channels.mtls_channel(central.fleet_address, ca, node.certificate_pem, node.key_pem) as ch:
+        reply = _beat(ch, node.node_id)
+    signed = reply.desired.manifest
+    assert manifest.verify(signed.body, signed.signature, new_key).ref == "tiny@1.0.0"
+    with pytest.raises(manifest.ManifestError):
+        manifest.verify(signed.body, signed.signature, old_key)
+    statements = [(s.body, s.signature) for s in reply.trust.signing_key_statements]
+    keys = trust.walk_signing_keys([trust.TrustedKey(trust.key_id(old_key), old_key)], statements, time.time())
+    assert [k.key_id for k in keys] == [trust.key_id(old_key), trust.key_id(new_key)]
+
+    verified = json.loads(edgefleet_cli(central, "audit", "verify", "--json"))
+    assert verified["intact"], verified
+    edgefleet_cli(
+        central,
+        "audit",
+        "verify",
+        "--archive",
+        str(tmp_path / "audit.jsonl"),
+        "--signing-key",
+        str(central.paths.signing_history),
+    )
+
+    edgefleet_cli(central, "keys", "finish-signing")
+    with channels.mtls_channel(central.fleet_address, ca, node.certificate_pem, node.key_pem) as ch:
+        statements = [(s.body, s.signature) for s in _beat(ch, node.node_id).trust.signing_key_statements]
+    keys = trust.walk_signing_keys([trust.TrustedKey(trust.key_id(old_key), old_key)], statements, time.time())
+    assert [k.key_id for k in keys] == [trust.key_id(new_key)]
+    listed = json.loads(edgefleet_cli(central, "keys", "list", "--json"))
+    assert [(k["key_id"], k["state"]) for k in listed] == [
+        (trust.key_id(new_key), "current"),
+        (trust.key_id(old_key), "retired"),
+    ]
+    # A restart keeps all of it, and the anchor the old key signed still verifies.
+    central.restart()
+    assert json.loads(edgefleet_cli(central, "audit", "verify", "--json"))["intact"]
+    with central.admin() as admin:
+        model = admin.call("GetModel", admin_pb2.GetModelRequest(name="tiny", version="1.0.0"))
+    manifest.verify(model.manifest.body, model.manifest.signature, new_key)
