@@ -15,6 +15,7 @@ from central import (
     backup_commands,
     dashboard_command,
     operator_commands,
+    restore_commands,
     slo_commands,
     trust_commands,
     usage_commands,
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--enroll-max-concurrent", type=_positive_int, default=64, help="enrollment calls in flight in all (64)"
     )
     backup_commands.add_parsers(central)  # edgefleet central backup [verify|keygen], edgefleet central restore
+    restore_commands.add_parsers(central)  # edgefleet central restore-report
     cstatus = central.add_parser("status", help="the store, its replicas and which one leads")
     cstatus.add_argument("--data-dir", required=True, help="a data dir made by `central init`")
     cstatus.add_argument("--store", default="", help="override the data dir's store: " + _STORE_HELP)
@@ -354,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
 def _central(args) -> int:
     from central import datadir
 
+    if args.command in restore_commands.COMMANDS:  # an AdminService call, not the data dir
+        return _admin_command(args)
     if args.command in backup_commands.COMMANDS:  # on the data dir and the archive, with or without a central
         return backup_commands.run(args)
     root = Path(args.data_dir).expanduser().resolve()
@@ -1315,6 +1319,7 @@ _HANDLERS = {
     **operator_commands.HANDLERS,
     **dashboard_command.HANDLERS,
     **slo_commands.HANDLERS,
+    **restore_commands.HANDLERS,
     **usage_commands.HANDLERS,
     **trust_commands.HANDLERS,
 }
