@@ -21,6 +21,7 @@
     │       ├── FormatVersionError (central.backup.archive)  written in a newer format than this edgefleet reads
     │       ├── WrongKeyError      (central.backup.archive)  the passphrase or identity does not open it
     │       └── DamagedError       (central.backup.archive)  a chunk fails authentication: altered or truncated
+    ├── RestoreStateError  (central.restore_state)   a restore point that cannot be recorded (malformed)
     ├── CredentialError    (central.credential)      the CLI's credential file is missing or unusable
     ├── ListenError        (central.server)          a port could not be bound
     ├── MetricsListenError (central.metrics_server)  --metrics-listen cannot be served as asked (address, mTLS)
