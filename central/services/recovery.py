@@ -46,7 +46,9 @@ def adopt_certificate(central: Central, caller: Caller, node_id: str) -> bool:
     caller would otherwise be refused, so the usual path reads nothing more."""
     if not caller.certificate_pem or not _window_open(central):
         return False
-    cert = presented_certificate(caller.certificate_pem, [central.authority.certificate])
+    # Every CA central accepts now: the backup's may be the previous one of a CA rotation since the restore.
+    cas = central.trust.cas if central.trust is not None else [central.authority.certificate]
+    cert = presented_certificate(caller.certificate_pem, cas)
     if cert is None or cert.node_id != node_id:
         return False
     node = central.store.get_node(node_id)

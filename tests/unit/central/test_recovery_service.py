@@ -272,3 +272,19 @@ def test_the_restore_report_is_for_operators(make_fleet):
 def test_the_restore_report_of_a_store_never_restored_is_empty(make_fleet):
     f = make_fleet(restored=False)
     assert recovery.restore_report(f.central, f.admin) == (None, [])
+
+
+def test_the_issuer_is_named_among_every_ca_central_accepts(tmp_path):
+    """During a CA rotation central accepts two CAs: the backup's may be either; another fleet's is neither."""
+    ours = Authority.load(initialize(tmp_path / "ours", "127.0.0.1:7443"))
+    previous = Authority.load(initialize(tmp_path / "previous", "127.0.0.1:7443"))
+    key = pki.generate_key().public_key()
+    life = dt.timedelta(seconds=LIFETIME_S)
+    pem = pki.certificate_pem(previous.issue(key, pki.Identity("node", "n1"), life, pki.utc(BACKUP_AT)))
+    cert = recovery.presented_certificate(pem, [ours.certificate, previous.certificate])
+    assert (cert.node_id, cert.issuer_fingerprint) == ("n1", previous.fingerprint)
+    assert cert.issued_at == pytest.approx(BACKUP_AT, abs=1.0)
+    assert recovery.presented_certificate(pem, [ours.certificate]).issuer_fingerprint == "", "not signed by ours"
+    admin = pki.certificate_pem(ours.issue(key, pki.Identity("admin", "ops"), life, pki.utc(BACKUP_AT)))
+    assert recovery.presented_certificate(admin, [ours.certificate]) is None, "only a node's certificate is adopted"
+    assert recovery.presented_certificate(b"not a certificate", [ours.certificate]) is None
