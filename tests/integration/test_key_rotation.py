@@ -10,6 +10,7 @@ signed still verifies.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -213,3 +214,45 @@ def test_signing_key_rotation_resigns_manifests_and_keeps_old_anchors_valid(cent
     with central.admin() as admin:
         model = admin.call("GetModel", admin_pb2.GetModelRequest(name="tiny", version="1.0.0"))
     manifest.verify(model.manifest.body, model.manifest.signature, new_key)
+
+
+def test_boringssl_needs_the_cross_certificate_before_the_new_root():
+    """Why central.rotation.TrustState.fleet_chain_pem orders the chain [server, cross, new CA]: a client that trusts
+    only the old CA follows the first certificate naming the issuer, and a self-signed new root met first ends it."""
+    import concurrent.futures
+
+    from grpc_health.v1 import health  # type: ignore[import-untyped]
+
+    old_key, old = pki.create_ca("edgefleet fleet CA")
+    new_key, new = pki.create_ca("edgefleet fleet CA 2")
+    cross = trust.cross_sign(old_key, old, new)
+    server_key = pki.generate_key()
+    leaf = pki.issue_server_certificate(new_key, new, server_key.public_key())
+    client_key = pki.generate_key()
+    now = pki.utcnow()
+    client = pki.issue_certificate(
+        old_key,
+        old,
+        client_key.public_key(),
+        pki.Identity("node", "n"),
+        not_before=now,
+        not_after=now + dt.timedelta(days=1),
+    )
+    pem = pki.certificate_pem
+    results = {}
+    for name, chain in (
+        ("cross first", pem(leaf) + pem(cross) + pem(new)),
+        ("root first", pem(leaf) + pem(new) + pem(cross)),
+    ):
+        server = grpc.server(concurrent.futures.ThreadPoolExecutor(2))
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        credentials = grpc.ssl_server_credentials(
+            [(pki.private_key_pem(server_key), chain)], root_certificates=pem(new) + pem(old), require_client_auth=True
+        )
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        server.start()
+        try:
+            results[name] = _reach(f"127.0.0.1:{port}", pem(old), pem(client), pki.private_key_pem(client_key))
+        finally:
+            server.stop(0)
+    assert results == {"cross first": "ok", "root first": "UNAVAILABLE"}
