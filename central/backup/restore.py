@@ -110,6 +110,7 @@ def restore_file(path: Path, opener: ar.Opener | None, target: RestoreTarget, no
         with open(path, "rb") as src:
             read = read_backup(src, opener, staging, _StoreBlobs(blob_store))
         _require_store_target(read.manifest, target)
+        _require_listed_blobs(read.manifest, blob_store, target.blobs_spec)
         snapshot = check_snapshot(read)
         _write_keys(staging, read)
         if read.manifest.store_kind == "postgresql":
@@ -142,6 +143,17 @@ def _require_store_target(manifest: Manifest, target: RestoreTarget) -> None:
         )
     if manifest.store_kind == "sqlite" and target.store_url:
         raise BackupError("this backup holds a SQLite store (central.db): restore it without --store")
+
+
+def _require_listed_blobs(manifest: Manifest, blob_store, blobs_spec: str) -> None:
+    """A backup taken --without-blobs lists blobs it does not hold: the blob store restored to must have them."""
+    missing = [b.sha256 for b in manifest.blobs if not b.included and blob_store.size(b.sha256) != b.size]
+    if missing:
+        where = f"the blob store {blobs_spec}" if blobs_spec else "the data dir's blobs/ (no --blobs given)"
+        raise BackupError(
+            f"the backup was taken without {len(missing)} of its blobs (--without-blobs) and {where} does not hold"
+            f" them (first {missing[0]}): give --blobs naming the blob store that does, as central serve's --blobs"
+        )
 
 
 def _write_keys(staging: Path, read: ReadBackup) -> None:

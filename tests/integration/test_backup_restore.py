@@ -196,21 +196,47 @@ def ar_env() -> str:
 
 
 @pytest.fixture(scope="module")
-def small_backup(tmp_path_factory):
-    """A backup of a central with a node and a model, taken while it serves; central stopped afterwards."""
+def small_central(tmp_path_factory) -> Path:
+    """The data dir of a central with a node and a model, stopped."""
     root = tmp_path_factory.mktemp("small")
     central = start_central(root / "central")
     try:
         push_model(central, root)
         enroll_node(central, root / "node")
-        archive = root / "small.edgefleet-backup"
-        taken = edgefleet(
-            "central", "backup", "--data-dir", str(central.data_dir), "--out", str(archive), env={ar_env(): PASSPHRASE}
-        )
-        assert taken.returncode == 0, taken.stderr
     finally:
         central.stop()
+    return central.data_dir
+
+
+@pytest.fixture(scope="module")
+def small_backup(small_central):
+    archive = small_central.parent / "small.edgefleet-backup"
+    taken = edgefleet(
+        "central", "backup", "--data-dir", str(small_central), "--out", str(archive), env={ar_env(): PASSPHRASE}
+    )
+    assert taken.returncode == 0, taken.stderr
     return archive
+
+
+def test_without_blobs_the_restore_needs_the_blob_store_that_holds_them(small_central, tmp_path):
+    env = {ar_env(): PASSPHRASE}
+    archive = tmp_path / "listed-only.edgefleet-backup"
+    taken = edgefleet(
+        "central", "backup", "--data-dir", str(small_central), "--out", str(archive), "--without-blobs", "--json",
+        env=env,
+    )  # fmt: skip
+    assert taken.returncode == 0, taken.stderr
+    assert json.loads(taken.stdout)["blobs"] == {"listed": 1, "included": 0}
+    assert archive.stat().st_size < 1 << 20  # the 1 MiB blob is not in it
+    refused = edgefleet("central", "restore", str(archive), "--data-dir", str(tmp_path / "r1"), env=env)
+    assert refused.returncode == 1 and "taken without 1 of its blobs (--without-blobs)" in refused.stderr
+    assert not (tmp_path / "r1").exists()
+    shared = small_central / "blobs"  # as a directory every replica mounts would be
+    put_back = edgefleet(
+        "central", "restore", str(archive), "--data-dir", str(tmp_path / "r2"), "--blobs", str(shared), env=env
+    )
+    assert put_back.returncode == 0, put_back.stderr
+    assert "0 blobs restored" in put_back.stdout
 
 
 def header_end(data: bytes) -> int:
