@@ -515,7 +515,7 @@ async def _prune_history(central: Central, leader: Leadership, stop: asyncio.Eve
 
 
 # How often a replica looks for trust files copied into its data dir, and checks them against the store's.
-TRUST_CHECK_INTERVAL_S = 30.0
+TRUST_CHECK_INTERVAL_S = 10.0
 
 
 async def _watch_trust(central: Central, stop: asyncio.Event) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,11 +21,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
 from central.client import AdminCallError
-from central_process import create_token, edgefleet_cli, start_central
+from central_process import CentralProcess, create_token, edgefleet_cli, start_central, start_replicas, wait_for
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edgefleet import channels, manifest, pki, trust
 from edgefleet.v1 import admin_pb2, fleet_pb2, fleet_pb2_grpc
+from postgres_db import postgres_database
+
+# What `ca rotate` changes in the data dir: what an operator copies to the other replicas (docs/operations.md).
+CA_ROTATION_FILES = ("ca.key", "ca.crt", "ca-previous.crt", "ca-cross.crt", "server.crt", "trust.json")
 
 
 def _enroll(central, root: Path, name: str):
@@ -256,3 +261,41 @@ def test_boringssl_needs_the_cross_certificate_before_the_new_root():
         finally:
             server.stop(0)
     assert results == {"cross first": "ok", "root first": "UNAVAILABLE"}
+
+
+def test_replicas_follow_a_rotation_once_its_files_are_copied(tmp_path):
+    """PostgreSQL replicas: the rotation happens in the data dir of the replica that got the call. The other logs
+    that its data dir lags the store, serves the copied files without a restart, and a replica started from a copy
+    made before the rotation refuses to start, naming the files to copy."""
+    with postgres_database() as url:
+        first, second = start_replicas(tmp_path / "replicas", url, 2)
+        stale = None
+        try:
+            node = _enroll(first, tmp_path, "node")
+            before = tmp_path / "before-rotation"
+            shutil.copytree(second.data_dir, before)
+            old_ca = first.paths.ca_cert.read_bytes()
+            edgefleet_cli(first, "ca", "rotate")
+            new_ca = first.paths.ca_cert.read_bytes()
+            wait_for(lambda: "lags the fleet's trust" in second.log(), timeout_s=120, what="the lag logged")
+            assert "copy its ca.key, ca.crt" in second.log()
+
+            for name in CA_ROTATION_FILES:
+                shutil.copy2(first.data_dir / name, second.data_dir / name)
+            shutil.copytree(first.paths.retired, second.paths.retired, dirs_exist_ok=True)
+            wait_for(lambda: "reloaded the data dir's trust files" in second.log(), timeout_s=120, what="a reload")
+            # The second replica now serves the new chain and accepts a certificate the first issued from the new CA.
+            with channels.mtls_channel(first.fleet_address, old_ca, node.certificate_pem, node.key_pem) as ch:
+                reply, new_key = _renew(ch, node.node_id)
+            renewed = reply.certificate_pem.encode()
+            assert _reach(second.fleet_address, new_ca, renewed, new_key) == "ok"
+            with channels.mtls_channel(second.fleet_address, new_ca, renewed, new_key) as ch:
+                assert [p.encode() for p in _beat(ch, node.node_id).trust.ca_certificates_pem] == [new_ca, old_ca]
+
+            stale = CentralProcess(before, ["--no-superlink"])
+            with pytest.raises(RuntimeError, match=r"copy its ca\.key, ca\.crt"):
+                stale.start()
+        finally:
+            for process in (first, second, stale):
+                if process is not None:
+                    process.stop()
