@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ import pytest
 
 import fleet_activity
 from agent_process import AgentProcess, start_agent
+from central.datadir import initialize
 from central_process import CentralProcess, create_token, edgefleet_cli, kill, start_central, wait_for
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 needs Python 3.11+")
@@ -165,8 +167,6 @@ def test_restore_drill(tmp_path):
         # The machine is lost: the process killed (its acknowledged reports read first), the data dir gone.
         kill(central)
         acknowledged = _report_sequences(central.paths.store)
-        import shutil
-
         shutil.rmtree(central.data_dir)
 
         started = time.monotonic()
@@ -229,6 +229,56 @@ def test_restore_drill(tmp_path):
         assert "tier" not in _nodes(restored)[node_ids[0]].get("labels", {})
     finally:
         for agent in agents:
+            agent.stop()
+        for process in (restored, central):
+            if process is not None:
+                process.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_agents_find_a_restored_central_at_the_second_address_enrollment_gave(tmp_path):
+    """Central hands enrolling agents two addresses, its own and a standby's (`--fleet-addresses`); restored onto
+    the standby address, it is found by the agents with nobody touching them."""
+    from edge_agent.control.client import enroll
+    from edge_agent.control.identity import FleetFiles
+
+    primary, standby = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    addresses = ("--heartbeat-interval", "0.5s", "--fleet-addresses", f"{primary},{standby}")
+    backup = tmp_path / "central.backup"
+    env = {"EDGEFLEET_BACKUP_PASSPHRASE": PASSPHRASE}
+    central = restored = agent = None
+    try:
+        central = CentralProcess(tmp_path / "central", [*addresses, "--no-superlink"])
+        initialize(central.data_dir, primary)
+        central.start(fleet_listen=primary)
+        token = create_token(central)
+        identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(tmp_path / "agent"))
+        assert identity.fleet_addresses == (primary, standby)
+        agent = start_agent(
+            tmp_path / "agent", sections={"fleet": {"max_backoff_s": 1.0}, "model": {"n_ctx": 512, "n_threads": 1}}
+        )
+        wait_for(lambda: _online(central, [identity.node_id]), what="the agent online")
+        result = _cli("central", "backup", "--data-dir", str(central.data_dir), "--out", str(backup), env=env)
+        assert result.returncode == 0, result.stderr
+
+        kill(central)
+        shutil.rmtree(central.data_dir)
+        result = _cli("central", "restore", str(backup), "--data-dir", str(tmp_path / "restored"), env=env)
+        assert result.returncode == 0, result.stderr
+        restored = CentralProcess(tmp_path / "restored", [*addresses, "--no-superlink"])
+        restored.start(fleet_listen=standby)
+        wait_for(lambda: _online(restored, [identity.node_id]), timeout_s=120, what="the agent at the standby address")
+        assert agent.proc.poll() is None
+        assert FleetFiles(agent.data_dir).load().node_id == identity.node_id
+    finally:
+        if agent is not None:
             agent.stop()
         for process in (restored, central):
             if process is not None:
