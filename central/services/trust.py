@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # Fleet settings in the store (FleetStore.fleet_value).
 PREVIOUS_CA_HOLDERS = "ca_previous_holders"  # JSON {"ca", "nodes": {id: serial}, "operators": {name: serial}}
 SIGNING_KEY_ID = "signing_key_id"
+CA_HISTORY = "ca_history"  # JSON list of the fingerprints of every CA the fleet rotated away from, oldest first
 MIN_OVERLAP_S = 60.0
 MAX_OVERLAP_S = 90 * 86400.0
 # How many holders a refusal of `ca finish` names before it counts the rest.
@@ -188,7 +189,7 @@ def rotate_ca(central: Central, caller: Caller, renew_now: bool) -> tuple[CaView
             new = rotation.rotate_ca(state.paths, central.clock(), renew_now)
         except RotationError as exc:
             raise refuse(central, FailedPrecondition, caller, action, old.fingerprint, str(exc)) from None
-        bound = central.store.rebind_ca(old.fingerprint, new.authority.fingerprint)
+        bound = record_ca_rotation(central.store, old.fingerprint, new.authority.fingerprint)
         apply(central, new)
     if bound != new.authority.fingerprint:
         log.error("the store stays bound to CA %s, not the new %s", bound, new.authority.fingerprint)
@@ -341,17 +342,20 @@ def audit_public_keys(central: Central) -> list[str]:
 # -- replicas and restarts ------------------------------------------------------------------------
 
 
-def lag_problem(bound_ca: str, store_key_id: str | None, state: TrustState) -> str | None:
-    """Why this data dir's trust is behind the store's (another replica rotated), or None. A store behind the data
-    dir (a crash before its part of a rotation, or a store restored from before it) is not a problem:
-    :func:`reconcile_store` brings it forward."""
+def lag_problem(bound_ca: str, rotated_away: list[str], store_key_id: str | None, state: TrustState) -> str | None:
+    """Why this data dir's trust is behind the store's (another replica rotated), or None. `rotated_away`: the CAs
+    the store's fleet rotated away from. A store bound to a CA this fleet never had is another fleet's (None here:
+    datadir.require_fleet_ca refuses it). A store behind the data dir (a stop before its part of a rotation, or a
+    store restored from before it) is not a problem: :func:`reconcile_store` brings it forward."""
     ours = state.authority.fingerprint
     previous = pki.fingerprint(state.previous_ca) if state.previous_ca is not None else ""
     if bound_ca not in (ours, previous):
+        if ours not in rotated_away:
+            return None
         return (
-            f"the store's fleet CA is {bound_ca}, but this data dir's is {ours}: if another replica rotated the CA"
-            f" (`edgefleet ca rotate`), copy its ca.key, ca.crt, ca-previous.crt, ca-cross.crt, server.crt and"
-            f" trust.json into {state.paths.root}"
+            f"the store's fleet CA is {bound_ca}, but this data dir still holds {ours}, which the fleet rotated away"
+            f" from: copy ca.key, ca.crt, ca-previous.crt, ca-cross.crt (or their absence), server.crt and"
+            f" trust.json from the replica that rotated it into {state.paths.root}"
         )
     known = {k.key_id for k in state.history.keys}
     if store_key_id and store_key_id not in known:
@@ -361,6 +365,25 @@ def lag_problem(bound_ca: str, store_key_id: str | None, state: TrustState) -> s
             f" signing.pub and signing-history.json into {state.paths.root}"
         )
     return None
+
+
+def rotated_away(store: FleetStore) -> list[str]:
+    try:
+        history = json.loads(store.fleet_value(CA_HISTORY) or "[]")
+    except ValueError:
+        log.error(
+            "the store's %s is not JSON; a lagging replica is told apart from another fleet's no more", CA_HISTORY
+        )
+        return []
+    return [str(fp) for fp in history] if isinstance(history, list) else []
+
+
+def record_ca_rotation(store: FleetStore, previous: str, current: str) -> str:
+    """The store's part of a CA rotation: the previous CA in its history, the binding moved; the binding now."""
+    history = rotated_away(store)
+    if previous not in history:
+        store.set_fleet_value(CA_HISTORY, json.dumps([*history, previous]))
+    return store.rebind_ca(previous, current)
 
 
 def reload_from_files(central: Central) -> TrustState:
@@ -373,20 +396,26 @@ def reload_from_files(central: Central) -> TrustState:
 
 def lag_against_store(store: FleetStore, state: TrustState) -> str | None:
     """lag_problem, read from the store now (a running replica's periodic check)."""
-    return lag_problem(store.fleet_value("ca_fingerprint") or "", store.fleet_value(SIGNING_KEY_ID), state)
+    bound = store.fleet_value("ca_fingerprint") or ""
+    return lag_problem(bound, rotated_away(store), store.fleet_value(SIGNING_KEY_ID), state)
 
 
 def reconcile_store(store: FleetStore, state: TrustState) -> list[str]:
-    """At start: bring the store forward to the data dir's trust (a rotation a crash cut short between the files
-    and the store); raise RotationError when the data dir is the one behind. What was done, for the log."""
-    bound = store.bind_ca(state.authority.fingerprint)
-    problem = lag_problem(bound, store.fleet_value(SIGNING_KEY_ID), state)
+    """At start: bring the store forward to the data dir's trust (a rotation a stop cut short between the files
+    and the store); raise RotationError when the data dir is the one behind. Another fleet's store is left as it
+    is (datadir.require_fleet_ca refuses it). What was done, for the log."""
+    ours = state.authority.fingerprint
+    previous = pki.fingerprint(state.previous_ca) if state.previous_ca is not None else ""
+    bound = store.bind_ca(ours)
+    problem = lag_problem(bound, rotated_away(store), store.fleet_value(SIGNING_KEY_ID), state)
     if problem:
         raise RotationError(problem)
+    if bound not in (ours, previous):
+        return []
     notes = []
-    if state.previous_ca is not None and bound == pki.fingerprint(state.previous_ca):
-        store.rebind_ca(bound, state.authority.fingerprint)
-        notes.append(f"the store's CA binding moved to {state.authority.fingerprint} (a rotation a stop cut short)")
+    if bound == previous:
+        record_ca_rotation(store, previous, ours)
+        notes.append(f"the store's CA binding moved to {ours} (a rotation a stop cut short)")
     current = state.history.current.key_id
     if store.fleet_value(SIGNING_KEY_ID) != current:
         resigned = resign_manifests(store, state)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from central import audit, rotation
-from central.datadir import CentralPaths
+from central.datadir import CentralPaths, DataDirError, initialize, require_fleet_ca
 from central.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from central.rotation import RotationError
 from central.services import audit as audit_service
@@ -137,7 +137,7 @@ def test_a_start_brings_the_store_forward_or_refuses_a_lagging_data_dir(fleet, t
     assert central.store.bind_ca(old_fp) == state.authority.fingerprint and any("binding moved" in n for n in notes)
     # A replica whose data dir was copied before that rotation: refused, saying which files to copy.
     lagging = rotation.TrustState(**{**state.__dict__, "authority": central.authority, "previous_ca": None})
-    with pytest.raises(RotationError, match=r"copy its ca\.key, ca\.crt"):
+    with pytest.raises(RotationError, match=r"copy ca\.key, ca\.crt"):
         trust.reconcile_store(central.store, lagging)
     # The store's manifests signed with a key this data dir never had.
     central.store.set_fleet_value(trust.SIGNING_KEY_ID, "ed25519:" + "1" * 64)
@@ -151,6 +151,16 @@ def test_a_start_brings_the_store_forward_or_refuses_a_lagging_data_dir(fleet, t
     assert any("re-signed 1 manifests" in n for n in notes)
     resigned = central.store.get_model(model.name, model.version)
     manifest.verify(resigned.manifest, resigned.signature, newer.signing_public_key_pem.encode())
+
+
+def test_another_fleets_store_is_left_alone_for_the_data_dir_check_to_refuse(fleet, tmp_path):
+    central, _, _ = fleet
+    model = _push(central, "chat", "1.0.0")
+    stranger = rotation.load_trust(initialize(tmp_path / "stranger", "127.0.0.1:7443"))
+    assert trust.reconcile_store(central.store, stranger) == []  # not "lagging": a CA this fleet never had
+    assert central.store.get_model("chat", "1.0.0").signature == model.signature  # nothing re-signed with its key
+    with pytest.raises(DataDirError, match="belongs to the fleet whose CA is"):
+        require_fleet_ca(central.store, stranger.authority.fingerprint, stranger.paths.root)
 
 
 def test_the_holders_record_is_read_defensively(fleet):
