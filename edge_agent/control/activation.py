@@ -218,7 +218,7 @@ class Activator:
             )
             if installed is None:
                 raise ArtifactError("the verified model vanished from its slot")
-            self.slots.activate(installed.slot)
+            self.slots.activate(installed.slot, manifest)
             self._active_sha256 = manifest.sha256
             self._set(state=ACTIVE)
             if self._fleet.probation_s > 0:

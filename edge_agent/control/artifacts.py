@@ -191,16 +191,34 @@ class ModelSlots:
 
     # -- switching -----------------------------------------------------------------------
 
-    def activate(self, slot: str) -> InstalledModel:
-        """Point active.json at slot, which must hold a verified model."""
+    def activate(self, slot: str, manifest: Manifest | None = None) -> InstalledModel:
+        """Point active.json at slot, which must hold a verified model. With `manifest` (from verify_manifest) of
+        the bytes the slot holds under another version or name, the slot is relabelled first: it then says, after a
+        restart too, what central assigned, and carries that manifest's signature (central re-signs the manifests
+        it assigns when its signing key rotates; a slot keeping an older one would stop verifying)."""
         if slot not in SLOTS:
             raise ArtifactError(f"no slot {slot!r}; slots are {', '.join(SLOTS)}")
         installed = self._installed(slot)
         if installed is None:
             raise ArtifactError(f"slot {slot} holds no verified model")
+        if manifest is not None and manifest != installed.manifest:
+            installed = self._relabel(installed, manifest)
         _write_durably(self._pointer, json.dumps({"slot": slot}).encode())
         log.info("fleet model %s (slot %s) is now active", installed.manifest.ref, slot)
         return installed
+
+    def _relabel(self, installed: InstalledModel, manifest: Manifest) -> InstalledModel:
+        same = (manifest.sha256, manifest.size, manifest.format)
+        if same != (installed.manifest.sha256, installed.manifest.size, installed.manifest.format):
+            raise ArtifactError(f"slot {installed.slot} holds other bytes than {manifest.ref}")
+        signed = self._signed.get(manifest.canonical())
+        if signed is None:
+            raise ArtifactError(f"manifest of {manifest.ref} was not verified by this store; refusing it")
+        body, signature = signed
+        stored = self.slot_dir(installed.slot) / "manifest.json"
+        _write_durably(stored, json.dumps({"body": body.decode(), "signature": signature}).encode())
+        log.info("slot %s now holds %s (the bytes of %s)", installed.slot, manifest.ref, installed.manifest.ref)
+        return InstalledModel(installed.slot, manifest, installed.path)
 
     def rollback(self) -> InstalledModel:
         """Point back at the other slot, which still holds the previous version."""

@@ -330,3 +330,23 @@ def test_status_says_when_the_trust_files_cannot_be_read(tmp_path, fleet):
     report = gather(tmp_path)
     assert report["node_id"] == "n1" and "the fleet CA bundle cannot be read" in report["trust"]["error"]
     assert "trust:       cannot be read (" in describe(report)
+
+
+def test_the_same_bytes_switched_to_as_another_version_relabel_their_slot(files, fleet, tmp_path):
+    """chat@2.0.0 pushed with chat@1.0.0's bytes is activated from the slot that holds them: the slot then holds
+    2.0.0's manifest, so a restart serves chat@2.0.0 and the heartbeat's re-signed 2.0.0 manifest is adopted."""
+    data = b"model bytes"
+    slots = ModelSlots(tmp_path / "agent", files.signing_keys)
+    first = slots.verify_manifest(*manifest.sign(_manifest(data, "1.0.0"), fleet.old_signing))
+    slots.download(first, lambda offset: iter([(0, data, len(data))]))
+    slots.activate("a")
+    second = slots.verify_manifest(*manifest.sign(_manifest(data, "2.0.0"), fleet.old_signing))
+    assert slots.download(second, lambda offset: iter(())) == slots.slot_dir("a") / "model.onnx"
+    assert slots.activate("a", second).manifest == second
+    assert ModelSlots(tmp_path / "agent", files.signing_keys).active().manifest == second
+    own = fleet.node_cert(fleet.old_ca_key, fleet.old_ca)
+    files.update(files.load(), fleet.bundle(), own, NOW)
+    assert slots.adopt_signature(*manifest.sign(_manifest(data, "2.0.0"), fleet.new_signing)) == ["a"]
+    other = slots.verify_manifest(*manifest.sign(_manifest(b"other bytes", "3.0.0"), fleet.new_signing))
+    with pytest.raises(ArtifactError, match="holds other bytes"):
+        slots.activate("a", other)
