@@ -243,6 +243,7 @@ def _bind_metrics(paths: CentralPaths, listen: str) -> metrics_server.MetricsSer
 
 def _start_federation(central: Central, fed, paths: CentralPaths) -> None:
     central.federation = fed
+    fed.authority = central.authority  # the current CA, should a rotation have happened since this replica started
     fed.reconcile_hook = functools.partial(federation_service.reconcile, central)
     fed.start()
     _write_address(paths.root / "superlink-address", f"{fed.host}:{fed.port}")
