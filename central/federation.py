@@ -246,8 +246,11 @@ class Federation:
             extra_names=superlink_names(self.host, self.advertise_host),
         )
         ca_pem = self.paths.ca_cert.read_bytes()
+        # During a CA rotation the cross certificate first (as on the fleet port): nodes that trust only the
+        # previous CA still verify the SuperLink (central.rotation.TrustState.fleet_chain_pem).
+        cross = self.paths.ca_cross_cert.read_bytes() if self.paths.ca_cross_cert.exists() else b""
         pki.write_private(self.superlink_dir / "superlink.key", pki.private_key_pem(key))
-        pki.write_public(self.superlink_dir / "superlink.crt", pki.certificate_pem(cert) + ca_pem)
+        pki.write_public(self.superlink_dir / "superlink.crt", pki.certificate_pem(cert) + cross + ca_pem)
         pki.write_public(self.superlink_dir / "ca.crt", ca_pem)
 
     def protected_paths(self) -> list[Path]:
