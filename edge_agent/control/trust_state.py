@@ -202,8 +202,7 @@ class TrustFiles:
         try:
             data = json.loads(self.state.read_text())
         except FileNotFoundError:
-            pinned = self.signing_public_key.read_bytes()
-            return AgentTrust(cas, (TrustedKey(trust.key_id(pinned), pinned, None),))
+            return AgentTrust(cas, self._pinned_key())
         keys = tuple(
             TrustedKey(k["key_id"], k["public_key_pem"].encode(), k.get("valid_until")) for k in data["signing_keys"]
         )
@@ -215,6 +214,16 @@ class TrustFiles:
             bool(data.get("renew_now", False)),
             tuple(data.get("history", ())),
         )
+
+    def _pinned_key(self) -> tuple[TrustedKey, ...]:
+        """signing.pub as the one trusted key; none when it is not an Ed25519 key (then every manifest and every
+        signing-key statement is refused, which is what a node that cannot check them must do)."""
+        pinned = self.signing_public_key.read_bytes()
+        try:
+            return (TrustedKey(trust.key_id(pinned), pinned, None),)
+        except TrustError as exc:
+            log.warning("%s: %s; no manifest verifies until the node enrolls again", self.signing_public_key, exc)
+            return ()
 
     def save(self, state: AgentTrust, said: list[str], now: float) -> AgentTrust:
         """Write state, with said appended to its history; returns what was written. ca.crt first, trust.json

@@ -350,3 +350,13 @@ def test_the_same_bytes_switched_to_as_another_version_relabel_their_slot(files,
     other = slots.verify_manifest(*manifest.sign(_manifest(b"other bytes", "3.0.0"), fleet.new_signing))
     with pytest.raises(ArtifactError, match="holds other bytes"):
         slots.activate("a", other)
+
+
+def test_a_pinned_key_that_is_not_one_trusts_nothing(files, fleet):
+    """Tried: signing.pub emptied. The node still loads (it serves on), verifies no manifest and applies no
+    signing-key statement."""
+    files.signing_public_key.write_bytes(b"")
+    trust = files.load()
+    assert trust.signing_keys == () and files.signing_keys() == []
+    own = fleet.node_cert(fleet.old_ca_key, fleet.old_ca)
+    assert "no signing key is trusted" in files.update(trust, fleet.bundle(), own, NOW).refused
