@@ -66,6 +66,10 @@ REPORTS_LOST = "reports_lost"
 OPERATOR_ACTIONS = "operator_actions_after_backup"
 KINDS = (OPERATOR_ACTIONS, NODE_ENROLLED, CERTIFICATE_RENEWED, ASSIGNMENT, MODEL_MISSING, REPORTS_LOST)
 
+# Certificates keep whole seconds: one issued in the second the backup began may read as issued up to a second
+# before it. Taking it as after is harmless, as everything committed before the snapshot is in the store.
+CERTIFICATE_TIME_GRAIN_S = 1.0
+
 # What central did about a finding: took it back into the store, or only listed it for an operator.
 ADOPTED = "adopted"
 LISTED = "listed"
@@ -184,7 +188,7 @@ def judge_certificate(
     assert point is not None
     if cert.issuer_fingerprint != point.ca_fingerprint or not cert.serial:
         return None
-    if not point.backup_at < cert.issued_at <= point.restored_at:
+    if not point.backup_at - CERTIFICATE_TIME_GRAIN_S < cert.issued_at <= point.restored_at:
         return None
     if node is None:
         return RestoreFinding(

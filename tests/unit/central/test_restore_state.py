@@ -97,7 +97,7 @@ def test_an_unknown_node_with_a_certificate_issued_after_the_backup_is_adopted()
     "cert, why",
     [
         (_cert(issued_at=BACKUP_AT - 1), "issued before the backup: it was never in this fleet's store, or was lost"),
-        (_cert(issued_at=BACKUP_AT), "issued at the backup point: the store has what was issued then"),
+        (_cert(issued_at=BACKUP_AT - 3600), "issued an hour before the backup"),
         (_cert(issued_at=RESTORED_AT + 1), "issued after the restore: another central with the same CA key"),
         (_cert(issuer="sha256:" + "00" * 32), "another CA"),
         (_cert(issuer=""), "no CA central holds signed it"),
@@ -106,6 +106,12 @@ def test_an_unknown_node_with_a_certificate_issued_after_the_backup_is_adopted()
 )
 def test_an_unknown_node_is_refused_as_always(cert, why):
     assert rs.judge_certificate(POINT, NOW, WINDOW_S, cert, None) is None, why
+
+
+def test_a_certificate_issued_in_the_second_the_backup_began_counts_as_after_it():
+    """Certificates keep whole seconds: one issued 0.4 s after the backup point reads as 0.6 s before it."""
+    assert rs.judge_certificate(POINT, NOW, WINDOW_S, _cert(issued_at=BACKUP_AT - 0.6), None) is not None
+    assert rs.judge_certificate(POINT, NOW, WINDOW_S, _cert(issued_at=BACKUP_AT), None) is not None
 
 
 def test_nothing_is_adopted_outside_the_window_or_without_a_restore():
