@@ -95,8 +95,13 @@ def enroll(central: str, ca_fingerprint: str, token: str, files: FleetFiles, tim
         reply = _enroll_waiting_out_pushback(
             enrollment_pb2_grpc.EnrollmentServiceStub(channel), request, central, timeout_s
         )
-    if pki.fingerprint(pki.load_certificate(reply.ca_certificate_pem)) != pki.fingerprint(pki.load_certificate(ca_pem)):
-        raise EnrollError("central answered with a different CA than the one pinned; refusing it")
+    answered = pki.fingerprint(pki.load_certificate(reply.ca_certificate_pem))
+    if answered != pki.fingerprint(pki.load_certificate(ca_pem)):
+        raise EnrollError(
+            f"central answered with CA {answered}, not the one pinned; refusing it. If the fleet's CA was rotated"
+            " (`edgefleet ca rotate`) since the token was made, make a new one: `edgefleet token create` prints"
+            " the current fingerprint"
+        )
     host = central.rpartition(":")[0]
     # Central's replicas, or nothing from a central that runs one: then the host enrolled through.
     fleet_addresses = policy.central_addresses((), reply.fleet_addresses, f"{host}:{reply.fleet_port}")

@@ -299,3 +299,20 @@ def test_replicas_follow_a_rotation_once_its_files_are_copied(tmp_path):
             for process in (first, second, stale):
                 if process is not None:
                     process.stop()
+
+
+def test_a_join_command_from_before_a_ca_rotation_is_refused_with_what_to_do(central, tmp_path):
+    """A token made before `ca rotate` pins the old CA; central now issues from the new one, so the agent refuses the
+    answer (it cannot tell a rotation from an impostor by the reply alone) and says to make a new token; the new
+    token's fingerprint enrolls."""
+    from edge_agent.control.client import EnrollError
+
+    old = create_token(central)
+    edgefleet_cli(central, "ca", "rotate")
+    with pytest.raises(EnrollError, match="edgefleet token create"):
+        enroll(central.enroll_address, old.ca_fingerprint, old.token, FleetFiles(tmp_path / "stale"))
+    identity = _enroll(central, tmp_path, "fresh")
+    assert (
+        pki.load_certificate(identity.certificate_pem).issuer
+        == pki.load_certificate(central.paths.ca_cert.read_bytes()).subject
+    )
