@@ -13,8 +13,8 @@ other ports. Then:
   again (generation 3), so it is not sent back to v1;
 - `third` reports v3, which the restored registry does not hold: listed as model_missing, and B leaves it without an
   assignment rather than sending it back to the backup's model;
-- a node that B never knew, with a certificate from before the backup (enrolled at A, then its record lost), is
-  refused, as is a certificate from another fleet's CA (TLS refuses it);
+- a node id B never knew, with a certificate the fleet CA issued before the backup, is refused, as is a
+  certificate from another fleet's CA (TLS refuses it);
 - `edgefleet central restore-report` (table and --json) lists each finding once; `audit verify` passes, with an
   audit entry for each change the findings made to the store.
 """
@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from agent_process import start_agent
 from central.client import AdminCallError
+from central.datadir import Authority
 from central_process import CentralProcess, create_token, edgefleet_cli, kill, start_central, wait_for
 from edge_agent.control.client import CentralRefused, ControlError, FleetClient, enroll
 from edge_agent.control.identity import FleetFiles, FleetIdentity
@@ -106,6 +107,15 @@ def renew(identity: FleetIdentity, files: FleetFiles, address: str) -> FleetIden
     return files.load()
 
 
+def issued_before_backup(central: CentralProcess, like: FleetIdentity, node_id: str, backup_at: float):
+    """An identity whose certificate the fleet CA issued to `node_id` an hour before the backup."""
+    key = pki.generate_key()
+    cert = Authority.load(central.paths).issue(
+        key.public_key(), pki.Identity("node", node_id), timedelta(days=30), pki.utc(backup_at - 3600)
+    )
+    return replace(like, node_id=node_id, certificate_pem=pki.certificate_pem(cert), key_pem=pki.private_key_pem(key))
+
+
 def report(central: CentralProcess) -> dict:
     return json.loads(edgefleet_cli(central, "central", "restore-report", "--json"))
 
@@ -128,14 +138,14 @@ def test_a_restore_adopts_what_the_nodes_show_it_lost_and_reports_it(tmp_path, s
     v1, v2 = push(a, tmp_path, "1.0.0"), push(a, tmp_path, "2.0.0")
     old = enroll_node(a, tmp_path / "old")
     third = enroll_node(a, tmp_path / "third")
-    lost = enroll_node(a, tmp_path / "lost")  # enrolled before the backup: its record is made to vanish below
     edgefleet_cli(a, "nodes", "assign", old.node_id, "tiny@1.0.0")
     assert beat(old, a.fleet_address).model.sha256 == v1
 
     archive = tmp_path / "backups" / "a.edgefleet-backup"
     archive.parent.mkdir()
-    taken = edgefleet("central", "backup", "--data-dir", str(a.data_dir), "--out", str(archive))
+    taken = edgefleet("central", "backup", "--data-dir", str(a.data_dir), "--out", str(archive), "--json")
     assert taken.returncode == 0, taken.stderr
+    backup_at = datetime.fromisoformat(json.loads(taken.stdout)["created_at"].replace("Z", "+00:00")).timestamp()
 
     # After the backup: a real agent enrolls, `old` renews and is assigned v2, v3 goes to `third`.
     late_dir = tmp_path / "late"
@@ -157,13 +167,6 @@ def test_a_restore_adopts_what_the_nodes_show_it_lost_and_reports_it(tmp_path, s
     b_dir = tmp_path / "b"
     restored = edgefleet("central", "restore", str(archive), "--data-dir", str(b_dir))
     assert restored.returncode == 0, restored.stderr
-    # A node the backup did hold, whose record is lost anyway: deleted straight from the restored store, so its
-    # certificate (issued before the backup) is one B knows nothing of.
-    db = sqlite3.connect(b_dir / "central.db")
-    with db:
-        db.execute("DELETE FROM flower_keys WHERE node_id = ?", (lost.node_id,))
-        db.execute("DELETE FROM nodes WHERE node_id = ?", (lost.node_id,))
-    db.close()
     b = CentralProcess(b_dir, list(FAST)).start()
     stoppers(b)
 
@@ -195,9 +198,10 @@ def test_a_restore_adopts_what_the_nodes_show_it_lost_and_reports_it(tmp_path, s
     # `third`: v3 is not in the restored registry; B leaves it without an assignment.
     reply = beat(third, b.fleet_address, status(1, ("tiny", "3.0.0", v3)))
     assert reply.model is None and reply.config_generation == 2
-    # Refused as always: a certificate from before the backup of a node B does not know, and another fleet's CA.
+    # Refused as always: a certificate the fleet CA issued an hour before the backup to a node B does not know (none
+    # such is in a real store: nodes are never deleted), and a certificate from another fleet's CA.
     with pytest.raises(CentralRefused, match="not enrolled"):
-        beat(lost, b.fleet_address)
+        beat(issued_before_backup(b, third, "node-0ld0ld00", backup_at), b.fleet_address)
     stranger = start_central(tmp_path / "stranger", *FAST)
     stoppers(stranger)
     foreign = enroll_node(stranger, tmp_path / "foreign")
