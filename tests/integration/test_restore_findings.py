@@ -1,10 +1,10 @@
 """What a restore lost, learned back from the nodes: real centrals, a real backup and restore, a real agent.
 
-Central A serves; models v1 and v2 are pushed and two nodes enrolled (`old`, `third`), `old` assigned v1. A backup
-is taken (`edgefleet central backup`). After it: a real agent (`late`, SmolLM2 on one thread) enrolls and reports;
-`old` renews its certificate (the agent's own renewal call) and is assigned v2; v3 is pushed and assigned to `third`.
-A is killed; the backup is restored into a new data dir (`edgefleet central restore`) and served as central B on
-other ports. Then:
+On SQLite, and on PostgreSQL (restored into a second, empty database). Central A serves; models v1 and v2 are pushed
+and two nodes enrolled (`old`, `third`), `old` assigned v1. A backup is taken (`edgefleet central backup`). After
+it: a real agent (`late`, SmolLM2 on one thread) enrolls and reports; `old` renews its certificate (the agent's own
+renewal call) and is assigned v2; v3 is pushed and assigned to `third`. A is killed; the backup is restored into a
+new data dir (`edgefleet central restore`) and served as central B on other ports. Then:
 
 - `late`'s running agent, pointed at B with `edge-agent central-addresses set`, is back online without enrolling
   again: B adopts it (its certificate was issued by the fleet CA after the backup);
@@ -33,12 +33,13 @@ import pytest
 
 from agent_process import start_agent
 from central.client import AdminCallError
-from central.datadir import Authority
+from central.datadir import Authority, initialize
 from central_process import CentralProcess, create_token, edgefleet_cli, kill, start_central, wait_for
 from edge_agent.control.client import CentralRefused, ControlError, FleetClient, enroll
 from edge_agent.control.identity import FleetFiles, FleetIdentity
 from edgefleet import pki
 from edgefleet.v1 import admin_pb2, common_pb2
+from postgres_db import postgres_database
 
 PASSPHRASE = "restore findings test passphrase"
 FAST = ("--heartbeat-interval", "0.5s", "--no-superlink")
@@ -131,7 +132,20 @@ def node_state(central: CentralProcess, node_id: str) -> str:
     return admin_pb2.NodeState.Name(node.state)
 
 
-def test_a_restore_adopts_what_the_nodes_show_it_lost_and_reports_it(tmp_path, stoppers):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request):
+    """(A's store, the empty one B is restored into): "" for SQLite files in the data dirs, else two databases."""
+    if request.param == "sqlite":
+        yield "", ""
+        return
+    with postgres_database() as a_url, postgres_database() as b_url:
+        yield a_url, b_url
+
+
+def test_a_restore_adopts_what_the_nodes_show_it_lost_and_reports_it(tmp_path, stoppers, stores):
+    a_store, b_store = stores
+    if a_store:  # on PostgreSQL, heartbeats take central's batched fast path first (central.heartbeats.TargetReads)
+        initialize(tmp_path / "a", "127.0.0.1:0", store=a_store)
     a = start_central(tmp_path / "a", *FAST)
     stoppers(a)
     assert report(a) == {"restored": False}
@@ -165,7 +179,8 @@ def test_a_restore_adopts_what_the_nodes_show_it_lost_and_reports_it(tmp_path, s
 
     kill(a)  # the machine is lost
     b_dir = tmp_path / "b"
-    restored = edgefleet("central", "restore", str(archive), "--data-dir", str(b_dir))
+    into = ["--store", b_store] if b_store else []
+    restored = edgefleet("central", "restore", str(archive), "--data-dir", str(b_dir), *into)
     assert restored.returncode == 0, restored.stderr
     b = CentralProcess(b_dir, list(FAST)).start()
     stoppers(b)
