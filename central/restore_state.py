@@ -235,7 +235,9 @@ def assignment_may_be_lost(
     point: RestorePoint | None, now: float, window_s: float, stored_generation: int, reported_generation: int
 ) -> bool:
     """The check on every heartbeat, before any store read: a node reporting a config generation above the store's
-    was sent an assignment the store no longer holds. Generations only grow, except through a restore."""
+    was sent an assignment the store no longer holds. Generations only grow, except through a restore. A model other
+    than the desired one is no sign on its own: a node still downloading, or one whose activation failed, runs
+    another."""
     return reported_generation > stored_generation and in_window(point, now, window_s)
 
 
