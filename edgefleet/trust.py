@@ -270,11 +270,16 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def _signs_certificates(cert: x509.Certificate) -> bool:
+    """Whether cert may sign certificates: a CA by BasicConstraints whose KeyUsage has keyCertSign. A node's or
+    operator's certificate (CA:FALSE) carries a trusted CA's signature over its own key and subject too, so it
+    must never count as a cross certificate (its holder would self-sign a "CA" on that key)."""
     try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        key_cert_sign = cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
     except x509.ExtensionNotFound:
         return False
+    return bool(is_ca and key_cert_sign)
 
 
 def accept_ca_bundle(
@@ -285,8 +290,9 @@ def accept_ca_bundle(
 ) -> list[x509.Certificate]:
     """The CAs to trust after central offers `offered` (newest first) with `cross` certificates.
 
-    An offered CA not trusted yet is accepted only through a cross certificate with its subject and
-    public key whose signature verifies with a CA already trusted (or accepted in this call, for a
+    An offered CA not trusted yet is accepted only through a cross certificate (itself a CA certificate with
+    keyCertSign, never a node's or operator's) with its subject and public key whose signature verifies with a
+    CA already trusted (or accepted in this call, for a
     chain of rotations); an offered CA that cannot be accepted refuses the whole bundle (TrustError).
     Trusted CAs not offered are dropped only once own_cert was issued by an offered CA. Newest first.
     """
@@ -295,7 +301,7 @@ def accept_ca_bundle(
     accepted = {_fingerprint(cert): cert for cert in trusted}
     pending = [cert for cert in offered if _fingerprint(cert) not in accepted]
     for cert in pending:
-        if not _is_ca(cert) or not _issued_by(cert, cert):
+        if not _signs_certificates(cert) or not _issued_by(cert, cert):
             raise TrustError(f"the offered certificate {cert.subject.rfc4514_string()} is not a self-signed CA")
     while pending:
         progress = [cert for cert in pending if _vouched_for(cert, list(accepted.values()), cross)]
@@ -314,7 +320,7 @@ def accept_ca_bundle(
 def _vouched_for(cert: x509.Certificate, trusted: list[x509.Certificate], cross: Sequence[x509.Certificate]) -> bool:
     key = _public_der(cert)
     for link in cross:
-        if link.subject != cert.subject or _public_der(link) != key:
+        if link.subject != cert.subject or _public_der(link) != key or not _signs_certificates(link):
             continue
         if any(_issued_by(link, ca) for ca in trusted):
             return True

@@ -8,6 +8,8 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from edgefleet import manifest, pki
 from edgefleet.trust import (
@@ -354,3 +356,80 @@ def test_the_ca_set_is_never_empty():
     assert accept_ca_bundle([old], [], [], None) == [old]
     with pytest.raises(TrustError, match="no CA is trusted"):
         accept_ca_bundle([], [old], [], None)
+
+
+def _self_signed_ca_on(key, subject, key_usage: bool = True):
+    """A self-signed CA certificate on `key` under `subject`: what an attacker holding some key makes."""
+    now = pki.utcnow()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+    )
+    if key_usage:
+        builder = builder.add_extension(_key_usage(key_cert_sign=True), critical=True)
+    return builder.sign(key, hashes.SHA256())
+
+
+def _key_usage(key_cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not key_cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=key_cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def test_a_node_certificate_does_not_vouch_for_a_ca_made_on_its_key():
+    # Tried: a node turns its own certificate (from the trusted CA: the right subject and key, the trusted
+    # issuer's signature, but CA:FALSE) into a "cross certificate" for a CA it self-signs with its node key.
+    old_key, old = _ca("edgefleet fleet CA")
+    node_key = pki.generate_key()
+    now = pki.utcnow()
+    leaf = pki.issue_certificate(
+        old_key,
+        old,
+        node_key.public_key(),
+        pki.Identity("node", "n1"),
+        not_before=now - dt.timedelta(minutes=1),
+        not_after=now + dt.timedelta(days=1),
+    )
+    rogue = _self_signed_ca_on(node_key, leaf.subject)
+    with pytest.raises(TrustError, match="no cross certificate from a trusted CA"):
+        accept_ca_bundle([old], [rogue, old], [leaf], leaf)
+
+
+def test_a_cross_certificate_without_certificate_signing_does_not_vouch():
+    # Tried: cross certificates that are CAs by BasicConstraints but whose key usage forbids signing certificates,
+    # or say nothing of it; and an offered CA whose own key usage forbids it.
+    old_key, old = _ca("edgefleet fleet CA")
+    new_key, new = _ca("edgefleet fleet CA 2")
+    for usage in (_key_usage(key_cert_sign=False), None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(new.subject)
+            .issuer_name(old.subject)
+            .public_key(new.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(new.not_valid_before_utc)
+            .not_valid_after(new.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        )
+        if usage is not None:
+            builder = builder.add_extension(usage, critical=True)
+        cross = builder.sign(old_key, hashes.SHA256())
+        with pytest.raises(TrustError, match="no cross certificate from a trusted CA"):
+            accept_ca_bundle([old], [new, old], [cross], None)
+    no_signing = _self_signed_ca_on(new_key, new.subject, key_usage=False)
+    with pytest.raises(TrustError, match="not a self-signed CA"):
+        accept_ca_bundle([old], [no_signing, old], [cross_sign(old_key, old, no_signing)], None)
