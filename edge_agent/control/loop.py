@@ -259,11 +259,11 @@ class ControlLoop:
             # whose data dir lags), which would otherwise have the node renew at every beat.
             self._renewed_for_bundle = self.trust.bundle_sha256
         new_cert = pki.load_certificate(certificate_pem)
-        if trust_state.trusted_issuer(self.trust, new_cert) is None:
-            # Central's word alone does not make a CA trusted; the current certificate serves on.
+        problem = trust_state.renewal_problem(self.trust, new_cert, key, self.identity.node_id, now)
+        if problem is not None:
+            # Central's word alone does not make a CA trusted, nor a certificate usable; the current one serves on.
             raise ControlError(
-                f"certificate renewal: central answered with a certificate from {new_cert.issuer.rfc4514_string()}, "
-                "a CA this node does not trust; keeping the current certificate"
+                f"certificate renewal: central's answer is refused: {problem}; keeping the current certificate"
             )
         self.files.save_certificate(pki.private_key_pem(key), certificate_pem)
         self.identity = self.files.load()

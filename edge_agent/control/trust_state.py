@@ -12,7 +12,7 @@ Kept in <data_dir>/fleet/ beside the node's identity:
 Nothing central offers is taken on its word (edgefleet.trust): a new CA is trusted only through a cross
 certificate signed by a CA trusted already, and a new signing key only through a statement signed by a key
 trusted already. A bundle that fails any of that is refused whole and changes nothing. The decisions here are
-pure (:func:`apply_bundle`, :func:`renewal_wanted`); :class:`TrustFiles` reads and writes.
+pure (:func:`apply_bundle`, :func:`renewal_wanted`, :func:`renewal_problem`); :class:`TrustFiles` reads and writes.
 
 The bundle's version is recorded and logged but not used to skip a bundle: a central restored from a backup
 may offer a lower version than one applied before, and what it offers is verified either way. A bundle whose
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from edgefleet import pki, trust
 from edgefleet.atomicfile import write_public
@@ -37,6 +38,7 @@ from edgefleet.trust import TrustedKey, TrustError
 
 log = logging.getLogger(__name__)
 
+PEM, SPKI = Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
 HISTORY_LIMIT = 100  # trust.json keeps the latest changes only: a node lives through few rotations
 
 
@@ -118,6 +120,26 @@ def renewal_wanted(current: AgentTrust, certificate: x509.Certificate) -> bool:
 def trusted_issuer(current: AgentTrust, certificate: x509.Certificate) -> x509.Certificate | None:
     """The trusted CA that issued certificate, or None (a renewal answered from a CA the node does not trust)."""
     return next((ca for ca in current.ca_certificates if issued_by(certificate, ca)), None)
+
+
+def renewal_problem(current: AgentTrust, certificate: x509.Certificate, key, node_id: str, now: float) -> str | None:
+    """Why the certificate central answered a renewal (asked with `key`, the new private key) with must not replace
+    the node's, or None. Saved, a
+    certificate for another key or node, or one already expired, would leave the node a key and certificate that
+    TLS refuses together: it could neither beat nor renew again (central's word is checked, as for a bundle)."""
+    if trusted_issuer(current, certificate) is None:
+        return f"it is from {certificate.issuer.rfc4514_string()}, a CA this node does not trust"
+    if certificate.public_key().public_bytes(PEM, SPKI) != pki.public_key_pem(key):
+        return "it is not for the key this node asked with"
+    identity = pki.identity_of(certificate)
+    if identity is None or (identity.role, identity.name) != ("node", node_id):
+        return f"it names {identity or 'no identity'}, not this node (node:{node_id})"
+    if not certificate.not_valid_before_utc.timestamp() <= now < certificate.not_valid_after_utc.timestamp():
+        return (
+            f"it is not valid now (from {certificate.not_valid_before_utc.isoformat()}"
+            f" to {certificate.not_valid_after_utc.isoformat()})"
+        )
+    return None
 
 
 def _certificates(pems: tuple[str, ...], what: str) -> list[x509.Certificate]:

@@ -6,7 +6,9 @@ FleetClient and ControlLoop, beat by beat.
   in the same beat, and the next beats go over the new certificate.
 - A bundle that does not verify (a new CA with no cross certificate) is refused whole: trust unchanged, the
   refusal counted (the metric's callback) and reported to central as an event.
-- A renewal answered from a CA the node does not trust is refused; the old certificate serves on.
+- A renewal answered from a CA the node does not trust is refused; the old certificate serves on. So is one from
+  the trusted new CA for another key, another node or already expired: saving it would leave the node no
+  certificate that works with its key.
 
 The same against a real central and three real agents: tests/integration/test_agent_trust_rotation.py.
 """
@@ -52,6 +54,7 @@ class RotatingCentral(fleet_pb2_grpc.FleetServiceServicer):
 
     bundle: fleet_pb2.TrustBundle
     issuer: tuple  # (ca key, ca certificate)
+    answer: str = ""  # "" as central does; "other key", "other node", "expired": a renewal the node must refuse
     renewals: int = 0
     held: int = 0  # the highest report sequence received
     events: list = field(default_factory=list)
@@ -74,7 +77,21 @@ class RotatingCentral(fleet_pb2_grpc.FleetServiceServicer):
         with self.lock:
             self.renewals += 1
         ca_key, ca = self.issuer
-        cert = _node_cert(ca_key, ca, pki.public_key_from_csr(request.csr_pem))
+        public_key = pki.public_key_from_csr(request.csr_pem)
+        now = pki.utcnow()
+        if self.answer == "other key":
+            cert = _node_cert(ca_key, ca, pki.generate_key().public_key())
+        elif self.answer == "other node":
+            cert = pki.issue_certificate(
+                ca_key, ca, public_key, pki.Identity("node", "n2"), not_before=now, not_after=now + dt.timedelta(30)
+            )
+        elif self.answer == "expired":
+            cert = pki.issue_certificate(
+                ca_key, ca, public_key, pki.Identity("node", "n1"), not_before=now - dt.timedelta(2),
+                not_after=now - dt.timedelta(1),
+            )  # fmt: skip
+        else:
+            cert = _node_cert(ca_key, ca, public_key)
         return fleet_pb2.RenewCertificateResponse(certificate_pem=_pem(cert), ca_certificate_pem=_pem(ca))
 
     def ReportEvent(self, request, context):
@@ -227,5 +244,31 @@ def test_a_renewal_from_a_ca_the_node_does_not_trust_is_refused(fleet):
         assert "a CA this node does not trust" in fleet.files.read_state()["last_error"]
         loop.beat()
         assert servicer.renewals == 1, "asked once per bundle: not again at every beat"
+    finally:
+        _close(loop)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("other key", "is not for the key this node asked with"),
+        ("other node", "names node:n2, not this node (node:n1)"),
+        ("expired", "is not valid now"),
+    ],
+)
+def test_a_renewal_this_node_cannot_use_is_refused(fleet, answer, reason):
+    """Tried: central answers the renewal from the announced, trusted new CA, but with a certificate for a key the
+    node never made, for another node, or already expired. Saved, the node would hold a key and certificate that
+    TLS refuses together, and could neither beat nor renew again."""
+    servicer = RotatingCentral(_rotation_bundle(fleet), (fleet.new_key, fleet.new), answer=answer)
+    loop = _loop(fleet, servicer, [])
+    before = (fleet.files.certificate.read_bytes(), fleet.files.key.read_bytes())
+    try:
+        loop.beat()
+        assert servicer.renewals == 1
+        assert (fleet.files.certificate.read_bytes(), fleet.files.key.read_bytes()) == before
+        assert reason in fleet.files.read_state()["last_error"]
+        loop.beat()
+        assert loop._failures == 0, "the certificate kept still works"
     finally:
         _close(loop)
