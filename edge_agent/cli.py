@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # SUPPRESS: given before `set` or after it, the parent's value is not overwritten by a default here.
     addresses_set.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (for its data_dir)")
     addresses_set.add_argument("--data-dir", default=argparse.SUPPRESS, help="the agent's data dir")
-    addresses_set.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    addresses_set.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
     label = sub.add_parser("label", help="label prompts for federated learning (the sensitivity task)")
     label.add_argument("label", choices=["sensitive", "public"], help="what the text is")
@@ -379,11 +379,23 @@ def _central_addresses(args: argparse.Namespace) -> int:
         return 1
     if args.addresses_command == "set":
         try:
-            files.save_fleet_addresses(policy.check_fleet_addresses(args.address))
+            addresses = policy.check_fleet_addresses(args.address)
         except ValueError as exc:
             print(f"edge-agent central-addresses set: {exc}; fleet.json unchanged", file=sys.stderr)
             return 2
-    central, enrolled = files.load_addresses()
+        try:
+            files.save_fleet_addresses(addresses)
+        except (OSError, ValueError) as exc:  # a fleet.json edited by hand into something else: said, not repaired
+            print(f"edge-agent central-addresses set: cannot update it: {exc}; fleet.json unchanged", file=sys.stderr)
+            return 1
+    try:
+        central, enrolled = files.load_addresses()
+    except (OSError, ValueError) as exc:
+        print(
+            f"edge-agent central-addresses: {exc}; `edge-agent central-addresses set HOST:PORT` replaces them",
+            file=sys.stderr,
+        )
+        return 1
     configured = list(config.central.addresses)
     state = files.read_state() or {}
     report = {

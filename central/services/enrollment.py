@@ -22,6 +22,7 @@ from central.errors import CentralError, InvalidArgument, ServiceError, Unauthen
 from central.services.base import Caller, Central, CentralSettings, TokenCaller, record_audit
 from central.store import AuditEvent, NodeRecord, TokenRecord
 from edgefleet import pki
+from edgefleet.addresses import dialable_host
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,12 @@ def parse_fleet_addresses(text: str) -> tuple[str, ...]:
         if not entry:
             continue
         host, sep, port = entry.rpartition(":")
-        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"fleet address {entry!r} is not HOST:PORT with a port 1..65535")
+        # The same check agents make of what central sends them (an entry they refuse, they ignore the list for).
+        if not sep or not dialable_host(host) or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"fleet address {entry!r} is not HOST:PORT with a port 1..65535 (HOST a name or an IPv4 address, or"
+                " an IPv6 address in brackets: [2001:db8::5]:7443)"
+            )
         addresses.append(entry)
     # A repeat would get twice the agents in a round-robin; order stays, as agents follow it.
     return tuple(dict.fromkeys(addresses))

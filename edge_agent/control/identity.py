@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent.control.policy import check_fleet_addresses
 from edgefleet import pki
 from edgefleet.atomicfile import write_private, write_public
 
@@ -88,16 +89,33 @@ class FleetFiles:
         )
 
     def load_addresses(self) -> tuple[str, tuple[str, ...]]:
-        """fleet.json's `central` and `fleet_addresses`, read without the keys and certificates."""
-        meta = json.loads(self.meta.read_text())
-        return meta["central"], tuple(meta.get("fleet_addresses", ()))
+        """fleet.json's `central` and `fleet_addresses`, read without the keys and certificates. fleet.json may have
+        been edited by hand: raises ValueError naming what is wrong in it (OSError when it cannot be read)."""
+        meta = self._read_meta()
+        central, listed = meta.get("central"), meta.get("fleet_addresses", [])
+        if not isinstance(central, str) or not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+            raise ValueError(f"{self.meta}: `central` must be a string and `fleet_addresses` a list of strings")
+        try:
+            check_fleet_addresses([central, *listed])
+        except ValueError as exc:
+            raise ValueError(f"{self.meta}: {exc}") from None
+        return central, tuple(listed)
+
+    def _read_meta(self) -> dict:
+        try:
+            meta = json.loads(self.meta.read_text())
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise ValueError(f"{self.meta} is not JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.meta} holds a JSON {type(meta).__name__}, not the object enrollment wrote")
+        return meta
 
     def save_fleet_addresses(self, addresses: tuple[str, ...]) -> None:
         """Replace central's addresses in fleet.json (atomically; the rest of it as it is): from a heartbeat that
         brought a new list, or an operator's `edge-agent central-addresses set`."""
         if not addresses:
             raise ValueError("fleet.json needs at least one central address")
-        meta = json.loads(self.meta.read_text())
+        meta = self._read_meta()
         meta["central"], meta["fleet_addresses"] = addresses[0], list(addresses)
         write_public(self.meta, json.dumps(meta, indent=2).encode())
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgefleet.addresses import dialable_host
+
 CONNECTING, CONNECTED, OFFLINE, REFUSED = "connecting", "connected", "offline", "refused"
 
 
@@ -51,8 +53,9 @@ MAX_ADDRESS_CHARS = 261  # a 253-character DNS name, ':' and a port, or a bracke
 
 def check_fleet_addresses(entries: Sequence[str]) -> tuple[str, ...]:
     """FleetService addresses to keep in fleet.json (from a heartbeat, or `edge-agent central-addresses set`):
-    each HOST:PORT with a port 1..65535, no spaces; blanks skipped, repeats dropped, order kept. Raises ValueError
-    naming the first entry that is not an address, or when none is left."""
+    each HOST:PORT with a port 1..65535 and a host gRPC can dial (edgefleet.addresses.dialable_host); blanks
+    skipped, repeats dropped, order kept. Raises ValueError naming the first entry that is not an address, or when
+    none is left."""
     addresses = []
     for entry in entries:
         entry = entry.strip()
@@ -62,11 +65,13 @@ def check_fleet_addresses(entries: Sequence[str]) -> tuple[str, ...]:
         if (
             len(entry) > MAX_ADDRESS_CHARS
             or not sep
-            or not host.strip("[]")
-            or any(c.isspace() or not c.isprintable() for c in entry)
+            or not dialable_host(host)
             or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536)
         ):
-            raise ValueError(f"{entry[:80]!r} is not HOST:PORT with a port 1..65535")
+            raise ValueError(
+                f"{entry[:80]!r} is not HOST:PORT with a port 1..65535 (HOST a name or an IPv4 address, or an IPv6"
+                " address in brackets: [2001:db8::5]:7443)"
+            )
         addresses.append(entry)
     addresses = list(dict.fromkeys(addresses))
     if not addresses:

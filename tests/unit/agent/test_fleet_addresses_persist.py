@@ -5,6 +5,7 @@ the file edited on disk, and `edge-agent central-addresses [set]`."""
 import contextlib
 import datetime as dt
 import json
+import re
 import time
 
 import pytest
@@ -78,11 +79,25 @@ def test_addresses_are_kept_in_order_without_blanks_or_repeats():
         "central\x00:7443",
         "central\u202e:7443",  # a bidi override: not printable
         "c" * 300 + ":7443",
+        "2001:db8::5:7443",  # IPv6 without brackets: gRPC reads it as an address with no port
+        "::1:7443",
+        "[not-ipv6]:7443",
+        "[2001:db8::5:7443",
+        "http://central:7443",  # a URL pasted in: gRPC would resolve "http://central" as a name
+        "admin@central:7443",
+        "zentrale.bücher.example:7443",  # not ASCII: the xn-- form is what the resolver takes
     ],
 )
 def test_an_entry_that_is_not_host_port_is_refused_by_name(entry):
     with pytest.raises(ValueError, match=r"is not HOST:PORT with a port 1\.\.65535"):
         policy.check_fleet_addresses(["ok:7443", entry])
+
+
+def test_an_ipv6_address_in_brackets_is_kept():
+    assert policy.check_fleet_addresses(["[2001:db8::5]:7443", "[fe80::1%eth0]:7443"]) == (
+        "[2001:db8::5]:7443",
+        "[fe80::1%eth0]:7443",
+    )
 
 
 def test_an_empty_or_huge_list_is_refused():
@@ -219,6 +234,34 @@ def test_the_command_refuses_a_bad_address_and_leaves_fleet_json_alone(files, tm
     err = capsys.readouterr().err
     assert "'bad' is not HOST:PORT" in err and "fleet.json unchanged" in err
     assert files.meta.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "is not JSON"),
+        ("[]", "holds a JSON list, not the object enrollment wrote"),
+        ('{"node_id": "n1", "central": "c1:7443", "fleet_addresses": "c2:7443"}', "a list of strings"),
+        ('{"node_id": "n1", "central": 7443}', "`central` must be a string"),
+        ('{"node_id": "n1", "central": "c1:7443", "fleet_addresses": ["c2"]}', "'c2' is not HOST:PORT"),
+    ],
+)
+def test_a_fleet_json_edited_into_something_else_is_said_not_dialled(files, tmp_path, capsys, content, problem):
+    """An operator's hand edit gone wrong: the command says what is wrong (exit 1, no traceback) and the daemon
+    keeps dialling what it dials; `set` does not write over a file it cannot read."""
+    with _loop(files) as loop:
+        files.meta.write_text(content)
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            files.load_addresses()
+        loop._reread_addresses()
+        assert loop.client.addresses == ("c1:7443", "c2:7443"), "the addresses in use stay"
+    assert cli.main(["central-addresses", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert problem in err and "central-addresses set HOST:PORT" in err and "Traceback" not in err
+    if not content.startswith("{"):  # a file that is no object cannot be updated in place
+        assert cli.main(["central-addresses", "set", "new:7443", "--data-dir", str(tmp_path)]) == 1
+        assert "cannot update it" in capsys.readouterr().err
+        assert files.meta.read_text() == content
 
 
 def test_the_command_on_a_data_dir_not_enrolled_says_so(tmp_path, capsys):
