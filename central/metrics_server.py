@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from central import fleet_metrics
 from central.datadir import CentralPaths
 from central.errors import CentralError
 from central.fleet_metrics import FleetMetrics
+from central.rotation import TrustState
 from central.services import enrollment
 from central.services.base import Caller, Central, operator_problem
 from edgefleet import pki
@@ -97,6 +99,28 @@ class TlsFiles:
     ca: Path
 
 
+def trust_context(state: TrustState) -> ssl.SSLContext:
+    """server_context from central's trust now (central.rotation): central's certificate and, while a CA rotation
+    overlaps, the cross certificate after it; client certificates verified against the CAs central accepts now
+    (a CA retired by `ca finish` no longer). Scrapers on OpenSSL or Go refuse the cross certificate under the
+    old CA (its path length is 0), unlike gRPC's BoringSSL: they need the new CA in their CA file during the
+    overlap (a renewed credential's `ca` holds both)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # ssl loads a certificate chain from a file only: the chain is public, the key stays the data dir's.
+    with tempfile.TemporaryDirectory(prefix="edgefleet-metrics-") as tmp:
+        chain = Path(tmp) / "chain.pem"
+        cross = pki.certificate_pem(state.cross) if state.cross is not None else b""
+        chain.write_bytes(state.server_cert_pem + cross)
+        try:
+            context.load_cert_chain(str(chain), str(state.paths.server_key))
+            context.load_verify_locations(cadata=state.client_roots_pem.decode())
+        except (OSError, ssl.SSLError) as exc:
+            raise MetricsListenError(f"/metrics cannot take central's rotated certificates and CAs: {exc}") from exc
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def server_context(files: TlsFiles) -> ssl.SSLContext:
     """TLS 1.2+ with central's certificate, client certificates required and verified against the fleet CA."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -141,6 +165,9 @@ class MetricsServer:
                 )
             self.context = server_context(tls)
         self._authorize: Authorize | None = None
+        self._trust: Callable[[], TrustState | None] | None = None
+        self._served_trust: tuple[str, ...] = ()  # the TrustState.tls_identity self.context was built from
+        self._context_lock = threading.Lock()
         self._clock = clock
         self._verdicts: dict[str, tuple[float, str | None]] = {}
         self._verdicts_lock = threading.Lock()
@@ -164,12 +191,18 @@ class MetricsServer:
         self.address = f"{host}:{port}"
         return self.address
 
-    def serve(self, registry: CollectorRegistry, authorize: Authorize | None = None) -> None:
-        """Serve `registry` on the bound port; `authorize` (required off loopback) judges TLS clients."""
+    def serve(
+        self,
+        registry: CollectorRegistry,
+        authorize: Authorize | None = None,
+        trust: Callable[[], TrustState | None] | None = None,
+    ) -> None:
+        """Serve `registry` on the bound port; `authorize` (required off loopback) judges TLS clients. `trust`
+        (central's, as it rotates) replaces the TLS files read at start from the next handshake after it changes."""
         if self.context is not None and authorize is None:
             raise MetricsListenError("a /metrics listener off loopback needs a check of its clients' certificates")
         assert self._httpd is not None, "bind() first"
-        self.registry, self._authorize = registry, authorize
+        self.registry, self._authorize, self._trust = registry, authorize, trust
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics", daemon=True)
         self._thread.start()
 
@@ -179,6 +212,23 @@ class MetricsServer:
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(5)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context for the next handshake: rebuilt when central's trust changed (a `ca rotate` or `ca finish`
+        takes effect without a restart, as on the gRPC ports). None on plain HTTP."""
+        state = self._trust() if self._trust is not None and self.context is not None else None
+        if state is None:
+            return self.context
+        with self._context_lock:
+            if state.tls_identity != self._served_trust:
+                try:
+                    self.context = trust_context(state)
+                except MetricsListenError as exc:
+                    # Serving the trust from before would accept a retired CA: no handshake until it loads.
+                    log.error("%s", exc)
+                    raise
+                self._served_trust = state.tls_identity
+            return self.context
 
     def refusal(self, der: bytes | None) -> str | None:
         """Why a TLS client with this certificate (DER) may not read /metrics; None when it may."""
@@ -248,8 +298,9 @@ def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
 
         def setup(self) -> None:
             self.request.settimeout(CONNECTION_TIMEOUT_S)
-            if server.context is not None:
-                self.request = server.context.wrap_socket(self.request, server_side=True)
+            context = server.tls_context()
+            if context is not None:
+                self.request = context.wrap_socket(self.request, server_side=True)
             super().setup()
 
         def do_GET(self) -> None:

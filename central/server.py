@@ -169,7 +169,7 @@ async def serve(
         _start_federation(central, fed, paths)
     if metrics is not None:  # before the servers start, so that every beat and enrollment is counted
         central.metrics = metrics_server.fleet_collector(central)
-        metrics.serve(central.metrics.registry(), metrics_server.operator_check(central))
+        metrics.serve(central.metrics.registry(), metrics_server.operator_check(central), trust=lambda: central.trust)
     fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(central), fleet_server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(central), fleet_server)
     checks = [health.add_health(fleet_server)]

@@ -12,10 +12,11 @@ import time
 import httpx
 import pytest
 
-from central import datadir, metrics_server
+from central import datadir, metrics_server, rotation
 from central.datadir import Authority, initialize
 from central.metrics_server import Listen, MetricsListenError, MetricsServer, TlsFiles, parse_listen
 from central.services import operators
+from central.services import trust as trust_service
 from central.services.base import Caller, Central, CentralSettings
 from central.store import open_store
 from edgefleet import pki
@@ -159,5 +160,50 @@ def test_mtls_lets_operators_read_and_turns_away_nodes_strangers_and_the_revoked
         clock.now += metrics_server.AUTHORIZATION_TTL_S  # the last verdict on its certificate expires
         revoked = _get(address, ca, viewer)
         assert revoked.startswith("HTTP/1.0 403") and "was revoked" in revoked
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sqlite_central(tmp_path):
+    yield from _central(tmp_path, "")
+
+
+def test_mtls_follows_a_ca_rotation_without_a_restart(sqlite_central, tmp_path):
+    """Tried, through `ca rotate` and `ca finish` with the listener up: an operator renewed onto the new CA, and a
+    viewer that never renewed (stranded by `ca finish --force`), before, during and after the overlap."""
+    built, paths = sqlite_central
+    trust_service.apply(built, rotation.load_trust(paths))
+    server = MetricsServer(("127.0.0.1", 0), TlsFiles(paths.server_cert, paths.server_key, paths.ca_cert),
+                           require_tls=True)  # fmt: skip
+    address = server.bind()
+    server.serve(metrics_server.fleet_collector(built).registry(), metrics_server.operator_check(built),
+                 trust=lambda: built.trust)  # fmt: skip
+    old_ca = paths.ca_cert.read_text()
+    admin = datadir.load_credential(paths.admin_credential)
+    admin_cert = pki.load_certificate(admin.certificate_pem)
+    root = Caller(pki.identity_of(admin_cert), "test", pki.serial_hex(admin_cert))
+    key = pki.generate_key()
+    issued = operators.create_operator(built, root, "prometheus", "viewer", 3600, pki.make_csr(key).decode())
+    stays_on_old = _credential_files(tmp_path, "prometheus", issued.certificate_pem, pki.private_key_pem(key))
+    try:
+        assert _get(address, old_ca, stays_on_old).startswith("HTTP/1.0 200")
+
+        trust_service.apply(built, rotation.rotate_ca(paths, time.time()))
+        new_ca = paths.ca_cert.read_text()
+        key = pki.generate_key()
+        renewed = operators.renew_operator(built, root, "", 3600, pki.make_csr(key).decode())
+        assert pki.load_certificate(renewed.certificate_pem).issuer == pki.load_certificate(new_ca).subject
+        on_new = _credential_files(tmp_path, "admin-renewed", renewed.certificate_pem, pki.private_key_pem(key))
+        # The overlap: the new CA's operator gets in, and the old CA's too (its scraper trusting both CAs, as a
+        # renewed credential does: OpenSSL refuses the cross certificate under the old CA's path length of 0).
+        assert _get(address, new_ca, on_new).startswith("HTTP/1.0 200")
+        assert _get(address, new_ca + old_ca, stays_on_old).startswith("HTTP/1.0 200")
+
+        trust_service.apply(built, rotation.finish_ca_rotation(paths)[0])
+        assert _get(address, new_ca, on_new).startswith("HTTP/1.0 200")
+        # The retired CA's certificate is refused in the handshake, as on the fleet port.
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            _get(address, new_ca, stays_on_old)
     finally:
         server.stop()
