@@ -115,6 +115,9 @@ def _unary_off_loop(method):
 
     @functools.wraps(method)
     async def handler(self, request, context):
+        retired = retired_issuer(self.central, context)
+        if retired:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, retired)
         caller = caller_of(context)
         try:
             return await asyncio.to_thread(method, self, request, caller)

@@ -25,7 +25,7 @@ from central_process import CentralProcess, create_token, edgefleet_cli, start_c
 from edge_agent.control.client import enroll
 from edge_agent.control.identity import FleetFiles
 from edgefleet import channels, manifest, pki, trust
-from edgefleet.v1 import admin_pb2, fleet_pb2, fleet_pb2_grpc
+from edgefleet.v1 import admin_pb2, admin_pb2_grpc, fleet_pb2, fleet_pb2_grpc
 from postgres_db import postgres_database
 
 # What `ca rotate` changes in the data dir: what an operator copies to the other replicas (docs/operations.md).
@@ -316,3 +316,48 @@ def test_a_join_command_from_before_a_ca_rotation_is_refused_with_what_to_do(cen
         pki.load_certificate(identity.certificate_pem).issuer
         == pki.load_certificate(central.paths.ca_cert.read_bytes()).subject
     )
+
+
+def test_operators_through_a_ca_rotation(central, tmp_path):
+    """An operator on the old CA holds `ca finish` back like a node does; `edgefleet admin renew` moves a credential
+    onto the new CA (both CAs as its `ca` during the overlap, the new one only once renewed after the finish); a
+    viewer that never renewed is refused after `ca finish --force`: in the handshake and, on a connection made
+    before, at every AdminService call, the federated-learning ones included."""
+    from central import credential
+
+    old_ca = central.paths.ca_cert.read_bytes()
+    stale_file = tmp_path / "stale.credential"
+    edgefleet_cli(central, "admin", "create", "stale", "--role", "viewer", "--out", str(stale_file))
+    stale = credential.load(stale_file)
+    edgefleet_cli(central, "ca", "rotate")
+    new_ca = central.paths.ca_cert.read_bytes()
+
+    edgefleet_cli(central, "admin", "renew")
+    admin = credential.load(central.paths.admin_credential)
+    assert pki.load_certificate(admin.certificate_pem).issuer == pki.load_certificate(new_ca).subject
+    assert _pems(admin.ca_pem) == [new_ca, old_ca]
+    with central.admin() as call, pytest.raises(AdminCallError) as refused:
+        call.call("FinishCaRotation", admin_pb2.FinishCaRotationRequest())
+    assert "viewer:stale" in str(refused.value), "an operator on the previous CA holds the finish back"
+
+    early = channels.mtls_channel(central.fleet_address, old_ca, stale.certificate_pem.encode(), stale.key_pem.encode())
+    stub = admin_pb2_grpc.AdminServiceStub(early)
+    stub.ListNodes(admin_pb2.ListNodesRequest(), timeout=10)
+    stub.ListFederatedRuns(admin_pb2.ListFederatedRunsRequest(), timeout=10)
+    assert json.loads(edgefleet_cli(central, "ca", "finish", "--force", "--json"))["stranded"] == ["viewer:stale"]
+    for method, request in (
+        (stub.ListNodes, admin_pb2.ListNodesRequest()),
+        (stub.ListFederatedRuns, admin_pb2.ListFederatedRunsRequest()),
+        (stub.GetFederatedRun, admin_pb2.GetFederatedRunRequest(run_id=1)),
+    ):
+        with pytest.raises(grpc.RpcError) as cut:
+            method(request, timeout=10)
+        assert cut.value.code() == grpc.StatusCode.UNAUTHENTICATED and "retired" in cut.value.details(), method
+    early.close()
+    assert _reach(central.fleet_address, new_ca + old_ca, stale.certificate_pem.encode(), stale.key_pem.encode()) == (
+        "UNAVAILABLE"
+    )
+
+    edgefleet_cli(central, "admin", "renew")  # after the finish: the credential stops trusting the retired CA
+    assert _pems(credential.load(central.paths.admin_credential).ca_pem) == [new_ca]
+    edgefleet_cli(central, "nodes", "list")
