@@ -26,6 +26,8 @@ from central.backup import BackupError
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 64 << 20
+# keys/ files are held in memory while a backup is taken and read back: keys, certificates, small JSON.
+MAX_KEY_FILE_BYTES = 16 << 20
 SQLITE_STORE_NAME = "central.db"
 POSTGRES_STORE_NAME = "store.pgdump"
 STORE_NAMES = {"sqlite": SQLITE_STORE_NAME, "postgresql": POSTGRES_STORE_NAME}
@@ -33,9 +35,9 @@ KEYS_DIR = "keys"
 BLOBS_DIR = "blobs"
 
 # Top-level names in the data dir that are not backed up: the store (its own snapshot is), its lock, the blobs
-# (listed and copied by sha256), the admin's `store` URL (restore is told the new one), and what central makes
-# again at every start (Flower's state and certificates, the SuperLink's sandbox). superlink/results is kept:
-# finished federated runs' reports.
+# (listed and copied by sha256), the admin's `store` URL (restore is told the new one), the name a PostgreSQL
+# store's dump is staged under at restore, and what central makes again at every start (Flower's state and
+# certificates, the SuperLink's sandbox). superlink/results is kept: finished federated runs' reports.
 _SKIPPED_NAMES = {
     "central.db",
     "central.db-wal",
@@ -43,6 +45,7 @@ _SKIPPED_NAMES = {
     "central.db-journal",
     "central.db.leader",
     "store",
+    "store.pgdump",
     "blobs",
     "flower",
     "flwr",
@@ -74,9 +77,11 @@ def blob_member(sha256: str) -> str:
 
 
 def key_path(member: str) -> PurePosixPath:
-    """The data dir path of a keys/ member; refuses a path that could leave the data dir."""
+    """The data dir path of a keys/ member; refuses a path that could leave the data dir, and one written other
+    than as a backup writes it ("keys/./ca.key" would be a second name for keys/ca.key)."""
     relative = PurePosixPath(member[len(KEYS_DIR) + 1 :])
-    if not member.startswith(KEYS_DIR + "/") or not is_backed_up(relative) or "" in relative.parts:
+    canonical = member == key_member(relative)
+    if not member.startswith(KEYS_DIR + "/") or not canonical or not is_backed_up(relative):
         raise BackupError(f"the backup names a key file {member!r} outside the data dir")
     return relative
 
@@ -148,41 +153,100 @@ def backup_id(manifest_bytes: bytes) -> str:
 
 
 def parse_manifest(data: bytes) -> Manifest:
-    """The manifest from its bytes; every field checked (it is authenticated, but may come from a newer edgefleet)."""
+    """The manifest from its bytes; every field's type checked. It is authenticated, but a recipient-key archive
+    can be sealed by anyone holding the public key, and a newer edgefleet may have written it."""
     try:
         body = json.loads(data)
-        if not isinstance(body, dict):
-            raise TypeError("not an object")
-        version = body["format_version"]
-        if not isinstance(version, int) or version > MANIFEST_VERSION:
-            raise BackupError(
-                f"the backup's manifest is in format {version!r}; this edgefleet reads {MANIFEST_VERSION}:"
-                " verify or restore it with a newer edgefleet"
-            )
-        if body["store"] not in STORE_NAMES:
-            raise TypeError(f"store kind {body['store']!r}")
-        counts = body["counts"]
-        manifest = Manifest(
-            created_at=float(body["created_at"]),
-            central_version=str(body["central_version"]),
-            store_kind=body["store"],
-            ca_fingerprint=str(body["ca_fingerprint"]),
-            signing_key_id=str(body["signing_key_id"]),
-            audit_head_sequence=int(body["audit_head"]["sequence"]),
-            audit_head_hash=str(body["audit_head"]["hash"]),
-            counts=Counts(
-                int(counts["nodes"]), int(counts["reports"]), int(counts["audit_entries"]), int(counts["models"])
-            ),
-            files=tuple(FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in body["files"]),
-            blobs=tuple(BlobEntry(str(b["sha256"]), int(b["size"]), bool(b["included"])) for b in body["blobs"]),
-            format_version=version,
+    except (ValueError, RecursionError) as exc:
+        raise BackupError(f"the backup's manifest is malformed: not JSON ({exc})") from None
+    body = _object(body, "manifest")
+    version = body.get("format_version")
+    if type(version) is not int or version < 1:
+        raise BackupError(
+            f"the backup's manifest is malformed: format_version is {_shown(version)}, not a whole number"
         )
-    except BackupError:
-        raise
-    except (ValueError, TypeError, KeyError) as exc:
-        raise BackupError(f"the backup's manifest is malformed ({type(exc).__name__}: {exc})") from None
+    if version > MANIFEST_VERSION:
+        raise BackupError(
+            f"the backup's manifest is in format {version}; this edgefleet reads {MANIFEST_VERSION}:"
+            " verify or restore it with a newer edgefleet"
+        )
+    store = body.get("store")
+    if not isinstance(store, str) or store not in STORE_NAMES:
+        raise BackupError(
+            f"the backup's manifest is malformed: store is {_shown(store)}, not {' or '.join(STORE_NAMES)}"
+        )
+    counts = _object(body.get("counts"), "counts")
+    head = _object(body.get("audit_head"), "audit_head")
+    manifest = Manifest(
+        created_at=_time(body.get("created_at"), "created_at"),
+        central_version=_text(body.get("central_version"), "central_version"),
+        store_kind=store,
+        ca_fingerprint=_text(body.get("ca_fingerprint"), "ca_fingerprint"),
+        signing_key_id=_text(body.get("signing_key_id"), "signing_key_id"),
+        audit_head_sequence=_count(head.get("sequence"), "audit_head sequence"),
+        audit_head_hash=_text(head.get("hash"), "audit_head hash"),
+        counts=Counts(
+            *(_count(counts.get(name), f"counts {name}") for name in ("nodes", "reports", "audit_entries", "models"))
+        ),
+        files=tuple(_file_entry(f) for f in _array(body.get("files"), "files")),
+        blobs=tuple(_blob_entry(b) for b in _array(body.get("blobs"), "blobs")),
+        format_version=version,
+    )
     _check_members(manifest)
     return manifest
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _object(value: object, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise BackupError(f"the backup's manifest is malformed: {what} is {_shown(value)}, not an object")
+    return value
+
+
+def _array(value: object, what: str) -> list:
+    if not isinstance(value, list):
+        raise BackupError(f"the backup's manifest is malformed: {what} is {_shown(value)}, not a list")
+    return value
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or len(value) > 1024:
+        raise BackupError(f"the backup's manifest is malformed: {what} is {_shown(value)}, not a short string")
+    return value
+
+
+def _count(value: object, what: str) -> int:
+    # type(...) is int: JSON's true is a bool (an int subclass), 1.5 and "7" are not counts either.
+    if type(value) is not int or value < 0:
+        raise BackupError(f"the backup's manifest is malformed: {what} is {_shown(value)}, not a whole number")
+    return value
+
+
+def _time(value: object, what: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1e11:  # NaN, inf fail
+        raise BackupError(f"the backup's manifest is malformed: {what} is {_shown(value)}, not a time in seconds")
+    return float(value)
+
+
+def _file_entry(value: object) -> FileEntry:
+    entry = _object(value, "a file entry")
+    path = _text(entry.get("path"), "a file's path")
+    return FileEntry(path, _count(entry.get("size"), f"{path}'s size"), _text(entry.get("sha256"), f"{path}'s sha256"))
+
+
+def _blob_entry(value: object) -> BlobEntry:
+    entry = _object(value, "a blob entry")
+    sha256 = _text(entry.get("sha256"), "a blob's sha256")
+    included = entry.get("included")
+    if not isinstance(included, bool):
+        raise BackupError(
+            f"the backup's manifest is malformed: blob {sha256}'s included is {_shown(included)}, not a boolean"
+        )
+    return BlobEntry(sha256, _count(entry.get("size"), f"blob {sha256}'s size"), included)
 
 
 def _check_members(manifest: Manifest) -> None:
@@ -194,8 +258,13 @@ def _check_members(manifest: Manifest) -> None:
     for entry in manifest.files:
         if entry.path != manifest.store_member:
             key_path(entry.path)
-        if entry.size < 0 or not _SHA256.fullmatch(entry.sha256):
+            if entry.size > MAX_KEY_FILE_BYTES:
+                raise BackupError(
+                    f"the backup's manifest lists {entry.path} of {entry.size} bytes, larger than the"
+                    f" {MAX_KEY_FILE_BYTES >> 20} MiB a key or certificate file may hold"
+                )
+        if not _SHA256.fullmatch(entry.sha256):
             raise BackupError(f"the backup's manifest gives {entry.path} a malformed size or sha256")
     for blob in manifest.blobs:
-        if blob.size < 0 or not _SHA256.fullmatch(blob.sha256):
+        if not _SHA256.fullmatch(blob.sha256):
             raise BackupError(f"the backup's manifest lists a malformed blob {blob.sha256!r}")

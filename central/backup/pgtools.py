@@ -14,7 +14,7 @@ from pathlib import Path
 from central.backup import BackupError
 from central.store import display_store
 
-# Tables in the dump that verify reads without restoring it.
+# The audit tables in the dump, which verify reads without restoring it (with schema_migrations).
 AUDIT_TABLES = ("audit", "audit_anchors")
 
 

@@ -12,6 +12,7 @@ lost as they call in (``edgefleet central restore-report``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -103,26 +104,38 @@ def restore_file(path: Path, opener: ar.Opener | None, target: RestoreTarget, no
                 "--store names a PostgreSQL database (postgresql://...); a SQLite store goes in the data dir"
             )
         require_empty_database(target.store_url)
-    make_private_dir(root.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.restore-", dir=root.parent))  # 0700
-    try:
-        blob_store = open_blob_store(target.blobs_spec, staging / "blobs")
-        with open(path, "rb") as src:
+    with open(path, "rb") as src:  # a missing or unreadable archive is refused before anything is made
+        made = _missing_parents(root)
+        make_private_dir(root.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.restore-", dir=root.parent))  # 0700
+        restored_database = False
+        try:
+            blob_store = open_blob_store(target.blobs_spec, staging / "blobs")
             read = read_backup(src, opener, staging, _StoreBlobs(blob_store))
-        _require_store_target(read.manifest, target)
-        _require_listed_blobs(read.manifest, blob_store, target.blobs_spec)
-        snapshot = check_snapshot(read)
-        _write_keys(staging, read)
-        if read.manifest.store_kind == "postgresql":
-            require_empty_database(target.store_url)
-            pgtools.restore(target.store_url, read.store_file)
-            read.store_file.unlink()
-            pki.write_private(staging / "store", target.store_url.encode() + b"\n")
-        _install(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    entry = _record(root, read, now)
+            _require_store_target(read.manifest, target)
+            _require_listed_blobs(read.manifest, blob_store, target.blobs_spec)
+            snapshot = check_snapshot(read)
+            _write_keys(staging, read)
+            if read.manifest.store_kind == "postgresql":
+                require_empty_database(target.store_url)
+                pgtools.restore(target.store_url, read.store_file)
+                restored_database = True
+                read.store_file.unlink()
+                pki.write_private(staging / "store", target.store_url.encode() + b"\n")
+            # Recorded while staged: a store central cannot open is refused before it reaches the data dir.
+            entry = _record(staging, read, now)
+            _install(staging, root)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            for directory in made:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only what this restore made, and only while empty
+            if restored_database and isinstance(exc, Exception):
+                raise BackupError(
+                    f"{exc}; the database {display_store(target.store_url)} now holds the backup's tables:"
+                    " drop it and create it empty again before the next try"
+                ) from None
+            raise
     return RestoreResult(
         root,
         display_store(target.store_url or str(root / read.manifest.store_member)),
@@ -134,6 +147,16 @@ def restore_file(path: Path, opener: ar.Opener | None, target: RestoreTarget, no
         read.blobs_read,
         time.monotonic() - started,
     )
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The directories above `path` that do not exist yet, deepest first."""
+    missing = []
+    here = path.parent
+    while not here.exists() and here.parent != here:
+        missing.append(here)
+        here = here.parent
+    return missing
 
 
 def _require_store_target(manifest: Manifest, target: RestoreTarget) -> None:
@@ -177,13 +200,16 @@ def _record(root: Path, read: ReadBackup, now: float) -> AuditEntry:
     """The `central.restored` audit entry after the backup's head, and the restore point for restore_state."""
     from central.datadir import CentralPaths, require_initialized, store_spec
     from central.restore_state import RestorePoint, record_restore
-    from central.store import open_store
+    from central.store import StoreError, open_store
     from edgefleet.durations import format_duration
 
     paths = CentralPaths(root)
     require_initialized(paths)
     manifest = read.manifest
-    store = open_store(store_spec(paths))
+    try:
+        store = open_store(store_spec(paths))
+    except StoreError as exc:
+        raise BackupError(f"central cannot open the store in the backup: {exc.__cause__ or exc}") from None
     try:
         head = store.list_audit(after_sequence=max(0, manifest.audit_head_sequence - 1), limit=2)
         if [e.sequence for e in head] not in ([manifest.audit_head_sequence], []):

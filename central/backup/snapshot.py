@@ -31,6 +31,7 @@ from central.backup import BackupError, pgtools
 from central.backup import archive as ar
 from central.backup.manifest import (
     MANIFEST_NAME,
+    MAX_KEY_FILE_BYTES,
     STORE_NAMES,
     BlobEntry,
     Counts,
@@ -41,10 +42,10 @@ from central.backup.manifest import (
     is_backed_up,
     key_member,
 )
+from central.backup.verify import read_only_uri
 from central.store import display_store, is_postgres
 
 _COPY_BYTES = 1 << 20
-MAX_KEY_FILE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def snapshot_sqlite(store: Path, dest: Path) -> StoreFacts:
     if not store.is_file():
         raise BackupError(f"the store {store} does not exist: is this central's data dir?")
     try:
-        source = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+        source = sqlite3.connect(read_only_uri(store), uri=True)
         try:
             target = sqlite3.connect(dest)
             try:
@@ -104,7 +105,7 @@ def snapshot_sqlite(store: Path, dest: Path) -> StoreFacts:
                 target.close()
         finally:
             source.close()
-        snapshot = sqlite3.connect(f"file:{dest}?mode=ro", uri=True)
+        snapshot = sqlite3.connect(read_only_uri(dest), uri=True)
         try:
             return store_facts(snapshot)
         finally:

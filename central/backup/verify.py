@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import tarfile
 import time
@@ -32,6 +33,45 @@ from central.backup.manifest import (
 )
 
 _COPY_BYTES = 1 << 20
+# A PAX or GNU long-name header is read whole into memory by tarfile; a backup's are a few hundred bytes.
+MAX_TAR_HEADER_BYTES = 1 << 20
+_LONG_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                 tarfile.GNUTYPE_LONGLINK)  # fmt: skip
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses, as tarfile reads them, the headers a backup never holds that make tarfile read or build without
+    bound: an extended header larger than MAX_TAR_HEADER_BYTES, and sparse members (a few bytes in the archive that
+    read back as terabytes of zeros). The _proc_gnusparse_* overrides are tarfile's hooks for PAX sparse maps;
+    _walk checks `sparse` again in case a Python renames them."""
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in _LONG_HEADERS and info.size > MAX_TAR_HEADER_BYTES:
+            raise BackupError(
+                f"the backup holds a tar header of {info.size} bytes, more than the {MAX_TAR_HEADER_BYTES} bytes"
+                " a backup's headers take: it was not written by edgefleet"
+            )
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            _refuse_sparse(info.name)
+        return info
+
+    # tarfile's names; the parameters after `next` differ between Pythons.
+    def _proc_gnusparse_00(self, next, *args):
+        _refuse_sparse(next.name)
+
+    def _proc_gnusparse_01(self, next, *args):
+        _refuse_sparse(next.name)
+
+    def _proc_gnusparse_10(self, next, *args):
+        _refuse_sparse(next.name)
+
+
+def _refuse_sparse(name: str) -> None:
+    raise BackupError(
+        f"{name!r} in the backup is a sparse file, which a backup never holds: it was not written by edgefleet"
+    )
 
 
 class BlobSink:
@@ -67,9 +107,10 @@ def read_backup(src: BinaryIO, opener: ar.Opener | None, staging: Path, blobs: B
     (hashed and dropped when None). Raises ArchiveError or BackupError at the first thing that is wrong."""
     reader = ar.ArchiveReader(src, opener)
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=reader, mode="r|", tarinfo=_BoundedTarInfo) as tar:  # type: ignore[call-overload]
             read = _walk(tar, staging, blobs)
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, UnicodeError, ValueError, EOFError) as exc:
+        # tarfile parsing authenticated but hostile headers raises more than TarError (ValueError on a bad number).
         raise BackupError(f"the backup's contents are not a tar stream this edgefleet writes: {exc}") from None
     reader.read_to_end()  # the final chunk authenticated: nothing was cut off after the tar's end
     read.chunks, read.plaintext_bytes = reader.chunks, reader.plaintext_bytes
@@ -88,14 +129,20 @@ def _walk(tar: tarfile.TarFile, staging: Path, blobs: BlobSink | None) -> ReadBa
     seen: set[str] = set()
     while (member := tar.next()) is not None:  # not `for member in tar`: that starts again at the manifest
         name = member.name
-        if name not in expected or name in seen or not member.isreg():
+        if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.sparse is not None:
+            raise BackupError(
+                f"{name!r} in the backup is not a regular file ({_kind(member)}): a backup holds no other"
+            )
+        if name in seen:
+            raise BackupError(f"the backup holds {name!r} twice")
+        if name not in expected:
             raise BackupError(f"the backup holds {name!r}, which its manifest does not list")
         seen.add(name)
         size, sha256 = expected[name]
         if member.size != size:
             raise BackupError(f"{name} holds {member.size} bytes; the manifest says {size}")
         if name == manifest.store_member:
-            with open(read.store_file, "xb") as out:
+            with open(os.open(read.store_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
                 _check(name, sha256, _copy(tar, member, out.write))
         elif name.startswith(KEYS_DIR + "/"):
             data = _member_bytes(tar, member)
@@ -108,6 +155,20 @@ def _walk(tar: tarfile.TarFile, staging: Path, blobs: BlobSink | None) -> ReadBa
     if missing:
         raise BackupError(f"the backup ends without {', '.join(missing[:3])} (its manifest lists {len(missing)} more)")
     return read
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.sparse is not None:
+        return "a sparse file"
+    kinds = {
+        tarfile.SYMTYPE: "a symbolic link",
+        tarfile.LNKTYPE: "a hard link",
+        tarfile.DIRTYPE: "a directory",
+        tarfile.CHRTYPE: "a character device",
+        tarfile.BLKTYPE: "a block device",
+        tarfile.FIFOTYPE: "a FIFO",
+    }
+    return kinds.get(member.type, f"tar type {member.type!r}")
 
 
 def _read_blob(tar: tarfile.TarFile, member: tarfile.TarInfo, blob: BlobEntry, blobs: BlobSink | None) -> None:
@@ -131,10 +192,9 @@ def _check(name: str, expected: str, actual: str) -> None:
 
 
 def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    f = tar.extractfile(member)
-    if f is None:
-        raise BackupError(f"{member.name} in the backup is not a file")
-    return f.read()
+    parts: list[bytes] = []
+    _copy(tar, member, parts.append)
+    return b"".join(parts)
 
 
 def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, write: Callable[[bytes], object] | None) -> str:
@@ -142,11 +202,18 @@ def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, write: Callable[[bytes]
     if f is None:
         raise BackupError(f"{member.name} in the backup is not a file")
     digest = hashlib.sha256()
-    while block := f.read(_COPY_BYTES):
+    while True:
+        try:
+            block = f.read(_COPY_BYTES)
+        except OSError as exc:  # tarfile's "unexpected end of data": the tar says more than the archive holds
+            raise BackupError(
+                f"{member.name} is cut short inside the backup ({exc}): it was not written by edgefleet"
+            ) from None
+        if not block:
+            return digest.hexdigest()
         digest.update(block)
         if write is not None:
             write(block)
-    return digest.hexdigest()
 
 
 # -- checking the snapshot ----------------------------------------------------------------------------------------
@@ -157,11 +224,15 @@ def check_snapshot(read: ReadBackup) -> SnapshotCheck:
     manifest = read.manifest
     if manifest.store_kind == "sqlite":
         integrity = _sqlite_integrity(read.store_file)
+        migrations = _sqlite_migrations(read.store_file)
         entries, anchor = _sqlite_audit(read.store_file)
     else:
         toc = pgtools.list_contents(read.store_file)
         integrity = f"pg_restore reads the dump ({sum(1 for line in toc if line and not line.startswith(';'))} items)"
-        entries, anchor = _postgres_audit(read.store_file)
+        tables = pgtools.table_rows(read.store_file, (*pgtools.AUDIT_TABLES, "schema_migrations"))
+        migrations = _postgres_migrations(tables)
+        entries, anchor = _postgres_audit(tables)
+    _check_migrations(manifest, migrations)
     head = (entries[-1].sequence, entries[-1].hash) if entries else ((anchor.sequence, anchor.hash) if anchor else None)
     from central.audit import GENESIS_HASH
 
@@ -171,7 +242,10 @@ def check_snapshot(read: ReadBackup) -> SnapshotCheck:
             f"the store's audit log ends at entry {head[0]}, but the manifest names entry"
             f" {manifest.audit_head_sequence} as its head"
         )
-    check = _verify_audit(entries, anchor, _signing_keys(read.key_files))
+    try:
+        check = _verify_audit(entries, anchor, _signing_keys(read.key_files))
+    except (TypeError, ValueError, AttributeError) as exc:  # columns of the wrong type in a store not central's
+        raise BackupError(f"the audit log in the backup's store cannot be checked: {exc}") from None
     if not check.intact:
         raise BackupError(
             f"the audit chain in the backup is broken at entry {check.first_bad_sequence}: {check.problem}"
@@ -221,18 +295,76 @@ def _pems_in(data: bytes) -> list[bytes]:
 
 
 def _check_ca(read: ReadBackup) -> None:
+    """ca.crt is the CA the manifest names and ca.key its key. A recipient-key archive can be sealed by anyone
+    with the public key, but only the fleet CA's holder can pair its key with its certificate: the fingerprint
+    verify and restore print is then the fleet's own."""
+    from cryptography.hazmat.primitives import serialization
+
+    from central.datadir import CentralPaths
     from edgefleet import pki
 
-    ca = read.key_files.get(PurePosixPath("ca.crt"))
-    if ca is None or PurePosixPath("ca.key") not in read.key_files:
-        raise BackupError("the backup holds no fleet CA (ca.crt and ca.key): it cannot restore a central")
-    if pki.fingerprint(pki.load_certificate(ca)) != read.manifest.ca_fingerprint:
+    paths = CentralPaths(Path("."))
+    needed = (paths.ca_key, paths.ca_cert, paths.signing_key, paths.server_key, paths.server_cert)
+    missing = [p.name for p in needed if PurePosixPath(p.name) not in read.key_files]
+    if missing:
+        raise BackupError(f"the backup holds no {', '.join(missing)}: it cannot restore a central")
+    ca, key = read.key_files[PurePosixPath("ca.crt")], read.key_files[PurePosixPath("ca.key")]
+    try:
+        cert, private = pki.load_certificate(ca), pki.load_private_key(key)
+    except pki.PkiError as exc:
+        raise BackupError(f"the backup's fleet CA cannot be read: {exc}") from None
+    if pki.fingerprint(cert) != read.manifest.ca_fingerprint:
         raise BackupError("the backup's ca.crt is not the CA its manifest names")
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if private.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise BackupError(f"the backup's ca.key is not the key of its ca.crt ({read.manifest.ca_fingerprint})")
+
+
+def _check_migrations(manifest: Manifest, applied: list[int]) -> None:
+    """The snapshot is central's store (it records schema migrations) and no newer than this edgefleet's: an
+    older central would open a newer store without knowing what its migrations changed."""
+    if manifest.store_kind == "sqlite":
+        from central.store.sqlite import _MIGRATIONS
+    else:
+        from central.store.postgres import _MIGRATIONS
+    if not applied:
+        raise BackupError("the store in the backup is not a central store: it records no schema migrations")
+    newest = max(v for v, _ in _MIGRATIONS)
+    if max(applied) > newest:
+        raise BackupError(
+            f"the store in the backup has schema migration {max(applied)}, newer than this edgefleet's {newest}:"
+            f" restore it with edgefleet {manifest.central_version} (which took it) or newer"
+        )
+
+
+def _sqlite_migrations(path: Path) -> list[int]:
+    try:
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
+        try:
+            return [int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    except (TypeError, ValueError) as exc:
+        raise BackupError(f"the store in the backup records malformed schema migrations: {exc}") from None
+
+
+def _postgres_migrations(tables: dict[str, list[pgtools.Row]]) -> list[int]:
+    try:
+        return [int(_field(r, "version")) for r in tables.get("schema_migrations", [])]
+    except (ValueError, KeyError) as exc:
+        raise BackupError(f"the PostgreSQL dump records malformed schema migrations: {exc}") from None
+
+
+def read_only_uri(path: Path) -> str:
+    """A SQLite URI opening `path` read-only; as_uri() quotes what a URI would misread (?, #, %)."""
+    return f"{path.resolve().as_uri()}?mode=ro"
 
 
 def _sqlite_integrity(path: Path) -> str:
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(read_only_uri(path), uri=True)
         try:
             rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
         finally:
@@ -248,7 +380,7 @@ _AUDIT_COLUMNS = "sequence, at, actor, action, target, outcome, detail, peer, pr
 
 
 def _sqlite_audit(path: Path) -> tuple[list[AuditEntry], AuditAnchor | None]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(read_only_uri(path), uri=True)
     try:
         entries = [AuditEntry(*row) for row in conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit ORDER BY sequence")]
         row = conn.execute("SELECT sequence, hash, at, signature FROM audit_anchors ORDER BY sequence DESC LIMIT 1")
@@ -260,8 +392,7 @@ def _sqlite_audit(path: Path) -> tuple[list[AuditEntry], AuditAnchor | None]:
     return entries, AuditAnchor(*anchor) if anchor else None
 
 
-def _postgres_audit(dump: Path) -> tuple[list[AuditEntry], AuditAnchor | None]:
-    tables = pgtools.table_rows(dump, pgtools.AUDIT_TABLES)
+def _postgres_audit(tables: dict[str, list[pgtools.Row]]) -> tuple[list[AuditEntry], AuditAnchor | None]:
     try:
         entries = [
             AuditEntry(
