@@ -121,6 +121,7 @@ def add_parsers(central) -> None:
 
 def run(args) -> int:
     """Run `central backup ...` or `central restore`; BackupError and OSError are refusals (exit 1)."""
+    from central.backup.archive import NotABackupError
     from central.blobs import BlobError
     from central.datadir import DataDirError
     from central.store import StoreError
@@ -136,6 +137,9 @@ def run(args) -> int:
     except BackupUsageError as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 2
+    except NotABackupError as exc:  # "it is not an edgefleet backup", "its header ...": say which file "it" is
+        print(f"edgefleet: {getattr(args, 'file', 'the backup')}: {exc}", file=sys.stderr)
+        return 1
     except (BackupError, DataDirError, StoreError, BlobError) as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 1
@@ -164,7 +168,7 @@ def _sealer(args):
     from central.backup.archive import load_recipient
 
     if args.recipient is not None:
-        return load_recipient(args.recipient.read_bytes())
+        return _load_key(load_recipient, "--recipient", args.recipient)
     passphrase = read_passphrase(args.passphrase_file)
     if passphrase is None:
         raise BackupUsageError(
@@ -178,8 +182,18 @@ def _opener(args):
     from central.backup.archive import load_identity
 
     if args.identity is not None:
-        return load_identity(args.identity.read_bytes())
+        return _load_key(load_identity, "--identity", args.identity)
     return read_passphrase(args.passphrase_file)
+
+
+def _load_key(load, flag: str, path: Path):
+    """A recipient or identity key file, a refusal naming the flag and the file."""
+    from central.backup.archive import WrongKeyError
+
+    try:
+        return load(path.read_bytes())
+    except WrongKeyError as exc:
+        raise WrongKeyError(f"{flag} {path}: {exc}") from None
 
 
 def _keygen(args) -> int:

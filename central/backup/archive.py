@@ -139,8 +139,11 @@ def _raw(public_key: x25519.X25519PublicKey) -> bytes:
 def load_recipient(pem: bytes) -> Recipient:
     try:
         key = serialization.load_pem_public_key(pem)
-    except ValueError as exc:
-        raise WrongKeyError(f"the recipient is not a PEM public key: {exc}") from None
+    except ValueError:  # cryptography's reason names PEM delimiters and links its FAQ: ours says what to give
+        raise WrongKeyError(
+            "the recipient is not a PEM public key (give the FILE.pub `edgefleet central backup keygen --out FILE`"
+            " wrote)"
+        ) from None
     if not isinstance(key, x25519.X25519PublicKey):
         raise WrongKeyError(
             "the recipient is not an X25519 public key (make one with `edgefleet central backup keygen`)"
@@ -151,8 +154,11 @@ def load_recipient(pem: bytes) -> Recipient:
 def load_identity(pem: bytes) -> Identity:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise WrongKeyError(f"the identity is not an unencrypted PEM private key: {exc}") from None
+    except (ValueError, TypeError):
+        raise WrongKeyError(
+            "the identity is not an unencrypted PEM private key (give the FILE `edgefleet central backup keygen"
+            " --out FILE` wrote, not FILE.pub)"
+        ) from None
     if not isinstance(key, x25519.X25519PrivateKey):
         raise WrongKeyError("the identity is not an X25519 private key (made by `edgefleet central backup keygen`)")
     return Identity(key)
