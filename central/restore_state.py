@@ -259,10 +259,14 @@ def judge_assignment(
     reported: ReportedModel | None,
     registered: ModelRecord | None,
     now: float,
+    *,
+    restored_at: float,
 ) -> AssignmentChange | None:
     """What to write once assignment_may_be_lost: `reported` is what the node runs or is switching to (None: no
     model from the fleet), `registered` the registry's version of that name and version (None: none). None when the
-    node is on the store's desired model: only the generation moved, nothing to learn."""
+    node is on the store's desired model: only the generation moved, nothing to learn. A version pushed after the
+    restore (at `restored_at`) is never adopted: the restore cannot have lost an assignment of it, and a node's
+    word (its heartbeat) would otherwise get it any version it can name, to download."""
     generation = reported_generation + 1
     was = f"config generation {reported_generation}; the restored store had {stored.config_generation}"
     if same_model(stored.model, reported):
@@ -278,6 +282,20 @@ def judge_assignment(
                 " without an assignment",
                 now,
                 ADOPTED,
+            ),
+        )
+    if registered is not None and registered.sha256 == reported.sha256 and registered.created_at > restored_at:
+        return AssignmentChange(
+            {},
+            generation,
+            RestoreFinding(
+                MODEL_MISSING,
+                node_id,
+                f"runs {reported} ({was}), which was pushed after the restore ({_utc(registered.created_at)}), so it"
+                " cannot be the assignment the restore lost: central left the node without an assignment, so it"
+                " serves what it runs; assign it again if it is the node's",
+                now,
+                LISTED,
             ),
         )
     if registered is not None and registered.sha256 == reported.sha256:

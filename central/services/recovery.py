@@ -114,8 +114,17 @@ def learn_assignment(
     registered = None
     if reported is not None and not restore_state.same_model(desired.model, reported):
         registered = central.store.get_model(reported.name, reported.version)
+    point = central.restore
+    if point is None:  # assignment_may_be_lost said a restore is recorded; nothing to learn without one
+        return desired
     change = restore_state.judge_assignment(
-        node_id, desired, reported_generation, reported, registered, central.clock()
+        node_id,
+        desired,
+        reported_generation,
+        reported,
+        registered,
+        central.clock(),
+        restored_at=point.restored_at,
     )
     if change is None:
         return desired

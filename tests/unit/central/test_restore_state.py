@@ -171,7 +171,7 @@ def test_a_generation_above_the_stores_is_the_gate_and_only_in_the_window():
 
 def test_a_registered_version_assigned_after_the_backup_is_adopted_above_the_reported_generation():
     reported = rs.ReportedModel("chat", "2.0.0", V2.sha256)
-    change = rs.judge_assignment("node-1", STORED, 7, reported, V2, NOW)
+    change = rs.judge_assignment("node-1", STORED, 7, reported, V2, NOW, restored_at=RESTORED_AT)
     assert change.desired_model == V2.desired and change.generation == 8
     assert (change.finding.kind, change.finding.action) == ("assignment_after_backup", "adopted")
     assert "chat@2.0.0" in change.finding.detail and "generation 7" in change.finding.detail
@@ -179,27 +179,40 @@ def test_a_registered_version_assigned_after_the_backup_is_adopted_above_the_rep
 
 def test_a_version_the_registry_lost_is_listed_and_the_node_left_without_an_assignment():
     reported = rs.ReportedModel("chat", "3.0.0", "cc" * 32)
-    change = rs.judge_assignment("node-1", STORED, 7, reported, None, NOW)
+    change = rs.judge_assignment("node-1", STORED, 7, reported, None, NOW, restored_at=RESTORED_AT)
     assert change.desired_model == {} and change.generation == 8, "not sent back to the backup's model"
     assert (change.finding.kind, change.finding.action) == ("model_missing", "listed")
     assert "chat@3.0.0" in change.finding.detail and "push it" in change.finding.detail
 
 
+def test_a_version_pushed_after_the_restore_is_never_adopted():
+    # Tried: a node claims (a heartbeat says what it likes) that a version pushed only after the restore was the
+    # assignment the restore lost, naming its name, version and sha256, to be assigned it and download it
+    # (central.services.fleet.may_fetch lets a node fetch only its desired model). The restore cannot have lost an
+    # assignment of a version the registry did not have before it.
+    pushed_after = replace(V2, created_at=RESTORED_AT + 60)
+    reported = rs.ReportedModel("chat", "2.0.0", V2.sha256)
+    change = rs.judge_assignment("node-1", STORED, 7, reported, pushed_after, NOW, restored_at=RESTORED_AT)
+    assert change.desired_model == {} and change.generation == 8
+    assert (change.finding.kind, change.finding.action) == ("model_missing", "listed")
+    assert "pushed after the restore" in change.finding.detail
+
+
 def test_a_version_whose_bytes_differ_from_the_registrys_is_missing_too():
     reported = rs.ReportedModel("chat", "2.0.0", "dd" * 32)
-    change = rs.judge_assignment("node-1", STORED, 7, reported, V2, NOW)
+    change = rs.judge_assignment("node-1", STORED, 7, reported, V2, NOW, restored_at=RESTORED_AT)
     assert change.finding.kind == "model_missing" and change.desired_model == {}
 
 
 def test_a_node_on_the_stores_model_has_nothing_to_learn():
     reported = rs.ReportedModel("chat", "1.0.0", V1.sha256)
-    assert rs.judge_assignment("node-1", STORED, 7, reported, V1, NOW) is None
+    assert rs.judge_assignment("node-1", STORED, 7, reported, V1, NOW, restored_at=RESTORED_AT) is None
 
 
 def test_a_node_running_no_fleet_model_is_kept_without_an_assignment():
-    change = rs.judge_assignment("node-1", STORED, 7, None, None, NOW)
+    change = rs.judge_assignment("node-1", STORED, 7, None, None, NOW, restored_at=RESTORED_AT)
     assert change.desired_model == {} and change.finding.kind == "assignment_after_backup"
-    assert rs.judge_assignment("node-1", replace(STORED, model={}), 7, None, None, NOW) is None
+    assert rs.judge_assignment("node-1", replace(STORED, model={}), 7, None, None, NOW, restored_at=RESTORED_AT) is None
 
 
 # -- reports ------------------------------------------------------------------------------------------------------
