@@ -534,20 +534,25 @@ async def _watch_trust(central: Central, stop: asyncio.Event) -> None:
             paths = central.trust.paths
             now_seen = rotation.files_signature(paths)
             if now_seen != seen:
+                before = _trust_summary(central.trust)
                 state = await asyncio.to_thread(trust_service.reload_from_files, central)
                 seen = now_seen
-                log.warning(
-                    "reloaded the data dir's trust files (CA %s, signing key %s, trust version %d)",
-                    state.authority.fingerprint,
-                    state.history.current.key_id,
-                    state.version,
-                )
+                # This replica's own rotation wrote the files too: only what came from elsewhere is news.
+                if _trust_summary(state) != before:
+                    log.warning(
+                        "reloaded the data dir's trust files (CA %s, signing key %s, trust version %d)",
+                        *_trust_summary(state),
+                    )
             problem = await call(central, trust_service.lag_against_store, central.store, central.trust)
         except Exception as exc:  # noqa: BLE001 - files half-copied or the store away: said, tried again
             problem = f"cannot check the data dir's trust against the store: {exc}"
         if problem and problem != reported:
             log.error("this replica's data dir lags the fleet's trust: %s", problem)
         reported = problem or ""
+
+
+def _trust_summary(state: rotation.TrustState) -> tuple[str, str, int]:
+    return state.authority.fingerprint, state.history.current.key_id, state.version
 
 
 def _port(address: str) -> int:
