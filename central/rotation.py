@@ -568,4 +568,4 @@ def _short(identifier: str) -> str:
 def iso_time(timestamp: float | None) -> str:
     if timestamp is None:
         return "never"
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

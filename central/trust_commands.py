@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from central.cli_output import iso, print_json, print_table, to_dict
-from central.services.trust import MAX_NAMED_HOLDERS
+from central.services.trust import name_list
 from edgefleet.terminal import safe_print as print
 
 DEFAULT_OVERLAP_S = 24 * 3600.0
@@ -124,9 +124,7 @@ def _finish_ca(client, args) -> int:
         return 0
     print(f"CA {r.retired.fingerprint} retired: certificates it signed are refused from now on")
     if r.stranded:
-        shown = ", ".join(list(r.stranded)[:MAX_NAMED_HOLDERS])
-        more = len(r.stranded) - MAX_NAMED_HOLDERS
-        print(f"stranded (must enroll again): {shown}{f' and {more} more' if more > 0 else ''}")
+        print(f"stranded (must enroll again): {name_list(list(r.stranded))}")
     print("restart central where it runs the SuperLink (or serves /metrics off loopback): they keep their certificate")
     return 0
 
@@ -146,7 +144,7 @@ def _ca_status(client, args) -> int:
     if len(r.cas) > 1:
         holders = list(r.on_previous_ca)
         if holders:
-            print(f"{len(holders)} still on the previous CA: {', '.join(holders)}")
+            print(f"{len(holders)} still on the previous CA: {name_list(holders)} (all of them: --json)")
         else:
             print("nobody is on the previous CA any more: `edgefleet ca finish` strands no one")
     return 0

@@ -234,8 +234,8 @@ def finish_ca_rotation(central: Central, caller: Caller, force: bool) -> tuple[C
                 caller,
                 action,
                 previous_fp,
-                f"{len(stranded)} holders still have only a certificate from the previous CA"
-                f" ({name_list(stranded)}): they are refused once it is retired. Let nodes renew (`edgefleet ca"
+                f"still holding only a certificate from the previous CA: {len(stranded)}"
+                f" ({name_list(stranded)}); they are refused once it is retired. Let nodes renew (`edgefleet ca"
                 " rotate --now` asks them to at once) and operators run `edgefleet admin renew`; or finish with"
                 " --force (they must enroll again)",
             )

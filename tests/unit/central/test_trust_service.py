@@ -61,7 +61,7 @@ def test_ca_rotation_names_who_is_still_on_the_previous_ca(fleet):
     central.store.revoke_operator("val", time.time())
     held = trust.get_trust(central, admin).on_previous_ca
     assert sorted(held) == ["admin:admin", "node:n2"]
-    with pytest.raises(FailedPrecondition, match="2 holders still have only a certificate from the previous CA"):
+    with pytest.raises(FailedPrecondition, match="still holding only a certificate from the previous CA: 2 "):
         trust.finish_ca_rotation(central, admin, force=False)
     assert _refusals(central, "ca.finish")
     retired, stranded = trust.finish_ca_rotation(central, admin, force=True)
