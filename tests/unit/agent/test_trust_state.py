@@ -360,3 +360,29 @@ def test_a_pinned_key_that_is_not_one_trusts_nothing(files, fleet):
     assert trust.signing_keys == () and files.signing_keys() == []
     own = fleet.node_cert(fleet.old_ca_key, fleet.old_ca)
     assert "no signing key is trusted" in files.update(trust, fleet.bundle(), own, NOW).refused
+
+
+@pytest.mark.parametrize("restored_from", ["before the rotation", "during the overlap"])
+def test_a_central_restored_from_before_a_finished_rotation_does_not_bring_old_trust_back(files, fleet, restored_from):
+    """Tried: after a CA and a signing-key rotation were finished (the node on the new CA, trusting the new key
+    only), a central restored from a backup taken before the rotation, or during its overlap, offers its older
+    bundle (a lower version): the retired CA comes back only through a cross certificate for it, which no one has,
+    and the retired key only through a statement its successor would sign, which no one does."""
+    old_cert = fleet.node_cert(fleet.old_ca_key, fleet.old_ca)
+    new_cert = fleet.node_cert(fleet.new_ca_key, fleet.new_ca)
+    during = files.update(files.load(), fleet.bundle(version=5), old_cert, NOW).trust
+    finished = fleet.bundle(version=6, cas=[fleet.new_ca], cross=[], statements=[
+        fleet.rotate_statement(), fleet.retire_statement(NOW + 10)])  # fmt: skip
+    after = files.update(during, finished, new_cert, NOW + 20).trust
+    assert after.ca_fingerprints() == _fps(fleet.new_ca)
+    assert [k.key_id for k in after.signing_keys] == [key_id(fleet.new_pub)]
+    if restored_from == "before the rotation":
+        restored = fleet.bundle(version=1, cas=[fleet.old_ca], cross=[], statements=[])
+    else:
+        restored = fleet.bundle(version=3)
+    update = files.update(after, restored, new_cert, NOW + 30)
+    assert update.refused and "no cross certificate from a trusted CA" in update.refused
+    reread = files.load()
+    assert reread.ca_fingerprints() == _fps(fleet.new_ca)
+    assert [k.key_id for k in reread.signing_keys] == [key_id(fleet.new_pub)]
+    assert files.signing_keys() == [fleet.new_pub]
