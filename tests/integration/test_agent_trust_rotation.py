@@ -14,6 +14,7 @@ certificate is then refused in the TLS handshake, while the same call with an ag
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -23,14 +24,16 @@ import httpx
 import pytest
 
 from agent_process import start_agent
+from central import datadir
+from central.store import open_store
 from central_process import create_token, edgefleet_cli, start_central, wait_for
 from edge_agent.control.artifacts import ArtifactError, ModelSlots
 from edge_agent.control.client import ControlError, FleetClient, enroll
 from edge_agent.control.identity import FleetFiles
 from edge_agent.control.trust_state import TrustFiles
 from edge_agent.models import resolve_model
-from edgefleet import channels, manifest, pki
-from edgefleet.v1 import admin_pb2, fleet_pb2, fleet_pb2_grpc
+from edgefleet import channels, manifest, pki, trust
+from edgefleet.v1 import admin_pb2, common_pb2, fleet_pb2, fleet_pb2_grpc
 from fleet_activity import assign, push, wait_active
 
 # One decoding thread per agent: three agents share two cores (docs/configuration.md, model.n_threads).
@@ -237,3 +240,50 @@ def test_ca_rotation_renews_every_agent_and_finish_refuses_the_old_ca(rotating_f
     with pytest.raises(ControlError):
         FleetClient(bystander, rpc_timeout_s=10).report([], 0)
     assert all(_refusals(a) == 0 for a in agents)
+
+
+def test_after_finish_signing_a_manifest_central_serves_under_the_retired_key_is_refused(rotating_fleet):
+    """End to end: after `keys rotate-signing` and `keys finish-signing`, central's store is made to hold a version
+    whose signature is the retired key's (as a replica whose data dir lags, or a store restored from before the
+    rotation, would serve it); assigned to a node, the agent refuses the manifest before downloading a byte, and
+    serves on. Tried with the agents of the tests above (rotated before) or fresh ones."""
+    central, agents, nodes, root = rotating_fleet
+    retired_key = pki.load_private_key(central.paths.signing_key.read_bytes())
+    edgefleet_cli(central, "keys", "rotate-signing", "--overlap", "1h")
+    edgefleet_cli(central, "keys", "finish-signing")
+    current = trust.key_id(central.paths.signing_public_key.read_bytes())
+    wait_for(
+        lambda: all(_signing_key_ids(a) == {current} for a in agents),
+        timeout_s=60,
+        what="every agent trusting the new signing key only",
+    )
+    artifact = root / "stray.gguf"
+    artifact.write_bytes(b"GGUF" + bytes(4096))
+    push(central, artifact, "stray", "1.0.0")
+    store = open_store(datadir.store_spec(central.paths))
+    try:
+        model = store.get_model("stray", "1.0.0")
+        old_signature = base64.b64encode(retired_key.sign(model.manifest)).decode()
+        assert store.replace_model_signatures([("stray", "1.0.0", old_signature)]) == 1
+    finally:
+        store.close()
+    served_before = _active_ref(central, nodes[0])
+    assign(central, nodes[0], "stray@1.0.0")
+    activation = wait_for(
+        lambda: _failed_activation(central, nodes[0]), timeout_s=60, what="the node refusing stray@1.0.0"
+    )
+    assert "manifest refused" in activation.reason and "does not verify" in activation.reason, activation
+    assert activation.model.name == "stray" and activation.bytes_total == 0, "refused before downloading"
+    assert _active_ref(central, nodes[0]) == served_before, "the model it served serves on"
+
+
+def _active_ref(central, node_id: str) -> str:
+    with central.admin() as admin:
+        served = admin.call("GetNode", admin_pb2.GetNodeRequest(node_id=node_id)).node.status.active_model
+    return f"{served.name}@{served.version}"
+
+
+def _failed_activation(central, node_id: str):
+    with central.admin() as admin:
+        activation = admin.call("GetNode", admin_pb2.GetNodeRequest(node_id=node_id)).node.status.activation
+    return activation if activation.state == common_pb2.ACTIVATION_STATE_FAILED else None
