@@ -78,6 +78,8 @@ def _commands(parser: argparse.ArgumentParser, name: str, help_text: str | None 
     if not groups:
         yield name, help_text, parser
         return
+    if not groups[0].required:  # `central backup`, `edge-agent central-addresses`: a command with subcommands
+        yield name, help_text, parser
     helps = {choice.dest: choice.help for choice in groups[0]._choices_actions}
     for command, sub in groups[0].choices.items():
         yield from _commands(sub, f"{name} {command}", helps.get(command))
