@@ -10,21 +10,27 @@ Refusals exit 1 with the reason; usage errors exit 2. :mod:`central.cli` registe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import errno
 import os
 import re
+import signal
+import stat
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from central.backup import BackupError
+from central.backup import PASSPHRASE_ENV, BackupError
 from central.cli_output import iso_seconds, print_json, relative
 from edgefleet import __version__
 from edgefleet.terminal import safe_print as print
 
 COMMANDS = ("backup", "restore")
-PASSPHRASE_ENV = "EDGEFLEET_BACKUP_PASSPHRASE"
+MIN_PASSPHRASE_CHARS = 12
+MAX_SECRET_FILE_BYTES = 64 << 10
 BACKUP_SUFFIX = ".edgefleet-backup"
 _SCHEDULED_NAME = re.compile(r"central-\d{8}T\d{6}Z" + re.escape(BACKUP_SUFFIX))
 
@@ -127,13 +133,8 @@ def run(args) -> int:
     from central.store import StoreError
 
     try:
-        if args.command == "restore":
-            return _restore(args)
-        if args.backup_command == "verify":
-            return _verify(args)
-        if args.backup_command == "keygen":
-            return _keygen(args)
-        return _backup(args)
+        with _sigterm_as_exit():
+            return _dispatch(args)
     except BackupUsageError as exc:
         print(f"edgefleet: {exc}", file=sys.stderr)
         return 2
@@ -145,8 +146,63 @@ def run(args) -> int:
         return 1
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"edgefleet: {where}{exc.strerror or exc}", file=sys.stderr)
+        hint = f": {no_space_hint(args)}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"edgefleet: {where}{exc.strerror or exc}{hint}", file=sys.stderr)
         return 1
+
+
+def _dispatch(args) -> int:
+    if args.command == "restore":
+        return _restore(args)
+    if args.backup_command == "verify":
+        return _verify(args)
+    if args.backup_command == "keygen":
+        return _keygen(args)
+    return _backup(args)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM (systemctl stop, the timer's TimeoutStartSec) unwinds like Ctrl-C, so the partial archive, the
+    verify scratch copy and the restore's staging (keys in it) are removed; Python's default would leave them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def no_space_hint(args) -> str:
+    """Where the command that ran out of space was writing (a write's OSError names no file), and what to do."""
+    if args.command == "restore":
+        blobs = f" and the blob store {args.blobs}" if args.blobs else ""
+        return (
+            f"the restore stages the store, keys and blobs beside {args.data_dir}{blobs} before moving them in;"
+            " nothing was left behind: free space there, or restore onto another disk"
+        )
+    if args.backup_command == "verify":
+        return (
+            f"verify copies the store out of the archive into {tempfile.gettempdir()}: point TMPDIR at a"
+            " directory with room for it"
+        )
+    where = args.out_dir if args.out_dir is not None else (args.out.parent if args.out else ".")
+    return f"the backup is written in {where} (a partial one was removed): free space there or write elsewhere"
+
+
+def _progress():
+    """A bar on stderr while gigabytes go by, when stderr is a terminal (the timer's journal gets none)."""
+    if not sys.stderr.isatty():
+        return None
+    from central.cli import Progress
+
+    return Progress
 
 
 # -- keys ---------------------------------------------------------------------------------------------------------
@@ -157,11 +213,50 @@ def read_passphrase(passphrase_file: Path | None, environ=os.environ):
     from central.backup.archive import Passphrase
 
     if passphrase_file is not None:
-        text = passphrase_file.read_bytes()
+        text = read_secret_file(passphrase_file, "passphrase file")
         line = text.split(b"\n", 1)[0].rstrip(b"\r")
         return Passphrase(line)
     value = environ.get(PASSPHRASE_ENV)
     return Passphrase(value.encode()) if value is not None else None
+
+
+def read_secret_file(path: Path, what: str, secret: bool = True) -> bytes:
+    """A passphrase or key file's bytes, at most MAX_SECRET_FILE_BYTES (so /dev/zero or a wrong file is refused,
+    not read whole); with `secret`, a regular file that others than its owner may read is a warning on stderr."""
+    with open(path, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise BackupError(f"the {what} {path} holds more than {MAX_SECRET_FILE_BYTES >> 10} KiB: not a {what}")
+    if secret:
+        _warn_exposed(path, mode, what)
+    return data
+
+
+def _warn_exposed(path: Path, mode: int, what: str) -> None:
+    warning = exposed_secret(path, mode, what)
+    if warning:
+        print(f"edgefleet: warning: {warning}", file=sys.stderr)
+
+
+def exposed_secret(path: Path, mode: int, what: str) -> str | None:
+    """Why a regular file holding a secret is open to other local users, with the command that closes it."""
+    if not stat.S_ISREG(mode) or not mode & 0o044:  # a pipe (--passphrase-file <(pass show ...)) is the caller's
+        return None
+    who = "group and others" if mode & 0o004 else "its group"
+    return f"the {what} {path} is readable by {who} (mode {mode & 0o777:04o}); make it owner-only: chmod 600 {path}"
+
+
+def weak_passphrase(secret: bytes) -> str | None:
+    """Why a passphrase is too short to seal a backup with (a backup holds the fleet's CA key; scrypt slows a
+    guess, it does not make eight letters safe); None when it will do. Opening takes any passphrase."""
+    length = len(secret.decode("utf-8", errors="replace"))
+    if length >= MIN_PASSPHRASE_CHARS:
+        return None
+    return (
+        f"the backup passphrase has {length} characters; a backup holds the fleet's CA key, so seal it with at least"
+        f" {MIN_PASSPHRASE_CHARS} (e.g. `openssl rand -base64 24 > FILE`, then --passphrase-file FILE)"
+    )
 
 
 def _sealer(args):
@@ -175,6 +270,9 @@ def _sealer(args):
             f"a backup is encrypted: give --passphrase-file FILE, set {PASSPHRASE_ENV}, or seal for a key with"
             " --recipient FILE"
         )
+    weak = weak_passphrase(passphrase.secret)
+    if weak:
+        raise BackupError(weak)
     return passphrase
 
 
@@ -190,10 +288,14 @@ def _load_key(load, flag: str, path: Path):
     """A recipient or identity key file, a refusal naming the flag and the file."""
     from central.backup.archive import WrongKeyError
 
+    identity = flag == "--identity"
     try:
-        return load(path.read_bytes())
+        key = load(read_secret_file(path, "identity file" if identity else "recipient file", secret=False))
     except WrongKeyError as exc:
         raise WrongKeyError(f"{flag} {path}: {exc}") from None
+    if identity:  # once it is a private key (a recipient is public: anyone may read it)
+        _warn_exposed(path, path.stat().st_mode, "identity file")
+    return key
 
 
 def _keygen(args) -> int:
@@ -228,10 +330,32 @@ def scheduled_name(now: float) -> str:
     return f"central-{stamp}{BACKUP_SUFFIX}"
 
 
-def backups_to_prune(names: list[str], keep: int) -> list[str]:
-    """Of the scheduled backups' names in a directory (others are never touched), those past the newest `keep`."""
-    scheduled = sorted((n for n in names if _SCHEDULED_NAME.fullmatch(n)), reverse=True)
-    return scheduled[keep:]
+def backups_to_prune(names: list[str], keep: int, written: str = "") -> list[str]:
+    """Of the scheduled backups' names in a directory (others are never touched), those past the newest `keep`.
+    The one just `written` is always kept and counted first: a clock set back must not make it look the oldest."""
+    scheduled = sorted((n for n in names if _SCHEDULED_NAME.fullmatch(n) and n != written), reverse=True)
+    return scheduled[keep - (1 if written else 0) :]
+
+
+def _prune(directory: Path, name: str) -> bool:
+    """Delete a scheduled backup; False (left alone) unless it is a regular file that starts as a backup does:
+    a directory, a link or another program's file of the same name is not ours to delete."""
+    from central.backup.archive import MAGIC
+
+    path = directory / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # NONBLOCK: a FIFO would wait for a writer
+        try:
+            ours = stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, len(MAGIC)) == MAGIC
+        finally:
+            os.close(fd)
+        if ours:
+            path.unlink()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link: O_NOFOLLOW refused to open it
+            return False
+        raise BackupError(f"the backup was written, but deleting the older {path} failed: {exc.strerror}") from None
+    return ours
 
 
 def _backup(args) -> int:
@@ -249,12 +373,12 @@ def _backup(args) -> int:
     now = time.time()
     out = args.out if args.out is not None else args.out_dir / scheduled_name(now)
     source = BackupSource(paths.root, datadir.store_spec(paths, args.store), args.blobs, not args.without_blobs)
-    result = take_backup(source, out, sealer, now, __version__)
+    result = take_backup(source, out, sealer, now, __version__, progress=_progress())
     pruned = []
     if args.keep is not None:
-        for name in backups_to_prune(os.listdir(args.out_dir), args.keep):
-            (args.out_dir / name).unlink(missing_ok=True)
-            pruned.append(name)
+        for name in backups_to_prune(os.listdir(args.out_dir), args.keep, result.path.name):
+            if _prune(args.out_dir, name):
+                pruned.append(name)
     manifest = result.manifest
     included = sum(1 for b in manifest.blobs if b.included)
     if args.json:
@@ -295,7 +419,7 @@ def _verify(args) -> int:
 
     opener = _opener(args)
     with tempfile.TemporaryDirectory(prefix="edgefleet-verify-") as scratch:
-        report = verify_file(args.file, opener, Path(scratch))
+        report = verify_file(args.file, opener, Path(scratch), _progress())
     m, c = report.manifest, report.manifest.counts
     included = sum(1 for b in m.blobs if b.included)
     if args.json:
@@ -350,7 +474,7 @@ def _restore(args) -> int:
 
     opener = _opener(args)
     root = Path(args.data_dir).expanduser().resolve()
-    result = restore_file(args.file, opener, RestoreTarget(root, args.store, args.blobs), time.time())
+    result = restore_file(args.file, opener, RestoreTarget(root, args.store, args.blobs), time.time(), _progress())
     m = result.manifest
     age = result.restored_at - m.created_at
     serve = f"edgefleet central serve --data-dir {root}" + (f" --blobs {args.blobs}" if args.blobs else "")

@@ -13,8 +13,56 @@ what is wrong and what to do; the archive's own refusals are the subclasses in :
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 from central.errors import CentralError
+
+# Where `central backup` and the timer may take the passphrase from; never passed on to a child process.
+PASSPHRASE_ENV = "EDGEFLEET_BACKUP_PASSPHRASE"
 
 
 class BackupError(CentralError):
     """A backup that cannot be taken, read, verified or restored; the message says why."""
+
+
+class Progress(Protocol):
+    """What long work reports to (the CLI's bar on a terminal): bytes as they go, then done."""
+
+    def advance(self, n: int) -> None: ...
+
+    def done(self) -> None: ...
+
+
+# Makes a Progress from a label and the total bytes expected (central.cli.Progress fits).
+ProgressFactory = Callable[[str, int], Progress]
+_REPORT_BYTES = 1 << 20
+
+
+class CountingFile:
+    """A file object passed through, reporting the bytes read or written to a Progress a MiB at a time."""
+
+    def __init__(self, f, progress: Progress):
+        self._f, self._progress, self._pending = f, progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._count(len(data))
+        return data
+
+    def write(self, data: bytes) -> int:
+        written = self._f.write(data)
+        self._count(len(data))
+        return written
+
+    def _count(self, n: int) -> None:
+        self._pending += n
+        if self._pending >= _REPORT_BYTES:
+            self._progress.advance(self._pending)
+            self._pending = 0
+
+    def done(self) -> None:
+        if self._pending:
+            self._progress.advance(self._pending)
+            self._pending = 0
+        self._progress.done()

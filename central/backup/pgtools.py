@@ -1,7 +1,8 @@
 """PostgreSQL's own tools for a backup: pg_dump takes the store, pg_restore lists, reads and restores it.
 
 A store URL may carry a password; it never goes on a command line (other local users read argv): the tools get
-the URL's other parts as a conninfo string and the password as PGPASSWORD in their environment.
+the URL's other parts as a conninfo string and the password as PGPASSWORD in their environment. The backup
+passphrase, when it came from the environment, is not passed on to them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from central.backup import BackupError
+from central.backup import PASSPHRASE_ENV, BackupError
 from central.store import display_store
 
 # The audit tables in the dump, which verify reads without restoring it (with schema_migrations).
@@ -29,7 +30,8 @@ def _tool(name: str) -> str:
 
 
 def conninfo_and_env(url: str) -> tuple[str, dict[str, str]]:
-    """A conninfo string without the password, and the environment the tool runs with (PGPASSWORD when set)."""
+    """A conninfo string without the password, and the environment the tool runs with (the URL's password as
+    PGPASSWORD, else the PGPASSWORD psycopg used too)."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
@@ -37,10 +39,16 @@ def conninfo_and_env(url: str) -> tuple[str, dict[str, str]]:
     except Exception as exc:  # noqa: BLE001 - psycopg raises ProgrammingError for a malformed URL
         raise BackupError(f"malformed PostgreSQL URL {display_store(url)}: {exc}") from None
     password = params.pop("password", None)
-    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    env = tool_env()
     if password is not None:
         env["PGPASSWORD"] = str(password)
     return make_conninfo("", **params), env
+
+
+def tool_env() -> dict[str, str]:
+    """The environment a PostgreSQL tool runs with: ours (PGPASSWORD, PGSSLMODE, ... as psycopg uses them), less
+    the backup passphrase."""
+    return {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
 
 
 def _run(argv: list[str], env: dict[str, str], doing: str, url: str = "") -> subprocess.CompletedProcess:
@@ -66,14 +74,14 @@ def dump(url: str, snapshot_id: str, out: Path) -> None:
 
 def list_contents(dump_file: Path) -> list[str]:
     """pg_restore --list: the dump's table of contents; refuses a file pg_restore cannot read."""
-    result = _run([_tool("pg_restore"), "--list", str(dump_file)], dict(os.environ), "reading the PostgreSQL dump")
+    result = _run([_tool("pg_restore"), "--list", str(dump_file)], tool_env(), "reading the PostgreSQL dump")
     return result.stdout.decode(errors="replace").splitlines()
 
 
 def table_rows(dump_file: Path, tables: tuple[str, ...]) -> dict[str, list[Row]]:
     """The rows of `tables` in the dump, as text fields, read with pg_restore --data-only without a database."""
     argv = [_tool("pg_restore"), "--data-only", *(f"--table={t}" for t in tables), "--file=-", str(dump_file)]
-    result = _run(argv, dict(os.environ), "reading the PostgreSQL dump")
+    result = _run(argv, tool_env(), "reading the PostgreSQL dump")
     return copy_rows(result.stdout.decode("utf-8"))
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from central.audit import ALLOWED, AuditEntry
-from central.backup import BackupError, pgtools
+from central.backup import BackupError, ProgressFactory, pgtools
 from central.backup import archive as ar
 from central.backup.manifest import Manifest
-from central.backup.verify import BlobSink, ReadBackup, SnapshotCheck, check_snapshot, read_backup
+from central.backup.verify import BlobSink, ReadBackup, SnapshotCheck, check_snapshot, read_with_progress
 from central.store import display_store, is_postgres
 from edgefleet import pki
 from edgefleet.privatedir import make_private_dir
@@ -91,7 +91,9 @@ def require_empty_database(url: str) -> None:
         )
 
 
-def restore_file(path: Path, opener: ar.Opener | None, target: RestoreTarget, now: float) -> RestoreResult:
+def restore_file(
+    path: Path, opener: ar.Opener | None, target: RestoreTarget, now: float, progress: ProgressFactory | None = None
+) -> RestoreResult:
     """Restore the backup at `path` onto `target`; see the module's docstring."""
     from central.blobs import open_blob_store
 
@@ -111,7 +113,7 @@ def restore_file(path: Path, opener: ar.Opener | None, target: RestoreTarget, no
         restored_database = False
         try:
             blob_store = open_blob_store(target.blobs_spec, staging / "blobs")
-            read = read_backup(src, opener, staging, _StoreBlobs(blob_store))
+            read = read_with_progress(src, opener, staging, _StoreBlobs(blob_store), progress, "restoring")
             _require_store_target(read.manifest, target)
             _require_listed_blobs(read.manifest, blob_store, target.blobs_spec)
             snapshot = check_snapshot(read)

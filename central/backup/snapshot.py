@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from central.backup import BackupError, pgtools
+from central.backup import BackupError, CountingFile, ProgressFactory, pgtools
 from central.backup import archive as ar
 from central.backup.manifest import (
     MANIFEST_NAME,
@@ -166,8 +166,10 @@ def take_backup(
     now: float,
     version: str,
     chunk_bytes: int = ar.CHUNK_BYTES,
+    progress: ProgressFactory | None = None,
 ) -> BackupResult:
-    """Write an encrypted backup of `source` to `out` (which must not exist)."""
+    """Write an encrypted backup of `source` to `out` (which must not exist); `progress` is shown the bytes
+    archived against what the manifest lists."""
     from central.blobs import open_blob_store
     from central.datadir import CentralPaths, require_initialized
 
@@ -180,7 +182,8 @@ def take_backup(
     if out.is_relative_to(paths.root.resolve()):
         raise BackupError(f"{out} is inside the data dir {paths.root}: a backup must live apart from what it saves")
     if not out.parent.is_dir():
-        raise BackupError(f"{out.parent} is not a directory")
+        state = "is not a directory" if out.parent.exists() else "does not exist"
+        raise BackupError(f"{out.parent} {state}: the backup's directory must be there already")
     kind = "postgresql" if is_postgres(source.store_spec) else "sqlite"
     with tempfile.TemporaryDirectory(prefix=".edgefleet-backup-", dir=out.parent) as tmp:
         store_file = Path(tmp) / STORE_NAMES[kind]
@@ -212,7 +215,9 @@ def take_backup(
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw:
             writer = ar.ArchiveWriter(raw, sealer, chunk_bytes)
-            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            listed = sum(f.size for f in files) + sum(b.size for b in blobs if b.included)
+            counted = CountingFile(writer, progress("backing up", listed)) if progress else None
+            with tarfile.open(fileobj=counted or writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
                 _add(tar, MANIFEST_NAME, len(manifest_bytes), now, _bytes_reader(manifest_bytes))
                 with open(store_file, "rb") as f:
                     _add(tar, STORE_NAMES[kind], files[0].size, now, f)
@@ -222,6 +227,8 @@ def take_backup(
                     if blob.included and blob_store is not None:
                         _add_blob(tar, blob_store, blob, now)
             writer.close()
+            if counted:
+                counted.done()
             raw.flush()
             os.fsync(raw.fileno())
         archive_bytes = partial.stat().st_size

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from central.audit import AuditAnchor, AuditEntry, verify_chain
-from central.backup import BackupError, pgtools
+from central.backup import BackupError, CountingFile, ProgressFactory, pgtools
 from central.backup import archive as ar
 from central.backup.manifest import (
     BLOBS_DIR,
@@ -114,6 +114,23 @@ def read_backup(src: BinaryIO, opener: ar.Opener | None, staging: Path, blobs: B
         raise BackupError(f"the backup's contents are not a tar stream this edgefleet writes: {exc}") from None
     reader.read_to_end()  # the final chunk authenticated: nothing was cut off after the tar's end
     read.chunks, read.plaintext_bytes = reader.chunks, reader.plaintext_bytes
+    return read
+
+
+def read_with_progress(
+    src: BinaryIO,
+    opener: ar.Opener | None,
+    staging: Path,
+    blobs: BlobSink | None,
+    progress: ProgressFactory | None,
+    label: str,
+) -> ReadBackup:
+    """read_backup, showing `progress` the archive's bytes as they are read."""
+    if progress is None:
+        return read_backup(src, opener, staging, blobs)
+    counted = CountingFile(src, progress(label, os.fstat(src.fileno()).st_size))
+    read = read_backup(counted, opener, staging, blobs)  # type: ignore[arg-type]
+    counted.done()
     return read
 
 
@@ -437,11 +454,13 @@ class VerifyReport:
     seconds: float
 
 
-def verify_file(path: Path, opener: ar.Opener | None, scratch: Path) -> VerifyReport:
+def verify_file(
+    path: Path, opener: ar.Opener | None, scratch: Path, progress: ProgressFactory | None = None
+) -> VerifyReport:
     """Check the backup at `path` without restoring it; `scratch` is an empty private directory for the store."""
     started = time.monotonic()
     with open(path, "rb") as src:
-        read = read_backup(src, opener, scratch)
+        read = read_with_progress(src, opener, scratch, None, progress, "verifying")
     snapshot = check_snapshot(read)
     return VerifyReport(
         read.backup_id,

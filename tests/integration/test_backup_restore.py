@@ -365,7 +365,7 @@ def test_scheduled_backups_keep_the_newest_n(tmp_path, passphrase_file):
     (out_dir / "notes.txt").write_text("not a backup: never deleted")
     old = ["central-20200101T000000Z.edgefleet-backup", "central-20210101T000000Z.edgefleet-backup"]
     for name in old:
-        (out_dir / name).write_bytes(b"old")
+        (out_dir / name).write_bytes(ar.MAGIC + b"old")  # --keep deletes only what starts as a backup
     taken = edgefleet(
         "central", "backup", "--data-dir", str(data_dir), "--out-dir", str(out_dir), "--keep", "2",
         "--passphrase-file", str(passphrase_file), "--json",

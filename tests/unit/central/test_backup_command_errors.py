@@ -16,6 +16,7 @@ def setup(tmp_path, monkeypatch):
     initialize(data_dir, "127.0.0.1:7443")
     passphrase = tmp_path / "passphrase"
     passphrase.write_text("correct horse\n")
+    passphrase.chmod(0o600)  # else a warning line joins the refusal
     assert cli.main(["central", "backup", "keygen", "--out", str(tmp_path / "id.key")]) == 0
     return tmp_path, data_dir, passphrase
 
