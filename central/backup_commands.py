@@ -200,7 +200,7 @@ def _progress():
     """A bar on stderr while gigabytes go by, when stderr is a terminal (the timer's journal gets none)."""
     if not sys.stderr.isatty():
         return None
-    from central.cli import Progress
+    from central.cli_output import Progress
 
     return Progress
 

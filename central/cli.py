@@ -21,7 +21,7 @@ from central import (
     usage_commands,
 )
 from central import credential as credential_file
-from central.cli_output import iso, iso_seconds, print_json, print_table, relative, to_dict
+from central.cli_output import Progress, iso, iso_seconds, print_json, print_table, relative, to_dict
 from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
 from edgefleet import __version__, logs
@@ -744,31 +744,6 @@ def _push_requests(path: Path, upload, progress):
             progress.advance(len(chunk))
             yield admin_pb2.PushModelRequest(chunk=chunk)
     progress.done()
-
-
-class Progress:
-    """A one-line progress bar on stderr when it is a terminal; silent otherwise (scripts, logs)."""
-
-    def __init__(self, label: str, total: int, stream=sys.stderr):
-        self.label, self.total, self.stream = label, total, stream
-        self.done_bytes, self.started = 0, time.monotonic()
-        self.live = stream.isatty()
-
-    def advance(self, n: int) -> None:
-        self.done_bytes += n
-        if self.live:
-            elapsed = max(time.monotonic() - self.started, 1e-6)
-            share = self.done_bytes / self.total if self.total else 1.0
-            bar = "#" * int(share * 30)
-            self.stream.write(
-                f"\r{self.label} [{bar:<30}] {share:4.0%} {self.done_bytes / 2**20:,.0f}/"
-                f"{self.total / 2**20:,.0f} MiB {self.done_bytes / 2**20 / elapsed:,.0f} MiB/s"
-            )
-            self.stream.flush()
-
-    def done(self) -> None:
-        if self.live:
-            self.stream.write("\n")
 
 
 def _hash_file(path: Path, progress: Progress) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import time
 
 from google.protobuf.json_format import MessageToDict
 
@@ -46,3 +47,28 @@ def iso_seconds(unix_seconds: float) -> str:
 
 def relative(seconds: float) -> str:
     return f"in {format_duration(seconds)}" if seconds >= 0 else f"{format_duration(-seconds)} ago"
+
+
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise (scripts, logs)."""
+
+    def __init__(self, label: str, total: int, stream=sys.stderr):
+        self.label, self.total, self.stream = label, total, stream
+        self.done_bytes, self.started = 0, time.monotonic()
+        self.live = stream.isatty()
+
+    def advance(self, n: int) -> None:
+        self.done_bytes += n
+        if self.live:
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            share = min(self.done_bytes / self.total, 1.0) if self.total else 1.0  # an estimate may run over
+            bar = "#" * int(share * 30)
+            self.stream.write(
+                f"\r{self.label} [{bar:<30}] {share:4.0%} {self.done_bytes / 2**20:,.0f}/"
+                f"{self.total / 2**20:,.0f} MiB {self.done_bytes / 2**20 / elapsed:,.0f} MiB/s"
+            )
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.live:
+            self.stream.write("\n")
