@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from central.backup import PASSPHRASE_ENV, BackupError
@@ -79,10 +80,44 @@ def list_contents(dump_file: Path) -> list[str]:
 
 
 def table_rows(dump_file: Path, tables: tuple[str, ...]) -> dict[str, list[Row]]:
-    """The rows of `tables` in the dump, as text fields, read with pg_restore --data-only without a database."""
+    """The rows of `tables` in the dump, as text fields, read with pg_restore --data-only without a database.
+
+    A dump's data is compressed: rows that decompress to more than MAX_ROWS_RATIO times the whole dump file
+    (plus MAX_ROWS_SLACK) are refused before they fill memory. pg_dump's own audit rows come to about 3 times
+    their compressed size (their hashes are hex), and they are a part of the dump."""
     argv = [_tool("pg_restore"), "--data-only", *(f"--table={t}" for t in tables), "--file=-", str(dump_file)]
-    result = _run(argv, tool_env(), "reading the PostgreSQL dump")
-    return copy_rows(result.stdout.decode("utf-8"))
+    limit = MAX_ROWS_RATIO * dump_file.stat().st_size + MAX_ROWS_SLACK
+    return copy_rows(_output_capped(argv, tool_env(), "reading the PostgreSQL dump", limit).decode("utf-8"))
+
+
+MAX_ROWS_RATIO = 16
+MAX_ROWS_SLACK = 64 << 20
+
+
+def _output_capped(argv: list[str], env: dict[str, str], doing: str, limit: int) -> bytes:
+    """A tool's stdout, refused (and the tool killed) once it passes `limit` bytes."""
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: it cannot fill up while stdout is read
+        try:
+            process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=errors)
+        except OSError as exc:
+            raise BackupError(f"{doing}: cannot run {argv[0]}: {exc}") from None
+        parts, size = [], 0
+        assert process.stdout is not None
+        with process:
+            while part := process.stdout.read(1 << 20):
+                size += len(part)
+                if size > limit:
+                    process.kill()
+                    raise BackupError(
+                        f"{doing}: its audit rows decompress to more than {limit >> 20} MiB, far more than the dump"
+                        " holds: not a dump pg_dump wrote of a central store"
+                    )
+                parts.append(part)
+        if process.returncode != 0:
+            errors.seek(0)
+            lines = errors.read().decode(errors="replace").strip().splitlines()
+            raise BackupError(f"{doing} failed: {' | '.join(lines[-5:]) or f'exit status {process.returncode}'}")
+    return b"".join(parts)
 
 
 def restore(url: str, dump_file: Path) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import sqlite3
+import subprocess
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -283,3 +284,23 @@ def test_a_blob_listed_as_included_by_a_string(genuine, keys, tmp_path):
     body["blobs"] = [{"sha256": "0" * 64, "size": 1, "included": "false"}]
     archive = seal(genuine, keys.recipient, tmp_path / "a", json.dumps(body).encode())
     refused_by_both(archive, keys, tmp_path, "manifest.*included")
+
+
+def test_a_postgresql_dump_whose_audit_rows_decompress_without_bound(tmp_path):
+    """pg_dump compresses: 96 MiB of audit detail is a dump of a few hundred KiB. Reading its rows is refused
+    once they pass 16 times the dump's size (+64 MiB), before they fill memory."""
+    import psycopg
+
+    from central.backup import pgtools
+    from postgres_db import postgres_database
+
+    with postgres_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE audit (sequence bigint, detail text)")
+            conn.execute("INSERT INTO audit SELECT n, repeat('x', 2 << 20) FROM generate_series(1, 48) AS n")
+        dump = tmp_path / "store.pgdump"
+        conninfo, env = pgtools.conninfo_and_env(url)
+        subprocess.run(["pg_dump", "--format=custom", f"--file={dump}", f"--dbname={conninfo}"], env=env, check=True)
+    assert dump.stat().st_size < 4 << 20
+    with pytest.raises(BackupError, match="decompress to more than"):
+        pgtools.table_rows(dump, ("audit",))
