@@ -58,6 +58,13 @@ def test_the_service_runs_a_backup_command_edgefleet_accepts():
     assert value(SERVICE, "StateDirectoryMode") == "0700" and value(SERVICE, "UMask") == "0077"
 
 
+def test_the_backup_yields_the_disk_without_being_starved_of_it():
+    """IOSchedulingClass=idle would wait on central's own writes while the snapshot's read transaction keeps the
+    WAL from being checkpointed: the WAL would grow for as long as the backup waited."""
+    assert value(SERVICE, "IOSchedulingClass") == "best-effort" and value(SERVICE, "IOSchedulingPriority") == "7"
+    assert value(SERVICE, "Nice") == "10"
+
+
 def test_the_timer_runs_it_daily_and_catches_up_a_missed_day():
     assert value(TIMER, "OnCalendar", "Timer") == "daily"
     assert value(TIMER, "Persistent", "Timer") == "true"
