@@ -184,7 +184,8 @@ def no_space_hint(args) -> str:
     if args.command == "restore":
         blobs = f" and the blob store {args.blobs}" if args.blobs else ""
         return (
-            f"the restore stages the store, keys and blobs beside {args.data_dir}{blobs} before moving them in;"
+            f"the restore stages the store, keys and blobs in or beside {args.data_dir}{blobs} before moving"
+            " them in;"
             " nothing was left behind: free space there, or restore onto another disk"
         )
     if args.backup_command == "verify":

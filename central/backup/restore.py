@@ -1,6 +1,7 @@
 """Restoring a backup onto a new machine: an empty data dir (and, for PostgreSQL, an empty database).
 
-Everything is read, authenticated and checked into a staging directory beside the data dir first (keys 0600,
+Everything is read, authenticated and checked into a staging directory beside the data dir (inside it when it
+exists, empty) first (keys 0600,
 directories 0700, blobs put back through the blob store API with their sha256 checked); only a backup that
 passes every check reaches the data dir, and a failure leaves nothing behind but an empty database. A PostgreSQL
 dump goes in with ``pg_restore --single-transaction``: all of it or nothing.
@@ -109,7 +110,10 @@ def restore_file(
     with open(path, "rb") as src:  # a missing or unreadable archive is refused before anything is made
         made = _missing_parents(root)
         make_private_dir(root.parent)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.restore-", dir=root.parent))  # 0700
+        # Inside an empty data dir that exists (it may be a volume of its own: renames cannot cross into it),
+        # else beside it, to be renamed into its place.
+        where = root if root.is_dir() else root.parent
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.restore-", dir=where))  # 0700
         restored_database = False
         try:
             blob_store = open_blob_store(target.blobs_spec, staging / "blobs")
@@ -187,7 +191,8 @@ def _write_keys(staging: Path, read: ReadBackup) -> None:
 
 
 def _install(staging: Path, root: Path) -> None:
-    """Move the staged data dir into place: a rename when the data dir does not exist, else its entries."""
+    """Move the staged data dir into place: a rename when the data dir does not exist, else its entries (the
+    staging directory is then inside it)."""
     os.chmod(staging, 0o700)
     if not root.exists():
         os.rename(staging, root)

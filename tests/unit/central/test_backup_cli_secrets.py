@@ -5,11 +5,13 @@ Tried: a passphrase file and an identity file other users can read (warned), a p
 (refused for a new backup, still opens an old one), /dev/zero and a directory as the passphrase file, the
 passphrase in the environment of pg_dump, a clock set back before a --keep run, a directory, a symbolic link and
 another program's file under a scheduled backup's name, an --out-dir that does not exist, a disk that fills up
-(a 1 MiB tmpfs, when this user may mount one), SIGTERM in the middle of a restore, stderr on a terminal.
+(a 1 MiB tmpfs, when this user may mount one), a data dir that is a volume of its own, SIGTERM in the middle of a
+restore, stderr on a terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -145,20 +147,26 @@ def test_an_out_dir_that_does_not_exist(central, tmp_path, capsys, monkeypatch):
     assert code == 1 and f"{tmp_path / 'nope'} does not exist" in err
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs: a real full disk, where this user may mount one."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str):
+    """A real, separate file system of `size`, where this user may mount one."""
+    where.mkdir()
     if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
-        yield disk
+        yield where
     finally:
-        subprocess.run(["umount", str(disk)], check=True)
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a real full disk."""
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        yield disk
 
 
 def test_a_full_disk_says_where_and_leaves_nothing(central, tmp_path, capsys, monkeypatch, small_disk):
@@ -174,8 +182,22 @@ def test_a_full_disk_says_where_and_leaves_nothing(central, tmp_path, capsys, mo
     assert cli.main(["central", "backup", "--data-dir", str(central), "--out", str(archive)]) == 0
     target = small_disk / "restored"
     code, _, err = run(capsys, "central", "restore", str(archive), "--data-dir", str(target))
-    assert code == 1 and "No space left on device" in err and f"beside {target}" in err
+    assert code == 1 and "No space left on device" in err and f"in or beside {target}" in err
     assert list(small_disk.iterdir()) == []
+
+
+def test_restore_onto_an_empty_volume_mounted_as_the_data_dir(central, tmp_path, capsys, monkeypatch):
+    """The new machine's data dir is its own file system: staging beside it would be another one, and the
+    entries could not be renamed in (EXDEV)."""
+    monkeypatch.setenv(PASSPHRASE_ENV, GOOD)
+    archive = tmp_path / "b.edgefleet-backup"
+    assert cli.main(["central", "backup", "--data-dir", str(central), "--out", str(archive)]) == 0
+    with tmpfs(tmp_path / "volume", "64m") as volume:
+        code, _, err = run(capsys, "central", "restore", str(archive), "--data-dir", str(volume))
+        assert code == 0, err
+        assert (volume / "ca.key").stat().st_mode & 0o777 == 0o600 and volume.stat().st_mode & 0o777 == 0o700
+        assert not [p for p in volume.iterdir() if p.name.startswith(".")]
+        assert not [p for p in tmp_path.iterdir() if ".restore-" in p.name]
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
