@@ -67,11 +67,19 @@ class _StoreBlobs(BlobSink):
 def require_empty_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise BackupError(f"{path} is not a directory")
-    if path.is_dir() and any(path.iterdir()):
+    # A freshly made ext4 volume mounted as the data dir holds an empty lost+found: that is still empty.
+    if path.is_dir() and any(p for p in path.iterdir() if not (p.name == "lost+found" and _empty_dir(p))):
         raise BackupError(
             f"{path} is not empty: restore onto a new or empty directory (a restore never mixes a backup with"
             " another central's files)"
         )
+
+
+def _empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def require_empty_database(url: str) -> None:

@@ -200,6 +200,22 @@ def test_restore_onto_an_empty_volume_mounted_as_the_data_dir(central, tmp_path,
         assert not [p for p in tmp_path.iterdir() if ".restore-" in p.name]
 
 
+def test_restore_onto_a_data_dir_holding_only_an_empty_lost_and_found(central, tmp_path, capsys, monkeypatch):
+    """What a freshly made ext4 volume holds; lost+found with anything in it is refused as any other entry."""
+    monkeypatch.setenv(PASSPHRASE_ENV, GOOD)
+    archive = tmp_path / "b.edgefleet-backup"
+    assert cli.main(["central", "backup", "--data-dir", str(central), "--out", str(archive)]) == 0
+    volume = tmp_path / "volume"
+    (volume / "lost+found").mkdir(parents=True)
+    (volume / "lost+found" / "#1234").write_bytes(b"recovered")
+    code, _, err = run(capsys, "central", "restore", str(archive), "--data-dir", str(volume))
+    assert code == 1 and "is not empty" in err
+    (volume / "lost+found" / "#1234").unlink()
+    code, _, err = run(capsys, "central", "restore", str(archive), "--data-dir", str(volume))
+    assert code == 0, err
+    assert (volume / "ca.key").exists() and (volume / "lost+found").is_dir()
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "central.cli", *args], **kwargs)
 
