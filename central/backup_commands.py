@@ -194,7 +194,10 @@ def no_space_hint(args) -> str:
             " directory with room for it"
         )
     where = args.out_dir if args.out_dir is not None else (args.out.parent if args.out else ".")
-    return f"the backup is written in {where} (a partial one was removed): free space there or write elsewhere"
+    return (
+        f"the backup is written in {where}, its store snapshot first in the data dir (partial files were removed):"
+        " free space there or write elsewhere"
+    )
 
 
 def _progress():

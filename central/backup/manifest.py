@@ -51,6 +51,8 @@ _SKIPPED_NAMES = {
     "flwr",
 }
 _KEPT_UNDER_SUPERLINK = "results"
+# A backup's temporary directories (the store's snapshot, in the data dir); one a killed backup left is not kept.
+SNAPSHOT_PREFIX = ".edgefleet-backup-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -60,7 +62,7 @@ def is_backed_up(relative: PurePosixPath) -> bool:
     if not parts or relative.is_absolute() or ".." in parts:
         return False
     name = parts[-1]
-    if parts[0] in _SKIPPED_NAMES:
+    if parts[0] in _SKIPPED_NAMES or parts[0].startswith(SNAPSHOT_PREFIX):
         return False
     if parts[0] == "superlink" and (len(parts) < 3 or parts[1] != _KEPT_UNDER_SUPERLINK):
         return False

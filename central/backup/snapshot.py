@@ -10,7 +10,8 @@
 - blobs: those the snapshot's models name, from the same blob store central serves (local or S3), each checked
   against its sha256 as it is copied; ``--without-blobs`` lists them only, for blob stores backed up apart.
 
-The archive is written to a temporary file beside the output (0600) and renamed into place once whole.
+The store's plaintext snapshot is made in a private directory in the data dir; the archive is written to a
+temporary file beside the output (0600) and renamed into place once whole.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -32,6 +34,7 @@ from central.backup import archive as ar
 from central.backup.manifest import (
     MANIFEST_NAME,
     MAX_KEY_FILE_BYTES,
+    SNAPSHOT_PREFIX,
     STORE_NAMES,
     BlobEntry,
     Counts,
@@ -185,13 +188,16 @@ def take_backup(
         state = "is not a directory" if out.parent.exists() else "does not exist"
         raise BackupError(f"{out.parent} {state}: the backup's directory must be there already")
     kind = "postgresql" if is_postgres(source.store_spec) else "sqlite"
-    with tempfile.TemporaryDirectory(prefix=".edgefleet-backup-", dir=out.parent) as tmp:
-        store_file = Path(tmp) / STORE_NAMES[kind]
+    with (
+        _snapshot_dir(paths.root, out.parent) as snapshot_dir,
+        tempfile.TemporaryDirectory(prefix=SNAPSHOT_PREFIX, dir=out.parent) as tmp,
+    ):
+        store_file = snapshot_dir / STORE_NAMES[kind]
         if kind == "postgresql":
             facts = snapshot_postgres(source.store_spec, store_file)
         else:
             facts = snapshot_sqlite(Path(source.store_spec), store_file)
-        keys = data_dir_files(paths.root)
+        keys = data_dir_files(paths.root, skip=(snapshot_dir,))
         blob_store = open_blob_store(source.blobs_spec, paths.blobs) if source.with_blobs else None
         blobs = tuple(_blob_entry(blob_store, sha, size) for sha, size in facts.blobs)
         files = (
@@ -235,6 +241,21 @@ def take_backup(
         os.replace(partial, out)
     _fsync_dir(out.parent)
     return BackupResult(out, backup_id(manifest_bytes), manifest, archive_bytes, time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def _snapshot_dir(data_dir: Path, out_dir: Path) -> Iterator[Path]:
+    """A private directory for the store's plaintext snapshot: in the data dir, as private as the store itself,
+    not beside the archive, whose directory is the one copied off the machine (a backup killed there would
+    have left a plaintext store in it). Beside the archive only when the data dir cannot be written."""
+    try:
+        made = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX, dir=data_dir))
+    except OSError:  # read-only data dir, another user's
+        made = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX, dir=out_dir))
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _blob_entry(blob_store, sha256: str, size: int) -> BlobEntry:

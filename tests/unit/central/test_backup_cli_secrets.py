@@ -55,6 +55,32 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_the_plaintext_snapshot_is_made_in_the_data_dir_not_beside_the_archive(central, tmp_path):
+    """The backups' directory is what gets copied off the machine: while the archive is written (the progress
+    callback runs then), no plaintext store lies there; the snapshot is in the data dir, and gone after."""
+    out_dir = tmp_path / "backups"
+    out_dir.mkdir()
+    seen: dict[str, list] = {}
+
+    class Look:
+        def __init__(self, label: str, total: int):
+            seen["beside the archive"] = [p.read_bytes()[:16] for p in out_dir.rglob("*") if p.is_file()]
+            seen["in the data dir"] = list(central.glob(".edgefleet-backup-*/central.db"))
+
+        def advance(self, n: int) -> None:
+            pass
+
+        def done(self) -> None:
+            pass
+
+    source = BackupSource(central, str(central / "central.db"))
+    take_backup(source, out_dir / "b.edgefleet-backup", ar.Passphrase(GOOD.encode()), time.time(), "t", progress=Look)
+    assert len(seen["in the data dir"]) == 1
+    assert seen["beside the archive"] and b"SQLite format 3\x00" not in seen["beside the archive"]
+    assert [p.name for p in out_dir.iterdir()] == ["b.edgefleet-backup"]
+    assert not list(central.glob(".edgefleet-backup-*"))
+
+
 def test_a_passphrase_file_others_can_read_is_warned_and_the_archive_is_0600(central, tmp_path, capsys):
     shared = secret_file(tmp_path / "pass", GOOD, 0o644)
     out = tmp_path / "b.edgefleet-backup"

@@ -52,6 +52,7 @@ SKIPPED = [
     "superlink/flwr/x.db",
     ".ca.key.1a2b3c4d.tmp",
     "flower/superlink.log",
+    ".edgefleet-backup-x1y2z3/central.db",
     "../outside",
 ]
 
