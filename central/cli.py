@@ -26,6 +26,7 @@ from central.labels import LabelError, format_labels, parse_labels
 from central.store import display_store
 from edgefleet import __version__, logs
 from edgefleet.durations import parse_duration
+from edgefleet.terminal import exits_quietly_when_the_reader_leaves
 
 # Every line this CLI prints goes through safe_print: node- and operator-controlled strings (hostnames, labels,
 # status fields, events, audit details, relayed errors) reach the terminal with their control and bidi characters
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_quietly_when_the_reader_leaves
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "central" and args.command == "serve":

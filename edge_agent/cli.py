@@ -14,8 +14,10 @@ from edge_agent import __version__
 from edge_agent.config import ConfigError, load_config, with_overrides
 from edge_agent.errors import AgentError
 from edgefleet import logs
+from edgefleet.terminal import exits_quietly_when_the_reader_leaves
 
 
+@exits_quietly_when_the_reader_leaves
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edge-agent", description="edgefleet's edge LLM agent")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")

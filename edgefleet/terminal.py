@@ -9,7 +9,10 @@ something else. :func:`printable` shows each such character as its escape (``\\x
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 # Bidirectional formatting: embeddings and overrides (U+202A..U+202E), isolates (U+2066..U+2069), and the marks
@@ -43,3 +46,23 @@ def safe_print(*values: Any, sep: str = " ", end: str = "\n", file: TextIO | Non
     stream.write(printable(sep.join(str(v) for v in values)) + end)
     if flush:
         stream.flush()
+
+
+def exits_quietly_when_the_reader_leaves(main: Callable[..., int]) -> Callable[..., int]:
+    """`main` as a command line's entry point that, when its reader goes away (`edgefleet ... | head`), stops
+    printing and exits 141 (128 + SIGPIPE, as a shell reports it) instead of ending in a BrokenPipeError traceback."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            code = main(argv)
+            sys.stdout.flush()  # inside the try: buffered output meets the closed pipe here
+            return code
+        except BrokenPipeError:
+            # What is left to print has nowhere to go; point stdout at /dev/null so the interpreter's own flush at
+            # exit does not raise again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 141
+
+    return run
