@@ -5,14 +5,15 @@
 nothing below it sees a ``dict`` of parameters or anything of HTTP.
 
     CompletionRequest (model, prompt: text | token ids, params) ─┐
-    ChatRequest       (model, messages, params)                  ├─ GenerationParams (limits, sampling, delivery)
-    EmbeddingRequest  (model, inputs, encoding_format)           ┘
+    ChatRequest       (model, messages, tools, tool_choice, params) ├─ GenerationParams (limits, sampling, delivery,
+    EmbeddingRequest  (model, inputs, encoding_format)           ┘     n, logprobs, response_format)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from edge_agent.errors import AgentError
 from edge_agent.generation import SamplingParams
@@ -51,13 +52,85 @@ def model_not_found(model: str, model_ids: tuple[str, ...], upstream_ids: tuple[
 
 
 @dataclass(frozen=True)
-class ChatMessage:
-    role: str  # "system" | "user" | "assistant" ("developer" arrives as "system")
-    content: str  # text parts already joined
+class ToolCall:
+    """One function call an assistant made: ``arguments`` is the JSON text as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """OpenAI's shape of an entry of ``tool_calls``."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class ToolFunction:
+    """One entry of ``tools``: a function the model may call, ``parameters`` a checked JSON schema."""
+
+    name: str
+    description: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        if self.description is not None:
+            function["description"] = self.description
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """Whether the model may, must, or must not call a function; ``name`` only for mode "function"."""
+
+    mode: Literal["none", "auto", "required", "function"] = "none"
     name: str | None = None
 
+    def as_value(self) -> str | dict[str, Any]:
+        """OpenAI's shape of ``tool_choice``."""
+        if self.mode == "function":
+            return {"type": "function", "function": {"name": self.name}}
+        return self.mode
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """``response_format`` other than text: any JSON object, or JSON that a checked schema describes."""
+
+    type: Literal["json_object", "json_schema"]
+    name: str | None = None  # json_schema's name
+    schema: Mapping[str, Any] | None = None  # json_schema's schema (None: any JSON object)
+    description: str | None = None
+    strict: bool | None = None
+
+    def as_value(self) -> dict[str, Any]:
+        """OpenAI's shape of ``response_format``."""
+        if self.type == "json_object":
+            return {"type": "json_object"}
+        json_schema: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            json_schema["description"] = self.description
+        if self.schema is not None:
+            json_schema["schema"] = self.schema
+        if self.strict is not None:
+            json_schema["strict"] = self.strict
+        return {"type": "json_schema", "json_schema": json_schema}
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant" | "tool" ("developer" arrives as "system")
+    content: str  # text parts already joined; an assistant message's null content (it made tool calls) is ""
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message's calls
+    tool_call_id: str | None = None  # a tool message's answer to that call
+
     def as_dict(self) -> dict[str, str]:
-        """OpenAI's shape, as chat templates read it; ``name`` only when given."""
+        """OpenAI's shape of role, content and name, as chat templates read it; ``name`` only when given.
+        Tool calls and tool results reach a template through ``edge_agent.tools.render_messages``."""
         out = {"role": self.role, "content": self.content}
         if self.name is not None:
             out["name"] = self.name
@@ -76,6 +149,9 @@ class GenerationParams:
     # The length and sampling parameters the client gave a value (null counts as not given): an upstream gets
     # only these, so the local defaults stay here.
     set_by_client: frozenset[str] = frozenset()
+    n: int = 1  # choices
+    logprobs: int | None = None  # None: none; k >= 0: each token's logprob and its k most likely alternatives
+    response_format: ResponseFormat | None = None  # None: text
 
     def canonical(self) -> dict[str, Any]:
         """The flat form the response cache's key and decision are built from (edge_agent.cache_policy)."""
@@ -121,6 +197,9 @@ class ChatRequest:
     model: str
     messages: tuple[ChatMessage, ...]
     params: GenerationParams
+    tools: tuple[ToolFunction, ...] = ()
+    tool_choice: ToolChoice = ToolChoice("none")
+    parallel_tool_calls: bool = True
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [m.as_dict() for m in self.messages]
