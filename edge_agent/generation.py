@@ -25,6 +25,8 @@ class SamplingParams:
     seed: int | None = None
     # llama.cpp's extension: never end at an end-of-generation token.
     ignore_eos: bool = False
+    # A GBNF grammar (root rule "root") every sampled token must keep valid: structured outputs and tools.
+    grammar: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -39,6 +41,27 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # time.monotonic() value after which the request is abandoned.
     deadline: float = float("inf")
+    # Choices generated from the one prompt (OpenAI's n): the prompt is decoded once and its KV cells copied.
+    n: int = 1
+    # None: no log-probabilities; k >= 0: each token's log-probability and the k most likely alternatives.
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    piece: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability under the model's raw distribution (before temperature,
+    top-k/p and grammar), with the ``k`` most likely tokens at that position, most likely first."""
+
+    token: int
+    piece: bytes
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,10 @@ class TokenEvent:
     """New text for the client (possibly empty while a stop string may be forming)."""
 
     text: str
+    # Which choice (0..n-1) the text belongs to.
+    index: int = 0
+    # The tokens that produced this text, when the request asked for log-probabilities.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +80,9 @@ class DoneEvent:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
+    index: int = 0
+    # Prompt tokens whose KV cells were reused from an earlier sequence instead of decoded.
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from edge_agent.generation import (
     SamplingParams,
     StopMatcher,
     TokenEvent,
+    TokenLogprob,
     Utf8Assembler,
 )
 
@@ -59,11 +60,23 @@ class Backend(Protocol):
     def choose_slot(self, free_slots: Sequence[int], prompt: Sequence[int]) -> int:
         """The free slot to start ``prompt`` in (an engine may prefer one holding a shared prefix)."""
 
-    def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
-        """Start a sequence in ``slot``; its prompt is decoded by later steps."""
+    def begin(
+        self, slot: int, prompt: Sequence[int], sampling: SamplingParams, logprobs: int | None = None
+    ) -> int | None:
+        """Start a sequence in ``slot``; its prompt is decoded by later steps. Returns how many prompt
+        tokens were reused from the slot's cached prefix (None: the engine keeps no cache). With
+        ``logprobs`` (k >= 0), each sampled token's log-probability and top k are kept for
+        :meth:`take_logprobs`."""
+
+    def fork(self, slot: int, parent: int, sampling: SamplingParams) -> None:
+        """Start ``slot`` as a copy of ``parent``, begun in the same admission (n > 1): it shares the
+        parent's prompt and first logits, and samples with its own ``sampling``."""
 
     def step(self, slots: Sequence[int]) -> dict[int, int]:
         """One batched decode over ``slots``; the token sampled for each slot that has one."""
+
+    def take_logprobs(self, slot: int) -> TokenLogprob | None:
+        """The log-probabilities of the token the last step sampled for ``slot``, if it asked for them."""
 
     def end(self, slot: int) -> None:
         """Free the slot's state (KV cells, sampler)."""
@@ -110,8 +123,17 @@ class SchedulerStats:
 
 
 class Scheduler:
-    def __init__(self, backend: Backend, max_queue: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        backend: Backend,
+        max_queue: int,
+        clock: Callable[[], float] = time.monotonic,
+        on_step_end: Callable[[], None] | None = None,
+    ):
         self._backend = backend
+        # Called on the scheduler thread after each step's events were emitted: a sink that batches
+        # events delivers them here at once (one wakeup of the event loop per step, not per token).
+        self._on_step_end = on_step_end
         self._max_queue = max_queue
         self._clock = clock
         self._cond = threading.Condition()
@@ -184,22 +206,35 @@ class Scheduler:
                     self._cond.wait()
                 if not self._running:
                     self._fail_all_locked(EngineError("the server is shutting down"))
+                    self._step_ended()
                     return
                 self._admit_locked()
                 slots = list(self._active)
-            self._drop_finished_early(slots)
-            slots = [s for s in slots if s in self._active]
-            if not slots:
-                continue
-            try:
-                sampled = self._backend.step(slots)
-            except Exception as exc:  # the engine failed: fail these requests, keep serving
-                log.exception("batched decode failed")
-                for slot in slots:
-                    self._finish(slot, ErrorEvent(EngineError(f"decode failed: {exc}")))
-                continue
-            for slot, token in sampled.items():
-                self._advance(slot, token)
+            self._turn(slots)
+            self._step_ended()
+
+    def _turn(self, slots: list[int]) -> None:
+        self._drop_finished_early(slots)
+        slots = [s for s in slots if s in self._active]
+        if not slots:
+            return
+        try:
+            sampled = self._backend.step(slots)
+        except Exception as exc:  # the engine failed: fail these requests, keep serving
+            log.exception("batched decode failed")
+            for slot in slots:
+                self._finish(slot, ErrorEvent(EngineError(f"decode failed: {exc}")))
+            return
+        for slot, token in sampled.items():
+            self._advance(slot, token)
+
+    def _step_ended(self) -> None:
+        if self._on_step_end is None:
+            return
+        try:
+            self._on_step_end()
+        except Exception:  # a broken hook must not stop the loop for everyone
+            log.exception("on_step_end hook failed")
 
     def _admit_locked(self) -> None:
         now = self._clock()

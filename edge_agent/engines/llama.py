@@ -30,7 +30,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from edge_agent.engines import EmbeddingInput, EngineInputError
 from edge_agent.engines.prefix import pick_slot, reusable_prefix
 from edge_agent.errors import AgentError
-from edge_agent.generation import SamplingParams
+from edge_agent.generation import SamplingParams, TokenLogprob
 from edge_agent.models import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class LlamaBackend:
             self._eog = [t for t in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         return self._eog
 
-    def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
+    def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams, logprobs: int | None = None) -> int:
         if not prompt:
             raise LlamaEngineError("empty prompt")
         cached = self._kv_tokens.get(slot, [])
@@ -161,6 +161,7 @@ class LlamaBackend:
         self.reused_prompt_tokens += keep
         banned = self._eog_tokens() if sampling.ignore_eos else []
         self._slots[slot] = _Slot(list(prompt[keep:]), keep, _sampler_chain(sampling, self.vocab_size, banned))
+        return keep
 
     def step(self, slots: Sequence[int]) -> dict[int, int]:
         batch = self._batch
@@ -218,6 +219,17 @@ class LlamaBackend:
         st = self._slots.pop(slot, None)
         if st is not None:
             llama_cpp.llama_sampler_free(st.sampler)
+
+    def take_logprobs(self, slot: int) -> TokenLogprob | None:
+        return None
+
+    def check_grammar(self, gbnf: str) -> None:
+        """Raises EngineInputError when llama.cpp cannot parse ``gbnf`` (root rule "root"); any thread:
+        the grammar sampler needs only the vocabulary."""
+        sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, gbnf.encode("utf-8"), b"root")
+        if not sampler:
+            raise EngineInputError("the grammar does not parse (llama.cpp refused it)", 0)
+        llama_cpp.llama_sampler_free(sampler)
 
     def kv_cells_used(self) -> int:
         """KV cells holding a token now, over every slot: live sequences and the prefixes kept for reuse.
