@@ -25,7 +25,8 @@ class CacheDecision:
 
 
 def cache_decision(params: Mapping[str, Any], cache_control: str, enabled: bool = True) -> CacheDecision:
-    """Look up and store deterministic requests only (temperature 0 or a seed).
+    """Look up and store deterministic requests only (temperature 0 or a seed); n > 1 choices are cached on the
+    same terms (choice i samples with seed + i, so a seed fixes all of them).
 
     ``Cache-Control: no-cache`` skips the lookup but stores the fresh answer;
     ``no-store`` keeps the cache out of it entirely.
@@ -36,6 +37,9 @@ def cache_decision(params: Mapping[str, Any], cache_control: str, enabled: bool 
     if "no-store" in directives:
         return CacheDecision(False, False, "Cache-Control: no-store")
     if not is_deterministic(params):
+        if params.get("n", 1) > 1:
+            # Said apart: n choices sampled without a seed differ from each other and from any stored set.
+            return CacheDecision(False, False, "not deterministic (n > 1 without a seed at temperature > 0)")
         return CacheDecision(False, False, "not deterministic (temperature > 0 and no seed)")
     if "no-cache" in directives:
         return CacheDecision(False, True, "Cache-Control: no-cache")

@@ -19,6 +19,32 @@ def test_sampled_request_without_seed_bypasses():
     assert "not deterministic" in d.reason
 
 
+def test_n_choices_without_seed_at_temperature_are_not_cached_and_say_why():
+    d = cache_decision({**BASE, "temperature": 0.7, "n": 3}, "")
+    assert (d.lookup, d.store) == (False, False)
+    assert d.reason == "not deterministic (n > 1 without a seed at temperature > 0)"
+
+
+def test_n_choices_greedy_or_seeded_are_cached():
+    for params in ({**BASE, "n": 3}, {**BASE, "temperature": 0.7, "seed": 5, "n": 3}):
+        d = cache_decision(params, "")
+        assert (d.lookup, d.store, d.reason) == (True, True, "deterministic")
+
+
+def test_key_differs_by_n_logprobs_response_format_and_tools():
+    """The issue-19 fields are in the key when set (client_request.canonical adds them only then)."""
+    base = cache_key("sha", "chat", BASE)
+    variants = [
+        {**BASE, "n": 2},
+        {**BASE, "logprobs": 0},
+        {**BASE, "logprobs": 3},
+        {**BASE, "response_format": {"type": "json_object"}},
+        {**BASE, "tools": [{"name": "f", "parameters": {"type": "object"}}], "tool_choice": "auto"},
+    ]
+    keys = {cache_key("sha", "chat", v) for v in variants}
+    assert base not in keys and len(keys) == len(variants)
+
+
 def test_no_cache_skips_lookup_but_stores_fresh_answer():
     d = cache_decision(BASE, "no-cache")
     assert (d.lookup, d.store) == (False, True)
