@@ -15,12 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge_agent.access import Caller, exceeds
-from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest, RequestError, model_not_found
+from edge_agent.client_request import (
+    ChatMessage,
+    ChatRequest,
+    EmbeddingRequest,
+    InferenceRequest,
+    RequestError,
+    ResponseFormat,
+    ToolFunction,
+    model_not_found,
+)
 from edge_agent.config import DataClassRule, UpstreamConfig
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
@@ -183,6 +192,15 @@ class Gateway:
             outgoing = upstream_request(request, classifier.redact if rule.redact else None)
         except RequestError:
             raise
+        except UnredactableError as exc:
+            self._record(endpoint, caller, info, detectors, REFUSED, "redaction_failed", 503, texts)
+            raise RoutingRefused(
+                f"{problem_words(local_problem)}, and a structured part cannot be redacted: {exc}; redacting it "
+                "would break what the request asks for, so it was not sent; retry later",
+                None,
+                code="redaction_failed",
+                status=503,
+            ) from None
         except Exception as exc:  # noqa: BLE001 - text that could not be redacted does not leave, whatever broke
             log.error(
                 "redacting a request for an upstream failed (%s: %s); it was refused, not sent", type(exc).__name__, exc
@@ -246,7 +264,8 @@ class Gateway:
                         return len(backend.chat_prompt_tokens(outgoing["messages"]))
                     except Exception:  # noqa: BLE001 - a template may refuse what the upstream took: count the text
                         pass
-                return len(backend.tokenize("\n".join(m["content"] for m in outgoing["messages"])))
+                # An assistant message that only called tools has null content.
+                return len(backend.tokenize("\n".join(m["content"] or "" for m in outgoing["messages"])))
 
             entry = usage_entry(
                 config,
@@ -306,37 +325,91 @@ class Gateway:
 
 def request_texts(request: InferenceRequest, detokenize: Callable[[Sequence[int]], str]) -> list[str]:
     """Every model-visible string of a request, which its data class is judged on: each message's content (or the
-    prompt, token ids detokenized), then each message's name, then the stop strings. Whatever of the request may
-    leave the box is among these (see :func:`upstream_request`)."""
+    prompt, token ids detokenized), then each message's name, then each tool call's name and arguments and each
+    tool message's call id, then each tool's name, description and parameters (:func:`json_strings`), then the
+    response format's name, description and schema, then the stop strings. Whatever of the request may leave the
+    box is among these (see :func:`upstream_request`); a request without tools or a response format is judged on
+    what it always was."""
     if isinstance(request, ChatRequest):
         messages = request.messages
         texts = [m.content for m in messages] + [m.name for m in messages if m.name is not None]
+        for m in messages:
+            for call in m.tool_calls:
+                texts += [call.id, call.name, call.arguments]
+            if m.tool_call_id is not None:
+                texts.append(m.tool_call_id)
+        for tool in request.tools:
+            texts.append(tool.name)
+            if tool.description is not None:
+                texts.append(tool.description)
+            texts += json_strings(tool.parameters)
     else:
         prompt = request.prompt
         texts = [prompt if isinstance(prompt, str) else detokenize(prompt)]
+    response_format = request.params.response_format
+    if response_format is not None:
+        texts += [t for t in (response_format.name, response_format.description) if t is not None]
+        if response_format.schema is not None:
+            texts += json_strings(response_format.schema)
     return texts + list(request.params.stop)
+
+
+def json_strings(value: Any) -> Iterator[str]:
+    """Every string a JSON value holds: object keys, string values, and numbers as text (a schema's enum, const
+    or default may be a number that identifies someone); true, false and null say nothing."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield str(key)
+            yield from json_strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from json_strings(item)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield str(value)
+
+
+class UnredactableError(Exception):
+    """Text its data class redacts is in a part of the request that redaction would break: a schema's keys,
+    enum, const or pattern, a function's name, a call's id. The message says which part, never the text."""
 
 
 # Parameters forwarded when the client set them, with their validated values: numbers and flags only, nothing a
 # model reads as text. top_k, min_p and ignore_eos are llama.cpp's; an upstream that does not know them says so.
 _FORWARDED = ("temperature", "top_p", "seed", "top_k", "min_p", "ignore_eos")
+# In a JSON schema, the keywords whose string value is prose for the model: redacted like any text. Every other
+# string (property names, enum and const values, patterns, formats, defaults) is structure.
+_SCHEMA_PROSE = frozenset({"description", "title"})
+# Keywords whose value is data, not a schema: everything inside is structure, even a key named "description".
+_SCHEMA_DATA = frozenset({"enum", "const", "default", "examples"})
 
 
 def upstream_request(request: InferenceRequest, redact: Callable[[str], str] | None) -> dict[str, Any]:
     """The body sent upstream, built from an allow-list, never copied from the client's: the model, the messages
-    (role, content with text parts joined, name) or the text prompt, the stop strings, stream options, and the
-    sampling parameters the client set (``GenerationParams.set_by_client``). For a class that redacts, every string
-    among them goes through ``redact``; they are all among :func:`request_texts`, so all were classified. ``user``,
-    ``metadata``, ``store`` and anything else the client sent stay here. A token-id prompt never leaves:
-    :class:`RoutingRefused` (the gateway never asks for one)."""
+    (role, content with text parts joined, name, tool calls, tool call id) or the text prompt, the tools, tool
+    choice and parallel_tool_calls, the stop strings, stream options, n, logprobs, response_format, and the
+    sampling parameters the client set (``GenerationParams.set_by_client``). For a class that redacts, every
+    string among them goes through ``redact``; they are all among :func:`request_texts`, so all were classified.
+    A string that redaction would change in a structured part (a schema's keys, enum or const, a function name, a
+    call id) raises :class:`UnredactableError`: it cannot leave either way. ``user``, ``metadata``, ``store`` and
+    anything else the client sent stay here. A token-id prompt never leaves: :class:`RoutingRefused` (the gateway
+    never asks for one)."""
     keep = (lambda text: text) if redact is None else redact
+
+    def fixed(text: str, where: str) -> str:
+        if redact is not None and redact(text) != text:
+            raise UnredactableError(where)
+        return text
+
     params = request.params
     out: dict[str, Any] = {"model": request.model}
     if isinstance(request, ChatRequest):
-        out["messages"] = [
-            {"role": m.role, "content": keep(m.content), **({"name": keep(m.name)} if m.name is not None else {})}
-            for m in request.messages
-        ]
+        out["messages"] = [_upstream_message(m, i, keep, fixed) for i, m in enumerate(request.messages)]
+        if request.tools:
+            out["tools"] = [_upstream_tool(t, i, keep, fixed) for i, t in enumerate(request.tools)]
+            out["tool_choice"] = request.tool_choice.as_value()
+            out["parallel_tool_calls"] = request.parallel_tool_calls
     elif isinstance(request.prompt, str):
         out["prompt"] = keep(request.prompt)
     else:
@@ -347,9 +420,93 @@ def upstream_request(request: InferenceRequest, redact: Callable[[str], str] | N
         out["max_completion_tokens"] = params.max_tokens
     sampling = asdict(params.sampling)
     out.update({key: sampling[key] for key in _FORWARDED if key in params.set_by_client})
+    if params.n != 1:
+        out["n"] = params.n
+    if params.logprobs is not None:
+        if isinstance(request, ChatRequest):
+            out["logprobs"] = True
+            if params.logprobs:
+                out["top_logprobs"] = params.logprobs
+        else:
+            out["logprobs"] = params.logprobs
+    if params.response_format is not None:
+        out["response_format"] = _upstream_response_format(params.response_format, keep, fixed)
     if params.stop:
         out["stop"] = [keep(s) for s in params.stop]
     out["stream"] = params.stream
     if params.stream and params.include_usage:
         out["stream_options"] = {"include_usage": True}
     return out
+
+
+_Keep = Callable[[str], str]
+_Fixed = Callable[[str, str], str]
+
+
+def _upstream_message(m: ChatMessage, i: int, keep: _Keep, fixed: _Fixed) -> dict[str, Any]:
+    # An assistant message that only called tools goes with null content, as OpenAI's own do.
+    out: dict[str, Any] = {"role": m.role, "content": None if m.tool_calls and not m.content else keep(m.content)}
+    if m.name is not None:
+        out["name"] = keep(m.name)
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": fixed(call.id, f"messages[{i}].tool_calls[{k}].id"),
+                "type": "function",
+                "function": {
+                    "name": fixed(call.name, f"messages[{i}].tool_calls[{k}].function.name"),
+                    "arguments": keep(call.arguments),
+                },
+            }
+            for k, call in enumerate(m.tool_calls)
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = fixed(m.tool_call_id, f"messages[{i}].tool_call_id")
+    return out
+
+
+def _upstream_tool(tool: ToolFunction, i: int, keep: _Keep, fixed: _Fixed) -> dict[str, Any]:
+    where = f"tools[{i}].function"
+    function: dict[str, Any] = {"name": fixed(tool.name, f"{where}.name")}
+    if tool.description is not None:
+        function["description"] = keep(tool.description)
+    function["parameters"] = _upstream_schema(tool.parameters, f"{where}.parameters", keep, fixed)
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
+
+
+def _upstream_response_format(rf: ResponseFormat, keep: _Keep, fixed: _Fixed) -> dict[str, Any]:
+    if rf.type == "json_object":
+        return {"type": "json_object"}
+    where = "response_format.json_schema"
+    json_schema: dict[str, Any] = {"name": fixed(rf.name or "", f"{where}.name")}
+    if rf.description is not None:
+        json_schema["description"] = keep(rf.description)
+    if rf.schema is not None:
+        json_schema["schema"] = _upstream_schema(rf.schema, f"{where}.schema", keep, fixed)
+    if rf.strict is not None:
+        json_schema["strict"] = rf.strict
+    return {"type": "json_schema", "json_schema": json_schema}
+
+
+def _upstream_schema(value: Any, where: str, keep: _Keep, fixed: _Fixed, data: bool = False) -> Any:
+    """A copy of a JSON schema with its prose (description, title) redacted and every other string, keys
+    included, checked to be left as it is by redaction (``fixed``); ``data`` is inside enum/const/default.
+    ``where`` names the schema, not the key within it: a key may be the very text that must not be repeated."""
+    if isinstance(value, str):
+        return fixed(value, where)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            fixed(str(key), where)
+            if not data and key in _SCHEMA_PROSE and isinstance(item, str):
+                out[key] = keep(item)
+            else:
+                out[key] = _upstream_schema(item, where, keep, fixed, data or key in _SCHEMA_DATA)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_upstream_schema(item, where, keep, fixed, data) for item in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        fixed(str(value), where)
+    return value

@@ -16,9 +16,19 @@ from hypothesis import strategies as st
 
 from edge_agent.access import Caller
 from edge_agent.api.schema import Limits, parse_chat, parse_completion
-from edge_agent.client_request import RequestError
+from edge_agent.client_request import (
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    GenerationParams,
+    RequestError,
+    ResponseFormat,
+    ToolCall,
+    ToolChoice,
+    ToolFunction,
+)
 from edge_agent.config import DataClassRule, PolicyConfig
-from edge_agent.gateway import Gateway, RouteInfo, RoutingRefused, request_texts, upstream_request
+from edge_agent.gateway import Gateway, RouteInfo, RoutingRefused, json_strings, request_texts, upstream_request
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
 from edge_agent.scheduler import OverloadedError
@@ -359,3 +369,152 @@ def test_text_that_cannot_be_redacted_is_refused_audited_and_never_leaves(monkey
     info, error = run(gw, "chat", {"model": "cloud", "messages": [{"role": "user", "content": "mail jo@example.com"}]})
     assert (error.status, error.code, info.route, info.data_class) == (503, "redaction_failed", "refused", "internal")
     assert pool.sent == []
+
+
+# -- tools, tool results, structured outputs, n and logprobs (issue 19) ------------------------------
+
+WEATHER = ToolFunction(
+    "get_weather",
+    "Weather for a city; ask jo@example.com about outages",
+    {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "the city"},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+            "days": {"type": "integer", "default": 3},
+        },
+        "required": ["city"],
+    },
+)
+CALL = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+TOOL_TALK = (
+    ChatMessage("user", "Weather in Paris?"),
+    ChatMessage("assistant", "", tool_calls=(CALL,)),
+    ChatMessage("tool", '{"temp": 21, "contact": "jo@example.com"}', tool_call_id="call_1"),
+)
+
+
+def tool_request(**changes):
+    fields = {
+        "model": "cloud",
+        "messages": TOOL_TALK,
+        "params": GenerationParams(max_tokens=16),
+        "tools": (WEATHER,),
+        "tool_choice": ToolChoice("auto"),
+    }
+    return ChatRequest(**{**fields, **changes})
+
+
+def test_json_strings_walk_keys_strings_and_numbers_but_not_flags():
+    value = {"a": ["x", 1, 2.5, True, None, {"b": "y"}], "c": False}
+    assert list(json_strings(value)) == ["a", "x", "1", "2.5", "b", "y", "c"]
+
+
+def test_request_texts_hold_tool_definitions_calls_results_and_schemas():
+    schema = {"type": "object", "properties": {"who": {"const": "Jo Bloggs"}}}
+    request = tool_request(
+        params=GenerationParams(max_tokens=16, response_format=ResponseFormat("json_schema", "person", schema, "a man"))
+    )
+    texts = request_texts(request, never)
+    for expected in (
+        '{"temp": 21, "contact": "jo@example.com"}',  # the tool result
+        "call_1",
+        "get_weather",
+        '{"city": "Paris"}',  # the call's arguments
+        WEATHER.description,
+        "the city",
+        "unit",
+        "f",
+        "3",  # a number in the schema (a default)
+        "person",
+        "a man",
+        "who",
+        "Jo Bloggs",
+    ):
+        assert expected in texts, expected
+
+
+def test_a_request_without_tools_is_judged_on_what_it_always_was():
+    request = ChatRequest("box", (ChatMessage("user", "hi"),), GenerationParams(max_tokens=4, stop=("x",)))
+    assert request_texts(request, never) == ["hi", "x"]
+
+
+def test_the_upstream_body_carries_tools_calls_results_n_logprobs_and_response_format():
+    rf = ResponseFormat("json_schema", "answer", {"type": "object"}, strict=True)
+    request = tool_request(params=GenerationParams(max_tokens=16, n=2, logprobs=3, response_format=rf))
+    out = upstream_request(request, None)
+    assert out["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL.as_dict()]},
+        {"role": "tool", "content": TOOL_TALK[2].content, "tool_call_id": "call_1"},
+    ]
+    assert out["tools"] == [WEATHER.as_dict()]
+    assert (out["tool_choice"], out["parallel_tool_calls"]) == ("auto", True)
+    assert (out["n"], out["logprobs"], out["top_logprobs"]) == (2, True, 3)
+    assert out["response_format"] == rf.as_value()
+    named = upstream_request(tool_request(tool_choice=ToolChoice("function", "get_weather")), None)
+    assert named["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert "n" not in named and "logprobs" not in named and "response_format" not in named
+    completion = CompletionRequest("cloud", "p", GenerationParams(max_tokens=4, logprobs=2))
+    assert upstream_request(completion, None)["logprobs"] == 2
+
+
+def test_redaction_reaches_tool_descriptions_results_arguments_and_schema_prose():
+    redact = PromptClassifier(POLICY).redact
+    schema = {
+        "type": "object",
+        "description": "mail jo@example.com",
+        "properties": {"description": {"type": "string", "title": "jo@example.com"}},
+    }
+    request = tool_request(
+        messages=(
+            *TOOL_TALK[:1],
+            ChatMessage("assistant", "", tool_calls=(ToolCall("c", "get_weather", '{"city": "jo@example.com"}'),)),
+            TOOL_TALK[2],
+        ),
+        params=GenerationParams(max_tokens=16, response_format=ResponseFormat("json_schema", "x", schema)),
+    )
+    out = upstream_request(request, redact)
+    assert "jo@example.com" not in json.dumps(out)
+    assert "jo@example.com" in json.dumps(request_texts(request, never))  # and every one was classified
+    assert set(out["response_format"]["json_schema"]["schema"]["properties"]) == {"description"}  # keys stay
+
+
+@pytest.mark.parametrize(
+    "where, make",
+    [
+        ("an enum", lambda: tool_request(tools=(ToolFunction("f", None, {"enum": ["jo@example.com"]}),))),
+        ("a key", lambda: tool_request(tools=(ToolFunction("f", None, {"properties": {"jo@example.com": {}}}),))),
+        (
+            "a const",
+            lambda: tool_request(
+                params=GenerationParams(
+                    max_tokens=4, response_format=ResponseFormat("json_schema", "x", {"const": "jo@example.com"})
+                )
+            ),
+        ),
+        ("a call id", lambda: tool_request(messages=(ChatMessage("tool", "ok", tool_call_id="jo@example.com"),))),
+    ],
+)
+def test_redaction_that_would_change_a_structured_part_is_refused_and_never_leaves(where, make):
+    """Tried: an email (class internal, which redacts) as a schema enum value, a property name, a const, and a
+    tool call id, on a request bound for an upstream."""
+    pool = FakePool({"a": ("cloud",)})
+    gw = gateway(FakeService(), pool)
+    info = RouteInfo()
+    with pytest.raises(RoutingRefused) as refused:
+        asyncio.run(gw.generate(make(), CALLER, "", 0.0, info))
+    assert (refused.value.status, refused.value.code, info.route) == (503, "redaction_failed", "refused")
+    assert "a structured part cannot be redacted" in refused.value.message
+    assert "jo@example.com" not in refused.value.message
+    assert pool.sent == []
+
+
+def test_a_pii_string_in_a_tool_description_or_result_raises_the_class():
+    classify = PromptClassifier(POLICY).classify
+    bare = ChatRequest("cloud", (ChatMessage("user", "Weather in Paris?"),), GenerationParams(max_tokens=4))
+    assert classify(request_texts(bare, never)).data_class == "public"
+    described = dataclasses.replace(bare, tools=(WEATHER,), tool_choice=ToolChoice("auto"))
+    assert classify(request_texts(described, never)).data_class == "internal"
+    result = dataclasses.replace(bare, messages=TOOL_TALK)
+    assert classify(request_texts(result, never)).data_class == "internal"
