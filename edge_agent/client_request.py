@@ -136,6 +136,15 @@ class ChatMessage:
             out["name"] = self.name
         return out
 
+    def canonical(self) -> dict[str, Any]:
+        """``as_dict`` plus the tool calls and the call answered, only when set (older cache keys stay the same)."""
+        out: dict[str, Any] = dict(self.as_dict())
+        if self.tool_calls:
+            out["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -167,6 +176,10 @@ class GenerationParams:
             "ignore_eos": s.ignore_eos,
             "stream": self.stream,
             "include_usage": self.include_usage,
+            # The issue-19 fields only when not their default, so that every key made before them stays the same.
+            **({"n": self.n} if self.n != 1 else {}),
+            **({"logprobs": self.logprobs} if self.logprobs is not None else {}),
+            **({"response_format": self.response_format.as_value()} if self.response_format is not None else {}),
         }
 
 
@@ -204,8 +217,18 @@ class ChatRequest:
     def message_dicts(self) -> list[dict[str, str]]:
         return [m.as_dict() for m in self.messages]
 
+    @property
+    def uses_tools(self) -> bool:
+        """Tools offered, or tool calls or results in the history: the prompt is rendered by edge_agent.tools."""
+        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
+
     def canonical(self) -> dict[str, Any]:
-        return {"model": self.model, **self.params.canonical(), "messages": self.message_dicts()}
+        out = {"model": self.model, **self.params.canonical(), "messages": [m.canonical() for m in self.messages]}
+        if self.tools:
+            out["tools"] = [tool.as_dict() for tool in self.tools]
+            out["tool_choice"] = self.tool_choice.as_value()
+            out["parallel_tool_calls"] = self.parallel_tool_calls
+        return out
 
 
 # The two requests that generate text (the service and the gateway take either).
