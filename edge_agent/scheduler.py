@@ -14,10 +14,11 @@ scheduler thread; it must not block.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -89,16 +90,32 @@ class Backend(Protocol):
 
 
 @dataclass(eq=False)
+class Choice:
+    """One of a request's n generations, in its own sequence slot."""
+
+    index: int
+    slot: int
+    stops: StopMatcher
+    text: Utf8Assembler = field(default_factory=Utf8Assembler)
+    generated: int = 0
+    # Log-probabilities of the tokens whose text is still held back (a partial character or stop string).
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class Ticket:
-    """A submitted request; ``cancel()`` stops it within one step."""
+    """A submitted request and its choices; ``cancel()`` stops all of them within one step."""
 
     request: GenerationRequest
     sink: Sink
-    stops: StopMatcher
     cancelled: bool = False
-    slot: int = -1
-    generated: int = 0
-    text: Utf8Assembler = field(default_factory=Utf8Assembler)
+    choices: list[Choice] = field(default_factory=list)
+    # Prompt tokens reused from a cached prefix, on every DoneEvent of the request.
+    cached_tokens: int = 0
+
+    @property
+    def generated(self) -> int:
+        return sum(c.generated for c in self.choices)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -138,7 +155,8 @@ class Scheduler:
         self._clock = clock
         self._cond = threading.Condition()
         self._waiting: collections.deque[Ticket] = collections.deque()
-        self._active: dict[int, Ticket] = {}
+        # slot -> the request and which of its choices runs there.
+        self._active: dict[int, tuple[Ticket, Choice]] = {}
         self._free_slots = list(range(backend.n_slots - 1, -1, -1))
         self._running = False
         self._thread: threading.Thread | None = None
@@ -149,10 +167,13 @@ class Scheduler:
     # -- caller side -------------------------------------------------------
 
     def submit(self, request: GenerationRequest, sink: Sink) -> Ticket:
-        ticket = Ticket(request, sink, stops=StopMatcher(request.stop))
+        ticket = Ticket(request, sink)
         with self._cond:
             if not self._running:
                 raise EngineError("the scheduler is not running")
+            if not 1 <= request.n <= self._backend.n_slots:
+                # The request surface refuses it first; here it would wait for slots that never free up.
+                raise EngineError(f"n = {request.n} is outside 1..{self._backend.n_slots} (the sequence slots)")
             waiting_room = self._max_queue + len(self._free_slots)
             if len(self._waiting) >= waiting_room:
                 raise OverloadedError(
@@ -222,11 +243,12 @@ class Scheduler:
             sampled = self._backend.step(slots)
         except Exception as exc:  # the engine failed: fail these requests, keep serving
             log.exception("batched decode failed")
-            for slot in slots:
-                self._finish(slot, ErrorEvent(EngineError(f"decode failed: {exc}")))
+            for ticket in _tickets(self._active[s][0] for s in slots if s in self._active):
+                self._finish_ticket(ticket, ErrorEvent(EngineError(f"decode failed: {exc}")))
             return
         for slot, token in sampled.items():
-            self._advance(slot, token)
+            if slot in self._active:
+                self._advance(slot, token)
 
     def _step_ended(self) -> None:
         if self._on_step_end is None:
@@ -238,62 +260,96 @@ class Scheduler:
 
     def _admit_locked(self) -> None:
         now = self._clock()
-        while self._waiting and self._free_slots:
-            ticket = self._waiting.popleft()
+        while self._waiting:
+            ticket = self._waiting[0]
+            request = ticket.request
             if ticket.cancelled:
+                self._waiting.popleft()
                 self._cancelled += 1
                 continue
-            if now > ticket.request.deadline:
+            if now > request.deadline:
+                self._waiting.popleft()
                 _emit(ticket, ErrorEvent(DeadlineExceededError("the request waited past its deadline")))
                 continue
-            slot = self._backend.choose_slot(self._free_slots, ticket.request.prompt_tokens)
-            self._free_slots.remove(slot)
-            ticket.slot = slot
+            if len(self._free_slots) < request.n:
+                break  # first come, first served: the head waits for all its slots, and so do those behind it
+            self._waiting.popleft()
             try:
-                self._backend.begin(slot, ticket.request.prompt_tokens, ticket.request.sampling)
+                self._start(ticket)
             except Exception as exc:  # noqa: BLE001 - whatever the engine raised, only this request fails
-                self._free_slots.append(slot)
+                for choice in ticket.choices:
+                    self._active.pop(choice.slot, None)
+                    self._backend.end(choice.slot)
+                    self._free_slots.append(choice.slot)
                 _emit(ticket, ErrorEvent(EngineError(f"could not start the sequence: {exc}")))
                 continue
-            self._active[slot] = ticket
-            self._prompt_tokens += len(ticket.request.prompt_tokens)
+            self._prompt_tokens += len(request.prompt_tokens)
+
+    def _start(self, ticket: Ticket) -> None:
+        """The prompt goes into the slot that caches most of it; the other choices fork from it into the
+        emptiest slots, choice i seeded with seed + i so that every choice is reproducible."""
+        request = ticket.request
+        backend = self._backend
+        parent = -1
+        for index in range(request.n):
+            slot = backend.choose_slot(self._free_slots, request.prompt_tokens if index == 0 else ())
+            self._free_slots.remove(slot)
+            choice = Choice(index, slot, StopMatcher(request.stop))
+            ticket.choices.append(choice)
+            self._active[slot] = (ticket, choice)
+            if index == 0:
+                parent = slot
+                cached = backend.begin(slot, request.prompt_tokens, request.sampling, request.logprobs)
+                ticket.cached_tokens = cached or 0
+            else:
+                backend.fork(slot, parent, _choice_sampling(request.sampling, index))
 
     def _drop_finished_early(self, slots: list[int]) -> None:
         now = self._clock()
-        for slot in slots:
-            ticket = self._active[slot]
+        for ticket in _tickets(self._active[s][0] for s in slots):
             if ticket.cancelled:
                 self._cancelled += 1
-                self._finish(slot, None)
+                self._finish_ticket(ticket, None)
             elif now > ticket.request.deadline:
-                self._finish(slot, ErrorEvent(DeadlineExceededError("the request ran past its deadline")))
+                self._finish_ticket(ticket, ErrorEvent(DeadlineExceededError("the request ran past its deadline")))
 
     def _advance(self, slot: int, token: int) -> None:
-        ticket = self._active[slot]
+        ticket, choice = self._active[slot]
         request = ticket.request
         backend = self._backend
+        logprob = backend.take_logprobs(slot) if request.logprobs is not None else None
         if backend.is_eog(token):
-            return self._finish(slot, self._done(ticket, "stop"))
-        ticket.generated += 1
+            return self._finish(slot, self._done(ticket, choice, "stop"))
+        choice.generated += 1
         self._generated_tokens += 1
-        text, hit_stop = ticket.stops.feed(ticket.text.feed(backend.piece(token)))
+        if logprob is not None:
+            choice.pending_logprobs.append(logprob)
+        text, hit_stop = choice.stops.feed(choice.text.feed(backend.piece(token)))
         if text:
-            _emit(ticket, TokenEvent(text))
+            self._emit_text(ticket, choice, text)
         if hit_stop:
-            return self._finish(slot, self._done(ticket, "stop", flush=False))
-        if ticket.generated >= request.max_tokens or len(request.prompt_tokens) + ticket.generated >= backend.n_ctx:
-            return self._finish(slot, self._done(ticket, "length"))
+            return self._finish(slot, self._done(ticket, choice, "stop", flush=False))
+        if choice.generated >= request.max_tokens or len(request.prompt_tokens) + choice.generated >= backend.n_ctx:
+            return self._finish(slot, self._done(ticket, choice, "length"))
 
-    def _done(self, ticket: Ticket, reason: str, flush: bool = True) -> DoneEvent:
+    def _emit_text(self, ticket: Ticket, choice: Choice, text: str) -> None:
+        """Log-probabilities go with the text their tokens produced; those of tokens whose text a stop
+        string swallowed whole are never sent."""
+        logprobs = tuple(choice.pending_logprobs)
+        choice.pending_logprobs.clear()
+        _emit(ticket, TokenEvent(text, choice.index, logprobs))
+
+    def _done(self, ticket: Ticket, choice: Choice, reason: str, flush: bool = True) -> DoneEvent:
         if flush:
-            tail, hit_stop = ticket.stops.feed(ticket.text.flush())
-            tail += "" if hit_stop else ticket.stops.flush()
+            tail, hit_stop = choice.stops.feed(choice.text.flush())
+            tail += "" if hit_stop else choice.stops.flush()
             if tail:
-                _emit(ticket, TokenEvent(tail))
-        return DoneEvent(reason, len(ticket.request.prompt_tokens), ticket.generated)
+                self._emit_text(ticket, choice, tail)
+        prompt = len(ticket.request.prompt_tokens)
+        return DoneEvent(reason, prompt, choice.generated, choice.index, ticket.cached_tokens)
 
     def _finish(self, slot: int, event: GenerationEvent | None) -> None:
-        ticket = self._active.pop(slot)
+        ticket, _ = self._active.pop(slot)
         try:
             self._backend.end(slot)
         finally:
@@ -302,15 +358,31 @@ class Scheduler:
         if event is not None:
             _emit(ticket, event)
 
+    def _finish_ticket(self, ticket: Ticket, event: GenerationEvent | None) -> None:
+        """Ends every choice still running; ``event`` (an error) is sent once for the request."""
+        for choice in ticket.choices:
+            if choice.slot in self._active and self._active[choice.slot][0] is ticket:
+                self._finish(choice.slot, None)
+        if event is not None:
+            _emit(ticket, event)
+
     def _fail_all_locked(self, error: Exception) -> None:
         for ticket in self._waiting:
             _emit(ticket, ErrorEvent(error))
         self._waiting.clear()
-        for slot in list(self._active):
-            ticket = self._active.pop(slot)
-            self._backend.end(slot)
-            self._free_slots.append(slot)
-            _emit(ticket, ErrorEvent(error))
+        for ticket in _tickets(t for t, _ in list(self._active.values())):
+            self._finish_ticket(ticket, ErrorEvent(error))
+
+
+def _tickets(tickets: Iterable[Ticket]) -> list[Ticket]:
+    """Each request once, in order (a request with n > 1 holds several slots)."""
+    return list(dict.fromkeys(tickets))
+
+
+def _choice_sampling(sampling: SamplingParams, index: int) -> SamplingParams:
+    if sampling.seed is None:
+        return sampling
+    return dataclasses.replace(sampling, seed=(sampling.seed + index) & 0xFFFFFFFF)
 
 
 def _emit(ticket: Ticket, event: GenerationEvent) -> None:

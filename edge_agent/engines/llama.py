@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 import llama_cpp
 import llama_cpp._logger
+import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from edge_agent.engines import EmbeddingInput, EngineInputError
 from edge_agent.engines.prefix import pick_slot, reusable_prefix
 from edge_agent.errors import AgentError
-from edge_agent.generation import SamplingParams, TokenLogprob
+from edge_agent.generation import SamplingParams, TokenLogprob, TopLogprob
 from edge_agent.models import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,15 @@ class _Slot:
     pos: int  # position of the next token in the sequence
     sampler: ctypes.c_void_p
     next_token: int | None = None
+    # With a grammar: ``full`` is a chain of the grammar then a copy of ``sampler``, used to resample over the
+    # whole vocabulary when the grammar refuses the token ``sampler`` picked; ``grammar`` is borrowed from it.
+    full: ctypes.c_void_p | None = None
+    grammar: ctypes.c_void_p | None = None
+    # k of the top alternatives to report with each token's log-probability; None: none asked.
+    logprobs: int | None = None
+    last_logprob: TokenLogprob | None = None
+    # A forked choice (n > 1): the slot whose prompt it copies once that prompt is decoded.
+    waits_for: int | None = None
 
 
 def _ensure_backend() -> None:
@@ -121,7 +131,13 @@ class LlamaBackend:
         self._kv_tokens: dict[int, list[int]] = {}
         # Prompt tokens whose KV cells were kept from the slot's previous sequence (prefix reuse), since start.
         self.reused_prompt_tokens = 0
-        self._eog: list[int] | None = None
+        # Computed once: the scheduler asks about every sampled token.
+        self._eog = frozenset(t for t in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+        # One candidate, reused: the grammar checks a sampled token on it.
+        self._one = llama_cpp.llama_token_data(0, 0.0, 0.0)
+        self._one_array = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
+        # Reused (grown when needed) for copying a prompt's KV cells to forked choices.
+        self._state_buf = (ctypes.c_uint8 * 0)()
         self._pieces: dict[int, bytes] = {}
         self.device = "gpu" if n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "cpu"
         self._chat = self._chat_formatter()
@@ -142,11 +158,6 @@ class LlamaBackend:
     def choose_slot(self, free_slots: Sequence[int], prompt: Sequence[int]) -> int:
         return pick_slot(free_slots, self._kv_tokens, prompt)
 
-    def _eog_tokens(self) -> list[int]:
-        if self._eog is None:
-            self._eog = [t for t in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
-        return self._eog
-
     def begin(self, slot: int, prompt: Sequence[int], sampling: SamplingParams, logprobs: int | None = None) -> int:
         if not prompt:
             raise LlamaEngineError("empty prompt")
@@ -159,9 +170,31 @@ class LlamaBackend:
             keep = 0
         self._kv_tokens[slot] = cached[:keep]
         self.reused_prompt_tokens += keep
-        banned = self._eog_tokens() if sampling.ignore_eos else []
-        self._slots[slot] = _Slot(list(prompt[keep:]), keep, _sampler_chain(sampling, self.vocab_size, banned))
+        self._slots[slot] = self._new_slot(list(prompt[keep:]), keep, sampling, logprobs)
         return keep
+
+    def fork(self, slot: int, parent: int, sampling: SamplingParams) -> None:
+        """The parent's prompt KV cells are copied to ``slot`` right after the step that decodes the
+        prompt's last chunk, and ``slot`` samples its first token from the parent's logits then."""
+        st = self._slots[parent]
+        child = self._new_slot([], 0, sampling, st.logprobs)
+        child.waits_for = parent
+        self._slots[slot] = child
+
+    def _new_slot(self, pending: list[int], pos: int, sampling: SamplingParams, logprobs: int | None) -> _Slot:
+        banned = sorted(self._eog) if sampling.ignore_eos else []
+        sampler = _sampler_chain(sampling, self.vocab_size, banned)
+        st = _Slot(pending, pos, sampler, logprobs=logprobs)
+        if sampling.grammar is not None:
+            grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, sampling.grammar.encode("utf-8"), b"root")
+            if not grammar:
+                llama_cpp.llama_sampler_free(sampler)
+                raise LlamaEngineError("the grammar does not parse")
+            full = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+            llama_cpp.llama_sampler_chain_add(full, grammar)  # the chain owns it from here
+            llama_cpp.llama_sampler_chain_add(full, llama_cpp.llama_sampler_clone(sampler))
+            st.full, st.grammar = full, grammar
+        return st
 
     def step(self, slots: Sequence[int]) -> dict[int, int]:
         batch = self._batch
@@ -174,6 +207,7 @@ class LlamaBackend:
         # Sequences already generating take one token each, then prompts fill
         # what is left of the batch (long prompts are split over steps).
         kv = self._kv_tokens
+        prompt_done: list[int] = []
         for slot in slots:
             st = self._slots[slot]
             if not st.pending and st.next_token is not None:
@@ -196,6 +230,7 @@ class LlamaBackend:
             if not st.pending:
                 batch.logits[n - 1] = 1
                 logits_at[slot] = n - 1
+                prompt_done.append(slot)
         if n == 0:
             return {}
         batch.n_tokens = n
@@ -206,22 +241,91 @@ class LlamaBackend:
                 llama_cpp.llama_memory_seq_rm(self._mem, slot, -1, -1)
                 kv[slot] = []
             raise LlamaEngineError(f"llama_decode returned {rc}")
+        if prompt_done:
+            self._start_forks(slots, prompt_done, logits_at)
         sampled = {}
         for slot, idx in logits_at.items():
             st = self._slots[slot]
             token = llama_cpp.llama_sampler_sample(st.sampler, self._ctx, idx)
+            if st.grammar is not None:
+                token = self._keep_grammar(st, token, idx)
+            if st.logprobs is not None:
+                st.last_logprob = self._logprob(idx, token, st.logprobs)
             st.next_token = token
             sampled[slot] = token
         return sampled
 
+    def _keep_grammar(self, st: _Slot, token: int, idx: int) -> int:
+        """llama-server's order: check the one token the chain picked (microseconds); only when the grammar
+        refuses it, resample with the grammar applied to the whole vocabulary first (milliseconds). A
+        refused token is never accepted into the grammar: llama.cpp aborts the process on one."""
+        one, array = self._one, self._one_array
+        one.id = llama_cpp.llama_token(token)
+        one.logit, one.p = 1.0, 0.0
+        array.size, array.selected, array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(st.grammar, ctypes.byref(array))
+        if one.logit == float("-inf"):
+            # Samples over all tokens and accepts the token into the grammar (it is in the chain).
+            return int(llama_cpp.llama_sampler_sample(st.full, self._ctx, idx))
+        if token not in self._eog:  # the sequence ends at an EOG: nothing to accept
+            llama_cpp.llama_sampler_accept(st.grammar, token)
+        return token
+
+    def _logprob(self, idx: int, token: int, k: int) -> TokenLogprob:
+        """From the raw logits (before temperature, top-k/p and grammar), as llama-server reports them."""
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), shape=(self.vocab_size,))
+        top_logit = float(row.max())
+        log_total = top_logit + float(np.log(np.exp(row - top_logit, dtype=np.float64).sum()))
+        top: tuple[TopLogprob, ...] = ()
+        if k > 0:
+            best = np.argpartition(row, -k)[-k:]
+            best = best[np.argsort(-row[best], kind="stable")]
+            top = tuple(TopLogprob(self.piece(int(t)), float(row[t]) - log_total) for t in best)
+        return TokenLogprob(token, self.piece(token), float(row[token]) - log_total, top)
+
+    def _start_forks(self, slots: Sequence[int], prompt_done: list[int], logits_at: dict[int, int]) -> None:
+        """Copies each just-decoded prompt's KV cells to the choices forked from it, before the parent's
+        next decode adds cells. llama_state_seq_* copies only that sequence's cells (time in proportion to
+        the prompt); llama_memory_seq_cp across the streams of a non-unified cache copies the whole n_ctx."""
+        done = set(prompt_done)
+        children = [s for s in slots if self._slots[s].waits_for in done]
+        by_parent: dict[int, list[int]] = {}
+        for child in children:
+            by_parent.setdefault(self._slots[child].waits_for, []).append(child)  # type: ignore[arg-type]
+        kv = self._kv_tokens
+        for parent, kids in by_parent.items():
+            size = llama_cpp.llama_state_seq_get_size(self._ctx, parent)
+            if len(self._state_buf) < size:
+                self._state_buf = (ctypes.c_uint8 * size)()
+            n = llama_cpp.llama_state_seq_get_data(self._ctx, self._state_buf, size, parent)
+            for child in kids:
+                st = self._slots[child]
+                st.waits_for = None
+                llama_cpp.llama_memory_seq_rm(self._mem, child, -1, -1)
+                if n and llama_cpp.llama_state_seq_set_data(self._ctx, self._state_buf, n, child) == n:
+                    kv[child] = list(kv[parent])
+                    st.pos = self._slots[parent].pos
+                    logits_at[child] = logits_at[parent]
+                else:  # the memory would not take the copy: the choice decodes the prompt itself
+                    log.warning("could not copy sequence %d's KV cells to %d; decoding the prompt again", parent, child)
+                    llama_cpp.llama_memory_seq_rm(self._mem, child, -1, -1)
+                    kv[child] = []
+                    st.pending, st.pos = list(kv[parent]), 0
+
     def end(self, slot: int) -> None:
-        """Free the sampler; the KV cells stay for prefix reuse by the next prompt."""
+        """Free the samplers; the KV cells stay for prefix reuse by the next prompt."""
         st = self._slots.pop(slot, None)
         if st is not None:
             llama_cpp.llama_sampler_free(st.sampler)
+            if st.full is not None:
+                llama_cpp.llama_sampler_free(st.full)  # and the grammar in it
 
     def take_logprobs(self, slot: int) -> TokenLogprob | None:
-        return None
+        st = self._slots.get(slot)
+        if st is None:
+            return None
+        taken, st.last_logprob = st.last_logprob, None
+        return taken
 
     def check_grammar(self, gbnf: str) -> None:
         """Raises EngineInputError when llama.cpp cannot parse ``gbnf`` (root rule "root"); any thread:
@@ -247,7 +351,7 @@ class LlamaBackend:
         return cached
 
     def is_eog(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return token in self._eog
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self._batch
