@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (compiled from source, about 4 minutes on 2 cores) is not rebuilt needlessly.
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast check bench proto deb clean system-packages
+.PHONY: run test test-fast check bench llama-server proto deb clean system-packages
 
 # llama.cpp's CPU code is compiled for the machine it is built on, except its AMX kernels:
 # on CPUs with AMX (Xeon Sapphire Rapids and later) they fault with a general protection
@@ -63,6 +63,11 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/serve.py $(ARGS)
+
+# llama.cpp's own server, the serving benchmark's peer, built with the agent's CMAKE_ARGS so both
+# run the same CPU kernels (docs/benchmarks.md).
+llama-server:
+	CMAKE_ARGS="$(CMAKE_ARGS)" bench/build_llama_server.sh build/llama-server
 
 # Regenerate edgefleet/v1/ from proto/ (a test fails when they drift apart).
 proto: $(STAMP)

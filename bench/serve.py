@@ -9,8 +9,25 @@ Peers, one after another on the same machine:
 
 Load: /v1/completions, streamed, 32 new tokens, temperature 0.7 (top-k 40, top-p 0.95,
 min-p 0.05 sent explicitly so every server samples alike), a distinct seed per request,
-at concurrency 1 and 8. Reported per system: generated tokens/s, time to first token
-p50/p99, request latency p50/p99, errors; then the ratios edge-agent/peer.
+at concurrency 1 and 8. Reported per system: generated tokens/s (counted from the
+stream's usage, stream_options.include_usage), time to first token p50/p99, request
+latency p50/p99, errors and retries; then the ratios edge-agent/peer.
+
+Fairness: llama-server is built with the agent's CMAKE_ARGS (make llama-server), and each
+system's llama.cpp system_info line is recorded and compared (a warning when the CPU
+features differ). A request that fails before any response (the server closed a kept-alive
+connection: "Server disconnected without sending a response", or a refused connect) is
+retried once on a fresh connection, for every system alike, and counted. The load
+average is recorded around each phase: the box is shared.
+
+Variants (--variant NAME=SYSTEM:KEY=VALUE,...): a copy of a system with extra environment,
+e.g. edge-agent+spin=edge-agent:OMP_WAIT_POLICY=ACTIVE; the key switchinterval=S runs
+the agent under sys.setswitchinterval(S). Rounds alternate the order of the systems.
+
+Extra phases (--phases json,logprobs,n4): JSON-schema constrained generation (nested
+objects and enums, 64 tokens, c=1 and c=8; chat's response_format for a model with a chat
+template, else /v1/completions with response_format, and llama-server's json_schema field),
+logprobs cost (top 5 against none, c=1), and one n=4 request against four n=1 requests.
 
 Cache hits: repeated deterministic requests to the agent at concurrency 16, driven by
 wrk (Debian package ``wrk``) with a POST script, which costs the 2-core box far less
@@ -18,12 +35,14 @@ CPU than a Python client would; requests/s and latency p50/p99.
 
 Results: bench/results/serve-<date>.json. Usage:
     python bench/serve.py [--models gemma-3-270m,smollm2-135m-instruct] [--llama-server PATH]
+        [--systems edge-agent,llama-server] [--variant ...] [--phases base,json,logprobs,n4] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -73,16 +92,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    """A server process started for the benchmark and stopped by its pid."""
+    """A server process started for the benchmark and stopped by its pid.
 
-    def __init__(self, name: str, cmd: list[str], base_url: str, model_id: str, log: Path, env=None):
+    kind is the system it runs (edge-agent, llama_cpp.server, llama-server); name is that or a
+    variant of it (edge-agent+passive) with extra environment."""
+
+    def __init__(self, name: str, cmd: list[str], base_url: str, model_id: str, log: Path, env=None, kind=None):
         self.name, self.cmd, self.base_url, self.model_id, self.log = name, cmd, base_url, model_id, log
-        self.env = env
+        self.env = env  # only the variables added to the bench's own environment
+        self.kind = kind or name
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self):
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            env = {**os.environ, **self.env} if self.env else None
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -109,23 +133,40 @@ class Server:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
+    def system_info(self) -> str:
+        """llama.cpp's system_info line for this system: the CPU features its kernels were built with."""
+        if self.kind == "llama-server":
+            with contextlib.suppress(OSError):
+                for line in self.log.read_text(errors="replace").splitlines():
+                    if "system_info:" in line:
+                        return line.split("system_info:", 1)[1].strip()
+            return ""
+        import llama_cpp  # the agent and llama_cpp.server load the bench's own llama-cpp-python
 
-async def one_request(client: httpx.AsyncClient, server: Server, index: int, max_tokens: int) -> dict:
-    body = {
-        "model": server.model_id,
-        "prompt": PROMPTS[index % len(PROMPTS)],
-        "max_tokens": max_tokens,
-        "seed": 1000 + index,
-        "stream": True,
-        **SAMPLING,
-    }
-    started = time.perf_counter()
-    ttft, tokens = None, 0
+        return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+
+
+def cpu_features(system_info: str) -> set[str]:
+    """The features a system_info line reports as on ("AVX2 = 1" gives AVX2), thread counts aside."""
+    return {m.group(1) for m in re.finditer(r"([A-Z][A-Z0-9_]*) = 1\b", system_info)}
+
+
+def is_retryable(exc: Exception, got_status: bool) -> bool:
+    """A request the server never answered: the connection was refused, or a kept-alive connection
+    was closed before the status line ("Server disconnected without sending a response"). Any
+    client would retry that on a fresh connection; an error after the status line is the server's."""
+    if got_status:
+        return False
+    return isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError))
+
+
+async def stream_once(client: httpx.AsyncClient, url: str, body: dict, started: float) -> dict:
+    ttft, chunk_tokens, usage, status = None, 0, None, None
+    choices_seen: set[int] = set()
     try:
         # no-store: this measures generation; the agent's cache has its own run.
-        async with client.stream(
-            "POST", server.base_url + "/v1/completions", json=body, headers={"Cache-Control": "no-store"}
-        ) as r:
+        async with client.stream("POST", url, json=body, headers={"Cache-Control": "no-store"}) as r:
+            status = r.status_code
             if r.headers.get("x-cache") == "hit":
                 return {"error": "served from the response cache; the generation figures would be wrong"}
             if r.status_code != 200:
@@ -135,23 +176,64 @@ async def one_request(client: httpx.AsyncClient, server: Server, index: int, max
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
-                choices = chunk.get("choices") or []
-                if choices and choices[0].get("text"):
-                    tokens += 1
-                    if ttft is None:
-                        ttft = time.perf_counter() - started
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+                        chunk_tokens += 1
+                        choices_seen.add(choice.get("index", 0))
+                        if ttft is None:
+                            ttft = time.perf_counter() - started
     except httpx.HTTPError as exc:
-        return {"error": repr(exc)}
-    return {"ttft": ttft, "latency": time.perf_counter() - started, "tokens": tokens}
+        return {"error": repr(exc), "retryable": is_retryable(exc, status is not None)}
+    tokens = usage.get("completion_tokens") if usage else None
+    return {
+        "ttft": ttft,
+        "latency": time.perf_counter() - started,
+        "tokens": tokens if tokens is not None else chunk_tokens,
+        "tokens_from": "usage" if tokens is not None else "chunks",
+        "choices": len(choices_seen),
+    }
 
 
-async def run_load(server: Server, concurrency: int, n_requests: int, max_tokens: int, seed_base: int) -> dict:
+async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> dict:
+    """One streamed request; tokens come from the final usage chunk (stream_options.include_usage).
+    A request the server never answered is retried once on a fresh connection; the latency counts both."""
+    started = time.perf_counter()
+    result = await stream_once(client, url, body, started)
+    if result.pop("retryable", False):
+        async with httpx.AsyncClient(timeout=300) as fresh:
+            result = await stream_once(fresh, url, body, started)
+        result.pop("retryable", None)
+        result["retried"] = 1
+    return result
+
+
+def completion_body(server: Server, index: int, max_tokens: int) -> tuple[str, dict]:
+    return "/v1/completions", {
+        "model": server.model_id,
+        "prompt": PROMPTS[index % len(PROMPTS)],
+        "max_tokens": max_tokens,
+        "seed": 1000 + index,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **SAMPLING,
+    }
+
+
+async def run_load(server: Server, concurrency: int, n_requests: int, make_body, seed_base: int) -> dict:
+    """n_requests requests from `concurrency` workers on kept-alive connections; make_body(index) gives
+    (path, body). The load average before and after is recorded: the box is shared."""
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+
+        async def request(index: int) -> dict:
+            path, body = make_body(index)
+            return await one_request(client, server.base_url + path, body)
+
         # Warm-up, not counted, on seeds outside the measured range.
-        await asyncio.gather(
-            *(one_request(client, server, seed_base + 10_000 + i, max_tokens) for i in range(concurrency))
-        )
+        await asyncio.gather(*(request(seed_base + 10_000 + i) for i in range(concurrency)))
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(n_requests):
             queue.put_nowait(seed_base + i)
@@ -159,11 +241,16 @@ async def run_load(server: Server, concurrency: int, n_requests: int, max_tokens
 
         async def worker():
             while not queue.empty():
-                results.append(await one_request(client, server, queue.get_nowait(), max_tokens))
+                results.append(await request(queue.get_nowait()))
 
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
+    return summarize(results, concurrency, n_requests, wall, load_before)
+
+
+def summarize(results: list[dict], concurrency: int, n_requests: int, wall: float, load_before: float) -> dict:
     ok = [r for r in results if "error" not in r]
     ttfts = [r["ttft"] for r in ok if r["ttft"] is not None]
     latencies = [r["latency"] for r in ok]
@@ -172,7 +259,9 @@ async def run_load(server: Server, concurrency: int, n_requests: int, max_tokens
         "concurrency": concurrency,
         "requests": n_requests,
         "errors": len(results) - len(ok),
+        "retries": sum(r.get("retried", 0) for r in results),
         "error_samples": [r["error"] for r in results if "error" in r][:3],
+        "tokens_from": sorted({r["tokens_from"] for r in ok}),
         "generated_tokens": tokens,
         "wall_s": round(wall, 3),
         "tokens_per_s": round(tokens / wall, 2) if wall else 0.0,
@@ -180,7 +269,62 @@ async def run_load(server: Server, concurrency: int, n_requests: int, max_tokens
         "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1),
         "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
     }
+
+
+# A schema of nested objects and enums for the constrained-generation phase.
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "role": {"type": "string", "enum": ["engineer", "teacher", "farmer", "doctor"]},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "country": {"type": "string", "enum": ["FR", "DE", "JP", "US"]}},
+            "required": ["city", "country"],
+            "additionalProperties": False,
+        },
+        "skills": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["name", "role", "address", "skills"],
+    "additionalProperties": False,
+}
+JSON_PROMPT = "Describe a fictional person as JSON with name, role, address (city, country) and skills."
+
+
+def json_body(server: Server, index: int, chat: bool) -> tuple[str, dict]:
+    """The constrained request: chat's response_format json_schema for a model with a chat template;
+    otherwise /v1/completions, with response_format for the agent and llama-server's own json_schema
+    field (its /v1/completions reads no response_format)."""
+    common = {
+        "model": server.model_id,
+        "max_tokens": 64,
+        "seed": 1000 + index,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **SAMPLING,
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA}}
+    if chat:
+        messages = [{"role": "user", "content": JSON_PROMPT}]
+        return "/v1/chat/completions", {**common, "messages": messages, "response_format": response_format}
+    body = {**common, "prompt": JSON_PROMPT + "\nJSON:"}
+    if server.kind == "llama-server":
+        return "/v1/completions", {**body, "json_schema": PERSON_SCHEMA}
+    return "/v1/completions", {**body, "response_format": response_format}
+
+
+def logprobs_body(server: Server, index: int, top: int | None) -> tuple[str, dict]:
+    path, body = completion_body(server, index, 32)
+    return path, ({**body, "logprobs": top} if top else body)
+
+
+def n_body(server: Server, index: int, n: int) -> tuple[str, dict]:
+    path, body = completion_body(server, index, 32)
+    body = {**body, "prompt": PROMPTS[0]}  # one prompt for the n=4 and the 4 x n=1 runs
+    return path, ({**body, "n": n} if n != 1 else body)
 
 
 def cache_hit_run(server: Server, wrk: str | None, duration_s: int, concurrency: int) -> dict:
@@ -240,88 +384,57 @@ def cache_hit_run(server: Server, wrk: str | None, duration_s: int, concurrency:
 
 
 def systems_for(model: str, gguf: Path, args, workdir: Path) -> list[Server]:
+    """The systems --systems names, then the --variant copies, each on its own port and log."""
     threads = str(os.cpu_count() or 1)
+
+    def command(kind: str, port: int, extra: dict[str, str]) -> list[str] | None:
+        if kind == "edge-agent":
+            python = [sys.executable]
+            if "switchinterval" in extra:
+                # The GIL's switch interval, set before the agent's own code runs (a bench-only knob).
+                python += [
+                    "-c",
+                    f"import sys; sys.setswitchinterval({float(extra['switchinterval'])}); "
+                    "from edge_agent.cli import main; sys.exit(main(sys.argv[1:]))",
+                ]
+            else:
+                python += ["-m", "edge_agent.cli"]
+            data_dir = workdir / f"agent-{model}-{port}"
+            return [*python, "serve", "--model", model, "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
+        if kind == "llama_cpp.server":
+            return [
+                sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                "--port", str(port), "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads,
+                # Its default aborts a running stream whenever another request
+                # arrives; queueing them is what a server under load must do.
+                "--interrupt_requests", "False",
+            ]  # fmt: skip
+        if kind == "llama-server":
+            binary = args.llama_server or shutil.which("llama-server") or _built_llama_server()
+            if not binary:
+                return None
+            return [
+                binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", "8",
+                "-c", str(2048 * 8), "-t", threads, "-tb", threads,
+            ]  # fmt: skip
+        raise SystemExit(f"unknown system {kind!r}: edge-agent, llama_cpp.server or llama-server")
+
+    wanted = [(name, name, {}) for name in args.systems.split(",") if name.strip()]
+    for variant in args.variant:
+        name, _, rest = variant.partition("=")
+        kind, _, pairs = rest.partition(":")
+        extra = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+        wanted.append((name, kind, extra))
     systems = []
-    port = free_port()
-    systems.append(
-        Server(
-            "edge-agent",
-            [
-                sys.executable,
-                "-m",
-                "edge_agent.cli",
-                "serve",
-                "--model",
-                model,
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--data-dir",
-                str(workdir / f"agent-{model}"),
-            ],
-            f"http://127.0.0.1:{port}",
-            model,
-            workdir / f"edge-agent-{model}.log",
-        )
-    )
-    if not args.skip_peers:
+    for name, kind, extra in wanted:
         port = free_port()
-        systems.append(
-            Server(
-                "llama_cpp.server",
-                [
-                    sys.executable,
-                    "-m",
-                    "llama_cpp.server",
-                    "--model",
-                    str(gguf),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--n_ctx",
-                    "2048",
-                    "--n_threads",
-                    threads,
-                    "--n_threads_batch",
-                    threads,
-                    # Its default aborts a running stream whenever another request
-                    # arrives; queueing them is what a server under load must do.
-                    "--interrupt_requests",
-                    "False",
-                ],
-                f"http://127.0.0.1:{port}",
-                model,
-                workdir / f"llama_cpp_server-{model}.log",
-            )
-        )
-        llama_server = args.llama_server or shutil.which("llama-server") or _built_llama_server()
-        if llama_server:
-            port = free_port()
-            systems.append(
-                Server(
-                    "llama-server",
-                    [
-                        llama_server,
-                        "-m",
-                        str(gguf),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "-np",
-                        "8",
-                        "-c",
-                        str(2048 * 8),
-                        "-t",
-                        threads,
-                        "-tb",
-                        threads,
-                    ],
-                    f"http://127.0.0.1:{port}",
-                    model,
-                    workdir / f"llama-server-{model}.log",
-                )
-            )
+        cmd = command(kind.strip(), port, extra)
+        if cmd is None:
+            print(f"[{model}] {name}: no llama-server binary (make llama-server builds one); skipped", flush=True)
+            continue
+        env = {k: v for k, v in extra.items() if k != "switchinterval"}
+        log = workdir / f"{name}-{model}.log"
+        systems.append(Server(name, cmd, f"http://127.0.0.1:{port}", model, log, env=env, kind=kind.strip()))
     return systems
 
 
@@ -336,17 +449,41 @@ def machine() -> dict:
     return describe_machine(llama_cpp_python=llama_cpp.__version__)
 
 
-def measure(server: Server, model: str, args, round_no: int) -> dict:
-    """One round for one system: start it, load it at each concurrency, stop it."""
+def has_chat_template(gguf: Path) -> bool:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    return bool(llm.metadata.get("tokenizer.chat_template"))
+
+
+def measure(server: Server, model: str, args, round_no: int, chat: bool) -> dict:
+    """One round for one system: start it, run each phase, stop it."""
     print(f"[{model}] {server.name} (round {round_no + 1}): starting", flush=True)
+    phases_wanted = set(args.phases.split(","))
+    plan = []
+    if "base" in phases_wanted:
+        for conc, n in ((1, args.requests_c1), (8, args.requests_c8)):
+            plan.append((str(conc), conc, n, lambda i: completion_body(server, i, args.max_tokens)))
+    if "json" in phases_wanted:
+        for conc, n in ((1, args.requests_c1 // 2), (8, args.requests_c8 // 2)):
+            plan.append((f"json-c{conc}", conc, n, lambda i: json_body(server, i, chat)))
+    if "logprobs" in phases_wanted:
+        plan.append(("logprobs-none", 1, args.requests_c1, lambda i: logprobs_body(server, i, None)))
+        plan.append(("logprobs-5", 1, args.requests_c1, lambda i: logprobs_body(server, i, 5)))
+    if "n4" in phases_wanted:
+        # The same work two ways: n=4 requests one after another, and groups of four n=1 requests at once.
+        plan.append(("n4", 1, args.requests_n4, lambda i: n_body(server, i, 4)))
+        plan.append(("n1x4", 4, args.requests_n4 * 4, lambda i: n_body(server, i, 1)))
     try:
         with server:
-            phases = {}
-            for conc, n in ((1, args.requests_c1), (8, args.requests_c8)):
-                p = phases[str(conc)] = asyncio.run(run_load(server, conc, n, args.max_tokens, conc * 100))
+            phases = {"system_info": server.system_info()}
+            for key, conc, n, make_body in plan:
+                p = phases[key] = asyncio.run(run_load(server, conc, n, make_body, conc * 100))
+                p["phase"] = key
                 print(
-                    f"[{model}] {server.name} c={conc}: {p['tokens_per_s']} tok/s, "
-                    f"ttft p50 {p['ttft_p50_ms']} ms, errors {p['errors']}",
+                    f"[{model}] {server.name} {key}: {p['tokens_per_s']} tok/s, ttft p50 {p['ttft_p50_ms']} ms, "
+                    f"lat p50 {p['latency_p50_ms']} ms, errors {p['errors']}, retries {p['retries']}, "
+                    f"load {p['load_before']}->{p['load_after']}",
                     flush=True,
                 )
             return phases
@@ -356,53 +493,122 @@ def measure(server: Server, model: str, args, round_no: int) -> dict:
 
 
 def median_phases(rounds: list[dict]) -> dict:
-    """Per concurrency, the median of each figure over the rounds; errors are summed."""
+    """Per phase, the median of each figure over the rounds; errors and retries are summed."""
     good = [r for r in rounds if "error" not in r]
     if not good:
         return rounds[-1]
-    summary = {}
-    for conc in good[0]:
-        runs = [r[conc] for r in good]
-        summary[conc] = {
-            key: (sum(run[key] for run in runs) if key == "errors" else statistics.median(run[key] for run in runs))
-            for key in runs[0]
-            if isinstance(runs[0][key], (int, float))
+    summary: dict = {"system_info": good[0]["system_info"]}
+    for key in phase_keys(good[0]):
+        runs = [r[key] for r in good]
+        summary[key] = {
+            k: (
+                sum(run[k] for run in runs) if k in ("errors", "retries") else statistics.median(run[k] for run in runs)
+            )
+            for k in runs[0]
+            if isinstance(runs[0][k], (int, float))
         }
-        summary[conc]["error_samples"] = [e for run in runs for e in run["error_samples"]][:3]
-        summary[conc]["rounds"] = len(runs)
+        summary[key]["phase"] = key
+        summary[key]["error_samples"] = [e for run in runs for e in run["error_samples"]][:3]
+        summary[key]["tokens_from"] = sorted({t for run in runs for t in run["tokens_from"]})
+        summary[key]["rounds"] = len(runs)
     return summary
+
+
+def phase_keys(phases: dict) -> list[str]:
+    return [k for k, v in phases.items() if isinstance(v, dict)]
+
+
+def ratios(results: dict) -> dict:
+    """tokens/s of each edge-agent system over each other system, per phase: the ratio of the medians,
+    and the median of the per-round ratios (systems measured side by side in one round share its load)."""
+    out: dict = {}
+    kinds = results["kinds"]
+    for agent, agent_phases in results["systems"].items():
+        if kinds[agent] != "edge-agent" or "error" in agent_phases:
+            continue
+        for peer, peer_phases in results["systems"].items():
+            if peer == agent or "error" in peer_phases or (kinds[peer] == "edge-agent" and agent != "edge-agent"):
+                continue
+            pair: dict = {}
+            for key in phase_keys(agent_phases):
+                if key not in peer_phases or not peer_phases[key]["tokens_per_s"]:
+                    continue
+                per_round = [
+                    a[key]["tokens_per_s"] / p[key]["tokens_per_s"]
+                    for a, p in zip(results["rounds"][agent], results["rounds"][peer], strict=True)
+                    if "error" not in a and "error" not in p and p[key]["tokens_per_s"]
+                ]
+                pair[key] = {
+                    "of_medians": round(agent_phases[key]["tokens_per_s"] / peer_phases[key]["tokens_per_s"], 3),
+                    "median_per_round": round(statistics.median(per_round), 3) if per_round else None,
+                    "per_round": [round(r, 3) for r in per_round],
+                }
+            out[f"{agent}/{peer}"] = pair
+    return out
 
 
 def print_table(model: str, results: dict) -> None:
     print(f"\n== {model} (medians over rounds) ==")
     print(
-        f"{'system':<18}{'conc':>5}{'tok/s':>9}{'ttft p50':>10}{'ttft p99':>10}{'lat p50':>10}{'lat p99':>10}{'err':>5}"
+        f"{'system':<22}{'phase':>14}{'tok/s':>9}{'ttft p50':>10}{'ttft p99':>10}{'lat p50':>10}{'lat p99':>10}"
+        f"{'err':>5}{'retry':>6}"
     )
     for name, phases in results["systems"].items():
         if "error" in phases:
-            print(f"{name:<18}  failed: {phases['error']}")
+            print(f"{name:<22}  failed: {phases['error']}")
             continue
-        for phase in phases.values():
+        for key in phase_keys(phases):
+            phase = phases[key]
             print(
-                f"{name:<18}{phase['concurrency']:>5.0f}{phase['tokens_per_s']:>9.1f}{phase['ttft_p50_ms']:>10.1f}"
+                f"{name:<22}{key:>14}{phase['tokens_per_s']:>9.1f}{phase['ttft_p50_ms']:>10.1f}"
                 f"{phase['ttft_p99_ms']:>10.1f}{phase['latency_p50_ms']:>10.1f}{phase['latency_p99_ms']:>10.1f}"
-                f"{phase['errors']:>5}"
+                f"{phase['errors']:>5}{phase['retries']:>6}"
             )
-    for peer, ratios in results["ratios"].items():
-        print(f"edge-agent/{peer}: " + ", ".join(f"c={c}: {r:.2f}x" for c, r in ratios.items()))
+    for pair, by_phase in results["ratios"].items():
+        print(
+            f"{pair}: "
+            + ", ".join(f"{k}: {r['of_medians']:.2f}x (per round {r['median_per_round']})" for k, r in by_phase.items())
+        )
+    for warning in results["warnings"]:
+        print(f"WARNING: {warning}")
+
+
+def compare_builds(results: dict) -> list[str]:
+    """A warning for each system whose llama.cpp reports other CPU features than the agent's."""
+    infos = {name: p.get("system_info", "") for name, p in results["systems"].items() if "error" not in p}
+    reference = infos.get("edge-agent")
+    if reference is None:
+        return []
+    warnings = []
+    for name, info in infos.items():
+        if not info:
+            warnings.append(f"{name}: no system_info line found; its build cannot be compared")
+            continue
+        extra, missing = cpu_features(info) - cpu_features(reference), cpu_features(reference) - cpu_features(info)
+        if extra or missing:
+            warnings.append(
+                f"{name} runs other CPU kernels than edge-agent: it has {sorted(extra)}, lacks {sorted(missing)} "
+                "(build llama-server with make llama-server)"
+            )
+    return warnings
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="gemma-3-270m,smollm2-135m-instruct")
+    parser.add_argument("--systems", default="edge-agent,llama_cpp.server,llama-server")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="NAME=SYSTEM:KEY=VALUE,... a system with extra environment"
+    )
+    parser.add_argument("--phases", default="base", help="base,json,logprobs,n4")
     parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary")
     parser.add_argument("--wrk", default=shutil.which("wrk"), help="path to wrk (default: from PATH)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--requests-c1", type=int, default=16)
     parser.add_argument("--requests-c8", type=int, default=48)
-    parser.add_argument("--cache-seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2, help="rounds over all systems; medians are reported")
-    parser.add_argument("--skip-peers", action="store_true", help="measure the agent alone")
+    parser.add_argument("--requests-n4", type=int, default=6, help="n=4 requests (and 4 times as many n=1)")
+    parser.add_argument("--cache-seconds", type=int, default=10, help="0 skips the cache-hit run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all systems; medians are reported")
     parser.add_argument("--out", help="JSON output (default bench/results/serve-<date>.json)")
     args = parser.parse_args()
 
@@ -417,7 +623,10 @@ def main() -> int:
             "stream": True,
             "max_tokens": args.max_tokens,
             **SAMPLING,
-            "requests": {"1": args.requests_c1, "8": args.requests_c8},
+            "requests": {"1": args.requests_c1, "8": args.requests_c8, "n4": args.requests_n4},
+            "phases": args.phases,
+            "rounds": args.rounds,
+            "load_average_at_start": os.getloadavg(),
         },
         "models": {},
     }
@@ -425,16 +634,31 @@ def main() -> int:
         workdir = Path(tmp)
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             artifact = resolve_model(model, "", workdir / "models-cache")
-            results: dict = {"sha256": artifact.sha256, "systems": {}, "ratios": {}, "rounds": {}}
+            chat = has_chat_template(artifact.path)
             systems = systems_for(model, artifact.path, args, workdir)
+            results: dict = {
+                "sha256": artifact.sha256,
+                "json_phase_endpoint": "/v1/chat/completions" if chat else "/v1/completions",
+                "kinds": {s.name: s.kind for s in systems},
+                "env": {s.name: s.env or {} for s in systems},
+                "systems": {},
+                "ratios": {},
+                "rounds": {},
+            }
             for round_no in range(args.rounds):
                 # Every other round in reverse order, so a machine that drifts
                 # faster or slower during the run favours nobody.
                 for server in systems if round_no % 2 == 0 else systems[::-1]:
-                    phases = measure(server, model, args, round_no)
+                    phases = measure(server, model, args, round_no, chat)
                     results["rounds"].setdefault(server.name, []).append(phases)
                     first_model = model == args.models.split(",")[0].strip()
-                    if server.name == "edge-agent" and first_model and round_no == 0 and "error" not in phases:
+                    if (
+                        server.name == "edge-agent"
+                        and first_model
+                        and round_no == 0
+                        and args.cache_seconds
+                        and "error" not in phases
+                    ):
                         with server:
                             hits = cache_hit_run(server, args.wrk, args.cache_seconds, 16)
                         report["cache_hits"] = {"model": model, **hits}
@@ -445,17 +669,11 @@ def main() -> int:
                             flush=True,
                         )
             results["systems"] = {name: median_phases(rounds) for name, rounds in results["rounds"].items()}
-            agent = results["systems"].get("edge-agent", {})
-            for peer, phases in results["systems"].items():
-                if peer == "edge-agent" or "error" in phases or "error" in agent:
-                    continue
-                results["ratios"][peer] = {
-                    c: round(agent[c]["tokens_per_s"] / phases[c]["tokens_per_s"], 3)
-                    for c in phases
-                    if phases[c]["tokens_per_s"]
-                }
+            results["ratios"] = ratios(results)
+            results["warnings"] = compare_builds(results)
             report["models"][model] = results
             print_table(model, results)
+    report["load"]["load_average_at_end"] = os.getloadavg()
     if "cache_hits" in report:
         h = report["cache_hits"]
         print(
