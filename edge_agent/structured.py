@@ -148,7 +148,28 @@ def new_converter() -> SchemaConverter:
 def prepare(converter: SchemaConverter, schema: Mapping[str, Any], url: str = "schema") -> dict[str, Any]:
     """A copy of a checked schema without annotations, its local refs resolved into ``converter`` under ``url``
     (one per schema: two schemas' "#/$defs/A" are different rules)."""
-    return converter.resolve_refs(_strip(schema), url)
+    stripped = _strip(schema)
+    # The converter's own resolve_refs does not look inside a node holding a $ref (a root "$ref" next to
+    # "$defs" leaves the refs in $defs unresolved): every local ref is registered here instead.
+
+    def register(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                register(item)
+        elif isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                target: Any = stripped
+                for segment in ref[2:].split("/"):
+                    target = target[segment]
+                node["$ref"] = f"{url}{ref}"
+                converter._refs[node["$ref"]] = target
+            for key, value in node.items():
+                if key not in ("enum", "const"):  # data, not schemas
+                    register(value)
+
+    register(stripped)
+    return stripped
 
 
 def format_grammar(converter: SchemaConverter) -> str:

@@ -1,0 +1,259 @@
+"""edge_agent.structured: the schema allow-list, and grammars checked against llama.cpp's own grammar engine
+(SmolLM2's vocabulary, loaded without weights): which texts the grammar lets a model write."""
+
+import ctypes
+import json
+import math
+from enum import Enum
+from typing import Literal
+
+import llama_cpp
+import pytest
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel, Field
+
+from edge_agent import structured
+from edge_agent.client_request import RequestError
+from edge_agent.models import resolve_model
+
+
+class Grammar:
+    """One llama.cpp grammar sampler over SmolLM2's vocabulary: feeds a text's tokens, each checked first
+    (a refused token is never accepted: llama.cpp aborts on that)."""
+
+    def __init__(self, vocab_model, gbnf: str):
+        self.llm = vocab_model
+        vocab = llama_cpp.llama_model_get_vocab(vocab_model._model.model)
+        self.sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
+        assert self.sampler, "llama.cpp refused the grammar"
+        self.eos = llama_cpp.llama_vocab_eos(vocab)
+
+    def allows(self, token: int) -> bool:
+        data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 1.0, 0.0))
+        array = llama_cpp.llama_token_data_array(data, 1, -1, False)
+        llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(array))
+        return not math.isinf(data[0].logit)
+
+    def accepts(self, text: str) -> bool:
+        """Whether ``text`` is a complete answer under the grammar: each token allowed, then the end."""
+        try:
+            for token in self.llm.tokenize(text.encode(), add_bos=False, special=False):
+                if not self.allows(token):
+                    return False
+                llama_cpp.llama_sampler_accept(self.sampler, token)
+            return self.allows(self.eos)
+        finally:
+            llama_cpp.llama_sampler_free(self.sampler)
+
+
+@pytest.fixture(scope="module")
+def vocab_model(tmp_path_factory):
+    artifact = resolve_model("smollm2-135m-instruct", "", tmp_path_factory.mktemp("m"))
+    return llama_cpp.Llama(str(artifact.path), vocab_only=True, verbose=False)
+
+
+def accepts(vocab_model, gbnf: str, text: str) -> bool:
+    return Grammar(vocab_model, gbnf).accepts(text)
+
+
+class Color(str, Enum):
+    red = "red"
+    blue = "blue"
+
+
+class Address(BaseModel):
+    street: str = Field(max_length=20)
+    zip: str = Field(pattern=r"^[0-9]{5}$")
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+    color: Color
+    kind: Literal["a", "b"]
+    address: Address | None
+    tags: list[str]
+    Address: str  # a property named like a $defs entry: its own rule, not the entry's
+
+
+def test_the_openai_sdks_strict_pydantic_schema_is_accepted_and_enforced(vocab_model):
+    schema = to_strict_json_schema(Person)
+    structured.check_schema(schema, "s")
+    gbnf = structured.schema_grammar(schema)
+    good = {
+        "name": "Ann",
+        "age": 31,
+        "color": "blue",
+        "kind": "a",
+        "address": {"street": "Main St 1", "zip": "01234"},
+        "tags": ["x", "y"],
+        "Address": "free text",
+    }
+    assert accepts(vocab_model, gbnf, json.dumps(good))
+    assert accepts(vocab_model, gbnf, json.dumps({**good, "address": None}))
+    assert Person.model_validate_json(json.dumps(good))  # the reference: pydantic agrees
+    for bad in (
+        {**good, "color": "green"},  # not in the enum
+        {**good, "age": "31"},
+        {**good, "address": {"street": "Main", "zip": "123"}},  # the pattern
+        {**good, "address": {"street": "x" * 21, "zip": "01234"}},  # maxLength
+        {k: v for k, v in good.items() if k != "tags"},  # required
+        {**good, "extra": 1},  # additionalProperties false
+    ):
+        assert not accepts(vocab_model, gbnf, json.dumps(bad)), bad
+
+
+def test_a_json_string_holds_no_raw_control_character(vocab_model):
+    """The converter's string admitted a raw newline, which json.loads refuses; the grammar does not."""
+    for gbnf in (
+        structured.json_object_grammar(),
+        structured.schema_grammar({"type": "object", "properties": {"a": {"type": "string"}}}),
+    ):
+        assert accepts(vocab_model, gbnf, '{"a": "line\\nbreak \\u00e9 \\"q\\""}')
+        assert not accepts(vocab_model, gbnf, '{"a": "line\nbreak"}')
+        assert not accepts(vocab_model, gbnf, '{"a": "tab\there"}')
+    assert '[^"\\\\\\x00-\\x1F]' in structured.json_object_grammar()
+
+
+def test_json_object_grammar_takes_any_object_and_nothing_else(vocab_model):
+    gbnf = structured.json_object_grammar()
+    assert accepts(vocab_model, gbnf, '{"a": [1, 2.5, true, null, {"b": "c"}]}')
+    assert accepts(vocab_model, gbnf, "{}")
+    assert not accepts(vocab_model, gbnf, "[1]")
+    assert not accepts(vocab_model, gbnf, '"text"')
+    assert not accepts(vocab_model, gbnf, '{"a": 1} trailing')
+
+
+def test_a_pattern_dot_cannot_end_the_string(vocab_model):
+    gbnf = structured.schema_grammar({"type": "string", "pattern": "^a.c$"})
+    assert accepts(vocab_model, gbnf, '"abc"')
+    assert not accepts(vocab_model, gbnf, '"a"c"')
+    assert not accepts(vocab_model, gbnf, '"a\\c"')
+
+
+def test_recursive_and_formatted_schemas(vocab_model):
+    tree = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+                "required": ["v", "kids"],
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
+    structured.check_schema(tree, "s")
+    assert accepts(vocab_model, structured.schema_grammar(tree), '{"v": 1, "kids": [{"v": 2, "kids": []}]}')
+    dated = {"type": "object", "properties": {"d": {"type": "string", "format": "date"}}, "required": ["d"]}
+    assert accepts(vocab_model, structured.schema_grammar(dated), '{"d": "2026-12-05"}')
+    assert not accepts(vocab_model, structured.schema_grammar(dated), '{"d": "5 Dec"}')
+
+
+def test_grammars_are_remembered():
+    schema = {"type": "object", "properties": {"remembered": {"type": "boolean"}}}
+    first = structured.schema_grammar(schema)
+    hits = structured._schema_grammar.cache_info().hits
+    assert structured.schema_grammar(json.loads(json.dumps(schema))) is first
+    assert structured._schema_grammar.cache_info().hits == hits + 1
+
+
+@pytest.mark.parametrize(
+    "schema, pointer, words",
+    [
+        ({"type": "integer", "minimum": 0}, "/", "uses 'minimum'"),
+        (
+            {"type": "object", "properties": {"age": {"type": "number", "multipleOf": 2}}},
+            "/properties/age",
+            "uses 'multipleOf'",
+        ),
+        ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "/", "uses 'uniqueItems'"),
+        ({"not": {"type": "string"}}, "/", "uses 'not'"),
+        ({"type": "object", "patternProperties": {"^a": {}}}, "/", "uses 'patternProperties'"),
+        ({"if": {}, "then": {}}, "/", "uses 'if'"),
+        (
+            {"$defs": {"E": {"type": "string", "format": "email"}}, "$ref": "#/$defs/E"},
+            "/$defs/E/format",
+            "format 'email'",
+        ),
+        ({"type": "string", "pattern": "^[a-z]+$", "maxLength": 3}, "/", "'maxLength' together with 'pattern'"),
+        ({"type": ["string", "null"], "maxLength": 3}, "/", "'maxLength' together with a list of types"),
+        ({"anyOf": [{"type": "string"}], "type": "string"}, "/", "'type' together with 'anyOf'"),
+        ({"$ref": "#/$defs/a", "description": "x", "nullable": True}, "/", "uses 'nullable'"),
+        (
+            {"type": "object", "properties": {"a": {}}, "required": ["b"]},
+            "/required",
+            "'b', which is not in 'properties'",
+        ),
+        ({"$ref": "https://example.com/s.json"}, "/$ref", "only local references"),
+        ({"type": "string", "pattern": "[a-z]+"}, "/pattern", "anchored"),
+        ({"type": "string", "pattern": "^(?=a)b$"}, "/pattern", "lookaround"),
+        ({"type": "string", "pattern": "^\\d+$"}, "/pattern", "only these may be escaped"),
+        ({"type": "string", "pattern": '^[^"]$'}, "/pattern", "negated character class"),
+        ({"type": "array", "minItems": 1}, "/", "'minItems' is not supported in a schema of type array"),
+        (
+            {"type": "array", "prefixItems": [{"type": "string"}], "items": {"type": "string"}},
+            "/",
+            "'items' together with 'prefixItems'",
+        ),
+        ({"type": "object", "properties": {"a": True}}, "/properties/a", "a boolean schema"),
+        ({"allOf": [{"type": "string"}]}, "/allOf/0", "an 'allOf' component must be an object schema"),
+        ({"maxLength": 2}, "/", 'need "type": "string"'),
+    ],
+)
+def test_what_the_grammar_cannot_enforce_is_refused_naming_the_keyword_and_its_pointer(schema, pointer, words):
+    with pytest.raises(RequestError) as info:
+        structured.check_schema(schema, "response_format.json_schema.schema")
+    error = info.value
+    assert (error.status, error.param, error.code) == (400, "response_format.json_schema.schema", "unsupported_schema")
+    assert error.message.startswith(f"'response_format.json_schema.schema' at {pointer}: "), error.message
+    assert words in error.message, error.message
+
+
+@pytest.mark.parametrize(
+    "schema, words",
+    [
+        ([], "must be a JSON schema object"),
+        ({"type": "text"}, "'type' must be one of"),
+        ({"type": "object", "properties": []}, "'properties' must be an object"),
+        ({"type": "object", "properties": {"a": {}}, "required": "a"}, "'required' must be a list"),
+        ({"$ref": "#/$defs/missing"}, "does not resolve"),
+        ({"enum": []}, "'enum' must be a non-empty list"),
+        ({"type": "string", "enum": ["a", 1]}, "1 is not of type string"),
+        ({"type": "string", "minLength": 3, "maxLength": 2}, "'minLength' is greater than 'maxLength'"),
+        ({"anyOf": []}, "non-empty list of schemas"),
+    ],
+)
+def test_a_malformed_schema_is_an_invalid_value(schema, words):
+    with pytest.raises(RequestError) as info:
+        structured.check_schema(schema, "s")
+    assert info.value.code == "invalid_value" and words in info.value.message, info.value.message
+
+
+def test_size_and_depth_are_bounded():
+    deep: dict = {"type": "string"}
+    for _ in range(70):
+        deep = {"type": "array", "items": deep}
+    with pytest.raises(RequestError, match="nests deeper than 64"):
+        structured.check_schema(deep, "s")
+    big = {"type": "string", "enum": ["x" * 1000] * 70}
+    with pytest.raises(RequestError, match="at most 65536 are accepted"):
+        structured.check_schema(big, "s")
+
+
+def test_annotations_are_accepted_and_left_out_of_the_grammar():
+    schema = {
+        "title": "T",
+        "description": "d",
+        "type": "object",
+        "properties": {"title": {"type": "string", "default": "x", "examples": ["y"]}},
+    }
+    structured.check_schema(schema, "s")
+    gbnf = structured.schema_grammar(schema)
+    assert '"\\"title\\""' in gbnf  # the property named title stays
+    assert "examples" not in gbnf
+
+
+def test_a_const_that_looks_like_a_reference_is_data(vocab_model):
+    schema = {"type": "object", "properties": {"c": {"const": {"$ref": "#/nowhere"}}}, "required": ["c"]}
+    structured.check_schema(schema, "s")
+    assert accepts(vocab_model, structured.schema_grammar(schema), '{"c": {"$ref": "#/nowhere"}}')
