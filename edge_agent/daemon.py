@@ -31,7 +31,7 @@ from edge_agent.policy.classify import PromptClassifier
 from edge_agent.reload import Reloader
 from edge_agent.routing_audit import RoutingAudit, audit_path
 from edge_agent.scheduler import Scheduler, SchedulerStats
-from edge_agent.service import InferenceService, ServingModel
+from edge_agent.service import InferenceService, ServingModel, StepEvents
 from edge_agent.upstream import UpstreamPool
 from edgefleet import sdnotify
 from edgefleet.privatedir import exposure, make_private_dir
@@ -79,7 +79,8 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
         from edge_agent.engines.onnx import OnnxEmbedder
 
         embedder = OnnxEmbedder(config.embeddings.onnx_model, config.embeddings.onnx_tokenizer)
-    scheduler = Scheduler(backend, config.scheduler.max_queue)
+    events = StepEvents()
+    scheduler = Scheduler(backend, config.scheduler.max_queue, on_step_end=events.flush)
     cache = None
     if config.cache.enabled:
         cache = ResponseCache(data_dir / "cache" / "responses.db", config.cache.max_bytes, config.cache.ttl_s)
@@ -93,7 +94,7 @@ def serve(config: AgentConfig, config_path: str | None = None, overrides: dict[s
     )
     classifier.on_failure = metrics.count_classification_failure
     service = InferenceService(
-        ServingModel(backend, scheduler, artifact.name),
+        ServingModel(backend, scheduler, artifact.name, events),
         cache,
         metrics,
         config.server.request_timeout_s,
@@ -371,9 +372,10 @@ def _load_serving(config: AgentConfig, manifest, path: Path) -> ServingModel:
     """Load a fleet-delivered version beside the current one, with the config's engine settings."""
     m = config.model
     backend = LlamaBackend(_artifact_of(manifest, path), m.n_ctx, m.n_parallel, m.n_batch, m.n_threads, m.n_gpu_layers)
-    scheduler = Scheduler(backend, config.scheduler.max_queue)
+    events = StepEvents()
+    scheduler = Scheduler(backend, config.scheduler.max_queue, on_step_end=events.flush)
     scheduler.start()
-    return ServingModel(backend, scheduler, manifest.name)
+    return ServingModel(backend, scheduler, manifest.name, events)
 
 
 def model_info(backend: LlamaBackend) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import struct
@@ -25,15 +26,31 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from starlette.concurrency import run_in_threadpool
 
+from edge_agent import structured, tools
 from edge_agent.cache import ResponseCache
 from edge_agent.cache_policy import cache_decision, cache_key
 from edge_agent.client_request import ChatRequest, EmbeddingRequest, InferenceRequest, RequestError
 from edge_agent.engines import EmbeddingEngine, EngineInputError
 from edge_agent.engines.llama import LlamaBackend, NoChatTemplateError
 from edge_agent.errors import AgentError
-from edge_agent.generation import DoneEvent, ErrorEvent, GenerationEvent, GenerationRequest, SamplingParams, TokenEvent
+from edge_agent.generation import (
+    DoneEvent,
+    ErrorEvent,
+    GenerationEvent,
+    GenerationRequest,
+    SamplingParams,
+    TokenEvent,
+    TokenLogprob,
+)
 from edge_agent.metrics import AgentMetrics, model_version
-from edge_agent.openai_objects import Completion, dumps, replay_chunks
+from edge_agent.openai_objects import (
+    ChoiceOutcome,
+    Completion,
+    chat_logprobs,
+    completion_logprobs,
+    dumps,
+    replay_chunks,
+)
 from edge_agent.scheduler import DeadlineExceededError, Scheduler, Ticket
 
 if TYPE_CHECKING:
@@ -73,6 +90,8 @@ class ServingModel:
     backend: LlamaBackend
     scheduler: Scheduler
     model_id: str
+    # The scheduler's on_step_end: events reach the event loop once per step (None: once per event).
+    events: StepEvents | None = None
 
     @property
     def sha256(self) -> str:
@@ -174,14 +193,18 @@ class InferenceService:
             self.metrics.cache_misses.inc()
             self.metrics.observe_cache(False)
         prompt_tokens = self._prompt_tokens(model.backend, request)
+        grammar, tools_on = self._grammar(model.backend, request)
         generation = GenerationRequest(
             prompt_tokens=tuple(prompt_tokens),
             max_tokens=params.max_tokens,
-            sampling=params.sampling,
+            sampling=dataclasses.replace(params.sampling, grammar=grammar) if grammar else params.sampling,
             stop=params.stop,
             deadline=started + self.request_timeout_s,
+            n=params.n,
+            logprobs=params.logprobs,
         )
-        ticket, events = self._submit(model.scheduler, generation)
+        answer = _AnswerParts(endpoint, params.n, params.logprobs is not None, tools_on)
+        ticket, events = self._submit(model, generation)
         clock = _TokenClock(self.metrics, endpoint, model.model_version, started)
         flight: asyncio.Future[bytes | None] | None = None
         if decision.lookup and key not in self._inflight:
@@ -199,33 +222,64 @@ class InferenceService:
             return Answer(
                 outcome,
                 chunks=self._stream(
-                    completion, ticket, events, params.include_usage, store_key, flight, key, clock, sha256
+                    completion, answer, ticket, events, params.include_usage, store_key, flight, key, clock, sha256
                 ),
                 on_close=on_close,
             )
         watcher = asyncio.ensure_future(self._report_gone(client_gone, events)) if client_gone else None
         try:
-            text, done = await self._collect(ticket, events, clock)
+            await self._collect(ticket, events, clock, answer)
         except BaseException:
             self._resolve(key, flight, None)
             raise
         finally:
             if watcher:
                 watcher.cancel()
-        body = dumps(completion.body(text, done.finish_reason, done.prompt_tokens, done.completion_tokens))
+        body = dumps(answer.body(completion))
         self._store_and_resolve(body, store_key, flight, key, sha256)
         return Answer(outcome, body=body)
 
     @staticmethod
+    def _grammar(backend: LlamaBackend, request: InferenceRequest) -> tuple[str | None, bool]:
+        """The GBNF grammar the answer is generated under, and whether the answer is parsed for tool calls:
+        the tools' format when the model may call one, else the response format's JSON. A grammar llama.cpp
+        cannot parse is a 400 before anything is queued."""
+        if isinstance(request, ChatRequest) and request.tools and request.tool_choice.mode != "none":
+            grammar = tools.tool_grammar(request.tools, request.tool_choice, request.parallel_tool_calls)
+            param, tools_on = "tools", True
+        else:
+            rf = request.params.response_format
+            if rf is None:
+                return None, False
+            if rf.type == "json_object" or rf.schema is None:
+                grammar = structured.json_object_grammar()
+            else:
+                grammar = structured.schema_grammar(rf.schema)
+            param, tools_on = "response_format", False
+        if grammar is None:
+            return None, tools_on
+        try:
+            backend.check_grammar(grammar)
+        except EngineInputError as exc:
+            raise RequestError(f"'{param}' gives a grammar this engine cannot use: {exc}", param) from None
+        return grammar, tools_on
+
+    @staticmethod
     def _prompt_tokens(backend: LlamaBackend, request: InferenceRequest) -> list[int]:
         if isinstance(request, ChatRequest):
+            if request.uses_tools:
+                # Tools, tool calls and results are written in the generic format (edge_agent.tools): neither
+                # shipped model's template knows them.
+                messages = tools.render_messages(request.messages, request.tools, request.tool_choice)
+            else:
+                messages = request.message_dicts()
             try:
-                tokens = backend.chat_prompt_tokens(request.message_dicts())
+                tokens = backend.chat_prompt_tokens(messages)
             except NoChatTemplateError as exc:
                 raise RequestError(str(exc), "messages", code="no_chat_template") from None
-            except jinja2.TemplateError as exc:
-                # Templates reject what their model was not trained on
-                # (e.g. roles that do not alternate) with raise_exception().
+            except (jinja2.TemplateError, ValueError) as exc:
+                # Templates reject what their model was not trained on (e.g. roles that do not alternate) with
+                # raise_exception(), which llama-cpp-python's formatter raises as a ValueError.
                 raise RequestError(f"the model's chat template rejected the messages: {exc}", "messages") from None
         elif isinstance(request.prompt, str):
             tokens = backend.tokenize(request.prompt, add_special=True)
@@ -247,16 +301,19 @@ class InferenceService:
         return tokens
 
     @staticmethod
-    def _submit(scheduler: Scheduler, request: GenerationRequest) -> tuple[Ticket, asyncio.Queue]:
-        """Queue a generation; its events arrive on the returned asyncio queue
-        (the scheduler thread hands each one to this event loop)."""
+    def _submit(model: ServingModel, request: GenerationRequest) -> tuple[Ticket, asyncio.Queue]:
+        """Queue a generation; its events arrive on the returned asyncio queue (the scheduler thread hands them
+        to this event loop: a step's events at once when the model has :class:`StepEvents`)."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
+        if model.events is not None:
+            deliver = model.events.sink(loop, events)
+        else:
 
-        def deliver(event: GenerationEvent) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            def deliver(event: GenerationEvent) -> None:
+                loop.call_soon_threadsafe(events.put_nowait, event)
 
-        ticket = scheduler.submit(request, deliver)
+        ticket = model.scheduler.submit(request, deliver)
         return ticket, events
 
     @staticmethod
@@ -264,20 +321,24 @@ class InferenceService:
         await client_gone()
         events.put_nowait(ErrorEvent(ClientGoneError("the client disconnected before the answer was complete")))
 
-    async def _collect(self, ticket: Ticket, events: asyncio.Queue, clock: _TokenClock | None) -> tuple[str, DoneEvent]:
-        """Gathers a whole answer; ``clock`` None (the warm-up) is kept out of the metrics."""
-        parts: list[str] = []
+    async def _collect(
+        self, ticket: Ticket, events: asyncio.Queue, clock: _TokenClock | None, answer: _AnswerParts
+    ) -> None:
+        """Gathers a whole answer, every choice of it, into ``answer``; ``clock`` None (the warm-up) is kept out
+        of the metrics."""
         try:
             while True:
                 ev = await events.get()
                 if isinstance(ev, TokenEvent):
-                    if not parts and clock is not None:
+                    if not answer.started and clock is not None:
                         clock.first_token()
-                    parts.append(ev.text)
+                    answer.add(ev)
                 elif isinstance(ev, DoneEvent):
-                    if clock is not None:
-                        clock.done(ev.completion_tokens)
-                    return "".join(parts), ev
+                    answer.finish(ev)
+                    if answer.complete:
+                        if clock is not None:
+                            clock.done(answer.completion_tokens)
+                        return
                 else:
                     raise ev.error
         finally:
@@ -286,6 +347,7 @@ class InferenceService:
     async def _stream(
         self,
         completion: Completion,
+        answer: _AnswerParts,
         ticket: Ticket,
         events: asyncio.Queue,
         include_usage: bool,
@@ -295,37 +357,34 @@ class InferenceService:
         clock: _TokenClock,
         sha256: str,
     ) -> AsyncIterator[OpenAIObject]:
-        parts: list[str] = []
-        done: DoneEvent | None = None
         try:
-            first = completion.first_chunk()
-            if first:
-                yield first
+            for index in range(answer.n):
+                first = completion.first_chunk(index)
+                if first:
+                    yield first
             while True:
                 ev = await events.get()
                 if isinstance(ev, TokenEvent):
-                    if not parts:
+                    if not answer.started:
                         clock.first_token()
-                    parts.append(ev.text)
-                    yield completion.text_chunk(ev.text)
+                    for chunk in answer.add(ev, completion):
+                        yield chunk
                 elif isinstance(ev, DoneEvent):
-                    done = ev
-                    clock.done(ev.completion_tokens)
-                    yield completion.final_chunk(ev.finish_reason)
-                    if include_usage:
-                        yield completion.usage_chunk(ev.prompt_tokens, ev.completion_tokens)
-                    return
+                    for chunk in answer.finish(ev, completion):
+                        yield chunk
+                    if answer.complete:
+                        clock.done(answer.completion_tokens)
+                        if include_usage:
+                            yield completion.usage_chunk(*answer.usage)
+                        return
                 else:
                     raise ev.error
         finally:
             # Runs on completion, on error, and when the client disconnects
             # (the generator is closed): the sequence stops at the next step.
             ticket.cancel()
-            if done is not None:
-                body = dumps(
-                    completion.body("".join(parts), done.finish_reason, done.prompt_tokens, done.completion_tokens)
-                )
-                self._store_and_resolve(body, store_key, flight, key, sha256)
+            if answer.complete:
+                self._store_and_resolve(dumps(answer.body(completion)), store_key, flight, key, sha256)
             else:
                 self._resolve(key, flight, None)
 
@@ -374,11 +433,154 @@ class InferenceService:
         model = model or self.current
         tokens = model.backend.tokenize("Hello", add_special=True)
         request = GenerationRequest(tuple(tokens), max_tokens=1, sampling=SamplingParams(temperature=0.0))
-        ticket, events = self._submit(model.scheduler, request)
-        await self._collect(ticket, events, clock=None)
+        ticket, events = self._submit(model, request)
+        await self._collect(ticket, events, None, _AnswerParts("completions", 1, False, False))
         if model is self.current:
             self.ready = True
             log.info("warm-up done: the model generated its first token; ready")
+
+
+class StepEvents:
+    """Hands the events of one scheduler step to the event loop in one wakeup, not one per token: ``sink`` is
+    each request's sink (it only collects, on the scheduler thread), ``flush`` the scheduler's on_step_end. Both
+    run on the scheduler thread, which emits every event and ends every turn with on_step_end (shutdown too), so
+    nothing is left behind and nothing needs a lock."""
+
+    def __init__(self) -> None:
+        self._batch: list[tuple[asyncio.Queue, GenerationEvent]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def sink(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> Callable[[GenerationEvent], None]:
+        self._loop = loop  # one event loop serves every request
+
+        def deliver(event: GenerationEvent) -> None:
+            self._batch.append((queue, event))
+
+        return deliver
+
+    def flush(self) -> None:
+        if not self._batch or self._loop is None:
+            return
+        batch, self._batch = self._batch, []
+        self._loop.call_soon_threadsafe(_put_all, batch)
+
+
+def _put_all(batch: list[tuple[asyncio.Queue, GenerationEvent]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
+
+
+class _ChoiceParts:
+    """One choice while it is generated: its text, log-probabilities and, with tools, its output parser."""
+
+    def __init__(self, index: int, with_logprobs: bool, tools_on: bool):
+        self.index = index
+        self.parts: list[str] = []
+        self.logprobs: list[TokenLogprob] | None = [] if with_logprobs else None
+        self.parser = tools.ToolOutputParser() if tools_on else None
+        # Log-probabilities of text the parser holds back, sent with the next chunk of this choice.
+        self.unsent_logprobs: list[TokenLogprob] = []
+        self.offset = 0  # where the next token starts in the choice's text (completions' text_offset)
+        self.done: DoneEvent | None = None
+
+
+class _AnswerParts:
+    """The choices of one answer as their events arrive, in any order across choices; builds the stream's chunks
+    as it goes and the whole body once every choice is done. With tools, each choice's text is parsed into the
+    message's content and its tool calls (edge_agent.tools), and a choice that called one and stopped on its
+    own ends with finish_reason "tool_calls"."""
+
+    def __init__(self, endpoint: str, n: int, with_logprobs: bool, tools_on: bool):
+        self.endpoint = endpoint
+        self.n = n
+        self.tools_on = tools_on
+        self.choices = [_ChoiceParts(i, with_logprobs, tools_on) for i in range(n)]
+        self.started = False
+        self._done = 0
+
+    @property
+    def complete(self) -> bool:
+        return self._done == self.n
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.done.completion_tokens for c in self.choices if c.done is not None)
+
+    @property
+    def usage(self) -> tuple[int, int, int]:
+        """prompt, completion and cached tokens: the prompt once, the choices' tokens summed."""
+        first = next((c.done for c in self.choices if c.done is not None), None)
+        if first is None:
+            return 0, 0, 0
+        return first.prompt_tokens, self.completion_tokens, first.cached_tokens
+
+    def add(self, ev: TokenEvent, completion: Completion | None = None) -> list[OpenAIObject]:
+        """Takes a token event; with ``completion`` (a stream), returns the chunks to send for it."""
+        self.started = True
+        choice = self.choices[ev.index]
+        choice.parts.append(ev.text)
+        if choice.logprobs is not None:
+            choice.logprobs.extend(ev.logprobs)
+        deltas = choice.parser.feed(ev.text) if choice.parser is not None else []
+        if completion is None:
+            return []
+        choice.unsent_logprobs.extend(ev.logprobs)
+        if choice.parser is None:
+            return [self._text_chunk(completion, choice, ev.text)] if ev.text or choice.unsent_logprobs else []
+        return self._parsed_chunks(completion, choice, deltas)
+
+    def finish(self, ev: DoneEvent, completion: Completion | None = None) -> list[OpenAIObject]:
+        choice = self.choices[ev.index]
+        if choice.done is None:
+            self._done += 1
+        choice.done = ev
+        deltas = choice.parser.finish() if choice.parser is not None else []
+        if completion is None:
+            return []
+        chunks = self._parsed_chunks(completion, choice, deltas)
+        if choice.unsent_logprobs:
+            chunks.append(self._text_chunk(completion, choice, ""))
+        return [*chunks, completion.final_chunk(self._outcome(choice).finish_reason, choice.index)]
+
+    def body(self, completion: Completion) -> OpenAIObject:
+        return completion.body([self._outcome(c) for c in self.choices], *self.usage)
+
+    def _outcome(self, choice: _ChoiceParts) -> ChoiceOutcome:
+        assert choice.done is not None
+        text: str | None = "".join(choice.parts)
+        finish = choice.done.finish_reason
+        calls: list[dict[str, Any]] = []
+        if choice.parser is not None:
+            # The parser's own calls: a stream's ids are the ones the client saw, and the stored body keeps them.
+            calls = [call.as_dict() for call in choice.parser.calls]
+            text = "".join(choice.parser.content)
+            if calls and not text:
+                text = None
+            if calls and finish == "stop":
+                finish = "tool_calls"
+        return ChoiceOutcome(choice.index, text, finish, calls, choice.logprobs)
+
+    def _text_chunk(self, completion: Completion, choice: _ChoiceParts, text: str) -> OpenAIObject:
+        entries, choice.unsent_logprobs = choice.unsent_logprobs, []
+        logprobs = None
+        if choice.logprobs is not None:
+            if self.endpoint == "chat":
+                logprobs = chat_logprobs(entries)
+            else:
+                logprobs = completion_logprobs(entries, choice.offset)
+                choice.offset += sum(len(t) for t in logprobs["tokens"])
+        return completion.text_chunk(text, choice.index, logprobs)
+
+    def _parsed_chunks(
+        self, completion: Completion, choice: _ChoiceParts, deltas: list[tools.Delta]
+    ) -> list[OpenAIObject]:
+        chunks = []
+        for delta in deltas:
+            if delta.tool_call is not None:
+                chunks.append(completion.tool_calls_chunk([delta.tool_call], choice.index))
+            elif delta.content is not None:
+                chunks.append(self._text_chunk(completion, choice, delta.content))
+        return chunks
 
 
 class _TokenClock:

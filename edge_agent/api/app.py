@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 from edge_agent.access import Authenticator, AuthError, Caller, retry_after_seconds
 from edge_agent.api.error_map import error_for, http_error_for
 from edge_agent.api.responses import DONE, error_body, sse
-from edge_agent.api.schema import Limits, parse_chat, parse_completion, parse_embeddings
+from edge_agent.api.schema import ALL_FEATURES, Limits, parse_chat, parse_completion, parse_embeddings
 from edge_agent.client_request import RequestError
 from edge_agent.gateway import Gateway, RouteInfo
 from edge_agent.openai_objects import dumps
@@ -54,6 +54,9 @@ def create_app(
             model_ids=(service.model_id,),
             upstream_model_ids=gateway.upstream_model_ids,
             vocab_size=backend.vocab_size,
+            # n choices run in n sequences at once: no more than the engine has.
+            n_max=backend.n_slots,
+            features=ALL_FEATURES,
         )
 
     async def read_json(request: Request) -> Any:
