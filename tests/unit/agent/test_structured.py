@@ -1,59 +1,26 @@
 """edge_agent.structured: the schema allow-list, and grammars checked against llama.cpp's own grammar engine
 (SmolLM2's vocabulary, loaded without weights): which texts the grammar lets a model write."""
 
-import ctypes
 import json
-import math
 from enum import Enum
 from typing import Literal
 
-import llama_cpp
+import llama_grammar
 import pytest
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field
 
 from edge_agent import structured
 from edge_agent.client_request import RequestError
-from edge_agent.models import resolve_model
-
-
-class Grammar:
-    """One llama.cpp grammar sampler over SmolLM2's vocabulary: feeds a text's tokens, each checked first
-    (a refused token is never accepted: llama.cpp aborts on that)."""
-
-    def __init__(self, vocab_model, gbnf: str):
-        self.llm = vocab_model
-        vocab = llama_cpp.llama_model_get_vocab(vocab_model._model.model)
-        self.sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
-        assert self.sampler, "llama.cpp refused the grammar"
-        self.eos = llama_cpp.llama_vocab_eos(vocab)
-
-    def allows(self, token: int) -> bool:
-        data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 1.0, 0.0))
-        array = llama_cpp.llama_token_data_array(data, 1, -1, False)
-        llama_cpp.llama_sampler_apply(self.sampler, ctypes.byref(array))
-        return not math.isinf(data[0].logit)
-
-    def accepts(self, text: str) -> bool:
-        """Whether ``text`` is a complete answer under the grammar: each token allowed, then the end."""
-        try:
-            for token in self.llm.tokenize(text.encode(), add_bos=False, special=False):
-                if not self.allows(token):
-                    return False
-                llama_cpp.llama_sampler_accept(self.sampler, token)
-            return self.allows(self.eos)
-        finally:
-            llama_cpp.llama_sampler_free(self.sampler)
 
 
 @pytest.fixture(scope="module")
 def vocab_model(tmp_path_factory):
-    artifact = resolve_model("smollm2-135m-instruct", "", tmp_path_factory.mktemp("m"))
-    return llama_cpp.Llama(str(artifact.path), vocab_only=True, verbose=False)
+    return llama_grammar.vocab_model(tmp_path_factory.mktemp("m"))
 
 
 def accepts(vocab_model, gbnf: str, text: str) -> bool:
-    return Grammar(vocab_model, gbnf).accepts(text)
+    return llama_grammar.accepts(vocab_model, gbnf, text)
 
 
 class Color(str, Enum):
