@@ -67,6 +67,8 @@ SUPPORTED = frozenset(
         *_CONTAINERS,
     }
 )
+# What {} means (any JSON value), in a form the converter reads so.
+_ANY = {"type": list(JSON_TYPES)}
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_DEPTH = 64
 
@@ -98,7 +100,10 @@ def check_schema(schema: Any, param: str) -> None:
 
 def schema_grammar(schema: Mapping[str, Any]) -> str:
     """The GBNF grammar (root rule ``root``) of JSON that ``schema`` accepts; call :func:`check_schema` first."""
-    return _schema_grammar(json.dumps(schema))  # property order matters to the grammar: no sort_keys
+    try:
+        return _schema_grammar(json.dumps(schema))  # property order matters to the grammar: no sort_keys
+    except Exception as exc:  # the converter asserts (and python -O strips asserts): never a 500 for a schema
+        raise SchemaError(f"the JSON schema could not be turned into a grammar: {exc}", None) from exc
 
 
 def json_object_grammar() -> str:
@@ -117,13 +122,19 @@ def _schema_grammar(schema_json: str) -> str:
 
 
 class _Converter(SchemaConverter):
-    """The converter with one fix: a ``$ref`` gets a rule name of its own. The original names the rule after the
-    ref's last segment and reuses any rule already of that name (a property called like a ``$defs`` entry gets
-    the property's rule)."""
+    """The converter with two fixes: a literal's backslashes are escaped, and a ``$ref`` gets a rule name of its
+    own (the original names the rule after the ref's last segment and reuses any rule already of that name: a
+    property called like a ``$defs`` entry got the property's rule)."""
 
     def __init__(self) -> None:
         super().__init__(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
         self._ref_rules: dict[str, str] = {}
+
+    def _format_literal(self, literal: str) -> str:
+        # The original leaves backslashes as they are: the literal of a JSON string holding an escaped quote
+        # (a const or enum value, a property name) ended early and the grammar did not parse.
+        escaped = literal.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\r").replace("\n", "\\n")
+        return f'"{escaped}"'
 
     def _resolve_ref(self, ref: str) -> str:
         rule = self._ref_rules.get(ref)
@@ -150,25 +161,36 @@ def prepare(converter: SchemaConverter, schema: Mapping[str, Any], url: str = "s
     (one per schema: two schemas' "#/$defs/A" are different rules)."""
     stripped = _strip(schema)
     # The converter's own resolve_refs does not look inside a node holding a $ref (a root "$ref" next to
-    # "$defs" leaves the refs in $defs unresolved): every local ref is registered here instead.
+    # "$defs" leaves the refs in $defs unresolved): every local ref is registered here instead, and the
+    # $defs containers removed (the converter would read a schema of only "$defs" as unknown).
+    defs: list[dict[str, Any]] = []
 
     def register(node: Any) -> None:
-        if isinstance(node, list):
-            for item in node:
-                register(item)
-        elif isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                target: Any = stripped
-                for segment in ref[2:].split("/"):
-                    target = target[segment]
-                node["$ref"] = f"{url}{ref}"
-                converter._refs[node["$ref"]] = target
-            for key, value in node.items():
-                if key not in ("enum", "const"):  # data, not schemas
-                    register(value)
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            target: Any = stripped
+            for segment in ref[2:].split("/"):
+                target = target[segment]
+            node["$ref"] = f"{url}{ref}"
+            converter._refs[node["$ref"]] = target
+        for key, value in node.items():
+            if key in ("properties", *_CONTAINERS):  # maps of names to schemas
+                for sub in value.values():
+                    register(sub)
+            elif key in ("items", "prefixItems", "anyOf", "oneOf", "allOf", "additionalProperties"):
+                for sub in value if isinstance(value, list) else [value]:
+                    register(sub)
+        if any(container in node for container in _CONTAINERS):
+            defs.append(node)
 
     register(stripped)
+    for node in defs:  # after every ref is resolved: a ref's path runs through them
+        for container in _CONTAINERS:
+            node.pop(container, None)
+        if not node:
+            node.update(_ANY)
     return stripped
 
 
@@ -198,7 +220,7 @@ def _strip(node: Any) -> Any:
             out[key] = value
         else:
             out[key] = _strip(value)
-    return out
+    return out or dict(_ANY)  # the converter reads {} as any object, and fails on it as "items"
 
 
 # -- the allow-list ---------------------------------------------------------------------------------

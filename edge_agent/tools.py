@@ -97,6 +97,17 @@ def tool_grammar(tools: Sequence[ToolFunction], choice: ToolChoice, parallel: bo
     one blank at most), so a newline after a call's arguments can only start the next call."""
     if not tools or choice.mode == "none":
         return None
+    try:
+        return _tool_grammar(tools, choice, parallel)
+    except ValueError:
+        raise
+    except Exception as exc:  # the converter asserts (python -O strips asserts): never a 500 for a schema
+        raise structured.SchemaError(
+            f"the tools' parameters could not be turned into a grammar: {exc}", "tools"
+        ) from exc
+
+
+def _tool_grammar(tools: Sequence[ToolFunction], choice: ToolChoice, parallel: bool) -> str:
     converter = structured.new_converter()
     call_rules: dict[str, str] = {}
     for i, tool in enumerate(tools):

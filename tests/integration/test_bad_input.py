@@ -3,7 +3,10 @@
 Tried: malformed JSON, a non-object body, wrong types, an unknown model, an
 unknown parameter, a prompt longer than the context, max_tokens out of range,
 an oversized body (413), invalid UTF-8, token ids outside the vocabulary,
-unknown paths and wrong methods; then a property-based fuzz of random bodies.
+unknown paths and wrong methods; the issue-19 parameters (n and top_logprobs out of range, top_logprobs
+without logprobs, a malformed response_format, a JSON schema keyword the grammar cannot enforce, a tool_choice
+naming no tool, ignore_eos with a grammar, a tool message answering no call, duplicate tool names); then a
+property-based fuzz of random bodies, the issue-19 fields among them.
 """
 
 import json
@@ -16,6 +19,13 @@ from hypothesis import strategies as st
 from agent_process import start_agent
 
 SMOL = "smollm2-135m-instruct"
+USER = [{"role": "user", "content": "hi"}]
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+AGE_MINIMUM = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}}
+SCHEMA_PARAM = "response_format.json_schema.schema"
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +143,47 @@ CASES = [
         "context_length_exceeded",
     ),
     ("/v1/embeddings", json.dumps({"model": SMOL, "input": 5}).encode(), 400, "input", None),
+    *[
+        ("/v1/chat/completions", json.dumps({"model": SMOL, "messages": USER, **extra}).encode(), 400, param, code)
+        for extra, param, code in [
+            ({"n": 0}, "n", "invalid_value"),
+            ({"n": 129}, "n", "invalid_value"),
+            ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "invalid_value"),
+            ({"top_logprobs": 2}, "top_logprobs", "invalid_value"),
+            ({"response_format": {"type": "xml"}}, "response_format", "invalid_value"),
+            (
+                {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+                "response_format.json_schema.name",
+                None,
+            ),
+            (
+                {"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": AGE_MINIMUM}}},
+                SCHEMA_PARAM,
+                "unsupported_schema",
+            ),
+            ({"response_format": {"type": "json_object"}, "ignore_eos": True}, "ignore_eos", "invalid_value"),
+            (
+                {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+                "tool_choice",
+                None,
+            ),
+            ({"tools": [WEATHER, WEATHER]}, "tools[1].function.name", None),
+            ({"tool_choice": "required"}, "tool_choice", None),
+            (
+                {"messages": [{"role": "tool", "tool_call_id": "call_1", "content": "x"}]},
+                "messages[0].tool_call_id",
+                None,
+            ),
+        ]
+    ],
+    ("/v1/completions", json.dumps({"model": SMOL, "prompt": "x", "logprobs": 6}).encode(), 400, "logprobs", None),
+    (
+        "/v1/completions",
+        json.dumps({"model": SMOL, "prompt": "x", "tools": [WEATHER]}).encode(),
+        400,
+        "tools",
+        "unsupported_parameter",
+    ),
     (
         "/v1/embeddings",
         json.dumps({"model": SMOL, "input": "w " * 300}).encode(),
@@ -146,6 +197,28 @@ CASES = [
 @pytest.mark.parametrize("path, content, status, param, code", CASES)
 def test_bad_request_gets_a_specific_error(small_agent, path, content, status, param, code):
     assert_openai_error(raw(small_agent, path, content), status, param, code)
+
+
+def test_issue_19_refusals_say_what_is_wrong(small_agent):
+    """The message names the keyword and where it is, the range allowed, the functions known."""
+
+    def chat(**extra):
+        return httpx.post(
+            small_agent.base_url + "/v1/chat/completions", json={"model": SMOL, "messages": USER, **extra}, timeout=60
+        )
+
+    spec = {"name": "p", "schema": AGE_MINIMUM}
+    assert_openai_error(
+        chat(response_format={"type": "json_schema", "json_schema": spec}),
+        400,
+        SCHEMA_PARAM,
+        "unsupported_schema",
+        contains="at /properties/age: uses 'minimum', which structured output does not support",
+    )
+    choice = {"type": "function", "function": {"name": "nope"}}
+    assert_openai_error(chat(tools=[WEATHER], tool_choice=choice), 400, "tool_choice", contains="known: get_weather")
+    assert_openai_error(chat(n=129), 400, "n", contains="'n' must be an integer from 1 to ")
+    assert_openai_error(chat(logprobs=True, top_logprobs=21), 400, "top_logprobs", contains="from 0 to 20")
 
 
 def test_oversized_body_gets_413_naming_the_limit(small_agent):
@@ -212,6 +285,11 @@ FIELDS = [
     "logprobs",
     "max_completion_tokens",
     "ignore_eos",
+    "top_logprobs",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ]
 VALID = {
     "/v1/completions": {"model": SMOL, "prompt": "fuzz", "max_tokens": 2},

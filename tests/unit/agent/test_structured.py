@@ -7,6 +7,8 @@ from typing import Literal
 
 import llama_grammar
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field
 
@@ -224,3 +226,82 @@ def test_a_const_that_looks_like_a_reference_is_data(vocab_model):
     schema = {"type": "object", "properties": {"c": {"const": {"$ref": "#/nowhere"}}}, "required": ["c"]}
     structured.check_schema(schema, "s")
     assert accepts(vocab_model, structured.schema_grammar(schema), '{"c": {"$ref": "#/nowhere"}}')
+
+
+# -- every schema the checker accepts converts, and llama.cpp parses the grammar --------------------------
+
+_leaf = st.sampled_from(
+    [
+        {"type": "string"},
+        {"type": "integer"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "object"},
+        {"type": "array"},
+        {},
+        {"type": "string", "maxLength": 3},
+        {"type": "string", "minLength": 1, "maxLength": 2},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "uuid"},
+        {"type": "string", "pattern": "^[a-c]{2}(x|y)?$"},
+        {"type": "string", "pattern": "^a.b$"},
+        {"enum": ["a", 1, None, {"k": [True]}]},
+        {"const": 'fixed "quote" and \n'},
+        {"type": ["string", "null"]},
+        {"type": "integer", "minimum": 1},  # refused: exercises the refusal path too
+        {"$ref": "#/$defs/shared"},
+    ]
+)
+_names = st.text(alphabet='abcXYZ_- .~/\\"', min_size=1, max_size=6)
+schemas = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(
+        st.builds(
+            lambda props, req, extra: {
+                "type": "object",
+                "properties": props,
+                "required": sorted(props)[:req],
+                "additionalProperties": extra,
+            },
+            st.dictionaries(_names, inner, max_size=3),
+            st.integers(0, 3),
+            st.sampled_from([False, True, {"type": "integer"}]),
+        ),
+        st.builds(
+            lambda items, lo: {"type": "array", "items": items, "minItems": lo, "maxItems": lo + 2},
+            inner,
+            st.integers(0, 2),
+        ),
+        st.builds(lambda alts: {"anyOf": alts}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda items: {"type": "array", "prefixItems": items}, st.lists(inner, min_size=1, max_size=2)),
+        st.builds(
+            lambda props: {"allOf": [{"type": "object", "properties": props}]},
+            st.dictionaries(_names, inner, min_size=1, max_size=2),
+        ),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schema=schemas)
+def test_every_accepted_schema_becomes_a_grammar_llama_cpp_parses(vocab_model, schema):
+    schema = {**schema, "$defs": {"shared": {"type": "object", "properties": {"s": {"type": "string"}}}}}
+    try:
+        structured.check_schema(schema, "s")
+    except RequestError as error:
+        assert error.status == 400 and error.code in ("unsupported_schema", "invalid_value")
+        return
+    gbnf = structured.schema_grammar(schema)
+    assert llama_grammar.parses(vocab_model, gbnf), gbnf
+
+
+def test_what_the_fuzz_found_stays_fixed(vocab_model):
+    """A const holding a quote and a newline (the converter left its backslashes unescaped), {} as array items
+    (the converter failed on it), and a schema of only $defs (the converter refused it): all convert."""
+    const = {"const": 'say "hi"\n'}
+    assert accepts(vocab_model, structured.schema_grammar(const), json.dumps('say "hi"\n'))
+    any_items = {"type": "array", "items": {}, "maxItems": 2}
+    assert accepts(vocab_model, structured.schema_grammar(any_items), '[1, "a"]')
+    assert accepts(vocab_model, structured.schema_grammar({"$defs": {"a": {"type": "string"}}}), "true")
