@@ -80,21 +80,17 @@ _DOT_RULE = r'[^"\\\x00-\x1F]'
 _PATTERN_ESCAPABLE = set("[]()|{}*+?")
 
 
-class SchemaError(RequestError):
-    """A schema the grammar cannot enforce (``unsupported_schema``) or that is not a JSON schema (``invalid_value``)."""
-
-
 def check_schema(schema: Any, param: str) -> None:
     """Refuse (400, naming ``param``, the JSON pointer and the keyword) a schema whose every keyword is not
     enforced by :func:`schema_grammar`."""
     if not isinstance(schema, dict):
-        raise SchemaError(f"'{param}' must be a JSON schema object", param)
+        raise RequestError(f"'{param}' must be a JSON schema object", param)
     try:
         size = len(json.dumps(schema))
     except (TypeError, ValueError) as exc:  # a NaN or a cycle cannot come from JSON, but a caller may pass one
-        raise SchemaError(f"'{param}' is not JSON: {exc}", param) from exc
+        raise RequestError(f"'{param}' is not JSON: {exc}", param) from exc
     if size > MAX_SCHEMA_BYTES:
-        raise SchemaError(f"'{param}' is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are accepted", param)
+        raise RequestError(f"'{param}' is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are accepted", param)
     _Checker(schema, param).node(schema, "", 0)
 
 
@@ -103,7 +99,7 @@ def schema_grammar(schema: Mapping[str, Any]) -> str:
     try:
         return _schema_grammar(json.dumps(schema))  # property order matters to the grammar: no sort_keys
     except Exception as exc:  # the converter asserts (and python -O strips asserts): never a 500 for a schema
-        raise SchemaError(f"the JSON schema could not be turned into a grammar: {exc}", None) from exc
+        raise RequestError(f"the JSON schema could not be turned into a grammar: {exc}", None) from exc
 
 
 def json_object_grammar() -> str:
@@ -231,9 +227,9 @@ class _Checker:
         self.root = root
         self.param = param
 
-    def fail(self, pointer: str, message: str, unsupported: bool = True) -> SchemaError:
+    def fail(self, pointer: str, message: str, unsupported: bool = True) -> RequestError:
         where = f"'{self.param}' at {pointer or '/'}"
-        return SchemaError(
+        return RequestError(
             f"{where}: {message}",
             self.param,
             code="unsupported_schema" if unsupported else "invalid_value",

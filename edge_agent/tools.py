@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent import structured
-from edge_agent.client_request import ChatMessage, ToolCall, ToolChoice, ToolFunction
+from edge_agent.client_request import ChatMessage, RequestError, ToolCall, ToolChoice, ToolFunction
 
 MESSAGE = "message:\n"
 CALL = "functions."
@@ -102,9 +102,7 @@ def tool_grammar(tools: Sequence[ToolFunction], choice: ToolChoice, parallel: bo
     except ValueError:
         raise
     except Exception as exc:  # the converter asserts (python -O strips asserts): never a 500 for a schema
-        raise structured.SchemaError(
-            f"the tools' parameters could not be turned into a grammar: {exc}", "tools"
-        ) from exc
+        raise RequestError(f"the tools' parameters could not be turned into a grammar: {exc}", "tools") from exc
 
 
 def _tool_grammar(tools: Sequence[ToolFunction], choice: ToolChoice, parallel: bool) -> str:
