@@ -469,6 +469,27 @@ def _chat_body(text: str, model: str = CLOUD, **extra) -> dict:
     return {"model": model, "messages": [message], "max_tokens": 4, "temperature": 0.7, **extra}
 
 
+def _tool(name: str, description: str, properties: dict | None = None) -> dict:
+    parameters = {"type": "object", "properties": properties or {}}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+def _tool_history(arguments: str = "{}", result: str = "done", model: str = CLOUD) -> dict:
+    """A conversation in which the assistant called "pay" and the tool answered."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "pay", "arguments": arguments}}
+    return {
+        "model": model,
+        "messages": [
+            {"role": "user", "content": "Pay the order."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": result},
+        ],
+        "tools": [_tool("pay", "Pays.")],
+        "max_tokens": 4,
+        "temperature": 0.7,
+    }
+
+
 ATTACKS = {
     "card-dots": _chat_body("Charge the card 4111.1111.1111.1111 for the order."),
     "card-double-spaces": _chat_body("Charge the card 4111  1111  1111  1111 for the order."),
@@ -488,6 +509,23 @@ ATTACKS = {
     "card-in-stop": _chat_body("Name one colour of the sea.", stop=["4111111111111111"]),
     "card-in-name": _chat_body("Name one colour of the sea.", name="visa_4111_1111_1111_1111"),
     "card-streamed": _chat_body("Charge the card 4111.1111.1111.1111 for the order.", stream=True),
+    # Tools and structured outputs: every string in them is model-visible and would leave with the request.
+    "card-in-tool-description": _chat_body(
+        "Pay the order.", tools=[_tool("pay", "Pays with the card 4111 1111 1111 1111.")], tool_choice="auto"
+    ),
+    "card-in-tool-schema-enum": _chat_body(
+        "Pay the order.",
+        tools=[_tool("pay", "Pays.", {"card": {"type": "string", "enum": ["4111-1111-1111-1111"]}})],
+    ),
+    "card-in-tool-call-arguments": _tool_history(arguments='{"card": "4111 1111 1111 1111"}'),
+    "card-in-tool-result": _tool_history(result="charged 4111.1111.1111.1111"),
+    "card-in-response-format": _chat_body(
+        "Pay the order.",
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "receipt", "schema": {"const": "4111 1111 1111 1111"}},
+        },
+    ),
 }
 
 
@@ -633,6 +671,31 @@ def test_internal_data_arrives_redacted_and_public_data_intact(attack_box, logge
             # A stream asks for the upstream's usage, to count what bursting costs (a flag, no text).
             **({"stream_options": {"include_usage": True}} if model == CLOUD else {}),
         }
+
+
+def test_internal_data_in_tools_arrives_redacted_or_not_at_all(attack_box, logger):
+    """An email (class internal, which redacts) in a tool result and in a tool's description arrives redacted, the
+    rest of the request intact; one in a schema's enum cannot be redacted without changing what the request asks
+    for: a 503 redaction_failed, and nothing arrives."""
+    body = _tool_history(arguments='{"to": "the shop"}', result=f"mailed {EMAIL}")
+    body["tools"] = [_tool("pay", f"Pays; receipts go to {EMAIL}.")]
+    response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    assert (record.data_class, record.route) == ("internal", "upstream:logger")
+    (received,) = arrived
+    sent = json.loads(received["body"])
+    assert _flat("jane.doe") not in _flat(received["body"])
+    assert sent["messages"][1]["tool_calls"] == body["messages"][1]["tool_calls"]
+    assert sent["messages"][2]["tool_call_id"] == "call_1" and sent["messages"][2]["content"].startswith("mailed ")
+    assert sent["tools"][0]["function"]["name"] == "pay" and sent["tool_choice"] == "auto"
+
+    enum = _chat_body("Mail the receipt.", tools=[_tool("mail", "Mails.", {"to": {"enum": [EMAIL]}})])
+    response, arrived, record = _attempt(attack_box, logger, "/v1/chat/completions", enum)
+    assert arrived == [] and response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "redaction_failed" and "a structured part cannot be redacted" in error["message"]
+    assert "jane.doe" not in error["message"]
+    assert (record.data_class, record.route, record.reason) == ("internal", "refused", "redaction_failed")
 
 
 def test_the_upstream_log_holds_no_card_iban_or_ssn_in_any_request(attack_box, logger):
