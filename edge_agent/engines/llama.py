@@ -125,6 +125,7 @@ class LlamaBackend:
         # KV cells in all, every sequence's together (llama.cpp's n_ctx of the context).
         self.kv_cells = int(llama_cpp.llama_n_ctx(self._ctx))
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._ones = (ctypes.c_int32 * n_batch)(*([1] * n_batch))
         self._slots: dict[int, _Slot] = {}
         # Tokens whose KV cells each slot holds, by position; kept after a
         # sequence ends so the next prompt can reuse a shared prefix.
@@ -186,6 +187,10 @@ class LlamaBackend:
         sampler = _sampler_chain(sampling, self.vocab_size, banned)
         st = _Slot(pending, pos, sampler, logprobs=logprobs)
         if sampling.grammar is not None:
+            if sampling.ignore_eos:
+                # A complete grammar leaves only end-of-generation tokens; with those banned, nothing is valid.
+                llama_cpp.llama_sampler_free(sampler)
+                raise LlamaEngineError("ignore_eos cannot be combined with a grammar")
             grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, sampling.grammar.encode("utf-8"), b"root")
             if not grammar:
                 llama_cpp.llama_sampler_free(sampler)
@@ -222,9 +227,8 @@ class LlamaBackend:
             if not st.pending or room <= 0:
                 continue
             chunk, st.pending = st.pending[:room], st.pending[room:]
-            for i, token in enumerate(chunk):
-                self._put(n, token, st.pos + i, slot, False)
-                n += 1
+            self._put_prompt(n, chunk, st.pos, slot)
+            n += len(chunk)
             kv[slot].extend(chunk)
             st.pos += len(chunk)
             if not st.pending:
@@ -352,6 +356,19 @@ class LlamaBackend:
 
     def is_eog(self, token: int) -> bool:
         return token in self._eog
+
+    def _put_prompt(self, start: int, tokens: list[int], pos: int, seq: int) -> None:
+        """A prompt chunk into the batch from ``start``, none of it asking for logits: whole arrays are copied
+        at once (four ctypes stores per token were most of the Python time of a long prompt)."""
+        b, k = self._batch, len(tokens)
+        at = start * ctypes.sizeof(ctypes.c_int32)
+        ctypes.memmove(ctypes.addressof(b.token.contents) + at, (ctypes.c_int32 * k)(*tokens), k * 4)
+        ctypes.memmove(ctypes.addressof(b.pos.contents) + at, (ctypes.c_int32 * k)(*range(pos, pos + k)), k * 4)
+        ctypes.memmove(ctypes.addressof(b.n_seq_id.contents) + at, self._ones, k * 4)
+        ctypes.memset(ctypes.addressof(b.logits.contents) + start, 0, k)
+        seq_id = b.seq_id
+        for i in range(start, start + k):
+            seq_id[i][0] = seq
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self._batch

@@ -67,3 +67,26 @@ def test_long_prompt_is_decoded_over_several_steps(backend):
         steps += 1
     assert steps >= 2 and isinstance(sampled[0], int)
     backend.end(0)
+
+
+def test_prompt_chunks_fill_the_batch_as_the_model_reads_them(backend):
+    # Two prompts and one generating sequence in one batch: the prompt chunks are copied in whole arrays.
+    backend.begin(1, backend.tokenize("The quick brown fox"), GREEDY)
+    backend.step([1])  # its prompt is decoded: it generates from here
+    first = backend.tokenize("Hello there, how are you?")
+    second = backend.tokenize("word " * 80)  # more than the batch has room for
+    backend.begin(0, first, GREEDY)
+    backend.begin(3, second, GREEDY)
+    backend.step([0, 1, 3])
+    b = backend._batch
+    n = b.n_tokens
+    assert n == 64  # n_batch: the second prompt was cut
+    rows = [(b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0], b.logits[i]) for i in range(n)]
+    assert rows[0][1:] == (len(backend.tokenize("The quick brown fox")), 1, 1, 1)  # the generated token
+    assert rows[1 : 1 + len(first)] == [
+        (t, p, 1, 0, int(p == len(first) - 1)) for p, t in enumerate(first)
+    ]  # logits for the prompt's last token only
+    rest = n - 1 - len(first)
+    assert rows[1 + len(first) :] == [(t, p, 1, 3, 0) for p, t in enumerate(second[:rest])]
+    for slot in (0, 1, 3):
+        backend.end(slot)

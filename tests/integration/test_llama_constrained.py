@@ -135,6 +135,18 @@ def test_a_grammar_that_does_not_parse_fails_only_its_request(engine):
     assert all(s not in backend._slots for s in range(SLOTS))  # every sampler was freed
 
 
+def test_ignore_eos_with_a_grammar_is_refused_for_its_request_only(engine):
+    # A complete grammar leaves only end-of-generation tokens: with those banned nothing would be valid.
+    backend, scheduler = engine
+    with pytest.raises(Exception, match="ignore_eos cannot be combined with a grammar"):
+        generate(
+            scheduler,
+            GenerationRequest(prompt(backend, "Hi"), 4, SamplingParams(0.0, ignore_eos=True, grammar=ODD_GBNF)),
+        )
+    _, done, _ = generate(scheduler, GenerationRequest(prompt(backend, "Hi"), 2, SamplingParams(0.0)))
+    assert done[0].completion_tokens <= 2
+
+
 def test_logprobs_are_finite_sorted_and_greedy_picks_the_top_one(engine):
     backend, scheduler = engine
     ask = prompt(backend, "The capital of France is")
