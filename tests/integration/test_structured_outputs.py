@@ -345,3 +345,45 @@ def test_a_repeated_prefix_reports_cached_prompt_tokens(smol_agent):
         )
     assert r.usage.prompt_tokens_details.cached_tokens > 0
     assert r.usage.prompt_tokens_details.cached_tokens < r.usage.prompt_tokens
+
+
+def test_a_cached_answer_replays_calls_choices_and_logprobs_as_the_stream_would(smol_agent):
+    """Stored from a plain request, asked again as a stream: the cache's replay carries every choice's tool calls
+    (the same ids), its log-probabilities, its finish reason, and the usage with cached tokens."""
+    client = smol_agent.client(timeout=300)
+    kwargs = dict(
+        model=SMOL,
+        messages=ASK_WEATHER,
+        tools=[WEATHER],
+        tool_choice=NAMED,
+        max_tokens=100,
+        temperature=0,
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    plain = client.chat.completions.create(**kwargs, extra_headers={"Cache-Control": "no-cache"})
+    raw = client.chat.completions.with_raw_response.create(
+        **kwargs, stream=True, stream_options={"include_usage": True}
+    )
+    assert raw.headers["x-cache"] == "hit"
+    got: dict[int, dict] = {}
+    usage = None
+    for chunk in raw.parse():
+        usage = chunk.usage or usage
+        for c in chunk.choices:
+            mine = got.setdefault(c.index, {"calls": {}, "logprobs": 0, "finish": None})
+            for d in c.delta.tool_calls or []:
+                call = mine["calls"].setdefault(d.index, [None, "", ""])
+                call[0] = d.id or call[0]
+                call[1] += d.function.name or ""
+                call[2] += d.function.arguments or ""
+            mine["logprobs"] += len(c.logprobs.content) if c.logprobs and c.logprobs.content else 0
+            mine["finish"] = c.finish_reason or mine["finish"]
+    for choice in plain.choices:
+        mine = got[choice.index]
+        expected = [[t.id, t.function.name, t.function.arguments] for t in choice.message.tool_calls]
+        assert list(mine["calls"].values()) == expected
+        assert mine["logprobs"] == len(choice.logprobs.content) > 0
+        assert mine["finish"] == choice.finish_reason == "tool_calls"
+    assert usage.model_dump() == plain.usage.model_dump()
