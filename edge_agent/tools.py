@@ -51,8 +51,11 @@ def render_messages(
             name = names.get(message.tool_call_id or "", "a function")
             results.append(f"{CALL}{name} returned ({message.tool_call_id}):\n{message.content}")
             continue
+        merge_user = bool(results) and message.role == "user"
         flush_results()
-        if message.role == "assistant" and (message.tool_calls or offered):
+        if merge_user:  # a user turn right after the results: one user message, roles still alternate
+            out[-1] = {"role": "user", "content": f"{out[-1]['content']}\n\n{message.content}"}
+        elif message.role == "assistant" and (message.tool_calls or offered):
             out.append({"role": "assistant", "content": _assistant_text(message)})
         else:
             out.append(message.as_dict())

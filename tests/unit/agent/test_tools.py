@@ -75,6 +75,10 @@ def test_calls_and_results_in_the_history_are_written_in_the_format_and_roles_al
     )
     assert rendered[4]["content"] == "message:\nCold, noon."  # the format the model is asked to reply in
     # Without tools offered (choice none) the history keeps the format for calls, plain text otherwise.
+    # A user turn straight after the results joins them.
+    followed = render_messages((*messages[:4], ChatMessage("user", "And tomorrow?")), TOOLS, AUTO)
+    assert [m["role"] for m in followed] == ["system", "user", "assistant", "user"]
+    assert followed[3]["content"].endswith("12:00\n\nAnd tomorrow?")
     plain = render_messages(messages, TOOLS, ToolChoice("none"))
     assert plain[1]["content"].startswith("functions.get_weather:") and plain[3]["content"] == "Cold, noon."
 
