@@ -38,12 +38,22 @@ class ChoiceOutcome:
     logprobs: list[TokenLogprob] | None = None
 
 
+class EncodedChunk(bytes):
+    """A chunk object already encoded, byte for byte as :func:`dumps` encodes it (the stream's hot path)."""
+
+
+# Stands for a text chunk's text while its constant bytes are rendered; json.dumps escapes NUL, so it is unique.
+_TEXT_MARK = "\x00text\x00"
+
+
 @dataclass(frozen=True)
 class Completion:
     endpoint: str  # "completions" | "chat"
     id: str
     created: int
     model: str
+    # index -> a text chunk's bytes before and after its text, rendered once per stream (text_chunk_encoded).
+    _text_frames: dict[int, tuple[bytes, bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def new(cls, endpoint: str, model: str) -> Completion:
@@ -83,6 +93,16 @@ class Completion:
         """``logprobs``: this chunk's part, already in the endpoint's shape (:func:`chat_logprobs`,
         :func:`completion_logprobs`), or None."""
         return self._chunk({"content": text} if self.endpoint == "chat" else text, None, index, logprobs)
+
+    def text_chunk_encoded(self, text: str, index: int = 0) -> EncodedChunk:
+        """``dumps(text_chunk(text, index))`` without building and encoding the whole object per token: only the
+        text is encoded, between bytes rendered once."""
+        frame = self._text_frames.get(index)
+        if frame is None:
+            head, mark, tail = dumps(self.text_chunk(_TEXT_MARK, index)).partition(dumps(_TEXT_MARK))
+            assert mark, "the text mark is rendered as dumps renders a string"
+            frame = self._text_frames[index] = (head, tail)
+        return EncodedChunk(frame[0] + dumps(text) + frame[1])
 
     def tool_calls_chunk(self, deltas: list[dict[str, Any]], index: int = 0) -> dict[str, Any]:
         """Chat only: ``delta.tool_calls`` entries (a call's header with its id and name, then its arguments' text)."""

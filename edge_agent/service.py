@@ -46,6 +46,7 @@ from edge_agent.metrics import AgentMetrics, model_version
 from edge_agent.openai_objects import (
     ChoiceOutcome,
     Completion,
+    EncodedChunk,
     chat_logprobs,
     completion_logprobs,
     dumps,
@@ -63,8 +64,9 @@ class ClientGoneError(AgentError):
     """The client disconnected; nobody is left to answer."""
 
 
-# An OpenAI response object (a whole body, or one chunk of a stream).
+# An OpenAI response object (a whole body, or one chunk of a stream); a stream's text chunks may come encoded.
 OpenAIObject = dict[str, Any]
+StreamChunk = OpenAIObject | EncodedChunk
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Answer:
     # A whole OpenAI body, as stored in the response cache.
     body: bytes | None = None
     # A streamed answer: OpenAI chunk objects; an exception raised from it ends the stream with that error.
-    chunks: AsyncIterator[OpenAIObject] | Iterable[OpenAIObject] | None = None
+    chunks: AsyncIterator[StreamChunk] | Iterable[StreamChunk] | None = None
     # Called once the response is over, however it ended, even when the
     # stream was never started (a client gone before the first byte); awaited when it returns an awaitable.
     on_close: Callable[[], Any] | None = None
@@ -356,7 +358,7 @@ class InferenceService:
         key: str,
         clock: _TokenClock,
         sha256: str,
-    ) -> AsyncIterator[OpenAIObject]:
+    ) -> AsyncIterator[StreamChunk]:
         try:
             for index in range(answer.n):
                 first = completion.first_chunk(index)
@@ -514,7 +516,7 @@ class _AnswerParts:
             return 0, 0, 0
         return first.prompt_tokens, self.completion_tokens, first.cached_tokens
 
-    def add(self, ev: TokenEvent, completion: Completion | None = None) -> list[OpenAIObject]:
+    def add(self, ev: TokenEvent, completion: Completion | None = None) -> list[StreamChunk]:
         """Takes a token event; with ``completion`` (a stream), returns the chunks to send for it."""
         self.started = True
         choice = self.choices[ev.index]
@@ -529,7 +531,7 @@ class _AnswerParts:
             return [self._text_chunk(completion, choice, ev.text)] if ev.text or choice.unsent_logprobs else []
         return self._parsed_chunks(completion, choice, deltas)
 
-    def finish(self, ev: DoneEvent, completion: Completion | None = None) -> list[OpenAIObject]:
+    def finish(self, ev: DoneEvent, completion: Completion | None = None) -> list[StreamChunk]:
         choice = self.choices[ev.index]
         if choice.done is None:
             self._done += 1
@@ -560,21 +562,21 @@ class _AnswerParts:
                 finish = "tool_calls"
         return ChoiceOutcome(choice.index, text, finish, calls, choice.logprobs)
 
-    def _text_chunk(self, completion: Completion, choice: _ChoiceParts, text: str) -> OpenAIObject:
+    def _text_chunk(self, completion: Completion, choice: _ChoiceParts, text: str) -> StreamChunk:
         entries, choice.unsent_logprobs = choice.unsent_logprobs, []
-        logprobs = None
-        if choice.logprobs is not None:
-            if self.endpoint == "chat":
-                logprobs = chat_logprobs(entries)
-            else:
-                logprobs = completion_logprobs(entries, choice.offset)
-                choice.offset += sum(len(t) for t in logprobs["tokens"])
+        if choice.logprobs is None:
+            return completion.text_chunk_encoded(text, choice.index)
+        if self.endpoint == "chat":
+            logprobs = chat_logprobs(entries)
+        else:
+            logprobs = completion_logprobs(entries, choice.offset)
+            choice.offset += sum(len(t) for t in logprobs["tokens"])
         return completion.text_chunk(text, choice.index, logprobs)
 
     def _parsed_chunks(
         self, completion: Completion, choice: _ChoiceParts, deltas: list[tools.Delta]
-    ) -> list[OpenAIObject]:
-        chunks = []
+    ) -> list[StreamChunk]:
+        chunks: list[StreamChunk] = []
         for delta in deltas:
             if delta.tool_call is not None:
                 chunks.append(completion.tool_calls_chunk([delta.tool_call], choice.index))

@@ -29,9 +29,9 @@ from edge_agent.api.responses import DONE, error_body, sse
 from edge_agent.api.schema import ALL_FEATURES, Limits, parse_chat, parse_completion, parse_embeddings
 from edge_agent.client_request import RequestError
 from edge_agent.gateway import Gateway, RouteInfo
-from edge_agent.openai_objects import dumps
+from edge_agent.openai_objects import EncodedChunk, dumps
 from edge_agent.scheduler import OverloadedError
-from edge_agent.service import Answer, InferenceService, OpenAIObject
+from edge_agent.service import Answer, InferenceService, StreamChunk
 
 log = logging.getLogger(__name__)
 
@@ -291,17 +291,17 @@ def _respond(answer: Answer) -> Response:
     return Response(answer.body, media_type=_JSON, headers=headers)
 
 
-async def _sse_events(chunks: AsyncIterator[OpenAIObject] | Iterable[OpenAIObject]) -> AsyncIterator[bytes]:
-    """Chunk objects as server-sent events, then ``[DONE]``; an error raised by the stream becomes an error
-    event before ``[DONE]``, as a stream has sent its status by then."""
+async def _sse_events(chunks: AsyncIterator[StreamChunk] | Iterable[StreamChunk]) -> AsyncIterator[bytes]:
+    """Chunk objects (or chunks the service encoded already) as server-sent events, then ``[DONE]``; an error
+    raised by the stream becomes an error event before ``[DONE]``, as a stream has sent its status by then."""
     try:
         try:
             if isinstance(chunks, AsyncIterator):
                 async for chunk in chunks:
-                    yield sse(chunk)
+                    yield _event(chunk)
             else:  # a cached answer's replay: already in memory
                 for chunk in chunks:
-                    yield sse(chunk)
+                    yield _event(chunk)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the client as an event
             yield sse(error_for(exc)[1])
         yield DONE
@@ -311,6 +311,10 @@ async def _sse_events(chunks: AsyncIterator[OpenAIObject] | Iterable[OpenAIObjec
             await chunks.aclose()
         elif isinstance(chunks, Generator):
             chunks.close()
+
+
+def _event(chunk: StreamChunk) -> bytes:
+    return b"data: " + chunk + b"\n\n" if isinstance(chunk, EncodedChunk) else sse(chunk)
 
 
 def _error(status: int, body: dict, headers: dict | None = None) -> Response:

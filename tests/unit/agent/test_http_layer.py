@@ -16,7 +16,14 @@ from edge_agent.api.schema import Limits, parse_chat, parse_completion
 from edge_agent.cache_policy import cache_key
 from edge_agent.client_request import RequestError, ToolCall
 from edge_agent.generation import DoneEvent, TokenEvent, TokenLogprob, TopLogprob
-from edge_agent.openai_objects import ChoiceOutcome, Completion, completion_logprobs, replay_chunks
+from edge_agent.openai_objects import (
+    ChoiceOutcome,
+    Completion,
+    EncodedChunk,
+    completion_logprobs,
+    dumps,
+    replay_chunks,
+)
 from edge_agent.scheduler import DeadlineExceededError, OverloadedError
 from edge_agent.service import ClientGoneError, StepEvents, _AnswerParts
 
@@ -232,7 +239,16 @@ def _streamed(answer, completion, events):
     chunks = []
     for ev in events:
         chunks += answer.add(ev, completion) if isinstance(ev, TokenEvent) else answer.finish(ev, completion)
-    return chunks
+    return [json.loads(c) if isinstance(c, EncodedChunk) else c for c in chunks]
+
+
+def test_an_encoded_text_chunk_is_byte_for_byte_the_object_encoded():
+    for endpoint in ("chat", "completions"):
+        completion = Completion(endpoint, "id-1", 1, 'a "model"')
+        for index, text in enumerate(["", "plain", 'quote " and \\ back', "é 中 \n \u2028 \x00 \U0001f600"]):
+            assert completion.text_chunk_encoded(text, index) == dumps(completion.text_chunk(text, index))
+    frames = _frames([Completion("chat", "id-1", 1, "m").text_chunk_encoded("hi")])
+    assert json.loads(frames[0][len(b"data: ") :])["choices"][0]["delta"] == {"content": "hi"}
 
 
 def test_n_choices_stream_interleaved_and_the_body_matches_what_was_streamed():
