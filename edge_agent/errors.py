@@ -19,6 +19,7 @@ Each class is drawn with the module that defines it; tests/unit/test_error_trees
     ├── ModelError             (edge_agent.models)               a model cannot be found, assembled or verified
     ├── ClassifierModelError   (edge_agent.policy.classify)      the sensitivity classifier cannot be used
     ├── RedactionError         (edge_agent.policy.classify)      redaction did not converge: the text goes nowhere
+    ├── UnredactableError      (edge_agent.gateway)              redaction would change a schema, name or id -> 503
     ├── UpstreamError          (edge_agent.upstream)             every upstream tried failed
     ├── _TooLarge              (edge_agent.upstream)             an upstream answer past its cap (internal: a 502)
     ├── TokenSourceError       (edge_agent.cli)                  no usable bootstrap token given to enroll

@@ -31,6 +31,7 @@ from edge_agent.client_request import (
     model_not_found,
 )
 from edge_agent.config import DataClassRule, UpstreamConfig
+from edge_agent.errors import AgentError
 from edge_agent.metrics import AgentMetrics
 from edge_agent.policy.classify import PromptClassifier
 from edge_agent.policy.routing import (
@@ -370,7 +371,7 @@ def json_strings(value: Any) -> Iterator[str]:
         yield str(value)
 
 
-class UnredactableError(Exception):
+class UnredactableError(AgentError):
     """Text its data class redacts is in a part of the request that redaction would break: a schema's keys,
     enum, const or pattern, a function's name, a call's id. The message says which part, never the text."""
 
