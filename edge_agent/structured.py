@@ -69,7 +69,15 @@ SUPPORTED = frozenset(
 )
 # What {} means (any JSON value), in a form the converter reads so.
 _ANY = {"type": list(JSON_TYPES)}
+# The converter writes a count as nested optional groups, one per unit: llama.cpp's grammar parser recurses once
+# per level and crashed the process (SIGSEGV) at about 20000; 1000 parses. A pattern's groups nest the same way.
+MAX_REPEAT = 1000
+MAX_PATTERN_GROUP_DEPTH = 100
 MAX_SCHEMA_BYTES = 64 * 1024
+# The converter's object rule costs the square of an object's properties (and recurses once per property).
+MAX_PROPERTIES = 500
+# What one grammar may grow to (nested counts multiply: 60 arrays of up to 1000 items made 9.6 MB).
+MAX_GRAMMAR_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 
 # A JSON string's character: the converter's admits control characters (U+0000-U+001F), which JSON forbids raw.
@@ -96,22 +104,36 @@ def check_schema(schema: Any, param: str) -> None:
 
 def schema_grammar(schema: Mapping[str, Any]) -> str:
     """The GBNF grammar (root rule ``root``) of JSON that ``schema`` accepts; call :func:`check_schema` first."""
+    param = "response_format.json_schema.schema"
     try:
-        return _schema_grammar(json.dumps(schema))  # property order matters to the grammar: no sort_keys
+        return _schema_grammar(json.dumps(schema), param)  # property order matters to the grammar: no sort_keys
+    except RequestError:
+        raise
     except Exception as exc:  # the converter asserts (and python -O strips asserts): never a 500 for a schema
-        raise RequestError(f"the JSON schema could not be turned into a grammar: {exc}", None) from exc
+        raise RequestError(f"the JSON schema could not be turned into a grammar: {exc}", param) from exc
+
+
+def check_size(gbnf: str, param: str | None) -> str:
+    if len(gbnf) > MAX_GRAMMAR_BYTES:
+        raise RequestError(
+            f"the schema makes a grammar of {len(gbnf)} bytes; at most {MAX_GRAMMAR_BYTES} are accepted "
+            "(lower its counts: maxLength, maxItems, nesting)",
+            param,
+            code="unsupported_schema",
+        )
+    return gbnf
 
 
 def json_object_grammar() -> str:
     """The GBNF grammar of any JSON object (``response_format`` ``json_object``)."""
-    return _schema_grammar(json.dumps({"type": "object"}))
+    return _schema_grammar(json.dumps({"type": "object"}), "response_format")
 
 
 @lru_cache(maxsize=128)
-def _schema_grammar(schema_json: str) -> str:
+def _schema_grammar(schema_json: str, param: str) -> str:
     converter = new_converter()
     converter.visit(prepare(converter, json.loads(schema_json)), "")
-    return format_grammar(converter)
+    return check_size(format_grammar(converter), param)  # raises: an oversized grammar is never kept
 
 
 # -- conversion helpers (edge_agent.tools builds one grammar of several schemas with them) --------------
@@ -341,6 +363,10 @@ class _Checker:
         properties = schema.get("properties", {})
         if not isinstance(properties, dict):
             raise self.fail(f"{pointer}/properties", "'properties' must be an object of schemas", False)
+        if len(properties) > MAX_PROPERTIES:
+            raise self.fail(
+                f"{pointer}/properties", f"more than {MAX_PROPERTIES} properties in one object is not supported"
+            )
         for name, sub in properties.items():
             self.node(sub, f"{pointer}/properties/{_escape(name)}", depth + 1)
         required = schema.get("required", [])
@@ -394,6 +420,9 @@ class _Checker:
                 raise self.fail(f"{pointer}/{key}", f"'{key}' must be a non-negative integer", False)
         if high is not None and low > high:
             raise self.fail(pointer, f"'{low_key}' is greater than '{high_key}'", False)
+        for key, value in ((low_key, low), (high_key, high)):
+            if value is not None and value > MAX_REPEAT:
+                raise self.fail(f"{pointer}/{key}", f"'{key}' above {MAX_REPEAT} is not supported")
 
     def values(self, values: list[Any], kind_type: Any, pointer: str) -> None:
         if kind_type is None:
@@ -424,9 +453,11 @@ class _Checker:
             raise self.fail(pointer, "a negated character class ([^...]) is not supported in a pattern")
         if '"' in body or any(ord(c) < 0x20 for c in body):
             raise self.fail(pointer, "a quote or a control character is not supported in a pattern")
+        depth = deepest = 0
         i = 0
         while i < len(body):
-            if body[i] == "\\":
+            c = body[i]
+            if c == "\\":
                 if i + 1 >= len(body) or body[i + 1] not in _PATTERN_ESCAPABLE:
                     raise self.fail(
                         pointer,
@@ -434,10 +465,31 @@ class _Checker:
                         f"{''.join(sorted(_PATTERN_ESCAPABLE))} (no \\d, \\w, \\s, \\.: write [0-9], ...)",
                     )
                 i += 2
-            elif body[i] in "^$":
-                raise self.fail(pointer, "'^' and '$' are supported only at the pattern's ends")
-            else:
+                continue
+            if c == "[":  # a class is copied as it is: skip to its end
                 i += 1
+                while i < len(body) and body[i] != "]":
+                    i += 2 if body[i] == "\\" else 1
+            elif c == "{":
+                close = body.find("}", i)
+                counts = [part.strip() for part in body[i + 1 : close].split(",")] if close > 0 else []
+                if not 1 <= len(counts) <= 2 or counts == [""] or not all(n.isdigit() or n == "" for n in counts):
+                    raise self.fail(pointer, "a '{' in a pattern must be a quantifier like {2} or {1,3}", False)
+                if any(n and int(n) > MAX_REPEAT for n in counts):
+                    raise self.fail(pointer, f"a pattern quantifier above {MAX_REPEAT} is not supported")
+                i = close
+            elif c == "(":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif c == ")":
+                depth -= 1
+            elif c in "^$":
+                raise self.fail(pointer, "'^' and '$' are supported only at the pattern's ends")
+            i += 1
+        if deepest > MAX_PATTERN_GROUP_DEPTH:
+            raise self.fail(
+                pointer, f"groups nested deeper than {MAX_PATTERN_GROUP_DEPTH} in a pattern are not supported"
+            )
 
 
 def _escape(name: str) -> str:

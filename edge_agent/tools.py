@@ -101,8 +101,8 @@ def tool_grammar(tools: Sequence[ToolFunction], choice: ToolChoice, parallel: bo
     if not tools or choice.mode == "none":
         return None
     try:
-        return _tool_grammar(tools, choice, parallel)
-    except ValueError:
+        return structured.check_size(_tool_grammar(tools, choice, parallel), "tools")
+    except (ValueError, RequestError):
         raise
     except Exception as exc:  # the converter asserts (python -O strips asserts): never a 500 for a schema
         raise RequestError(f"the tools' parameters could not be turned into a grammar: {exc}", "tools") from exc

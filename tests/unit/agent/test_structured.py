@@ -167,6 +167,11 @@ def test_grammars_are_remembered():
         ({"type": "object", "properties": {"a": True}}, "/properties/a", "a boolean schema"),
         ({"allOf": [{"type": "string"}]}, "/allOf/0", "an 'allOf' component must be an object schema"),
         ({"maxLength": 2}, "/", 'need "type": "string"'),
+        # Counts the converter nests one level per unit: llama.cpp's parser crashed the process at about 20000.
+        ({"type": "string", "maxLength": 20000}, "/maxLength", "'maxLength' above 1000"),
+        ({"type": "array", "items": {}, "minItems": 1001}, "/minItems", "'minItems' above 1000"),
+        ({"type": "string", "pattern": "^a{0,20000}$"}, "/pattern", "quantifier above 1000"),
+        ({"type": "string", "pattern": "^" + "(" * 101 + "a" + ")" * 101 + "$"}, "/pattern", "nested deeper than 100"),
     ],
 )
 def test_what_the_grammar_cannot_enforce_is_refused_naming_the_keyword_and_its_pointer(schema, pointer, words):
@@ -190,6 +195,8 @@ def test_what_the_grammar_cannot_enforce_is_refused_naming_the_keyword_and_its_p
         ({"type": "string", "enum": ["a", 1]}, "1 is not of type string"),
         ({"type": "string", "minLength": 3, "maxLength": 2}, "'minLength' is greater than 'maxLength'"),
         ({"anyOf": []}, "non-empty list of schemas"),
+        ({"type": "string", "pattern": "^a{x}$"}, "must be a quantifier"),
+        ({"type": "string", "pattern": "^a{1,2$"}, "must be a quantifier"),
     ],
 )
 def test_a_malformed_schema_is_an_invalid_value(schema, words):
@@ -207,6 +214,19 @@ def test_size_and_depth_are_bounded():
     big = {"type": "string", "enum": ["x" * 1000] * 70}
     with pytest.raises(RequestError, match="at most 65536 are accepted"):
         structured.check_schema(big, "s")
+
+
+def test_objects_and_grammars_are_bounded():
+    many = {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(501)}}
+    with pytest.raises(RequestError, match="more than 500 properties"):
+        structured.check_schema(many, "s")
+    nested: dict = {"type": "string"}
+    for _ in range(60):
+        nested = {"type": "array", "items": nested, "maxItems": 1000}
+    structured.check_schema(nested, "s")  # each count is allowed; what they multiply to is not
+    with pytest.raises(RequestError, match="at most 1048576 are accepted") as info:
+        structured.schema_grammar(nested)
+    assert info.value.status == 400 and info.value.code == "unsupported_schema"
 
 
 def test_annotations_are_accepted_and_left_out_of_the_grammar():
@@ -295,6 +315,17 @@ def test_every_accepted_schema_becomes_a_grammar_llama_cpp_parses(vocab_model, s
         return
     gbnf = structured.schema_grammar(schema)
     assert llama_grammar.parses(vocab_model, gbnf), gbnf
+
+
+def test_the_largest_counts_accepted_still_parse(vocab_model):
+    for schema in (
+        {"type": "string", "maxLength": 1000},
+        {"type": "string", "pattern": "^[ab]{0,1000}$"},
+        {"type": "string", "pattern": "^" + "(" * 100 + "a" + ")" * 100 + "$"},
+        {"type": "string", "pattern": "^[{(]\\{x\\}$"},  # braces and a paren in a class or escaped: literal
+    ):
+        structured.check_schema(schema, "s")
+        assert llama_grammar.parses(vocab_model, structured.schema_grammar(schema)), schema
 
 
 def test_what_the_fuzz_found_stays_fixed(vocab_model):
