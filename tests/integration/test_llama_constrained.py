@@ -57,6 +57,35 @@ def engine(request, tmp_path_factory):
     backend.close()
 
 
+@pytest.fixture(scope="module")
+def solo(engine):
+    """A second engine on the same model, driven step by step from the test thread (the scheduler's own
+    engine belongs to its thread)."""
+    backend, _ = engine
+    other = LlamaBackend(backend.artifact, n_ctx=256, n_parallel=3, n_batch=256, n_threads=1)
+    yield other
+    other.close()
+
+
+def run_solo(backend, slot, prompt, sampling, max_tokens):
+    """From an empty slot: a reused prefix would change the last bits of the logits."""
+    llama_cpp.llama_memory_seq_rm(backend._mem, slot, -1, -1)
+    backend._kv_tokens[slot] = []
+    backend.begin(slot, prompt, sampling)
+    out = []
+    try:
+        while len(out) < max_tokens:
+            token = backend.step([slot]).get(slot)
+            if token is None:
+                continue
+            if backend.is_eog(token):
+                break
+            out.append(token)
+    finally:
+        backend.end(slot)
+    return b"".join(backend.piece(t) for t in out).decode()
+
+
 def generate(scheduler, request):
     """Each choice's text, DoneEvent and TokenEvents, read until all of the request's choices are done."""
     events = queue.Queue()
@@ -182,25 +211,47 @@ def test_greedy_choices_are_identical(engine):
     assert all(d.prompt_tokens == len(ask) and d.completion_tokens == 16 for d in done.values())
 
 
-def test_forks_hold_the_parents_prompt_cells(engine):
+def test_forks_hold_the_parents_prompt_cells(solo):
     """The copy itself, checked in llama.cpp's memory: each child holds cells up to the parent's position
     (no fallback to decoding the prompt again) right after the step that decoded the prompt."""
-    backend, _ = engine
-    ask = prompt(backend, "Write a short poem about the moon and the tides:")
-    # Slots 0..3 belong to the running scheduler's engine; drive a second engine on the same model here.
-    other = LlamaBackend(backend.artifact, n_ctx=256, n_parallel=3, n_batch=256, n_threads=1)
+    ask = tuple(solo.tokenize("Write a short poem about the moon and the tides:"))
+    solo.begin(0, ask, SamplingParams(0.0))
+    solo.fork(1, 0, SamplingParams(0.0))
+    solo.fork(2, 0, SamplingParams(0.9, seed=1))
     try:
-        other.begin(0, ask, SamplingParams(0.0))
-        other.fork(1, 0, SamplingParams(0.0))
-        other.fork(2, 0, SamplingParams(0.9, seed=1))
-        sampled = other.step([0, 1, 2])
+        sampled = solo.step([0, 1, 2])
         assert set(sampled) == {0, 1, 2} and sampled[0] == sampled[1]
         for child in (1, 2):
-            assert llama_cpp.llama_memory_seq_pos_max(other._mem, child) == len(ask) - 1
-            assert other._kv_tokens[child] == list(ask)
-        assert other.kv_cells_used() == 3 * len(ask)
+            assert llama_cpp.llama_memory_seq_pos_max(solo._mem, child) == len(ask) - 1
+            assert solo._kv_tokens[child] == list(ask)
+        assert solo.kv_cells_used() == 3 * len(ask)
     finally:
-        other.close()
+        for slot in (0, 1, 2):
+            solo.end(slot)
+
+
+def test_the_windowed_resample_picks_what_the_full_vocabulary_resample_picks(solo):
+    # A refused token is resampled over the most likely 256 tokens first; at temperature 0 that is the
+    # same token as the grammar over the whole vocabulary (the best valid token is in the window whenever
+    # any valid token is).
+    ask = tuple(solo.tokenize("Describe a person as JSON:\n"))
+    windowed = []
+    resample = solo._resample_in_window
+
+    def counted(st, idx):
+        windowed.append(resample(st, idx))
+        return windowed[-1]
+
+    solo._resample_in_window = counted
+    try:
+        with_window = run_solo(solo, 0, ask, SamplingParams(0.0, grammar=PERSON_GBNF), 200)
+        solo._resample_in_window = lambda st, idx: None  # every resample over the whole vocabulary
+        full = run_solo(solo, 0, ask, SamplingParams(0.0, grammar=PERSON_GBNF), 200)
+    finally:
+        del solo._resample_in_window
+    assert any(t is not None for t in windowed)  # the window path was taken
+    assert with_window == full
+    json.loads(with_window)
 
 
 def test_seeded_choices_repeat_and_differ_from_each_other(engine):
