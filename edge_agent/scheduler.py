@@ -335,9 +335,12 @@ class Scheduler:
     def _emit_text(self, ticket: Ticket, choice: Choice, text: str) -> None:
         """Log-probabilities go with the text their tokens produced; those of tokens whose text a stop
         string swallowed whole are never sent."""
-        logprobs = tuple(choice.pending_logprobs)
-        choice.pending_logprobs.clear()
-        _emit(ticket, TokenEvent(text, choice.index, logprobs))
+        pending = choice.pending_logprobs
+        if pending:
+            choice.pending_logprobs = []
+            _emit(ticket, TokenEvent(text, choice.index, tuple(pending)))
+        else:
+            _emit(ticket, TokenEvent(text, choice.index))
 
     def _done(self, ticket: Ticket, choice: Choice, reason: str, flush: bool = True) -> DoneEvent:
         if flush:

@@ -1,4 +1,4 @@
-from edge_agent.generation import StopMatcher, Utf8Assembler
+from edge_agent.generation import DoneEvent, GenerationRequest, StopMatcher, TokenEvent, Utf8Assembler
 
 
 def feed_all(matcher, pieces):
@@ -53,3 +53,11 @@ def test_utf8_truncated_at_end_becomes_replacement_character():
     a = Utf8Assembler()
     assert a.feed("é".encode()[:1]) == ""
     assert a.flush() == "\ufffd"
+
+
+def test_new_fields_default_to_what_one_plain_generation_had():
+    # Code written before n, logprobs, grammar and cached prompt tokens builds the same events and requests.
+    assert TokenEvent("a") == TokenEvent("a", 0, ())
+    assert DoneEvent("stop", 3, 2) == DoneEvent("stop", 3, 2, index=0, cached_tokens=0)
+    request = GenerationRequest((1, 2), 8)
+    assert (request.n, request.logprobs, request.sampling.grammar) == (1, None, None)
