@@ -518,3 +518,69 @@ def test_a_pii_string_in_a_tool_description_or_result_raises_the_class():
     assert classify(request_texts(described, never)).data_class == "internal"
     result = dataclasses.replace(bare, messages=TOOL_TALK)
     assert classify(request_texts(result, never)).data_class == "internal"
+
+
+_name = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True)
+_schema = st.fixed_dictionaries(
+    {
+        "type": st.just("object"),
+        "properties": st.dictionaries(
+            _text,
+            st.fixed_dictionaries(
+                {"type": st.just("string")},
+                optional={"description": _text, "enum": st.lists(_text, min_size=1, max_size=2)},
+            ),
+            max_size=3,
+        ),
+    },
+    optional={"description": _text, "title": _text},
+)
+_tool_def = st.builds(
+    lambda name, description, parameters: {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    },
+    _name,
+    _text,
+    _schema,
+)
+_tool_talk = st.builds(
+    lambda call_id, name, arguments, result: [
+        {"role": "user", "content": "go"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+    ],
+    _name,
+    _name,
+    _text,
+    _text,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    _tool_talk,
+    st.lists(_tool_def, min_size=1, max_size=3, unique_by=lambda t: t["function"]["name"]),
+    st.one_of(st.none(), _schema),
+)
+def test_every_string_of_tools_calls_results_and_schemas_that_leaves_was_classified(messages, tools, schema):
+    """With tools, tool history and a response format, every string the upstream body holds (but the words of
+    OpenAI's own format: roles, "function", the tool choice) is among the texts the request is classified on."""
+    body = {"model": "cloud", "messages": messages, "tools": tools, "tool_choice": "auto"}
+    if schema is not None:  # the parser takes a response format beside tools only when none may be called
+        body["tool_choice"] = "none"
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "out", "schema": schema}}
+    params = parse_chat(body, LIMITS)
+    judged = set(request_texts(params, never))
+    out = upstream_request(params, None)
+    structural = {"role", "type", "model", "tool_choice"}
+    for path, value in _strings(out):
+        if path[-1] in structural:
+            continue
+        assert value in judged, (path, value)
+    keys = [k for t in out["tools"] for k in json_strings(t["function"]["parameters"])]
+    assert set(keys) <= judged
