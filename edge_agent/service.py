@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -464,7 +465,9 @@ class StepEvents:
         if not self._batch or self._loop is None:
             return
         batch, self._batch = self._batch, []
-        self._loop.call_soon_threadsafe(_put_all, batch)
+        # RuntimeError: the event loop has closed (the agent is stopping) and nobody is left to read them.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_put_all, batch)
 
 
 def _put_all(batch: list[tuple[asyncio.Queue, GenerationEvent]]) -> None:
