@@ -387,3 +387,16 @@ def test_a_cached_answer_replays_calls_choices_and_logprobs_as_the_stream_would(
         assert mine["logprobs"] == len(choice.logprobs.content) > 0
         assert mine["finish"] == choice.finish_reason == "tool_calls"
     assert usage.model_dump() == plain.usage.model_dump()
+
+
+def test_gemma_n_choices_and_logprobs(gemma_agent):
+    """gemma's sliding-window cache: the forked choices start from the same prompt cells."""
+    r = gemma_agent.client().completions.create(
+        model="gemma-3-270m", prompt="The capital of Italy is", max_tokens=6, temperature=0, n=2, logprobs=2
+    )
+    first, second = r.choices
+    assert first.text == second.text and first.text
+    assert first.logprobs.tokens == second.logprobs.tokens
+    for token, top in zip(first.logprobs.tokens, first.logprobs.top_logprobs, strict=True):
+        assert max(top, key=top.get) == token
+    assert r.usage.completion_tokens == 2 * len(first.logprobs.tokens)
