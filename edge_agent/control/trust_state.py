@@ -134,11 +134,10 @@ def renewal_problem(current: AgentTrust, certificate: x509.Certificate, key, nod
     identity = pki.identity_of(certificate)
     if identity is None or (identity.role, identity.name) != ("node", node_id):
         return f"it names {identity or 'no identity'}, not this node (node:{node_id})"
-    if not certificate.not_valid_before_utc.timestamp() <= now < certificate.not_valid_after_utc.timestamp():
-        return (
-            f"it is not valid now (from {certificate.not_valid_before_utc.isoformat()}"
-            f" to {certificate.not_valid_after_utc.isoformat()})"
-        )
+    # Only expiry is judged on this clock: a start in this node's future is central's clock ahead of it (central,
+    # whose clock decides, backdates what it issues), and refusing it would strand a node whose clock runs slow.
+    if now >= certificate.not_valid_after_utc.timestamp():
+        return f"it has expired (at {certificate.not_valid_after_utc.isoformat()})"
     return None
 
 

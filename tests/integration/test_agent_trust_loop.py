@@ -253,7 +253,7 @@ def test_a_renewal_from_a_ca_the_node_does_not_trust_is_refused(fleet):
     [
         ("other key", "is not for the key this node asked with"),
         ("other node", "names node:n2, not this node (node:n1)"),
-        ("expired", "is not valid now"),
+        ("expired", "has expired"),
     ],
 )
 def test_a_renewal_this_node_cannot_use_is_refused(fleet, answer, reason):

@@ -386,3 +386,20 @@ def test_a_central_restored_from_before_a_finished_rotation_does_not_bring_old_t
     assert reread.ca_fingerprints() == _fps(fleet.new_ca)
     assert [k.key_id for k in reread.signing_keys] == [key_id(fleet.new_pub)]
     assert files.signing_keys() == [fleet.new_pub]
+
+
+def test_a_renewed_certificate_starting_in_this_nodes_future_is_taken():
+    """Central's clock ahead of the node's (or a renewal answered in the next second): the certificate's start is
+    later than the node's now. Central's clock decides validity, so only expiry is judged here."""
+    from edge_agent.control.trust_state import AgentTrust, renewal_problem
+
+    ca_key, ca = pki.create_ca()
+    node_key = pki.generate_key()
+    now = pki.utcnow()
+    cert = pki.issue_certificate(
+        ca_key, ca, node_key.public_key(), pki.Identity("node", "n1"),
+        not_before=now + dt.timedelta(minutes=5), not_after=now + dt.timedelta(days=30),
+    )  # fmt: skip
+    trust = AgentTrust(ca_certificates=(ca,), signing_keys=())
+    assert renewal_problem(trust, cert, node_key, "n1", now.timestamp()) is None
+    assert "expired" in renewal_problem(trust, cert, node_key, "n1", (now + dt.timedelta(days=31)).timestamp())
