@@ -69,7 +69,8 @@ class _Slot:
     last_logprob: TokenLogprob | None = None
     # A forked choice (n > 1): the slot whose prompt it copies once that prompt is decoded.
     waits_for: int | None = None
-    # Tokens, most likely first, that a refused token's resample looks at before the whole vocabulary.
+    # Tokens, most likely first, that a refused token's resample looks at before the whole vocabulary
+    # (0: the whole vocabulary at once).
     window: int = 0
 
 
@@ -211,7 +212,9 @@ class LlamaBackend:
             llama_cpp.llama_sampler_chain_add(full, grammar)  # the chain owns it from here
             llama_cpp.llama_sampler_chain_add(full, llama_cpp.llama_sampler_clone(sampler))
             st.full, st.grammar = full, grammar
-            st.window = min(self.vocab_size, max(_GRAMMAR_WINDOW, sampling.top_k))
+            if sampling.greedy or sampling.top_k > 0 or sampling.min_p > 0.0 or sampling.top_p < 1.0:
+                st.window = min(self.vocab_size, max(_GRAMMAR_WINDOW, sampling.top_k))
+            # else sampling from the whole distribution: its tail counts, so resample over every token
         return st
 
     def step(self, slots: Sequence[int]) -> dict[int, int]:
@@ -282,7 +285,7 @@ class LlamaBackend:
         array.size, array.selected, array.sorted = 1, -1, False
         llama_cpp.llama_sampler_apply(st.grammar, ctypes.byref(array))
         if one.logit == float("-inf"):
-            resampled = self._resample_in_window(st, idx)
+            resampled = self._resample_in_window(st, idx) if st.window else None
             if resampled is None:
                 # Samples over all tokens and accepts the token into the grammar (it is in the chain).
                 return int(llama_cpp.llama_sampler_sample(st.full, self._ctx, idx))
@@ -295,8 +298,9 @@ class LlamaBackend:
         """The grammar and then the slot's chain over the most likely ``st.window`` tokens only: a fraction
         of a millisecond where the whole vocabulary takes 5-15 ms (SmolLM2) or 40-80 ms (gemma's 262k).
         The same token as the full resample at temperature 0 whenever the window holds a valid token, and
-        the same draw among the valid tokens the top-k/top-p/min-p cut keeps when they lie in the window;
-        None (the caller resamples over the whole vocabulary) when no token in it is valid."""
+        the same distribution over the valid tokens the top-k/top-p/min-p cut keeps when they lie in the
+        window (a slot with no cut at all has no window); None (the caller resamples over the whole
+        vocabulary) when no token in it is valid."""
         row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), shape=(self.vocab_size,))
         k = st.window
         ids = np.argpartition(row, -k)[-k:] if k < self.vocab_size else np.arange(self.vocab_size)

@@ -131,6 +131,14 @@ def test_tokens_the_grammar_refuses_are_resampled_never_kept(engine, temperature
     assert done[0].finish_reason == "stop"
 
 
+def test_sampling_without_any_cut_resamples_over_the_whole_vocabulary(engine):
+    # No top-k, top-p or min-p: the distribution's tail counts, so there is no window of likely tokens.
+    backend, scheduler = engine
+    sampling = SamplingParams(1.0, top_p=1.0, top_k=0, min_p=0.0, seed=9, grammar=ODD_GBNF)
+    text, _, _ = generate(scheduler, GenerationRequest(prompt(backend, "The weather today is"), 64, sampling))
+    assert re.fullmatch(r"ZQ-[0-9]{3}-(alpha|omega)\.", text[0]), text
+
+
 def test_grammar_in_one_sequence_leaves_its_neighbours_free(engine):
     backend, scheduler = engine
     ask = prompt(backend, "1, 2, 3, 4, 5,")
