@@ -155,6 +155,33 @@ def record_restore(store: FleetStore, point: RestorePoint) -> None:
     store.add_restore(point, [lost])
 
 
+# -- rollouts after a restore -----------------------------------------------------------------------------------
+
+# How long a live rollout waits, after a restore, for its nodes to report once: long enough for agents backing off
+# from the lost central (60 s at most by default) to find this one, short enough that a node gone for good holds a
+# rollout only briefly.
+ROLLOUT_HOLD_S = 600.0
+
+
+def rollout_hold(
+    point: RestorePoint | None, now: float, last_seen: dict[str, float | None], hold_s: float = ROLLOUT_HOLD_S
+) -> list[str]:
+    """Why a live rollout waits after a restore (empty: it may go on). The restored store says where the rollout
+    stood at the backup; its nodes may have moved on since (a step promoted after the backup). Deciding before
+    they report would re-assign from stale state, and would take from the restore report the assignments that
+    were lost (a node's report is how central learns them). So the controller waits until every node of the
+    rollout (`last_seen`: node id -> last heartbeat, None for never) has reported since the restore, or until
+    `hold_s` after it."""
+    if point is None or now >= point.restored_at + hold_s:
+        return []
+    unseen = sorted(n for n, seen in last_seen.items() if seen is None or seen < point.restored_at)
+    if not unseen:
+        return []
+    names = ", ".join(unseen[:10]) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
+    left = point.restored_at + hold_s - now
+    return [f"restored from a backup: waiting for {names} to report (at most {format_duration(left)} more)"]
+
+
 # -- the restore window ----------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from central import audit, liveness, rollout
+from central import audit, liveness, restore_state, rollout
 from central.errors import FailedPrecondition, InvalidArgument, NotFound
 from central.rollout import ModelRef, NodeObservation, RolloutSpec, RolloutState
 from central.services.base import Caller, Central, require_admin, require_viewer
@@ -194,7 +194,10 @@ def tick(central: Central) -> None:
     """One pass of the controller; `central serve` calls it on the leader replica only."""
     for rollout_id, spec, state, state_text in _live(central):
         try:
-            decision = rollout.decide(spec, state, _observations(central, spec), central.clock())
+            observations = _observations(central, spec)
+            if _restore_hold(central, spec):
+                continue  # the nodes' reports first: the restored state may be behind them (restore_state)
+            decision = rollout.decide(spec, state, observations, central.clock())
             if decision.state == state:
                 _assign(central, spec, decision)
                 continue
@@ -263,6 +266,19 @@ def _observations(central: Central, spec: RolloutSpec) -> dict[str, NodeObservat
     return observations
 
 
+def _restore_hold(central: Central, spec: RolloutSpec) -> list[str]:
+    """restore_state.rollout_hold for this rollout's nodes (nothing read when no restore holds it)."""
+    now = central.clock()
+    if central.restore is None or now >= central.restore.restored_at + restore_state.ROLLOUT_HOLD_S:
+        return []
+    last_seen = {}
+    for node_id in spec.previous:
+        node = central.store.get_node(node_id)
+        if node is not None and node.revoked_at is None:
+            last_seen[node_id] = node.last_seen_at
+    return restore_state.rollout_hold(central.restore, now, last_seen)
+
+
 def _assign(central: Central, spec: RolloutSpec, decision: rollout.Decision) -> None:
     """Write each node's desired version where it differs (idempotent: a later tick repeats what is left)."""
     for node_id, ref in decision.assignments.items():
@@ -289,7 +305,11 @@ def view(central: Central, rollout_id: str) -> RolloutView:
     observations = _observations(central, spec)
     desired = rollout.desired_assignments(spec, state)
     nodes = [(n, desired.get(n), observations.get(n)) for n in sorted(spec.previous)]
-    waiting = [] if state.phase in rollout.TERMINAL else rollout.waiting_on(spec, state, observations, central.clock())
+    waiting = (
+        []
+        if state.phase in rollout.TERMINAL
+        else _restore_hold(central, spec) + rollout.waiting_on(spec, state, observations, central.clock())
+    )
     return RolloutView(spec, state, created, nodes, waiting)
 
 

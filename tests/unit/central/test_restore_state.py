@@ -225,3 +225,26 @@ def test_dropped_reports_in_the_window_are_listed_as_lost():
     assert rs.judge_dropped(POINT, NOW, WINDOW_S, "node-1", 0) is None
     assert rs.judge_dropped(POINT, RESTORED_AT + WINDOW_S, WINDOW_S, "node-1", 12) is None
     assert rs.judge_dropped(None, NOW, WINDOW_S, "node-1", 12) is None
+
+
+# -- rollouts wait for their nodes after a restore -----------------------------------------------------------------
+
+
+def test_a_rollout_waits_after_a_restore_until_each_node_reports():
+    now = RESTORED_AT + 30
+    seen = {"n1": RESTORED_AT + 5, "n2": RESTORED_AT - 100, "n3": None}
+    (why,) = rs.rollout_hold(POINT, now, seen)
+    assert "n2, n3" in why and "n1" not in why and "restored from a backup" in why
+    assert rs.rollout_hold(POINT, now, {"n1": RESTORED_AT + 5, "n2": RESTORED_AT + 1}) == []
+
+
+def test_the_rollout_hold_ends_after_its_time_and_without_a_restore():
+    unseen = {"n1": None}
+    assert rs.rollout_hold(POINT, RESTORED_AT + rs.ROLLOUT_HOLD_S, unseen) == []
+    assert rs.rollout_hold(POINT, RESTORED_AT + rs.ROLLOUT_HOLD_S - 1, unseen) != []
+    assert rs.rollout_hold(None, RESTORED_AT, unseen) == []
+
+
+def test_the_rollout_hold_names_ten_nodes_and_counts_the_rest():
+    (why,) = rs.rollout_hold(POINT, RESTORED_AT + 1, {f"n{i:02d}": None for i in range(25)})
+    assert "n09" in why and "n10" not in why and "15 more" in why
