@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
@@ -136,14 +135,28 @@ class Server:
     def system_info(self) -> str:
         """llama.cpp's system_info line for this system: the CPU features its kernels were built with."""
         if self.kind == "llama-server":
-            with contextlib.suppress(OSError):
-                for line in self.log.read_text(errors="replace").splitlines():
-                    if "system_info:" in line:
-                        return line.split("system_info:", 1)[1].strip()
-            return ""
+            return llama_server_system_info(self.cmd[0], self.cmd[self.cmd.index("-m") + 1])
         import llama_cpp  # the agent and llama_cpp.server load the bench's own llama-cpp-python
 
         return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+
+
+def llama_server_system_info(binary: str, gguf: str) -> str:
+    """llama-server logs system_info only at verbosity 4, which would also log every token of the measured
+    run: a second start, on a small context, just for that line, stopped by its pid."""
+    cmd = [binary, "-m", gguf, "--host", "127.0.0.1", "--port", str(free_port()), "-c", "256", "-lv", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stdout or ():
+            if "system_info:" in line:
+                return line.split("system_info:", 1)[1].strip()
+            if time.monotonic() > deadline:
+                break
+        return ""
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def cpu_features(system_info: str) -> set[str]:
@@ -222,9 +235,13 @@ def completion_body(server: Server, index: int, max_tokens: int) -> tuple[str, d
     }
 
 
-async def run_load(server: Server, concurrency: int, n_requests: int, make_body, seed_base: int) -> dict:
+async def run_load(
+    server: Server, concurrency: int, n_requests: int, make_body, seed_base: int, time_limit_s: float = 0
+) -> dict:
     """n_requests requests from `concurrency` workers on kept-alive connections; make_body(index) gives
-    (path, body). The load average before and after is recorded: the box is shared."""
+    (path, body). Past time_limit_s (0: none) no new request starts, so a system that collapses under
+    the box's other load ends its phase with fewer requests (reported) instead of stalling the run.
+    The load average before and after is recorded: the box is shared."""
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
 
@@ -239,15 +256,16 @@ async def run_load(server: Server, concurrency: int, n_requests: int, make_body,
             queue.put_nowait(seed_base + i)
         results: list[dict] = []
 
-        async def worker():
-            while not queue.empty():
-                results.append(await request(queue.get_nowait()))
-
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
+
+        async def worker():
+            while not queue.empty() and not (time_limit_s and time.perf_counter() - started > time_limit_s):
+                results.append(await request(queue.get_nowait()))
+
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    return summarize(results, concurrency, n_requests, wall, load_before)
+    return summarize(results, concurrency, len(results), wall, load_before)
 
 
 def summarize(results: list[dict], concurrency: int, n_requests: int, wall: float, load_before: float) -> dict:
@@ -478,7 +496,8 @@ def measure(server: Server, model: str, args, round_no: int, chat: bool) -> dict
         with server:
             phases = {"system_info": server.system_info()}
             for key, conc, n, make_body in plan:
-                p = phases[key] = asyncio.run(run_load(server, conc, n, make_body, conc * 100))
+                load = run_load(server, conc, n, make_body, conc * 100, args.phase_time_limit)
+                p = phases[key] = asyncio.run(load)
                 p["phase"] = key
                 print(
                     f"[{model}] {server.name} {key}: {p['tokens_per_s']} tok/s, ttft p50 {p['ttft_p50_ms']} ms, "
@@ -607,6 +626,9 @@ def main() -> int:
     parser.add_argument("--requests-c1", type=int, default=16)
     parser.add_argument("--requests-c8", type=int, default=48)
     parser.add_argument("--requests-n4", type=int, default=6, help="n=4 requests (and 4 times as many n=1)")
+    parser.add_argument(
+        "--phase-time-limit", type=float, default=90, help="seconds after which a phase starts no new request"
+    )
     parser.add_argument("--cache-seconds", type=int, default=10, help="0 skips the cache-hit run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all systems; medians are reported")
     parser.add_argument("--out", help="JSON output (default bench/results/serve-<date>.json)")
