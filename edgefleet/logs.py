@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers whose records are ours; everything else is a library's.
@@ -41,7 +42,16 @@ def configure(level: str | int = "INFO", fmt: str = FORMAT) -> None:
 
 
 class _Handler(logging.StreamHandler):
-    """stderr, as configure() set it up."""
+    """stderr as it is when a record is written, not as it was when configure() ran (as logging's own lastResort
+    does): a stderr replaced since (a test's capture, say) never leaves the handler writing to a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass  # StreamHandler.__init__ and setStream set it; sys.stderr is always the one written to
 
 
 def is_ours(logger_name: str) -> bool:

@@ -69,3 +69,28 @@ def test_configure_twice_leaves_one_handler_and_keeps_others(configured, capsys)
     assert len(root.handlers) == before + 1
     logging.getLogger("central.server").info("hidden at warning")
     assert "hidden at warning" not in capsys.readouterr().err
+
+
+def test_records_go_to_stderr_as_it_is_when_written_not_when_configured(monkeypatch):
+    """A handler bound to the stderr of configure()'s time wrote, once that stream was closed (a test's capture
+    ending), '--- Logging error ---' tracebacks into whatever came next."""
+    import io
+    import logging
+    import sys
+
+    from edgefleet import logs
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.configure("INFO")
+    try:
+        first.close()
+        second = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("edgefleet.test").warning("after the stream changed")
+        assert "after the stream changed" in second.getvalue()
+        assert "Logging error" not in second.getvalue()
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logs._Handler)]:
+            root.removeHandler(handler)
