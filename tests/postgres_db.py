@@ -62,3 +62,21 @@ def postgres_url() -> Iterator[str]:
     """The URL of a fresh database, dropped after the test. Import it into a test module to use it."""
     with postgres_database() as url:
         yield url
+
+
+def fleet_stores(kind: str, tmp_path) -> Iterator:
+    """Yield a fresh central store for a store contract test, then close it: kind "sqlite" (a file in tmp_path) or
+    "postgres" (a database of its own, dropped after)."""
+    from central.store.sqlite import SqliteFleetStore
+
+    if kind == "sqlite":
+        store = SqliteFleetStore(tmp_path / "central.db")
+        yield store
+        store.close()
+        return
+    from central.store.postgres import PostgresFleetStore
+
+    with postgres_database() as url:
+        store = PostgresFleetStore(url, pool_size=4)
+        yield store
+        store.close()

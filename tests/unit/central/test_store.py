@@ -22,7 +22,7 @@ from central.store import (
     StoreError,
     TokenRecord,
 )
-from postgres_db import postgres_database
+from postgres_db import fleet_stores
 
 
 def _token(token_id="abc123", uses=1, expires_at=1000.0, revoked=False):
@@ -337,17 +337,7 @@ def _raw_sql(store, sql):
 class TestFleetStore(FleetStoreContract):
     @pytest.fixture(params=["sqlite", "postgres"])
     def store(self, request, tmp_path):
-        if request.param == "sqlite":
-            s = SqliteFleetStore(tmp_path / "central.db")
-            yield s
-            s.close()
-            return
-        from central.store.postgres import PostgresFleetStore
-
-        with postgres_database() as url:
-            s = PostgresFleetStore(url, pool_size=4)
-            yield s
-            s.close()
+        yield from fleet_stores(request.param, tmp_path)
 
 
 # -- operators (issue 16): who may call AdminService, with which one certificate ------------------------

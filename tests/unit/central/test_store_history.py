@@ -15,7 +15,7 @@ from central.store import (
     TokenRecord,
 )
 from edgefleet import histogram_buckets
-from postgres_db import postgres_database
+from postgres_db import fleet_stores, postgres_database
 
 DAY = 86400
 
@@ -272,17 +272,7 @@ class HistoryStoreContract:
 class TestHistoryStore(HistoryStoreContract):
     @pytest.fixture(params=["sqlite", "postgres"])
     def store(self, request, tmp_path):
-        if request.param == "sqlite":
-            s = SqliteFleetStore(tmp_path / "central.db")
-            yield s
-            s.close()
-            return
-        from central.store.postgres import PostgresFleetStore
-
-        with postgres_database() as url:
-            s = PostgresFleetStore(url, pool_size=4)
-            yield s
-            s.close()
+        yield from fleet_stores(request.param, tmp_path)
 
 
 def test_two_postgres_replicas_adding_to_the_same_rows_lose_nothing():

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from central.restore_state import RestorePoint, record_restore
-from central.store import ModelRecord, NodeRecord, RestoreFinding, SqliteFleetStore, TokenRecord
-from postgres_db import postgres_database
+from central.store import ModelRecord, NodeRecord, RestoreFinding, TokenRecord
+from postgres_db import fleet_stores
 
 POINT = RestorePoint("ab" * 32, 1000.0, 5000.0, 42, "cd" * 32, "sha256:" + "ef" * 32)
 
@@ -154,14 +154,4 @@ class RestoreStoreContract:
 class TestRestoreStore(RestoreStoreContract):
     @pytest.fixture(params=["sqlite", "postgres"])
     def store(self, request, tmp_path):
-        if request.param == "sqlite":
-            s = SqliteFleetStore(tmp_path / "central.db")
-            yield s
-            s.close()
-            return
-        from central.store.postgres import PostgresFleetStore
-
-        with postgres_database() as url:
-            s = PostgresFleetStore(url, pool_size=4)
-            yield s
-            s.close()
+        yield from fleet_stores(request.param, tmp_path)
