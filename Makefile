@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (compiled from source, about 4 minutes on 2 cores) is not rebuilt needlessly.
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast check bench llama-server proto deb clean system-packages
+.PHONY: run test test-fast check bench llama-server proto deb clean system-packages supernode-venv print-cmake-args
 
 # llama.cpp's CPU code is compiled for the machine it is built on, except its AMX kernels:
 # on CPUs with AMX (Xeon Sapphire Rapids and later) they fault with a general protection
@@ -29,7 +29,22 @@ $(LLAMA_STAMP): | $(BIN)/python
 
 $(STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/python -m pip install -e '.[cpu,dev]'
+	@$(MAKE) --no-print-directory supernode-venv
 	touch $(STAMP)
+
+# On a Python older than 3.11 (JetPack 6's 3.10) the agent runs its Flower SuperNode under a Python 3.11+ of
+# its own, in .venv/supernode, where the agent finds it (docs/federated-learning.md). Built when such an
+# interpreter is present (SUPERNODE_PYTHON overrides which); on 3.11+ nothing is needed.
+SUPERNODE_PYTHON ?= $(firstword $(foreach p,python3.13 python3.12 python3.11,$(shell command -v $(p) 2>/dev/null)))
+supernode-venv:
+	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info >= (3, 11))'; then \
+		if [ -n "$(SUPERNODE_PYTHON)" ]; then $(BIN)/edge-agent supernode-venv --python "$(SUPERNODE_PYTHON)"; \
+		else echo "make: $(BIN)/python is older than 3.11 and no python3.11+ was found: this box does not take part in federated learning (edge-agent doctor says how)"; fi; \
+	fi
+
+# The llama.cpp build flags above, for scripts that build it elsewhere (the tests' Python 3.10 agent).
+print-cmake-args:
+	@echo '$(CMAKE_ARGS)'
 
 # Debian packages the tests run for real, as package:command: HAProxy in front of central's replicas,
 # Prometheus (and promtool) scraping the fleet, Chromium and ChromeDriver for the dashboard's browser tests.

@@ -114,6 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--data-dir", help="the agent's data dir")
     doctor.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    supernode_venv = sub.add_parser(
+        "supernode-venv",
+        help="build the SuperNode's own venv from a Python 3.11+, so an agent on Python 3.10 (JetPack 6) takes "
+        "part in federated learning",
+    )
+    supernode_venv.add_argument("--python", required=True, help="a Python 3.11 or later, e.g. /usr/bin/python3.11")
+    supernode_venv.add_argument(
+        "--dest", help="where to build it (default: <the agent's venv>/supernode, where the agent looks for it)"
+    )
+    supernode_venv.add_argument(
+        "--find-links", default="", help="install offline from this wheel directory (the Debian package's)"
+    )
+    supernode_venv.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -132,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             return _audit(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command == "supernode-venv":
+            return _supernode_venv(args)
         return _models(args)
     except ConfigError as exc:
         print(f"edge-agent: config error: {exc}", file=sys.stderr)
@@ -446,6 +462,25 @@ def _doctor(args: argparse.Namespace) -> int:
     report = doctor.run(with_overrides(load_config(args.config), data_dir=args.data_dir), args.config)
     print(json.dumps(report.as_json(), indent=2) if args.json else doctor.describe(report))
     return report.exit_code
+
+
+def _supernode_venv(args: argparse.Namespace) -> int:
+    from federated import supernode_runtime
+
+    dest = Path(args.dest) if args.dest else supernode_runtime.bundled_venv()
+    print(f"building the SuperNode venv at {dest} from {args.python}", file=sys.stderr)
+    try:
+        built = supernode_runtime.build_supernode_venv(args.python, dest, args.find_links)
+    except supernode_runtime.VenvBuildError as exc:
+        print(f"edge-agent: supernode-venv: {exc}", file=sys.stderr)
+        return 1
+    config_line = f'[federated] python = "{args.python}"' if not args.dest else f'[federated] python = "{built.python}"'
+    if args.json:
+        print(json.dumps({**built.as_json(), "venv": str(dest), "config": config_line}, indent=2))
+    else:
+        print(f"{built.summary()}: ready.")
+        print(f"Set {config_line} in the agent's config (and [federated] enabled = true), then restart the agent.")
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -112,7 +112,8 @@ class CentralConfig:
 
 @dataclass(frozen=True)
 class FederatedConfig:
-    # Take part in central's federated learning runs (needs an enrollment with a SuperLink, Python 3.11+).
+    # Take part in central's federated learning runs (needs an enrollment with a SuperLink, and a Python 3.11+
+    # for the SuperNode: the agent's own, or `python`).
     enabled: bool = False
     # "fast": federated.fast_supernode (Flower's protocol and client, no idle waits, only the code-free FAB);
     # "flower": the stock flower-supernode, which installs and runs whatever code a run's bundle carries: refused
@@ -122,6 +123,10 @@ class FederatedConfig:
     accept_code_bundles: bool = False
     # Port of the SuperNode's local Runtime API on 127.0.0.1; 0 picks a free one.
     clientappio_port: int = 0
+    # The Python 3.11+ that runs the SuperNode when the agent's own is older (JetPack 6's 3.10): a venv's python
+    # with flwr and edgefleet, or a bare interpreter that `edge-agent supernode-venv` built the SuperNode venv
+    # from. Empty: the agent's own interpreter, else the SuperNode venv inside the agent's venv.
+    python: str = ""
 
 
 @dataclass(frozen=True)
@@ -426,6 +431,9 @@ def validate(config: AgentConfig) -> AgentConfig:
             "federated.supernode = 'flower' runs the code of any bundle a run sends (the stock SuperNode installs and "
             "imports it): set federated.accept_code_bundles = true to accept that, or use supernode = 'fast'"
         )
+    python = config.federated.python
+    if python and (not os.path.isabs(python) or any(c in python for c in "\n\r\0")):
+        raise ConfigError(f"federated.python: expected an absolute path to a Python 3.11+ interpreter, got {python!r}")
     if not 0 <= config.federated.clientappio_port <= 65535:
         raise ConfigError(f"federated.clientappio_port: expected 0..65535, got {config.federated.clientappio_port}")
     _validate_policy(config.policy)

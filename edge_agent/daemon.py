@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -451,24 +450,23 @@ def _start_control(config: AgentConfig, data_dir: Path, service: InferenceServic
 
 
 def _start_supernode(config: AgentConfig, data_dir: Path):
-    """Run a supervised Flower SuperNode when [federated] enabled = true. Whatever is missing is logged
-    plainly and the agent serves on: federated learning is never a reason to stop serving."""
+    """Run a supervised Flower SuperNode when [federated] enabled = true, under the interpreter
+    federated.supernode_runtime chooses (the agent's own, or a Python 3.11+ venv beside an agent on 3.10).
+    Whatever is missing is logged with the steps to fix it and recorded for `edge-agent status`; the agent
+    serves on: federated learning is never a reason to stop serving."""
+    from federated import supernode_runtime
+
     if not config.federated.enabled:
+        supernode_runtime.write_participation(data_dir, False, None, "federated.enabled = false")
         return None
     from edge_agent.control.identity import FleetFiles
 
+    participation = supernode_runtime.resolve(config.federated.python)
     files = FleetFiles(data_dir)
-    reason = None
-    if sys.version_info < (3, 11):
-        reason = "federated learning needs Python 3.11 or later (flwr 1.42)"
-    elif not files.enrolled():
-        reason = "this data dir is not enrolled: run `edge-agent enroll`"
-    elif not files.load().superlink:
-        reason = "central ran no SuperLink when this node enrolled (enroll again once it does)"
-    elif not files.flower_key.exists():
-        reason = f"{files.flower_key} is missing: enroll again to make a Flower key"
+    reason = participation.summary() if not participation.able else files.superlink_problem()
+    supernode_runtime.write_participation(data_dir, True, participation, reason)
     if reason:
-        log.error("federated.enabled is true but federated learning is off: %s", reason)
+        log.error("federated.enabled is true but this node does not take part in federated learning: %s", reason)
         return None
     from federated.supernode import start_supernode
 
@@ -479,6 +477,7 @@ def _start_supernode(config: AgentConfig, data_dir: Path):
         files.flower_key,
         data_dir,
         config.federated.clientappio_port,
+        participation.python,
     )
 
 

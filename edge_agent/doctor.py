@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from edge_agent.config import AgentConfig
+from federated.supernode_runtime import Participation
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}  # enum ggml_backend_dev_type
 _JETPACK = {"R32": "JetPack 4", "R35": "JetPack 5", "R36": "JetPack 6"}
 _DISK_LOW_BYTES = 1 * GiB
+NOT_PROBED = Participation(False, reason="not probed")
 
 
 # -- facts -------------------------------------------------------------------------------------
@@ -132,6 +134,10 @@ class Facts:
     onnxruntime: OnnxFacts
     llama: LlamaFacts
     model: ModelFacts
+    # Whether a SuperNode can run here (which Python) and, when not, why and the steps; and what the
+    # enrollment lacks for federated learning ("" when nothing).
+    supernode: Participation = NOT_PROBED
+    superlink_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,7 @@ def llama_gpu_backends(llama: LlamaFacts) -> tuple[str, ...]:
 
 def diagnose(facts: Facts, config: AgentConfig) -> tuple[Finding, ...]:
     """What the box can do against what ``config`` asks for, most basic first."""
-    findings = [_python(facts, config), _gpu(facts)]
+    findings = [_python(facts), _federated(facts, config), _gpu(facts)]
     if facts.jetson is not None:
         findings.extend(_jetson(facts.jetson))
     findings.append(_llama(facts, config))
@@ -231,16 +237,27 @@ def asks(config: AgentConfig, config_file: str | None) -> dict:
     }
 
 
-def _python(facts: Facts, config: AgentConfig) -> Finding:
-    where = f"Python {facts.python_version} on {facts.platform} ({facts.machine}, {facts.cpu_count} CPUs)"
-    if config.federated.enabled and tuple(int(p) for p in facts.python_version.split(".")[:2]) < (3, 11):
-        return Finding(
-            "python",
-            WARN,
-            f"{where}: federated.enabled = true, but flwr 1.42 needs Python 3.11+; "
-            "the agent serves without federated learning",
-        )
-    return Finding("python", OK, where)
+def _python(facts: Facts) -> Finding:
+    return Finding(
+        "python", OK, f"Python {facts.python_version} on {facts.platform} ({facts.machine}, {facts.cpu_count} CPUs)"
+    )
+
+
+def _federated(facts: Facts, config: AgentConfig) -> Finding:
+    """Whether this box can take part in federated learning and, when not, the exact steps. A box that
+    cannot is a WARN only when the config asks for it: the agent serves either way."""
+    enabled = config.federated.enabled
+    node = facts.supernode
+    if not node.able:
+        status = WARN if enabled else INFO
+        asked = "federated.enabled = true, but this box cannot take part" if enabled else "this box cannot take part"
+        return Finding("federated", status, f"{asked}: {node.summary()}")
+    where = node.summary()
+    if facts.superlink_problem:
+        return Finding("federated", WARN if enabled else INFO, f"{where}, but {facts.superlink_problem}")
+    if not enabled:
+        return Finding("federated", INFO, f"{where}: this box can take part (set [federated] enabled = true)")
+    return Finding("federated", OK, f"{where}: takes part in central's runs")
 
 
 def _gpu(facts: Facts) -> Finding:
@@ -559,7 +576,9 @@ def run(config: AgentConfig, config_file: str | None = None) -> Report:
 
 
 def gather(config: AgentConfig) -> Facts:
+    from edge_agent.control.identity import FleetFiles
     from edge_agent.control.telemetry import SystemProbe, _existing_ancestor
+    from federated import supernode_runtime
 
     data_dir = config.data_path
     sample = SystemProbe(data_dir).sample()
@@ -585,6 +604,8 @@ def gather(config: AgentConfig) -> Facts:
         onnxruntime=probe_onnxruntime(),
         llama=probe_llama(),
         model=probe_model(config, data_dir),
+        supernode=supernode_runtime.resolve(config.federated.python),
+        superlink_problem=FleetFiles(data_dir).superlink_problem(),
     )
 
 

@@ -6,6 +6,8 @@ and no others (tests/unit/project/test_layers.py holds them to it):
 - `federated.errors`: FederatedError and TaskError.
 - `federated.local_data`: a node's training data files (the agent appends labeled examples, counts usage).
 - `federated.supernode`: the agent starts its supervised SuperNode.
+- `federated.supernode_runtime`: which Python runs the SuperNode (the agent's, or a 3.11+ venv beside an agent
+  on 3.10), whether the box can take part and the steps when not; `edge-agent supernode-venv` builds that venv.
 - `federated.tasks`: the task registry (names, get_task) central validates a run against.
 - `federated.control`: central's client for its SuperLink's Control API.
 - `federated.fab`: the code-free FAB central starts runs with.

@@ -38,11 +38,11 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child: this interpreter's bin dir first on PATH (Flower spawns its own
-    console scripts by name), nothing downloaded at run time."""
+def venv_env(extra: dict[str, str] | None = None, bin_dir: Path | None = None) -> dict[str, str]:
+    """The environment for a child: its venv's bin dir (default this interpreter's) first on PATH (Flower
+    spawns its own console scripts by name), nothing downloaded at run time."""
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{bin_dir or Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra or {})
     return env
 

@@ -92,8 +92,9 @@ def start_agent(
     sections: dict | None = None,
     wait_ready: bool = True,
     env: dict[str, str] | None = None,
+    python: str = sys.executable,
 ) -> AgentProcess:
-    """``env`` is added to this process's environment."""
+    """``env`` is added to this process's environment; ``python`` runs the agent (another venv's, say)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sections = {k: list(v) if isinstance(v, list) else dict(v) for k, v in (sections or {}).items()}
     sections.setdefault("server", {}).setdefault("listen", "127.0.0.1:0")
@@ -101,7 +102,7 @@ def start_agent(
     log_path = data_dir / "agent.log"
     address_file = data_dir / "http-address"
     address_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--config", str(config), "--model", model]
+    cmd = [python, "-m", "edge_agent.cli", "serve", "--config", str(config), "--model", model]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     agent = AgentProcess(proc, data_dir, log_path)

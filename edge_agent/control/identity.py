@@ -51,6 +51,20 @@ class FleetFiles:
     def enrolled(self) -> bool:
         return self.meta.exists()
 
+    def superlink_problem(self) -> str:
+        """Why this enrollment gives no SuperNode to run ("" when it does): federated learning's side of it."""
+        if not self.enrolled():
+            return "this data dir is not enrolled: run `edge-agent enroll`"
+        try:
+            superlink = self.load().superlink
+        except (OSError, ValueError, KeyError) as exc:
+            return f"{self.meta} cannot be read: {exc}"
+        if not superlink:
+            return "central ran no SuperLink when this node enrolled (enroll again once it does)"
+        if not self.flower_key.exists():
+            return f"{self.flower_key} is missing: enroll again to make a Flower key"
+        return ""
+
     def load(self) -> FleetIdentity:
         meta = json.loads(self.meta.read_text())
         return FleetIdentity(

@@ -31,6 +31,7 @@ from edge_agent.control.identity import FleetFiles
 from edge_agent.control.trust_state import AgentTrust, TrustFiles
 from edgefleet import pki
 from edgefleet.errors import EdgefleetError
+from federated.supernode_runtime import read_participation
 
 CONNECT_TIMEOUT_S = 1.0
 READY_TIMEOUT_S = 2.0
@@ -109,8 +110,22 @@ def gather(data_dir: Path, now: Callable[[], float] = time.time) -> dict:
         else:
             report["trust"] = trust_report(trust, (state or {}).get("trust_updates_refused", 0))
         report["last_heartbeat_age_s"] = heartbeat_age_s((state or {}).get("last_heartbeat_at"), now())
+    federated = read_participation(data_dir)
+    if federated is not None:
+        report["federated"] = federated
     report["serving"] = _serving(probe)
     return report
+
+
+def federated_line(federated: dict, daemon_running: bool) -> str:
+    """The "federated:" line: what the daemon found at its last start (written then; stale once it stopped)."""
+    when = "" if daemon_running else " (at the daemon's last start)"
+    if not federated.get("enabled"):
+        return f"federated:   off (federated.enabled = false){when}"
+    if federated.get("able") and not federated.get("detail"):
+        where = f"Python {federated.get('python_version')} ({federated.get('python')})"
+        return f"federated:   taking part, SuperNode on {where}{when}"
+    return f"federated:   not taking part{when}: {federated.get('detail') or federated.get('reason')}"
 
 
 def trust_report(trust: AgentTrust, refused: int) -> dict:
@@ -201,6 +216,8 @@ def describe(report: dict, now: float | None = None) -> str:
         lines.append(f"certificate: expires in {expires / 86400:.1f} days{issuer}")
         if report.get("trust"):
             lines.extend(trust_lines(report["trust"]))
+    if report.get("federated"):
+        lines.append(federated_line(report["federated"], running))
     if running:
         lines.append(f"serving:     http://{serving['address']} ({'ready' if serving['ready'] else 'not ready'})")
     return "\n".join(lines)

@@ -4,6 +4,12 @@ SuperNode auth), three enrolled agents each running a supervised SuperNode, `edg
 Everything is real: `central serve`, `edge-agent serve` processes, Flower's SuperLink/SuperNode/ClientApp
 processes, TLS on loopback. One fleet is shared by the tests of this module (starting it takes a while);
 each test leaves it as it found it, or says so.
+
+A mixed fleet, as a real one is: node 0 runs the stock flower-supernode, node 1 the default fast one, and
+node 2 is an agent on Python 3.10, as on JetPack 6, whose SuperNode runs under a Python 3.11+ in the
+SuperNode venv that `edge-agent supernode-venv` built inside its venv (tests/py310_venv.py: built once and
+cached, about 4 minutes the first time for llama-cpp-python). Where no Python 3.10 is found node 2 runs on
+this interpreter, and the one test about it skips with the reason (under CI=true it fails).
 """
 
 from __future__ import annotations
@@ -14,12 +20,17 @@ import signal
 import sys
 
 import numpy as np
+import py310_venv
 import pytest
 
 from agent_process import start_agent
 from central_process import create_token, edgefleet_cli, start_central, wait_for
 
-pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="flwr 1.42 needs Python 3.11+")
+pytestmark = [
+    pytest.mark.skipif(sys.version_info < (3, 11), reason="central's SuperLink (flwr 1.42) needs Python 3.11+"),
+    # The first run on a machine builds the Python 3.10 agent's venv (llama-cpp-python compiles) in the fixture.
+    pytest.mark.timeout(1200),
+]
 
 NODES = 3
 RUN_TIMEOUT_S = 420
@@ -52,8 +63,34 @@ def _write_local_data(data_dir, index: int) -> None:
     usage_path(data_dir).write_text(json.dumps(_usage(index)))
 
 
+def _py310_agent() -> tuple[str, dict, dict] | None:
+    """(python, sections, env) for node 2 on Python 3.10, or None where this machine has no Python 3.10."""
+    python310 = py310_venv.find_python310()
+    if python310 is None:
+        return None
+    venv, built_s = py310_venv.agent_venv_310(python310)
+    if built_s:
+        print(f"built the Python 3.10 agent venv {venv} in {built_s:.0f} s")
+    # A bare Python 3.11+, as /usr/bin/python3.11 on the box: the agent runs its SuperNode through the venv
+    # `edge-agent supernode-venv` built from it.
+    sections = {"fleet": {}, "federated": {"enabled": True, "python": py310_venv.supernode_interpreter()}}
+    return str(venv / "bin" / "python"), sections, {"PYTHONPATH": str(py310_venv.ROOT)}
+
+
 @pytest.fixture(scope="module")
-def fl_fleet(tmp_path_factory):
+def py310_agent():
+    return _py310_agent()
+
+
+def _start_node(index: int, data_dir, py310_agent):
+    if index == 2 and py310_agent is not None:
+        python, sections, env = py310_agent
+        return start_agent(data_dir, sections=sections, env=env, python=python)
+    return start_agent(data_dir, sections=STOCK_SECTIONS if index == 0 else AGENT_SECTIONS)
+
+
+@pytest.fixture(scope="module")
+def fl_fleet(tmp_path_factory, py310_agent):
     from edge_agent.control.client import enroll
     from edge_agent.control.identity import FleetFiles
 
@@ -68,8 +105,8 @@ def fl_fleet(tmp_path_factory):
             identity = enroll(central.enroll_address, token.ca_fingerprint, token.token, FleetFiles(data_dir))
             _write_local_data(data_dir, index)
             nodes.append((identity.node_id, data_dir))
-        for _node_id, data_dir in nodes:
-            agents.append(start_agent(data_dir, sections=STOCK_SECTIONS if not agents else AGENT_SECTIONS))
+        for index, (_node_id, data_dir) in enumerate(nodes):
+            agents.append(_start_node(index, data_dir, py310_agent))
         # Every key registered with the SuperLink by central's reconcile pass.
         wait_for(
             lambda: (
@@ -199,6 +236,59 @@ def test_sensitivity_secagg_run_registers_a_checked_onnx_classifier(fl_fleet):
             assert close < 0.01, f"a received vector matches a node's update in {close:.1%} of coordinates"
 
 
+def test_the_python_310_agent_takes_part_through_its_supernode_venv(fl_fleet, py310_agent):
+    """Node 2's agent runs on Python 3.10 and its SuperNode on a 3.11+ in <venv>/supernode; status and doctor
+    say so. (The sensitivity run above, with --min-nodes 3 of three nodes, had it take part.)"""
+    import subprocess
+
+    import psutil
+
+    if py310_agent is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no Python 3.10 on this machine (EDGEFLEET_TEST_PYTHON310, python3.10 or pyenv's)")
+        pytest.skip("no Python 3.10 on this machine (set EDGEFLEET_TEST_PYTHON310): node 2 ran on this interpreter")
+    python, _, env = py310_agent
+    _, nodes, agents, _ = fl_fleet
+    data_dir = nodes[2][1]
+
+    def version(path: str) -> tuple[int, int]:
+        out = subprocess.run([path, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True)
+        major, minor = out.stdout.split()
+        return int(major), int(minor)
+
+    agent_process = psutil.Process(agents[2].pid)
+    assert version(agent_process.exe()) == (3, 10)
+    supernode_venv = os.path.join(os.path.dirname(os.path.dirname(python)), "supernode")
+    (supernode,) = [p for p in agent_process.children() if "federated.fast_supernode" in " ".join(p.cmdline())]
+    assert supernode.cmdline()[0] == os.path.join(supernode_venv, "bin", "python")
+    assert version(supernode.cmdline()[0]) >= (3, 11)
+
+    cli_env = {**os.environ, **env}
+    status = json.loads(
+        subprocess.run(
+            [python, "-m", "edge_agent.cli", "status", "--data-dir", str(data_dir), "--json"],
+            capture_output=True,
+            text=True,
+            env=cli_env,
+            check=True,
+        ).stdout
+    )
+    federated = status["federated"]
+    assert federated["enabled"] and federated["able"] and federated["detail"] == "", federated
+    assert federated["python"] == supernode.cmdline()[0] and federated["python_version"].startswith("3.1")
+    doctor = json.loads(
+        subprocess.run(
+            [python, "-m", "edge_agent.cli", "doctor", "--config", str(data_dir / "agent.toml"), "--json"],
+            capture_output=True,
+            text=True,
+            env=cli_env,
+            check=False,
+        ).stdout
+    )
+    (finding,) = [f for f in doctor["findings"] if f["check"] == "federated"]
+    assert finding["status"] == "ok" and "takes part in central's runs" in finding["message"], finding
+
+
 def test_usage_stats_secagg_gives_fleet_sums_only(fl_fleet):
     central, _nodes, _, _ = fl_fleet
     row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES))
@@ -282,7 +372,7 @@ def test_bad_local_data_is_a_node_error_in_the_status_not_a_hung_round(fl_fleet)
             examples_path(data_dir).write_bytes(content)
 
 
-def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
+def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet, py310_agent):
     from federated.local_data import examples_path
     from federated.results import aggregate_path, read_report
 
@@ -331,7 +421,7 @@ def test_a_node_killed_after_share_keys_leaves_the_threshold_met(fl_fleet):
     finally:
         examples_path(victim_dir).write_bytes(saved)
         # Back to three nodes for the next test.
-        agents[2] = start_agent(victim_dir, sections=AGENT_SECTIONS)
+        agents[2] = _start_node(2, victim_dir, py310_agent)
     assert row["status"] == "completed", row
     # The dead node is named in the status: by the SuperLink's "Node Unavailable" error reply, or as
     # "no reply within 60s" when the stage timed out first (60 s: the survivors on a busy machine answer well

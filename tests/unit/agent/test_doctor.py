@@ -34,6 +34,7 @@ from edge_agent.doctor import (
     parse_l4t_release,
     parse_system_info,
 )
+from federated import supernode_runtime
 
 ROOT = Path(__file__).resolve().parents[3]
 GiB = 1 << 30
@@ -326,15 +327,50 @@ def test_jetson_without_tegrastats_or_on_jetpack_5_warns():
     assert jetson.status == WARN and "(JetPack 5)" in jetson.message
 
 
-def test_federated_on_python_3_10_warns():
-    python = finding(diagnose(cpu_box(), config(federated=FederatedConfig(enabled=True))), "python")
-    assert python.status == WARN and "flwr 1.42 needs Python 3.11+" in python.message
-    assert (
-        finding(
-            diagnose(cpu_box(python_version="3.11.7"), config(federated=FederatedConfig(enabled=True))), "python"
-        ).status
-        == OK
+JETPACK_STEPS = supernode_runtime.choose(
+    "",
+    supernode_runtime.PythonProbe("/opt/edgefleet/venv/bin/python", version=(3, 10, 12), supernode=True),
+    None,
+    "",
+    Path("/opt/edgefleet/venv"),
+)
+ON_311 = supernode_runtime.Participation(True, "/opt/edgefleet/venv/supernode/bin/python", "3.11.9")
+
+
+def test_federated_on_python_3_10_without_a_supernode_venv_warns_with_the_steps():
+    box = cpu_box(supernode=JETPACK_STEPS)
+    found = finding(diagnose(box, config(federated=FederatedConfig(enabled=True))), "federated")
+    assert found.status == WARN
+    assert found.message.startswith(
+        "federated.enabled = true, but this box cannot take part: the agent runs on Python 3.10.12"
     )
+    assert (
+        "(1) install a Python 3.11+" in found.message and "supernode-venv --python /usr/bin/python3.11" in found.message
+    )
+    # Not asked for: said as information, with the same steps; the python finding itself is fine.
+    quiet = diagnose(box, config())
+    assert (
+        finding(quiet, "federated").status == INFO
+        and "this box cannot take part" in finding(quiet, "federated").message
+    )
+    assert finding(quiet, "python").status == OK
+
+
+def test_federated_on_python_3_10_with_its_supernode_venv_is_ok():
+    found = finding(diagnose(cpu_box(supernode=ON_311), config(federated=FederatedConfig(enabled=True))), "federated")
+    assert found.status == OK
+    assert (
+        found.message
+        == "SuperNode on Python 3.11.9 (/opt/edgefleet/venv/supernode/bin/python)" + ": takes part in central's runs"
+    )
+    able_but_off = finding(diagnose(cpu_box(supernode=ON_311), config()), "federated")
+    assert able_but_off.status == INFO and "set [federated] enabled = true" in able_but_off.message
+
+
+def test_federated_without_an_enrollment_with_a_superlink_says_what_is_missing():
+    box = cpu_box(supernode=ON_311, superlink_problem="this data dir is not enrolled: run `edge-agent enroll`")
+    found = finding(diagnose(box, config(federated=FederatedConfig(enabled=True))), "federated")
+    assert found.status == WARN and found.message.endswith("but this data dir is not enrolled: run `edge-agent enroll`")
 
 
 def test_parsers():

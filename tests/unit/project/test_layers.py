@@ -33,6 +33,7 @@ FEDERATED_PUBLIC = {
     "federated.errors",
     "federated.local_data",
     "federated.supernode",
+    "federated.supernode_runtime",
     "federated.tasks",
     "federated.control",
     "federated.fab",
