@@ -363,7 +363,8 @@ def build_supernode_venv(
 
     Refuses a ``dest`` that exists and is not a venv (``venv --clear`` would empty it). From a source
     checkout edgefleet is installed editable; installed, edgefleet==<this version> from ``find_links``
-    (the Debian package's wheel directory)."""
+    (the Debian package's wheel directory). A ``requirements.txt`` in ``find_links`` is a hash lock: the
+    requirements are installed from it with --require-hashes."""
     dest = Path(dest)
     if dest.exists() and not (dest / "pyvenv.cfg").exists() and any(dest.iterdir()):
         raise VenvBuildError(f"{dest} exists and is not a virtual environment: refusing to replace its contents")
@@ -388,6 +389,10 @@ def build_supernode_venv(
             )
     if not requirements:
         raise VenvBuildError("edgefleet declares no `supernode` requirements (pyproject.toml's optional-dependencies)")
+    lock = Path(find_links) / "requirements.txt" if find_links else None
+    if lock is not None and lock.is_file():
+        # A wheel directory with a hash lock (the Debian package's): exactly those wheels, nothing resolved anew.
+        requirements = ["--only-binary=:all:", "--require-hashes", "-r", str(lock)]
     for argv in build_command_lines(python, dest, project, requirements, find_links):
         code = run(argv)
         if code != 0:

@@ -244,3 +244,25 @@ def test_the_participation_file_round_trips_and_a_damaged_one_is_none(tmp_path):
     assert record == {"enabled": True, "detail": "why. To take part: (1) a; (2) b", **chosen.as_json()}
     (tmp_path / "federated" / "participation.json").write_text("[1, 2")
     assert supernode_runtime.read_participation(tmp_path) is None
+
+
+def test_a_wheel_directory_with_a_lock_installs_exactly_the_locked_wheels(tmp_path):
+    if sys.version_info < (3, 11):
+        pytest.skip("needs this interpreter to be 3.11+ to get past the version check")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "requirements.txt").write_text("flwr==1.42.0 --hash=sha256:00\n")
+    ran = []
+    with pytest.raises(supernode_runtime.VenvBuildError, match="cannot run the SuperNode"):
+        supernode_runtime.build_supernode_venv(
+            sys.executable, tmp_path / "v", str(wheels), run=lambda a: ran.append(a) or 0
+        )
+    assert ran[1][-7:] == [
+        "--no-index",
+        "--find-links",
+        str(wheels),
+        "--only-binary=:all:",
+        "--require-hashes",
+        "-r",
+        str(wheels / "requirements.txt"),
+    ]
