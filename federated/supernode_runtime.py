@@ -326,7 +326,8 @@ def build_command_lines(
     return [
         [python, "-m", "venv", "--clear", str(dest)],
         [*pip, "install", "--quiet", *offline, *requirements],
-        [*pip, "install", "--quiet", "--no-deps", *offline, *project],
+        # --no-warn-conflicts: edgefleet's own dependencies (llama.cpp, the models) are left out on purpose.
+        [*pip, "install", "--quiet", "--no-deps", "--no-warn-conflicts", *offline, *project],
     ]
 
 

@@ -192,7 +192,18 @@ def test_the_venv_build_commands_install_the_requirements_then_edgefleet_without
     assert online == [
         ["/usr/bin/python3.11", "-m", "venv", "--clear", "/v"],
         ["/v/bin/python", "-m", "pip", "--disable-pip-version-check", "install", "--quiet", "flwr==1.42.0"],
-        ["/v/bin/python", "-m", "pip", "--disable-pip-version-check", "install", "--quiet", "--no-deps", "-e", "/src"],
+        [
+            "/v/bin/python",
+            "-m",
+            "pip",
+            "--disable-pip-version-check",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-warn-conflicts",
+            "-e",
+            "/src",
+        ],
     ]
     offline = build_command_lines("/p", Path("/v"), ["edgefleet==0.1.0"], ["flwr==1.42.0"], "/opt/edgefleet/wheels")
     assert offline[2][-4:] == ["--no-index", "--find-links", "/opt/edgefleet/wheels", "edgefleet==0.1.0"]
