@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml $(LLAMA_STAMP)
 # On a Python older than 3.11 (JetPack 6's 3.10) the agent runs its Flower SuperNode under a Python 3.11+ of
 # its own, in .venv/supernode, where the agent finds it (docs/federated-learning.md). Built when such an
 # interpreter is present (SUPERNODE_PYTHON overrides which); on 3.11+ nothing is needed.
-SUPERNODE_PYTHON ?= $(firstword $(foreach p,python3.13 python3.12 python3.11,$(shell command -v $(p) 2>/dev/null)))
+SUPERNODE_PYTHON ?= $(shell for p in python3.13 python3.12 python3.11; do $$p -c '' 2>/dev/null && command -v $$p && break; done)
 supernode-venv:
 	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info >= (3, 11))'; then \
 		if [ -n "$(SUPERNODE_PYTHON)" ]; then $(BIN)/edge-agent supernode-venv --python "$(SUPERNODE_PYTHON)"; \

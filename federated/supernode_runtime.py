@@ -169,12 +169,13 @@ def same_interpreter(a: str, b: str) -> bool:
         return False
 
 
-def install_steps(agent_venv: Path, configured: str) -> tuple[str, ...]:
-    """What an operator runs so this box can take part, whatever stopped it."""
-    interpreter = configured or "/usr/bin/python3.11"
+def install_steps(agent_venv: Path, interpreter: str) -> tuple[str, ...]:
+    """What an operator runs so this box can take part, whatever stopped it. ``interpreter``: a Python 3.11+
+    the box has; "" when it has none (a missing or too old one configured counts as none)."""
     edge_agent = agent_venv / "bin" / "edge-agent"
     steps = []
-    if not configured:
+    if not interpreter:
+        interpreter = "/usr/bin/python3.11"
         steps.append(
             "install a Python 3.11+ (Ubuntu 22.04 / JetPack 6: sudo add-apt-repository ppa:deadsnakes/ppa && "
             "sudo apt install python3.11 python3.11-venv)"
@@ -201,7 +202,8 @@ def choose(
     def able(probe: PythonProbe) -> Participation:
         return Participation(True, probe.path, probe.version_text)
 
-    steps = install_steps(agent_venv, configured)
+    has_311 = bool(configured) and not agent.error and agent.version[:2] >= MIN_PYTHON
+    steps = install_steps(agent_venv, configured if has_311 else "")
     if not problem(agent, edgefleet_version):
         return able(agent)
     # A configured bare interpreter runs the SuperNode through the venv built from it; with nothing

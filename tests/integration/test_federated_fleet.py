@@ -289,6 +289,42 @@ def test_the_python_310_agent_takes_part_through_its_supernode_venv(fl_fleet, py
     assert finding["status"] == "ok" and "takes part in central's runs" in finding["message"], finding
 
 
+def test_a_python_310_agent_whose_supernode_python_is_unusable_serves_and_says_why(py310_agent, tmp_path):
+    """Tried: [federated] python naming a missing interpreter, then a Python 3.10 one. The agent starts, serves,
+    logs the reason with the steps, and `edge-agent status` shows them; nothing is enrolled, so nothing else
+    could be the reason."""
+    import subprocess
+
+    import httpx
+
+    if py310_agent is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no Python 3.10 on this machine (EDGEFLEET_TEST_PYTHON310, python3.10 or pyenv's)")
+        pytest.skip("no Python 3.10 on this machine (set EDGEFLEET_TEST_PYTHON310)")
+    python, _, env = py310_agent
+    cases = [(str(tmp_path / "no-such-python3.11"), "does not exist"), (python, "flwr 1.42.0 needs Python 3.11")]
+    for configured, reason in cases:
+        data_dir = tmp_path / f"agent-{len(reason)}"
+        sections = {"federated": {"enabled": True, "python": configured}}
+        agent = start_agent(data_dir, sections=sections, env=env, python=python)
+        try:
+            assert httpx.get(agent.base_url + "/healthz", timeout=10).status_code == 200
+            assert "does not take part in federated learning" in agent.log() and reason in agent.log()
+            status = subprocess.run(
+                [python, "-m", "edge_agent.cli", "status", "--data-dir", str(data_dir)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **env},
+                check=True,
+            ).stdout
+            (line,) = [x for x in status.splitlines() if x.startswith("federated:")]
+            assert line.startswith("federated:   not taking part: ") and reason in line
+            # Neither is a Python 3.11+: the steps start with installing one.
+            assert "(1) install a Python 3.11+" in line and "supernode-venv --python /usr/bin/python3.11" in line, line
+        finally:
+            agent.stop()
+
+
 def test_usage_stats_secagg_gives_fleet_sums_only(fl_fleet):
     central, _nodes, _, _ = fl_fleet
     row = _run(central, "--task", "usage-stats", "--rounds", "1", "--min-nodes", str(NODES))

@@ -163,6 +163,9 @@ def test_a_configured_python_that_is_too_old_says_so():
     configured = PythonProbe("/usr/bin/python3.10", version=(3, 10, 12), executable="/usr/bin/python3.10")
     chosen = choose("/usr/bin/python3.10", configured, None, "", AGENT_VENV, VERSION)
     assert not chosen.able and "is Python 3.10.12; flwr 1.42.0 needs Python 3.11 or later" in chosen.reason
+    # No use building the venv from it: the steps start with installing a Python 3.11+.
+    assert chosen.steps[0].startswith("install a Python 3.11+")
+    assert chosen.steps[1].endswith("supernode-venv --python /usr/bin/python3.11")
 
 
 def test_resolve_with_a_missing_configured_interpreter_reports_it(tmp_path):
