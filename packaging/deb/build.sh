@@ -2,7 +2,8 @@
 # Build edgefleet's Debian packages with dpkg-deb (packaging/deb/README.md).
 #
 #   packaging/deb/build.sh [--version V] [--out DIR] [--wheelhouse DIR] [--python PY]
-#                          [--extra cpu|gpu] [--compress TYPE[:LEVEL]] [agent|central|all|wheelhouse]
+#                          [--supernode-python PY] [--extra cpu|gpu] [--compress TYPE[:LEVEL]]
+#                          [agent|central|all|wheelhouse]
 #
 #   agent       edgefleet-agent_<version>_<arch>.deb    (edge-agent, /opt/edgefleet)
 #   central     edgefleet-central_<version>_<arch>.deb  (edgefleet, /opt/edgefleet-central)
@@ -18,6 +19,13 @@
 #                    it they are built now with `pip wheel` (network or pip's caches)
 #   --python PY      the target's interpreter (default /usr/bin/python3): the wheels are
 #                    for its version, and the packages depend on that python3 minor version
+#   --supernode-python PY
+#                    for a target Python older than 3.11 (JetPack 6's 3.10): a Python 3.11+ of
+#                    the target's architecture here (e.g. /usr/bin/python3.11). The agent package
+#                    then also carries the Flower SuperNode's wheels for that Python's version
+#                    (/opt/edgefleet/supernode-wheels), and its postinst builds the SuperNode venv
+#                    when the box has /usr/bin/python3.X of that version. Ignored on a 3.11+ target
+#                    (the agent runs its SuperNode itself)
 #   --extra E        edgefleet's extra installed on the box: cpu (default) or gpu
 #   --compress T[:L] dpkg-deb compression (default gzip:1: the payload is wheels and GGUF
 #                    files, already compressed, so harder settings only cost time)
@@ -36,6 +44,7 @@ VERSION=""
 OUT="$REPO/dist/deb"
 WHEELHOUSE=""
 PYTHON=/usr/bin/python3
+SUPERNODE_PYTHON=""
 EXTRA=cpu
 COMPRESS=gzip:1
 TARGET=""
@@ -45,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
         --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift 2 ;;
         --python) PYTHON=${2:?--python needs an interpreter}; shift 2 ;;
+        --supernode-python) SUPERNODE_PYTHON=${2:?--supernode-python needs an interpreter}; shift 2 ;;
         --extra) EXTRA=${2:?--extra needs cpu or gpu}; shift 2 ;;
         --compress) COMPRESS=${2:?--compress needs TYPE[:LEVEL]}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -72,6 +82,32 @@ for tool in dpkg dpkg-deb sha256sum md5sum tar; do
     command -v "$tool" >/dev/null || die "$tool is missing (apt-get install dpkg-dev coreutils tar)"
 done
 [[ -x $PYTHON ]] || die "$PYTHON is not an executable interpreter (--python)"
+# The SuperNode's wheels (agent package, target Python older than 3.11): checked here, before any slow step.
+SN_MINOR=""
+if [[ " ${PACKAGES[*]} " == *" agent "* ]]; then
+    target_minor=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])') \
+        || die "$PYTHON does not run (--python)"
+    if "$PYTHON" -c 'import sys; sys.exit(sys.version_info >= (3, 11))'; then
+        if [[ -n $SUPERNODE_PYTHON ]]; then
+            [[ -x $SUPERNODE_PYTHON ]] || die "$SUPERNODE_PYTHON is not an executable interpreter (--supernode-python)"
+            SN_MINOR=$("$SUPERNODE_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+                || die "$SUPERNODE_PYTHON does not run (--supernode-python)"
+            "$SUPERNODE_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+                || die "--supernode-python $SUPERNODE_PYTHON is Python $SN_MINOR; the SuperNode (flwr) needs 3.11 or later"
+            target_platform=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_platform())')
+            sn_platform=$("$SUPERNODE_PYTHON" -c 'import sysconfig; print(sysconfig.get_platform())') \
+                || die "$SUPERNODE_PYTHON has no sysconfig (--supernode-python)"
+            [[ $sn_platform == "$target_platform" ]] \
+                || die "--supernode-python $SUPERNODE_PYTHON is for $sn_platform, the target's $PYTHON for $target_platform"
+        else
+            note "$PYTHON is Python $target_minor and no --supernode-python was given: the agent package will not" \
+                "carry the SuperNode's wheels, and for federated learning a box needs \`edge-agent supernode-venv\`" \
+                "run by hand (packaging/deb/README.md)"
+        fi
+    elif [[ -n $SUPERNODE_PYTHON ]]; then
+        note "$PYTHON is Python $target_minor: the agent runs its SuperNode itself, --supernode-python is not used"
+    fi
+fi
 for pkg in "${PACKAGES[@]}"; do
     case "$pkg" in
         agent) unit=packaging/systemd/edge-agent.service ;;
@@ -180,7 +216,9 @@ note "resolving edgefleet[$EXTRA]==$PY_VERSION offline against the wheelhouse"
 "${PIP[@]}" install --isolated --dry-run --ignore-installed --no-index --find-links "$WORK/candidates" \
     --only-binary=:all: --quiet --report "$WORK/report.json" pip "edgefleet[$EXTRA]==$PY_VERSION" >&2 \
     || die "the wheelhouse lacks wheels that edgefleet[$EXTRA]==$PY_VERSION needs on Python $PY_MINOR (see pip's message above)"
-"$BPY" - "$WORK/report.json" "$WORK/wheels" "$EXTRA" <<'EOF'
+# lock.py REPORT DIR EXTRA HEADER (run by a build venv's python): copies the wheels of pip's --report
+# into DIR and writes DIR/requirements.txt, each with its sha256; HEADER is its first comment.
+cat > "$WORK/lock.py" <<'EOF'
 import hashlib, json, shutil, sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -194,24 +232,60 @@ for item in report["install"]:
     shutil.copyfile(source, wheels / source.name)
     digest = hashlib.sha256((wheels / source.name).read_bytes()).hexdigest()
     name, version = item["metadata"]["name"], item["metadata"]["version"]
-    name = f"{name}[{extra}]" if name == "edgefleet" else name
+    name = f"{name}[{extra}]" if name == "edgefleet" and extra else name
     lines.append(f"{name}=={version} --hash=sha256:{digest}")
 (wheels / "requirements.txt").write_text(
-    "# What postinst installs into the venv, offline, from this directory:\n"
+    f"# {sys.argv[4]}\n"
     "#   pip install --no-index --find-links . --require-hashes -r requirements.txt\n"
     + "".join(line + "\n" for line in sorted(lines, key=str.lower)))
 EOF
+"$BPY" "$WORK/lock.py" "$WORK/report.json" "$WORK/wheels" "$EXTRA" \
+    "What postinst installs into the venv, offline, from this directory:"
 "${PIP[@]}" install --isolated --dry-run --ignore-installed --no-index --find-links "$WORK/wheels" \
     --only-binary=:all: --require-hashes --quiet -r "$WORK/wheels/requirements.txt" >&2 \
     || die "the lock file does not install from the packaged wheels (a bug in build.sh)"
 note "$(($(wc -l < "$WORK/wheels/requirements.txt") - 2)) wheels, $(du -sh "$WORK/wheels" | cut -f1)"
+
+# --- The SuperNode's wheels (agent package, target older than 3.11, --supernode-python): the
+#     pyproject's `supernode` extra for that Python, locked the same way, plus the project wheel,
+#     for postinst's `edge-agent supernode-venv --find-links /opt/edgefleet/supernode-wheels`. ---
+if [[ -n $SN_MINOR ]]; then
+    note "build environment for the SuperNode's wheels on $SUPERNODE_PYTHON (Python $SN_MINOR)"
+    "$SUPERNODE_PYTHON" -m venv "$WORK/sn-buildenv" >&2 \
+        || die "$SUPERNODE_PYTHON -m venv failed (on Debian/Ubuntu: apt-get install python$SN_MINOR-venv)"
+    SN_BPY="$WORK/sn-buildenv/bin/python"
+    SN_PIP=("$SN_BPY" -m pip --disable-pip-version-check)
+    mapfile -t SN_REQS < <("$SN_BPY" - "$SRC/pyproject.toml" <<'EOF'
+import sys, tomllib
+extras = tomllib.loads(open(sys.argv[1], encoding="utf-8").read())["project"].get("optional-dependencies", {})
+print("\n".join(extras.get("supernode", [])))
+EOF
+)
+    [[ ${#SN_REQS[@]} -gt 0 && -n ${SN_REQS[0]} ]] || die "pyproject.toml has no \`supernode\` optional-dependencies"
+    note "pip wheel: the SuperNode's requirements (${SN_REQS[*]}) for Python $SN_MINOR"
+    "${SN_PIP[@]}" wheel --progress-bar off --wheel-dir "$WORK/sn-wheelhouse" "${SN_REQS[@]}" >&2 \
+        || die "pip wheel of the SuperNode's requirements on $SUPERNODE_PYTHON failed (network or pip's caches)"
+    "${SN_PIP[@]}" install --isolated --dry-run --ignore-installed --no-index --find-links "$WORK/sn-wheelhouse" \
+        --only-binary=:all: --quiet --report "$WORK/sn-report.json" "${SN_REQS[@]}" >&2 \
+        || die "the SuperNode's wheels do not resolve offline on Python $SN_MINOR (see pip's message above)"
+    mkdir -p "$WORK/supernode-wheels"
+    "$SN_BPY" "$WORK/lock.py" "$WORK/sn-report.json" "$WORK/supernode-wheels" "" \
+        "The SuperNode's requirements for Python $SN_MINOR; \`edge-agent supernode-venv --find-links DIR\` installs them:"
+    "${SN_PIP[@]}" install --isolated --dry-run --ignore-installed --no-index --find-links "$WORK/supernode-wheels" \
+        --only-binary=:all: --require-hashes --quiet -r "$WORK/supernode-wheels/requirements.txt" >&2 \
+        || die "the SuperNode's lock file does not install from its wheels (a bug in build.sh)"
+    # The same project wheel as in wheels/ (a copy, not a link: no hard links inside the package).
+    cp "$WORK"/wheels/edgefleet-*-py3-none-any.whl "$WORK/supernode-wheels/"
+    note "SuperNode: $(($(wc -l < "$WORK/supernode-wheels/requirements.txt") - 2)) wheels for Python $SN_MINOR," \
+        "$(du -sh "$WORK/supernode-wheels" | cut -f1)"
+fi
 
 ARCH=$(dpkg --print-architecture)
 MAINTAINER="${DEBFULLNAME:-edgefleet maintainers} <${DEBEMAIL:-maintainers@edgefleet.invalid}>"
 
 # --- One package. ---
 build_package() {
-    local pkg=$1 name prefix unit state_dir config_dirs other enable entry summary details
+    local pkg=$1 name prefix unit state_dir config_dirs other enable entry summary details sn_minor=""
     case "$pkg" in
         agent)
             name=edgefleet-agent prefix=/opt/edgefleet unit=edge-agent.service
@@ -239,6 +313,11 @@ first start creates the fleet's CA."
     install -d "$stage/DEBIAN" "$stage$prefix/wheels" "$stage/lib/systemd/system" "$stage/usr/bin" \
         "$stage/usr/share/doc/$name"
     cp -l "$WORK"/wheels/* "$stage$prefix/wheels/"
+    if [[ $pkg == agent && -n $SN_MINOR ]]; then
+        sn_minor=$SN_MINOR
+        install -d "$stage$prefix/supernode-wheels"
+        cp -l "$WORK"/supernode-wheels/* "$stage$prefix/supernode-wheels/"
+    fi
 
     # The unit, as the tree has it. Central's environment is /opt/edgefleet-central/venv
     # (each package owns its own tree, so both install on one box), so its paths are moved there.
@@ -330,7 +409,8 @@ EOF
         sed -e "s|@PACKAGE@|$name|g" -e "s|@VERSION@|$FILE_VERSION|g" -e "s|@PREFIX@|$prefix|g" \
             -e "s|@UNIT@|$unit|g" -e "s|@STATE_DIR@|$state_dir|g" -e "s|@CONFIG_DIRS@|$config_dirs|g" \
             -e "s|@OTHER_PACKAGE@|$other|g" -e "s|@ENABLE_ON_INSTALL@|$enable|g" \
-            -e "s|@PY_MINOR@|$PY_MINOR|g" "$HERE/scripts/$script" > "$stage/DEBIAN/$script"
+            -e "s|@PY_MINOR@|$PY_MINOR|g" -e "s|@SUPERNODE_PY_MINOR@|$sn_minor|g" \
+            "$HERE/scripts/$script" > "$stage/DEBIAN/$script"
         ! grep -n '@[A-Z_]*@' "$stage/DEBIAN/$script" >&2 || die "unfilled placeholder in $script"
     done
     printf '%s\n' "${conffiles[@]}" > "$stage/DEBIAN/conffiles"
@@ -357,6 +437,7 @@ EOF
         echo "Maintainer: $MAINTAINER"
         echo "Installed-Size: $size"
         echo "Depends: python3 (>= $PY_MINOR), python3 (<< $NEXT_MINOR), passwd"
+        [[ -z $sn_minor ]] || echo "Suggests: python$sn_minor-venv"
         echo "Section: net"
         echo "Priority: optional"
         echo "Description: $summary"
@@ -365,6 +446,13 @@ EOF
         echo " Self-contained for boxes without network access: the package carries every"
         echo " Python wheel it needs ($prefix/wheels, for Python $PY_MINOR) and builds its"
         echo " environment in $prefix/venv from them at configure time."
+        if [[ -n $sn_minor ]]; then
+            echo " ."
+            echo " Federated learning: the Flower SuperNode needs Python 3.11+, so it runs in a"
+            echo " venv of its own ($prefix/venv/supernode), built at configure time from"
+            echo " $prefix/supernode-wheels when /usr/bin/python$sn_minor is installed (with"
+            echo " python$sn_minor-venv; on JetPack 6 from ppa:deadsnakes/ppa)."
+        fi
     } > "$stage/DEBIAN/control"
 
     local deb="$OUT/${name}_${FILE_VERSION}_${ARCH}.deb"

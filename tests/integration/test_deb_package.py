@@ -16,10 +16,17 @@ wheelhouse built before. Each step's duration is printed (pytest -s); on this 2-
 with warm caches: wheelhouse ~45 s, three .debs ~1.5 min, three venv installs ~30-50 s each,
 about 5 minutes in all.
 
+The SuperNode's wheels (issue 20: an agent package for a Python older than 3.11 built with
+--supernode-python) are checked without a full build, which would compile llama-cpp-python for
+that older Python (minutes): build.sh's checks of --supernode-python, which come before any slow
+step, against an interpreter that says it is 3.10; and the postinst's SuperNode step in a
+throwaway root whose agent venv is a stand-in `edge-agent` recording how it was called.
+
 Needs root (dpkg --root, useradd --root), dpkg-deb, and /usr/bin/python3 with its venv module;
 skipped otherwise.
 """
 
+import hashlib
 import io
 import os
 import re
@@ -184,6 +191,9 @@ def test_control_fields_conffiles_and_contents(debs):
         assert any(w.startswith(prefix) for w in wheels), prefix
     junk = [p for p in files if re.search(r"(__pycache__|\.pyc$|(^|/)\.git(/|$)|\.pem$|\.key$|\.egg-info)", p)]
     assert junk == []
+    # Built on a Python 3.11+ target the agent runs its SuperNode itself: no SuperNode wheels.
+    assert not [p for p in files if p.startswith("opt/edgefleet/supernode-wheels")]
+    assert "Suggests" not in fields
 
     payload = members(
         debs.agent_old,
@@ -366,3 +376,165 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(debs, tmp_path):
         and not re.fullmatch(r"etc/((passwd|group|shadow|gshadow)-?|\.pwd\.lock)", str(p.relative_to(root)))
     )
     assert left == []
+
+
+# --- The SuperNode's wheels (target Python older than 3.11), without a full build ---
+
+
+def host_python_minor():
+    """/usr/bin/python3's version, "3.11"."""
+    return sh("/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])").stdout.strip()
+
+
+def at_least_311(minor):
+    return tuple(int(p) for p in minor.split(".")) >= (3, 11)
+
+
+def fake_old_python(path, real="/usr/bin/python3"):
+    """A stand-in interpreter that runs `-c CODE` in ``real`` with sys.version_info saying 3.10."""
+    path.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = -c ] || exec {real} "$@"\n'
+        "code=$2; shift 2\n"
+        f"exec {real} -c \"import sys; sys.version_info = (3, 10, 13, 'final', 0); "
+        'exec(compile(sys.argv.pop(1), \'<string>\', \'exec\'))" "$code" "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+def test_build_checks_supernode_python_before_any_slow_step(tmp_path):
+    old = fake_old_python(tmp_path / "python3.10")
+    assert sh(old, "-c", "import sys; print(sys.version_info[:2])").stdout.strip() == "(3, 10)"
+    missing = tmp_path / "no-wheelhouse"  # build.sh stops here at the latest: after its checks, before pip
+
+    def build(*args):
+        start = time.monotonic()
+        proc = sh(BUILD, "--out", tmp_path / "out", *args, check=False)
+        assert time.monotonic() - start < 30, "build.sh went past its checks"
+        return proc
+
+    proc = build("--python", old, "--supernode-python", tmp_path / "nope", "agent")
+    assert proc.returncode != 0 and "is not an executable interpreter (--supernode-python)" in proc.stderr
+    proc = build("--python", old, "--supernode-python", old, "agent")
+    assert proc.returncode != 0
+    assert f"--supernode-python {old} is Python 3.10; the SuperNode (flwr) needs 3.11 or later" in proc.stderr
+    proc = build("--python", old, "agent", "--supernode-python")
+    assert proc.returncode != 0 and "--supernode-python needs an interpreter" in proc.stderr
+
+    # A usable pair passes the checks (and stops at the missing wheelhouse).
+    proc = build("--python", old, "--supernode-python", "/usr/bin/python3", "--wheelhouse", missing, "agent")
+    assert proc.returncode != 0 and f"--wheelhouse {missing} is not a directory" in proc.stderr
+    assert "SuperNode" not in proc.stderr
+    # Without it: the package will not carry the SuperNode's wheels, and the operator is told.
+    proc = build("--python", old, "--wheelhouse", missing, "agent")
+    assert "no --supernode-python was given" in proc.stderr and "edge-agent supernode-venv" in proc.stderr
+    # Central alone, or a 3.11+ target: nothing about the SuperNode is needed.
+    proc = build("--python", old, "--wheelhouse", missing, "central")
+    assert "SuperNode" not in proc.stderr and f"--wheelhouse {missing} is not a directory" in proc.stderr
+    proc = build("--supernode-python", "/usr/bin/python3", "--wheelhouse", missing, "agent")
+    if at_least_311(host_python_minor()):
+        assert "the agent runs its SuperNode itself, --supernode-python is not used" in proc.stderr
+
+
+def render_postinst(version, supernode_minor):
+    text = (REPO / "packaging/deb/scripts/postinst").read_text()
+    values = {
+        "PACKAGE": "edgefleet-agent",
+        "VERSION": version,
+        "PREFIX": "/opt/edgefleet",
+        "UNIT": "edge-agent.service",
+        "ENABLE_ON_INSTALL": "yes",
+        "PY_MINOR": host_python_minor(),
+        "SUPERNODE_PY_MINOR": supernode_minor,
+    }
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    assert not re.findall(r"@[A-Z_]+@", text), "a placeholder build.sh fills that this test does not"
+    return text
+
+
+# The agent venv's edge-agent, standing in for the real one: records its arguments, builds nothing
+# but the directory and pyvenv.cfg `edge-agent supernode-venv` would, and fails when asked to.
+FAKE_EDGE_AGENT = """#!/bin/sh
+venv=$(cd "$(dirname "$0")/.." && pwd)
+echo "$*" >> "$venv/calls"
+if [ -n "$FAKE_SUPERNODE_FAIL" ]; then
+    echo "ERROR: pip could not install flwr" >&2
+    exit 1
+fi
+mkdir -p "$venv/supernode" && touch "$venv/supernode/pyvenv.cfg"
+echo "SuperNode on Python 3.11: ready."
+"""
+
+
+def test_postinst_builds_the_supernode_venv_and_never_fails_over_it(tmp_path):
+    minor = host_python_minor()
+    if not at_least_311(minor) or not os.access(f"/usr/bin/python{minor}", os.X_OK):
+        pytest.skip(f"needs /usr/bin/python{minor} to be a Python 3.11+")
+    version = "9.9.9"
+    root = tmp_path / "root"
+    make_root(root)
+    prefix = root / "opt/edgefleet"
+    (prefix / "wheels").mkdir(parents=True)
+    (prefix / "wheels/requirements.txt").write_text("edgefleet[cpu]==9.9.9 --hash=sha256:00\n")
+    (prefix / "supernode-wheels").mkdir()
+    (prefix / "supernode-wheels/requirements.txt").write_text("flwr==1.42.0 --hash=sha256:00\n")
+    lock = hashlib.sha256((prefix / "wheels/requirements.txt").read_bytes()).hexdigest()[:12]
+    venv = prefix / f"venv-{version}-{lock}"  # what setup_venv would build; .complete: it is reused
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".complete").touch()
+    (venv / "bin/edge-agent").write_text(FAKE_EDGE_AGENT)
+    (venv / "bin/edge-agent").chmod(0o755)
+    script = tmp_path / "postinst"
+    script.write_text(render_postinst(version, minor))
+    script.chmod(0o755)
+
+    def postinst(**env):
+        proc = subprocess.run(
+            [str(script), "configure"],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={**ENV, "DPKG_ROOT": str(root), **env},
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    def calls():
+        return (venv / "calls").read_text().splitlines() if (venv / "calls").exists() else []
+
+    # No Python of the wheels' version: the steps, no build, and the package installs.
+    out = postinst(EDGEFLEET_SUPERNODE_PYTHON=str(tmp_path / "python-missing"))
+    assert "add-apt-repository ppa:deadsnakes/ppa" in out
+    assert f"apt install python{minor} python{minor}-venv" in out and "dpkg-reconfigure edgefleet-agent" in out
+    assert calls() == []
+    assert os.readlink(prefix / "venv") == venv.name
+
+    # A failed build is logged with what to do, and the install still succeeds.
+    out = postinst(FAKE_SUPERNODE_FAIL="1")
+    assert calls() == [f"supernode-venv --python /usr/bin/python{minor} --find-links {prefix}/supernode-wheels"]
+    assert "ERROR: pip could not install flwr" in out and "could not build the SuperNode's venv" in out
+    assert "serves without federated learning" in out and "dpkg-reconfigure edgefleet-agent" in out
+    assert (venv / "supernode-venv.log").exists()
+
+    # The build: /usr/bin/pythonX.Y of the wheels' version, offline from supernode-wheels.
+    out = postinst()
+    assert len(calls()) == 2 and calls()[1] == calls()[0]
+    assert "SuperNode venv ready" in out and "[federated] enabled = true" in out
+    assert (venv / "supernode/pyvenv.cfg").exists() and not (venv / "supernode-venv.log").exists()
+    # Configured again with the same wheels and interpreter: nothing rebuilt.
+    postinst()
+    assert len(calls()) == 2
+
+    # An upgrade to a package without SuperNode wheels: the old venv's SuperNode venv goes with it, said so.
+    (prefix / "supernode-wheels/requirements.txt").unlink()
+    (prefix / "wheels/requirements.txt").write_text("edgefleet[cpu]==9.9.10 --hash=sha256:00\n")
+    new_lock = hashlib.sha256((prefix / "wheels/requirements.txt").read_bytes()).hexdigest()[:12]
+    new_venv = prefix / f"venv-9.9.10-{new_lock}"
+    (new_venv / "bin").mkdir(parents=True)
+    (new_venv / ".complete").touch()
+    script.write_text(render_postinst("9.9.10", ""))
+    out = postinst()
+    assert "SuperNode venv in the old environment" in out and "edge-agent supernode-venv --python" in out
+    assert not venv.exists() and os.readlink(prefix / "venv") == new_venv.name
