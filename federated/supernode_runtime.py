@@ -325,12 +325,34 @@ def build_command_lines(
     (flwr at central's pin), then edgefleet itself without its dependencies (no llama.cpp, no models)."""
     pip = [str(dest / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
     offline = ["--no-index", "--find-links", find_links] if find_links else []
-    return [
+    commands = [
         [python, "-m", "venv", "--clear", str(dest)],
         [*pip, "install", "--quiet", *offline, *requirements],
-        # --no-warn-conflicts: edgefleet's own dependencies (llama.cpp, the models) are left out on purpose.
-        [*pip, "install", "--quiet", "--no-deps", "--no-warn-conflicts", *offline, *project],
     ]
+    if project:
+        # --no-warn-conflicts: edgefleet's own dependencies (llama.cpp, the models) are left out on purpose.
+        commands.append([*pip, "install", "--quiet", "--no-deps", "--no-warn-conflicts", *offline, *project])
+    return commands
+
+
+AGENT_CODE_PACKAGES = ("edgefleet", "federated")  # all the SuperNode and its ClientApp import of ours
+
+
+def link_agent_code(dest: Path, python_version: tuple[int, ...]) -> Path:
+    """Put the agent's own edgefleet and federated packages on the SuperNode venv's path: links to them in
+    <dest>/edgefleet-agent-code, named by a .pth file in its site-packages."""
+    import edgefleet
+
+    code = dest / "edgefleet-agent-code"
+    code.mkdir(exist_ok=True)
+    for package in (Path(edgefleet.__file__).parent, Path(__file__).resolve().parent):
+        link = code / package.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(package.resolve(), target_is_directory=True)
+    site = dest / "lib" / f"python{python_version[0]}.{python_version[1]}" / "site-packages"
+    (site / "edgefleet-agent-code.pth").write_text(f"{code}\n")
+    return code
 
 
 class VenvBuildError(FederatedError):
@@ -364,10 +386,10 @@ def build_supernode_venv(
 ) -> Participation:
     """Make the SuperNode venv at ``dest`` from ``python`` and check that it can run the SuperNode.
 
-    Refuses a ``dest`` that exists and is not a venv (``venv --clear`` would empty it). From a source
-    checkout edgefleet is installed editable; installed, edgefleet==<this version> from ``find_links``
-    (the Debian package's wheel directory). A ``requirements.txt`` in ``find_links`` is a hash lock: the
-    requirements are installed from it with --require-hashes."""
+    Refuses a ``dest`` that exists and is not a venv (``venv --clear`` would empty it). The requirements
+    come from the package index, or offline from ``find_links``, where a ``requirements.txt`` is a hash
+    lock installed with --require-hashes (the Debian package's). edgefleet itself: editable from a source
+    checkout; edgefleet==<this version> from ``find_links``; else the agent's own packages, linked."""
     dest = Path(dest)
     if dest.exists() and not (dest / "pyvenv.cfg").exists() and any(dest.iterdir()):
         raise VenvBuildError(f"{dest} exists and is not a virtual environment: refusing to replace its contents")
@@ -377,6 +399,7 @@ def build_supernode_venv(
     if probe.version[:2] < MIN_PYTHON:
         raise VenvBuildError(f"{python} is Python {probe.version_text}; the SuperNode needs Python 3.11 or later")
     source = project_source()
+    project: list[str] = []
     if source is not None:
         requirements = requirements_from_pyproject((source / "pyproject.toml").read_text())
         project = ["-e", str(source)]
@@ -384,12 +407,8 @@ def build_supernode_venv(
         import importlib.metadata
 
         requirements = supernode_requirements(importlib.metadata.requires("edgefleet") or [])
-        project = [f"edgefleet=={EDGEFLEET_VERSION}"]
-        if not find_links:
-            raise VenvBuildError(
-                "edgefleet is installed, not run from its source: give --find-links DIR holding the "
-                f"edgefleet {EDGEFLEET_VERSION} wheel and the SuperNode's (the Debian package's /opt/edgefleet/wheels)"
-            )
+        if find_links:
+            project = [f"edgefleet=={EDGEFLEET_VERSION}"]
     if not requirements:
         raise VenvBuildError("edgefleet declares no `supernode` requirements (pyproject.toml's optional-dependencies)")
     lock = Path(find_links) / "requirements.txt" if find_links else None
@@ -400,6 +419,10 @@ def build_supernode_venv(
         code = run(argv)
         if code != 0:
             raise VenvBuildError(f"`{' '.join(argv)}` failed with exit code {code}")
+    if not project:
+        # Installed without a wheel directory: no edgefleet wheel to install, so the SuperNode imports the
+        # agent's own code (pure Python), which also keeps the two at one version.
+        link_agent_code(dest, probe.version)
     built = probe_python(str(dest / "bin" / "python"))
     why_not = problem(built)
     if why_not:

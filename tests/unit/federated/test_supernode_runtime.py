@@ -280,3 +280,29 @@ def test_a_wheel_directory_with_a_lock_installs_exactly_the_locked_wheels(tmp_pa
         "-r",
         str(wheels / "requirements.txt"),
     ]
+
+
+def test_an_installed_agent_without_a_wheel_directory_links_its_own_code_into_the_venv(tmp_path, monkeypatch):
+    """Tried: the hand install on a box where edgefleet is installed (not a checkout) and no --find-links."""
+    if sys.version_info < (3, 11):
+        pytest.skip("needs this interpreter to be 3.11+ to get past the version check")
+    monkeypatch.setattr(supernode_runtime, "project_source", lambda: None)
+    dest = tmp_path / "v"
+    ran = []
+
+    def run(argv):
+        ran.append(argv)
+        if argv[1:3] == ["-m", "venv"]:
+            (dest / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages").mkdir(
+                parents=True
+            )
+        return 0
+
+    with pytest.raises(supernode_runtime.VenvBuildError, match="cannot run the SuperNode"):
+        supernode_runtime.build_supernode_venv(sys.executable, dest, run=run)
+    assert len(ran) == 2 and "--no-index" not in ran[1] and "flwr==1.42.0" in ran[1]
+    code = dest / "edgefleet-agent-code"
+    assert (code / "federated" / "supernode_runtime.py").samefile(supernode_runtime.__file__)
+    assert (code / "edgefleet" / "__init__.py").exists()
+    (pth,) = (dest / "lib").glob("python*/site-packages/edgefleet-agent-code.pth")
+    assert pth.read_text() == f"{code}\n"
