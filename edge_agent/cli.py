@@ -479,7 +479,13 @@ def _supernode_venv(args: argparse.Namespace) -> int:
         print(json.dumps({**built.as_json(), "venv": str(dest), "config": config_line}, indent=2))
     else:
         print(f"{built.summary()}: ready.")
-        print(f"Set {config_line} in the agent's config (and [federated] enabled = true), then restart the agent.")
+        if args.dest:
+            print(f"Set {config_line} and [federated] enabled = true in the agent's config, then restart the agent.")
+        else:
+            print(
+                "Set [federated] enabled = true in the agent's config and restart the agent: an agent on Python "
+                f"3.10 finds this venv by itself (or name its interpreter: {config_line})."
+            )
     return 0
 
 

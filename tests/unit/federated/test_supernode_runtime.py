@@ -306,3 +306,23 @@ def test_an_installed_agent_without_a_wheel_directory_links_its_own_code_into_th
     assert (code / "edgefleet" / "__init__.py").exists()
     (pth,) = (dest / "lib").glob("python*/site-packages/edgefleet-agent-code.pth")
     assert pth.read_text() == f"{code}\n"
+
+
+def test_the_command_refuses_bad_input_with_the_reason_and_exit_1(tmp_path, capsys):
+    """Tried through `edge-agent supernode-venv`: a missing interpreter, one too old (a script answering as
+    3.10), and a --dest that holds other files (left untouched)."""
+    from edge_agent.cli import main
+
+    assert main(["supernode-venv", "--python", str(tmp_path / "nope"), "--dest", str(tmp_path / "v")]) == 1
+    assert f"edge-agent: supernode-venv: {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    old = tmp_path / "python3.10"
+    old.write_text("#!/bin/sh\necho '{\"version\": [3, 10, 12]}'\n")
+    old.chmod(0o755)
+    assert main(["supernode-venv", "--python", str(old), "--dest", str(tmp_path / "v")]) == 1
+    assert "is Python 3.10.12; the SuperNode needs Python 3.11 or later" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep").write_text("x")
+    assert main(["supernode-venv", "--python", sys.executable, "--dest", str(busy)]) == 1
+    assert "exists and is not a virtual environment" in capsys.readouterr().err
+    assert (busy / "keep").read_text() == "x" and not (tmp_path / "v").exists()
