@@ -40,7 +40,7 @@ PARTICIPATION_FILE = "participation.json"  # under <data_dir>/federated/, for `e
 # costs time (find_spec imports the `federated` package's __init__, which imports nothing).
 PROBE = r"""
 import json, sys
-out = {"version": list(sys.version_info[:3]), "executable": sys.executable, "prefix": sys.prefix}
+out = {"version": list(sys.version_info[:3]), "executable": sys.executable}
 try:
     import importlib.metadata as metadata
     out["flwr"] = metadata.version("flwr")
@@ -225,15 +225,15 @@ def choose(
 # -- I/O ----------------------------------------------------------------------------------------------
 
 
-def probe_python(path: str, env: dict[str, str] | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> PythonProbe:
-    """Ask one interpreter what it has (the agent's own environment, so PYTHONPATH counts as it will)."""
+def probe_python(path: str, timeout_s: float = PROBE_TIMEOUT_S) -> PythonProbe:
+    """Ask one interpreter what it has, in the agent's own environment (PYTHONPATH counts, as it will for the
+    SuperNode)."""
     try:
         done = subprocess.run(
             [path, "-c", PROBE],
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            env=env,
             check=False,
         )
     except FileNotFoundError:

@@ -50,18 +50,21 @@ def supernode_interpreter() -> str:
     return str(base if base.exists() else Path(sys.base_prefix) / "bin" / "python3")
 
 
-def _requirements() -> tuple[list[str], str, str]:
+def _requirements() -> tuple[list[str], str, str, list[str]]:
     """What the agent venv installs: [project] dependencies and the cpu extra (llama-cpp-python's pin apart,
-    built first with CMAKE_ARGS), the llama pin, and the CMAKE_ARGS make uses."""
+    built first with CMAKE_ARGS), the llama pin, the CMAKE_ARGS make uses, and the SuperNode venv's extra."""
     import tomllib
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    from federated.supernode_runtime import requirements_from_pyproject
+
+    text = (ROOT / "pyproject.toml").read_text()
+    project = tomllib.loads(text)["project"]
     deps = [*project["dependencies"], *project["optional-dependencies"]["cpu"]]
     llama = next(d for d in deps if d.startswith("llama-cpp-python=="))
     cmake_args = subprocess.run(
         ["make", "-s", "-C", str(ROOT), "print-cmake-args"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    return [d for d in deps if d != llama], llama, cmake_args
+    return [d for d in deps if d != llama], llama, cmake_args, requirements_from_pyproject(text)
 
 
 def _cache_root() -> Path:
@@ -78,10 +81,10 @@ def _run(argv: list[str], log, env: dict[str, str] | None = None) -> None:
 
 def agent_venv_310(python310: str) -> tuple[Path, float]:
     """The cached 3.10 agent venv (built now if missing) and the seconds this call spent building."""
-    deps, llama, cmake_args = _requirements()
+    deps, llama, cmake_args, supernode_extra = _requirements()
     version = subprocess.run([python310, "-VV"], capture_output=True, text=True, check=True).stdout.strip()
     key = hashlib.sha256(
-        "\n".join([version, llama, cmake_args, supernode_interpreter(), *deps, *_supernode_extra()]).encode()
+        "\n".join([version, llama, cmake_args, supernode_interpreter(), *deps, *supernode_extra]).encode()
     ).hexdigest()[:16]
     cache = _cache_root()
     cache.mkdir(parents=True, exist_ok=True)
@@ -113,9 +116,3 @@ def agent_venv_310(python310: str) -> tuple[Path, float]:
             )
         (venv / DONE).write_text(f"built in {time.monotonic() - started:.0f} s\n")
         return venv, time.monotonic() - started
-
-
-def _supernode_extra() -> list[str]:
-    import tomllib
-
-    return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["supernode"])
